@@ -1,0 +1,154 @@
+//! Command line and environment configuration of `meshdns serve`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use meshdns_proto::duration;
+
+use crate::error::Error;
+use crate::qname::Domain;
+use crate::zone::Zone;
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    duration::parse(text)
+}
+
+/// `meshdns serve` flags. Every flag can also be set as `MESHDNS_<FLAG>`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address for DNS over UDP and TCP (repeatable).
+    #[arg(
+        long = "dns-listen",
+        env = "MESHDNS_DNS_LISTEN",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:53"
+    )]
+    pub dns_listen: Vec<SocketAddr>,
+    /// Address for the gRPC registry (syncers' Export streams, Watch, status).
+    #[arg(
+        long = "grpc-listen",
+        env = "MESHDNS_GRPC_LISTEN",
+        default_value = "0.0.0.0:7443"
+    )]
+    pub grpc_listen: SocketAddr,
+    /// Address for admin HTTP: /healthz and /readyz.
+    #[arg(
+        long = "admin-listen",
+        env = "MESHDNS_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9153"
+    )]
+    pub admin_listen: SocketAddr,
+    /// Domain to serve (repeatable). `clusterset.local` uses the MCS layout.
+    #[arg(
+        long = "domain",
+        env = "MESHDNS_DOMAIN",
+        value_delimiter = ',',
+        default_value = "global"
+    )]
+    pub domain: Vec<String>,
+    /// A cluster silent this long is stale (its liveness is tracked from heartbeats).
+    #[arg(long = "cluster-ttl", env = "MESHDNS_CLUSTER_TTL", default_value = "15s", value_parser = parse_duration)]
+    pub cluster_ttl: Duration,
+    /// TTL of answers, unless a service's policy says otherwise.
+    #[arg(long = "ttl", env = "MESHDNS_TTL", default_value = "5s", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// How long resolvers may cache NXDOMAIN and NODATA (the SOA minimum).
+    #[arg(long = "negative-ttl", env = "MESHDNS_NEGATIVE_TTL", default_value = "5s", value_parser = parse_duration)]
+    pub negative_ttl: Duration,
+    /// Most addresses (or SRV records) in one answer, rotated between queries.
+    #[arg(long = "max-answers", env = "MESHDNS_MAX_ANSWERS", default_value_t = 8)]
+    pub max_answers: usize,
+    /// Serve gRPC without TLS. Only for loopback or a network you trust.
+    #[arg(long = "insecure", env = "MESHDNS_INSECURE")]
+    pub insecure: bool,
+}
+
+/// Validated settings of a running server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub zone: Zone,
+    pub cluster_ttl: Duration,
+    pub insecure: bool,
+}
+
+fn seconds(flag: &'static str, value: Duration) -> Result<u32, Error> {
+    u32::try_from(value.as_secs())
+        .ok()
+        .filter(|s| *s <= meshdns_proto::model::MAX_TTL_SECONDS)
+        .ok_or_else(|| Error::Config {
+            flag,
+            problem: format!("{value:?} is over the maximum of one day"),
+        })
+}
+
+impl ServeArgs {
+    /// Checks the flags together; the error names the flag at fault.
+    pub fn config(&self) -> Result<ServeConfig, Error> {
+        if !self.insecure {
+            return Err(Error::Config {
+                flag: "--insecure",
+                problem: "refusing to serve the gRPC registry in plaintext: this build has no \
+                          TLS options yet, so pass --insecure to run without transport security \
+                          (loopback or a trusted network only)"
+                    .into(),
+            });
+        }
+        if self.domain.is_empty() {
+            return Err(Error::Config {
+                flag: "--domain",
+                problem: "at least one domain is needed".into(),
+            });
+        }
+        let domains = self
+            .domain
+            .iter()
+            .map(|d| Domain::parse(d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|problem| Error::Config {
+                flag: "--domain",
+                problem,
+            })?;
+        for (i, d) in domains.iter().enumerate() {
+            if domains[..i].contains(d) {
+                return Err(Error::Config {
+                    flag: "--domain",
+                    problem: format!("{} is given twice", d.fqdn()),
+                });
+            }
+        }
+        if self.max_answers == 0 {
+            return Err(Error::Config {
+                flag: "--max-answers",
+                problem: "must be at least 1".into(),
+            });
+        }
+        if self.cluster_ttl < Duration::from_millis(100) {
+            return Err(Error::Config {
+                flag: "--cluster-ttl",
+                problem: "must be at least 100ms".into(),
+            });
+        }
+        if self.dns_listen.is_empty() {
+            return Err(Error::Config {
+                flag: "--dns-listen",
+                problem: "at least one address is needed".into(),
+            });
+        }
+        let zone = Zone::new(
+            domains,
+            seconds("--ttl", self.ttl)?,
+            seconds("--negative-ttl", self.negative_ttl)?,
+            self.max_answers,
+        )
+        .map_err(|problem| Error::Config {
+            flag: "--domain",
+            problem,
+        })?;
+        Ok(ServeConfig {
+            zone,
+            cluster_ttl: self.cluster_ttl,
+            insecure: self.insecure,
+        })
+    }
+}

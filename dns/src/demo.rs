@@ -1,0 +1,140 @@
+//! `meshdns demo`: a registry and DNS server with three simulated clusters,
+//! all on loopback. The clusters' export files are compiled in from
+//! `deploy/examples/` and written to a directory at start, so the demo
+//! works from anywhere and a user can edit them to watch answers change.
+//! Each cluster is a real file-source syncer streaming over gRPC.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use meshdns_syncer::publish::{self, Backoff, PublishConfig};
+use meshdns_syncer::source::{Overrides, file};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::qname::Domain;
+use crate::zone::Zone;
+use crate::{Listeners, config::ServeConfig};
+
+/// The demo fleet: (file name, contents).
+pub const CLUSTERS: [(&str, &str); 3] = [
+    (
+        "east-1.yaml",
+        include_str!("../../deploy/examples/east-1.yaml"),
+    ),
+    (
+        "east-2.yaml",
+        include_str!("../../deploy/examples/east-2.yaml"),
+    ),
+    (
+        "west-1.yaml",
+        include_str!("../../deploy/examples/west-1.yaml"),
+    ),
+];
+
+/// `meshdns demo` flags.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Directory to write the demo clusters' export files to (default: a new temporary one).
+    #[arg(long, env = "MESHDNS_DEMO_DIR")]
+    pub dir: Option<PathBuf>,
+    /// Address for DNS over UDP and TCP.
+    #[arg(long = "dns-listen", default_value = "127.0.0.1:5353")]
+    pub dns_listen: SocketAddr,
+    /// Address for the gRPC registry.
+    #[arg(long = "grpc-listen", default_value = "127.0.0.1:7443")]
+    pub grpc_listen: SocketAddr,
+    /// Address for admin HTTP.
+    #[arg(long = "admin-listen", default_value = "127.0.0.1:9153")]
+    pub admin_listen: SocketAddr,
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::Config {
+        flag: what,
+        problem: e.to_string(),
+    }
+}
+
+/// Runs the demo until `shutdown`.
+pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Error> {
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("meshdns-demo-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir).map_err(io("--dir"))?;
+    let mut files = Vec::new();
+    for (name, text) in CLUSTERS {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(io("--dir"))?;
+        files.push(path);
+    }
+    let listeners =
+        Listeners::bind(&[args.dns_listen], args.grpc_listen, args.admin_listen).await?;
+    let dns = listeners.dns_udp[0]
+        .local_addr()
+        .map_err(io("--dns-listen"))?;
+    let grpc = listeners.grpc.local_addr().map_err(io("--grpc-listen"))?;
+    let admin = listeners.admin.local_addr().map_err(io("--admin-listen"))?;
+    let zone = Zone::new(
+        vec![Domain::parse("global").map_err(|problem| Error::Config {
+            flag: "--domain",
+            problem,
+        })?],
+        5,
+        5,
+        8,
+    )
+    .map_err(|problem| Error::Config {
+        flag: "--domain",
+        problem,
+    })?;
+    let config = ServeConfig {
+        zone,
+        cluster_ttl: Duration::from_secs(15),
+        insecure: true,
+    };
+    let server = tokio::spawn(crate::serve(config, listeners, shutdown.clone()));
+    for path in &files {
+        let overrides = Overrides {
+            version: format!("{} (demo)", env!("CARGO_PKG_VERSION")),
+            ..Overrides::default()
+        };
+        let exports = file::follow(
+            path.clone(),
+            overrides,
+            Duration::from_millis(250),
+            shutdown.clone(),
+        );
+        let publisher = PublishConfig {
+            url: format!("http://{grpc}"),
+            heartbeat: Duration::from_secs(5),
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
+        };
+        tokio::spawn(publish::run(publisher, exports, shutdown.clone()));
+    }
+    let port = dns.port();
+    let at = format!("@{} -p {port}", dns.ip());
+    println!(
+        "meshdns demo: registry and authoritative DNS for global., with three simulated clusters\n\
+         \n  DNS    {dns} (UDP and TCP)\n  gRPC   {grpc} (plaintext: loopback only)\n  admin  http://{admin}/readyz\n\
+         \n  clusters (each a file-source syncer streaming over gRPC; edit a file and answers follow):\n    \
+         east-1  us-east/us-east-1a  asks from 127.0.0.2  {}\n    \
+         east-2  us-east/us-east-1b  asks from 127.0.0.3  {}\n    \
+         west-1  us-west/us-west-1a  asks from 127.0.0.4  {}\n\
+         \nTry:\n  dig {at} web.shop.global\n  dig {at} web.shop.global AAAA\n  dig {at} east-2.web.shop.global\n  \
+         dig {at} db-0.east-1.db.data.global\n  dig {at} _http._tcp.web.shop.global SRV\n  dig {at} api.shop.global\n  \
+         dig {at} nope.shop.global\n  dig -b 127.0.0.4 {at} web.shop.global\n\nCtrl-C stops the demo.",
+        files[0].display(),
+        files[1].display(),
+        files[2].display(),
+    );
+    match server.await {
+        Ok(result) => result,
+        Err(e) => Err(Error::Serve {
+            what: "demo server",
+            source: Box::new(e),
+        }),
+    }
+}

@@ -1,0 +1,343 @@
+//! The gRPC `Registry` service: wire messages in, validated model into the
+//! registry, refusals and state out.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use meshdns_proto::model::{Cluster, ServiceExport, ServiceKey};
+use meshdns_proto::wire::{self, export_request::Message as Req, watch_event::Event};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use crate::error::Error;
+use crate::registry::{Change, ClusterStatus, FullState, Registry, Session};
+
+/// The tonic service over a shared [`Registry`].
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    registry: Arc<Registry>,
+    /// Ends every open stream when the server shuts down.
+    shutdown: CancellationToken,
+}
+
+impl Ingest {
+    pub fn new(registry: Arc<Registry>, shutdown: CancellationToken) -> Self {
+        Ingest { registry, shutdown }
+    }
+
+    pub fn into_server(self) -> wire::registry_server::RegistryServer<Self> {
+        wire::registry_server::RegistryServer::new(self)
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Validates each service on its own: the valid ones, and a refusal for
+/// each invalid one. A refused service whose key is valid is also returned
+/// in `keep`, so a Snapshot does not withdraw its last good version.
+fn validate(
+    services: &[wire::ServiceExport],
+) -> (Vec<ServiceExport>, Vec<wire::Refusal>, BTreeSet<ServiceKey>) {
+    let mut valid = Vec::with_capacity(services.len());
+    let mut refusals = Vec::new();
+    let mut keep = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    for (i, service) in services.iter().enumerate() {
+        let result = ServiceExport::try_from(service).and_then(|s| {
+            if seen.insert(s.key().clone()) {
+                Ok(s)
+            } else {
+                Err(meshdns_proto::InvalidField::new(
+                    "key",
+                    meshdns_proto::error::Problem::DuplicateService(s.key().to_string()),
+                ))
+            }
+        });
+        match result {
+            Ok(s) => valid.push(s),
+            Err(e) => {
+                if let Some(key) = service
+                    .key
+                    .as_ref()
+                    .and_then(|k| ServiceKey::try_from(k).ok())
+                {
+                    keep.insert(key);
+                }
+                refusals.push(wire::Refusal {
+                    key: service.key.clone(),
+                    reason: format!("services[{i}]: {e}"),
+                });
+            }
+        }
+    }
+    (valid, refusals, keep)
+}
+
+fn removals(keys: &[wire::ServiceKey]) -> (Vec<ServiceKey>, Vec<wire::Refusal>) {
+    let mut valid = Vec::new();
+    let mut refusals = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        match ServiceKey::try_from(key) {
+            Ok(k) => valid.push(k),
+            Err(e) => refusals.push(wire::Refusal {
+                key: Some(key.clone()),
+                reason: format!("removals[{i}]: {e}"),
+            }),
+        }
+    }
+    (valid, refusals)
+}
+
+/// Applies one request of an open session.
+fn apply(
+    registry: &Registry,
+    session: &Session,
+    request: wire::ExportRequest,
+) -> Result<wire::ExportResponse, Error> {
+    let refusals = match request.message {
+        Some(Req::Hello(_)) => {
+            return Err(Error::SecondHello);
+        }
+        Some(Req::Snapshot(snapshot)) => {
+            let (valid, refusals, keep) = validate(&snapshot.services);
+            registry.apply_snapshot(session, valid, &keep)?;
+            refusals
+        }
+        Some(Req::Delta(delta)) => {
+            let (valid, mut refusals, _) = validate(&delta.upserts);
+            let (gone, refused) = removals(&delta.removals);
+            refusals.extend(refused);
+            registry.apply_delta(session, valid, gone)?;
+            refusals
+        }
+        Some(Req::Heartbeat(_)) | None => {
+            registry.heartbeat(session)?;
+            Vec::new()
+        }
+    };
+    for refusal in &refusals {
+        warn!(cluster = %session.cluster, reason = %refusal.reason, "refused export item");
+    }
+    Ok(wire::ExportResponse {
+        generation: request.generation,
+        refusals,
+    })
+}
+
+async fn export_stream(
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+    mut requests: Streaming<wire::ExportRequest>,
+    responses: mpsc::Sender<Result<wire::ExportResponse, Status>>,
+) {
+    let first = match requests.message().await {
+        Ok(Some(first)) => first,
+        Ok(None) => return,
+        Err(status) => {
+            warn!(error = %status, "export stream failed before hello");
+            return;
+        }
+    };
+    let generation = first.generation;
+    let cluster = match first.message {
+        Some(Req::Hello(hello)) => match Cluster::try_from(&hello) {
+            Ok(cluster) => cluster,
+            Err(e) => {
+                warn!(cluster = %hello.cluster, error = %e, "refused hello");
+                let _ = responses.send(Err(Error::InvalidHello(e).into())).await;
+                return;
+            }
+        },
+        _ => {
+            let _ = responses.send(Err(Error::HelloFirst.into())).await;
+            return;
+        }
+    };
+    info!(cluster = %cluster.name, version = %cluster.version, cidrs = cluster.client_cidrs.len(), "export stream opened");
+    let session = registry.hello(cluster);
+    let _ = responses
+        .send(Ok(wire::ExportResponse {
+            generation,
+            refusals: Vec::new(),
+        }))
+        .await;
+    let end = loop {
+        let request = tokio::select! {
+            _ = session.superseded.cancelled() => break Some(Error::Superseded(session.cluster.to_string())),
+            _ = shutdown.cancelled() => break Some(Error::ShuttingDown),
+            request = requests.message() => request,
+        };
+        match request {
+            Ok(Some(request)) => match apply(&registry, &session, request) {
+                Ok(response) => {
+                    if responses.send(Ok(response)).await.is_err() {
+                        break None;
+                    }
+                }
+                Err(e) => break Some(e),
+            },
+            Ok(None) => break None,
+            Err(status) => {
+                info!(cluster = %session.cluster, error = %status, "export stream broke");
+                break None;
+            }
+        }
+    };
+    registry.disconnect(&session);
+    match end {
+        Some(e) => {
+            warn!(cluster = %session.cluster, error = %e, "export stream closed by the registry");
+            let _ = responses.send(Err(e.into())).await;
+        }
+        None => info!(cluster = %session.cluster, "export stream closed"),
+    }
+}
+
+fn cluster_info(status: &ClusterStatus) -> wire::ClusterInfo {
+    let hello = wire::Hello::from(&status.cluster);
+    wire::ClusterInfo {
+        name: hello.cluster,
+        region: hello.region,
+        zone: hello.zone,
+        client_cidrs: hello.client_cidrs,
+        version: hello.version,
+        last_heartbeat_unix_ms: status.last_heartbeat_unix_ms,
+        state: wire::ClusterState::Live.into(),
+        connected: status.connected,
+        services: status.services as u32,
+        endpoints: status.endpoints as u64,
+    }
+}
+
+fn reset(state: &FullState) -> wire::WatchEvent {
+    wire::WatchEvent {
+        event: Some(Event::Reset(wire::Reset {
+            clusters: state
+                .clusters
+                .iter()
+                .map(|(status, services)| wire::ClusterExports {
+                    cluster: Some(cluster_info(status)),
+                    services: services.iter().map(|s| s.as_ref().into()).collect(),
+                })
+                .collect(),
+        })),
+    }
+}
+
+fn change(change: &Change) -> wire::WatchEvent {
+    let event = match change {
+        Change::Cluster(status) => Event::Cluster(cluster_info(status)),
+        Change::Services {
+            cluster,
+            upserts,
+            removals,
+        } => Event::Services(wire::ServicesChanged {
+            cluster: cluster.to_string(),
+            upserts: upserts.iter().map(|s| s.as_ref().into()).collect(),
+            removals: removals.iter().map(Into::into).collect(),
+        }),
+    };
+    wire::WatchEvent { event: Some(event) }
+}
+
+async fn watch_stream(
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+    events: mpsc::Sender<Result<wire::WatchEvent, Status>>,
+) {
+    let (state, mut changes) = registry.subscribe();
+    if events.send(Ok(reset(&state))).await.is_err() {
+        return;
+    }
+    loop {
+        let event = tokio::select! {
+            _ = events.closed() => return,
+            _ = shutdown.cancelled() => {
+                let _ = events.send(Err(Error::ShuttingDown.into())).await;
+                return;
+            }
+            received = changes.recv() => match received {
+                Ok(c) => change(&c),
+                // Too slow to keep up: start it over from the whole state.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let (state, fresh) = registry.subscribe();
+                    changes = fresh;
+                    reset(&state)
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if events.send(Ok(event)).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl wire::registry_server::Registry for Ingest {
+    type ExportStream = BoxStream<wire::ExportResponse>;
+    type WatchStream = BoxStream<wire::WatchEvent>;
+
+    async fn export(
+        &self,
+        request: Request<Streaming<wire::ExportRequest>>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(export_stream(
+            self.registry.clone(),
+            self.shutdown.clone(),
+            request.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn watch(
+        &self,
+        _request: Request<wire::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(watch_stream(
+            self.registry.clone(),
+            self.shutdown.clone(),
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_clusters(
+        &self,
+        _request: Request<wire::ListClustersRequest>,
+    ) -> Result<Response<wire::ListClustersResponse>, Status> {
+        let clusters = self.registry.clusters().iter().map(cluster_info).collect();
+        Ok(Response::new(wire::ListClustersResponse { clusters }))
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<wire::GetServiceRequest>,
+    ) -> Result<Response<wire::GetServiceResponse>, Status> {
+        let key = request
+            .get_ref()
+            .key
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("key: is required"))?;
+        let key =
+            ServiceKey::try_from(key).map_err(|e| Status::invalid_argument(format!("key.{e}")))?;
+        let exports = self
+            .registry
+            .service(&key)
+            .into_iter()
+            .map(|(cluster, service)| wire::ClusterService {
+                cluster: cluster.to_string(),
+                service: Some(service.as_ref().into()),
+            })
+            .collect();
+        Ok(Response::new(wire::GetServiceResponse { exports }))
+    }
+}

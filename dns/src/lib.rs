@@ -1,0 +1,150 @@
+//! meshdns: the fleet-wide registry of exported services and its
+//! authoritative DNS server for `<svc>.<ns>.global`.
+//!
+//! # Layout
+//!
+//! - [`config`]: `meshdns serve` flags, checked into a [`config::ServeConfig`].
+//! - [`ingest`]: the gRPC `Registry` service: wire -> model -> registry.
+//! - [`registry`]: the writer side; publishes [`snapshot::Snapshot`]s.
+//! - [`snapshot`]: the immutable read side, shaped for answering.
+//! - [`qname`]: query name -> what it asks for (pure).
+//! - [`select`]: which healthy targets answer an asker (pure).
+//! - [`zone`]: request bytes -> response bytes; the hickory glue.
+//! - [`server`]: UDP and TCP DNS listeners.
+//! - [`admin`]: `/healthz`, `/readyz`.
+//! - [`demo`]: `meshdns demo`, the embedded three-cluster fleet.
+//!
+//! The entry point is [`serve`]: it takes bound listeners and a shutdown
+//! token, so tests bind `127.0.0.1:0` and run a real server in-process.
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod ingest;
+pub mod qname;
+pub mod registry;
+pub mod select;
+pub mod server;
+pub mod snapshot;
+pub mod zone;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use error::Error;
+
+use crate::admin::Readiness;
+use crate::config::ServeConfig;
+use crate::ingest::Ingest;
+use crate::registry::Registry;
+
+/// The sockets `serve` answers on, bound beforehand so the caller knows
+/// the ports (tests bind port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    pub dns_udp: Vec<UdpSocket>,
+    pub dns_tcp: Vec<TcpListener>,
+    pub grpc: TcpListener,
+    pub admin: TcpListener,
+}
+
+async fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, what, source })
+}
+
+impl Listeners {
+    /// Binds DNS (UDP and TCP on each address), gRPC and admin.
+    pub async fn bind(
+        dns: &[SocketAddr],
+        grpc: SocketAddr,
+        admin: SocketAddr,
+    ) -> Result<Self, Error> {
+        let mut dns_udp = Vec::new();
+        let mut dns_tcp = Vec::new();
+        for addr in dns {
+            let udp = UdpSocket::bind(addr).await.map_err(|source| Error::Bind {
+                addr: *addr,
+                what: "--dns-listen, udp",
+                source,
+            })?;
+            // With port 0, TCP takes the port UDP was given.
+            let tcp_addr = udp.local_addr().map_err(|source| Error::Bind {
+                addr: *addr,
+                what: "--dns-listen",
+                source,
+            })?;
+            dns_tcp.push(bind_tcp(tcp_addr, "--dns-listen, tcp").await?);
+            dns_udp.push(udp);
+        }
+        Ok(Listeners {
+            dns_udp,
+            dns_tcp,
+            grpc: bind_tcp(grpc, "--grpc-listen").await?,
+            admin: bind_tcp(admin, "--admin-listen").await?,
+        })
+    }
+}
+
+/// Runs the registry, DNS and admin listeners until `shutdown` fires.
+pub async fn serve(
+    config: ServeConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let registry = Arc::new(Registry::new(config.zone.ttl));
+    let zone = Arc::new(config.zone);
+    let ready = Arc::new(Readiness::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    for socket in listeners.dns_udp {
+        info!(addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "dns udp listening");
+        tasks.spawn(server::serve_udp(
+            socket,
+            registry.clone(),
+            zone.clone(),
+            shutdown.clone(),
+        ));
+    }
+    for listener in listeners.dns_tcp {
+        info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "dns tcp listening");
+        tasks.spawn(server::serve_tcp(
+            listener,
+            registry.clone(),
+            zone.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let admin_shutdown = shutdown.clone();
+    let admin_ready = ready.clone();
+    let admin = tokio::spawn(admin::serve(listeners.admin, admin_ready, admin_shutdown));
+    info!(addr = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(), insecure = config.insecure, "grpc registry listening");
+    let grpc = tonic::transport::Server::builder()
+        .add_service(Ingest::new(registry.clone(), shutdown.clone()).into_server())
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.grpc),
+            shutdown.clone().cancelled_owned(),
+        );
+    ready.set(true);
+    let result = grpc.await;
+    ready.set(false);
+    // If gRPC stopped on its own, stop the rest with it.
+    shutdown.cancel();
+    // Streams were told to end; give stragglers a bounded time.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), admin).await;
+    result.map_err(|e| Error::Serve {
+        what: "grpc server",
+        source: Box::new(e),
+    })
+}

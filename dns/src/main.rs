@@ -1,0 +1,87 @@
+//! `meshdns`: the registry and authoritative DNS server (`serve`), and the
+//! embedded demo fleet (`demo`).
+
+use clap::{Parser, Subcommand};
+use meshdns::config::ServeArgs;
+use meshdns::demo::DemoArgs;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Cross-cluster service discovery: the registry and its DNS server.
+#[derive(Debug, Parser)]
+#[command(name = "meshdns", version, about)]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(
+        long = "log-format",
+        env = "MESHDNS_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the registry (gRPC), authoritative DNS (UDP and TCP) and admin HTTP.
+    Serve(ServeArgs),
+    /// Run a registry with three simulated clusters on loopback.
+    Demo(DemoArgs),
+}
+
+fn init_logs(format: &str, default: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "text" => builder.init(),
+        "json" => builder.json().init(),
+        other => anyhow::bail!("--log-format: {other:?} is not a format (use text or json)"),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signals.cancel();
+    });
+    match cli.command {
+        Command::Serve(args) => {
+            init_logs(&cli.log_format, "info")?;
+            let config = args.config()?;
+            let listeners =
+                meshdns::Listeners::bind(&args.dns_listen, args.grpc_listen, args.admin_listen)
+                    .await?;
+            meshdns::serve(config, listeners, shutdown).await?;
+        }
+        Command::Demo(args) => {
+            // The demo prints its own guide; keep the log to warnings.
+            init_logs(&cli.log_format, "warn")?;
+            meshdns::demo::run(args, shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

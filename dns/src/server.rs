@@ -1,0 +1,131 @@
+//! DNS listeners: UDP and TCP sockets feeding [`zone::respond`].
+//!
+//! Each UDP socket has one task that receives, answers and sends in turn:
+//! answering is synchronous and short, so a per-packet task would cost more
+//! than it saves. Each TCP connection has its own task, answers its queries
+//! in order, and is closed after an idle timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::registry::Registry;
+use crate::zone::{self, Transport, Zone};
+
+/// How long a TCP connection may sit idle between queries.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open TCP connections at most; more wait to be accepted.
+pub const MAX_TCP_CONNECTIONS: usize = 1024;
+
+/// Answers on `socket` until `shutdown`.
+pub async fn serve_udp(
+    socket: UdpSocket,
+    registry: Arc<Registry>,
+    zone: Arc<Zone>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (len, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on Linux;
+                    // they concern one peer, not the socket.
+                    debug!(error = %e, "udp receive error");
+                    continue;
+                }
+            },
+        };
+        let snapshot = registry.snapshot();
+        if let Some(reply) = zone::respond(&snapshot, &zone, &buf[..len], peer.ip(), Transport::Udp)
+            && let Err(e) = socket.send_to(&reply, peer).await
+        {
+            debug!(%peer, error = %e, "udp send error");
+        }
+    }
+}
+
+/// Accepts TCP connections on `listener` until `shutdown`.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    zone: Arc<Zone>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            permit = slots.clone().acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { return };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "tcp accept error");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let registry = registry.clone();
+        let zone = zone.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                result = connection(stream, peer, &registry, &zone) => {
+                    if let Err(e) = result {
+                        debug!(%peer, error = %e, "tcp connection ended");
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    registry: &Registry,
+    zone: &Zone,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await {
+            Err(_) => return Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(_)) => {}
+        }
+        buf.resize(usize::from(u16::from_be_bytes(len)), 0);
+        tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "partial query"))??;
+        let reply = {
+            let snapshot = registry.snapshot();
+            zone::respond(&snapshot, zone, &buf, peer.ip(), Transport::Tcp)
+        };
+        let Some(reply) = reply else {
+            // Something we do not answer (a response, a runt): the stream
+            // can no longer be trusted to be in step.
+            return Ok(());
+        };
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&reply);
+        stream.write_all(&framed).await?;
+    }
+}

@@ -1,0 +1,446 @@
+//! The answer path: request bytes in, response bytes out. The only module
+//! (with `server`) that knows hickory types, so a hickory API change
+//! touches these files alone.
+//!
+//! It reads one [`Snapshot`] and takes no lock. It builds every response
+//! itself, EDNS included, and truncates by rebuilding a clean message
+//! (header, question, OPT) rather than cutting an encoded one.
+
+use std::net::IpAddr;
+
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+use crate::qname::{self, Domain, QName};
+use crate::select::{self, Asker};
+use crate::snapshot::{ServiceView, Snapshot, Target, Targets};
+
+/// The largest UDP payload meshdns sends or advertises (DNS Flag Day 2020).
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// How a query arrived: decides the size limit of the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// The served domains and answer settings, fixed at start.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    domains: Vec<Domain>,
+    apexes: Vec<Name>,
+    nameservers: Vec<Name>,
+    mailboxes: Vec<Name>,
+    /// TTL of the SOA and NS records (and of answers without their own).
+    pub ttl: u32,
+    /// SOA minimum: how long resolvers cache NXDOMAIN and NODATA.
+    pub negative_ttl: u32,
+    pub max_answers: usize,
+}
+
+impl Zone {
+    pub fn new(
+        domains: Vec<Domain>,
+        ttl: u32,
+        negative_ttl: u32,
+        max_answers: usize,
+    ) -> Result<Self, String> {
+        let name = |s: String| Name::from_ascii(&s).map_err(|e| format!("{s}: {e}"));
+        let apexes = domains
+            .iter()
+            .map(|d| name(d.fqdn()))
+            .collect::<Result<_, _>>()?;
+        let nameservers = domains
+            .iter()
+            .map(|d| name(format!("ns.dns.{}", d.fqdn())))
+            .collect::<Result<_, _>>()?;
+        let mailboxes = domains
+            .iter()
+            .map(|d| name(format!("hostmaster.{}", d.fqdn())))
+            .collect::<Result<_, _>>()?;
+        Ok(Zone {
+            domains,
+            apexes,
+            nameservers,
+            mailboxes,
+            ttl,
+            negative_ttl,
+            max_answers,
+        })
+    }
+
+    pub fn domains(&self) -> &[Domain] {
+        &self.domains
+    }
+
+    fn soa(&self, domain: usize, serial: u32, ttl: u32) -> Record {
+        let soa = SOA::new(
+            self.nameservers[domain].clone(),
+            self.mailboxes[domain].clone(),
+            serial,
+            3600,
+            600,
+            86_400,
+            self.negative_ttl,
+        );
+        Record::from_rdata(self.apexes[domain].clone(), ttl, RData::SOA(soa))
+    }
+}
+
+/// Answers one DNS message. `None` means drop it: it is too short to
+/// answer, or is itself a response.
+pub fn respond(
+    snapshot: &Snapshot,
+    zone: &Zone,
+    packet: &[u8],
+    source: IpAddr,
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    if packet.len() < 12 || packet[2] & 0x80 != 0 {
+        return None;
+    }
+    let request = match Message::from_vec(packet) {
+        Ok(request) => request,
+        Err(_) => {
+            let opcode = (packet[2] >> 3) & 0x0f;
+            let rcode = if opcode == 0 {
+                ResponseCode::FormErr
+            } else {
+                ResponseCode::NotImp
+            };
+            return Some(header_only(packet, rcode));
+        }
+    };
+    let mut response = Message::new(
+        request.metadata.id,
+        MessageType::Response,
+        request.metadata.op_code,
+    );
+    response.metadata = Metadata::response_from_request(&request.metadata);
+    let limit = match (transport, &request.edns) {
+        (Transport::Tcp, _) => usize::from(u16::MAX),
+        (Transport::Udp, Some(edns)) => usize::from(edns.max_payload().clamp(512, MAX_UDP_PAYLOAD)),
+        (Transport::Udp, None) => 512,
+    };
+    if let Some(edns) = &request.edns {
+        let mut ours = Edns::new();
+        ours.set_max_payload(MAX_UDP_PAYLOAD);
+        ours.set_version(0);
+        // RFC 3225: the DO bit is copied from the query.
+        ours.set_dnssec_ok(edns.flags().dnssec_ok);
+        response.edns = Some(ours);
+    }
+    if request.metadata.op_code != OpCode::Query {
+        response.queries = request.queries.clone();
+        response.metadata.response_code = ResponseCode::NotImp;
+        return encode(response, limit);
+    }
+    if request.queries.len() != 1 {
+        response.metadata.response_code = ResponseCode::FormErr;
+        return encode(response, limit);
+    }
+    let query = &request.queries[0];
+    response.queries = vec![query.clone()];
+    if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        response.metadata.response_code = ResponseCode::BADVERS;
+        return encode(response, limit);
+    }
+    if query.query_class() != DNSClass::IN {
+        response.metadata.response_code = ResponseCode::Refused;
+        return encode(response, limit);
+    }
+    let lower = query.name().to_lowercase();
+    let labels: Vec<&str> = lower
+        .iter()
+        .map(|l| std::str::from_utf8(l).unwrap_or(""))
+        .collect();
+    let Some((domain, qname)) = qname::parse(&labels, zone.domains()) else {
+        response.metadata.response_code = ResponseCode::Refused;
+        return encode(response, limit);
+    };
+    response.metadata.authoritative = true;
+    if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
+        // Zone transfers are not offered: the data lives in the registry.
+        response.metadata.authoritative = false;
+        response.metadata.response_code = ResponseCode::Refused;
+        return encode(response, limit);
+    }
+    let asker = Asker { address: source };
+    let answer = Lookup {
+        snapshot,
+        zone,
+        domain,
+        query,
+        asker,
+    }
+    .run(qname);
+    match answer {
+        Found::Records {
+            answers,
+            additionals,
+        } => {
+            response.answers = answers;
+            response.additionals = additionals;
+        }
+        Found::NoData | Found::NxDomain => {
+            if matches!(answer, Found::NxDomain) {
+                response.metadata.response_code = ResponseCode::NXDomain;
+            }
+            // RFC 2308: the negative TTL is the smaller of the SOA's TTL and minimum.
+            let ttl = zone.ttl.min(zone.negative_ttl);
+            response.authorities = vec![zone.soa(domain, snapshot.serial, ttl)];
+        }
+    }
+    encode(response, limit)
+}
+
+/// A response of just a header: for a message too broken to echo.
+fn header_only(packet: &[u8], rcode: ResponseCode) -> Vec<u8> {
+    let mut out = vec![0u8; 12];
+    out[0] = packet[0];
+    out[1] = packet[1];
+    // QR, the request's opcode and RD; everything else clear.
+    out[2] = 0x80 | (packet[2] & 0x79);
+    out[3] = (u16::from(rcode) & 0x0f) as u8;
+    out
+}
+
+/// Encodes `response`; if it exceeds `limit`, first drops the additional
+/// section (optional data), then sends a clean truncated message.
+fn encode(mut response: Message, limit: usize) -> Option<Vec<u8>> {
+    let bytes = response.to_vec().ok()?;
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    if !response.additionals.is_empty() {
+        response.additionals.clear();
+        let bytes = response.to_vec().ok()?;
+        if bytes.len() <= limit {
+            return Some(bytes);
+        }
+    }
+    response.answers.clear();
+    response.authorities.clear();
+    response.metadata.truncation = true;
+    response.to_vec().ok()
+}
+
+enum Found {
+    Records {
+        answers: Vec<Record>,
+        additionals: Vec<Record>,
+    },
+    NoData,
+    NxDomain,
+}
+
+struct Lookup<'a> {
+    snapshot: &'a Snapshot,
+    zone: &'a Zone,
+    domain: usize,
+    query: &'a Query,
+    asker: Asker,
+}
+
+impl Lookup<'_> {
+    fn run(&self, qname: QName<'_>) -> Found {
+        let qtype = self.query.query_type();
+        let snapshot = self.snapshot;
+        match qname {
+            QName::Apex => {
+                let mut answers = Vec::new();
+                if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+                    answers.push(self.zone.soa(self.domain, snapshot.serial, self.zone.ttl));
+                }
+                if matches!(qtype, RecordType::NS | RecordType::ANY) {
+                    let ns = NS(self.zone.nameservers[self.domain].clone());
+                    answers.push(Record::from_rdata(
+                        self.zone.apexes[self.domain].clone(),
+                        self.zone.ttl,
+                        RData::NS(ns),
+                    ));
+                }
+                records(answers, Vec::new())
+            }
+            QName::McsRoot => exists(!snapshot.is_empty()),
+            QName::Namespace { ns } => exists(snapshot.has_namespace(ns)),
+            QName::Service { ns, svc } => match snapshot.service(svc, ns) {
+                Some(view) => self.addresses(view, select::select(view, &self.asker)),
+                None => Found::NxDomain,
+            },
+            QName::Cluster { ns, svc, cluster } => {
+                match snapshot
+                    .service(svc, ns)
+                    .and_then(|v| v.cluster(cluster).map(|c| (v, c)))
+                {
+                    Some((view, (_, cv))) => self.addresses(view, &cv.targets),
+                    None => Found::NxDomain,
+                }
+            }
+            QName::Host {
+                ns,
+                svc,
+                cluster,
+                host,
+            } => {
+                let found = snapshot
+                    .service(svc, ns)
+                    .and_then(|v| v.cluster(cluster).map(|(_, c)| (v, c)))
+                    .and_then(|(v, c)| c.endpoint(host).map(|e| (v, e)));
+                match found {
+                    Some((view, ep)) if ep.healthy => {
+                        records(self.address_records(view.ttl, &ep.addresses), Vec::new())
+                    }
+                    Some(_) => Found::NoData,
+                    None => Found::NxDomain,
+                }
+            }
+            QName::SrvProto { ns, svc, proto } => {
+                exists(snapshot.service(svc, ns).is_some_and(|v| {
+                    v.clusters
+                        .iter()
+                        .any(|c| c.ports.iter().any(|p| p.protocol.label() == proto))
+                }))
+            }
+            QName::Srv {
+                ns,
+                svc,
+                proto,
+                port,
+            } => match snapshot.service(svc, ns) {
+                Some(view) => self.srv(view, proto, port),
+                None => Found::NxDomain,
+            },
+            QName::Nothing => Found::NxDomain,
+        }
+    }
+
+    /// A/AAAA (or both for ANY) from `targets`, rotated and capped.
+    fn addresses(&self, view: &ServiceView, targets: &Targets) -> Found {
+        let qtype = self.query.query_type();
+        let name = self.query.name();
+        let start = select::next_rotation();
+        let max = self.zone.max_answers;
+        let mut answers = Vec::new();
+        if matches!(qtype, RecordType::A | RecordType::ANY) {
+            answers.extend(
+                select::rotated(&targets.v4, start, max)
+                    .map(|a| Record::from_rdata(name.clone(), view.ttl, RData::A(A(a)))),
+            );
+        }
+        if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
+            answers.extend(
+                select::rotated(&targets.v6, start, max)
+                    .map(|a| Record::from_rdata(name.clone(), view.ttl, RData::AAAA(AAAA(a)))),
+            );
+        }
+        records(answers, Vec::new())
+    }
+
+    fn address_records(&self, ttl: u32, addresses: &[IpAddr]) -> Vec<Record> {
+        let qtype = self.query.query_type();
+        let name = self.query.name();
+        addresses
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v4) if matches!(qtype, RecordType::A | RecordType::ANY) => {
+                    Some(RData::A(A(*v4)))
+                }
+                IpAddr::V6(v6) if matches!(qtype, RecordType::AAAA | RecordType::ANY) => {
+                    Some(RData::AAAA(AAAA(*v6)))
+                }
+                _ => None,
+            })
+            .take(self.zone.max_answers)
+            .map(|data| Record::from_rdata(name.clone(), ttl, data))
+            .collect()
+    }
+
+    /// SRV records, one per selected target that has the port, with the
+    /// targets' addresses in the additional section.
+    fn srv(&self, view: &ServiceView, proto: &str, port_name: &str) -> Found {
+        let port_of = |cluster: usize| {
+            view.clusters[cluster]
+                .ports
+                .iter()
+                .find(|p| {
+                    p.protocol.label() == proto
+                        && p.name.as_ref().is_some_and(|n| n.as_str() == port_name)
+                })
+                .map(|p| p.port.get())
+        };
+        if !(0..view.clusters.len()).any(|c| port_of(c).is_some()) {
+            return Found::NxDomain;
+        }
+        if !matches!(self.query.query_type(), RecordType::SRV | RecordType::ANY) {
+            return Found::NoData;
+        }
+        let targets = select::select(view, &self.asker);
+        let domain = &self.zone.domains()[self.domain];
+        let suffix = format!(
+            "{}.{}.{}{}",
+            view.key.name,
+            view.key.namespace,
+            domain.infix(),
+            domain.fqdn()
+        );
+        let mut answers = Vec::new();
+        let mut additionals = Vec::new();
+        let start = select::next_rotation();
+        for target in select::rotated(&targets.targets, start, self.zone.max_answers) {
+            let cluster = &view.clusters[target.cluster()];
+            let Some(port) = port_of(target.cluster()) else {
+                continue;
+            };
+            let (text, addresses) = match target {
+                Target::Endpoint { endpoint, .. } => {
+                    let ep = &cluster.endpoints[endpoint];
+                    (
+                        format!("{}.{}.{suffix}", ep.label, cluster.name),
+                        &ep.addresses,
+                    )
+                }
+                Target::ClusterIp { .. } => {
+                    (format!("{}.{suffix}", cluster.name), &cluster.cluster_ips)
+                }
+            };
+            let Ok(target_name) = Name::from_ascii(&text) else {
+                continue;
+            };
+            answers.push(Record::from_rdata(
+                self.query.name().clone(),
+                view.ttl,
+                RData::SRV(SRV::new(0, 1, port, target_name.clone())),
+            ));
+            additionals.extend(addresses.iter().map(|a| {
+                let data = match a {
+                    IpAddr::V4(v4) => RData::A(A(*v4)),
+                    IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+                };
+                Record::from_rdata(target_name.clone(), view.ttl, data)
+            }));
+        }
+        records(answers, additionals)
+    }
+}
+
+fn records(answers: Vec<Record>, additionals: Vec<Record>) -> Found {
+    if answers.is_empty() {
+        Found::NoData
+    } else {
+        Found::Records {
+            answers,
+            additionals,
+        }
+    }
+}
+
+fn exists(exists: bool) -> Found {
+    if exists {
+        Found::NoData
+    } else {
+        Found::NxDomain
+    }
+}

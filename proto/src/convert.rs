@@ -1,0 +1,437 @@
+//! Wire <-> model conversions, in one place. Wire data is untrusted:
+//! `TryFrom` checks everything and names the field that is wrong.
+
+use std::net::IpAddr;
+use std::num::NonZeroU16;
+
+use crate::error::{InvalidField, Problem};
+use crate::model::{
+    Affinity, Cluster, ClusterName, Endpoint, Hostname, LabelValue, Mode, Namespace, NodeName,
+    Policy, Port, PortName, Protocol, ServiceExport, ServiceKey, ServiceName, parse_cidr,
+};
+use crate::wire;
+
+fn at(field: &str) -> impl FnOnce(InvalidField) -> InvalidField + '_ {
+    move |e| e.within(field)
+}
+
+fn address(value: &str, field: String) -> Result<IpAddr, InvalidField> {
+    value.parse().map_err(|_| {
+        InvalidField::new(
+            field,
+            Problem::BadAddress {
+                value: value.to_owned(),
+            },
+        )
+    })
+}
+
+impl TryFrom<&wire::Hello> for Cluster {
+    type Error = InvalidField;
+
+    fn try_from(hello: &wire::Hello) -> Result<Self, InvalidField> {
+        if hello.cluster.is_empty() {
+            return Err(InvalidField::new("cluster", Problem::Missing));
+        }
+        let client_cidrs = hello
+            .client_cidrs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| parse_cidr(c).map_err(|e| e.within(format!("client_cidrs[{i}]"))))
+            .collect::<Result<_, _>>()?;
+        Ok(Cluster {
+            name: ClusterName::new(&hello.cluster).map_err(at("cluster"))?,
+            region: LabelValue::optional(&hello.region).map_err(at("region"))?,
+            zone: LabelValue::optional(&hello.zone).map_err(at("zone"))?,
+            client_cidrs,
+            version: hello.version.chars().take(128).collect(),
+        })
+    }
+}
+
+impl From<&Cluster> for wire::Hello {
+    fn from(c: &Cluster) -> Self {
+        wire::Hello {
+            cluster: c.name.to_string(),
+            region: c
+                .region
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            zone: c.zone.as_ref().map(ToString::to_string).unwrap_or_default(),
+            client_cidrs: c.client_cidrs.iter().map(ToString::to_string).collect(),
+            version: c.version.clone(),
+        }
+    }
+}
+
+impl TryFrom<&wire::ServiceKey> for ServiceKey {
+    type Error = InvalidField;
+
+    fn try_from(key: &wire::ServiceKey) -> Result<Self, InvalidField> {
+        if key.namespace.is_empty() {
+            return Err(InvalidField::new("namespace", Problem::Missing));
+        }
+        if key.name.is_empty() {
+            return Err(InvalidField::new("name", Problem::Missing));
+        }
+        Ok(ServiceKey {
+            namespace: Namespace::new(&key.namespace).map_err(at("namespace"))?,
+            name: ServiceName::new(&key.name).map_err(at("name"))?,
+        })
+    }
+}
+
+impl From<&ServiceKey> for wire::ServiceKey {
+    fn from(key: &ServiceKey) -> Self {
+        wire::ServiceKey {
+            namespace: key.namespace.to_string(),
+            name: key.name.to_string(),
+        }
+    }
+}
+
+impl TryFrom<&wire::Port> for Port {
+    type Error = InvalidField;
+
+    fn try_from(port: &wire::Port) -> Result<Self, InvalidField> {
+        let protocol = match wire::Protocol::try_from(port.protocol) {
+            // Kubernetes' default protocol.
+            Ok(wire::Protocol::Unspecified | wire::Protocol::Tcp) => Protocol::Tcp,
+            Ok(wire::Protocol::Udp) => Protocol::Udp,
+            Ok(wire::Protocol::Sctp) => Protocol::Sctp,
+            Err(_) => {
+                return Err(InvalidField::new(
+                    "protocol",
+                    Problem::UnknownEnum {
+                        value: port.protocol,
+                    },
+                ));
+            }
+        };
+        let number = u16::try_from(port.port)
+            .ok()
+            .and_then(NonZeroU16::new)
+            .ok_or_else(|| {
+                let problem = if port.port == 0 {
+                    Problem::ZeroPort
+                } else {
+                    Problem::PortRange { value: port.port }
+                };
+                InvalidField::new("port", problem)
+            })?;
+        let name = if port.name.is_empty() {
+            None
+        } else {
+            Some(PortName::new(&port.name).map_err(at("name"))?)
+        };
+        Ok(Port {
+            name,
+            protocol,
+            port: number,
+        })
+    }
+}
+
+impl From<&Port> for wire::Port {
+    fn from(port: &Port) -> Self {
+        let protocol = match port.protocol {
+            Protocol::Tcp => wire::Protocol::Tcp,
+            Protocol::Udp => wire::Protocol::Udp,
+            Protocol::Sctp => wire::Protocol::Sctp,
+        };
+        wire::Port {
+            name: port
+                .name
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            protocol: protocol.into(),
+            port: port.port.get().into(),
+        }
+    }
+}
+
+impl TryFrom<&wire::Endpoint> for Endpoint {
+    type Error = InvalidField;
+
+    fn try_from(ep: &wire::Endpoint) -> Result<Self, InvalidField> {
+        let addresses = ep
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| address(a, format!("addresses[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if addresses.is_empty() {
+            return Err(InvalidField::new("addresses", Problem::NoAddresses));
+        }
+        Ok(Endpoint {
+            addresses,
+            hostname: optional(&ep.hostname, Hostname::new).map_err(at("hostname"))?,
+            zone: LabelValue::optional(&ep.zone).map_err(at("zone"))?,
+            node: optional(&ep.node, NodeName::new).map_err(at("node"))?,
+            ready: ep.ready,
+            serving: ep.serving,
+            terminating: ep.terminating,
+        })
+    }
+}
+
+fn optional<T>(
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, InvalidField>,
+) -> Result<Option<T>, InvalidField> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        parse(value).map(Some)
+    }
+}
+
+impl From<&Endpoint> for wire::Endpoint {
+    fn from(ep: &Endpoint) -> Self {
+        wire::Endpoint {
+            addresses: ep.addresses.iter().map(ToString::to_string).collect(),
+            hostname: ep
+                .hostname
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            zone: ep
+                .zone
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            node: ep
+                .node
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            ready: ep.ready,
+            serving: ep.serving,
+            terminating: ep.terminating,
+        }
+    }
+}
+
+impl TryFrom<&wire::ServiceExport> for ServiceExport {
+    type Error = InvalidField;
+
+    fn try_from(svc: &wire::ServiceExport) -> Result<Self, InvalidField> {
+        let key = svc
+            .key
+            .as_ref()
+            .ok_or_else(|| InvalidField::new("key", Problem::Missing))
+            .and_then(|k| ServiceKey::try_from(k).map_err(at("key")))?;
+        let ports = svc
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Port::try_from(p).map_err(|e| e.within(format!("ports[{i}]"))))
+            .collect::<Result<_, _>>()?;
+        let mode = match wire::Mode::try_from(svc.mode) {
+            Ok(wire::Mode::Unspecified | wire::Mode::Endpoints) => Mode::Endpoints,
+            Ok(wire::Mode::ClusterIp) => Mode::ClusterIp,
+            Err(_) => {
+                return Err(InvalidField::new(
+                    "mode",
+                    Problem::UnknownEnum { value: svc.mode },
+                ));
+            }
+        };
+        let cluster_ips = svc
+            .cluster_ips
+            .iter()
+            .enumerate()
+            .map(|(i, a)| address(a, format!("cluster_ips[{i}]")))
+            .collect::<Result<_, _>>()?;
+        let endpoints = svc
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                Endpoint::try_from(e).map_err(|err| err.within(format!("endpoints[{i}]")))
+            })
+            .collect::<Result<_, _>>()?;
+        let policy = match &svc.policy {
+            None => Policy::default(),
+            Some(p) => Policy {
+                affinity: match wire::Affinity::try_from(p.affinity) {
+                    Ok(wire::Affinity::Unspecified) => Affinity::Nearest,
+                    Ok(wire::Affinity::Cluster) => Affinity::Cluster,
+                    Ok(wire::Affinity::Zone) => Affinity::Zone,
+                    Ok(wire::Affinity::Region) => Affinity::Region,
+                    Ok(wire::Affinity::None) => Affinity::None,
+                    Err(_) => {
+                        return Err(InvalidField::new(
+                            "policy.affinity",
+                            Problem::UnknownEnum { value: p.affinity },
+                        ));
+                    }
+                },
+                ttl: (p.ttl_seconds != 0).then_some(p.ttl_seconds),
+            },
+        };
+        ServiceExport::new(key, ports, mode, cluster_ips, endpoints, policy)
+    }
+}
+
+impl From<&ServiceExport> for wire::ServiceExport {
+    fn from(svc: &ServiceExport) -> Self {
+        let mode = match svc.mode() {
+            Mode::Endpoints => wire::Mode::Endpoints,
+            Mode::ClusterIp => wire::Mode::ClusterIp,
+        };
+        let policy = svc.policy();
+        let affinity = match policy.affinity {
+            Affinity::Nearest => wire::Affinity::Unspecified,
+            Affinity::Cluster => wire::Affinity::Cluster,
+            Affinity::Zone => wire::Affinity::Zone,
+            Affinity::Region => wire::Affinity::Region,
+            Affinity::None => wire::Affinity::None,
+        };
+        wire::ServiceExport {
+            key: Some(svc.key().into()),
+            ports: svc.ports().iter().map(Into::into).collect(),
+            mode: mode.into(),
+            cluster_ips: svc.cluster_ips().iter().map(ToString::to_string).collect(),
+            endpoints: svc.endpoints().iter().map(Into::into).collect(),
+            policy: Some(wire::Policy {
+                affinity: affinity.into(),
+                ttl_seconds: policy.ttl.unwrap_or(0),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> wire::ServiceExport {
+        wire::ServiceExport {
+            key: Some(wire::ServiceKey {
+                namespace: "shop".into(),
+                name: "web".into(),
+            }),
+            ports: vec![wire::Port {
+                name: "http".into(),
+                protocol: wire::Protocol::Tcp.into(),
+                port: 80,
+            }],
+            mode: wire::Mode::Endpoints.into(),
+            cluster_ips: vec![],
+            endpoints: vec![wire::Endpoint {
+                addresses: vec!["10.1.0.1".into(), "fd00::1".into()],
+                hostname: "web-0".into(),
+                zone: "us-east-1a".into(),
+                node: "node-1".into(),
+                ready: true,
+                serving: true,
+                terminating: false,
+            }],
+            policy: Some(wire::Policy {
+                affinity: wire::Affinity::Zone.into(),
+                ttl_seconds: 30,
+            }),
+        }
+    }
+
+    /// One table row: mutate a good export, expect this error (or success).
+    fn check(mutate: impl FnOnce(&mut wire::ServiceExport), expected: Result<(), &str>) {
+        let mut svc = good();
+        mutate(&mut svc);
+        let got = ServiceExport::try_from(&svc)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert_eq!(got, expected.map_err(str::to_owned));
+    }
+
+    #[test]
+    fn service_conversion_table() {
+        check(|_| {}, Ok(()));
+        check(|s| s.key = None, Err("key: is required"));
+        check(
+            |s| s.key.as_mut().unwrap().name = "Web".into(),
+            Err(
+                r#"key.name: "Web" is not a valid RFC 1123 label: only lowercase letters, digits and '-' are allowed"#,
+            ),
+        );
+        check(
+            |s| s.key.as_mut().unwrap().namespace.clear(),
+            Err("key.namespace: is required"),
+        );
+        check(
+            |s| s.ports.clear(),
+            Err("ports: a service needs at least one port"),
+        );
+        check(
+            |s| s.ports[0].port = 0,
+            Err("ports[0].port: port 0 is not a port"),
+        );
+        check(
+            |s| s.ports[0].port = 70000,
+            Err("ports[0].port: port 70000 is out of range (1-65535)"),
+        );
+        check(
+            |s| s.ports[0].protocol = 9,
+            Err("ports[0].protocol: unknown value 9"),
+        );
+        check(
+            |s| s.endpoints[0].addresses[1] = "10.0.0.300".into(),
+            Err(r#"endpoints[0].addresses[1]: "10.0.0.300" is not an IP address"#),
+        );
+        check(
+            |s| {
+                let dup = s.endpoints[0].clone();
+                s.endpoints.push(dup);
+            },
+            Err("endpoints[1].addresses[0]: duplicate endpoint address 10.1.0.1"),
+        );
+        check(
+            |s| s.endpoints[0].hostname = "web_0".into(),
+            Err(
+                r#"endpoints[0].hostname: "web_0" is not a valid RFC 1123 label: only lowercase letters, digits and '-' are allowed"#,
+            ),
+        );
+        check(|s| s.mode = 7, Err("mode: unknown value 7"));
+        check(
+            |s| s.mode = wire::Mode::ClusterIp.into(),
+            Err("cluster_ips: clusterip mode needs at least one cluster IP"),
+        );
+        check(
+            |s| s.policy.as_mut().unwrap().ttl_seconds = 100_000,
+            Err("policy.ttl: ttl 100000s is over the maximum of 86400s"),
+        );
+    }
+
+    #[test]
+    fn round_trip() {
+        let model = ServiceExport::try_from(&good()).unwrap();
+        let back = wire::ServiceExport::from(&model);
+        assert_eq!(back, good());
+        assert_eq!(model.policy().ttl, Some(30));
+    }
+
+    #[test]
+    fn hello() {
+        let hello = wire::Hello {
+            cluster: "east-1".into(),
+            region: "us-east".into(),
+            zone: String::new(),
+            client_cidrs: vec!["127.0.0.2/32".into(), "fd00::/64".into()],
+            version: "0.1.0".into(),
+        };
+        let cluster = Cluster::try_from(&hello).unwrap();
+        assert_eq!(cluster.zone, None);
+        assert_eq!(wire::Hello::from(&cluster), hello);
+        let bad = wire::Hello {
+            client_cidrs: vec!["10.0.0.0/40".into()],
+            ..hello
+        };
+        assert_eq!(
+            Cluster::try_from(&bad).unwrap_err().to_string(),
+            r#"client_cidrs[0]: "10.0.0.0/40" is not a CIDR (want e.g. 10.1.0.0/16)"#
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! The meshdns contract: the `meshdns.v1` gRPC protocol and the validated
+//! domain model every other crate works with.
+//!
+//! # Layout
+//!
+//! - [`wire`]: the code prost and tonic generate from
+//!   `proto/meshdns/v1/registry.proto`. Only this crate names its types in
+//!   conversions; the others go through [`model`].
+//! - [`model`]: the domain types (cluster, service key, ports, endpoints,
+//!   mode, policy), each built only through a validating constructor.
+//! - [`convert`]: `TryFrom<wire::X> for model::X` (precise errors) and
+//!   `From<&model::X> for wire::X`.
+//! - [`duration`]: the `500ms` / `15s` / `10m` syntax of every duration flag.
+//! - [`error`]: [`InvalidField`], the one error type of this crate.
+//!
+//! **Invariant:** a value of a model type is valid: names are RFC 1123
+//! labels, addresses parse, ports are non-zero, no duplicate endpoint.
+
+pub mod convert;
+pub mod duration;
+pub mod error;
+pub mod model;
+
+/// Generated protocol code (package `meshdns.v1`).
+#[allow(missing_docs, clippy::all, missing_debug_implementations)]
+pub mod wire {
+    tonic::include_proto!("meshdns.v1");
+}
+
+pub use error::InvalidField;

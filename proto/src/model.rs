@@ -1,0 +1,15 @@
+//! The validated domain model: what a cluster exports, independent of the
+//! wire (prost) and of Kubernetes (k8s-openapi) types.
+
+mod cluster;
+mod name;
+mod service;
+
+pub use cluster::{Cluster, parse_cidr};
+pub use name::{
+    ClusterName, Hostname, LabelValue, Namespace, NodeName, PortName, ServiceName, check_label,
+};
+pub use service::{
+    Affinity, Endpoint, ExportSet, MAX_TTL_SECONDS, Mode, Policy, Port, Protocol, ServiceExport,
+    ServiceKey,
+};

@@ -1,0 +1,56 @@
+//! A cluster of the fleet as its syncer describes it in Hello.
+
+use ipnet::IpNet;
+
+use super::{ClusterName, LabelValue};
+use crate::error::{InvalidField, Problem};
+
+/// Who exports: the identity and locality a syncer announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub name: ClusterName,
+    pub region: Option<LabelValue>,
+    pub zone: Option<LabelValue>,
+    /// Addresses asking from inside this cluster (pod CIDRs, node addresses):
+    /// how the DNS server tells which cluster an asker is in.
+    pub client_cidrs: Vec<IpNet>,
+    /// The syncer's version string, for display only.
+    pub version: String,
+}
+
+/// Parses `10.1.0.0/16` or a bare address (taken as a host route). Host bits
+/// are cleared so `10.1.2.3/16` means `10.1.0.0/16`.
+pub fn parse_cidr(value: &str) -> Result<IpNet, InvalidField> {
+    let bad = || {
+        InvalidField::new(
+            "",
+            Problem::BadCidr {
+                value: value.to_owned(),
+            },
+        )
+    };
+    let text = value.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(
+            parse_cidr("10.1.2.3/16").unwrap().to_string(),
+            "10.1.0.0/16"
+        );
+        assert_eq!(parse_cidr("127.0.0.2").unwrap().to_string(), "127.0.0.2/32");
+        assert_eq!(parse_cidr("fd00::/8").unwrap().to_string(), "fd00::/8");
+        assert!(parse_cidr("10.1.0.0/33").is_err());
+        assert!(parse_cidr("ten").is_err());
+    }
+}

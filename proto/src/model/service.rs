@@ -1,0 +1,397 @@
+//! What a cluster exports: services with their ports, endpoints and policy.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::num::NonZeroU16;
+
+use super::{Cluster, Hostname, LabelValue, Namespace, NodeName, PortName, ServiceName};
+use crate::error::{InvalidField, Problem};
+
+/// The largest TTL a service may ask for (one day).
+pub const MAX_TTL_SECONDS: u32 = 86_400;
+
+/// A service's identity across the fleet: the same key in two clusters is
+/// the same global service.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub namespace: Namespace,
+    pub name: ServiceName,
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl fmt::Debug for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// The SRV label without its underscore: `tcp`, `udp`, `sctp`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+
+    /// Parses `TCP`, `udp`, ... (any case).
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_lowercase().as_str() {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            "sctp" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label().to_ascii_uppercase())
+    }
+}
+
+/// A port clients connect to. In `endpoints` mode it is the endpoints'
+/// (target) port, since clients dial pod addresses directly; in `clusterip`
+/// mode it is the Service's port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Port {
+    pub name: Option<PortName>,
+    pub protocol: Protocol,
+    pub port: NonZeroU16,
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} ({}/{})", self.port, self.protocol),
+            None => write!(f, "{}/{}", self.port, self.protocol),
+        }
+    }
+}
+
+/// What addresses the answers carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// The endpoints' own (pod) addresses: pod IPs are routable fleet-wide.
+    #[default]
+    Endpoints,
+    /// Each cluster's ClusterIP, while that cluster has a ready endpoint.
+    ClusterIp,
+}
+
+impl Mode {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "endpoints" => Some(Mode::Endpoints),
+            "clusterip" => Some(Mode::ClusterIp),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Endpoints => "endpoints",
+            Mode::ClusterIp => "clusterip",
+        }
+    }
+}
+
+/// How far from the asker answers may come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Affinity {
+    /// Nearest tier first, spilling over as far as needed.
+    #[default]
+    Nearest,
+    Cluster,
+    Zone,
+    Region,
+    /// Every tier at once.
+    None,
+}
+
+impl Affinity {
+    /// Parses the `meshdns.io/affinity` annotation value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "cluster" => Some(Affinity::Cluster),
+            "zone" => Some(Affinity::Zone),
+            "region" => Some(Affinity::Region),
+            "none" => Some(Affinity::None),
+            "nearest" => Some(Affinity::Nearest),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Affinity::Nearest => "nearest",
+            Affinity::Cluster => "cluster",
+            Affinity::Zone => "zone",
+            Affinity::Region => "region",
+            Affinity::None => "none",
+        }
+    }
+}
+
+/// Per-service answer policy, from the exported Service's annotations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Policy {
+    pub affinity: Affinity,
+    /// Answer TTL in seconds; `None` means the server's `--ttl`.
+    pub ttl: Option<u32>,
+}
+
+/// One backend of a service in one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// IPv4 and/or IPv6 addresses; never empty.
+    pub addresses: Vec<IpAddr>,
+    pub hostname: Option<Hostname>,
+    /// The endpoint's own zone when its EndpointSlice says; else the cluster's.
+    pub zone: Option<LabelValue>,
+    pub node: Option<NodeName>,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+}
+
+impl Endpoint {
+    /// A ready, serving endpoint with one address: the common case.
+    pub fn ready(address: IpAddr) -> Self {
+        Self {
+            addresses: vec![address],
+            hostname: None,
+            zone: None,
+            node: None,
+            ready: true,
+            serving: true,
+            terminating: false,
+        }
+    }
+}
+
+/// One cluster's export of one service. Built only by [`ServiceExport::new`],
+/// so every value holds the invariants listed there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceExport {
+    key: ServiceKey,
+    ports: Vec<Port>,
+    mode: Mode,
+    cluster_ips: Vec<IpAddr>,
+    endpoints: Vec<Endpoint>,
+    policy: Policy,
+}
+
+impl ServiceExport {
+    /// Validates and builds an export:
+    /// at least one port, no two ports with the same name or the same
+    /// number and protocol; every endpoint has an address; no address or
+    /// hostname appears twice; `clusterip` mode has a cluster IP; the TTL is
+    /// at most [`MAX_TTL_SECONDS`].
+    pub fn new(
+        key: ServiceKey,
+        ports: Vec<Port>,
+        mode: Mode,
+        cluster_ips: Vec<IpAddr>,
+        endpoints: Vec<Endpoint>,
+        policy: Policy,
+    ) -> Result<Self, InvalidField> {
+        if ports.is_empty() {
+            return Err(InvalidField::new("ports", Problem::NoPorts));
+        }
+        for (i, port) in ports.iter().enumerate() {
+            let clash = ports[..i].iter().any(|p| {
+                (p.name.is_some() && p.name == port.name)
+                    || (p.port == port.port && p.protocol == port.protocol)
+            });
+            if clash {
+                return Err(InvalidField::new(
+                    format!("ports[{i}]"),
+                    Problem::DuplicatePort(port.to_string()),
+                ));
+            }
+        }
+        if mode == Mode::ClusterIp && cluster_ips.is_empty() {
+            return Err(InvalidField::new("cluster_ips", Problem::NoClusterIp));
+        }
+        if let Some(ttl) = policy.ttl.filter(|t| *t > MAX_TTL_SECONDS) {
+            return Err(InvalidField::new("policy.ttl", Problem::TtlRange(ttl)));
+        }
+        let mut addresses = HashSet::new();
+        let mut hostnames = HashSet::new();
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            if endpoint.addresses.is_empty() {
+                return Err(InvalidField::new(
+                    format!("endpoints[{i}].addresses"),
+                    Problem::NoAddresses,
+                ));
+            }
+            for (j, address) in endpoint.addresses.iter().enumerate() {
+                if !addresses.insert(*address) {
+                    return Err(InvalidField::new(
+                        format!("endpoints[{i}].addresses[{j}]"),
+                        Problem::DuplicateAddress(*address),
+                    ));
+                }
+            }
+            if let Some(hostname) = &endpoint.hostname
+                && !hostnames.insert(hostname.clone())
+            {
+                return Err(InvalidField::new(
+                    format!("endpoints[{i}].hostname"),
+                    Problem::DuplicateHostname(hostname.to_string()),
+                ));
+            }
+        }
+        Ok(Self {
+            key,
+            ports,
+            mode,
+            cluster_ips,
+            endpoints,
+            policy,
+        })
+    }
+
+    pub fn key(&self) -> &ServiceKey {
+        &self.key
+    }
+    pub fn ports(&self) -> &[Port] {
+        &self.ports
+    }
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+    pub fn cluster_ips(&self) -> &[IpAddr] {
+        &self.cluster_ips
+    }
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+}
+
+/// Everything one cluster exports: what a syncer source produces and a
+/// Snapshot message carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSet {
+    pub cluster: Cluster,
+    pub services: BTreeMap<ServiceKey, ServiceExport>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ServiceKey {
+        ServiceKey {
+            namespace: Namespace::new("shop").unwrap(),
+            name: ServiceName::new("web").unwrap(),
+        }
+    }
+
+    fn port(name: Option<&str>, number: u16) -> Port {
+        Port {
+            name: name.map(|n| PortName::new(n).unwrap()),
+            protocol: Protocol::Tcp,
+            port: NonZeroU16::new(number).unwrap(),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn check(
+        ports: Vec<Port>,
+        mode: Mode,
+        cluster_ips: Vec<IpAddr>,
+        endpoints: Vec<Endpoint>,
+        expected: Result<(), &str>,
+    ) {
+        let got = ServiceExport::new(
+            key(),
+            ports,
+            mode,
+            cluster_ips,
+            endpoints,
+            Policy::default(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+        assert_eq!(got, expected.map_err(str::to_owned));
+    }
+
+    #[test]
+    fn validation() {
+        let ep = |s| Endpoint::ready(ip(s));
+        check(
+            vec![port(Some("http"), 80)],
+            Mode::Endpoints,
+            vec![],
+            vec![ep("10.0.0.1")],
+            Ok(()),
+        );
+        check(
+            vec![],
+            Mode::Endpoints,
+            vec![],
+            vec![],
+            Err("ports: a service needs at least one port"),
+        );
+        check(
+            vec![port(Some("http"), 80), port(Some("http"), 81)],
+            Mode::Endpoints,
+            vec![],
+            vec![],
+            Err("ports[1]: duplicate port http (81/TCP)"),
+        );
+        check(
+            vec![port(None, 80), port(None, 80)],
+            Mode::Endpoints,
+            vec![],
+            vec![],
+            Err("ports[1]: duplicate port 80/TCP"),
+        );
+        check(
+            vec![port(None, 80)],
+            Mode::Endpoints,
+            vec![],
+            vec![ep("10.0.0.1"), ep("10.0.0.1")],
+            Err("endpoints[1].addresses[0]: duplicate endpoint address 10.0.0.1"),
+        );
+        check(
+            vec![port(None, 80)],
+            Mode::ClusterIp,
+            vec![],
+            vec![],
+            Err("cluster_ips: clusterip mode needs at least one cluster IP"),
+        );
+        let mut empty = ep("10.0.0.2");
+        empty.addresses.clear();
+        check(
+            vec![port(None, 80)],
+            Mode::Endpoints,
+            vec![],
+            vec![empty],
+            Err("endpoints[0].addresses: an endpoint needs at least one address"),
+        );
+    }
+}

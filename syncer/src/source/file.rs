@@ -1,0 +1,546 @@
+//! The `file:PATH` source: the export model as YAML, followed as it changes
+//! (edits in place and rewrites by rename alike).
+//!
+//! A file that does not parse keeps the last good state exported. A service
+//! that does not validate is reported and keeps its last good version; the
+//! rest of the file applies.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::num::NonZeroU16;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use meshdns_proto::InvalidField;
+use meshdns_proto::error::Problem;
+use meshdns_proto::model::{
+    Affinity, Cluster, ClusterName, Endpoint, ExportSet, Hostname, LabelValue, Mode, Namespace,
+    NodeName, Policy, Port, PortName, Protocol, ServiceExport, ServiceKey, ServiceName, parse_cidr,
+};
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::{Exports, Overrides};
+use crate::error::Error;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FileDoc {
+    cluster: Option<String>,
+    region: Option<String>,
+    zone: Option<String>,
+    #[serde(rename = "clientCIDRs", default)]
+    client_cidrs: Vec<String>,
+    #[serde(default)]
+    services: Vec<FileService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FileService {
+    name: String,
+    namespace: String,
+    mode: Option<String>,
+    affinity: Option<String>,
+    /// Answer TTL in seconds.
+    ttl: Option<u32>,
+    #[serde(rename = "clusterIPs", default)]
+    cluster_ips: Vec<String>,
+    #[serde(default)]
+    ports: Vec<FilePort>,
+    #[serde(default)]
+    endpoints: Vec<FileEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePort {
+    name: Option<String>,
+    protocol: Option<String>,
+    port: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEndpoint {
+    ip: Option<String>,
+    #[serde(default)]
+    ips: Vec<String>,
+    hostname: Option<String>,
+    zone: Option<String>,
+    node: Option<String>,
+    ready: Option<bool>,
+    serving: Option<bool>,
+    #[serde(default)]
+    terminating: bool,
+}
+
+fn invalid(field: &str, problem: Problem) -> InvalidField {
+    InvalidField::new(field, problem)
+}
+
+fn label<T>(
+    field: &str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, InvalidField>,
+) -> Result<T, InvalidField> {
+    parse(value).map_err(|e| e.within(field))
+}
+
+fn address(field: String, value: &str) -> Result<IpAddr, InvalidField> {
+    value.trim().parse().map_err(|_| {
+        invalid(
+            &field,
+            Problem::BadAddress {
+                value: value.to_owned(),
+            },
+        )
+    })
+}
+
+impl FileService {
+    fn key(&self) -> Result<ServiceKey, InvalidField> {
+        Ok(ServiceKey {
+            namespace: label("namespace", &self.namespace, Namespace::new)?,
+            name: label("name", &self.name, ServiceName::new)?,
+        })
+    }
+
+    fn to_model(&self) -> Result<ServiceExport, InvalidField> {
+        let key = self.key()?;
+        let mut ports = Vec::with_capacity(self.ports.len());
+        for (i, p) in self.ports.iter().enumerate() {
+            let field = format!("ports[{i}]");
+            let protocol = match &p.protocol {
+                None => Protocol::Tcp,
+                Some(text) => Protocol::parse(text)
+                    .ok_or_else(|| invalid(&format!("{field}.protocol"), Problem::BadProtocol))?,
+            };
+            let number = u16::try_from(p.port)
+                .ok()
+                .and_then(NonZeroU16::new)
+                .ok_or_else(|| {
+                    let problem = if p.port == 0 {
+                        Problem::ZeroPort
+                    } else {
+                        Problem::PortRange { value: p.port }
+                    };
+                    invalid(&format!("{field}.port"), problem)
+                })?;
+            let name = match &p.name {
+                Some(n) => Some(label(&format!("{field}.name"), n, PortName::new)?),
+                None => None,
+            };
+            ports.push(Port {
+                name,
+                protocol,
+                port: number,
+            });
+        }
+        let mode = match &self.mode {
+            None => Mode::Endpoints,
+            Some(m) => Mode::parse(m).ok_or_else(|| {
+                invalid(
+                    "mode",
+                    Problem::BadLabelValue {
+                        value: m.clone(),
+                        why: "must be endpoints or clusterip",
+                    },
+                )
+            })?,
+        };
+        let affinity = match &self.affinity {
+            None => Affinity::Nearest,
+            Some(a) => Affinity::parse(a).ok_or_else(|| {
+                invalid(
+                    "affinity",
+                    Problem::BadLabelValue {
+                        value: a.clone(),
+                        why: "must be cluster, zone, region or none",
+                    },
+                )
+            })?,
+        };
+        let cluster_ips = self
+            .cluster_ips
+            .iter()
+            .enumerate()
+            .map(|(i, a)| address(format!("clusterIPs[{i}]"), a))
+            .collect::<Result<_, _>>()?;
+        let mut endpoints = Vec::with_capacity(self.endpoints.len());
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let field = format!("endpoints[{i}]");
+            let mut addresses = Vec::new();
+            if let Some(ip) = &e.ip {
+                addresses.push(address(format!("{field}.ip"), ip)?);
+            }
+            for (j, ip) in e.ips.iter().enumerate() {
+                addresses.push(address(format!("{field}.ips[{j}]"), ip)?);
+            }
+            if addresses.is_empty() {
+                return Err(invalid(&format!("{field}.ip"), Problem::Missing));
+            }
+            let ready = e.ready.unwrap_or(!e.terminating);
+            endpoints.push(Endpoint {
+                addresses,
+                hostname: e
+                    .hostname
+                    .as_deref()
+                    .map(|h| label(&format!("{field}.hostname"), h, Hostname::new))
+                    .transpose()?,
+                zone: e
+                    .zone
+                    .as_deref()
+                    .map(|z| label(&format!("{field}.zone"), z, LabelValue::new))
+                    .transpose()?,
+                node: e
+                    .node
+                    .as_deref()
+                    .map(|n| label(&format!("{field}.node"), n, NodeName::new))
+                    .transpose()?,
+                ready,
+                serving: e.serving.unwrap_or(ready),
+                terminating: e.terminating,
+            });
+        }
+        ServiceExport::new(
+            key,
+            ports,
+            mode,
+            cluster_ips,
+            endpoints,
+            Policy {
+                affinity,
+                ttl: self.ttl,
+            },
+        )
+    }
+}
+
+/// Parses the file's text. `previous` is the last good state: a service
+/// that fails validation keeps its version from there. Returns the export
+/// set and one message per refused service.
+pub fn parse(
+    text: &str,
+    overrides: &Overrides,
+    previous: Option<&ExportSet>,
+) -> Result<(ExportSet, Vec<String>), Error> {
+    let cfg = |field: &str, e: InvalidField| {
+        let e = e.within(field);
+        Error::Config {
+            field: e.field,
+            problem: e.problem.to_string(),
+        }
+    };
+    let doc: FileDoc = serde_yaml_ng::from_str(text).map_err(|e| Error::Parse {
+        path: String::new(),
+        message: e.to_string(),
+    })?;
+    let name = overrides
+        .cluster
+        .clone()
+        .or(doc.cluster)
+        .ok_or_else(|| Error::Config {
+            field: "cluster".into(),
+            problem: "is required (in the file or as --cluster)".into(),
+        })?;
+    let optional = |field: &str, v: Option<String>| -> Result<Option<LabelValue>, Error> {
+        v.filter(|s| !s.is_empty())
+            .map(|s| LabelValue::new(&s).map_err(|e| cfg(field, e)))
+            .transpose()
+    };
+    let cidrs = if overrides.client_cidrs.is_empty() {
+        doc.client_cidrs
+    } else {
+        overrides.client_cidrs.clone()
+    };
+    let client_cidrs = cidrs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| parse_cidr(c).map_err(|e| cfg(&format!("clientCIDRs[{i}]"), e)))
+        .collect::<Result<_, _>>()?;
+    let cluster = Cluster {
+        name: ClusterName::new(&name).map_err(|e| cfg("cluster", e))?,
+        region: optional("region", overrides.region.clone().or(doc.region))?,
+        zone: optional("zone", overrides.zone.clone().or(doc.zone))?,
+        client_cidrs,
+        version: overrides.version.clone(),
+    };
+    let mut services = BTreeMap::new();
+    let mut refused = Vec::new();
+    for (i, service) in doc.services.iter().enumerate() {
+        let result = service.to_model().and_then(|s| {
+            if services.contains_key(s.key()) {
+                Err(invalid("", Problem::DuplicateService(s.key().to_string())))
+            } else {
+                Ok(s)
+            }
+        });
+        match result {
+            Ok(s) => {
+                services.insert(s.key().clone(), s);
+            }
+            Err(e) => {
+                let shown = format!("{}/{}", service.namespace, service.name);
+                let kept = service.key().ok().and_then(|k| {
+                    previous
+                        .and_then(|p| p.services.get(&k))
+                        .map(|s| (k, s.clone()))
+                });
+                let note = if kept.is_some() {
+                    "; its last good version stays exported"
+                } else {
+                    ""
+                };
+                refused.push(format!("services[{i}] ({shown}): {}{note}", describe(&e)));
+                if let Some((k, s)) = kept {
+                    services.entry(k).or_insert(s);
+                }
+            }
+        }
+    }
+    Ok((ExportSet { cluster, services }, refused))
+}
+
+/// The error with its field path, or just the problem when it concerns
+/// the service as a whole.
+fn describe(e: &InvalidField) -> String {
+    if e.field.is_empty() {
+        e.problem.to_string()
+    } else {
+        e.to_string()
+    }
+}
+
+/// What identifies one version of the file on disk; a rename gives a new inode.
+fn stamp(path: &Path) -> std::io::Result<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.modified()?, meta.len(), meta.ino()))
+}
+
+/// Follows `path`, polling every `interval`, until `shutdown`. The first
+/// read happens before this returns, so a bad file is reported at once.
+pub fn follow(
+    path: PathBuf,
+    overrides: Overrides,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> Exports {
+    let (tx, rx) = watch::channel(None);
+    let mut reader = Reader {
+        path,
+        overrides,
+        last_stamp: None,
+        last_text: None,
+        tx,
+    };
+    reader.poll();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => reader.poll(),
+            }
+        }
+    });
+    rx
+}
+
+struct Reader {
+    path: PathBuf,
+    overrides: Overrides,
+    last_stamp: Option<(SystemTime, u64, u64)>,
+    last_text: Option<String>,
+    tx: watch::Sender<Option<Arc<ExportSet>>>,
+}
+
+impl Reader {
+    fn poll(&mut self) {
+        let shown = self.path.display().to_string();
+        let stamp = match stamp(&self.path) {
+            Ok(s) => s,
+            Err(e) => {
+                if self.last_stamp.take().is_some() || self.last_text.is_none() {
+                    let err = Error::Read {
+                        path: shown,
+                        source: e,
+                    };
+                    error!(error = %err, source = ?std::error::Error::source(&err), "export file unreadable; keeping the last good state");
+                    self.last_text = Some(String::new());
+                }
+                return;
+            }
+        };
+        if self.last_stamp == Some(stamp) {
+            return;
+        }
+        self.last_stamp = Some(stamp);
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) => {
+                error!(path = %shown, error = %e, "cannot read export file; keeping the last good state");
+                return;
+            }
+        };
+        if self.last_text.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        self.last_text = Some(text.clone());
+        let previous = self.tx.borrow().clone();
+        match parse(&text, &self.overrides, previous.as_deref()) {
+            Ok((set, refused)) => {
+                for message in refused {
+                    warn!(path = %shown, "refused service: {message}");
+                }
+                info!(path = %shown, cluster = %set.cluster.name, services = set.services.len(), "export file loaded");
+                self.tx.send_if_modified(|current| {
+                    if current.as_deref() == Some(&set) {
+                        false
+                    } else {
+                        *current = Some(Arc::new(set));
+                        true
+                    }
+                });
+            }
+            Err(e) => {
+                let e = match e {
+                    Error::Parse { message, .. } => Error::Parse {
+                        path: shown,
+                        message,
+                    },
+                    other => other,
+                };
+                error!(error = %e, "export file rejected; keeping the last good state");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+cluster: east-1
+region: us-east
+zone: us-east-1a
+clientCIDRs: [127.0.0.2/32, 10.1.0.0/16]
+services:
+  - name: web
+    namespace: shop
+    affinity: zone
+    ports: [{name: http, protocol: TCP, port: 80}]
+    endpoints:
+      - {ip: 10.1.0.11, zone: us-east-1a}
+      - {ip: 10.1.0.12, hostname: web-1, ready: false}
+  - name: api
+    namespace: shop
+    mode: clusterip
+    clusterIPs: [10.96.0.10]
+    ports: [{name: grpc, port: 9090}]
+    endpoints: [{ip: 10.1.0.20}]
+"#;
+
+    fn check(text: &str, expected: Result<(usize, Vec<&str>), &str>) {
+        let got = parse(text, &Overrides::default(), None)
+            .map(|(set, refused)| (set.services.len(), refused))
+            .map_err(|e| e.to_string());
+        match (got, expected) {
+            (Ok((n, refused)), Ok((en, erefused))) => {
+                assert_eq!(n, en);
+                assert_eq!(refused, erefused);
+            }
+            (Err(e), Err(expected)) => {
+                assert!(e.contains(expected), "{e:?} should contain {expected:?}")
+            }
+            (got, expected) => panic!("got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn good_file() {
+        let (set, refused) = parse(GOOD, &Overrides::default(), None).unwrap();
+        assert!(refused.is_empty());
+        assert_eq!(set.cluster.name.as_str(), "east-1");
+        assert_eq!(set.cluster.client_cidrs.len(), 2);
+        let web = set
+            .services
+            .values()
+            .find(|s| s.key().name.as_str() == "web")
+            .unwrap();
+        assert_eq!(web.policy().affinity, Affinity::Zone);
+        assert!(web.endpoints()[0].ready);
+        assert!(!web.endpoints()[1].ready);
+        assert!(!web.endpoints()[1].serving);
+    }
+
+    #[test]
+    fn file_table() {
+        check("cluster: a\nservices: []\n", Ok((0, vec![])));
+        check("services: []\n", Err("cluster: is required"));
+        check(
+            "cluster: A\n",
+            Err("cluster: \"A\" is not a valid RFC 1123 label"),
+        );
+        check("cluster: a\nclientCIDRs: [nope]\n", Err("clientCIDRs[0]"));
+        check("cluster: a\nbogus: 1\n", Err("unknown field `bogus`"));
+        check("cluster: a\nservices: [\n", Err("did not find expected"));
+        check(
+            "cluster: a\nservices:\n  - {name: web, namespace: shop, ports: [{port: 80}], endpoints: [{ip: 10.0.0.300}]}\n  - {name: ok, namespace: shop, ports: [{port: 80}]}\n",
+            Ok((
+                1,
+                vec![
+                    r#"services[0] (shop/web): endpoints[0].ip: "10.0.0.300" is not an IP address"#,
+                ],
+            )),
+        );
+        check(
+            "cluster: a\nservices:\n  - {name: web, namespace: shop, ports: []}\n",
+            Ok((
+                0,
+                vec!["services[0] (shop/web): ports: a service needs at least one port"],
+            )),
+        );
+        check(
+            "cluster: a\nservices:\n  - {name: web, namespace: shop, ports: [{port: 80}]}\n  - {name: web, namespace: shop, ports: [{port: 81}]}\n",
+            Ok((
+                1,
+                vec!["services[1] (shop/web): duplicate service shop/web"],
+            )),
+        );
+    }
+
+    #[test]
+    fn refused_service_keeps_last_good_version() {
+        let (first, _) = parse(GOOD, &Overrides::default(), None).unwrap();
+        let broken = GOOD.replace("port: 80}", "port: 0}");
+        let (second, refused) = parse(&broken, &Overrides::default(), Some(&first)).unwrap();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].contains("last good version stays"),
+            "{refused:?}"
+        );
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn overrides_win() {
+        let overrides = Overrides {
+            cluster: Some("west-9".into()),
+            zone: Some("z9".into()),
+            client_cidrs: vec!["10.9.0.0/16".into()],
+            ..Overrides::default()
+        };
+        let (set, _) = parse(GOOD, &overrides, None).unwrap();
+        assert_eq!(set.cluster.name.as_str(), "west-9");
+        assert_eq!(set.cluster.zone.unwrap().as_str(), "z9");
+        assert_eq!(set.cluster.region.unwrap().as_str(), "us-east");
+        assert_eq!(set.cluster.client_cidrs[0].to_string(), "10.9.0.0/16");
+    }
+}
