@@ -1,1 +1,255 @@
-//! placeholder
+//! Helpers for the end-to-end tests: real servers and syncers on loopback,
+//! and a strict DNS client.
+//!
+//! - [`TestServer`]: `meshdns serve` in-process on ephemeral ports.
+//! - [`TestSyncer`]: a file-source syncer in-process, or [`bin`] to run the
+//!   built binaries as processes.
+//! - [`dns`]: a DNS client on hickory-proto that rejects trailing bytes and
+//!   malformed replies.
+//! - [`fleet`]: writes export files.
+
+pub mod dns;
+pub mod fleet;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use meshdns::config::ServeArgs;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+struct ServeCli {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+/// A `meshdns serve` running in this process.
+#[derive(Debug)]
+pub struct TestServer {
+    pub dns: SocketAddr,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), meshdns::Error>>,
+}
+
+impl TestServer {
+    /// Starts a server on ephemeral loopback ports with `--insecure` and
+    /// the given extra flags.
+    pub async fn start(extra: &[&str]) -> Self {
+        Self::start_at("127.0.0.1:0".parse().unwrap(), extra).await
+    }
+
+    /// Like [`start`](Self::start) with gRPC on `grpc` (to restart a
+    /// registry where its syncers expect it).
+    pub async fn start_at(grpc: SocketAddr, extra: &[&str]) -> Self {
+        let grpc_flag = grpc.to_string();
+        let mut argv = vec![
+            "meshdns-test",
+            "--insecure",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            &grpc_flag,
+            "--admin-listen",
+            "127.0.0.1:0",
+        ];
+        argv.extend_from_slice(extra);
+        let args = ServeCli::try_parse_from(&argv).expect("test flags parse").args;
+        let config = args.config().expect("test config is valid");
+        let mut listeners = None;
+        // Rebinding a just-closed gRPC port can race with the old socket.
+        for _ in 0..50 {
+            match meshdns::Listeners::bind(&args.dns_listen, args.grpc_listen, args.admin_listen).await {
+                Ok(l) => {
+                    listeners = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let listeners = listeners.expect("bind test listeners");
+        let dns = listeners.dns_udp[0].local_addr().unwrap();
+        let grpc = listeners.grpc.local_addr().unwrap();
+        let admin = listeners.admin.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(meshdns::serve(config, listeners, shutdown.clone()));
+        TestServer { dns, grpc, admin, shutdown, task }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// Shuts the server down and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("server stops within 15s");
+        result.expect("server task").expect("server exits cleanly");
+    }
+}
+
+/// A file-source syncer running in this process.
+#[derive(Debug)]
+pub struct TestSyncer {
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), meshdns_syncer::Error>>,
+}
+
+impl TestSyncer {
+    /// Starts `meshdns-syncer --source file:PATH --registry URL...` with a
+    /// fast heartbeat and file poll, plus `extra` flags.
+    pub fn start(file: &Path, registries: &[String], extra: &[&str]) -> Self {
+        let source = format!("file:{}", file.display());
+        let mut argv: Vec<String> = vec![
+            "meshdns-syncer".into(),
+            "--insecure".into(),
+            "--source".into(),
+            source,
+            "--heartbeat".into(),
+            "200ms".into(),
+            "--file-poll-interval".into(),
+            "50ms".into(),
+            "--max-backoff".into(),
+            "500ms".into(),
+        ];
+        for r in registries {
+            argv.push("--registry".into());
+            argv.push(r.clone());
+        }
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let args = meshdns_syncer::config::SyncerArgs::try_parse_from(&argv).expect("syncer flags parse");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(meshdns_syncer::run(args, shutdown.clone()));
+        TestSyncer { shutdown, task }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The path of a workspace binary (`meshdns`, `meshdns-syncer`), built by
+/// `cargo build --workspace --bins` before the tests run.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port for both UDP and TCP (bound then released).
+pub fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// GETs `path` from an HTTP server with a bare HTTP/1.0 request: status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    Ok((status, body))
+}
+
+/// The standard test fleet: a server and three file-source syncers
+/// ([`fleet::EAST_1`], [`fleet::EAST_2`], [`fleet::west_1`]).
+#[derive(Debug)]
+pub struct Fleet {
+    pub server: TestServer,
+    pub syncers: Vec<TestSyncer>,
+    pub dir: fleet::TempDir,
+    pub files: Vec<PathBuf>,
+}
+
+impl Fleet {
+    /// Starts it and waits until every cluster's data answers.
+    pub async fn start(server_flags: &[&str]) -> Self {
+        let server = TestServer::start(server_flags).await;
+        let dir = fleet::TempDir::new("fleet");
+        let files = vec![
+            dir.write("east-1.yaml", fleet::EAST_1),
+            dir.write("east-2.yaml", fleet::EAST_2),
+            dir.write("west-1.yaml", &fleet::west_1()),
+        ];
+        let syncers = files
+            .iter()
+            .map(|f| TestSyncer::start(f, &[server.grpc_url()], &[]))
+            .collect();
+        let fleet = Fleet { server, syncers, dir, files };
+        fleet.wait_ready().await;
+        fleet
+    }
+
+    /// Waits until every service of the fleet exists and `web.shop`
+    /// answers with the ready addresses of all three clusters.
+    pub async fn wait_ready(&self) {
+        let dns = self.server.dns;
+        for svc in ["db.data", "api.shop", "big.shop", "drain.shop", "dark.shop"] {
+            let name = format!("{svc}.global");
+            eventually(Duration::from_secs(10), &name, || {
+                let ask = dns::Ask::new(&name, dns::Type::SOA).tcp();
+                async move {
+                    let m = dns::poll(dns, &ask).await?;
+                    (m.metadata.response_code == hickory_proto::op::ResponseCode::NoError).then_some(())
+                }
+            })
+            .await;
+        }
+        eventually(Duration::from_secs(10), "web.shop from every cluster", || async move {
+            let m = dns::poll(dns, &dns::Ask::new("web.shop.global", dns::Type::A)).await?;
+            (dns::addresses(&m).len() == 4).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn stop(self) {
+        for s in self.syncers {
+            s.stop().await;
+        }
+        self.server.stop().await;
+    }
+}

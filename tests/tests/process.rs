@@ -1,0 +1,203 @@
+//! The built binaries as a user runs them: `meshdns demo`, `meshdns serve`
+//! with a real `meshdns-syncer` process, flag errors, signals.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+use meshdns_tests::dns::{Ask, addresses, poll, query, sorted};
+use meshdns_tests::fleet::TempDir;
+use meshdns_tests::{TestServer, bin, eventually, free_port, http_get};
+
+/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
+struct Proc(Child);
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Self {
+        Proc(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn"))
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([sig, &self.0.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM and wait; the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        for _ in 0..200 {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("process {} did not exit on SIGTERM", self.0.id());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin(program)).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_answers_and_stops_on_sigterm() {
+    let (dns_port, grpc_port, admin_port) = (free_port(), free_port(), free_port());
+    let dir = TempDir::new("demo");
+    let dns = format!("127.0.0.1:{dns_port}");
+    let admin = format!("127.0.0.1:{admin_port}");
+    let mut demo = Proc::spawn(Command::new(bin("meshdns")).args([
+        "demo",
+        "--dns-listen",
+        &dns,
+        "--grpc-listen",
+        &format!("127.0.0.1:{grpc_port}"),
+        "--admin-listen",
+        &admin,
+        "--dir",
+        &dir.path().display().to_string(),
+    ]));
+    let dns = dns.parse().unwrap();
+    let web = ["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.2.0.12", "10.3.0.11"];
+    eventually(Duration::from_secs(10), "demo answers web.shop.global", || async move {
+        let m = poll(dns, &Ask::new("web.shop.global", RecordType::A)).await?;
+        (addresses(&m) == sorted(&web)).then_some(())
+    })
+    .await;
+    let m = query(dns, &Ask::new("db-0.east-1.db.data.global", RecordType::A)).await;
+    assert_eq!(addresses(&m), sorted(&["10.1.2.10"]));
+    let m = query(dns, &Ask::new("api.shop.global", RecordType::A)).await;
+    assert_eq!(addresses(&m), sorted(&["10.96.2.10", "10.96.3.10"]));
+    let (status, body) = http_get(admin.parse().unwrap(), "/readyz").await.unwrap();
+    assert_eq!((status, body.trim()), (200, "ready"));
+    // The files it prints are live: an edit shows up in answers.
+    let east2 = dir.path().join("east-2.yaml");
+    let text = std::fs::read_to_string(&east2).unwrap().replace("{ip: 10.2.0.12}", "{ip: 10.2.0.99}");
+    std::fs::write(&east2, text).unwrap();
+    eventually(Duration::from_secs(10), "demo follows its files", || async move {
+        addresses(&query(dns, &Ask::new("east-2.web.shop.global", RecordType::A)).await)
+            .contains(&"10.2.0.99".to_owned())
+            .then_some(())
+    })
+    .await;
+    // dig, as the README shows it.
+    let out = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &dns_port.to_string(), "+short", "web.shop.global"])
+        .output()
+        .expect("dig");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
+    let stdout = demo.0.stdout.take().unwrap();
+    let status = demo.terminate();
+    assert!(status.success(), "demo exits 0 on SIGTERM: {status}");
+    let printed = std::io::read_to_string(stdout).unwrap();
+    assert!(printed.contains(&format!("dig @127.0.0.1 -p {dns_port} web.shop.global")), "{printed}");
+}
+
+#[test]
+fn serve_refuses_plaintext_without_insecure() {
+    let (code, text) = run("meshdns", &["serve", "--dns-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("--insecure") && text.contains("plaintext"), "{text}");
+}
+
+#[test]
+fn flag_errors_name_the_flag() {
+    let (code, text) = run("meshdns", &["serve", "--insecure", "--ttl", "15"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("--ttl") && text.contains("no unit"), "{text}");
+    let (code, text) = run("meshdns", &["serve", "--insecure", "--domain", "a..b", "--dns-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("--domain"), "{text}");
+    let (code, text) = run("meshdns", &["serve", "--insecure", "--dns-listen", "nowhere"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("--dns-listen"), "{text}");
+    let (code, text) = run("meshdns-syncer", &["--registry", "127.0.0.1:1", "--source", "file:/dev/null"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("--registry") && text.contains("--insecure"), "{text}");
+    let (code, text) = run("meshdns-syncer", &["--insecure", "--registry", "127.0.0.1:1", "--source", "ftp:x"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("--source"), "{text}");
+    let (code, text) = run("meshdns-syncer", &["--insecure", "--registry", "127.0.0.1:1", "--heartbeat", "5"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("--heartbeat"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_syncer_process_killed_and_restarted() {
+    let server = TestServer::start(&[]).await;
+    let dir = TempDir::new("syncer-proc");
+    let file = dir.write(
+        "east-1.yaml",
+        "cluster: east-1\nservices:\n  - {name: web, namespace: shop, ports: [{port: 80}], endpoints: [{ip: 10.1.0.1}, {ip: 10.1.0.2}]}\n",
+    );
+    let source = format!("file:{}", file.display());
+    let start = || {
+        Proc::spawn(Command::new(bin("meshdns-syncer")).args([
+            "--insecure",
+            "--registry",
+            &server.grpc_url(),
+            "--source",
+            &source,
+            "--heartbeat",
+            "200ms",
+        ]))
+    };
+    let dns = server.dns;
+    let syncer = start();
+    eventually(Duration::from_secs(10), "syncer process exports", || async move {
+        (addresses(&query(dns, &Ask::new("web.shop.global", RecordType::A)).await).len() == 2).then_some(())
+    })
+    .await;
+    // kill -9: no goodbye. The data stays, and a new process replaces it.
+    syncer.signal("-KILL");
+    drop(syncer);
+    dir.write(
+        "east-1.yaml",
+        "cluster: east-1\nservices:\n  - {name: web, namespace: shop, ports: [{port: 80}], endpoints: [{ip: 10.1.0.3}]}\n",
+    );
+    let m = query(dns, &Ask::new("web.shop.global", RecordType::A)).await;
+    assert_eq!(addresses(&m), sorted(&["10.1.0.1", "10.1.0.2"]));
+    let syncer = start();
+    eventually(Duration::from_secs(10), "restarted syncer's snapshot", || async move {
+        (addresses(&query(dns, &Ask::new("web.shop.global", RecordType::A)).await) == sorted(&["10.1.0.3"])).then_some(())
+    })
+    .await;
+    assert!(syncer.terminate().success(), "syncer exits 0 on SIGTERM");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_process_stops_on_sigterm() {
+    let (dns_port, grpc_port, admin_port) = (free_port(), free_port(), free_port());
+    let admin = format!("127.0.0.1:{admin_port}");
+    let serve = Proc::spawn(Command::new(bin("meshdns")).args([
+        "serve",
+        "--insecure",
+        "--dns-listen",
+        &format!("127.0.0.1:{dns_port}"),
+        "--grpc-listen",
+        &format!("127.0.0.1:{grpc_port}"),
+        "--admin-listen",
+        &admin,
+    ]));
+    let admin = admin.parse().unwrap();
+    eventually(Duration::from_secs(10), "readyz", || async move {
+        matches!(http_get(admin, "/readyz").await, Ok((200, _))).then_some(())
+    })
+    .await;
+    assert!(matches!(http_get(admin, "/healthz").await, Ok((200, _))));
+    let dns = format!("127.0.0.1:{dns_port}").parse().unwrap();
+    let m = eventually(Duration::from_secs(10), "SOA", || async move { poll(dns, &Ask::new("global", RecordType::SOA)).await }).await;
+    assert_eq!(m.answers.len(), 1);
+    assert!(serve.terminate().success());
+}
