@@ -23,7 +23,11 @@ pub struct EdnsOpts {
 
 impl Default for EdnsOpts {
     fn default() -> Self {
-        EdnsOpts { payload: 1232, version: 0, dnssec_ok: false }
+        EdnsOpts {
+            payload: 1232,
+            version: 0,
+            dnssec_ok: false,
+        }
     }
 }
 
@@ -93,7 +97,10 @@ pub fn strict(raw: &[u8]) -> Result<Message, String> {
     let mut decoder = BinDecoder::new(raw);
     let message = Message::read(&mut decoder).map_err(|e| format!("malformed reply: {e}"))?;
     if !decoder.is_empty() {
-        return Err(format!("{} trailing bytes after the message", decoder.len()));
+        return Err(format!(
+            "{} trailing bytes after the message",
+            decoder.len()
+        ));
     }
     if message.metadata.message_type != MessageType::Response {
         return Err("reply is not a response".into());
@@ -139,13 +146,19 @@ pub async fn try_ask(server: SocketAddr, ask: &Ask, wait: Duration) -> Option<(M
     let id: u16 = fastish_id();
     let packet = ask.message(id).to_vec().unwrap();
     let raw = if ask.tcp {
-        tokio::time::timeout(wait, raw_tcp(server, &packet)).await.ok()?.ok()?
+        tokio::time::timeout(wait, raw_tcp(server, &packet))
+            .await
+            .ok()?
+            .ok()?
     } else {
         let local = SocketAddr::new(ask.source.unwrap_or("127.0.0.1".parse().unwrap()), 0);
         let socket = UdpSocket::bind(local).await.expect("bind query socket");
         socket.send_to(&packet, server).await.ok()?;
         let mut buf = vec![0u8; 65_535];
-        let (len, _) = tokio::time::timeout(wait, socket.recv_from(&mut buf)).await.ok()?.ok()?;
+        let (len, _) = tokio::time::timeout(wait, socket.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         buf[..len].to_vec()
     };
     let message = strict(&raw).unwrap_or_else(|e| panic!("{} {}: {e}", ask.name, ask.qtype));
@@ -155,7 +168,9 @@ pub async fn try_ask(server: SocketAddr, ask: &Ask, wait: Duration) -> Option<(M
 
 /// The reply, or `None` when none comes within 500 ms: for polling.
 pub async fn poll(server: SocketAddr, a: &Ask) -> Option<Message> {
-    try_ask(server, a, Duration::from_millis(500)).await.map(|(m, _)| m)
+    try_ask(server, a, Duration::from_millis(500))
+        .await
+        .map(|(m, _)| m)
 }
 
 fn fastish_id() -> u16 {

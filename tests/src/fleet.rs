@@ -124,14 +124,20 @@ services:
 "#,
     );
     for i in 1..=150 {
-        text.push_str(&format!("      - {{ip: 10.9.{}.{}}}\n", i / 100, i % 100 + 1));
+        text.push_str(&format!(
+            "      - {{ip: 10.9.{}.{}}}\n",
+            i / 100,
+            i % 100 + 1
+        ));
     }
     text
 }
 
 /// Every ready address of `big.shop` in [`west_1`].
 pub fn big_addresses() -> Vec<String> {
-    let mut v: Vec<String> = (1..=150).map(|i| format!("10.9.{}.{}", i / 100, i % 100 + 1)).collect();
+    let mut v: Vec<String> = (1..=150)
+        .map(|i| format!("10.9.{}.{}", i / 100, i % 100 + 1))
+        .collect();
     v.sort();
     v
 }

@@ -8,6 +8,9 @@
 //!   malformed replies.
 //! - [`fleet`]: writes export files.
 
+// Test support: a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
 pub mod dns;
 pub mod fleet;
 
@@ -58,12 +61,16 @@ impl TestServer {
             "127.0.0.1:0",
         ];
         argv.extend_from_slice(extra);
-        let args = ServeCli::try_parse_from(&argv).expect("test flags parse").args;
+        let args = ServeCli::try_parse_from(&argv)
+            .expect("test flags parse")
+            .args;
         let config = args.config().expect("test config is valid");
         let mut listeners = None;
         // Rebinding a just-closed gRPC port can race with the old socket.
         for _ in 0..50 {
-            match meshdns::Listeners::bind(&args.dns_listen, args.grpc_listen, args.admin_listen).await {
+            match meshdns::Listeners::bind(&args.dns_listen, args.grpc_listen, args.admin_listen)
+                .await
+            {
                 Ok(l) => {
                     listeners = Some(l);
                     break;
@@ -77,7 +84,13 @@ impl TestServer {
         let admin = listeners.admin.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(meshdns::serve(config, listeners, shutdown.clone()));
-        TestServer { dns, grpc, admin, shutdown, task }
+        TestServer {
+            dns,
+            grpc,
+            admin,
+            shutdown,
+            task,
+        }
     }
 
     pub fn grpc_url(&self) -> String {
@@ -123,7 +136,8 @@ impl TestSyncer {
             argv.push(r.clone());
         }
         argv.extend(extra.iter().map(|s| s.to_string()));
-        let args = meshdns_syncer::config::SyncerArgs::try_parse_from(&argv).expect("syncer flags parse");
+        let args =
+            meshdns_syncer::config::SyncerArgs::try_parse_from(&argv).expect("syncer flags parse");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(meshdns_syncer::run(args, shutdown.clone()));
         TestSyncer { shutdown, task }
@@ -146,7 +160,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -219,7 +236,12 @@ impl Fleet {
             .iter()
             .map(|f| TestSyncer::start(f, &[server.grpc_url()], &[]))
             .collect();
-        let fleet = Fleet { server, syncers, dir, files };
+        let fleet = Fleet {
+            server,
+            syncers,
+            dir,
+            files,
+        };
         fleet.wait_ready().await;
         fleet
     }
@@ -234,15 +256,20 @@ impl Fleet {
                 let ask = dns::Ask::new(&name, dns::Type::SOA).tcp();
                 async move {
                     let m = dns::poll(dns, &ask).await?;
-                    (m.metadata.response_code == hickory_proto::op::ResponseCode::NoError).then_some(())
+                    (m.metadata.response_code == hickory_proto::op::ResponseCode::NoError)
+                        .then_some(())
                 }
             })
             .await;
         }
-        eventually(Duration::from_secs(10), "web.shop from every cluster", || async move {
-            let m = dns::poll(dns, &dns::Ask::new("web.shop.global", dns::Type::A)).await?;
-            (dns::addresses(&m).len() == 4).then_some(())
-        })
+        eventually(
+            Duration::from_secs(10),
+            "web.shop from every cluster",
+            || async move {
+                let m = dns::poll(dns, &dns::Ask::new("web.shop.global", dns::Type::A)).await?;
+                (dns::addresses(&m).len() == 4).then_some(())
+            },
+        )
         .await;
     }
 

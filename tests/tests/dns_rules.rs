@@ -2,6 +2,8 @@
 //! checked by a strict client. One test per rule family; each row says
 //! what it checks.
 
+#![allow(clippy::unwrap_used, clippy::err_expect)]
+
 use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
@@ -17,19 +19,54 @@ fn soa_ttl_in_authority(m: &Message) -> Option<u32> {
 }
 
 /// Rcode, AA, answer addresses and whether the SOA is in authority.
-async fn check(fleet: &Fleet, ask: Ask, rcode: ResponseCode, aa: bool, answers: &[&str], soa: bool) {
+async fn check(
+    fleet: &Fleet,
+    ask: Ask,
+    rcode: ResponseCode,
+    aa: bool,
+    answers: &[&str],
+    soa: bool,
+) {
     for a in [ask.clone(), ask.clone().tcp()] {
         let m = query(fleet.server.dns, &a).await;
         let via = if a.tcp { "tcp" } else { "udp" };
-        assert_eq!(m.metadata.response_code, rcode, "{} {} over {via}: rcode", a.name, a.qtype);
-        assert_eq!(m.metadata.authoritative, aa, "{} {} over {via}: AA", a.name, a.qtype);
-        assert!(!m.metadata.recursion_available, "{}: RA must be clear", a.name);
+        assert_eq!(
+            m.metadata.response_code, rcode,
+            "{} {} over {via}: rcode",
+            a.name, a.qtype
+        );
+        assert_eq!(
+            m.metadata.authoritative, aa,
+            "{} {} over {via}: AA",
+            a.name, a.qtype
+        );
+        assert!(
+            !m.metadata.recursion_available,
+            "{}: RA must be clear",
+            a.name
+        );
         assert!(m.metadata.recursion_desired, "{}: RD is copied", a.name);
         assert!(!m.metadata.truncation, "{}: TC", a.name);
-        assert_eq!(addresses(&m), sorted(answers), "{} {} over {via}: answers", a.name, a.qtype);
-        assert_eq!(soa_ttl_in_authority(&m).is_some(), soa, "{} {} over {via}: SOA in authority", a.name, a.qtype);
+        assert_eq!(
+            addresses(&m),
+            sorted(answers),
+            "{} {} over {via}: answers",
+            a.name,
+            a.qtype
+        );
+        assert_eq!(
+            soa_ttl_in_authority(&m).is_some(),
+            soa,
+            "{} {} over {via}: SOA in authority",
+            a.name,
+            a.qtype
+        );
         assert_eq!(m.queries.len(), 1, "question echoed");
-        assert_eq!(m.queries[0].name().to_ascii(), a.name.trim_end_matches('.').to_owned() + ".", "question echoed as asked");
+        assert_eq!(
+            m.queries[0].name().to_ascii(),
+            a.name.trim_end_matches('.').to_owned() + ".",
+            "question echoed as asked"
+        );
     }
 }
 
@@ -38,48 +75,264 @@ async fn names_and_rcodes() {
     let f = Fleet::start(&[]).await;
     use ResponseCode::*;
     // <svc>.<ns>.global: ready endpoints of every cluster; not-ready ones never.
-    check(&f, Ask::new("web.shop.global", RecordType::A), NoError, true, &["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.3.0.11"], false).await;
-    check(&f, Ask::new("web.shop.global", RecordType::AAAA), NoError, true, &["fd00:3::11"], false).await;
+    check(
+        &f,
+        Ask::new("web.shop.global", RecordType::A),
+        NoError,
+        true,
+        &["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.3.0.11"],
+        false,
+    )
+    .await;
+    check(
+        &f,
+        Ask::new("web.shop.global", RecordType::AAAA),
+        NoError,
+        true,
+        &["fd00:3::11"],
+        false,
+    )
+    .await;
     // Case-insensitive, question echoed as asked.
-    check(&f, Ask::new("WeB.ShOp.GlObAl", RecordType::A), NoError, true, &["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.3.0.11"], false).await;
+    check(
+        &f,
+        Ask::new("WeB.ShOp.GlObAl", RecordType::A),
+        NoError,
+        true,
+        &["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.3.0.11"],
+        false,
+    )
+    .await;
     // <cluster>.<svc>.<ns>.global: that cluster only.
-    check(&f, Ask::new("east-1.web.shop.global", RecordType::A), NoError, true, &["10.1.0.11", "10.1.0.12"], false).await;
-    check(&f, Ask::new("west-1.web.shop.global", RecordType::AAAA), NoError, true, &["fd00:3::11"], false).await;
+    check(
+        &f,
+        Ask::new("east-1.web.shop.global", RecordType::A),
+        NoError,
+        true,
+        &["10.1.0.11", "10.1.0.12"],
+        false,
+    )
+    .await;
+    check(
+        &f,
+        Ask::new("west-1.web.shop.global", RecordType::AAAA),
+        NoError,
+        true,
+        &["fd00:3::11"],
+        false,
+    )
+    .await;
     // A cluster that does not export the service.
-    check(&f, Ask::new("east-2.db.data.global", RecordType::A), NXDomain, true, &[], true).await;
+    check(
+        &f,
+        Ask::new("east-2.db.data.global", RecordType::A),
+        NXDomain,
+        true,
+        &[],
+        true,
+    )
+    .await;
     // <hostname>.<cluster>.<svc>.<ns>.global: that one endpoint.
-    check(&f, Ask::new("db-0.east-1.db.data.global", RecordType::A), NoError, true, &["10.1.2.10"], false).await;
+    check(
+        &f,
+        Ask::new("db-0.east-1.db.data.global", RecordType::A),
+        NoError,
+        true,
+        &["10.1.2.10"],
+        false,
+    )
+    .await;
     // An endpoint that exists but is not ready: the name exists, no data.
-    check(&f, Ask::new("db-1.east-1.db.data.global", RecordType::A), NoError, true, &[], true).await;
+    check(
+        &f,
+        Ask::new("db-1.east-1.db.data.global", RecordType::A),
+        NoError,
+        true,
+        &[],
+        true,
+    )
+    .await;
     // Endpoints without a hostname are named by their dashed address.
-    check(&f, Ask::new("10-1-0-12.east-1.web.shop.global", RecordType::A), NoError, true, &["10.1.0.12"], false).await;
-    check(&f, Ask::new("db-9.east-1.db.data.global", RecordType::A), NXDomain, true, &[], true).await;
+    check(
+        &f,
+        Ask::new("10-1-0-12.east-1.web.shop.global", RecordType::A),
+        NoError,
+        true,
+        &["10.1.0.12"],
+        false,
+    )
+    .await;
+    check(
+        &f,
+        Ask::new("db-9.east-1.db.data.global", RecordType::A),
+        NXDomain,
+        true,
+        &[],
+        true,
+    )
+    .await;
     // clusterip mode: each cluster's ClusterIP while it has a ready endpoint.
-    check(&f, Ask::new("api.shop.global", RecordType::A), NoError, true, &["10.96.2.10"], false).await;
-    check(&f, Ask::new("west-1.api.shop.global", RecordType::A), NoError, true, &[], true).await;
+    check(
+        &f,
+        Ask::new("api.shop.global", RecordType::A),
+        NoError,
+        true,
+        &["10.96.2.10"],
+        false,
+    )
+    .await;
+    check(
+        &f,
+        Ask::new("west-1.api.shop.global", RecordType::A),
+        NoError,
+        true,
+        &[],
+        true,
+    )
+    .await;
     // Serving-but-terminating endpoints count only when none is ready.
-    check(&f, Ask::new("drain.shop.global", RecordType::A), NoError, true, &["10.3.5.1"], false).await;
+    check(
+        &f,
+        Ask::new("drain.shop.global", RecordType::A),
+        NoError,
+        true,
+        &["10.3.5.1"],
+        false,
+    )
+    .await;
     // A service with no healthy endpoint exists: NODATA, not NXDOMAIN.
-    check(&f, Ask::new("dark.shop.global", RecordType::A), NoError, true, &[], true).await;
+    check(
+        &f,
+        Ask::new("dark.shop.global", RecordType::A),
+        NoError,
+        true,
+        &[],
+        true,
+    )
+    .await;
     // NODATA: the name exists, not with this type.
-    check(&f, Ask::new("web.shop.global", RecordType::TXT), NoError, true, &[], true).await;
-    check(&f, Ask::new("db.data.global", RecordType::AAAA), NoError, true, &[], true).await;
+    check(
+        &f,
+        Ask::new("web.shop.global", RecordType::TXT),
+        NoError,
+        true,
+        &[],
+        true,
+    )
+    .await;
+    check(
+        &f,
+        Ask::new("db.data.global", RecordType::AAAA),
+        NoError,
+        true,
+        &[],
+        true,
+    )
+    .await;
     // NXDOMAIN with the SOA.
-    check(&f, Ask::new("nope.shop.global", RecordType::A), NXDomain, true, &[], true).await;
-    check(&f, Ask::new("web.nope.global", RecordType::A), NXDomain, true, &[], true).await;
-    check(&f, Ask::new("a.b.c.d.web.shop.global", RecordType::A), NXDomain, true, &[], true).await;
+    check(
+        &f,
+        Ask::new("nope.shop.global", RecordType::A),
+        NXDomain,
+        true,
+        &[],
+        true,
+    )
+    .await;
+    check(
+        &f,
+        Ask::new("web.nope.global", RecordType::A),
+        NXDomain,
+        true,
+        &[],
+        true,
+    )
+    .await;
+    check(
+        &f,
+        Ask::new("a.b.c.d.web.shop.global", RecordType::A),
+        NXDomain,
+        true,
+        &[],
+        true,
+    )
+    .await;
     // Empty non-terminals (RFC 8020): NODATA.
-    check(&f, Ask::new("shop.global", RecordType::A), NoError, true, &[], true).await;
-    check(&f, Ask::new("_tcp.web.shop.global", RecordType::A), NoError, true, &[], true).await;
-    check(&f, Ask::new("_udp.web.shop.global", RecordType::A), NXDomain, true, &[], true).await;
-    check(&f, Ask::new("nons.global", RecordType::A), NXDomain, true, &[], true).await;
+    check(
+        &f,
+        Ask::new("shop.global", RecordType::A),
+        NoError,
+        true,
+        &[],
+        true,
+    )
+    .await;
+    check(
+        &f,
+        Ask::new("_tcp.web.shop.global", RecordType::A),
+        NoError,
+        true,
+        &[],
+        true,
+    )
+    .await;
+    check(
+        &f,
+        Ask::new("_udp.web.shop.global", RecordType::A),
+        NXDomain,
+        true,
+        &[],
+        true,
+    )
+    .await;
+    check(
+        &f,
+        Ask::new("nons.global", RecordType::A),
+        NXDomain,
+        true,
+        &[],
+        true,
+    )
+    .await;
     // Outside every served domain: REFUSED, not authoritative.
-    check(&f, Ask::new("example.com", RecordType::A), Refused, false, &[], false).await;
-    check(&f, Ask::new("web.shop.global.example", RecordType::A), Refused, false, &[], false).await;
+    check(
+        &f,
+        Ask::new("example.com", RecordType::A),
+        Refused,
+        false,
+        &[],
+        false,
+    )
+    .await;
+    check(
+        &f,
+        Ask::new("web.shop.global.example", RecordType::A),
+        Refused,
+        false,
+        &[],
+        false,
+    )
+    .await;
     // Another class: REFUSED.
-    check(&f, Ask::new("web.shop.global", RecordType::A).class(DNSClass::CH), Refused, false, &[], false).await;
+    check(
+        &f,
+        Ask::new("web.shop.global", RecordType::A).class(DNSClass::CH),
+        Refused,
+        false,
+        &[],
+        false,
+    )
+    .await;
     // Zone transfers are not offered.
-    check(&f, Ask::new("global", RecordType::AXFR).tcp(), Refused, false, &[], false).await;
+    check(
+        &f,
+        Ask::new("global", RecordType::AXFR).tcp(),
+        Refused,
+        false,
+        &[],
+        false,
+    )
+    .await;
     f.stop().await;
 }
 
@@ -89,13 +342,21 @@ async fn apex_soa_ns_and_negative_ttl() {
     let m = query(f.server.dns, &Ask::new("global", RecordType::SOA)).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.metadata.authoritative);
-    let RData::SOA(soa) = &m.answers[0].data else { panic!("SOA answer: {m:?}") };
+    let RData::SOA(soa) = &m.answers[0].data else {
+        panic!("SOA answer: {m:?}")
+    };
     assert_eq!(soa.minimum, 7);
     assert_eq!(m.answers[0].ttl, 20);
     let m = query(f.server.dns, &Ask::new("global", RecordType::NS)).await;
-    assert!(matches!(&m.answers[0].data, RData::NS(ns) if ns.0.to_ascii() == "ns.dns.global."), "{m:?}");
+    assert!(
+        matches!(&m.answers[0].data, RData::NS(ns) if ns.0.to_ascii() == "ns.dns.global."),
+        "{m:?}"
+    );
     let m = query(f.server.dns, &Ask::new("global", RecordType::A)).await;
-    assert_eq!((m.metadata.response_code, m.answers.len()), (ResponseCode::NoError, 0));
+    assert_eq!(
+        (m.metadata.response_code, m.answers.len()),
+        (ResponseCode::NoError, 0)
+    );
     // RFC 2308: negative answers carry the SOA with TTL = min(SOA TTL, minimum).
     let m = query(f.server.dns, &Ask::new("nope.shop.global", RecordType::A)).await;
     assert_eq!(soa_ttl_in_authority(&m), Some(7));
@@ -103,8 +364,15 @@ async fn apex_soa_ns_and_negative_ttl() {
     let m = query(f2.server.dns, &Ask::new("nope.shop.global", RecordType::A)).await;
     assert_eq!(soa_ttl_in_authority(&m), Some(3));
     // Answer TTLs: the server's --ttl, or the service's own.
-    let m = query(f2.server.dns, &Ask::new("east-1.web.shop.global", RecordType::A)).await;
-    assert!(m.answers.iter().all(|r| r.ttl == 30), "web.shop has ttl 30 in west-1: the service TTL applies");
+    let m = query(
+        f2.server.dns,
+        &Ask::new("east-1.web.shop.global", RecordType::A),
+    )
+    .await;
+    assert!(
+        m.answers.iter().all(|r| r.ttl == 30),
+        "web.shop has ttl 30 in west-1: the service TTL applies"
+    );
     let m = query(f2.server.dns, &Ask::new("db.data.global", RecordType::A)).await;
     assert!(m.answers.iter().all(|r| r.ttl == 3));
     f.stop().await;
@@ -114,7 +382,11 @@ async fn apex_soa_ns_and_negative_ttl() {
 #[tokio::test]
 async fn srv_with_targets_in_additional() {
     let f = Fleet::start(&[]).await;
-    let m = query(f.server.dns, &Ask::new("_http._tcp.web.shop.global", RecordType::SRV)).await;
+    let m = query(
+        f.server.dns,
+        &Ask::new("_http._tcp.web.shop.global", RecordType::SRV),
+    )
+    .await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.metadata.authoritative);
     let mut targets: Vec<(u16, String)> = m
@@ -147,23 +419,69 @@ async fn srv_with_targets_in_additional() {
         assert!(!extra.is_empty(), "additional records for {target}");
         let direct = query(f.server.dns, &Ask::new(target, RecordType::A)).await;
         let direct_v4: Vec<String> = addresses(&direct);
-        assert!(extra.iter().filter(|a| a.contains('.')).all(|a| direct_v4.contains(a)), "{target}");
+        assert!(
+            extra
+                .iter()
+                .filter(|a| a.contains('.'))
+                .all(|a| direct_v4.contains(a)),
+            "{target}"
+        );
     }
     // Headless: hostnames as targets.
-    let m = query(f.server.dns, &Ask::new("_postgres._tcp.db.data.global", RecordType::SRV)).await;
-    assert!(matches!(&m.answers[..], [r] if matches!(&r.data, RData::SRV(s) if s.port == 5432 && s.target.to_ascii() == "db-0.east-1.db.data.global.")), "{m:?}");
+    let m = query(
+        f.server.dns,
+        &Ask::new("_postgres._tcp.db.data.global", RecordType::SRV),
+    )
+    .await;
+    assert!(
+        matches!(&m.answers[..], [r] if matches!(&r.data, RData::SRV(s) if s.port == 5432 && s.target.to_ascii() == "db-0.east-1.db.data.global.")),
+        "{m:?}"
+    );
     // clusterip mode: the cluster name is the target.
-    let m = query(f.server.dns, &Ask::new("_grpc._tcp.api.shop.global", RecordType::SRV)).await;
-    assert!(matches!(&m.answers[..], [r] if matches!(&r.data, RData::SRV(s) if s.port == 9090 && s.target.to_ascii() == "east-2.api.shop.global.")), "{m:?}");
-    assert_eq!(m.additionals.iter().filter_map(|r| r.data.ip_addr()).map(|a| a.to_string()).collect::<Vec<_>>(), vec!["10.96.2.10"]);
+    let m = query(
+        f.server.dns,
+        &Ask::new("_grpc._tcp.api.shop.global", RecordType::SRV),
+    )
+    .await;
+    assert!(
+        matches!(&m.answers[..], [r] if matches!(&r.data, RData::SRV(s) if s.port == 9090 && s.target.to_ascii() == "east-2.api.shop.global.")),
+        "{m:?}"
+    );
+    assert_eq!(
+        m.additionals
+            .iter()
+            .filter_map(|r| r.data.ip_addr())
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>(),
+        vec!["10.96.2.10"]
+    );
     // A port or protocol the service does not have.
-    let m = query(f.server.dns, &Ask::new("_https._tcp.web.shop.global", RecordType::SRV)).await;
+    let m = query(
+        f.server.dns,
+        &Ask::new("_https._tcp.web.shop.global", RecordType::SRV),
+    )
+    .await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-    let m = query(f.server.dns, &Ask::new("_http._udp.web.shop.global", RecordType::SRV)).await;
+    let m = query(
+        f.server.dns,
+        &Ask::new("_http._udp.web.shop.global", RecordType::SRV),
+    )
+    .await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     // The SRV name exists; other types are NODATA.
-    let m = query(f.server.dns, &Ask::new("_http._tcp.web.shop.global", RecordType::A)).await;
-    assert_eq!((m.metadata.response_code, m.answers.len(), soa_ttl_in_authority(&m).is_some()), (ResponseCode::NoError, 0, true));
+    let m = query(
+        f.server.dns,
+        &Ask::new("_http._tcp.web.shop.global", RecordType::A),
+    )
+    .await;
+    assert_eq!(
+        (
+            m.metadata.response_code,
+            m.answers.len(),
+            soa_ttl_in_authority(&m).is_some()
+        ),
+        (ResponseCode::NoError, 0, true)
+    );
     f.stop().await;
 }
 
@@ -172,25 +490,64 @@ async fn edns_payload_do_bit_and_badvers() {
     let f = Fleet::start(&[]).await;
     let dns = f.server.dns;
     // The response OPT advertises 1232, never the client's 4096.
-    let m = query(dns, &Ask::new("web.shop.global", RecordType::A).edns(EdnsOpts { payload: 4096, ..EdnsOpts::default() })).await;
+    let m = query(
+        dns,
+        &Ask::new("web.shop.global", RecordType::A).edns(EdnsOpts {
+            payload: 4096,
+            ..EdnsOpts::default()
+        }),
+    )
+    .await;
     let edns = m.edns.as_ref().expect("OPT in response to an EDNS query");
     assert_eq!(edns.max_payload(), 1232);
     assert_eq!(edns.version(), 0);
     assert!(!edns.flags().dnssec_ok);
     // RFC 3225: DO is copied.
-    let m = query(dns, &Ask::new("web.shop.global", RecordType::A).edns(EdnsOpts { dnssec_ok: true, ..EdnsOpts::default() })).await;
+    let m = query(
+        dns,
+        &Ask::new("web.shop.global", RecordType::A).edns(EdnsOpts {
+            dnssec_ok: true,
+            ..EdnsOpts::default()
+        }),
+    )
+    .await;
     assert!(m.edns.as_ref().unwrap().flags().dnssec_ok, "DO bit copied");
-    let m = query(dns, &Ask::new("nope.shop.global", RecordType::A).edns(EdnsOpts { dnssec_ok: true, ..EdnsOpts::default() }).tcp()).await;
-    assert!(m.edns.as_ref().unwrap().flags().dnssec_ok, "DO bit copied on negative answers over TCP");
+    let m = query(
+        dns,
+        &Ask::new("nope.shop.global", RecordType::A)
+            .edns(EdnsOpts {
+                dnssec_ok: true,
+                ..EdnsOpts::default()
+            })
+            .tcp(),
+    )
+    .await;
+    assert!(
+        m.edns.as_ref().unwrap().flags().dnssec_ok,
+        "DO bit copied on negative answers over TCP"
+    );
     // No EDNS in, no OPT out.
     let m = query(dns, &Ask::new("web.shop.global", RecordType::A).no_edns()).await;
     assert!(m.edns.is_none());
     assert_eq!(addresses(&m).len(), 4);
     // An unknown EDNS version: BADVERS, with an OPT of version 0, no answers.
-    for ask in [Ask::new("web.shop.global", RecordType::A), Ask::new("web.shop.global", RecordType::A).tcp()] {
-        let m = query(dns, &ask.edns(EdnsOpts { version: 1, ..EdnsOpts::default() })).await;
+    for ask in [
+        Ask::new("web.shop.global", RecordType::A),
+        Ask::new("web.shop.global", RecordType::A).tcp(),
+    ] {
+        let m = query(
+            dns,
+            &ask.edns(EdnsOpts {
+                version: 1,
+                ..EdnsOpts::default()
+            }),
+        )
+        .await;
         // BADVERS and BADSIG share the value 16; hickory decodes it as BADSIG.
-        assert_eq!(u16::from(m.metadata.response_code), u16::from(ResponseCode::BADVERS));
+        assert_eq!(
+            u16::from(m.metadata.response_code),
+            u16::from(ResponseCode::BADVERS)
+        );
         assert_eq!(m.edns.as_ref().unwrap().version(), 0);
         assert!(m.answers.is_empty());
     }
@@ -209,10 +566,28 @@ async fn truncation_is_clean_and_tcp_is_whole() {
     // question (and OPT when asked with EDNS), nothing after it; the
     // strict client rejects trailing bytes.
     for (ask, limit, opt) in [
-        (Ask::new("big.shop.global", RecordType::A).no_edns(), 512, false),
+        (
+            Ask::new("big.shop.global", RecordType::A).no_edns(),
+            512,
+            false,
+        ),
         (Ask::new("big.shop.global", RecordType::A), 1232, true),
-        (Ask::new("big.shop.global", RecordType::A).edns(EdnsOpts { payload: 4096, ..EdnsOpts::default() }), 1232, true),
-        (Ask::new("big.shop.global", RecordType::A).edns(EdnsOpts { payload: 100, ..EdnsOpts::default() }), 512, true),
+        (
+            Ask::new("big.shop.global", RecordType::A).edns(EdnsOpts {
+                payload: 4096,
+                ..EdnsOpts::default()
+            }),
+            1232,
+            true,
+        ),
+        (
+            Ask::new("big.shop.global", RecordType::A).edns(EdnsOpts {
+                payload: 100,
+                ..EdnsOpts::default()
+            }),
+            512,
+            true,
+        ),
     ] {
         let (m, size) = dns::ask(dns, &ask).await;
         assert!(size <= limit, "{size} bytes over the {limit} limit");
@@ -225,24 +600,38 @@ async fn truncation_is_clean_and_tcp_is_whole() {
     }
     // SRV: when answers fit but their additional records do not, the
     // additional section is dropped (it is optional) and TC stays clear.
-    let (full, full_size) = dns::ask(dns, &Ask::new("_http._tcp.big.shop.global", RecordType::SRV).tcp()).await;
+    let (full, full_size) = dns::ask(
+        dns,
+        &Ask::new("_http._tcp.big.shop.global", RecordType::SRV).tcp(),
+    )
+    .await;
     assert_eq!(full.answers.len(), 150);
     let mut bare = full.clone();
     bare.additionals.clear();
     let bare_size = bare.to_vec().unwrap().len();
     assert!(bare_size < full_size);
     let f2 = Fleet::start(&["--max-answers", "20"]).await;
-    let (m20, m20_size) = dns::ask(f2.server.dns, &Ask::new("_http._tcp.big.shop.global", RecordType::SRV).tcp()).await;
+    let (m20, m20_size) = dns::ask(
+        f2.server.dns,
+        &Ask::new("_http._tcp.big.shop.global", RecordType::SRV).tcp(),
+    )
+    .await;
     let mut bare20 = m20.clone();
     bare20.additionals.clear();
     let bare20_size = bare20.to_vec().unwrap().len();
     assert!(bare20_size < 1232 && m20_size > bare20_size);
     let payload = ((bare20_size + m20_size) / 2).max(bare20_size) as u16;
-    assert!(m20_size > usize::from(payload) && payload >= 512, "sizes {bare20_size} < {payload} < {m20_size}");
+    assert!(
+        m20_size > usize::from(payload) && payload >= 512,
+        "sizes {bare20_size} < {payload} < {m20_size}"
+    );
     {
         let (m, size) = dns::ask(
             f2.server.dns,
-            &Ask::new("_http._tcp.big.shop.global", RecordType::SRV).edns(EdnsOpts { payload, ..EdnsOpts::default() }),
+            &Ask::new("_http._tcp.big.shop.global", RecordType::SRV).edns(EdnsOpts {
+                payload,
+                ..EdnsOpts::default()
+            }),
         )
         .await;
         assert!(size <= usize::from(payload));
@@ -265,13 +654,24 @@ async fn max_answers_and_rotation() {
         firsts.insert(m.answers[0].data.ip_addr().unwrap());
         seen.extend(addresses(&m));
     }
-    assert!(firsts.len() > 10, "answers rotate between queries: {} distinct first addresses", firsts.len());
-    assert!(seen.len() > 60, "rotation spreads over the endpoints: {} of 150 seen", seen.len());
+    assert!(
+        firsts.len() > 10,
+        "answers rotate between queries: {} distinct first addresses",
+        firsts.len()
+    );
+    assert!(
+        seen.len() > 60,
+        "rotation spreads over the endpoints: {} of 150 seen",
+        seen.len()
+    );
     f.stop().await;
 }
 
 fn header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
-    [id, flags, qd, an, ns, ar].iter().flat_map(|v| v.to_be_bytes()).collect()
+    [id, flags, qd, an, ns, ar]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect()
 }
 
 fn question(name: &str, qtype: u16) -> Vec<u8> {
@@ -295,15 +695,26 @@ async fn opcodes_malformed_and_drops() {
     for opcode in [2u16, 4, 5, 9] {
         let mut packet = header(0x1234, opcode << 11, 1, 0, 0, 0);
         packet.extend(question("web.shop.global", 1));
-        let reply = dns::raw_udp(dns, &packet, wait).await.expect("reply to an unknown opcode");
+        let reply = dns::raw_udp(dns, &packet, wait)
+            .await
+            .expect("reply to an unknown opcode");
         let m = dns::strict(&reply).unwrap();
-        assert_eq!(m.metadata.response_code, ResponseCode::NotImp, "opcode {opcode}");
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NotImp,
+            "opcode {opcode}"
+        );
         assert_eq!(m.metadata.id, 0x1234);
     }
     // A question count with no question: FORMERR.
-    let reply = dns::raw_udp(dns, &header(7, 0x0100, 1, 0, 0, 0), wait).await.expect("FORMERR reply");
+    let reply = dns::raw_udp(dns, &header(7, 0x0100, 1, 0, 0, 0), wait)
+        .await
+        .expect("FORMERR reply");
     let m = dns::strict(&reply).unwrap();
-    assert_eq!((m.metadata.id, m.metadata.response_code), (7, ResponseCode::FormErr));
+    assert_eq!(
+        (m.metadata.id, m.metadata.response_code),
+        (7, ResponseCode::FormErr)
+    );
     assert!(m.metadata.recursion_desired);
     // Two questions: FORMERR.
     let mut packet = header(8, 0, 2, 0, 0, 0);
@@ -312,7 +723,12 @@ async fn opcodes_malformed_and_drops() {
     let m = dns::strict(&dns::raw_udp(dns, &packet, wait).await.unwrap()).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     // No question at all: FORMERR.
-    let m = dns::strict(&dns::raw_udp(dns, &header(9, 0, 0, 0, 0, 0), wait).await.unwrap()).unwrap();
+    let m = dns::strict(
+        &dns::raw_udp(dns, &header(9, 0, 0, 0, 0, 0), wait)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     // A compression pointer loop in the question: FORMERR, no crash.
     let mut packet = header(10, 0, 1, 0, 0, 0);
@@ -328,13 +744,22 @@ async fn opcodes_malformed_and_drops() {
     let m = dns::strict(&dns::raw_udp(dns, &packet, wait).await.unwrap()).unwrap();
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
     // Runts and responses are dropped: nothing comes back.
-    assert!(dns::raw_udp(dns, &[1, 2, 3, 4, 5], wait).await.is_none(), "runt dropped");
+    assert!(
+        dns::raw_udp(dns, &[1, 2, 3, 4, 5], wait).await.is_none(),
+        "runt dropped"
+    );
     let mut response = header(12, 0x8000, 1, 0, 0, 0);
     response.extend(question("web.shop.global", 1));
-    assert!(dns::raw_udp(dns, &response, wait).await.is_none(), "a response is never answered");
+    assert!(
+        dns::raw_udp(dns, &response, wait).await.is_none(),
+        "a response is never answered"
+    );
     // Over TCP, a malformed message is answered too, on the same connection.
     let reply = dns::raw_tcp(dns, &header(13, 0, 1, 0, 0, 0)).await.unwrap();
-    assert_eq!(dns::strict(&reply).unwrap().metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(
+        dns::strict(&reply).unwrap().metadata.response_code,
+        ResponseCode::FormErr
+    );
     // Through all of it the server keeps answering.
     let m = query(dns, &Ask::new("web.shop.global", RecordType::A)).await;
     assert_eq!(addresses(&m).len(), 4);
@@ -356,7 +781,10 @@ async fn dig_agrees() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     };
     let out = dig(&["web.shop.global", "A"]);
-    assert!(out.contains("status: NOERROR") && out.contains("flags: qr aa rd;"), "{out}");
+    assert!(
+        out.contains("status: NOERROR") && out.contains("flags: qr aa rd;"),
+        "{out}"
+    );
     assert!(out.contains("10.2.0.11"), "{out}");
     // UDP without EDNS: truncated, dig retries over TCP and gets all 150.
     let out = dig(&["+noedns", "big.shop.global", "A"]);
@@ -364,12 +792,27 @@ async fn dig_agrees() {
     assert!(out.contains("ANSWER: 150"), "{out}");
     // With +ignore dig shows the truncated UDP reply itself: clean.
     let out = dig(&["+noedns", "+ignore", "big.shop.global", "A"]);
-    assert!(out.contains("flags: qr aa tc rd;") && out.contains("ANSWER: 0"), "{out}");
-    assert!(!out.to_lowercase().contains("malformed") && !out.contains("Warning"), "{out}");
+    assert!(
+        out.contains("flags: qr aa tc rd;") && out.contains("ANSWER: 0"),
+        "{out}"
+    );
+    assert!(
+        !out.to_lowercase().contains("malformed") && !out.contains("Warning"),
+        "{out}"
+    );
     let out = dig(&["+ignore", "big.shop.global", "A"]);
-    assert!(out.contains("flags: qr aa tc rd;") && out.contains("udp: 1232"), "{out}");
-    assert!(!out.to_lowercase().contains("malformed") && !out.contains("Warning: M"), "{out}");
+    assert!(
+        out.contains("flags: qr aa tc rd;") && out.contains("udp: 1232"),
+        "{out}"
+    );
+    assert!(
+        !out.to_lowercase().contains("malformed") && !out.contains("Warning: M"),
+        "{out}"
+    );
     let out = dig(&["nope.shop.global"]);
-    assert!(out.contains("status: NXDOMAIN") && out.contains("SOA"), "{out}");
+    assert!(
+        out.contains("status: NXDOMAIN") && out.contains("SOA"),
+        "{out}"
+    );
     f.stop().await;
 }

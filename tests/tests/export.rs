@@ -2,11 +2,15 @@
 //! items refused with reasons while the rest applies, Hello rules,
 //! superseded streams, Watch, ListClusters and GetService.
 
+#![allow(clippy::unwrap_used, clippy::err_expect)]
+
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use meshdns_proto::wire::{self, export_request::Message as Req, registry_client::RegistryClient, watch_event::Event};
+use meshdns_proto::wire::{
+    self, export_request::Message as Req, registry_client::RegistryClient, watch_event::Event,
+};
 use meshdns_tests::TestServer;
 use meshdns_tests::dns::{Ask, addresses, query, sorted};
 use tokio::sync::mpsc;
@@ -14,25 +18,43 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 fn key(ns: &str, name: &str) -> Option<wire::ServiceKey> {
-    Some(wire::ServiceKey { namespace: ns.into(), name: name.into() })
+    Some(wire::ServiceKey {
+        namespace: ns.into(),
+        name: name.into(),
+    })
 }
 
 fn service(ns: &str, name: &str, ips: &[&str]) -> wire::ServiceExport {
     wire::ServiceExport {
         key: key(ns, name),
-        ports: vec![wire::Port { name: "http".into(), protocol: wire::Protocol::Tcp.into(), port: 80 }],
+        ports: vec![wire::Port {
+            name: "http".into(),
+            protocol: wire::Protocol::Tcp.into(),
+            port: 80,
+        }],
         mode: wire::Mode::Endpoints.into(),
         cluster_ips: vec![],
         endpoints: ips
             .iter()
-            .map(|ip| wire::Endpoint { addresses: vec![ip.to_string()], ready: true, serving: true, ..Default::default() })
+            .map(|ip| wire::Endpoint {
+                addresses: vec![ip.to_string()],
+                ready: true,
+                serving: true,
+                ..Default::default()
+            })
             .collect(),
         policy: None,
     }
 }
 
 fn hello(cluster: &str) -> Req {
-    Req::Hello(wire::Hello { cluster: cluster.into(), region: "r1".into(), zone: "z1".into(), client_cidrs: vec![], version: "test".into() })
+    Req::Hello(wire::Hello {
+        cluster: cluster.into(),
+        region: "r1".into(),
+        zone: "z1".into(),
+        client_cidrs: vec![],
+        version: "test".into(),
+    })
 }
 
 /// An open Export stream driven by the test.
@@ -46,16 +68,31 @@ impl Stream {
     async fn open(server: &TestServer, first: Req) -> Result<Self, tonic::Status> {
         let mut client = RegistryClient::connect(server.grpc_url()).await.unwrap();
         let (tx, rx) = mpsc::channel(16);
-        tx.send(wire::ExportRequest { generation: 1, message: Some(first) }).await.unwrap();
+        tx.send(wire::ExportRequest {
+            generation: 1,
+            message: Some(first),
+        })
+        .await
+        .unwrap();
         let mut rx = client.export(ReceiverStream::new(rx)).await?.into_inner();
-        let first = rx.message().await?.expect("a response to the first message");
+        let first = rx
+            .message()
+            .await?
+            .expect("a response to the first message");
         assert_eq!(first.generation, 1);
-        Ok(Stream { tx, rx, generation: 1 })
+        Ok(Stream {
+            tx,
+            rx,
+            generation: 1,
+        })
     }
 
     async fn send(&mut self, message: Req) -> Result<wire::ExportResponse, tonic::Status> {
         self.generation += 1;
-        let request = wire::ExportRequest { generation: self.generation, message: Some(message) };
+        let request = wire::ExportRequest {
+            generation: self.generation,
+            message: Some(message),
+        };
         if self.tx.send(request).await.is_err() {
             // The registry already ended the stream: its status says why.
             return Err(match self.rx.message().await {
@@ -64,7 +101,10 @@ impl Stream {
             });
         }
         let response = self.rx.message().await?.expect("a response");
-        assert_eq!(response.generation, self.generation, "the response carries the applied generation");
+        assert_eq!(
+            response.generation, self.generation,
+            "the response carries the applied generation"
+        );
         Ok(response)
     }
 }
@@ -96,16 +136,43 @@ async fn invalid_items_are_refused_and_the_rest_applies() {
         .unwrap();
     let got = reasons(&response);
     assert_eq!(got.len(), 5, "{got:#?}");
-    assert!(got[0].contains("services[1]: key.name: \"Bad_Label\" is not a valid RFC 1123 label"), "{got:#?}");
-    assert!(got[1].contains("services[2]: endpoints[0].addresses[0]: \"10.0.0.300\" is not an IP address"), "{got:#?}");
-    assert!(got[2].contains("services[3]: ports: a service needs at least one port"), "{got:#?}");
-    assert!(got[3].contains("services[4]: endpoints[1].addresses[0]: duplicate endpoint address 10.0.0.6"), "{got:#?}");
-    assert!(got[4].contains("services[5]: key: duplicate service shop/web"), "{got:#?}");
-    assert_eq!(response.refusals[2].key, key("shop", "noports"), "the refusal names the service as sent");
+    assert!(
+        got[0].contains("services[1]: key.name: \"Bad_Label\" is not a valid RFC 1123 label"),
+        "{got:#?}"
+    );
+    assert!(
+        got[1].contains(
+            "services[2]: endpoints[0].addresses[0]: \"10.0.0.300\" is not an IP address"
+        ),
+        "{got:#?}"
+    );
+    assert!(
+        got[2].contains("services[3]: ports: a service needs at least one port"),
+        "{got:#?}"
+    );
+    assert!(
+        got[3].contains(
+            "services[4]: endpoints[1].addresses[0]: duplicate endpoint address 10.0.0.6"
+        ),
+        "{got:#?}"
+    );
+    assert!(
+        got[4].contains("services[5]: key: duplicate service shop/web"),
+        "{got:#?}"
+    );
+    assert_eq!(
+        response.refusals[2].key,
+        key("shop", "noports"),
+        "the refusal names the service as sent"
+    );
     // The good service is served; the refused ones are not.
     let m = query(server.dns, &Ask::new("web.shop.global", RecordType::A)).await;
     assert_eq!(addresses(&m), sorted(&["10.0.0.1", "10.0.0.2"]));
-    for name in ["badip.shop.global", "noports.shop.global", "dup.shop.global"] {
+    for name in [
+        "badip.shop.global",
+        "noports.shop.global",
+        "dup.shop.global",
+    ] {
         let m = query(server.dns, &Ask::new(name, RecordType::A)).await;
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
     }
@@ -116,30 +183,58 @@ async fn invalid_items_are_refused_and_the_rest_applies() {
     let response = s
         .send(Req::Delta(wire::Delta {
             upserts: vec![broken_web, service("shop", "cart", &["10.0.0.8"])],
-            removals: vec![wire::ServiceKey { namespace: "shop".into(), name: "".into() }],
+            removals: vec![wire::ServiceKey {
+                namespace: "shop".into(),
+                name: "".into(),
+            }],
         }))
         .await
         .unwrap();
     let got = reasons(&response);
     assert_eq!(got.len(), 2, "{got:#?}");
-    assert!(got[0].contains("ports[0].port: port 0 is not a port"), "{got:#?}");
-    assert!(got[1].contains("removals[0]: name: is required"), "{got:#?}");
+    assert!(
+        got[0].contains("ports[0].port: port 0 is not a port"),
+        "{got:#?}"
+    );
+    assert!(
+        got[1].contains("removals[0]: name: is required"),
+        "{got:#?}"
+    );
     let m = query(server.dns, &Ask::new("web.shop.global", RecordType::A)).await;
-    assert_eq!(addresses(&m), sorted(&["10.0.0.1", "10.0.0.2"]), "last good version kept");
+    assert_eq!(
+        addresses(&m),
+        sorted(&["10.0.0.1", "10.0.0.2"]),
+        "last good version kept"
+    );
     let m = query(server.dns, &Ask::new("cart.shop.global", RecordType::A)).await;
     assert_eq!(addresses(&m), sorted(&["10.0.0.8"]));
     // The same in a Snapshot: a refused service keeps its last good
     // version; services missing from the Snapshot are withdrawn.
     let mut broken_web = service("shop", "web", &["10.0.0.7"]);
     broken_web.endpoints[0].addresses[0] = "nope".into();
-    let response = s.send(Req::Snapshot(wire::Snapshot { services: vec![broken_web] })).await.unwrap();
+    let response = s
+        .send(Req::Snapshot(wire::Snapshot {
+            services: vec![broken_web],
+        }))
+        .await
+        .unwrap();
     assert_eq!(response.refusals.len(), 1);
     let m = query(server.dns, &Ask::new("web.shop.global", RecordType::A)).await;
     assert_eq!(addresses(&m), sorted(&["10.0.0.1", "10.0.0.2"]));
     let m = query(server.dns, &Ask::new("cart.shop.global", RecordType::A)).await;
-    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "withdrawn by the Snapshot");
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "withdrawn by the Snapshot"
+    );
     // Heartbeats are acknowledged.
-    assert!(s.send(Req::Heartbeat(wire::Heartbeat {})).await.unwrap().refusals.is_empty());
+    assert!(
+        s.send(Req::Heartbeat(wire::Heartbeat {}))
+            .await
+            .unwrap()
+            .refusals
+            .is_empty()
+    );
     server.stop().await;
 }
 
@@ -153,19 +248,42 @@ async fn hello_rules() {
     };
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
     // An invalid Hello names the field.
-    let bad = Req::Hello(wire::Hello { cluster: "East_1".into(), ..Default::default() });
+    let bad = Req::Hello(wire::Hello {
+        cluster: "East_1".into(),
+        ..Default::default()
+    });
     let err = match Stream::open(&server, bad).await {
         Err(e) => e,
         Ok(_) => panic!("an invalid Hello was accepted"),
     };
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().contains("cluster: \"East_1\" is not a valid RFC 1123 label"), "{}", err.message());
-    let bad = Req::Hello(wire::Hello { cluster: "east-1".into(), client_cidrs: vec!["10.0.0.0/99".into()], ..Default::default() });
-    let err = Stream::open(&server, bad).await.err().expect("bad CIDR refused");
-    assert!(err.message().contains("client_cidrs[0]"), "{}", err.message());
+    assert!(
+        err.message()
+            .contains("cluster: \"East_1\" is not a valid RFC 1123 label"),
+        "{}",
+        err.message()
+    );
+    let bad = Req::Hello(wire::Hello {
+        cluster: "east-1".into(),
+        client_cidrs: vec!["10.0.0.0/99".into()],
+        ..Default::default()
+    });
+    let err = Stream::open(&server, bad)
+        .await
+        .err()
+        .expect("bad CIDR refused");
+    assert!(
+        err.message().contains("client_cidrs[0]"),
+        "{}",
+        err.message()
+    );
     // A second Hello on a stream ends it.
     let mut s = Stream::open(&server, hello("east-1")).await.unwrap();
-    let err = s.send(hello("east-1")).await.err().expect("second hello refused");
+    let err = s
+        .send(hello("east-1"))
+        .await
+        .err()
+        .expect("second hello refused");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     server.stop().await;
 }
@@ -174,17 +292,29 @@ async fn hello_rules() {
 async fn a_newer_stream_supersedes_the_older() {
     let server = TestServer::start(&[]).await;
     let mut old = Stream::open(&server, hello("east-1")).await.unwrap();
-    old.send(Req::Snapshot(wire::Snapshot { services: vec![service("shop", "web", &["10.0.0.1"])] })).await.unwrap();
+    old.send(Req::Snapshot(wire::Snapshot {
+        services: vec![service("shop", "web", &["10.0.0.1"])],
+    }))
+    .await
+    .unwrap();
     // A restarted syncer opens a new stream: the cluster's data stays until
     // its Snapshot replaces it, in one step.
     let mut new = Stream::open(&server, hello("east-1")).await.unwrap();
     let m = query(server.dns, &Ask::new("web.shop.global", RecordType::A)).await;
     assert_eq!(addresses(&m), sorted(&["10.0.0.1"]));
-    new.send(Req::Snapshot(wire::Snapshot { services: vec![service("shop", "web", &["10.0.0.2"])] })).await.unwrap();
+    new.send(Req::Snapshot(wire::Snapshot {
+        services: vec![service("shop", "web", &["10.0.0.2"])],
+    }))
+    .await
+    .unwrap();
     let m = query(server.dns, &Ask::new("web.shop.global", RecordType::A)).await;
     assert_eq!(addresses(&m), sorted(&["10.0.0.2"]), "replaced, not merged");
     // The old stream can no longer write.
-    let err = old.send(Req::Snapshot(wire::Snapshot { services: vec![] })).await.err().expect("old stream ended");
+    let err = old
+        .send(Req::Snapshot(wire::Snapshot { services: vec![] }))
+        .await
+        .err()
+        .expect("old stream ended");
     assert_eq!(err.code(), tonic::Code::Aborted, "{err}");
     let m = query(server.dns, &Ask::new("web.shop.global", RecordType::A)).await;
     assert_eq!(addresses(&m), sorted(&["10.0.0.2"]));
@@ -195,15 +325,31 @@ async fn a_newer_stream_supersedes_the_older() {
 async fn a_closed_stream_leaves_the_data() {
     let server = TestServer::start(&[]).await;
     let mut s = Stream::open(&server, hello("east-1")).await.unwrap();
-    s.send(Req::Snapshot(wire::Snapshot { services: vec![service("shop", "web", &["10.0.0.1"])] })).await.unwrap();
+    s.send(Req::Snapshot(wire::Snapshot {
+        services: vec![service("shop", "web", &["10.0.0.1"])],
+    }))
+    .await
+    .unwrap();
     drop(s);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let m = query(server.dns, &Ask::new("web.shop.global", RecordType::A)).await;
     assert_eq!(addresses(&m), sorted(&["10.0.0.1"]));
     let mut client = RegistryClient::connect(server.grpc_url()).await.unwrap();
-    let clusters = client.list_clusters(wire::ListClustersRequest {}).await.unwrap().into_inner().clusters;
+    let clusters = client
+        .list_clusters(wire::ListClustersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .clusters;
     assert_eq!(clusters.len(), 1);
-    assert_eq!((clusters[0].name.as_str(), clusters[0].connected, clusters[0].services), ("east-1", false, 1));
+    assert_eq!(
+        (
+            clusters[0].name.as_str(),
+            clusters[0].connected,
+            clusters[0].services
+        ),
+        ("east-1", false, 1)
+    );
     server.stop().await;
 }
 
@@ -211,38 +357,78 @@ async fn a_closed_stream_leaves_the_data() {
 async fn watch_list_and_get() {
     let server = TestServer::start(&[]).await;
     let mut east = Stream::open(&server, hello("east-1")).await.unwrap();
-    east.send(Req::Snapshot(wire::Snapshot { services: vec![service("shop", "web", &["10.0.0.1"])] })).await.unwrap();
+    east.send(Req::Snapshot(wire::Snapshot {
+        services: vec![service("shop", "web", &["10.0.0.1"])],
+    }))
+    .await
+    .unwrap();
     let mut client = RegistryClient::connect(server.grpc_url()).await.unwrap();
-    let mut watch = client.watch(wire::WatchRequest {}).await.unwrap().into_inner();
+    let mut watch = client
+        .watch(wire::WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     // First the whole state.
-    let Some(Event::Reset(reset)) = watch.message().await.unwrap().unwrap().event else { panic!("Reset first") };
+    let Some(Event::Reset(reset)) = watch.message().await.unwrap().unwrap().event else {
+        panic!("Reset first")
+    };
     assert_eq!(reset.clusters.len(), 1);
     assert_eq!(reset.clusters[0].cluster.as_ref().unwrap().name, "east-1");
     assert_eq!(reset.clusters[0].services.len(), 1);
     // Then every change.
     let mut west = Stream::open(&server, hello("west-1")).await.unwrap();
-    let Some(Event::Cluster(info)) = watch.message().await.unwrap().unwrap().event else { panic!("cluster event") };
+    let Some(Event::Cluster(info)) = watch.message().await.unwrap().unwrap().event else {
+        panic!("cluster event")
+    };
     assert_eq!((info.name.as_str(), info.connected), ("west-1", true));
-    west.send(Req::Snapshot(wire::Snapshot { services: vec![service("shop", "web", &["10.0.1.1"])] })).await.unwrap();
-    let Some(Event::Services(changed)) = watch.message().await.unwrap().unwrap().event else { panic!("services event") };
+    west.send(Req::Snapshot(wire::Snapshot {
+        services: vec![service("shop", "web", &["10.0.1.1"])],
+    }))
+    .await
+    .unwrap();
+    let Some(Event::Services(changed)) = watch.message().await.unwrap().unwrap().event else {
+        panic!("services event")
+    };
     assert_eq!(changed.cluster, "west-1");
     assert_eq!(changed.upserts.len(), 1);
-    west.send(Req::Delta(wire::Delta { upserts: vec![], removals: vec![key("shop", "web").unwrap()] })).await.unwrap();
-    let Some(Event::Services(changed)) = watch.message().await.unwrap().unwrap().event else { panic!("services event") };
+    west.send(Req::Delta(wire::Delta {
+        upserts: vec![],
+        removals: vec![key("shop", "web").unwrap()],
+    }))
+    .await
+    .unwrap();
+    let Some(Event::Services(changed)) = watch.message().await.unwrap().unwrap().event else {
+        panic!("services event")
+    };
     assert_eq!(changed.removals, vec![key("shop", "web").unwrap()]);
     // Unary calls.
-    let clusters = client.list_clusters(wire::ListClustersRequest {}).await.unwrap().into_inner().clusters;
-    assert_eq!(clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), vec!["east-1", "west-1"]);
+    let clusters = client
+        .list_clusters(wire::ListClustersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .clusters;
+    assert_eq!(
+        clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        vec!["east-1", "west-1"]
+    );
     assert_eq!(clusters[0].endpoints, 1);
     let exports = client
-        .get_service(wire::GetServiceRequest { key: key("shop", "web") })
+        .get_service(wire::GetServiceRequest {
+            key: key("shop", "web"),
+        })
         .await
         .unwrap()
         .into_inner()
         .exports;
     assert_eq!(exports.len(), 1);
     assert_eq!(exports[0].cluster, "east-1");
-    let err = client.get_service(wire::GetServiceRequest { key: key("shop", "Web") }).await.unwrap_err();
+    let err = client
+        .get_service(wire::GetServiceRequest {
+            key: key("shop", "Web"),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     server.stop().await;
 }

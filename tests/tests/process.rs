@@ -1,6 +1,8 @@
 //! The built binaries as a user runs them: `meshdns demo`, `meshdns serve`
 //! with a real `meshdns-syncer` process, flag errors, signals.
 
+#![allow(clippy::unwrap_used, clippy::err_expect)]
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -14,11 +16,19 @@ struct Proc(Child);
 
 impl Proc {
     fn spawn(cmd: &mut Command) -> Self {
-        Proc(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn"))
+        Proc(
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn"),
+        )
     }
 
     fn signal(&self, sig: &str) {
-        let status = Command::new("kill").args([sig, &self.0.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([sig, &self.0.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -46,7 +56,8 @@ impl Drop for Proc {
 
 fn run(program: &str, args: &[&str]) -> (i32, String) {
     let out = Command::new(bin(program)).args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -68,11 +79,21 @@ async fn demo_answers_and_stops_on_sigterm() {
         &dir.path().display().to_string(),
     ]));
     let dns = dns.parse().unwrap();
-    let web = ["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.2.0.12", "10.3.0.11"];
-    eventually(Duration::from_secs(10), "demo answers web.shop.global", || async move {
-        let m = poll(dns, &Ask::new("web.shop.global", RecordType::A)).await?;
-        (addresses(&m) == sorted(&web)).then_some(())
-    })
+    let web = [
+        "10.1.0.11",
+        "10.1.0.12",
+        "10.2.0.11",
+        "10.2.0.12",
+        "10.3.0.11",
+    ];
+    eventually(
+        Duration::from_secs(10),
+        "demo answers web.shop.global",
+        || async move {
+            let m = poll(dns, &Ask::new("web.shop.global", RecordType::A)).await?;
+            (addresses(&m) == sorted(&web)).then_some(())
+        },
+    )
     .await;
     let m = query(dns, &Ask::new("db-0.east-1.db.data.global", RecordType::A)).await;
     assert_eq!(addresses(&m), sorted(&["10.1.2.10"]));
@@ -82,17 +103,29 @@ async fn demo_answers_and_stops_on_sigterm() {
     assert_eq!((status, body.trim()), (200, "ready"));
     // The files it prints are live: an edit shows up in answers.
     let east2 = dir.path().join("east-2.yaml");
-    let text = std::fs::read_to_string(&east2).unwrap().replace("{ip: 10.2.0.12}", "{ip: 10.2.0.99}");
+    let text = std::fs::read_to_string(&east2)
+        .unwrap()
+        .replace("{ip: 10.2.0.12}", "{ip: 10.2.0.99}");
     std::fs::write(&east2, text).unwrap();
-    eventually(Duration::from_secs(10), "demo follows its files", || async move {
-        addresses(&query(dns, &Ask::new("east-2.web.shop.global", RecordType::A)).await)
-            .contains(&"10.2.0.99".to_owned())
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "demo follows its files",
+        || async move {
+            addresses(&query(dns, &Ask::new("east-2.web.shop.global", RecordType::A)).await)
+                .contains(&"10.2.0.99".to_owned())
+                .then_some(())
+        },
+    )
     .await;
     // dig, as the README shows it.
     let out = Command::new("dig")
-        .args(["@127.0.0.1", "-p", &dns_port.to_string(), "+short", "web.shop.global"])
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &dns_port.to_string(),
+            "+short",
+            "web.shop.global",
+        ])
         .output()
         .expect("dig");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
@@ -100,14 +133,31 @@ async fn demo_answers_and_stops_on_sigterm() {
     let status = demo.terminate();
     assert!(status.success(), "demo exits 0 on SIGTERM: {status}");
     let printed = std::io::read_to_string(stdout).unwrap();
-    assert!(printed.contains(&format!("dig @127.0.0.1 -p {dns_port} web.shop.global")), "{printed}");
+    assert!(
+        printed.contains(&format!("dig @127.0.0.1 -p {dns_port} web.shop.global")),
+        "{printed}"
+    );
 }
 
 #[test]
 fn serve_refuses_plaintext_without_insecure() {
-    let (code, text) = run("meshdns", &["serve", "--dns-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    let (code, text) = run(
+        "meshdns",
+        &[
+            "serve",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+    );
     assert_ne!(code, 0);
-    assert!(text.contains("--insecure") && text.contains("plaintext"), "{text}");
+    assert!(
+        text.contains("--insecure") && text.contains("plaintext"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -115,19 +165,60 @@ fn flag_errors_name_the_flag() {
     let (code, text) = run("meshdns", &["serve", "--insecure", "--ttl", "15"]);
     assert_ne!(code, 0);
     assert!(text.contains("--ttl") && text.contains("no unit"), "{text}");
-    let (code, text) = run("meshdns", &["serve", "--insecure", "--domain", "a..b", "--dns-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    let (code, text) = run(
+        "meshdns",
+        &[
+            "serve",
+            "--insecure",
+            "--domain",
+            "a..b",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+    );
     assert_ne!(code, 0);
     assert!(text.contains("--domain"), "{text}");
-    let (code, text) = run("meshdns", &["serve", "--insecure", "--dns-listen", "nowhere"]);
+    let (code, text) = run(
+        "meshdns",
+        &["serve", "--insecure", "--dns-listen", "nowhere"],
+    );
     assert_ne!(code, 0);
     assert!(text.contains("--dns-listen"), "{text}");
-    let (code, text) = run("meshdns-syncer", &["--registry", "127.0.0.1:1", "--source", "file:/dev/null"]);
+    let (code, text) = run(
+        "meshdns-syncer",
+        &["--registry", "127.0.0.1:1", "--source", "file:/dev/null"],
+    );
     assert_ne!(code, 0);
-    assert!(text.contains("--registry") && text.contains("--insecure"), "{text}");
-    let (code, text) = run("meshdns-syncer", &["--insecure", "--registry", "127.0.0.1:1", "--source", "ftp:x"]);
+    assert!(
+        text.contains("--registry") && text.contains("--insecure"),
+        "{text}"
+    );
+    let (code, text) = run(
+        "meshdns-syncer",
+        &[
+            "--insecure",
+            "--registry",
+            "127.0.0.1:1",
+            "--source",
+            "ftp:x",
+        ],
+    );
     assert_ne!(code, 0);
     assert!(text.contains("--source"), "{text}");
-    let (code, text) = run("meshdns-syncer", &["--insecure", "--registry", "127.0.0.1:1", "--heartbeat", "5"]);
+    let (code, text) = run(
+        "meshdns-syncer",
+        &[
+            "--insecure",
+            "--registry",
+            "127.0.0.1:1",
+            "--heartbeat",
+            "5",
+        ],
+    );
     assert_ne!(code, 0);
     assert!(text.contains("--heartbeat"), "{text}");
 }
@@ -154,9 +245,14 @@ async fn a_syncer_process_killed_and_restarted() {
     };
     let dns = server.dns;
     let syncer = start();
-    eventually(Duration::from_secs(10), "syncer process exports", || async move {
-        (addresses(&query(dns, &Ask::new("web.shop.global", RecordType::A)).await).len() == 2).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "syncer process exports",
+        || async move {
+            (addresses(&query(dns, &Ask::new("web.shop.global", RecordType::A)).await).len() == 2)
+                .then_some(())
+        },
+    )
     .await;
     // kill -9: no goodbye. The data stays, and a new process replaces it.
     syncer.signal("-KILL");
@@ -168,9 +264,15 @@ async fn a_syncer_process_killed_and_restarted() {
     let m = query(dns, &Ask::new("web.shop.global", RecordType::A)).await;
     assert_eq!(addresses(&m), sorted(&["10.1.0.1", "10.1.0.2"]));
     let syncer = start();
-    eventually(Duration::from_secs(10), "restarted syncer's snapshot", || async move {
-        (addresses(&query(dns, &Ask::new("web.shop.global", RecordType::A)).await) == sorted(&["10.1.0.3"])).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "restarted syncer's snapshot",
+        || async move {
+            (addresses(&query(dns, &Ask::new("web.shop.global", RecordType::A)).await)
+                == sorted(&["10.1.0.3"]))
+            .then_some(())
+        },
+    )
     .await;
     assert!(syncer.terminate().success(), "syncer exits 0 on SIGTERM");
     server.stop().await;
@@ -197,7 +299,10 @@ async fn serve_process_stops_on_sigterm() {
     .await;
     assert!(matches!(http_get(admin, "/healthz").await, Ok((200, _))));
     let dns = format!("127.0.0.1:{dns_port}").parse().unwrap();
-    let m = eventually(Duration::from_secs(10), "SOA", || async move { poll(dns, &Ask::new("global", RecordType::SOA)).await }).await;
+    let m = eventually(Duration::from_secs(10), "SOA", || async move {
+        poll(dns, &Ask::new("global", RecordType::SOA)).await
+    })
+    .await;
     assert_eq!(m.answers.len(), 1);
     assert!(serve.terminate().success());
 }
