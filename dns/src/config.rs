@@ -8,6 +8,7 @@ use meshdns_proto::duration;
 
 use crate::error::Error;
 use crate::qname::Domain;
+use crate::registry::Liveness;
 use crate::zone::Zone;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -59,6 +60,12 @@ pub struct ServeArgs {
     /// Most addresses (or SRV records) in one answer, rotated between queries.
     #[arg(long = "max-answers", env = "MESHDNS_MAX_ANSWERS", default_value_t = 8)]
     pub max_answers: usize,
+    /// Healthy endpoints a locality tier needs to answer alone; with fewer it spills over to the next.
+    #[arg(long = "min-healthy", env = "MESHDNS_MIN_HEALTHY", default_value_t = 1)]
+    pub min_healthy: usize,
+    /// A stale cluster's data is purged after this long without a heartbeat.
+    #[arg(long = "stale-grace", env = "MESHDNS_STALE_GRACE", default_value = "10m", value_parser = parse_duration)]
+    pub stale_grace: Duration,
     /// Serve gRPC without TLS. Only for loopback or a network you trust.
     #[arg(long = "insecure", env = "MESHDNS_INSECURE")]
     pub insecure: bool,
@@ -68,7 +75,7 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub zone: Zone,
-    pub cluster_ttl: Duration,
+    pub liveness: Liveness,
     pub insecure: bool,
 }
 
@@ -129,6 +136,21 @@ impl ServeArgs {
                 problem: "must be at least 100ms".into(),
             });
         }
+        if self.min_healthy == 0 {
+            return Err(Error::Config {
+                flag: "--min-healthy",
+                problem: "must be at least 1".into(),
+            });
+        }
+        if self.stale_grace < self.cluster_ttl {
+            return Err(Error::Config {
+                flag: "--stale-grace",
+                problem: format!(
+                    "{:?} is shorter than --cluster-ttl {:?}",
+                    self.stale_grace, self.cluster_ttl
+                ),
+            });
+        }
         if self.dns_listen.is_empty() {
             return Err(Error::Config {
                 flag: "--dns-listen",
@@ -140,6 +162,7 @@ impl ServeArgs {
             seconds("--ttl", self.ttl)?,
             seconds("--negative-ttl", self.negative_ttl)?,
             self.max_answers,
+            self.min_healthy,
         )
         .map_err(|problem| Error::Config {
             flag: "--domain",
@@ -147,7 +170,10 @@ impl ServeArgs {
         })?;
         Ok(ServeConfig {
             zone,
-            cluster_ttl: self.cluster_ttl,
+            liveness: Liveness {
+                cluster_ttl: self.cluster_ttl,
+                stale_grace: self.stale_grace,
+            },
             insecure: self.insecure,
         })
     }

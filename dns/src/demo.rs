@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::qname::Domain;
+use crate::registry::Liveness;
 use crate::zone::Zone;
 use crate::{Listeners, config::ServeConfig};
 
@@ -85,6 +86,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
         5,
         5,
         8,
+        1,
     )
     .map_err(|problem| Error::Config {
         flag: "--domain",
@@ -92,7 +94,10 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
     })?;
     let config = ServeConfig {
         zone,
-        cluster_ttl: Duration::from_secs(15),
+        liveness: Liveness {
+            cluster_ttl: Duration::from_secs(15),
+            stale_grace: Duration::from_secs(600),
+        },
         insecure: true,
     };
     let server = tokio::spawn(crate::serve(config, listeners, shutdown.clone()));

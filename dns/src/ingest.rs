@@ -207,7 +207,11 @@ fn cluster_info(status: &ClusterStatus) -> wire::ClusterInfo {
         client_cidrs: hello.client_cidrs,
         version: hello.version,
         last_heartbeat_unix_ms: status.last_heartbeat_unix_ms,
-        state: wire::ClusterState::Live.into(),
+        state: if status.stale {
+            wire::ClusterState::Stale.into()
+        } else {
+            wire::ClusterState::Live.into()
+        },
         connected: status.connected,
         services: status.services as u32,
         endpoints: status.endpoints as u64,
@@ -241,6 +245,7 @@ fn change(change: &Change) -> wire::WatchEvent {
             upserts: upserts.iter().map(|s| s.as_ref().into()).collect(),
             removals: removals.iter().map(Into::into).collect(),
         }),
+        Change::ClusterRemoved(name) => Event::ClusterRemoved(name.to_string()),
     };
     wire::WatchEvent { event: Some(event) }
 }

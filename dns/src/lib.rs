@@ -7,6 +7,7 @@
 //! - [`ingest`]: the gRPC `Registry` service: wire -> model -> registry.
 //! - [`registry`]: the writer side; publishes [`snapshot::Snapshot`]s.
 //! - [`snapshot`]: the immutable read side, shaped for answering.
+//! - [`locality`]: asker address -> cluster (longest prefix match).
 //! - [`qname`]: query name -> what it asks for (pure).
 //! - [`select`]: which healthy targets answer an asker (pure).
 //! - [`zone`]: request bytes -> response bytes; the hickory glue.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod ingest;
+pub mod locality;
 pub mod qname;
 pub mod registry;
 pub mod select;
@@ -94,6 +96,21 @@ impl Listeners {
     }
 }
 
+/// Marks silent clusters stale and purges them, often enough that a
+/// cluster leaves answers within a tenth of `cluster_ttl` of going stale.
+async fn sweep(registry: Arc<Registry>, liveness: registry::Liveness, shutdown: CancellationToken) {
+    let period =
+        (liveness.cluster_ttl / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => registry.sweep(std::time::Instant::now(), liveness),
+        }
+    }
+}
+
 /// Runs the registry, DNS and admin listeners until `shutdown` fires.
 pub async fn serve(
     config: ServeConfig,
@@ -122,6 +139,7 @@ pub async fn serve(
             shutdown.clone(),
         ));
     }
+    tasks.spawn(sweep(registry.clone(), config.liveness, shutdown.clone()));
     let admin_shutdown = shutdown.clone();
     let admin_ready = ready.clone();
     let admin = tokio::spawn(admin::serve(listeners.admin, admin_ready, admin_shutdown));

@@ -1,23 +1,31 @@
-//! The writer side: what every cluster exports, and the one path that
-//! changes it and publishes the next [`Snapshot`].
+//! The writer side: what every cluster exports and whether it is alive,
+//! and the one path that changes it and publishes the next [`Snapshot`].
 //!
 //! Writes go through a std `Mutex` (never held across `.await`): they are
 //! short, and holding it while the next snapshot is stored means that when a
 //! write returns, DNS answers already reflect it, so an Export response
 //! acknowledges data that is visible. Readers never touch the mutex: they
 //! load the current `Arc<Snapshot>` from an `ArcSwap`.
+//!
+//! Liveness: every message from a cluster's stream is a sign of life.
+//! [`Registry::sweep`] marks a cluster silent for `cluster_ttl` stale (its
+//! endpoints leave answers unless nothing else holds the service) and
+//! purges one silent for `stale_grace`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use meshdns_proto::model::{Cluster, ClusterName, ServiceExport, ServiceKey};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use crate::error::Error;
-use crate::snapshot::{ServiceView, Snapshot};
+use crate::locality::{ClusterId, Locality, Place};
+use crate::snapshot::{ExportInput, ServiceView, Snapshot};
 
 /// A change, as Watch streams it.
 #[derive(Debug, Clone)]
@@ -30,6 +38,8 @@ pub enum Change {
         upserts: Vec<Arc<ServiceExport>>,
         removals: Vec<ServiceKey>,
     },
+    /// A cluster was purged with everything it exported.
+    ClusterRemoved(ClusterName),
 }
 
 /// A cluster as `status` and Watch show it.
@@ -38,6 +48,7 @@ pub struct ClusterStatus {
     pub cluster: Cluster,
     pub last_heartbeat_unix_ms: u64,
     pub connected: bool,
+    pub stale: bool,
     pub services: usize,
     pub endpoints: usize,
 }
@@ -48,11 +59,22 @@ pub struct FullState {
     pub clusters: Vec<(ClusterStatus, Vec<Arc<ServiceExport>>)>,
 }
 
+/// Liveness settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// Silent this long: stale, out of answers.
+    pub cluster_ttl: Duration,
+    /// Silent this long: purged.
+    pub stale_grace: Duration,
+}
+
 struct ClusterEntry {
+    id: ClusterId,
     cluster: Cluster,
     services: BTreeMap<ServiceKey, Arc<ServiceExport>>,
-    last_heartbeat: Instant,
-    last_heartbeat_unix_ms: u64,
+    last_seen: Instant,
+    last_seen_unix_ms: u64,
+    stale: bool,
     /// The stream that speaks for the cluster now, if one is open.
     session: Option<(u64, CancellationToken)>,
 }
@@ -61,18 +83,73 @@ impl ClusterEntry {
     fn status(&self) -> ClusterStatus {
         ClusterStatus {
             cluster: self.cluster.clone(),
-            last_heartbeat_unix_ms: self.last_heartbeat_unix_ms,
+            last_heartbeat_unix_ms: self.last_seen_unix_ms,
             connected: self.session.is_some(),
+            stale: self.stale,
             services: self.services.len(),
             endpoints: self.services.values().map(|s| s.endpoints().len()).sum(),
         }
     }
 }
 
+/// Interned region and (region, zone) names, for the lifetime of the registry.
+#[derive(Default)]
+struct Names {
+    ids: HashMap<String, u32>,
+}
+
+impl Names {
+    fn id(&mut self, key: String) -> u32 {
+        let next = self.ids.len() as u32;
+        *self.ids.entry(key).or_insert(next)
+    }
+
+    fn region(&mut self, region: &str) -> u32 {
+        self.id(format!("r\0{region}"))
+    }
+
+    fn zone(&mut self, region: Option<&str>, zone: &str) -> u32 {
+        self.id(format!("z\0{}\0{zone}", region.unwrap_or("")))
+    }
+}
+
 struct State {
     clusters: BTreeMap<ClusterName, ClusterEntry>,
+    names: Names,
     next_session: u64,
+    next_cluster_id: ClusterId,
     serial: u32,
+}
+
+impl State {
+    fn place(names: &mut Names, entry: &ClusterEntry) -> Place {
+        let region = entry.cluster.region.as_ref().map(|r| r.as_str());
+        Place {
+            id: entry.id,
+            name: entry.cluster.name.clone(),
+            region: region.map(|r| (names.region(r), r.to_owned())),
+            zone: entry
+                .cluster
+                .zone
+                .as_ref()
+                .map(|z| (names.zone(region, z.as_str()), z.to_string())),
+            stale: entry.stale,
+        }
+    }
+
+    fn locality(&mut self) -> Locality {
+        let names = &mut self.names;
+        let places: Vec<(Place, &[ipnet::IpNet])> = self
+            .clusters
+            .values()
+            .map(|e| (Self::place(names, e), e.cluster.client_cidrs.as_slice()))
+            .collect();
+        let locality = Locality::build(places);
+        for (cidr, kept, ignored) in &locality.conflicts {
+            warn!(%cidr, %kept, %ignored, "two clusters announce the same client CIDR; the first by name keeps it");
+        }
+        locality
+    }
 }
 
 /// The fleet-wide registry.
@@ -81,6 +158,8 @@ pub struct Registry {
     snapshot: ArcSwap<Snapshot>,
     changes: broadcast::Sender<Arc<Change>>,
     default_ttl: u32,
+    /// Snapshots published, for metrics and tests.
+    pub published: AtomicU64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -108,6 +187,14 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// What a write changed, to publish.
+#[derive(Default)]
+struct Dirty {
+    keys: BTreeSet<ServiceKey>,
+    locality: bool,
+    changes: Vec<Change>,
+}
+
 impl Registry {
     /// An empty registry; answers use `default_ttl` unless a service says.
     pub fn new(default_ttl: u32) -> Self {
@@ -116,12 +203,15 @@ impl Registry {
         Registry {
             state: Mutex::new(State {
                 clusters: BTreeMap::new(),
+                names: Names::default(),
                 next_session: 1,
+                next_cluster_id: 1,
                 serial,
             }),
-            snapshot: ArcSwap::from_pointee(Snapshot::default().with_changes(serial, [])),
+            snapshot: ArcSwap::from_pointee(Snapshot::default().with_changes(serial, None, [])),
             changes: broadcast::channel(1024).0,
             default_ttl,
+            published: AtomicU64::new(0),
         }
     }
 
@@ -137,34 +227,54 @@ impl Registry {
     }
 
     /// Opens a session for `cluster`, superseding any older stream for it.
-    /// The cluster's data stays as it was until its Snapshot arrives.
+    /// The cluster is live from now; its data stays as it was until its
+    /// Snapshot arrives.
     pub fn hello(&self, cluster: Cluster) -> Session {
         let mut state = self.lock();
         let id = state.next_session;
         state.next_session += 1;
         let token = CancellationToken::new();
-        let now = Instant::now();
         let name = cluster.name.clone();
-        let entry = state
-            .clusters
-            .entry(name.clone())
-            .or_insert_with(|| ClusterEntry {
-                cluster: cluster.clone(),
-                services: BTreeMap::new(),
-                last_heartbeat: now,
-                last_heartbeat_unix_ms: 0,
-                session: None,
-            });
+        let mut dirty = Dirty {
+            locality: true,
+            ..Dirty::default()
+        };
+        if !state.clusters.contains_key(&name) {
+            let cluster_id = state.next_cluster_id;
+            state.next_cluster_id += 1;
+            state.clusters.insert(
+                name.clone(),
+                ClusterEntry {
+                    id: cluster_id,
+                    cluster: cluster.clone(),
+                    services: BTreeMap::new(),
+                    last_seen: Instant::now(),
+                    last_seen_unix_ms: unix_ms(),
+                    stale: false,
+                    session: None,
+                },
+            );
+        }
+        let Some(entry) = state.clusters.get_mut(&name) else {
+            unreachable!("inserted above")
+        };
         if let Some((_, old)) = entry.session.take() {
             old.cancel();
         }
+        // Placement or liveness changes reshape the cluster's services.
+        if entry.stale
+            || entry.cluster.region != cluster.region
+            || entry.cluster.zone != cluster.zone
+        {
+            dirty.keys.extend(entry.services.keys().cloned());
+        }
         entry.cluster = cluster;
         entry.session = Some((id, token.clone()));
-        entry.last_heartbeat = now;
-        entry.last_heartbeat_unix_ms = unix_ms();
-        let status = entry.status();
-        drop(state);
-        let _ = self.changes.send(Arc::new(Change::Cluster(status)));
+        entry.stale = false;
+        entry.last_seen = Instant::now();
+        entry.last_seen_unix_ms = unix_ms();
+        dirty.changes.push(Change::Cluster(entry.status()));
+        self.publish(state, dirty);
         Session {
             cluster: name,
             id,
@@ -172,7 +282,13 @@ impl Registry {
         }
     }
 
-    fn entry<'a>(state: &'a mut State, session: &Session) -> Result<&'a mut ClusterEntry, Error> {
+    /// The session's cluster entry, touched as alive; an error when a newer
+    /// stream has taken over. A stale cluster heard from again is live.
+    fn entry<'a>(
+        state: &'a mut State,
+        session: &Session,
+        dirty: &mut Dirty,
+    ) -> Result<&'a mut ClusterEntry, Error> {
         match state.clusters.get_mut(&session.cluster) {
             Some(entry)
                 if entry
@@ -180,8 +296,15 @@ impl Registry {
                     .as_ref()
                     .is_some_and(|(id, _)| *id == session.id) =>
             {
-                entry.last_heartbeat = Instant::now();
-                entry.last_heartbeat_unix_ms = unix_ms();
+                entry.last_seen = Instant::now();
+                entry.last_seen_unix_ms = unix_ms();
+                if entry.stale {
+                    info!(cluster = %session.cluster, "cluster is live again");
+                    entry.stale = false;
+                    dirty.locality = true;
+                    dirty.keys.extend(entry.services.keys().cloned());
+                    dirty.changes.push(Change::Cluster(entry.status()));
+                }
                 Ok(entry)
             }
             _ => Err(Error::Superseded(session.cluster.to_string())),
@@ -197,7 +320,8 @@ impl Registry {
         keep: &BTreeSet<ServiceKey>,
     ) -> Result<(), Error> {
         let mut state = self.lock();
-        let entry = Self::entry(&mut state, session)?;
+        let mut dirty = Dirty::default();
+        let entry = Self::entry(&mut state, session, &mut dirty)?;
         let mut next: BTreeMap<ServiceKey, Arc<ServiceExport>> = services
             .into_iter()
             .map(|s| (s.key().clone(), Arc::new(s)))
@@ -219,7 +343,8 @@ impl Registry {
             .map(|(_, v)| v.clone())
             .collect();
         entry.services = next;
-        self.publish(state, session.cluster.clone(), upserts, removals);
+        Self::services_changed(&mut dirty, session.cluster.clone(), upserts, removals);
+        self.publish(state, dirty);
         Ok(())
     }
 
@@ -231,7 +356,8 @@ impl Registry {
         removals: Vec<ServiceKey>,
     ) -> Result<(), Error> {
         let mut state = self.lock();
-        let entry = Self::entry(&mut state, session)?;
+        let mut dirty = Dirty::default();
+        let entry = Self::entry(&mut state, session, &mut dirty)?;
         let mut changed = Vec::new();
         for service in upserts {
             let service = Arc::new(service);
@@ -246,18 +372,40 @@ impl Registry {
             .into_iter()
             .filter(|k| entry.services.remove(k).is_some())
             .collect();
-        self.publish(state, session.cluster.clone(), changed, removed);
+        Self::services_changed(&mut dirty, session.cluster.clone(), changed, removed);
+        self.publish(state, dirty);
         Ok(())
+    }
+
+    fn services_changed(
+        dirty: &mut Dirty,
+        cluster: ClusterName,
+        upserts: Vec<Arc<ServiceExport>>,
+        removals: Vec<ServiceKey>,
+    ) {
+        if upserts.is_empty() && removals.is_empty() {
+            return;
+        }
+        dirty.keys.extend(upserts.iter().map(|s| s.key().clone()));
+        dirty.keys.extend(removals.iter().cloned());
+        dirty.changes.push(Change::Services {
+            cluster,
+            upserts,
+            removals,
+        });
     }
 
     /// Records that the cluster is alive.
     pub fn heartbeat(&self, session: &Session) -> Result<(), Error> {
         let mut state = self.lock();
-        Self::entry(&mut state, session).map(|_| ())
+        let mut dirty = Dirty::default();
+        Self::entry(&mut state, session, &mut dirty)?;
+        self.publish(state, dirty);
+        Ok(())
     }
 
-    /// The stream ended. The cluster's data stays (its liveness decides how
-    /// long it is served); only the session is closed.
+    /// The stream ended. The cluster's data stays; its liveness decides
+    /// how long it is served.
     pub fn disconnect(&self, session: &Session) {
         let mut state = self.lock();
         let Some(entry) = state.clusters.get_mut(&session.cluster) else {
@@ -269,54 +417,97 @@ impl Registry {
             .is_some_and(|(id, _)| *id == session.id)
         {
             entry.session = None;
-            let status = entry.status();
-            drop(state);
-            let _ = self.changes.send(Arc::new(Change::Cluster(status)));
+            let dirty = Dirty {
+                changes: vec![Change::Cluster(entry.status())],
+                ..Dirty::default()
+            };
+            self.publish(state, dirty);
         }
     }
 
-    /// Rebuilds the views of the services that changed, stores the next
-    /// snapshot and tells watchers. Runs under the state lock so snapshots
-    /// are published in the order writes happened.
-    fn publish(
-        &self,
-        mut state: MutexGuard<'_, State>,
-        cluster: ClusterName,
-        upserts: Vec<Arc<ServiceExport>>,
-        removals: Vec<ServiceKey>,
-    ) {
-        if upserts.is_empty() && removals.is_empty() {
+    /// Marks clusters silent for `cluster_ttl` stale and purges those
+    /// silent for `stale_grace`. Run it often (every `cluster_ttl / 10`).
+    pub fn sweep(&self, now: Instant, liveness: Liveness) {
+        let mut state = self.lock();
+        let mut dirty = Dirty::default();
+        let mut purge = Vec::new();
+        for (name, entry) in state.clusters.iter_mut() {
+            let silent = now.saturating_duration_since(entry.last_seen);
+            if silent >= liveness.stale_grace {
+                purge.push(name.clone());
+            } else if silent >= liveness.cluster_ttl && !entry.stale {
+                warn!(cluster = %name, silent_ms = silent.as_millis() as u64, "cluster missed its heartbeats: stale, out of answers");
+                entry.stale = true;
+                dirty.locality = true;
+                dirty.keys.extend(entry.services.keys().cloned());
+                dirty.changes.push(Change::Cluster(entry.status()));
+            }
+        }
+        for name in purge {
+            if let Some(entry) = state.clusters.remove(&name) {
+                warn!(cluster = %name, services = entry.services.len(), "stale cluster purged after its grace period");
+                if let Some((_, token)) = entry.session {
+                    token.cancel();
+                }
+                dirty.locality = true;
+                dirty.keys.extend(entry.services.into_keys());
+                dirty.changes.push(Change::ClusterRemoved(name));
+            }
+        }
+        self.publish(state, dirty);
+    }
+
+    /// Rebuilds the views of the services that changed (and the locality
+    /// if clusters changed), stores the next snapshot and tells watchers.
+    /// Runs under the state lock so snapshots are published in write order.
+    fn publish(&self, mut state: MutexGuard<'_, State>, dirty: Dirty) {
+        for change in dirty.changes {
+            let _ = self.changes.send(Arc::new(change));
+        }
+        if dirty.keys.is_empty() && !dirty.locality {
             return;
         }
-        let keys: BTreeSet<ServiceKey> = upserts
-            .iter()
-            .map(|s| s.key().clone())
-            .chain(removals.iter().cloned())
-            .collect();
         state.serial = state.serial.wrapping_add(1);
-        let views: Vec<(ServiceKey, Option<Arc<ServiceView>>)> = keys
+        let locality = dirty.locality.then(|| Arc::new(state.locality()));
+        let state = &mut *state;
+        let places: HashMap<&ClusterName, Place> = state
+            .clusters
+            .values()
+            .map(|e| (&e.cluster.name, State::place(&mut state.names, e)))
+            .collect();
+        let names = &mut state.names;
+        let views: Vec<(ServiceKey, Option<Arc<ServiceView>>)> = dirty
+            .keys
             .into_iter()
             .map(|key| {
-                let exports: Vec<(ClusterName, Arc<ServiceExport>)> = state
+                let inputs: Vec<ExportInput<'_>> = state
                     .clusters
-                    .iter()
-                    .filter_map(|(name, entry)| {
-                        entry.services.get(&key).map(|s| (name.clone(), s.clone()))
+                    .values()
+                    .filter_map(|e| {
+                        let export = e.services.get(&key)?;
+                        Some(ExportInput {
+                            place: places.get(&e.cluster.name)?,
+                            export,
+                        })
                     })
                     .collect();
-                let view = (!exports.is_empty())
-                    .then(|| Arc::new(ServiceView::build(key.clone(), &exports, self.default_ttl)));
+                let view = (!inputs.is_empty()).then(|| {
+                    Arc::new(ServiceView::build(
+                        key.clone(),
+                        &inputs,
+                        self.default_ttl,
+                        &mut |r, z| names.zone(r, z),
+                    ))
+                });
                 (key, view)
             })
             .collect();
-        let next = self.snapshot.load().with_changes(state.serial, views);
+        let next = self
+            .snapshot
+            .load()
+            .with_changes(state.serial, locality, views);
         self.snapshot.store(Arc::new(next));
-        let _ = self.changes.send(Arc::new(Change::Services {
-            cluster,
-            upserts,
-            removals,
-        }));
-        drop(state);
+        self.published.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Every cluster with its status and exports.

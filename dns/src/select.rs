@@ -1,25 +1,180 @@
-//! Which healthy targets answer a given asker. Pure.
+//! Which healthy targets answer a given asker: locality tiers, affinity and
+//! `min_healthy`. Pure, and a lookup plus a few comparisons per query:
+//! the grouping by cluster, zone and region is done when the snapshot is
+//! built ([`ServiceView::build`]).
 //!
-//! Health is settled when the snapshot is built ([`ServiceView::build`]);
-//! this module picks among healthy targets and rotates them so successive
-//! answers spread load. Locality tiers (same cluster, zone, region) come in
-//! here, keyed by the asker's address.
+//! Tiers, nearest first, each containing the ones before it:
+//! same cluster; same zone (endpoints in the asker's zone, plus the asker's
+//! own cluster's endpoints elsewhere); same region; anywhere. The answer
+//! comes from the first tier with at least `min_healthy` healthy targets.
+//! Affinity `cluster`, `zone` or `region` stops at that tier whenever it is
+//! not empty; `none` answers from every tier at once.
 
 use std::cell::Cell;
-use std::net::IpAddr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::snapshot::{ServiceView, Targets};
+use meshdns_proto::model::Affinity;
+use serde::Serialize;
 
-/// Who is asking: the query's source address (or, later, its ECS subnet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Asker {
-    pub address: IpAddr,
+use crate::locality::AskerPlace;
+use crate::snapshot::{ServiceView, Target, Targets};
+
+/// The locality tiers, nearest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Cluster,
+    Zone,
+    Region,
+    Any,
 }
 
-/// The targets that answer `asker`. With no locality known for the asker,
-/// every healthy target of every cluster.
-pub fn select<'a>(view: &'a ServiceView, _asker: &Asker) -> &'a Targets {
-    &view.all
+impl Tier {
+    const ALL: [Tier; 4] = [Tier::Cluster, Tier::Zone, Tier::Region, Tier::Any];
+}
+
+static EMPTY: Targets = Targets {
+    targets: Vec::new(),
+    v4: Vec::new(),
+    v6: Vec::new(),
+};
+
+/// The chosen targets: up to two disjoint parts (the zone tier is the
+/// zone's targets plus the asker's own cluster's targets outside it).
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'a> {
+    pub tier: Tier,
+    parts: [&'a Targets; 2],
+}
+
+impl<'a> Pick<'a> {
+    /// A pick of one set of targets.
+    pub fn one(tier: Tier, t: &'a Targets) -> Self {
+        Pick {
+            tier,
+            parts: [t, &EMPTY],
+        }
+    }
+
+    /// Healthy targets in the pick.
+    pub fn len(&self) -> usize {
+        self.parts[0].len() + self.parts[1].len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Up to `max` IPv4 addresses, rotated by `start`.
+    pub fn v4(&self, start: usize, max: usize) -> impl Iterator<Item = Ipv4Addr> + 'a {
+        rotated2(&self.parts[0].v4, &self.parts[1].v4, start, max)
+    }
+
+    /// Up to `max` IPv6 addresses, rotated by `start`.
+    pub fn v6(&self, start: usize, max: usize) -> impl Iterator<Item = Ipv6Addr> + 'a {
+        rotated2(&self.parts[0].v6, &self.parts[1].v6, start, max)
+    }
+
+    /// Up to `max` targets (for SRV), rotated by `start`.
+    pub fn targets(&self, start: usize, max: usize) -> impl Iterator<Item = Target> + 'a {
+        rotated2(&self.parts[0].targets, &self.parts[1].targets, start, max)
+    }
+}
+
+/// The cumulative tiers for an asker, as (tier, parts).
+fn tiers<'a>(view: &'a ServiceView, place: &AskerPlace) -> [(Tier, [&'a Targets; 2]); 3] {
+    let own = view.cluster_by_id(place.cluster);
+    let cluster = own.map_or(&EMPTY, |c| &c.targets);
+    let off_zone = own.map_or(&EMPTY, |c| &c.off_zone);
+    let zone = match place.zone.and_then(|z| view.zone(z)) {
+        Some(zone) => [zone, off_zone],
+        // No zone known: the zone tier is the cluster tier.
+        None => [cluster, &EMPTY],
+    };
+    let region = match place.region.and_then(|r| view.region(r)) {
+        Some(region) => [region, &EMPTY],
+        None if place.region.is_some() => [&EMPTY, &EMPTY],
+        None => zone,
+    };
+    [
+        (Tier::Cluster, [cluster, &EMPTY]),
+        (Tier::Zone, zone),
+        (Tier::Region, region),
+    ]
+}
+
+fn boundary(affinity: Affinity) -> Option<Tier> {
+    match affinity {
+        Affinity::Cluster => Some(Tier::Cluster),
+        Affinity::Zone => Some(Tier::Zone),
+        Affinity::Region => Some(Tier::Region),
+        Affinity::Nearest | Affinity::None => None,
+    }
+}
+
+/// The targets that answer an asker at `place` (`None`: unknown asker, no
+/// preference).
+pub fn select<'a>(
+    view: &'a ServiceView,
+    place: Option<&AskerPlace>,
+    min_healthy: usize,
+) -> Pick<'a> {
+    let Some(place) = place else {
+        return Pick::one(Tier::Any, &view.all);
+    };
+    if view.affinity == Affinity::None {
+        return Pick::one(Tier::Any, &view.all);
+    }
+    let stop = boundary(view.affinity);
+    for (tier, parts) in tiers(view, place) {
+        let n = parts[0].len() + parts[1].len();
+        if n >= min_healthy.max(1) || (Some(tier) == stop && n > 0) {
+            return Pick { tier, parts };
+        }
+    }
+    Pick::one(Tier::Any, &view.all)
+}
+
+/// How an answer was chosen, for `/debug/answer`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub affinity: &'static str,
+    pub min_healthy: usize,
+    /// Healthy targets in each cumulative tier, nearest first.
+    pub tiers: Vec<(Tier, usize)>,
+    pub chosen: Tier,
+    pub fail_open: bool,
+    pub stale_clusters_excluded: Vec<String>,
+}
+
+/// [`select`], explained.
+pub fn explain(view: &ServiceView, place: Option<&AskerPlace>, min_healthy: usize) -> Explanation {
+    let pick = select(view, place, min_healthy);
+    let tiers = match place {
+        Some(place) => tiers(view, place)
+            .iter()
+            .map(|(t, p)| (*t, p[0].len() + p[1].len()))
+            .chain([(Tier::Any, view.all.len())])
+            .collect(),
+        None => vec![(Tier::Any, view.all.len())],
+    };
+    debug_assert!(Tier::ALL.len() >= tiers.len());
+    Explanation {
+        affinity: view.affinity.as_str(),
+        min_healthy,
+        tiers,
+        chosen: pick.tier,
+        fail_open: view.fail_open,
+        stale_clusters_excluded: if view.fail_open {
+            Vec::new()
+        } else {
+            view.clusters
+                .iter()
+                .filter(|c| c.stale)
+                .map(|c| c.name.to_string())
+                .collect()
+        },
+    }
 }
 
 thread_local! {
@@ -37,32 +192,383 @@ pub fn next_rotation() -> usize {
     })
 }
 
-/// Up to `max` items of `items`, starting at `start` (mod len) and wrapping.
-pub fn rotated<T: Copy>(items: &[T], start: usize, max: usize) -> impl Iterator<Item = T> + '_ {
-    let len = items.len();
+/// Up to `max` items of `a` then `b` taken as one list, starting at
+/// `start` (mod its length) and wrapping.
+pub fn rotated2<'a, T: Copy>(
+    a: &'a [T],
+    b: &'a [T],
+    start: usize,
+    max: usize,
+) -> impl Iterator<Item = T> + 'a {
+    let len = a.len() + b.len();
     let offset = if len == 0 { 0 } else { start % len };
-    items[offset..]
-        .iter()
-        .chain(&items[..offset])
-        .take(max)
-        .copied()
+    (0..len.min(max)).map(move |i| {
+        let j = (offset + i) % len;
+        if j < a.len() { a[j] } else { b[j - a.len()] }
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::IpAddr;
+    use std::num::NonZeroU16;
 
-    fn check(items: &[u8], start: usize, max: usize, expected: &[u8]) {
-        let got: Vec<u8> = rotated(items, start, max).collect();
-        assert_eq!(got, expected, "items {items:?} start {start} max {max}");
-    }
+    use meshdns_proto::model::{
+        ClusterName, Endpoint, LabelValue, Mode, Namespace, Policy, Port, Protocol, ServiceExport,
+        ServiceKey, ServiceName,
+    };
+
+    use super::*;
+    use crate::locality::Place;
+    use crate::snapshot::ExportInput;
 
     #[test]
     fn rotation() {
-        check(&[], 3, 8, &[]);
-        check(&[1, 2, 3], 0, 8, &[1, 2, 3]);
-        check(&[1, 2, 3], 1, 8, &[2, 3, 1]);
-        check(&[1, 2, 3], 5, 2, &[3, 1]);
-        check(&[1, 2, 3, 4], 2, 0, &[]);
+        let check = |a: &[u8], b: &[u8], start, max, expected: &[u8]| {
+            let got: Vec<u8> = rotated2(a, b, start, max).collect();
+            assert_eq!(got, expected, "{a:?}+{b:?} start {start} max {max}");
+        };
+        check(&[], &[], 3, 8, &[]);
+        check(&[1, 2, 3], &[], 0, 8, &[1, 2, 3]);
+        check(&[1, 2, 3], &[], 1, 8, &[2, 3, 1]);
+        check(&[1, 2], &[3], 5, 2, &[3, 1]);
+        check(&[1], &[2, 3, 4], 2, 3, &[3, 4, 1]);
+        check(&[1, 2, 3, 4], &[], 2, 0, &[]);
+    }
+
+    /// A fleet: (cluster, region, zone) with endpoints as (ip, ready, own zone).
+    struct Fleet {
+        places: Vec<Place>,
+        exports: Vec<ServiceExport>,
+    }
+
+    const REGIONS: [&str; 2] = ["us-east", "us-west"];
+
+    /// (ip, ready, endpoint zone)
+    type Ep<'a> = (&'a str, bool, Option<&'a str>);
+    /// (cluster, region, zone, stale, endpoints)
+    type ClusterRow<'a> = (&'a str, &'a str, &'a str, bool, &'a [Ep<'a>]);
+
+    fn zone_id(region: Option<&str>, zone: &str) -> u32 {
+        100 * REGIONS.iter().position(|r| Some(*r) == region).unwrap_or(9) as u32
+            + zone.bytes().last().unwrap_or(0) as u32
+    }
+
+    fn fleet(affinity: Affinity, clusters: &[ClusterRow<'_>]) -> Fleet {
+        let mut places = Vec::new();
+        let mut exports = Vec::new();
+        for (i, (name, region, zone, stale, eps)) in clusters.iter().enumerate() {
+            places.push(Place {
+                id: i as u32 + 1,
+                name: ClusterName::new(name).unwrap(),
+                region: Some((
+                    REGIONS.iter().position(|r| r == region).unwrap() as u32,
+                    region.to_string(),
+                )),
+                zone: Some((zone_id(Some(region), zone), zone.to_string())),
+                stale: *stale,
+            });
+            let endpoints = eps
+                .iter()
+                .map(|(ip, ready, z)| Endpoint {
+                    ready: *ready,
+                    serving: *ready,
+                    zone: z.map(|z| LabelValue::new(z).unwrap()),
+                    ..Endpoint::ready(ip.parse::<IpAddr>().unwrap())
+                })
+                .collect();
+            exports.push(
+                ServiceExport::new(
+                    ServiceKey {
+                        namespace: Namespace::new("shop").unwrap(),
+                        name: ServiceName::new("web").unwrap(),
+                    },
+                    vec![Port {
+                        name: None,
+                        protocol: Protocol::Tcp,
+                        port: NonZeroU16::new(80).unwrap(),
+                    }],
+                    Mode::Endpoints,
+                    vec![],
+                    endpoints,
+                    Policy {
+                        affinity,
+                        ttl: None,
+                    },
+                )
+                .unwrap(),
+            );
+        }
+        Fleet { places, exports }
+    }
+
+    impl Fleet {
+        fn view(&self) -> ServiceView {
+            let inputs: Vec<ExportInput<'_>> = self
+                .places
+                .iter()
+                .zip(&self.exports)
+                .map(|(place, export)| ExportInput { place, export })
+                .collect();
+            let key = self.exports[0].key().clone();
+            ServiceView::build(key, &inputs, 5, &mut |r, z| zone_id(r, z))
+        }
+
+        fn asker(&self, cluster: &str) -> AskerPlace {
+            let p = self
+                .places
+                .iter()
+                .find(|p| p.name.as_str() == cluster)
+                .unwrap();
+            AskerPlace {
+                cluster: p.id,
+                region: p.region.as_ref().map(|r| r.0),
+                zone: p.zone.as_ref().map(|z| z.0),
+                prefix: 32,
+            }
+        }
+    }
+
+    /// One row: from `asker` (None: unknown), with `min_healthy`, the tier
+    /// and the sorted addresses answered.
+    fn check(f: &Fleet, asker: Option<&str>, min_healthy: usize, tier: Tier, expected: &[&str]) {
+        let view = f.view();
+        let place = asker.map(|a| f.asker(a));
+        let pick = select(&view, place.as_ref(), min_healthy);
+        let mut got: Vec<String> = pick.v4(0, 100).map(|a| a.to_string()).collect();
+        got.sort();
+        assert_eq!(
+            (pick.tier, got),
+            (
+                tier,
+                expected.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+            ),
+            "asker {asker:?} min {min_healthy}"
+        );
+    }
+
+    // east-1 and east-2 share region us-east, zones 1a and 1b; west-1 is elsewhere.
+    fn standard(affinity: Affinity, east1: &[Ep<'_>]) -> Fleet {
+        fleet(
+            affinity,
+            &[
+                ("east-1", "us-east", "us-east-1a", false, east1),
+                (
+                    "east-2",
+                    "us-east",
+                    "us-east-1b",
+                    false,
+                    &[
+                        ("10.2.0.1", true, None),
+                        ("10.2.0.2", true, Some("us-east-1a")),
+                    ],
+                ),
+                (
+                    "west-1",
+                    "us-west",
+                    "us-west-1a",
+                    false,
+                    &[("10.3.0.1", true, None)],
+                ),
+            ],
+        )
+    }
+
+    #[test]
+    fn tiers_and_spill_over() {
+        use Tier::*;
+        let healthy = standard(
+            Affinity::Nearest,
+            &[("10.1.0.1", true, None), ("10.1.0.2", true, None)],
+        );
+        check(
+            &healthy,
+            Some("east-1"),
+            1,
+            Cluster,
+            &["10.1.0.1", "10.1.0.2"],
+        );
+        check(
+            &healthy,
+            Some("east-1"),
+            2,
+            Cluster,
+            &["10.1.0.1", "10.1.0.2"],
+        );
+        // Fewer than min_healthy in the cluster: its zone (east-2's pod in 1a counts).
+        check(
+            &healthy,
+            Some("east-1"),
+            3,
+            Zone,
+            &["10.1.0.1", "10.1.0.2", "10.2.0.2"],
+        );
+        check(
+            &healthy,
+            Some("east-1"),
+            4,
+            Region,
+            &["10.1.0.1", "10.1.0.2", "10.2.0.1", "10.2.0.2"],
+        );
+        check(
+            &healthy,
+            Some("east-1"),
+            5,
+            Any,
+            &["10.1.0.1", "10.1.0.2", "10.2.0.1", "10.2.0.2", "10.3.0.1"],
+        );
+        check(
+            &healthy,
+            Some("east-1"),
+            9,
+            Any,
+            &["10.1.0.1", "10.1.0.2", "10.2.0.1", "10.2.0.2", "10.3.0.1"],
+        );
+        check(
+            &healthy,
+            Some("east-2"),
+            1,
+            Cluster,
+            &["10.2.0.1", "10.2.0.2"],
+        );
+        // east-2's own pod in zone 1a stays in its zone tier.
+        check(
+            &healthy,
+            Some("east-2"),
+            3,
+            Region,
+            &["10.1.0.1", "10.1.0.2", "10.2.0.1", "10.2.0.2"],
+        );
+        check(&healthy, Some("west-1"), 1, Cluster, &["10.3.0.1"]);
+        check(
+            &healthy,
+            Some("west-1"),
+            2,
+            Any,
+            &["10.1.0.1", "10.1.0.2", "10.2.0.1", "10.2.0.2", "10.3.0.1"],
+        );
+        check(
+            &healthy,
+            None,
+            1,
+            Any,
+            &["10.1.0.1", "10.1.0.2", "10.2.0.1", "10.2.0.2", "10.3.0.1"],
+        );
+        // The asker's cluster has nothing healthy: its zone, then region.
+        let sick = standard(Affinity::Nearest, &[("10.1.0.1", false, None)]);
+        check(&sick, Some("east-1"), 1, Zone, &["10.2.0.2"]);
+        check(&sick, Some("east-1"), 2, Region, &["10.2.0.1", "10.2.0.2"]);
+        // An endpoint of the asker's cluster in another zone stays in the zone tier.
+        let split = standard(
+            Affinity::Nearest,
+            &[
+                ("10.1.0.1", false, None),
+                ("10.1.0.9", true, Some("us-east-1c")),
+            ],
+        );
+        check(&split, Some("east-1"), 1, Cluster, &["10.1.0.9"]);
+        check(&split, Some("east-1"), 2, Zone, &["10.1.0.9", "10.2.0.2"]);
+    }
+
+    #[test]
+    fn affinities() {
+        use Tier::*;
+        let one = [("10.1.0.1", true, None)];
+        let none_ready = [("10.1.0.1", false, None)];
+        // cluster: never leaves the asker's cluster while it has anything.
+        check(
+            &standard(Affinity::Cluster, &one),
+            Some("east-1"),
+            3,
+            Cluster,
+            &["10.1.0.1"],
+        );
+        check(
+            &standard(Affinity::Cluster, &none_ready),
+            Some("east-1"),
+            1,
+            Zone,
+            &["10.2.0.2"],
+        );
+        // zone: stops at the zone tier when it is not empty.
+        check(
+            &standard(Affinity::Zone, &one),
+            Some("east-1"),
+            5,
+            Zone,
+            &["10.1.0.1", "10.2.0.2"],
+        );
+        check(
+            &standard(Affinity::Zone, &one),
+            Some("west-1"),
+            5,
+            Zone,
+            &["10.3.0.1"],
+        );
+        // region: stops at the region tier.
+        check(
+            &standard(Affinity::Region, &one),
+            Some("east-1"),
+            5,
+            Region,
+            &["10.1.0.1", "10.2.0.1", "10.2.0.2"],
+        );
+        check(
+            &standard(Affinity::Region, &one),
+            Some("west-1"),
+            5,
+            Region,
+            &["10.3.0.1"],
+        );
+        // none: everything, always.
+        check(
+            &standard(Affinity::None, &one),
+            Some("east-1"),
+            1,
+            Any,
+            &["10.1.0.1", "10.2.0.1", "10.2.0.2", "10.3.0.1"],
+        );
+    }
+
+    #[test]
+    fn stale_clusters_and_fail_open() {
+        use Tier::*;
+        let f = fleet(
+            Affinity::Nearest,
+            &[
+                (
+                    "east-1",
+                    "us-east",
+                    "us-east-1a",
+                    true,
+                    &[("10.1.0.1", true, None)],
+                ),
+                (
+                    "west-1",
+                    "us-west",
+                    "us-west-1a",
+                    false,
+                    &[("10.3.0.1", true, None)],
+                ),
+            ],
+        );
+        check(&f, Some("east-1"), 1, Any, &["10.3.0.1"]);
+        let e = explain(&f.view(), Some(&f.asker("east-1")), 1);
+        assert_eq!(e.stale_clusters_excluded, vec!["east-1"]);
+        assert!(!e.fail_open);
+        // Every holder stale: the last known endpoints are served.
+        let f = fleet(
+            Affinity::Nearest,
+            &[(
+                "east-1",
+                "us-east",
+                "us-east-1a",
+                true,
+                &[("10.1.0.1", true, None)],
+            )],
+        );
+        check(&f, Some("east-1"), 1, Cluster, &["10.1.0.1"]);
+        check(&f, None, 1, Any, &["10.1.0.1"]);
+        assert!(explain(&f.view(), None, 1).fail_open);
     }
 }

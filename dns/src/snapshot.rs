@@ -4,11 +4,13 @@
 //! a snapshot is built: which endpoints are healthy, the flattened address
 //! lists, the lookup keys. A DNS query then does one hash lookup and slices.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use meshdns_proto::model::{Affinity, ClusterName, Mode, Port, ServiceExport, ServiceKey};
+
+use crate::locality::{ClusterId, Locality, Place, RegionId, ZoneId};
 
 /// One published state of the registry. Never mutated: the registry builds
 /// the next one and swaps it in.
@@ -21,6 +23,8 @@ pub struct Snapshot {
     /// How many services each namespace holds, so `<ns>.global` is an empty
     /// non-terminal exactly while it has one.
     namespaces: HashMap<Arc<str>, usize>,
+    /// The fleet's clusters and where askers are.
+    pub locality: Arc<Locality>,
 }
 
 impl Snapshot {
@@ -50,10 +54,14 @@ impl Snapshot {
     pub fn with_changes(
         &self,
         serial: u32,
+        locality: Option<Arc<Locality>>,
         views: impl IntoIterator<Item = (ServiceKey, Option<Arc<ServiceView>>)>,
     ) -> Snapshot {
         let mut next = self.clone();
         next.serial = serial;
+        if let Some(locality) = locality {
+            next.locality = locality;
+        }
         for (key, view) in views {
             let id: Arc<str> = Arc::from(format!("{}.{}", key.name, key.namespace));
             let namespace: Arc<str> = Arc::from(key.namespace.as_str());
@@ -79,18 +87,36 @@ impl Snapshot {
     }
 }
 
-/// A global service: every cluster's export of one key, ready to answer.
+/// One cluster's export of a service, with the cluster's place: the input
+/// of [`ServiceView::build`].
+#[derive(Debug, Clone, Copy)]
+pub struct ExportInput<'a> {
+    pub place: &'a Place,
+    pub export: &'a ServiceExport,
+}
+
+/// A global service: every cluster's export of one key, grouped for
+/// answering by locality.
 #[derive(Debug)]
 pub struct ServiceView {
     pub key: ServiceKey,
     /// Answer TTL: the service's own, else the server default.
     pub ttl: u32,
     pub affinity: Affinity,
-    /// Sorted by cluster name, for binary search.
+    /// Sorted by cluster name, for name lookups.
     pub clusters: Vec<ClusterView>,
-    /// Every healthy target of every cluster: the answer when the asker has
-    /// no preference.
+    /// (cluster id, index into `clusters`), sorted by id, for askers.
+    by_id: Vec<(ClusterId, usize)>,
+    /// Healthy targets by (region, zone): the endpoint's own zone where its
+    /// slice says, else its cluster's.
+    zones: Vec<(ZoneId, Targets)>,
+    /// Healthy targets by their cluster's region.
+    regions: Vec<(RegionId, Targets)>,
+    /// Every healthy target: the answer for an asker of no known place.
     pub all: Targets,
+    /// Every cluster holding the service is stale, so their last known
+    /// endpoints are served rather than nothing.
+    pub fail_open: bool,
 }
 
 impl ServiceView {
@@ -98,46 +124,131 @@ impl ServiceView {
     ///
     /// Health: an endpoint counts when ready; serving (terminating)
     /// endpoints count only when no endpoint of the service is ready.
+    /// Stale clusters are left out, unless every cluster holding the
+    /// service is stale (fail open). `zone_id` interns a (region, zone).
     pub fn build(
         key: ServiceKey,
-        exports: &[(ClusterName, Arc<ServiceExport>)],
+        inputs: &[ExportInput<'_>],
         default_ttl: u32,
+        zone_id: &mut dyn FnMut(Option<&str>, &str) -> ZoneId,
     ) -> Self {
-        let any_ready = exports
+        let fail_open = inputs.iter().all(|i| i.place.stale);
+        let serving = |i: &ExportInput<'_>| fail_open || !i.place.stale;
+        let any_ready = inputs
             .iter()
-            .any(|(_, e)| e.endpoints().iter().any(|ep| ep.ready));
-        let mut clusters: Vec<ClusterView> = exports
-            .iter()
-            .map(|(name, export)| ClusterView::build(name.clone(), export, any_ready))
-            .collect();
-        clusters.sort_by(|a, b| a.name.cmp(&b.name));
+            .filter(|i| serving(i))
+            .any(|i| i.export.endpoints().iter().any(|ep| ep.ready));
+        let mut sorted: Vec<&ExportInput<'_>> = inputs.iter().collect();
+        sorted.sort_by(|a, b| a.place.name.cmp(&b.place.name));
+        let mut clusters = Vec::with_capacity(sorted.len());
         let mut all = Targets::default();
-        for (index, cluster) in clusters.iter().enumerate() {
-            all.extend_from(&cluster.targets, index);
+        let mut zones: BTreeMap<ZoneId, Targets> = BTreeMap::new();
+        let mut regions: BTreeMap<RegionId, Targets> = BTreeMap::new();
+        for (index, input) in sorted.iter().enumerate() {
+            let place = input.place;
+            let export = input.export;
+            let region_name = place.region.as_ref().map(|r| r.1.as_str());
+            let endpoints: Vec<EndpointView> = export
+                .endpoints()
+                .iter()
+                .map(|ep| EndpointView {
+                    label: match &ep.hostname {
+                        Some(h) => Arc::from(h.as_str()),
+                        None => Arc::from(dashed(ep.addresses[0]).as_str()),
+                    },
+                    addresses: ep.addresses.clone(),
+                    healthy: serving(input) && (ep.ready || (!any_ready && ep.serving)),
+                    zone: ep.zone.as_ref().map(|z| zone_id(region_name, z.as_str())),
+                })
+                .collect();
+            let own_zone = place.zone.as_ref().map(|z| z.0);
+            let mut cluster = ClusterView {
+                id: place.id,
+                name: place.name.clone(),
+                stale: place.stale,
+                mode: export.mode(),
+                ports: export.ports().to_vec(),
+                cluster_ips: export.cluster_ips().to_vec(),
+                endpoints,
+                targets: Targets::default(),
+                off_zone: Targets::default(),
+            };
+            let mut add = |target: Target,
+                           zone: Option<ZoneId>,
+                           addresses: &[IpAddr],
+                           cluster: &mut ClusterView| {
+                cluster.targets.push(target, addresses);
+                all.push(target, addresses);
+                if let Some(zone) = zone {
+                    zones.entry(zone).or_default().push(target, addresses);
+                }
+                if zone.is_none() || zone != own_zone {
+                    cluster.off_zone.push(target, addresses);
+                }
+                if let Some((region, _)) = &place.region {
+                    regions.entry(*region).or_default().push(target, addresses);
+                }
+            };
+            match export.mode() {
+                Mode::Endpoints => {
+                    for e in 0..cluster.endpoints.len() {
+                        let ep = &cluster.endpoints[e];
+                        if ep.healthy {
+                            let (zone, addresses) = (ep.zone.or(own_zone), ep.addresses.clone());
+                            add(
+                                Target::Endpoint {
+                                    cluster: index,
+                                    endpoint: e,
+                                },
+                                zone,
+                                &addresses,
+                                &mut cluster,
+                            );
+                        }
+                    }
+                }
+                Mode::ClusterIp => {
+                    if cluster.endpoints.iter().any(|ep| ep.healthy) {
+                        let addresses = cluster.cluster_ips.clone();
+                        add(
+                            Target::ClusterIp { cluster: index },
+                            own_zone,
+                            &addresses,
+                            &mut cluster,
+                        );
+                    }
+                }
+            }
+            clusters.push(cluster);
         }
-        // Nearest-first policy wins when clusters disagree: a stricter
-        // affinity from one cluster applies to the whole service.
-        let (ttl, affinity) = exports.iter().map(|(_, e)| e.policy()).fold(
-            (None, Affinity::Nearest),
-            |(ttl, aff), p| {
-                let ttl = match (ttl, p.ttl) {
-                    (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
-                    (a, b) => a.or(b),
-                };
-                let aff = if aff == Affinity::Nearest {
-                    p.affinity
-                } else {
-                    aff
-                };
-                (ttl, aff)
-            },
-        );
+        let mut by_id: Vec<(ClusterId, usize)> = clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id, i))
+            .collect();
+        by_id.sort_unstable();
+        // A stricter affinity from any cluster applies to the whole
+        // service; the shortest TTL wins.
+        let affinity = sorted
+            .iter()
+            .map(|i| i.export.policy().affinity)
+            .find(|a| *a != Affinity::Nearest)
+            .unwrap_or_default();
+        let ttl = sorted
+            .iter()
+            .filter_map(|i| i.export.policy().ttl)
+            .min()
+            .unwrap_or(default_ttl);
         ServiceView {
             key,
-            ttl: ttl.unwrap_or(default_ttl),
+            ttl,
             affinity,
             clusters,
+            by_id,
+            zones: zones.into_iter().collect(),
+            regions: regions.into_iter().collect(),
             all,
+            fail_open,
         }
     }
 
@@ -147,65 +258,51 @@ impl ServiceView {
             .ok()
             .map(|i| (i, &self.clusters[i]))
     }
+
+    /// The asker's own cluster's part, if it exports the service.
+    pub fn cluster_by_id(&self, id: ClusterId) -> Option<&ClusterView> {
+        self.by_id
+            .binary_search_by_key(&id, |(i, _)| *i)
+            .ok()
+            .map(|i| &self.clusters[self.by_id[i].1])
+    }
+
+    /// Healthy targets in a (region, zone).
+    pub fn zone(&self, id: ZoneId) -> Option<&Targets> {
+        self.zones
+            .binary_search_by_key(&id, |(z, _)| *z)
+            .ok()
+            .map(|i| &self.zones[i].1)
+    }
+
+    /// Healthy targets in a region.
+    pub fn region(&self, id: RegionId) -> Option<&Targets> {
+        self.regions
+            .binary_search_by_key(&id, |(r, _)| *r)
+            .ok()
+            .map(|i| &self.regions[i].1)
+    }
 }
 
 /// One cluster's part of a global service.
 #[derive(Debug)]
 pub struct ClusterView {
+    pub id: ClusterId,
     pub name: ClusterName,
+    /// Left out of answers (unless the service fails open).
+    pub stale: bool,
     pub mode: Mode,
     pub ports: Vec<Port>,
     pub cluster_ips: Vec<IpAddr>,
     pub endpoints: Vec<EndpointView>,
-    /// This cluster's healthy targets, cluster index 0 standing for itself.
+    /// This cluster's healthy targets.
     pub targets: Targets,
+    /// Those of `targets` outside the cluster's own zone: with the asker's
+    /// zone, they make up the zone tier.
+    pub off_zone: Targets,
 }
 
 impl ClusterView {
-    fn build(name: ClusterName, export: &ServiceExport, any_ready: bool) -> Self {
-        let endpoints: Vec<EndpointView> = export
-            .endpoints()
-            .iter()
-            .map(|ep| EndpointView {
-                label: match &ep.hostname {
-                    Some(h) => Arc::from(h.as_str()),
-                    None => Arc::from(dashed(ep.addresses[0]).as_str()),
-                },
-                addresses: ep.addresses.clone(),
-                healthy: ep.ready || (!any_ready && ep.serving),
-            })
-            .collect();
-        let mut targets = Targets::default();
-        match export.mode() {
-            Mode::Endpoints => {
-                for (index, ep) in endpoints.iter().enumerate() {
-                    if ep.healthy {
-                        targets.push(
-                            Target::Endpoint {
-                                cluster: 0,
-                                endpoint: index,
-                            },
-                            &ep.addresses,
-                        );
-                    }
-                }
-            }
-            Mode::ClusterIp => {
-                if endpoints.iter().any(|ep| ep.healthy) {
-                    targets.push(Target::ClusterIp { cluster: 0 }, export.cluster_ips());
-                }
-            }
-        }
-        ClusterView {
-            name,
-            mode: export.mode(),
-            ports: export.ports().to_vec(),
-            cluster_ips: export.cluster_ips().to_vec(),
-            endpoints,
-            targets,
-        }
-    }
-
     /// The endpoint a hostname label names: its hostname, or for an endpoint
     /// without one, its first address written with dashes (`10-1-0-11`).
     pub fn endpoint(&self, label: &str) -> Option<&EndpointView> {
@@ -219,6 +316,8 @@ pub struct EndpointView {
     pub label: Arc<str>,
     pub addresses: Vec<IpAddr>,
     pub healthy: bool,
+    /// The endpoint's own (region, zone), when its slice names one.
+    pub zone: Option<ZoneId>,
 }
 
 /// What one SRV record points at.
@@ -232,13 +331,6 @@ impl Target {
     pub fn cluster(self) -> usize {
         match self {
             Target::Endpoint { cluster, .. } | Target::ClusterIp { cluster } => cluster,
-        }
-    }
-
-    fn in_cluster(self, cluster: usize) -> Self {
-        match self {
-            Target::Endpoint { endpoint, .. } => Target::Endpoint { cluster, endpoint },
-            Target::ClusterIp { .. } => Target::ClusterIp { cluster },
         }
     }
 }
@@ -263,15 +355,13 @@ impl Targets {
         }
     }
 
-    fn extend_from(&mut self, other: &Targets, cluster: usize) {
-        self.targets
-            .extend(other.targets.iter().map(|t| t.in_cluster(cluster)));
-        self.v4.extend_from_slice(&other.v4);
-        self.v6.extend_from_slice(&other.v6);
-    }
-
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
+    }
+
+    /// How many healthy targets: what `--min-healthy` counts.
+    pub fn len(&self) -> usize {
+        self.targets.len()
     }
 }
 

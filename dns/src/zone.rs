@@ -9,12 +9,14 @@
 use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
+use crate::locality::AskerPlace;
 use crate::qname::{self, Domain, QName};
-use crate::select::{self, Asker};
-use crate::snapshot::{ServiceView, Snapshot, Target, Targets};
+use crate::select::{self, Pick, Tier};
+use crate::snapshot::{ServiceView, Snapshot, Target};
 
 /// The largest UDP payload meshdns sends or advertises (DNS Flag Day 2020).
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -38,6 +40,8 @@ pub struct Zone {
     /// SOA minimum: how long resolvers cache NXDOMAIN and NODATA.
     pub negative_ttl: u32,
     pub max_answers: usize,
+    /// Healthy targets a tier needs to answer alone.
+    pub min_healthy: usize,
 }
 
 impl Zone {
@@ -46,6 +50,7 @@ impl Zone {
         ttl: u32,
         negative_ttl: u32,
         max_answers: usize,
+        min_healthy: usize,
     ) -> Result<Self, String> {
         let name = |s: String| Name::from_ascii(&s).map_err(|e| format!("{s}: {e}"));
         let apexes = domains
@@ -68,6 +73,7 @@ impl Zone {
             ttl,
             negative_ttl,
             max_answers,
+            min_healthy,
         })
     }
 
@@ -167,15 +173,34 @@ pub fn respond(
         response.metadata.response_code = ResponseCode::Refused;
         return encode(response, limit);
     }
-    let asker = Asker { address: source };
-    let answer = Lookup {
+    let ecs = request
+        .edns
+        .as_ref()
+        .and_then(|e| match e.option(EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(subnet)) => Some(*subnet),
+            _ => None,
+        });
+    let asker = asker(snapshot, source, ecs.as_ref());
+    let mut lookup = Lookup {
         snapshot,
         zone,
         domain,
         query,
         asker,
+        located: false,
+    };
+    let answer = lookup.run(qname);
+    if let (Some(subnet), Some(edns)) = (ecs, response.edns.as_mut()) {
+        // RFC 7871: echo the option; the scope says how much of the
+        // address the answer depends on (none, unless locality chose it).
+        let scope = if lookup.located {
+            subnet.source_prefix()
+        } else {
+            0
+        };
+        let echo = ClientSubnet::new(subnet.addr(), subnet.source_prefix(), scope);
+        edns.options_mut().insert(EdnsOption::Subnet(echo));
     }
-    .run(qname);
     match answer {
         Found::Records {
             answers,
@@ -194,6 +219,22 @@ pub fn respond(
         }
     }
     encode(response, limit)
+}
+
+/// Where the asker is: the ECS subnet when the query has one (a source
+/// prefix of 0 asks for no tailoring), else the source address.
+pub fn asker(
+    snapshot: &Snapshot,
+    source: IpAddr,
+    ecs: Option<&ClientSubnet>,
+) -> Option<AskerPlace> {
+    match ecs {
+        Some(subnet) if subnet.source_prefix() == 0 => None,
+        Some(subnet) => snapshot
+            .locality
+            .lookup(subnet.addr(), subnet.source_prefix()),
+        None => snapshot.locality.lookup(source, 128),
+    }
 }
 
 /// A response of just a header: for a message too broken to echo.
@@ -241,11 +282,18 @@ struct Lookup<'a> {
     zone: &'a Zone,
     domain: usize,
     query: &'a Query,
-    asker: Asker,
+    asker: Option<AskerPlace>,
+    /// Whether the answer depended on the asker's place.
+    located: bool,
 }
 
 impl Lookup<'_> {
-    fn run(&self, qname: QName<'_>) -> Found {
+    fn select<'v>(&mut self, view: &'v ServiceView) -> Pick<'v> {
+        self.located = true;
+        select::select(view, self.asker.as_ref(), self.zone.min_healthy)
+    }
+
+    fn run(&mut self, qname: QName<'_>) -> Found {
         let qtype = self.query.query_type();
         let snapshot = self.snapshot;
         match qname {
@@ -267,7 +315,10 @@ impl Lookup<'_> {
             QName::McsRoot => exists(!snapshot.is_empty()),
             QName::Namespace { ns } => exists(snapshot.has_namespace(ns)),
             QName::Service { ns, svc } => match snapshot.service(svc, ns) {
-                Some(view) => self.addresses(view, select::select(view, &self.asker)),
+                Some(view) => {
+                    let pick = self.select(view);
+                    self.addresses(view, pick)
+                }
                 None => Found::NxDomain,
             },
             QName::Cluster { ns, svc, cluster } => {
@@ -275,7 +326,9 @@ impl Lookup<'_> {
                     .service(svc, ns)
                     .and_then(|v| v.cluster(cluster).map(|c| (v, c)))
                 {
-                    Some((view, (_, cv))) => self.addresses(view, &cv.targets),
+                    Some((view, (_, cv))) => {
+                        self.addresses(view, Pick::one(Tier::Cluster, &cv.targets))
+                    }
                     None => Found::NxDomain,
                 }
             }
@@ -318,7 +371,7 @@ impl Lookup<'_> {
     }
 
     /// A/AAAA (or both for ANY) from `targets`, rotated and capped.
-    fn addresses(&self, view: &ServiceView, targets: &Targets) -> Found {
+    fn addresses(&self, view: &ServiceView, pick: Pick<'_>) -> Found {
         let qtype = self.query.query_type();
         let name = self.query.name();
         let start = select::next_rotation();
@@ -326,13 +379,13 @@ impl Lookup<'_> {
         let mut answers = Vec::new();
         if matches!(qtype, RecordType::A | RecordType::ANY) {
             answers.extend(
-                select::rotated(&targets.v4, start, max)
+                pick.v4(start, max)
                     .map(|a| Record::from_rdata(name.clone(), view.ttl, RData::A(A(a)))),
             );
         }
         if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
             answers.extend(
-                select::rotated(&targets.v6, start, max)
+                pick.v6(start, max)
                     .map(|a| Record::from_rdata(name.clone(), view.ttl, RData::AAAA(AAAA(a)))),
             );
         }
@@ -360,7 +413,7 @@ impl Lookup<'_> {
 
     /// SRV records, one per selected target that has the port, with the
     /// targets' addresses in the additional section.
-    fn srv(&self, view: &ServiceView, proto: &str, port_name: &str) -> Found {
+    fn srv(&mut self, view: &ServiceView, proto: &str, port_name: &str) -> Found {
         let port_of = |cluster: usize| {
             view.clusters[cluster]
                 .ports
@@ -377,7 +430,7 @@ impl Lookup<'_> {
         if !matches!(self.query.query_type(), RecordType::SRV | RecordType::ANY) {
             return Found::NoData;
         }
-        let targets = select::select(view, &self.asker);
+        let pick = self.select(view);
         let domain = &self.zone.domains()[self.domain];
         let suffix = format!(
             "{}.{}.{}{}",
@@ -389,7 +442,7 @@ impl Lookup<'_> {
         let mut answers = Vec::new();
         let mut additionals = Vec::new();
         let start = select::next_rotation();
-        for target in select::rotated(&targets.targets, start, self.zone.max_answers) {
+        for target in pick.targets(start, self.zone.max_answers) {
             let cluster = &view.clusters[target.cluster()];
             let Some(port) = port_of(target.cluster()) else {
                 continue;

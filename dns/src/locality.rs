@@ -1,0 +1,232 @@
+//! Where an asker is: longest-prefix match of its address against the
+//! client CIDRs every cluster announces, built once per change of the
+//! fleet's clusters and read lock-free with the snapshot.
+//!
+//! The match is a hash table per prefix length, probed from the longest
+//! length present to the shortest: a handful of lookups whatever the number
+//! of clusters.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use meshdns_proto::model::ClusterName;
+
+/// A cluster's registry-lifetime number; stable while the cluster exists,
+/// so service views built earlier stay valid when the locality changes.
+pub type ClusterId = u32;
+/// An interned region name.
+pub type RegionId = u32;
+/// An interned (region, zone) pair: zones are grouped within their region.
+pub type ZoneId = u32;
+
+/// A cluster's place in the fleet.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub id: ClusterId,
+    pub name: ClusterName,
+    pub region: Option<(RegionId, String)>,
+    pub zone: Option<(ZoneId, String)>,
+    pub stale: bool,
+}
+
+/// Who is asking, as far as locality goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AskerPlace {
+    pub cluster: ClusterId,
+    pub region: Option<RegionId>,
+    pub zone: Option<ZoneId>,
+    /// Prefix length of the client CIDR that matched.
+    pub prefix: u8,
+}
+
+/// Prefix tables for one address family.
+#[derive(Debug, Default, Clone)]
+struct Table<K> {
+    /// (prefix length, network -> cluster), longest length first.
+    lengths: Vec<(u8, HashMap<K, ClusterId>)>,
+}
+
+impl<K: Copy + Eq + std::hash::Hash> Table<K> {
+    fn insert(&mut self, len: u8, network: K, cluster: ClusterId) -> Option<ClusterId> {
+        let index = match self.lengths.iter().position(|(l, _)| *l == len) {
+            Some(i) => i,
+            None => {
+                self.lengths.push((len, HashMap::new()));
+                self.lengths.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
+                self.lengths
+                    .iter()
+                    .position(|(l, _)| *l == len)
+                    .unwrap_or(0)
+            }
+        };
+        let table = &mut self.lengths[index].1;
+        match table.get(&network) {
+            Some(existing) => Some(*existing),
+            None => {
+                table.insert(network, cluster);
+                None
+            }
+        }
+    }
+
+    fn lookup(&self, max_len: u8, mask: impl Fn(u8) -> K) -> Option<(ClusterId, u8)> {
+        self.lengths
+            .iter()
+            .filter(|(len, _)| *len <= max_len)
+            .find_map(|(len, table)| table.get(&mask(*len)).map(|c| (*c, *len)))
+    }
+}
+
+fn mask4(addr: u32, len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        addr & (u32::MAX << (32 - u32::from(len)))
+    }
+}
+
+fn mask6(addr: u128, len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        addr & (u128::MAX << (128 - u32::from(len)))
+    }
+}
+
+/// The fleet's clusters and the address -> cluster match.
+#[derive(Debug, Default, Clone)]
+pub struct Locality {
+    places: HashMap<ClusterId, Place>,
+    v4: Table<u32>,
+    v6: Table<u128>,
+    /// CIDRs announced by more than one cluster: (cidr, kept, ignored).
+    pub conflicts: Vec<(IpNet, ClusterName, ClusterName)>,
+}
+
+impl Locality {
+    /// Builds from every cluster with its announced CIDRs. Clusters are
+    /// taken in name order, so when two announce the same CIDR the first
+    /// name keeps it, whatever order they connected in.
+    pub fn build<'a>(clusters: impl IntoIterator<Item = (Place, &'a [IpNet])>) -> Self {
+        let mut locality = Locality::default();
+        let mut all: Vec<(Place, &[IpNet])> = clusters.into_iter().collect();
+        all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        for (place, cidrs) in all {
+            for cidr in cidrs {
+                let existing = match cidr {
+                    IpNet::V4(n) => {
+                        locality
+                            .v4
+                            .insert(n.prefix_len(), u32::from(n.network()), place.id)
+                    }
+                    IpNet::V6(n) => {
+                        locality
+                            .v6
+                            .insert(n.prefix_len(), u128::from(n.network()), place.id)
+                    }
+                };
+                if let Some(kept) = existing.and_then(|id| locality.places.get(&id)) {
+                    locality
+                        .conflicts
+                        .push((*cidr, kept.name.clone(), place.name.clone()));
+                }
+            }
+            locality.places.insert(place.id, place);
+        }
+        locality
+    }
+
+    pub fn place(&self, id: ClusterId) -> Option<&Place> {
+        self.places.get(&id)
+    }
+
+    pub fn places(&self) -> impl Iterator<Item = &Place> {
+        self.places.values()
+    }
+
+    /// The cluster `addr` asks from: the longest announced prefix of at
+    /// most `max_len` bits containing it (`max_len` is the ECS source
+    /// prefix; 128 for a plain source address).
+    pub fn lookup(&self, addr: IpAddr, max_len: u8) -> Option<AskerPlace> {
+        let (cluster, prefix) = match addr {
+            IpAddr::V4(a) => self.v4.lookup(max_len.min(32), |l| mask4(u32::from(a), l)),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => self.v4.lookup(max_len.saturating_sub(96).min(32), |l| {
+                    mask4(u32::from(v4), l)
+                }),
+                None => self
+                    .v6
+                    .lookup(max_len.min(128), |l| mask6(u128::from(a), l)),
+            },
+        }?;
+        let place = self.places.get(&cluster)?;
+        Some(AskerPlace {
+            cluster,
+            region: place.region.as_ref().map(|r| r.0),
+            zone: place.zone.as_ref().map(|z| z.0),
+            prefix,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place(id: ClusterId, name: &str) -> Place {
+        Place {
+            id,
+            name: ClusterName::new(name).unwrap(),
+            region: Some((1, "r".into())),
+            zone: None,
+            stale: false,
+        }
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let a = nets(&["10.0.0.0/8", "fd00::/16"]);
+        let b = nets(&["10.1.0.0/16", "127.0.0.2/32"]);
+        let c = nets(&["10.1.2.0/24", "fd00:1::/32"]);
+        let l = Locality::build([
+            (place(1, "a"), &a[..]),
+            (place(2, "b"), &b[..]),
+            (place(3, "c"), &c[..]),
+        ]);
+        let check = |ip: &str, max: u8, expected: Option<(ClusterId, u8)>| {
+            let got = l
+                .lookup(ip.parse().unwrap(), max)
+                .map(|p| (p.cluster, p.prefix));
+            assert_eq!(got, expected, "{ip}/{max}");
+        };
+        check("10.9.9.9", 128, Some((1, 8)));
+        check("10.1.9.9", 128, Some((2, 16)));
+        check("10.1.2.9", 128, Some((3, 24)));
+        check("10.1.2.9", 20, Some((2, 16)));
+        check("10.1.2.9", 4, None);
+        check("127.0.0.2", 128, Some((2, 32)));
+        check("127.0.0.3", 128, None);
+        check("::ffff:10.1.2.9", 128, Some((3, 24)));
+        check("fd00:1::5", 128, Some((3, 32)));
+        check("fd00:2::5", 128, Some((1, 16)));
+        check("2001:db8::1", 128, None);
+        check("0.0.0.0", 0, None);
+    }
+
+    #[test]
+    fn conflicts_keep_the_first_name() {
+        let a = nets(&["10.0.0.0/8"]);
+        let b = nets(&["10.0.0.0/8"]);
+        let l = Locality::build([(place(2, "zeta"), &b[..]), (place(1, "alpha"), &a[..])]);
+        assert_eq!(
+            l.lookup("10.0.0.1".parse().unwrap(), 128).unwrap().cluster,
+            1
+        );
+        assert_eq!(l.conflicts.len(), 1);
+    }
+}
