@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// A stale cluster's data is purged after this long without a heartbeat.
     #[arg(long = "stale-grace", env = "MESHDNS_STALE_GRACE", default_value = "10m", value_parser = parse_duration)]
     pub stale_grace: Duration,
+    /// Also serve in-addr.arpa and ip6.arpa: PTR records for exported addresses.
+    #[arg(long = "reverse", env = "MESHDNS_REVERSE")]
+    pub reverse: bool,
     /// Serve gRPC without TLS. Only for loopback or a network you trust.
     #[arg(long = "insecure", env = "MESHDNS_INSECURE")]
     pub insecure: bool,
@@ -116,6 +119,10 @@ impl ServeArgs {
                 flag: "--domain",
                 problem,
             })?;
+        let mut domains = domains;
+        if self.reverse {
+            domains.extend(Domain::reverse());
+        }
         for (i, d) in domains.iter().enumerate() {
             if domains[..i].contains(d) {
                 return Err(Error::Config {

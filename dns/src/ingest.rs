@@ -15,25 +15,38 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::registry::{Change, ClusterStatus, FullState, Registry, Session};
 
 /// The tonic service over a shared [`Registry`].
 #[derive(Debug, Clone)]
 pub struct Ingest {
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     /// Ends every open stream when the server shuts down.
     shutdown: CancellationToken,
 }
 
 impl Ingest {
-    pub fn new(registry: Arc<Registry>, shutdown: CancellationToken) -> Self {
-        Ingest { registry, shutdown }
+    pub fn new(
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Ingest {
+            registry,
+            metrics,
+            shutdown,
+        }
     }
 
     pub fn into_server(self) -> wire::registry_server::RegistryServer<Self> {
         wire::registry_server::RegistryServer::new(self)
     }
 }
+
+/// A refused item: what goes back to the syncer, and its kind for metrics.
+type Refused = (wire::Refusal, &'static str);
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -42,7 +55,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// in `keep`, so a Snapshot does not withdraw its last good version.
 fn validate(
     services: &[wire::ServiceExport],
-) -> (Vec<ServiceExport>, Vec<wire::Refusal>, BTreeSet<ServiceKey>) {
+) -> (Vec<ServiceExport>, Vec<Refused>, BTreeSet<ServiceKey>) {
     let mut valid = Vec::with_capacity(services.len());
     let mut refusals = Vec::new();
     let mut keep = BTreeSet::new();
@@ -68,26 +81,30 @@ fn validate(
                 {
                     keep.insert(key);
                 }
-                refusals.push(wire::Refusal {
+                let refusal = wire::Refusal {
                     key: service.key.clone(),
                     reason: format!("services[{i}]: {e}"),
-                });
+                };
+                refusals.push((refusal, e.problem.kind()));
             }
         }
     }
     (valid, refusals, keep)
 }
 
-fn removals(keys: &[wire::ServiceKey]) -> (Vec<ServiceKey>, Vec<wire::Refusal>) {
+fn removals(keys: &[wire::ServiceKey]) -> (Vec<ServiceKey>, Vec<Refused>) {
     let mut valid = Vec::new();
     let mut refusals = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         match ServiceKey::try_from(key) {
             Ok(k) => valid.push(k),
-            Err(e) => refusals.push(wire::Refusal {
-                key: Some(key.clone()),
-                reason: format!("removals[{i}]: {e}"),
-            }),
+            Err(e) => refusals.push((
+                wire::Refusal {
+                    key: Some(key.clone()),
+                    reason: format!("removals[{i}]: {e}"),
+                },
+                e.problem.kind(),
+            )),
         }
     }
     (valid, refusals)
@@ -96,6 +113,7 @@ fn removals(keys: &[wire::ServiceKey]) -> (Vec<ServiceKey>, Vec<wire::Refusal>) 
 /// Applies one request of an open session.
 fn apply(
     registry: &Registry,
+    metrics: &Metrics,
     session: &Session,
     request: wire::ExportRequest,
 ) -> Result<wire::ExportResponse, Error> {
@@ -120,17 +138,24 @@ fn apply(
             Vec::new()
         }
     };
-    for refusal in &refusals {
-        warn!(cluster = %session.cluster, reason = %refusal.reason, "refused export item");
+    for (refusal, kind) in &refusals {
+        metrics.refused(kind);
+        let service = refusal
+            .key
+            .as_ref()
+            .map(|k| format!("{}/{}", k.namespace, k.name))
+            .unwrap_or_default();
+        warn!(cluster = %session.cluster, %service, reason = %refusal.reason, "refused export item");
     }
     Ok(wire::ExportResponse {
         generation: request.generation,
-        refusals,
+        refusals: refusals.into_iter().map(|(r, _)| r).collect(),
     })
 }
 
 async fn export_stream(
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     mut requests: Streaming<wire::ExportRequest>,
     responses: mpsc::Sender<Result<wire::ExportResponse, Status>>,
@@ -149,6 +174,7 @@ async fn export_stream(
             Ok(cluster) => cluster,
             Err(e) => {
                 warn!(cluster = %hello.cluster, error = %e, "refused hello");
+                metrics.export_event("hello_refused");
                 let _ = responses.send(Err(Error::InvalidHello(e).into())).await;
                 return;
             }
@@ -159,6 +185,7 @@ async fn export_stream(
         }
     };
     info!(cluster = %cluster.name, version = %cluster.version, cidrs = cluster.client_cidrs.len(), "export stream opened");
+    metrics.export_event("opened");
     let session = registry.hello(cluster);
     let _ = responses
         .send(Ok(wire::ExportResponse {
@@ -168,12 +195,15 @@ async fn export_stream(
         .await;
     let end = loop {
         let request = tokio::select! {
-            _ = session.superseded.cancelled() => break Some(Error::Superseded(session.cluster.to_string())),
+            _ = session.superseded.cancelled() => {
+                metrics.export_event("superseded");
+                break Some(Error::Superseded(session.cluster.to_string()));
+            }
             _ = shutdown.cancelled() => break Some(Error::ShuttingDown),
             request = requests.message() => request,
         };
         match request {
-            Ok(Some(request)) => match apply(&registry, &session, request) {
+            Ok(Some(request)) => match apply(&registry, &metrics, &session, request) {
                 Ok(response) => {
                     if responses.send(Ok(response)).await.is_err() {
                         break None;
@@ -189,6 +219,7 @@ async fn export_stream(
         }
     };
     registry.disconnect(&session);
+    metrics.export_event("closed");
     match end {
         Some(e) => {
             warn!(cluster = %session.cluster, error = %e, "export stream closed by the registry");
@@ -295,6 +326,7 @@ impl wire::registry_server::Registry for Ingest {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(export_stream(
             self.registry.clone(),
+            self.metrics.clone(),
             self.shutdown.clone(),
             request.into_inner(),
             tx,

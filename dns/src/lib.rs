@@ -12,7 +12,8 @@
 //! - [`select`]: which healthy targets answer an asker (pure).
 //! - [`zone`]: request bytes -> response bytes; the hickory glue.
 //! - [`server`]: UDP and TCP DNS listeners.
-//! - [`admin`]: `/healthz`, `/readyz`.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/registry`, `/debug/answer`.
+//! - [`metrics`]: Prometheus metrics; lock-free on the answer path.
 //! - [`demo`]: `meshdns demo`, the embedded three-cluster fleet.
 //!
 //! The entry point is [`serve`]: it takes bound listeners and a shutdown
@@ -24,6 +25,7 @@ pub mod demo;
 pub mod error;
 pub mod ingest;
 pub mod locality;
+pub mod metrics;
 pub mod qname;
 pub mod registry;
 pub mod select;
@@ -45,6 +47,7 @@ pub use error::Error;
 use crate::admin::Readiness;
 use crate::config::ServeConfig;
 use crate::ingest::Ingest;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// The sockets `serve` answers on, bound beforehand so the caller knows
@@ -117,7 +120,12 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let registry = Arc::new(Registry::new(config.zone.ttl));
+    let metrics = Arc::new(Metrics::new());
+    let registry = Arc::new(Registry::new(
+        config.zone.ttl,
+        config.zone.reverse(),
+        metrics.clone(),
+    ));
     let zone = Arc::new(config.zone);
     let ready = Arc::new(Readiness::default());
     let mut tasks = tokio::task::JoinSet::new();
@@ -127,6 +135,7 @@ pub async fn serve(
             socket,
             registry.clone(),
             zone.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
     }
@@ -136,16 +145,21 @@ pub async fn serve(
             listener,
             registry.clone(),
             zone.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
     }
     tasks.spawn(sweep(registry.clone(), config.liveness, shutdown.clone()));
-    let admin_shutdown = shutdown.clone();
-    let admin_ready = ready.clone();
-    let admin = tokio::spawn(admin::serve(listeners.admin, admin_ready, admin_shutdown));
+    let admin_state = admin::AdminState {
+        ready: ready.clone(),
+        registry: registry.clone(),
+        zone: zone.clone(),
+        metrics: metrics.clone(),
+    };
+    let admin = tokio::spawn(admin::serve(listeners.admin, admin_state, shutdown.clone()));
     info!(addr = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(), insecure = config.insecure, "grpc registry listening");
     let grpc = tonic::transport::Server::builder()
-        .add_service(Ingest::new(registry.clone(), shutdown.clone()).into_server())
+        .add_service(Ingest::new(registry.clone(), metrics.clone(), shutdown.clone()).into_server())
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),
             shutdown.clone().cancelled_owned(),

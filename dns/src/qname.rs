@@ -1,13 +1,27 @@
 //! Query name -> what it asks for. Pure: no registry, no DNS types beyond
 //! the labels, so every name form is a table test.
 
+use std::net::IpAddr;
+
+/// How names under a served domain are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `<svc>.<ns>.global`.
+    Global,
+    /// The MCS layout: `<svc>.<ns>.svc.clusterset.local`.
+    Mcs,
+    /// `in-addr.arpa`: PTR for exported IPv4 addresses.
+    ReverseV4,
+    /// `ip6.arpa`: PTR for exported IPv6 addresses.
+    ReverseV6,
+}
+
 /// A served domain, such as `global` or `clusterset.local`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Domain {
     /// Lowercase labels, left to right (`["clusterset", "local"]`).
     pub labels: Vec<String>,
-    /// The MCS layout: `<svc>.<ns>.svc.clusterset.local`.
-    pub mcs: bool,
+    pub layout: Layout,
 }
 
 impl Domain {
@@ -29,8 +43,28 @@ impl Domain {
                 return Err(format!("{text:?} is not a valid domain name"));
             }
         }
-        let mcs = trimmed == "clusterset.local";
-        Ok(Domain { labels, mcs })
+        let layout = match trimmed.as_str() {
+            "clusterset.local" => Layout::Mcs,
+            "in-addr.arpa" | "ip6.arpa" | "arpa" => {
+                return Err(format!("{trimmed} is served with --reverse, not --domain"));
+            }
+            _ => Layout::Global,
+        };
+        Ok(Domain { labels, layout })
+    }
+
+    /// The reverse zones `--reverse` serves.
+    pub fn reverse() -> [Domain; 2] {
+        [
+            Domain {
+                labels: vec!["in-addr".into(), "arpa".into()],
+                layout: Layout::ReverseV4,
+            },
+            Domain {
+                labels: vec!["ip6".into(), "arpa".into()],
+                layout: Layout::ReverseV6,
+            },
+        ]
     }
 
     /// `global.` — the name as it appears in records.
@@ -43,7 +77,16 @@ impl Domain {
     /// The labels between a service key and the domain: `svc.` in the MCS
     /// layout, nothing otherwise.
     pub fn infix(&self) -> &'static str {
-        if self.mcs { "svc." } else { "" }
+        if self.layout == Layout::Mcs {
+            "svc."
+        } else {
+            ""
+        }
+    }
+
+    /// Whether names of services live here (not a reverse zone).
+    pub fn is_forward(&self) -> bool {
+        matches!(self.layout, Layout::Global | Layout::Mcs)
     }
 }
 
@@ -84,8 +127,21 @@ pub enum QName<'a> {
         proto: &'a str,
         port: &'a str,
     },
+    /// `dns-version.clusterset.local`: the MCS schema version (TXT).
+    DnsVersion,
+    /// A name in a reverse zone: the address, or the labels of a partial
+    /// one (an empty non-terminal while an exported address lies below).
+    Reverse(Reverse),
     /// Inside the domain but of no form that can exist: NXDOMAIN.
     Nothing,
+}
+
+/// A reverse-zone name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reverse {
+    Address(IpAddr),
+    /// The addresses from `.0` to `.1` (inclusive) lie below this name.
+    Prefix(IpAddr, IpAddr),
 }
 
 /// Finds the served domain `labels` (lowercase, left to right) falls in,
@@ -104,15 +160,65 @@ pub fn parse<'a>(labels: &[&'a str], domains: &[Domain]) -> Option<(usize, QName
         })
         .max_by_key(|(_, d)| d.labels.len())?;
     let mut rest = &labels[..labels.len() - domain.labels.len()];
-    if domain.mcs {
-        match rest.split_last() {
+    match domain.layout {
+        Layout::Global => {}
+        Layout::Mcs => match rest.split_last() {
             None => return Some((index, QName::Apex)),
             Some((&"svc", [])) => return Some((index, QName::McsRoot)),
             Some((&"svc", inner)) => rest = inner,
+            Some((&"dns-version", [])) => return Some((index, QName::DnsVersion)),
             Some(_) => return Some((index, QName::Nothing)),
+        },
+        Layout::ReverseV4 | Layout::ReverseV6 => {
+            if rest.is_empty() {
+                return Some((index, QName::Apex));
+            }
+            let name = reverse(rest, domain.layout == Layout::ReverseV6)
+                .map_or(QName::Nothing, QName::Reverse);
+            return Some((index, name));
         }
     }
     Some((index, classify(rest)))
+}
+
+/// Reads a reverse name (labels left of `in-addr.arpa` / `ip6.arpa`):
+/// the address, or the range below a partial name. `None` if malformed.
+fn reverse(rest: &[&str], v6: bool) -> Option<Reverse> {
+    let (width, digits) = if v6 { (4u32, 32usize) } else { (8, 4) };
+    if rest.len() > digits {
+        return None;
+    }
+    let mut value: u128 = 0;
+    // Most significant first: the rightmost label.
+    for label in rest.iter().rev() {
+        let digit = if v6 {
+            (label.len() == 1)
+                .then(|| u8::from_str_radix(label, 16).ok())
+                .flatten()?
+        } else {
+            // Decimal without leading zeros, 0-255.
+            let ok = !label.is_empty()
+                && label.len() <= 3
+                && (label.len() == 1 || !label.starts_with('0'));
+            ok.then(|| label.parse::<u8>().ok()).flatten()?
+        };
+        value = (value << width) | u128::from(digit);
+    }
+    let missing = (digits - rest.len()) as u32 * width;
+    let low = value << missing;
+    let high = low | ((1u128 << missing) - 1);
+    let address = |v: u128| -> IpAddr {
+        if v6 {
+            IpAddr::V6(std::net::Ipv6Addr::from(v))
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::from(v as u32))
+        }
+    };
+    Some(if missing == 0 {
+        Reverse::Address(address(low))
+    } else {
+        Reverse::Prefix(address(low), address(high))
+    })
 }
 
 /// `rest` is what stands left of the domain (and of `svc.` in MCS).
@@ -154,10 +260,12 @@ mod tests {
     use super::*;
 
     fn domains() -> Vec<Domain> {
-        vec![
+        let mut d = vec![
             Domain::parse("global").unwrap(),
             Domain::parse("clusterset.local.").unwrap(),
-        ]
+        ];
+        d.extend(Domain::reverse());
+        d
     }
 
     fn check(name: &str, expected: Option<(usize, QName<'_>)>) {
@@ -271,6 +379,43 @@ mod tests {
             )),
         );
         check("web.shop.clusterset.local", Some((1, Nothing)));
+        check("dns-version.clusterset.local", Some((1, DnsVersion)));
+        check(
+            "dns-version.global",
+            Some((0, Namespace { ns: "dns-version" })),
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        check(
+            "11.0.1.10.in-addr.arpa",
+            Some((2, Reverse(super::Reverse::Address(ip("10.1.0.11"))))),
+        );
+        check("in-addr.arpa", Some((2, Apex)));
+        check(
+            "1.10.in-addr.arpa",
+            Some((
+                2,
+                Reverse(super::Reverse::Prefix(ip("10.1.0.0"), ip("10.1.255.255"))),
+            )),
+        );
+        check("011.0.1.10.in-addr.arpa", Some((2, Nothing)));
+        check("256.0.1.10.in-addr.arpa", Some((2, Nothing)));
+        check("1.1.0.1.10.in-addr.arpa", Some((2, Nothing)));
+        check(
+            "1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa",
+            Some((3, Reverse(super::Reverse::Address(ip("fd00::11"))))),
+        );
+        check(
+            "d.f.ip6.arpa",
+            Some((
+                3,
+                Reverse(super::Reverse::Prefix(
+                    ip("fd00::"),
+                    ip("fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+                )),
+            )),
+        );
+        check("g.f.ip6.arpa", Some((3, Nothing)));
+        check("10.f.ip6.arpa", Some((3, Nothing)));
         check("local", None);
     }
 
@@ -279,6 +424,10 @@ mod tests {
         assert_eq!(Domain::parse("Global.").unwrap().fqdn(), "global.");
         assert!(Domain::parse("").is_err());
         assert!(Domain::parse("a..b").is_err());
-        assert!(Domain::parse("clusterset.local").unwrap().mcs);
+        assert_eq!(
+            Domain::parse("clusterset.local").unwrap().layout,
+            Layout::Mcs
+        );
+        assert!(Domain::parse("in-addr.arpa").is_err());
     }
 }

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::error::Error;
 use crate::locality::{ClusterId, Locality, Place};
+use crate::metrics::Metrics;
 use crate::snapshot::{ExportInput, ServiceView, Snapshot};
 
 /// A change, as Watch streams it.
@@ -158,6 +159,7 @@ pub struct Registry {
     snapshot: ArcSwap<Snapshot>,
     changes: broadcast::Sender<Arc<Change>>,
     default_ttl: u32,
+    metrics: Arc<Metrics>,
     /// Snapshots published, for metrics and tests.
     pub published: AtomicU64,
 }
@@ -197,7 +199,8 @@ struct Dirty {
 
 impl Registry {
     /// An empty registry; answers use `default_ttl` unless a service says.
-    pub fn new(default_ttl: u32) -> Self {
+    /// With `reverse`, snapshots keep the address -> name index for PTR.
+    pub fn new(default_ttl: u32, reverse: bool, metrics: Arc<Metrics>) -> Self {
         // Serials start from the clock so they keep growing across restarts.
         let serial = (unix_ms() / 1000) as u32;
         Registry {
@@ -208,9 +211,10 @@ impl Registry {
                 next_cluster_id: 1,
                 serial,
             }),
-            snapshot: ArcSwap::from_pointee(Snapshot::default().with_changes(serial, None, [])),
+            snapshot: ArcSwap::from_pointee(Snapshot::new(reverse).with_changes(serial, None, [])),
             changes: broadcast::channel(1024).0,
             default_ttl,
+            metrics,
             published: AtomicU64::new(0),
         }
     }
@@ -467,6 +471,7 @@ impl Registry {
         if dirty.keys.is_empty() && !dirty.locality {
             return;
         }
+        let started = Instant::now();
         state.serial = state.serial.wrapping_add(1);
         let locality = dirty.locality.then(|| Arc::new(state.locality()));
         let state = &mut *state;
@@ -508,6 +513,7 @@ impl Registry {
             .with_changes(state.serial, locality, views);
         self.snapshot.store(Arc::new(next));
         self.published.fetch_add(1, Ordering::Relaxed);
+        self.metrics.snapshot_built(started.elapsed());
     }
 
     /// Every cluster with its status and exports.

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::zone::{self, Transport, Zone};
 
@@ -28,6 +29,7 @@ pub async fn serve_udp(
     socket: UdpSocket,
     registry: Arc<Registry>,
     zone: Arc<Zone>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut buf = vec![0u8; 65_535];
@@ -44,10 +46,16 @@ pub async fn serve_udp(
                 }
             },
         };
+        let started = Instant::now();
         let snapshot = registry.snapshot();
-        if let Some(reply) = zone::respond(&snapshot, &zone, &buf[..len], peer.ip(), Transport::Udp)
-            && let Err(e) = socket.send_to(&reply, peer).await
-        {
+        let Some((reply, outcome)) =
+            zone::respond(&snapshot, &zone, &buf[..len], peer.ip(), Transport::Udp)
+        else {
+            continue;
+        };
+        drop(snapshot);
+        metrics.answered(&outcome, started.elapsed());
+        if let Err(e) = socket.send_to(&reply, peer).await {
             debug!(%peer, error = %e, "udp send error");
         }
     }
@@ -58,6 +66,7 @@ pub async fn serve_tcp(
     listener: TcpListener,
     registry: Arc<Registry>,
     zone: Arc<Zone>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
@@ -80,12 +89,13 @@ pub async fn serve_tcp(
         };
         let registry = registry.clone();
         let zone = zone.clone();
+        let metrics = metrics.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                result = connection(stream, peer, &registry, &zone) => {
+                result = connection(stream, peer, &registry, &zone, &metrics) => {
                     if let Err(e) = result {
                         debug!(%peer, error = %e, "tcp connection ended");
                     }
@@ -100,6 +110,7 @@ async fn connection(
     peer: SocketAddr,
     registry: &Registry,
     zone: &Zone,
+    metrics: &Metrics,
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     loop {
@@ -114,15 +125,17 @@ async fn connection(
         tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut buf))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "partial query"))??;
+        let started = Instant::now();
         let reply = {
             let snapshot = registry.snapshot();
             zone::respond(&snapshot, zone, &buf, peer.ip(), Transport::Tcp)
         };
-        let Some(reply) = reply else {
+        let Some((reply, outcome)) = reply else {
             // Something we do not answer (a response, a runt): the stream
             // can no longer be trusted to be in step.
             return Ok(());
         };
+        metrics.answered(&outcome, started.elapsed());
         let mut framed = Vec::with_capacity(reply.len() + 2);
         framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
         framed.extend_from_slice(&reply);

@@ -25,9 +25,42 @@ pub struct Snapshot {
     namespaces: HashMap<Arc<str>, usize>,
     /// The fleet's clusters and where askers are.
     pub locality: Arc<Locality>,
+    /// Address -> the names that own it, when reverse zones are served.
+    reverse: Option<Arc<BTreeMap<IpAddr, Vec<PtrName>>>>,
+}
+
+/// What a PTR record points at: an endpoint's own name when it has a
+/// hostname, else its service's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtrName {
+    pub namespace: Arc<str>,
+    pub service: Arc<str>,
+    /// (hostname, cluster)
+    pub host: Option<(Arc<str>, Arc<str>)>,
 }
 
 impl Snapshot {
+    /// An empty snapshot; with `reverse`, PTR data is kept.
+    pub fn new(reverse: bool) -> Self {
+        Snapshot {
+            reverse: reverse.then(Default::default),
+            ..Snapshot::default()
+        }
+    }
+
+    /// The names owning `address`, when reverse zones are served.
+    pub fn ptr(&self, address: &IpAddr) -> Option<&[PtrName]> {
+        self.reverse.as_ref()?.get(address).map(Vec::as_slice)
+    }
+
+    /// Whether any exported address lies in `low..=high` (a reverse empty
+    /// non-terminal).
+    pub fn has_reverse_range(&self, low: IpAddr, high: IpAddr) -> bool {
+        self.reverse
+            .as_ref()
+            .is_some_and(|r| r.range(low..=high).next().is_some())
+    }
+
     /// The service named by the query labels `name` and `namespace`.
     pub fn service(&self, name: &str, namespace: &str) -> Option<&Arc<ServiceView>> {
         let mut key = String::with_capacity(name.len() + namespace.len() + 1);
@@ -43,6 +76,11 @@ impl Snapshot {
 
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
+    }
+
+    /// How many global services.
+    pub fn len(&self) -> usize {
+        self.services.len()
     }
 
     pub fn services(&self) -> impl Iterator<Item = &Arc<ServiceView>> {
@@ -61,6 +99,32 @@ impl Snapshot {
         next.serial = serial;
         if let Some(locality) = locality {
             next.locality = locality;
+        }
+        let views: Vec<(ServiceKey, Option<Arc<ServiceView>>)> = views.into_iter().collect();
+        if let Some(reverse) = &self.reverse {
+            let mut map = BTreeMap::clone(reverse);
+            for (key, view) in &views {
+                let id = format!("{}.{}", key.name, key.namespace);
+                if let Some(old) = self.services.get(id.as_str()) {
+                    for (address, _) in old.ptr_names() {
+                        if let Some(names) = map.get_mut(&address) {
+                            names.retain(|n| {
+                                !(&*n.service == key.name.as_str()
+                                    && &*n.namespace == key.namespace.as_str())
+                            });
+                            if names.is_empty() {
+                                map.remove(&address);
+                            }
+                        }
+                    }
+                }
+                if let Some(view) = view {
+                    for (address, name) in view.ptr_names() {
+                        map.entry(address).or_default().push(name);
+                    }
+                }
+            }
+            next.reverse = Some(Arc::new(map));
         }
         for (key, view) in views {
             let id: Arc<str> = Arc::from(format!("{}.{}", key.name, key.namespace));
@@ -158,6 +222,7 @@ impl ServiceView {
                     },
                     addresses: ep.addresses.clone(),
                     healthy: serving(input) && (ep.ready || (!any_ready && ep.serving)),
+                    hostname: ep.hostname.is_some(),
                     zone: ep.zone.as_ref().map(|z| zone_id(region_name, z.as_str())),
                 })
                 .collect();
@@ -252,6 +317,35 @@ impl ServiceView {
         }
     }
 
+    /// The addresses this service answers with, and the PTR name of each.
+    pub fn ptr_names(&self) -> Vec<(IpAddr, PtrName)> {
+        let namespace: Arc<str> = Arc::from(self.key.namespace.as_str());
+        let service: Arc<str> = Arc::from(self.key.name.as_str());
+        let name = |host| PtrName {
+            namespace: namespace.clone(),
+            service: service.clone(),
+            host,
+        };
+        let mut out = Vec::new();
+        for c in &self.clusters {
+            for target in &c.targets.targets {
+                match *target {
+                    Target::Endpoint { endpoint, .. } => {
+                        let ep = &c.endpoints[endpoint];
+                        let host = ep
+                            .hostname
+                            .then(|| (ep.label.clone(), Arc::from(c.name.as_str())));
+                        out.extend(ep.addresses.iter().map(|a| (*a, name(host.clone()))));
+                    }
+                    Target::ClusterIp { .. } => {
+                        out.extend(c.cluster_ips.iter().map(|a| (*a, name(None))))
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub fn cluster(&self, name: &str) -> Option<(usize, &ClusterView)> {
         self.clusters
             .binary_search_by(|c| c.name.as_str().cmp(name))
@@ -316,6 +410,8 @@ pub struct EndpointView {
     pub label: Arc<str>,
     pub addresses: Vec<IpAddr>,
     pub healthy: bool,
+    /// Whether `label` is a real hostname (not a dashed address).
+    pub hostname: bool,
     /// The endpoint's own (region, zone), when its slice names one.
     pub zone: Option<ZoneId>,
 }

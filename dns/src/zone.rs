@@ -10,13 +10,17 @@ use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use crate::locality::AskerPlace;
-use crate::qname::{self, Domain, QName};
+use crate::metrics::Outcome;
+use crate::qname::{self, Domain, Layout, QName, Reverse};
 use crate::select::{self, Pick, Tier};
 use crate::snapshot::{ServiceView, Snapshot, Target};
+
+/// The MCS DNS schema version `dns-version.clusterset.local` answers.
+pub const MCS_DNS_VERSION: &str = "1.0.0";
 
 /// The largest UDP payload meshdns sends or advertises (DNS Flag Day 2020).
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -57,13 +61,37 @@ impl Zone {
             .iter()
             .map(|d| name(d.fqdn()))
             .collect::<Result<_, _>>()?;
+        // Reverse zones are named after the first forward domain's server.
+        let primary = domains
+            .iter()
+            .find(|d| d.is_forward())
+            .unwrap_or(&domains[0])
+            .fqdn();
         let nameservers = domains
             .iter()
-            .map(|d| name(format!("ns.dns.{}", d.fqdn())))
+            .map(|d| {
+                name(format!(
+                    "ns.dns.{}",
+                    if d.is_forward() {
+                        d.fqdn()
+                    } else {
+                        primary.clone()
+                    }
+                ))
+            })
             .collect::<Result<_, _>>()?;
         let mailboxes = domains
             .iter()
-            .map(|d| name(format!("hostmaster.{}", d.fqdn())))
+            .map(|d| {
+                name(format!(
+                    "hostmaster.{}",
+                    if d.is_forward() {
+                        d.fqdn()
+                    } else {
+                        primary.clone()
+                    }
+                ))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Zone {
             domains,
@@ -79,6 +107,19 @@ impl Zone {
 
     pub fn domains(&self) -> &[Domain] {
         &self.domains
+    }
+
+    /// Whether reverse zones (PTR) are served.
+    pub fn reverse(&self) -> bool {
+        self.domains.iter().any(|d| !d.is_forward())
+    }
+
+    /// The domain PTR records name services under: the first forward one.
+    fn ptr_domain(&self) -> &Domain {
+        self.domains
+            .iter()
+            .find(|d| d.is_forward())
+            .unwrap_or(&self.domains[0])
     }
 
     fn soa(&self, domain: usize, serial: u32, ttl: u32) -> Record {
@@ -103,6 +144,19 @@ pub fn respond(
     packet: &[u8],
     source: IpAddr,
     transport: Transport,
+) -> Option<(Vec<u8>, Outcome)> {
+    let mut outcome = Outcome::default();
+    let reply = respond_to(snapshot, zone, packet, source, transport, &mut outcome)?;
+    Some((reply, outcome))
+}
+
+fn respond_to(
+    snapshot: &Snapshot,
+    zone: &Zone,
+    packet: &[u8],
+    source: IpAddr,
+    transport: Transport,
+    outcome: &mut Outcome,
 ) -> Option<Vec<u8>> {
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         return None;
@@ -116,6 +170,7 @@ pub fn respond(
             } else {
                 ResponseCode::NotImp
             };
+            outcome.rcode = u16::from(rcode);
             return Some(header_only(packet, rcode));
         }
     };
@@ -141,21 +196,22 @@ pub fn respond(
     if request.metadata.op_code != OpCode::Query {
         response.queries = request.queries.clone();
         response.metadata.response_code = ResponseCode::NotImp;
-        return encode(response, limit);
+        return encode(response, limit, outcome);
     }
     if request.queries.len() != 1 {
         response.metadata.response_code = ResponseCode::FormErr;
-        return encode(response, limit);
+        return encode(response, limit, outcome);
     }
     let query = &request.queries[0];
     response.queries = vec![query.clone()];
+    outcome.qtype = Some(u16::from(query.query_type()));
     if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
         response.metadata.response_code = ResponseCode::BADVERS;
-        return encode(response, limit);
+        return encode(response, limit, outcome);
     }
     if query.query_class() != DNSClass::IN {
         response.metadata.response_code = ResponseCode::Refused;
-        return encode(response, limit);
+        return encode(response, limit, outcome);
     }
     let lower = query.name().to_lowercase();
     let labels: Vec<&str> = lower
@@ -164,14 +220,14 @@ pub fn respond(
         .collect();
     let Some((domain, qname)) = qname::parse(&labels, zone.domains()) else {
         response.metadata.response_code = ResponseCode::Refused;
-        return encode(response, limit);
+        return encode(response, limit, outcome);
     };
     response.metadata.authoritative = true;
     if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
         // Zone transfers are not offered: the data lives in the registry.
         response.metadata.authoritative = false;
         response.metadata.response_code = ResponseCode::Refused;
-        return encode(response, limit);
+        return encode(response, limit, outcome);
     }
     let ecs = request
         .edns
@@ -180,6 +236,7 @@ pub fn respond(
             Some(EdnsOption::Subnet(subnet)) => Some(*subnet),
             _ => None,
         });
+    outcome.ecs = ecs.is_some();
     let asker = asker(snapshot, source, ecs.as_ref());
     let mut lookup = Lookup {
         snapshot,
@@ -188,8 +245,10 @@ pub fn respond(
         query,
         asker,
         located: false,
+        fail_open: false,
     };
     let answer = lookup.run(qname);
+    outcome.fail_open = lookup.fail_open && matches!(answer, Found::Records { .. });
     if let (Some(subnet), Some(edns)) = (ecs, response.edns.as_mut()) {
         // RFC 7871: echo the option; the scope says how much of the
         // address the answer depends on (none, unless locality chose it).
@@ -218,7 +277,7 @@ pub fn respond(
             response.authorities = vec![zone.soa(domain, snapshot.serial, ttl)];
         }
     }
-    encode(response, limit)
+    encode(response, limit, outcome)
 }
 
 /// Where the asker is: the ECS subnet when the query has one (a source
@@ -250,7 +309,8 @@ fn header_only(packet: &[u8], rcode: ResponseCode) -> Vec<u8> {
 
 /// Encodes `response`; if it exceeds `limit`, first drops the additional
 /// section (optional data), then sends a clean truncated message.
-fn encode(mut response: Message, limit: usize) -> Option<Vec<u8>> {
+fn encode(mut response: Message, limit: usize, outcome: &mut Outcome) -> Option<Vec<u8>> {
+    outcome.rcode = u16::from(response.metadata.response_code);
     let bytes = response.to_vec().ok()?;
     if bytes.len() <= limit {
         return Some(bytes);
@@ -285,11 +345,18 @@ struct Lookup<'a> {
     asker: Option<AskerPlace>,
     /// Whether the answer depended on the asker's place.
     located: bool,
+    /// Whether it came from a service whose clusters are all stale.
+    fail_open: bool,
 }
 
 impl Lookup<'_> {
+    fn layout(&self) -> Layout {
+        self.zone.domains()[self.domain].layout
+    }
+
     fn select<'v>(&mut self, view: &'v ServiceView) -> Pick<'v> {
         self.located = true;
+        self.fail_open = view.fail_open;
         select::select(view, self.asker.as_ref(), self.zone.min_healthy)
     }
 
@@ -326,12 +393,65 @@ impl Lookup<'_> {
                     .service(svc, ns)
                     .and_then(|v| v.cluster(cluster).map(|c| (v, c)))
                 {
+                    // The MCS spec has no per-cluster service records; the
+                    // name is an empty non-terminal above the hostnames.
+                    Some(_) if self.layout() == Layout::Mcs => Found::NoData,
                     Some((view, (_, cv))) => {
                         self.addresses(view, Pick::one(Tier::Cluster, &cv.targets))
                     }
                     None => Found::NxDomain,
                 }
             }
+            QName::DnsVersion => {
+                let mut answers = Vec::new();
+                if matches!(qtype, RecordType::TXT | RecordType::ANY) {
+                    let txt = TXT::new(vec![MCS_DNS_VERSION.to_owned()]);
+                    answers.push(Record::from_rdata(
+                        self.query.name().clone(),
+                        self.zone.ttl,
+                        RData::TXT(txt),
+                    ));
+                }
+                records(answers, Vec::new())
+            }
+            QName::Reverse(Reverse::Prefix(low, high)) => {
+                exists(snapshot.has_reverse_range(low, high))
+            }
+            QName::Reverse(Reverse::Address(address)) => match snapshot.ptr(&address) {
+                Some(names) if matches!(qtype, RecordType::PTR | RecordType::ANY) => {
+                    let domain = self.zone.ptr_domain();
+                    let answers = names
+                        .iter()
+                        .filter_map(|n| {
+                            let text = match &n.host {
+                                Some((host, cluster)) => format!(
+                                    "{host}.{cluster}.{}.{}.{}{}",
+                                    n.service,
+                                    n.namespace,
+                                    domain.infix(),
+                                    domain.fqdn()
+                                ),
+                                None => format!(
+                                    "{}.{}.{}{}",
+                                    n.service,
+                                    n.namespace,
+                                    domain.infix(),
+                                    domain.fqdn()
+                                ),
+                            };
+                            let name = Name::from_ascii(&text).ok()?;
+                            Some(Record::from_rdata(
+                                self.query.name().clone(),
+                                self.zone.ttl,
+                                RData::PTR(PTR(name)),
+                            ))
+                        })
+                        .collect();
+                    records(answers, Vec::new())
+                }
+                Some(_) => Found::NoData,
+                None => Found::NxDomain,
+            },
             QName::Host {
                 ns,
                 svc,
@@ -442,11 +562,36 @@ impl Lookup<'_> {
         let mut answers = Vec::new();
         let mut additionals = Vec::new();
         let start = select::next_rotation();
+        let mcs = self.layout() == Layout::Mcs;
+        let mut service_ports: Vec<u16> = Vec::new();
         for target in pick.targets(start, self.zone.max_answers) {
             let cluster = &view.clusters[target.cluster()];
             let Some(port) = port_of(target.cluster()) else {
                 continue;
             };
+            if mcs && let Target::ClusterIp { .. } = target {
+                // MCS: a ClusterSetIP service's SRV target is the service
+                // name itself, one record per port.
+                let Ok(service_name) = Name::from_ascii(&suffix) else {
+                    continue;
+                };
+                if !service_ports.contains(&port) {
+                    service_ports.push(port);
+                    answers.push(Record::from_rdata(
+                        self.query.name().clone(),
+                        view.ttl,
+                        RData::SRV(SRV::new(0, 1, port, service_name.clone())),
+                    ));
+                }
+                additionals.extend(cluster.cluster_ips.iter().map(|a| {
+                    let data = match a {
+                        IpAddr::V4(v4) => RData::A(A(*v4)),
+                        IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+                    };
+                    Record::from_rdata(service_name.clone(), view.ttl, data)
+                }));
+                continue;
+            }
             let (text, addresses) = match target {
                 Target::Endpoint { endpoint, .. } => {
                     let ep = &cluster.endpoints[endpoint];

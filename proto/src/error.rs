@@ -52,6 +52,31 @@ pub enum Problem {
     TtlRange(u32),
 }
 
+impl Problem {
+    /// A short, stable name for the kind of problem: a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Problem::Missing => "missing",
+            Problem::BadLabel { .. } => "bad_label",
+            Problem::BadLabelValue { .. } => "bad_label_value",
+            Problem::BadAddress { .. } => "bad_address",
+            Problem::BadCidr { .. } => "bad_cidr",
+            Problem::ZeroPort => "zero_port",
+            Problem::PortRange { .. } => "port_range",
+            Problem::BadProtocol => "bad_protocol",
+            Problem::UnknownEnum { .. } => "unknown_enum",
+            Problem::NoPorts => "no_ports",
+            Problem::DuplicatePort(_) => "duplicate_port",
+            Problem::DuplicateAddress(_) => "duplicate_address",
+            Problem::DuplicateHostname(_) => "duplicate_hostname",
+            Problem::DuplicateService(_) => "duplicate_service",
+            Problem::NoAddresses => "no_addresses",
+            Problem::NoClusterIp => "no_cluster_ip",
+            Problem::TtlRange(_) => "ttl_range",
+        }
+    }
+}
+
 impl InvalidField {
     pub fn new(field: impl Into<String>, problem: Problem) -> Self {
         Self {

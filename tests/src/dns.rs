@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,6 +42,8 @@ pub struct Ask {
     pub edns: Option<EdnsOpts>,
     /// Local address to send from (127.0.0.x), for askers of different clusters.
     pub source: Option<IpAddr>,
+    /// An EDNS Client Subnet option: (address, source prefix).
+    pub ecs: Option<(IpAddr, u8)>,
 }
 
 impl Ask {
@@ -52,7 +55,13 @@ impl Ask {
             tcp: false,
             edns: Some(EdnsOpts::default()),
             source: None,
+            ecs: None,
         }
+    }
+    pub fn ecs(mut self, subnet: &str) -> Self {
+        let (addr, prefix) = subnet.split_once('/').unwrap();
+        self.ecs = Some((addr.parse().unwrap(), prefix.parse().unwrap()));
+        self
     }
     pub fn tcp(mut self) -> Self {
         self.tcp = true;
@@ -86,6 +95,10 @@ impl Ask {
             e.set_max_payload(opts.payload);
             e.set_version(opts.version);
             e.set_dnssec_ok(opts.dnssec_ok);
+            if let Some((addr, prefix)) = self.ecs {
+                e.options_mut()
+                    .insert(EdnsOption::Subnet(ClientSubnet::new(addr, prefix, 0)));
+            }
             m.edns = Some(e);
         }
         m
@@ -209,4 +222,12 @@ pub fn sorted(ips: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = ips.iter().map(|s| s.to_string()).collect();
     v.sort();
     v
+}
+
+/// The ECS option echoed in a reply: (address, source prefix, scope prefix).
+pub fn ecs_echo(m: &Message) -> Option<(IpAddr, u8, u8)> {
+    match m.edns.as_ref()?.option(EdnsCode::Subnet)? {
+        EdnsOption::Subnet(s) => Some((s.addr(), s.source_prefix(), s.scope_prefix())),
+        _ => None,
+    }
 }

@@ -33,6 +33,8 @@ struct ServeCli {
 #[derive(Debug)]
 pub struct TestServer {
     pub dns: SocketAddr,
+    /// Every DNS address, when more than one `--dns-listen` was given.
+    pub dns_all: Vec<SocketAddr>,
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
     shutdown: CancellationToken,
@@ -79,13 +81,19 @@ impl TestServer {
             }
         }
         let listeners = listeners.expect("bind test listeners");
-        let dns = listeners.dns_udp[0].local_addr().unwrap();
+        let dns_all: Vec<SocketAddr> = listeners
+            .dns_udp
+            .iter()
+            .map(|s| s.local_addr().unwrap())
+            .collect();
+        let dns = dns_all[0];
         let grpc = listeners.grpc.local_addr().unwrap();
         let admin = listeners.admin.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(meshdns::serve(config, listeners, shutdown.clone()));
         TestServer {
             dns,
+            dns_all,
             grpc,
             admin,
             shutdown,

@@ -1,0 +1,374 @@
+//! Prometheus metrics (`/metrics`), with prometheus-client.
+//!
+//! The answer path only increments atomics: every (qtype, rcode) counter is
+//! created up front, and answer latency goes to a lock-free histogram of
+//! our own ([`LatencyHistogram`]) because prometheus-client's takes a mutex
+//! per observation. Registry gauges are read from the registry at scrape
+//! time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry as PromRegistry;
+
+use crate::registry::Registry;
+
+/// Query types counted by name; the rest are `other`.
+pub const QTYPES: [&str; 10] = [
+    "A", "AAAA", "SRV", "PTR", "TXT", "SOA", "NS", "ANY", "other", "none",
+];
+/// Response codes counted by name; the rest are `other`.
+pub const RCODES: [&str; 8] = [
+    "NOERROR", "NXDOMAIN", "REFUSED", "FORMERR", "NOTIMP", "SERVFAIL", "BADVERS", "other",
+];
+
+/// The index into [`QTYPES`] of a numeric query type (`None`: no question).
+pub fn qtype_index(qtype: Option<u16>) -> usize {
+    match qtype {
+        Some(1) => 0,
+        Some(28) => 1,
+        Some(33) => 2,
+        Some(12) => 3,
+        Some(16) => 4,
+        Some(6) => 5,
+        Some(2) => 6,
+        Some(255) => 7,
+        Some(_) => 8,
+        None => 9,
+    }
+}
+
+/// The index into [`RCODES`] of a (possibly extended) response code.
+pub fn rcode_index(rcode: u16) -> usize {
+    match rcode {
+        0 => 0,
+        3 => 1,
+        5 => 2,
+        1 => 3,
+        4 => 4,
+        2 => 5,
+        16 => 6,
+        _ => 7,
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    qtype: &'static str,
+    rcode: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: &'static str,
+}
+
+/// Upper bounds of the latency buckets, in seconds: 10 µs to ~82 ms.
+const LATENCY_BOUNDS: [f64; 14] = [
+    0.00001, 0.00002, 0.00004, 0.00008, 0.00016, 0.00032, 0.00064, 0.00128, 0.00256, 0.00512,
+    0.01024, 0.02048, 0.04096, 0.08192,
+];
+
+/// A histogram of durations on atomics: observing never blocks. Clones
+/// share the counts.
+#[derive(Debug, Default, Clone)]
+pub struct LatencyHistogram {
+    inner: std::sync::Arc<LatencyCounts>,
+}
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let index = LATENCY_BOUNDS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.inner.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .sum_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // Per-bucket counts: the encoder makes them cumulative.
+        let mut count = 0;
+        let mut buckets = Vec::with_capacity(LATENCY_BOUNDS.len() + 1);
+        for (i, bound) in LATENCY_BOUNDS
+            .iter()
+            .chain([f64::INFINITY].iter())
+            .enumerate()
+        {
+            let n = self.inner.buckets[i].load(Ordering::Relaxed);
+            count += n;
+            buckets.push((*bound, n));
+        }
+        let sum = self.inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Every metric meshdns serves.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: PromRegistry,
+    queries: Vec<Vec<Counter>>,
+    latency: LatencyHistogram,
+    stale_answers: Counter,
+    ecs_queries: Counter,
+    export_events: Family<EventLabels, Counter>,
+    refused: Family<ReasonLabels, Counter>,
+    snapshot_build: Histogram,
+    clusters: Family<StateLabels, Gauge>,
+    services: Gauge,
+    endpoints: Gauge,
+    export_streams: Gauge,
+}
+
+/// What the answer path reports about one reply.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    pub qtype: Option<u16>,
+    pub rcode: u16,
+    /// Answered from clusters that are all stale (fail open).
+    pub fail_open: bool,
+    /// The query carried an EDNS Client Subnet option.
+    pub ecs: bool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = PromRegistry::with_prefix("meshdns");
+        let family: Family<QueryLabels, Counter> = Family::default();
+        let queries = QTYPES
+            .iter()
+            .map(|qtype| {
+                RCODES
+                    .iter()
+                    .map(|rcode| family.get_or_create_owned(&QueryLabels { qtype, rcode }))
+                    .collect()
+            })
+            .collect();
+        registry.register(
+            "dns_queries",
+            "DNS queries answered, by query type and response code",
+            family,
+        );
+        let latency = LatencyHistogram::default();
+        registry.register(
+            "dns_answer_duration_seconds",
+            "Time from a query's arrival to its answer being ready",
+            latency.clone(),
+        );
+        let stale_answers = Counter::default();
+        registry.register(
+            "dns_stale_answers",
+            "Answers served from stale clusters because every cluster holding the service was stale (fail open)",
+            stale_answers.clone(),
+        );
+        let ecs_queries = Counter::default();
+        registry.register(
+            "dns_ecs_queries",
+            "Queries carrying an EDNS Client Subnet option",
+            ecs_queries.clone(),
+        );
+        let export_events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "export_stream_events",
+            "Export stream events: opened, closed, superseded, refused (bad Hello)",
+            export_events.clone(),
+        );
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "export_refused_items",
+            "Export items refused, by reason",
+            refused.clone(),
+        );
+        let snapshot_build = Histogram::new(exponential_buckets(0.00001, 4.0, 10));
+        registry.register(
+            "snapshot_build_duration_seconds",
+            "Time to build and publish a registry snapshot",
+            snapshot_build.clone(),
+        );
+        let clusters = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "clusters",
+            "Clusters known to the registry, by state",
+            clusters.clone(),
+        );
+        let services = Gauge::default();
+        registry.register(
+            "services",
+            "Global services (namespace/name) served",
+            services.clone(),
+        );
+        let endpoints = Gauge::default();
+        registry.register(
+            "endpoints",
+            "Endpoints exported, all clusters",
+            endpoints.clone(),
+        );
+        let export_streams = Gauge::default();
+        registry.register(
+            "export_streams",
+            "Export streams open now",
+            export_streams.clone(),
+        );
+        Metrics {
+            registry,
+            queries,
+            latency,
+            stale_answers,
+            ecs_queries,
+            export_events,
+            refused,
+            snapshot_build,
+            clusters,
+            services,
+            endpoints,
+            export_streams,
+        }
+    }
+
+    /// Records one answered query. Lock-free.
+    pub fn answered(&self, outcome: &Outcome, elapsed: Duration) {
+        self.queries[qtype_index(outcome.qtype)][rcode_index(outcome.rcode)].inc();
+        self.latency.observe(elapsed);
+        if outcome.fail_open {
+            self.stale_answers.inc();
+        }
+        if outcome.ecs {
+            self.ecs_queries.inc();
+        }
+    }
+
+    pub fn export_event(&self, event: &'static str) {
+        self.export_events
+            .get_or_create(&EventLabels { event })
+            .inc();
+    }
+
+    /// Counts a refused item under a short reason (the problem, without
+    /// the values that make every message unique).
+    pub fn refused(&self, reason: &str) {
+        self.refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn snapshot_built(&self, elapsed: Duration) {
+        self.snapshot_build.observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition, with registry gauges read now.
+    pub fn render(&self, registry: &Registry) -> String {
+        let clusters = registry.clusters();
+        let stale = clusters.iter().filter(|c| c.stale).count() as i64;
+        self.clusters
+            .get_or_create(&StateLabels { state: "live" })
+            .set(clusters.len() as i64 - stale);
+        self.clusters
+            .get_or_create(&StateLabels { state: "stale" })
+            .set(stale);
+        self.export_streams
+            .set(clusters.iter().filter(|c| c.connected).count() as i64);
+        self.endpoints
+            .set(clusters.iter().map(|c| c.endpoints as i64).sum());
+        self.services.set(registry.snapshot().len() as i64);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_histogram_is_cumulative_once() {
+        let metrics = Metrics::new();
+        let outcome = Outcome {
+            qtype: Some(1),
+            rcode: 0,
+            fail_open: true,
+            ecs: false,
+        };
+        metrics.answered(&outcome, Duration::from_micros(5));
+        metrics.answered(&outcome, Duration::from_micros(50));
+        metrics.answered(
+            &Outcome {
+                rcode: 3,
+                ..outcome
+            },
+            Duration::from_secs(1),
+        );
+        let text = metrics.render(&Registry::new(
+            5,
+            false,
+            std::sync::Arc::new(Metrics::new()),
+        ));
+        assert!(
+            text.contains("meshdns_dns_answer_duration_seconds_bucket{le=\"0.00001\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshdns_dns_answer_duration_seconds_bucket{le=\"0.00008\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshdns_dns_answer_duration_seconds_bucket{le=\"+Inf\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshdns_dns_answer_duration_seconds_count 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshdns_dns_queries_total{qtype=\"A\",rcode=\"NXDOMAIN\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("meshdns_dns_stale_answers_total 3"), "{text}");
+    }
+}
