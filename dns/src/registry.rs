@@ -72,6 +72,9 @@ pub struct Liveness {
 struct ClusterEntry {
     id: ClusterId,
     cluster: Cluster,
+    /// The cluster's place with interned ids; kept in step with `cluster`
+    /// and `stale` by [`State::place`].
+    place: Place,
     services: BTreeMap<ServiceKey, Arc<ServiceExport>>,
     last_seen: Instant,
     last_seen_unix_ms: u64,
@@ -123,27 +126,25 @@ struct State {
 }
 
 impl State {
-    fn place(names: &mut Names, entry: &ClusterEntry) -> Place {
-        let region = entry.cluster.region.as_ref().map(|r| r.as_str());
+    fn place(names: &mut Names, id: ClusterId, cluster: &Cluster, stale: bool) -> Place {
+        let region = cluster.region.as_ref().map(|r| r.as_str());
         Place {
-            id: entry.id,
-            name: entry.cluster.name.clone(),
+            id,
+            name: cluster.name.clone(),
             region: region.map(|r| (names.region(r), r.to_owned())),
-            zone: entry
-                .cluster
+            zone: cluster
                 .zone
                 .as_ref()
                 .map(|z| (names.zone(region, z.as_str()), z.to_string())),
-            stale: entry.stale,
+            stale,
         }
     }
 
     fn locality(&mut self) -> Locality {
-        let names = &mut self.names;
         let places: Vec<(Place, &[ipnet::IpNet])> = self
             .clusters
             .values()
-            .map(|e| (Self::place(names, e), e.cluster.client_cidrs.as_slice()))
+            .map(|e| (e.place.clone(), e.cluster.client_cidrs.as_slice()))
             .collect();
         let locality = Locality::build(places);
         for (cidr, kept, ignored) in &locality.conflicts {
@@ -246,10 +247,12 @@ impl Registry {
         if !state.clusters.contains_key(&name) {
             let cluster_id = state.next_cluster_id;
             state.next_cluster_id += 1;
+            let place = State::place(&mut state.names, cluster_id, &cluster, false);
             state.clusters.insert(
                 name.clone(),
                 ClusterEntry {
                     id: cluster_id,
+                    place,
                     cluster: cluster.clone(),
                     services: BTreeMap::new(),
                     last_seen: Instant::now(),
@@ -259,7 +262,8 @@ impl Registry {
                 },
             );
         }
-        let Some(entry) = state.clusters.get_mut(&name) else {
+        let state_ref = &mut *state;
+        let Some(entry) = state_ref.clusters.get_mut(&name) else {
             unreachable!("inserted above")
         };
         if let Some((_, old)) = entry.session.take() {
@@ -272,6 +276,7 @@ impl Registry {
         {
             dirty.keys.extend(entry.services.keys().cloned());
         }
+        entry.place = State::place(&mut state_ref.names, entry.id, &cluster, false);
         entry.cluster = cluster;
         entry.session = Some((id, token.clone()));
         entry.stale = false;
@@ -305,6 +310,7 @@ impl Registry {
                 if entry.stale {
                     info!(cluster = %session.cluster, "cluster is live again");
                     entry.stale = false;
+                    entry.place.stale = false;
                     dirty.locality = true;
                     dirty.keys.extend(entry.services.keys().cloned());
                     dirty.changes.push(Change::Cluster(entry.status()));
@@ -442,6 +448,7 @@ impl Registry {
             } else if silent >= liveness.cluster_ttl && !entry.stale {
                 warn!(cluster = %name, silent_ms = silent.as_millis() as u64, "cluster missed its heartbeats: stale, out of answers");
                 entry.stale = true;
+                entry.place.stale = true;
                 dirty.locality = true;
                 dirty.keys.extend(entry.services.keys().cloned());
                 dirty.changes.push(Change::Cluster(entry.status()));
@@ -475,11 +482,6 @@ impl Registry {
         state.serial = state.serial.wrapping_add(1);
         let locality = dirty.locality.then(|| Arc::new(state.locality()));
         let state = &mut *state;
-        let places: HashMap<&ClusterName, Place> = state
-            .clusters
-            .values()
-            .map(|e| (&e.cluster.name, State::place(&mut state.names, e)))
-            .collect();
         let names = &mut state.names;
         let views: Vec<(ServiceKey, Option<Arc<ServiceView>>)> = dirty
             .keys
@@ -491,7 +493,7 @@ impl Registry {
                     .filter_map(|e| {
                         let export = e.services.get(&key)?;
                         Some(ExportInput {
-                            place: places.get(&e.cluster.name)?,
+                            place: &e.place,
                             export,
                         })
                     })

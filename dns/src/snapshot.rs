@@ -216,39 +216,23 @@ impl ServiceView {
                 .endpoints()
                 .iter()
                 .map(|ep| EndpointView {
-                    label: match &ep.hostname {
-                        Some(h) => Arc::from(h.as_str()),
-                        None => Arc::from(dashed(ep.addresses[0]).as_str()),
-                    },
+                    hostname: ep.hostname.as_ref().map(|h| Arc::from(h.as_str())),
                     addresses: ep.addresses.clone(),
                     healthy: serving(input) && (ep.ready || (!any_ready && ep.serving)),
-                    hostname: ep.hostname.is_some(),
                     zone: ep.zone.as_ref().map(|z| zone_id(region_name, z.as_str())),
                 })
                 .collect();
             let own_zone = place.zone.as_ref().map(|z| z.0);
-            let mut cluster = ClusterView {
-                id: place.id,
-                name: place.name.clone(),
-                stale: place.stale,
-                mode: export.mode(),
-                ports: export.ports().to_vec(),
-                cluster_ips: export.cluster_ips().to_vec(),
-                endpoints,
-                targets: Targets::default(),
-                off_zone: Targets::default(),
-            };
-            let mut add = |target: Target,
-                           zone: Option<ZoneId>,
-                           addresses: &[IpAddr],
-                           cluster: &mut ClusterView| {
-                cluster.targets.push(target, addresses);
+            let mut targets = Targets::default();
+            let mut off_zone = Targets::default();
+            let mut add = |target: Target, zone: Option<ZoneId>, addresses: &[IpAddr]| {
+                targets.push(target, addresses);
                 all.push(target, addresses);
                 if let Some(zone) = zone {
                     zones.entry(zone).or_default().push(target, addresses);
                 }
                 if zone.is_none() || zone != own_zone {
-                    cluster.off_zone.push(target, addresses);
+                    off_zone.push(target, addresses);
                 }
                 if let Some((region, _)) = &place.region {
                     regions.entry(*region).or_default().push(target, addresses);
@@ -256,35 +240,37 @@ impl ServiceView {
             };
             match export.mode() {
                 Mode::Endpoints => {
-                    for e in 0..cluster.endpoints.len() {
-                        let ep = &cluster.endpoints[e];
+                    for (e, ep) in endpoints.iter().enumerate() {
                         if ep.healthy {
-                            let (zone, addresses) = (ep.zone.or(own_zone), ep.addresses.clone());
-                            add(
-                                Target::Endpoint {
-                                    cluster: index,
-                                    endpoint: e,
-                                },
-                                zone,
-                                &addresses,
-                                &mut cluster,
-                            );
+                            let target = Target::Endpoint {
+                                cluster: index,
+                                endpoint: e,
+                            };
+                            add(target, ep.zone.or(own_zone), &ep.addresses);
                         }
                     }
                 }
                 Mode::ClusterIp => {
-                    if cluster.endpoints.iter().any(|ep| ep.healthy) {
-                        let addresses = cluster.cluster_ips.clone();
+                    if endpoints.iter().any(|ep| ep.healthy) {
                         add(
                             Target::ClusterIp { cluster: index },
                             own_zone,
-                            &addresses,
-                            &mut cluster,
+                            export.cluster_ips(),
                         );
                     }
                 }
             }
-            clusters.push(cluster);
+            clusters.push(ClusterView {
+                id: place.id,
+                name: place.name.clone(),
+                stale: place.stale,
+                mode: export.mode(),
+                ports: export.ports().to_vec(),
+                cluster_ips: export.cluster_ips().to_vec(),
+                endpoints,
+                targets,
+                off_zone,
+            });
         }
         let mut by_id: Vec<(ClusterId, usize)> = clusters
             .iter()
@@ -334,7 +320,8 @@ impl ServiceView {
                         let ep = &c.endpoints[endpoint];
                         let host = ep
                             .hostname
-                            .then(|| (ep.label.clone(), Arc::from(c.name.as_str())));
+                            .as_ref()
+                            .map(|h| (h.clone(), Arc::from(c.name.as_str())));
                         out.extend(ep.addresses.iter().map(|a| (*a, name(host.clone()))));
                     }
                     Target::ClusterIp { .. } => {
@@ -400,18 +387,20 @@ impl ClusterView {
     /// The endpoint a hostname label names: its hostname, or for an endpoint
     /// without one, its first address written with dashes (`10-1-0-11`).
     pub fn endpoint(&self, label: &str) -> Option<&EndpointView> {
-        self.endpoints.iter().find(|e| &*e.label == label)
+        let address = undashed(label);
+        self.endpoints.iter().find(|e| match &e.hostname {
+            Some(h) => &**h == label,
+            None => address == Some(e.addresses[0]),
+        })
     }
 }
 
 #[derive(Debug)]
 pub struct EndpointView {
-    /// The first label of this endpoint's own name.
-    pub label: Arc<str>,
+    /// The endpoint's hostname (headless services), if it has one.
+    pub hostname: Option<Arc<str>>,
     pub addresses: Vec<IpAddr>,
     pub healthy: bool,
-    /// Whether `label` is a real hostname (not a dashed address).
-    pub hostname: bool,
     /// The endpoint's own (region, zone), when its slice names one.
     pub zone: Option<ZoneId>,
 }
@@ -461,6 +450,36 @@ impl Targets {
     }
 }
 
+impl EndpointView {
+    /// The first label of this endpoint's own name: its hostname, or its
+    /// first address with dashes.
+    pub fn label(&self) -> std::borrow::Cow<'_, str> {
+        match &self.hostname {
+            Some(h) => std::borrow::Cow::Borrowed(h),
+            None => std::borrow::Cow::Owned(dashed(self.addresses[0])),
+        }
+    }
+}
+
+/// The address a dashed label stands for (`10-1-0-11`, `fd00--1`).
+pub fn undashed(label: &str) -> Option<IpAddr> {
+    if label.len() > 39 || !label.contains('-') {
+        return None;
+    }
+    let v4: String = label.replace('-', ".");
+    v4.parse::<std::net::Ipv4Addr>()
+        .map(IpAddr::V4)
+        .or_else(|_| {
+            label
+                .replace('-', ":")
+                .parse::<std::net::Ipv6Addr>()
+                .map(IpAddr::V6)
+        })
+        .ok()
+        // Only the canonical spelling names the endpoint.
+        .filter(|a| dashed(*a) == label)
+}
+
 /// `10.1.0.11` -> `10-1-0-11`; `fd00::1` -> `fd00--1`: a DNS label naming an
 /// endpoint that has no hostname, as CoreDNS names them.
 pub fn dashed(address: IpAddr) -> String {
@@ -478,5 +497,9 @@ mod tests {
     fn dashed_labels() {
         assert_eq!(dashed("10.1.0.11".parse().unwrap()), "10-1-0-11");
         assert_eq!(dashed("fd00::1".parse().unwrap()), "fd00--1");
+        assert_eq!(undashed("10-1-0-11"), Some("10.1.0.11".parse().unwrap()));
+        assert_eq!(undashed("fd00--1"), Some("fd00::1".parse().unwrap()));
+        assert_eq!(undashed("010-1-0-11"), None);
+        assert_eq!(undashed("web-0"), None);
     }
 }

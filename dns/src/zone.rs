@@ -596,7 +596,7 @@ impl Lookup<'_> {
                 Target::Endpoint { endpoint, .. } => {
                     let ep = &cluster.endpoints[endpoint];
                     (
-                        format!("{}.{}.{suffix}", ep.label, cluster.name),
+                        format!("{}.{}.{suffix}", ep.label(), cluster.name),
                         &ep.addresses,
                     )
                 }

@@ -1,0 +1,109 @@
+//! Micro-benchmarks of the answer path's pieces: name parsing, locality
+//! lookup, answer selection (with and without locality), response
+//! encoding, and applying a one-service Delta to a large registry.
+//!
+//! `cargo bench -p meshdns-benches --bench answer_path`
+
+use std::hint::black_box;
+use std::net::IpAddr;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+use meshdns::qname::{self, Domain};
+use meshdns::select;
+use meshdns::zone::{self, Transport, Zone};
+use meshdns_benches::{Fleet, asker, export, service_key};
+
+fn query_bytes(name: &str) -> Vec<u8> {
+    let mut m = Message::new(0x1234, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii(name).expect("name"),
+        RecordType::A,
+    ));
+    m.to_vec().expect("encode")
+}
+
+fn benches(c: &mut Criterion) {
+    // 1,000 clusters × 10 services × 10 endpoints: every service is
+    // exported by all 1,000 clusters (10,000 endpoints a service).
+    let fleet = Fleet::new(1_000, 10, 10);
+    let snapshot = fleet.registry.snapshot();
+    let domains = vec![Domain::parse("global").expect("domain")];
+    let key = service_key(3);
+    let (svc, ns) = (key.name.to_string(), key.namespace.to_string());
+    let name = format!("{svc}.{ns}.global");
+    let located: IpAddr = asker(517);
+    let unknown: IpAddr = "192.0.2.1".parse().expect("ip");
+
+    c.bench_function("qname_parse", |b| {
+        let labels: Vec<&str> = name.split('.').collect();
+        b.iter(|| black_box(qname::parse(black_box(&labels), &domains)))
+    });
+    c.bench_function("locality_lookup_1000_clusters", |b| {
+        b.iter(|| black_box(snapshot.locality.lookup(black_box(located), 128)))
+    });
+    // The reference: find the service and take its answer with no preference.
+    c.bench_function("select_without_locality", |b| {
+        b.iter(|| {
+            let view = snapshot
+                .service(black_box(&svc), black_box(&ns))
+                .expect("service");
+            let pick = select::select(view, None, 1);
+            black_box(pick.v4(7, 8).count())
+        })
+    });
+    // The same with the asker placed and its tier chosen.
+    c.bench_function("select_with_locality", |b| {
+        b.iter(|| {
+            let place = snapshot.locality.lookup(black_box(located), 128);
+            let view = snapshot
+                .service(black_box(&svc), black_box(&ns))
+                .expect("service");
+            let pick = select::select(view, place.as_ref(), 1);
+            black_box(pick.v4(7, 8).count())
+        })
+    });
+    let zone = Zone::new(domains.clone(), 5, 5, 8, 1).expect("zone");
+    let packet = query_bytes(&name);
+    c.bench_function("respond_unknown_asker", |b| {
+        b.iter(|| {
+            black_box(zone::respond(
+                &snapshot,
+                &zone,
+                black_box(&packet),
+                unknown,
+                Transport::Udp,
+            ))
+        })
+    });
+    c.bench_function("respond_located_asker", |b| {
+        b.iter(|| {
+            black_box(zone::respond(
+                &snapshot,
+                &zone,
+                black_box(&packet),
+                located,
+                Transport::Udp,
+            ))
+        })
+    });
+    let mut version = 0;
+    c.bench_function("delta_apply_one_service_1000_clusters", |b| {
+        b.iter(|| {
+            version += 1;
+            let update = export(42, 3, fleet.endpoints, version);
+            fleet
+                .registry
+                .apply_delta(&fleet.sessions[42], vec![update], vec![])
+                .expect("applied");
+        })
+    });
+}
+
+criterion_group! {
+    name = answer_path;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
+    targets = benches
+}
+criterion_main!(answer_path);
