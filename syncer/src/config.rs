@@ -9,6 +9,8 @@ use meshdns_proto::duration;
 use crate::error::Error;
 use crate::publish::{Backoff, PublishConfig};
 use crate::source::Overrides;
+use crate::source::kubernetes::KubeSource;
+use crate::source::selector::Selector;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text)
@@ -45,6 +47,24 @@ pub struct SyncerArgs {
         default_value = "meshdns.io/export=true"
     )]
     pub selector: String,
+    /// Kubeconfig file (kubernetes source); default: in-cluster, else $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Only export Services in this namespace (repeatable; kubernetes source).
+    #[arg(long = "namespace", env = "MESHDNS_NAMESPACE", value_delimiter = ',')]
+    pub namespace: Vec<String>,
+    /// Only export Services in namespaces matching this label selector (kubernetes source).
+    #[arg(long = "namespace-selector", env = "MESHDNS_NAMESPACE_SELECTOR")]
+    pub namespace_selector: Option<String>,
+    /// Also export every Service named by a multicluster.x-k8s.io/v1alpha1 ServiceExport.
+    #[arg(long, env = "MESHDNS_MCS")]
+    pub mcs: bool,
+    /// Longest a Kubernetes change waits to be sent with others (bursts become one Delta).
+    #[arg(long, env = "MESHDNS_COALESCE", default_value = "50ms", value_parser = parse_duration)]
+    pub coalesce: Duration,
+    /// Address for admin HTTP: /healthz, /readyz, /status.
+    #[arg(long = "admin-listen", env = "MESHDNS_ADMIN_LISTEN")]
+    pub admin_listen: Option<std::net::SocketAddr>,
     /// A CIDR whose addresses ask from inside this cluster (repeatable; overrides the source's own).
     #[arg(
         long = "client-cidr",
@@ -102,6 +122,39 @@ impl SyncerArgs {
             client_cidrs: self.client_cidr.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }
+    }
+
+    /// The Kubernetes source's settings.
+    pub fn kube_source(&self) -> Result<KubeSource, Error> {
+        let bad = |field: &str, problem: String| Error::Config {
+            field: field.into(),
+            problem,
+        };
+        let selector = Selector::parse(&self.selector).map_err(|e| bad("--selector", e))?;
+        let namespace_selector = self
+            .namespace_selector
+            .as_deref()
+            .map(|s| Selector::parse(s).map_err(|e| bad("--namespace-selector", e)))
+            .transpose()?;
+        for ns in &self.namespace {
+            meshdns_proto::model::check_label(ns)
+                .map_err(|why| bad("--namespace", format!("{ns:?}: {why}")))?;
+        }
+        if self.coalesce > Duration::from_millis(100) {
+            return Err(bad(
+                "--coalesce",
+                "at most 100ms: changes must not wait longer".into(),
+            ));
+        }
+        Ok(KubeSource {
+            kubeconfig: self.kubeconfig.clone(),
+            overrides: self.overrides(),
+            selector,
+            namespaces: self.namespace.clone(),
+            namespace_selector,
+            mcs: self.mcs,
+            coalesce: self.coalesce,
+        })
     }
 
     /// One publisher config per `--registry`.

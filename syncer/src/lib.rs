@@ -6,11 +6,14 @@
 //! - [`source`]: where exports come from; each source turns its input into
 //!   a [`meshdns_proto::model::ExportSet`] and publishes it on a
 //!   `watch` channel (which coalesces bursts by construction).
-//!   [`source::file`] reads the YAML file format.
+//!   [`source::file`] reads the YAML file format; [`source::kubernetes`]
+//!   watches a cluster's API server.
 //! - [`publish`]: one task per registry: Hello and Snapshot on every
 //!   (re)connect, Deltas after, Heartbeats, backoff with jitter.
+//! - [`admin`]: `/healthz`, `/readyz` (degraded watchers), `/status`.
 //! - [`error`]: the crate's error type.
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod publish;
@@ -22,24 +25,47 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{SourceKind, SyncerArgs};
 
-/// Runs a syncer until `shutdown`: its source, and one publisher per registry.
+/// Runs a syncer until `shutdown`: its source, its admin endpoint, and
+/// one publisher per registry.
 pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Error> {
     let publishers = args.publishers()?;
-    let exports = match args.source_kind()? {
-        SourceKind::File(path) => source::file::follow(
-            path,
-            args.overrides(),
-            args.file_poll_interval,
-            shutdown.clone(),
-        ),
+    let admin_listener = match args.admin_listen {
+        Some(addr) => {
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::Config {
+                        field: "--admin-listen".into(),
+                        problem: format!("cannot listen on {addr}: {e}"),
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let (exports, health) = match args.source_kind()? {
+        SourceKind::File(path) => {
+            let exports = source::file::follow(
+                path,
+                args.overrides(),
+                args.file_poll_interval,
+                shutdown.clone(),
+            );
+            (exports, None)
+        }
         SourceKind::Kubernetes => {
-            return Err(Error::Config {
-                field: "--source".into(),
-                problem: "the kubernetes source is not in this build yet; use --source file:PATH"
-                    .into(),
-            });
+            let (exports, health) =
+                source::kubernetes::start(args.kube_source()?, shutdown.clone()).await?;
+            (exports, Some(health))
         }
     };
+    if let Some(listener) = admin_listener {
+        tokio::spawn(admin::serve(
+            listener,
+            exports.clone(),
+            health,
+            shutdown.clone(),
+        ));
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for config in publishers {
         tasks.spawn(publish::run(config, exports.clone(), shutdown.clone()));

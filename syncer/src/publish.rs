@@ -63,13 +63,14 @@ pub struct PublishConfig {
 
 /// Upserts and removals that turn `old` into `new`.
 pub fn diff(
-    old: &BTreeMap<ServiceKey, ServiceExport>,
-    new: &BTreeMap<ServiceKey, ServiceExport>,
+    old: &BTreeMap<ServiceKey, Arc<ServiceExport>>,
+    new: &BTreeMap<ServiceKey, Arc<ServiceExport>>,
 ) -> (Vec<wire::ServiceExport>, Vec<wire::ServiceKey>) {
     let upserts = new
         .iter()
-        .filter(|(k, v)| old.get(*k) != Some(*v))
-        .map(|(_, v)| v.into())
+        // Pointer-equal first: unchanged services are shared between sets.
+        .filter(|(k, v)| old.get(*k).is_none_or(|o| !Arc::ptr_eq(o, v) && o != *v))
+        .map(|(_, v)| v.as_ref().into())
         .collect();
     let removals = old
         .keys()
@@ -140,7 +141,7 @@ async fn stream(
         .ok_or_else(|| fail("no exports yet".into()))?;
     let hello = wire::Hello::from(&sent.cluster);
     let snapshot = wire::Snapshot {
-        services: sent.services.values().map(Into::into).collect(),
+        services: sent.services.values().map(|s| s.as_ref().into()).collect(),
     };
     let _ = tx.send(request(&mut generation, Req::Hello(hello))).await;
     let _ = tx

@@ -1,7 +1,10 @@
 //! Export sources. Each produces the cluster's whole [`ExportSet`] on a
-//! `watch` channel: `None` until the first good read.
+//! `watch` channel: `None` until the first good read (or, for Kubernetes,
+//! until every watcher has listed once).
 
 pub mod file;
+pub mod kubernetes;
+pub mod selector;
 
 use std::sync::Arc;
 

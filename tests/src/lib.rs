@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod dns;
+pub mod fake_kube;
 pub mod fleet;
 
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroU16;
+use std::sync::Arc;
 
 use super::{Cluster, Hostname, LabelValue, Namespace, NodeName, PortName, ServiceName};
 use crate::error::{InvalidField, Problem};
@@ -289,11 +290,12 @@ impl ServiceExport {
 }
 
 /// Everything one cluster exports: what a syncer source produces and a
-/// Snapshot message carries.
+/// Snapshot message carries. Services are shared, so a new set that
+/// changes one service copies pointers, not endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportSet {
     pub cluster: Cluster,
-    pub services: BTreeMap<ServiceKey, ServiceExport>,
+    pub services: BTreeMap<ServiceKey, Arc<ServiceExport>>,
 }
 
 #[cfg(test)]

@@ -281,7 +281,7 @@ pub fn parse(
         });
         match result {
             Ok(s) => {
-                services.insert(s.key().clone(), s);
+                services.insert(s.key().clone(), Arc::new(s));
             }
             Err(e) => {
                 let shown = format!("{}/{}", service.namespace, service.name);

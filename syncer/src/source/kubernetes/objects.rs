@@ -1,0 +1,448 @@
+//! Kubernetes API objects reduced to the few fields exports use, and the
+//! conversion of a Service with its EndpointSlices into a model export.
+//! The only place (with `kubernetes.rs`) that knows k8s-openapi types.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::num::NonZeroU16;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use meshdns_proto::model::{
+    Affinity, Endpoint, Hostname, LabelValue, MAX_TTL_SECONDS, Mode, Namespace, NodeName, Policy,
+    Port, PortName, Protocol, ServiceExport, ServiceKey, ServiceName,
+};
+
+/// The annotations that carry per-service policy.
+pub const AFFINITY: &str = "meshdns.io/affinity";
+pub const TTL: &str = "meshdns.io/ttl";
+pub const MODE: &str = "meshdns.io/mode";
+/// The label linking an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// (namespace, name)
+pub type Key = (String, String);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortSpec {
+    pub name: Option<String>,
+    pub protocol: Option<String>,
+    pub port: i32,
+}
+
+/// What an export needs of a Service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SvcObj {
+    pub key: Key,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub cluster_ips: Vec<String>,
+    pub ports: Vec<PortSpec>,
+}
+
+impl SvcObj {
+    pub fn from_api(svc: &Service) -> Self {
+        let spec = svc.spec.as_ref();
+        let mut cluster_ips: Vec<String> =
+            spec.and_then(|s| s.cluster_ips.clone()).unwrap_or_default();
+        if cluster_ips.is_empty()
+            && let Some(ip) = spec.and_then(|s| s.cluster_ip.clone())
+        {
+            cluster_ips.push(ip);
+        }
+        cluster_ips.retain(|ip| !ip.is_empty() && ip != "None");
+        SvcObj {
+            key: (svc.namespace().unwrap_or_default(), svc.name_any()),
+            labels: svc.labels().clone(),
+            annotations: svc
+                .annotations()
+                .iter()
+                .filter(|(k, _)| k.starts_with("meshdns.io/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            cluster_ips,
+            ports: spec
+                .and_then(|s| s.ports.as_ref())
+                .map(|ports| {
+                    ports
+                        .iter()
+                        .map(|p| PortSpec {
+                            name: p.name.clone(),
+                            protocol: p.protocol.clone(),
+                            port: p.port,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpObj {
+    pub addresses: Vec<String>,
+    pub hostname: Option<String>,
+    pub zone: Option<String>,
+    pub node: Option<String>,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+}
+
+/// What an export needs of an EndpointSlice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceObj {
+    /// (namespace, slice name)
+    pub key: Key,
+    /// The Service it belongs to (`kubernetes.io/service-name`).
+    pub service: Option<String>,
+    pub ports: Vec<PortSpec>,
+    pub endpoints: Vec<EpObj>,
+}
+
+impl SliceObj {
+    pub fn from_api(slice: &EndpointSlice) -> Self {
+        // FQDN slices name hosts, not addresses: nothing to answer with.
+        let addresses_ok = slice.address_type == "IPv4" || slice.address_type == "IPv6";
+        SliceObj {
+            key: (slice.namespace().unwrap_or_default(), slice.name_any()),
+            service: slice.labels().get(SERVICE_NAME_LABEL).cloned(),
+            ports: slice
+                .ports
+                .as_ref()
+                .map(|ports| {
+                    ports
+                        .iter()
+                        .filter_map(|p| {
+                            Some(PortSpec {
+                                name: p.name.clone().filter(|n| !n.is_empty()),
+                                protocol: p.protocol.clone(),
+                                port: p.port?,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            endpoints: if addresses_ok {
+                slice
+                    .endpoints
+                    .iter()
+                    .flatten()
+                    .map(|e| {
+                        let c = e.conditions.as_ref();
+                        // API conventions: a nil `ready` is unknown and read
+                        // as ready; `serving` defaults to `ready`.
+                        let ready = c.and_then(|c| c.ready).unwrap_or(true);
+                        EpObj {
+                            addresses: e.addresses.clone(),
+                            hostname: e.hostname.clone(),
+                            zone: e.zone.clone(),
+                            node: e.node_name.clone(),
+                            ready,
+                            serving: c.and_then(|c| c.serving).unwrap_or(ready),
+                            terminating: c.and_then(|c| c.terminating).unwrap_or(false),
+                        }
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// What the Hello needs of a Node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeObj {
+    pub name: String,
+    pub pod_cidrs: Vec<String>,
+    pub internal_ips: Vec<String>,
+    pub region: Option<String>,
+    pub zone: Option<String>,
+}
+
+impl NodeObj {
+    pub fn from_api(node: &Node) -> Self {
+        let spec = node.spec.as_ref();
+        let mut pod_cidrs = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
+        if pod_cidrs.is_empty()
+            && let Some(cidr) = spec.and_then(|s| s.pod_cidr.clone())
+        {
+            pod_cidrs.push(cidr);
+        }
+        NodeObj {
+            name: node.name_any(),
+            pod_cidrs,
+            internal_ips: node
+                .status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .map(|a| {
+                    a.iter()
+                        .filter(|a| a.type_ == "InternalIP")
+                        .map(|a| a.address.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            region: node.labels().get(REGION_LABEL).cloned(),
+            zone: node.labels().get(ZONE_LABEL).cloned(),
+        }
+    }
+}
+
+fn protocol(p: &Option<String>) -> Result<Protocol, String> {
+    match p {
+        None => Ok(Protocol::Tcp),
+        Some(text) => Protocol::parse(text)
+            .ok_or_else(|| format!("protocol {text:?} is not TCP, UDP or SCTP")),
+    }
+}
+
+fn model_ports(specs: &[PortSpec]) -> Result<Vec<Port>, String> {
+    let mut ports: Vec<Port> = Vec::new();
+    for spec in specs {
+        let port = u16::try_from(spec.port)
+            .ok()
+            .and_then(NonZeroU16::new)
+            .ok_or_else(|| format!("port {} is out of range", spec.port))?;
+        let name = match spec.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(n) => Some(PortName::new(n).map_err(|e| format!("port name: {}", e.problem))?),
+            None => None,
+        };
+        let port = Port {
+            name,
+            protocol: protocol(&spec.protocol)?,
+            port,
+        };
+        // Slices of one Service repeat its ports; keep each once.
+        if !ports.iter().any(|p| p == &port) {
+            ports.push(port);
+        }
+    }
+    Ok(ports)
+}
+
+/// The export of `svc` from its `slices`, and the problems found in its
+/// annotations (each reported; the default is used instead).
+pub fn export(svc: &SvcObj, slices: &[&SliceObj]) -> (Result<ServiceExport, String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let annotation = |name: &str| svc.annotations.get(name).map(|v| v.trim().to_owned());
+    let mut mode = match annotation(MODE) {
+        None => Mode::Endpoints,
+        Some(v) => Mode::parse(&v).unwrap_or_else(|| {
+            problems.push(format!(
+                "{MODE}: {v:?} is not endpoints or clusterip; using endpoints"
+            ));
+            Mode::Endpoints
+        }),
+    };
+    let affinity = match annotation(AFFINITY) {
+        None => Affinity::Nearest,
+        Some(v) => Affinity::parse(&v).unwrap_or_else(|| {
+            problems.push(format!(
+                "{AFFINITY}: {v:?} is not cluster, zone, region or none; using the default"
+            ));
+            Affinity::Nearest
+        }),
+    };
+    let ttl = match annotation(TTL) {
+        None => None,
+        Some(v) => match v.trim_end_matches('s').parse::<u32>() {
+            Ok(t) if t <= MAX_TTL_SECONDS => Some(t),
+            _ => {
+                problems.push(format!("{TTL}: {v:?} is not a number of seconds up to {MAX_TTL_SECONDS}; using the default"));
+                None
+            }
+        },
+    };
+    let cluster_ips: Vec<IpAddr> = svc
+        .cluster_ips
+        .iter()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    if mode == Mode::ClusterIp && cluster_ips.is_empty() {
+        problems.push(format!(
+            "{MODE}: clusterip, but the Service is headless; using endpoints"
+        ));
+        mode = Mode::Endpoints;
+    }
+    let result = (|| {
+        let key = ServiceKey {
+            namespace: Namespace::new(&svc.key.0)
+                .map_err(|e| format!("namespace: {}", e.problem))?,
+            name: ServiceName::new(&svc.key.1).map_err(|e| format!("name: {}", e.problem))?,
+        };
+        // Endpoints mode: clients dial pods, so the slices' (target) ports;
+        // the Service's own ports before any slice has them.
+        let slice_ports: Vec<PortSpec> = slices
+            .iter()
+            .flat_map(|s| s.ports.iter().cloned())
+            .collect();
+        let ports = match mode {
+            Mode::Endpoints if !slice_ports.is_empty() => model_ports(&slice_ports)?,
+            _ => model_ports(&svc.ports)?,
+        };
+        let mut merged: BTreeMap<IpAddr, Endpoint> = BTreeMap::new();
+        for ep in slices.iter().flat_map(|s| s.endpoints.iter()) {
+            let addresses: Vec<IpAddr> =
+                ep.addresses.iter().filter_map(|a| a.parse().ok()).collect();
+            let Some(first) = addresses.first().copied() else {
+                continue;
+            };
+            let endpoint = Endpoint {
+                addresses,
+                hostname: ep.hostname.as_deref().and_then(|h| Hostname::new(h).ok()),
+                zone: ep.zone.as_deref().and_then(|z| LabelValue::new(z).ok()),
+                node: ep.node.as_deref().and_then(|n| NodeName::new(n).ok()),
+                ready: ep.ready,
+                serving: ep.serving,
+                terminating: ep.terminating,
+            };
+            // An endpoint moving between slices is in both for a moment:
+            // keep one, the readier.
+            match merged.get(&first) {
+                Some(existing) if existing.ready || !endpoint.ready => {}
+                _ => {
+                    merged.insert(first, endpoint);
+                }
+            }
+        }
+        let mut endpoints: Vec<Endpoint> = merged.into_values().collect();
+        // Later addresses of a multi-address endpoint, or a hostname, may
+        // repeat across endpoints; keep the first holder.
+        let mut seen_addresses = std::collections::HashSet::new();
+        let mut seen_hosts = std::collections::HashSet::new();
+        for ep in &mut endpoints {
+            ep.addresses.retain(|a| seen_addresses.insert(*a));
+            if let Some(h) = &ep.hostname
+                && !seen_hosts.insert(h.clone())
+            {
+                ep.hostname = None;
+            }
+        }
+        endpoints.retain(|e| !e.addresses.is_empty());
+        ServiceExport::new(
+            key,
+            ports,
+            mode,
+            cluster_ips.clone(),
+            endpoints,
+            Policy { affinity, ttl },
+        )
+        .map_err(|e| e.to_string())
+    })();
+    (result, problems)
+}
+
+/// A shared export, for the export set.
+pub fn shared(export: ServiceExport) -> Arc<ServiceExport> {
+    Arc::new(export)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(annotations: &[(&str, &str)], cluster_ips: &[&str]) -> SvcObj {
+        SvcObj {
+            key: ("shop".into(), "web".into()),
+            labels: BTreeMap::new(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            cluster_ips: cluster_ips.iter().map(|s| s.to_string()).collect(),
+            ports: vec![PortSpec {
+                name: Some("http".into()),
+                protocol: Some("TCP".into()),
+                port: 80,
+            }],
+        }
+    }
+
+    fn ep(ip: &str, ready: bool) -> EpObj {
+        EpObj {
+            addresses: vec![ip.into()],
+            hostname: None,
+            zone: None,
+            node: None,
+            ready,
+            serving: ready,
+            terminating: false,
+        }
+    }
+
+    fn slice(name: &str, eps: Vec<EpObj>) -> SliceObj {
+        SliceObj {
+            key: ("shop".into(), name.into()),
+            service: Some("web".into()),
+            ports: vec![PortSpec {
+                name: Some("http".into()),
+                protocol: Some("TCP".into()),
+                port: 8080,
+            }],
+            endpoints: eps,
+        }
+    }
+
+    #[test]
+    fn merges_slices_and_uses_target_ports() {
+        let a = slice("web-a", vec![ep("10.0.0.1", true), ep("10.0.0.2", false)]);
+        let b = slice("web-b", vec![ep("10.0.0.2", true), ep("10.0.0.3", true)]);
+        let (result, problems) = export(&svc(&[], &["10.96.0.1"]), &[&a, &b]);
+        let exported = result.unwrap();
+        assert!(problems.is_empty());
+        assert_eq!(
+            exported.ports()[0].port.get(),
+            8080,
+            "endpoints mode answers the target port"
+        );
+        let ready: Vec<String> = exported
+            .endpoints()
+            .iter()
+            .filter(|e| e.ready)
+            .map(|e| e.addresses[0].to_string())
+            .collect();
+        assert_eq!(
+            ready,
+            vec!["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+            "deduplicated, the ready copy kept"
+        );
+        assert_eq!(exported.endpoints().len(), 3);
+    }
+
+    #[test]
+    fn annotations_with_bad_values_fall_back_to_defaults() {
+        let a = slice("web-a", vec![ep("10.0.0.1", true)]);
+        let s = svc(
+            &[(AFFINITY, "galaxy"), (TTL, "-3"), (MODE, "clusterip")],
+            &["10.96.0.1"],
+        );
+        let (result, problems) = export(&s, &[&a]);
+        let exported = result.unwrap();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(exported.mode(), Mode::ClusterIp);
+        assert_eq!(
+            exported.ports()[0].port.get(),
+            80,
+            "clusterip mode answers the Service port"
+        );
+        assert_eq!(exported.policy(), Policy::default());
+        let headless = svc(&[(MODE, "clusterip"), (AFFINITY, "zone"), (TTL, "30")], &[]);
+        let (result, problems) = export(&headless, &[&a]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let exported = result.unwrap();
+        assert_eq!(exported.mode(), Mode::Endpoints);
+        assert_eq!(
+            exported.policy(),
+            Policy {
+                affinity: Affinity::Zone,
+                ttl: Some(30)
+            }
+        );
+    }
+}
