@@ -306,3 +306,25 @@ async fn serve_process_stops_on_sigterm() {
     assert_eq!(m.answers.len(), 1);
     assert!(serve.terminate().success());
 }
+
+/// Every flag the manifests in deploy/ pass exists in the binary's --help,
+/// and every MESHDNS_* variable they set names a real flag's environment.
+#[test]
+fn manifest_flags_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = std::fs::read_to_string(root.join("deploy/member/deployment.yaml")).unwrap();
+    let (code, help) = run("meshdns-syncer", &["--help"]);
+    assert_eq!(code, 0);
+    let flags: Vec<&str> = manifest
+        .split_whitespace()
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.split('=').next().unwrap())
+        .collect();
+    assert!(flags.len() >= 3, "{flags:?}");
+    for flag in flags {
+        assert!(help.contains(flag), "{flag} is not in meshdns-syncer --help");
+    }
+    for var in manifest.split_whitespace().filter(|w| w.starts_with("MESHDNS_")) {
+        assert!(help.contains(&format!("env: {var}")), "{var} is not a meshdns-syncer variable");
+    }
+}
