@@ -28,15 +28,27 @@ fn ip(s: usize, e: usize) -> String {
 
 fn slice_of(s: usize, unready: Option<usize>) -> serde_json::Value {
     let ips: Vec<String> = (0..PER_SERVICE).map(|e| ip(s, e)).collect();
-    let eps: Vec<(&str, bool, Option<&str>, Option<&str>)> =
-        ips.iter().enumerate().map(|(e, a)| (a.as_str(), Some(e) != unready, None, None)).collect();
-    slice(&format!("ns-{}", s % 50), &format!("svc-{s}-abcde"), &format!("svc-{s}"), &eps)
+    let eps: Vec<(&str, bool, Option<&str>, Option<&str>)> = ips
+        .iter()
+        .enumerate()
+        .map(|(e, a)| (a.as_str(), Some(e) != unready, None, None))
+        .collect();
+    slice(
+        &format!("ns-{}", s % 50),
+        &format!("svc-{s}-abcde"),
+        &format!("svc-{s}"),
+        &eps,
+    )
 }
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
 }
@@ -49,11 +61,29 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() {
     let fake = FakeKube::start().await;
     for n in 0..10 {
-        fake.apply(Res::Nodes, node(&format!("node-{n}"), &format!("10.200.{n}.0/24"), &format!("192.168.0.{n}"), "r1", "z1"));
+        fake.apply(
+            Res::Nodes,
+            node(
+                &format!("node-{n}"),
+                &format!("10.200.{n}.0/24"),
+                &format!("192.168.0.{n}"),
+                "r1",
+                "z1",
+            ),
+        );
     }
     for s in 0..SERVICES {
         let ns = format!("ns-{}", s % 50);
-        fake.apply(Res::Services, service(&ns, &format!("svc-{s}"), &[("meshdns.io/export", "true")], &[], Some("10.96.0.1")));
+        fake.apply(
+            Res::Services,
+            service(
+                &ns,
+                &format!("svc-{s}"),
+                &[("meshdns.io/export", "true")],
+                &[],
+                Some("10.96.0.1"),
+            ),
+        );
         fake.apply(Res::EndpointSlices, slice_of(s, None));
     }
     let server = TestServer::start(&["--max-answers", "16"]).await;
@@ -61,22 +91,38 @@ async fn main() {
     let kubeconfig = fake.kubeconfig(dir.path());
     let started = Instant::now();
     let mut child = Command::new(bin("meshdns-syncer"))
-        .args(["--insecure", "--cluster", "bench", "--registry", &server.grpc_url()])
+        .args([
+            "--insecure",
+            "--cluster",
+            "bench",
+            "--registry",
+            &server.grpc_url(),
+        ])
         .args(["--kubeconfig", &kubeconfig.display().to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("meshdns-syncer (cargo build --release --bins)");
-    let mut client = RegistryClient::connect(server.grpc_url()).await.expect("registry");
+    let mut client = RegistryClient::connect(server.grpc_url())
+        .await
+        .expect("registry");
     let exported = loop {
-        let clusters = client.list_clusters(wire::ListClustersRequest {}).await.expect("list").into_inner().clusters;
+        let clusters = client
+            .list_clusters(wire::ListClustersRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .clusters;
         if let Some(c) = clusters.first()
             && c.services as usize == SERVICES
             && c.endpoints as usize == SERVICES * PER_SERVICE
         {
             break started.elapsed();
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "export did not complete");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "export did not complete"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -92,17 +138,25 @@ async fn main() {
         let t = Instant::now();
         fake.apply(Res::EndpointSlices, slice_of(s, unready));
         loop {
-            let m = poll(server.dns, &Ask::new(&name, RecordType::A)).await.expect("answer");
+            let m = poll(server.dns, &Ask::new(&name, RecordType::A))
+                .await
+                .expect("answer");
             if addresses(&m).contains(&gone) != unready.is_some() {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "change never reached DNS");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "change never reached DNS"
+            );
             tokio::task::yield_now().await;
         }
         latencies.push(t.elapsed());
     }
     latencies.sort();
-    println!("services={SERVICES} endpoints={} (fake API server, syncer binary, registry and DNS on loopback)", SERVICES * PER_SERVICE);
+    println!(
+        "services={SERVICES} endpoints={} (fake API server, syncer binary, registry and DNS on loopback)",
+        SERVICES * PER_SERVICE
+    );
     println!("full_export_ms={:.0}", exported.as_secs_f64() * 1e3);
     println!("syncer_rss_mib={:.1}", rss as f64 / 1024.0);
     println!(

@@ -15,6 +15,7 @@
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/registry`, `/debug/answer`.
 //! - [`metrics`]: Prometheus metrics; lock-free on the answer path.
 //! - [`demo`]: `meshdns demo`, the embedded three-cluster fleet.
+//! - [`status`]: `meshdns status`, the fleet table from a registry.
 //!
 //! The entry point is [`serve`]: it takes bound listeners and a shutdown
 //! token, so tests bind `127.0.0.1:0` and run a real server in-process.
@@ -31,6 +32,7 @@ pub mod registry;
 pub mod select;
 pub mod server;
 pub mod snapshot;
+pub mod status;
 pub mod zone;
 
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use meshdns::config::ServeArgs;
 use meshdns::demo::DemoArgs;
+use meshdns::status::StatusArgs;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -29,6 +30,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run a registry with three simulated clusters on loopback.
     Demo(DemoArgs),
+    /// Show the clusters a registry knows, or one service's endpoints.
+    Status(StatusArgs),
 }
 
 fn init_logs(format: &str, default: &str) -> anyhow::Result<()> {
@@ -44,8 +47,26 @@ fn init_logs(format: &str, default: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Errors are printed as one line (with their causes), never as a
+/// backtrace: they name the flag or field to fix.
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meshdns: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshdns: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
@@ -61,6 +82,10 @@ async fn main() -> anyhow::Result<()> {
                 meshdns::Listeners::bind(&args.dns_listen, args.grpc_listen, args.admin_listen)
                     .await?;
             meshdns::serve(config, listeners, shutdown).await?;
+        }
+        Command::Status(args) => {
+            init_logs(&cli.log_format, "warn")?;
+            print!("{}", meshdns::status::run(&args).await?);
         }
         Command::Demo(args) => {
             // The demo prints its own guide; keep the log to warnings.

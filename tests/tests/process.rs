@@ -322,9 +322,93 @@ fn manifest_flags_exist() {
         .collect();
     assert!(flags.len() >= 3, "{flags:?}");
     for flag in flags {
-        assert!(help.contains(flag), "{flag} is not in meshdns-syncer --help");
+        assert!(
+            help.contains(flag),
+            "{flag} is not in meshdns-syncer --help"
+        );
     }
-    for var in manifest.split_whitespace().filter(|w| w.starts_with("MESHDNS_")) {
-        assert!(help.contains(&format!("env: {var}")), "{var} is not a meshdns-syncer variable");
+    for var in manifest
+        .split_whitespace()
+        .filter(|w| w.starts_with("MESHDNS_"))
+    {
+        assert!(
+            help.contains(&format!("env: {var}")),
+            "{var} is not a meshdns-syncer variable"
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_fleet() {
+    let f = meshdns_tests::Fleet::start(&[]).await;
+    let url = f.server.grpc_url();
+    let (code, table) = run("meshdns", &["status", "--insecure", "--registry", &url]);
+    assert_eq!(code, 0, "{table}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("CLUSTER")
+            && lines[0].contains("HEARTBEAT")
+            && lines[0].contains("VERSION"),
+        "{table}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("east-1")
+            && l.contains("us-east-1a")
+            && l.contains("live")
+            && l.contains("yes")),
+        "{table}"
+    );
+    assert!(table.contains("3 clusters"), "{table}");
+    let (code, service) = run(
+        "meshdns",
+        &[
+            "status",
+            "--insecure",
+            "--registry",
+            &url,
+            "--service",
+            "web.shop",
+        ],
+    );
+    assert_eq!(code, 0, "{service}");
+    assert!(
+        service
+            .lines()
+            .any(|l| l.starts_with("east-1") && l.contains("10.1.0.13") && l.contains("not ready")),
+        "{service}"
+    );
+    assert!(
+        service
+            .lines()
+            .any(|l| l.contains("fd00:3::11") && l.ends_with("ready")),
+        "{service}"
+    );
+    let (code, json) = run(
+        "meshdns",
+        &[
+            "status",
+            "--insecure",
+            "--registry",
+            &url,
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["clusters"].as_array().unwrap().len(), 3);
+    let (code, err) = run(
+        "meshdns",
+        &[
+            "status",
+            "--insecure",
+            "--registry",
+            &url,
+            "--service",
+            "web",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--service"), "{err}");
+    f.stop().await;
 }

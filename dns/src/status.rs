@@ -1,0 +1,286 @@
+//! `meshdns status`: the fleet as a registry sees it, as a table or JSON.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use meshdns_proto::wire::{self, registry_client::RegistryClient};
+use serde_json::{Value, json};
+
+use crate::error::Error;
+
+/// `meshdns status` flags.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The registry to ask, as http://HOST:PORT.
+    #[arg(
+        long,
+        env = "MESHDNS_REGISTRY",
+        default_value = "http://127.0.0.1:7443"
+    )]
+    pub registry: String,
+    /// Show one service's endpoints per cluster, as NAME.NAMESPACE (e.g. web.shop).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table")]
+    pub output: String,
+    /// Talk to the registry without TLS. Only for loopback or a network you trust.
+    #[arg(long, env = "MESHDNS_INSECURE")]
+    pub insecure: bool,
+}
+
+fn fail(flag: &'static str, problem: impl Into<String>) -> Error {
+    Error::Config {
+        flag,
+        problem: problem.into(),
+    }
+}
+
+fn age(unix_ms: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if unix_ms == 0 {
+        return "never".into();
+    }
+    let secs = now.saturating_sub(unix_ms) / 1000;
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        _ => format!("{}h", secs / 3600),
+    }
+}
+
+/// Renders rows as aligned columns.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+/// Asks the registry and returns the report.
+pub async fn run(args: &StatusArgs) -> Result<String, Error> {
+    let json_output = match args.output.as_str() {
+        "table" => false,
+        "json" => true,
+        other => {
+            return Err(fail(
+                "--output",
+                format!("{other:?} is not a format (use table or json)"),
+            ));
+        }
+    };
+    let url = if args.registry.contains("://") {
+        args.registry.clone()
+    } else {
+        format!("http://{}", args.registry)
+    };
+    if !url.starts_with("http://") {
+        return Err(fail(
+            "--registry",
+            "TLS to registries is not in this build yet; use http:// with --insecure",
+        ));
+    }
+    if !args.insecure {
+        return Err(fail(
+            "--insecure",
+            format!("refusing to talk to {url} in plaintext without --insecure"),
+        ));
+    }
+    let service = match &args.service {
+        None => None,
+        Some(s) => {
+            let (name, namespace) = s.split_once('.').ok_or_else(|| {
+                fail(
+                    "--service",
+                    format!("{s:?}: write NAME.NAMESPACE, e.g. web.shop"),
+                )
+            })?;
+            Some(wire::ServiceKey {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+        }
+    };
+    let mut client = RegistryClient::connect(url.clone())
+        .await
+        .map_err(|e| fail("--registry", format!("cannot reach {url}: {e}")))?;
+    let call = |e: tonic::Status| fail("--registry", format!("{url}: {}", e.message()));
+    let clusters = client
+        .list_clusters(wire::ListClustersRequest {})
+        .await
+        .map_err(call)?
+        .into_inner()
+        .clusters;
+    let state = |c: &wire::ClusterInfo| {
+        if c.state == wire::ClusterState::Stale as i32 {
+            "stale"
+        } else {
+            "live"
+        }
+    };
+    let Some(key) = service else {
+        if json_output {
+            let list: Vec<Value> = clusters
+                .iter()
+                .map(|c| {
+                    json!({
+                        "name": c.name, "region": c.region, "zone": c.zone, "state": state(c),
+                        "connected": c.connected, "last_heartbeat_unix_ms": c.last_heartbeat_unix_ms,
+                        "services": c.services, "endpoints": c.endpoints, "version": c.version,
+                        "client_cidrs": c.client_cidrs,
+                    })
+                })
+                .collect();
+            return Ok(
+                serde_json::to_string_pretty(&json!({ "registry": url, "clusters": list }))
+                    .unwrap_or_default()
+                    + "\n",
+            );
+        }
+        let rows: Vec<Vec<String>> = clusters
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.region.clone(),
+                    c.zone.clone(),
+                    state(c).to_owned(),
+                    if c.connected { "yes" } else { "no" }.to_owned(),
+                    age(c.last_heartbeat_unix_ms),
+                    c.services.to_string(),
+                    c.endpoints.to_string(),
+                    c.version.clone(),
+                ]
+            })
+            .collect();
+        let header = [
+            "CLUSTER",
+            "REGION",
+            "ZONE",
+            "STATE",
+            "STREAM",
+            "HEARTBEAT",
+            "SERVICES",
+            "ENDPOINTS",
+            "VERSION",
+        ];
+        return Ok(format!(
+            "{}{} clusters at {url}\n",
+            table(&header, &rows),
+            clusters.len()
+        ));
+    };
+    let exports = client
+        .get_service(wire::GetServiceRequest {
+            key: Some(key.clone()),
+        })
+        .await
+        .map_err(call)?
+        .into_inner()
+        .exports;
+    let cluster_state = |name: &str| {
+        clusters
+            .iter()
+            .find(|c| c.name == name)
+            .map(state)
+            .unwrap_or("unknown")
+    };
+    if json_output {
+        let list: Vec<Value> = exports
+            .iter()
+            .map(|e| {
+                let s = e.service.clone().unwrap_or_default();
+                json!({
+                    "cluster": e.cluster,
+                    "cluster_state": cluster_state(&e.cluster),
+                    "mode": if s.mode == wire::Mode::ClusterIp as i32 { "clusterip" } else { "endpoints" },
+                    "cluster_ips": s.cluster_ips,
+                    "ports": s.ports.iter().map(|p| json!({"name": p.name, "port": p.port})).collect::<Vec<_>>(),
+                    "endpoints": s.endpoints.iter().map(|ep| json!({
+                        "addresses": ep.addresses, "hostname": ep.hostname, "zone": ep.zone, "node": ep.node,
+                        "ready": ep.ready, "serving": ep.serving, "terminating": ep.terminating,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let name = format!("{}/{}", key.namespace, key.name);
+        return Ok(
+            serde_json::to_string_pretty(&json!({ "service": name, "exports": list }))
+                .unwrap_or_default()
+                + "\n",
+        );
+    }
+    if exports.is_empty() {
+        return Ok(format!(
+            "{}/{} is not exported by any cluster\n",
+            key.namespace, key.name
+        ));
+    }
+    let mut rows = Vec::new();
+    for e in &exports {
+        let s = e.service.clone().unwrap_or_default();
+        for ep in &s.endpoints {
+            let health = if ep.ready {
+                "ready"
+            } else if ep.serving && ep.terminating {
+                "terminating"
+            } else {
+                "not ready"
+            };
+            rows.push(vec![
+                e.cluster.clone(),
+                cluster_state(&e.cluster).to_owned(),
+                ep.addresses.join(","),
+                ep.hostname.clone(),
+                ep.zone.clone(),
+                health.to_owned(),
+            ]);
+        }
+        if s.endpoints.is_empty() {
+            rows.push(vec![
+                e.cluster.clone(),
+                cluster_state(&e.cluster).to_owned(),
+                "-".into(),
+                String::new(),
+                String::new(),
+                "no endpoints".into(),
+            ]);
+        }
+    }
+    let header = [
+        "CLUSTER",
+        "STATE",
+        "ADDRESSES",
+        "HOSTNAME",
+        "ZONE",
+        "HEALTH",
+    ];
+    Ok(format!(
+        "{}/{} in {} clusters\n{}",
+        key.namespace,
+        key.name,
+        exports.len(),
+        table(&header, &rows)
+    ))
+}
