@@ -69,6 +69,9 @@ pub struct ServeArgs {
     /// Also serve in-addr.arpa and ip6.arpa: PTR records for exported addresses.
     #[arg(long = "reverse", env = "MESHDNS_REVERSE")]
     pub reverse: bool,
+    /// Mirror another registry (http://HOST:PORT) through Watch instead of taking syncers.
+    #[arg(long = "follow", env = "MESHDNS_FOLLOW")]
+    pub follow: Option<String>,
     /// Serve gRPC without TLS. Only for loopback or a network you trust.
     #[arg(long = "insecure", env = "MESHDNS_INSECURE")]
     pub insecure: bool,
@@ -78,6 +81,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub zone: Zone,
+    /// The upstream registry this replica mirrors, if it is a follower.
+    pub follow: Option<String>,
     pub liveness: Liveness,
     pub insecure: bool,
 }
@@ -175,8 +180,27 @@ impl ServeArgs {
             flag: "--domain",
             problem,
         })?;
+        let follow = match &self.follow {
+            None => None,
+            Some(url) => {
+                let url = if url.contains("://") {
+                    url.clone()
+                } else {
+                    format!("http://{url}")
+                };
+                if !url.starts_with("http://") {
+                    return Err(Error::Config {
+                        flag: "--follow",
+                        problem: "TLS to registries is not in this build yet; use http://HOST:PORT"
+                            .into(),
+                    });
+                }
+                Some(url)
+            }
+        };
         Ok(ServeConfig {
             zone,
+            follow,
             liveness: Liveness {
                 cluster_ttl: self.cluster_ttl,
                 stale_grace: self.stale_grace,

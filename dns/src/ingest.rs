@@ -25,6 +25,8 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     /// Ends every open stream when the server shuts down.
     shutdown: CancellationToken,
+    /// On a follower, the upstream it mirrors: exports go there.
+    following: Option<String>,
 }
 
 impl Ingest {
@@ -37,7 +39,14 @@ impl Ingest {
             registry,
             metrics,
             shutdown,
+            following: None,
         }
+    }
+
+    /// Marks this replica a follower of `upstream`: it refuses exports.
+    pub fn following(mut self, upstream: Option<String>) -> Self {
+        self.following = upstream;
+        self
     }
 
     pub fn into_server(self) -> wire::registry_server::RegistryServer<Self> {
@@ -323,6 +332,11 @@ impl wire::registry_server::Registry for Ingest {
         &self,
         request: Request<Streaming<wire::ExportRequest>>,
     ) -> Result<Response<Self::ExportStream>, Status> {
+        if let Some(upstream) = &self.following {
+            return Err(Status::failed_precondition(format!(
+                "this replica follows {upstream}; export to that registry instead"
+            )));
+        }
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(export_stream(
             self.registry.clone(),

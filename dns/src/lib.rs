@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: `meshdns serve` flags, checked into a [`config::ServeConfig`].
 //! - [`ingest`]: the gRPC `Registry` service: wire -> model -> registry.
+//! - [`follow`]: `serve --follow`: mirror another registry through Watch.
 //! - [`registry`]: the writer side; publishes [`snapshot::Snapshot`]s.
 //! - [`snapshot`]: the immutable read side, shaped for answering.
 //! - [`locality`]: asker address -> cluster (longest prefix match).
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod follow;
 pub mod ingest;
 pub mod locality;
 pub mod metrics;
@@ -151,7 +153,16 @@ pub async fn serve(
             shutdown.clone(),
         ));
     }
-    tasks.spawn(sweep(registry.clone(), config.liveness, shutdown.clone()));
+    match &config.follow {
+        // A follower takes liveness from its upstream; it never sweeps.
+        Some(url) => {
+            info!(upstream = %url, "following another registry");
+            tasks.spawn(follow::run(url.clone(), registry.clone(), shutdown.clone()));
+        }
+        None => {
+            tasks.spawn(sweep(registry.clone(), config.liveness, shutdown.clone()));
+        }
+    }
     let admin_state = admin::AdminState {
         ready: ready.clone(),
         registry: registry.clone(),
@@ -161,7 +172,11 @@ pub async fn serve(
     let admin = tokio::spawn(admin::serve(listeners.admin, admin_state, shutdown.clone()));
     info!(addr = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(), insecure = config.insecure, "grpc registry listening");
     let grpc = tonic::transport::Server::builder()
-        .add_service(Ingest::new(registry.clone(), metrics.clone(), shutdown.clone()).into_server())
+        .add_service(
+            Ingest::new(registry.clone(), metrics.clone(), shutdown.clone())
+                .following(config.follow.clone())
+                .into_server(),
+        )
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),
             shutdown.clone().cancelled_owned(),

@@ -28,6 +28,9 @@ use crate::locality::{ClusterId, Locality, Place};
 use crate::metrics::Metrics;
 use crate::snapshot::{ExportInput, ServiceView, Snapshot};
 
+mod mirror;
+pub use mirror::MirroredCluster;
+
 /// A change, as Watch streams it.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -81,6 +84,9 @@ struct ClusterEntry {
     stale: bool,
     /// The stream that speaks for the cluster now, if one is open.
     session: Option<(u64, CancellationToken)>,
+    /// On a follower: whether the upstream registry has a stream from the
+    /// cluster (the follower has none of its own).
+    upstream_connected: Option<bool>,
 }
 
 impl ClusterEntry {
@@ -88,7 +94,7 @@ impl ClusterEntry {
         ClusterStatus {
             cluster: self.cluster.clone(),
             last_heartbeat_unix_ms: self.last_seen_unix_ms,
-            connected: self.session.is_some(),
+            connected: self.upstream_connected.unwrap_or(self.session.is_some()),
             stale: self.stale,
             services: self.services.len(),
             endpoints: self.services.values().map(|s| s.endpoints().len()).sum(),
@@ -259,6 +265,7 @@ impl Registry {
                     last_seen_unix_ms: unix_ms(),
                     stale: false,
                     session: None,
+                    upstream_connected: None,
                 },
             );
         }

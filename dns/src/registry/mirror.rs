@@ -1,0 +1,153 @@
+//! The follower's write path: a registry that mirrors another through
+//! Watch takes whole clusters as the upstream reports them, liveness
+//! included, instead of Export sessions. It never judges liveness itself:
+//! a follower that loses its upstream keeps answering from the last state
+//! it was told, rather than withdrawing clusters it cannot see.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use meshdns_proto::model::{Cluster, ClusterName, ServiceExport, ServiceKey};
+
+use super::{Change, ClusterEntry, Dirty, Registry, State};
+
+/// A cluster as an upstream registry reports it.
+#[derive(Debug, Clone)]
+pub struct MirroredCluster {
+    pub cluster: Cluster,
+    pub stale: bool,
+    pub connected: bool,
+    pub last_heartbeat_unix_ms: u64,
+}
+
+impl State {
+    /// Inserts or updates a mirrored cluster's metadata and liveness; the
+    /// keys of its services go dirty when its place changes.
+    fn mirror_entry(&mut self, m: MirroredCluster, dirty: &mut Dirty) -> &mut ClusterEntry {
+        let name = m.cluster.name.clone();
+        if !self.clusters.contains_key(&name) {
+            let id = self.next_cluster_id;
+            self.next_cluster_id += 1;
+            let place = State::place(&mut self.names, id, &m.cluster, m.stale);
+            self.clusters.insert(
+                name.clone(),
+                ClusterEntry {
+                    id,
+                    place,
+                    cluster: m.cluster.clone(),
+                    services: BTreeMap::new(),
+                    last_seen: Instant::now(),
+                    last_seen_unix_ms: m.last_heartbeat_unix_ms,
+                    stale: m.stale,
+                    session: None,
+                    upstream_connected: Some(m.connected),
+                },
+            );
+            dirty.locality = true;
+        }
+        let names = &mut self.names;
+        let Some(entry) = self.clusters.get_mut(&name) else {
+            unreachable!("inserted above")
+        };
+        let moved = entry.cluster != m.cluster || entry.stale != m.stale;
+        if moved {
+            dirty.locality = true;
+            dirty.keys.extend(entry.services.keys().cloned());
+            entry.place = State::place(names, entry.id, &m.cluster, m.stale);
+        }
+        entry.cluster = m.cluster;
+        entry.stale = m.stale;
+        entry.upstream_connected = Some(m.connected);
+        entry.last_seen_unix_ms = m.last_heartbeat_unix_ms;
+        entry
+    }
+}
+
+impl Registry {
+    /// Replaces the whole state with the upstream's, in one step.
+    pub fn mirror_reset(&self, clusters: Vec<(MirroredCluster, Vec<ServiceExport>)>) {
+        let mut state = self.lock();
+        let mut dirty = Dirty {
+            locality: true,
+            ..Dirty::default()
+        };
+        let keep: Vec<ClusterName> = clusters
+            .iter()
+            .map(|(m, _)| m.cluster.name.clone())
+            .collect();
+        let gone: Vec<ClusterName> = state
+            .clusters
+            .keys()
+            .filter(|n| !keep.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(entry) = state.clusters.remove(&name) {
+                dirty.keys.extend(entry.services.into_keys());
+                dirty.changes.push(Change::ClusterRemoved(name));
+            }
+        }
+        for (m, services) in clusters {
+            let entry = state.mirror_entry(m, &mut dirty);
+            let next: BTreeMap<ServiceKey, Arc<ServiceExport>> = services
+                .into_iter()
+                .map(|s| (s.key().clone(), Arc::new(s)))
+                .collect();
+            dirty.keys.extend(entry.services.keys().cloned());
+            dirty.keys.extend(next.keys().cloned());
+            entry.services = next;
+            dirty.changes.push(Change::Cluster(entry.status()));
+        }
+        self.publish(state, dirty);
+    }
+
+    /// A cluster's metadata or liveness changed upstream.
+    pub fn mirror_cluster(&self, m: MirroredCluster) {
+        let mut state = self.lock();
+        let mut dirty = Dirty::default();
+        let entry = state.mirror_entry(m, &mut dirty);
+        dirty.changes.push(Change::Cluster(entry.status()));
+        self.publish(state, dirty);
+    }
+
+    /// Services of a cluster changed upstream.
+    pub fn mirror_services(
+        &self,
+        cluster: &ClusterName,
+        upserts: Vec<ServiceExport>,
+        removals: Vec<ServiceKey>,
+    ) {
+        let mut state = self.lock();
+        let mut dirty = Dirty::default();
+        let Some(entry) = state.clusters.get_mut(cluster) else {
+            return;
+        };
+        let mut changed = Vec::new();
+        for service in upserts {
+            let service = Arc::new(service);
+            entry
+                .services
+                .insert(service.key().clone(), service.clone());
+            changed.push(service);
+        }
+        let removed: Vec<ServiceKey> = removals
+            .into_iter()
+            .filter(|k| entry.services.remove(k).is_some())
+            .collect();
+        Self::services_changed(&mut dirty, cluster.clone(), changed, removed);
+        self.publish(state, dirty);
+    }
+
+    /// A cluster was purged upstream.
+    pub fn mirror_remove(&self, cluster: &ClusterName) {
+        let mut state = self.lock();
+        let mut dirty = Dirty::default();
+        if let Some(entry) = state.clusters.remove(cluster) {
+            dirty.locality = true;
+            dirty.keys.extend(entry.services.into_keys());
+            dirty.changes.push(Change::ClusterRemoved(cluster.clone()));
+        }
+        self.publish(state, dirty);
+    }
+}
