@@ -69,6 +69,9 @@ pub struct ServeArgs {
     /// Also serve in-addr.arpa and ip6.arpa: PTR records for exported addresses.
     #[arg(long = "reverse", env = "MESHDNS_REVERSE")]
     pub reverse: bool,
+    /// Persist the registry here (atomically, every 2s when it changed, and at shutdown) and restore it at start.
+    #[arg(long = "state-file", env = "MESHDNS_STATE_FILE")]
+    pub state_file: Option<std::path::PathBuf>,
     /// Mirror another registry (http://HOST:PORT) through Watch instead of taking syncers.
     #[arg(long = "follow", env = "MESHDNS_FOLLOW")]
     pub follow: Option<String>,
@@ -83,6 +86,8 @@ pub struct ServeConfig {
     pub zone: Zone,
     /// The upstream registry this replica mirrors, if it is a follower.
     pub follow: Option<String>,
+    /// Where the registry is persisted, if anywhere.
+    pub state_file: Option<std::path::PathBuf>,
     pub liveness: Liveness,
     pub insecure: bool,
 }
@@ -201,6 +206,7 @@ impl ServeArgs {
         Ok(ServeConfig {
             zone,
             follow,
+            state_file: self.state_file.clone(),
             liveness: Liveness {
                 cluster_ttl: self.cluster_ttl,
                 stale_grace: self.stale_grace,

@@ -95,6 +95,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
     let config = ServeConfig {
         zone,
         follow: None,
+        state_file: None,
         liveness: Liveness {
             cluster_ttl: Duration::from_secs(15),
             stale_grace: Duration::from_secs(600),

@@ -46,16 +46,18 @@ fn services(list: &[wire::ServiceExport]) -> Vec<ServiceExport> {
         .collect()
 }
 
+/// The clusters of a wire Reset, validated; invalid items are skipped.
+pub fn clusters_of(reset: &wire::Reset) -> Vec<(MirroredCluster, Vec<ServiceExport>)> {
+    reset
+        .clusters
+        .iter()
+        .filter_map(|c| Some((cluster(c.cluster.as_ref()?)?, services(&c.services))))
+        .collect()
+}
+
 fn apply(registry: &Registry, event: Event) {
     match event {
-        Event::Reset(reset) => {
-            let clusters = reset
-                .clusters
-                .iter()
-                .filter_map(|c| Some((cluster(c.cluster.as_ref()?)?, services(&c.services))))
-                .collect();
-            registry.mirror_reset(clusters);
-        }
+        Event::Reset(reset) => registry.mirror_reset(clusters_of(&reset)),
         Event::Cluster(info) => {
             if let Some(m) = cluster(&info) {
                 registry.mirror_cluster(m);

@@ -258,18 +258,23 @@ fn cluster_info(status: &ClusterStatus) -> wire::ClusterInfo {
     }
 }
 
+/// The whole registry state in wire form: Watch's Reset, and the state file.
+pub fn full_state(state: &FullState) -> wire::Reset {
+    wire::Reset {
+        clusters: state
+            .clusters
+            .iter()
+            .map(|(status, services)| wire::ClusterExports {
+                cluster: Some(cluster_info(status)),
+                services: services.iter().map(|s| s.as_ref().into()).collect(),
+            })
+            .collect(),
+    }
+}
+
 fn reset(state: &FullState) -> wire::WatchEvent {
     wire::WatchEvent {
-        event: Some(Event::Reset(wire::Reset {
-            clusters: state
-                .clusters
-                .iter()
-                .map(|(status, services)| wire::ClusterExports {
-                    cluster: Some(cluster_info(status)),
-                    services: services.iter().map(|s| s.as_ref().into()).collect(),
-                })
-                .collect(),
-        })),
+        event: Some(Event::Reset(full_state(state))),
     }
 }
 

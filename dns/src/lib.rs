@@ -14,6 +14,7 @@
 //! - [`zone`]: request bytes -> response bytes; the hickory glue.
 //! - [`server`]: UDP and TCP DNS listeners.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/registry`, `/debug/answer`.
+//! - [`state_file`]: `--state-file`: persist the registry, restore it as stale.
 //! - [`metrics`]: Prometheus metrics; lock-free on the answer path.
 //! - [`demo`]: `meshdns demo`, the embedded three-cluster fleet.
 //! - [`status`]: `meshdns status`, the fleet table from a registry.
@@ -34,6 +35,7 @@ pub mod registry;
 pub mod select;
 pub mod server;
 pub mod snapshot;
+pub mod state_file;
 pub mod status;
 pub mod zone;
 
@@ -130,6 +132,9 @@ pub async fn serve(
         config.zone.reverse(),
         metrics.clone(),
     ));
+    if let Some(path) = &config.state_file {
+        state_file::load(&registry, path);
+    }
     let zone = Arc::new(config.zone);
     let ready = Arc::new(Readiness::default());
     let mut tasks = tokio::task::JoinSet::new();
@@ -151,6 +156,19 @@ pub async fn serve(
             zone.clone(),
             metrics.clone(),
             shutdown.clone(),
+        ));
+    }
+    let mut saver = None;
+    if let Some(path) = config.state_file.clone() {
+        let token = CancellationToken::new();
+        saver = Some((
+            tokio::spawn(state_file::run(
+                registry.clone(),
+                path,
+                Duration::from_secs(2),
+                token.clone(),
+            )),
+            token,
         ));
     }
     match &config.follow {
@@ -192,6 +210,11 @@ pub async fn serve(
     })
     .await;
     let _ = tokio::time::timeout(Duration::from_secs(5), admin).await;
+    // Last: persist what the registry knows.
+    if let Some((task, token)) = saver {
+        token.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
     result.map_err(|e| Error::Serve {
         what: "grpc server",
         source: Box::new(e),

@@ -151,3 +151,29 @@ impl Registry {
         self.publish(state, dirty);
     }
 }
+
+impl Registry {
+    /// Loads saved state as stale clusters: served (fail-open) until their
+    /// syncers reconnect, purged after the grace period if they never do.
+    pub fn restore(&self, clusters: Vec<(MirroredCluster, Vec<ServiceExport>)>) {
+        let stale = clusters
+            .into_iter()
+            .map(|(m, services)| {
+                (
+                    MirroredCluster {
+                        stale: true,
+                        connected: false,
+                        ..m
+                    },
+                    services,
+                )
+            })
+            .collect();
+        self.mirror_reset(stale);
+        let mut state = self.lock();
+        for entry in state.clusters.values_mut() {
+            // Owned by this registry again: Export sessions decide from now.
+            entry.upstream_connected = None;
+        }
+    }
+}

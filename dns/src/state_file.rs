@@ -1,0 +1,166 @@
+//! `--state-file`: the registry persisted, so a restarted replica answers
+//! what it knew at once (as stale data, fail-open) instead of NXDOMAIN
+//! while its syncers reconnect.
+//!
+//! Format: `MESHDNS-STATE 1\n`, the payload length (u64 BE), its FNV-1a
+//! 64 hash (u64 BE), then the payload: a `meshdns.v1.Reset` message (the
+//! same full state Watch sends). Written to `PATH.tmp`, fsynced, renamed
+//! over `PATH`, and the directory fsynced: a crash leaves the old file or
+//! the new one, never half of one. A file that does not check out is
+//! reported and ignored.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshdns_proto::wire;
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::registry::Registry;
+
+const MAGIC: &[u8] = b"MESHDNS-STATE 1\n";
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Encodes the registry's state.
+pub fn encode(registry: &Registry) -> Vec<u8> {
+    let payload = crate::ingest::full_state(&registry.full_state()).encode_to_vec();
+    let mut out = Vec::with_capacity(MAGIC.len() + 16 + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    out.extend_from_slice(&fnv1a(&payload).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Decodes a state file's bytes; the error says what is wrong.
+pub fn decode(bytes: &[u8]) -> Result<wire::Reset, String> {
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or("not a meshdns state file (bad header)")?;
+    if rest.len() < 16 {
+        return Err("truncated header".into());
+    }
+    let len = u64::from_be_bytes(rest[..8].try_into().map_err(|_| "bad length")?) as usize;
+    let hash = u64::from_be_bytes(rest[8..16].try_into().map_err(|_| "bad hash")?);
+    let payload = &rest[16..];
+    if payload.len() != len {
+        return Err(format!(
+            "truncated: {} of {len} payload bytes",
+            payload.len()
+        ));
+    }
+    if fnv1a(payload) != hash {
+        return Err("checksum mismatch".into());
+    }
+    wire::Reset::decode(payload).map_err(|e| format!("payload: {e}"))
+}
+
+/// Writes `bytes` to `path` atomically.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp: PathBuf = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Saves the registry to `path` now.
+pub fn save(registry: &Registry, path: &Path) -> std::io::Result<()> {
+    write_atomically(path, &encode(registry))
+}
+
+/// Loads `path` into `registry` as stale data. Missing: nothing to do.
+/// Corrupt: reported and ignored. Returns the clusters restored.
+pub fn load(registry: &Registry, path: &Path) -> usize {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot read the state file; starting empty");
+            return 0;
+        }
+    };
+    match decode(&bytes) {
+        Ok(reset) => {
+            let clusters = crate::follow::clusters_of(&reset);
+            let n = clusters.len();
+            registry.restore(clusters);
+            info!(path = %path.display(), clusters = n, "restored the last saved state (stale until syncers reconnect)");
+            n
+        }
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "ignoring a corrupt state file; starting empty");
+            0
+        }
+    }
+}
+
+/// Saves every `interval` when the state changed, and once more at shutdown.
+pub async fn run(
+    registry: Arc<Registry>,
+    path: PathBuf,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut saved = registry.snapshot().serial;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
+        let serial = registry.snapshot().serial;
+        if serial != saved || stopping {
+            let (registry, path) = (registry.clone(), path.clone());
+            let result = tokio::task::spawn_blocking(move || save(&registry, &path)).await;
+            match result {
+                Ok(Ok(())) => saved = serial,
+                Ok(Err(e)) => warn!(error = %e, "cannot save the state file"),
+                Err(e) => warn!(error = %e, "state file writer failed"),
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_files_are_refused_with_a_reason() {
+        let registry = Registry::new(5, false, Arc::new(crate::metrics::Metrics::new()));
+        let good = encode(&registry);
+        assert!(decode(&good).is_ok());
+        assert!(decode(b"hello").unwrap_err().contains("header"));
+        assert!(
+            decode(&good[..MAGIC.len() + 4])
+                .unwrap_err()
+                .contains("truncated")
+        );
+        let mut longer = good.clone();
+        longer.push(1);
+        assert!(decode(&longer).unwrap_err().contains("truncated"));
+        let mut flipped = good.clone();
+        if let Some(last) = flipped.last_mut() {
+            *last ^= 1;
+            assert!(decode(&flipped).is_err());
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Warm restart with `--state-file`: a restarted registry answers what it
+//! knew from its first query, as stale data, until its syncers reconnect;
+//! a corrupt state file is reported and ignored.
+
+#![allow(clippy::unwrap_used, clippy::err_expect)]
+
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use meshdns_proto::wire::{self, registry_client::RegistryClient};
+use meshdns_tests::dns::{Ask, addresses, query, sorted};
+use meshdns_tests::fleet::TempDir;
+use meshdns_tests::{Fleet, TestServer, eventually};
+
+const WEB: [&str; 4] = ["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.3.0.11"];
+
+#[tokio::test]
+async fn answers_flow_across_a_restart() {
+    let dir = TempDir::new("state");
+    let path = dir.path().join("registry.state");
+    let path_flag = path.display().to_string();
+    let fleet = Fleet::start(&["--state-file", &path_flag]).await;
+    let Fleet {
+        server,
+        syncers,
+        dir: _fleet_dir,
+        files: _files,
+    } = fleet;
+    let grpc = server.grpc;
+    server.stop().await;
+    assert!(path.exists(), "state saved at shutdown");
+    // The new process answers from its first query, before any syncer is back.
+    let started = Instant::now();
+    let restarted = TestServer::start_at(grpc, &["--state-file", &path_flag]).await;
+    let m = query(restarted.dns, &Ask::new("web.shop.global", RecordType::A)).await;
+    let first_answer = started.elapsed();
+    assert_eq!(addresses(&m), sorted(&WEB), "served from the saved state");
+    assert!(
+        first_answer < Duration::from_secs(1),
+        "answered {first_answer:?} after start"
+    );
+    let m = query(
+        restarted.dns,
+        &Ask::new("db-0.east-1.db.data.global", RecordType::A),
+    )
+    .await;
+    assert_eq!(addresses(&m), sorted(&["10.1.2.10"]));
+    // The syncers reconnect (same address) and the clusters are live again.
+    let url = restarted.grpc_url();
+    eventually(Duration::from_secs(10), "clusters live again", || {
+        let url = url.clone();
+        async move {
+            let mut client = RegistryClient::connect(url).await.ok()?;
+            let clusters = client
+                .list_clusters(wire::ListClustersRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .clusters;
+            (clusters.len() == 3
+                && clusters
+                    .iter()
+                    .all(|c| c.state == wire::ClusterState::Live as i32 && c.connected))
+            .then_some(())
+        }
+    })
+    .await;
+    let m = query(
+        restarted.dns,
+        &Ask::new("web.shop.global", RecordType::A).tcp(),
+    )
+    .await;
+    assert_eq!(
+        addresses(&m),
+        sorted(&WEB),
+        "no duplicates after the syncers' snapshots"
+    );
+    for s in syncers {
+        s.stop().await;
+    }
+    restarted.stop().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_state_file_is_ignored() {
+    let dir = TempDir::new("state-bad");
+    for (name, bytes) in [
+        ("garbage", b"not a state file at all".to_vec()),
+        ("truncated", b"MESHDNS-STATE 1\n\0\0".to_vec()),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let server = TestServer::start(&["--state-file", &path.display().to_string()]).await;
+        let m = query(server.dns, &Ask::new("web.shop.global", RecordType::A)).await;
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{name}: started empty"
+        );
+        server.stop().await;
+        // And it was replaced by a good one at shutdown.
+        let saved = std::fs::read(&path).unwrap();
+        assert!(saved.starts_with(b"MESHDNS-STATE 1\n"), "{name}");
+    }
+}
