@@ -75,17 +75,64 @@ pub struct ServeArgs {
     /// Mirror another registry (http://HOST:PORT) through Watch instead of taking syncers.
     #[arg(long = "follow", env = "MESHDNS_FOLLOW")]
     pub follow: Option<String>,
+    /// With --follow: CA (PEM) that signed the upstream registry's certificate.
+    #[arg(long = "follow-tls-ca", env = "MESHDNS_FOLLOW_TLS_CA")]
+    pub follow_tls_ca: Option<std::path::PathBuf>,
+    /// With --follow: this replica's reader certificate (PEM) for mTLS to the upstream.
+    #[arg(long = "follow-tls-cert", env = "MESHDNS_FOLLOW_TLS_CERT")]
+    pub follow_tls_cert: Option<std::path::PathBuf>,
+    /// With --follow: the key (PEM) of --follow-tls-cert.
+    #[arg(long = "follow-tls-key", env = "MESHDNS_FOLLOW_TLS_KEY")]
+    pub follow_tls_key: Option<std::path::PathBuf>,
+    /// With --follow: a file holding this replica's reader bearer token.
+    #[arg(long = "follow-token-file", env = "MESHDNS_FOLLOW_TOKEN_FILE")]
+    pub follow_token_file: Option<std::path::PathBuf>,
+    /// Certificate (PEM) the gRPC registry serves TLS with.
+    #[arg(long = "tls-cert", env = "MESHDNS_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", env = "MESHDNS_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// CA (PEM) whose client certificates identify clusters and readers (mTLS).
+    #[arg(long = "tls-client-ca", env = "MESHDNS_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+    /// Bearer tokens: lines of `<token> cluster:<name>` or `<token> reader:<name>`; re-read on change.
+    #[arg(long = "token-file", env = "MESHDNS_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// SPIFFE trust domain of client certificates: spiffe://<domain>/cluster/<name>.
+    #[arg(
+        long = "trust-domain",
+        env = "MESHDNS_TRUST_DOMAIN",
+        default_value = "meshdns"
+    )]
+    pub trust_domain: String,
     /// Serve gRPC without TLS. Only for loopback or a network you trust.
     #[arg(long = "insecure", env = "MESHDNS_INSECURE")]
     pub insecure: bool,
+}
+
+/// The registry's TLS material, read at start.
+#[derive(Debug, Clone)]
+pub struct TlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    /// Client certificates signed by this CA identify callers (mTLS).
+    pub client_ca: Option<Vec<u8>>,
 }
 
 /// Validated settings of a running server.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub zone: Zone,
-    /// The upstream registry this replica mirrors, if it is a follower.
+    /// PEM material, when the registry serves TLS.
+    pub tls: Option<TlsPem>,
+    /// Token file and trust domain for [`crate::auth::Auth`].
+    pub token_file: Option<std::path::PathBuf>,
+    pub trust_domain: String,
+    /// The upstream registry this replica mirrors, if it is a follower,
+    /// and how to authenticate to it.
     pub follow: Option<String>,
+    pub follow_auth: meshdns_proto::client::ClientAuth,
     /// Where the registry is persisted, if anywhere.
     pub state_file: Option<std::path::PathBuf>,
     pub liveness: Liveness,
@@ -103,14 +150,66 @@ fn seconds(flag: &'static str, value: Duration) -> Result<u32, Error> {
 }
 
 impl ServeArgs {
+    /// How a follower authenticates to its upstream.
+    pub fn upstream_auth(&self) -> meshdns_proto::client::ClientAuth {
+        meshdns_proto::client::ClientAuth {
+            ca: self.follow_tls_ca.clone(),
+            cert: self.follow_tls_cert.clone(),
+            key: self.follow_tls_key.clone(),
+            token_file: self.follow_token_file.clone(),
+            insecure: self.insecure,
+        }
+    }
+
     /// Checks the flags together; the error names the flag at fault.
     pub fn config(&self) -> Result<ServeConfig, Error> {
-        if !self.insecure {
+        let read = |flag: &'static str, path: &std::path::PathBuf| {
+            std::fs::read(path).map_err(|e| Error::Config {
+                flag,
+                problem: format!("{}: {e}", path.display()),
+            })
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let ca = self
+                    .tls_client_ca
+                    .as_ref()
+                    .map(|p| read("--tls-client-ca", p))
+                    .transpose()?;
+                if ca.is_none() && self.token_file.is_none() {
+                    return Err(Error::Config {
+                        flag: "--tls-client-ca",
+                        problem: "TLS without --tls-client-ca or --token-file would let anyone export as any cluster".into(),
+                    });
+                }
+                Some(TlsPem {
+                    cert: read("--tls-cert", cert)?,
+                    key: read("--tls-key", key)?,
+                    client_ca: ca,
+                })
+            }
+            (None, None) => {
+                if self.tls_client_ca.is_some() {
+                    return Err(Error::Config {
+                        flag: "--tls-client-ca",
+                        problem: "needs --tls-cert and --tls-key".into(),
+                    });
+                }
+                None
+            }
+            _ => {
+                return Err(Error::Config {
+                    flag: "--tls-cert",
+                    problem: "--tls-cert and --tls-key go together".into(),
+                });
+            }
+        };
+        if tls.is_none() && !self.insecure {
             return Err(Error::Config {
                 flag: "--insecure",
-                problem: "refusing to serve the gRPC registry in plaintext: this build has no \
-                          TLS options yet, so pass --insecure to run without transport security \
-                          (loopback or a trusted network only)"
+                problem: "refusing to serve the gRPC registry in plaintext: give --tls-cert and --tls-key \
+                          (with --tls-client-ca and/or --token-file), or pass --insecure to run without \
+                          transport security (loopback or a trusted network only)"
                     .into(),
             });
         }
@@ -187,26 +286,23 @@ impl ServeArgs {
         })?;
         let follow = match &self.follow {
             None => None,
-            Some(url) => {
-                let url = if url.contains("://") {
-                    url.clone()
-                } else {
-                    format!("http://{url}")
-                };
-                if !url.starts_with("http://") {
-                    return Err(Error::Config {
+            Some(url) => Some(
+                self.upstream_auth()
+                    .url(url)
+                    .map_err(|problem| Error::Config {
                         flag: "--follow",
-                        problem: "TLS to registries is not in this build yet; use http://HOST:PORT"
-                            .into(),
-                    });
-                }
-                Some(url)
-            }
+                        problem,
+                    })?,
+            ),
         };
         Ok(ServeConfig {
             zone,
+            tls,
+            token_file: self.token_file.clone(),
+            trust_domain: self.trust_domain.clone(),
             follow,
             state_file: self.state_file.clone(),
+            follow_auth: self.upstream_auth(),
             liveness: Liveness {
                 cluster_ttl: self.cluster_ttl,
                 stale_grace: self.stale_grace,

@@ -95,6 +95,10 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
     let config = ServeConfig {
         zone,
         follow: None,
+        follow_auth: Default::default(),
+        tls: None,
+        token_file: None,
+        trust_domain: "meshdns".into(),
         state_file: None,
         liveness: Liveness {
             cluster_ttl: Duration::from_secs(15),
@@ -116,6 +120,10 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
         );
         let publisher = PublishConfig {
             url: format!("http://{grpc}"),
+            auth: meshdns_proto::client::ClientAuth {
+                insecure: true,
+                ..Default::default()
+            },
             heartbeat: Duration::from_secs(5),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
         };

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshdns_proto::client::ClientAuth;
 use meshdns_proto::model::{Cluster, ClusterName, ServiceExport, ServiceKey};
-use meshdns_proto::wire::{self, registry_client::RegistryClient, watch_event::Event};
+use meshdns_proto::wire::{self, watch_event::Event};
 use meshdns_syncer::publish::Backoff;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -83,12 +84,17 @@ fn apply(registry: &Registry, event: Event) {
 }
 
 /// Mirrors `url` into `registry` until `shutdown`.
-pub async fn run(url: String, registry: Arc<Registry>, shutdown: CancellationToken) {
+pub async fn run(
+    url: String,
+    auth: ClientAuth,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = stream(&url, &registry, &mut backoff) => r,
+            r = stream(&url, &auth, &registry, &mut backoff) => r,
         };
         warn!(upstream = %url, error = %result, "lost the upstream registry; answering from the last state");
         let delay = backoff.next_delay();
@@ -100,14 +106,15 @@ pub async fn run(url: String, registry: Arc<Registry>, shutdown: CancellationTok
 }
 
 /// One Watch stream's life; returns why it ended.
-async fn stream(url: &str, registry: &Registry, backoff: &mut Backoff) -> String {
-    let endpoint = match tonic::transport::Endpoint::from_shared(url.to_owned()) {
-        Ok(e) => e.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true),
-        Err(e) => return format!("bad url: {e}"),
-    };
-    let mut client = match endpoint.connect().await {
-        Ok(channel) => RegistryClient::new(channel),
-        Err(e) => return format!("connect: {e}"),
+async fn stream(
+    url: &str,
+    auth: &ClientAuth,
+    registry: &Registry,
+    backoff: &mut Backoff,
+) -> String {
+    let mut client = match auth.connect(url).await {
+        Ok(client) => client,
+        Err(e) => return e,
     };
     let mut events = match client.watch(wire::WatchRequest {}).await {
         Ok(r) => r.into_inner(),

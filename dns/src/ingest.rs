@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
+use crate::auth::{Auth, Principal};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::{Change, ClusterStatus, FullState, Registry, Session};
@@ -23,6 +24,7 @@ use crate::registry::{Change, ClusterStatus, FullState, Registry, Session};
 pub struct Ingest {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    auth: Arc<Auth>,
     /// Ends every open stream when the server shuts down.
     shutdown: CancellationToken,
     /// On a follower, the upstream it mirrors: exports go there.
@@ -33,14 +35,23 @@ impl Ingest {
     pub fn new(
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
+        auth: Arc<Auth>,
         shutdown: CancellationToken,
     ) -> Self {
         Ingest {
             registry,
             metrics,
+            auth,
             shutdown,
             following: None,
         }
+    }
+
+    fn read_access<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let who = self.auth.authenticate(request)?;
+        self.auth
+            .may_read(&who)
+            .inspect_err(|_| warn!(caller = %who, "refused a read without a reader credential"))
     }
 
     /// Marks this replica a follower of `upstream`: it refuses exports.
@@ -165,6 +176,7 @@ fn apply(
 async fn export_stream(
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    auth: (Arc<Auth>, Principal),
     shutdown: CancellationToken,
     mut requests: Streaming<wire::ExportRequest>,
     responses: mpsc::Sender<Result<wire::ExportResponse, Status>>,
@@ -193,6 +205,12 @@ async fn export_stream(
             return;
         }
     };
+    if let Err(status) = auth.0.may_export(&auth.1, cluster.name.as_str()) {
+        warn!(cluster = %cluster.name, caller = %auth.1, "refused hello: a cluster may only speak for itself");
+        metrics.export_event("hello_refused");
+        let _ = responses.send(Err(status)).await;
+        return;
+    }
     info!(cluster = %cluster.name, version = %cluster.version, cidrs = cluster.client_cidrs.len(), "export stream opened");
     metrics.export_event("opened");
     let session = registry.hello(cluster);
@@ -342,10 +360,12 @@ impl wire::registry_server::Registry for Ingest {
                 "this replica follows {upstream}; export to that registry instead"
             )));
         }
+        let who = self.auth.authenticate(&request)?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(export_stream(
             self.registry.clone(),
             self.metrics.clone(),
+            (self.auth.clone(), who),
             self.shutdown.clone(),
             request.into_inner(),
             tx,
@@ -355,8 +375,9 @@ impl wire::registry_server::Registry for Ingest {
 
     async fn watch(
         &self,
-        _request: Request<wire::WatchRequest>,
+        request: Request<wire::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.read_access(&request)?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(watch_stream(
             self.registry.clone(),
@@ -368,8 +389,9 @@ impl wire::registry_server::Registry for Ingest {
 
     async fn list_clusters(
         &self,
-        _request: Request<wire::ListClustersRequest>,
+        request: Request<wire::ListClustersRequest>,
     ) -> Result<Response<wire::ListClustersResponse>, Status> {
+        self.read_access(&request)?;
         let clusters = self.registry.clusters().iter().map(cluster_info).collect();
         Ok(Response::new(wire::ListClustersResponse { clusters }))
     }
@@ -378,6 +400,7 @@ impl wire::registry_server::Registry for Ingest {
         &self,
         request: Request<wire::GetServiceRequest>,
     ) -> Result<Response<wire::GetServiceResponse>, Status> {
+        self.read_access(&request)?;
         let key = request
             .get_ref()
             .key

@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`config`]: `meshdns serve` flags, checked into a [`config::ServeConfig`].
+//! - [`auth`]: who is calling: mTLS SPIFFE identities, bearer tokens.
 //! - [`ingest`]: the gRPC `Registry` service: wire -> model -> registry.
 //! - [`follow`]: `serve --follow`: mirror another registry through Watch.
 //! - [`registry`]: the writer side; publishes [`snapshot::Snapshot`]s.
@@ -23,6 +24,7 @@
 //! token, so tests bind `127.0.0.1:0` and run a real server in-process.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -175,7 +177,12 @@ pub async fn serve(
         // A follower takes liveness from its upstream; it never sweeps.
         Some(url) => {
             info!(upstream = %url, "following another registry");
-            tasks.spawn(follow::run(url.clone(), registry.clone(), shutdown.clone()));
+            tasks.spawn(follow::run(
+                url.clone(),
+                config.follow_auth.clone(),
+                registry.clone(),
+                shutdown.clone(),
+            ));
         }
         None => {
             tasks.spawn(sweep(registry.clone(), config.liveness, shutdown.clone()));
@@ -188,12 +195,44 @@ pub async fn serve(
         metrics: metrics.clone(),
     };
     let admin = tokio::spawn(admin::serve(listeners.admin, admin_state, shutdown.clone()));
-    info!(addr = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(), insecure = config.insecure, "grpc registry listening");
-    let grpc = tonic::transport::Server::builder()
+    info!(addr = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = config.tls.is_some(), "grpc registry listening");
+    let auth = Arc::new(
+        auth::Auth::new(
+            config.trust_domain.clone(),
+            config.token_file.clone(),
+            config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        )
+        .map_err(|problem| Error::Config {
+            flag: "--token-file",
+            problem,
+        })?,
+    );
+    tasks.spawn(auth.clone().follow_tokens(shutdown.clone()));
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(pem) = &config.tls {
+        let identity = tonic::transport::Identity::from_pem(&pem.cert, &pem.key);
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &pem.client_ca {
+            // Optional: a caller may present a bearer token instead.
+            tls = tls
+                .client_ca_root(tonic::transport::Certificate::from_pem(ca))
+                .client_auth_optional(true);
+        }
+        builder = builder.tls_config(tls).map_err(|e| Error::Config {
+            flag: "--tls-cert",
+            problem: e.to_string(),
+        })?;
+    }
+    let grpc = builder
         .add_service(
-            Ingest::new(registry.clone(), metrics.clone(), shutdown.clone())
-                .following(config.follow.clone())
-                .into_server(),
+            Ingest::new(
+                registry.clone(),
+                metrics.clone(),
+                auth.clone(),
+                shutdown.clone(),
+            )
+            .following(config.follow.clone())
+            .into_server(),
         )
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),

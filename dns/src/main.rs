@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the registry (gRPC), authoritative DNS (UDP and TCP) and admin HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a registry with three simulated clusters on loopback.
     Demo(DemoArgs),
     /// Show the clusters a registry knows, or one service's endpoints.

@@ -3,7 +3,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use meshdns_proto::wire::{self, registry_client::RegistryClient};
+use meshdns_proto::client::ClientAuth;
+use meshdns_proto::wire;
 use serde_json::{Value, json};
 
 use crate::error::Error;
@@ -24,6 +25,18 @@ pub struct StatusArgs {
     /// Output format: table or json.
     #[arg(long, default_value = "table")]
     pub output: String,
+    /// CA (PEM) that signed the registry's certificate (https:// registries).
+    #[arg(long = "tls-ca", env = "MESHDNS_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Reader client certificate (PEM) for mTLS.
+    #[arg(long = "tls-cert", env = "MESHDNS_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", env = "MESHDNS_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// A file holding a reader bearer token.
+    #[arg(long = "token-file", env = "MESHDNS_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Talk to the registry without TLS. Only for loopback or a network you trust.
     #[arg(long, env = "MESHDNS_INSECURE")]
     pub insecure: bool,
@@ -90,23 +103,16 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
             ));
         }
     };
-    let url = if args.registry.contains("://") {
-        args.registry.clone()
-    } else {
-        format!("http://{}", args.registry)
+    let auth = ClientAuth {
+        ca: args.tls_ca.clone(),
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+        token_file: args.token_file.clone(),
+        insecure: args.insecure,
     };
-    if !url.starts_with("http://") {
-        return Err(fail(
-            "--registry",
-            "TLS to registries is not in this build yet; use http:// with --insecure",
-        ));
-    }
-    if !args.insecure {
-        return Err(fail(
-            "--insecure",
-            format!("refusing to talk to {url} in plaintext without --insecure"),
-        ));
-    }
+    let url = auth
+        .url(&args.registry)
+        .map_err(|e| fail("--registry", e))?;
     let service = match &args.service {
         None => None,
         Some(s) => {
@@ -122,9 +128,10 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
             })
         }
     };
-    let mut client = RegistryClient::connect(url.clone())
+    let mut client = auth
+        .connect(&url)
         .await
-        .map_err(|e| fail("--registry", format!("cannot reach {url}: {e}")))?;
+        .map_err(|e| fail("--registry", e))?;
     let call = |e: tonic::Status| fail("--registry", format!("{url}: {}", e.message()));
     let clusters = client
         .list_clusters(wire::ListClustersRequest {})

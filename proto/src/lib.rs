@@ -11,11 +11,13 @@
 //! - [`convert`]: `TryFrom<wire::X> for model::X` (precise errors) and
 //!   `From<&model::X> for wire::X`.
 //! - [`duration`]: the `500ms` / `15s` / `10m` syntax of every duration flag.
+//! - [`client`]: connecting to a registry: TLS, mTLS, bearer token.
 //! - [`error`]: [`InvalidField`], the one error type of this crate.
 //!
 //! **Invariant:** a value of a model type is valid: names are RFC 1123
 //! labels, addresses parse, ports are non-zero, no duplicate endpoint.
 
+pub mod client;
 pub mod convert;
 pub mod duration;
 pub mod error;

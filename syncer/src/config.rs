@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::Parser;
 use meshdns_proto::duration;
 
+use meshdns_proto::client::ClientAuth;
+
 use crate::error::Error;
 use crate::publish::{Backoff, PublishConfig};
 use crate::source::Overrides;
@@ -81,6 +83,18 @@ pub struct SyncerArgs {
     /// Longest wait between reconnect attempts.
     #[arg(long = "max-backoff", env = "MESHDNS_MAX_BACKOFF", default_value = "10s", value_parser = parse_duration)]
     pub max_backoff: Duration,
+    /// CA (PEM) that signed the registries' certificates (https:// registries).
+    #[arg(long = "tls-ca", env = "MESHDNS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This cluster's client certificate (PEM) for mTLS; its URI SAN is spiffe://<trust-domain>/cluster/<name>.
+    #[arg(long = "tls-cert", env = "MESHDNS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", env = "MESHDNS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// A file holding this cluster's bearer token.
+    #[arg(long = "token-file", env = "MESHDNS_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Talk to registries without TLS. Only for loopback or a network you trust.
     #[arg(long, env = "MESHDNS_INSECURE")]
     pub insecure: bool,
@@ -157,6 +171,17 @@ impl SyncerArgs {
         })
     }
 
+    /// How this syncer authenticates to registries.
+    pub fn client_auth(&self) -> ClientAuth {
+        ClientAuth {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            token_file: self.token_file.clone(),
+            insecure: self.insecure,
+        }
+    }
+
     /// One publisher config per `--registry`.
     pub fn publishers(&self) -> Result<Vec<PublishConfig>, Error> {
         if self.heartbeat < Duration::from_millis(10) {
@@ -168,9 +193,14 @@ impl SyncerArgs {
         self.registry
             .iter()
             .map(|url| {
-                let url = registry_url(url, self.insecure)?;
+                let auth = self.client_auth();
+                let url = auth.url(url).map_err(|problem| Error::Config {
+                    field: "--registry".into(),
+                    problem,
+                })?;
                 Ok(PublishConfig {
                     url,
+                    auth,
                     heartbeat: self.heartbeat,
                     backoff: Backoff::new(
                         Duration::from_millis(100),
@@ -180,31 +210,4 @@ impl SyncerArgs {
             })
             .collect()
     }
-}
-
-/// `host:port` or `http://host:port`; plaintext only with `--insecure`.
-pub fn registry_url(url: &str, insecure: bool) -> Result<String, Error> {
-    let bad = |problem: String| Error::Config {
-        field: "--registry".into(),
-        problem,
-    };
-    let url = if url.contains("://") {
-        url.to_owned()
-    } else {
-        format!("http://{url}")
-    };
-    if url.starts_with("https://") {
-        return Err(bad(
-            "TLS to registries is not in this build yet; use http:// with --insecure".into(),
-        ));
-    }
-    if !url.starts_with("http://") {
-        return Err(bad(format!("{url:?}: use http://HOST:PORT")));
-    }
-    if !insecure {
-        return Err(bad(format!(
-            "refusing to stream to {url} in plaintext: pass --insecure (loopback or a trusted network only)"
-        )));
-    }
-    Ok(url)
 }

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshdns_proto::client::ClientAuth;
 use meshdns_proto::model::{ExportSet, ServiceExport, ServiceKey};
-use meshdns_proto::wire::{self, export_request::Message as Req, registry_client::RegistryClient};
+use meshdns_proto::wire::{self, export_request::Message as Req};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -55,8 +56,10 @@ impl Backoff {
 /// Settings of one publisher.
 #[derive(Debug, Clone)]
 pub struct PublishConfig {
-    /// `http://host:port` of the registry.
+    /// `https://host:port` (or `http://` with `--insecure`) of the registry.
     pub url: String,
+    /// TLS, client certificate and token settings.
+    pub auth: ClientAuth,
     pub heartbeat: Duration,
     pub backoff: Backoff,
 }
@@ -122,17 +125,10 @@ async fn stream(
         url: config.url.clone(),
         message,
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(config.url.clone())
-        .map_err(|e| fail(format!("bad url: {e}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10));
-    let channel = tokio::select! {
+    let mut client = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        c = endpoint.connect() => c.map_err(|e| fail(format!("connect: {e}")))?,
+        c = config.auth.connect(&config.url) => c.map_err(fail)?,
     };
-    let mut client = RegistryClient::new(channel);
     let (tx, rx) = mpsc::channel(16);
     let mut generation = 0u64;
     let mut sent: Arc<ExportSet> = exports

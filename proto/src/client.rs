@@ -1,0 +1,132 @@
+//! Connecting to a registry as a client (syncers, followers, `status`):
+//! TLS with an optional client certificate (mTLS), and/or a bearer token.
+//! Plaintext only when the caller was explicitly told `--insecure`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::wire::registry_client::RegistryClient;
+
+/// How a client proves who it is and checks the registry.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAuth {
+    /// CA that signed the registry's certificate (enables TLS).
+    pub ca: Option<PathBuf>,
+    /// This client's certificate and key, for mTLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// A file holding a bearer token.
+    pub token_file: Option<PathBuf>,
+    /// Plaintext allowed (`--insecure`).
+    pub insecure: bool,
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A registry client with this crate's authentication.
+pub type Client = RegistryClient<InterceptedService<Channel, Bearer>>;
+
+fn read(flag: &str, path: &PathBuf) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{flag}: cannot read {}: {e}", path.display()))
+}
+
+impl ClientAuth {
+    /// Checks a registry URL against these settings: `https://` needs a
+    /// CA, `http://` needs `--insecure`. Bare `host:port` picks by TLS.
+    pub fn url(&self, url: &str) -> Result<String, String> {
+        let url = if url.contains("://") {
+            url.to_owned()
+        } else if self.ca.is_some() {
+            format!("https://{url}")
+        } else {
+            format!("http://{url}")
+        };
+        if url.starts_with("https://") {
+            if self.ca.is_none() {
+                return Err(format!(
+                    "{url}: TLS needs --tls-ca (the CA that signed the registry's certificate)"
+                ));
+            }
+        } else if url.starts_with("http://") {
+            if !self.insecure {
+                return Err(format!(
+                    "refusing to talk to {url} in plaintext: use https:// with --tls-ca, or pass --insecure (loopback or a trusted network only)"
+                ));
+            }
+        } else {
+            return Err(format!(
+                "{url:?}: use https://HOST:PORT (or http:// with --insecure)"
+            ));
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err("--tls-cert and --tls-key go together".into());
+        }
+        Ok(url)
+    }
+
+    /// The endpoint and token for `url` (already checked by [`Self::url`]).
+    pub fn endpoint(&self, url: &str) -> Result<(Endpoint, Bearer), String> {
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| format!("{url}: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        if url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &self.ca {
+                tls = tls.ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?));
+            }
+            if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+                tls = tls.identity(Identity::from_pem(
+                    read("--tls-cert", cert)?,
+                    read("--tls-key", key)?,
+                ));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
+        }
+        let token = match &self.token_file {
+            None => None,
+            Some(path) => {
+                let text = String::from_utf8(read("--token-file", path)?)
+                    .map_err(|_| "--token-file: not UTF-8".to_owned())?;
+                let value = format!("Bearer {}", text.trim());
+                Some(value.parse().map_err(|_| {
+                    "--token-file: the token has characters a header cannot carry".to_owned()
+                })?)
+            }
+        };
+        Ok((endpoint, Bearer(token)))
+    }
+
+    /// Connects to `url`.
+    pub async fn connect(&self, url: &str) -> Result<Client, String> {
+        let (endpoint, bearer) = self.endpoint(url)?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("connect {url}: {e}"))?;
+        Ok(RegistryClient::with_interceptor(channel, bearer))
+    }
+}
