@@ -47,6 +47,8 @@ impl Readiness {
 #[derive(Debug, Clone)]
 pub struct AdminState {
     pub ready: Arc<Readiness>,
+    /// Unready until the registry holds a cluster (`--ready-wait-data`).
+    pub wait_for_data: bool,
     pub registry: Arc<Registry>,
     pub zone: Arc<Zone>,
     pub metrics: Arc<Metrics>,
@@ -57,10 +59,18 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
-    if state.ready.get() {
-        (StatusCode::OK, "ready\n")
+    if !state.ready.get() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: DNS listeners not serving\n",
+        )
+    } else if state.wait_for_data && state.registry.clusters().is_empty() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no cluster data yet\n",
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::OK, "ready\n")
     }
 }
 

@@ -69,6 +69,9 @@ pub struct ServeArgs {
     /// Also serve in-addr.arpa and ip6.arpa: PTR records for exported addresses.
     #[arg(long = "reverse", env = "MESHDNS_REVERSE")]
     pub reverse: bool,
+    /// Keep /readyz unready until the registry holds data (a cluster's snapshot, the saved state, or the upstream's state).
+    #[arg(long = "ready-wait-data", env = "MESHDNS_READY_WAIT_DATA")]
+    pub ready_wait_data: bool,
     /// Persist the registry here (atomically, every 2s when it changed, and at shutdown) and restore it at start.
     #[arg(long = "state-file", env = "MESHDNS_STATE_FILE")]
     pub state_file: Option<std::path::PathBuf>,
@@ -135,6 +138,8 @@ pub struct ServeConfig {
     pub follow_auth: meshdns_proto::client::ClientAuth,
     /// Where the registry is persisted, if anywhere.
     pub state_file: Option<std::path::PathBuf>,
+    /// /readyz waits for data.
+    pub ready_wait_data: bool,
     pub liveness: Liveness,
     pub insecure: bool,
 }
@@ -303,6 +308,7 @@ impl ServeArgs {
             follow,
             state_file: self.state_file.clone(),
             follow_auth: self.upstream_auth(),
+            ready_wait_data: self.ready_wait_data,
             liveness: Liveness {
                 cluster_ttl: self.cluster_ttl,
                 stale_grace: self.stale_grace,

@@ -100,6 +100,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
         token_file: None,
         trust_domain: "meshdns".into(),
         state_file: None,
+        ready_wait_data: false,
         liveness: Liveness {
             cluster_ttl: Duration::from_secs(15),
             stale_grace: Duration::from_secs(600),

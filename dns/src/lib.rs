@@ -190,6 +190,7 @@ pub async fn serve(
     }
     let admin_state = admin::AdminState {
         ready: ready.clone(),
+        wait_for_data: config.ready_wait_data,
         registry: registry.clone(),
         zone: zone.clone(),
         metrics: metrics.clone(),
@@ -239,6 +240,13 @@ pub async fn serve(
             shutdown.clone().cancelled_owned(),
         );
     ready.set(true);
+    // Unready the moment shutdown begins, so load balancers stop first.
+    let unready = ready.clone();
+    let stopping = shutdown.clone();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        unready.set(false);
+    });
     let result = grpc.await;
     ready.set(false);
     // If gRPC stopped on its own, stop the rest with it.

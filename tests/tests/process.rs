@@ -312,29 +312,54 @@ async fn serve_process_stops_on_sigterm() {
 #[test]
 fn manifest_flags_exist() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let manifest = std::fs::read_to_string(root.join("deploy/member/deployment.yaml")).unwrap();
-    let (code, help) = run("meshdns-syncer", &["--help"]);
-    assert_eq!(code, 0);
-    let flags: Vec<&str> = manifest
-        .split_whitespace()
-        .filter(|w| w.starts_with("--") && w.len() > 2)
-        .map(|w| w.split('=').next().unwrap())
-        .collect();
-    assert!(flags.len() >= 3, "{flags:?}");
-    for flag in flags {
-        assert!(
-            help.contains(flag),
-            "{flag} is not in meshdns-syncer --help"
-        );
-    }
-    for var in manifest
-        .split_whitespace()
-        .filter(|w| w.starts_with("MESHDNS_"))
-    {
-        assert!(
-            help.contains(&format!("env: {var}")),
-            "{var} is not a meshdns-syncer variable"
-        );
+    for (file, program, args) in [
+        (
+            "deploy/member/deployment.yaml",
+            "meshdns-syncer",
+            vec!["--help"],
+        ),
+        (
+            "deploy/hub/deployment.yaml",
+            "meshdns",
+            vec!["serve", "--help"],
+        ),
+        (
+            "deploy/hub/kustomization.yaml",
+            "meshdns",
+            vec!["serve", "--help"],
+        ),
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        // Comments may mention other programs' flags.
+        let manifest: String = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let (code, help) = run(program, &args);
+        assert_eq!(code, 0);
+        let flags: Vec<&str> = manifest
+            .split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| w.split('=').next().unwrap())
+            .collect();
+        for flag in &flags {
+            assert!(
+                help.contains(flag),
+                "{file}: {flag} is not in {program} --help"
+            );
+        }
+        let vars: Vec<&str> = manifest
+            .split(|c: char| c.is_whitespace() || c == '=' || c == '-')
+            .filter(|w| w.starts_with("MESHDNS_"))
+            .collect();
+        for var in &vars {
+            assert!(
+                help.contains(&format!("env: {var}")),
+                "{file}: {var} is not a {program} variable"
+            );
+        }
+        assert!(flags.len() + vars.len() >= 3, "{file}: {flags:?} {vars:?}");
     }
 }
 

@@ -104,3 +104,33 @@ async fn a_corrupt_state_file_is_ignored() {
         assert!(saved.starts_with(b"MESHDNS-STATE 1\n"), "{name}");
     }
 }
+
+#[tokio::test]
+async fn readiness_can_wait_for_data() {
+    let server = TestServer::start(&["--ready-wait-data"]).await;
+    let (status, body) = meshdns_tests::http_get(server.admin, "/readyz")
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body.trim()),
+        (503, "not ready: no cluster data yet")
+    );
+    let dir = TempDir::new("ready");
+    let file = dir.write("east-1.yaml", "cluster: east-1\nservices: []\n");
+    let syncer = meshdns_tests::TestSyncer::start(&file, &[server.grpc_url()], &[]);
+    let admin = server.admin;
+    eventually(
+        Duration::from_secs(10),
+        "ready once a cluster is in",
+        || async move {
+            matches!(
+                meshdns_tests::http_get(admin, "/readyz").await,
+                Ok((200, _))
+            )
+            .then_some(())
+        },
+    )
+    .await;
+    syncer.stop().await;
+    server.stop().await;
+}
