@@ -319,7 +319,7 @@ fn manifest_flags_exist() {
             vec!["--help"],
         ),
         (
-            "deploy/hub/deployment.yaml",
+            "deploy/hub/statefulset.yaml",
             "meshdns",
             vec!["serve", "--help"],
         ),
