@@ -90,6 +90,28 @@ struct ClusterEntry {
 }
 
 impl ClusterEntry {
+    /// Applies upserts (those that differ) and removals, noting what changed.
+    fn apply_delta(
+        &mut self,
+        upserts: Vec<ServiceExport>,
+        removals: Vec<ServiceKey>,
+        dirty: &mut Dirty,
+    ) {
+        let mut changed = Vec::new();
+        for service in upserts {
+            let service = Arc::new(service);
+            if self.services.get(service.key()) != Some(&service) {
+                self.services.insert(service.key().clone(), service.clone());
+                changed.push(service);
+            }
+        }
+        let removed: Vec<ServiceKey> = removals
+            .into_iter()
+            .filter(|k| self.services.remove(k).is_some())
+            .collect();
+        Registry::services_changed(dirty, self.cluster.name.clone(), changed, removed);
+    }
+
     fn status(&self) -> ClusterStatus {
         ClusterStatus {
             cluster: self.cluster.clone(),
@@ -375,21 +397,7 @@ impl Registry {
         let mut state = self.lock();
         let mut dirty = Dirty::default();
         let entry = Self::entry(&mut state, session, &mut dirty)?;
-        let mut changed = Vec::new();
-        for service in upserts {
-            let service = Arc::new(service);
-            if entry.services.get(service.key()) != Some(&service) {
-                entry
-                    .services
-                    .insert(service.key().clone(), service.clone());
-                changed.push(service);
-            }
-        }
-        let removed: Vec<ServiceKey> = removals
-            .into_iter()
-            .filter(|k| entry.services.remove(k).is_some())
-            .collect();
-        Self::services_changed(&mut dirty, session.cluster.clone(), changed, removed);
+        entry.apply_delta(upserts, removals, &mut dirty);
         self.publish(state, dirty);
         Ok(())
     }

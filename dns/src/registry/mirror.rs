@@ -123,19 +123,7 @@ impl Registry {
         let Some(entry) = state.clusters.get_mut(cluster) else {
             return;
         };
-        let mut changed = Vec::new();
-        for service in upserts {
-            let service = Arc::new(service);
-            entry
-                .services
-                .insert(service.key().clone(), service.clone());
-            changed.push(service);
-        }
-        let removed: Vec<ServiceKey> = removals
-            .into_iter()
-            .filter(|k| entry.services.remove(k).is_some())
-            .collect();
-        Self::services_changed(&mut dirty, cluster.clone(), changed, removed);
+        entry.apply_delta(upserts, removals, &mut dirty);
         self.publish(state, dirty);
     }
 
