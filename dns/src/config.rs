@@ -69,6 +69,40 @@ pub struct ServeArgs {
     /// Also serve in-addr.arpa and ip6.arpa: PTR records for exported addresses.
     #[arg(long = "reverse", env = "MESHDNS_REVERSE")]
     pub reverse: bool,
+    /// Most services one cluster may export; more are refused, naming this limit.
+    #[arg(
+        long = "max-services-per-cluster",
+        env = "MESHDNS_MAX_SERVICES_PER_CLUSTER",
+        default_value_t = 10_000
+    )]
+    pub max_services_per_cluster: usize,
+    /// Most endpoints one service export may carry; a bigger export is refused, naming this limit.
+    #[arg(
+        long = "max-endpoints-per-service",
+        env = "MESHDNS_MAX_ENDPOINTS_PER_SERVICE",
+        default_value_t = 10_000
+    )]
+    pub max_endpoints_per_service: usize,
+    /// Most Export streams open at once.
+    #[arg(
+        long = "max-export-streams",
+        env = "MESHDNS_MAX_EXPORT_STREAMS",
+        default_value_t = 5_000
+    )]
+    pub max_export_streams: usize,
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long = "max-grpc-message-bytes", env = "MESHDNS_MAX_GRPC_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_grpc_message_bytes: usize,
+    /// Most DNS-over-TCP connections open at once; more wait to be accepted.
+    #[arg(
+        long = "max-tcp-connections",
+        env = "MESHDNS_MAX_TCP_CONNECTIONS",
+        default_value_t = 1_024
+    )]
+    pub max_tcp_connections: usize,
+    /// A DNS-over-TCP connection idle this long is closed.
+    #[arg(long = "tcp-idle-timeout", env = "MESHDNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tcp_idle_timeout: Duration,
     /// Keep /readyz unready until the registry holds data (a cluster's snapshot, the saved state, or the upstream's state).
     #[arg(long = "ready-wait-data", env = "MESHDNS_READY_WAIT_DATA")]
     pub ready_wait_data: bool,
@@ -114,6 +148,31 @@ pub struct ServeArgs {
     pub insecure: bool,
 }
 
+/// Limits that protect the registry and DNS from floods; going over one
+/// is refused with an error naming the flag, and counted.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_services_per_cluster: usize,
+    pub max_endpoints_per_service: usize,
+    pub max_export_streams: usize,
+    pub max_grpc_message_bytes: usize,
+    pub max_tcp_connections: usize,
+    pub tcp_idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_services_per_cluster: 10_000,
+            max_endpoints_per_service: 10_000,
+            max_export_streams: 5_000,
+            max_grpc_message_bytes: 64 * 1024 * 1024,
+            max_tcp_connections: 1_024,
+            tcp_idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The registry's TLS material, read at start.
 #[derive(Debug, Clone)]
 pub struct TlsPem {
@@ -140,6 +199,7 @@ pub struct ServeConfig {
     pub state_file: Option<std::path::PathBuf>,
     /// /readyz waits for data.
     pub ready_wait_data: bool,
+    pub limits: Limits,
     pub liveness: Liveness,
     pub insecure: bool,
 }
@@ -257,6 +317,23 @@ impl ServeArgs {
                 problem: "must be at least 100ms".into(),
             });
         }
+        for (flag, value) in [
+            ("--max-services-per-cluster", self.max_services_per_cluster),
+            (
+                "--max-endpoints-per-service",
+                self.max_endpoints_per_service,
+            ),
+            ("--max-export-streams", self.max_export_streams),
+            ("--max-grpc-message-bytes", self.max_grpc_message_bytes),
+            ("--max-tcp-connections", self.max_tcp_connections),
+        ] {
+            if value == 0 {
+                return Err(Error::Config {
+                    flag,
+                    problem: "must be at least 1".into(),
+                });
+            }
+        }
         if self.min_healthy == 0 {
             return Err(Error::Config {
                 flag: "--min-healthy",
@@ -309,6 +386,14 @@ impl ServeArgs {
             state_file: self.state_file.clone(),
             follow_auth: self.upstream_auth(),
             ready_wait_data: self.ready_wait_data,
+            limits: Limits {
+                max_services_per_cluster: self.max_services_per_cluster,
+                max_endpoints_per_service: self.max_endpoints_per_service,
+                max_export_streams: self.max_export_streams,
+                max_grpc_message_bytes: self.max_grpc_message_bytes,
+                max_tcp_connections: self.max_tcp_connections,
+                tcp_idle_timeout: self.tcp_idle_timeout,
+            },
             liveness: Liveness {
                 cluster_ttl: self.cluster_ttl,
                 stale_grace: self.stale_grace,

@@ -101,6 +101,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
         trust_domain: "meshdns".into(),
         state_file: None,
         ready_wait_data: false,
+        limits: Default::default(),
         liveness: Liveness {
             cluster_ttl: Duration::from_secs(15),
             stale_grace: Duration::from_secs(600),

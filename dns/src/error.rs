@@ -28,6 +28,9 @@ pub enum Error {
     /// The Hello itself is invalid.
     #[error("invalid hello: {0}")]
     InvalidHello(#[source] meshdns_proto::InvalidField),
+    /// A message over `--max-grpc-message-bytes`; the stream ends.
+    #[error("a message over the --max-grpc-message-bytes limit: {0}")]
+    MessageTooLarge(String),
     /// The server is shutting down; the client should reconnect elsewhere or later.
     #[error("the registry is shutting down")]
     ShuttingDown,
@@ -50,6 +53,7 @@ impl From<Error> for tonic::Status {
             Error::HelloFirst | Error::SecondHello => tonic::Status::failed_precondition(message),
             Error::Superseded(_) => tonic::Status::aborted(message),
             Error::ShuttingDown => tonic::Status::unavailable(message),
+            Error::MessageTooLarge(_) => tonic::Status::resource_exhausted(message),
             Error::Bind { .. } | Error::Serve { .. } => tonic::Status::internal(message),
         }
     }

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::auth::{Auth, Principal};
+use crate::config::Limits;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::{Change, ClusterStatus, FullState, Registry, Session};
@@ -25,6 +26,9 @@ pub struct Ingest {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     auth: Arc<Auth>,
+    limits: Limits,
+    /// Export streams open now, against `--max-export-streams`.
+    streams: Arc<std::sync::atomic::AtomicUsize>,
     /// Ends every open stream when the server shuts down.
     shutdown: CancellationToken,
     /// On a follower, the upstream it mirrors: exports go there.
@@ -36,12 +40,15 @@ impl Ingest {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         auth: Arc<Auth>,
+        limits: Limits,
         shutdown: CancellationToken,
     ) -> Self {
         Ingest {
             registry,
             metrics,
             auth,
+            limits,
+            streams: Arc::default(),
             shutdown,
             following: None,
         }
@@ -61,7 +68,29 @@ impl Ingest {
     }
 
     pub fn into_server(self) -> wire::registry_server::RegistryServer<Self> {
-        wire::registry_server::RegistryServer::new(self)
+        let max = self.limits.max_grpc_message_bytes;
+        wire::registry_server::RegistryServer::new(self).max_decoding_message_size(max)
+    }
+}
+
+/// One of the `--max-export-streams` slots, given back on drop.
+struct StreamSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl StreamSlot {
+    fn take(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| StreamSlot(count.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -75,12 +104,31 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// in `keep`, so a Snapshot does not withdraw its last good version.
 fn validate(
     services: &[wire::ServiceExport],
+    max_endpoints: usize,
 ) -> (Vec<ServiceExport>, Vec<Refused>, BTreeSet<ServiceKey>) {
     let mut valid = Vec::with_capacity(services.len());
     let mut refusals = Vec::new();
     let mut keep = BTreeSet::new();
     let mut seen = BTreeSet::new();
     for (i, service) in services.iter().enumerate() {
+        if service.endpoints.len() > max_endpoints {
+            if let Some(key) = service
+                .key
+                .as_ref()
+                .and_then(|k| ServiceKey::try_from(k).ok())
+            {
+                keep.insert(key);
+            }
+            let refusal = wire::Refusal {
+                key: service.key.clone(),
+                reason: format!(
+                    "services[{i}]: {} endpoints is over the --max-endpoints-per-service limit ({max_endpoints})",
+                    service.endpoints.len()
+                ),
+            };
+            refusals.push((refusal, "limit_endpoints"));
+            continue;
+        }
         let result = ServiceExport::try_from(service).and_then(|s| {
             if seen.insert(s.key().clone()) {
                 Ok(s)
@@ -130,10 +178,24 @@ fn removals(keys: &[wire::ServiceKey]) -> (Vec<ServiceKey>, Vec<Refused>) {
     (valid, refusals)
 }
 
+/// Refusals for services over `--max-services-per-cluster`.
+fn over_limit(keys: Vec<ServiceKey>, max: usize) -> Vec<Refused> {
+    keys.iter()
+        .map(|k| {
+            let refusal = wire::Refusal {
+                key: Some(k.into()),
+                reason: format!("{k}: the cluster already exports {max} services, the --max-services-per-cluster limit"),
+            };
+            (refusal, "limit_services")
+        })
+        .collect()
+}
+
 /// Applies one request of an open session.
 fn apply(
     registry: &Registry,
     metrics: &Metrics,
+    limits: &Limits,
     session: &Session,
     request: wire::ExportRequest,
 ) -> Result<wire::ExportResponse, Error> {
@@ -142,15 +204,19 @@ fn apply(
             return Err(Error::SecondHello);
         }
         Some(Req::Snapshot(snapshot)) => {
-            let (valid, refusals, keep) = validate(&snapshot.services);
-            registry.apply_snapshot(session, valid, &keep)?;
+            let (valid, mut refusals, keep) =
+                validate(&snapshot.services, limits.max_endpoints_per_service);
+            let over = registry.apply_snapshot(session, valid, &keep)?;
+            refusals.extend(over_limit(over, limits.max_services_per_cluster));
             refusals
         }
         Some(Req::Delta(delta)) => {
-            let (valid, mut refusals, _) = validate(&delta.upserts);
+            let (valid, mut refusals, _) =
+                validate(&delta.upserts, limits.max_endpoints_per_service);
             let (gone, refused) = removals(&delta.removals);
             refusals.extend(refused);
-            registry.apply_delta(session, valid, gone)?;
+            let over = registry.apply_delta(session, valid, gone)?;
+            refusals.extend(over_limit(over, limits.max_services_per_cluster));
             refusals
         }
         Some(Req::Heartbeat(_)) | None => {
@@ -176,6 +242,7 @@ fn apply(
 async fn export_stream(
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    limits: Limits,
     auth: (Arc<Auth>, Principal),
     shutdown: CancellationToken,
     mut requests: Streaming<wire::ExportRequest>,
@@ -230,7 +297,7 @@ async fn export_stream(
             request = requests.message() => request,
         };
         match request {
-            Ok(Some(request)) => match apply(&registry, &metrics, &session, request) {
+            Ok(Some(request)) => match apply(&registry, &metrics, &limits, &session, request) {
                 Ok(response) => {
                     if responses.send(Ok(response)).await.is_err() {
                         break None;
@@ -239,6 +306,15 @@ async fn export_stream(
                 Err(e) => break Some(e),
             },
             Ok(None) => break None,
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+                ) =>
+            {
+                metrics.export_event("message_too_large");
+                break Some(Error::MessageTooLarge(status.message().to_owned()));
+            }
             Err(status) => {
                 info!(cluster = %session.cluster, error = %status, "export stream broke");
                 break None;
@@ -361,15 +437,32 @@ impl wire::registry_server::Registry for Ingest {
             )));
         }
         let who = self.auth.authenticate(&request)?;
+        let guard =
+            StreamSlot::take(&self.streams, self.limits.max_export_streams).ok_or_else(|| {
+                self.metrics.export_event("over_limit");
+                warn!(
+                    limit = self.limits.max_export_streams,
+                    "export stream refused: --max-export-streams reached"
+                );
+                Status::resource_exhausted(format!(
+                    "the registry has {} export streams open, the --max-export-streams limit",
+                    self.limits.max_export_streams
+                ))
+            })?;
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(export_stream(
+        let stream = export_stream(
             self.registry.clone(),
             self.metrics.clone(),
+            self.limits,
             (self.auth.clone(), who),
             self.shutdown.clone(),
             request.into_inner(),
             tx,
-        ));
+        );
+        tokio::spawn(async move {
+            stream.await;
+            drop(guard);
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -129,11 +129,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new());
-    let registry = Arc::new(Registry::new(
-        config.zone.ttl,
-        config.zone.reverse(),
-        metrics.clone(),
-    ));
+    let registry = Arc::new(
+        Registry::new(config.zone.ttl, config.zone.reverse(), metrics.clone())
+            .with_max_services(config.limits.max_services_per_cluster),
+    );
     if let Some(path) = &config.state_file {
         state_file::load(&registry, path);
     }
@@ -157,6 +156,8 @@ pub async fn serve(
             registry.clone(),
             zone.clone(),
             metrics.clone(),
+            config.limits.max_tcp_connections,
+            config.limits.tcp_idle_timeout,
             shutdown.clone(),
         ));
     }
@@ -230,6 +231,7 @@ pub async fn serve(
                 registry.clone(),
                 metrics.clone(),
                 auth.clone(),
+                config.limits,
                 shutdown.clone(),
             )
             .following(config.follow.clone())

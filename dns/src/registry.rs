@@ -188,6 +188,8 @@ pub struct Registry {
     snapshot: ArcSwap<Snapshot>,
     changes: broadcast::Sender<Arc<Change>>,
     default_ttl: u32,
+    /// `--max-services-per-cluster`.
+    max_services: usize,
     metrics: Arc<Metrics>,
     /// Snapshots published, for metrics and tests.
     pub published: AtomicU64,
@@ -243,9 +245,17 @@ impl Registry {
             snapshot: ArcSwap::from_pointee(Snapshot::new(reverse).with_changes(serial, None, [])),
             changes: broadcast::channel(1024).0,
             default_ttl,
+            max_services: usize::MAX,
             metrics,
             published: AtomicU64::new(0),
         }
+    }
+
+    /// Caps the services one cluster may export.
+    #[must_use]
+    pub fn with_max_services(mut self, max: usize) -> Self {
+        self.max_services = max;
+        self
     }
 
     /// The current read side. Lock-free.
@@ -357,16 +367,24 @@ impl Registry {
         session: &Session,
         services: Vec<ServiceExport>,
         keep: &BTreeSet<ServiceKey>,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<ServiceKey>, Error> {
         let mut state = self.lock();
         let mut dirty = Dirty::default();
+        let max = self.max_services;
         let entry = Self::entry(&mut state, session, &mut dirty)?;
-        let mut next: BTreeMap<ServiceKey, Arc<ServiceExport>> = services
-            .into_iter()
-            .map(|s| (s.key().clone(), Arc::new(s)))
-            .collect();
+        let mut next: BTreeMap<ServiceKey, Arc<ServiceExport>> = BTreeMap::new();
+        let mut over = Vec::new();
+        for service in services {
+            if next.len() < max {
+                next.insert(service.key().clone(), Arc::new(service));
+            } else {
+                over.push(service.key().clone());
+            }
+        }
         for key in keep {
-            if let Some(old) = entry.services.get(key) {
+            if let Some(old) = entry.services.get(key)
+                && next.len() < max
+            {
                 next.entry(key.clone()).or_insert_with(|| old.clone());
             }
         }
@@ -384,7 +402,7 @@ impl Registry {
         entry.services = next;
         Self::services_changed(&mut dirty, session.cluster.clone(), upserts, removals);
         self.publish(state, dirty);
-        Ok(())
+        Ok(over)
     }
 
     /// Applies upserts and removals to the cluster's export set.
@@ -393,13 +411,31 @@ impl Registry {
         session: &Session,
         upserts: Vec<ServiceExport>,
         removals: Vec<ServiceKey>,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<ServiceKey>, Error> {
         let mut state = self.lock();
         let mut dirty = Dirty::default();
+        let max = self.max_services;
         let entry = Self::entry(&mut state, session, &mut dirty)?;
-        entry.apply_delta(upserts, removals, &mut dirty);
+        let mut accepted = Vec::with_capacity(upserts.len());
+        let mut over = Vec::new();
+        let mut count = entry.services.len()
+            - removals
+                .iter()
+                .filter(|k| entry.services.contains_key(*k))
+                .count();
+        for service in upserts {
+            if entry.services.contains_key(service.key()) && !removals.contains(service.key()) {
+                accepted.push(service);
+            } else if count < max {
+                count += 1;
+                accepted.push(service);
+            } else {
+                over.push(service.key().clone());
+            }
+        }
+        entry.apply_delta(accepted, removals, &mut dirty);
         self.publish(state, dirty);
-        Ok(())
+        Ok(over)
     }
 
     fn services_changed(

@@ -19,11 +19,6 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::zone::{self, Transport, Zone};
 
-/// How long a TCP connection may sit idle between queries.
-pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open TCP connections at most; more wait to be accepted.
-pub const MAX_TCP_CONNECTIONS: usize = 1024;
-
 /// Answers on `socket` until `shutdown`.
 pub async fn serve_udp(
     socket: UdpSocket,
@@ -61,15 +56,19 @@ pub async fn serve_udp(
     }
 }
 
-/// Accepts TCP connections on `listener` until `shutdown`.
+/// Accepts TCP connections on `listener` until `shutdown`: at most
+/// `max_connections` at once, each closed after `idle` without a query.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_tcp(
     listener: TcpListener,
     registry: Arc<Registry>,
     zone: Arc<Zone>,
     metrics: Arc<Metrics>,
+    max_connections: usize,
+    idle: Duration,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -95,7 +94,7 @@ pub async fn serve_tcp(
             let _permit = permit;
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                result = connection(stream, peer, &registry, &zone, &metrics) => {
+                result = connection(stream, peer, &registry, &zone, &metrics, idle) => {
                     if let Err(e) = result {
                         debug!(%peer, error = %e, "tcp connection ended");
                     }
@@ -111,18 +110,19 @@ async fn connection(
     registry: &Registry,
     zone: &Zone,
     metrics: &Metrics,
+    idle: Duration,
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     loop {
         let mut len = [0u8; 2];
-        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await {
+        match tokio::time::timeout(idle, stream.read_exact(&mut len)).await {
             Err(_) => return Ok(()),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Ok(Err(e)) => return Err(e),
             Ok(Ok(_)) => {}
         }
         buf.resize(usize::from(u16::from_be_bytes(len)), 0);
-        tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut buf))
+        tokio::time::timeout(idle, stream.read_exact(&mut buf))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "partial query"))??;
         let started = Instant::now();
