@@ -289,3 +289,60 @@ impl Fleet {
         self.server.stop().await;
     }
 }
+
+/// A child process, killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct Proc(pub std::process::Child);
+
+impl Proc {
+    /// Starts `program` (a workspace binary) with `args`, output discarded
+    /// unless `MESHDNS_TEST_LOG` is set.
+    pub fn start(program: &str, args: &[&str]) -> Self {
+        let quiet = std::env::var_os("MESHDNS_TEST_LOG").is_none();
+        let output = || {
+            if quiet {
+                std::process::Stdio::null()
+            } else {
+                std::process::Stdio::inherit()
+            }
+        };
+        let child = std::process::Command::new(bin(program))
+            .args(args)
+            .stdout(output())
+            .stderr(output())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        Proc(child)
+    }
+
+    /// Sends a signal by name (`KILL`, `STOP`, `CONT`, `TERM`) to the process, by PID.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.0.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {}", self.0.id());
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

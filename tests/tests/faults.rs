@@ -1,0 +1,182 @@
+//! Faults, end to end with real processes: a syncer frozen mid-stream (a
+//! partition: the TCP stream stays open but silent), and the registry
+//! killed with -9 while syncers stream a burst of changes.
+
+#![allow(clippy::unwrap_used, clippy::err_expect)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use meshdns_tests::dns::{Ask, addresses, poll, sorted};
+use meshdns_tests::fleet::TempDir;
+use meshdns_tests::{Proc, eventually, free_port};
+
+fn serve(dns: u16, grpc: u16, admin: u16, extra: &[&str]) -> Proc {
+    let (dns, grpc, admin) = (
+        format!("127.0.0.1:{dns}"),
+        format!("127.0.0.1:{grpc}"),
+        format!("127.0.0.1:{admin}"),
+    );
+    let mut args = vec![
+        "serve",
+        "--insecure",
+        "--dns-listen",
+        &dns,
+        "--grpc-listen",
+        &grpc,
+        "--admin-listen",
+        &admin,
+        "--max-answers",
+        "100",
+    ];
+    args.extend_from_slice(extra);
+    Proc::start("meshdns", &args)
+}
+
+fn syncer(file: &std::path::Path, grpc: u16) -> Proc {
+    let source = format!("file:{}", file.display());
+    let registry = format!("http://127.0.0.1:{grpc}");
+    Proc::start(
+        "meshdns-syncer",
+        &[
+            "--insecure",
+            "--registry",
+            &registry,
+            "--source",
+            &source,
+            "--heartbeat",
+            "200ms",
+            "--file-poll-interval",
+            "20ms",
+            "--max-backoff",
+            "300ms",
+        ],
+    )
+}
+
+fn export(cluster: &str, ips: &[String]) -> String {
+    let endpoints: Vec<String> = ips.iter().map(|ip| format!("{{ip: {ip}}}")).collect();
+    format!(
+        "cluster: {cluster}\nservices:\n  - {{name: web, namespace: shop, ports: [{{port: 80}}], endpoints: [{}]}}\n",
+        endpoints.join(", ")
+    )
+}
+
+async fn web(dns: SocketAddr) -> Option<(ResponseCode, Vec<String>)> {
+    let m = poll(dns, &Ask::new("web.shop.global", RecordType::A).tcp()).await?;
+    Some((m.metadata.response_code, addresses(&m)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_syncer_is_withdrawn_and_comes_back() {
+    let (dns_port, grpc, admin) = (free_port(), free_port(), free_port());
+    let _registry = serve(dns_port, grpc, admin, &["--cluster-ttl", "1s"]);
+    let dns: SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
+    let dir = TempDir::new("sigstop");
+    let east = dir.write(
+        "east.yaml",
+        &export("east-1", &["10.1.0.1".into(), "10.1.0.2".into()]),
+    );
+    let west = dir.write("west.yaml", &export("west-1", &["10.3.0.1".into()]));
+    let s_east = syncer(&east, grpc);
+    let _s_west = syncer(&west, grpc);
+    let all = sorted(&["10.1.0.1", "10.1.0.2", "10.3.0.1"]);
+    let want = all.clone();
+    eventually(Duration::from_secs(15), "both clusters answer", || {
+        let want = want.clone();
+        async move { (web(dns).await?.1 == want).then_some(()) }
+    })
+    .await;
+    // SIGSTOP: the stream stays open, the heartbeats stop.
+    s_east.signal("STOP");
+    let stopped = Instant::now();
+    eventually(Duration::from_secs(10), "east-1 withdrawn", || async move {
+        (web(dns).await?.1 == sorted(&["10.3.0.1"])).then_some(())
+    })
+    .await;
+    let took = stopped.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "withdrawn after {took:?} (cluster TTL 1s)"
+    );
+    // While frozen, its source changes.
+    dir.write(
+        "east.yaml",
+        &export("east-1", &["10.1.0.2".into(), "10.1.0.3".into()]),
+    );
+    // SIGCONT: back, with exactly the new endpoints (no stale 10.1.0.1, no duplicate).
+    s_east.signal("CONT");
+    let want = sorted(&["10.1.0.2", "10.1.0.3", "10.3.0.1"]);
+    eventually(
+        Duration::from_secs(10),
+        "east-1 back with its current endpoints",
+        || {
+            let want = want.clone();
+            async move { (web(dns).await?.1 == want).then_some(()) }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_the_registry_during_a_burst() {
+    let (dns_port, grpc, admin) = (free_port(), free_port(), free_port());
+    let mut registry = serve(dns_port, grpc, admin, &[]);
+    let dns: SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
+    let dir = TempDir::new("kill9");
+    let clusters = ["east-1", "east-2", "west-1"];
+    let ips = |c: usize, round: usize| -> Vec<String> {
+        // Each round a different set: the ground truth keeps moving.
+        (0..5)
+            .map(|i| format!("10.{}.{}.{}", c + 1, round % 200, i + 1))
+            .collect()
+    };
+    let files: Vec<_> = clusters
+        .iter()
+        .enumerate()
+        .map(|(c, name)| dir.write(&format!("{name}.yaml"), &export(name, &ips(c, 0))))
+        .collect();
+    let _syncers: Vec<Proc> = files.iter().map(|f| syncer(f, grpc)).collect();
+    eventually(Duration::from_secs(15), "first answers", || async move {
+        (web(dns).await?.1.len() == 15).then_some(())
+    })
+    .await;
+    // A burst: ~1,000 file rewrites a second across the three clusters for
+    // 2 s; the registry is killed with -9 a second in, and restarted.
+    let started = Instant::now();
+    let mut round = 0;
+    let mut killed = false;
+    let mut restarted = None;
+    while started.elapsed() < Duration::from_secs(2) {
+        round += 1;
+        for (c, name) in clusters.iter().enumerate() {
+            dir.write(&format!("{name}.yaml"), &export(name, &ips(c, round)));
+        }
+        if !killed && started.elapsed() > Duration::from_secs(1) {
+            registry.signal("KILL");
+            registry.wait_exit(Duration::from_secs(5)).expect("killed");
+            killed = true;
+        }
+        if killed && restarted.is_none() && started.elapsed() > Duration::from_millis(1300) {
+            restarted = Some(serve(dns_port, grpc, admin, &[]));
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    assert!(round > 300, "burst of {round} rounds");
+    let _registry = restarted.expect("restarted");
+    // Converged: exactly the sources' last state, nothing lost, nothing phantom.
+    let mut truth: Vec<String> = (0..3).flat_map(|c| ips(c, round)).collect();
+    truth.sort();
+    let want = truth.clone();
+    eventually(
+        Duration::from_secs(20),
+        "converged on the ground truth",
+        || {
+            let want = want.clone();
+            async move { (web(dns).await? == (ResponseCode::NoError, want)).then_some(()) }
+        },
+    )
+    .await;
+}
