@@ -30,7 +30,7 @@ pub async fn serve_udp(
     let mut buf = vec![0u8; 65_535];
     loop {
         let (len, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             received = socket.recv_from(&mut buf) => match received {
                 Ok(r) => r,
                 Err(e) => {
@@ -41,18 +41,33 @@ pub async fn serve_udp(
                 }
             },
         };
-        let started = Instant::now();
+        answer_udp(&socket, &registry, &zone, &metrics, &buf[..len], peer).await;
+    }
+    // Shutting down: answer what already reached the socket, then stop.
+    while let Ok((len, peer)) = socket.try_recv_from(&mut buf) {
+        answer_udp(&socket, &registry, &zone, &metrics, &buf[..len], peer).await;
+    }
+}
+
+async fn answer_udp(
+    socket: &UdpSocket,
+    registry: &Registry,
+    zone: &Zone,
+    metrics: &Metrics,
+    packet: &[u8],
+    peer: SocketAddr,
+) {
+    let started = Instant::now();
+    let reply = {
         let snapshot = registry.snapshot();
-        let Some((reply, outcome)) =
-            zone::respond(&snapshot, &zone, &buf[..len], peer.ip(), Transport::Udp)
-        else {
-            continue;
-        };
-        drop(snapshot);
-        metrics.answered(&outcome, started.elapsed());
-        if let Err(e) = socket.send_to(&reply, peer).await {
-            debug!(%peer, error = %e, "udp send error");
-        }
+        zone::respond(&snapshot, zone, packet, peer.ip(), Transport::Udp)
+    };
+    let Some((reply, outcome)) = reply else {
+        return;
+    };
+    metrics.answered(&outcome, started.elapsed());
+    if let Err(e) = socket.send_to(&reply, peer).await {
+        debug!(%peer, error = %e, "udp send error");
     }
 }
 
@@ -92,13 +107,10 @@ pub async fn serve_tcp(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                result = connection(stream, peer, &registry, &zone, &metrics, idle) => {
-                    if let Err(e) = result {
-                        debug!(%peer, error = %e, "tcp connection ended");
-                    }
-                }
+            if let Err(e) =
+                connection(stream, peer, &registry, &zone, &metrics, idle, &shutdown).await
+            {
+                debug!(%peer, error = %e, "tcp connection ended");
             }
         });
     }
@@ -111,11 +123,17 @@ async fn connection(
     zone: &Zone,
     metrics: &Metrics,
     idle: Duration,
+    shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     loop {
         let mut len = [0u8; 2];
-        match tokio::time::timeout(idle, stream.read_exact(&mut len)).await {
+        // Shutdown is heeded only between queries: a query read is answered.
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            read = tokio::time::timeout(idle, stream.read_exact(&mut len)) => read,
+        };
+        match read {
             Err(_) => return Ok(()),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Ok(Err(e)) => return Err(e),
@@ -139,6 +157,8 @@ async fn connection(
         let mut framed = Vec::with_capacity(reply.len() + 2);
         framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
         framed.extend_from_slice(&reply);
-        stream.write_all(&framed).await?;
+        tokio::time::timeout(idle, stream.write_all(&framed))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow reader"))??;
     }
 }

@@ -143,8 +143,9 @@ async fn kill_9_the_registry_during_a_burst() {
         (web(dns).await?.1.len() == 15).then_some(())
     })
     .await;
-    // A burst: ~1,000 file rewrites a second across the three clusters for
-    // 2 s; the registry is killed with -9 a second in, and restarted.
+    // A burst: file rewrites as fast as the machine takes them (about a
+    // thousand a second here) across the three clusters for 2 s; the
+    // registry is killed with -9 a second in, and restarted.
     let started = Instant::now();
     let mut round = 0;
     let mut killed = false;
@@ -162,9 +163,14 @@ async fn kill_9_the_registry_during_a_burst() {
         if killed && restarted.is_none() && started.elapsed() > Duration::from_millis(1300) {
             restarted = Some(serve(dns_port, grpc, admin, &[]));
         }
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        tokio::task::yield_now().await;
     }
-    assert!(round > 300, "burst of {round} rounds");
+    println!(
+        "burst: {} file rewrites in {:?}",
+        round * 3,
+        started.elapsed()
+    );
+    assert!(round > 100, "burst of {round} rounds");
     let _registry = restarted.expect("restarted");
     // Converged: exactly the sources' last state, nothing lost, nothing phantom.
     let mut truth: Vec<String> = (0..3).flat_map(|c| ips(c, round)).collect();
@@ -179,4 +185,79 @@ async fn kill_9_the_registry_during_a_burst() {
         },
     )
     .await;
+}
+
+/// SIGTERM under load: every query that reached the server before the
+/// signal is answered (UDP packets already in the socket are drained,
+/// TCP queries already read are answered), and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_answers_what_was_accepted() {
+    use std::sync::{Arc, Mutex};
+    let (dns_port, grpc, admin) = (free_port(), free_port(), free_port());
+    let mut registry = serve(dns_port, grpc, admin, &[]);
+    let dns: SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
+    let dir = TempDir::new("sigterm");
+    let file = dir.write("east.yaml", &export("east-1", &["10.1.0.1".into()]));
+    let _syncer = syncer(&file, grpc);
+    eventually(Duration::from_secs(15), "answers", || async move {
+        (web(dns).await?.1.len() == 1).then_some(())
+    })
+    .await;
+    let signalled: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let mut clients = Vec::new();
+    for c in 0..4u16 {
+        let signalled = signalled.clone();
+        clients.push(tokio::spawn(async move {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut unanswered_before_signal = 0;
+            let mut answered = 0;
+            for i in 0..100_000u32 {
+                let id = (c << 12) ^ (i as u16);
+                let packet = meshdns_tests::dns::Ask::new("web.shop.global", RecordType::A)
+                    .message(id)
+                    .to_vec()
+                    .unwrap();
+                let sent_at = Instant::now();
+                if socket.send_to(&packet, dns).await.is_err() {
+                    break;
+                }
+                let mut buf = [0u8; 512];
+                match tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await
+                {
+                    Ok(Ok((n, _))) => {
+                        let m = meshdns_tests::dns::strict(&buf[..n]).unwrap();
+                        assert_eq!(m.metadata.id, id);
+                        answered += 1;
+                    }
+                    _ => {
+                        let before = signalled.lock().unwrap().is_none_or(|at| sent_at < at);
+                        if before {
+                            unanswered_before_signal += 1;
+                        }
+                        break;
+                    }
+                }
+            }
+            (answered, unanswered_before_signal)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    *signalled.lock().unwrap() = Some(Instant::now());
+    registry.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        registry
+            .wait_exit(Duration::from_secs(15))
+            .map(|s| (s, registry))
+    })
+    .await
+    .unwrap()
+    .expect("exits within 15s of SIGTERM");
+    assert!(status.0.success(), "exit status {:?}", status.0);
+    let mut total = 0;
+    for client in clients {
+        let (answered, lost) = client.await.unwrap();
+        total += answered;
+        assert_eq!(lost, 0, "a query sent before SIGTERM went unanswered");
+    }
+    assert!(total > 100, "load: {total} answers");
 }

@@ -1,0 +1,204 @@
+//! Property tests for the pure parts of the answer path: name parsing and
+//! answer selection, over generated names and fleets.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::num::NonZeroU16;
+
+use meshdns::locality::{AskerPlace, Place};
+use meshdns::qname::{self, Domain, QName};
+use meshdns::select::{self, Tier};
+use meshdns::snapshot::{ExportInput, ServiceView};
+use meshdns_proto::model::{
+    Affinity, ClusterName, Endpoint, LabelValue, Mode, Namespace, Policy, Port, Protocol,
+    ServiceExport, ServiceKey, ServiceName,
+};
+use proptest::prelude::*;
+
+fn label() -> impl Strategy<Value = String> {
+    "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?"
+}
+
+fn domains() -> Vec<Domain> {
+    vec![
+        Domain::parse("global").unwrap(),
+        Domain::parse("clusterset.local").unwrap(),
+    ]
+}
+
+proptest! {
+    /// Any labels at all: parsing never panics, and a name is in a domain
+    /// exactly when it ends with that domain's labels.
+    #[test]
+    fn parse_never_panics(labels in proptest::collection::vec("[a-z0-9_-]{0,8}", 0..10)) {
+        let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let parsed = qname::parse(&refs, &domains());
+        let in_global = refs.last() == Some(&"global");
+        let in_mcs = refs.len() >= 2 && refs[refs.len() - 2..] == ["clusterset", "local"];
+        prop_assert_eq!(parsed.is_some(), in_global || in_mcs);
+    }
+
+    /// Every name form round-trips: build the name, parse it back.
+    #[test]
+    fn name_forms_round_trip(ns in label(), svc in label(), cluster in label(), host in label(), port in label()) {
+        let d = domains();
+        let check = |name: String, expected: QName<'_>| {
+            let labels: Vec<&str> = name.split('.').collect();
+            assert_eq!(qname::parse(&labels, &d), Some((0, expected)), "{name}");
+        };
+        check(format!("{svc}.{ns}.global"), QName::Service { ns: &ns, svc: &svc });
+        check(format!("{cluster}.{svc}.{ns}.global"), QName::Cluster { ns: &ns, svc: &svc, cluster: &cluster });
+        check(format!("{host}.{cluster}.{svc}.{ns}.global"), QName::Host { ns: &ns, svc: &svc, cluster: &cluster, host: &host });
+        check(format!("_{port}._tcp.{svc}.{ns}.global"), QName::Srv { ns: &ns, svc: &svc, proto: "tcp", port: &port });
+        let mcs = format!("{svc}.{ns}.svc.clusterset.local");
+        let labels: Vec<&str> = mcs.split('.').collect();
+        prop_assert_eq!(qname::parse(&labels, &d), Some((1, QName::Service { ns: &ns, svc: &svc })));
+    }
+}
+
+/// A generated cluster: (region 0..2, zone 0..3, stale, endpoints as (ready, own zone)).
+type GenCluster = (u8, u8, bool, Vec<(bool, Option<u8>)>);
+
+fn fleet() -> impl Strategy<Value = Vec<GenCluster>> {
+    proptest::collection::vec(
+        (
+            0u8..2,
+            0u8..3,
+            proptest::bool::weighted(0.2),
+            proptest::collection::vec(
+                (proptest::bool::weighted(0.7), proptest::option::of(0u8..3)),
+                0..5,
+            ),
+        ),
+        1..6,
+    )
+}
+
+fn zone_id(region: Option<&str>, zone: &str) -> u32 {
+    let r: u32 = region
+        .and_then(|r| r.strip_prefix('r'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(9);
+    let z: u32 = zone
+        .strip_prefix('z')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(9);
+    r * 10 + z
+}
+
+fn build(clusters: &[GenCluster], affinity: Affinity) -> (Vec<Place>, ServiceView) {
+    let places: Vec<Place> = clusters
+        .iter()
+        .enumerate()
+        .map(|(i, (region, zone, stale, _))| {
+            let (r, z) = (format!("r{region}"), format!("z{zone}"));
+            Place {
+                id: i as u32 + 1,
+                name: ClusterName::new(&format!("c{i}")).unwrap(),
+                region: Some((u32::from(*region), r.clone())),
+                zone: Some((zone_id(Some(&r), &z), z)),
+                stale: *stale,
+            }
+        })
+        .collect();
+    let exports: Vec<ServiceExport> = clusters
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, _, eps))| {
+            let endpoints = eps
+                .iter()
+                .enumerate()
+                .map(|(j, (ready, zone))| Endpoint {
+                    ready: *ready,
+                    serving: *ready,
+                    zone: zone.map(|z| LabelValue::new(&format!("z{z}")).unwrap()),
+                    ..Endpoint::ready(IpAddr::from([10, i as u8, 0, j as u8 + 1]))
+                })
+                .collect();
+            ServiceExport::new(
+                ServiceKey {
+                    namespace: Namespace::new("shop").unwrap(),
+                    name: ServiceName::new("web").unwrap(),
+                },
+                vec![Port {
+                    name: None,
+                    protocol: Protocol::Tcp,
+                    port: NonZeroU16::new(80).unwrap(),
+                }],
+                Mode::Endpoints,
+                vec![],
+                endpoints,
+                Policy {
+                    affinity,
+                    ttl: None,
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    let inputs: Vec<ExportInput<'_>> = places
+        .iter()
+        .zip(&exports)
+        .map(|(place, export)| ExportInput { place, export })
+        .collect();
+    let view = ServiceView::build(exports[0].key().clone(), &inputs, 5, &mut |r, z| {
+        zone_id(r, z)
+    });
+    (places, view)
+}
+
+fn affinity() -> impl Strategy<Value = Affinity> {
+    prop_oneof![
+        Just(Affinity::Nearest),
+        Just(Affinity::Cluster),
+        Just(Affinity::Zone),
+        Just(Affinity::Region),
+        Just(Affinity::None)
+    ]
+}
+
+proptest! {
+    /// Whatever the fleet and asker: the answer is a subset of the healthy
+    /// endpoints, empty only when nothing is healthy, everything for an
+    /// unknown asker, and no nearer tier was passed over that had enough.
+    #[test]
+    fn selection_properties(clusters in fleet(), asker in proptest::option::of(0usize..6), min_healthy in 1usize..4, affinity in affinity()) {
+        let (places, view) = build(&clusters, affinity);
+        let place = asker.and_then(|a| places.get(a)).map(|p| AskerPlace {
+            cluster: p.id,
+            region: p.region.as_ref().map(|r| r.0),
+            zone: p.zone.as_ref().map(|z| z.0),
+            prefix: 32,
+        });
+        let pick = select::select(&view, place.as_ref(), min_healthy);
+        let chosen: Vec<_> = pick.v4(0, usize::MAX).collect();
+        let all: Vec<_> = view.all.v4.clone();
+        prop_assert!(chosen.iter().all(|a| all.contains(a)), "only healthy endpoints");
+        prop_assert_eq!(chosen.is_empty(), all.is_empty(), "empty only when nothing is healthy");
+        let mut unique = chosen.clone();
+        unique.sort();
+        unique.dedup();
+        prop_assert_eq!(unique.len(), chosen.len(), "no duplicates");
+        if place.is_none() || affinity == Affinity::None {
+            prop_assert_eq!(pick.tier, Tier::Any);
+            prop_assert_eq!(chosen.len(), all.len());
+        }
+        // Healthy endpoints of stale clusters are out unless all are stale.
+        let every_stale = clusters.iter().all(|c| c.2);
+        for (i, c) in clusters.iter().enumerate() {
+            if c.2 && !every_stale {
+                prop_assert!(chosen.iter().all(|a| a.octets()[1] != i as u8), "stale cluster c{} answered", i);
+            }
+        }
+        // Spill-over: a nearer tier is passed over only when it has fewer
+        // than min_healthy (the explanation lists the counts).
+        let explained = select::explain(&view, place.as_ref(), min_healthy);
+        prop_assert_eq!(explained.chosen, pick.tier);
+        for (tier, healthy) in &explained.tiers {
+            if *tier < pick.tier && affinity == Affinity::Nearest {
+                prop_assert!(*healthy < min_healthy, "{:?} had {} >= {}", tier, healthy, min_healthy);
+            }
+        }
+    }
+}
