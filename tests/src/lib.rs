@@ -13,6 +13,7 @@
 
 pub mod dns;
 pub mod fake_kube;
+pub mod fuzz_checks;
 pub mod fleet;
 
 use std::net::SocketAddr;

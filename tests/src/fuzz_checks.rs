@@ -1,0 +1,91 @@
+//! The checks the fuzz targets (`fuzz/`) run on arbitrary input, shared
+//! with `tests/tests/fuzz_corpus.rs`, which replays every kept corpus
+//! file through them in the normal suite.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
+
+use meshdns::metrics::Metrics;
+use meshdns::qname::Domain;
+use meshdns::registry::Registry;
+use meshdns::zone::{Transport, Zone};
+use meshdns_proto::model::{Cluster, ServiceExport};
+use meshdns_proto::wire::{self, export_request::Message as Req};
+use prost::Message;
+
+struct Fixture {
+    registry: Registry,
+    zone: Zone,
+}
+
+/// A registry holding a small fleet, and a zone serving global,
+/// clusterset.local and the reverse zones.
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let registry = Registry::new(5, true, Arc::new(Metrics::new()));
+        let set = crate::fleet::west_1();
+        for text in [crate::fleet::EAST_1, crate::fleet::EAST_2, set.as_str()] {
+            let (exports, _) = meshdns_syncer::source::file::parse(text, &Default::default(), None).expect("fleet file");
+            let session = registry.hello(exports.cluster.clone());
+            let services = exports.services.values().map(|s| (**s).clone()).collect();
+            registry.apply_snapshot(&session, services, &BTreeSet::new()).expect("applied");
+        }
+        let mut domains = vec![Domain::parse("global").expect("domain"), Domain::parse("clusterset.local").expect("domain")];
+        domains.extend(Domain::reverse());
+        let zone = Zone::new(domains, 5, 5, 8, 1).expect("zone");
+        Fixture { registry, zone }
+    })
+}
+
+/// Arbitrary bytes as a DNS request, over UDP and TCP: a drop, or a reply
+/// that decodes completely, carries the request's ID, and fits UDP.
+pub fn dns_request(data: &[u8]) {
+    let f = fixture();
+    let snapshot = f.registry.snapshot();
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let Some((reply, _)) = meshdns::zone::respond(&snapshot, &f.zone, data, "127.0.0.2".parse().expect("ip"), transport) else {
+            continue;
+        };
+        let message = crate::dns::strict(&reply).unwrap_or_else(|e| panic!("malformed reply to {data:?}: {e}"));
+        assert_eq!(&reply[..2], &data[..2], "reply ID");
+        assert!(message.metadata.message_type == hickory_proto::op::MessageType::Response);
+        if transport == Transport::Udp {
+            assert!(reply.len() <= 1232, "UDP reply of {} bytes", reply.len());
+        }
+    }
+}
+
+/// Arbitrary bytes as an Export request: decodes and validates to a model
+/// or a precise error, never a panic.
+pub fn export_message(data: &[u8]) {
+    let Ok(request) = wire::ExportRequest::decode(data) else { return };
+    let check = |services: &[wire::ServiceExport]| {
+        for s in services {
+            if let Err(e) = ServiceExport::try_from(s) {
+                assert!(!e.to_string().is_empty());
+            }
+        }
+    };
+    match request.message {
+        Some(Req::Hello(h)) => {
+            let _ = Cluster::try_from(&h);
+        }
+        Some(Req::Snapshot(s)) => check(&s.services),
+        Some(Req::Delta(d)) => {
+            check(&d.upserts);
+            for k in &d.removals {
+                let _ = meshdns_proto::model::ServiceKey::try_from(k);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Arbitrary bytes as an export file: parses or fails with a message.
+pub fn file_source(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Err(e) = meshdns_syncer::source::file::parse(&text, &Default::default(), None) {
+        assert!(!e.to_string().is_empty());
+    }
+}
