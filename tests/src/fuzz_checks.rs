@@ -26,12 +26,18 @@ fn fixture() -> &'static Fixture {
         let registry = Registry::new(5, true, Arc::new(Metrics::new()));
         let set = crate::fleet::west_1();
         for text in [crate::fleet::EAST_1, crate::fleet::EAST_2, set.as_str()] {
-            let (exports, _) = meshdns_syncer::source::file::parse(text, &Default::default(), None).expect("fleet file");
+            let (exports, _) = meshdns_syncer::source::file::parse(text, &Default::default(), None)
+                .expect("fleet file");
             let session = registry.hello(exports.cluster.clone());
             let services = exports.services.values().map(|s| (**s).clone()).collect();
-            registry.apply_snapshot(&session, services, &BTreeSet::new()).expect("applied");
+            registry
+                .apply_snapshot(&session, services, &BTreeSet::new())
+                .expect("applied");
         }
-        let mut domains = vec![Domain::parse("global").expect("domain"), Domain::parse("clusterset.local").expect("domain")];
+        let mut domains = vec![
+            Domain::parse("global").expect("domain"),
+            Domain::parse("clusterset.local").expect("domain"),
+        ];
         domains.extend(Domain::reverse());
         let zone = Zone::new(domains, 5, 5, 8, 1).expect("zone");
         Fixture { registry, zone }
@@ -44,10 +50,17 @@ pub fn dns_request(data: &[u8]) {
     let f = fixture();
     let snapshot = f.registry.snapshot();
     for transport in [Transport::Udp, Transport::Tcp] {
-        let Some((reply, _)) = meshdns::zone::respond(&snapshot, &f.zone, data, "127.0.0.2".parse().expect("ip"), transport) else {
+        let Some((reply, _)) = meshdns::zone::respond(
+            &snapshot,
+            &f.zone,
+            data,
+            "127.0.0.2".parse().expect("ip"),
+            transport,
+        ) else {
             continue;
         };
-        let message = crate::dns::strict(&reply).unwrap_or_else(|e| panic!("malformed reply to {data:?}: {e}"));
+        let message = crate::dns::strict(&reply)
+            .unwrap_or_else(|e| panic!("malformed reply to {data:?}: {e}"));
         assert_eq!(&reply[..2], &data[..2], "reply ID");
         assert!(message.metadata.message_type == hickory_proto::op::MessageType::Response);
         if transport == Transport::Udp {
@@ -59,7 +72,9 @@ pub fn dns_request(data: &[u8]) {
 /// Arbitrary bytes as an Export request: decodes and validates to a model
 /// or a precise error, never a panic.
 pub fn export_message(data: &[u8]) {
-    let Ok(request) = wire::ExportRequest::decode(data) else { return };
+    let Ok(request) = wire::ExportRequest::decode(data) else {
+        return;
+    };
     let check = |services: &[wire::ServiceExport]| {
         for s in services {
             if let Err(e) = ServiceExport::try_from(s) {

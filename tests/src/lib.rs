@@ -13,8 +13,8 @@
 
 pub mod dns;
 pub mod fake_kube;
-pub mod fuzz_checks;
 pub mod fleet;
+pub mod fuzz_checks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

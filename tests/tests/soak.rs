@@ -17,7 +17,11 @@ use meshdns_tests::{Proc, eventually, free_port};
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
 }
@@ -29,15 +33,39 @@ fn state(tag: u8) -> (String, Vec<String>) {
         "cluster: east-1\nservices:\n  - {{name: web, namespace: shop, ports: [{{port: 80}}], endpoints: [{}]}}\n",
         endpoints.join(", ")
     );
-    (text, sorted(&ips.iter().map(String::as_str).collect::<Vec<_>>()))
+    (
+        text,
+        sorted(&ips.iter().map(String::as_str).collect::<Vec<_>>()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sustained_load_with_continuous_updates() {
-    let secs: u64 = std::env::var("MESHDNS_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let secs: u64 = std::env::var("MESHDNS_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
     let (dns_port, grpc, admin) = (free_port(), free_port(), free_port());
-    let (d, g, a) = (format!("127.0.0.1:{dns_port}"), format!("127.0.0.1:{grpc}"), format!("127.0.0.1:{admin}"));
-    let server = Proc::start("meshdns", &["serve", "--insecure", "--dns-listen", &d, "--grpc-listen", &g, "--admin-listen", &a, "--max-answers", "100"]);
+    let (d, g, a) = (
+        format!("127.0.0.1:{dns_port}"),
+        format!("127.0.0.1:{grpc}"),
+        format!("127.0.0.1:{admin}"),
+    );
+    let server = Proc::start(
+        "meshdns",
+        &[
+            "serve",
+            "--insecure",
+            "--dns-listen",
+            &d,
+            "--grpc-listen",
+            &g,
+            "--admin-listen",
+            &a,
+            "--max-answers",
+            "100",
+        ],
+    );
     let dns: SocketAddr = d.parse().unwrap();
     let dir = TempDir::new("soak");
     let (text_a, set_a) = state(1);
@@ -47,12 +75,26 @@ async fn sustained_load_with_continuous_updates() {
     let registry = format!("http://{g}");
     let _syncer = Proc::start(
         "meshdns-syncer",
-        &["--insecure", "--registry", &registry, "--source", &source, "--heartbeat", "200ms", "--file-poll-interval", "10ms"],
+        &[
+            "--insecure",
+            "--registry",
+            &registry,
+            "--source",
+            &source,
+            "--heartbeat",
+            "200ms",
+            "--file-poll-interval",
+            "10ms",
+        ],
     );
     let want = set_a.clone();
     eventually(Duration::from_secs(15), "first state", || {
         let want = want.clone();
-        async move { (addresses(&poll(dns, &Ask::new("web.shop.global", RecordType::A).tcp()).await?) == want).then_some(()) }
+        async move {
+            (addresses(&poll(dns, &Ask::new("web.shop.global", RecordType::A).tcp()).await?)
+                == want)
+                .then_some(())
+        }
     })
     .await;
     // Flip the source between two complete states, continuously.
@@ -78,7 +120,9 @@ async fn sustained_load_with_continuous_updates() {
     let started = Instant::now();
     let (mut queries, mut seen_a, mut seen_b) = (0u64, 0u64, 0u64);
     while started.elapsed() < Duration::from_secs(secs.saturating_sub(1).max(1)) {
-        let m = poll(dns, &Ask::new("web.shop.global", RecordType::A).tcp()).await.expect("answered");
+        let m = poll(dns, &Ask::new("web.shop.global", RecordType::A).tcp())
+            .await
+            .expect("answered");
         let got = addresses(&m);
         if got == set_a {
             seen_a += 1;
@@ -95,5 +139,8 @@ async fn sustained_load_with_continuous_updates() {
         "soak {secs}s: {queries} answers ({seen_a} state A, {seen_b} state B), {flips} source flips, registry RSS {rss_start} KiB -> {rss_end} KiB"
     );
     assert!(seen_a > 0 && seen_b > 0, "both states were served");
-    assert!(rss_end < rss_start + rss_start / 2 + 16 * 1024, "RSS grew from {rss_start} KiB to {rss_end} KiB");
+    assert!(
+        rss_end < rss_start + rss_start / 2 + 16 * 1024,
+        "RSS grew from {rss_start} KiB to {rss_end} KiB"
+    );
 }
