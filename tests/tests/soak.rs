@@ -105,7 +105,11 @@ async fn sustained_load_with_continuous_updates() {
             let started = Instant::now();
             let mut flips = 0u64;
             while started.elapsed() < Duration::from_secs(secs) {
-                let text = if flips.is_multiple_of(2) { &text_b } else { &text_a };
+                let text = if flips.is_multiple_of(2) {
+                    &text_b
+                } else {
+                    &text_a
+                };
                 let tmp = dir_path.join(".east.tmp");
                 std::fs::write(&tmp, text).unwrap();
                 std::fs::rename(&tmp, dir_path.join("east.yaml")).unwrap();
