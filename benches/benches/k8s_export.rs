@@ -16,7 +16,7 @@ use meshdns_proto::wire::{self, registry_client::RegistryClient};
 use meshdns_tests::dns::{Ask, addresses, poll};
 use meshdns_tests::fake_kube::{FakeKube, Res, node, service, slice};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{TestServer, bin};
+use meshdns_tests::{TestServer, bin, rss_kib};
 
 const SERVICES: usize = 5_000;
 const PER_SERVICE: usize = 10;
@@ -39,18 +39,6 @@ fn slice_of(s: usize, unready: Option<usize>) -> serde_json::Value {
         &format!("svc-{s}"),
         &eps,
     )
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

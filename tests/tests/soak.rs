@@ -12,19 +12,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::RecordType;
 use meshdns_tests::dns::{Ask, addresses, poll, sorted};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{Proc, eventually, free_port};
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
+use meshdns_tests::{Proc, eventually, free_port, rss_kib};
 
 fn state(tag: u8) -> (String, Vec<String>) {
     let ips: Vec<String> = (1..=20).map(|i| format!("10.{tag}.0.{i}")).collect();
