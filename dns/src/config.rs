@@ -160,19 +160,6 @@ pub struct Limits {
     pub tcp_idle_timeout: Duration,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_services_per_cluster: 10_000,
-            max_endpoints_per_service: 10_000,
-            max_export_streams: 5_000,
-            max_grpc_message_bytes: 64 * 1024 * 1024,
-            max_tcp_connections: 1_024,
-            tcp_idle_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
 /// The registry's TLS material, read at start.
 #[derive(Debug, Clone)]
 pub struct TlsPem {
@@ -214,7 +201,21 @@ fn seconds(flag: &'static str, value: Duration) -> Result<u32, Error> {
         })
 }
 
+/// Parses `meshdns serve` flags on their own (for the demo and tests).
+#[derive(Debug, clap::Parser)]
+struct ServeFlags {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
 impl ServeArgs {
+    /// The settings `flags` give, every other flag at its default.
+    pub fn from_flags(flags: &[&str]) -> Result<Self, clap::Error> {
+        use clap::Parser;
+        ServeFlags::try_parse_from(std::iter::once("meshdns-serve").chain(flags.iter().copied()))
+            .map(|f| f.args)
+    }
+
     /// How a follower authenticates to its upstream.
     pub fn upstream_auth(&self) -> meshdns_proto::client::ClientAuth {
         meshdns_proto::client::ClientAuth {

@@ -13,11 +13,9 @@ use meshdns_syncer::publish::{self, Backoff, PublishConfig};
 use meshdns_syncer::source::{Overrides, file};
 use tokio_util::sync::CancellationToken;
 
+use crate::Listeners;
+use crate::config::ServeArgs;
 use crate::error::Error;
-use crate::qname::Domain;
-use crate::registry::Liveness;
-use crate::zone::Zone;
-use crate::{Listeners, config::ServeConfig};
 
 /// The demo fleet: (file name, contents).
 pub const CLUSTERS: [(&str, &str); 3] = [
@@ -78,36 +76,13 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
         .map_err(io("--dns-listen"))?;
     let grpc = listeners.grpc.local_addr().map_err(io("--grpc-listen"))?;
     let admin = listeners.admin.local_addr().map_err(io("--admin-listen"))?;
-    let zone = Zone::new(
-        vec![Domain::parse("global").map_err(|problem| Error::Config {
-            flag: "--domain",
-            problem,
-        })?],
-        5,
-        5,
-        8,
-        1,
-    )
-    .map_err(|problem| Error::Config {
-        flag: "--domain",
-        problem,
-    })?;
-    let config = ServeConfig {
-        zone,
-        follow: None,
-        follow_auth: Default::default(),
-        tls: None,
-        token_file: None,
-        trust_domain: "meshdns".into(),
-        state_file: None,
-        ready_wait_data: false,
-        limits: Default::default(),
-        liveness: Liveness {
-            cluster_ttl: Duration::from_secs(15),
-            stale_grace: Duration::from_secs(600),
-        },
-        insecure: true,
-    };
+    // `serve`'s own defaults, in plaintext on loopback.
+    let config = ServeArgs::from_flags(&["--insecure"])
+        .map_err(|e| Error::Config {
+            flag: "demo",
+            problem: e.to_string(),
+        })?
+        .config()?;
     let server = tokio::spawn(crate::serve(config, listeners, shutdown.clone()));
     for path in &files {
         let overrides = Overrides {

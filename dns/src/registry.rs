@@ -13,7 +13,6 @@
 //! purges one silent for `stale_grace`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -191,8 +190,6 @@ pub struct Registry {
     /// `--max-services-per-cluster`.
     max_services: usize,
     metrics: Arc<Metrics>,
-    /// Snapshots published, for metrics and tests.
-    pub published: AtomicU64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -247,7 +244,6 @@ impl Registry {
             default_ttl,
             max_services: usize::MAX,
             metrics,
-            published: AtomicU64::new(0),
         }
     }
 
@@ -565,7 +561,6 @@ impl Registry {
             .load()
             .with_changes(state.serial, locality, views);
         self.snapshot.store(Arc::new(next));
-        self.published.fetch_add(1, Ordering::Relaxed);
         self.metrics.snapshot_built(started.elapsed());
     }
 

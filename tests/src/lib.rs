@@ -25,12 +25,6 @@ use meshdns::config::ServeArgs;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Parser)]
-struct ServeCli {
-    #[command(flatten)]
-    args: ServeArgs,
-}
-
 /// A `meshdns serve` running in this process.
 #[derive(Debug)]
 pub struct TestServer {
@@ -55,7 +49,6 @@ impl TestServer {
     pub async fn start_at(grpc: SocketAddr, extra: &[&str]) -> Self {
         let grpc_flag = grpc.to_string();
         let mut argv = vec![
-            "meshdns-test",
             "--insecure",
             "--dns-listen",
             "127.0.0.1:0",
@@ -65,9 +58,7 @@ impl TestServer {
             "127.0.0.1:0",
         ];
         argv.extend_from_slice(extra);
-        let args = ServeCli::try_parse_from(&argv)
-            .expect("test flags parse")
-            .args;
+        let args = ServeArgs::from_flags(&argv).expect("test flags parse");
         let config = args.config().expect("test config is valid");
         let mut listeners = None;
         // Rebinding a just-closed gRPC port can race with the old socket.
