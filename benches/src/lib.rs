@@ -1,5 +1,8 @@
 //! Synthetic fleets for the benchmarks: a real [`Registry`] filled through
-//! its write API, as Export streams fill it.
+//! its write API, as Export streams fill it; and [`shape::Shape`], the
+//! fleets the load and scale benchmarks push over gRPC.
+
+pub mod shape;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU16;

@@ -26,6 +26,9 @@ pub struct ServeArgs {
         default_value = "0.0.0.0:53"
     )]
     pub dns_listen: Vec<SocketAddr>,
+    /// UDP worker threads per --dns-listen address, each with its own socket (SO_REUSEPORT); 0 means one per CPU.
+    #[arg(long = "workers", env = "MESHDNS_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     /// Address for the gRPC registry (syncers' Export streams, Watch, status).
     #[arg(
         long = "grpc-listen",
@@ -209,6 +212,14 @@ struct ServeFlags {
 }
 
 impl ServeArgs {
+    /// `--workers`, with 0 resolved to the CPUs this process may use.
+    pub fn udp_workers(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// The settings `flags` give, every other flag at its default.
     pub fn from_flags(flags: &[&str]) -> Result<Self, clap::Error> {
         use clap::Parser;

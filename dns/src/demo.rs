@@ -70,7 +70,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
         files.push(path);
     }
     let listeners =
-        Listeners::bind(&[args.dns_listen], args.grpc_listen, args.admin_listen).await?;
+        Listeners::bind(&[args.dns_listen], args.grpc_listen, args.admin_listen, 2).await?;
     let dns = listeners.dns_udp[0]
         .local_addr()
         .map_err(io("--dns-listen"))?;

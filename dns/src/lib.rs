@@ -13,7 +13,9 @@
 //! - [`qname`]: query name -> what it asks for (pure).
 //! - [`select`]: which healthy targets answer an asker (pure).
 //! - [`zone`]: request bytes -> response bytes; the hickory glue.
-//! - [`server`]: UDP and TCP DNS listeners.
+//! - [`fast`]: the UDP fast path for A/AAAA of a service name, or its absence.
+//! - [`udp`]: UDP workers: SO_REUSEPORT sockets, recvmmsg/sendmmsg batches.
+//! - [`server`]: the DNS-over-TCP listener.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/registry`, `/debug/answer`.
 //! - [`state_file`]: `--state-file`: persist the registry, restore it as stale.
 //! - [`metrics`]: Prometheus metrics; lock-free on the answer path.
@@ -28,6 +30,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fast;
 pub mod follow;
 pub mod ingest;
 pub mod locality;
@@ -39,13 +42,14 @@ pub mod server;
 pub mod snapshot;
 pub mod state_file;
 pub mod status;
+pub mod udp;
 pub mod zone;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -62,7 +66,8 @@ use crate::registry::Registry;
 /// the ports (tests bind port 0).
 #[derive(Debug)]
 pub struct Listeners {
-    pub dns_udp: Vec<UdpSocket>,
+    /// Per address, one socket per UDP worker.
+    pub dns_udp: Vec<udp::UdpListener>,
     pub dns_tcp: Vec<TcpListener>,
     pub grpc: TcpListener,
     pub admin: TcpListener,
@@ -75,16 +80,18 @@ async fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, E
 }
 
 impl Listeners {
-    /// Binds DNS (UDP and TCP on each address), gRPC and admin.
+    /// Binds DNS (UDP, `udp_workers` sockets, and TCP on each address),
+    /// gRPC and admin.
     pub async fn bind(
         dns: &[SocketAddr],
         grpc: SocketAddr,
         admin: SocketAddr,
+        udp_workers: usize,
     ) -> Result<Self, Error> {
         let mut dns_udp = Vec::new();
         let mut dns_tcp = Vec::new();
         for addr in dns {
-            let udp = UdpSocket::bind(addr).await.map_err(|source| Error::Bind {
+            let udp = udp::UdpListener::bind(*addr, udp_workers).map_err(|source| Error::Bind {
                 addr: *addr,
                 what: "--dns-listen, udp",
                 source,
@@ -139,15 +146,33 @@ pub async fn serve(
     let zone = Arc::new(config.zone);
     let ready = Arc::new(Readiness::default());
     let mut tasks = tokio::task::JoinSet::new();
-    for socket in listeners.dns_udp {
-        info!(addr = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), "dns udp listening");
-        tasks.spawn(server::serve_udp(
-            socket,
-            registry.clone(),
-            zone.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
+    let answerer = udp::Answerer {
+        registry: registry.clone(),
+        zone: zone.clone(),
+        metrics: metrics.clone(),
+    };
+    for listener in listeners.dns_udp {
+        info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), workers = listener.sockets.len(), "dns udp listening");
+        for socket in listener.sockets {
+            let answerer = answerer.clone();
+            let stop = shutdown.clone();
+            // A plain thread, not the runtime's blocking pool: a runtime
+            // dropped without a shutdown must not wait for it.
+            let (done, finished) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name("meshdns-udp".into())
+                .spawn(move || {
+                    udp::serve(socket, answerer, stop);
+                    let _ = done.send(());
+                })
+                .map_err(|source| Error::Serve {
+                    what: "udp worker thread",
+                    source: Box::new(source),
+                })?;
+            tasks.spawn(async move {
+                let _ = finished.await;
+            });
+        }
     }
     for listener in listeners.dns_tcp {
         info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "dns tcp listening");

@@ -78,9 +78,13 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve(args) => {
             init_logs(&cli.log_format, "info")?;
             let config = args.config()?;
-            let listeners =
-                meshdns::Listeners::bind(&args.dns_listen, args.grpc_listen, args.admin_listen)
-                    .await?;
+            let listeners = meshdns::Listeners::bind(
+                &args.dns_listen,
+                args.grpc_listen,
+                args.admin_listen,
+                args.udp_workers(),
+            )
+            .await?;
             meshdns::serve(config, listeners, shutdown).await?;
         }
         Command::Status(args) => {

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::error::Error;
 use crate::locality::{ClusterId, Locality, Place};
 use crate::metrics::Metrics;
-use crate::snapshot::{ExportInput, ServiceView, Snapshot};
+use crate::snapshot::{ExportInput, PartChange, ServiceView, Snapshot};
 
 mod mirror;
 pub use mirror::MirroredCluster;
@@ -220,9 +220,19 @@ fn unix_ms() -> u64 {
 /// What a write changed, to publish.
 #[derive(Default)]
 struct Dirty {
-    keys: BTreeSet<ServiceKey>,
+    /// Per service, the clusters whose part of it changed.
+    keys: BTreeMap<ServiceKey, BTreeSet<ClusterName>>,
     locality: bool,
     changes: Vec<Change>,
+}
+
+impl Dirty {
+    /// Notes that `cluster`'s part of each of `keys` changed.
+    fn touch(&mut self, cluster: &ClusterName, keys: impl IntoIterator<Item = ServiceKey>) {
+        for key in keys {
+            self.keys.entry(key).or_default().insert(cluster.clone());
+        }
+    }
 }
 
 impl Registry {
@@ -309,7 +319,7 @@ impl Registry {
             || entry.cluster.region != cluster.region
             || entry.cluster.zone != cluster.zone
         {
-            dirty.keys.extend(entry.services.keys().cloned());
+            dirty.touch(&name, entry.services.keys().cloned());
         }
         entry.place = State::place(&mut state_ref.names, entry.id, &cluster, false);
         entry.cluster = cluster;
@@ -347,7 +357,7 @@ impl Registry {
                     entry.stale = false;
                     entry.place.stale = false;
                     dirty.locality = true;
-                    dirty.keys.extend(entry.services.keys().cloned());
+                    dirty.touch(&session.cluster, entry.services.keys().cloned());
                     dirty.changes.push(Change::Cluster(entry.status()));
                 }
                 Ok(entry)
@@ -443,8 +453,8 @@ impl Registry {
         if upserts.is_empty() && removals.is_empty() {
             return;
         }
-        dirty.keys.extend(upserts.iter().map(|s| s.key().clone()));
-        dirty.keys.extend(removals.iter().cloned());
+        dirty.touch(&cluster, upserts.iter().map(|s| s.key().clone()));
+        dirty.touch(&cluster, removals.iter().cloned());
         dirty.changes.push(Change::Services {
             cluster,
             upserts,
@@ -497,7 +507,7 @@ impl Registry {
                 entry.stale = true;
                 entry.place.stale = true;
                 dirty.locality = true;
-                dirty.keys.extend(entry.services.keys().cloned());
+                dirty.touch(name, entry.services.keys().cloned());
                 dirty.changes.push(Change::Cluster(entry.status()));
             }
         }
@@ -508,7 +518,7 @@ impl Registry {
                     token.cancel();
                 }
                 dirty.locality = true;
-                dirty.keys.extend(entry.services.into_keys());
+                dirty.touch(&name, entry.services.into_keys());
                 dirty.changes.push(Change::ClusterRemoved(name));
             }
         }
@@ -528,38 +538,42 @@ impl Registry {
         let started = Instant::now();
         state.serial = state.serial.wrapping_add(1);
         let locality = dirty.locality.then(|| Arc::new(state.locality()));
-        let state = &mut *state;
-        let names = &mut state.names;
+        let State {
+            clusters, names, ..
+        } = &mut *state;
+        let current = self.snapshot.load();
         let views: Vec<(ServiceKey, Option<Arc<ServiceView>>)> = dirty
             .keys
             .into_iter()
-            .map(|key| {
-                let inputs: Vec<ExportInput<'_>> = state
-                    .clusters
-                    .values()
-                    .filter_map(|e| {
-                        let export = e.services.get(&key)?;
-                        Some(ExportInput {
-                            place: &e.place,
-                            export,
-                        })
+            .map(|(key, changed)| {
+                // Only the changed clusters' parts are rebuilt; the rest
+                // are shared with the current view.
+                let changes: Vec<PartChange<'_>> = changed
+                    .iter()
+                    .map(|name| {
+                        let held = clusters
+                            .get(name)
+                            .and_then(|e| e.services.get(&key).map(|x| (e, x)));
+                        match held {
+                            Some((entry, export)) => PartChange::Set(ExportInput {
+                                place: &entry.place,
+                                export,
+                            }),
+                            None => PartChange::Remove(name),
+                        }
                     })
                     .collect();
-                let view = (!inputs.is_empty()).then(|| {
-                    Arc::new(ServiceView::build(
-                        key.clone(),
-                        &inputs,
-                        self.default_ttl,
-                        &mut |r, z| names.zone(r, z),
-                    ))
-                });
-                (key, view)
+                let view = ServiceView::update(
+                    key.clone(),
+                    current.view(&key).map(|v| &**v),
+                    &changes,
+                    self.default_ttl,
+                    &mut |r, z| names.zone(r, z),
+                );
+                (key, (!view.clusters.is_empty()).then(|| Arc::new(view)))
             })
             .collect();
-        let next = self
-            .snapshot
-            .load()
-            .with_changes(state.serial, locality, views);
+        let next = current.with_changes(state.serial, locality, views);
         self.snapshot.store(Arc::new(next));
         self.metrics.snapshot_built(started.elapsed());
     }

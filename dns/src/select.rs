@@ -40,19 +40,32 @@ static EMPTY: Targets = Targets {
 };
 
 /// The chosen targets: up to two disjoint parts (the zone tier is the
-/// zone's targets plus the asker's own cluster's targets outside it).
+/// zone's targets plus the asker's own cluster's targets outside it). A
+/// part taken from one cluster's own lists names that cluster's index in
+/// the service (its targets say 0).
 #[derive(Debug, Clone, Copy)]
 pub struct Pick<'a> {
     pub tier: Tier,
     parts: [&'a Targets; 2],
+    local: [Option<u32>; 2],
 }
 
 impl<'a> Pick<'a> {
-    /// A pick of one set of targets.
+    /// A pick of one set of service-wide targets.
     pub fn one(tier: Tier, t: &'a Targets) -> Self {
         Pick {
             tier,
             parts: [t, &EMPTY],
+            local: [None, None],
+        }
+    }
+
+    /// A pick of cluster `index`'s own targets.
+    pub fn cluster(index: usize, t: &'a Targets) -> Self {
+        Pick {
+            tier: Tier::Cluster,
+            parts: [t, &EMPTY],
+            local: [Some(index as u32), None],
         }
     }
 
@@ -75,31 +88,56 @@ impl<'a> Pick<'a> {
         rotated2(&self.parts[0].v6, &self.parts[1].v6, start, max)
     }
 
-    /// Up to `max` targets (for SRV), rotated by `start`.
+    /// Up to `max` targets (for SRV), rotated by `start`, each naming its
+    /// index in the service's clusters.
     pub fn targets(&self, start: usize, max: usize) -> impl Iterator<Item = Target> + 'a {
-        rotated2(&self.parts[0].targets, &self.parts[1].targets, start, max)
+        let (a, b) = (
+            self.parts[0].targets.as_slice(),
+            self.parts[1].targets.as_slice(),
+        );
+        let local = self.local;
+        let len = a.len() + b.len();
+        let offset = if len == 0 { 0 } else { start % len };
+        (0..len.min(max)).map(move |i| {
+            let j = (offset + i) % len;
+            let (t, side) = if j < a.len() {
+                (a[j], 0)
+            } else {
+                (b[j - a.len()], 1)
+            };
+            match local[side] {
+                Some(index) => t.in_cluster(index),
+                None => t,
+            }
+        })
     }
 }
 
-/// The cumulative tiers for an asker, as (tier, parts).
-fn tiers<'a>(view: &'a ServiceView, place: &AskerPlace) -> [(Tier, [&'a Targets; 2]); 3] {
+/// The cumulative tiers for an asker, as (tier, parts, local indices).
+fn tiers<'a>(view: &'a ServiceView, place: &AskerPlace) -> [Pick<'a>; 3] {
     let own = view.cluster_by_id(place.cluster);
-    let cluster = own.map_or(&EMPTY, |c| &c.targets);
-    let off_zone = own.map_or(&EMPTY, |c| &c.off_zone);
+    let index = own.map(|(i, _)| i as u32);
+    let cluster = own.map_or(&EMPTY, |(_, c)| &c.targets);
+    let off_zone = own.map_or(&EMPTY, |(_, c)| &c.off_zone);
+    let pick = |tier, parts, local| Pick { tier, parts, local };
+    let cluster_only = [index, None];
     let zone = match place.zone.and_then(|z| view.zone(z)) {
-        Some(zone) => [zone, off_zone],
+        Some(zone) => pick(Tier::Zone, [zone, off_zone], [None, index]),
         // No zone known: the zone tier is the cluster tier.
-        None => [cluster, &EMPTY],
+        None => pick(Tier::Zone, [cluster, &EMPTY], cluster_only),
     };
     let region = match place.region.and_then(|r| view.region(r)) {
-        Some(region) => [region, &EMPTY],
-        None if place.region.is_some() => [&EMPTY, &EMPTY],
-        None => zone,
+        Some(region) => pick(Tier::Region, [region, &EMPTY], [None, None]),
+        None if place.region.is_some() => pick(Tier::Region, [&EMPTY, &EMPTY], [None, None]),
+        None => Pick {
+            tier: Tier::Region,
+            ..zone
+        },
     };
     [
-        (Tier::Cluster, [cluster, &EMPTY]),
-        (Tier::Zone, zone),
-        (Tier::Region, region),
+        pick(Tier::Cluster, [cluster, &EMPTY], cluster_only),
+        zone,
+        region,
     ]
 }
 
@@ -126,10 +164,10 @@ pub fn select<'a>(
         return Pick::one(Tier::Any, &view.all);
     }
     let stop = boundary(view.affinity);
-    for (tier, parts) in tiers(view, place) {
-        let n = parts[0].len() + parts[1].len();
-        if n >= min_healthy.max(1) || (Some(tier) == stop && n > 0) {
-            return Pick { tier, parts };
+    for pick in tiers(view, place) {
+        let n = pick.len();
+        if n >= min_healthy.max(1) || (Some(pick.tier) == stop && n > 0) {
+            return pick;
         }
     }
     Pick::one(Tier::Any, &view.all)
@@ -153,7 +191,7 @@ pub fn explain(view: &ServiceView, place: Option<&AskerPlace>, min_healthy: usiz
     let tiers = match place {
         Some(place) => tiers(view, place)
             .iter()
-            .map(|(t, p)| (*t, p[0].len() + p[1].len()))
+            .map(|p| (p.tier, p.len()))
             .chain([(Tier::Any, view.all.len())])
             .collect(),
         None => vec![(Tier::Any, view.all.len())],
@@ -170,26 +208,38 @@ pub fn explain(view: &ServiceView, place: Option<&AskerPlace>, min_healthy: usiz
         } else {
             view.clusters
                 .iter()
-                .filter(|c| c.stale)
-                .map(|c| c.name.to_string())
+                .filter(|c| c.stale())
+                .map(|c| c.name().to_string())
                 .collect()
         },
     }
 }
 
 thread_local! {
-    /// Per-thread rotation counter: no shared mutable state on the answer
-    /// path, and successive queries on a worker start at successive offsets.
+    /// Per-thread rotation state: no shared mutable state on the answer
+    /// path.
     static ROTATION: Cell<usize> = const { Cell::new(0) };
 }
 
-/// A new rotation offset for one answer.
+/// A new rotation offset for one answer. Successive offsets on a thread
+/// step by the golden ratio (a Weyl sequence), so whatever the number of
+/// targets, a few answers from one worker already start all over the
+/// list, and several workers together do not repeat each other's
+/// starting points in step.
 pub fn next_rotation() -> usize {
     ROTATION.with(|r| {
-        let n = r.get().wrapping_add(1);
+        let n = r.get().wrapping_add(0x9e37_79b9_7f4a_7c15_u64 as usize);
         r.set(n);
-        n
+        // The high bits of a Weyl sequence are the well-spread ones.
+        n >> 16
     })
+}
+
+/// Sets this thread's rotation counter, so a test can give two answer
+/// paths the same rotation.
+#[doc(hidden)]
+pub fn set_rotation(n: usize) {
+    ROTATION.with(|r| r.set(n));
 }
 
 /// Up to `max` items of `a` then `b` taken as one list, starting at
@@ -239,7 +289,7 @@ mod tests {
     /// A fleet: (cluster, region, zone) with endpoints as (ip, ready, own zone).
     struct Fleet {
         places: Vec<Place>,
-        exports: Vec<ServiceExport>,
+        exports: Vec<std::sync::Arc<ServiceExport>>,
     }
 
     const REGIONS: [&str; 2] = ["us-east", "us-west"];
@@ -277,7 +327,7 @@ mod tests {
                     ..Endpoint::ready(ip.parse::<IpAddr>().unwrap())
                 })
                 .collect();
-            exports.push(
+            exports.push(std::sync::Arc::new(
                 ServiceExport::new(
                     ServiceKey {
                         namespace: Namespace::new("shop").unwrap(),
@@ -297,7 +347,7 @@ mod tests {
                     },
                 )
                 .unwrap(),
-            );
+            ));
         }
         Fleet { places, exports }
     }

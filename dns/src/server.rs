@@ -1,16 +1,14 @@
-//! DNS listeners: UDP and TCP sockets feeding [`zone::respond`].
+//! DNS over TCP, feeding [`zone::respond`] (UDP is [`crate::udp`]).
 //!
-//! Each UDP socket has one task that receives, answers and sends in turn:
-//! answering is synchronous and short, so a per-packet task would cost more
-//! than it saves. Each TCP connection has its own task, answers its queries
-//! in order, and is closed after an idle timeout.
+//! Each TCP connection has its own task, answers its queries in order, and
+//! is closed after an idle timeout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -18,58 +16,6 @@ use tracing::{debug, warn};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::zone::{self, Transport, Zone};
-
-/// Answers on `socket` until `shutdown`.
-pub async fn serve_udp(
-    socket: UdpSocket,
-    registry: Arc<Registry>,
-    zone: Arc<Zone>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        let (len, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(r) => r,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on Linux;
-                    // they concern one peer, not the socket.
-                    debug!(error = %e, "udp receive error");
-                    continue;
-                }
-            },
-        };
-        answer_udp(&socket, &registry, &zone, &metrics, &buf[..len], peer).await;
-    }
-    // Shutting down: answer what already reached the socket, then stop.
-    while let Ok((len, peer)) = socket.try_recv_from(&mut buf) {
-        answer_udp(&socket, &registry, &zone, &metrics, &buf[..len], peer).await;
-    }
-}
-
-async fn answer_udp(
-    socket: &UdpSocket,
-    registry: &Registry,
-    zone: &Zone,
-    metrics: &Metrics,
-    packet: &[u8],
-    peer: SocketAddr,
-) {
-    let started = Instant::now();
-    let reply = {
-        let snapshot = registry.snapshot();
-        zone::respond(&snapshot, zone, packet, peer.ip(), Transport::Udp)
-    };
-    let Some((reply, outcome)) = reply else {
-        return;
-    };
-    metrics.answered(&outcome, started.elapsed());
-    if let Err(e) = socket.send_to(&reply, peer).await {
-        debug!(%peer, error = %e, "udp send error");
-    }
-}
 
 /// Accepts TCP connections on `listener` until `shutdown`: at most
 /// `max_connections` at once, each closed after `idle` without a query.

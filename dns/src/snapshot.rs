@@ -5,12 +5,18 @@
 //! lists, the lookup keys. A DNS query then does one hash lookup and slices.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use meshdns_proto::model::{Affinity, ClusterName, Mode, Port, ServiceExport, ServiceKey};
+use meshdns_proto::model::ServiceKey;
 
-use crate::locality::{ClusterId, Locality, Place, RegionId, ZoneId};
+use crate::locality::Locality;
+
+mod shards;
+mod view;
+
+use shards::Shards;
+pub use view::{ClusterView, EndpointView, ExportInput, PartChange, ServiceView, Target, Targets};
 
 /// One published state of the registry. Never mutated: the registry builds
 /// the next one and swaps it in.
@@ -19,7 +25,7 @@ pub struct Snapshot {
     /// SOA serial: grows with every published change.
     pub serial: u32,
     /// Keyed `"<name>.<namespace>"`, the order a query name carries them.
-    services: HashMap<Arc<str>, Arc<ServiceView>>,
+    services: Shards<Arc<ServiceView>>,
     /// How many services each namespace holds, so `<ns>.global` is an empty
     /// non-terminal exactly while it has one.
     namespaces: HashMap<Arc<str>, usize>,
@@ -70,6 +76,16 @@ impl Snapshot {
         self.services.get(key.as_str())
     }
 
+    /// The previous view of `key`, for an update.
+    pub fn view(&self, key: &ServiceKey) -> Option<&Arc<ServiceView>> {
+        self.service(key.name.as_str(), key.namespace.as_str())
+    }
+
+    /// The service keyed `"<name>.<namespace>"`.
+    pub fn service_by_key(&self, key: &str) -> Option<&Arc<ServiceView>> {
+        self.services.get(key)
+    }
+
     pub fn has_namespace(&self, namespace: &str) -> bool {
         self.namespaces.contains_key(namespace)
     }
@@ -88,7 +104,8 @@ impl Snapshot {
     }
 
     /// A copy with `views` replacing (or, for `None`, removing) the services
-    /// they name, and a new serial. Untouched services are shared, not copied.
+    /// they name, and a new serial. Untouched services are shared, not
+    /// copied, and so are the shards of the service map they live in.
     pub fn with_changes(
         &self,
         serial: u32,
@@ -130,9 +147,9 @@ impl Snapshot {
             let id: Arc<str> = Arc::from(format!("{}.{}", key.name, key.namespace));
             let namespace: Arc<str> = Arc::from(key.namespace.as_str());
             let existed = match view {
-                Some(view) => next.services.insert(id, view).is_some(),
+                Some(view) => next.services.insert(id, view),
                 None => {
-                    if next.services.remove(&id).is_none() {
+                    if !next.services.remove(&id) {
                         continue;
                     }
                     let count = next.namespaces.entry(namespace.clone()).or_default();
@@ -151,313 +168,12 @@ impl Snapshot {
     }
 }
 
-/// One cluster's export of a service, with the cluster's place: the input
-/// of [`ServiceView::build`].
-#[derive(Debug, Clone, Copy)]
-pub struct ExportInput<'a> {
-    pub place: &'a Place,
-    pub export: &'a ServiceExport,
-}
-
-/// A global service: every cluster's export of one key, grouped for
-/// answering by locality.
-#[derive(Debug)]
-pub struct ServiceView {
-    pub key: ServiceKey,
-    /// Answer TTL: the service's own, else the server default.
-    pub ttl: u32,
-    pub affinity: Affinity,
-    /// Sorted by cluster name, for name lookups.
-    pub clusters: Vec<ClusterView>,
-    /// (cluster id, index into `clusters`), sorted by id, for askers.
-    by_id: Vec<(ClusterId, usize)>,
-    /// Healthy targets by (region, zone): the endpoint's own zone where its
-    /// slice says, else its cluster's.
-    zones: Vec<(ZoneId, Targets)>,
-    /// Healthy targets by their cluster's region.
-    regions: Vec<(RegionId, Targets)>,
-    /// Every healthy target: the answer for an asker of no known place.
-    pub all: Targets,
-    /// Every cluster holding the service is stale, so their last known
-    /// endpoints are served rather than nothing.
-    pub fail_open: bool,
-}
-
-impl ServiceView {
-    /// Builds the view of one service from every cluster exporting it.
-    ///
-    /// Health: an endpoint counts when ready; serving (terminating)
-    /// endpoints count only when no endpoint of the service is ready.
-    /// Stale clusters are left out, unless every cluster holding the
-    /// service is stale (fail open). `zone_id` interns a (region, zone).
-    pub fn build(
-        key: ServiceKey,
-        inputs: &[ExportInput<'_>],
-        default_ttl: u32,
-        zone_id: &mut dyn FnMut(Option<&str>, &str) -> ZoneId,
-    ) -> Self {
-        let fail_open = inputs.iter().all(|i| i.place.stale);
-        let serving = |i: &ExportInput<'_>| fail_open || !i.place.stale;
-        let any_ready = inputs
-            .iter()
-            .filter(|i| serving(i))
-            .any(|i| i.export.endpoints().iter().any(|ep| ep.ready));
-        let mut sorted: Vec<&ExportInput<'_>> = inputs.iter().collect();
-        sorted.sort_by(|a, b| a.place.name.cmp(&b.place.name));
-        let mut clusters = Vec::with_capacity(sorted.len());
-        let mut all = Targets::default();
-        let mut zones: BTreeMap<ZoneId, Targets> = BTreeMap::new();
-        let mut regions: BTreeMap<RegionId, Targets> = BTreeMap::new();
-        for (index, input) in sorted.iter().enumerate() {
-            let place = input.place;
-            let export = input.export;
-            let region_name = place.region.as_ref().map(|r| r.1.as_str());
-            let endpoints: Vec<EndpointView> = export
-                .endpoints()
-                .iter()
-                .map(|ep| EndpointView {
-                    hostname: ep.hostname.as_ref().map(|h| Arc::from(h.as_str())),
-                    addresses: ep.addresses.clone(),
-                    healthy: serving(input) && (ep.ready || (!any_ready && ep.serving)),
-                    zone: ep.zone.as_ref().map(|z| zone_id(region_name, z.as_str())),
-                })
-                .collect();
-            let own_zone = place.zone.as_ref().map(|z| z.0);
-            let mut targets = Targets::default();
-            let mut off_zone = Targets::default();
-            let mut add = |target: Target, zone: Option<ZoneId>, addresses: &[IpAddr]| {
-                targets.push(target, addresses);
-                all.push(target, addresses);
-                if let Some(zone) = zone {
-                    zones.entry(zone).or_default().push(target, addresses);
-                }
-                if zone.is_none() || zone != own_zone {
-                    off_zone.push(target, addresses);
-                }
-                if let Some((region, _)) = &place.region {
-                    regions.entry(*region).or_default().push(target, addresses);
-                }
-            };
-            match export.mode() {
-                Mode::Endpoints => {
-                    for (e, ep) in endpoints.iter().enumerate() {
-                        if ep.healthy {
-                            let target = Target::Endpoint {
-                                cluster: index,
-                                endpoint: e,
-                            };
-                            add(target, ep.zone.or(own_zone), &ep.addresses);
-                        }
-                    }
-                }
-                Mode::ClusterIp => {
-                    if endpoints.iter().any(|ep| ep.healthy) {
-                        add(
-                            Target::ClusterIp { cluster: index },
-                            own_zone,
-                            export.cluster_ips(),
-                        );
-                    }
-                }
-            }
-            clusters.push(ClusterView {
-                id: place.id,
-                name: place.name.clone(),
-                stale: place.stale,
-                mode: export.mode(),
-                ports: export.ports().to_vec(),
-                cluster_ips: export.cluster_ips().to_vec(),
-                endpoints,
-                targets,
-                off_zone,
-            });
-        }
-        let mut by_id: Vec<(ClusterId, usize)> = clusters
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.id, i))
-            .collect();
-        by_id.sort_unstable();
-        // A stricter affinity from any cluster applies to the whole
-        // service; the shortest TTL wins.
-        let affinity = sorted
-            .iter()
-            .map(|i| i.export.policy().affinity)
-            .find(|a| *a != Affinity::Nearest)
-            .unwrap_or_default();
-        let ttl = sorted
-            .iter()
-            .filter_map(|i| i.export.policy().ttl)
-            .min()
-            .unwrap_or(default_ttl);
-        ServiceView {
-            key,
-            ttl,
-            affinity,
-            clusters,
-            by_id,
-            zones: zones.into_iter().collect(),
-            regions: regions.into_iter().collect(),
-            all,
-            fail_open,
-        }
-    }
-
-    /// The addresses this service answers with, and the PTR name of each.
-    pub fn ptr_names(&self) -> Vec<(IpAddr, PtrName)> {
-        let namespace: Arc<str> = Arc::from(self.key.namespace.as_str());
-        let service: Arc<str> = Arc::from(self.key.name.as_str());
-        let name = |host| PtrName {
-            namespace: namespace.clone(),
-            service: service.clone(),
-            host,
-        };
-        let mut out = Vec::new();
-        for c in &self.clusters {
-            for target in &c.targets.targets {
-                match *target {
-                    Target::Endpoint { endpoint, .. } => {
-                        let ep = &c.endpoints[endpoint];
-                        let host = ep
-                            .hostname
-                            .as_ref()
-                            .map(|h| (h.clone(), Arc::from(c.name.as_str())));
-                        out.extend(ep.addresses.iter().map(|a| (*a, name(host.clone()))));
-                    }
-                    Target::ClusterIp { .. } => {
-                        out.extend(c.cluster_ips.iter().map(|a| (*a, name(None))))
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    pub fn cluster(&self, name: &str) -> Option<(usize, &ClusterView)> {
-        self.clusters
-            .binary_search_by(|c| c.name.as_str().cmp(name))
-            .ok()
-            .map(|i| (i, &self.clusters[i]))
-    }
-
-    /// The asker's own cluster's part, if it exports the service.
-    pub fn cluster_by_id(&self, id: ClusterId) -> Option<&ClusterView> {
-        self.by_id
-            .binary_search_by_key(&id, |(i, _)| *i)
-            .ok()
-            .map(|i| &self.clusters[self.by_id[i].1])
-    }
-
-    /// Healthy targets in a (region, zone).
-    pub fn zone(&self, id: ZoneId) -> Option<&Targets> {
-        self.zones
-            .binary_search_by_key(&id, |(z, _)| *z)
-            .ok()
-            .map(|i| &self.zones[i].1)
-    }
-
-    /// Healthy targets in a region.
-    pub fn region(&self, id: RegionId) -> Option<&Targets> {
-        self.regions
-            .binary_search_by_key(&id, |(r, _)| *r)
-            .ok()
-            .map(|i| &self.regions[i].1)
-    }
-}
-
-/// One cluster's part of a global service.
-#[derive(Debug)]
-pub struct ClusterView {
-    pub id: ClusterId,
-    pub name: ClusterName,
-    /// Left out of answers (unless the service fails open).
-    pub stale: bool,
-    pub mode: Mode,
-    pub ports: Vec<Port>,
-    pub cluster_ips: Vec<IpAddr>,
-    pub endpoints: Vec<EndpointView>,
-    /// This cluster's healthy targets.
-    pub targets: Targets,
-    /// Those of `targets` outside the cluster's own zone: with the asker's
-    /// zone, they make up the zone tier.
-    pub off_zone: Targets,
-}
-
-impl ClusterView {
-    /// The endpoint a hostname label names: its hostname, or for an endpoint
-    /// without one, its first address written with dashes (`10-1-0-11`).
-    pub fn endpoint(&self, label: &str) -> Option<&EndpointView> {
-        let address = undashed(label);
-        self.endpoints.iter().find(|e| match &e.hostname {
-            Some(h) => &**h == label,
-            None => address == Some(e.addresses[0]),
-        })
-    }
-}
-
-#[derive(Debug)]
-pub struct EndpointView {
-    /// The endpoint's hostname (headless services), if it has one.
-    pub hostname: Option<Arc<str>>,
-    pub addresses: Vec<IpAddr>,
-    pub healthy: bool,
-    /// The endpoint's own (region, zone), when its slice names one.
-    pub zone: Option<ZoneId>,
-}
-
-/// What one SRV record points at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    Endpoint { cluster: usize, endpoint: usize },
-    ClusterIp { cluster: usize },
-}
-
-impl Target {
-    pub fn cluster(self) -> usize {
-        match self {
-            Target::Endpoint { cluster, .. } | Target::ClusterIp { cluster } => cluster,
-        }
-    }
-}
-
-/// A set of answer targets with their addresses flattened per family, so an
-/// A or AAAA answer is a slice.
-#[derive(Debug, Default, Clone)]
-pub struct Targets {
-    pub targets: Vec<Target>,
-    pub v4: Vec<Ipv4Addr>,
-    pub v6: Vec<Ipv6Addr>,
-}
-
-impl Targets {
-    fn push(&mut self, target: Target, addresses: &[IpAddr]) {
-        self.targets.push(target);
-        for address in addresses {
-            match address {
-                IpAddr::V4(a) => self.v4.push(*a),
-                IpAddr::V6(a) => self.v6.push(*a),
-            }
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
-    }
-
-    /// How many healthy targets: what `--min-healthy` counts.
-    pub fn len(&self) -> usize {
-        self.targets.len()
-    }
-}
-
-impl EndpointView {
-    /// The first label of this endpoint's own name: its hostname, or its
-    /// first address with dashes.
-    pub fn label(&self) -> std::borrow::Cow<'_, str> {
-        match &self.hostname {
-            Some(h) => std::borrow::Cow::Borrowed(h),
-            None => std::borrow::Cow::Owned(dashed(self.addresses[0])),
-        }
+/// The first label of an endpoint's own name: its hostname, or its first
+/// address with dashes.
+pub fn endpoint_label(endpoint: &meshdns_proto::model::Endpoint) -> std::borrow::Cow<'_, str> {
+    match &endpoint.hostname {
+        Some(h) => std::borrow::Cow::Borrowed(h.as_str()),
+        None => std::borrow::Cow::Owned(dashed(endpoint.addresses[0])),
     }
 }
 

@@ -16,7 +16,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use crate::locality::AskerPlace;
 use crate::metrics::Outcome;
 use crate::qname::{self, Domain, Layout, QName, Reverse};
-use crate::select::{self, Pick, Tier};
+use crate::select::{self, Pick};
 use crate::snapshot::{ServiceView, Snapshot, Target};
 
 /// The MCS DNS schema version `dns-version.clusterset.local` answers.
@@ -396,8 +396,8 @@ impl Lookup<'_> {
                     // The MCS spec has no per-cluster service records; the
                     // name is an empty non-terminal above the hostnames.
                     Some(_) if self.layout() == Layout::Mcs => Found::NoData,
-                    Some((view, (_, cv))) => {
-                        self.addresses(view, Pick::one(Tier::Cluster, &cv.targets))
+                    Some((view, (index, cv))) => {
+                        self.addresses(view, Pick::cluster(index, &cv.targets))
                     }
                     None => Found::NxDomain,
                 }
@@ -463,7 +463,7 @@ impl Lookup<'_> {
                     .and_then(|v| v.cluster(cluster).map(|(_, c)| (v, c)))
                     .and_then(|(v, c)| c.endpoint(host).map(|e| (v, e)));
                 match found {
-                    Some((view, ep)) if ep.healthy => {
+                    Some((view, (ep, true))) => {
                         records(self.address_records(view.ttl, &ep.addresses), Vec::new())
                     }
                     Some(_) => Found::NoData,
@@ -474,7 +474,7 @@ impl Lookup<'_> {
                 exists(snapshot.service(svc, ns).is_some_and(|v| {
                     v.clusters
                         .iter()
-                        .any(|c| c.ports.iter().any(|p| p.protocol.label() == proto))
+                        .any(|c| c.ports().iter().any(|p| p.protocol.label() == proto))
                 }))
             }
             QName::Srv {
@@ -536,7 +536,7 @@ impl Lookup<'_> {
     fn srv(&mut self, view: &ServiceView, proto: &str, port_name: &str) -> Found {
         let port_of = |cluster: usize| {
             view.clusters[cluster]
-                .ports
+                .ports()
                 .iter()
                 .find(|p| {
                     p.protocol.label() == proto
@@ -583,7 +583,7 @@ impl Lookup<'_> {
                         RData::SRV(SRV::new(0, 1, port, service_name.clone())),
                     ));
                 }
-                additionals.extend(cluster.cluster_ips.iter().map(|a| {
+                additionals.extend(cluster.cluster_ips().iter().map(|a| {
                     let data = match a {
                         IpAddr::V4(v4) => RData::A(A(*v4)),
                         IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
@@ -594,15 +594,20 @@ impl Lookup<'_> {
             }
             let (text, addresses) = match target {
                 Target::Endpoint { endpoint, .. } => {
-                    let ep = &cluster.endpoints[endpoint];
+                    let ep = cluster.endpoint_model(endpoint);
                     (
-                        format!("{}.{}.{suffix}", ep.label(), cluster.name),
-                        &ep.addresses,
+                        format!(
+                            "{}.{}.{suffix}",
+                            crate::snapshot::endpoint_label(ep),
+                            cluster.name()
+                        ),
+                        ep.addresses.as_slice(),
                     )
                 }
-                Target::ClusterIp { .. } => {
-                    (format!("{}.{suffix}", cluster.name), &cluster.cluster_ips)
-                }
+                Target::ClusterIp { .. } => (
+                    format!("{}.{suffix}", cluster.name()),
+                    cluster.cluster_ips(),
+                ),
             };
             let Ok(target_name) = Name::from_ascii(&text) else {
                 continue;

@@ -102,7 +102,7 @@ fn build(clusters: &[GenCluster], affinity: Affinity) -> (Vec<Place>, ServiceVie
             }
         })
         .collect();
-    let exports: Vec<ServiceExport> = clusters
+    let exports: Vec<std::sync::Arc<ServiceExport>> = clusters
         .iter()
         .enumerate()
         .map(|(i, (_, _, _, eps))| {
@@ -116,25 +116,27 @@ fn build(clusters: &[GenCluster], affinity: Affinity) -> (Vec<Place>, ServiceVie
                     ..Endpoint::ready(IpAddr::from([10, i as u8, 0, j as u8 + 1]))
                 })
                 .collect();
-            ServiceExport::new(
-                ServiceKey {
-                    namespace: Namespace::new("shop").unwrap(),
-                    name: ServiceName::new("web").unwrap(),
-                },
-                vec![Port {
-                    name: None,
-                    protocol: Protocol::Tcp,
-                    port: NonZeroU16::new(80).unwrap(),
-                }],
-                Mode::Endpoints,
-                vec![],
-                endpoints,
-                Policy {
-                    affinity,
-                    ttl: None,
-                },
+            std::sync::Arc::new(
+                ServiceExport::new(
+                    ServiceKey {
+                        namespace: Namespace::new("shop").unwrap(),
+                        name: ServiceName::new("web").unwrap(),
+                    },
+                    vec![Port {
+                        name: None,
+                        protocol: Protocol::Tcp,
+                        port: NonZeroU16::new(80).unwrap(),
+                    }],
+                    Mode::Endpoints,
+                    vec![],
+                    endpoints,
+                    Policy {
+                        affinity,
+                        ttl: None,
+                    },
+                )
+                .unwrap(),
             )
-            .unwrap()
         })
         .collect();
     let inputs: Vec<ExportInput<'_>> = places

@@ -63,8 +63,13 @@ impl TestServer {
         let mut listeners = None;
         // Rebinding a just-closed gRPC port can race with the old socket.
         for _ in 0..50 {
-            match meshdns::Listeners::bind(&args.dns_listen, args.grpc_listen, args.admin_listen)
-                .await
+            match meshdns::Listeners::bind(
+                &args.dns_listen,
+                args.grpc_listen,
+                args.admin_listen,
+                args.udp_workers(),
+            )
+            .await
             {
                 Ok(l) => {
                     listeners = Some(l);

@@ -53,7 +53,7 @@ impl State {
         let moved = entry.cluster != m.cluster || entry.stale != m.stale;
         if moved {
             dirty.locality = true;
-            dirty.keys.extend(entry.services.keys().cloned());
+            dirty.touch(&name, entry.services.keys().cloned());
             entry.place = State::place(names, entry.id, &m.cluster, m.stale);
         }
         entry.cluster = m.cluster;
@@ -84,7 +84,7 @@ impl Registry {
             .collect();
         for name in gone {
             if let Some(entry) = state.clusters.remove(&name) {
-                dirty.keys.extend(entry.services.into_keys());
+                dirty.touch(&name, entry.services.into_keys());
                 dirty.changes.push(Change::ClusterRemoved(name));
             }
         }
@@ -94,8 +94,9 @@ impl Registry {
                 .into_iter()
                 .map(|s| (s.key().clone(), Arc::new(s)))
                 .collect();
-            dirty.keys.extend(entry.services.keys().cloned());
-            dirty.keys.extend(next.keys().cloned());
+            let name = entry.cluster.name.clone();
+            dirty.touch(&name, entry.services.keys().cloned());
+            dirty.touch(&name, next.keys().cloned());
             entry.services = next;
             dirty.changes.push(Change::Cluster(entry.status()));
         }
@@ -133,7 +134,7 @@ impl Registry {
         let mut dirty = Dirty::default();
         if let Some(entry) = state.clusters.remove(cluster) {
             dirty.locality = true;
-            dirty.keys.extend(entry.services.into_keys());
+            dirty.touch(cluster, entry.services.into_keys());
             dirty.changes.push(Change::ClusterRemoved(cluster.clone()));
         }
         self.publish(state, dirty);

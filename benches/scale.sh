@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Scale, propagation and fan-out at a million endpoints.
+#
+#   benches/scale.sh            # release build, 10 s per throughput run
+#   benches/scale.sh --smoke    # debug build, a 100,000-endpoint fleet, 2 s runs
+#
+# `meshdns serve` (one UDP worker, core 0) takes Shape::MILLION from
+# `loadfleet push` (core 1): 1,000 clusters, each with its own syncer
+# publisher and Export stream (heartbeat every 5 s), each exporting the
+# same 100 services with 10 endpoints: 1,000,000 endpoints, 10,000 per
+# service. Prints:
+#   - load time, resident memory and bytes per endpoint;
+#   - idle CPU with 1,000 open export streams, as % of one core;
+#   - query throughput at that size against the same queries on a
+#     1,000-endpoint fleet (1 cluster × 100 services × 10 endpoints: the
+#     same answer shapes), and the ratio;
+#   - propagation: 200 single-endpoint changes, each timed from the
+#     publisher getting it to the first DNS answer that shows it.
+# The full-Snapshot-from-one-cluster figure is in-process:
+#   cargo bench -p meshdns-benches --bench scale
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS=${LOAD_SECONDS:-10}
+PROFILE=release
+CLUSTERS=1000
+IDLE_SECS=20
+CHURN=200
+if [ "${1:-}" = "--smoke" ]; then
+  SECS=2
+  PROFILE=debug
+  CLUSTERS=100
+  IDLE_SECS=2
+  CHURN=20
+fi
+CLIENTS=4
+
+. benches/common.sh
+
+stop_fleet() {
+  kill "$PUSH_PID" "$MESHDNS_PID" 2>/dev/null || true
+  wait "$PUSH_PID" "$MESHDNS_PID" 2>/dev/null || true
+}
+
+# Reference: 1,000 endpoints, the same 100 names and answer shapes.
+small=(--clusters 1 --services 100 --spread 1 --endpoints 10)
+"$BIN/loadfleet" files --dir "$DIR/small" --clients "$CLIENTS" --nx-percent 0 "${small[@]}"
+start_meshdns --max-answers 16
+push_fleet "${small[@]}" --churn "$CHURN"
+wait_answers "$DNS_PORT"
+cp "$DIR/small/"queries-*.txt "$DIR/small/clients.txt" "$DIR/"
+small_qps=$(drive "$DNS_PORT" small)
+stop_fleet
+
+big=(--clusters "$CLUSTERS" --services 100 --spread "$CLUSTERS" --endpoints 10)
+endpoints=$((CLUSTERS * 100 * 10))
+"$BIN/loadfleet" files --dir "$DIR/big" --clients "$CLIENTS" --nx-percent 0 "${big[@]}"
+start_meshdns --max-answers 16
+push_fleet "${big[@]}" --churn "$CHURN"
+loaded_ms=$(awk '/^ready/ { print $2 }' "$DIR/push.out")
+wait_answers "$DNS_PORT"
+rss=$(rss_kib "$MESHDNS_PID")
+hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$MESHDNS_PID/status")
+echo "fleet: $CLUSTERS clusters x 100 services x 10 endpoints = $endpoints endpoints, loaded over gRPC in ${loaded_ms} ms"
+echo "registry_rss_mib=$((rss / 1024)) (peak $((hwm / 1024))) bytes_per_endpoint=$((rss * 1024 / endpoints))"
+
+# Idle: every stream open, heartbeats every 5 s, no queries.
+sleep 2
+t0=$(cpu_ticks "$MESHDNS_PID")
+sleep "$IDLE_SECS"
+t1=$(cpu_ticks "$MESHDNS_PID")
+hz=$(getconf CLK_TCK)
+echo "idle_cpu_percent_of_one_core=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v s="$IDLE_SECS" 'BEGIN { printf "%.2f", 100 * d / hz / s }') ($CLUSTERS export streams)"
+
+cp "$DIR/big/"queries-*.txt "$DIR/big/clients.txt" "$DIR/"
+big_qps=$(drive "$DNS_PORT" big)
+echo "qps_1000_endpoints=$small_qps"
+echo "qps_${endpoints}_endpoints=$big_qps"
+echo "throughput_ratio=$(awk -v b="$big_qps" -v s="$small_qps" 'BEGIN { printf "%.3f", b / s }')"
+
+kill -USR1 "$PUSH_PID"
+for _ in $(seq 1 600); do
+  grep -q '^propagation' "$DIR/push.out" && break
+  sleep 0.2
+done
+grep '^propagation' "$DIR/push.out" || { echo "benches: no propagation figures" >&2; cat "$DIR/push.log" >&2; exit 1; }
+echo "registry_rss_after_churn_mib=$(( $(rss_kib "$MESHDNS_PID") / 1024 ))"

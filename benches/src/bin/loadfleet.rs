@@ -1,0 +1,330 @@
+//! `loadfleet`: the load benchmark's fleet, as files or as live syncers.
+//!
+//! - `loadfleet files --dir D`: the static Knot zone (`global.zone`) with
+//!   every service's ready addresses, and one dnsperf query file per
+//!   client (`queries-<k>.txt`, listed with its source address in
+//!   `clients.txt`).
+//! - `loadfleet push --registry URL`: one real syncer publisher per
+//!   cluster, streaming the fleet over gRPC with heartbeats, until SIGTERM
+//!   or Ctrl-C. Prints `ready <ms>` once the registry lists every cluster
+//!   with every endpoint.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use meshdns_benches::shape::Shape;
+use meshdns_proto::client::ClientAuth;
+use meshdns_proto::wire;
+use meshdns_syncer::publish::{self, Backoff, PublishConfig};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadfleet",
+    about = "The load benchmark's fleet: files for Knot and dnsperf, or live syncers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args, Clone, Copy)]
+struct ShapeArgs {
+    /// Clusters in the fleet.
+    #[arg(long, default_value_t = Shape::LOAD.clusters)]
+    clusters: usize,
+    /// Global services.
+    #[arg(long, default_value_t = Shape::LOAD.services)]
+    services: usize,
+    /// Clusters exporting each service.
+    #[arg(long, default_value_t = Shape::LOAD.spread)]
+    spread: usize,
+    /// Endpoints per service per cluster.
+    #[arg(long, default_value_t = Shape::LOAD.endpoints)]
+    endpoints: usize,
+}
+
+impl ShapeArgs {
+    fn shape(self) -> Result<Shape, String> {
+        let shape = Shape {
+            clusters: self.clusters,
+            services: self.services,
+            spread: self.spread,
+            endpoints: self.endpoints,
+        };
+        shape.check().map(|()| shape)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Writes global.zone, queries-<k>.txt and clients.txt into --dir.
+    Files {
+        #[command(flatten)]
+        shape: ShapeArgs,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Query files, each asked from a different cluster.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Lines per query file.
+        #[arg(long, default_value_t = 10_000)]
+        queries: usize,
+        /// Percent of names that do not exist.
+        #[arg(long, default_value_t = 5)]
+        nx_percent: usize,
+    },
+    /// Streams the fleet to a registry until SIGTERM or Ctrl-C.
+    Push {
+        #[command(flatten)]
+        shape: ShapeArgs,
+        /// The registry's gRPC address, http://HOST:PORT.
+        #[arg(long)]
+        registry: String,
+        /// On SIGUSR1, change this many exports one at a time (one
+        /// endpoint's readiness each, sent as a Delta by the cluster's
+        /// publisher) and time each until DNS at --dns answers with it.
+        #[arg(long, default_value_t = 200)]
+        churn: usize,
+        /// The registry's DNS address (UDP), for --churn; its
+        /// --max-answers must be at least --endpoints.
+        #[arg(long)]
+        dns: Option<std::net::SocketAddr>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Files {
+            shape,
+            dir,
+            clients,
+            queries,
+            nx_percent,
+        } => shape
+            .shape()
+            .and_then(|s| files(s, &dir, clients, queries, nx_percent)),
+        Command::Push {
+            shape,
+            registry,
+            churn,
+            dns,
+        } => shape.shape().and_then(|s| {
+            tokio::runtime::Runtime::new()
+                .map_err(|e| e.to_string())?
+                .block_on(push(s, registry, churn, dns))
+        }),
+    };
+    if let Err(e) = result {
+        eprintln!("loadfleet: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn files(
+    shape: Shape,
+    dir: &std::path::Path,
+    clients: usize,
+    queries: usize,
+    nx_percent: usize,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("{}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut zone = String::from(
+        "$ORIGIN global.\n$TTL 5\n@ SOA ns.dns.global. hostmaster.global. 1 3600 600 86400 5\n@ NS ns.dns.global.\nns.dns A 127.0.0.1\n",
+    );
+    for s in 0..shape.services {
+        let name = shape.name(s);
+        let owner = name.trim_end_matches(".global");
+        for a in shape.ready_addresses(s) {
+            let _ = writeln!(zone, "{owner} A {a}");
+        }
+    }
+    std::fs::write(dir.join("global.zone"), zone).map_err(io)?;
+    let mut list = String::new();
+    let mut rng = fastrand::Rng::with_seed(6);
+    for k in 0..clients {
+        // Clients in clusters spread over the fleet (and its regions).
+        let c = (k * shape.clusters / clients.max(1) + k) % shape.clusters;
+        let mut text = String::with_capacity(queries * 32);
+        for q in 0..queries {
+            if rng.usize(0..100) < nx_percent {
+                let _ = writeln!(text, "nx-{k}-{q}.ns-{}.global A", q % 100);
+            } else {
+                let _ = writeln!(text, "{} A", shape.name(rng.usize(0..shape.services)));
+            }
+        }
+        let file = format!("queries-{k}.txt");
+        std::fs::write(dir.join(&file), text).map_err(io)?;
+        let _ = writeln!(list, "{file} {} cluster-{c}", shape.asker(c));
+    }
+    std::fs::write(dir.join("clients.txt"), list).map_err(io)?;
+    Ok(())
+}
+
+async fn push(
+    shape: Shape,
+    registry: String,
+    churn: usize,
+    dns: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    let mut sets = Vec::new();
+    for set in shape.export_sets() {
+        let set = Arc::new(set);
+        let (tx, rx) = watch::channel(Some(set.clone()));
+        senders.push(tx);
+        sets.push(set);
+        let config = PublishConfig {
+            url: registry.clone(),
+            auth: ClientAuth {
+                insecure: true,
+                ..ClientAuth::default()
+            },
+            heartbeat: Duration::from_secs(5),
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
+        };
+        tokio::spawn(publish::run(config, rx, shutdown.clone()));
+    }
+    let auth = ClientAuth {
+        insecure: true,
+        ..ClientAuth::default()
+    };
+    let expected = shape.total_endpoints() as u64;
+    loop {
+        if let Ok(mut client) = auth.connect(&registry).await
+            && let Ok(list) = client.list_clusters(wire::ListClustersRequest {}).await
+        {
+            let list = list.into_inner().clusters;
+            let endpoints: u64 = list.iter().map(|c| c.endpoints).sum();
+            if list.len() == shape.clusters && endpoints == expected {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("ready {}", started.elapsed().as_millis());
+    let _ = std::io::stdout().flush();
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
+    let mut version = 0;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = usr1.recv() => {
+                let Some(dns) = dns else {
+                    eprintln!("loadfleet: SIGUSR1 needs --dns");
+                    continue;
+                };
+                let times = churn_run(&shape, &mut sets, &senders, churn, dns, &mut version).await?;
+                println!("propagation {}", summary(times));
+                let _ = std::io::stdout().flush();
+            }
+        }
+    }
+    shutdown.cancel();
+    drop(senders);
+    Ok(())
+}
+
+/// `n` changes, one at a time: a random cluster's export of a random
+/// service of its has endpoint 0's readiness flipped; each is timed from
+/// handing it to the publisher to the first DNS answer for that cluster's
+/// part of the service (`cluster-<c>.svc-<s>.ns-<m>.global`) that shows it.
+async fn churn_run(
+    shape: &Shape,
+    sets: &mut [Arc<meshdns_proto::model::ExportSet>],
+    senders: &[watch::Sender<Option<Arc<meshdns_proto::model::ExportSet>>>],
+    n: usize,
+    dns: std::net::SocketAddr,
+    version: &mut usize,
+) -> Result<Vec<Duration>, String> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rng = fastrand::Rng::with_seed(9);
+    let mut times = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 65_535];
+    for _ in 0..n {
+        let s = rng.usize(0..shape.services);
+        let exporters: Vec<usize> = shape.exporters(s).collect();
+        let i = rng.usize(0..exporters.len());
+        let c = exporters[i];
+        *version += 1;
+        let export = shape.export(s, i, *version);
+        let want: std::collections::BTreeSet<std::net::IpAddr> = export
+            .endpoints()
+            .iter()
+            .filter(|e| e.ready)
+            .flat_map(|e| e.addresses.iter().copied())
+            .collect();
+        let mut set = (*sets[c]).clone();
+        set.services.insert(export.key().clone(), Arc::new(export));
+        sets[c] = Arc::new(set);
+        let name = Name::from_ascii(format!("cluster-{c}.{}.", shape.name(s)))
+            .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        senders[c].send_replace(Some(sets[c].clone()));
+        loop {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!("{name}: the change never showed in DNS"));
+            }
+            let mut m = Message::new(rng.u16(..), MessageType::Query, OpCode::Query);
+            m.add_query(Query::query(name.clone(), RecordType::A));
+            let bytes = m.to_vec().map_err(|e| e.to_string())?;
+            socket
+                .send_to(&bytes, dns)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Ok(Ok(len)) =
+                tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut buf)).await
+            else {
+                continue;
+            };
+            let Ok(reply) = Message::from_vec(&buf[..len]) else {
+                continue;
+            };
+            let got: std::collections::BTreeSet<std::net::IpAddr> = reply
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+                    _ => None,
+                })
+                .collect();
+            if got == want {
+                times.push(started.elapsed());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(times)
+}
+
+fn summary(mut times: Vec<Duration>) -> String {
+    times.sort();
+    let at = |q: f64| {
+        let i = ((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1));
+        times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    format!(
+        "n={} p50={:.2}ms p99={:.2}ms max={:.2}ms",
+        times.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    )
+}

@@ -1,0 +1,454 @@
+//! The UDP fast path: the answer to the common query — A or AAAA for
+//! `<svc>.<ns>.<domain>`, or that name not existing — written straight
+//! into the reply buffer, with no decode into a message, no allocation and
+//! no lock.
+//!
+//! A query is taken only when it is the plain shape: one question in
+//! class IN, no answer or authority records, at most one additional record
+//! and that an EDNS(0) OPT carrying nothing but Client Subnet and Cookie
+//! options, no trailing bytes, an uncompressed name of printable ASCII.
+//! Anything else, and any answer that would not fit the client's payload
+//! size, returns `None` and goes to [`crate::zone::respond`], the full
+//! handler. The two produce the same message for what the fast path
+//! takes: `dns/tests/fast_path.rs` checks it on generated queries.
+//!
+//! What the snapshot already holds makes this cheap: the per-tier address
+//! lists ([`crate::select`]) are slices, an A record is 16 fixed bytes
+//! with its owner compressed to the question (offset 12), the question is
+//! echoed byte for byte (so its case is the asker's), and the SOA of a
+//! negative answer points into the question for its owner.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::locality::AskerPlace;
+use crate::metrics::Outcome;
+use crate::qname::{self, QName};
+use crate::select;
+use crate::snapshot::Snapshot;
+use crate::zone::{MAX_UDP_PAYLOAD, Zone};
+
+const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
+const TYPE_SOA: u16 = 6;
+const TYPE_OPT: u16 = 41;
+const CLASS_IN: u16 = 1;
+const OPTION_ECS: u16 = 8;
+const OPTION_COOKIE: u16 = 10;
+const RCODE_NXDOMAIN: u8 = 3;
+/// Most labels a 255-byte name can have.
+const MAX_LABELS: usize = 128;
+
+/// An EDNS Client Subnet option as the query carried it.
+#[derive(Debug, Clone, Copy)]
+struct Subnet {
+    family: u16,
+    source: u8,
+    address: IpAddr,
+    /// The address bytes as sent (`ceil(source / 8)` of them).
+    raw: [u8; 16],
+    raw_len: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Opt {
+    payload: u16,
+    dnssec_ok: bool,
+    subnet: Option<Subnet>,
+}
+
+/// The parts of a query the fast path needs, read from the wire.
+struct Query<'p> {
+    packet: &'p [u8],
+    /// End of the question section (name, type, class).
+    question_end: usize,
+    qtype: u16,
+    opt: Option<Opt>,
+}
+
+fn u16_at(p: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]))
+}
+
+/// Reads the query; `None` for anything but the plain shape. `name` gets
+/// the lowercase, dot-separated name (without the trailing dot) and
+/// `label_ends` the end of each label in it.
+fn parse<'p>(
+    packet: &'p [u8],
+    name: &mut [u8; 256],
+    name_len: &mut usize,
+    label_ends: &mut [usize; MAX_LABELS],
+    labels: &mut usize,
+) -> Option<Query<'p>> {
+    if packet.len() < 17 {
+        return None;
+    }
+    // QR clear, opcode QUERY.
+    if packet[2] & 0xf8 != 0 {
+        return None;
+    }
+    let (qd, an, ns, ar) = (
+        u16_at(packet, 4)?,
+        u16_at(packet, 6)?,
+        u16_at(packet, 8)?,
+        u16_at(packet, 10)?,
+    );
+    if qd != 1 || an != 0 || ns != 0 || ar > 1 {
+        return None;
+    }
+    let mut at = 12;
+    let mut len = 0;
+    *labels = 0;
+    loop {
+        let l = usize::from(*packet.get(at)?);
+        at += 1;
+        if l == 0 {
+            break;
+        }
+        // Compression in a question, or an extended label type.
+        if l > 63 || *labels == MAX_LABELS || at - 12 + l > 254 {
+            return None;
+        }
+        let label = packet.get(at..at + l)?;
+        if len > 0 {
+            name[len] = b'.';
+            len += 1;
+        }
+        for &b in label {
+            if !b.is_ascii_graphic() || b == b'.' {
+                return None;
+            }
+            name[len] = b.to_ascii_lowercase();
+            len += 1;
+        }
+        label_ends[*labels] = len;
+        *labels += 1;
+        at += l;
+    }
+    let qtype = u16_at(packet, at)?;
+    if u16_at(packet, at + 2)? != CLASS_IN {
+        return None;
+    }
+    at += 4;
+    let question_end = at;
+    let opt = if ar == 1 {
+        let (opt, end) = parse_opt(packet, at)?;
+        at = end;
+        Some(opt)
+    } else {
+        None
+    };
+    if at != packet.len() {
+        return None;
+    }
+    *name_len = len;
+    Some(Query {
+        packet,
+        question_end,
+        qtype,
+        opt,
+    })
+}
+
+/// Reads an OPT record at `at`: EDNS version 0, options ECS and Cookie only.
+fn parse_opt(packet: &[u8], at: usize) -> Option<(Opt, usize)> {
+    if *packet.get(at)? != 0 || u16_at(packet, at + 1)? != TYPE_OPT {
+        return None;
+    }
+    let payload = u16_at(packet, at + 3)?;
+    let (ext_rcode, version) = (*packet.get(at + 5)?, *packet.get(at + 6)?);
+    if ext_rcode != 0 || version != 0 {
+        return None;
+    }
+    let dnssec_ok = packet.get(at + 7)? & 0x80 != 0;
+    let rdlen = usize::from(u16_at(packet, at + 9)?);
+    let start = at + 11;
+    let end = start + rdlen;
+    if end > packet.len() {
+        return None;
+    }
+    let mut subnet = None;
+    let mut o = start;
+    while o < end {
+        let code = u16_at(packet, o)?;
+        let len = usize::from(u16_at(packet, o + 2)?);
+        let data = packet.get(o + 4..o + 4 + len)?;
+        if o + 4 + len > end {
+            return None;
+        }
+        match code {
+            OPTION_ECS if subnet.is_none() => subnet = Some(parse_subnet(data)?),
+            OPTION_COOKIE => {}
+            _ => return None,
+        }
+        o += 4 + len;
+    }
+    Some((
+        Opt {
+            payload,
+            dnssec_ok,
+            subnet,
+        },
+        end,
+    ))
+}
+
+fn parse_subnet(data: &[u8]) -> Option<Subnet> {
+    let family = u16_at(data, 0)?;
+    let source = *data.get(2)?;
+    let width = match family {
+        1 => 32,
+        2 => 128,
+        _ => return None,
+    };
+    let raw_len = usize::from(source).div_ceil(8);
+    if source > width || data.len() != 4 + raw_len {
+        return None;
+    }
+    let mut raw = [0u8; 16];
+    raw[..raw_len].copy_from_slice(&data[4..]);
+    let address = if family == 1 {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(raw))
+    };
+    Some(Subnet {
+        family,
+        source,
+        address,
+        raw,
+        raw_len,
+    })
+}
+
+/// Answers `packet` into `out` if the fast path covers it; `None` leaves
+/// `out` unspecified and the query to the full handler.
+pub fn answer(
+    snapshot: &Snapshot,
+    zone: &Zone,
+    packet: &[u8],
+    source: IpAddr,
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
+    let mut name = [0u8; 256];
+    let mut name_len = 0;
+    let mut ends = [0usize; MAX_LABELS];
+    let mut count = 0;
+    let query = parse(packet, &mut name, &mut name_len, &mut ends, &mut count)?;
+    if query.qtype != TYPE_A && query.qtype != TYPE_AAAA {
+        return None;
+    }
+    let text = std::str::from_utf8(&name[..name_len]).ok()?;
+    let mut labels: [&str; MAX_LABELS] = [""; MAX_LABELS];
+    let mut begin = 0;
+    for (i, &end) in ends[..count].iter().enumerate() {
+        labels[i] = &text[begin..end];
+        begin = end + 1;
+    }
+    let labels = &labels[..count];
+    let (domain, qname) = qname::parse(labels, zone.domains())?;
+    let QName::Service { svc, ns } = qname else {
+        return None;
+    };
+    // `svc` and `ns` are the first two labels: the key is the name's start.
+    let key = text.get(..svc.len() + 1 + ns.len())?;
+    if labels.first() != Some(&svc) {
+        return None;
+    }
+    let limit = match query.opt {
+        Some(opt) => usize::from(opt.payload.clamp(512, MAX_UDP_PAYLOAD)),
+        None => 512,
+    };
+    let subnet = query.opt.and_then(|o| o.subnet);
+    let mut outcome = Outcome {
+        qtype: Some(query.qtype),
+        rcode: 0,
+        fail_open: false,
+        ecs: subnet.is_some(),
+    };
+    // The apex's offset in the packet: where the domain's labels start.
+    let apex_label = count - zone.domains()[domain].labels.len();
+    let apex = 12
+        + if apex_label == 0 {
+            0
+        } else {
+            ends[apex_label - 1] + 1
+        };
+    let Some(view) = snapshot.service_by_key(key) else {
+        outcome.rcode = u16::from(RCODE_NXDOMAIN);
+        write_negative(
+            out,
+            zone,
+            &query,
+            snapshot.serial,
+            apex,
+            RCODE_NXDOMAIN,
+            None,
+        );
+        return (out.len() <= limit).then_some(outcome);
+    };
+    let place = asker(snapshot, source, subnet.as_ref());
+    let pick = select::select(view, place.as_ref(), zone.min_healthy);
+    // The answer depended on the asker's place: ECS scope is its prefix.
+    let scope = subnet.map(|s| s.source);
+    let start = select::next_rotation();
+    let max = zone.max_answers;
+    let (n, size) = if query.qtype == TYPE_A {
+        (pick.v4(start, max).count(), 16)
+    } else {
+        (pick.v6(start, max).count(), 28)
+    };
+    if n == 0 {
+        write_negative(out, zone, &query, snapshot.serial, apex, 0, scope);
+        return (out.len() <= limit).then_some(outcome);
+    }
+    let total = query.question_end + n * size + opt_len(&query);
+    if total > limit {
+        return None;
+    }
+    outcome.fail_open = view.fail_open;
+    write_header(out, &query, 0, n as u16, 0);
+    out.extend_from_slice(&query.packet[12..query.question_end]);
+    let ttl = view.ttl.to_be_bytes();
+    let mut record = |rtype: u16, data: &[u8]| {
+        out.extend_from_slice(&[0xc0, 0x0c]);
+        out.extend_from_slice(&rtype.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&ttl);
+        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        out.extend_from_slice(data);
+    };
+    if query.qtype == TYPE_A {
+        for a in pick.v4(start, max) {
+            record(TYPE_A, &a.octets());
+        }
+    } else {
+        for a in pick.v6(start, max) {
+            record(TYPE_AAAA, &a.octets());
+        }
+    }
+    write_opt(out, &query, scope);
+    Some(outcome)
+}
+
+/// Where the asker is: the ECS subnet when the query has one (a source
+/// prefix of 0 asks for no tailoring), else the source address.
+fn asker(snapshot: &Snapshot, source: IpAddr, subnet: Option<&Subnet>) -> Option<AskerPlace> {
+    match subnet {
+        Some(s) if s.source == 0 => None,
+        Some(s) => snapshot.locality.lookup(s.address, s.source),
+        None => snapshot.locality.lookup(source, 128),
+    }
+}
+
+/// Header: the query's ID, RD and CD; QR and AA set.
+fn write_header(out: &mut Vec<u8>, query: &Query<'_>, rcode: u8, answers: u16, authority: u16) {
+    let p = query.packet;
+    out.clear();
+    out.extend_from_slice(&p[..2]);
+    out.push(0x80 | 0x04 | (p[2] & 0x01));
+    out.push((p[3] & 0x10) | rcode);
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&answers.to_be_bytes());
+    out.extend_from_slice(&authority.to_be_bytes());
+    out.extend_from_slice(&u16::from(query.opt.is_some()).to_be_bytes());
+}
+
+/// NXDOMAIN or NODATA: the question and the zone's SOA, whose owner is
+/// the apex inside the question (`apex`, a packet offset).
+fn write_negative(
+    out: &mut Vec<u8>,
+    zone: &Zone,
+    query: &Query<'_>,
+    serial: u32,
+    apex: usize,
+    rcode: u8,
+    scope: Option<u8>,
+) {
+    write_header(out, query, rcode, 0, 1);
+    let question = &query.packet[12..query.question_end];
+    out.extend_from_slice(question);
+    // The owner is the apex: compressed to the longest suffix of it that
+    // the question spells in lowercase, the rest written out lowercase.
+    let apex = write_apex(out, query, apex);
+    let pointer = [0xc0 | (apex >> 8) as u8, apex as u8];
+    out.extend_from_slice(&TYPE_SOA.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    // RFC 2308: the negative TTL is the smaller of the SOA's TTL and minimum.
+    out.extend_from_slice(&zone.ttl.min(zone.negative_ttl).to_be_bytes());
+    let rdlen_at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    // MNAME ns.dns.<apex>, RNAME hostmaster.<apex>.
+    out.extend_from_slice(b"\x02ns\x03dns");
+    out.extend_from_slice(&pointer);
+    out.extend_from_slice(b"\x0ahostmaster");
+    out.extend_from_slice(&pointer);
+    for value in [serial, 3600, 600, 86_400, zone.negative_ttl] {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+    let rdlen = (out.len() - rdlen_at - 2) as u16;
+    out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+    write_opt(out, query, scope);
+}
+
+/// Writes the apex name that starts at packet offset `at` inside the
+/// question, and returns where it starts in `out` (an offset in the
+/// packet when it is wholly a pointer to the question).
+fn write_apex(out: &mut Vec<u8>, query: &Query<'_>, mut at: usize) -> usize {
+    let name_end = query.question_end - 4;
+    let start = out.len();
+    loop {
+        if query.packet[at] == 0 {
+            out.push(0);
+            return start;
+        }
+        let suffix = &query.packet[at..name_end];
+        if !suffix.iter().any(u8::is_ascii_uppercase) {
+            if out.len() == start {
+                // Nothing written: the owner is the question's own suffix.
+                out.extend_from_slice(&[0xc0 | (at >> 8) as u8, at as u8]);
+                return at;
+            }
+            out.extend_from_slice(&[0xc0 | (at >> 8) as u8, at as u8]);
+            return start;
+        }
+        let len = usize::from(query.packet[at]);
+        out.extend(
+            query.packet[at..at + 1 + len]
+                .iter()
+                .map(u8::to_ascii_lowercase),
+        );
+        at += 1 + len;
+    }
+}
+
+/// The OPT record's length in the response.
+fn opt_len(query: &Query<'_>) -> usize {
+    match query.opt {
+        None => 0,
+        Some(opt) => 11 + opt.subnet.map_or(0, |s| 8 + s.raw_len),
+    }
+}
+
+/// Our OPT when the query had one: payload 1232, version 0, the DO bit
+/// copied (RFC 3225) and the ECS option echoed with `scope` (0 when the
+/// answer did not depend on the asker; RFC 7871).
+fn write_opt(out: &mut Vec<u8>, query: &Query<'_>, scope: Option<u8>) {
+    let Some(opt) = query.opt else { return };
+    out.push(0);
+    out.extend_from_slice(&TYPE_OPT.to_be_bytes());
+    out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+    out.extend_from_slice(&[0, 0, if opt.dnssec_ok { 0x80 } else { 0 }, 0]);
+    match opt.subnet {
+        None => out.extend_from_slice(&[0, 0]),
+        Some(s) => {
+            let len = 4 + s.raw_len;
+            out.extend_from_slice(&((4 + len) as u16).to_be_bytes());
+            out.extend_from_slice(&OPTION_ECS.to_be_bytes());
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+            out.extend_from_slice(&s.family.to_be_bytes());
+            out.push(s.source);
+            out.push(scope.unwrap_or(0));
+            out.extend_from_slice(&s.raw[..s.raw_len]);
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! A global service as DNS answers it: every cluster's export of one key,
+//! grouped by locality, with health decided.
+//!
+//! Built incrementally. Each cluster's part ([`ClusterView`]) is built
+//! from that cluster's export and place alone and shared (`Arc`) between
+//! successive views; when one cluster's export changes, only its part is
+//! rebuilt, and the service-wide lists (by zone, by region, all) are
+//! concatenated from the parts: copying flat arrays, not re-deriving
+//! endpoints.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use meshdns_proto::model::{
+    Affinity, ClusterName, Endpoint, Mode, Port, ServiceExport, ServiceKey,
+};
+
+use crate::locality::{ClusterId, Place, RegionId, ZoneId};
+
+/// One cluster's export of a service, with the cluster's place: the input
+/// of [`ServiceView::build`].
+#[derive(Debug, Clone, Copy)]
+pub struct ExportInput<'a> {
+    pub place: &'a Place,
+    pub export: &'a Arc<ServiceExport>,
+}
+
+/// A change to one cluster's part of a service, for [`ServiceView::update`].
+#[derive(Debug, Clone, Copy)]
+pub enum PartChange<'a> {
+    /// The cluster exports the service (anew, or changed, or its place
+    /// changed).
+    Set(ExportInput<'a>),
+    /// The cluster no longer exports it.
+    Remove(&'a ClusterName),
+}
+
+impl PartChange<'_> {
+    fn cluster(&self) -> &ClusterName {
+        match self {
+            PartChange::Set(input) => &input.place.name,
+            PartChange::Remove(name) => name,
+        }
+    }
+}
+
+/// A global service: every cluster's export of one key, grouped for
+/// answering by locality.
+#[derive(Debug)]
+pub struct ServiceView {
+    pub key: ServiceKey,
+    /// Answer TTL: the service's own, else the server default.
+    pub ttl: u32,
+    pub affinity: Affinity,
+    /// Sorted by cluster name, for name lookups.
+    pub clusters: Vec<Arc<ClusterView>>,
+    /// (cluster id, index into `clusters`), sorted by id, for askers.
+    by_id: Vec<(ClusterId, u32)>,
+    /// Healthy targets by (region, zone): the endpoint's own zone where its
+    /// slice says, else its cluster's.
+    zones: Vec<(ZoneId, Targets)>,
+    /// Healthy targets by their cluster's region.
+    regions: Vec<(RegionId, Targets)>,
+    /// Every healthy target: the answer for an asker of no known place.
+    pub all: Targets,
+    /// Every cluster holding the service is stale, so their last known
+    /// endpoints are served rather than nothing.
+    pub fail_open: bool,
+}
+
+/// What a cluster's part was built under: health depends on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Health {
+    /// The cluster's endpoints are served (it is live, or the service fails open).
+    serving: bool,
+    /// Some serving endpoint of the service is ready: serving-but-unready
+    /// (terminating) endpoints stay out.
+    any_ready: bool,
+}
+
+/// Either a part kept from the previous view or an input to build one from.
+enum Slot<'a> {
+    Kept(Arc<ClusterView>),
+    New(ExportInput<'a>),
+}
+
+impl Slot<'_> {
+    fn stale(&self) -> bool {
+        match self {
+            Slot::Kept(c) => c.place.stale,
+            Slot::New(i) => i.place.stale,
+        }
+    }
+
+    fn has_ready(&self) -> bool {
+        match self {
+            Slot::Kept(c) => c.has_ready,
+            Slot::New(i) => i.export.endpoints().iter().any(|e| e.ready),
+        }
+    }
+}
+
+impl ServiceView {
+    /// Builds the view of one service from every cluster exporting it.
+    ///
+    /// Health: an endpoint counts when ready; serving (terminating)
+    /// endpoints count only when no endpoint of the service is ready.
+    /// Stale clusters are left out, unless every cluster holding the
+    /// service is stale (fail open). `zone_id` interns a (region, zone).
+    pub fn build(
+        key: ServiceKey,
+        inputs: &[ExportInput<'_>],
+        default_ttl: u32,
+        zone_id: &mut dyn FnMut(Option<&str>, &str) -> ZoneId,
+    ) -> Self {
+        let changes: Vec<PartChange<'_>> = inputs.iter().map(|i| PartChange::Set(*i)).collect();
+        Self::update(key, None, &changes, default_ttl, zone_id)
+    }
+
+    /// The view after `changes` to `previous` (every cluster not named in
+    /// `changes` exports what it did). Parts of unchanged clusters are
+    /// shared with `previous`. `None` when no cluster exports the service.
+    pub fn update(
+        key: ServiceKey,
+        previous: Option<&ServiceView>,
+        changes: &[PartChange<'_>],
+        default_ttl: u32,
+        zone_id: &mut dyn FnMut(Option<&str>, &str) -> ZoneId,
+    ) -> Self {
+        let mut changes: Vec<&PartChange<'_>> = changes.iter().collect();
+        changes.sort_by(|a, b| a.cluster().cmp(b.cluster()));
+        // Merge the previous parts (sorted by name) with the changes.
+        let empty = Vec::new();
+        let old = previous.map_or(&empty, |p| &p.clusters);
+        let mut slots: Vec<Slot<'_>> = Vec::with_capacity(old.len() + changes.len());
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() || j < changes.len() {
+            let order = match (old.get(i), changes.get(j)) {
+                (Some(o), Some(c)) => o.place.name.cmp(c.cluster()),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, _) => std::cmp::Ordering::Greater,
+            };
+            if order == std::cmp::Ordering::Less {
+                slots.push(Slot::Kept(old[i].clone()));
+                i += 1;
+                continue;
+            }
+            if order == std::cmp::Ordering::Equal {
+                i += 1;
+            }
+            if let PartChange::Set(input) = changes[j] {
+                slots.push(Slot::New(*input));
+            }
+            j += 1;
+        }
+        let fail_open = slots.iter().all(Slot::stale);
+        let any_ready = slots
+            .iter()
+            .filter(|s| fail_open || !s.stale())
+            .any(Slot::has_ready);
+        let clusters: Vec<Arc<ClusterView>> = slots
+            .into_iter()
+            .map(|slot| {
+                let health = |stale: bool| Health {
+                    serving: fail_open || !stale,
+                    any_ready,
+                };
+                match slot {
+                    Slot::Kept(c) if c.health == health(c.place.stale) => c,
+                    Slot::Kept(c) => Arc::new(ClusterView::build(
+                        &c.place,
+                        &c.export,
+                        health(c.place.stale),
+                        zone_id,
+                    )),
+                    Slot::New(input) => Arc::new(ClusterView::build(
+                        input.place,
+                        input.export,
+                        health(input.place.stale),
+                        zone_id,
+                    )),
+                }
+            })
+            .collect();
+        Self::assemble(key, clusters, fail_open, default_ttl)
+    }
+
+    /// The service-wide lists, concatenated from the clusters' parts.
+    fn assemble(
+        key: ServiceKey,
+        clusters: Vec<Arc<ClusterView>>,
+        fail_open: bool,
+        default_ttl: u32,
+    ) -> Self {
+        let mut all = Targets::default();
+        let mut zones: BTreeMap<ZoneId, Targets> = BTreeMap::new();
+        let mut regions: BTreeMap<RegionId, Targets> = BTreeMap::new();
+        for (index, c) in clusters.iter().enumerate() {
+            let index = index as u32;
+            all.extend_from(&c.targets, index);
+            for (zone, targets) in &c.by_zone {
+                zones.entry(*zone).or_default().extend_from(targets, index);
+            }
+            if let Some((region, _)) = &c.place.region {
+                regions
+                    .entry(*region)
+                    .or_default()
+                    .extend_from(&c.targets, index);
+            }
+        }
+        let mut by_id: Vec<(ClusterId, u32)> = clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.place.id, i as u32))
+            .collect();
+        by_id.sort_unstable();
+        // A stricter affinity from any cluster applies to the whole
+        // service; the shortest TTL wins.
+        let affinity = clusters
+            .iter()
+            .map(|c| c.export.policy().affinity)
+            .find(|a| *a != Affinity::Nearest)
+            .unwrap_or_default();
+        let ttl = clusters
+            .iter()
+            .filter_map(|c| c.export.policy().ttl)
+            .min()
+            .unwrap_or(default_ttl);
+        ServiceView {
+            key,
+            ttl,
+            affinity,
+            clusters,
+            by_id,
+            zones: zones.into_iter().collect(),
+            regions: regions.into_iter().collect(),
+            all,
+            fail_open,
+        }
+    }
+
+    /// The addresses this service answers with, and the PTR name of each.
+    pub fn ptr_names(&self) -> Vec<(IpAddr, super::PtrName)> {
+        let namespace: Arc<str> = Arc::from(self.key.namespace.as_str());
+        let service: Arc<str> = Arc::from(self.key.name.as_str());
+        let name = |host| super::PtrName {
+            namespace: namespace.clone(),
+            service: service.clone(),
+            host,
+        };
+        let mut out = Vec::new();
+        for c in &self.clusters {
+            for target in &c.targets.targets {
+                match *target {
+                    Target::Endpoint { endpoint, .. } => {
+                        let ep = c.endpoint_model(endpoint);
+                        let host = ep
+                            .hostname
+                            .as_ref()
+                            .map(|h| (Arc::from(h.as_str()), Arc::from(c.name().as_str())));
+                        out.extend(ep.addresses.iter().map(|a| (*a, name(host.clone()))));
+                    }
+                    Target::ClusterIp { .. } => {
+                        out.extend(c.cluster_ips().iter().map(|a| (*a, name(None))))
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<(usize, &ClusterView)> {
+        self.clusters
+            .binary_search_by(|c| c.name().as_str().cmp(name))
+            .ok()
+            .map(|i| (i, &*self.clusters[i]))
+    }
+
+    /// The asker's own cluster's part, if it exports the service.
+    pub fn cluster_by_id(&self, id: ClusterId) -> Option<(usize, &ClusterView)> {
+        self.by_id
+            .binary_search_by_key(&id, |(i, _)| *i)
+            .ok()
+            .map(|i| {
+                let index = self.by_id[i].1 as usize;
+                (index, &*self.clusters[index])
+            })
+    }
+
+    /// Healthy targets in a (region, zone).
+    pub fn zone(&self, id: ZoneId) -> Option<&Targets> {
+        self.zones
+            .binary_search_by_key(&id, |(z, _)| *z)
+            .ok()
+            .map(|i| &self.zones[i].1)
+    }
+
+    /// Healthy targets in a region.
+    pub fn region(&self, id: RegionId) -> Option<&Targets> {
+        self.regions
+            .binary_search_by_key(&id, |(r, _)| *r)
+            .ok()
+            .map(|i| &self.regions[i].1)
+    }
+}
+
+/// One cluster's part of a global service. Its targets name the cluster
+/// as index 0; the service-wide lists carry the real index.
+#[derive(Debug)]
+pub struct ClusterView {
+    /// The cluster's place when this part was built (stale: left out of
+    /// answers unless the service fails open).
+    pub place: Place,
+    /// The export this part was built from; endpoint data is read from it.
+    pub export: Arc<ServiceExport>,
+    /// Health of each endpoint of `export`, in its order.
+    pub endpoints: Vec<EndpointView>,
+    /// This cluster's healthy targets.
+    pub targets: Targets,
+    /// Those of `targets` in each (region, zone).
+    by_zone: Vec<(ZoneId, Targets)>,
+    /// Those of `targets` outside the cluster's own zone: with the asker's
+    /// zone, they make up the zone tier.
+    pub off_zone: Targets,
+    health: Health,
+    /// Whether any endpoint is ready (live or not).
+    has_ready: bool,
+}
+
+impl ClusterView {
+    fn build(
+        place: &Place,
+        export: &Arc<ServiceExport>,
+        health: Health,
+        zone_id: &mut dyn FnMut(Option<&str>, &str) -> ZoneId,
+    ) -> Self {
+        let region_name = place.region.as_ref().map(|r| r.1.as_str());
+        let endpoints: Vec<EndpointView> = export
+            .endpoints()
+            .iter()
+            .map(|ep| EndpointView {
+                healthy: health.serving && (ep.ready || (!health.any_ready && ep.serving)),
+                zone: ep.zone.as_ref().map(|z| zone_id(region_name, z.as_str())),
+            })
+            .collect();
+        let own_zone = place.zone.as_ref().map(|z| z.0);
+        let mut targets = Targets::default();
+        let mut off_zone = Targets::default();
+        let mut by_zone: BTreeMap<ZoneId, Targets> = BTreeMap::new();
+        let mut add = |target: Target, zone: Option<ZoneId>, addresses: &[IpAddr]| {
+            targets.push(target, addresses);
+            if let Some(zone) = zone {
+                by_zone.entry(zone).or_default().push(target, addresses);
+            }
+            if zone.is_none() || zone != own_zone {
+                off_zone.push(target, addresses);
+            }
+        };
+        match export.mode() {
+            Mode::Endpoints => {
+                for (e, (view, model)) in endpoints.iter().zip(export.endpoints()).enumerate() {
+                    if view.healthy {
+                        let target = Target::Endpoint {
+                            cluster: 0,
+                            endpoint: e as u32,
+                        };
+                        add(target, view.zone.or(own_zone), &model.addresses);
+                    }
+                }
+            }
+            Mode::ClusterIp => {
+                if endpoints.iter().any(|ep| ep.healthy) {
+                    add(
+                        Target::ClusterIp { cluster: 0 },
+                        own_zone,
+                        export.cluster_ips(),
+                    );
+                }
+            }
+        }
+        ClusterView {
+            place: place.clone(),
+            export: export.clone(),
+            has_ready: export.endpoints().iter().any(|e| e.ready),
+            endpoints,
+            targets,
+            by_zone: by_zone.into_iter().collect(),
+            off_zone,
+            health,
+        }
+    }
+
+    pub fn id(&self) -> ClusterId {
+        self.place.id
+    }
+
+    pub fn name(&self) -> &ClusterName {
+        &self.place.name
+    }
+
+    /// Left out of answers (unless the service fails open).
+    pub fn stale(&self) -> bool {
+        self.place.stale
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.export.mode()
+    }
+
+    pub fn ports(&self) -> &[Port] {
+        self.export.ports()
+    }
+
+    pub fn cluster_ips(&self) -> &[IpAddr] {
+        self.export.cluster_ips()
+    }
+
+    /// The exported endpoint at `index` (a [`Target::Endpoint`]'s).
+    pub fn endpoint_model(&self, index: u32) -> &Endpoint {
+        &self.export.endpoints()[index as usize]
+    }
+
+    /// The endpoint a hostname label names: its hostname, or for an endpoint
+    /// without one, its first address written with dashes (`10-1-0-11`),
+    /// with whether it is healthy.
+    pub fn endpoint(&self, label: &str) -> Option<(&Endpoint, bool)> {
+        let address = super::undashed(label);
+        self.export
+            .endpoints()
+            .iter()
+            .zip(&self.endpoints)
+            .find(|(e, _)| match &e.hostname {
+                Some(h) => h.as_str() == label,
+                None => address == Some(e.addresses[0]),
+            })
+            .map(|(e, v)| (e, v.healthy))
+    }
+}
+
+/// An endpoint's health and place, beside its exported data.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointView {
+    pub healthy: bool,
+    /// The endpoint's own (region, zone), when its slice names one.
+    pub zone: Option<ZoneId>,
+}
+
+/// What one SRV record points at: an index into the service's clusters,
+/// and into that cluster's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Endpoint { cluster: u32, endpoint: u32 },
+    ClusterIp { cluster: u32 },
+}
+
+impl Target {
+    pub fn cluster(self) -> usize {
+        match self {
+            Target::Endpoint { cluster, .. } | Target::ClusterIp { cluster } => cluster as usize,
+        }
+    }
+
+    /// The same target as cluster `index`'s.
+    pub fn in_cluster(self, index: u32) -> Self {
+        match self {
+            Target::Endpoint { endpoint, .. } => Target::Endpoint {
+                cluster: index,
+                endpoint,
+            },
+            Target::ClusterIp { .. } => Target::ClusterIp { cluster: index },
+        }
+    }
+}
+
+/// A set of answer targets with their addresses flattened per family, so an
+/// A or AAAA answer is a slice.
+#[derive(Debug, Default, Clone)]
+pub struct Targets {
+    pub targets: Vec<Target>,
+    pub v4: Vec<Ipv4Addr>,
+    pub v6: Vec<Ipv6Addr>,
+}
+
+impl Targets {
+    fn push(&mut self, target: Target, addresses: &[IpAddr]) {
+        self.targets.push(target);
+        for address in addresses {
+            match address {
+                IpAddr::V4(a) => self.v4.push(*a),
+                IpAddr::V6(a) => self.v6.push(*a),
+            }
+        }
+    }
+
+    /// Appends a cluster part's targets as cluster `index`'s.
+    fn extend_from(&mut self, part: &Targets, index: u32) {
+        self.targets
+            .extend(part.targets.iter().map(|t| t.in_cluster(index)));
+        self.v4.extend_from_slice(&part.v4);
+        self.v6.extend_from_slice(&part.v6);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// How many healthy targets: what `--min-healthy` counts.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+}
