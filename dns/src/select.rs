@@ -17,7 +17,7 @@ use meshdns_proto::model::Affinity;
 use serde::Serialize;
 
 use crate::locality::AskerPlace;
-use crate::snapshot::{ServiceView, Target, Targets};
+use crate::snapshot::{Chain, ClusterView, Kind, Segment, ServiceView, Target, Walk, chain};
 
 /// The locality tiers, nearest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -33,112 +33,132 @@ impl Tier {
     const ALL: [Tier; 4] = [Tier::Cluster, Tier::Zone, Tier::Region, Tier::Any];
 }
 
-static EMPTY: Targets = Targets {
-    targets: Vec::new(),
-    v4: Vec::new(),
-    v6: Vec::new(),
-};
-
-/// The chosen targets: up to two disjoint parts (the zone tier is the
-/// zone's targets plus the asker's own cluster's targets outside it). A
-/// part taken from one cluster's own lists names that cluster's index in
-/// the service (its targets say 0).
+/// The chosen targets: a chain of clusters' runs, plus up to two runs of
+/// the asker's own cluster (the zone tier is the zone's chain plus the
+/// asker's cluster's targets outside that zone).
 #[derive(Debug, Clone, Copy)]
 pub struct Pick<'a> {
     pub tier: Tier,
-    parts: [&'a Targets; 2],
-    local: [Option<u32>; 2],
+    view: &'a ServiceView,
+    chain: &'a Chain,
+    extra: [Segment; 2],
+    extras: usize,
 }
 
 impl<'a> Pick<'a> {
-    /// A pick of one set of service-wide targets.
-    pub fn one(tier: Tier, t: &'a Targets) -> Self {
+    /// A pick of one service-wide chain.
+    pub fn one(tier: Tier, view: &'a ServiceView, chain: &'a Chain) -> Self {
         Pick {
             tier,
-            parts: [t, &EMPTY],
-            local: [None, None],
+            view,
+            chain,
+            extra: [Segment::default(); 2],
+            extras: 0,
         }
     }
 
     /// A pick of cluster `index`'s own targets.
-    pub fn cluster(index: usize, t: &'a Targets) -> Self {
+    pub fn cluster(view: &'a ServiceView, index: usize) -> Self {
+        let whole = view.clusters[index].whole(index as u32);
         Pick {
             tier: Tier::Cluster,
-            parts: [t, &EMPTY],
-            local: [Some(index as u32), None],
+            view,
+            chain: &chain::EMPTY,
+            extra: [whole, Segment::default()],
+            extras: 1,
         }
+    }
+
+    fn extra(&self) -> &[Segment] {
+        &self.extra[..self.extras]
     }
 
     /// Healthy targets in the pick.
     pub fn len(&self) -> usize {
-        self.parts[0].len() + self.parts[1].len()
+        self.chain.total(Kind::Targets)
+            + self
+                .extra()
+                .iter()
+                .map(|s| s.targets.len() as usize)
+                .sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    fn walk<T: Copy>(
+        &self,
+        kind: Kind,
+        data: fn(&ClusterView) -> &[T],
+        start: usize,
+        max: usize,
+    ) -> Walk<'a, T> {
+        Walk::new(
+            &self.view.clusters,
+            self.chain,
+            self.extra,
+            self.extras,
+            kind,
+            data,
+            start,
+            max,
+        )
+    }
+
     /// Up to `max` IPv4 addresses, rotated by `start`.
     pub fn v4(&self, start: usize, max: usize) -> impl Iterator<Item = Ipv4Addr> + 'a {
-        rotated2(&self.parts[0].v4, &self.parts[1].v4, start, max)
+        self.walk(Kind::V4, |c| &c.targets.v4, start, max)
+            .map(|(_, a)| a)
     }
 
     /// Up to `max` IPv6 addresses, rotated by `start`.
     pub fn v6(&self, start: usize, max: usize) -> impl Iterator<Item = Ipv6Addr> + 'a {
-        rotated2(&self.parts[0].v6, &self.parts[1].v6, start, max)
+        self.walk(Kind::V6, |c| &c.targets.v6, start, max)
+            .map(|(_, a)| a)
     }
 
     /// Up to `max` targets (for SRV), rotated by `start`, each naming its
     /// index in the service's clusters.
     pub fn targets(&self, start: usize, max: usize) -> impl Iterator<Item = Target> + 'a {
-        let (a, b) = (
-            self.parts[0].targets.as_slice(),
-            self.parts[1].targets.as_slice(),
-        );
-        let local = self.local;
-        let len = a.len() + b.len();
-        let offset = if len == 0 { 0 } else { start % len };
-        (0..len.min(max)).map(move |i| {
-            let j = (offset + i) % len;
-            let (t, side) = if j < a.len() {
-                (a[j], 0)
-            } else {
-                (b[j - a.len()], 1)
-            };
-            match local[side] {
-                Some(index) => t.in_cluster(index),
-                None => t,
-            }
-        })
+        self.walk(Kind::Targets, |c| &c.targets.targets, start, max)
+            .map(|(cluster, t)| t.in_cluster(cluster))
     }
 }
 
-/// The cumulative tiers for an asker, as (tier, parts, local indices).
+/// The cumulative tiers for an asker.
 fn tiers<'a>(view: &'a ServiceView, place: &AskerPlace) -> [Pick<'a>; 3] {
-    let own = view.cluster_by_id(place.cluster);
-    let index = own.map(|(i, _)| i as u32);
-    let cluster = own.map_or(&EMPTY, |(_, c)| &c.targets);
-    let off_zone = own.map_or(&EMPTY, |(_, c)| &c.off_zone);
-    let pick = |tier, parts, local| Pick { tier, parts, local };
-    let cluster_only = [index, None];
+    let empty = Pick::one(Tier::Cluster, view, &chain::EMPTY);
+    let own = view.cluster_by_id(place.cluster).map(|(i, _)| i);
+    let cluster = own.map_or(empty, |i| Pick::cluster(view, i));
     let zone = match place.zone.and_then(|z| view.zone(z)) {
-        Some(zone) => pick(Tier::Zone, [zone, off_zone], [None, index]),
+        Some(zone) => {
+            let (extra, extras) = own.map_or(([Segment::default(); 2], 0), |i| {
+                view.clusters[i].off_zone(i as u32)
+            });
+            Pick {
+                tier: Tier::Zone,
+                view,
+                chain: zone,
+                extra,
+                extras,
+            }
+        }
         // No zone known: the zone tier is the cluster tier.
-        None => pick(Tier::Zone, [cluster, &EMPTY], cluster_only),
+        None => Pick {
+            tier: Tier::Zone,
+            ..cluster
+        },
     };
     let region = match place.region.and_then(|r| view.region(r)) {
-        Some(region) => pick(Tier::Region, [region, &EMPTY], [None, None]),
-        None if place.region.is_some() => pick(Tier::Region, [&EMPTY, &EMPTY], [None, None]),
+        Some(region) => Pick::one(Tier::Region, view, region),
+        None if place.region.is_some() => Pick::one(Tier::Region, view, &chain::EMPTY),
         None => Pick {
             tier: Tier::Region,
             ..zone
         },
     };
-    [
-        pick(Tier::Cluster, [cluster, &EMPTY], cluster_only),
-        zone,
-        region,
-    ]
+    [cluster, zone, region]
 }
 
 fn boundary(affinity: Affinity) -> Option<Tier> {
@@ -158,10 +178,10 @@ pub fn select<'a>(
     min_healthy: usize,
 ) -> Pick<'a> {
     let Some(place) = place else {
-        return Pick::one(Tier::Any, &view.all);
+        return Pick::one(Tier::Any, view, &view.all);
     };
     if view.affinity == Affinity::None {
-        return Pick::one(Tier::Any, &view.all);
+        return Pick::one(Tier::Any, view, &view.all);
     }
     let stop = boundary(view.affinity);
     for pick in tiers(view, place) {
@@ -170,7 +190,7 @@ pub fn select<'a>(
             return pick;
         }
     }
-    Pick::one(Tier::Any, &view.all)
+    Pick::one(Tier::Any, view, &view.all)
 }
 
 /// How an answer was chosen, for `/debug/answer`.
@@ -192,9 +212,9 @@ pub fn explain(view: &ServiceView, place: Option<&AskerPlace>, min_healthy: usiz
         Some(place) => tiers(view, place)
             .iter()
             .map(|p| (p.tier, p.len()))
-            .chain([(Tier::Any, view.all.len())])
+            .chain([(Tier::Any, view.all.total(Kind::Targets))])
             .collect(),
-        None => vec![(Tier::Any, view.all.len())],
+        None => vec![(Tier::Any, view.all.total(Kind::Targets))],
     };
     debug_assert!(Tier::ALL.len() >= tiers.len());
     Explanation {

@@ -12,9 +12,11 @@ use meshdns_proto::model::ServiceKey;
 
 use crate::locality::Locality;
 
+pub mod chain;
 mod shards;
 mod view;
 
+pub use chain::{Chain, Kind, Segment, Span, Walk};
 use shards::Shards;
 pub use view::{ClusterView, EndpointView, ExportInput, PartChange, ServiceView, Target, Targets};
 

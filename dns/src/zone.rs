@@ -396,9 +396,7 @@ impl Lookup<'_> {
                     // The MCS spec has no per-cluster service records; the
                     // name is an empty non-terminal above the hostnames.
                     Some(_) if self.layout() == Layout::Mcs => Found::NoData,
-                    Some((view, (index, cv))) => {
-                        self.addresses(view, Pick::cluster(index, &cv.targets))
-                    }
+                    Some((view, (index, _))) => self.addresses(view, Pick::cluster(view, index)),
                     None => Found::NxDomain,
                 }
             }

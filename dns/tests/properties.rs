@@ -9,7 +9,7 @@ use std::num::NonZeroU16;
 use meshdns::locality::{AskerPlace, Place};
 use meshdns::qname::{self, Domain, QName};
 use meshdns::select::{self, Tier};
-use meshdns::snapshot::{ExportInput, ServiceView};
+use meshdns::snapshot::{ExportInput, PartChange, ServiceView};
 use meshdns_proto::model::{
     Affinity, ClusterName, Endpoint, LabelValue, Mode, Namespace, Policy, Port, Protocol,
     ServiceExport, ServiceKey, ServiceName,
@@ -60,19 +60,20 @@ proptest! {
 /// A generated cluster: (region 0..2, zone 0..3, stale, endpoints as (ready, own zone)).
 type GenCluster = (u8, u8, bool, Vec<(bool, Option<u8>)>);
 
-fn fleet() -> impl Strategy<Value = Vec<GenCluster>> {
-    proptest::collection::vec(
-        (
-            0u8..2,
-            0u8..3,
-            proptest::bool::weighted(0.2),
-            proptest::collection::vec(
-                (proptest::bool::weighted(0.7), proptest::option::of(0u8..3)),
-                0..5,
-            ),
+fn fleet_cluster() -> impl Strategy<Value = GenCluster> {
+    (
+        0u8..2,
+        0u8..3,
+        proptest::bool::weighted(0.2),
+        proptest::collection::vec(
+            (proptest::bool::weighted(0.7), proptest::option::of(0u8..3)),
+            0..5,
         ),
-        1..6,
     )
+}
+
+fn fleet() -> impl Strategy<Value = Vec<GenCluster>> {
+    proptest::collection::vec(fleet_cluster(), 1..6)
 }
 
 fn zone_id(region: Option<&str>, zone: &str) -> u32 {
@@ -87,67 +88,94 @@ fn zone_id(region: Option<&str>, zone: &str) -> u32 {
     r * 10 + z
 }
 
+/// Cluster `i`'s place and export.
+fn part(
+    i: usize,
+    (region, zone, stale, eps): &GenCluster,
+    affinity: Affinity,
+) -> (Place, std::sync::Arc<ServiceExport>) {
+    let (r, z) = (format!("r{region}"), format!("z{zone}"));
+    let place = Place {
+        id: i as u32 + 1,
+        name: ClusterName::new(&format!("c{i}")).unwrap(),
+        region: Some((u32::from(*region), r.clone())),
+        zone: Some((zone_id(Some(&r), &z), z)),
+        stale: *stale,
+    };
+    let endpoints = eps
+        .iter()
+        .enumerate()
+        .map(|(j, (ready, zone))| Endpoint {
+            ready: *ready,
+            serving: *ready,
+            zone: zone.map(|z| LabelValue::new(&format!("z{z}")).unwrap()),
+            ..Endpoint::ready(IpAddr::from([10, i as u8, 0, j as u8 + 1]))
+        })
+        .collect();
+    let export = ServiceExport::new(
+        key(),
+        vec![Port {
+            name: None,
+            protocol: Protocol::Tcp,
+            port: NonZeroU16::new(80).unwrap(),
+        }],
+        Mode::Endpoints,
+        vec![],
+        endpoints,
+        Policy {
+            affinity,
+            ttl: None,
+        },
+    )
+    .unwrap();
+    (place, std::sync::Arc::new(export))
+}
+
+fn key() -> ServiceKey {
+    ServiceKey {
+        namespace: Namespace::new("shop").unwrap(),
+        name: ServiceName::new("web").unwrap(),
+    }
+}
+
 fn build(clusters: &[GenCluster], affinity: Affinity) -> (Vec<Place>, ServiceView) {
-    let places: Vec<Place> = clusters
+    let parts: Vec<_> = clusters
         .iter()
         .enumerate()
-        .map(|(i, (region, zone, stale, _))| {
-            let (r, z) = (format!("r{region}"), format!("z{zone}"));
-            Place {
-                id: i as u32 + 1,
-                name: ClusterName::new(&format!("c{i}")).unwrap(),
-                region: Some((u32::from(*region), r.clone())),
-                zone: Some((zone_id(Some(&r), &z), z)),
-                stale: *stale,
-            }
-        })
+        .map(|(i, c)| part(i, c, affinity))
         .collect();
-    let exports: Vec<std::sync::Arc<ServiceExport>> = clusters
+    let inputs: Vec<ExportInput<'_>> = parts
         .iter()
-        .enumerate()
-        .map(|(i, (_, _, _, eps))| {
-            let endpoints = eps
-                .iter()
-                .enumerate()
-                .map(|(j, (ready, zone))| Endpoint {
-                    ready: *ready,
-                    serving: *ready,
-                    zone: zone.map(|z| LabelValue::new(&format!("z{z}")).unwrap()),
-                    ..Endpoint::ready(IpAddr::from([10, i as u8, 0, j as u8 + 1]))
-                })
-                .collect();
-            std::sync::Arc::new(
-                ServiceExport::new(
-                    ServiceKey {
-                        namespace: Namespace::new("shop").unwrap(),
-                        name: ServiceName::new("web").unwrap(),
-                    },
-                    vec![Port {
-                        name: None,
-                        protocol: Protocol::Tcp,
-                        port: NonZeroU16::new(80).unwrap(),
-                    }],
-                    Mode::Endpoints,
-                    vec![],
-                    endpoints,
-                    Policy {
-                        affinity,
-                        ttl: None,
-                    },
-                )
-                .unwrap(),
-            )
-        })
-        .collect();
-    let inputs: Vec<ExportInput<'_>> = places
-        .iter()
-        .zip(&exports)
         .map(|(place, export)| ExportInput { place, export })
         .collect();
-    let view = ServiceView::build(exports[0].key().clone(), &inputs, 5, &mut |r, z| {
-        zone_id(r, z)
-    });
-    (places, view)
+    let view = ServiceView::build(key(), &inputs, 5, &mut |r, z| zone_id(r, z));
+    (parts.into_iter().map(|(p, _)| p).collect(), view)
+}
+
+/// Every asker's answer (tier and sorted addresses) at `min_healthy`.
+fn answers(
+    view: &ServiceView,
+    places: &[Place],
+    min_healthy: usize,
+) -> Vec<(Tier, Vec<std::net::Ipv4Addr>)> {
+    places
+        .iter()
+        .map(|p| {
+            Some(AskerPlace {
+                cluster: p.id,
+                region: p.region.as_ref().map(|r| r.0),
+                zone: p.zone.as_ref().map(|z| z.0),
+                prefix: 32,
+            })
+        })
+        .chain([None])
+        .map(|place| {
+            let pick = select::select(view, place.as_ref(), min_healthy);
+            let mut v: Vec<_> = pick.v4(0, usize::MAX).collect();
+            v.sort();
+            (pick.tier, v)
+        })
+        .collect()
 }
 
 fn affinity() -> impl Strategy<Value = Affinity> {
@@ -161,6 +189,46 @@ fn affinity() -> impl Strategy<Value = Affinity> {
 }
 
 proptest! {
+    /// A view updated from the previous one with only the changed
+    /// clusters' parts answers every asker exactly as one built from
+    /// scratch.
+    #[test]
+    fn incremental_update_matches_full_build(
+        pairs in proptest::collection::vec(
+            (proptest::option::of(fleet_cluster()), proptest::option::of(fleet_cluster())),
+            1..6,
+        ),
+        min_healthy in 1usize..3,
+    ) {
+        let before: Vec<(usize, GenCluster)> = pairs.iter().enumerate().filter_map(|(i, (b, _))| b.clone().map(|c| (i, c))).collect();
+        let after: Vec<(usize, GenCluster)> = pairs.iter().enumerate().filter_map(|(i, (_, a))| a.clone().map(|c| (i, c))).collect();
+        prop_assume!(!before.is_empty() && !after.is_empty());
+        let affinity = Affinity::Nearest;
+        let zone = &mut |r: Option<&str>, z: &str| zone_id(r, z);
+        let old_parts: Vec<_> = before.iter().map(|(i, c)| part(*i, c, affinity)).collect();
+        let old_inputs: Vec<_> = old_parts.iter().map(|(place, export)| ExportInput { place, export }).collect();
+        let old = ServiceView::build(key(), &old_inputs, 5, zone);
+        let new_parts: Vec<_> = after.iter().map(|(i, c)| part(*i, c, affinity)).collect();
+        let new_inputs: Vec<_> = new_parts.iter().map(|(place, export)| ExportInput { place, export }).collect();
+        let full = ServiceView::build(key(), &new_inputs, 5, zone);
+        // Changes: clusters that differ; the rest are taken from `old`.
+        let names: Vec<ClusterName> = (0..pairs.len()).map(|i| ClusterName::new(&format!("c{i}")).unwrap()).collect();
+        let mut changes = Vec::new();
+        for (i, (b, a)) in pairs.iter().enumerate() {
+            if b == a {
+                continue;
+            }
+            match after.iter().position(|(j, _)| *j == i) {
+                Some(k) => changes.push(PartChange::Set(new_inputs[k])),
+                None => changes.push(PartChange::Remove(&names[i])),
+            }
+        }
+        let updated = ServiceView::update(key(), Some(&old), &changes, 5, zone);
+        let places: Vec<Place> = new_parts.iter().map(|(p, _)| p.clone()).collect();
+        prop_assert_eq!(updated.fail_open, full.fail_open);
+        prop_assert_eq!(answers(&updated, &places, min_healthy), answers(&full, &places, min_healthy));
+    }
+
     /// Whatever the fleet and asker: the answer is a subset of the healthy
     /// endpoints, empty only when nothing is healthy, everything for an
     /// unknown asker, and no nearer tier was passed over that had enough.
@@ -175,7 +243,7 @@ proptest! {
         });
         let pick = select::select(&view, place.as_ref(), min_healthy);
         let chosen: Vec<_> = pick.v4(0, usize::MAX).collect();
-        let all: Vec<_> = view.all.v4.clone();
+        let all: Vec<_> = select::select(&view, None, 1).v4(0, usize::MAX).collect();
         prop_assert!(chosen.iter().all(|a| all.contains(a)), "only healthy endpoints");
         prop_assert_eq!(chosen.is_empty(), all.is_empty(), "empty only when nothing is healthy");
         let mut unique = chosen.clone();

@@ -5,8 +5,8 @@
 //! from that cluster's export and place alone and shared (`Arc`) between
 //! successive views; when one cluster's export changes, only its part is
 //! rebuilt, and the service-wide lists (by zone, by region, all) are
-//! concatenated from the parts: copying flat arrays, not re-deriving
-//! endpoints.
+//! [`Chain`]s of runs of the parts: O(clusters) to make, with no endpoint
+//! copied.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -16,6 +16,7 @@ use meshdns_proto::model::{
     Affinity, ClusterName, Endpoint, Mode, Port, ServiceExport, ServiceKey,
 };
 
+use super::chain::{Chain, Segment, Span};
 use crate::locality::{ClusterId, Place, RegionId, ZoneId};
 
 /// One cluster's export of a service, with the cluster's place: the input
@@ -59,11 +60,11 @@ pub struct ServiceView {
     by_id: Vec<(ClusterId, u32)>,
     /// Healthy targets by (region, zone): the endpoint's own zone where its
     /// slice says, else its cluster's.
-    zones: Vec<(ZoneId, Targets)>,
+    zones: Vec<(ZoneId, Chain)>,
     /// Healthy targets by their cluster's region.
-    regions: Vec<(RegionId, Targets)>,
+    regions: Vec<(RegionId, Chain)>,
     /// Every healthy target: the answer for an asker of no known place.
-    pub all: Targets,
+    pub all: Chain,
     /// Every cluster holding the service is stale, so their last known
     /// endpoints are served rather than nothing.
     pub fail_open: bool,
@@ -186,29 +187,41 @@ impl ServiceView {
         Self::assemble(key, clusters, fail_open, default_ttl)
     }
 
-    /// The service-wide lists, concatenated from the clusters' parts.
+    /// The service-wide lists: chains of the clusters' parts.
     fn assemble(
         key: ServiceKey,
         clusters: Vec<Arc<ClusterView>>,
         fail_open: bool,
         default_ttl: u32,
     ) -> Self {
-        let mut all = Targets::default();
-        let mut zones: BTreeMap<ZoneId, Targets> = BTreeMap::new();
-        let mut regions: BTreeMap<RegionId, Targets> = BTreeMap::new();
+        let mut all = Vec::with_capacity(clusters.len());
+        let mut zones: BTreeMap<ZoneId, Vec<Segment>> = BTreeMap::new();
+        let mut regions: BTreeMap<RegionId, Vec<Segment>> = BTreeMap::new();
         for (index, c) in clusters.iter().enumerate() {
             let index = index as u32;
-            all.extend_from(&c.targets, index);
-            for (zone, targets) in &c.by_zone {
-                zones.entry(*zone).or_default().extend_from(targets, index);
+            let whole = c.whole(index);
+            if whole.targets.is_empty() {
+                continue;
+            }
+            all.push(whole);
+            for (zone, group) in &c.groups {
+                if let Some(zone) = zone {
+                    zones.entry(*zone).or_default().push(Segment {
+                        cluster: index,
+                        ..*group
+                    });
+                }
             }
             if let Some((region, _)) = &c.place.region {
-                regions
-                    .entry(*region)
-                    .or_default()
-                    .extend_from(&c.targets, index);
+                regions.entry(*region).or_default().push(whole);
             }
         }
+        let all = Chain::new(all);
+        let zones = zones.into_iter().map(|(z, s)| (z, Chain::new(s))).collect();
+        let regions = regions
+            .into_iter()
+            .map(|(r, s)| (r, Chain::new(s)))
+            .collect();
         let mut by_id: Vec<(ClusterId, u32)> = clusters
             .iter()
             .enumerate()
@@ -233,8 +246,8 @@ impl ServiceView {
             affinity,
             clusters,
             by_id,
-            zones: zones.into_iter().collect(),
-            regions: regions.into_iter().collect(),
+            zones,
+            regions,
             all,
             fail_open,
         }
@@ -289,7 +302,7 @@ impl ServiceView {
     }
 
     /// Healthy targets in a (region, zone).
-    pub fn zone(&self, id: ZoneId) -> Option<&Targets> {
+    pub fn zone(&self, id: ZoneId) -> Option<&Chain> {
         self.zones
             .binary_search_by_key(&id, |(z, _)| *z)
             .ok()
@@ -297,7 +310,7 @@ impl ServiceView {
     }
 
     /// Healthy targets in a region.
-    pub fn region(&self, id: RegionId) -> Option<&Targets> {
+    pub fn region(&self, id: RegionId) -> Option<&Chain> {
         self.regions
             .binary_search_by_key(&id, |(r, _)| *r)
             .ok()
@@ -316,13 +329,13 @@ pub struct ClusterView {
     pub export: Arc<ServiceExport>,
     /// Health of each endpoint of `export`, in its order.
     pub endpoints: Vec<EndpointView>,
-    /// This cluster's healthy targets.
+    /// This cluster's healthy targets, grouped by zone.
     pub targets: Targets,
-    /// Those of `targets` in each (region, zone).
-    by_zone: Vec<(ZoneId, Targets)>,
-    /// Those of `targets` outside the cluster's own zone: with the asker's
-    /// zone, they make up the zone tier.
-    pub off_zone: Targets,
+    /// Each zone's run of `targets` (`None`: endpoints of no known zone),
+    /// in zone order.
+    groups: Vec<(Option<ZoneId>, Segment)>,
+    /// The cluster's own (region, zone).
+    own_zone: Option<ZoneId>,
     health: Health,
     /// Whether any endpoint is ready (live or not).
     has_ready: bool,
@@ -345,18 +358,7 @@ impl ClusterView {
             })
             .collect();
         let own_zone = place.zone.as_ref().map(|z| z.0);
-        let mut targets = Targets::default();
-        let mut off_zone = Targets::default();
-        let mut by_zone: BTreeMap<ZoneId, Targets> = BTreeMap::new();
-        let mut add = |target: Target, zone: Option<ZoneId>, addresses: &[IpAddr]| {
-            targets.push(target, addresses);
-            if let Some(zone) = zone {
-                by_zone.entry(zone).or_default().push(target, addresses);
-            }
-            if zone.is_none() || zone != own_zone {
-                off_zone.push(target, addresses);
-            }
-        };
+        let mut by_zone: BTreeMap<Option<ZoneId>, Targets> = BTreeMap::new();
         match export.mode() {
             Mode::Endpoints => {
                 for (e, (view, model)) in endpoints.iter().zip(export.endpoints()).enumerate() {
@@ -365,19 +367,44 @@ impl ClusterView {
                             cluster: 0,
                             endpoint: e as u32,
                         };
-                        add(target, view.zone.or(own_zone), &model.addresses);
+                        by_zone
+                            .entry(view.zone.or(own_zone))
+                            .or_default()
+                            .push(target, &model.addresses);
                     }
                 }
             }
             Mode::ClusterIp => {
                 if endpoints.iter().any(|ep| ep.healthy) {
-                    add(
-                        Target::ClusterIp { cluster: 0 },
-                        own_zone,
-                        export.cluster_ips(),
-                    );
+                    by_zone
+                        .entry(own_zone)
+                        .or_default()
+                        .push(Target::ClusterIp { cluster: 0 }, export.cluster_ips());
                 }
             }
+        }
+        // One flat list, zone after zone, and each zone's run of it.
+        let mut targets = Targets::default();
+        let mut groups = Vec::with_capacity(by_zone.len());
+        for (zone, part) in by_zone {
+            let before = targets.spans();
+            targets.targets.extend_from_slice(&part.targets);
+            targets.v4.extend_from_slice(&part.v4);
+            targets.v6.extend_from_slice(&part.v6);
+            let after = targets.spans();
+            let span = |k: usize| Span {
+                start: before[k],
+                end: after[k],
+            };
+            groups.push((
+                zone,
+                Segment {
+                    cluster: 0,
+                    targets: span(0),
+                    v4: span(1),
+                    v6: span(2),
+                },
+            ));
         }
         ClusterView {
             place: place.clone(),
@@ -385,14 +412,82 @@ impl ClusterView {
             has_ready: export.endpoints().iter().any(|e| e.ready),
             endpoints,
             targets,
-            by_zone: by_zone.into_iter().collect(),
-            off_zone,
+            groups,
+            own_zone,
             health,
         }
     }
 
     pub fn id(&self) -> ClusterId {
         self.place.id
+    }
+
+    /// All of this part's targets, as cluster `index`'s.
+    pub fn whole(&self, index: u32) -> Segment {
+        let [t, v4, v6] = self.targets.spans();
+        Segment {
+            cluster: index,
+            targets: Span { start: 0, end: t },
+            v4: Span { start: 0, end: v4 },
+            v6: Span { start: 0, end: v6 },
+        }
+    }
+
+    /// The targets outside the cluster's own zone, as cluster `index`'s:
+    /// with the asker's zone, they make up the zone tier. At most two runs
+    /// (before and after the own zone's).
+    pub fn off_zone(&self, index: u32) -> ([Segment; 2], usize) {
+        let own = self
+            .groups
+            .iter()
+            .find(|(z, _)| z.is_some() && *z == self.own_zone)
+            .map(|(_, g)| *g);
+        let whole = self.whole(index);
+        let Some(own) = own else {
+            return (
+                [whole, Segment::default()],
+                usize::from(!whole.targets.is_empty()),
+            );
+        };
+        let before = Segment {
+            cluster: index,
+            targets: Span {
+                start: 0,
+                end: own.targets.start,
+            },
+            v4: Span {
+                start: 0,
+                end: own.v4.start,
+            },
+            v6: Span {
+                start: 0,
+                end: own.v6.start,
+            },
+        };
+        let after = Segment {
+            cluster: index,
+            targets: Span {
+                start: own.targets.end,
+                end: whole.targets.end,
+            },
+            v4: Span {
+                start: own.v4.end,
+                end: whole.v4.end,
+            },
+            v6: Span {
+                start: own.v6.end,
+                end: whole.v6.end,
+            },
+        };
+        let mut out = [Segment::default(); 2];
+        let mut n = 0;
+        for s in [before, after] {
+            if !s.targets.is_empty() {
+                out[n] = s;
+                n += 1;
+            }
+        }
+        (out, n)
     }
 
     pub fn name(&self) -> &ClusterName {
@@ -493,12 +588,13 @@ impl Targets {
         }
     }
 
-    /// Appends a cluster part's targets as cluster `index`'s.
-    fn extend_from(&mut self, part: &Targets, index: u32) {
-        self.targets
-            .extend(part.targets.iter().map(|t| t.in_cluster(index)));
-        self.v4.extend_from_slice(&part.v4);
-        self.v6.extend_from_slice(&part.v6);
+    /// Lengths of the three lists.
+    fn spans(&self) -> [u32; 3] {
+        [
+            self.targets.len() as u32,
+            self.v4.len() as u32,
+            self.v6.len() as u32,
+        ]
     }
 
     pub fn is_empty(&self) -> bool {
