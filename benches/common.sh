@@ -53,18 +53,19 @@ wait_answers() { # port
 }
 
 # dnsperf from every client at once; prints the summed queries/s.
-# Args: port label [max qps per client, 0 = unlimited] [verbose]
+# Args: port label [max qps per client, 0 = unlimited] [verbose]. The
+# query files are those listed in $QUERIES/clients.txt (default $DIR).
 drive() {
   local port=$1 label=$2 limit=${3:-0} verbose=${4:-}
-  local pids=() k=0
-  while read -r file addr cluster; do
-    local args=(-s 127.0.0.1 -p "$port" -a "$addr" -d "$DIR/$file" -l "$SECS" -c 4 -q 50 -T 1 -t 2)
+  local pids=() k=0 files=${QUERIES:-$DIR}
+  while read -r file addr _; do
+    local args=(-s 127.0.0.1 -p "$port" -a "$addr" -d "$files/$file" -l "$SECS" -c 4 -q 50 -T 1 -t 2)
     [ "$limit" -gt 0 ] && args+=(-Q "$limit")
     [ -n "$verbose" ] && args+=(-v)
     taskset -c 1 dnsperf "${args[@]}" > "$DIR/$label-$k.out" 2>&1 &
     pids+=($!)
     k=$((k + 1))
-  done < "$DIR/clients.txt"
+  done < "$files/clients.txt"
   for pid in "${pids[@]}"; do wait "$pid"; done
   cat "$DIR/$label"-*.out | awk '/Queries per second:/ { q += $4 } END { printf "%.0f\n", q }'
 }
@@ -76,14 +77,15 @@ latency() {
 }
 
 # Starts `meshdns serve` (one UDP worker) pinned to core 0, with any
-# extra flags; sets DNS_PORT, GRPC_PORT, ADMIN_PORT, MESHDNS_PID.
+# extra flags; sets DNS_PORT, GRPC_PORT, ADMIN_PORT, MESHDNS_PID. LABEL
+# names its files (default meshdns).
 start_meshdns() {
   DNS_PORT=$(free_port)
   GRPC_PORT=$(free_port)
   ADMIN_PORT=$(free_port)
   taskset -c 0 "$BIN/meshdns" serve --insecure --workers 1 \
     --dns-listen "127.0.0.1:$DNS_PORT" --grpc-listen "127.0.0.1:$GRPC_PORT" \
-    --admin-listen "127.0.0.1:$ADMIN_PORT" "$@" > "$DIR/meshdns.log" 2>&1 &
+    --admin-listen "127.0.0.1:$ADMIN_PORT" "$@" > "$DIR/${LABEL:-meshdns}.log" 2>&1 &
   MESHDNS_PID=$!
   PIDS+=("$MESHDNS_PID")
 }
@@ -92,16 +94,16 @@ start_meshdns() {
 # waits until the registry holds all of it; sets PUSH_PID.
 push_fleet() {
   taskset -c 1 "$BIN/loadfleet" push --registry "http://127.0.0.1:$GRPC_PORT" \
-    --dns "127.0.0.1:$DNS_PORT" "$@" > "$DIR/push.out" 2> "$DIR/push.log" &
+    --dns "127.0.0.1:$DNS_PORT" "$@" > "$DIR/${LABEL:-meshdns}-push.out" 2> "$DIR/${LABEL:-meshdns}-push.log" &
   PUSH_PID=$!
   PIDS+=("$PUSH_PID")
   for _ in $(seq 1 3000); do
-    grep -q '^ready' "$DIR/push.out" && return 0
+    grep -q '^ready' "$DIR/${LABEL:-meshdns}-push.out" && return 0
     kill -0 "$PUSH_PID" 2>/dev/null || break
     sleep 0.2
   done
   echo "benches: the fleet never finished loading" >&2
-  cat "$DIR/push.log" >&2
+  cat "$DIR/${LABEL:-meshdns}-push.log" >&2
   exit 1
 }
 

@@ -37,27 +37,23 @@ CLIENTS=4
 
 . benches/common.sh
 
-stop_fleet() {
-  kill "$PUSH_PID" "$MESHDNS_PID" 2>/dev/null || true
-  wait "$PUSH_PID" "$MESHDNS_PID" 2>/dev/null || true
-}
+ROUNDS=3
+[ "$PROFILE" = release ] || ROUNDS=1
 
 # Reference: 1,000 endpoints, the same 100 names and answer shapes.
 small=(--clusters 1 --services 100 --spread 1 --endpoints 10)
 "$BIN/loadfleet" files --dir "$DIR/small" --clients "$CLIENTS" --nx-percent 0 "${small[@]}"
-start_meshdns --max-answers 16
-push_fleet "${small[@]}" --churn "$CHURN"
-wait_answers "$DNS_PORT"
-cp "$DIR/small/"queries-*.txt "$DIR/small/clients.txt" "$DIR/"
-small_qps=$(drive "$DNS_PORT" small)
-stop_fleet
+LABEL=small start_meshdns --max-answers 16
+LABEL=small push_fleet "${small[@]}"
+SMALL_PORT=$DNS_PORT
+wait_answers "$SMALL_PORT"
 
 big=(--clusters "$CLUSTERS" --services 100 --spread "$CLUSTERS" --endpoints 10)
 endpoints=$((CLUSTERS * 100 * 10))
 "$BIN/loadfleet" files --dir "$DIR/big" --clients "$CLIENTS" --nx-percent 0 "${big[@]}"
-start_meshdns --max-answers 16
-push_fleet "${big[@]}" --churn "$CHURN"
-loaded_ms=$(awk '/^ready/ { print $2 }' "$DIR/push.out")
+LABEL=big start_meshdns --max-answers 16
+LABEL=big push_fleet "${big[@]}" --churn "$CHURN"
+loaded_ms=$(awk '/^ready/ { print $2 }' "$DIR/big-push.out")
 wait_answers "$DNS_PORT"
 rss=$(rss_kib "$MESHDNS_PID")
 hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$MESHDNS_PID/status")
@@ -72,16 +68,26 @@ t1=$(cpu_ticks "$MESHDNS_PID")
 hz=$(getconf CLK_TCK)
 echo "idle_cpu_percent_of_one_core=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v s="$IDLE_SECS" 'BEGIN { printf "%.2f", 100 * d / hz / s }') ($CLUSTERS export streams)"
 
-cp "$DIR/big/"queries-*.txt "$DIR/big/clients.txt" "$DIR/"
-big_qps=$(drive "$DNS_PORT" big)
-echo "qps_1000_endpoints=$small_qps"
-echo "qps_${endpoints}_endpoints=$big_qps"
+# Throughput: both servers run side by side (the idle one costs the
+# other nothing but its heartbeats); rounds alternate so drift on a
+# shared machine hits both; medians are compared.
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+: > "$DIR/small.qps"
+: > "$DIR/big.qps"
+for round in $(seq 1 "$ROUNDS"); do
+  QUERIES=$DIR/small drive "$SMALL_PORT" "small-$round" >> "$DIR/small.qps"
+  QUERIES=$DIR/big drive "$DNS_PORT" "big-$round" >> "$DIR/big.qps"
+done
+small_qps=$(median < "$DIR/small.qps")
+big_qps=$(median < "$DIR/big.qps")
+echo "qps_1000_endpoints=$small_qps (rounds: $(tr '\n' ' ' < "$DIR/small.qps"))"
+echo "qps_${endpoints}_endpoints=$big_qps (rounds: $(tr '\n' ' ' < "$DIR/big.qps"))"
 echo "throughput_ratio=$(awk -v b="$big_qps" -v s="$small_qps" 'BEGIN { printf "%.3f", b / s }')"
 
 kill -USR1 "$PUSH_PID"
 for _ in $(seq 1 600); do
-  grep -q '^propagation' "$DIR/push.out" && break
+  grep -q '^propagation' "$DIR/big-push.out" && break
   sleep 0.2
 done
-grep '^propagation' "$DIR/push.out" || { echo "benches: no propagation figures" >&2; cat "$DIR/push.log" >&2; exit 1; }
+grep '^propagation' "$DIR/big-push.out" || { echo "benches: no propagation figures" >&2; cat "$DIR/big-push.log" >&2; exit 1; }
 echo "registry_rss_after_churn_mib=$(( $(rss_kib "$MESHDNS_PID") / 1024 ))"

@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the answer path's pieces: name parsing, locality
 //! lookup, answer selection (with and without locality), response
-//! encoding, and applying a one-service Delta to a large registry.
+//! encoding (the full handler and the UDP fast path), and applying a
+//! one-service Delta to a large registry.
 //!
 //! `cargo bench -p meshdns-benches --bench answer_path`
 
@@ -10,6 +11,7 @@ use std::net::IpAddr;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
+use meshdns::fast;
 use meshdns::qname::{self, Domain};
 use meshdns::select;
 use meshdns::zone::{self, Transport, Zone};
@@ -85,6 +87,42 @@ fn benches(c: &mut Criterion) {
                 black_box(&packet),
                 located,
                 Transport::Udp,
+            ))
+        })
+    });
+    // The UDP fast path: the same query, answered without decoding it.
+    let mut out = Vec::with_capacity(512);
+    c.bench_function("fast_path_unknown_asker", |b| {
+        b.iter(|| {
+            black_box(fast::answer(
+                &snapshot,
+                &zone,
+                black_box(&packet),
+                unknown,
+                &mut out,
+            ))
+        })
+    });
+    c.bench_function("fast_path_located_asker", |b| {
+        b.iter(|| {
+            black_box(fast::answer(
+                &snapshot,
+                &zone,
+                black_box(&packet),
+                located,
+                &mut out,
+            ))
+        })
+    });
+    let missing = query_bytes(&format!("nope.{ns}.global"));
+    c.bench_function("fast_path_nxdomain", |b| {
+        b.iter(|| {
+            black_box(fast::answer(
+                &snapshot,
+                &zone,
+                black_box(&missing),
+                located,
+                &mut out,
             ))
         })
     });

@@ -8,6 +8,12 @@ use meshdns::status::StatusArgs;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: snapshot rebuilds allocate and free many mid-sized vectors;
+/// glibc's malloc spent a third of a rebuild consolidating and unlinking
+/// chunks (perf, benches/README.md), and held more memory per endpoint.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Cross-cluster service discovery: the registry and its DNS server.
 #[derive(Debug, Parser)]
 #[command(name = "meshdns", version, about)]

@@ -128,10 +128,27 @@ impl<'a> Pick<'a> {
 
 /// The cumulative tiers for an asker.
 fn tiers<'a>(view: &'a ServiceView, place: &AskerPlace) -> [Pick<'a>; 3] {
-    let empty = Pick::one(Tier::Cluster, view, &chain::EMPTY);
     let own = view.cluster_by_id(place.cluster).map(|(i, _)| i);
-    let cluster = own.map_or(empty, |i| Pick::cluster(view, i));
-    let zone = match place.zone.and_then(|z| view.zone(z)) {
+    let cluster = cluster_tier(view, own);
+    let zone = zone_tier(view, place, own, cluster);
+    [cluster, zone, region_tier(view, place, zone)]
+}
+
+/// The asker's own cluster's targets.
+fn cluster_tier(view: &ServiceView, own: Option<usize>) -> Pick<'_> {
+    own.map_or(Pick::one(Tier::Cluster, view, &chain::EMPTY), |i| {
+        Pick::cluster(view, i)
+    })
+}
+
+/// The asker's zone's targets plus its own cluster's outside that zone.
+fn zone_tier<'a>(
+    view: &'a ServiceView,
+    place: &AskerPlace,
+    own: Option<usize>,
+    cluster: Pick<'a>,
+) -> Pick<'a> {
+    match place.zone.and_then(|z| view.zone(z)) {
         Some(zone) => {
             let (extra, extras) = own.map_or(([Segment::default(); 2], 0), |i| {
                 view.clusters[i].off_zone(i as u32)
@@ -149,16 +166,19 @@ fn tiers<'a>(view: &'a ServiceView, place: &AskerPlace) -> [Pick<'a>; 3] {
             tier: Tier::Zone,
             ..cluster
         },
-    };
-    let region = match place.region.and_then(|r| view.region(r)) {
+    }
+}
+
+/// The asker's region's targets.
+fn region_tier<'a>(view: &'a ServiceView, place: &AskerPlace, zone: Pick<'a>) -> Pick<'a> {
+    match place.region.and_then(|r| view.region(r)) {
         Some(region) => Pick::one(Tier::Region, view, region),
         None if place.region.is_some() => Pick::one(Tier::Region, view, &chain::EMPTY),
         None => Pick {
             tier: Tier::Region,
             ..zone
         },
-    };
-    [cluster, zone, region]
+    }
 }
 
 fn boundary(affinity: Affinity) -> Option<Tier> {
@@ -184,11 +204,23 @@ pub fn select<'a>(
         return Pick::one(Tier::Any, view, &view.all);
     }
     let stop = boundary(view.affinity);
-    for pick in tiers(view, place) {
+    let enough = |pick: &Pick<'_>| {
         let n = pick.len();
-        if n >= min_healthy.max(1) || (Some(pick.tier) == stop && n > 0) {
-            return pick;
-        }
+        n >= min_healthy.max(1) || (Some(pick.tier) == stop && n > 0)
+    };
+    // Nearest first, each tier worked out only when the one before fell short.
+    let own = view.cluster_by_id(place.cluster).map(|(i, _)| i);
+    let cluster = cluster_tier(view, own);
+    if enough(&cluster) {
+        return cluster;
+    }
+    let zone = zone_tier(view, place, own, cluster);
+    if enough(&zone) {
+        return zone;
+    }
+    let region = region_tier(view, place, zone);
+    if enough(&region) {
+        return region;
     }
     Pick::one(Tier::Any, view, &view.all)
 }

@@ -13,10 +13,12 @@ use meshdns_proto::model::ServiceKey;
 use crate::locality::Locality;
 
 pub mod chain;
+mod parts;
 mod shards;
 mod view;
 
 pub use chain::{Chain, Kind, Segment, Span, Walk};
+pub use parts::Parts;
 use shards::Shards;
 pub use view::{ClusterView, EndpointView, ExportInput, PartChange, ServiceView, Target, Targets};
 

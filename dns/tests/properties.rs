@@ -178,6 +178,63 @@ fn answers(
         .collect()
 }
 
+/// Builds the view of `.0` of each pair, updates it to `.1` with only the
+/// clusters that differ, and checks it answers as a view built from `.1`.
+fn check_incremental(
+    pairs: &[(Option<GenCluster>, Option<GenCluster>)],
+    min_healthy: usize,
+) -> Result<(), TestCaseError> {
+    let before: Vec<(usize, GenCluster)> = pairs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (b, _))| b.clone().map(|c| (i, c)))
+        .collect();
+    let after: Vec<(usize, GenCluster)> = pairs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, a))| a.clone().map(|c| (i, c)))
+        .collect();
+    if before.is_empty() || after.is_empty() {
+        return Ok(());
+    }
+    let affinity = Affinity::Nearest;
+    let zone = &mut |r: Option<&str>, z: &str| zone_id(r, z);
+    let old_parts: Vec<_> = before.iter().map(|(i, c)| part(*i, c, affinity)).collect();
+    let old_inputs: Vec<_> = old_parts
+        .iter()
+        .map(|(place, export)| ExportInput { place, export })
+        .collect();
+    let old = ServiceView::build(key(), &old_inputs, 5, zone);
+    let new_parts: Vec<_> = after.iter().map(|(i, c)| part(*i, c, affinity)).collect();
+    let new_inputs: Vec<_> = new_parts
+        .iter()
+        .map(|(place, export)| ExportInput { place, export })
+        .collect();
+    let full = ServiceView::build(key(), &new_inputs, 5, zone);
+    // Changes: clusters that differ; the rest are taken from `old`.
+    let names: Vec<ClusterName> = (0..pairs.len())
+        .map(|i| ClusterName::new(&format!("c{i}")).unwrap())
+        .collect();
+    let mut changes = Vec::new();
+    for (i, (b, a)) in pairs.iter().enumerate() {
+        if b == a {
+            continue;
+        }
+        match after.iter().position(|(j, _)| *j == i) {
+            Some(k) => changes.push(PartChange::Set(new_inputs[k])),
+            None => changes.push(PartChange::Remove(&names[i])),
+        }
+    }
+    let updated = ServiceView::update(key(), Some(&old), &changes, 5, zone);
+    let places: Vec<Place> = new_parts.iter().map(|(p, _)| p.clone()).collect();
+    prop_assert_eq!(updated.fail_open, full.fail_open);
+    prop_assert_eq!(
+        answers(&updated, &places, min_healthy),
+        answers(&full, &places, min_healthy)
+    );
+    Ok(())
+}
+
 fn affinity() -> impl Strategy<Value = Affinity> {
     prop_oneof![
         Just(Affinity::Nearest),
@@ -200,33 +257,25 @@ proptest! {
         ),
         min_healthy in 1usize..3,
     ) {
-        let before: Vec<(usize, GenCluster)> = pairs.iter().enumerate().filter_map(|(i, (b, _))| b.clone().map(|c| (i, c))).collect();
-        let after: Vec<(usize, GenCluster)> = pairs.iter().enumerate().filter_map(|(i, (_, a))| a.clone().map(|c| (i, c))).collect();
-        prop_assume!(!before.is_empty() && !after.is_empty());
-        let affinity = Affinity::Nearest;
-        let zone = &mut |r: Option<&str>, z: &str| zone_id(r, z);
-        let old_parts: Vec<_> = before.iter().map(|(i, c)| part(*i, c, affinity)).collect();
-        let old_inputs: Vec<_> = old_parts.iter().map(|(place, export)| ExportInput { place, export }).collect();
-        let old = ServiceView::build(key(), &old_inputs, 5, zone);
-        let new_parts: Vec<_> = after.iter().map(|(i, c)| part(*i, c, affinity)).collect();
-        let new_inputs: Vec<_> = new_parts.iter().map(|(place, export)| ExportInput { place, export }).collect();
-        let full = ServiceView::build(key(), &new_inputs, 5, zone);
-        // Changes: clusters that differ; the rest are taken from `old`.
-        let names: Vec<ClusterName> = (0..pairs.len()).map(|i| ClusterName::new(&format!("c{i}")).unwrap()).collect();
-        let mut changes = Vec::new();
-        for (i, (b, a)) in pairs.iter().enumerate() {
-            if b == a {
-                continue;
-            }
-            match after.iter().position(|(j, _)| *j == i) {
-                Some(k) => changes.push(PartChange::Set(new_inputs[k])),
-                None => changes.push(PartChange::Remove(&names[i])),
-            }
+        check_incremental(&pairs, min_healthy)?;
+    }
+
+    /// The same across many clusters, where unchanged runs of parts are
+    /// shared between views in chunks: a few clusters change, appear or
+    /// go, anywhere in the list.
+    #[test]
+    fn incremental_update_across_chunks(
+        n in 60usize..200,
+        base in proptest::collection::vec(fleet_cluster(), 210),
+        edits in proptest::collection::vec((0usize..210, proptest::option::of(fleet_cluster())), 1..5),
+        min_healthy in 1usize..3,
+    ) {
+        let mut pairs: Vec<(Option<GenCluster>, Option<GenCluster>)> =
+            (0..210).map(|i| { let c = (i < n).then(|| base[i].clone()); (c.clone(), c) }).collect();
+        for (i, edit) in edits {
+            pairs[i].1 = edit;
         }
-        let updated = ServiceView::update(key(), Some(&old), &changes, 5, zone);
-        let places: Vec<Place> = new_parts.iter().map(|(p, _)| p.clone()).collect();
-        prop_assert_eq!(updated.fail_open, full.fail_open);
-        prop_assert_eq!(answers(&updated, &places, min_healthy), answers(&full, &places, min_healthy));
+        check_incremental(&pairs, min_healthy)?;
     }
 
     /// Whatever the fleet and asker: the answer is a subset of the healthy

@@ -6,8 +6,7 @@
 //! one cluster changes, the chains are rebuilt from segment counts
 //! (O(clusters)), not from endpoints.
 
-use std::sync::Arc;
-
+use super::parts::Parts;
 use super::view::ClusterView;
 
 /// A half-open range of indices into one cluster part's flat lists.
@@ -119,7 +118,7 @@ impl Chain {
 /// wrapping. Yields (cluster index, item).
 #[derive(Debug)]
 pub struct Walk<'a, T> {
-    clusters: &'a [Arc<ClusterView>],
+    clusters: &'a Parts,
     chain: &'a [Segment],
     extra: [Segment; 2],
     extras: usize,
@@ -135,7 +134,7 @@ pub struct Walk<'a, T> {
 impl<'a, T: Copy> Walk<'a, T> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        clusters: &'a [Arc<ClusterView>],
+        clusters: &'a Parts,
         chain: &'a Chain,
         extra: [Segment; 2],
         extras: usize,

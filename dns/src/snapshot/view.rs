@@ -17,6 +17,7 @@ use meshdns_proto::model::{
 };
 
 use super::chain::{Chain, Segment, Span};
+use super::parts::{CHUNK, Parts, PartsBuilder};
 use crate::locality::{ClusterId, Place, RegionId, ZoneId};
 
 /// One cluster's export of a service, with the cluster's place: the input
@@ -55,7 +56,11 @@ pub struct ServiceView {
     pub ttl: u32,
     pub affinity: Affinity,
     /// Sorted by cluster name, for name lookups.
-    pub clusters: Vec<Arc<ClusterView>>,
+    pub clusters: Parts,
+    /// What the view keeps of each part, in `clusters` order.
+    parts: Vec<PartMeta>,
+    /// Every part's zone runs, in `clusters` order, with their index.
+    groups: Vec<(Option<ZoneId>, Segment)>,
     /// (cluster id, index into `clusters`), sorted by id, for askers.
     by_id: Vec<(ClusterId, u32)>,
     /// Healthy targets by (region, zone): the endpoint's own zone where its
@@ -80,26 +85,60 @@ struct Health {
     any_ready: bool,
 }
 
-/// Either a part kept from the previous view or an input to build one from.
-enum Slot<'a> {
-    Kept(Arc<ClusterView>),
-    New(ExportInput<'a>),
+/// What a view needs of each cluster part to rebuild itself, kept inline
+/// beside `clusters` so that a rebuild reads flat arrays instead of
+/// visiting every part.
+#[derive(Debug, Clone, Copy)]
+struct PartMeta {
+    id: ClusterId,
+    stale: bool,
+    has_ready: bool,
+    health: Health,
+    region: Option<RegionId>,
+    affinity: Affinity,
+    ttl: Option<u32>,
+    /// The part's whole run, as this cluster's index.
+    whole: Segment,
+    /// Its zone runs: a range of the view's `groups`.
+    groups: Span,
 }
 
-impl Slot<'_> {
-    fn stale(&self) -> bool {
-        match self {
-            Slot::Kept(c) => c.place.stale,
-            Slot::New(i) => i.place.stale,
-        }
-    }
+/// Part `i` of `prev` kept as part `index`: its meta, with its zone runs
+/// copied to `groups`.
+fn keep(
+    prev: &ServiceView,
+    i: usize,
+    index: u32,
+    groups: &mut Vec<(Option<ZoneId>, Segment)>,
+) -> PartMeta {
+    let mut meta = prev.parts[i];
+    let start = groups.len() as u32;
+    groups.extend(
+        prev.groups[meta.groups.start as usize..meta.groups.end as usize]
+            .iter()
+            .map(|(z, g)| {
+                (
+                    *z,
+                    Segment {
+                        cluster: index,
+                        ..*g
+                    },
+                )
+            }),
+    );
+    meta.groups = Span {
+        start,
+        end: groups.len() as u32,
+    };
+    meta.whole.cluster = index;
+    meta
+}
 
-    fn has_ready(&self) -> bool {
-        match self {
-            Slot::Kept(c) => c.has_ready,
-            Slot::New(i) => i.export.endpoints().iter().any(|e| e.ready),
-        }
-    }
+/// Where a cluster's part comes from in an update.
+enum Slot<'a> {
+    /// Unchanged: index in the previous view.
+    Kept(usize),
+    New(ExportInput<'a>),
 }
 
 impl ServiceView {
@@ -121,7 +160,9 @@ impl ServiceView {
 
     /// The view after `changes` to `previous` (every cluster not named in
     /// `changes` exports what it did). Parts of unchanged clusters are
-    /// shared with `previous`. `None` when no cluster exports the service.
+    /// shared with `previous`, and what the view keeps of them is copied
+    /// from its flat arrays: the cost is O(clusters) copies plus the
+    /// changed parts, with no visit to unchanged ones.
     pub fn update(
         key: ServiceKey,
         previous: Option<&ServiceView>,
@@ -129,115 +170,165 @@ impl ServiceView {
         default_ttl: u32,
         zone_id: &mut dyn FnMut(Option<&str>, &str) -> ZoneId,
     ) -> Self {
-        let mut changes: Vec<&PartChange<'_>> = changes.iter().collect();
-        changes.sort_by(|a, b| a.cluster().cmp(b.cluster()));
-        // Merge the previous parts (sorted by name) with the changes.
-        let empty = Vec::new();
+        let empty = Parts::default();
         let old = previous.map_or(&empty, |p| &p.clusters);
+        // Place each change: (position in `old`, whether it replaces that
+        // cluster, the change). Binary search per change, not a walk.
+        let mut placed: Vec<(usize, bool, &PartChange<'_>)> = changes
+            .iter()
+            .map(|c| {
+                match old.binary_search_by(|o| o.place.name.as_str().cmp(c.cluster().as_str())) {
+                    Ok(i) => (i, true, c),
+                    Err(i) => (i, false, c),
+                }
+            })
+            .collect();
+        placed.sort_by(|a, b| (a.0, a.1, a.2.cluster()).cmp(&(b.0, b.1, b.2.cluster())));
+        placed.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1 && a.2.cluster() == b.2.cluster());
         let mut slots: Vec<Slot<'_>> = Vec::with_capacity(old.len() + changes.len());
-        let (mut i, mut j) = (0, 0);
-        while i < old.len() || j < changes.len() {
-            let order = match (old.get(i), changes.get(j)) {
-                (Some(o), Some(c)) => o.place.name.cmp(c.cluster()),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, _) => std::cmp::Ordering::Greater,
-            };
-            if order == std::cmp::Ordering::Less {
-                slots.push(Slot::Kept(old[i].clone()));
-                i += 1;
-                continue;
+        let mut next = placed.iter().peekable();
+        for i in 0..=old.len() {
+            let mut replaced = false;
+            while let Some((_, replaces, change)) = next.next_if(|(at, _, _)| *at == i) {
+                replaced |= *replaces;
+                if let PartChange::Set(input) = change {
+                    slots.push(Slot::New(*input));
+                }
             }
-            if order == std::cmp::Ordering::Equal {
-                i += 1;
+            if i < old.len() && !replaced {
+                slots.push(Slot::Kept(i));
             }
-            if let PartChange::Set(input) = changes[j] {
-                slots.push(Slot::New(*input));
-            }
-            j += 1;
         }
-        let fail_open = slots.iter().all(Slot::stale);
+        let metas = previous.map_or(&[][..], |p| p.parts.as_slice());
+        let stale = |slot: &Slot<'_>| match slot {
+            Slot::Kept(i) => metas[*i].stale,
+            Slot::New(input) => input.place.stale,
+        };
+        let has_ready = |slot: &Slot<'_>| match slot {
+            Slot::Kept(i) => metas[*i].has_ready,
+            Slot::New(input) => input.export.endpoints().iter().any(|e| e.ready),
+        };
+        let fail_open = slots.iter().all(stale);
         let any_ready = slots
             .iter()
-            .filter(|s| fail_open || !s.stale())
-            .any(Slot::has_ready);
-        let clusters: Vec<Arc<ClusterView>> = slots
-            .into_iter()
-            .map(|slot| {
-                let health = |stale: bool| Health {
-                    serving: fail_open || !stale,
-                    any_ready,
-                };
-                match slot {
-                    Slot::Kept(c) if c.health == health(c.place.stale) => c,
-                    Slot::Kept(c) => Arc::new(ClusterView::build(
-                        &c.place,
-                        &c.export,
-                        health(c.place.stale),
-                        zone_id,
-                    )),
-                    Slot::New(input) => Arc::new(ClusterView::build(
+            .filter(|s| fail_open || !stale(s))
+            .any(has_ready);
+        let health = |stale: bool| Health {
+            serving: fail_open || !stale,
+            any_ready,
+        };
+        let mut clusters = PartsBuilder::default();
+        let mut parts = Vec::with_capacity(slots.len());
+        let mut groups = Vec::with_capacity(previous.map_or(0, |p| p.groups.len()) + changes.len());
+        // A kept part whose health is as it was is taken as it is.
+        let unchanged = |slot: &Slot<'_>, at: usize| matches!(slot, Slot::Kept(i) if *i == at && metas[*i].health == health(metas[*i].stale));
+        let mut n = 0;
+        while n < slots.len() {
+            // A whole chunk of unchanged, unmoved parts is shared.
+            if n % CHUNK == 0
+                && let Some(chunk) = old.chunk(n / CHUNK)
+                && (chunk.len() == CHUNK || n + chunk.len() == slots.len())
+                && n + chunk.len() <= slots.len()
+                && slots[n..n + chunk.len()]
+                    .iter()
+                    .enumerate()
+                    .all(|(j, slot)| unchanged(slot, n + j))
+                && let Some(prev) = previous
+            {
+                clusters.share(chunk);
+                for i in n..n + chunk.len() {
+                    parts.push(keep(prev, i, i as u32, &mut groups));
+                }
+                n += chunk.len();
+                continue;
+            }
+            let index = n as u32;
+            match slots[n] {
+                Slot::Kept(i) if metas[i].health == health(metas[i].stale) => {
+                    let Some(prev) = previous else {
+                        unreachable!("kept parts come from a previous view")
+                    };
+                    parts.push(keep(prev, i, index, &mut groups));
+                    clusters.push(old[i].clone());
+                }
+                Slot::Kept(i) => {
+                    let c = &old[i];
+                    let part =
+                        ClusterView::build(&c.place, &c.export, health(c.place.stale), zone_id);
+                    parts.push(part.meta(index, &mut groups));
+                    clusters.push(Arc::new(part));
+                }
+                Slot::New(input) => {
+                    let part = ClusterView::build(
                         input.place,
                         input.export,
                         health(input.place.stale),
                         zone_id,
-                    )),
+                    );
+                    parts.push(part.meta(index, &mut groups));
+                    clusters.push(Arc::new(part));
                 }
+            }
+            n += 1;
+        }
+        let clusters = clusters.finish();
+        // The same clusters in the same places: the id index stands.
+        let by_id = previous
+            .filter(|p| {
+                p.parts.len() == parts.len()
+                    && p.parts.iter().zip(&parts).all(|(a, b)| a.id == b.id)
             })
-            .collect();
-        Self::assemble(key, clusters, fail_open, default_ttl)
+            .map(|p| p.by_id.clone());
+        Self::assemble(key, clusters, parts, groups, by_id, fail_open, default_ttl)
     }
 
-    /// The service-wide lists: chains of the clusters' parts.
+    /// The service-wide lists: chains of the clusters' runs, made from the
+    /// flat per-part arrays.
     fn assemble(
         key: ServiceKey,
-        clusters: Vec<Arc<ClusterView>>,
+        clusters: Parts,
+        parts: Vec<PartMeta>,
+        groups: Vec<(Option<ZoneId>, Segment)>,
+        by_id: Option<Vec<(ClusterId, u32)>>,
         fail_open: bool,
         default_ttl: u32,
     ) -> Self {
-        let mut all = Vec::with_capacity(clusters.len());
+        let mut all = Vec::with_capacity(parts.len());
         let mut zones: BTreeMap<ZoneId, Vec<Segment>> = BTreeMap::new();
         let mut regions: BTreeMap<RegionId, Vec<Segment>> = BTreeMap::new();
-        for (index, c) in clusters.iter().enumerate() {
-            let index = index as u32;
-            let whole = c.whole(index);
-            if whole.targets.is_empty() {
+        for meta in &parts {
+            if meta.whole.targets.is_empty() {
                 continue;
             }
-            all.push(whole);
-            for (zone, group) in &c.groups {
-                if let Some(zone) = zone {
-                    zones.entry(*zone).or_default().push(Segment {
-                        cluster: index,
-                        ..*group
-                    });
-                }
-            }
-            if let Some((region, _)) = &c.place.region {
-                regions.entry(*region).or_default().push(whole);
+            all.push(meta.whole);
+            if let Some(region) = meta.region {
+                regions.entry(region).or_default().push(meta.whole);
             }
         }
-        let all = Chain::new(all);
-        let zones = zones.into_iter().map(|(z, s)| (z, Chain::new(s))).collect();
-        let regions = regions
-            .into_iter()
-            .map(|(r, s)| (r, Chain::new(s)))
-            .collect();
-        let mut by_id: Vec<(ClusterId, u32)> = clusters
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.place.id, i as u32))
-            .collect();
-        by_id.sort_unstable();
+        for (zone, segment) in &groups {
+            if let Some(zone) = zone {
+                zones.entry(*zone).or_default().push(*segment);
+            }
+        }
+        let by_id = by_id.unwrap_or_else(|| {
+            let mut by_id: Vec<(ClusterId, u32)> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.id, i as u32))
+                .collect();
+            by_id.sort_unstable();
+            by_id
+        });
         // A stricter affinity from any cluster applies to the whole
         // service; the shortest TTL wins.
-        let affinity = clusters
+        let affinity = parts
             .iter()
-            .map(|c| c.export.policy().affinity)
+            .map(|m| m.affinity)
             .find(|a| *a != Affinity::Nearest)
             .unwrap_or_default();
-        let ttl = clusters
+        let ttl = parts
             .iter()
-            .filter_map(|c| c.export.policy().ttl)
+            .filter_map(|m| m.ttl)
             .min()
             .unwrap_or(default_ttl);
         ServiceView {
@@ -245,10 +336,15 @@ impl ServiceView {
             ttl,
             affinity,
             clusters,
+            parts,
+            groups,
             by_id,
-            zones,
-            regions,
-            all,
+            zones: zones.into_iter().map(|(z, s)| (z, Chain::new(s))).collect(),
+            regions: regions
+                .into_iter()
+                .map(|(r, s)| (r, Chain::new(s)))
+                .collect(),
+            all: Chain::new(all),
             fail_open,
         }
     }
@@ -263,7 +359,7 @@ impl ServiceView {
             host,
         };
         let mut out = Vec::new();
-        for c in &self.clusters {
+        for c in self.clusters.iter() {
             for target in &c.targets.targets {
                 match *target {
                     Target::Endpoint { endpoint, .. } => {
@@ -420,6 +516,35 @@ impl ClusterView {
 
     pub fn id(&self) -> ClusterId {
         self.place.id
+    }
+
+    /// What a view keeps of this part as cluster `index`; its zone runs
+    /// are appended to `groups`.
+    fn meta(&self, index: u32, groups: &mut Vec<(Option<ZoneId>, Segment)>) -> PartMeta {
+        let start = groups.len() as u32;
+        groups.extend(self.groups.iter().map(|(z, g)| {
+            (
+                *z,
+                Segment {
+                    cluster: index,
+                    ..*g
+                },
+            )
+        }));
+        PartMeta {
+            id: self.place.id,
+            stale: self.place.stale,
+            has_ready: self.has_ready,
+            health: self.health,
+            region: self.place.region.as_ref().map(|r| r.0),
+            affinity: self.export.policy().affinity,
+            ttl: self.export.policy().ttl,
+            whole: self.whole(index),
+            groups: Span {
+                start,
+                end: groups.len() as u32,
+            },
+        }
     }
 
     /// All of this part's targets, as cluster `index`'s.
