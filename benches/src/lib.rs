@@ -59,8 +59,13 @@ pub fn export(c: usize, s: usize, endpoints: usize, version: usize) -> ServiceEx
             ep
         })
         .collect();
+    http_export(service_key(s), endpoints)
+}
+
+/// A service of endpoints on TCP port 80, default policy.
+pub fn http_export(key: ServiceKey, endpoints: Vec<Endpoint>) -> ServiceExport {
     ServiceExport::new(
-        service_key(s),
+        key,
         vec![Port {
             name: None,
             protocol: Protocol::Tcp,

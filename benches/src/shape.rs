@@ -13,12 +13,11 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::num::NonZeroU16;
 use std::sync::Arc;
 
 use meshdns_proto::model::{
-    Cluster, ClusterName, Endpoint, ExportSet, LabelValue, Mode, Namespace, Policy, Port, Protocol,
-    ServiceExport, ServiceKey, ServiceName,
+    Cluster, ClusterName, Endpoint, ExportSet, LabelValue, Namespace, ServiceExport, ServiceKey,
+    ServiceName,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -125,19 +124,7 @@ impl Shape {
                 ep
             })
             .collect();
-        ServiceExport::new(
-            self.key(s),
-            vec![Port {
-                name: None,
-                protocol: Protocol::Tcp,
-                port: NonZeroU16::new(80).expect("non-zero"),
-            }],
-            Mode::Endpoints,
-            vec![],
-            endpoints,
-            Policy::default(),
-        )
-        .expect("valid export")
+        crate::http_export(self.key(s), endpoints)
     }
 
     /// Every cluster's export set.

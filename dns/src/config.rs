@@ -15,6 +15,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text)
 }
 
+/// Most UDP workers per address: each is a thread and a socket.
+pub const MAX_WORKERS: usize = 256;
+
 /// `meshdns serve` flags. Every flag can also be set as `MESHDNS_<FLAG>`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -215,7 +218,7 @@ impl ServeArgs {
     /// `--workers`, with 0 resolved to the CPUs this process may use.
     pub fn udp_workers(&self) -> usize {
         match self.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
             n => n,
         }
     }
@@ -240,6 +243,15 @@ impl ServeArgs {
 
     /// Checks the flags together; the error names the flag at fault.
     pub fn config(&self) -> Result<ServeConfig, Error> {
+        if self.workers > MAX_WORKERS {
+            return Err(Error::Config {
+                flag: "--workers",
+                problem: format!(
+                    "{} is over the maximum of {MAX_WORKERS} (0 means one per CPU)",
+                    self.workers
+                ),
+            });
+        }
         let read = |flag: &'static str, path: &std::path::PathBuf| {
             std::fs::read(path).map_err(|e| Error::Config {
                 flag,

@@ -54,9 +54,6 @@ impl UdpListener {
             if workers > 1 {
                 socket.set_reuse_port(true)?;
             }
-            if at.is_ipv6() {
-                socket.set_only_v6(true)?;
-            }
             socket.bind(&at.into())?;
             socket.set_read_timeout(Some(POLL))?;
             let socket: UdpSocket = socket.into();

@@ -188,6 +188,12 @@ fn flag_errors_name_the_flag() {
     );
     assert_ne!(code, 0);
     assert!(text.contains("--dns-listen"), "{text}");
+    let (code, text) = run("meshdns", &["serve", "--insecure", "--workers", "100000"]);
+    assert_ne!(code, 0);
+    assert!(
+        text.contains("--workers") && text.contains("maximum"),
+        "{text}"
+    );
     let (code, text) = run(
         "meshdns-syncer",
         &["--registry", "127.0.0.1:1", "--source", "file:/dev/null"],
