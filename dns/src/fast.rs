@@ -12,11 +12,13 @@
 //! handler. The two produce the same message for what the fast path
 //! takes: `dns/tests/fast_path.rs` checks it on generated queries.
 //!
-//! What the snapshot already holds makes this cheap: the per-tier address
-//! lists ([`crate::select`]) are slices, an A record is 16 fixed bytes
-//! with its owner compressed to the question (offset 12), the question is
-//! echoed byte for byte (so its case is the asker's), and the SOA of a
-//! negative answer points into the question for its owner.
+//! What the snapshot already holds makes this cheap: each tier's addresses
+//! are flat lists in the cluster parts, chained with running totals
+//! ([`crate::snapshot::Chain`]), so a rotated answer is one binary search
+//! and a walk; an A record is 16 fixed bytes with its owner compressed to
+//! the question (offset 12); the question is echoed byte for byte (so its
+//! case is the asker's); and the SOA of a negative answer points into the
+//! question for its owner.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -102,6 +102,29 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// Validates each service on its own: the valid ones, and a refusal for
 /// each invalid one. A refused service whose key is valid is also returned
 /// in `keep`, so a Snapshot does not withdraw its last good version.
+/// Refuses `service` for `reason` (counted under `kind`); its previous
+/// version, if its key is readable, is kept.
+fn refuse(
+    service: &wire::ServiceExport,
+    reason: String,
+    kind: &'static str,
+    refusals: &mut Vec<Refused>,
+    keep: &mut BTreeSet<ServiceKey>,
+) {
+    if let Some(key) = service
+        .key
+        .as_ref()
+        .and_then(|k| ServiceKey::try_from(k).ok())
+    {
+        keep.insert(key);
+    }
+    let refusal = wire::Refusal {
+        key: service.key.clone(),
+        reason,
+    };
+    refusals.push((refusal, kind));
+}
+
 fn validate(
     services: &[wire::ServiceExport],
     max_endpoints: usize,
@@ -112,21 +135,11 @@ fn validate(
     let mut seen = BTreeSet::new();
     for (i, service) in services.iter().enumerate() {
         if service.endpoints.len() > max_endpoints {
-            if let Some(key) = service
-                .key
-                .as_ref()
-                .and_then(|k| ServiceKey::try_from(k).ok())
-            {
-                keep.insert(key);
-            }
-            let refusal = wire::Refusal {
-                key: service.key.clone(),
-                reason: format!(
-                    "services[{i}]: {} endpoints is over the --max-endpoints-per-service limit ({max_endpoints})",
-                    service.endpoints.len()
-                ),
-            };
-            refusals.push((refusal, "limit_endpoints"));
+            let reason = format!(
+                "services[{i}]: {} endpoints is over the --max-endpoints-per-service limit ({max_endpoints})",
+                service.endpoints.len()
+            );
+            refuse(service, reason, "limit_endpoints", &mut refusals, &mut keep);
             continue;
         }
         let result = ServiceExport::try_from(service).and_then(|s| {
@@ -141,20 +154,13 @@ fn validate(
         });
         match result {
             Ok(s) => valid.push(s),
-            Err(e) => {
-                if let Some(key) = service
-                    .key
-                    .as_ref()
-                    .and_then(|k| ServiceKey::try_from(k).ok())
-                {
-                    keep.insert(key);
-                }
-                let refusal = wire::Refusal {
-                    key: service.key.clone(),
-                    reason: format!("services[{i}]: {e}"),
-                };
-                refusals.push((refusal, e.problem.kind()));
-            }
+            Err(e) => refuse(
+                service,
+                format!("services[{i}]: {e}"),
+                e.problem.kind(),
+                &mut refusals,
+                &mut keep,
+            ),
         }
     }
     (valid, refusals, keep)

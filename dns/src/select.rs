@@ -294,22 +294,6 @@ pub fn set_rotation(n: usize) {
     ROTATION.with(|r| r.set(n));
 }
 
-/// Up to `max` items of `a` then `b` taken as one list, starting at
-/// `start` (mod its length) and wrapping.
-pub fn rotated2<'a, T: Copy>(
-    a: &'a [T],
-    b: &'a [T],
-    start: usize,
-    max: usize,
-) -> impl Iterator<Item = T> + 'a {
-    let len = a.len() + b.len();
-    let offset = if len == 0 { 0 } else { start % len };
-    (0..len.min(max)).map(move |i| {
-        let j = (offset + i) % len;
-        if j < a.len() { a[j] } else { b[j - a.len()] }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
@@ -326,16 +310,41 @@ mod tests {
 
     #[test]
     fn rotation() {
-        let check = |a: &[u8], b: &[u8], start, max, expected: &[u8]| {
-            let got: Vec<u8> = rotated2(a, b, start, max).collect();
-            assert_eq!(got, expected, "{a:?}+{b:?} start {start} max {max}");
-        };
-        check(&[], &[], 3, 8, &[]);
-        check(&[1, 2, 3], &[], 0, 8, &[1, 2, 3]);
-        check(&[1, 2, 3], &[], 1, 8, &[2, 3, 1]);
-        check(&[1, 2], &[3], 5, 2, &[3, 1]);
-        check(&[1], &[2, 3, 4], 2, 3, &[3, 4, 1]);
-        check(&[1, 2, 3, 4], &[], 2, 0, &[]);
+        use Tier::*;
+        let f = standard(
+            Affinity::Nearest,
+            &[
+                ("10.1.0.1", true, None),
+                ("10.1.0.2", true, Some("us-east-1b")),
+                ("10.1.0.3", true, None),
+            ],
+        );
+        let view = f.view();
+        let east1 = f.asker("east-1");
+        // Each tier's shape: one cluster's run; a zone chain plus the own
+        // cluster's runs outside it; a region chain; the whole chain.
+        for (place, min_healthy, tier) in [
+            (Some(&east1), 1, Cluster),
+            (Some(&east1), 4, Zone),
+            (Some(&east1), 5, Region),
+            (None, 1, Any),
+        ] {
+            let pick = select(&view, place, min_healthy);
+            assert_eq!(pick.tier, tier);
+            let all: Vec<_> = pick.v4(0, usize::MAX).collect();
+            let len = all.len();
+            assert_eq!(len, pick.len(), "{tier:?}: one address per target");
+            for start in 0..2 * len {
+                for max in 0..=len + 1 {
+                    let got: Vec<_> = pick.v4(start, max).collect();
+                    let expected: Vec<_> =
+                        (0..max.min(len)).map(|i| all[(start + i) % len]).collect();
+                    assert_eq!(got, expected, "{tier:?} start {start} max {max}");
+                    let targets = pick.targets(start, max).count();
+                    assert_eq!(targets, max.min(len));
+                }
+            }
+        }
     }
 
     /// A fleet: (cluster, region, zone) with endpoints as (ip, ready, own zone).

@@ -2,7 +2,9 @@
 //!
 //! Everything that depends only on registry state is worked out here, when
 //! a snapshot is built: which endpoints are healthy, the flattened address
-//! lists, the lookup keys. A DNS query then does one hash lookup and slices.
+//! lists per cluster part and the chains over them, the lookup keys. A DNS
+//! query then does one hash lookup and walks at most `--max-answers`
+//! addresses.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

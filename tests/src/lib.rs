@@ -103,6 +103,13 @@ impl TestServer {
         format!("http://{}", self.grpc)
     }
 
+    /// The registry's clusters, as `ListClusters` answers.
+    pub async fn clusters(&self) -> Vec<meshdns_proto::wire::ClusterInfo> {
+        list_clusters(self.grpc_url())
+            .await
+            .expect("ListClusters answers")
+    }
+
     /// Shuts the server down and waits for it.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -413,4 +420,17 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
+}
+
+/// `ListClusters` at the registry `url`; `None` when it cannot be asked
+/// (not up yet), for polling.
+pub async fn list_clusters(url: String) -> Option<Vec<meshdns_proto::wire::ClusterInfo>> {
+    let mut client = meshdns_proto::wire::registry_client::RegistryClient::connect(url)
+        .await
+        .ok()?;
+    let reply = client
+        .list_clusters(meshdns_proto::wire::ListClustersRequest {})
+        .await
+        .ok()?;
+    Some(reply.into_inner().clusters)
 }

@@ -334,13 +334,7 @@ async fn a_closed_stream_leaves_the_data() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let m = query(server.dns, &Ask::new("web.shop.global", RecordType::A)).await;
     assert_eq!(addresses(&m), sorted(&["10.0.0.1"]));
-    let mut client = RegistryClient::connect(server.grpc_url()).await.unwrap();
-    let clusters = client
-        .list_clusters(wire::ListClustersRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .clusters;
+    let clusters = server.clusters().await;
     assert_eq!(clusters.len(), 1);
     assert_eq!(
         (

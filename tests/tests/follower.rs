@@ -63,13 +63,8 @@ async fn a_follower_mirrors_its_upstream() {
     )
     .await;
     // A follower takes no exports.
+    let clusters = follower.clusters().await;
     let mut client = RegistryClient::connect(follower.grpc_url()).await.unwrap();
-    let clusters = client
-        .list_clusters(wire::ListClustersRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .clusters;
     assert_eq!(clusters.len(), 3);
     assert!(
         clusters

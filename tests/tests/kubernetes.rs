@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use meshdns_proto::wire::{self, registry_client::RegistryClient};
 use meshdns_tests::dns::{Ask, addresses, poll, sorted};
 use meshdns_tests::fake_kube::{FakeKube, Res, namespace, node, service, service_export, slice};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{TestServer, bin, eventually, free_port, http_get};
+use meshdns_tests::{TestServer, bin, eventually, free_port, http_get, list_clusters};
 
 const EXPORT: (&str, &str) = ("meshdns.io/export", "true");
 
@@ -153,13 +152,7 @@ async fn a_labelled_service_follows_its_slices() {
         ResponseCode::NXDomain
     );
     // The Hello announced the nodes' pod CIDRs and addresses, and their topology.
-    let mut client = RegistryClient::connect(server.grpc_url()).await.unwrap();
-    let clusters = client
-        .list_clusters(wire::ListClustersRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .clusters;
+    let clusters = server.clusters().await;
     assert_eq!(clusters.len(), 1);
     assert_eq!(
         (clusters[0].region.as_str(), clusters[0].zone.as_str()),
@@ -232,14 +225,9 @@ async fn a_labelled_service_follows_its_slices() {
         ),
     );
     eventually(Duration::from_secs(10), "node-3's CIDR announced", || {
-        let mut client = client.clone();
+        let url = server.grpc_url();
         async move {
-            let c = client
-                .list_clusters(wire::ListClustersRequest {})
-                .await
-                .ok()?
-                .into_inner()
-                .clusters;
+            let c = list_clusters(url).await?;
             c.first()?
                 .client_cidrs
                 .contains(&"10.1.2.0/24".to_owned())
@@ -349,12 +337,8 @@ async fn namespaces_and_annotations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_expiry_relists_in_one_step() {
     let fake = FakeKube::start().await;
-    let server = TestServer::start(&[]).await;
+    let server = TestServer::start(&["--max-answers", "100"]).await;
     let dir = TempDir::new("kube-410");
-    let server = {
-        server.stop().await;
-        TestServer::start(&["--max-answers", "100"]).await
-    };
     base(&fake);
     fake.apply(
         Res::Services,
@@ -450,13 +434,7 @@ async fn api_server_down_then_back() {
         answers(&server, "web.shop.global").await.unwrap().1,
         sorted(&["10.1.0.11"])
     );
-    let mut client = RegistryClient::connect(server.grpc_url()).await.unwrap();
-    let clusters = client
-        .list_clusters(wire::ListClustersRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .clusters;
+    let clusters = server.clusters().await;
     assert!(clusters[0].connected);
     // Changes while it is down, then it comes back: state reconciles.
     fake.apply(
@@ -485,12 +463,8 @@ async fn api_server_down_then_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_is_coalesced() {
     let fake = FakeKube::start().await;
-    let server = TestServer::start(&[]).await;
+    let server = TestServer::start(&["--max-answers", "200"]).await;
     let dir = TempDir::new("kube-burst");
-    let server = {
-        server.stop().await;
-        TestServer::start(&["--max-answers", "200"]).await
-    };
     base(&fake);
     fake.apply(
         Res::Services,

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use meshdns_proto::wire::{self, registry_client::RegistryClient};
+use meshdns_proto::wire;
 use meshdns_tests::dns::{Ask, addresses, query, sorted};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{Fleet, TestServer, eventually};
+use meshdns_tests::{Fleet, TestServer, eventually, list_clusters};
 
 const WEB: [&str; 4] = ["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.3.0.11"];
 
@@ -51,13 +51,7 @@ async fn answers_flow_across_a_restart() {
     eventually(Duration::from_secs(10), "clusters live again", || {
         let url = url.clone();
         async move {
-            let mut client = RegistryClient::connect(url).await.ok()?;
-            let clusters = client
-                .list_clusters(wire::ListClustersRequest {})
-                .await
-                .ok()?
-                .into_inner()
-                .clusters;
+            let clusters = list_clusters(url).await?;
             (clusters.len() == 3
                 && clusters
                     .iter()

@@ -430,8 +430,6 @@ pub struct ClusterView {
     /// Each zone's run of `targets` (`None`: endpoints of no known zone),
     /// in zone order.
     groups: Vec<(Option<ZoneId>, Segment)>,
-    /// The cluster's own (region, zone).
-    own_zone: Option<ZoneId>,
     health: Health,
     /// Whether any endpoint is ready (live or not).
     has_ready: bool,
@@ -509,7 +507,6 @@ impl ClusterView {
             endpoints,
             targets,
             groups,
-            own_zone,
             health,
         }
     }
@@ -565,7 +562,7 @@ impl ClusterView {
         let own = self
             .groups
             .iter()
-            .find(|(z, _)| z.is_some() && *z == self.own_zone)
+            .find(|(z, _)| z.is_some() && *z == self.place.zone.as_ref().map(|z| z.0))
             .map(|(_, g)| *g);
         let whole = self.whole(index);
         let Some(own) = own else {
