@@ -86,6 +86,16 @@ async fn wait_nxdomain(server: &TestServer, name: &str) {
     .await;
 }
 
+/// [`base`] plus the exported Service `web.shop`.
+fn base_with_web(fake: &FakeKube) {
+    base(fake);
+    fake.apply(
+        Res::Services,
+        service("shop", "web", &[EXPORT], &[], Some("10.96.0.10")),
+    );
+}
+
+/// The fleet every test starts from: its two Nodes.
 fn base(fake: &FakeKube) {
     fake.apply(
         Res::Nodes,
@@ -114,11 +124,7 @@ async fn a_labelled_service_follows_its_slices() {
     let fake = FakeKube::start().await;
     let server = TestServer::start(&[]).await;
     let dir = TempDir::new("kube");
-    base(&fake);
-    fake.apply(
-        Res::Services,
-        service("shop", "web", &[EXPORT], &[], Some("10.96.0.10")),
-    );
+    base_with_web(&fake);
     fake.apply(
         Res::Services,
         service("shop", "private", &[], &[], Some("10.96.0.11")),
@@ -339,11 +345,7 @@ async fn watch_expiry_relists_in_one_step() {
     let fake = FakeKube::start().await;
     let server = TestServer::start(&["--max-answers", "100"]).await;
     let dir = TempDir::new("kube-410");
-    base(&fake);
-    fake.apply(
-        Res::Services,
-        service("shop", "web", &[EXPORT], &[], Some("10.96.0.10")),
-    );
+    base_with_web(&fake);
     let eps: Vec<String> = (1..=20).map(|i| format!("10.1.0.{i}")).collect();
     let list = |from: usize, to: usize| -> Vec<(&str, bool, Option<&str>, Option<&str>)> {
         eps[from..to]
@@ -407,11 +409,7 @@ async fn api_server_down_then_back() {
     let fake = FakeKube::start().await;
     let server = TestServer::start(&[]).await;
     let dir = TempDir::new("kube-down");
-    base(&fake);
-    fake.apply(
-        Res::Services,
-        service("shop", "web", &[EXPORT], &[], Some("10.96.0.10")),
-    );
+    base_with_web(&fake);
     fake.apply(
         Res::EndpointSlices,
         slice("shop", "web-a", "web", &[("10.1.0.11", true, None, None)]),
@@ -465,11 +463,7 @@ async fn a_rollout_is_coalesced() {
     let fake = FakeKube::start().await;
     let server = TestServer::start(&["--max-answers", "200"]).await;
     let dir = TempDir::new("kube-burst");
-    base(&fake);
-    fake.apply(
-        Res::Services,
-        service("shop", "web", &[EXPORT], &[], Some("10.96.0.10")),
-    );
+    base_with_web(&fake);
     let ips: Vec<String> = (1..=100)
         .map(|i| format!("10.1.{}.{}", i / 200, i % 200 + 1))
         .collect();
