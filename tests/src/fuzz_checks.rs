@@ -1,5 +1,5 @@
 //! The checks the fuzz targets (`fuzz/`) run on arbitrary input, shared
-//! with `tests/tests/fuzz_corpus.rs`, which replays every kept corpus
+//! with `tests/tests/e2e/fuzz_corpus.rs`, which replays every kept corpus
 //! file through them in the normal suite.
 
 use std::collections::BTreeSet;

@@ -3,8 +3,6 @@
 //! exports, keeps answering while its upstream is away, and converges when
 //! it returns.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;

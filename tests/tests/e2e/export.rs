@@ -2,8 +2,6 @@
 //! items refused with reasons while the rest applies, Hello rules,
 //! superseded streams, Watch, ListClusters and GetService.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;

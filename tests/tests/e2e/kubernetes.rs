@@ -2,8 +2,6 @@
 //! HTTP), the real `meshdns-syncer` binary pointed at it by a kubeconfig,
 //! a registry, and a DNS client.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

@@ -2,8 +2,6 @@
 //! knew from its first query, as stale data, until its syncers reconnect;
 //! a corrupt state file is reported and ignored.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;

@@ -3,8 +3,6 @@
 //! stub resolver (`getent hosts`) inside a network namespace whose resolv.conf
 //! points at meshdns on port 53.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

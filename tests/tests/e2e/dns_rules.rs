@@ -2,8 +2,6 @@
 //! checked by a strict client. One test per rule family; each row says
 //! what it checks.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};

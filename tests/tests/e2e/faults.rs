@@ -2,8 +2,6 @@
 //! partition: the TCP stream stays open but silent), and the registry
 //! killed with -9 while syncers stream a burst of changes.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

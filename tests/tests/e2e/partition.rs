@@ -4,8 +4,6 @@
 //! own missed heartbeats; the other keeps answering with it. When the link
 //! heals, both agree again.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::net::SocketAddr;
 use std::time::Duration;
 

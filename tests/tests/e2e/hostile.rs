@@ -4,8 +4,6 @@
 //! connections, while a well-behaved client keeps getting correct answers.
 //! The flood is bounded in count and time and stops by itself.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

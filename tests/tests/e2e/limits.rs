@@ -1,8 +1,6 @@
 //! Limits with clear errors: over a limit, a refusal naming the flag,
 //! counted in metrics, and everything else keeps working.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;

@@ -3,8 +3,6 @@
 //! tokens, a cluster speaking only for itself, read-only credentials for
 //! `status` and followers, token files re-read on change.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

@@ -4,8 +4,6 @@
 //! resident memory must stay flat. Runs 8 s in the normal suite;
 //! `MESHDNS_SOAK_SECS=180` for a long run (figures in benches/README.md).
 
-#![allow(clippy::unwrap_used)]
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,6 @@
 //! affinities, ECS, IPv6, cluster liveness (stale, back, purge), fail-open,
 //! clusterip mode, the MCS layout, PTR, and /debug/answer.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;

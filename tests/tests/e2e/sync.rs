@@ -2,8 +2,6 @@
 //! restarts on either side lose and duplicate nothing, and one dead
 //! registry does not hold back another.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;

@@ -1,8 +1,6 @@
 //! The built binaries as a user runs them: `meshdns demo`, `meshdns serve`
 //! with a real `meshdns-syncer` process, flag errors, signals.
 
-#![allow(clippy::unwrap_used, clippy::err_expect)]
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

@@ -1,0 +1,23 @@
+//! The end-to-end suite: real servers, syncers, resolvers and DNS clients
+//! on loopback. One test binary (one link of the whole dependency tree)
+//! with a module per subject; nextest still runs every test in its own
+//! process.
+
+#![allow(clippy::unwrap_used, clippy::err_expect)]
+
+mod dns_rules;
+mod export;
+mod faults;
+mod follower;
+mod fuzz_corpus;
+mod hostile;
+mod kubernetes;
+mod limits;
+mod locality;
+mod partition;
+mod process;
+mod resolvers;
+mod restart;
+mod security;
+mod soak;
+mod sync;
