@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Small starting buffers per stream (src/codec.rs).
+        .codec_path("crate::codec::LeanCodec")
         .compile_with_config(cfg, &["proto/meshdns/v1/registry.proto"], &["proto"])?;
     Ok(())
 }

@@ -76,7 +76,7 @@ struct ClusterEntry {
     cluster: Cluster,
     /// The cluster's place with interned ids; kept in step with `cluster`
     /// and `stale` by [`State::place`].
-    place: Place,
+    place: Arc<Place>,
     services: BTreeMap<ServiceKey, Arc<ServiceExport>>,
     last_seen: Instant,
     last_seen_unix_ms: u64,
@@ -153,9 +153,9 @@ struct State {
 }
 
 impl State {
-    fn place(names: &mut Names, id: ClusterId, cluster: &Cluster, stale: bool) -> Place {
+    fn place(names: &mut Names, id: ClusterId, cluster: &Cluster, stale: bool) -> Arc<Place> {
         let region = cluster.region.as_ref().map(|r| r.as_str());
-        Place {
+        Arc::new(Place {
             id,
             name: cluster.name.clone(),
             region: region.map(|r| (names.region(r), r.to_owned())),
@@ -164,14 +164,14 @@ impl State {
                 .as_ref()
                 .map(|z| (names.zone(region, z.as_str()), z.to_string())),
             stale,
-        }
+        })
     }
 
     fn locality(&mut self) -> Locality {
         let places: Vec<(Place, &[ipnet::IpNet])> = self
             .clusters
             .values()
-            .map(|e| (e.place.clone(), e.cluster.client_cidrs.as_slice()))
+            .map(|e| (Place::clone(&e.place), e.cluster.client_cidrs.as_slice()))
             .collect();
         let locality = Locality::build(places);
         for (cidr, kept, ignored) in &locality.conflicts {
@@ -355,7 +355,7 @@ impl Registry {
                 if entry.stale {
                     info!(cluster = %session.cluster, "cluster is live again");
                     entry.stale = false;
-                    entry.place.stale = false;
+                    Arc::make_mut(&mut entry.place).stale = false;
                     dirty.locality = true;
                     dirty.touch(&session.cluster, entry.services.keys().cloned());
                     dirty.changes.push(Change::Cluster(entry.status()));
@@ -371,9 +371,10 @@ impl Registry {
     pub fn apply_snapshot(
         &self,
         session: &Session,
-        services: Vec<ServiceExport>,
+        mut services: Vec<ServiceExport>,
         keep: &BTreeSet<ServiceKey>,
     ) -> Result<Vec<ServiceKey>, Error> {
+        self.share_keys(&mut services);
         let mut state = self.lock();
         let mut dirty = Dirty::default();
         let max = self.max_services;
@@ -415,9 +416,10 @@ impl Registry {
     pub fn apply_delta(
         &self,
         session: &Session,
-        upserts: Vec<ServiceExport>,
+        mut upserts: Vec<ServiceExport>,
         removals: Vec<ServiceKey>,
     ) -> Result<Vec<ServiceKey>, Error> {
+        self.share_keys(&mut upserts);
         let mut state = self.lock();
         let mut dirty = Dirty::default();
         let max = self.max_services;
@@ -442,6 +444,16 @@ impl Registry {
         entry.apply_delta(accepted, removals, &mut dirty);
         self.publish(state, dirty);
         Ok(over)
+    }
+
+    /// Services already known fleet-wide take the known key's strings.
+    fn share_keys(&self, services: &mut [ServiceExport]) {
+        let current = self.snapshot.load();
+        for service in services {
+            if let Some(view) = current.view(service.key()) {
+                service.share_key(&view.key);
+            }
+        }
     }
 
     fn services_changed(
@@ -505,7 +517,7 @@ impl Registry {
             } else if silent >= liveness.cluster_ttl && !entry.stale {
                 warn!(cluster = %name, silent_ms = silent.as_millis() as u64, "cluster missed its heartbeats: stale, out of answers");
                 entry.stale = true;
-                entry.place.stale = true;
+                Arc::make_mut(&mut entry.place).stale = true;
                 dirty.locality = true;
                 dirty.touch(name, entry.services.keys().cloned());
                 dirty.changes.push(Change::Cluster(entry.status()));

@@ -349,7 +349,7 @@ mod tests {
 
     /// A fleet: (cluster, region, zone) with endpoints as (ip, ready, own zone).
     struct Fleet {
-        places: Vec<Place>,
+        places: Vec<std::sync::Arc<Place>>,
         exports: Vec<std::sync::Arc<ServiceExport>>,
     }
 
@@ -369,7 +369,7 @@ mod tests {
         let mut places = Vec::new();
         let mut exports = Vec::new();
         for (i, (name, region, zone, stale, eps)) in clusters.iter().enumerate() {
-            places.push(Place {
+            places.push(std::sync::Arc::new(Place {
                 id: i as u32 + 1,
                 name: ClusterName::new(name).unwrap(),
                 region: Some((
@@ -378,7 +378,7 @@ mod tests {
                 )),
                 zone: Some((zone_id(Some(region), zone), zone.to_string())),
                 stale: *stale,
-            });
+            }));
             let endpoints = eps
                 .iter()
                 .map(|(ip, ready, z)| Endpoint {

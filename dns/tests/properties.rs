@@ -93,15 +93,15 @@ fn part(
     i: usize,
     (region, zone, stale, eps): &GenCluster,
     affinity: Affinity,
-) -> (Place, std::sync::Arc<ServiceExport>) {
+) -> (std::sync::Arc<Place>, std::sync::Arc<ServiceExport>) {
     let (r, z) = (format!("r{region}"), format!("z{zone}"));
-    let place = Place {
+    let place = std::sync::Arc::new(Place {
         id: i as u32 + 1,
         name: ClusterName::new(&format!("c{i}")).unwrap(),
         region: Some((u32::from(*region), r.clone())),
         zone: Some((zone_id(Some(&r), &z), z)),
         stale: *stale,
-    };
+    });
     let endpoints = eps
         .iter()
         .enumerate()
@@ -138,7 +138,7 @@ fn key() -> ServiceKey {
     }
 }
 
-fn build(clusters: &[GenCluster], affinity: Affinity) -> (Vec<Place>, ServiceView) {
+fn build(clusters: &[GenCluster], affinity: Affinity) -> (Vec<std::sync::Arc<Place>>, ServiceView) {
     let parts: Vec<_> = clusters
         .iter()
         .enumerate()
@@ -155,7 +155,7 @@ fn build(clusters: &[GenCluster], affinity: Affinity) -> (Vec<Place>, ServiceVie
 /// Every asker's answer (tier and sorted addresses) at `min_healthy`.
 fn answers(
     view: &ServiceView,
-    places: &[Place],
+    places: &[std::sync::Arc<Place>],
     min_healthy: usize,
 ) -> Vec<(Tier, Vec<std::net::Ipv4Addr>)> {
     places
@@ -226,7 +226,7 @@ fn check_incremental(
         }
     }
     let updated = ServiceView::update(key(), Some(&old), &changes, 5, zone);
-    let places: Vec<Place> = new_parts.iter().map(|(p, _)| p.clone()).collect();
+    let places: Vec<std::sync::Arc<Place>> = new_parts.iter().map(|(p, _)| p.clone()).collect();
     prop_assert_eq!(updated.fail_open, full.fail_open);
     prop_assert_eq!(
         answers(&updated, &places, min_healthy),

@@ -6,8 +6,8 @@ use std::num::NonZeroU16;
 
 use crate::error::{InvalidField, Problem};
 use crate::model::{
-    Affinity, Cluster, ClusterName, Endpoint, Hostname, LabelValue, Mode, Namespace, NodeName,
-    Policy, Port, PortName, Protocol, ServiceExport, ServiceKey, ServiceName, parse_cidr,
+    Addresses, Affinity, Cluster, ClusterName, Endpoint, Hostname, LabelValue, Mode, Namespace,
+    NodeName, Policy, Port, PortName, Protocol, ServiceExport, ServiceKey, ServiceName, parse_cidr,
 };
 use crate::wire;
 
@@ -161,7 +161,7 @@ impl TryFrom<&wire::Endpoint> for Endpoint {
             .iter()
             .enumerate()
             .map(|(i, a)| address(a, format!("addresses[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Addresses, _>>()?;
         if addresses.is_empty() {
             return Err(InvalidField::new("addresses", Problem::NoAddresses));
         }
@@ -223,12 +223,9 @@ impl TryFrom<&wire::ServiceExport> for ServiceExport {
             .as_ref()
             .ok_or_else(|| InvalidField::new("key", Problem::Missing))
             .and_then(|k| ServiceKey::try_from(k).map_err(at("key")))?;
-        let ports = svc
-            .ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Port::try_from(p).map_err(|e| e.within(format!("ports[{i}]"))))
-            .collect::<Result<_, _>>()?;
+        let ports = exact(&svc.ports, |i, p| {
+            Port::try_from(p).map_err(|e| e.within(format!("ports[{i}]")))
+        })?;
         let mode = match wire::Mode::try_from(svc.mode) {
             Ok(wire::Mode::Unspecified | wire::Mode::Endpoints) => Mode::Endpoints,
             Ok(wire::Mode::ClusterIp) => Mode::ClusterIp,
@@ -239,20 +236,12 @@ impl TryFrom<&wire::ServiceExport> for ServiceExport {
                 ));
             }
         };
-        let cluster_ips = svc
-            .cluster_ips
-            .iter()
-            .enumerate()
-            .map(|(i, a)| address(a, format!("cluster_ips[{i}]")))
-            .collect::<Result<_, _>>()?;
-        let endpoints = svc
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                Endpoint::try_from(e).map_err(|err| err.within(format!("endpoints[{i}]")))
-            })
-            .collect::<Result<_, _>>()?;
+        let cluster_ips = exact(&svc.cluster_ips, |i, a| {
+            address(a, format!("cluster_ips[{i}]"))
+        })?;
+        let endpoints = exact(&svc.endpoints, |i, e| {
+            Endpoint::try_from(e).map_err(|err| err.within(format!("endpoints[{i}]")))
+        })?;
         let policy = match &svc.policy {
             None => Policy::default(),
             Some(p) => Policy {
@@ -274,6 +263,20 @@ impl TryFrom<&wire::ServiceExport> for ServiceExport {
         };
         ServiceExport::new(key, ports, mode, cluster_ips, endpoints, policy)
     }
+}
+
+/// Converts every item, into a vector of exactly their number: a
+/// collect through `Result` cannot know it and grows by doubling, and
+/// what is converted here lives as long as the registry holds it.
+fn exact<W, T>(
+    items: &[W],
+    mut convert: impl FnMut(usize, &W) -> Result<T, InvalidField>,
+) -> Result<Vec<T>, InvalidField> {
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        out.push(convert(i, item)?);
+    }
+    Ok(out)
 }
 
 impl From<&ServiceExport> for wire::ServiceExport {

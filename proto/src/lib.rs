@@ -12,12 +12,15 @@
 //!   `From<&model::X> for wire::X`.
 //! - [`duration`]: the `500ms` / `15s` / `10m` syntax of every duration flag.
 //! - [`client`]: connecting to a registry: TLS, mTLS, bearer token.
+//! - [`codec`]: the generated services' codec: prost with small starting
+//!   buffers, for registries holding a thousand idle streams.
 //! - [`error`]: [`InvalidField`], the one error type of this crate.
 //!
 //! **Invariant:** a value of a model type is valid: names are RFC 1123
 //! labels, addresses parse, ports are non-zero, no duplicate endpoint.
 
 pub mod client;
+pub mod codec;
 pub mod convert;
 pub mod duration;
 pub mod error;

@@ -1,10 +1,12 @@
 //! The validated domain model: what a cluster exports, independent of the
 //! wire (prost) and of Kubernetes (k8s-openapi) types.
 
+mod addresses;
 mod cluster;
 mod name;
 mod service;
 
+pub use addresses::Addresses;
 pub use cluster::{Cluster, parse_cidr};
 pub use name::{
     ClusterName, Hostname, LabelValue, Namespace, NodeName, PortName, ServiceName, check_label,

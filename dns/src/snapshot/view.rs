@@ -8,7 +8,6 @@
 //! [`Chain`]s of runs of the parts: O(clusters) to make, with no endpoint
 //! copied.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -24,7 +23,7 @@ use crate::locality::{ClusterId, Place, RegionId, ZoneId};
 /// of [`ServiceView::build`].
 #[derive(Debug, Clone, Copy)]
 pub struct ExportInput<'a> {
-    pub place: &'a Place,
+    pub place: &'a Arc<Place>,
     pub export: &'a Arc<ServiceExport>,
 }
 
@@ -132,6 +131,31 @@ fn keep(
     };
     meta.whole.cluster = index;
     meta
+}
+
+/// One chain per key, keys ascending, each keeping the items' order.
+/// Two bucket passes rather than a sort: a service spans a handful of
+/// zones and regions but may span a thousand clusters.
+fn chains_by<K: Copy + Ord>(items: impl Iterator<Item = (K, Segment)> + Clone) -> Vec<(K, Chain)> {
+    let mut counts: Vec<(K, usize)> = Vec::new();
+    for (key, _) in items.clone() {
+        match counts.binary_search_by_key(&key, |(k, _)| *k) {
+            Ok(i) => counts[i].1 += 1,
+            Err(i) => counts.insert(i, (key, 1)),
+        }
+    }
+    let mut buckets: Vec<Vec<Segment>> =
+        counts.iter().map(|(_, n)| Vec::with_capacity(*n)).collect();
+    for (key, segment) in items {
+        if let Ok(i) = counts.binary_search_by_key(&key, |(k, _)| *k) {
+            buckets[i].push(segment);
+        }
+    }
+    counts
+        .into_iter()
+        .zip(buckets)
+        .map(|((key, _), segments)| (key, Chain::new(segments)))
+        .collect()
 }
 
 /// Where a cluster's part comes from in an update.
@@ -293,23 +317,10 @@ impl ServiceView {
         fail_open: bool,
         default_ttl: u32,
     ) -> Self {
-        let mut all = Vec::with_capacity(parts.len());
-        let mut zones: BTreeMap<ZoneId, Vec<Segment>> = BTreeMap::new();
-        let mut regions: BTreeMap<RegionId, Vec<Segment>> = BTreeMap::new();
-        for meta in &parts {
-            if meta.whole.targets.is_empty() {
-                continue;
-            }
-            all.push(meta.whole);
-            if let Some(region) = meta.region {
-                regions.entry(region).or_default().push(meta.whole);
-            }
-        }
-        for (zone, segment) in &groups {
-            if let Some(zone) = zone {
-                zones.entry(*zone).or_default().push(*segment);
-            }
-        }
+        let live = parts.iter().filter(|m| !m.whole.targets.is_empty());
+        let all: Vec<Segment> = live.clone().map(|m| m.whole).collect();
+        let regions = chains_by(live.filter_map(|m| m.region.map(|r| (r, m.whole))));
+        let zones = chains_by(groups.iter().filter_map(|(z, g)| z.map(|z| (z, *g))));
         let by_id = by_id.unwrap_or_else(|| {
             let mut by_id: Vec<(ClusterId, u32)> = parts
                 .iter()
@@ -339,11 +350,8 @@ impl ServiceView {
             parts,
             groups,
             by_id,
-            zones: zones.into_iter().map(|(z, s)| (z, Chain::new(s))).collect(),
-            regions: regions
-                .into_iter()
-                .map(|(r, s)| (r, Chain::new(s)))
-                .collect(),
+            zones,
+            regions,
             all: Chain::new(all),
             fail_open,
         }
@@ -420,7 +428,7 @@ impl ServiceView {
 pub struct ClusterView {
     /// The cluster's place when this part was built (stale: left out of
     /// answers unless the service fails open).
-    pub place: Place,
+    pub place: Arc<Place>,
     /// The export this part was built from; endpoint data is read from it.
     pub export: Arc<ServiceExport>,
     /// Health of each endpoint of `export`, in its order.
@@ -437,7 +445,7 @@ pub struct ClusterView {
 
 impl ClusterView {
     fn build(
-        place: &Place,
+        place: &Arc<Place>,
         export: &Arc<ServiceExport>,
         health: Health,
         zone_id: &mut dyn FnMut(Option<&str>, &str) -> ZoneId,
@@ -452,46 +460,58 @@ impl ClusterView {
             })
             .collect();
         let own_zone = place.zone.as_ref().map(|z| z.0);
-        let mut by_zone: BTreeMap<Option<ZoneId>, Targets> = BTreeMap::new();
-        match export.mode() {
-            Mode::Endpoints => {
-                for (e, (view, model)) in endpoints.iter().zip(export.endpoints()).enumerate() {
-                    if view.healthy {
-                        let target = Target::Endpoint {
-                            cluster: 0,
-                            endpoint: e as u32,
-                        };
-                        by_zone
-                            .entry(view.zone.or(own_zone))
-                            .or_default()
-                            .push(target, &model.addresses);
-                    }
-                }
+        // (zone, target, its addresses), grouped by zone: the order within
+        // a zone is the export's. Sized exactly: a million endpoints'
+        // worth of these live as long as the snapshot.
+        let mut healthy: Vec<(Option<ZoneId>, Target, &[IpAddr])> = match export.mode() {
+            Mode::Endpoints => endpoints
+                .iter()
+                .zip(export.endpoints())
+                .enumerate()
+                .filter(|(_, (view, _))| view.healthy)
+                .map(|(e, (view, model))| {
+                    let target = Target::Endpoint {
+                        cluster: 0,
+                        endpoint: e as u32,
+                    };
+                    (view.zone.or(own_zone), target, &model.addresses[..])
+                })
+                .collect(),
+            Mode::ClusterIp if endpoints.iter().any(|ep| ep.healthy) => {
+                vec![(
+                    own_zone,
+                    Target::ClusterIp { cluster: 0 },
+                    export.cluster_ips(),
+                )]
             }
-            Mode::ClusterIp => {
-                if endpoints.iter().any(|ep| ep.healthy) {
-                    by_zone
-                        .entry(own_zone)
-                        .or_default()
-                        .push(Target::ClusterIp { cluster: 0 }, export.cluster_ips());
-                }
-            }
-        }
+            Mode::ClusterIp => Vec::new(),
+        };
+        healthy.sort_by_key(|(zone, _, _)| *zone);
+        let v4 = healthy
+            .iter()
+            .flat_map(|(_, _, a)| a.iter())
+            .filter(|a| a.is_ipv4())
+            .count();
+        let mut targets = Targets {
+            targets: Vec::with_capacity(healthy.len()),
+            v4: Vec::with_capacity(v4),
+            v6: Vec::with_capacity(healthy.iter().map(|(_, _, a)| a.len()).sum::<usize>() - v4),
+        };
         // One flat list, zone after zone, and each zone's run of it.
-        let mut targets = Targets::default();
-        let mut groups = Vec::with_capacity(by_zone.len());
-        for (zone, part) in by_zone {
+        let zones = healthy.chunk_by(|a, b| a.0 == b.0);
+        let mut groups = Vec::with_capacity(zones.clone().count());
+        for run in zones {
             let before = targets.spans();
-            targets.targets.extend_from_slice(&part.targets);
-            targets.v4.extend_from_slice(&part.v4);
-            targets.v6.extend_from_slice(&part.v6);
+            for (_, target, addresses) in run {
+                targets.push(*target, addresses);
+            }
             let after = targets.spans();
             let span = |k: usize| Span {
                 start: before[k],
                 end: after[k],
             };
             groups.push((
-                zone,
+                run[0].0,
                 Segment {
                     cluster: 0,
                     targets: span(0),

@@ -28,11 +28,27 @@ pub fn check_label(value: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A shared, immutable string one pointer wide, and so is an
+/// `Option` of it: an endpoint carries three optional names, and across a
+/// million endpoints the width is what counts. Compares by content.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SharedStr(Arc<Box<str>>);
+
+impl SharedStr {
+    fn new(value: &str) -> Self {
+        SharedStr(Arc::new(Box::from(value)))
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 macro_rules! label_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(Arc<str>);
+        pub struct $name(SharedStr);
 
         impl $name {
             /// Validates `value` as an RFC 1123 label.
@@ -40,23 +56,23 @@ macro_rules! label_type {
                 check_label(value).map_err(|why| {
                     InvalidField::new("", Problem::BadLabel { value: value.to_owned(), why })
                 })?;
-                Ok(Self(Arc::from(value)))
+                Ok(Self(SharedStr::new(value)))
             }
 
             pub fn as_str(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.0.as_str())
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:?}", &*self.0)
+                write!(f, "{:?}", self.0.as_str())
             }
         }
     };
@@ -87,7 +103,7 @@ label_type!(
 /// (`topology.kubernetes.io/zone`): at most 63 characters of
 /// `[A-Za-z0-9._-]`, beginning and ending with a letter or digit.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LabelValue(Arc<str>);
+pub struct LabelValue(SharedStr);
 
 impl LabelValue {
     pub fn new(value: &str) -> Result<Self, InvalidField> {
@@ -116,7 +132,7 @@ impl LabelValue {
         if !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
             return Err(bad("must start and end with a letter or digit"));
         }
-        Ok(Self(Arc::from(value)))
+        Ok(Self(SharedStr::new(value)))
     }
 
     /// `None` for the empty string (the field is optional), else validated.
@@ -129,26 +145,26 @@ impl LabelValue {
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
 impl fmt::Display for LabelValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.0.as_str())
     }
 }
 
 impl fmt::Debug for LabelValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", &*self.0)
+        write!(f, "{:?}", self.0.as_str())
     }
 }
 
 /// A Kubernetes node name: an RFC 1123 subdomain (labels joined by dots,
 /// at most 253 characters).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeName(Arc<str>);
+pub struct NodeName(SharedStr);
 
 impl NodeName {
     pub fn new(value: &str) -> Result<Self, InvalidField> {
@@ -165,30 +181,41 @@ impl NodeName {
                     why,
                 },
             )),
-            None => Ok(Self(Arc::from(value))),
+            None => Ok(Self(SharedStr::new(value))),
         }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
 impl fmt::Display for NodeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.0.as_str())
     }
 }
 
 impl fmt::Debug for NodeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", &*self.0)
+        write!(f, "{:?}", self.0.as_str())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn optional_names_are_one_pointer_wide() {
+        assert_eq!(std::mem::size_of::<Option<LabelValue>>(), 8);
+        assert_eq!(std::mem::size_of::<Option<NodeName>>(), 8);
+        assert_eq!(std::mem::size_of::<Option<Hostname>>(), 8);
+        let a = LabelValue::new("eu-west-1a").unwrap();
+        assert_eq!(a, LabelValue::new("eu-west-1a").unwrap());
+        assert!(a < LabelValue::new("eu-west-1b").unwrap());
+        assert_eq!(a.as_str(), "eu-west-1a");
+    }
 
     fn check(input: &str, expected: Result<(), &str>) {
         assert_eq!(check_label(input), expected, "label {input:?}");

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU16;
 use std::sync::Arc;
 
-use super::{Cluster, Hostname, LabelValue, Namespace, NodeName, PortName, ServiceName};
+use super::{Addresses, Cluster, Hostname, LabelValue, Namespace, NodeName, PortName, ServiceName};
 use crate::error::{InvalidField, Problem};
 
 /// The largest TTL a service may ask for (one day).
@@ -161,7 +161,7 @@ pub struct Policy {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     /// IPv4 and/or IPv6 addresses; never empty.
-    pub addresses: Vec<IpAddr>,
+    pub addresses: Addresses,
     pub hostname: Option<Hostname>,
     /// The endpoint's own zone when its EndpointSlice says; else the cluster's.
     pub zone: Option<LabelValue>,
@@ -175,7 +175,7 @@ impl Endpoint {
     /// A ready, serving endpoint with one address: the common case.
     pub fn ready(address: IpAddr) -> Self {
         Self {
-            addresses: vec![address],
+            addresses: Addresses::one(address),
             hostname: None,
             zone: None,
             node: None,
@@ -191,10 +191,10 @@ impl Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceExport {
     key: ServiceKey,
-    ports: Vec<Port>,
+    ports: Box<[Port]>,
     mode: Mode,
-    cluster_ips: Vec<IpAddr>,
-    endpoints: Vec<Endpoint>,
+    cluster_ips: Box<[IpAddr]>,
+    endpoints: Box<[Endpoint]>,
     policy: Policy,
 }
 
@@ -261,16 +261,24 @@ impl ServiceExport {
         }
         Ok(Self {
             key,
-            ports,
+            ports: ports.into_boxed_slice(),
             mode,
-            cluster_ips,
-            endpoints,
+            cluster_ips: cluster_ips.into_boxed_slice(),
+            endpoints: endpoints.into_boxed_slice(),
             policy,
         })
     }
 
     pub fn key(&self) -> &ServiceKey {
         &self.key
+    }
+
+    /// Holds `key`'s strings instead of its own when the two are equal, so
+    /// a key exported by a thousand clusters is stored once.
+    pub fn share_key(&mut self, key: &ServiceKey) {
+        if self.key == *key {
+            self.key = key.clone();
+        }
     }
     pub fn ports(&self) -> &[Port] {
         &self.ports
@@ -319,6 +327,13 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_endpoint_is_compact() {
+        // A million of them live in a registry: one address inline, each
+        // optional name one pointer, three flags.
+        assert!(std::mem::size_of::<Endpoint>() <= 56);
     }
 
     fn check(
@@ -387,7 +402,7 @@ mod tests {
             Err("cluster_ips: clusterip mode needs at least one cluster IP"),
         );
         let mut empty = ep("10.0.0.2");
-        empty.addresses.clear();
+        empty.addresses = Addresses::default();
         check(
             vec![port(None, 80)],
             Mode::Endpoints,

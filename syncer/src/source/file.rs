@@ -185,7 +185,7 @@ impl FileService {
             }
             let ready = e.ready.unwrap_or(!e.terminating);
             endpoints.push(Endpoint {
-                addresses,
+                addresses: addresses.into(),
                 hostname: e
                     .hostname
                     .as_deref()

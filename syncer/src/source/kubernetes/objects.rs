@@ -294,7 +294,7 @@ pub fn export(svc: &SvcObj, slices: &[&SliceObj]) -> (Result<ServiceExport, Stri
                 continue;
             };
             let endpoint = Endpoint {
-                addresses,
+                addresses: addresses.into(),
                 hostname: ep.hostname.as_deref().and_then(|h| Hostname::new(h).ok()),
                 zone: ep.zone.as_deref().and_then(|z| LabelValue::new(z).ok()),
                 node: ep.node.as_deref().and_then(|n| NodeName::new(n).ok()),
