@@ -28,7 +28,10 @@ use crate::metrics::Metrics;
 use crate::snapshot::{ExportInput, PartChange, ServiceView, Snapshot};
 
 mod mirror;
+mod reaper;
+
 pub use mirror::MirroredCluster;
+use reaper::Reaper;
 
 /// A change, as Watch streams it.
 #[derive(Debug, Clone)]
@@ -190,6 +193,8 @@ pub struct Registry {
     /// `--max-services-per-cluster`.
     max_services: usize,
     metrics: Arc<Metrics>,
+    /// Drops replaced snapshots off the write path.
+    reaper: Reaper,
 }
 
 impl std::fmt::Debug for Registry {
@@ -254,6 +259,7 @@ impl Registry {
             default_ttl,
             max_services: usize::MAX,
             metrics,
+            reaper: Reaper::spawn(),
         }
     }
 
@@ -586,8 +592,10 @@ impl Registry {
             })
             .collect();
         let next = current.with_changes(state.serial, locality, views);
-        self.snapshot.store(Arc::new(next));
+        let old = self.snapshot.swap(Arc::new(next));
+        drop(current);
         self.metrics.snapshot_built(started.elapsed());
+        self.reaper.retire(old);
     }
 
     /// Every cluster with its status and exports.
