@@ -48,13 +48,22 @@ fn main() {
         after / 1024
     );
 
+    // Each export's version: every change below bumps it, so every round
+    // really changes what it sends (the same version twice would be a
+    // no-op apply, timed as if it were one).
+    let mut versions = vec![0usize; shape.clusters * shape.services];
+    let mut bump = |c: usize, s: usize| {
+        versions[c * shape.services + s] += 1;
+        versions[c * shape.services + s]
+    };
+
     // A full Snapshot from one cluster: all 100 services, every one changed.
     let mut snapshot_times = Vec::new();
     // 200 rounds: with fewer, "p99" is only the maximum.
     for round in 1..=200 {
         let c = (round * 37) % shape.clusters;
         let set = (0..shape.services)
-            .map(|s| meshdns_benches::export(c, s, shape.endpoints, round))
+            .map(|s| meshdns_benches::export(c, s, shape.endpoints, bump(c, s)))
             .collect();
         let t = Instant::now();
         fleet
@@ -77,7 +86,7 @@ fn main() {
     for round in 1..=400 {
         let c = (round * 53) % shape.clusters;
         let s = round % shape.services;
-        let update = meshdns_benches::export(c, s, shape.endpoints, round + 1);
+        let update = meshdns_benches::export(c, s, shape.endpoints, bump(c, s));
         let t = Instant::now();
         fleet
             .registry

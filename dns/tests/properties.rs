@@ -321,3 +321,55 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Chains over several chunks of clusters (each chunk a run): the
+    /// unknown asker gets every healthy address exactly once, and for any
+    /// asker a rotated answer is the unrotated one turned, whole or cut.
+    #[test]
+    fn rotation_across_chunks(
+        clusters in proptest::collection::vec(fleet_cluster(), 130..200),
+        asker in 0usize..130,
+        min_healthy in 1usize..4,
+        start in 0usize..2000,
+    ) {
+        let (places, view) = build(&clusters, Affinity::Nearest);
+        let every_stale = clusters.iter().all(|c| c.2);
+        let mut expected: Vec<std::net::Ipv4Addr> = clusters
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| every_stale || !c.2)
+            .flat_map(|(i, c)| {
+                c.3.iter()
+                    .enumerate()
+                    .filter(|(_, (ready, _))| *ready)
+                    .map(move |(j, _)| std::net::Ipv4Addr::new(10, i as u8, 0, j as u8 + 1))
+            })
+            .collect();
+        expected.sort();
+        let mut all: Vec<_> = select::select(&view, None, 1).v4(0, usize::MAX).collect();
+        all.sort();
+        prop_assert_eq!(all, expected);
+        let p = &places[asker];
+        let asking = AskerPlace {
+            cluster: p.id,
+            region: p.region.as_ref().map(|r| r.0),
+            zone: p.zone.as_ref().map(|z| z.0),
+            prefix: 32,
+        };
+        for place in [None, Some(asking)] {
+            let pick = select::select(&view, place.as_ref(), min_healthy);
+            let whole: Vec<_> = pick.v4(0, usize::MAX).collect();
+            if whole.is_empty() {
+                continue;
+            }
+            let mut turned = whole.clone();
+            turned.rotate_left(start % whole.len());
+            prop_assert_eq!(pick.v4(start, usize::MAX).collect::<Vec<_>>(), turned.clone());
+            let cut = 3.min(turned.len());
+            prop_assert_eq!(pick.v4(start, 3).collect::<Vec<_>>(), turned[..cut].to_vec());
+        }
+    }
+}

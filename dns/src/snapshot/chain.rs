@@ -6,6 +6,8 @@
 //! one cluster changes, the chains are rebuilt from segment counts
 //! (O(clusters)), not from endpoints.
 
+use std::sync::Arc;
+
 use super::parts::Parts;
 use super::view::ClusterView;
 
@@ -54,18 +56,31 @@ impl Segment {
     }
 }
 
-/// Segments answered as one list, with the running end of each kind.
+/// Segments answered as one list, each with the running end of each kind
+/// (one allocation per run): the part of a chain one chunk of cluster
+/// parts contributes.
 #[derive(Debug, Default)]
-pub struct Chain {
-    segments: Vec<Segment>,
-    ends: [Vec<u32>; 3],
+pub struct Run {
+    segments: Vec<(Segment, [u32; 3])>,
 }
 
-/// A chain with nothing in it.
-pub static EMPTY: Chain = Chain {
-    segments: Vec::new(),
-    ends: [Vec::new(), Vec::new(), Vec::new()],
-};
+/// Every run one chunk of cluster parts contributes to a service's
+/// chains, in one allocation: a chain holds its runs as (this, index), so
+/// building or dropping a chain touches one reference count per chunk,
+/// not one per run.
+#[derive(Debug, Default)]
+pub struct Runs(Vec<Run>);
+
+impl Runs {
+    /// Adds a run; its index here.
+    pub fn push(&mut self, run: Run) -> u32 {
+        self.0.push(run);
+        (self.0.len() - 1) as u32
+    }
+}
+
+/// One run of a chunk's [`Runs`]: the runs, and its index there.
+pub type RunRef = (Arc<Runs>, u32);
 
 fn slot(kind: Kind) -> usize {
     match kind {
@@ -75,41 +90,104 @@ fn slot(kind: Kind) -> usize {
     }
 }
 
-impl Chain {
+const KINDS: [Kind; 3] = [Kind::Targets, Kind::V4, Kind::V6];
+
+/// Where item `offset` of `kind` falls in `items`, each with the running
+/// end of each kind: the item's index and how many come before it.
+fn find<T>(items: &[(T, [u32; 3])], kind: Kind, offset: u32) -> (usize, u32) {
+    let k = slot(kind);
+    let index = items.partition_point(|(_, ends)| ends[k] <= offset);
+    let before = if index == 0 { 0 } else { items[index - 1].1[k] };
+    (index, before)
+}
+
+impl Run {
     pub fn new(segments: Vec<Segment>) -> Self {
-        let mut ends: [Vec<u32>; 3] = Default::default();
-        for kind in [Kind::Targets, Kind::V4, Kind::V6] {
-            let mut total = 0;
-            ends[slot(kind)] = segments
-                .iter()
-                .map(|s| {
-                    total += s.span(kind).len();
-                    total
-                })
-                .collect();
-        }
-        Chain { segments, ends }
+        let mut total = [0u32; 3];
+        let segments = segments
+            .into_iter()
+            .map(|s| {
+                for kind in KINDS {
+                    total[slot(kind)] += s.span(kind).len();
+                }
+                (s, total)
+            })
+            .collect();
+        Run { segments }
     }
 
-    pub fn segments(&self) -> &[Segment] {
-        &self.segments
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
     }
 
-    /// How many items of `kind`.
-    pub fn total(&self, kind: Kind) -> usize {
-        self.ends[slot(kind)].last().copied().unwrap_or(0) as usize
+    fn totals(&self) -> [u32; 3] {
+        self.segments.last().map_or([0; 3], |(_, ends)| *ends)
+    }
+
+    fn segment(&self, index: usize) -> Segment {
+        self.segments[index].0
     }
 
     /// The segment holding item `offset` of `kind`, and the item's index
     /// in that segment's cluster list.
-    fn locate(&self, kind: Kind, offset: usize) -> (usize, u32) {
-        let ends = &self.ends[slot(kind)];
-        let index = ends.partition_point(|e| (*e as usize) <= offset);
-        let before = if index == 0 { 0 } else { ends[index - 1] };
+    fn locate(&self, kind: Kind, offset: u32) -> (usize, u32) {
+        let (index, before) = find(&self.segments, kind, offset);
         (
             index,
-            self.segments[index].span(kind).start + (offset as u32 - before),
+            self.segment(index).span(kind).start + (offset - before),
         )
+    }
+}
+
+/// A service-wide list (every healthy target, a zone's, a region's): the
+/// runs of its chunks, shared with the previous view where the chunk did
+/// not change, each with the running end of each kind over the runs. A
+/// rotated answer starts with two binary searches.
+#[derive(Debug, Default)]
+pub struct Chain {
+    /// (a chunk's runs, index there): never an empty run.
+    runs: Vec<(RunRef, [u32; 3])>,
+}
+
+/// A chain with nothing in it.
+pub static EMPTY: Chain = Chain { runs: Vec::new() };
+
+impl Chain {
+    /// The chain of `runs`, each (a chunk's runs, index), in order.
+    pub fn of_runs(runs: Vec<RunRef>) -> Self {
+        let mut total = [0u32; 3];
+        let runs = runs
+            .into_iter()
+            .filter(|(set, i)| !set.0[*i as usize].is_empty())
+            .map(|(set, i)| {
+                let totals = set.0[i as usize].totals();
+                for k in 0..3 {
+                    total[k] += totals[k];
+                }
+                ((set, i), total)
+            })
+            .collect();
+        Chain { runs }
+    }
+
+    fn run(&self, i: usize) -> &Run {
+        let ((set, index), _) = &self.runs[i];
+        &set.0[*index as usize]
+    }
+
+    /// How many items of `kind`.
+    pub fn total(&self, kind: Kind) -> usize {
+        self.runs
+            .last()
+            .map_or(0, |(_, ends)| ends[slot(kind)] as usize)
+    }
+
+    /// The run and segment holding item `offset` of `kind`, and the
+    /// item's index in that segment's cluster list.
+    fn locate(&self, kind: Kind, offset: usize) -> (usize, usize, u32) {
+        let (run, before) = find(&self.runs, kind, offset as u32);
+        let (index, pos) = self.run(run).locate(kind, offset as u32 - before);
+        (run, index, pos)
     }
 }
 
@@ -119,13 +197,16 @@ impl Chain {
 #[derive(Debug)]
 pub struct Walk<'a, T> {
     clusters: &'a Parts,
-    chain: &'a [Segment],
+    chain: &'a Chain,
     extra: [Segment; 2],
     extras: usize,
     kind: Kind,
     data: fn(&ClusterView) -> &[T],
     /// In the chain (0) or the extras (1).
     part: usize,
+    /// The chain's run (part 0).
+    run: usize,
+    /// The segment, in the run or the extras.
     index: usize,
     pos: u32,
     left: usize,
@@ -151,12 +232,13 @@ impl<'a, T: Copy> Walk<'a, T> {
         let total = in_chain + in_extra;
         let mut walk = Walk {
             clusters,
-            chain: chain.segments(),
+            chain,
             extra,
             extras,
             kind,
             data,
             part: 0,
+            run: 0,
             index: 0,
             pos: 0,
             left: total.min(max),
@@ -166,9 +248,7 @@ impl<'a, T: Copy> Walk<'a, T> {
         }
         let offset = start % total;
         if offset < in_chain {
-            let (index, pos) = chain.locate(kind, offset);
-            walk.index = index;
-            walk.pos = pos;
+            (walk.run, walk.index, walk.pos) = chain.locate(kind, offset);
         } else {
             let mut rest = (offset - in_chain) as u32;
             walk.part = 1;
@@ -185,19 +265,37 @@ impl<'a, T: Copy> Walk<'a, T> {
         walk
     }
 
-    fn len_of(&self, part: usize) -> usize {
-        if part == 0 {
-            self.chain.len()
+    fn segment(&self) -> Segment {
+        if self.part == 0 {
+            self.chain.run(self.run).segment(self.index)
         } else {
-            self.extras
+            self.extra[self.index]
         }
     }
 
-    fn segment(&self, part: usize, index: usize) -> Segment {
-        if part == 0 {
-            self.chain[index]
-        } else {
-            self.extra[index]
+    /// The next segment: through the chain's runs, then the extras, then
+    /// back to the chain's start. Runs are never empty.
+    fn step(&mut self) {
+        self.index += 1;
+        if self.part == 0 {
+            if self.index < self.chain.run(self.run).segments.len() {
+                return;
+            }
+            self.index = 0;
+            if self.run + 1 < self.chain.runs.len() {
+                self.run += 1;
+                return;
+            }
+            self.run = 0;
+            if self.extras > 0 {
+                self.part = 1;
+            }
+        } else if self.index >= self.extras {
+            self.index = 0;
+            if !self.chain.runs.is_empty() {
+                self.part = 0;
+                self.run = 0;
+            }
         }
     }
 }
@@ -210,7 +308,7 @@ impl<T: Copy> Iterator for Walk<'_, T> {
             return None;
         }
         loop {
-            let segment = self.segment(self.part, self.index);
+            let segment = self.segment();
             let span = segment.span(self.kind);
             if self.pos < span.end {
                 let cluster = segment.cluster;
@@ -219,18 +317,10 @@ impl<T: Copy> Iterator for Walk<'_, T> {
                 self.left -= 1;
                 return Some((cluster, item));
             }
-            // Next non-empty segment, wrapping from the extras back to the
-            // chain; some item remains, so one exists.
+            // Next non-empty segment; some item remains, so one exists.
             loop {
-                self.index += 1;
-                while self.index >= self.len_of(self.part) {
-                    self.part = 1 - self.part;
-                    self.index = 0;
-                    if self.len_of(self.part) > 0 {
-                        break;
-                    }
-                }
-                let next = self.segment(self.part, self.index).span(self.kind);
+                self.step();
+                let next = self.segment().span(self.kind);
                 if !next.is_empty() {
                     self.pos = next.start;
                     break;

@@ -3,10 +3,12 @@
 //!
 //! Built incrementally. Each cluster's part ([`ClusterView`]) is built
 //! from that cluster's export and place alone and shared (`Arc`) between
-//! successive views; when one cluster's export changes, only its part is
-//! rebuilt, and the service-wide lists (by zone, by region, all) are
-//! [`Chain`]s of runs of the parts: O(clusters) to make, with no endpoint
-//! copied.
+//! successive views. Parts come in chunks of 64; beside each chunk the view
+//! keeps the parts' metadata and the chunk's runs of the service-wide
+//! lists (all, by zone, by region), shared while the chunk stands. When
+//! one cluster's export changes, its part and its chunk are rebuilt, and
+//! the service-wide [`Chain`]s are lists of the chunks' runs: O(chunks ×
+//! zones) to make, with no endpoint copied and no other part visited.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use meshdns_proto::model::{
     Affinity, ClusterName, Endpoint, Mode, Port, ServiceExport, ServiceKey,
 };
 
-use super::chain::{Chain, Segment, Span};
+use super::chain::{Chain, Run, RunRef, Runs, Segment, Span};
 use super::parts::{CHUNK, Parts, PartsBuilder};
 use crate::locality::{ClusterId, Place, RegionId, ZoneId};
 
@@ -56,12 +58,10 @@ pub struct ServiceView {
     pub affinity: Affinity,
     /// Sorted by cluster name, for name lookups.
     pub clusters: Parts,
-    /// What the view keeps of each part, in `clusters` order.
-    parts: Vec<PartMeta>,
-    /// Every part's zone runs, in `clusters` order, with their index.
-    groups: Vec<(Option<ZoneId>, Segment)>,
+    /// What the view keeps of each chunk of `clusters`, chunk for chunk.
+    chunks: Vec<Arc<ChunkMeta>>,
     /// (cluster id, index into `clusters`), sorted by id, for askers.
-    by_id: Vec<(ClusterId, u32)>,
+    by_id: Arc<[(ClusterId, u32)]>,
     /// Healthy targets by (region, zone): the endpoint's own zone where its
     /// slice says, else its cluster's.
     zones: Vec<(ZoneId, Chain)>,
@@ -72,6 +72,9 @@ pub struct ServiceView {
     /// Every cluster holding the service is stale, so their last known
     /// endpoints are served rather than nothing.
     pub fail_open: bool,
+    /// Some counted (live, or any when failing open) part has a ready
+    /// endpoint: then serving-but-unready endpoints stay out.
+    any_ready: bool,
 }
 
 /// What a cluster's part was built under: health depends on them.
@@ -84,8 +87,8 @@ struct Health {
     any_ready: bool,
 }
 
-/// What a view needs of each cluster part to rebuild itself, kept inline
-/// beside `clusters` so that a rebuild reads flat arrays instead of
+/// What a view needs of each cluster part to rebuild itself, kept in flat
+/// arrays beside `clusters` so that a rebuild reads them instead of
 /// visiting every part.
 #[derive(Debug, Clone, Copy)]
 struct PartMeta {
@@ -98,22 +101,83 @@ struct PartMeta {
     ttl: Option<u32>,
     /// The part's whole run, as this cluster's index.
     whole: Segment,
-    /// Its zone runs: a range of the view's `groups`.
+    /// Its zone runs: a range of its chunk's `groups`.
     groups: Span,
 }
 
+/// What a view keeps of one chunk of its parts (the clusters of the
+/// `Parts` chunk at the same position): their metadata and zone runs, and
+/// the chunk's runs of the service-wide chains. Shared with the next view
+/// while the chunk stands, so a view over a thousand clusters where one
+/// changed copies one chunk's worth, not a thousand parts'.
+#[derive(Debug)]
+struct ChunkMeta {
+    metas: Vec<PartMeta>,
+    /// The parts' zone runs, part after part.
+    groups: Vec<(Option<ZoneId>, Segment)>,
+    /// The chunk's runs of the chains: every healthy target's, and each
+    /// zone's and region's (indices into `runs`).
+    runs: Arc<Runs>,
+    all: u32,
+    zones: Vec<(ZoneId, u32)>,
+    regions: Vec<(RegionId, u32)>,
+    /// The first affinity other than `Nearest`, and the shortest TTL, of
+    /// the chunk's exports.
+    affinity: Affinity,
+    ttl: Option<u32>,
+    counts: Counts,
+}
+
+impl ChunkMeta {
+    fn seal(metas: Vec<PartMeta>, groups: Vec<(Option<ZoneId>, Segment)>) -> Self {
+        let live = metas.iter().filter(|m| !m.whole.targets.is_empty());
+        let mut runs = Runs::default();
+        let all = runs.push(Run::new(live.clone().map(|m| m.whole).collect()));
+        let mut add = |buckets: Vec<(u32, Vec<Segment>)>| -> Vec<(u32, u32)> {
+            buckets
+                .into_iter()
+                .map(|(k, segments)| (k, runs.push(Run::new(segments))))
+                .collect()
+        };
+        let regions = add(bucket(live.filter_map(|m| m.region.map(|r| (r, m.whole)))));
+        let zones = add(bucket(
+            groups.iter().filter_map(|(z, g)| z.map(|z| (z, *g))),
+        ));
+        let runs = Arc::new(runs);
+        ChunkMeta {
+            affinity: metas
+                .iter()
+                .map(|m| m.affinity)
+                .find(|a| *a != Affinity::Nearest)
+                .unwrap_or_default(),
+            ttl: metas.iter().filter_map(|m| m.ttl).min(),
+            counts: metas.iter().fold(Counts::default(), |mut all, m| {
+                all.add(Counts::of(m.stale, m.has_ready));
+                all
+            }),
+            metas,
+            groups,
+            runs,
+            all,
+            zones,
+            regions,
+        }
+    }
+}
+
 /// Part `i` of `prev` kept as part `index`: its meta, with its zone runs
-/// copied to `groups`.
+/// copied to `groups` (its new chunk's).
 fn keep(
     prev: &ServiceView,
     i: usize,
     index: u32,
     groups: &mut Vec<(Option<ZoneId>, Segment)>,
 ) -> PartMeta {
-    let mut meta = prev.parts[i];
+    let chunk = &prev.chunks[i / CHUNK];
+    let mut meta = chunk.metas[i % CHUNK];
     let start = groups.len() as u32;
     groups.extend(
-        prev.groups[meta.groups.start as usize..meta.groups.end as usize]
+        chunk.groups[meta.groups.start as usize..meta.groups.end as usize]
             .iter()
             .map(|(z, g)| {
                 (
@@ -133,10 +197,46 @@ fn keep(
     meta
 }
 
-/// One chain per key, keys ascending, each keeping the items' order.
-/// Two bucket passes rather than a sort: a service spans a handful of
-/// zones and regions but may span a thousand clusters.
-fn chains_by<K: Copy + Ord>(items: impl Iterator<Item = (K, Segment)> + Clone) -> Vec<(K, Chain)> {
+/// Whether any endpoint of `export` is ready.
+fn has_ready(export: &ServiceExport) -> bool {
+    export.endpoints().iter().any(|e| e.ready)
+}
+
+/// How many parts are live, live with a ready endpoint, and with a ready
+/// endpoint at all: what a service's health is decided from.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    live: u32,
+    ready_live: u32,
+    ready: u32,
+}
+
+impl Counts {
+    fn of(stale: bool, has_ready: bool) -> Self {
+        Counts {
+            live: u32::from(!stale),
+            ready_live: u32::from(!stale && has_ready),
+            ready: u32::from(has_ready),
+        }
+    }
+
+    fn add(&mut self, other: Counts) {
+        self.live += other.live;
+        self.ready_live += other.ready_live;
+        self.ready += other.ready;
+    }
+
+    fn remove(&mut self, other: Counts) {
+        self.live -= other.live;
+        self.ready_live -= other.ready_live;
+        self.ready -= other.ready;
+    }
+}
+
+/// `items` grouped by key, keys ascending, each group in the items'
+/// order. Two bucket passes rather than a sort: a service spans a handful
+/// of zones and regions but may span a thousand clusters.
+fn bucket<K: Copy + Ord, T>(items: impl Iterator<Item = (K, T)> + Clone) -> Vec<(K, Vec<T>)> {
     let mut counts: Vec<(K, usize)> = Vec::new();
     for (key, _) in items.clone() {
         match counts.binary_search_by_key(&key, |(k, _)| *k) {
@@ -144,18 +244,16 @@ fn chains_by<K: Copy + Ord>(items: impl Iterator<Item = (K, Segment)> + Clone) -
             Err(i) => counts.insert(i, (key, 1)),
         }
     }
-    let mut buckets: Vec<Vec<Segment>> =
-        counts.iter().map(|(_, n)| Vec::with_capacity(*n)).collect();
-    for (key, segment) in items {
+    let mut buckets: Vec<(K, Vec<T>)> = counts
+        .iter()
+        .map(|(k, n)| (*k, Vec::with_capacity(*n)))
+        .collect();
+    for (key, item) in items {
         if let Ok(i) = counts.binary_search_by_key(&key, |(k, _)| *k) {
-            buckets[i].push(segment);
+            buckets[i].1.push(item);
         }
     }
-    counts
-        .into_iter()
-        .zip(buckets)
-        .map(|((key, _), segments)| (key, Chain::new(segments)))
-        .collect()
+    buckets
 }
 
 /// Where a cluster's part comes from in an update.
@@ -184,9 +282,10 @@ impl ServiceView {
 
     /// The view after `changes` to `previous` (every cluster not named in
     /// `changes` exports what it did). Parts of unchanged clusters are
-    /// shared with `previous`, and what the view keeps of them is copied
-    /// from its flat arrays: the cost is O(clusters) copies plus the
-    /// changed parts, with no visit to unchanged ones.
+    /// shared with `previous`, whole chunks of them with what the view
+    /// keeps of them; service-wide health comes from per-chunk counts. The
+    /// cost is the changed chunks, O(clusters) slot bookkeeping, and
+    /// O(chunks × zones) for the chains.
     pub fn update(
         key: ServiceKey,
         previous: Option<&ServiceView>,
@@ -223,32 +322,55 @@ impl ServiceView {
                 slots.push(Slot::Kept(i));
             }
         }
-        let metas = previous.map_or(&[][..], |p| p.parts.as_slice());
-        let stale = |slot: &Slot<'_>| match slot {
-            Slot::Kept(i) => metas[*i].stale,
-            Slot::New(input) => input.place.stale,
+        let meta = |i: usize| -> &PartMeta {
+            let Some(prev) = previous else {
+                unreachable!("kept parts come from a previous view")
+            };
+            &prev.chunks[i / CHUNK].metas[i % CHUNK]
         };
-        let has_ready = |slot: &Slot<'_>| match slot {
-            Slot::Kept(i) => metas[*i].has_ready,
-            Slot::New(input) => input.export.endpoints().iter().any(|e| e.ready),
+        // Service-wide health from counts: the previous view's, per chunk,
+        // less the replaced parts, plus the new ones; no visit to the rest.
+        let mut counts = Counts::default();
+        if let Some(prev) = previous {
+            for chunk in &prev.chunks {
+                counts.add(chunk.counts);
+            }
+        }
+        for (i, replaces, change) in &placed {
+            if *replaces {
+                let m = meta(*i);
+                counts.remove(Counts::of(m.stale, m.has_ready));
+            }
+            if let PartChange::Set(input) = change {
+                counts.add(Counts::of(input.place.stale, has_ready(input.export)));
+            }
+        }
+        let fail_open = counts.live == 0;
+        let any_ready = if fail_open {
+            counts.ready > 0
+        } else {
+            counts.ready_live > 0
         };
-        let fail_open = slots.iter().all(stale);
-        let any_ready = slots
-            .iter()
-            .filter(|s| fail_open || !stale(s))
-            .any(has_ready);
+        // Kept parts keep their own staleness (a cluster turning stale
+        // comes as a change), so their health stands unless the service's did.
+        let same_health =
+            previous.is_some_and(|p| p.fail_open == fail_open && p.any_ready == any_ready);
         let health = |stale: bool| Health {
             serving: fail_open || !stale,
             any_ready,
         };
-        let mut clusters = PartsBuilder::default();
-        let mut parts = Vec::with_capacity(slots.len());
-        let mut groups = Vec::with_capacity(previous.map_or(0, |p| p.groups.len()) + changes.len());
         // A kept part whose health is as it was is taken as it is.
-        let unchanged = |slot: &Slot<'_>, at: usize| matches!(slot, Slot::Kept(i) if *i == at && metas[*i].health == health(metas[*i].stale));
+        let as_was = |i: usize| same_health || meta(i).health == health(meta(i).stale);
+        let unchanged =
+            |slot: &Slot<'_>, at: usize| matches!(slot, Slot::Kept(i) if *i == at && as_was(*i));
+        let mut clusters = PartsBuilder::default();
+        let mut chunks: Vec<Arc<ChunkMeta>> = Vec::with_capacity(slots.len().div_ceil(CHUNK));
+        let mut metas = Vec::with_capacity(CHUNK.min(slots.len()));
+        let mut groups = Vec::new();
         let mut n = 0;
         while n < slots.len() {
-            // A whole chunk of unchanged, unmoved parts is shared.
+            // A whole chunk of unchanged, unmoved parts is shared, with
+            // what the view keeps of it.
             if n % CHUNK == 0
                 && let Some(chunk) = old.chunk(n / CHUNK)
                 && (chunk.len() == CHUNK || n + chunk.len() == slots.len())
@@ -260,27 +382,26 @@ impl ServiceView {
                 && let Some(prev) = previous
             {
                 clusters.share(chunk);
-                for i in n..n + chunk.len() {
-                    parts.push(keep(prev, i, i as u32, &mut groups));
-                }
+                chunks.push(prev.chunks[n / CHUNK].clone());
                 n += chunk.len();
                 continue;
             }
             let index = n as u32;
-            match slots[n] {
-                Slot::Kept(i) if metas[i].health == health(metas[i].stale) => {
+            let part_meta = match slots[n] {
+                Slot::Kept(i) if as_was(i) => {
                     let Some(prev) = previous else {
                         unreachable!("kept parts come from a previous view")
                     };
-                    parts.push(keep(prev, i, index, &mut groups));
                     clusters.push(old[i].clone());
+                    keep(prev, i, index, &mut groups)
                 }
                 Slot::Kept(i) => {
                     let c = &old[i];
                     let part =
                         ClusterView::build(&c.place, &c.export, health(c.place.stale), zone_id);
-                    parts.push(part.meta(index, &mut groups));
+                    let m = part.meta(index, &mut groups);
                     clusters.push(Arc::new(part));
+                    m
                 }
                 Slot::New(input) => {
                     let part = ClusterView::build(
@@ -289,57 +410,94 @@ impl ServiceView {
                         health(input.place.stale),
                         zone_id,
                     );
-                    parts.push(part.meta(index, &mut groups));
+                    let m = part.meta(index, &mut groups);
                     clusters.push(Arc::new(part));
+                    m
                 }
-            }
+            };
+            metas.push(part_meta);
             n += 1;
+            if n % CHUNK == 0 || n == slots.len() {
+                let sealed = ChunkMeta::seal(
+                    std::mem::replace(&mut metas, Vec::with_capacity(CHUNK)),
+                    std::mem::take(&mut groups),
+                );
+                chunks.push(Arc::new(sealed));
+            }
         }
         let clusters = clusters.finish();
+        let ids = |chunks: &[Arc<ChunkMeta>]| {
+            chunks
+                .iter()
+                .flat_map(|c| c.metas.iter().map(|m| m.id))
+                .collect::<Vec<_>>()
+        };
         // The same clusters in the same places: the id index stands.
         let by_id = previous
             .filter(|p| {
-                p.parts.len() == parts.len()
-                    && p.parts.iter().zip(&parts).all(|(a, b)| a.id == b.id)
+                p.clusters.len() == clusters.len()
+                    && p.chunks.iter().zip(&chunks).all(|(a, b)| {
+                        Arc::ptr_eq(a, b)
+                            || a.metas
+                                .iter()
+                                .map(|m| m.id)
+                                .eq(b.metas.iter().map(|m| m.id))
+                    })
             })
-            .map(|p| p.by_id.clone());
-        Self::assemble(key, clusters, parts, groups, by_id, fail_open, default_ttl)
+            .map(|p| p.by_id.clone())
+            .unwrap_or_else(|| {
+                let mut by_id: Vec<(ClusterId, u32)> = ids(&chunks)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, id)| (id, i as u32))
+                    .collect();
+                by_id.sort_unstable();
+                by_id.into()
+            });
+        Self::assemble(
+            key,
+            clusters,
+            chunks,
+            by_id,
+            [fail_open, any_ready],
+            default_ttl,
+        )
     }
 
-    /// The service-wide lists: chains of the clusters' runs, made from the
-    /// flat per-part arrays.
+    /// The service-wide lists: chains of the chunks' runs.
     fn assemble(
         key: ServiceKey,
         clusters: Parts,
-        parts: Vec<PartMeta>,
-        groups: Vec<(Option<ZoneId>, Segment)>,
-        by_id: Option<Vec<(ClusterId, u32)>>,
-        fail_open: bool,
+        chunks: Vec<Arc<ChunkMeta>>,
+        by_id: Arc<[(ClusterId, u32)]>,
+        [fail_open, any_ready]: [bool; 2],
         default_ttl: u32,
     ) -> Self {
-        let live = parts.iter().filter(|m| !m.whole.targets.is_empty());
-        let all: Vec<Segment> = live.clone().map(|m| m.whole).collect();
-        let regions = chains_by(live.filter_map(|m| m.region.map(|r| (r, m.whole))));
-        let zones = chains_by(groups.iter().filter_map(|(z, g)| z.map(|z| (z, *g))));
-        let by_id = by_id.unwrap_or_else(|| {
-            let mut by_id: Vec<(ClusterId, u32)> = parts
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (m.id, i as u32))
-                .collect();
-            by_id.sort_unstable();
-            by_id
-        });
+        let chains = |buckets: Vec<(u32, Vec<RunRef>)>| -> Vec<(u32, Chain)> {
+            buckets
+                .into_iter()
+                .map(|(k, runs)| (k, Chain::of_runs(runs)))
+                .collect()
+        };
+        let zones =
+            chains(bucket(chunks.iter().flat_map(|c| {
+                c.zones.iter().map(|(z, i)| (*z, (c.runs.clone(), *i)))
+            })));
+        let regions =
+            chains(bucket(chunks.iter().flat_map(|c| {
+                c.regions.iter().map(|(r, i)| (*r, (c.runs.clone(), *i)))
+            })));
+        let all = Chain::of_runs(chunks.iter().map(|c| (c.runs.clone(), c.all)).collect());
         // A stricter affinity from any cluster applies to the whole
         // service; the shortest TTL wins.
-        let affinity = parts
+        let affinity = chunks
             .iter()
-            .map(|m| m.affinity)
+            .map(|c| c.affinity)
             .find(|a| *a != Affinity::Nearest)
             .unwrap_or_default();
-        let ttl = parts
+        let ttl = chunks
             .iter()
-            .filter_map(|m| m.ttl)
+            .filter_map(|c| c.ttl)
             .min()
             .unwrap_or(default_ttl);
         ServiceView {
@@ -347,13 +505,13 @@ impl ServiceView {
             ttl,
             affinity,
             clusters,
-            parts,
-            groups,
+            chunks,
             by_id,
             zones,
             regions,
-            all: Chain::new(all),
+            all,
             fail_open,
+            any_ready,
         }
     }
 
