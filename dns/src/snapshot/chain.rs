@@ -208,7 +208,12 @@ pub struct Walk<'a, T> {
     run: usize,
     /// The segment, in the run or the extras.
     index: usize,
+    /// The segment's cluster, its list of `kind`, and where in it the
+    /// walk is and the segment ends: loaded once per segment.
+    cluster: u32,
+    items: &'a [T],
     pos: u32,
+    end: u32,
     left: usize,
 }
 
@@ -240,7 +245,10 @@ impl<'a, T: Copy> Walk<'a, T> {
             part: 0,
             run: 0,
             index: 0,
+            cluster: 0,
+            items: &[],
             pos: 0,
+            end: 0,
             left: total.min(max),
         };
         if total == 0 {
@@ -262,7 +270,20 @@ impl<'a, T: Copy> Walk<'a, T> {
                 rest -= span.len();
             }
         }
+        let pos = walk.pos;
+        walk.load();
+        walk.pos = pos;
         walk
+    }
+
+    /// Reads the current segment: its cluster's list, from its start.
+    fn load(&mut self) {
+        let segment = self.segment();
+        let span = segment.span(self.kind);
+        self.cluster = segment.cluster;
+        self.items = (self.data)(&self.clusters[segment.cluster as usize]);
+        self.pos = span.start;
+        self.end = span.end;
     }
 
     fn segment(&self) -> Segment {
@@ -307,25 +328,15 @@ impl<T: Copy> Iterator for Walk<'_, T> {
         if self.left == 0 {
             return None;
         }
-        loop {
-            let segment = self.segment();
-            let span = segment.span(self.kind);
-            if self.pos < span.end {
-                let cluster = segment.cluster;
-                let item = (self.data)(&self.clusters[cluster as usize])[self.pos as usize];
-                self.pos += 1;
-                self.left -= 1;
-                return Some((cluster, item));
-            }
-            // Next non-empty segment; some item remains, so one exists.
-            loop {
-                self.step();
-                let next = self.segment().span(self.kind);
-                if !next.is_empty() {
-                    self.pos = next.start;
-                    break;
-                }
-            }
+        // On to the next non-empty segment; some item remains, so one
+        // exists.
+        while self.pos >= self.end {
+            self.step();
+            self.load();
         }
+        let item = self.items[self.pos as usize];
+        self.pos += 1;
+        self.left -= 1;
+        Some((self.cluster, item))
     }
 }
