@@ -56,31 +56,42 @@ impl Segment {
     }
 }
 
-/// Segments answered as one list, each with the running end of each kind
-/// (one allocation per run): the part of a chain one chunk of cluster
-/// parts contributes.
-#[derive(Debug, Default)]
-pub struct Run {
-    segments: Vec<(Segment, [u32; 3])>,
-}
+/// One chunk of cluster parts' runs of a service's chains (every healthy
+/// target's, each zone's, each region's), flat in one shared allocation:
+/// a run is a range of it, each segment with the run's running end of
+/// each kind. A chain holds (these, range) per run, so building or
+/// dropping a chain touches one reference count per chunk, and a lookup
+/// reads one allocation per run.
+pub type Runs = Arc<[(Segment, [u32; 3])]>;
 
-/// Every run one chunk of cluster parts contributes to a service's
-/// chains, in one allocation: a chain holds its runs as (this, index), so
-/// building or dropping a chain touches one reference count per chunk,
-/// not one per run.
-#[derive(Debug, Default)]
-pub struct Runs(Vec<Run>);
+/// One run: a chunk's runs and its range there.
+pub type RunRef = (Runs, Span);
 
-impl Runs {
-    /// Adds a run; its index here.
-    pub fn push(&mut self, run: Run) -> u32 {
-        self.0.push(run);
-        (self.0.len() - 1) as u32
+/// Collects a chunk's runs.
+#[derive(Debug, Default)]
+pub struct RunsBuilder(Vec<(Segment, [u32; 3])>);
+
+impl RunsBuilder {
+    /// Adds a run of `segments`; its range.
+    pub fn push(&mut self, segments: impl IntoIterator<Item = Segment>) -> Span {
+        let start = self.0.len() as u32;
+        let mut total = [0u32; 3];
+        for s in segments {
+            for kind in KINDS {
+                total[slot(kind)] += s.span(kind).len();
+            }
+            self.0.push((s, total));
+        }
+        Span {
+            start,
+            end: self.0.len() as u32,
+        }
+    }
+
+    pub fn finish(self) -> Runs {
+        self.0.into()
     }
 }
-
-/// One run of a chunk's [`Runs`]: the runs, and its index there.
-pub type RunRef = (Arc<Runs>, u32);
 
 fn slot(kind: Kind) -> usize {
     match kind {
@@ -99,44 +110,6 @@ fn find<T>(items: &[(T, [u32; 3])], kind: Kind, offset: u32) -> (usize, u32) {
     let index = items.partition_point(|(_, ends)| ends[k] <= offset);
     let before = if index == 0 { 0 } else { items[index - 1].1[k] };
     (index, before)
-}
-
-impl Run {
-    pub fn new(segments: Vec<Segment>) -> Self {
-        let mut total = [0u32; 3];
-        let segments = segments
-            .into_iter()
-            .map(|s| {
-                for kind in KINDS {
-                    total[slot(kind)] += s.span(kind).len();
-                }
-                (s, total)
-            })
-            .collect();
-        Run { segments }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.segments.is_empty()
-    }
-
-    fn totals(&self) -> [u32; 3] {
-        self.segments.last().map_or([0; 3], |(_, ends)| *ends)
-    }
-
-    fn segment(&self, index: usize) -> Segment {
-        self.segments[index].0
-    }
-
-    /// The segment holding item `offset` of `kind`, and the item's index
-    /// in that segment's cluster list.
-    fn locate(&self, kind: Kind, offset: u32) -> (usize, u32) {
-        let (index, before) = find(&self.segments, kind, offset);
-        (
-            index,
-            self.segment(index).span(kind).start + (offset - before),
-        )
-    }
 }
 
 /// A service-wide list (every healthy target, a zone's, a region's): the
@@ -158,21 +131,22 @@ impl Chain {
         let mut total = [0u32; 3];
         let runs = runs
             .into_iter()
-            .filter(|(set, i)| !set.0[*i as usize].is_empty())
-            .map(|(set, i)| {
-                let totals = set.0[i as usize].totals();
+            .filter(|(_, span)| !span.is_empty())
+            .map(|(set, span)| {
+                let totals = set[span.end as usize - 1].1;
                 for k in 0..3 {
                     total[k] += totals[k];
                 }
-                ((set, i), total)
+                ((set, span), total)
             })
             .collect();
         Chain { runs }
     }
 
-    fn run(&self, i: usize) -> &Run {
-        let ((set, index), _) = &self.runs[i];
-        &set.0[*index as usize]
+    /// Run `i`'s segments, each with the run's running ends.
+    fn run(&self, i: usize) -> &[(Segment, [u32; 3])] {
+        let ((set, span), _) = &self.runs[i];
+        &set[span.start as usize..span.end as usize]
     }
 
     /// How many items of `kind`.
@@ -186,7 +160,10 @@ impl Chain {
     /// item's index in that segment's cluster list.
     fn locate(&self, kind: Kind, offset: usize) -> (usize, usize, u32) {
         let (run, before) = find(&self.runs, kind, offset as u32);
-        let (index, pos) = self.run(run).locate(kind, offset as u32 - before);
+        let rest = offset as u32 - before;
+        let segments = self.run(run);
+        let (index, before) = find(segments, kind, rest);
+        let pos = segments[index].0.span(kind).start + (rest - before);
         (run, index, pos)
     }
 }
@@ -288,7 +265,7 @@ impl<'a, T: Copy> Walk<'a, T> {
 
     fn segment(&self) -> Segment {
         if self.part == 0 {
-            self.chain.run(self.run).segment(self.index)
+            self.chain.run(self.run)[self.index].0
         } else {
             self.extra[self.index]
         }
@@ -299,7 +276,7 @@ impl<'a, T: Copy> Walk<'a, T> {
     fn step(&mut self) {
         self.index += 1;
         if self.part == 0 {
-            if self.index < self.chain.run(self.run).segments.len() {
+            if self.index < self.chain.run(self.run).len() {
                 return;
             }
             self.index = 0;

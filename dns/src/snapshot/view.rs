@@ -17,7 +17,7 @@ use meshdns_proto::model::{
     Affinity, ClusterName, Endpoint, Mode, Port, ServiceExport, ServiceKey,
 };
 
-use super::chain::{Chain, Run, RunRef, Runs, Segment, Span};
+use super::chain::{Chain, RunRef, Runs, RunsBuilder, Segment, Span};
 use super::parts::{CHUNK, Parts, PartsBuilder};
 use crate::locality::{ClusterId, Place, RegionId, ZoneId};
 
@@ -117,10 +117,10 @@ struct ChunkMeta {
     groups: Vec<(Option<ZoneId>, Segment)>,
     /// The chunk's runs of the chains: every healthy target's, and each
     /// zone's and region's (indices into `runs`).
-    runs: Arc<Runs>,
-    all: u32,
-    zones: Vec<(ZoneId, u32)>,
-    regions: Vec<(RegionId, u32)>,
+    runs: Runs,
+    all: Span,
+    zones: Vec<(ZoneId, Span)>,
+    regions: Vec<(RegionId, Span)>,
     /// The first affinity other than `Nearest`, and the shortest TTL, of
     /// the chunk's exports.
     affinity: Affinity,
@@ -131,19 +131,19 @@ struct ChunkMeta {
 impl ChunkMeta {
     fn seal(metas: Vec<PartMeta>, groups: Vec<(Option<ZoneId>, Segment)>) -> Self {
         let live = metas.iter().filter(|m| !m.whole.targets.is_empty());
-        let mut runs = Runs::default();
-        let all = runs.push(Run::new(live.clone().map(|m| m.whole).collect()));
-        let mut add = |buckets: Vec<(u32, Vec<Segment>)>| -> Vec<(u32, u32)> {
+        let mut runs = RunsBuilder::default();
+        let all = runs.push(live.clone().map(|m| m.whole));
+        let mut add = |buckets: Vec<(u32, Vec<Segment>)>| -> Vec<(u32, Span)> {
             buckets
                 .into_iter()
-                .map(|(k, segments)| (k, runs.push(Run::new(segments))))
+                .map(|(k, segments)| (k, runs.push(segments)))
                 .collect()
         };
         let regions = add(bucket(live.filter_map(|m| m.region.map(|r| (r, m.whole)))));
         let zones = add(bucket(
             groups.iter().filter_map(|(z, g)| z.map(|z| (z, *g))),
         ));
-        let runs = Arc::new(runs);
+        let runs = runs.finish();
         ChunkMeta {
             affinity: metas
                 .iter()
