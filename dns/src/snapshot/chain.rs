@@ -1,10 +1,12 @@
-//! Service-wide answer lists without copying endpoints: a [`Chain`] is a
-//! list of [`Segment`]s, each a run of one cluster part's targets and
-//! addresses, with running totals so a rotated answer starts with one
-//! binary search. A service's "every healthy target", "targets in zone
-//! Z" and "targets in region R" are chains over its clusters' parts; when
-//! one cluster changes, the chains are rebuilt from segment counts
-//! (O(clusters)), not from endpoints.
+//! Service-wide answer lists without copying endpoints. A [`Segment`] is
+//! a run of one cluster part's targets and addresses; each chunk of 64
+//! parts lays its segments out as runs ([`Runs`]: every healthy target's,
+//! each zone's, each region's) with running totals; a [`Chain`] — a
+//! service's "every healthy target", "targets in zone Z", "targets in
+//! region R" — is a list of chunk runs with running totals over them, so
+//! a rotated answer starts with two binary searches. When one cluster
+//! changes, its chunk's runs are rebuilt and the chains relinked
+//! (O(chunks)), not rebuilt from endpoints or from every part.
 
 use std::sync::Arc;
 
