@@ -5,18 +5,27 @@
 //! the whole map.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
+
+/// foldhash, randomly seeded per process: every query hashes its name
+/// here, and SipHash was a visible share of the answer path. Keys come
+/// from authenticated syncers, never from queries, and the seed is random,
+/// so a crafted set of service names cannot aim at one bucket.
+type Hasher = foldhash::fast::RandomState;
 
 /// Shard count: a power of two.
 const SHARDS: usize = 256;
 
-type Map<V> = HashMap<Arc<str>, V, BuildHasherDefault<DefaultHasher>>;
+type Map<V> = HashMap<Arc<str>, V, Hasher>;
 
 #[derive(Debug, Clone)]
 pub struct Shards<V> {
     shards: Vec<Arc<Map<V>>>,
     len: usize,
+    /// Picks a key's shard; seeded apart from the maps' own hashers, so
+    /// the keys of one shard do not share their in-map hash bits.
+    shard_hasher: Hasher,
 }
 
 impl<V> Default for Shards<V> {
@@ -24,22 +33,24 @@ impl<V> Default for Shards<V> {
         Shards {
             shards: (0..SHARDS).map(|_| Arc::new(Map::default())).collect(),
             len: 0,
+            shard_hasher: Hasher::default(),
         }
     }
 }
 
-fn shard_of(key: &str) -> usize {
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(key) as usize & (SHARDS - 1)
-}
-
 impl<V: Clone> Shards<V> {
+    fn shard_of(&self, key: &str) -> usize {
+        self.shard_hasher.hash_one(key) as usize & (SHARDS - 1)
+    }
+
     pub fn get(&self, key: &str) -> Option<&V> {
-        self.shards[shard_of(key)].get(key)
+        self.shards[self.shard_of(key)].get(key)
     }
 
     /// Inserts or replaces; true when the key was there.
     pub fn insert(&mut self, key: Arc<str>, value: V) -> bool {
-        let shard = Arc::make_mut(&mut self.shards[shard_of(&key)]);
+        let index = self.shard_of(&key);
+        let shard = Arc::make_mut(&mut self.shards[index]);
         let existed = shard.insert(key, value).is_some();
         if !existed {
             self.len += 1;
@@ -49,7 +60,7 @@ impl<V: Clone> Shards<V> {
 
     /// Removes; true when the key was there.
     pub fn remove(&mut self, key: &str) -> bool {
-        let index = shard_of(key);
+        let index = self.shard_of(key);
         if !self.shards[index].contains_key(key) {
             return false;
         }
