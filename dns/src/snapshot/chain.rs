@@ -120,7 +120,8 @@ fn find<T>(items: &[(T, [u32; 3])], kind: Kind, offset: u32) -> (usize, u32) {
 /// rotated answer starts with two binary searches.
 #[derive(Debug, Default)]
 pub struct Chain {
-    /// (a chunk's runs, index there): never an empty run.
+    /// (a chunk's runs, the run's range there), with the running end of
+    /// each kind over the runs: never an empty run.
     runs: Vec<(RunRef, [u32; 3])>,
 }
 
@@ -128,7 +129,7 @@ pub struct Chain {
 pub static EMPTY: Chain = Chain { runs: Vec::new() };
 
 impl Chain {
-    /// The chain of `runs`, each (a chunk's runs, index), in order.
+    /// The chain of `runs`, each (a chunk's runs, its range), in order.
     pub fn of_runs(runs: Vec<RunRef>) -> Self {
         let mut total = [0u32; 3];
         let runs = runs

@@ -116,7 +116,7 @@ struct ChunkMeta {
     /// The parts' zone runs, part after part.
     groups: Vec<(Option<ZoneId>, Segment)>,
     /// The chunk's runs of the chains: every healthy target's, and each
-    /// zone's and region's (indices into `runs`).
+    /// zone's and region's (ranges of `runs`).
     runs: Runs,
     all: Span,
     zones: Vec<(ZoneId, Span)>,
@@ -426,12 +426,6 @@ impl ServiceView {
             }
         }
         let clusters = clusters.finish();
-        let ids = |chunks: &[Arc<ChunkMeta>]| {
-            chunks
-                .iter()
-                .flat_map(|c| c.metas.iter().map(|m| m.id))
-                .collect::<Vec<_>>()
-        };
         // The same clusters in the same places: the id index stands.
         let by_id = previous
             .filter(|p| {
@@ -446,8 +440,9 @@ impl ServiceView {
             })
             .map(|p| p.by_id.clone())
             .unwrap_or_else(|| {
-                let mut by_id: Vec<(ClusterId, u32)> = ids(&chunks)
-                    .into_iter()
+                let mut by_id: Vec<(ClusterId, u32)> = chunks
+                    .iter()
+                    .flat_map(|c| c.metas.iter().map(|m| m.id))
                     .enumerate()
                     .map(|(i, id)| (id, i as u32))
                     .collect();
@@ -681,7 +676,7 @@ impl ClusterView {
         ClusterView {
             place: place.clone(),
             export: export.clone(),
-            has_ready: export.endpoints().iter().any(|e| e.ready),
+            has_ready: has_ready(export),
             endpoints,
             targets,
             groups,

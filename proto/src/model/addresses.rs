@@ -60,12 +60,6 @@ impl From<Vec<IpAddr>> for Addresses {
     }
 }
 
-impl From<IpAddr> for Addresses {
-    fn from(address: IpAddr) -> Self {
-        Addresses::one(address)
-    }
-}
-
 impl FromIterator<IpAddr> for Addresses {
     fn from_iter<I: IntoIterator<Item = IpAddr>>(iter: I) -> Self {
         let mut iter = iter.into_iter();
