@@ -138,6 +138,7 @@ async fn stream(
     let hello = wire::Hello::from(&sent.cluster);
     let snapshot = wire::Snapshot {
         services: sent.services.values().map(|s| s.as_ref().into()).collect(),
+        more: false,
     };
     let _ = tx.send(request(&mut generation, Req::Hello(hello))).await;
     let _ = tx

@@ -129,6 +129,7 @@ async fn invalid_items_are_refused_and_the_rest_applies() {
                 dup,
                 service("shop", "web", &["10.0.0.9"]),
             ],
+            more: false,
         }))
         .await
         .unwrap();
@@ -213,6 +214,7 @@ async fn invalid_items_are_refused_and_the_rest_applies() {
     let response = s
         .send(Req::Snapshot(wire::Snapshot {
             services: vec![broken_web],
+            more: false,
         }))
         .await
         .unwrap();
@@ -292,6 +294,7 @@ async fn a_newer_stream_supersedes_the_older() {
     let mut old = Stream::open(&server, hello("east-1")).await.unwrap();
     old.send(Req::Snapshot(wire::Snapshot {
         services: vec![service("shop", "web", &["10.0.0.1"])],
+        more: false,
     }))
     .await
     .unwrap();
@@ -302,6 +305,7 @@ async fn a_newer_stream_supersedes_the_older() {
     assert_eq!(addresses(&m), sorted(&["10.0.0.1"]));
     new.send(Req::Snapshot(wire::Snapshot {
         services: vec![service("shop", "web", &["10.0.0.2"])],
+        more: false,
     }))
     .await
     .unwrap();
@@ -309,7 +313,10 @@ async fn a_newer_stream_supersedes_the_older() {
     assert_eq!(addresses(&m), sorted(&["10.0.0.2"]), "replaced, not merged");
     // The old stream can no longer write.
     let err = old
-        .send(Req::Snapshot(wire::Snapshot { services: vec![] }))
+        .send(Req::Snapshot(wire::Snapshot {
+            services: vec![],
+            more: false,
+        }))
         .await
         .err()
         .expect("old stream ended");
@@ -325,6 +332,7 @@ async fn a_closed_stream_leaves_the_data() {
     let mut s = Stream::open(&server, hello("east-1")).await.unwrap();
     s.send(Req::Snapshot(wire::Snapshot {
         services: vec![service("shop", "web", &["10.0.0.1"])],
+        more: false,
     }))
     .await
     .unwrap();
@@ -351,6 +359,7 @@ async fn watch_list_and_get() {
     let mut east = Stream::open(&server, hello("east-1")).await.unwrap();
     east.send(Req::Snapshot(wire::Snapshot {
         services: vec![service("shop", "web", &["10.0.0.1"])],
+        more: false,
     }))
     .await
     .unwrap();
@@ -375,6 +384,7 @@ async fn watch_list_and_get() {
     assert_eq!((info.name.as_str(), info.connected), ("west-1", true));
     west.send(Req::Snapshot(wire::Snapshot {
         services: vec![service("shop", "web", &["10.0.1.1"])],
+        more: false,
     }))
     .await
     .unwrap();

@@ -116,7 +116,10 @@ async fn services_and_endpoints_per_cluster() {
         .map(|n| service(n, 2))
         .collect();
     let r = east
-        .send(Req::Snapshot(wire::Snapshot { services }))
+        .send(Req::Snapshot(wire::Snapshot {
+            services,
+            more: false,
+        }))
         .await
         .unwrap();
     let reasons: Vec<&str> = r.refusals.iter().map(|x| x.reason.as_str()).collect();
@@ -169,6 +172,7 @@ async fn services_and_endpoints_per_cluster() {
     let r = west
         .send(Req::Snapshot(wire::Snapshot {
             services: vec![service("dddd", 1)],
+            more: false,
         }))
         .await
         .unwrap();
@@ -225,6 +229,7 @@ async fn export_streams_and_message_size() {
     let err = s2
         .send(Req::Snapshot(wire::Snapshot {
             services: vec![service("big", 2000)],
+            more: false,
         }))
         .await
         .unwrap_err();
@@ -237,6 +242,7 @@ async fn export_streams_and_message_size() {
     let r = s3
         .send(Req::Snapshot(wire::Snapshot {
             services: vec![service("web", 2)],
+            more: false,
         }))
         .await
         .unwrap();
