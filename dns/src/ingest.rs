@@ -13,8 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
+use std::sync::atomic::AtomicUsize;
+
 use crate::auth::Auth;
 use crate::config::Limits;
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
@@ -25,18 +28,24 @@ mod watch;
 pub use watch::full_state;
 
 /// The tonic service over a shared [`Registry`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Ingest {
-    registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
-    auth: Arc<Auth>,
-    limits: Limits,
-    /// Export streams open now, against `--max-export-streams`.
-    streams: Arc<std::sync::atomic::AtomicUsize>,
-    /// Ends every open stream when the server shuts down.
-    shutdown: CancellationToken,
+    export: Arc<export::Context>,
+    /// Export streams with an authorized Hello, against `--max-export-streams`.
+    streams: Arc<AtomicUsize>,
+    /// Export streams waiting for their Hello, against `--max-pending-hellos`.
+    pending: Arc<AtomicUsize>,
     /// On a follower, the upstream it mirrors: exports go there.
     following: Option<String>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("streams", &self.streams)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ingest {
@@ -44,23 +53,33 @@ impl Ingest {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         auth: Arc<Auth>,
+        fleet: Arc<Fleet>,
         limits: Limits,
         shutdown: CancellationToken,
     ) -> Self {
         Ingest {
-            registry,
-            metrics,
-            auth,
-            limits,
+            export: Arc::new(export::Context {
+                registry,
+                metrics,
+                limits,
+                auth,
+                fleet,
+                shutdown,
+            }),
             streams: Arc::default(),
-            shutdown,
+            pending: Arc::default(),
             following: None,
         }
     }
 
+    fn registry(&self) -> &Arc<Registry> {
+        &self.export.registry
+    }
+
     fn read_access<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let who = self.auth.authenticate(request)?;
-        self.auth
+        let who = self.export.auth.authenticate(request)?;
+        self.export
+            .auth
             .may_read(&who)
             .inspect_err(|_| warn!(caller = %who, "refused a read without a reader credential"))
     }
@@ -72,29 +91,8 @@ impl Ingest {
     }
 
     pub fn into_server(self) -> wire::registry_server::RegistryServer<Self> {
-        let max = self.limits.max_grpc_message_bytes;
+        let max = self.export.limits.max_grpc_message_bytes;
         wire::registry_server::RegistryServer::new(self).max_decoding_message_size(max)
-    }
-}
-
-/// One of the `--max-export-streams` slots, given back on drop.
-struct StreamSlot(Arc<std::sync::atomic::AtomicUsize>);
-
-impl StreamSlot {
-    fn take(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
-        use std::sync::atomic::Ordering;
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| StreamSlot(count.clone()))
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -114,33 +112,28 @@ impl wire::registry_server::Registry for Ingest {
                 "this replica follows {upstream}; export to that registry instead"
             )));
         }
-        let who = self.auth.authenticate(&request)?;
-        let guard =
-            StreamSlot::take(&self.streams, self.limits.max_export_streams).ok_or_else(|| {
-                self.metrics.export_event("over_limit");
-                warn!(
-                    limit = self.limits.max_export_streams,
-                    "export stream refused: --max-export-streams reached"
-                );
-                Status::resource_exhausted(format!(
-                    "the registry has {} export streams open, the --max-export-streams limit",
-                    self.limits.max_export_streams
-                ))
-            })?;
+        let who = self.export.auth.authenticate(&request)?;
+        let limits = &self.export.limits;
+        let pending = export::Slot::take(&self.pending, limits.max_pending_hellos).ok_or_else(|| {
+            self.export.metrics.export_event("over_limit");
+            warn!(
+                limit = limits.max_pending_hellos,
+                "export stream refused: --max-pending-hellos reached"
+            );
+            Status::resource_exhausted(format!(
+                "the registry has {} export streams waiting for their Hello, the --max-pending-hellos limit",
+                limits.max_pending_hellos
+            ))
+        })?;
         let (tx, rx) = mpsc::channel(64);
-        let stream = export::export_stream(
-            self.registry.clone(),
-            self.metrics.clone(),
-            self.limits,
-            (self.auth.clone(), who),
-            self.shutdown.clone(),
+        tokio::spawn(export::export_stream(
+            self.export.clone(),
+            who,
+            pending,
+            self.streams.clone(),
             request.into_inner(),
             tx,
-        );
-        tokio::spawn(async move {
-            stream.await;
-            drop(guard);
-        });
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -151,8 +144,8 @@ impl wire::registry_server::Registry for Ingest {
         self.read_access(&request)?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(watch::watch_stream(
-            self.registry.clone(),
-            self.shutdown.clone(),
+            self.registry().clone(),
+            self.export.shutdown.clone(),
             tx,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -164,7 +157,7 @@ impl wire::registry_server::Registry for Ingest {
     ) -> Result<Response<wire::ListClustersResponse>, Status> {
         self.read_access(&request)?;
         let clusters = self
-            .registry
+            .registry()
             .clusters()
             .iter()
             .map(watch::cluster_info)
@@ -185,7 +178,7 @@ impl wire::registry_server::Registry for Ingest {
         let key =
             ServiceKey::try_from(key).map_err(|e| Status::invalid_argument(format!("key.{e}")))?;
         let exports = self
-            .registry
+            .registry()
             .service(&key)
             .into_iter()
             .map(|(cluster, service)| wire::ClusterService {

@@ -28,7 +28,7 @@ fn fixture() -> &'static Fixture {
         for text in [crate::fleet::EAST_1, crate::fleet::EAST_2, set.as_str()] {
             let (exports, _) = meshdns_syncer::source::file::parse(text, &Default::default(), None)
                 .expect("fleet file");
-            let session = registry.hello(exports.cluster.clone());
+            let session = registry.hello(exports.cluster.clone(), usize::MAX).0;
             let services = exports.services.values().map(|s| (**s).clone()).collect();
             registry
                 .apply_snapshot(&session, services, &BTreeSet::new())
