@@ -138,24 +138,88 @@ impl ClusterEntry {
     }
 }
 
-/// Interned region and (region, zone) names, for the lifetime of the registry.
-#[derive(Default)]
+/// Interned region and (region, zone) names. An id is never reused, so a
+/// view built earlier stays valid; names no cluster or export uses any
+/// more are forgotten by [`Names::collect`], so a member cannot grow the
+/// table without bound by cycling through zone names.
 struct Names {
     ids: HashMap<String, u32>,
+    next: u32,
+    /// Collect when the table grows past this.
+    collect_at: usize,
+}
+
+/// The table is collected when it holds this many names, or twice what
+/// the last collection kept.
+const NAMES_COLLECT_MIN: usize = 4096;
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            ids: HashMap::new(),
+            next: 0,
+            collect_at: NAMES_COLLECT_MIN,
+        }
+    }
 }
 
 impl Names {
     fn id(&mut self, key: String) -> u32 {
-        let next = self.ids.len() as u32;
-        *self.ids.entry(key).or_insert(next)
+        let next = &mut self.next;
+        *self.ids.entry(key).or_insert_with(|| {
+            let id = *next;
+            *next = next.wrapping_add(1);
+            id
+        })
+    }
+
+    fn region_key(region: &str) -> String {
+        format!("r\0{region}")
+    }
+
+    fn zone_key(region: Option<&str>, zone: &str) -> String {
+        format!("z\0{}\0{zone}", region.unwrap_or(""))
     }
 
     fn region(&mut self, region: &str) -> u32 {
-        self.id(format!("r\0{region}"))
+        self.id(Self::region_key(region))
     }
 
     fn zone(&mut self, region: Option<&str>, zone: &str) -> u32 {
-        self.id(format!("z\0{}\0{zone}", region.unwrap_or("")))
+        self.id(Self::zone_key(region, zone))
+    }
+
+    /// Forgets the names no cluster and no export of `clusters` uses, once
+    /// the table has grown enough to be worth the walk (O(endpoints)).
+    fn collect(&mut self, clusters: &BTreeMap<ClusterName, ClusterEntry>) {
+        if self.ids.len() < self.collect_at {
+            return;
+        }
+        let mut used = std::collections::HashSet::new();
+        for entry in clusters.values() {
+            let region = entry.cluster.region.as_ref().map(|r| r.as_str());
+            if let Some(r) = region {
+                used.insert(Self::region_key(r));
+            }
+            if let Some(z) = &entry.cluster.zone {
+                used.insert(Self::zone_key(region, z.as_str()));
+            }
+            for export in entry.services.values() {
+                for ep in export.endpoints() {
+                    if let Some(z) = &ep.zone {
+                        used.insert(Self::zone_key(region, z.as_str()));
+                    }
+                }
+            }
+        }
+        let before = self.ids.len();
+        self.ids.retain(|k, _| used.contains(k));
+        self.collect_at = (self.ids.len() * 2).max(NAMES_COLLECT_MIN);
+        info!(
+            before,
+            after = self.ids.len(),
+            "interned zone and region names collected"
+        );
     }
 }
 
@@ -592,6 +656,10 @@ impl Registry {
                 dirty.changes.push(Change::Cluster(entry.status()));
             }
         }
+        let State {
+            clusters, names, ..
+        } = &mut *state;
+        names.collect(clusters);
         for name in purge {
             if let Some(entry) = state.clusters.remove(&name) {
                 warn!(cluster = %name, services = entry.services.len(), "stale cluster purged after its grace period");
@@ -702,5 +770,35 @@ impl Registry {
             .iter()
             .filter_map(|(n, e)| e.services.get(key).map(|s| (n.clone(), s.clone())))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unused_names_are_collected_and_ids_never_reused() {
+        let mut names = Names::default();
+        let kept = names.zone(Some("r"), "kept");
+        for i in 0..NAMES_COLLECT_MIN {
+            names.zone(Some("r"), &format!("z{i}"));
+        }
+        let metrics = Arc::new(Metrics::new());
+        let registry = Registry::new(5, false, metrics);
+        let cluster = Cluster {
+            name: ClusterName::new("c").unwrap(),
+            region: Some(meshdns_proto::model::LabelValue::new("r").unwrap()),
+            zone: Some(meshdns_proto::model::LabelValue::new("kept").unwrap()),
+            client_cidrs: vec![],
+            version: String::new(),
+        };
+        registry.hello(cluster, usize::MAX);
+        let state = registry.lock();
+        names.collect(&state.clusters);
+        assert_eq!(names.ids.len(), 1, "only the cluster's zone is in use");
+        assert_eq!(names.zone(Some("r"), "kept"), kept);
+        let fresh = names.zone(Some("r"), "z0");
+        assert!(fresh > kept + NAMES_COLLECT_MIN as u32 - 1, "{fresh}");
     }
 }
