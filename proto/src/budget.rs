@@ -102,7 +102,8 @@ fn varint(bytes: &mut &[u8]) -> Option<u64> {
 }
 
 /// What decoding `bytes` as `schema` would allocate; `None` when the
-/// bytes are not well-formed protobuf (prost's decode then says why).
+/// bytes are not protobuf this walk reads (truncated, groups, a bad
+/// wire type): the codec refuses those.
 fn walk(schema: &Schema, mut bytes: &[u8]) -> Option<usize> {
     let mut cost = 0usize;
     while !bytes.is_empty() {
@@ -229,10 +230,12 @@ mod tests {
     }
 
     #[test]
-    fn malformed_bytes_are_left_to_prost() {
+    fn malformed_bytes_have_no_estimate() {
         assert_eq!(export_request(&[0x1a, 0xff]), None);
         assert_eq!(export_request(&[0x1a, 0x05, 0x0a]), None);
         assert_eq!(export_request(&[0x0f]), None);
+        // A group (wire types 3 and 4), which prost would skip.
+        assert_eq!(export_request(&[0x33, 0x34]), None);
         assert!(export_request(&[]).is_some());
     }
 }

@@ -83,10 +83,14 @@ impl Checked for wire::ExportRequest {
                 bytes.len()
             )));
         }
-        // Malformed bytes are left to prost, which says what is wrong.
-        if let Some(cost) = budget::export_request(bytes)
-            && cost > budget::allowed(bytes.len())
-        {
+        // Fails closed: bytes the walk cannot read (groups, truncated
+        // fields) are refused rather than handed to prost unchecked.
+        let Some(cost) = budget::export_request(bytes) else {
+            return Err(Status::invalid_argument(
+                "the message is not well-formed protobuf (meshdns.v1.ExportRequest)",
+            ));
+        };
+        if cost > budget::allowed(bytes.len()) {
             return Err(Status::resource_exhausted(format!(
                 "a message of {} bytes would take {cost} bytes decoded, over the limit of {} ({}x its size): too many empty entries",
                 bytes.len(),
