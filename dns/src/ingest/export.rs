@@ -65,6 +65,61 @@ struct Pending {
     checked: Checked,
 }
 
+/// Services the fleet file does not let this cluster export become
+/// refusals (their last good version is kept). Only the services from
+/// index `from` on are checked (a Snapshot's earlier parts were checked as
+/// they came).
+fn police(rules: Option<&ClusterRules>, checked: &mut Checked, from: usize) {
+    let Some(rules) = rules else { return };
+    let new = checked.valid.split_off(from);
+    let mut kept = std::mem::take(&mut checked.valid);
+    for service in new {
+        match rules.refuse(&service) {
+            None => kept.push(service),
+            Some(reason) => {
+                checked.keep.insert(service.key().clone());
+                let refusal = wire::Refusal {
+                    key: Some(service.key().into()),
+                    reason,
+                };
+                checked.refusals.push((refusal, "not_allowed"));
+            }
+        }
+    }
+    checked.valid = kept;
+}
+
+/// Messages with more items than this are validated on the blocking pool,
+/// so a large Snapshot never holds a runtime worker (a 4 MiB message
+/// takes tens of milliseconds).
+const INLINE_ITEMS: usize = 1024;
+
+/// Adds `services` to `checked` (validated, then policed by the fleet
+/// file), off the runtime when the message is large.
+async fn check(
+    mut checked: Checked,
+    services: Vec<wire::ServiceExport>,
+    max_endpoints: usize,
+    rules: Option<Arc<ClusterRules>>,
+) -> Checked {
+    let items: usize = services.iter().map(|s| 1 + s.endpoints.len()).sum();
+    let work = move || {
+        let from = checked.valid.len();
+        checked.add(&services, max_endpoints);
+        police(rules.as_deref(), &mut checked, from);
+        checked
+    };
+    if items <= INLINE_ITEMS {
+        return work();
+    }
+    match tokio::task::spawn_blocking(work).await {
+        Ok(checked) => checked,
+        // Validation does not panic (it is fuzzed); should it, the panic
+        // is the stream's, not the runtime's.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// The state one stream carries between messages.
 struct Stream<'a> {
     cx: &'a Context,
@@ -81,32 +136,8 @@ impl Stream<'_> {
         self.session.max_services
     }
 
-    /// Services the fleet file does not let this cluster export become
-    /// refusals (their last good version is kept).
-    /// Only the services from index `from` on are checked (a Snapshot's
-    /// earlier parts were checked as they came).
-    fn police(&self, checked: &mut Checked, from: usize) {
-        let Some(rules) = &self.rules else { return };
-        let new = checked.valid.split_off(from);
-        let mut kept = std::mem::take(&mut checked.valid);
-        for service in new {
-            match rules.refuse(&service) {
-                None => kept.push(service),
-                Some(reason) => {
-                    checked.keep.insert(service.key().clone());
-                    let refusal = wire::Refusal {
-                        key: Some(service.key().into()),
-                        reason,
-                    };
-                    checked.refusals.push((refusal, "not_allowed"));
-                }
-            }
-        }
-        checked.valid = kept;
-    }
-
     /// Applies one request of the open session.
-    fn apply(&mut self, request: wire::ExportRequest) -> Result<wire::ExportResponse, Error> {
+    async fn apply(&mut self, request: wire::ExportRequest) -> Result<wire::ExportResponse, Error> {
         let limits = &self.cx.limits;
         let registry = &self.cx.registry;
         let refusals: Vec<Refused> = match request.message {
@@ -114,11 +145,13 @@ impl Stream<'_> {
             Some(Req::Snapshot(snapshot)) => {
                 let mut pending = self.pending.take().unwrap_or_default();
                 let before = pending.checked.refusals.len();
-                let from = pending.checked.valid.len();
-                pending
-                    .checked
-                    .add(&snapshot.services, limits.max_endpoints_per_service);
-                self.police(&mut pending.checked, from);
+                pending.checked = check(
+                    pending.checked,
+                    snapshot.services,
+                    limits.max_endpoints_per_service,
+                    self.rules.clone(),
+                )
+                .await;
                 // Parts beyond the services limit are refused now, not held.
                 let max = self.max_services();
                 if pending.checked.valid.len() > max {
@@ -160,9 +193,13 @@ impl Stream<'_> {
                         "a Delta came before the stream's first Snapshot",
                     ));
                 }
-                let mut checked = Checked::default();
-                checked.add(&delta.upserts, limits.max_endpoints_per_service);
-                self.police(&mut checked, 0);
+                let checked = check(
+                    Checked::default(),
+                    delta.upserts,
+                    limits.max_endpoints_per_service,
+                    self.rules.clone(),
+                )
+                .await;
                 let (gone, refused) = removals(&delta.removals, self.max_services());
                 let mut refusals = checked.refusals;
                 refusals.extend(refused);
@@ -358,7 +395,7 @@ pub(super) async fn export_stream(
             request = requests.message() => request,
         };
         match request {
-            Ok(Some(request)) => match stream.apply(request) {
+            Ok(Some(request)) => match stream.apply(request).await {
                 Ok(response) => {
                     if responses.send(Ok(response)).await.is_err() {
                         break None;
