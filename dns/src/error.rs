@@ -31,6 +31,10 @@ pub enum Error {
     /// A message over `--max-grpc-message-bytes`; the stream ends.
     #[error("a message over the --max-grpc-message-bytes limit: {0}")]
     MessageTooLarge(String),
+    /// The stream's credential was revoked or expired; not retryable
+    /// with the same credential.
+    #[error(transparent)]
+    Revoked(#[from] crate::auth::Revoked),
     /// The server is shutting down; the client should reconnect elsewhere or later.
     #[error("the registry is shutting down")]
     ShuttingDown,
@@ -53,6 +57,7 @@ impl From<Error> for tonic::Status {
             Error::HelloFirst | Error::SecondHello => tonic::Status::failed_precondition(message),
             Error::Superseded(_) => tonic::Status::aborted(message),
             Error::ShuttingDown => tonic::Status::unavailable(message),
+            Error::Revoked(revoked) => revoked.into(),
             Error::MessageTooLarge(_) => tonic::Status::resource_exhausted(message),
             Error::Bind { .. } | Error::Serve { .. } => tonic::Status::internal(message),
         }

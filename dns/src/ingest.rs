@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Caller, Credential};
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -58,11 +58,16 @@ impl Ingest {
         }
     }
 
-    fn read_access<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let who = self.auth.authenticate(request)?;
+    /// The reader's credential, which its streams watch.
+    fn read_access<T>(&self, request: &Request<T>) -> Result<Credential, Status> {
+        let Caller {
+            principal: who,
+            credential,
+        } = self.auth.authenticate(request)?;
         self.auth
             .may_read(&who)
-            .inspect_err(|_| warn!(caller = %who, "refused a read without a reader credential"))
+            .inspect_err(|_| warn!(caller = %who, "refused a read without a reader credential"))?;
+        Ok(credential)
     }
 
     /// Marks this replica a follower of `upstream`: it refuses exports.
@@ -114,7 +119,10 @@ impl wire::registry_server::Registry for Ingest {
                 "this replica follows {upstream}; export to that registry instead"
             )));
         }
-        let who = self.auth.authenticate(&request)?;
+        let Caller {
+            principal: who,
+            credential,
+        } = self.auth.authenticate(&request)?;
         let guard =
             StreamSlot::take(&self.streams, self.limits.max_export_streams).ok_or_else(|| {
                 self.metrics.export_event("over_limit");
@@ -133,6 +141,7 @@ impl wire::registry_server::Registry for Ingest {
             self.metrics.clone(),
             self.limits,
             (self.auth.clone(), who),
+            credential,
             self.shutdown.clone(),
             request.into_inner(),
             tx,
@@ -148,10 +157,12 @@ impl wire::registry_server::Registry for Ingest {
         &self,
         request: Request<wire::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.read_access(&request)?;
+        let credential = self.read_access(&request)?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(watch::watch_stream(
             self.registry.clone(),
+            self.metrics.clone(),
+            credential,
             self.shutdown.clone(),
             tx,
         ));

@@ -11,7 +11,7 @@ use tonic::{Status, Streaming};
 use tracing::{info, warn};
 
 use super::validate::{over_limit, removals, validate};
-use crate::auth::{Auth, Principal};
+use crate::auth::{Auth, Credential, Principal};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -70,6 +70,7 @@ pub(super) async fn export_stream(
     metrics: Arc<Metrics>,
     limits: Limits,
     auth: (Arc<Auth>, Principal),
+    credential: Credential,
     shutdown: CancellationToken,
     mut requests: Streaming<wire::ExportRequest>,
     responses: mpsc::Sender<Result<wire::ExportResponse, Status>>,
@@ -120,6 +121,10 @@ pub(super) async fn export_stream(
                 break Some(Error::Superseded(session.cluster.to_string()));
             }
             _ = shutdown.cancelled() => break Some(Error::ShuttingDown),
+            revoked = credential.revoked() => {
+                metrics.stream_revoked();
+                break Some(Error::Revoked(revoked));
+            }
             request = requests.message() => request,
         };
         match request {
