@@ -69,8 +69,7 @@ pub(super) async fn export_stream(
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     limits: Limits,
-    auth: (Arc<Auth>, Principal),
-    credential: Credential,
+    auth: (Arc<Auth>, Principal, Credential),
     shutdown: CancellationToken,
     mut requests: Streaming<wire::ExportRequest>,
     responses: mpsc::Sender<Result<wire::ExportResponse, Status>>,
@@ -121,7 +120,7 @@ pub(super) async fn export_stream(
                 break Some(Error::Superseded(session.cluster.to_string()));
             }
             _ = shutdown.cancelled() => break Some(Error::ShuttingDown),
-            revoked = credential.revoked() => {
+            revoked = auth.2.revoked() => {
                 metrics.stream_revoked();
                 break Some(Error::Revoked(revoked));
             }
