@@ -3,7 +3,8 @@
 //! opened; a bad or empty token file keeps the previous tokens; a change
 //! is seen by content, not mtime; `/debug` needs a reader token and its
 //! work is bounded; SIGTERM exits within `--shutdown-timeout` whatever a
-//! client does; a peer that stops answering HTTP/2 PINGs is dropped.
+//! client does; a peer that stops answering HTTP/2 PINGs is dropped; a
+//! client certificate reaching its notAfter ends its streams.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -562,5 +563,150 @@ async fn a_peer_that_stops_answering_pings_is_dropped() {
     assert_eq!(east.state, i32::from(wire::ClusterState::Live));
     syncer.signal("CONT");
     drop(syncer);
+    drop(hub);
+}
+
+/// Mints a CA and server certificate (deploy/certs/mint.sh) in `dir/pki`.
+fn mint(dir: &TempDir) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/certs/mint.sh");
+    let out = dir.path().join("pki");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("bash and openssl");
+    assert!(status.success(), "mint.sh failed");
+    out
+}
+
+/// A reader certificate signed by `pki`'s CA, valid until `seconds` from
+/// now (`openssl ca -enddate`: `openssl x509` counts in days).
+fn short_lived_reader(pki: &Path, seconds: u64) -> (PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(pki)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let date = |offset: i64| {
+        let out = std::process::Command::new("date")
+            .args([
+                "-u",
+                "-d",
+                &format!("@{}", unix_now() + offset),
+                "+%y%m%d%H%M%SZ",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    std::fs::write(pki.join("index.txt"), "").unwrap();
+    std::fs::write(
+        pki.join("ca.cnf"),
+        "[ca]\ndefault_ca = fleet\n[fleet]\ndatabase = index.txt\nnew_certs_dir = .\n\
+         serial = expiring.srl\ndefault_md = sha256\npolicy = any\nunique_subject = no\n\
+         [any]\ncommonName = supplied\n[reader]\nbasicConstraints = critical,CA:FALSE\n\
+         keyUsage = critical,digitalSignature\nextendedKeyUsage = clientAuth\n\
+         subjectAltName = URI:spiffe://meshdns/reader/expiring\n",
+    )
+    .unwrap();
+    std::fs::write(pki.join("expiring.srl"), "1000\n").unwrap();
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        "expiring.key",
+    ]);
+    run(&[
+        "req",
+        "-new",
+        "-key",
+        "expiring.key",
+        "-out",
+        "expiring.csr",
+        "-subj",
+        "/CN=expiring",
+    ]);
+    run(&[
+        "ca",
+        "-batch",
+        "-config",
+        "ca.cnf",
+        "-cert",
+        "ca.crt",
+        "-keyfile",
+        "ca.key",
+        "-in",
+        "expiring.csr",
+        "-out",
+        "expiring.crt",
+        "-notext",
+        "-extensions",
+        "reader",
+        "-startdate",
+        &date(-3600),
+        "-enddate",
+        &date(seconds as i64),
+    ]);
+    (pki.join("expiring.crt"), pki.join("expiring.key"))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_client_certificate_ends_its_watch_stream() {
+    let dir = TempDir::new("expiring");
+    let pki = mint(&dir);
+    let p = |name: &str| path_arg(&pki.join(name));
+    let hub = Hub::start(&[
+        "--tls-cert",
+        &p("server.crt"),
+        "--tls-key",
+        &p("server.key"),
+        "--tls-client-ca",
+        &p("ca.crt"),
+    ])
+    .await;
+    let (cert, key) = short_lived_reader(&pki, 8);
+    let url = hub.grpc.replace("http://", "https://");
+    let mut reader = ClientAuth {
+        ca: Some(pki.join("ca.crt")),
+        cert: Some(cert),
+        key: Some(key),
+        ..ClientAuth::default()
+    }
+    .connect(&url)
+    .await
+    .unwrap();
+    let mut watched = watch(&mut reader).await;
+    let opened = Instant::now();
+    let status = stream_error(&mut watched, Duration::from_secs(40))
+        .await
+        .expect("the watch stream ends when its certificate expires");
+    println!(
+        "the stream ended {:?} after it opened (8s certificate)",
+        opened.elapsed()
+    );
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    assert!(
+        status.message().contains("client certificate expired"),
+        "{}",
+        status.message()
+    );
     drop(hub);
 }
