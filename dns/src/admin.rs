@@ -408,14 +408,17 @@ async fn debug_answer(
         });
     let explanation = select::explain(view, place.as_ref(), state.zone.min_healthy);
     let pick = select::select(view, place.as_ref(), state.zone.min_healthy);
+    // One more than shown, to tell a full list from a cut one.
     let mut answer: Vec<String> = pick
-        .v4(0, MAX_DEBUG_ANSWER)
+        .v4(0, MAX_DEBUG_ANSWER + 1)
         .map(|a| a.to_string())
         .collect();
     answer.extend(
-        pick.v6(0, MAX_DEBUG_ANSWER - answer.len())
+        pick.v6(0, MAX_DEBUG_ANSWER + 1 - answer.len())
             .map(|a| a.to_string()),
     );
+    let answer_truncated = answer.len() > MAX_DEBUG_ANSWER;
+    answer.truncate(MAX_DEBUG_ANSWER);
     let tiers: Vec<Value> = explanation
         .tiers
         .iter()
@@ -432,7 +435,7 @@ async fn debug_answer(
         "chosen": explanation.chosen,
         "fail_open": explanation.fail_open,
         "stale_clusters_excluded": explanation.stale_clusters_excluded,
-        "answer_truncated": answer.len() == MAX_DEBUG_ANSWER,
+        "answer_truncated": answer_truncated,
         "answer": answer,
         "max_answers": state.zone.max_answers,
         "no_preference": explanation.chosen == Tier::Any && place.is_none(),

@@ -56,8 +56,9 @@ impl std::fmt::Debug for TokenDigest {
 /// The token itself is never repeated.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
-    #[error("cannot read it")]
-    Read(#[source] std::io::Error),
+    /// The cause is part of the message: it ends up in a flag's error.
+    #[error("cannot read it: {0}")]
+    Read(std::io::Error),
     #[error("it is not UTF-8")]
     NotUtf8,
     #[error("line {line}: want `<token> cluster:<name>` or `<token> reader:<name>`")]
