@@ -3,9 +3,22 @@
 //! - `/healthz`: the process is up.
 //! - `/readyz`: DNS listeners answer (cleared first at shutdown).
 //! - `/metrics`: Prometheus text.
-//! - `/debug/registry`: every cluster and what it exports, as JSON.
+//! - `/debug/registry?cluster=&namespace=&service=&limit=`: clusters and
+//!   what they export, as JSON; at most `limit` services (default 100, at
+//!   most 1000) and 10,000 endpoints per response, `truncated` says when
+//!   more matched.
 //! - `/debug/answer?name=web.shop.global&source=10.1.2.3`: how the answer
-//!   for that asker is chosen, as JSON.
+//!   for that asker is chosen, as JSON; one name of at most 255 bytes, at
+//!   most 1000 addresses listed.
+//!
+//! `/healthz`, `/readyz` and `/metrics` are open to probes and scrapers.
+//! `/debug/*` show every cluster's addresses, so whenever the registry
+//! requires credentials (`--token-file` or `--tls-client-ca`) they require
+//! a reader token: `Authorization: Bearer <token>` of a `reader:<name>`
+//! line of `--token-file` (no or an unknown token: 401 with
+//! `WWW-Authenticate: Bearer`; a cluster's token: 403). With `--insecure`
+//! and no credentials configured they are open, like the gRPC side. At
+//! most [`DEBUG_CONCURRENCY`] debug requests run at once; more get 429.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,18 +26,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use meshdns_proto::model::{Mode, ServiceExport};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Auth, Principal};
 use crate::metrics::Metrics;
 use crate::qname::{self, QName};
-use crate::registry::{ClusterStatus, Registry};
+use crate::registry::{ClusterStatus, FullState, Registry};
 use crate::select::{self, Tier};
 use crate::zone::Zone;
 
@@ -52,7 +68,22 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     pub zone: Arc<Zone>,
     pub metrics: Arc<Metrics>,
+    /// Who may read `/debug/*`.
+    pub auth: Arc<Auth>,
 }
+
+/// `/debug/registry` services per response, unless `limit` says fewer.
+pub const DEFAULT_DEBUG_SERVICES: usize = 100;
+/// The most `limit` may ask for.
+pub const MAX_DEBUG_SERVICES: usize = 1_000;
+/// Endpoints listed per `/debug/registry` response, over all services.
+pub const MAX_DEBUG_ENDPOINTS: usize = 10_000;
+/// Addresses listed by `/debug/answer`.
+pub const MAX_DEBUG_ANSWER: usize = 1_000;
+/// Longest `name` `/debug/answer` takes (a DNS name is at most 255 bytes).
+pub const MAX_DEBUG_NAME: usize = 255;
+/// `/debug` requests served at once.
+pub const DEBUG_CONCURRENCY: usize = 2;
 
 async fn healthz() -> &'static str {
     "ok\n"
@@ -102,7 +133,8 @@ fn cluster_json(status: &ClusterStatus) -> Value {
     })
 }
 
-fn service_json(s: &ServiceExport) -> Value {
+/// One export as JSON, with at most `max_endpoints` of its endpoints.
+fn service_json(s: &ServiceExport, max_endpoints: usize) -> Value {
     json!({
         "namespace": s.key().namespace.as_str(),
         "name": s.key().name.as_str(),
@@ -115,7 +147,7 @@ fn service_json(s: &ServiceExport) -> Value {
             "port": p.port.get(),
         })).collect::<Vec<_>>(),
         "cluster_ips": if s.mode() == Mode::ClusterIp { s.cluster_ips().iter().map(ToString::to_string).collect::<Vec<_>>() } else { vec![] },
-        "endpoints": s.endpoints().iter().map(|e| json!({
+        "endpoints": s.endpoints().iter().take(max_endpoints).map(|e| json!({
             "addresses": e.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "hostname": e.hostname.as_ref().map(|h| h.as_str()),
             "zone": e.zone.as_ref().map(|z| z.as_str()),
@@ -127,29 +159,201 @@ fn service_json(s: &ServiceExport) -> Value {
     })
 }
 
-async fn debug_registry(State(state): State<AdminState>) -> Response {
-    let full = state.registry.full_state();
-    let clusters: Vec<Value> = full
-        .clusters
-        .iter()
-        .map(|(status, services)| {
-            let mut c = cluster_json(status);
-            c["exports"] = services.iter().map(|s| service_json(s)).collect();
-            c
-        })
-        .collect();
-    axum::Json(json!({ "serial": state.registry.snapshot().serial, "clusters": clusters }))
+/// 401 with the challenge a client needs.
+fn unauthenticated(message: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer realm=\"meshdns\"")],
+        axum::Json(json!({ "error": message })),
+    )
         .into_response()
+}
+
+/// Lets a `/debug` request through when the registry requires no
+/// credentials or it carries a reader's bearer token; bounds how many run.
+async fn require_reader(
+    State(state): State<(Arc<Auth>, Arc<Metrics>, Arc<Semaphore>)>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (auth, metrics, running) = state;
+    if auth.required() {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(token) = token else {
+            metrics.admin_denied("unauthenticated");
+            return unauthenticated(
+                "/debug requires a reader's bearer token from --token-file: Authorization: Bearer <token>",
+            );
+        };
+        match auth.bearer(token).map(|c| c.principal) {
+            Some(Principal::Reader(_)) => {}
+            Some(other) => {
+                metrics.admin_denied("forbidden");
+                return bad(
+                    StatusCode::FORBIDDEN,
+                    format!("{other} may not read /debug; use a reader token"),
+                );
+            }
+            None => {
+                metrics.admin_denied("unauthenticated");
+                return unauthenticated("unknown bearer token");
+            }
+        }
+    }
+    let Ok(_permit) = running.try_acquire() else {
+        return bad(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{DEBUG_CONCURRENCY} /debug requests are running; retry"),
+        );
+    };
+    next.run(request).await
+}
+
+/// What `/debug/registry` was asked for.
+#[derive(Debug, PartialEq, Eq)]
+struct RegistryFilter {
+    cluster: Option<String>,
+    namespace: Option<String>,
+    service: Option<String>,
+    limit: usize,
+}
+
+impl RegistryFilter {
+    /// The filter of a query string's parameters; the error names the parameter.
+    fn parse(params: &[(String, String)]) -> Result<Self, String> {
+        let mut filter = RegistryFilter {
+            cluster: None,
+            namespace: None,
+            service: None,
+            limit: DEFAULT_DEBUG_SERVICES,
+        };
+        for (key, value) in params {
+            let slot = match key.as_str() {
+                "cluster" => &mut filter.cluster,
+                "namespace" => &mut filter.namespace,
+                "service" => &mut filter.service,
+                "limit" => {
+                    filter.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_DEBUG_SERVICES).contains(n))
+                        .ok_or_else(|| {
+                            format!("limit: must be a number from 1 to {MAX_DEBUG_SERVICES}")
+                        })?;
+                    continue;
+                }
+                _ => {
+                    return Err("unknown parameter (use cluster, namespace, service, limit)".into());
+                }
+            };
+            if slot.replace(value.clone()).is_some() {
+                return Err(format!("{key}: give it once"));
+            }
+        }
+        Ok(filter)
+    }
+
+    fn wants(wanted: &Option<String>, value: &str) -> bool {
+        wanted.as_deref().is_none_or(|w| w == value)
+    }
+}
+
+/// The filtered state as JSON, within the filter's limit of services and
+/// [`MAX_DEBUG_ENDPOINTS`] endpoints.
+fn registry_json(full: &FullState, filter: &RegistryFilter) -> (Vec<Value>, usize, bool) {
+    let mut clusters = Vec::new();
+    let (mut services, mut endpoints, mut truncated) = (0, 0, false);
+    'clusters: for (status, exports) in &full.clusters {
+        if !RegistryFilter::wants(&filter.cluster, status.cluster.name.as_str()) {
+            continue;
+        }
+        let mut shown = Vec::new();
+        for s in exports.iter().filter(|s| {
+            RegistryFilter::wants(&filter.namespace, s.key().namespace.as_str())
+                && RegistryFilter::wants(&filter.service, s.key().name.as_str())
+        }) {
+            if services == filter.limit || endpoints == MAX_DEBUG_ENDPOINTS {
+                truncated = true;
+                let mut c = cluster_json(status);
+                c["exports"] = shown.into();
+                clusters.push(c);
+                break 'clusters;
+            }
+            let room = MAX_DEBUG_ENDPOINTS - endpoints;
+            let mut json = service_json(s, room);
+            if s.endpoints().len() > room {
+                truncated = true;
+                json["endpoints_total"] = s.endpoints().len().into();
+            }
+            endpoints += s.endpoints().len().min(room);
+            services += 1;
+            shown.push(json);
+        }
+        let filtering = filter.namespace.is_some() || filter.service.is_some();
+        if !shown.is_empty() || !filtering {
+            let mut c = cluster_json(status);
+            c["exports"] = shown.into();
+            clusters.push(c);
+        }
+    }
+    (clusters, services, truncated)
+}
+
+async fn debug_registry(
+    State(state): State<AdminState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let filter = match RegistryFilter::parse(&params) {
+        Ok(filter) => filter,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e),
+    };
+    let full = state.registry.full_state();
+    let (clusters, services, truncated) = registry_json(&full, &filter);
+    axum::Json(json!({
+        "serial": state.registry.snapshot().serial,
+        "limit": filter.limit,
+        "services": services,
+        "truncated": truncated,
+        "clusters": clusters,
+    }))
+    .into_response()
 }
 
 fn bad(status: StatusCode, message: String) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
+/// `/debug/answer`'s parameters: one `name`, at most one `source`.
+fn answer_params(params: Vec<(String, String)>) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    for (key, value) in params {
+        if !matches!(key.as_str(), "name" | "source") {
+            return Err("unknown parameter (use name, source)".into());
+        }
+        if key == "name" && value.len() > MAX_DEBUG_NAME {
+            return Err(format!("name: longer than {MAX_DEBUG_NAME} bytes"));
+        }
+        if out.contains_key(&key) {
+            return Err(format!("{key}: one per request"));
+        }
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
 async fn debug_answer(
     State(state): State<AdminState>,
-    Query(params): Query<HashMap<String, String>>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
+    let params = match answer_params(params) {
+        Ok(params) => params,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e),
+    };
     let Some(name) = params.get("name") else {
         return bad(
             StatusCode::BAD_REQUEST,
@@ -204,8 +408,17 @@ async fn debug_answer(
         });
     let explanation = select::explain(view, place.as_ref(), state.zone.min_healthy);
     let pick = select::select(view, place.as_ref(), state.zone.min_healthy);
-    let mut answer: Vec<String> = pick.v4(0, usize::MAX).map(|a| a.to_string()).collect();
-    answer.extend(pick.v6(0, usize::MAX).map(|a| a.to_string()));
+    // One more than shown, to tell a full list from a cut one.
+    let mut answer: Vec<String> = pick
+        .v4(0, MAX_DEBUG_ANSWER + 1)
+        .map(|a| a.to_string())
+        .collect();
+    answer.extend(
+        pick.v6(0, MAX_DEBUG_ANSWER + 1 - answer.len())
+            .map(|a| a.to_string()),
+    );
+    let answer_truncated = answer.len() > MAX_DEBUG_ANSWER;
+    answer.truncate(MAX_DEBUG_ANSWER);
     let tiers: Vec<Value> = explanation
         .tiers
         .iter()
@@ -222,6 +435,7 @@ async fn debug_answer(
         "chosen": explanation.chosen,
         "fail_open": explanation.fail_open,
         "stale_clusters_excluded": explanation.stale_clusters_excluded,
+        "answer_truncated": answer_truncated,
         "answer": answer,
         "max_answers": state.zone.max_answers,
         "no_preference": explanation.chosen == Tier::Any && place.is_none(),
@@ -235,12 +449,20 @@ pub async fn serve(
     state: AdminState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let guard = (
+        state.auth.clone(),
+        state.metrics.clone(),
+        Arc::new(Semaphore::new(DEBUG_CONCURRENCY)),
+    );
+    let debug = Router::new()
+        .route("/debug/registry", get(debug_registry))
+        .route("/debug/answer", get(debug_answer))
+        .route_layer(middleware::from_fn_with_state(guard, require_reader));
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/debug/registry", get(debug_registry))
-        .route("/debug/answer", get(debug_answer))
+        .merge(debug)
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

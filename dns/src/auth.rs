@@ -1,16 +1,32 @@
 //! Who is calling the registry: a cluster (may Export as itself only) or
-//! a reader (followers, `status`: Watch, ListClusters, GetService).
+//! a reader (followers, `status`, `/debug`: Watch, ListClusters,
+//! GetService).
 //!
 //! Proven by an mTLS client certificate whose URI SAN is
 //! `spiffe://<trust-domain>/cluster/<name>` or `.../reader/<name>`, or by a
 //! bearer token listed in `--token-file` (`<token> cluster:<name>` or
-//! `<token> reader:<name>` per line, `#` comments; re-read when it changes).
-//! With `--insecure` and neither configured, everyone is trusted.
+//! `<token> reader:<name>` per line, `#` comments). With `--insecure` and
+//! neither configured, everyone is trusted.
+//!
+//! The token file is polled and re-read when its content changes (a hash
+//! of its bytes, not its mtime), once the content has stayed the same for
+//! one poll; a file that does not parse, or lists no token, never replaces
+//! the table in use. A token that leaves the file (or names someone else
+//! now) ends the streams it opened ([`Credential`]), as does a client
+//! certificate reaching its notAfter.
+//!
+//! - [`tokens`]: the token table, keyed by digest, compared in constant time.
+//! - [`credential`]: what a stream selects on to end when its credential does.
 
-use std::collections::HashMap;
+mod credential;
+mod tokens;
+
+pub use credential::{Credential, Revoked};
+pub use tokens::{TokenFileError, parse_tokens};
+
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +34,12 @@ use tonic::{Request, Status};
 use tracing::{info, warn};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::metrics::Metrics;
+use tokens::TokenTable;
+
+/// How often the token file is polled for a change.
+const TOKEN_FILE_POLL: Duration = Duration::from_millis(500);
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,53 +60,20 @@ impl std::fmt::Display for Principal {
     }
 }
 
-/// Parses `cluster:<name>` / `reader:<name>`.
-fn principal(text: &str) -> Option<Principal> {
-    match text.split_once(':')? {
-        ("cluster", name) if !name.is_empty() => Some(Principal::Cluster(name.to_owned())),
-        ("reader", name) if !name.is_empty() => Some(Principal::Reader(name.to_owned())),
-        _ => None,
-    }
+/// Who called, and the credential that proved it (which the caller's
+/// streams watch, to end when it is revoked).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub credential: Credential,
 }
 
-/// Parses a token file; the error names the line.
-pub fn parse_tokens(text: &str) -> Result<HashMap<String, Principal>, String> {
-    let mut tokens = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut parts = line.split_whitespace();
-        let (Some(token), Some(who), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!(
-                "line {}: want `<token> cluster:<name>` or `<token> reader:<name>`",
-                i + 1
-            ));
-        };
-        let who = principal(who).ok_or_else(|| {
-            format!(
-                "line {}: {who:?} is not cluster:<name> or reader:<name>",
-                i + 1
-            )
-        })?;
-        if token.len() < 16 {
-            return Err(format!(
-                "line {}: tokens must be at least 16 characters",
-                i + 1
-            ));
-        }
-        tokens.insert(token.to_owned(), who);
-    }
-    Ok(tokens)
-}
-
-/// The identity a client certificate's URI SAN names.
-fn from_certificate(der: &[u8], trust_domain: &str) -> Option<Principal> {
+/// The identity a client certificate's URI SAN names, and its expiry.
+fn from_certificate(der: &[u8], trust_domain: &str) -> Option<Caller> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
     let prefix = format!("spiffe://{trust_domain}/");
-    san.value.general_names.iter().find_map(|name| match name {
+    let principal = san.value.general_names.iter().find_map(|name| match name {
         GeneralName::URI(uri) => {
             let path = uri.strip_prefix(&prefix)?;
             match path.split_once('/')? {
@@ -94,7 +83,25 @@ fn from_certificate(der: &[u8], trust_domain: &str) -> Option<Principal> {
             }
         }
         _ => None,
+    })?;
+    let not_after = cert.validity().not_after;
+    Some(Caller {
+        principal,
+        credential: Credential::certificate(not_after.timestamp(), not_after.to_string()),
     })
+}
+
+/// SHA-256 of a file's bytes: what "the token file changed" means.
+fn content_digest(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+fn read_token_file(bytes: &[u8]) -> Result<Vec<(tokens::TokenDigest, Principal)>, TokenFileError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| TokenFileError::NotUtf8)?;
+    parse_tokens(text)
 }
 
 /// The registry's authentication settings and live token table.
@@ -102,37 +109,58 @@ fn from_certificate(der: &[u8], trust_domain: &str) -> Option<Principal> {
 pub struct Auth {
     trust_domain: String,
     token_file: Option<PathBuf>,
-    tokens: ArcSwap<HashMap<String, Principal>>,
+    tokens: ArcSwap<TokenTable>,
+    /// The digest of the token file's bytes read at start.
+    loaded: Option<[u8; 32]>,
     /// mTLS or tokens configured: callers must prove who they are.
     required: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Auth {
-    /// Reads the token file (if any) once; errors name the flag.
+    /// Reads the token file (if any) once.
     pub fn new(
         trust_domain: String,
         token_file: Option<PathBuf>,
         mtls: bool,
-    ) -> Result<Self, String> {
-        let tokens = match &token_file {
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, TokenFileError> {
+        let (tokens, loaded) = match &token_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                parse_tokens(&text).map_err(|e| format!("{}: {e}", path.display()))?
+                let bytes = std::fs::read(path).map_err(TokenFileError::Read)?;
+                (read_token_file(&bytes)?, Some(content_digest(&bytes)))
             }
-            None => HashMap::new(),
+            None => (Vec::new(), None),
         };
         let required = mtls || token_file.is_some();
         Ok(Auth {
             trust_domain,
             token_file,
-            tokens: ArcSwap::from_pointee(tokens),
+            tokens: ArcSwap::from_pointee(TokenTable::new(tokens)),
+            loaded,
             required,
+            metrics,
         })
     }
 
+    /// Callers must prove who they are (mTLS or tokens configured).
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// Who holds bearer `token`, if the token file lists it.
+    pub fn bearer(&self, token: &str) -> Option<Caller> {
+        self.tokens
+            .load()
+            .lookup(token)
+            .map(|(principal, revoked)| Caller {
+                principal,
+                credential: Credential::token(revoked),
+            })
+    }
+
     /// Who sent `request`.
-    pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+    pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         if let Some(certs) = request.peer_certs()
             && let Some(first) = certs.first()
         {
@@ -149,17 +177,19 @@ impl Auth {
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim);
-            return match token.and_then(|t| self.tokens.load().get(t).cloned()) {
-                Some(p) => Ok(p),
-                None => Err(Status::unauthenticated("unknown bearer token")),
-            };
+            return token
+                .and_then(|t| self.bearer(t))
+                .ok_or_else(|| Status::unauthenticated("unknown bearer token"));
         }
         if self.required {
             Err(Status::unauthenticated(
                 "a client certificate or a bearer token is required",
             ))
         } else {
-            Ok(Principal::Anyone)
+            Ok(Caller {
+                principal: Principal::Anyone,
+                credential: Credential::default(),
+            })
         }
     }
 
@@ -184,38 +214,80 @@ impl Auth {
         }
     }
 
-    /// Re-reads the token file when it changes, until `shutdown`. A bad
-    /// new file is reported and the old table kept.
+    /// Re-reads the token file when its content changes, until `shutdown`.
+    /// New content is taken once it is the same on two polls in a row (a
+    /// file being written is not read half-way); content that does not
+    /// parse or lists no token is reported once and the old table kept.
     pub async fn follow_tokens(self: Arc<Self>, shutdown: CancellationToken) {
         let Some(path) = self.token_file.clone() else {
             return;
         };
-        let stamp = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut last: Option<SystemTime> = stamp(&path);
-        let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        let mut applied = self.loaded;
+        let mut rejected: Option<[u8; 32]> = None;
+        let mut pending: Option<[u8; 32]> = None;
+        let mut unreadable = false;
+        let mut ticker = tokio::time::interval(TOKEN_FILE_POLL);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let now = stamp(&path);
-            if now == last {
-                continue;
-            }
-            last = now;
-            match std::fs::read_to_string(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|t| parse_tokens(&t))
-            {
-                Ok(tokens) => {
-                    info!(path = %path.display(), tokens = tokens.len(), "token file reloaded");
-                    self.tokens.store(Arc::new(tokens));
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => {
+                    unreadable = false;
+                    bytes
                 }
                 Err(e) => {
-                    warn!(path = %path.display(), error = %e, "token file rejected; keeping the previous tokens")
+                    if !unreadable {
+                        unreadable = true;
+                        self.metrics.token_file_reload("rejected");
+                        warn!(path = %path.display(), error = %e, "cannot read the token file; keeping the previous tokens");
+                    }
+                    continue;
+                }
+            };
+            let digest = content_digest(&bytes);
+            if Some(digest) == applied || Some(digest) == rejected {
+                pending = None;
+                continue;
+            }
+            if pending != Some(digest) {
+                pending = Some(digest);
+                continue;
+            }
+            pending = None;
+            match read_token_file(&bytes).and_then(|tokens| {
+                if tokens.is_empty() {
+                    Err(TokenFileError::Empty)
+                } else {
+                    Ok(tokens)
+                }
+            }) {
+                Ok(tokens) => {
+                    applied = Some(digest);
+                    rejected = None;
+                    self.replace(tokens, &path);
+                }
+                Err(e) => {
+                    rejected = Some(digest);
+                    self.metrics.token_file_reload("rejected");
+                    warn!(path = %path.display(), error = %e, "token file rejected; keeping the previous tokens");
                 }
             }
         }
+    }
+
+    /// Puts `tokens` in place, then ends the streams of tokens that left.
+    fn replace(&self, tokens: Vec<(tokens::TokenDigest, Principal)>, path: &std::path::Path) {
+        let (table, revoked) = self.tokens.load().successor(tokens);
+        let count = table.len();
+        self.tokens.store(Arc::new(table));
+        for token in &revoked {
+            token.cancel();
+        }
+        self.metrics.token_file_reload("applied");
+        self.metrics.tokens_revoked(revoked.len() as u64);
+        info!(path = %path.display(), tokens = count, revoked = revoked.len(), "token file reloaded");
     }
 }
 
@@ -223,28 +295,53 @@ impl Auth {
 mod tests {
     use super::*;
 
-    #[test]
-    fn token_files() {
-        let t = parse_tokens(
-            "# fleet\nabcdefghijklmnop1 cluster:east-1\nabcdefghijklmnop2 reader:status\n",
-        )
-        .unwrap();
-        assert_eq!(t["abcdefghijklmnop1"], Principal::Cluster("east-1".into()));
-        assert_eq!(t["abcdefghijklmnop2"], Principal::Reader("status".into()));
-        assert!(
-            parse_tokens("short cluster:x")
-                .unwrap_err()
-                .contains("line 1")
-        );
-        assert!(
-            parse_tokens("abcdefghijklmnop1 admin:x")
-                .unwrap_err()
-                .contains("line 1")
-        );
-        assert!(
-            parse_tokens("abcdefghijklmnop1")
-                .unwrap_err()
-                .contains("line 1")
-        );
+    const EAST: &str = "east1-token-0123456789abcdef";
+    const WEST: &str = "west1-token-0123456789abcdef";
+
+    fn who(auth: &Auth, token: &str) -> Option<Principal> {
+        auth.bearer(token).map(|c| c.principal)
+    }
+
+    /// Waits (a few polls at most) for `check` to hold.
+    async fn soon(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..100 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn reloads_follow_content_and_keep_a_good_table() {
+        let dir = std::env::temp_dir().join(format!("meshdns-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens");
+        std::fs::write(&path, format!("{EAST} cluster:east-1\n")).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let auth =
+            Arc::new(Auth::new("meshdns".into(), Some(path.clone()), false, metrics).unwrap());
+        let stop = CancellationToken::new();
+        tokio::spawn(auth.clone().follow_tokens(stop.clone()));
+        let east = auth.bearer(EAST).unwrap().credential;
+        // Garbage, then an empty file: the table stays, the stream too.
+        for bad in ["garbage\n", "", "# nothing\n"] {
+            std::fs::write(&path, bad).unwrap();
+            tokio::time::sleep(TOKEN_FILE_POLL * 4).await;
+            assert_eq!(
+                who(&auth, EAST),
+                Some(Principal::Cluster("east-1".into())),
+                "{bad:?}"
+            );
+        }
+        // Same length, different content: taken.
+        std::fs::write(&path, format!("{WEST} cluster:east-1\n")).unwrap();
+        soon("west's token", || who(&auth, WEST).is_some()).await;
+        assert_eq!(who(&auth, EAST), None);
+        let revoked = tokio::time::timeout(Duration::from_secs(1), east.revoked()).await;
+        assert_eq!(revoked, Ok(Revoked::Token));
+        stop.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -165,6 +165,26 @@ pub struct ServeArgs {
     /// Serve gRPC without TLS. Only for loopback or a network you trust.
     #[arg(long = "insecure", env = "MESHDNS_INSECURE")]
     pub insecure: bool,
+    /// HTTP/2 PING interval on gRPC connections (and TCP keepalive): a peer that does not answer within --grpc-keepalive-timeout is dropped.
+    #[arg(long = "grpc-keepalive", env = "MESHDNS_GRPC_KEEPALIVE", default_value = "10s", value_parser = parse_duration)]
+    pub grpc_keepalive: Duration,
+    /// How long a gRPC peer has to answer an HTTP/2 PING before its connection is closed.
+    #[arg(long = "grpc-keepalive-timeout", env = "MESHDNS_GRPC_KEEPALIVE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub grpc_keepalive_timeout: Duration,
+    /// On SIGTERM, exit within this long whatever clients do: half of it to drain connections, the rest to save --state-file.
+    #[arg(long = "shutdown-timeout", env = "MESHDNS_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// gRPC connection liveness and shutdown bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// `--grpc-keepalive`.
+    pub grpc_keepalive: Duration,
+    /// `--grpc-keepalive-timeout`.
+    pub grpc_keepalive_timeout: Duration,
+    /// `--shutdown-timeout`.
+    pub shutdown_timeout: Duration,
 }
 
 /// Limits that protect the registry and DNS from floods; going over one
@@ -214,6 +234,7 @@ pub struct ServeConfig {
     pub limits: Limits,
     pub liveness: Liveness,
     pub insecure: bool,
+    pub lifetimes: Lifetimes,
 }
 
 fn seconds(flag: &'static str, value: Duration) -> Result<u32, Error> {
@@ -384,6 +405,18 @@ impl ServeArgs {
                 problem: "must be more than 0".into(),
             });
         }
+        for (flag, value) in [
+            ("--grpc-keepalive", self.grpc_keepalive),
+            ("--grpc-keepalive-timeout", self.grpc_keepalive_timeout),
+            ("--shutdown-timeout", self.shutdown_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(Error::Config {
+                    flag,
+                    problem: "must be at least 100ms".into(),
+                });
+            }
+        }
         if self.min_healthy == 0 {
             return Err(Error::Config {
                 flag: "--min-healthy",
@@ -452,6 +485,11 @@ impl ServeArgs {
                 stale_grace: self.stale_grace,
             },
             insecure: self.insecure,
+            lifetimes: Lifetimes {
+                grpc_keepalive: self.grpc_keepalive,
+                grpc_keepalive_timeout: self.grpc_keepalive_timeout,
+                shutdown_timeout: self.shutdown_timeout,
+            },
         })
     }
 }

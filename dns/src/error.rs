@@ -40,6 +40,10 @@ pub enum Error {
     /// The fleet file does not let this cluster export (or claim this).
     #[error("{0}")]
     NotAllowed(String),
+    /// The stream's credential was revoked or expired; not retryable
+    /// with the same credential.
+    #[error(transparent)]
+    Revoked(#[from] crate::auth::Revoked),
     /// The server is shutting down; the client should reconnect elsewhere or later.
     #[error("the registry is shutting down")]
     ShuttingDown,
@@ -66,6 +70,7 @@ impl From<Error> for tonic::Status {
             Error::NotAllowed(_) => tonic::Status::permission_denied(message),
             Error::Superseded(_) => tonic::Status::aborted(message),
             Error::ShuttingDown => tonic::Status::unavailable(message),
+            Error::Revoked(revoked) => revoked.into(),
             Error::MessageTooLarge(_) => tonic::Status::resource_exhausted(message),
             Error::Bind { .. } | Error::Serve { .. } => tonic::Status::internal(message),
         }

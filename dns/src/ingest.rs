@@ -15,7 +15,7 @@ use tracing::warn;
 
 use std::sync::atomic::AtomicUsize;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Caller, Credential};
 use crate::config::Limits;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
@@ -76,12 +76,17 @@ impl Ingest {
         &self.export.registry
     }
 
-    fn read_access<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let who = self.export.auth.authenticate(request)?;
+    /// The reader's credential, which its streams watch.
+    fn read_access<T>(&self, request: &Request<T>) -> Result<Credential, Status> {
+        let Caller {
+            principal: who,
+            credential,
+        } = self.export.auth.authenticate(request)?;
         self.export
             .auth
             .may_read(&who)
-            .inspect_err(|_| warn!(caller = %who, "refused a read without a reader credential"))
+            .inspect_err(|_| warn!(caller = %who, "refused a read without a reader credential"))?;
+        Ok(credential)
     }
 
     /// Marks this replica a follower of `upstream`: it refuses exports.
@@ -112,7 +117,10 @@ impl wire::registry_server::Registry for Ingest {
                 "this replica follows {upstream}; export to that registry instead"
             )));
         }
-        let who = self.export.auth.authenticate(&request)?;
+        let Caller {
+            principal: who,
+            credential,
+        } = self.export.auth.authenticate(&request)?;
         let limits = &self.export.limits;
         let pending = export::Slot::take(&self.pending, limits.max_pending_hellos).ok_or_else(|| {
             self.export.metrics.export_event("over_limit");
@@ -129,6 +137,7 @@ impl wire::registry_server::Registry for Ingest {
         tokio::spawn(export::export_stream(
             self.export.clone(),
             who,
+            credential,
             pending,
             self.streams.clone(),
             request.into_inner(),
@@ -141,10 +150,12 @@ impl wire::registry_server::Registry for Ingest {
         &self,
         request: Request<wire::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.read_access(&request)?;
+        let credential = self.read_access(&request)?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(watch::watch_stream(
             self.registry().clone(),
+            self.export.metrics.clone(),
+            credential,
             self.export.shutdown.clone(),
             tx,
         ));

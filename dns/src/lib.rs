@@ -54,7 +54,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use error::Error;
 
@@ -114,6 +114,25 @@ impl Listeners {
             admin: bind_tcp(admin, "--admin-listen").await?,
         })
     }
+}
+
+/// The gRPC listener's connections, with TCP keepalive on each (a second
+/// line behind HTTP/2 PINGs, for a peer whose HTTP/2 stack hangs).
+fn with_tcp_keepalive(
+    listener: TcpListener,
+    idle: Duration,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(idle);
+    TcpListenerStream::new(listener).map(move |accepted| {
+        let stream = accepted?;
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(error = %e, "cannot set tcp keepalive on a grpc connection");
+        }
+        Ok(stream)
+    })
 }
 
 /// Marks silent clusters stale and purges them, often enough that a
@@ -216,27 +235,32 @@ pub async fn serve(
             tasks.spawn(sweep(registry.clone(), config.liveness, shutdown.clone()));
         }
     }
+    let auth = Arc::new(
+        auth::Auth::new(
+            config.trust_domain.clone(),
+            config.token_file.clone(),
+            config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            metrics.clone(),
+        )
+        .map_err(|e| Error::Config {
+            flag: "--token-file",
+            problem: match &config.token_file {
+                Some(path) => format!("{}: {e}", path.display()),
+                None => e.to_string(),
+            },
+        })?,
+    );
+    tasks.spawn(auth.clone().follow_tokens(shutdown.clone()));
     let admin_state = admin::AdminState {
         ready: ready.clone(),
         wait_for_data: config.ready_wait_data,
         registry: registry.clone(),
         zone: zone.clone(),
         metrics: metrics.clone(),
+        auth: auth.clone(),
     };
     let admin = tokio::spawn(admin::serve(listeners.admin, admin_state, shutdown.clone()));
     info!(addr = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = config.tls.is_some(), "grpc registry listening");
-    let auth = Arc::new(
-        auth::Auth::new(
-            config.trust_domain.clone(),
-            config.token_file.clone(),
-            config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
-        )
-        .map_err(|problem| Error::Config {
-            flag: "--token-file",
-            problem,
-        })?,
-    );
-    tasks.spawn(auth.clone().follow_tokens(shutdown.clone()));
     let fleet = Arc::new(
         fleet::Fleet::load(config.clusters.clone()).map_err(|problem| Error::Config {
             flag: "--clusters",
@@ -244,7 +268,12 @@ pub async fn serve(
         })?,
     );
     tasks.spawn(fleet.clone().follow(shutdown.clone()));
-    let mut builder = tonic::transport::Server::builder();
+    let lifetimes = config.lifetimes;
+    // A peer that stops answering PINGs (frozen, partitioned, its host
+    // gone) is dropped in keepalive + timeout, and its stream ends.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(lifetimes.grpc_keepalive))
+        .http2_keepalive_timeout(Some(lifetimes.grpc_keepalive_timeout));
     if let Some(pem) = &config.tls {
         let identity = tonic::transport::Identity::from_pem(&pem.cert, &pem.key);
         let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
@@ -273,7 +302,7 @@ pub async fn serve(
             .into_server(),
         )
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.grpc),
+            with_tcp_keepalive(listeners.grpc, lifetimes.grpc_keepalive),
             shutdown.clone().cancelled_owned(),
         );
     ready.set(true);
@@ -284,20 +313,46 @@ pub async fn serve(
         stopping.cancelled().await;
         unready.set(false);
     });
-    let result = grpc.await;
+    let mut grpc = std::pin::pin!(grpc);
+    let stopped_alone = tokio::select! {
+        result = &mut grpc => Some(result),
+        _ = shutdown.cancelled() => None,
+    };
     ready.set(false);
+    // From here everything is bounded by --shutdown-timeout: the first
+    // half drains connections and tasks, the rest saves the state file.
+    let deadline = tokio::time::Instant::now() + lifetimes.shutdown_timeout;
+    let drained_by = deadline - lifetimes.shutdown_timeout / 2;
     // If gRPC stopped on its own, stop the rest with it.
     shutdown.cancel();
-    // Streams were told to end; give stragglers a bounded time.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    let result = match stopped_alone {
+        Some(result) => result,
+        // tonic waits for every connection to close; a client that keeps
+        // its stream open (one that never sent Hello, say) must not keep
+        // the process alive. Its connection dies with the process.
+        None => match tokio::time::timeout_at(drained_by, &mut grpc).await {
+            Ok(result) => result,
+            Err(_) => {
+                warn!(
+                    timeout = ?lifetimes.shutdown_timeout,
+                    "grpc connections still open at the --shutdown-timeout drain deadline; leaving them"
+                );
+                Ok(())
+            }
+        },
+    };
+    // Streams were told to end; stragglers get what is left of the drain.
+    let _ = tokio::time::timeout_at(drained_by, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), admin).await;
+    let _ = tokio::time::timeout_at(drained_by, admin).await;
     // Last: persist what the registry knows.
     if let Some((task, token)) = saver {
         token.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            warn!(timeout = ?lifetimes.shutdown_timeout, "the state file was not saved within --shutdown-timeout");
+        }
     }
     result.map_err(|e| Error::Serve {
         what: "grpc server",

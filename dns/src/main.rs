@@ -63,7 +63,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run()) {
+    let result = runtime.block_on(run());
+    // `serve` returns within --shutdown-timeout; connections it left open
+    // (clients that never said goodbye) and blocked reads must not hold
+    // the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshdns: error: {e:#}");

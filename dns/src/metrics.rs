@@ -154,6 +154,16 @@ pub struct Metrics {
     services: Gauge,
     endpoints: Gauge,
     export_streams: Gauge,
+    // Credentials (auth.rs, admin.rs).
+    token_file_reloads: Family<ResultLabels, Counter>,
+    tokens_revoked: Counter,
+    streams_revoked: Counter,
+    admin_denied: Family<ResultLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 /// What the answer path reports about one reply.
@@ -251,8 +261,36 @@ impl Metrics {
             "Export streams open now",
             export_streams.clone(),
         );
+        let token_file_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "token_file_reloads",
+            "Token file contents read after a change: applied, or rejected (unreadable, unparsable or empty; the previous tokens kept)",
+            token_file_reloads.clone(),
+        );
+        let tokens_revoked = Counter::default();
+        registry.register(
+            "tokens_revoked",
+            "Bearer tokens revoked by a token file reload (removed, or naming another principal)",
+            tokens_revoked.clone(),
+        );
+        let streams_revoked = Counter::default();
+        registry.register(
+            "streams_revoked",
+            "Export and Watch streams ended because their credential was revoked or expired",
+            streams_revoked.clone(),
+        );
+        let admin_denied = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "admin_debug_denied",
+            "/debug requests refused: unauthenticated (no or unknown token) or forbidden (not a reader)",
+            admin_denied.clone(),
+        );
         Metrics {
             registry,
+            token_file_reloads,
+            tokens_revoked,
+            streams_revoked,
+            admin_denied,
             queries,
             latency,
             stale_answers,
@@ -292,6 +330,29 @@ impl Metrics {
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             })
+            .inc();
+    }
+
+    /// A token file reload: `applied` or `rejected`.
+    pub fn token_file_reload(&self, result: &'static str) {
+        self.token_file_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn tokens_revoked(&self, count: u64) {
+        self.tokens_revoked.inc_by(count);
+    }
+
+    /// A stream ended because its credential was revoked or expired.
+    pub fn stream_revoked(&self) {
+        self.streams_revoked.inc();
+    }
+
+    /// A refused `/debug` request: `unauthenticated` or `forbidden`.
+    pub fn admin_denied(&self, result: &'static str) {
+        self.admin_denied
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 

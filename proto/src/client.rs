@@ -12,6 +12,14 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::wire::registry_client::RegistryClient;
 
+/// HTTP/2 PING interval on a registry connection, idle or not: a
+/// registry that stops answering (frozen, partitioned) is noticed in
+/// `KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT` and the client reconnects.
+/// The same as `meshdns serve`'s `--grpc-keepalive` default.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the registry has to answer a PING.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How a client proves who it is and checks the registry.
 #[derive(Debug, Clone, Default)]
 pub struct ClientAuth {
@@ -91,8 +99,10 @@ impl ClientAuth {
             .map_err(|e| format!("{url}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .tcp_keepalive(Some(KEEPALIVE_INTERVAL));
         if url.starts_with("https://") {
             let mut tls = ClientTlsConfig::new();
             if let Some(ca) = &self.ca {

@@ -13,7 +13,7 @@ use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::validate::{Checked, Refused, log_line, over_limit, removals, summarize};
-use crate::auth::{Auth, Principal};
+use crate::auth::{Auth, Credential, Principal};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::fleet::{ClusterRules, Fleet};
@@ -295,6 +295,7 @@ impl Drop for Slot {
 pub(super) async fn export_stream(
     cx: Arc<Context>,
     who: Principal,
+    credential: Credential,
     pending: Slot,
     streams: Arc<std::sync::atomic::AtomicUsize>,
     mut requests: Streaming<wire::ExportRequest>,
@@ -392,6 +393,10 @@ pub(super) async fn export_stream(
                 break Some(Error::Superseded(stream.session.cluster.to_string()));
             }
             _ = cx.shutdown.cancelled() => break Some(Error::ShuttingDown),
+            revoked = credential.revoked() => {
+                metrics.stream_revoked();
+                break Some(Error::Revoked(revoked));
+            }
             request = requests.message() => request,
         };
         match request {

@@ -8,7 +8,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::auth::Credential;
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::registry::{Change, ClusterStatus, FullState, Registry};
 
 pub(super) fn cluster_info(status: &ClusterStatus) -> wire::ClusterInfo {
@@ -73,6 +75,8 @@ fn change(change: &Change) -> wire::WatchEvent {
 
 pub(super) async fn watch_stream(
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    credential: Credential,
     shutdown: CancellationToken,
     events: mpsc::Sender<Result<wire::WatchEvent, Status>>,
 ) {
@@ -85,6 +89,11 @@ pub(super) async fn watch_stream(
             _ = events.closed() => return,
             _ = shutdown.cancelled() => {
                 let _ = events.send(Err(Error::ShuttingDown.into())).await;
+                return;
+            }
+            revoked = credential.revoked() => {
+                metrics.stream_revoked();
+                let _ = events.send(Err(revoked.into())).await;
                 return;
             }
             received = changes.recv() => match received {
