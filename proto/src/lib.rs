@@ -14,6 +14,7 @@
 //! - [`client`]: connecting to a registry: TLS, mTLS, bearer token.
 //! - [`codec`]: the generated services' codec: prost with small starting
 //!   buffers, for registries holding a thousand idle streams.
+//! - [`parts`]: splitting a message's items into parts under a byte budget.
 //! - [`error`]: [`InvalidField`], the one error type of this crate.
 //!
 //! **Invariant:** a value of a model type is valid: names are RFC 1123
@@ -25,6 +26,7 @@ pub mod convert;
 pub mod duration;
 pub mod error;
 pub mod model;
+pub mod parts;
 
 /// Generated protocol code (package `meshdns.v1`).
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]
