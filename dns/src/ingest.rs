@@ -22,7 +22,7 @@ mod export;
 mod validate;
 mod watch;
 
-pub use watch::full_state;
+pub use watch::{PART_BYTES, full_state};
 
 /// The tonic service over a shared [`Registry`].
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct Ingest {
     limits: Limits,
     /// Export streams open now, against `--max-export-streams`.
     streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// Watch streams open now, against `--max-watch-streams`.
+    watch_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// Ends every open stream when the server shuts down.
     shutdown: CancellationToken,
     /// On a follower, the upstream it mirrors: exports go there.
@@ -53,6 +55,7 @@ impl Ingest {
             auth,
             limits,
             streams: Arc::default(),
+            watch_streams: Arc::default(),
             shutdown,
             following: None,
         }
@@ -149,13 +152,26 @@ impl wire::registry_server::Registry for Ingest {
         request: Request<wire::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.read_access(&request)?;
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(watch::watch_stream(
+        // Only an authorized reader takes a slot.
+        let max = self.limits.max_watch_streams;
+        let slot = StreamSlot::take(&self.watch_streams, max).ok_or_else(|| {
+            self.metrics.watch_event("over_limit");
+            warn!(
+                limit = max,
+                "watch stream refused: --max-watch-streams reached"
+            );
+            Status::resource_exhausted(format!(
+                "the registry has {max} watch streams open, the --max-watch-streams limit"
+            ))
+        })?;
+        let events = watch::start(
             self.registry.clone(),
+            self.metrics.clone(),
+            self.limits.watch_stall_timeout,
             self.shutdown.clone(),
-            tx,
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            move || drop(slot),
+        );
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn list_clusters(
