@@ -254,7 +254,6 @@ async fn a_cluster_far_over_one_message_exports_through_the_real_syncer() {
     let file = big_cluster_file(&dir, 300, 200);
     let (stop, task) = syncer(&file, &server.grpc_url(), &["--heartbeat", "1s"]);
     let started = Instant::now();
-    let mut last = Vec::new();
     let clusters = loop {
         let clusters = server.clusters().await;
         let whole =
@@ -262,7 +261,7 @@ async fn a_cluster_far_over_one_message_exports_through_the_real_syncer() {
         if clusters.iter().any(whole) {
             break clusters;
         }
-        last = clusters
+        let last: Vec<_> = clusters
             .iter()
             .map(|c| (c.name.clone(), c.services, c.endpoints))
             .collect();
@@ -272,7 +271,6 @@ async fn a_cluster_far_over_one_message_exports_through_the_real_syncer() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let _ = last;
     println!("60,000 endpoints exported in {:?}", started.elapsed());
     assert_eq!(clusters.len(), 1);
     // Its wire size, as one message, would be far over the limit.
