@@ -154,7 +154,14 @@ async fn a_follower_of_a_registry_far_over_4_mib_syncs_completely() {
         bytes as f64 / MIB as f64
     );
     assert!(bytes > 2 * 4 * MIB, "far over one 4 MiB message: {bytes}");
-    let follower = TestServer::start(&["--follow", &upstream.grpc_url()]).await;
+    // The follower takes messages up to the hub's default limit (4 MiB).
+    let follower = TestServer::start(&[
+        "--follow",
+        &upstream.grpc_url(),
+        "--max-grpc-message-bytes",
+        "4194304",
+    ])
+    .await;
     let want = cluster_table(upstream.grpc_url()).await.unwrap();
     assert_eq!(want.len(), 40);
     assert!(want.values().all(|(s, e, _)| (*s, *e) == (50, 5000)));
