@@ -133,7 +133,7 @@ fn benches(c: &mut Criterion) {
             let update = export(42, 3, fleet.endpoints, version);
             fleet
                 .registry
-                .apply_delta(&fleet.sessions[42], vec![update], vec![])
+                .apply_delta(&fleet.sessions[42], vec![update], Default::default())
                 .expect("applied");
         })
     });

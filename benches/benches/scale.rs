@@ -90,7 +90,7 @@ fn main() {
         let t = Instant::now();
         fleet
             .registry
-            .apply_delta(&fleet.sessions[c], vec![update], vec![])
+            .apply_delta(&fleet.sessions[c], vec![update], Default::default())
             .expect("applied");
         delta_times.push(t.elapsed());
     }

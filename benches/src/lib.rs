@@ -96,7 +96,7 @@ impl Fleet {
                 ],
                 version: "bench".into(),
             };
-            let session = registry.hello(cluster);
+            let (session, _) = registry.hello(cluster, usize::MAX);
             let set = (0..services).map(|s| export(c, s, endpoints, 0)).collect();
             registry
                 .apply_snapshot(&session, set, &Default::default())

@@ -106,9 +106,22 @@ pub struct ServeArgs {
     /// A Watch reader that leaves its Reset (or a later part) unread this long is cut off with RESOURCE_EXHAUSTED.
     #[arg(long = "watch-stall-timeout", env = "MESHDNS_WATCH_STALL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub watch_stall_timeout: Duration,
-    /// Largest gRPC message accepted, in bytes.
-    #[arg(long = "max-grpc-message-bytes", env = "MESHDNS_MAX_GRPC_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    /// Largest gRPC message accepted, in bytes (syncers split bigger Snapshots into parts). Before a stream's Hello is authorized, 32 KiB.
+    #[arg(long = "max-grpc-message-bytes", env = "MESHDNS_MAX_GRPC_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_grpc_message_bytes: usize,
+    /// An Export stream must send its Hello within this long, or it is closed.
+    #[arg(long = "hello-timeout", env = "MESHDNS_HELLO_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub hello_timeout: Duration,
+    /// Most Export streams open at once that have not yet had their Hello authorized (they hold no --max-export-streams slot).
+    #[arg(
+        long = "max-pending-hellos",
+        env = "MESHDNS_MAX_PENDING_HELLOS",
+        default_value_t = 1_024
+    )]
+    pub max_pending_hellos: usize,
+    /// Fleet file (YAML): per cluster, the client CIDRs, endpoint CIDRs and namespaces it may claim and its services limit; clusters not named may not export. Re-read on change; a bad file keeps the last good one.
+    #[arg(long = "clusters", env = "MESHDNS_CLUSTERS")]
+    pub clusters: Option<std::path::PathBuf>,
     /// Most DNS-over-TCP connections open at once; more wait to be accepted.
     #[arg(
         long = "max-tcp-connections",
@@ -176,6 +189,10 @@ pub struct Limits {
     /// `--watch-stall-timeout`: longest a Watch part waits to be read.
     pub watch_stall_timeout: Duration,
     pub max_grpc_message_bytes: usize,
+    /// An Export stream's Hello must arrive within this long.
+    pub hello_timeout: Duration,
+    /// Export streams waiting for their Hello, at most.
+    pub max_pending_hellos: usize,
     pub max_tcp_connections: usize,
     pub tcp_idle_timeout: Duration,
 }
@@ -206,6 +223,8 @@ pub struct ServeConfig {
     pub state_file: Option<std::path::PathBuf>,
     /// /readyz waits for data.
     pub ready_wait_data: bool,
+    /// The fleet file (`--clusters`): what each cluster may claim.
+    pub clusters: Option<std::path::PathBuf>,
     pub limits: Limits,
     pub liveness: Liveness,
     pub insecure: bool,
@@ -364,6 +383,7 @@ impl ServeArgs {
             ("--max-export-streams", self.max_export_streams),
             ("--max-watch-streams", self.max_watch_streams),
             ("--max-grpc-message-bytes", self.max_grpc_message_bytes),
+            ("--max-pending-hellos", self.max_pending_hellos),
             ("--max-tcp-connections", self.max_tcp_connections),
         ] {
             if value == 0 {
@@ -377,6 +397,12 @@ impl ServeArgs {
             return Err(Error::Config {
                 flag: "--watch-stall-timeout",
                 problem: "must be at least 100ms".into(),
+            });
+        }
+        if self.hello_timeout.is_zero() {
+            return Err(Error::Config {
+                flag: "--hello-timeout",
+                problem: "must be more than 0".into(),
             });
         }
         if self.min_healthy == 0 {
@@ -431,6 +457,7 @@ impl ServeArgs {
             state_file: self.state_file.clone(),
             follow_auth: self.upstream_auth(),
             ready_wait_data: self.ready_wait_data,
+            clusters: self.clusters.clone(),
             limits: Limits {
                 max_services_per_cluster: self.max_services_per_cluster,
                 max_endpoints_per_service: self.max_endpoints_per_service,
@@ -438,6 +465,8 @@ impl ServeArgs {
                 max_watch_streams: self.max_watch_streams,
                 watch_stall_timeout: self.watch_stall_timeout,
                 max_grpc_message_bytes: self.max_grpc_message_bytes,
+                hello_timeout: self.hello_timeout,
+                max_pending_hellos: self.max_pending_hellos,
                 max_tcp_connections: self.max_tcp_connections,
                 tcp_idle_timeout: self.tcp_idle_timeout,
             },

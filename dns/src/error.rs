@@ -31,6 +31,15 @@ pub enum Error {
     /// A message over `--max-grpc-message-bytes`; the stream ends.
     #[error("a message over the --max-grpc-message-bytes limit: {0}")]
     MessageTooLarge(String),
+    /// No Hello within `--hello-timeout`.
+    #[error("no Hello within --hello-timeout ({0:?})")]
+    HelloTimeout(std::time::Duration),
+    /// A Delta before the stream's first (whole) Snapshot, or during one.
+    #[error("{0}")]
+    OutOfOrder(&'static str),
+    /// The fleet file does not let this cluster export (or claim this).
+    #[error("{0}")]
+    NotAllowed(String),
     /// The server is shutting down; the client should reconnect elsewhere or later.
     #[error("the registry is shutting down")]
     ShuttingDown,
@@ -50,7 +59,11 @@ impl From<Error> for tonic::Status {
             Error::Config { .. } | Error::InvalidHello(_) => {
                 tonic::Status::invalid_argument(message)
             }
-            Error::HelloFirst | Error::SecondHello => tonic::Status::failed_precondition(message),
+            Error::HelloFirst | Error::SecondHello | Error::OutOfOrder(_) => {
+                tonic::Status::failed_precondition(message)
+            }
+            Error::HelloTimeout(_) => tonic::Status::deadline_exceeded(message),
+            Error::NotAllowed(_) => tonic::Status::permission_denied(message),
             Error::Superseded(_) => tonic::Status::aborted(message),
             Error::ShuttingDown => tonic::Status::unavailable(message),
             Error::MessageTooLarge(_) => tonic::Status::resource_exhausted(message),

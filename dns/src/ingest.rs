@@ -13,8 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
+use std::sync::atomic::AtomicUsize;
+
 use crate::auth::Auth;
 use crate::config::Limits;
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
@@ -25,20 +28,27 @@ mod watch;
 pub use watch::{PART_BYTES, full_state};
 
 /// The tonic service over a shared [`Registry`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Ingest {
-    registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
-    auth: Arc<Auth>,
-    limits: Limits,
-    /// Export streams open now, against `--max-export-streams`.
-    streams: Arc<std::sync::atomic::AtomicUsize>,
+    export: Arc<export::Context>,
+    /// Export streams with an authorized Hello, against `--max-export-streams`.
+    streams: Arc<AtomicUsize>,
+    /// Export streams waiting for their Hello, against `--max-pending-hellos`.
+    pending: Arc<AtomicUsize>,
     /// Watch streams open now, against `--max-watch-streams`.
-    watch_streams: Arc<std::sync::atomic::AtomicUsize>,
-    /// Ends every open stream when the server shuts down.
-    shutdown: CancellationToken,
+    watch_streams: Arc<AtomicUsize>,
     /// On a follower, the upstream it mirrors: exports go there.
     following: Option<String>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("streams", &self.streams)
+            .field("pending", &self.pending)
+            .field("watch_streams", &self.watch_streams)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ingest {
@@ -46,24 +56,34 @@ impl Ingest {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         auth: Arc<Auth>,
+        fleet: Arc<Fleet>,
         limits: Limits,
         shutdown: CancellationToken,
     ) -> Self {
         Ingest {
-            registry,
-            metrics,
-            auth,
-            limits,
+            export: Arc::new(export::Context {
+                registry,
+                metrics,
+                limits,
+                auth,
+                fleet,
+                shutdown,
+            }),
             streams: Arc::default(),
+            pending: Arc::default(),
             watch_streams: Arc::default(),
-            shutdown,
             following: None,
         }
     }
 
+    fn registry(&self) -> &Arc<Registry> {
+        &self.export.registry
+    }
+
     fn read_access<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let who = self.auth.authenticate(request)?;
-        self.auth
+        let who = self.export.auth.authenticate(request)?;
+        self.export
+            .auth
             .may_read(&who)
             .inspect_err(|_| warn!(caller = %who, "refused a read without a reader credential"))
     }
@@ -75,29 +95,8 @@ impl Ingest {
     }
 
     pub fn into_server(self) -> wire::registry_server::RegistryServer<Self> {
-        let max = self.limits.max_grpc_message_bytes;
+        let max = self.export.limits.max_grpc_message_bytes;
         wire::registry_server::RegistryServer::new(self).max_decoding_message_size(max)
-    }
-}
-
-/// One of the `--max-export-streams` slots, given back on drop.
-struct StreamSlot(Arc<std::sync::atomic::AtomicUsize>);
-
-impl StreamSlot {
-    fn take(count: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
-        use std::sync::atomic::Ordering;
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| StreamSlot(count.clone()))
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -117,33 +116,28 @@ impl wire::registry_server::Registry for Ingest {
                 "this replica follows {upstream}; export to that registry instead"
             )));
         }
-        let who = self.auth.authenticate(&request)?;
-        let guard =
-            StreamSlot::take(&self.streams, self.limits.max_export_streams).ok_or_else(|| {
-                self.metrics.export_event("over_limit");
-                warn!(
-                    limit = self.limits.max_export_streams,
-                    "export stream refused: --max-export-streams reached"
-                );
-                Status::resource_exhausted(format!(
-                    "the registry has {} export streams open, the --max-export-streams limit",
-                    self.limits.max_export_streams
-                ))
-            })?;
+        let who = self.export.auth.authenticate(&request)?;
+        let limits = &self.export.limits;
+        let pending = export::Slot::take(&self.pending, limits.max_pending_hellos).ok_or_else(|| {
+            self.export.metrics.export_event("over_limit");
+            warn!(
+                limit = limits.max_pending_hellos,
+                "export stream refused: --max-pending-hellos reached"
+            );
+            Status::resource_exhausted(format!(
+                "the registry has {} export streams waiting for their Hello, the --max-pending-hellos limit",
+                limits.max_pending_hellos
+            ))
+        })?;
         let (tx, rx) = mpsc::channel(64);
-        let stream = export::export_stream(
-            self.registry.clone(),
-            self.metrics.clone(),
-            self.limits,
-            (self.auth.clone(), who),
-            self.shutdown.clone(),
+        tokio::spawn(export::export_stream(
+            self.export.clone(),
+            who,
+            pending,
+            self.streams.clone(),
             request.into_inner(),
             tx,
-        );
-        tokio::spawn(async move {
-            stream.await;
-            drop(guard);
-        });
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -153,9 +147,9 @@ impl wire::registry_server::Registry for Ingest {
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.read_access(&request)?;
         // Only an authorized reader takes a slot.
-        let max = self.limits.max_watch_streams;
-        let slot = StreamSlot::take(&self.watch_streams, max).ok_or_else(|| {
-            self.metrics.watch_event("over_limit");
+        let max = self.export.limits.max_watch_streams;
+        let slot = export::Slot::take(&self.watch_streams, max).ok_or_else(|| {
+            self.export.metrics.watch_event("over_limit");
             warn!(
                 limit = max,
                 "watch stream refused: --max-watch-streams reached"
@@ -165,10 +159,10 @@ impl wire::registry_server::Registry for Ingest {
             ))
         })?;
         let events = watch::start(
-            self.registry.clone(),
-            self.metrics.clone(),
-            self.limits.watch_stall_timeout,
-            self.shutdown.clone(),
+            self.registry().clone(),
+            self.export.metrics.clone(),
+            self.export.limits.watch_stall_timeout,
+            self.export.shutdown.clone(),
             move || drop(slot),
         );
         Ok(Response::new(Box::pin(events)))
@@ -180,7 +174,7 @@ impl wire::registry_server::Registry for Ingest {
     ) -> Result<Response<wire::ListClustersResponse>, Status> {
         self.read_access(&request)?;
         let clusters = self
-            .registry
+            .registry()
             .clusters()
             .iter()
             .map(watch::cluster_info)
@@ -201,7 +195,7 @@ impl wire::registry_server::Registry for Ingest {
         let key =
             ServiceKey::try_from(key).map_err(|e| Status::invalid_argument(format!("key.{e}")))?;
         let exports = self
-            .registry
+            .registry()
             .service(&key)
             .into_iter()
             .map(|(cluster, service)| wire::ClusterService {

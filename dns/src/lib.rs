@@ -6,6 +6,7 @@
 //! - [`config`]: `meshdns serve` flags, checked into a [`config::ServeConfig`].
 //! - [`auth`]: who is calling: mTLS SPIFFE identities, bearer tokens.
 //! - [`ingest`]: the gRPC `Registry` service: wire -> model -> registry.
+//! - [`fleet`]: `--clusters`: what each cluster may claim (CIDRs, namespaces, limits).
 //! - [`follow`]: `serve --follow`: mirror another registry through Watch.
 //! - [`registry`]: the writer side; publishes [`snapshot::Snapshot`]s.
 //! - [`snapshot`]: the immutable read side, shaped for answering.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fast;
+pub mod fleet;
 pub mod follow;
 pub mod ingest;
 pub mod locality;
@@ -236,6 +238,13 @@ pub async fn serve(
         })?,
     );
     tasks.spawn(auth.clone().follow_tokens(shutdown.clone()));
+    let fleet = Arc::new(
+        fleet::Fleet::load(config.clusters.clone()).map_err(|problem| Error::Config {
+            flag: "--clusters",
+            problem,
+        })?,
+    );
+    tasks.spawn(fleet.clone().follow(shutdown.clone()));
     let mut builder = tonic::transport::Server::builder();
     if let Some(pem) = &config.tls {
         let identity = tonic::transport::Identity::from_pem(&pem.cert, &pem.key);
@@ -257,6 +266,7 @@ pub async fn serve(
                 registry.clone(),
                 metrics.clone(),
                 auth.clone(),
+                fleet,
                 config.limits,
                 shutdown.clone(),
             )

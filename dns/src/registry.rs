@@ -27,8 +27,11 @@ use crate::locality::{ClusterId, Locality, Place};
 use crate::metrics::Metrics;
 use crate::snapshot::{ExportInput, PartChange, ServiceView, Snapshot};
 
+mod claims;
 mod mirror;
 mod reaper;
+
+use claims::Claims;
 
 pub use mirror::MirroredCluster;
 use reaper::Reaper;
@@ -57,6 +60,8 @@ pub struct ClusterStatus {
     pub stale: bool,
     pub services: usize,
     pub endpoints: usize,
+    /// Client CIDRs the cluster announced that another cluster holds.
+    pub refused_cidrs: Vec<String>,
 }
 
 /// The registry's whole state at one moment, as Watch's Reset carries it.
@@ -89,6 +94,12 @@ struct ClusterEntry {
     /// On a follower: whether the upstream registry has a stream from the
     /// cluster (the follower has none of its own).
     upstream_connected: Option<bool>,
+    /// The open stream has not yet had a Snapshot accepted: until it has,
+    /// its messages do not count as signs of life.
+    awaiting_snapshot: bool,
+    /// Announced client CIDRs refused because another cluster holds an
+    /// overlapping one: (what was announced, why).
+    refused_cidrs: Vec<String>,
 }
 
 impl ClusterEntry {
@@ -96,7 +107,7 @@ impl ClusterEntry {
     fn apply_delta(
         &mut self,
         upserts: Vec<ServiceExport>,
-        removals: Vec<ServiceKey>,
+        removals: BTreeSet<ServiceKey>,
         dirty: &mut Dirty,
     ) {
         let mut changed = Vec::new();
@@ -122,33 +133,100 @@ impl ClusterEntry {
             stale: self.stale,
             services: self.services.len(),
             endpoints: self.services.values().map(|s| s.endpoints().len()).sum(),
+            refused_cidrs: self.refused_cidrs.clone(),
         }
     }
 }
 
-/// Interned region and (region, zone) names, for the lifetime of the registry.
-#[derive(Default)]
+/// Interned region and (region, zone) names. An id is never reused, so a
+/// view built earlier stays valid; names no cluster or export uses any
+/// more are forgotten by [`Names::collect`], so a member cannot grow the
+/// table without bound by cycling through zone names.
 struct Names {
     ids: HashMap<String, u32>,
+    next: u32,
+    /// Collect when the table grows past this.
+    collect_at: usize,
+}
+
+/// The table is collected when it holds this many names, or twice what
+/// the last collection kept.
+const NAMES_COLLECT_MIN: usize = 4096;
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            ids: HashMap::new(),
+            next: 0,
+            collect_at: NAMES_COLLECT_MIN,
+        }
+    }
 }
 
 impl Names {
     fn id(&mut self, key: String) -> u32 {
-        let next = self.ids.len() as u32;
-        *self.ids.entry(key).or_insert(next)
+        let next = &mut self.next;
+        *self.ids.entry(key).or_insert_with(|| {
+            let id = *next;
+            *next = next.wrapping_add(1);
+            id
+        })
+    }
+
+    fn region_key(region: &str) -> String {
+        format!("r\0{region}")
+    }
+
+    fn zone_key(region: Option<&str>, zone: &str) -> String {
+        format!("z\0{}\0{zone}", region.unwrap_or(""))
     }
 
     fn region(&mut self, region: &str) -> u32 {
-        self.id(format!("r\0{region}"))
+        self.id(Self::region_key(region))
     }
 
     fn zone(&mut self, region: Option<&str>, zone: &str) -> u32 {
-        self.id(format!("z\0{}\0{zone}", region.unwrap_or("")))
+        self.id(Self::zone_key(region, zone))
+    }
+
+    /// Forgets the names no cluster and no export of `clusters` uses, once
+    /// the table has grown enough to be worth the walk (O(endpoints)).
+    fn collect(&mut self, clusters: &BTreeMap<ClusterName, ClusterEntry>) {
+        if self.ids.len() < self.collect_at {
+            return;
+        }
+        let mut used = std::collections::HashSet::new();
+        for entry in clusters.values() {
+            let region = entry.cluster.region.as_ref().map(|r| r.as_str());
+            if let Some(r) = region {
+                used.insert(Self::region_key(r));
+            }
+            if let Some(z) = &entry.cluster.zone {
+                used.insert(Self::zone_key(region, z.as_str()));
+            }
+            for export in entry.services.values() {
+                for ep in export.endpoints() {
+                    if let Some(z) = &ep.zone {
+                        used.insert(Self::zone_key(region, z.as_str()));
+                    }
+                }
+            }
+        }
+        let before = self.ids.len();
+        self.ids.retain(|k, _| used.contains(k));
+        self.collect_at = (self.ids.len() * 2).max(NAMES_COLLECT_MIN);
+        info!(
+            before,
+            after = self.ids.len(),
+            "interned zone and region names collected"
+        );
     }
 }
 
 struct State {
     clusters: BTreeMap<ClusterName, ClusterEntry>,
+    /// Every cluster's accepted client CIDRs.
+    claims: Claims,
     names: Names,
     next_session: u64,
     next_cluster_id: ClusterId,
@@ -213,6 +291,8 @@ pub struct Session {
     pub cluster: ClusterName,
     id: u64,
     pub superseded: CancellationToken,
+    /// Most services this cluster may export.
+    pub max_services: usize,
 }
 
 fn unix_ms() -> u64 {
@@ -249,6 +329,7 @@ impl Registry {
         Registry {
             state: Mutex::new(State {
                 clusters: BTreeMap::new(),
+                claims: Claims::default(),
                 names: Names::default(),
                 next_session: 1,
                 next_cluster_id: 1,
@@ -281,10 +362,13 @@ impl Registry {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Opens a session for `cluster`, superseding any older stream for it.
-    /// The cluster is live from now; its data stays as it was until its
-    /// Snapshot arrives.
-    pub fn hello(&self, cluster: Cluster) -> Session {
+    /// Opens a session for `cluster`, superseding any older stream for it,
+    /// and returns it with the announced client CIDRs it refused: those
+    /// overlapping a CIDR another cluster (live, or stale and not yet
+    /// purged) holds; the first holder keeps it. The cluster's liveness is
+    /// unchanged until the session's first Snapshot is accepted; its data
+    /// stays as it was until then.
+    pub fn hello(&self, mut cluster: Cluster, max_services: usize) -> (Session, Vec<String>) {
         let mut state = self.lock();
         let id = state.next_session;
         state.next_session += 1;
@@ -297,19 +381,25 @@ impl Registry {
         if !state.clusters.contains_key(&name) {
             let cluster_id = state.next_cluster_id;
             state.next_cluster_id += 1;
-            let place = State::place(&mut state.names, cluster_id, &cluster, false);
+            // New: not live until its Snapshot is accepted.
+            let place = State::place(&mut state.names, cluster_id, &cluster, true);
             state.clusters.insert(
                 name.clone(),
                 ClusterEntry {
                     id: cluster_id,
                     place,
-                    cluster: cluster.clone(),
+                    cluster: Cluster {
+                        client_cidrs: Vec::new(),
+                        ..cluster.clone()
+                    },
                     services: BTreeMap::new(),
                     last_seen: Instant::now(),
                     last_seen_unix_ms: unix_ms(),
-                    stale: false,
+                    stale: true,
                     session: None,
                     upstream_connected: None,
+                    awaiting_snapshot: true,
+                    refused_cidrs: Vec::new(),
                 },
             );
         }
@@ -317,29 +407,46 @@ impl Registry {
         let Some(entry) = state_ref.clusters.get_mut(&name) else {
             unreachable!("inserted above")
         };
+        // The cluster's own CIDRs are given back before it claims anew.
+        for net in &entry.cluster.client_cidrs {
+            state_ref.claims.remove(net, &name);
+        }
+        let mut refused = Vec::new();
+        cluster.client_cidrs.retain(|net| {
+            match state_ref.claims.overlapping(net, &name) {
+                Some((held, holder)) => {
+                    refused.push(format!(
+                        "client CIDR {net} overlaps {held}, which cluster {holder} holds; on a flat network pod CIDRs never overlap, so this is a misconfiguration (the first holder keeps it)"
+                    ));
+                    false
+                }
+                None => {
+                    state_ref.claims.insert(net, &name);
+                    true
+                }
+            }
+        });
         if let Some((_, old)) = entry.session.take() {
             old.cancel();
         }
-        // Placement or liveness changes reshape the cluster's services.
-        if entry.stale
-            || entry.cluster.region != cluster.region
-            || entry.cluster.zone != cluster.zone
-        {
+        // Placement changes reshape the cluster's services.
+        if entry.cluster.region != cluster.region || entry.cluster.zone != cluster.zone {
             dirty.touch(&name, entry.services.keys().cloned());
         }
-        entry.place = State::place(&mut state_ref.names, entry.id, &cluster, false);
+        entry.place = State::place(&mut state_ref.names, entry.id, &cluster, entry.stale);
         entry.cluster = cluster;
         entry.session = Some((id, token.clone()));
-        entry.stale = false;
-        entry.last_seen = Instant::now();
-        entry.last_seen_unix_ms = unix_ms();
+        entry.awaiting_snapshot = true;
+        entry.refused_cidrs = refused.clone();
         dirty.changes.push(Change::Cluster(entry.status()));
         self.publish(state, dirty);
-        Session {
+        let session = Session {
             cluster: name,
             id,
             superseded: token,
-        }
+            max_services,
+        };
+        (session, refused)
     }
 
     /// The session's cluster entry, touched as alive; an error when a newer
@@ -356,6 +463,9 @@ impl Registry {
                     .as_ref()
                     .is_some_and(|(id, _)| *id == session.id) =>
             {
+                if entry.awaiting_snapshot {
+                    return Ok(entry);
+                }
                 entry.last_seen = Instant::now();
                 entry.last_seen_unix_ms = unix_ms();
                 if entry.stale {
@@ -383,7 +493,16 @@ impl Registry {
         self.share_keys(&mut services);
         let mut state = self.lock();
         let mut dirty = Dirty::default();
-        let max = self.max_services;
+        let max = self.max_services.min(session.max_services);
+        if let Some(entry) = state.clusters.get_mut(&session.cluster)
+            && entry
+                .session
+                .as_ref()
+                .is_some_and(|(id, _)| *id == session.id)
+        {
+            // The first accepted Snapshot makes the cluster live.
+            entry.awaiting_snapshot = false;
+        }
         let entry = Self::entry(&mut state, session, &mut dirty)?;
         let mut next: BTreeMap<ServiceKey, Arc<ServiceExport>> = BTreeMap::new();
         let mut over = Vec::new();
@@ -419,17 +538,24 @@ impl Registry {
     }
 
     /// Applies upserts and removals to the cluster's export set.
+    /// Removals are a set: naming a service twice removes it once. The
+    /// count held against the limit is the one the Delta leaves.
     pub fn apply_delta(
         &self,
         session: &Session,
         mut upserts: Vec<ServiceExport>,
-        removals: Vec<ServiceKey>,
+        removals: BTreeSet<ServiceKey>,
     ) -> Result<Vec<ServiceKey>, Error> {
         self.share_keys(&mut upserts);
         let mut state = self.lock();
         let mut dirty = Dirty::default();
-        let max = self.max_services;
+        let max = self.max_services.min(session.max_services);
         let entry = Self::entry(&mut state, session, &mut dirty)?;
+        if entry.awaiting_snapshot {
+            return Err(Error::OutOfOrder(
+                "a Delta came before the stream's first Snapshot",
+            ));
+        }
         let mut accepted = Vec::with_capacity(upserts.len());
         let mut over = Vec::new();
         let mut count = entry.services.len()
@@ -448,6 +574,7 @@ impl Registry {
             }
         }
         entry.apply_delta(accepted, removals, &mut dirty);
+        debug_assert!(entry.services.len() <= max.max(count));
         self.publish(state, dirty);
         Ok(over)
     }
@@ -529,9 +656,16 @@ impl Registry {
                 dirty.changes.push(Change::Cluster(entry.status()));
             }
         }
+        let State {
+            clusters, names, ..
+        } = &mut *state;
+        names.collect(clusters);
         for name in purge {
             if let Some(entry) = state.clusters.remove(&name) {
                 warn!(cluster = %name, services = entry.services.len(), "stale cluster purged after its grace period");
+                for net in &entry.cluster.client_cidrs {
+                    state.claims.remove(net, &name);
+                }
                 if let Some((_, token)) = entry.session {
                     token.cancel();
                 }
@@ -636,5 +770,35 @@ impl Registry {
             .iter()
             .filter_map(|(n, e)| e.services.get(key).map(|s| (n.clone(), s.clone())))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unused_names_are_collected_and_ids_never_reused() {
+        let mut names = Names::default();
+        let kept = names.zone(Some("r"), "kept");
+        for i in 0..NAMES_COLLECT_MIN {
+            names.zone(Some("r"), &format!("z{i}"));
+        }
+        let metrics = Arc::new(Metrics::new());
+        let registry = Registry::new(5, false, metrics);
+        let cluster = Cluster {
+            name: ClusterName::new("c").unwrap(),
+            region: Some(meshdns_proto::model::LabelValue::new("r").unwrap()),
+            zone: Some(meshdns_proto::model::LabelValue::new("kept").unwrap()),
+            client_cidrs: vec![],
+            version: String::new(),
+        };
+        registry.hello(cluster, usize::MAX);
+        let state = registry.lock();
+        names.collect(&state.clusters);
+        assert_eq!(names.ids.len(), 1, "only the cluster's zone is in use");
+        assert_eq!(names.zone(Some("r"), "kept"), kept);
+        let fresh = names.zone(Some("r"), "z0");
+        assert!(fresh > kept + NAMES_COLLECT_MIN as u32 - 1, "{fresh}");
     }
 }

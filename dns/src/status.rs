@@ -156,6 +156,7 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
                         "connected": c.connected, "last_heartbeat_unix_ms": c.last_heartbeat_unix_ms,
                         "services": c.services, "endpoints": c.endpoints, "version": c.version,
                         "client_cidrs": c.client_cidrs,
+                        "refused_client_cidrs": c.refused_client_cidrs,
                     })
                 })
                 .collect();
@@ -192,8 +193,18 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
             "ENDPOINTS",
             "VERSION",
         ];
+        // Refused client CIDRs are a misconfiguration an operator must
+        // see: listed under the table, one line each.
+        let refused: String = clusters
+            .iter()
+            .flat_map(|c| {
+                c.refused_client_cidrs
+                    .iter()
+                    .map(move |r| format!("refused from {}: {r}\n", c.name))
+            })
+            .collect();
         return Ok(format!(
-            "{}{} clusters at {url}\n",
+            "{}{} clusters at {url}\n{refused}",
             table(&header, &rows),
             clusters.len()
         ));

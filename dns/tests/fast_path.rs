@@ -58,13 +58,18 @@ fn snapshot() -> Arc<Snapshot> {
     let registry = Registry::new(5, false, Arc::new(Metrics::new()));
     for c in 0..6u8 {
         let region = if c < 3 { "east" } else { "west" };
-        let session = registry.hello(Cluster {
-            name: ClusterName::new(&format!("c{c}")).unwrap(),
-            region: Some(LabelValue::new(region).unwrap()),
-            zone: Some(LabelValue::new(&format!("{region}-{}", c % 2)).unwrap()),
-            client_cidrs: vec![format!("10.{c}.0.0/16").parse().unwrap()],
-            version: "test".into(),
-        });
+        let session = registry
+            .hello(
+                Cluster {
+                    name: ClusterName::new(&format!("c{c}")).unwrap(),
+                    region: Some(LabelValue::new(region).unwrap()),
+                    zone: Some(LabelValue::new(&format!("{region}-{}", c % 2)).unwrap()),
+                    client_cidrs: vec![format!("10.{c}.0.0/16").parse().unwrap()],
+                    version: "test".into(),
+                },
+                usize::MAX,
+            )
+            .0;
         let mut services = vec![export(
             "shop",
             "web",

@@ -18,14 +18,25 @@ pub struct InvalidField {
 pub enum Problem {
     #[error("is required")]
     Missing,
-    #[error("{value:?} is not a valid RFC 1123 label: {why}")]
+    #[error("{} is not a valid RFC 1123 label: {why}", Echo(value))]
     BadLabel { value: String, why: &'static str },
-    #[error("{value:?} is not a valid label value: {why}")]
+    #[error("{} is not a valid label value: {why}", Echo(value))]
     BadLabelValue { value: String, why: &'static str },
-    #[error("{value:?} is not an IP address")]
+    #[error("{} is not an IP address", Echo(value))]
     BadAddress { value: String },
-    #[error("{value:?} is not a CIDR (want e.g. 10.1.0.0/16)")]
+    #[error("{} is not a CIDR (want e.g. 10.1.0.0/16)", Echo(value))]
     BadCidr { value: String },
+    #[error("{address} is a {class} address, which no pod or VM can have")]
+    ReservedAddress {
+        address: std::net::IpAddr,
+        class: &'static str,
+    },
+    #[error("{count} {what} is over the limit of {max}")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
     #[error("port 0 is not a port")]
     ZeroPort,
     #[error("port {value} is out of range (1-65535)")]
@@ -73,6 +84,8 @@ impl Problem {
             Problem::NoAddresses => "no_addresses",
             Problem::NoClusterIp => "no_cluster_ip",
             Problem::TtlRange(_) => "ttl_range",
+            Problem::ReservedAddress { .. } => "reserved_address",
+            Problem::TooMany { .. } => "too_many",
         }
     }
 }
@@ -94,5 +107,41 @@ impl InvalidField {
             format!("{outer}.{}", self.field)
         };
         self
+    }
+}
+
+/// Most characters of a sender's value repeated back in an error.
+pub const ECHO_CHARS: usize = 64;
+
+/// A value from the wire, shown in an error or a log line: quoted and
+/// escaped, and cut after [`ECHO_CHARS`] characters with the full length
+/// said, so a sender cannot make the registry repeat megabytes back.
+#[derive(Debug, Clone, Copy)]
+pub struct Echo<'a>(pub &'a str);
+
+impl fmt::Display for Echo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut chars = self.0.char_indices();
+        match chars.nth(ECHO_CHARS) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}... ({} bytes)", &self.0[..cut], self.0.len()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_escapes_and_cuts_long_values() {
+        assert_eq!(Echo("a\nb").to_string(), "\"a\\nb\"");
+        assert_eq!(Echo("tab\there").to_string(), "\"tab\\there\"");
+        let long = "x".repeat(10_000);
+        let shown = Echo(&long).to_string();
+        assert!(shown.len() < 100, "{shown}");
+        assert!(shown.ends_with("... (10000 bytes)"), "{shown}");
+        let problem = Problem::BadAddress { value: long };
+        assert!(problem.to_string().len() < 120);
     }
 }

@@ -12,6 +12,7 @@
 //!   `From<&model::X> for wire::X`.
 //! - [`duration`]: the `500ms` / `15s` / `10m` syntax of every duration flag.
 //! - [`client`]: connecting to a registry: TLS, mTLS, bearer token.
+//! - [`budget`]: what an Export message costs decoded, from its wire bytes.
 //! - [`codec`]: the generated services' codec: prost with small starting
 //!   buffers, for registries holding a thousand idle streams.
 //! - [`parts`]: splitting a message's items into parts under a byte budget.
@@ -20,6 +21,7 @@
 //! **Invariant:** a value of a model type is valid: names are RFC 1123
 //! labels, addresses parse, ports are non-zero, no duplicate endpoint.
 
+pub mod budget;
 pub mod client;
 pub mod codec;
 pub mod convert;

@@ -12,6 +12,7 @@ pub use name::{
     ClusterName, Hostname, LabelValue, Namespace, NodeName, PortName, ServiceName, check_label,
 };
 pub use service::{
-    Affinity, Endpoint, ExportSet, MAX_TTL_SECONDS, Mode, Policy, Port, Protocol, ServiceExport,
-    ServiceKey,
+    Affinity, Endpoint, ExportSet, MAX_ADDRESSES_PER_ENDPOINT, MAX_CLUSTER_IPS, MAX_PORTS,
+    MAX_TTL_SECONDS, MAX_ZONES_PER_SERVICE, Mode, Policy, Port, Protocol, ServiceExport,
+    ServiceKey, reserved_class,
 };

@@ -28,7 +28,7 @@ fn fixture() -> &'static Fixture {
         for text in [crate::fleet::EAST_1, crate::fleet::EAST_2, set.as_str()] {
             let (exports, _) = meshdns_syncer::source::file::parse(text, &Default::default(), None)
                 .expect("fleet file");
-            let session = registry.hello(exports.cluster.clone());
+            let session = registry.hello(exports.cluster.clone(), usize::MAX).0;
             let services = exports.services.values().map(|s| (**s).clone()).collect();
             registry
                 .apply_snapshot(&session, services, &BTreeSet::new())
@@ -69,12 +69,49 @@ pub fn dns_request(data: &[u8]) {
     }
 }
 
-/// Arbitrary bytes as an Export request: decodes and validates to a model
-/// or a precise error, never a panic.
+/// A floor under what a decoded request holds: its structs, counted
+/// from the decoded value itself (an oracle independent of the wire walk).
+fn decoded_floor(request: &wire::ExportRequest) -> usize {
+    use std::mem::size_of;
+    let service = |s: &wire::ServiceExport| {
+        size_of::<wire::ServiceExport>()
+            + s.ports.len() * size_of::<wire::Port>()
+            + s.cluster_ips.len() * size_of::<String>()
+            + s.endpoints
+                .iter()
+                .map(|e| size_of::<wire::Endpoint>() + e.addresses.len() * size_of::<String>())
+                .sum::<usize>()
+    };
+    match &request.message {
+        Some(Req::Snapshot(s)) => s.services.iter().map(service).sum(),
+        Some(Req::Delta(d)) => {
+            d.upserts.iter().map(service).sum::<usize>()
+                + d.removals.len() * size_of::<wire::ServiceKey>()
+        }
+        Some(Req::Hello(h)) => h.client_cidrs.len() * size_of::<String>(),
+        _ => 0,
+    }
+}
+
+/// Arbitrary bytes as an Export request: the hub's pre-decode check
+/// (`Checked`) either refuses it or lets through only what decodes within
+/// the budget; what decodes validates to a model or a precise error,
+/// never a panic.
 pub fn export_message(data: &[u8]) {
+    use meshdns_proto::codec::Checked;
+    let passed = <wire::ExportRequest as Checked>::check(data, false).is_ok();
     let Ok(request) = wire::ExportRequest::decode(data) else {
         return;
     };
+    if passed {
+        let floor = decoded_floor(&request);
+        let allowed = meshdns_proto::budget::allowed(data.len());
+        assert!(
+            floor <= allowed,
+            "{} bytes passed the check but decode to at least {floor} (allowed {allowed})",
+            data.len()
+        );
+    }
     let check = |services: &[wire::ServiceExport]| {
         for s in services {
             if let Err(e) = ServiceExport::try_from(s) {

@@ -51,6 +51,7 @@ pub(super) fn cluster_info(status: &ClusterStatus) -> wire::ClusterInfo {
         connected: status.connected,
         services: status.services as u32,
         endpoints: status.endpoints as u64,
+        refused_client_cidrs: status.refused_cidrs.clone(),
     }
 }
 

@@ -42,6 +42,8 @@ impl State {
                     stale: m.stale,
                     session: None,
                     upstream_connected: Some(m.connected),
+                    awaiting_snapshot: false,
+                    refused_cidrs: Vec::new(),
                 },
             );
             dirty.locality = true;
@@ -122,7 +124,7 @@ impl Registry {
         let Some(entry) = state.clusters.get_mut(cluster) else {
             return;
         };
-        entry.apply_delta(upserts, removals, &mut dirty);
+        entry.apply_delta(upserts, removals.into_iter().collect(), &mut dirty);
         self.publish(state, dirty);
     }
 

@@ -11,6 +11,79 @@ use crate::error::{InvalidField, Problem};
 
 /// The largest TTL a service may ask for (one day).
 pub const MAX_TTL_SECONDS: u32 = 86_400;
+/// Most ports of one service: an EndpointSlice holds at most 100.
+pub const MAX_PORTS: usize = 100;
+/// Most addresses of one endpoint (a pod has one per family; a VM a few).
+pub const MAX_ADDRESSES_PER_ENDPOINT: usize = 16;
+/// Most cluster IPs of one service (Kubernetes allows one per family).
+pub const MAX_CLUSTER_IPS: usize = 8;
+/// Most distinct endpoint zone names in one service export.
+pub const MAX_ZONES_PER_SERVICE: usize = 64;
+
+/// Why no pod or VM can have `address`: the classes of address that must
+/// never be served as an endpoint (answers would send every pod of the
+/// fleet to itself, to a cloud metadata service, or to a group).
+pub fn reserved_class(address: IpAddr) -> Option<&'static str> {
+    match address {
+        IpAddr::V4(v4) => {
+            let [first, second, ..] = v4.octets();
+            if v4.is_unspecified() || first == 0 {
+                Some("unspecified")
+            } else if v4.is_loopback() {
+                Some("loopback")
+            } else if v4.is_link_local() || (first == 169 && second == 254) {
+                Some("link-local")
+            } else if v4.is_multicast() {
+                Some("multicast")
+            } else if v4.is_broadcast() {
+                Some("broadcast")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return reserved_class(IpAddr::V4(v4));
+            }
+            if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unicast_link_local() {
+                Some("link-local")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn routable(address: IpAddr, field: impl FnOnce() -> String) -> Result<(), InvalidField> {
+    match reserved_class(address) {
+        None => Ok(()),
+        Some(class) => Err(InvalidField::new(
+            field(),
+            Problem::ReservedAddress { address, class },
+        )),
+    }
+}
+
+fn at_most(
+    what: &'static str,
+    count: usize,
+    max: usize,
+    field: impl FnOnce() -> String,
+) -> Result<(), InvalidField> {
+    if count > max {
+        return Err(InvalidField::new(
+            field(),
+            Problem::TooMany { what, count, max },
+        ));
+    }
+    Ok(())
+}
 
 /// A service's identity across the fleet: the same key in two clusters is
 /// the same global service.
@@ -215,12 +288,12 @@ impl ServiceExport {
         if ports.is_empty() {
             return Err(InvalidField::new("ports", Problem::NoPorts));
         }
+        at_most("ports", ports.len(), MAX_PORTS, || "ports".into())?;
+        let mut port_names = HashSet::with_capacity(ports.len());
+        let mut port_numbers = HashSet::with_capacity(ports.len());
         for (i, port) in ports.iter().enumerate() {
-            let clash = ports[..i].iter().any(|p| {
-                (p.name.is_some() && p.name == port.name)
-                    || (p.port == port.port && p.protocol == port.protocol)
-            });
-            if clash {
+            let name_clash = port.name.as_ref().is_some_and(|n| !port_names.insert(n));
+            if name_clash || !port_numbers.insert((port.port, port.protocol)) {
                 return Err(InvalidField::new(
                     format!("ports[{i}]"),
                     Problem::DuplicatePort(port.to_string()),
@@ -230,11 +303,18 @@ impl ServiceExport {
         if mode == Mode::ClusterIp && cluster_ips.is_empty() {
             return Err(InvalidField::new("cluster_ips", Problem::NoClusterIp));
         }
+        at_most("cluster IPs", cluster_ips.len(), MAX_CLUSTER_IPS, || {
+            "cluster_ips".into()
+        })?;
+        for (i, ip) in cluster_ips.iter().enumerate() {
+            routable(*ip, || format!("cluster_ips[{i}]"))?;
+        }
         if let Some(ttl) = policy.ttl.filter(|t| *t > MAX_TTL_SECONDS) {
             return Err(InvalidField::new("policy.ttl", Problem::TtlRange(ttl)));
         }
-        let mut addresses = HashSet::new();
+        let mut addresses = HashSet::with_capacity(endpoints.len());
         let mut hostnames = HashSet::new();
+        let mut zones = HashSet::new();
         for (i, endpoint) in endpoints.iter().enumerate() {
             if endpoint.addresses.is_empty() {
                 return Err(InvalidField::new(
@@ -242,7 +322,14 @@ impl ServiceExport {
                     Problem::NoAddresses,
                 ));
             }
+            at_most(
+                "addresses",
+                endpoint.addresses.len(),
+                MAX_ADDRESSES_PER_ENDPOINT,
+                || format!("endpoints[{i}].addresses"),
+            )?;
             for (j, address) in endpoint.addresses.iter().enumerate() {
+                routable(*address, || format!("endpoints[{i}].addresses[{j}]"))?;
                 if !addresses.insert(*address) {
                     return Err(InvalidField::new(
                         format!("endpoints[{i}].addresses[{j}]"),
@@ -251,12 +338,19 @@ impl ServiceExport {
                 }
             }
             if let Some(hostname) = &endpoint.hostname
-                && !hostnames.insert(hostname.clone())
+                && !hostnames.insert(hostname)
             {
                 return Err(InvalidField::new(
                     format!("endpoints[{i}].hostname"),
                     Problem::DuplicateHostname(hostname.to_string()),
                 ));
+            }
+            if let Some(zone) = &endpoint.zone
+                && zones.insert(zone)
+            {
+                at_most("zone names", zones.len(), MAX_ZONES_PER_SERVICE, || {
+                    format!("endpoints[{i}].zone")
+                })?;
             }
         }
         Ok(Self {

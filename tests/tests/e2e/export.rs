@@ -382,12 +382,18 @@ async fn watch_list_and_get() {
         panic!("cluster event")
     };
     assert_eq!((info.name.as_str(), info.connected), ("west-1", true));
+    // New, it is not live until its first Snapshot is accepted.
+    assert_eq!(info.state, wire::ClusterState::Stale as i32);
     west.send(Req::Snapshot(wire::Snapshot {
         services: vec![service("shop", "web", &["10.0.1.1"])],
         more: false,
     }))
     .await
     .unwrap();
+    let Some(Event::Cluster(info)) = watch.message().await.unwrap().unwrap().event else {
+        panic!("cluster event: live")
+    };
+    assert_eq!(info.state, wire::ClusterState::Live as i32);
     let Some(Event::Services(changed)) = watch.message().await.unwrap().unwrap().event else {
         panic!("services event")
     };

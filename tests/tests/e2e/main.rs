@@ -11,6 +11,7 @@ mod faults;
 mod follower;
 mod fuzz_corpus;
 mod hostile;
+mod hostile_member;
 mod kubernetes;
 mod limits;
 mod locality;

@@ -207,6 +207,7 @@ mod tests {
             stale: false,
             services: 0,
             endpoints: 0,
+            refused_cidrs: vec![],
         }
     }
 
