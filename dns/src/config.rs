@@ -96,6 +96,16 @@ pub struct ServeArgs {
         default_value_t = 5_000
     )]
     pub max_export_streams: usize,
+    /// Most Watch streams (followers, tools) open at once; more are refused with RESOURCE_EXHAUSTED, naming this limit.
+    #[arg(
+        long = "max-watch-streams",
+        env = "MESHDNS_MAX_WATCH_STREAMS",
+        default_value_t = 256
+    )]
+    pub max_watch_streams: usize,
+    /// A Watch reader that leaves its Reset (or a later part) unread this long is cut off with RESOURCE_EXHAUSTED.
+    #[arg(long = "watch-stall-timeout", env = "MESHDNS_WATCH_STALL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub watch_stall_timeout: Duration,
     /// Largest gRPC message accepted, in bytes (syncers split bigger Snapshots into parts). Before a stream's Hello is authorized, 32 KiB.
     #[arg(long = "max-grpc-message-bytes", env = "MESHDNS_MAX_GRPC_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_grpc_message_bytes: usize,
@@ -194,6 +204,10 @@ pub struct Limits {
     pub max_services_per_cluster: usize,
     pub max_endpoints_per_service: usize,
     pub max_export_streams: usize,
+    /// `--max-watch-streams`: Watch streams open at once.
+    pub max_watch_streams: usize,
+    /// `--watch-stall-timeout`: longest a Watch part waits to be read.
+    pub watch_stall_timeout: Duration,
     pub max_grpc_message_bytes: usize,
     /// An Export stream's Hello must arrive within this long.
     pub hello_timeout: Duration,
@@ -388,6 +402,7 @@ impl ServeArgs {
                 self.max_endpoints_per_service,
             ),
             ("--max-export-streams", self.max_export_streams),
+            ("--max-watch-streams", self.max_watch_streams),
             ("--max-grpc-message-bytes", self.max_grpc_message_bytes),
             ("--max-pending-hellos", self.max_pending_hellos),
             ("--max-tcp-connections", self.max_tcp_connections),
@@ -398,6 +413,12 @@ impl ServeArgs {
                     problem: "must be at least 1".into(),
                 });
             }
+        }
+        if self.watch_stall_timeout < Duration::from_millis(100) {
+            return Err(Error::Config {
+                flag: "--watch-stall-timeout",
+                problem: "must be at least 100ms".into(),
+            });
         }
         if self.hello_timeout.is_zero() {
             return Err(Error::Config {
@@ -474,6 +495,8 @@ impl ServeArgs {
                 max_services_per_cluster: self.max_services_per_cluster,
                 max_endpoints_per_service: self.max_endpoints_per_service,
                 max_export_streams: self.max_export_streams,
+                max_watch_streams: self.max_watch_streams,
+                watch_stall_timeout: self.watch_stall_timeout,
                 max_grpc_message_bytes: self.max_grpc_message_bytes,
                 hello_timeout: self.hello_timeout,
                 max_pending_hellos: self.max_pending_hellos,

@@ -2,7 +2,13 @@
 //! (the whole state, then every change) and answer DNS from the mirror.
 //! Reconnects with backoff and jitter; while the upstream is away the
 //! replica keeps answering from the last state it had.
+//!
+//! A Reset or a ServicesChanged may come in parts ([`Assembly`]): parts
+//! are validated as they arrive and kept until the last one, which is then
+//! applied in one step, so answers never show half a Reset. A stream that
+//! breaks between parts drops them; the next stream starts with a Reset.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,45 +62,120 @@ pub fn clusters_of(reset: &wire::Reset) -> Vec<(MirroredCluster, Vec<ServiceExpo
         .collect()
 }
 
-fn apply(registry: &Registry, event: Event) {
-    match event {
-        Event::Reset(reset) => registry.mirror_reset(clusters_of(&reset)),
-        Event::Cluster(info) => {
-            if let Some(m) = cluster(&info) {
-                registry.mirror_cluster(m);
+/// The parts of a Reset or a ServicesChanged received so far.
+#[derive(Debug, Default)]
+pub struct Assembly {
+    reset: Option<ResetParts>,
+    services: Option<ServicesParts>,
+}
+
+/// A Reset's clusters so far, in order; a cluster named again continues.
+#[derive(Debug, Default)]
+struct ResetParts {
+    clusters: Vec<(MirroredCluster, Vec<ServiceExport>)>,
+    index: HashMap<ClusterName, usize>,
+}
+
+#[derive(Debug)]
+struct ServicesParts {
+    cluster: String,
+    upserts: Vec<ServiceExport>,
+    removals: Vec<ServiceKey>,
+}
+
+fn keys(list: &[wire::ServiceKey]) -> Vec<ServiceKey> {
+    list.iter()
+        .filter_map(|k| ServiceKey::try_from(k).ok())
+        .collect()
+}
+
+impl Assembly {
+    /// Applies `event` to `registry`, or keeps it until its last part.
+    /// `Err` when the upstream breaks the rules of parts.
+    pub fn apply(&mut self, registry: &Registry, event: Event) -> Result<(), String> {
+        let pending = self.reset.is_some() || self.services.is_some();
+        match event {
+            Event::Reset(reset) => {
+                if self.services.is_some() {
+                    return Err("a reset came between the parts of a services change".into());
+                }
+                let parts = self.reset.get_or_insert_with(ResetParts::default);
+                for (cluster, services) in clusters_of(&reset) {
+                    match parts.index.get(&cluster.cluster.name) {
+                        Some(&i) => {
+                            parts.clusters[i].0 = cluster;
+                            parts.clusters[i].1.extend(services);
+                        }
+                        None => {
+                            let name = cluster.cluster.name.clone();
+                            parts.index.insert(name, parts.clusters.len());
+                            parts.clusters.push((cluster, services));
+                        }
+                    }
+                }
+                if !reset.more
+                    && let Some(parts) = self.reset.take()
+                {
+                    registry.mirror_reset(parts.clusters);
+                }
+            }
+            Event::Services(changed) => {
+                if self.reset.is_some() {
+                    return Err("a services change came between the parts of a reset".into());
+                }
+                let parts = self.services.get_or_insert_with(|| ServicesParts {
+                    cluster: changed.cluster.clone(),
+                    upserts: Vec::new(),
+                    removals: Vec::new(),
+                });
+                if parts.cluster != changed.cluster {
+                    return Err(format!(
+                        "a change of cluster {:?} came between the parts of a change of {:?}",
+                        changed.cluster, parts.cluster
+                    ));
+                }
+                parts.upserts.extend(services(&changed.upserts));
+                parts.removals.extend(keys(&changed.removals));
+                if !changed.more
+                    && let Some(parts) = self.services.take()
+                    && let Ok(name) = ClusterName::new(&parts.cluster)
+                {
+                    registry.mirror_services(&name, parts.upserts, parts.removals);
+                }
+            }
+            _ if pending => {
+                return Err("an event came between the parts of a reset or a change".into());
+            }
+            Event::Cluster(info) => {
+                if let Some(m) = cluster(&info) {
+                    registry.mirror_cluster(m);
+                }
+            }
+            Event::ClusterRemoved(name) => {
+                if let Ok(name) = ClusterName::new(&name) {
+                    registry.mirror_remove(&name);
+                }
             }
         }
-        Event::Services(changed) => {
-            let Ok(name) = ClusterName::new(&changed.cluster) else {
-                return;
-            };
-            let removals = changed
-                .removals
-                .iter()
-                .filter_map(|k| ServiceKey::try_from(k).ok())
-                .collect();
-            registry.mirror_services(&name, services(&changed.upserts), removals);
-        }
-        Event::ClusterRemoved(name) => {
-            if let Ok(name) = ClusterName::new(&name) {
-                registry.mirror_remove(&name);
-            }
-        }
+        Ok(())
     }
 }
 
-/// Mirrors `url` into `registry` until `shutdown`.
+/// Mirrors `url` into `registry` until `shutdown`, taking messages up to
+/// `max_message_bytes` (at least the 4 MiB a registry sends parts under).
 pub async fn run(
     url: String,
     auth: ClientAuth,
     registry: Arc<Registry>,
+    max_message_bytes: usize,
     shutdown: CancellationToken,
 ) {
+    let max_message_bytes = max_message_bytes.max(MIN_DECODE_BYTES);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = stream(&url, &auth, &registry, &mut backoff) => r,
+            r = stream(&url, &auth, &registry, max_message_bytes, &mut backoff) => r,
         };
         warn!(upstream = %url, error = %result, "lost the upstream registry; answering from the last state");
         let delay = backoff.next_delay();
@@ -105,29 +186,40 @@ pub async fn run(
     }
 }
 
-/// One Watch stream's life; returns why it ended.
+/// The least a follower accepts in one message: tonic's default, four
+/// times the part size registries send.
+const MIN_DECODE_BYTES: usize = 4 * 1024 * 1024;
+
+/// One Watch stream's life; returns why it ended. Parts not yet complete
+/// when it ends are dropped with it.
 async fn stream(
     url: &str,
     auth: &ClientAuth,
     registry: &Registry,
+    max_message_bytes: usize,
     backoff: &mut Backoff,
 ) -> String {
-    let mut client = match auth.connect(url).await {
+    let client = match auth.connect(url).await {
         Ok(client) => client,
         Err(e) => return e,
     };
+    let mut client = client.max_decoding_message_size(max_message_bytes);
     let mut events = match client.watch(wire::WatchRequest {}).await {
         Ok(r) => r.into_inner(),
         Err(status) => return format!("watch: {}", status.message()),
     };
+    let mut assembly = Assembly::default();
     loop {
         match events.message().await {
             Ok(Some(wire::WatchEvent { event: Some(event) })) => {
-                if matches!(event, Event::Reset(_)) {
+                let last_reset_part = matches!(&event, Event::Reset(r) if !r.more);
+                if let Err(e) = assembly.apply(registry, event) {
+                    return format!("upstream broke the protocol: {e}");
+                }
+                if last_reset_part {
                     info!(upstream = %url, "mirroring the upstream registry");
                     backoff.reset();
                 }
-                apply(registry, event);
             }
             Ok(Some(_)) => {}
             Ok(None) => return "the upstream ended the stream".into(),

@@ -25,7 +25,7 @@ mod export;
 mod validate;
 mod watch;
 
-pub use watch::full_state;
+pub use watch::{PART_BYTES, full_state};
 
 /// The tonic service over a shared [`Registry`].
 #[derive(Clone)]
@@ -35,6 +35,8 @@ pub struct Ingest {
     streams: Arc<AtomicUsize>,
     /// Export streams waiting for their Hello, against `--max-pending-hellos`.
     pending: Arc<AtomicUsize>,
+    /// Watch streams open now, against `--max-watch-streams`.
+    watch_streams: Arc<AtomicUsize>,
     /// On a follower, the upstream it mirrors: exports go there.
     following: Option<String>,
 }
@@ -44,6 +46,7 @@ impl std::fmt::Debug for Ingest {
         f.debug_struct("Ingest")
             .field("streams", &self.streams)
             .field("pending", &self.pending)
+            .field("watch_streams", &self.watch_streams)
             .finish_non_exhaustive()
     }
 }
@@ -68,6 +71,7 @@ impl Ingest {
             }),
             streams: Arc::default(),
             pending: Arc::default(),
+            watch_streams: Arc::default(),
             following: None,
         }
     }
@@ -151,15 +155,27 @@ impl wire::registry_server::Registry for Ingest {
         request: Request<wire::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let credential = self.read_access(&request)?;
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(watch::watch_stream(
+        // Only an authorized reader takes a slot.
+        let max = self.export.limits.max_watch_streams;
+        let slot = export::Slot::take(&self.watch_streams, max).ok_or_else(|| {
+            self.export.metrics.watch_event("over_limit");
+            warn!(
+                limit = max,
+                "watch stream refused: --max-watch-streams reached"
+            );
+            Status::resource_exhausted(format!(
+                "the registry has {max} watch streams open, the --max-watch-streams limit"
+            ))
+        })?;
+        let events = watch::start(
             self.registry().clone(),
             self.export.metrics.clone(),
-            credential,
+            self.export.limits.watch_stall_timeout,
             self.export.shutdown.clone(),
-            tx,
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            credential,
+            move || drop(slot),
+        );
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn list_clusters(

@@ -228,6 +228,7 @@ pub async fn serve(
                 url.clone(),
                 config.follow_auth.clone(),
                 registry.clone(),
+                config.limits.max_grpc_message_bytes,
                 shutdown.clone(),
             ));
         }

@@ -148,6 +148,7 @@ pub struct Metrics {
     stale_answers: Counter,
     ecs_queries: Counter,
     export_events: Family<EventLabels, Counter>,
+    watch_events: Family<EventLabels, Counter>,
     refused: Family<ReasonLabels, Counter>,
     snapshot_build: Histogram,
     clusters: Family<StateLabels, Gauge>,
@@ -225,6 +226,12 @@ impl Metrics {
             "Export stream events: opened, closed, superseded, refused (bad Hello)",
             export_events.clone(),
         );
+        let watch_events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "watch_stream_events",
+            "Watch stream events: opened, closed, over_limit (--max-watch-streams), stalled (cut off by --watch-stall-timeout), resynced (fell behind, sent a fresh Reset)",
+            watch_events.clone(),
+        );
         let refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "export_refused_items",
@@ -296,6 +303,7 @@ impl Metrics {
             stale_answers,
             ecs_queries,
             export_events,
+            watch_events,
             refused,
             snapshot_build,
             clusters,
@@ -319,6 +327,12 @@ impl Metrics {
 
     pub fn export_event(&self, event: &'static str) {
         self.export_events
+            .get_or_create(&EventLabels { event })
+            .inc();
+    }
+
+    pub fn watch_event(&self, event: &'static str) {
+        self.watch_events
             .get_or_create(&EventLabels { event })
             .inc();
     }

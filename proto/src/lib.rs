@@ -15,6 +15,7 @@
 //! - [`budget`]: what an Export message costs decoded, from its wire bytes.
 //! - [`codec`]: the generated services' codec: prost with small starting
 //!   buffers, for registries holding a thousand idle streams.
+//! - [`parts`]: splitting a message's items into parts under a byte budget.
 //! - [`error`]: [`InvalidField`], the one error type of this crate.
 //!
 //! **Invariant:** a value of a model type is valid: names are RFC 1123
@@ -27,6 +28,7 @@ pub mod convert;
 pub mod duration;
 pub mod error;
 pub mod model;
+pub mod parts;
 
 /// Generated protocol code (package `meshdns.v1`).
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]

@@ -83,6 +83,9 @@ pub struct SyncerArgs {
     /// Longest wait between reconnect attempts.
     #[arg(long = "max-backoff", env = "MESHDNS_MAX_BACKOFF", default_value = "10s", value_parser = parse_duration)]
     pub max_backoff: Duration,
+    /// Largest gRPC message sent, in bytes: a bigger Snapshot goes in parts (applied together by the registry), a bigger Delta as several Deltas (each applied as it comes). Keep it under the registries' --max-grpc-message-bytes; a single service bigger than this still goes alone.
+    #[arg(long = "max-message-bytes", env = "MESHDNS_MAX_MESSAGE_BYTES", default_value_t = crate::publish::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
     /// CA (PEM) that signed the registries' certificates (https:// registries).
     #[arg(long = "tls-ca", env = "MESHDNS_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
@@ -190,6 +193,15 @@ impl SyncerArgs {
                 problem: "must be at least 10ms".into(),
             });
         }
+        if self.max_message_bytes < crate::publish::MIN_MESSAGE_BYTES {
+            return Err(Error::Config {
+                field: "--max-message-bytes".into(),
+                problem: format!(
+                    "must be at least {} bytes",
+                    crate::publish::MIN_MESSAGE_BYTES
+                ),
+            });
+        }
         self.registry
             .iter()
             .map(|url| {
@@ -206,6 +218,7 @@ impl SyncerArgs {
                         Duration::from_millis(100),
                         self.max_backoff.max(Duration::from_millis(100)),
                     ),
+                    max_message_bytes: self.max_message_bytes,
                 })
             })
             .collect()

@@ -3,6 +3,17 @@
 //! Heartbeats in between, and reconnects with exponential backoff and full
 //! jitter. One task per registry, so a slow or dead registry never holds
 //! back the others.
+//!
+//! Every request stays under `--max-message-bytes`: a big Snapshot goes in
+//! parts, a big Delta as several Deltas ([`parts`]). The backoff starts
+//! over only once the registry has acknowledged the Snapshot, so a stream
+//! refused after Hello, or a Snapshot refused whole, backs off. Services
+//! the registry refused are sent again later ([`retry`]).
+
+mod parts;
+mod retry;
+
+pub use parts::{MIN_MESSAGE_BYTES, delta_parts, snapshot_parts};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +29,11 @@ use tracing::{info, warn};
 
 use crate::error::Error;
 use crate::source::Exports;
+use retry::Refused;
+
+/// The default `--max-message-bytes`: a quarter of the 4 MiB a registry
+/// (and a tonic server) accepts by default.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Reconnect delays: exponential from `min` to `max`, full jitter.
 #[derive(Debug, Clone)]
@@ -62,6 +78,9 @@ pub struct PublishConfig {
     pub auth: ClientAuth,
     pub heartbeat: Duration,
     pub backoff: Backoff,
+    /// Largest request sent (`--max-message-bytes`); bigger Snapshots go in
+    /// parts, bigger Deltas as several.
+    pub max_message_bytes: usize,
 }
 
 /// Upserts and removals that turn `old` into `new`.
@@ -114,6 +133,28 @@ fn request(generation: &mut u64, message: Req) -> wire::ExportRequest {
     }
 }
 
+fn to_wire(service: &Arc<ServiceExport>) -> wire::ServiceExport {
+    service.as_ref().into()
+}
+
+/// Sends `deltas` in order; `false` when the stream is gone.
+async fn send_deltas(
+    tx: &mpsc::Sender<wire::ExportRequest>,
+    generation: &mut u64,
+    deltas: impl Iterator<Item = wire::Delta>,
+) -> bool {
+    for delta in deltas {
+        if tx
+            .send(request(generation, Req::Delta(delta)))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    true
+}
+
 /// One stream's life. `Ok` only on shutdown.
 async fn stream(
     config: &PublishConfig,
@@ -129,30 +170,53 @@ async fn stream(
         _ = shutdown.cancelled() => return Ok(()),
         c = config.auth.connect(&config.url) => c.map_err(fail)?,
     };
-    let (tx, rx) = mpsc::channel(16);
+    // A few requests in flight: a big Snapshot is converted to wire form
+    // one part at a time, as the stream takes them.
+    let (tx, rx) = mpsc::channel(4);
     let mut generation = 0u64;
     let mut sent: Arc<ExportSet> = exports
         .borrow_and_update()
         .clone()
         .ok_or_else(|| fail("no exports yet".into()))?;
     let hello = wire::Hello::from(&sent.cluster);
-    let snapshot = wire::Snapshot {
-        services: sent.services.values().map(|s| s.as_ref().into()).collect(),
-        more: false,
-    };
     let _ = tx.send(request(&mut generation, Req::Hello(hello))).await;
-    let _ = tx
-        .send(request(&mut generation, Req::Snapshot(snapshot)))
-        .await;
-    let mut responses = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
-        r = client.export(ReceiverStream::new(rx)) => r.map_err(|s| fail(format!("export: {}", s.message())))?.into_inner(),
+    let parts = snapshot_parts(
+        sent.services.values().map(to_wire),
+        config.max_message_bytes,
+    );
+    // The parts are sent while the call opens: the registry may read the
+    // Hello and the first parts before it answers.
+    let send_snapshot = async {
+        let mut count = 0usize;
+        for part in parts {
+            if tx
+                .send(request(&mut generation, Req::Snapshot(part)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            count += 1;
+        }
+        count
     };
-    info!(registry = %config.url, cluster = %sent.cluster.name, services = sent.services.len(), "export stream open; snapshot sent");
+    let (responses, parts) = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = async { tokio::join!(client.export(ReceiverStream::new(rx)), send_snapshot) } => r,
+    };
+    let mut responses = responses
+        .map_err(|s| fail(format!("export: {}", s.message())))?
+        .into_inner();
+    // The Snapshot is acknowledged with the response to its last part.
+    let snapshot_generation = generation;
+    let mut acknowledged = false;
+    let mut refused = Refused::new(Backoff::new(config.backoff.min, config.backoff.max));
+    info!(registry = %config.url, cluster = %sent.cluster.name, services = sent.services.len(), parts, "export stream open; snapshot sent");
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.reset();
     loop {
+        let retry_due = refused.due();
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             changed = exports.changed() => {
@@ -165,14 +229,26 @@ async fn stream(
                     return Err(fail("cluster metadata changed; reconnecting to announce it".into()));
                 }
                 let (upserts, removals) = diff(&sent.services, &next.services);
+                // Refused services that changed go out with this Delta.
+                refused.sending(|k| sent.services.get(k) != next.services.get(k));
                 sent = next;
                 if upserts.is_empty() && removals.is_empty() {
                     continue;
                 }
-                let delta = wire::Delta { upserts, removals };
-                if tx.send(request(&mut generation, Req::Delta(delta))).await.is_err() {
+                let deltas = delta_parts(upserts, removals, config.max_message_bytes);
+                if !send_deltas(&tx, &mut generation, deltas).await {
                     return Err(fail("stream closed".into()));
                 }
+                heartbeat.reset();
+            }
+            _ = tokio::time::sleep_until(retry_due.unwrap_or_else(tokio::time::Instant::now)), if retry_due.is_some() => {
+                let (upserts, removals) = refused.take(&sent.services);
+                info!(registry = %config.url, services = upserts.len() + removals.len(), "sending refused services again");
+                let deltas = delta_parts(upserts, removals, config.max_message_bytes);
+                if !send_deltas(&tx, &mut generation, deltas).await {
+                    return Err(fail("stream closed".into()));
+                }
+                refused.retried(generation);
                 heartbeat.reset();
             }
             _ = heartbeat.tick() => {
@@ -182,13 +258,17 @@ async fn stream(
             }
             response = responses.message() => match response {
                 Ok(Some(response)) => {
-                    // The registry has accepted the stream: the next failure
-                    // starts backing off from the beginning.
-                    backoff.reset();
-                    for refusal in response.refusals {
-                        let key = refusal.key.map(|k| format!("{}/{}", k.namespace, k.name)).unwrap_or_default();
-                        warn!(registry = %config.url, service = %key, reason = %refusal.reason, "registry refused a service");
+                    if !acknowledged && response.generation >= snapshot_generation {
+                        // The registry took the Snapshot: the next failure
+                        // starts backing off from the beginning.
+                        acknowledged = true;
+                        backoff.reset();
                     }
+                    for refusal in &response.refusals {
+                        let key = refusal.key.as_ref().map(|k| format!("{}/{}", k.namespace, k.name)).unwrap_or_default();
+                        warn!(registry = %config.url, service = %key, reason = %refusal.reason, "registry refused a service; it will be sent again");
+                    }
+                    refused.answered(response.generation, &response.refusals);
                 }
                 Ok(None) => return Err(fail("registry closed the stream".into())),
                 Err(status) => return Err(fail(format!("{:?}: {}", status.code(), status.message()))),

@@ -1,17 +1,39 @@
 //! Watch: the registry's whole state (a Reset), then every change, in
-//! wire form; also the state file's payload.
+//! wire form and in parts of at most [`parts::PART_BYTES`]; also the state
+//! file's payload.
+//!
+//! What one watcher may cost is bounded: its channel holds a few parts,
+//! parts are built as the channel takes them, and a reader that does not
+//! take its Reset (or a later part) within `--watch-stall-timeout` is cut
+//! off with `RESOURCE_EXHAUSTED`, freeing its `--max-watch-streams` slot.
+//! A reader that falls behind the registry's change feed is sent a fresh
+//! Reset. Nobody waits for a watcher: changes are broadcast.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use meshdns_proto::wire::{self, watch_event::Event};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+use tracing::{info, warn};
 
 use crate::auth::Credential;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::{Change, ClusterStatus, FullState, Registry};
+
+mod parts;
+
+pub use parts::PART_BYTES;
+
+/// Parts queued for one watcher: with [`PART_BYTES`] parts, at most a
+/// few MiB per watcher besides what HTTP/2 holds.
+const QUEUED_PARTS: usize = 2;
 
 pub(super) fn cluster_info(status: &ClusterStatus) -> wire::ClusterInfo {
     let hello = wire::Hello::from(&status.cluster);
@@ -49,66 +71,191 @@ pub fn full_state(state: &FullState) -> wire::Reset {
     }
 }
 
-fn reset(state: &FullState) -> wire::WatchEvent {
-    wire::WatchEvent {
-        event: Some(Event::Reset(full_state(state))),
-    }
-}
-
-fn change(change: &Change) -> wire::WatchEvent {
-    let event = match change {
-        Change::Cluster(status) => Event::Cluster(cluster_info(status)),
-        Change::Services {
-            cluster,
-            upserts,
-            removals,
-        } => Event::Services(wire::ServicesChanged {
-            cluster: cluster.to_string(),
-            upserts: upserts.iter().map(|s| s.as_ref().into()).collect(),
-            removals: removals.iter().map(Into::into).collect(),
-            more: false,
-        }),
-        Change::ClusterRemoved(name) => Event::ClusterRemoved(name.to_string()),
-    };
+fn event(event: Event) -> wire::WatchEvent {
     wire::WatchEvent { event: Some(event) }
 }
 
-pub(super) async fn watch_stream(
+/// Why a watch stream ended.
+enum End {
+    /// The reader went away.
+    Closed,
+    /// The reader did not take a part within the stall timeout.
+    Stalled,
+    ShuttingDown,
+    /// The reader's credential was revoked or expired.
+    Revoked(crate::auth::Revoked),
+}
+
+/// The sending side of one watcher.
+struct Watcher {
+    events: mpsc::Sender<Result<wire::WatchEvent, Status>>,
+    stall: Duration,
+    shutdown: CancellationToken,
+    credential: Credential,
+}
+
+impl Watcher {
+    /// Queues `event`, waiting at most until `deadline` for room.
+    async fn send(&self, event: wire::WatchEvent, deadline: Instant) -> Result<(), End> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Err(End::ShuttingDown),
+            revoked = self.credential.revoked() => Err(End::Revoked(revoked)),
+            sent = tokio::time::timeout_at(deadline, self.events.send(Ok(event))) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(End::Closed),
+                Err(_) => Err(End::Stalled),
+            },
+        }
+    }
+
+    /// Sends the whole state; every part within one stall timeout.
+    async fn reset(&self, state: FullState) -> Result<(), End> {
+        let deadline = Instant::now() + self.stall;
+        for part in parts::reset_parts(&state.clusters, PART_BYTES) {
+            self.send(event(Event::Reset(part)), deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one change; each part within a stall timeout.
+    async fn change(&self, change: &Change) -> Result<(), End> {
+        match change {
+            Change::Cluster(status) => {
+                let info = Event::Cluster(cluster_info(status));
+                self.send(event(info), Instant::now() + self.stall).await
+            }
+            Change::Services {
+                cluster,
+                upserts,
+                removals,
+            } => {
+                let name = cluster.to_string();
+                for part in parts::services_parts(&name, upserts, removals, PART_BYTES) {
+                    self.send(event(Event::Services(part)), Instant::now() + self.stall)
+                        .await?;
+                }
+                Ok(())
+            }
+            Change::ClusterRemoved(name) => {
+                let removed = Event::ClusterRemoved(name.to_string());
+                self.send(event(removed), Instant::now() + self.stall).await
+            }
+        }
+    }
+}
+
+/// A watcher's response stream: its queued events, unless it was cut off,
+/// in which case the status comes first and the queue is dropped.
+pub(super) struct WatchEvents {
+    events: mpsc::Receiver<Result<wire::WatchEvent, Status>>,
+    cut: Option<oneshot::Receiver<Status>>,
+}
+
+impl std::fmt::Debug for WatchEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchEvents").finish_non_exhaustive()
+    }
+}
+
+impl Stream for WatchEvents {
+    type Item = Result<wire::WatchEvent, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(cut) = self.cut.as_mut() {
+            match Pin::new(cut).poll(cx) {
+                Poll::Ready(Ok(status)) => {
+                    self.cut = None;
+                    self.events.close();
+                    while self.events.try_recv().is_ok() {}
+                    return Poll::Ready(Some(Err(status)));
+                }
+                // Ended without a cut: only the queue is left.
+                Poll::Ready(Err(_)) => self.cut = None,
+                Poll::Pending => {}
+            }
+        }
+        self.events.poll_recv(cx)
+    }
+}
+
+/// Starts a watcher's task; `on_end` runs when it ends (and gives back
+/// its slot). The stream is what the reader reads.
+pub(super) fn start(
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    credential: Credential,
+    stall: Duration,
     shutdown: CancellationToken,
-    events: mpsc::Sender<Result<wire::WatchEvent, Status>>,
-) {
+    credential: Credential,
+    on_end: impl FnOnce() + Send + 'static,
+) -> WatchEvents {
+    let (events, rx) = mpsc::channel(QUEUED_PARTS);
+    let (cut_tx, cut) = oneshot::channel();
+    let watcher = Watcher {
+        events,
+        stall,
+        shutdown,
+        credential,
+    };
+    tokio::spawn(async move {
+        metrics.watch_event("opened");
+        let end = watch_stream(&registry, &metrics, &watcher).await;
+        let status = match end {
+            End::Closed => None,
+            End::Stalled => {
+                metrics.watch_event("stalled");
+                warn!(timeout = ?stall, "watch reader cut off: it did not read within --watch-stall-timeout");
+                Some(Status::resource_exhausted(format!(
+                    "watch reader cut off: a part waited longer than --watch-stall-timeout ({stall:?}) to be read; reconnect and read faster"
+                )))
+            }
+            End::ShuttingDown => Some(Error::ShuttingDown.into()),
+            End::Revoked(revoked) => {
+                metrics.stream_revoked();
+                Some(revoked.into())
+            }
+        };
+        metrics.watch_event("closed");
+        if let Some(status) = status {
+            let _ = cut_tx.send(status);
+        }
+        on_end();
+    });
+    WatchEvents {
+        events: rx,
+        cut: Some(cut),
+    }
+}
+
+async fn watch_stream(registry: &Registry, metrics: &Metrics, watcher: &Watcher) -> End {
     let (state, mut changes) = registry.subscribe();
-    if events.send(Ok(reset(&state))).await.is_err() {
-        return;
+    if let Err(end) = watcher.reset(state).await {
+        return end;
     }
     loop {
-        let event = tokio::select! {
-            _ = events.closed() => return,
-            _ = shutdown.cancelled() => {
-                let _ = events.send(Err(Error::ShuttingDown.into())).await;
-                return;
-            }
-            revoked = credential.revoked() => {
-                metrics.stream_revoked();
-                let _ = events.send(Err(revoked.into())).await;
-                return;
-            }
-            received = changes.recv() => match received {
-                Ok(c) => change(&c),
-                // Too slow to keep up: start it over from the whole state.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let (state, fresh) = registry.subscribe();
-                    changes = fresh;
-                    reset(&state)
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
+        let received = tokio::select! {
+            _ = watcher.events.closed() => return End::Closed,
+            _ = watcher.shutdown.cancelled() => return End::ShuttingDown,
+            revoked = watcher.credential.revoked() => return End::Revoked(revoked),
+            received = changes.recv() => received,
         };
-        if events.send(Ok(event)).await.is_err() {
-            return;
+        let sent = match received {
+            Ok(change) => watcher.change(&change).await,
+            // Too slow to keep up: start it over from the whole state.
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                info!(
+                    missed,
+                    "watch reader fell behind the changes; sending a fresh reset"
+                );
+                metrics.watch_event("resynced");
+                let (state, fresh) = registry.subscribe();
+                changes = fresh;
+                watcher.reset(state).await
+            }
+            Err(broadcast::error::RecvError::Closed) => return End::Closed,
+        };
+        if let Err(end) = sent {
+            return end;
         }
     }
 }

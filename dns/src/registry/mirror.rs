@@ -74,10 +74,8 @@ impl Registry {
             locality: true,
             ..Dirty::default()
         };
-        let keep: Vec<ClusterName> = clusters
-            .iter()
-            .map(|(m, _)| m.cluster.name.clone())
-            .collect();
+        let keep: std::collections::HashSet<&ClusterName> =
+            clusters.iter().map(|(m, _)| &m.cluster.name).collect();
         let gone: Vec<ClusterName> = state
             .clusters
             .keys()

@@ -17,6 +17,7 @@ mod kubernetes;
 mod limits;
 mod locality;
 mod partition;
+mod parts;
 mod process;
 mod resolvers;
 mod restart;

@@ -1,0 +1,123 @@
+//! Splitting a message's repeated items into parts under a byte budget,
+//! for the messages that may come in parts (`Snapshot`, `Reset`,
+//! `ServicesChanged`) and for Deltas sent as several messages.
+
+use std::iter::Peekable;
+
+use prost::Message;
+
+/// Bytes `item` adds to a repeated message field numbered below 16: one
+/// tag byte, the length prefix and the item itself.
+pub fn field_len(item: &impl Message) -> usize {
+    let len = item.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// Groups items into runs whose sizes (as `size` measures them) add up to
+/// at most a budget. An item bigger than the budget on its own goes alone
+/// in its run, so every item is in exactly one run, in order; the receiver
+/// refuses it if it is over its own limit.
+pub struct Split<I: Iterator, F> {
+    items: Peekable<I>,
+    budget: usize,
+    size: F,
+}
+
+impl<I: Iterator, F> std::fmt::Debug for Split<I, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Split")
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I: Iterator, F: Fn(&I::Item) -> usize> Split<I, F> {
+    pub fn new(items: I, budget: usize, size: F) -> Self {
+        Split {
+            items: items.peekable(),
+            budget,
+            size,
+        }
+    }
+}
+
+impl<I: Iterator, F: Fn(&I::Item) -> usize> Iterator for Split<I, F> {
+    type Item = Vec<I::Item>;
+
+    fn next(&mut self) -> Option<Vec<I::Item>> {
+        let first = self.items.next()?;
+        let mut used = (self.size)(&first);
+        let mut run = vec![first];
+        let (budget, size) = (self.budget, &self.size);
+        while let Some(item) = self.items.next_if(|item| {
+            let len = size(item);
+            let fits = used.saturating_add(len) <= budget;
+            if fits {
+                used += len;
+            }
+            fits
+        }) {
+            run.push(item);
+        }
+        Some(run)
+    }
+}
+
+/// Marks every part but the last: `mark(part, more)` is called once per
+/// part as it is taken, with `more` false only on the last. Lazy: it holds
+/// at most the part it gives and the next one.
+pub fn mark_more<T>(
+    parts: impl Iterator<Item = T>,
+    mark: impl Fn(&mut T, bool),
+) -> impl Iterator<Item = T> {
+    let mut parts = parts.peekable();
+    std::iter::from_fn(move || {
+        let mut part = parts.next()?;
+        let more = parts.peek().is_some();
+        mark(&mut part, more);
+        Some(part)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(sizes: &[usize], budget: usize) -> Vec<Vec<usize>> {
+        Split::new(sizes.iter().copied(), budget, |s| *s).collect()
+    }
+
+    #[test]
+    fn runs_stay_under_the_budget_and_keep_every_item_once() {
+        assert_eq!(runs(&[], 10), Vec::<Vec<usize>>::new());
+        assert_eq!(runs(&[3, 3, 3, 3], 10), vec![vec![3, 3, 3], vec![3]]);
+        assert_eq!(runs(&[5, 5, 5], 10), vec![vec![5, 5], vec![5]]);
+        // Bigger than the budget: alone, neither dropped nor merged.
+        assert_eq!(runs(&[2, 25, 2], 10), vec![vec![2], vec![25], vec![2]]);
+        assert_eq!(runs(&[25], 10), vec![vec![25]]);
+    }
+
+    #[test]
+    fn field_len_is_what_a_repeated_field_costs() {
+        let key = crate::wire::ServiceKey {
+            namespace: "shop".into(),
+            name: "web".into(),
+        };
+        let delta = crate::wire::Delta {
+            upserts: vec![],
+            removals: vec![key.clone(), key.clone()],
+        };
+        assert_eq!(delta.encoded_len(), 2 * field_len(&key));
+    }
+
+    #[test]
+    fn more_on_all_but_the_last() {
+        let marked: Vec<_> = mark_more([1, 2, 3].into_iter().map(|n| (n, false)), |p, more| {
+            p.1 = more
+        })
+        .collect();
+        assert_eq!(marked, vec![(1, true), (2, true), (3, false)]);
+        let none = mark_more(std::iter::empty::<(u8, bool)>(), |p, m| p.1 = m);
+        assert_eq!(none.count(), 0);
+    }
+}
