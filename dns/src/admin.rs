@@ -66,6 +66,8 @@ pub struct AdminState {
     /// Unready until the registry holds a cluster (`--ready-wait-data`).
     pub wait_for_data: bool,
     pub registry: Arc<Registry>,
+    /// Consistent reads of the whole state (`/debug/registry`).
+    pub writer: crate::registry::Writer,
     pub zone: Arc<Zone>,
     pub metrics: Arc<Metrics>,
     /// Who may read `/debug/*`.
@@ -312,7 +314,12 @@ async fn debug_registry(
         Ok(filter) => filter,
         Err(e) => return bad(StatusCode::BAD_REQUEST, e),
     };
-    let full = state.registry.full_state();
+    let Ok(full) = state.writer.full_state().await else {
+        return bad(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the registry is shutting down".into(),
+        );
+    };
     let (clusters, services, truncated) = registry_json(&full, &filter);
     axum::Json(json!({
         "serial": state.registry.snapshot().serial,

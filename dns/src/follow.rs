@@ -9,7 +9,6 @@
 //! breaks between parts drops them; the next stream starts with a Reset.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use meshdns_proto::client::ClientAuth;
@@ -19,7 +18,7 @@ use meshdns_syncer::publish::Backoff;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::registry::{MirroredCluster, Registry};
+use crate::registry::{MirroredCluster, Writer};
 
 fn cluster(info: &wire::ClusterInfo) -> Option<MirroredCluster> {
     let hello = wire::Hello {
@@ -92,7 +91,7 @@ fn keys(list: &[wire::ServiceKey]) -> Vec<ServiceKey> {
 impl Assembly {
     /// Applies `event` to `registry`, or keeps it until its last part.
     /// `Err` when the upstream breaks the rules of parts.
-    pub fn apply(&mut self, registry: &Registry, event: Event) -> Result<(), String> {
+    pub async fn apply(&mut self, writer: &Writer, event: Event) -> Result<(), String> {
         let pending = self.reset.is_some() || self.services.is_some();
         match event {
             Event::Reset(reset) => {
@@ -116,7 +115,7 @@ impl Assembly {
                 if !reset.more
                     && let Some(parts) = self.reset.take()
                 {
-                    registry.mirror_reset(parts.clusters);
+                    writer.mirror_reset(parts.clusters).await;
                 }
             }
             Event::Services(changed) => {
@@ -140,7 +139,9 @@ impl Assembly {
                     && let Some(parts) = self.services.take()
                     && let Ok(name) = ClusterName::new(&parts.cluster)
                 {
-                    registry.mirror_services(&name, parts.upserts, parts.removals);
+                    writer
+                        .mirror_services(name, parts.upserts, parts.removals)
+                        .await;
                 }
             }
             _ if pending => {
@@ -148,12 +149,12 @@ impl Assembly {
             }
             Event::Cluster(info) => {
                 if let Some(m) = cluster(&info) {
-                    registry.mirror_cluster(m);
+                    writer.mirror_cluster(m).await;
                 }
             }
             Event::ClusterRemoved(name) => {
                 if let Ok(name) = ClusterName::new(&name) {
-                    registry.mirror_remove(&name);
+                    writer.mirror_remove(name).await;
                 }
             }
         }
@@ -166,7 +167,7 @@ impl Assembly {
 pub async fn run(
     url: String,
     auth: ClientAuth,
-    registry: Arc<Registry>,
+    writer: Writer,
     max_message_bytes: usize,
     shutdown: CancellationToken,
 ) {
@@ -175,7 +176,7 @@ pub async fn run(
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = stream(&url, &auth, &registry, max_message_bytes, &mut backoff) => r,
+            r = stream(&url, &auth, &writer, max_message_bytes, &mut backoff) => r,
         };
         warn!(upstream = %url, error = %result, "lost the upstream registry; answering from the last state");
         let delay = backoff.next_delay();
@@ -195,7 +196,7 @@ const MIN_DECODE_BYTES: usize = 4 * 1024 * 1024;
 async fn stream(
     url: &str,
     auth: &ClientAuth,
-    registry: &Registry,
+    writer: &Writer,
     max_message_bytes: usize,
     backoff: &mut Backoff,
 ) -> String {
@@ -213,7 +214,7 @@ async fn stream(
         match events.message().await {
             Ok(Some(wire::WatchEvent { event: Some(event) })) => {
                 let last_reset_part = matches!(&event, Event::Reset(r) if !r.more);
-                if let Err(e) = assembly.apply(registry, event) {
+                if let Err(e) = assembly.apply(writer, event).await {
                     return format!("upstream broke the protocol: {e}");
                 }
                 if last_reset_part {

@@ -19,7 +19,7 @@ use crate::auth::{Auth, Caller, Credential};
 use crate::config::Limits;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::{Registry, Writer};
 
 mod export;
 mod validate;
@@ -54,6 +54,7 @@ impl std::fmt::Debug for Ingest {
 impl Ingest {
     pub fn new(
         registry: Arc<Registry>,
+        writer: Writer,
         metrics: Arc<Metrics>,
         auth: Arc<Auth>,
         fleet: Arc<Fleet>,
@@ -63,6 +64,7 @@ impl Ingest {
         Ingest {
             export: Arc::new(export::Context {
                 registry,
+                writer,
                 metrics,
                 limits,
                 auth,
@@ -168,7 +170,7 @@ impl wire::registry_server::Registry for Ingest {
             ))
         })?;
         let events = watch::start(
-            self.registry().clone(),
+            self.export.writer.clone(),
             self.export.metrics.clone(),
             self.export.limits.watch_stall_timeout,
             self.export.shutdown.clone(),
@@ -205,8 +207,11 @@ impl wire::registry_server::Registry for Ingest {
         let key =
             ServiceKey::try_from(key).map_err(|e| Status::invalid_argument(format!("key.{e}")))?;
         let exports = self
-            .registry()
-            .service(&key)
+            .export
+            .writer
+            .service(key)
+            .await
+            .map_err(Status::from)?
             .into_iter()
             .map(|(cluster, service)| wire::ClusterService {
                 cluster: cluster.to_string(),

@@ -137,7 +137,11 @@ fn with_tcp_keepalive(
 
 /// Marks silent clusters stale and purges them, often enough that a
 /// cluster leaves answers within a tenth of `cluster_ttl` of going stale.
-async fn sweep(registry: Arc<Registry>, liveness: registry::Liveness, shutdown: CancellationToken) {
+async fn sweep(
+    writer: registry::Writer,
+    liveness: registry::Liveness,
+    shutdown: CancellationToken,
+) {
     let period =
         (liveness.cluster_ttl / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(period);
@@ -145,7 +149,7 @@ async fn sweep(registry: Arc<Registry>, liveness: registry::Liveness, shutdown: 
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => registry.sweep(std::time::Instant::now(), liveness),
+            _ = ticker.tick() => writer.sweep(std::time::Instant::now(), liveness).await,
         }
     }
 }
@@ -164,6 +168,11 @@ pub async fn serve(
     if let Some(path) = &config.state_file {
         state_file::load(&registry, path);
     }
+    // From here on, every write goes through the writer thread.
+    let writer = registry::Writer::spawn(registry.clone()).map_err(|source| Error::Serve {
+        what: "registry writer thread",
+        source: Box::new(source),
+    })?;
     let zone = Arc::new(config.zone);
     let ready = Arc::new(Readiness::default());
     let mut tasks = tokio::task::JoinSet::new();
@@ -213,6 +222,7 @@ pub async fn serve(
         saver = Some((
             tokio::spawn(state_file::run(
                 registry.clone(),
+                writer.clone(),
                 path,
                 Duration::from_secs(2),
                 token.clone(),
@@ -227,13 +237,13 @@ pub async fn serve(
             tasks.spawn(follow::run(
                 url.clone(),
                 config.follow_auth.clone(),
-                registry.clone(),
+                writer.clone(),
                 config.limits.max_grpc_message_bytes,
                 shutdown.clone(),
             ));
         }
         None => {
-            tasks.spawn(sweep(registry.clone(), config.liveness, shutdown.clone()));
+            tasks.spawn(sweep(writer.clone(), config.liveness, shutdown.clone()));
         }
     }
     let auth = Arc::new(
@@ -256,6 +266,7 @@ pub async fn serve(
         ready: ready.clone(),
         wait_for_data: config.ready_wait_data,
         registry: registry.clone(),
+        writer: writer.clone(),
         zone: zone.clone(),
         metrics: metrics.clone(),
         auth: auth.clone(),
@@ -293,6 +304,7 @@ pub async fn serve(
         .add_service(
             Ingest::new(
                 registry.clone(),
+                writer.clone(),
                 metrics.clone(),
                 auth.clone(),
                 fleet,

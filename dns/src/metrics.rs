@@ -151,6 +151,7 @@ pub struct Metrics {
     watch_events: Family<EventLabels, Counter>,
     refused: Family<ReasonLabels, Counter>,
     snapshot_build: Histogram,
+    writer_batch: Histogram,
     clusters: Family<StateLabels, Gauge>,
     services: Gauge,
     endpoints: Gauge,
@@ -244,6 +245,12 @@ impl Metrics {
             "Time to build and publish a registry snapshot",
             snapshot_build.clone(),
         );
+        let writer_batch = Histogram::new(exponential_buckets(1.0, 4.0, 6));
+        registry.register(
+            "registry_writer_batch_size",
+            "Writes the registry's writer applied under one publish",
+            writer_batch.clone(),
+        );
         let clusters = Family::<StateLabels, Gauge>::default();
         registry.register(
             "clusters",
@@ -306,6 +313,7 @@ impl Metrics {
             watch_events,
             refused,
             snapshot_build,
+            writer_batch,
             clusters,
             services,
             endpoints,
@@ -372,6 +380,11 @@ impl Metrics {
 
     pub fn snapshot_built(&self, elapsed: Duration) {
         self.snapshot_build.observe(elapsed.as_secs_f64());
+    }
+
+    /// One writer batch of `jobs` was applied and published.
+    pub fn writer_batch(&self, jobs: usize) {
+        self.writer_batch.observe(jobs as f64);
     }
 
     /// The Prometheus text exposition, with registry gauges read now.

@@ -13,6 +13,7 @@
 //! purges one silent for `stale_grace`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,11 +31,13 @@ use crate::snapshot::{ExportInput, PartChange, ServiceView, Snapshot};
 mod claims;
 mod mirror;
 mod reaper;
+mod writer;
 
 use claims::Claims;
 
 pub use mirror::MirroredCluster;
 use reaper::Reaper;
+pub use writer::Writer;
 
 /// A change, as Watch streams it.
 #[derive(Debug, Clone)]
@@ -100,6 +103,12 @@ struct ClusterEntry {
     /// Announced client CIDRs refused because another cluster holds an
     /// overlapping one: (what was announced, why).
     refused_cidrs: Vec<String>,
+    /// `last_seen_unix_ms`, shared with the published cluster list so a
+    /// heartbeat need not republish it.
+    heartbeat: Arc<AtomicU64>,
+    /// The status as last published; rebuilt when a change names the
+    /// cluster.
+    published: Option<Arc<ClusterStatus>>,
 }
 
 impl ClusterEntry {
@@ -266,6 +275,9 @@ impl State {
 pub struct Registry {
     state: Mutex<State>,
     snapshot: ArcSwap<Snapshot>,
+    /// Every cluster's status as last published, for readers
+    /// (ListClusters, readiness, metrics): they never touch `state`.
+    listed: ArcSwap<Vec<(Arc<ClusterStatus>, Arc<AtomicU64>)>>,
     changes: broadcast::Sender<Arc<Change>>,
     default_ttl: u32,
     /// `--max-services-per-cluster`.
@@ -312,6 +324,10 @@ struct Dirty {
 }
 
 impl Dirty {
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty() && !self.locality && self.changes.is_empty()
+    }
+
     /// Notes that `cluster`'s part of each of `keys` changed.
     fn touch(&mut self, cluster: &ClusterName, keys: impl IntoIterator<Item = ServiceKey>) {
         for key in keys {
@@ -336,6 +352,7 @@ impl Registry {
                 serial,
             }),
             snapshot: ArcSwap::from_pointee(Snapshot::new(reverse).with_changes(serial, None, [])),
+            listed: ArcSwap::default(),
             changes: broadcast::channel(1024).0,
             default_ttl,
             max_services: usize::MAX,
@@ -356,6 +373,17 @@ impl Registry {
         self.snapshot.load()
     }
 
+    /// Runs one write and publishes what it changed: the path of tests,
+    /// benches and start-up. A running server writes through its
+    /// [`Writer`], which batches writes and publishes once per batch.
+    fn write<R>(&self, f: impl FnOnce(&mut State, &mut Dirty) -> R) -> R {
+        let mut state = self.lock();
+        let mut dirty = Dirty::default();
+        let result = f(&mut state, &mut dirty);
+        self.publish(&mut state, dirty);
+        result
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while writing cannot leave State half-changed in a way
         // readers see (they read snapshots), so a poisoned lock is usable.
@@ -368,16 +396,22 @@ impl Registry {
     /// purged) holds; the first holder keeps it. The cluster's liveness is
     /// unchanged until the session's first Snapshot is accepted; its data
     /// stays as it was until then.
-    pub fn hello(&self, mut cluster: Cluster, max_services: usize) -> (Session, Vec<String>) {
-        let mut state = self.lock();
+    pub fn hello(&self, cluster: Cluster, max_services: usize) -> (Session, Vec<String>) {
+        self.write(|state, dirty| self.hello_in(state, dirty, cluster, max_services))
+    }
+
+    fn hello_in(
+        &self,
+        state: &mut State,
+        dirty: &mut Dirty,
+        mut cluster: Cluster,
+        max_services: usize,
+    ) -> (Session, Vec<String>) {
         let id = state.next_session;
         state.next_session += 1;
         let token = CancellationToken::new();
         let name = cluster.name.clone();
-        let mut dirty = Dirty {
-            locality: true,
-            ..Dirty::default()
-        };
+        dirty.locality = true;
         if !state.clusters.contains_key(&name) {
             let cluster_id = state.next_cluster_id;
             state.next_cluster_id += 1;
@@ -400,6 +434,8 @@ impl Registry {
                     upstream_connected: None,
                     awaiting_snapshot: true,
                     refused_cidrs: Vec::new(),
+                    heartbeat: Arc::new(AtomicU64::new(unix_ms())),
+                    published: None,
                 },
             );
         }
@@ -439,7 +475,6 @@ impl Registry {
         entry.awaiting_snapshot = true;
         entry.refused_cidrs = refused.clone();
         dirty.changes.push(Change::Cluster(entry.status()));
-        self.publish(state, dirty);
         let session = Session {
             cluster: name,
             id,
@@ -468,6 +503,9 @@ impl Registry {
                 }
                 entry.last_seen = Instant::now();
                 entry.last_seen_unix_ms = unix_ms();
+                entry
+                    .heartbeat
+                    .store(entry.last_seen_unix_ms, Ordering::Relaxed);
                 if entry.stale {
                     info!(cluster = %session.cluster, "cluster is live again");
                     entry.stale = false;
@@ -487,12 +525,21 @@ impl Registry {
     pub fn apply_snapshot(
         &self,
         session: &Session,
+        services: Vec<ServiceExport>,
+        keep: &BTreeSet<ServiceKey>,
+    ) -> Result<Vec<ServiceKey>, Error> {
+        self.write(|state, dirty| self.apply_snapshot_in(state, dirty, session, services, keep))
+    }
+
+    fn apply_snapshot_in(
+        &self,
+        state: &mut State,
+        dirty: &mut Dirty,
+        session: &Session,
         mut services: Vec<ServiceExport>,
         keep: &BTreeSet<ServiceKey>,
     ) -> Result<Vec<ServiceKey>, Error> {
         self.share_keys(&mut services);
-        let mut state = self.lock();
-        let mut dirty = Dirty::default();
         let max = self.max_services.min(session.max_services);
         if let Some(entry) = state.clusters.get_mut(&session.cluster)
             && entry
@@ -503,7 +550,7 @@ impl Registry {
             // The first accepted Snapshot makes the cluster live.
             entry.awaiting_snapshot = false;
         }
-        let entry = Self::entry(&mut state, session, &mut dirty)?;
+        let entry = Self::entry(state, session, dirty)?;
         let mut next: BTreeMap<ServiceKey, Arc<ServiceExport>> = BTreeMap::new();
         let mut over = Vec::new();
         for service in services {
@@ -532,8 +579,7 @@ impl Registry {
             .map(|(_, v)| v.clone())
             .collect();
         entry.services = next;
-        Self::services_changed(&mut dirty, session.cluster.clone(), upserts, removals);
-        self.publish(state, dirty);
+        Self::services_changed(dirty, session.cluster.clone(), upserts, removals);
         Ok(over)
     }
 
@@ -543,14 +589,23 @@ impl Registry {
     pub fn apply_delta(
         &self,
         session: &Session,
+        upserts: Vec<ServiceExport>,
+        removals: BTreeSet<ServiceKey>,
+    ) -> Result<Vec<ServiceKey>, Error> {
+        self.write(|state, dirty| self.apply_delta_in(state, dirty, session, upserts, removals))
+    }
+
+    fn apply_delta_in(
+        &self,
+        state: &mut State,
+        dirty: &mut Dirty,
+        session: &Session,
         mut upserts: Vec<ServiceExport>,
         removals: BTreeSet<ServiceKey>,
     ) -> Result<Vec<ServiceKey>, Error> {
         self.share_keys(&mut upserts);
-        let mut state = self.lock();
-        let mut dirty = Dirty::default();
         let max = self.max_services.min(session.max_services);
-        let entry = Self::entry(&mut state, session, &mut dirty)?;
+        let entry = Self::entry(state, session, dirty)?;
         if entry.awaiting_snapshot {
             return Err(Error::OutOfOrder(
                 "a Delta came before the stream's first Snapshot",
@@ -573,9 +628,8 @@ impl Registry {
                 over.push(service.key().clone());
             }
         }
-        entry.apply_delta(accepted, removals, &mut dirty);
+        entry.apply_delta(accepted, removals, dirty);
         debug_assert!(entry.services.len() <= max.max(count));
-        self.publish(state, dirty);
         Ok(over)
     }
 
@@ -609,17 +663,20 @@ impl Registry {
 
     /// Records that the cluster is alive.
     pub fn heartbeat(&self, session: &Session) -> Result<(), Error> {
-        let mut state = self.lock();
-        let mut dirty = Dirty::default();
-        Self::entry(&mut state, session, &mut dirty)?;
-        self.publish(state, dirty);
-        Ok(())
+        self.write(|state, dirty| Self::heartbeat_in(state, dirty, session))
+    }
+
+    fn heartbeat_in(state: &mut State, dirty: &mut Dirty, session: &Session) -> Result<(), Error> {
+        Self::entry(state, session, dirty).map(|_| ())
     }
 
     /// The stream ended. The cluster's data stays; its liveness decides
     /// how long it is served.
     pub fn disconnect(&self, session: &Session) {
-        let mut state = self.lock();
+        self.write(|state, dirty| Self::disconnect_in(state, dirty, session));
+    }
+
+    fn disconnect_in(state: &mut State, dirty: &mut Dirty, session: &Session) {
         let Some(entry) = state.clusters.get_mut(&session.cluster) else {
             return;
         };
@@ -629,19 +686,17 @@ impl Registry {
             .is_some_and(|(id, _)| *id == session.id)
         {
             entry.session = None;
-            let dirty = Dirty {
-                changes: vec![Change::Cluster(entry.status())],
-                ..Dirty::default()
-            };
-            self.publish(state, dirty);
+            dirty.changes.push(Change::Cluster(entry.status()));
         }
     }
 
     /// Marks clusters silent for `cluster_ttl` stale and purges those
     /// silent for `stale_grace`. Run it often (every `cluster_ttl / 10`).
     pub fn sweep(&self, now: Instant, liveness: Liveness) {
-        let mut state = self.lock();
-        let mut dirty = Dirty::default();
+        self.write(|state, dirty| Self::sweep_in(state, dirty, now, liveness));
+    }
+
+    fn sweep_in(state: &mut State, dirty: &mut Dirty, now: Instant, liveness: Liveness) {
         let mut purge = Vec::new();
         for (name, entry) in state.clusters.iter_mut() {
             let silent = now.saturating_duration_since(entry.last_seen);
@@ -674,28 +729,47 @@ impl Registry {
                 dirty.changes.push(Change::ClusterRemoved(name));
             }
         }
-        self.publish(state, dirty);
     }
 
     /// Rebuilds the views of the services that changed (and the locality
     /// if clusters changed), stores the next snapshot and tells watchers.
     /// Runs under the state lock so snapshots are published in write order.
-    fn publish(&self, mut state: MutexGuard<'_, State>, dirty: Dirty) {
-        for change in dirty.changes {
+    fn publish(&self, state: &mut State, dirty: Dirty) {
+        let Dirty {
+            keys,
+            locality,
+            changes,
+        } = dirty;
+        if !keys.is_empty() || locality {
+            self.rebuild(state, keys, locality);
+        }
+        // The cluster list and the change feed follow the snapshot, so a
+        // reader that sees them finds the answers already there.
+        if !changes.is_empty() {
+            self.list(state, &changes);
+        }
+        for change in changes {
             let _ = self.changes.send(Arc::new(change));
         }
-        if dirty.keys.is_empty() && !dirty.locality {
-            return;
-        }
+    }
+
+    /// Rebuilds the views of `keys` (and the locality table) and stores
+    /// the next snapshot.
+    fn rebuild(
+        &self,
+        state: &mut State,
+        keys: BTreeMap<ServiceKey, BTreeSet<ClusterName>>,
+        locality: bool,
+    ) {
+        let dirty_locality = locality;
         let started = Instant::now();
         state.serial = state.serial.wrapping_add(1);
-        let locality = dirty.locality.then(|| Arc::new(state.locality()));
+        let locality = dirty_locality.then(|| Arc::new(state.locality()));
         let State {
             clusters, names, ..
         } = &mut *state;
         let current = self.snapshot.load();
-        let views: Vec<(ServiceKey, Option<Arc<ServiceView>>)> = dirty
-            .keys
+        let views: Vec<(ServiceKey, Option<Arc<ServiceView>>)> = keys
             .into_iter()
             .map(|(key, changed)| {
                 // Only the changed clusters' parts are rebuilt; the rest
@@ -732,6 +806,34 @@ impl Registry {
         self.reaper.retire(old);
     }
 
+    /// Publishes the cluster list, rebuilding the statuses of the clusters
+    /// `changes` name (the others are shared with the last list).
+    fn list(&self, state: &mut State, changes: &[Change]) {
+        let named: std::collections::HashSet<&ClusterName> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Cluster(status) => Some(&status.cluster.name),
+                Change::Services { cluster, .. } => Some(cluster),
+                Change::ClusterRemoved(_) => None,
+            })
+            .collect();
+        let list = state
+            .clusters
+            .iter_mut()
+            .map(|(name, entry)| {
+                if entry.published.is_none() || named.contains(name) {
+                    entry.published = Some(Arc::new(entry.status()));
+                }
+                let status = entry
+                    .published
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(entry.status()));
+                (status, entry.heartbeat.clone())
+            })
+            .collect();
+        self.listed.store(Arc::new(list));
+    }
+
     /// Every cluster with its status and exports.
     pub fn full_state(&self) -> FullState {
         Self::full_state_of(&self.lock())
@@ -755,17 +857,30 @@ impl Registry {
         (Self::full_state_of(&state), receiver)
     }
 
+    /// Every cluster's status, from the last published list: lock-free.
     pub fn clusters(&self) -> Vec<ClusterStatus> {
-        self.lock()
-            .clusters
-            .values()
-            .map(ClusterEntry::status)
+        self.listed
+            .load()
+            .iter()
+            .map(|(status, heartbeat)| ClusterStatus {
+                last_heartbeat_unix_ms: heartbeat.load(Ordering::Relaxed),
+                ..ClusterStatus::clone(status)
+            })
             .collect()
+    }
+
+    /// How many clusters the last published list holds: lock-free.
+    pub fn cluster_count(&self) -> usize {
+        self.listed.load().len()
     }
 
     /// Every cluster's export of `key`.
     pub fn service(&self, key: &ServiceKey) -> Vec<(ClusterName, Arc<ServiceExport>)> {
-        self.lock()
+        Self::service_of(&self.lock(), key)
+    }
+
+    fn service_of(state: &State, key: &ServiceKey) -> Vec<(ClusterName, Arc<ServiceExport>)> {
+        state
             .clusters
             .iter()
             .filter_map(|(n, e)| e.services.get(key).map(|s| (n.clone(), s.clone())))

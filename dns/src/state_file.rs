@@ -31,12 +31,16 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Encodes the registry's state.
 pub fn encode(registry: &Registry) -> Vec<u8> {
-    let payload = crate::ingest::full_state(&registry.full_state()).encode_to_vec();
+    seal(&crate::ingest::full_state(&registry.full_state()).encode_to_vec())
+}
+
+/// The file's bytes for `payload`: header, length, checksum, payload.
+fn seal(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(MAGIC.len() + 16 + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-    out.extend_from_slice(&fnv1a(&payload).to_be_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(&fnv1a(payload).to_be_bytes());
+    out.extend_from_slice(payload);
     out
 }
 
@@ -111,6 +115,7 @@ pub fn load(registry: &Registry, path: &Path) -> usize {
 /// Saves every `interval` when the state changed, and once more at shutdown.
 pub async fn run(
     registry: Arc<Registry>,
+    writer: crate::registry::Writer,
     path: PathBuf,
     interval: Duration,
     shutdown: CancellationToken,
@@ -125,8 +130,17 @@ pub async fn run(
         };
         let serial = registry.snapshot().serial;
         if serial != saved || stopping {
-            let (registry, path) = (registry.clone(), path.clone());
-            let result = tokio::task::spawn_blocking(move || save(&registry, &path)).await;
+            // The state is taken by the writer (Arc clones, between two
+            // publishes); encoding and writing happen off the runtime.
+            let Ok(full) = writer.full_state().await else {
+                return;
+            };
+            let path = path.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let payload = crate::ingest::full_state(&full).encode_to_vec();
+                write_atomically(&path, &seal(&payload))
+            })
+            .await;
             match result {
                 Ok(Ok(())) => saved = serial,
                 Ok(Err(e)) => warn!(error = %e, "cannot save the state file"),

@@ -18,11 +18,13 @@ use crate::config::Limits;
 use crate::error::Error;
 use crate::fleet::{ClusterRules, Fleet};
 use crate::metrics::Metrics;
-use crate::registry::{Registry, Session};
+use crate::registry::{Registry, Session, Writer};
 
 /// What an Export stream works with.
 pub(super) struct Context {
     pub registry: Arc<Registry>,
+    /// Every write goes through the registry's writer thread.
+    pub writer: Writer,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub auth: Arc<Auth>,
@@ -123,7 +125,7 @@ async fn check(
 /// The state one stream carries between messages.
 struct Stream<'a> {
     cx: &'a Context,
-    session: Session,
+    session: Arc<Session>,
     rules: Option<Arc<ClusterRules>>,
     pending: Option<Pending>,
     /// Whether a whole Snapshot has been applied on this stream.
@@ -139,7 +141,7 @@ impl Stream<'_> {
     /// Applies one request of the open session.
     async fn apply(&mut self, request: wire::ExportRequest) -> Result<wire::ExportResponse, Error> {
         let limits = &self.cx.limits;
-        let registry = &self.cx.registry;
+        let writer = &self.cx.writer;
         let refusals: Vec<Refused> = match request.message {
             Some(Req::Hello(_)) => return Err(Error::SecondHello),
             Some(Req::Snapshot(snapshot)) => {
@@ -175,7 +177,9 @@ impl Stream<'_> {
                         keep,
                         ..
                     } = pending.checked;
-                    let over = registry.apply_snapshot(&self.session, valid, &keep)?;
+                    let over = writer
+                        .apply_snapshot(self.session.clone(), valid, keep)
+                        .await?;
                     self.snapshot_applied = true;
                     let mut refusals = refusals.get(before..).unwrap_or_default().to_vec();
                     refusals.extend(over_limit(over, max));
@@ -204,12 +208,14 @@ impl Stream<'_> {
                 let mut refusals = checked.refusals;
                 refusals.extend(refused);
                 let upserts: Vec<ServiceExport> = checked.valid;
-                let over = registry.apply_delta(&self.session, upserts, gone)?;
+                let over = writer
+                    .apply_delta(self.session.clone(), upserts, gone)
+                    .await?;
                 refusals.extend(over_limit(over, self.max_services()));
                 refusals
             }
             Some(Req::Heartbeat(_)) | None => {
-                registry.heartbeat(&self.session)?;
+                writer.heartbeat(self.session.clone()).await?;
                 Vec::new()
             }
         };
@@ -359,7 +365,14 @@ pub(super) async fn export_stream(
         .and_then(|r| r.max_services)
         .unwrap_or(usize::MAX)
         .min(cx.limits.max_services_per_cluster);
-    let (session, overlapping) = cx.registry.hello(cluster, max_services);
+    let (session, overlapping) = match cx.writer.hello(cluster, max_services).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            let _ = responses.send(Err(e.into())).await;
+            return;
+        }
+    };
+    let session = Arc::new(session);
     refused.extend(overlapping);
     for reason in &refused {
         metrics.refused("client_cidr");
@@ -428,7 +441,7 @@ pub(super) async fn export_stream(
     if stream.pending.is_some() {
         info!(cluster = %session.cluster, "export stream ended between the parts of a Snapshot; none of it was applied");
     }
-    cx.registry.disconnect(&session);
+    cx.writer.disconnect(session.clone()).await;
     metrics.export_event("closed");
     match end {
         Some(e) => {

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::auth::Credential;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::registry::{Change, ClusterStatus, FullState, Registry};
+use crate::registry::{Change, ClusterStatus, FullState, Writer};
 
 mod parts;
 
@@ -182,7 +182,7 @@ impl Stream for WatchEvents {
 /// Starts a watcher's task; `on_end` runs when it ends (and gives back
 /// its slot). The stream is what the reader reads.
 pub(super) fn start(
-    registry: Arc<Registry>,
+    writer: Writer,
     metrics: Arc<Metrics>,
     stall: Duration,
     shutdown: CancellationToken,
@@ -199,7 +199,7 @@ pub(super) fn start(
     };
     tokio::spawn(async move {
         metrics.watch_event("opened");
-        let end = watch_stream(&registry, &metrics, &watcher).await;
+        let end = watch_stream(&writer, &metrics, &watcher).await;
         let status = match end {
             End::Closed => None,
             End::Stalled => {
@@ -227,8 +227,10 @@ pub(super) fn start(
     }
 }
 
-async fn watch_stream(registry: &Registry, metrics: &Metrics, watcher: &Watcher) -> End {
-    let (state, mut changes) = registry.subscribe();
+async fn watch_stream(writer: &Writer, metrics: &Metrics, watcher: &Watcher) -> End {
+    let Ok((state, mut changes)) = writer.subscribe().await else {
+        return End::ShuttingDown;
+    };
     if let Err(end) = watcher.reset(state).await {
         return end;
     }
@@ -248,7 +250,9 @@ async fn watch_stream(registry: &Registry, metrics: &Metrics, watcher: &Watcher)
                     "watch reader fell behind the changes; sending a fresh reset"
                 );
                 metrics.watch_event("resynced");
-                let (state, fresh) = registry.subscribe();
+                let Ok((state, fresh)) = writer.subscribe().await else {
+                    return End::ShuttingDown;
+                };
                 changes = fresh;
                 watcher.reset(state).await
             }

@@ -44,6 +44,10 @@ impl State {
                     upstream_connected: Some(m.connected),
                     awaiting_snapshot: false,
                     refused_cidrs: Vec::new(),
+                    heartbeat: Arc::new(std::sync::atomic::AtomicU64::new(
+                        m.last_heartbeat_unix_ms,
+                    )),
+                    published: None,
                 },
             );
             dirty.locality = true;
@@ -62,6 +66,10 @@ impl State {
         entry.stale = m.stale;
         entry.upstream_connected = Some(m.connected);
         entry.last_seen_unix_ms = m.last_heartbeat_unix_ms;
+        entry.heartbeat.store(
+            m.last_heartbeat_unix_ms,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         entry
     }
 }
@@ -69,11 +77,15 @@ impl State {
 impl Registry {
     /// Replaces the whole state with the upstream's, in one step.
     pub fn mirror_reset(&self, clusters: Vec<(MirroredCluster, Vec<ServiceExport>)>) {
-        let mut state = self.lock();
-        let mut dirty = Dirty {
-            locality: true,
-            ..Dirty::default()
-        };
+        self.write(|state, dirty| Self::mirror_reset_in(state, dirty, clusters));
+    }
+
+    pub(super) fn mirror_reset_in(
+        state: &mut State,
+        dirty: &mut Dirty,
+        clusters: Vec<(MirroredCluster, Vec<ServiceExport>)>,
+    ) {
+        dirty.locality = true;
         let keep: std::collections::HashSet<&ClusterName> =
             clusters.iter().map(|(m, _)| &m.cluster.name).collect();
         let gone: Vec<ClusterName> = state
@@ -89,7 +101,7 @@ impl Registry {
             }
         }
         for (m, services) in clusters {
-            let entry = state.mirror_entry(m, &mut dirty);
+            let entry = state.mirror_entry(m, dirty);
             let next: BTreeMap<ServiceKey, Arc<ServiceExport>> = services
                 .into_iter()
                 .map(|s| (s.key().clone(), Arc::new(s)))
@@ -100,16 +112,16 @@ impl Registry {
             entry.services = next;
             dirty.changes.push(Change::Cluster(entry.status()));
         }
-        self.publish(state, dirty);
     }
 
     /// A cluster's metadata or liveness changed upstream.
     pub fn mirror_cluster(&self, m: MirroredCluster) {
-        let mut state = self.lock();
-        let mut dirty = Dirty::default();
-        let entry = state.mirror_entry(m, &mut dirty);
+        self.write(|state, dirty| Self::mirror_cluster_in(state, dirty, m));
+    }
+
+    pub(super) fn mirror_cluster_in(state: &mut State, dirty: &mut Dirty, m: MirroredCluster) {
+        let entry = state.mirror_entry(m, dirty);
         dirty.changes.push(Change::Cluster(entry.status()));
-        self.publish(state, dirty);
     }
 
     /// Services of a cluster changed upstream.
@@ -119,25 +131,35 @@ impl Registry {
         upserts: Vec<ServiceExport>,
         removals: Vec<ServiceKey>,
     ) {
-        let mut state = self.lock();
-        let mut dirty = Dirty::default();
+        self.write(|state, dirty| {
+            Self::mirror_services_in(state, dirty, cluster, upserts, removals)
+        });
+    }
+
+    pub(super) fn mirror_services_in(
+        state: &mut State,
+        dirty: &mut Dirty,
+        cluster: &ClusterName,
+        upserts: Vec<ServiceExport>,
+        removals: Vec<ServiceKey>,
+    ) {
         let Some(entry) = state.clusters.get_mut(cluster) else {
             return;
         };
-        entry.apply_delta(upserts, removals.into_iter().collect(), &mut dirty);
-        self.publish(state, dirty);
+        entry.apply_delta(upserts, removals.into_iter().collect(), dirty);
     }
 
     /// A cluster was purged upstream.
     pub fn mirror_remove(&self, cluster: &ClusterName) {
-        let mut state = self.lock();
-        let mut dirty = Dirty::default();
+        self.write(|state, dirty| Self::mirror_remove_in(state, dirty, cluster));
+    }
+
+    pub(super) fn mirror_remove_in(state: &mut State, dirty: &mut Dirty, cluster: &ClusterName) {
         if let Some(entry) = state.clusters.remove(cluster) {
             dirty.locality = true;
             dirty.touch(cluster, entry.services.into_keys());
             dirty.changes.push(Change::ClusterRemoved(cluster.clone()));
         }
-        self.publish(state, dirty);
     }
 }
 
@@ -160,9 +182,21 @@ impl Registry {
             .collect();
         self.mirror_reset(stale);
         let mut state = self.lock();
-        for entry in state.clusters.values_mut() {
+        let State {
+            clusters, claims, ..
+        } = &mut *state;
+        for (name, entry) in clusters.iter_mut() {
             // Owned by this registry again: Export sessions decide from now.
             entry.upstream_connected = None;
+            // Restored clusters hold their client CIDRs as before the
+            // restart: a newcomer cannot claim them while they are stale.
+            entry.cluster.client_cidrs.retain(|net| {
+                let free = claims.overlapping(net, name).is_none();
+                if free {
+                    claims.insert(net, name);
+                }
+                free
+            });
         }
     }
 }
