@@ -16,6 +16,8 @@
 //! - [`fast`]: the UDP fast path for A/AAAA of a service name, or its absence.
 //! - [`udp`]: UDP workers: SO_REUSEPORT sockets, recvmmsg/sendmmsg batches.
 //! - [`server`]: the DNS-over-TCP listener.
+//! - [`rrl`]: response rate limiting for UDP, per source prefix.
+//! - [`cookie`]: DNS Cookies (RFC 7873, server cookies as in RFC 9018).
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/registry`, `/debug/answer`.
 //! - [`state_file`]: `--state-file`: persist the registry, restore it as stale.
 //! - [`metrics`]: Prometheus metrics; lock-free on the answer path.
@@ -28,6 +30,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod cookie;
 pub mod demo;
 pub mod error;
 pub mod fast;
@@ -37,6 +40,7 @@ pub mod locality;
 pub mod metrics;
 pub mod qname;
 pub mod registry;
+pub mod rrl;
 pub mod select;
 pub mod server;
 pub mod snapshot;

@@ -154,6 +154,48 @@ pub struct Metrics {
     services: Gauge,
     endpoints: Gauge,
     export_streams: Gauge,
+    /// DNS abuse controls: rate limiting, TCP per-source refusals.
+    pub abuse: AbuseCounters,
+}
+
+/// Counters of the DNS abuse controls (RRL, TCP per-source cap); atomics.
+#[derive(Debug, Clone, Default)]
+pub struct AbuseCounters {
+    /// UDP responses over `--rrl-rate`, not sent.
+    pub rrl_dropped: Counter,
+    /// UDP responses over `--rrl-rate`, sent truncated (slipped).
+    pub rrl_slipped: Counter,
+    /// UDP responses exempt from RRL: the query had a valid server cookie.
+    pub cookie_verified: Counter,
+    /// TCP connections closed at once: over `--max-tcp-connections-per-source`.
+    pub tcp_refused_per_source: Counter,
+}
+
+impl AbuseCounters {
+    fn register(registry: &mut PromRegistry) -> Self {
+        let counters = AbuseCounters::default();
+        registry.register(
+            "dns_rrl_dropped",
+            "UDP responses over --rrl-rate for their source prefix, dropped",
+            counters.rrl_dropped.clone(),
+        );
+        registry.register(
+            "dns_rrl_slipped",
+            "UDP responses over --rrl-rate for their source prefix, sent truncated (--rrl-slip)",
+            counters.rrl_slipped.clone(),
+        );
+        registry.register(
+            "dns_cookie_verified",
+            "Queries with a valid server cookie (RFC 7873), exempt from rate limiting",
+            counters.cookie_verified.clone(),
+        );
+        registry.register(
+            "dns_tcp_refused_per_source",
+            "DNS-over-TCP connections closed on accept: over --max-tcp-connections-per-source",
+            counters.tcp_refused_per_source.clone(),
+        );
+        counters
+    }
 }
 
 /// What the answer path reports about one reply.
@@ -165,6 +207,8 @@ pub struct Outcome {
     pub fail_open: bool,
     /// The query carried an EDNS Client Subnet option.
     pub ecs: bool,
+    /// The query carried a valid server cookie (RFC 7873): exempt from RRL.
+    pub cookie: bool,
 }
 
 impl Default for Metrics {
@@ -251,7 +295,9 @@ impl Metrics {
             "Export streams open now",
             export_streams.clone(),
         );
+        let abuse = AbuseCounters::register(&mut registry);
         Metrics {
+            abuse,
             registry,
             queries,
             latency,
@@ -276,6 +322,9 @@ impl Metrics {
         }
         if outcome.ecs {
             self.ecs_queries.inc();
+        }
+        if outcome.cookie {
+            self.abuse.cookie_verified.inc();
         }
     }
 
@@ -334,6 +383,7 @@ mod tests {
             rcode: 0,
             fail_open: true,
             ecs: false,
+            cookie: false,
         };
         metrics.answered(&outcome, Duration::from_micros(5));
         metrics.answered(&outcome, Duration::from_micros(50));
