@@ -37,12 +37,8 @@ pub struct Malformed(pub usize);
 /// A server secret that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("cannot read {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}: expected 32 hexadecimal digits (a 128-bit secret), found {found} characters")]
     Length { path: String, found: usize },
     #[error("{path}: not hexadecimal")]
@@ -111,9 +107,9 @@ impl Cookies {
     /// `openssl rand -hex 16` writes them (surrounding whitespace ignored).
     pub fn from_file(path: &std::path::Path) -> Result<Self, SecretError> {
         let name = || path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| SecretError::Read {
             path: name(),
-            source,
+            error,
         })?;
         Self::from_hex(text.trim()).map_err(|e| match e {
             HexError::Length(found) => SecretError::Length {

@@ -154,6 +154,12 @@ pub async fn serve(
         registry: registry.clone(),
         zone: zone.clone(),
         metrics: metrics.clone(),
+        rrl: (config.dns_abuse.rrl_rate > 0).then(|| {
+            Arc::new(rrl::RateLimiter::new(
+                config.dns_abuse.rrl_rate,
+                config.dns_abuse.rrl_slip,
+            ))
+        }),
     };
     for listener in listeners.dns_udp {
         info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), workers = listener.sockets.len(), "dns udp listening");
@@ -185,8 +191,11 @@ pub async fn serve(
             registry.clone(),
             zone.clone(),
             metrics.clone(),
-            config.limits.max_tcp_connections,
-            config.limits.tcp_idle_timeout,
+            server::TcpLimits {
+                max_connections: config.limits.max_tcp_connections,
+                max_per_source: config.dns_abuse.max_tcp_connections_per_source,
+                idle: config.limits.tcp_idle_timeout,
+            },
             shutdown.clone(),
         ));
     }
