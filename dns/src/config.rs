@@ -443,12 +443,14 @@ impl ServeArgs {
             problem,
         })?;
         let zone = match &self.cookie_secret_file {
-            Some(path) => zone.with_cookies(crate::cookie::Cookies::from_file(path).map_err(
-                |e| Error::Config {
-                    flag: "--cookie-secret-file",
-                    problem: e.to_string(),
-                },
-            )?),
+            Some(path) => {
+                zone.with_cookies(crate::cookie::Cookies::from_file(path).map_err(|e| {
+                    Error::Config {
+                        flag: "--cookie-secret-file",
+                        problem: e.to_string(),
+                    }
+                })?)
+            }
             None => zone,
         };
         let follow = match &self.follow {
