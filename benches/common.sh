@@ -26,7 +26,7 @@ if [ "$PROFILE" = release ]; then
 else
   cargo build --locked -p meshdns -p meshdns-benches --bin meshdns --bin loadfleet
 fi
-BIN=target/$PROFILE
+BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

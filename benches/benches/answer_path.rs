@@ -126,6 +126,48 @@ fn benches(c: &mut Criterion) {
             ))
         })
     });
+    // DNS Cookies: the query with a client cookie (a fresh server cookie
+    // is made for every reply: the dearest case) through the fast path
+    // and through the full handler, which it would go to otherwise.
+    let cookie_packet = {
+        let mut m = Message::from_vec(&packet).expect("decode");
+        let mut edns = hickory_proto::op::Edns::new();
+        edns.set_max_payload(1232);
+        edns.options_mut()
+            .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+                10,
+                vec![7; 8],
+            ));
+        m.edns = Some(edns);
+        m.to_vec().expect("encode")
+    };
+    c.bench_function("fast_path_cookie", |b| {
+        b.iter(|| {
+            black_box(fast::answer(
+                &snapshot,
+                &zone,
+                black_box(&cookie_packet),
+                located,
+                &mut out,
+            ))
+        })
+    });
+    c.bench_function("respond_cookie", |b| {
+        b.iter(|| {
+            black_box(zone::respond(
+                &snapshot,
+                &zone,
+                black_box(&cookie_packet),
+                located,
+                Transport::Udp,
+            ))
+        })
+    });
+    // RRL's per-reply check: one hash, one load, one compare-and-swap.
+    let limiter = meshdns::rrl::RateLimiter::new(1_000_000, 2);
+    c.bench_function("rrl_allow", |b| {
+        b.iter(|| black_box(limiter.allow(black_box(located), limiter.now())))
+    });
     let mut version = 0;
     c.bench_function("delta_apply_one_service_1000_clusters", |b| {
         b.iter(|| {

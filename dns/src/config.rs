@@ -132,6 +132,22 @@ pub struct ServeArgs {
     /// A DNS-over-TCP connection idle this long is closed.
     #[arg(long = "tcp-idle-timeout", env = "MESHDNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub tcp_idle_timeout: Duration,
+    /// Most DNS-over-TCP connections open at once from one source address; more are closed on accept.
+    #[arg(
+        long = "max-tcp-connections-per-source",
+        env = "MESHDNS_MAX_TCP_CONNECTIONS_PER_SOURCE",
+        default_value_t = 32
+    )]
+    pub max_tcp_connections_per_source: usize,
+    /// Response rate limit: UDP responses a second per source prefix (/24 IPv4, /56 IPv6); 0 turns it off. Queries with a valid DNS server cookie are not limited.
+    #[arg(long = "rrl-rate", env = "MESHDNS_RRL_RATE", default_value_t = 0)]
+    pub rrl_rate: u32,
+    /// With --rrl-rate: every Nth limited response goes out truncated (TC set) so a real client retries over TCP; 0 drops all, 1 truncates all.
+    #[arg(long = "rrl-slip", env = "MESHDNS_RRL_SLIP", default_value_t = 2)]
+    pub rrl_slip: u32,
+    /// A file holding the DNS Cookie server secret (32 hex digits, e.g. `openssl rand -hex 16`), so replicas behind one address accept each other's cookies; random per process without it.
+    #[arg(long = "cookie-secret-file", env = "MESHDNS_COOKIE_SECRET_FILE")]
+    pub cookie_secret_file: Option<std::path::PathBuf>,
     /// Keep /readyz unready until the registry holds data (a cluster's snapshot, the saved state, or the upstream's state).
     #[arg(long = "ready-wait-data", env = "MESHDNS_READY_WAIT_DATA")]
     pub ready_wait_data: bool,
@@ -217,6 +233,16 @@ pub struct Limits {
     pub tcp_idle_timeout: Duration,
 }
 
+/// DNS abuse controls (cookies live in the [`Zone`]).
+#[derive(Debug, Clone, Copy)]
+pub struct DnsAbuse {
+    /// UDP responses a second per source prefix; 0: no rate limiting.
+    pub rrl_rate: u32,
+    /// Every Nth limited response slips out truncated; 0: none.
+    pub rrl_slip: u32,
+    pub max_tcp_connections_per_source: usize,
+}
+
 /// The registry's TLS material, read at start.
 #[derive(Debug, Clone)]
 pub struct TlsPem {
@@ -246,6 +272,8 @@ pub struct ServeConfig {
     /// The fleet file (`--clusters`): what each cluster may claim.
     pub clusters: Option<std::path::PathBuf>,
     pub limits: Limits,
+    /// DNS abuse controls: RRL and the per-source TCP cap.
+    pub dns_abuse: DnsAbuse,
     pub liveness: Liveness,
     pub insecure: bool,
     pub lifetimes: Lifetimes,
@@ -406,6 +434,10 @@ impl ServeArgs {
             ("--max-grpc-message-bytes", self.max_grpc_message_bytes),
             ("--max-pending-hellos", self.max_pending_hellos),
             ("--max-tcp-connections", self.max_tcp_connections),
+            (
+                "--max-tcp-connections-per-source",
+                self.max_tcp_connections_per_source,
+            ),
         ] {
             if value == 0 {
                 return Err(Error::Config {
@@ -437,6 +469,26 @@ impl ServeArgs {
                     problem: "must be at least 100ms".into(),
                 });
             }
+        }
+        if self.rrl_rate > crate::rrl::MAX_RATE {
+            return Err(Error::Config {
+                flag: "--rrl-rate",
+                problem: format!(
+                    "{} is over the maximum of {} (0 turns rate limiting off)",
+                    self.rrl_rate,
+                    crate::rrl::MAX_RATE
+                ),
+            });
+        }
+        if self.rrl_slip > crate::rrl::MAX_SLIP {
+            return Err(Error::Config {
+                flag: "--rrl-slip",
+                problem: format!(
+                    "{} is over the maximum of {}",
+                    self.rrl_slip,
+                    crate::rrl::MAX_SLIP
+                ),
+            });
         }
         if self.min_healthy == 0 {
             return Err(Error::Config {
@@ -470,6 +522,17 @@ impl ServeArgs {
             flag: "--domain",
             problem,
         })?;
+        let zone = match &self.cookie_secret_file {
+            Some(path) => {
+                zone.with_cookies(crate::cookie::Cookies::from_file(path).map_err(|e| {
+                    Error::Config {
+                        flag: "--cookie-secret-file",
+                        problem: e.to_string(),
+                    }
+                })?)
+            }
+            None => zone,
+        };
         let follow = match &self.follow {
             None => None,
             Some(url) => Some(
@@ -502,6 +565,11 @@ impl ServeArgs {
                 max_pending_hellos: self.max_pending_hellos,
                 max_tcp_connections: self.max_tcp_connections,
                 tcp_idle_timeout: self.tcp_idle_timeout,
+            },
+            dns_abuse: DnsAbuse {
+                rrl_rate: self.rrl_rate,
+                rrl_slip: self.rrl_slip,
+                max_tcp_connections_per_source: self.max_tcp_connections_per_source,
             },
             liveness: Liveness {
                 cluster_ttl: self.cluster_ttl,

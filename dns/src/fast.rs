@@ -12,6 +12,11 @@
 //! handler. The two produce the same message for what the fast path
 //! takes: `dns/tests/fast_path.rs` checks it on generated queries.
 //!
+//! DNS Cookies are answered here too ([`crate::cookie`]: one SipHash on
+//! the stack), since resolvers that send them send them on every query; a
+//! malformed or repeated COOKIE option goes to the full handler, which
+//! answers FORMERR.
+//!
 //! What the snapshot already holds makes this cheap: each tier's addresses
 //! are flat lists in the cluster parts, chained with running totals
 //! ([`crate::snapshot::Chain`]), so a rotated answer is one binary search
@@ -22,6 +27,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::cookie;
 use crate::locality::AskerPlace;
 use crate::metrics::Outcome;
 use crate::qname::{self, QName};
@@ -56,6 +62,8 @@ struct Opt {
     payload: u16,
     dnssec_ok: bool,
     subnet: Option<Subnet>,
+    /// Where the COOKIE option's data is in the packet.
+    cookie: Option<(usize, usize)>,
 }
 
 /// The parts of a query the fast path needs, read from the wire.
@@ -65,6 +73,8 @@ struct Query<'p> {
     question_end: usize,
     qtype: u16,
     opt: Option<Opt>,
+    /// The COOKIE option answered, when the query had one.
+    cookie: Option<cookie::Answer>,
 }
 
 fn u16_at(p: &[u8], at: usize) -> Option<u16> {
@@ -148,6 +158,7 @@ fn parse<'p>(
         question_end,
         qtype,
         opt,
+        cookie: None,
     })
 }
 
@@ -169,6 +180,7 @@ fn parse_opt(packet: &[u8], at: usize) -> Option<(Opt, usize)> {
         return None;
     }
     let mut subnet = None;
+    let mut cookie = None;
     let mut o = start;
     while o < end {
         let code = u16_at(packet, o)?;
@@ -179,7 +191,8 @@ fn parse_opt(packet: &[u8], at: usize) -> Option<(Opt, usize)> {
         }
         match code {
             OPTION_ECS if subnet.is_none() => subnet = Some(parse_subnet(data)?),
-            OPTION_COOKIE => {}
+            // A second or malformed one is the full handler's to refuse.
+            OPTION_COOKIE if cookie.is_none() => cookie = Some((o + 4, o + 4 + len)),
             _ => return None,
         }
         o += 4 + len;
@@ -189,6 +202,7 @@ fn parse_opt(packet: &[u8], at: usize) -> Option<(Opt, usize)> {
             payload,
             dnssec_ok,
             subnet,
+            cookie,
         },
         end,
     ))
@@ -235,9 +249,12 @@ pub fn answer(
     let mut name_len = 0;
     let mut ends = [0usize; MAX_LABELS];
     let mut count = 0;
-    let query = parse(packet, &mut name, &mut name_len, &mut ends, &mut count)?;
+    let mut query = parse(packet, &mut name, &mut name_len, &mut ends, &mut count)?;
     if query.qtype != TYPE_A && query.qtype != TYPE_AAAA {
         return None;
+    }
+    if let Some((start, end)) = query.opt.and_then(|o| o.cookie) {
+        query.cookie = Some(zone.cookies().answer(&packet[start..end], source).ok()?);
     }
     let text = std::str::from_utf8(&name[..name_len]).ok()?;
     let mut labels: [&str; MAX_LABELS] = [""; MAX_LABELS];
@@ -266,6 +283,7 @@ pub fn answer(
         rcode: 0,
         fail_open: false,
         ecs: subnet.is_some(),
+        cookie: query.cookie.is_some_and(|c| c.verified),
     };
     // The apex's offset in the packet: where the domain's labels start.
     let apex_label = count - zone.domains()[domain].labels.len();
@@ -427,30 +445,37 @@ fn write_apex(out: &mut Vec<u8>, query: &Query<'_>, mut at: usize) -> usize {
 fn opt_len(query: &Query<'_>) -> usize {
     match query.opt {
         None => 0,
-        Some(opt) => 11 + opt.subnet.map_or(0, |s| 8 + s.raw_len),
+        Some(opt) => {
+            11 + opt.subnet.map_or(0, |s| 8 + s.raw_len)
+                + query.cookie.map_or(0, |_| 4 + cookie::REPLY_LEN)
+        }
     }
 }
 
 /// Our OPT when the query had one: payload 1232, version 0, the DO bit
-/// copied (RFC 3225) and the ECS option echoed with `scope` (0 when the
-/// answer did not depend on the asker; RFC 7871).
+/// copied (RFC 3225), the COOKIE option answered (RFC 7873) and the ECS
+/// option echoed with `scope` (0 when the answer did not depend on the
+/// asker; RFC 7871), in that order, as the full handler writes them.
 fn write_opt(out: &mut Vec<u8>, query: &Query<'_>, scope: Option<u8>) {
     let Some(opt) = query.opt else { return };
     out.push(0);
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
     out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
     out.extend_from_slice(&[0, 0, if opt.dnssec_ok { 0x80 } else { 0 }, 0]);
-    match opt.subnet {
-        None => out.extend_from_slice(&[0, 0]),
-        Some(s) => {
-            let len = 4 + s.raw_len;
-            out.extend_from_slice(&((4 + len) as u16).to_be_bytes());
-            out.extend_from_slice(&OPTION_ECS.to_be_bytes());
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-            out.extend_from_slice(&s.family.to_be_bytes());
-            out.push(s.source);
-            out.push(scope.unwrap_or(0));
-            out.extend_from_slice(&s.raw[..s.raw_len]);
-        }
+    let rdlen = opt_len(query) - 11;
+    out.extend_from_slice(&(rdlen as u16).to_be_bytes());
+    if let Some(answer) = &query.cookie {
+        out.extend_from_slice(&OPTION_COOKIE.to_be_bytes());
+        out.extend_from_slice(&(cookie::REPLY_LEN as u16).to_be_bytes());
+        out.extend_from_slice(&answer.data);
+    }
+    if let Some(s) = opt.subnet {
+        let len = 4 + s.raw_len;
+        out.extend_from_slice(&OPTION_ECS.to_be_bytes());
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+        out.extend_from_slice(&s.family.to_be_bytes());
+        out.push(s.source);
+        out.push(scope.unwrap_or(0));
+        out.extend_from_slice(&s.raw[..s.raw_len]);
     }
 }

@@ -17,6 +17,8 @@
 //! - [`fast`]: the UDP fast path for A/AAAA of a service name, or its absence.
 //! - [`udp`]: UDP workers: SO_REUSEPORT sockets, recvmmsg/sendmmsg batches.
 //! - [`server`]: the DNS-over-TCP listener.
+//! - [`rrl`]: response rate limiting for UDP, per source prefix.
+//! - [`cookie`]: DNS Cookies (RFC 7873, server cookies as in RFC 9018).
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/registry`, `/debug/answer`.
 //! - [`state_file`]: `--state-file`: persist the registry, restore it as stale.
 //! - [`metrics`]: Prometheus metrics; lock-free on the answer path.
@@ -29,6 +31,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod cookie;
 pub mod demo;
 pub mod error;
 pub mod fast;
@@ -39,6 +42,7 @@ pub mod locality;
 pub mod metrics;
 pub mod qname;
 pub mod registry;
+pub mod rrl;
 pub mod select;
 pub mod server;
 pub mod snapshot;
@@ -180,6 +184,12 @@ pub async fn serve(
         registry: registry.clone(),
         zone: zone.clone(),
         metrics: metrics.clone(),
+        rrl: (config.dns_abuse.rrl_rate > 0).then(|| {
+            Arc::new(rrl::RateLimiter::new(
+                config.dns_abuse.rrl_rate,
+                config.dns_abuse.rrl_slip,
+            ))
+        }),
     };
     for listener in listeners.dns_udp {
         info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), workers = listener.sockets.len(), "dns udp listening");
@@ -211,8 +221,11 @@ pub async fn serve(
             registry.clone(),
             zone.clone(),
             metrics.clone(),
-            config.limits.max_tcp_connections,
-            config.limits.tcp_idle_timeout,
+            server::TcpLimits {
+                max_connections: config.limits.max_tcp_connections,
+                max_per_source: config.dns_abuse.max_tcp_connections_per_source,
+                idle: config.limits.tcp_idle_timeout,
+            },
             shutdown.clone(),
         ));
     }

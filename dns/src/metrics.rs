@@ -161,11 +161,53 @@ pub struct Metrics {
     tokens_revoked: Counter,
     streams_revoked: Counter,
     admin_denied: Family<ResultLabels, Counter>,
+    /// DNS abuse controls: rate limiting, TCP per-source refusals.
+    pub abuse: AbuseCounters,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
+}
+
+/// Counters of the DNS abuse controls (RRL, TCP per-source cap); atomics.
+#[derive(Debug, Clone, Default)]
+pub struct AbuseCounters {
+    /// UDP responses over `--rrl-rate`, not sent.
+    pub rrl_dropped: Counter,
+    /// UDP responses over `--rrl-rate`, sent truncated (slipped).
+    pub rrl_slipped: Counter,
+    /// UDP responses exempt from RRL: the query had a valid server cookie.
+    pub cookie_verified: Counter,
+    /// TCP connections closed at once: over `--max-tcp-connections-per-source`.
+    pub tcp_refused_per_source: Counter,
+}
+
+impl AbuseCounters {
+    fn register(registry: &mut PromRegistry) -> Self {
+        let counters = AbuseCounters::default();
+        registry.register(
+            "dns_rrl_dropped",
+            "UDP responses over --rrl-rate for their source prefix, dropped",
+            counters.rrl_dropped.clone(),
+        );
+        registry.register(
+            "dns_rrl_slipped",
+            "UDP responses over --rrl-rate for their source prefix, sent truncated (--rrl-slip)",
+            counters.rrl_slipped.clone(),
+        );
+        registry.register(
+            "dns_cookie_verified",
+            "Queries with a valid server cookie (RFC 7873), exempt from rate limiting",
+            counters.cookie_verified.clone(),
+        );
+        registry.register(
+            "dns_tcp_refused_per_source",
+            "DNS-over-TCP connections closed on accept: over --max-tcp-connections-per-source",
+            counters.tcp_refused_per_source.clone(),
+        );
+        counters
+    }
 }
 
 /// What the answer path reports about one reply.
@@ -177,6 +219,8 @@ pub struct Outcome {
     pub fail_open: bool,
     /// The query carried an EDNS Client Subnet option.
     pub ecs: bool,
+    /// The query carried a valid server cookie (RFC 7873): exempt from RRL.
+    pub cookie: bool,
 }
 
 impl Default for Metrics {
@@ -299,7 +343,9 @@ impl Metrics {
             "/debug requests refused: unauthenticated (no or unknown token) or forbidden (not a reader)",
             admin_denied.clone(),
         );
+        let abuse = AbuseCounters::register(&mut registry);
         Metrics {
+            abuse,
             registry,
             token_file_reloads,
             tokens_revoked,
@@ -330,6 +376,9 @@ impl Metrics {
         }
         if outcome.ecs {
             self.ecs_queries.inc();
+        }
+        if outcome.cookie {
+            self.abuse.cookie_verified.inc();
         }
     }
 
@@ -422,6 +471,7 @@ mod tests {
             rcode: 0,
             fail_open: true,
             ecs: false,
+            cookie: false,
         };
         metrics.answered(&outcome, Duration::from_micros(5));
         metrics.answered(&outcome, Duration::from_micros(50));

@@ -1,10 +1,17 @@
 //! DNS over TCP, feeding [`zone::respond`] (UDP is [`crate::udp`]).
 //!
-//! Each TCP connection has its own task, answers its queries in order, and
-//! is closed after an idle timeout.
+//! Each TCP connection has its own task. Queries may be pipelined: every
+//! complete message in what has been read is answered, in order, and the
+//! replies go out in one write; a message that is not a query (QR set, a
+//! runt) is skipped, since the length prefix keeps the stream in step.
+//! A connection is closed when `idle` has passed since its last complete
+//! query (or since it opened), however slowly bytes trickle in meanwhile.
+//! At most `max_connections` are open at once, at most `max_per_source`
+//! of them from one address: more from that address are closed on accept.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,19 +24,31 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::zone::{self, Transport, Zone};
 
-/// Accepts TCP connections on `listener` until `shutdown`: at most
-/// `max_connections` at once, each closed after `idle` without a query.
-#[allow(clippy::too_many_arguments)]
+/// How many connections, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Open at once, all sources (`--max-tcp-connections`).
+    pub max_connections: usize,
+    /// Open at once from one address (`--max-tcp-connections-per-source`).
+    pub max_per_source: usize,
+    /// Since the last complete query (`--tcp-idle-timeout`).
+    pub idle: Duration,
+}
+
+/// Bytes read per system call; a message may span several reads.
+const READ_CHUNK: usize = 4096;
+
+/// Accepts TCP connections on `listener` until `shutdown`.
 pub async fn serve_tcp(
     listener: TcpListener,
     registry: Arc<Registry>,
     zone: Arc<Zone>,
     metrics: Arc<Metrics>,
-    max_connections: usize,
-    idle: Duration,
+    limits: TcpLimits,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let sources = Arc::new(Sources::new(limits.max_per_source));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -47,14 +66,28 @@ pub async fn serve_tcp(
                 }
             },
         };
+        let Some(source) = sources.enter(peer.ip()) else {
+            // Closed at once; the global slot goes back with `permit`.
+            metrics.abuse.tcp_refused_per_source.inc();
+            debug!(%peer, "tcp connection over --max-tcp-connections-per-source");
+            continue;
+        };
         let registry = registry.clone();
         let zone = zone.clone();
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) =
-                connection(stream, peer, &registry, &zone, &metrics, idle, &shutdown).await
+            let _slots = (permit, source);
+            if let Err(e) = connection(
+                stream,
+                peer,
+                &registry,
+                &zone,
+                &metrics,
+                limits.idle,
+                &shutdown,
+            )
+            .await
             {
                 debug!(%peer, error = %e, "tcp connection ended");
             }
@@ -71,40 +104,140 @@ async fn connection(
     idle: Duration,
     shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(512);
+    let mut inbox: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut outbox: Vec<u8> = Vec::new();
+    let mut deadline = tokio::time::Instant::now() + idle;
     loop {
-        let mut len = [0u8; 2];
-        // Shutdown is heeded only between queries: a query read is answered.
+        // Answer every complete message read so far, in order.
+        let mut at = 0;
+        while let Some(len) = inbox
+            .get(at..at + 2)
+            .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+            .filter(|len| inbox.len() >= at + 2 + len)
+        {
+            let message = &inbox[at + 2..at + 2 + len];
+            at += 2 + len;
+            deadline = tokio::time::Instant::now() + idle;
+            let started = Instant::now();
+            let reply = {
+                let snapshot = registry.snapshot();
+                zone::respond(&snapshot, zone, message, peer.ip(), Transport::Tcp)
+            };
+            // A response or a runt: not answered; the next message is
+            // still where its length prefix says.
+            let Some((reply, outcome)) = reply else {
+                continue;
+            };
+            metrics.answered(&outcome, started.elapsed());
+            outbox.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+            outbox.extend_from_slice(&reply);
+        }
+        inbox.drain(..at);
+        if !outbox.is_empty() {
+            // The asker has `idle` to take its replies.
+            tokio::time::timeout(idle, stream.write_all(&outbox))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow reader"))??;
+            outbox.clear();
+        }
+        // At most one partial message (up to 64 KiB) and one chunk are held.
+        inbox.reserve(READ_CHUNK);
+        // Shutdown is heeded only between reads: what was read is answered.
         let read = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            read = tokio::time::timeout(idle, stream.read_exact(&mut len)) => read,
+            read = tokio::time::timeout_at(deadline, stream.read_buf(&mut inbox)) => read,
         };
         match read {
+            // Idle since the last complete query, trickling or not.
             Err(_) => return Ok(()),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Ok(0)) => return Ok(()),
             Ok(Err(e)) => return Err(e),
             Ok(Ok(_)) => {}
         }
-        buf.resize(usize::from(u16::from_be_bytes(len)), 0);
-        tokio::time::timeout(idle, stream.read_exact(&mut buf))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "partial query"))??;
-        let started = Instant::now();
-        let reply = {
-            let snapshot = registry.snapshot();
-            zone::respond(&snapshot, zone, &buf, peer.ip(), Transport::Tcp)
-        };
-        let Some((reply, outcome)) = reply else {
-            // Something we do not answer (a response, a runt): the stream
-            // can no longer be trusted to be in step.
-            return Ok(());
-        };
-        metrics.answered(&outcome, started.elapsed());
-        let mut framed = Vec::with_capacity(reply.len() + 2);
-        framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&reply);
-        tokio::time::timeout(idle, stream.write_all(&framed))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow reader"))??;
+    }
+}
+
+/// Open connections per source address. Touched on accept and close only,
+/// never on the answer path; it holds an entry only while that address
+/// has a connection open, so it is bounded by `--max-tcp-connections`.
+#[derive(Debug)]
+struct Sources {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Sources {
+    fn new(max: usize) -> Self {
+        Sources {
+            max,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or `None` at the cap.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One open connection's place in [`Sources`], given back on drop.
+#[derive(Debug)]
+struct SourceSlot {
+    sources: Arc<Sources>,
+    ip: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .sources
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_source_slots() {
+        let sources = Arc::new(Sources::new(2));
+        let a: IpAddr = "192.0.2.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let b: IpAddr = "192.0.2.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let one = sources.enter(a);
+        let two = sources.enter(a);
+        assert!(one.is_some() && two.is_some());
+        assert!(sources.enter(a).is_none(), "a third from one address");
+        assert!(sources.enter(b).is_some(), "another address");
+        drop(one);
+        let three = sources.enter(a);
+        assert!(three.is_some(), "a closed connection frees its slot");
+        drop((two, three));
+        assert!(
+            sources
+                .open
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty(),
+            "no entry outlives its connections"
+        );
     }
 }

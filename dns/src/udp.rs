@@ -7,7 +7,11 @@
 //! and sends every reply in one `sendmmsg`. Under load that is two system
 //! calls per batch instead of two per query; when idle it is the same as
 //! `recvfrom`. Each query tries the [`fast`] path and falls back to
-//! [`zone::respond`].
+//! [`zone::respond`]. With `--rrl-rate`, each reply then takes a token
+//! from its source prefix's bucket ([`rrl`]; one table shared by every
+//! worker, read with one clock reading per batch): over the rate it is
+//! dropped or slipped out truncated, unless its query carried a valid
+//! server cookie.
 //!
 //! Shutdown: a worker notices the token within [`POLL`], then answers what
 //! is already queued on its socket before it returns.
@@ -27,6 +31,7 @@ use tracing::debug;
 use crate::fast;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::rrl::{self, RateLimiter, Verdict};
 use crate::zone::{self, Transport, Zone};
 
 /// Datagrams taken per system call.
@@ -74,6 +79,8 @@ pub struct Answerer {
     pub registry: Arc<Registry>,
     pub zone: Arc<Zone>,
     pub metrics: Arc<Metrics>,
+    /// Response rate limiting, when `--rrl-rate` is set.
+    pub rrl: Option<Arc<RateLimiter>>,
 }
 
 /// One worker: answers on `socket` until `shutdown`, then drains it.
@@ -86,6 +93,7 @@ pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken)
     let mut replies: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(BATCH);
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut slipper = answerer.rrl.as_ref().map(|r| r.slipper());
     let mut draining = false;
     loop {
         if !draining && shutdown.is_cancelled() {
@@ -129,6 +137,7 @@ pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken)
         replies.clear();
         {
             let snapshot = answerer.registry.snapshot();
+            let now = answerer.rrl.as_ref().map_or(0, |r| r.now());
             for (i, (len, address)) in received.iter().enumerate() {
                 let Some(address) = address else { continue };
                 let Some(peer) = peer_ip(address) else {
@@ -144,10 +153,22 @@ pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken)
                             outcome
                         }),
                 };
-                if let Some(outcome) = outcome {
-                    answerer.metrics.answered(&outcome, started.elapsed());
+                let Some(outcome) = outcome else { continue };
+                if let (Some(limiter), Some(slipper)) = (&answerer.rrl, &mut slipper)
+                    && !outcome.cookie
+                    && !limiter.allow(peer, now)
+                {
+                    if slipper.limited() == Verdict::Drop {
+                        answerer.metrics.abuse.rrl_dropped.inc();
+                        continue;
+                    }
+                    rrl::truncate(out);
+                    answerer.metrics.abuse.rrl_slipped.inc();
                     replies.push((i, *address));
+                    continue;
                 }
+                answerer.metrics.answered(&outcome, started.elapsed());
+                replies.push((i, *address));
             }
         }
         send(fd, &mut send_headers, &outbox, &replies);

@@ -13,6 +13,7 @@ use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
+use crate::cookie::{self, Cookies};
 use crate::locality::AskerPlace;
 use crate::metrics::Outcome;
 use crate::qname::{self, Domain, Layout, QName, Reverse};
@@ -46,6 +47,8 @@ pub struct Zone {
     pub max_answers: usize,
     /// Healthy targets a tier needs to answer alone.
     pub min_healthy: usize,
+    /// The DNS Cookie secret (RFC 7873, RFC 9018).
+    cookies: Cookies,
 }
 
 impl Zone {
@@ -102,7 +105,19 @@ impl Zone {
             negative_ttl,
             max_answers,
             min_healthy,
+            cookies: Cookies::random(),
         })
+    }
+
+    /// The same zone with this DNS Cookie secret (replicas behind one
+    /// address share one; the default is random per process).
+    pub fn with_cookies(mut self, cookies: Cookies) -> Self {
+        self.cookies = cookies;
+        self
+    }
+
+    pub fn cookies(&self) -> &Cookies {
+        &self.cookies
     }
 
     pub fn domains(&self) -> &[Domain] {
@@ -185,17 +200,42 @@ fn respond_to(
         (Transport::Udp, Some(edns)) => usize::from(edns.max_payload().clamp(512, MAX_UDP_PAYLOAD)),
         (Transport::Udp, None) => 512,
     };
+    let mut cookie = None;
     if let Some(edns) = &request.edns {
         let mut ours = Edns::new();
         ours.set_max_payload(MAX_UDP_PAYLOAD);
         ours.set_version(0);
         // RFC 3225: the DO bit is copied from the query.
         ours.set_dnssec_ok(edns.flags().dnssec_ok);
+        match answer_cookie(zone, edns, source) {
+            Ok(answer) => {
+                if let Some(answer) = answer {
+                    outcome.cookie = answer.verified;
+                    ours.options_mut().insert(EdnsOption::Unknown(
+                        u16::from(EdnsCode::Cookie),
+                        answer.data.to_vec(),
+                    ));
+                }
+                cookie = answer;
+            }
+            Err(_) => {
+                // RFC 7873 §5.2.2: a malformed COOKIE option is FORMERR
+                // (with our OPT and the question, RFC 6891 §7).
+                response.edns = Some(ours);
+                response.queries = request.queries.clone();
+                response.metadata.response_code = ResponseCode::FormErr;
+                return encode(response, limit, outcome);
+            }
+        }
         response.edns = Some(ours);
     }
     if request.metadata.op_code != OpCode::Query {
         response.queries = request.queries.clone();
         response.metadata.response_code = ResponseCode::NotImp;
+        return encode(response, limit, outcome);
+    }
+    if request.queries.is_empty() && cookie.is_some() {
+        // RFC 7873 §5.4: a query with no question asks for a server cookie.
         return encode(response, limit, outcome);
     }
     if request.queries.len() != 1 {
@@ -278,6 +318,30 @@ fn respond_to(
         }
     }
     encode(response, limit, outcome)
+}
+
+/// The COOKIE option of a query's OPT answered: `None` without one; an
+/// error when it is malformed or repeated.
+fn answer_cookie(
+    zone: &Zone,
+    edns: &Edns,
+    source: IpAddr,
+) -> Result<Option<cookie::Answer>, cookie::Malformed> {
+    let mut found = None;
+    for (code, option) in edns.options().as_ref() {
+        if *code != EdnsCode::Cookie {
+            continue;
+        }
+        let data: &[u8] = match option {
+            EdnsOption::Unknown(_, data) => data,
+            _ => &[],
+        };
+        if found.is_some() {
+            return Err(cookie::Malformed(data.len()));
+        }
+        found = Some(zone.cookies.answer(data, source)?);
+    }
+    Ok(found)
 }
 
 /// Where the asker is: the ECS subnet when the query has one (a source

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
+use meshdns::cookie::Cookies;
 use meshdns::fast;
 use meshdns::metrics::Metrics;
 use meshdns::qname::Domain;
@@ -95,9 +96,57 @@ fn zones() -> Vec<Zone> {
         Domain::parse("global").unwrap(),
         Domain::parse("clusterset.local").unwrap(),
     ];
+    // One cookie secret and a stopped clock: both paths make the same
+    // server cookie.
+    let cookies = Cookies::new([3; 16]).at_time(NOW);
     vec![
-        Zone::new(domains.clone(), 5, 5, 8, 1).unwrap(),
-        Zone::new(domains, 30, 10, 3, 4).unwrap(),
+        Zone::new(domains.clone(), 5, 5, 8, 1)
+            .unwrap()
+            .with_cookies(cookies.clone()),
+        Zone::new(domains, 30, 10, 3, 4)
+            .unwrap()
+            .with_cookies(cookies),
+    ]
+}
+
+/// The cookie clock of the tests (unix seconds).
+const NOW: u32 = 1_800_000_000;
+
+/// A COOKIE option in a query.
+#[derive(Debug, Clone)]
+enum CookieAsk {
+    /// A client cookie alone.
+    Client([u8; 8]),
+    /// A client cookie and a server cookie this server made `age`
+    /// seconds ago for `source` (valid, or refreshed, or expired).
+    Ours { client: [u8; 8], age: u32 },
+    /// A client cookie and some other bytes as the server cookie.
+    Other(Vec<u8>),
+}
+
+fn cookie_data(cookie: &CookieAsk, source: IpAddr) -> Vec<u8> {
+    match cookie {
+        CookieAsk::Client(c) => c.to_vec(),
+        CookieAsk::Ours { client, age } => Cookies::new([3; 16])
+            .at_time(NOW - age)
+            .answer(client, source)
+            .unwrap()
+            .data
+            .to_vec(),
+        CookieAsk::Other(bytes) => bytes.clone(),
+    }
+}
+
+fn cookie() -> impl Strategy<Value = CookieAsk> {
+    prop_oneof![
+        any::<[u8; 8]>().prop_map(CookieAsk::Client),
+        (
+            any::<[u8; 8]>(),
+            prop_oneof![Just(0u32), Just(1000), Just(2000), Just(4000)]
+        )
+            .prop_map(|(client, age)| CookieAsk::Ours { client, age }),
+        // Malformed lengths and other servers' cookies alike.
+        proptest::collection::vec(any::<u8>(), 0..44).prop_map(CookieAsk::Other),
     ]
 }
 
@@ -118,8 +167,9 @@ const NAMES: &[&str] = &[
     "web.shop.global.global",
 ];
 
-/// An OPT record: (payload size, DO bit, Client Subnet as (address, prefix)).
-type Opt = (u16, bool, Option<(IpAddr, u8)>);
+/// An OPT record: (payload size, DO bit, Client Subnet as (address,
+/// prefix), a COOKIE option).
+type Opt = (u16, bool, Option<(IpAddr, u8)>, Option<CookieAsk>);
 
 #[derive(Debug, Clone)]
 struct Ask {
@@ -144,6 +194,7 @@ fn ask() -> impl Strategy<Value = Ask> {
         prop_oneof![Just(512u16), Just(1232), Just(4096), Just(100)],
         any::<bool>(),
         proptest::option::of(subnet),
+        proptest::option::of(cookie()),
     ));
     let source = prop_oneof![
         (0u8..6).prop_map(|c| IpAddr::V4(Ipv4Addr::new(10, c, 0, 9))),
@@ -187,7 +238,8 @@ fn packet(ask: &Ask) -> Vec<u8> {
     );
     q.set_query_class(DNSClass::IN);
     m.queries.push(q);
-    if let Some((payload, dnssec_ok, subnet)) = ask.edns {
+    if let Some((payload, dnssec_ok, subnet, cookie)) = &ask.edns {
+        let (payload, dnssec_ok, subnet) = (*payload, *dnssec_ok, *subnet);
         let mut edns = Edns::new();
         edns.set_max_payload(payload);
         edns.set_dnssec_ok(dnssec_ok);
@@ -198,6 +250,10 @@ fn packet(ask: &Ask) -> Vec<u8> {
             };
             edns.options_mut()
                 .insert(EdnsOption::Subnet(ClientSubnet::new(addr, prefix, 0)));
+        }
+        if let Some(cookie) = cookie {
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(10, cookie_data(cookie, ask.source)));
         }
         m.edns = Some(edns);
     }
@@ -224,6 +280,7 @@ proptest! {
                 prop_assert_eq!(outcome.qtype, full_outcome.qtype);
                 prop_assert_eq!(outcome.ecs, full_outcome.ecs);
                 prop_assert_eq!(outcome.fail_open, full_outcome.fail_open);
+                prop_assert_eq!(outcome.cookie, full_outcome.cookie);
             }
         }
     }
@@ -276,6 +333,23 @@ fn fast_path_takes_the_common_queries() {
                 1232,
                 true,
                 Some((IpAddr::V4(Ipv4Addr::new(10, 2, 0, 0)), 24)),
+                None,
+            )),
+            ..base.clone()
+        },
+        Ask {
+            edns: Some((1232, false, None, Some(CookieAsk::Client([7; 8])))),
+            ..base.clone()
+        },
+        Ask {
+            edns: Some((
+                1232,
+                false,
+                Some((IpAddr::V4(Ipv4Addr::new(10, 2, 0, 0)), 24)),
+                Some(CookieAsk::Ours {
+                    client: [7; 8],
+                    age: 10,
+                }),
             )),
             ..base.clone()
         },
@@ -285,5 +359,70 @@ fn fast_path_takes_the_common_queries() {
             fast::answer(&snapshot, zone, &packet(&ask), ask.source, &mut out).is_some(),
             "{ask:?}"
         );
+    }
+}
+
+/// Cookies: the fast path answers a client cookie and a valid server
+/// cookie (marking the latter verified, as the full handler does), and
+/// leaves a malformed option to the full handler, which answers FORMERR
+/// with an OPT and the question.
+#[test]
+fn cookies_in_both_paths() {
+    let snapshot = snapshot();
+    let zone = &zones()[0];
+    let source = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 9));
+    let ask = |cookie: CookieAsk| Ask {
+        name: 0,
+        case: vec![false],
+        qtype: 1,
+        edns: Some((1232, false, None, Some(cookie))),
+        source,
+        rd: true,
+        cd: false,
+        rotation: 0,
+    };
+    let run = |ask: &Ask| {
+        let mut out = Vec::new();
+        let fast = fast::answer(&snapshot, zone, &packet(ask), source, &mut out);
+        let full = zone::respond(&snapshot, zone, &packet(ask), source, Transport::Udp).unwrap();
+        (fast, out, full)
+    };
+    let cookie_of = |reply: &[u8]| {
+        let m = Message::from_vec(reply).unwrap();
+        match m
+            .edns
+            .unwrap()
+            .option(hickory_proto::rr::rdata::opt::EdnsCode::Cookie)
+        {
+            Some(EdnsOption::Unknown(10, data)) => data.clone(),
+            other => panic!("no cookie in the reply: {other:?}"),
+        }
+    };
+    // A client cookie: a server cookie back, not verified.
+    let (fast, out, (_, full)) = run(&ask(CookieAsk::Client([5; 8])));
+    let fast = fast.expect("the fast path takes a client cookie");
+    assert!(!fast.cookie && !full.cookie);
+    let server = cookie_of(&out);
+    assert_eq!(server.len(), 24);
+    assert_eq!(&server[..8], &[5; 8]);
+    // Presented again: verified on both paths, and echoed.
+    let (fast, out, (_, full)) = run(&ask(CookieAsk::Other(server.clone())));
+    assert!(fast.expect("taken").cookie);
+    assert!(full.cookie);
+    assert_eq!(cookie_of(&out), server);
+    // An expired one: not verified, a fresh one back.
+    let (fast, _, (_, full)) = run(&ask(CookieAsk::Ours {
+        client: [5; 8],
+        age: 4000,
+    }));
+    assert!(!fast.expect("taken").cookie && !full.cookie);
+    // Malformed: the full handler's FORMERR, with our OPT and the question.
+    for len in [0usize, 7, 9, 15, 41] {
+        let (fast, _, (reply, full)) = run(&ask(CookieAsk::Other(vec![1; len])));
+        assert!(fast.is_none(), "{len}");
+        assert_eq!(full.rcode, 1, "{len}");
+        let m = Message::from_vec(&reply).unwrap();
+        assert_eq!(m.queries.len(), 1, "{len}");
+        assert!(m.edns.is_some(), "{len}");
     }
 }

@@ -26,7 +26,19 @@ struct Hub {
 }
 
 impl Hub {
+    /// Starts a hub on fresh ports; a port taken between `free_port` and
+    /// the bind (another test's) makes the hub exit, and it is started
+    /// again on others.
     async fn start(extra: &[&str]) -> Hub {
+        for _ in 0..5 {
+            if let Some(hub) = Hub::try_start(extra).await {
+                return hub;
+            }
+        }
+        panic!("the hub did not start in 5 tries");
+    }
+
+    async fn try_start(extra: &[&str]) -> Option<Hub> {
         let dir = TempDir::new("hub");
         let log = dir.path().join("hub.log");
         let (dns, grpc, admin) = (free_port(), free_port(), free_port());
@@ -51,7 +63,7 @@ impl Hub {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let hub = Hub {
+        let mut hub = Hub {
             child,
             grpc: format!("http://127.0.0.1:{grpc}"),
             dns: dns.parse().unwrap(),
@@ -59,12 +71,20 @@ impl Hub {
             log,
             _dir: dir,
         };
-        let admin = hub.admin;
-        eventually(Duration::from_secs(15), "hub ready", || async move {
-            matches!(http_get(admin, "/readyz").await, Ok((200, _))).then_some(())
-        })
-        .await;
-        hub
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if hub.child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if matches!(http_get(hub.admin, "/readyz").await, Ok((200, _))) {
+                return Some(hub);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "the hub did not get ready in 20s; log: {}",
+            std::fs::read_to_string(&hub.log).unwrap_or_default()
+        );
     }
 
     fn rss_mib(&self) -> f64 {

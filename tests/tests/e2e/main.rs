@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::err_expect)]
 
 mod credentials;
+mod dns_abuse;
 mod dns_rules;
 mod export;
 mod faults;
