@@ -224,3 +224,271 @@ fn run(registry: &Registry, mut queue: mpsc::Receiver<Job>) {
         replies.drain(..).for_each(|reply| reply());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::num::NonZeroU16;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use meshdns_proto::model::{Endpoint, Mode, Namespace, Policy, Port, Protocol, ServiceName};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn key(name: &str) -> ServiceKey {
+        ServiceKey {
+            namespace: Namespace::new("ns").unwrap(),
+            name: ServiceName::new(name).unwrap(),
+        }
+    }
+
+    fn export(name: &str, address: &str) -> ServiceExport {
+        let port = Port {
+            name: None,
+            protocol: Protocol::Tcp,
+            port: NonZeroU16::new(80).unwrap(),
+        };
+        let endpoint = Endpoint::ready(address.parse().unwrap());
+        ServiceExport::new(
+            key(name),
+            vec![port],
+            Mode::Endpoints,
+            vec![],
+            vec![endpoint],
+            Policy::default(),
+        )
+        .unwrap()
+    }
+
+    fn cluster(name: &str) -> Cluster {
+        Cluster {
+            name: ClusterName::new(name).unwrap(),
+            region: None,
+            zone: None,
+            client_cidrs: vec![],
+            version: String::new(),
+        }
+    }
+
+    fn registry() -> (Arc<Registry>, Writer) {
+        let registry = Arc::new(Registry::new(5, false, Arc::new(Metrics::new())));
+        let writer = Writer::spawn(registry.clone()).unwrap();
+        (registry, writer)
+    }
+
+    /// The answer a write's acknowledgement promises is in the snapshot
+    /// the moment the acknowledgement arrives, for every write of a run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_acknowledged_write_is_already_visible() {
+        let (registry, writer) = registry();
+        let (session, _) = writer.hello(cluster("c"), usize::MAX).await.unwrap();
+        let session = Arc::new(session);
+        writer
+            .apply_snapshot(session.clone(), vec![], BTreeSet::new())
+            .await
+            .unwrap();
+        for i in 0..500u32 {
+            let name = format!("web-{i}");
+            let address = format!("10.0.{}.{}", i / 250, i % 250 + 1);
+            writer
+                .apply_delta(
+                    session.clone(),
+                    vec![export(&name, &address)],
+                    BTreeSet::new(),
+                )
+                .await
+                .unwrap();
+            assert!(
+                registry.snapshot().view(&key(&name)).is_some(),
+                "write {i} acknowledged before it was published"
+            );
+        }
+    }
+
+    /// Many clusters' Snapshots at once: coalesced into few publishes, and
+    /// no snapshot ever shows part of a message (each cluster alternates
+    /// between two whole sets; a reader checks every snapshot it sees).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_storm_coalesces_and_never_shows_half_a_message() {
+        let (registry, writer) = registry();
+        let clusters = 50;
+        let names = |c: usize, set: char| -> Vec<String> {
+            (0..10).map(|s| format!("c{c}-{set}-{s}")).collect()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (registry, stop) = (registry.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let snapshot = registry.snapshot();
+                    for c in 0..clusters {
+                        let count = |set| {
+                            names(c, set)
+                                .iter()
+                                .filter(|n| snapshot.view(&key(n)).is_some())
+                                .count()
+                        };
+                        let (a, b) = (count('a'), count('b'));
+                        assert!(
+                            (a, b) == (10, 0) || (a, b) == (0, 10) || (a, b) == (0, 0),
+                            "cluster {c} shows a={a} b={b} at serial {}",
+                            snapshot.serial
+                        );
+                    }
+                    seen += 1;
+                }
+                seen
+            })
+        };
+        let before = registry.metrics.render(&registry);
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..clusters {
+            let writer = writer.clone();
+            tasks.spawn(async move {
+                let (session, _) = writer
+                    .hello(cluster(&format!("c{c}")), usize::MAX)
+                    .await
+                    .unwrap();
+                let session = Arc::new(session);
+                for round in 0..20 {
+                    let set = if round % 2 == 0 { 'a' } else { 'b' };
+                    let services = names(c, set)
+                        .iter()
+                        .enumerate()
+                        .map(|(s, n)| export(n, &format!("10.{c}.{s}.1")))
+                        .collect();
+                    writer
+                        .apply_snapshot(session.clone(), services, BTreeSet::new())
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        stop.store(true, Ordering::Relaxed);
+        let seen = reader.join().expect("no snapshot showed half a message");
+        assert!(seen > 0);
+        // Every cluster ends on its last set, 'b'.
+        let snapshot = registry.snapshot();
+        for c in 0..clusters {
+            for n in names(c, 'b') {
+                assert!(snapshot.view(&key(&n)).is_some(), "{n}");
+            }
+        }
+        let after = registry.metrics.render(&registry);
+        let count = |text: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix("meshdns_registry_writer_batch_size_count "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let publishes = count(&after) - count(&before);
+        // 50 hellos + 1,000 Snapshots; coalesced into fewer publishes.
+        println!("1,050 writes in {publishes} batches; the reader checked {seen} snapshots");
+        assert!(publishes <= 1050.0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Snapshot(Vec<u8>),
+        Delta(Vec<u8>, Vec<u8>),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            proptest::collection::vec(0u8..12, 0..8).prop_map(Op::Snapshot),
+            (
+                proptest::collection::vec(0u8..12, 0..4),
+                proptest::collection::vec(0u8..12, 0..4)
+            )
+                .prop_map(|(u, r)| Op::Delta(u, r)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Concurrent streams of Snapshots and Deltas from several clusters
+        /// end in exactly the state a sequential model of each cluster's
+        /// messages gives, whatever the writer batched together.
+        #[test]
+        fn concurrent_writes_end_as_the_model_says(
+            streams in proptest::collection::vec(proptest::collection::vec(op(), 1..12), 1..6)
+        ) {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (registry, writer) = registry();
+            let mut model: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+            for (c, ops) in streams.iter().enumerate() {
+                let held = model.entry(format!("c{c}")).or_default();
+                for (i, op) in ops.iter().enumerate() {
+                    let value = |s: &u8| (format!("s{s}"), format!("10.{c}.{s}.{}", i + 1));
+                    match op {
+                        Op::Snapshot(set) => *held = set.iter().map(value).collect(),
+                        Op::Delta(upserts, removals) => {
+                            held.extend(upserts.iter().map(value));
+                            for r in removals {
+                                held.remove(&format!("s{r}"));
+                            }
+                        }
+                    }
+                }
+            }
+            runtime.block_on(async {
+                let mut tasks = tokio::task::JoinSet::new();
+                for (c, ops) in streams.clone().into_iter().enumerate() {
+                    let writer = writer.clone();
+                    tasks.spawn(async move {
+                        let (session, _) = writer.hello(cluster(&format!("c{c}")), usize::MAX).await.unwrap();
+                        let session = Arc::new(session);
+                        // The protocol starts with a Snapshot.
+                        writer.apply_snapshot(session.clone(), vec![], BTreeSet::new()).await.unwrap();
+                        for (i, op) in ops.into_iter().enumerate() {
+                            let export_of = |s: u8| export(&format!("s{s}"), &format!("10.{c}.{s}.{}", i + 1));
+                            match op {
+                                Op::Snapshot(set) => {
+                                    let mut set: Vec<u8> = set;
+                                    set.sort_unstable();
+                                    set.dedup();
+                                    let services = set.into_iter().map(export_of).collect();
+                                    writer.apply_snapshot(session.clone(), services, BTreeSet::new()).await.unwrap();
+                                }
+                                Op::Delta(upserts, removals) => {
+                                    let mut upserts: Vec<u8> = upserts;
+                                    upserts.sort_unstable();
+                                    upserts.dedup();
+                                    let upserts = upserts.into_iter().map(export_of).collect();
+                                    let removals = removals.iter().map(|r| key(&format!("s{r}"))).collect();
+                                    writer.apply_delta(session.clone(), upserts, removals).await.unwrap();
+                                }
+                            }
+                        }
+                    });
+                }
+                while tasks.join_next().await.is_some() {}
+            });
+            let full = registry.full_state();
+            let got: BTreeMap<String, BTreeMap<String, String>> = full
+                .clusters
+                .iter()
+                .map(|(status, services)| {
+                    let held = services
+                        .iter()
+                        .map(|s| {
+                            let address = s.endpoints()[0].addresses.iter().next().map(ToString::to_string);
+                            (s.key().name.to_string(), address.unwrap_or_default())
+                        })
+                        .collect();
+                    (status.cluster.name.to_string(), held)
+                })
+                .collect();
+            prop_assert_eq!(got, model);
+        }
+    }
+}
