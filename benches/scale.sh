@@ -52,8 +52,12 @@ big=(--clusters "$CLUSTERS" --services 100 --spread "$CLUSTERS" --endpoints 10)
 endpoints=$((CLUSTERS * 100 * 10))
 "$BIN/loadfleet" files --dir "$DIR/big" --clients "$CLIENTS" --nx-percent 0 "${big[@]}"
 LABEL=big start_meshdns --max-answers 16
-LABEL=big push_fleet "${big[@]}" --churn "$CHURN"
+LABEL=big push_fleet "${big[@]}" --churn "$CHURN" --admin "127.0.0.1:$ADMIN_PORT"
 loaded_ms=$(awk '/^ready/ { print $2 }' "$DIR/big-push.out")
+# The load is the reconnect storm: every publisher connects at once and
+# sends its Snapshot; /healthz was timed every 10 ms meanwhile.
+for _ in $(seq 1 50); do grep -q '^healthz' "$DIR/big-push.out" && break; sleep 0.1; done
+echo "storm: $CLUSTERS Snapshots at once, every answer complete and live after ${loaded_ms} ms; /healthz during it: $(awk '/^healthz/ { $1 = ""; print }' "$DIR/big-push.out")"
 wait_answers "$DNS_PORT"
 rss=$(rss_kib "$MESHDNS_PID")
 hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$MESHDNS_PID/status")

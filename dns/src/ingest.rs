@@ -65,6 +65,9 @@ impl Ingest {
             export: Arc::new(export::Context {
                 registry,
                 writer,
+                validators: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                ),
                 metrics,
                 limits,
                 auth,

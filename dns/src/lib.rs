@@ -158,6 +158,49 @@ async fn sweep(
     }
 }
 
+/// Runs admin HTTP on a thread and runtime of its own: probes and scrapes
+/// are answered in milliseconds even while a reconnect storm keeps the
+/// main runtime's workers busy decoding a thousand Snapshots (tasks there
+/// wait their turn behind every ready stream). Resolves when it stops.
+fn serve_admin(
+    listener: TcpListener,
+    state: admin::AdminState,
+    shutdown: CancellationToken,
+) -> Result<tokio::sync::oneshot::Receiver<()>, Error> {
+    let failed = |source: std::io::Error| Error::Serve {
+        what: "admin thread",
+        source: Box::new(source),
+    };
+    let listener = listener.into_std().map_err(failed)?;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("meshdns-admin".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the admin runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let served = match TcpListener::from_std(listener) {
+                    Ok(listener) => admin::serve(listener, state, shutdown).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "admin HTTP failed");
+                }
+            });
+            let _ = done.send(());
+        })
+        .map_err(failed)?;
+    Ok(finished)
+}
+
 /// Runs the registry, DNS and admin listeners until `shutdown` fires.
 pub async fn serve(
     config: ServeConfig,
@@ -284,7 +327,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         auth: auth.clone(),
     };
-    let admin = tokio::spawn(admin::serve(listeners.admin, admin_state, shutdown.clone()));
+    let admin = serve_admin(listeners.admin, admin_state, shutdown.clone())?;
     info!(addr = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = config.tls.is_some(), "grpc registry listening");
     let fleet = Arc::new(
         fleet::Fleet::load(config.clusters.clone()).map_err(|problem| Error::Config {

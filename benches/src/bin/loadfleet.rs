@@ -95,6 +95,11 @@ enum Command {
         /// --max-answers must be at least --endpoints.
         #[arg(long)]
         dns: Option<std::net::SocketAddr>,
+        /// The registry's admin address: `/healthz` is timed every 10 ms
+        /// while the fleet loads (the reconnect storm), and its p50/p99
+        /// printed.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
     },
 }
 
@@ -115,10 +120,11 @@ fn main() {
             registry,
             churn,
             dns,
+            admin,
         } => shape.shape().and_then(|s| {
             tokio::runtime::Runtime::new()
                 .map_err(|e| e.to_string())?
-                .block_on(push(s, registry, churn, dns))
+                .block_on(push(s, registry, churn, dns, admin))
         }),
     };
     if let Err(e) = result {
@@ -173,9 +179,12 @@ async fn push(
     registry: String,
     churn: usize,
     dns: Option<std::net::SocketAddr>,
+    admin: Option<std::net::SocketAddr>,
 ) -> Result<(), String> {
     let shutdown = CancellationToken::new();
     let started = Instant::now();
+    let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = admin.map(|addr| probe_healthz(addr, loaded.clone()));
     let mut senders = Vec::new();
     let mut sets = Vec::new();
     for set in shape.export_sets() {
@@ -206,13 +215,22 @@ async fn push(
         {
             let list = list.into_inner().clusters;
             let endpoints: u64 = list.iter().map(|c| c.endpoints).sum();
-            if list.len() == shape.clusters && endpoints == expected {
+            let live = list
+                .iter()
+                .all(|c| c.state == wire::ClusterState::Live as i32);
+            if list.len() == shape.clusters && endpoints == expected && live {
                 break;
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("ready {}", started.elapsed().as_millis());
+    loaded.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(probe) = probe
+        && let Ok(times) = probe.join()
+    {
+        println!("healthz {}", summary(times));
+    }
     let _ = std::io::stdout().flush();
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -313,6 +331,35 @@ async fn churn_run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(times)
+}
+
+/// Times `GET /healthz` at `admin` every 10 ms until `done`, on a thread
+/// of its own: the prober must not wait its turn behind a thousand
+/// publishers in this process's runtime, or it would time itself.
+fn probe_healthz(
+    admin: std::net::SocketAddr,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Duration>> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let mut times = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let started = Instant::now();
+            let answered = (|| {
+                let mut stream = std::net::TcpStream::connect(admin).ok()?;
+                stream
+                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .ok()?;
+                let mut head = [0u8; 12];
+                stream.read_exact(&mut head).ok()
+            })();
+            if answered.is_some() {
+                times.push(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        times
+    })
 }
 
 fn summary(mut times: Vec<Duration>) -> String {

@@ -25,6 +25,8 @@ pub(super) struct Context {
     pub registry: Arc<Registry>,
     /// Every write goes through the registry's writer thread.
     pub writer: Writer,
+    /// Large messages validated at once, at most (one per CPU).
+    pub validators: tokio::sync::Semaphore,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub auth: Arc<Auth>,
@@ -93,12 +95,16 @@ fn police(rules: Option<&ClusterRules>, checked: &mut Checked, from: usize) {
 
 /// Messages with more items than this are validated on the blocking pool,
 /// so a large Snapshot never holds a runtime worker (a 4 MiB message
-/// takes tens of milliseconds).
+/// takes tens of milliseconds). At most one per CPU at a time
+/// ([`Context::validators`]): a reconnect storm of a thousand Snapshots
+/// must not become a thousand threads starving the runtime (probes, DNS
+/// over TCP) of CPU.
 const INLINE_ITEMS: usize = 1024;
 
 /// Adds `services` to `checked` (validated, then policed by the fleet
 /// file), off the runtime when the message is large.
 async fn check(
+    validators: &tokio::sync::Semaphore,
     mut checked: Checked,
     services: Vec<wire::ServiceExport>,
     max_endpoints: usize,
@@ -114,6 +120,8 @@ async fn check(
     if items <= INLINE_ITEMS {
         return work();
     }
+    // The semaphore is never closed.
+    let _permit = validators.acquire().await;
     match tokio::task::spawn_blocking(work).await {
         Ok(checked) => checked,
         // Validation does not panic (it is fuzzed); should it, the panic
@@ -148,6 +156,7 @@ impl Stream<'_> {
                 let mut pending = self.pending.take().unwrap_or_default();
                 let before = pending.checked.refusals.len();
                 pending.checked = check(
+                    &self.cx.validators,
                     pending.checked,
                     snapshot.services,
                     limits.max_endpoints_per_service,
@@ -198,6 +207,7 @@ impl Stream<'_> {
                     ));
                 }
                 let checked = check(
+                    &self.cx.validators,
                     Checked::default(),
                     delta.upserts,
                     limits.max_endpoints_per_service,
