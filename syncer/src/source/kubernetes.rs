@@ -200,7 +200,9 @@ fn spawn_watcher<K, T>(
                         WatchFailure::Expired => {
                             info!(watcher = name, "watch expired (410); relisting");
                         }
-                        WatchFailure::NotServed { .. } | WatchFailure::Forbidden { .. } if !listed => {
+                        WatchFailure::NotServed { .. } | WatchFailure::Forbidden { .. }
+                            if !listed =>
+                        {
                             warn!(watcher = name, problem = %failure, "watcher cannot list; retrying with backoff");
                         }
                         _ => {
@@ -263,7 +265,8 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(1024);
     let o = &source.overrides;
     let watch_nodes = o.client_cidrs.is_empty() || o.region.is_none() || o.zone.is_none();
-    let mut watchers = BTreeSet::from([Resource::SERVICES.plural, Resource::ENDPOINT_SLICES.plural]);
+    let mut watchers =
+        BTreeSet::from([Resource::SERVICES.plural, Resource::ENDPOINT_SLICES.plural]);
     let mut optional = BTreeSet::new();
     if watch_nodes {
         // Without Nodes the cluster is announced without client CIDRs and

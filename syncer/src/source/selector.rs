@@ -277,7 +277,10 @@ impl<'a> Parser<'a> {
             Tok::Ident("in") => Op::In,
             Tok::Ident("notin") => Op::NotIn,
             other => {
-                return Err(unexpected(other, "an operator: =, ==, !=, in, notin, > or <"));
+                return Err(unexpected(
+                    other,
+                    "an operator: =, ==, !=, in, notin, > or <",
+                ));
             }
         };
         let values = match op {
@@ -366,13 +369,12 @@ impl Selector {
         };
         let mut requirements = Vec::new();
         let mut term_start = parser.offset();
-        let fail = |parser: &Parser<'_>, start: usize, index: usize, problem: Problem| {
-            SelectorError {
+        let fail =
+            |parser: &Parser<'_>, start: usize, index: usize, problem: Problem| SelectorError {
                 index,
                 term: term_text(text, start, parser.offset()),
                 problem,
-            }
-        };
+            };
         if parser.peek() == Tok::End {
             return Ok(Selector::default());
         }

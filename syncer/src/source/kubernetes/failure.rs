@@ -186,7 +186,9 @@ mod tests {
         assert_eq!(
             WatchFailure::classify(
                 &mcs,
-                &watcher::Error::WatchError(Status::failure("too old", "Expired").with_code(410).boxed())
+                &watcher::Error::WatchError(
+                    Status::failure("too old", "Expired").with_code(410).boxed()
+                )
             ),
             WatchFailure::Expired
         );

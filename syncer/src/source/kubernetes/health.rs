@@ -84,9 +84,8 @@ impl Health {
         }
         self.with(|h| {
             h.degraded.insert(watcher, failure.to_string());
-            let unavailable = !h.synced.contains(watcher)
-                && h.optional.contains(watcher)
-                && failure.is_lasting();
+            let unavailable =
+                !h.synced.contains(watcher) && h.optional.contains(watcher) && failure.is_lasting();
             if !unavailable {
                 return false;
             }
@@ -149,8 +148,7 @@ impl Health {
                     failing.join("; ")
                 ));
             }
-            Ok(h
-                .unavailable
+            Ok(h.unavailable
                 .iter()
                 .map(|(w, e)| format!("{w} unavailable, exporting without it: {e}"))
                 .collect())
@@ -194,7 +192,10 @@ mod tests {
         h.listed("endpointslices");
         let ready = h.ready().expect("ready without the optional watcher");
         assert_eq!(ready.len(), 1);
-        assert!(ready[0].starts_with("serviceexports unavailable"), "{ready:?}");
+        assert!(
+            ready[0].starts_with("serviceexports unavailable"),
+            "{ready:?}"
+        );
         assert!(h.with(|s| s.publishable()));
         // It lists later: available again.
         h.listed("serviceexports");
