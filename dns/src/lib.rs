@@ -260,6 +260,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         auth: auth.clone(),
     };
+    info!(addr = %listeners.admin.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listening");
     let admin = tokio::spawn(admin::serve(listeners.admin, admin_state, shutdown.clone()));
     info!(addr = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = config.tls.is_some(), "grpc registry listening");
     let fleet = Arc::new(

@@ -298,6 +298,24 @@ impl FakeKube {
         store.gone += 1;
     }
 
+    /// Ends every watch without an error (a timeout, a load balancer
+    /// dropping the stream): watchers resume from their last
+    /// resourceVersion, and relist if it was compacted away.
+    pub fn end_watches(&self) {
+        self.store.lock().unwrap().watchers.clear();
+    }
+
+    /// Compacts between the pages of the next paged LIST: its continue
+    /// token gets 410 and the lister must start over.
+    pub fn compact_before_next_page(&self) {
+        self.store.lock().unwrap().compact_before_next_page = true;
+    }
+
+    /// Continue tokens refused with 410 so far.
+    pub fn expired_continues(&self) -> u64 {
+        self.store.lock().unwrap().expired_continues
+    }
+
     /// Takes the server down (its port refuses connections, watches are
     /// cut, as when an API server dies) or brings it back on the same port.
     pub async fn set_down(&self, down: bool) {

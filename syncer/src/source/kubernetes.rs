@@ -183,7 +183,7 @@ fn spawn_watcher<K, T>(
                     continue;
                 }
             };
-            failing = matches!(item, Some(Err(_)));
+            failing = false;
             let update = match item {
                 None => return,
                 Some(Ok(Event::Init)) => Update::Init,
@@ -196,6 +196,9 @@ fn spawn_watcher<K, T>(
                 Some(Ok(Event::Delete(obj))) => Update::Delete(key_of(&obj)),
                 Some(Err(e)) => {
                     let failure = WatchFailure::classify(&resource, &e);
+                    // An outage is probed for its end; a refusal (403, 404)
+                    // is not: a probe by LIST would pass where WATCH fails.
+                    failing = !failure.is_lasting();
                     match &failure {
                         WatchFailure::Expired => {
                             info!(watcher = name, "watch expired (410); relisting");

@@ -140,6 +140,13 @@ fn list(
         Some(_) if params.contains_key("resourceVersion") => {
             return bad_request("specifying resource version is not allowed when using continue");
         }
+        Some(_) if store.compact_before_next_page => {
+            // etcd compacted between two pages of this list.
+            store.compact_before_next_page = false;
+            store.compact();
+            store.expired_continues += 1;
+            return continue_expired();
+        }
         Some(text) => {
             let Some((id, start)) = text
                 .split_once('.')

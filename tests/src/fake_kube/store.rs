@@ -79,6 +79,10 @@ pub struct Store {
     pub continued_pages: u64,
     /// Watches refused or ended with 410.
     pub gone: u64,
+    /// The next continue request finds its token compacted away.
+    pub compact_before_next_page: bool,
+    /// Continue tokens refused with 410.
+    pub expired_continues: u64,
     /// HTTP versions requests came in.
     pub versions: HashSet<String>,
 }
