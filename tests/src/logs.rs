@@ -87,13 +87,36 @@ impl Logs {
     /// a process started on port 0 is listening.
     pub async fn listening(&self, message: &str) -> SocketAddr {
         self.wait(Duration::from_secs(20), message, |line| {
-            let rest = &line[line.find(message)? + message.len()..];
-            let addr = rest
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("addr="))?;
-            addr.parse().ok()
+            listening_addr(line, message)
         })
         .await
+    }
+}
+
+/// The address a `<message> ... addr=<address>` log line names.
+pub fn listening_addr(line: &str, message: &str) -> Option<SocketAddr> {
+    let line = plain(line);
+    let rest = &line[line.find(message)? + message.len()..];
+    let addr = rest
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))?;
+    addr.parse().ok()
+}
+
+/// [`Logs::listening`] for a process that logs to the file at `path`.
+pub async fn listening_in_file(path: &std::path::Path, message: &str) -> SocketAddr {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(addr) = text.lines().find_map(|l| listening_addr(l, message)) {
+            return addr;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no {message} in {} within 20s:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
