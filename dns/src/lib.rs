@@ -116,8 +116,8 @@ impl Listeners {
                         break;
                     }
                     Err(Error::Bind { source, .. })
-                        if attempt < attempts
-                            && source.kind() == std::io::ErrorKind::AddrInUse => {}
+                        if attempt < attempts && source.kind() == std::io::ErrorKind::AddrInUse => {
+                    }
                     Err(e) => return Err(e),
                 }
             }

@@ -152,6 +152,10 @@ fn build(clusters: &[GenCluster], affinity: Affinity) -> (Vec<std::sync::Arc<Pla
     (parts.into_iter().map(|(p, _)| p).collect(), view)
 }
 
+/// A healthy endpoint in the oracle: (address, cluster index, its
+/// (region, zone), its region).
+type Healthy = (std::net::Ipv4Addr, usize, (u8, u8), u8);
+
 /// The answer for an asker in cluster `asker` (an index into `clusters`,
 /// or none: unknown), worked out from the generated fleet alone by the
 /// documented rules (`select.rs`), with no view, chain or index: an
@@ -169,22 +173,24 @@ fn oracle(
     affinity: Affinity,
 ) -> (Tier, Vec<std::net::Ipv4Addr>) {
     let every_stale = clusters.iter().all(|(_, c)| c.2);
-    // (address, cluster index, (region, zone), region)
-    let healthy: Vec<(std::net::Ipv4Addr, usize, (u8, u8), u8)> = clusters
+    let healthy: Vec<Healthy> = clusters
         .iter()
         .filter(|(_, c)| every_stale || !c.2)
         .flat_map(|(i, (region, zone, _, eps))| {
-            eps.iter().enumerate().filter(|(_, e)| e.0).map(move |(j, (_, own))| {
-                (
-                    std::net::Ipv4Addr::new(10, *i as u8, 0, j as u8 + 1),
-                    *i,
-                    (*region, own.unwrap_or(*zone)),
-                    *region,
-                )
-            })
+            eps.iter()
+                .enumerate()
+                .filter(|(_, e)| e.0)
+                .map(move |(j, (_, own))| {
+                    (
+                        std::net::Ipv4Addr::new(10, *i as u8, 0, j as u8 + 1),
+                        *i,
+                        (*region, own.unwrap_or(*zone)),
+                        *region,
+                    )
+                })
         })
         .collect();
-    let pick = |keep: &dyn Fn(&(std::net::Ipv4Addr, usize, (u8, u8), u8)) -> bool| {
+    let pick = |keep: &dyn Fn(&Healthy) -> bool| {
         let mut v: Vec<_> = healthy.iter().filter(|t| keep(t)).map(|t| t.0).collect();
         v.sort();
         v
@@ -202,7 +208,10 @@ fn oracle(
     };
     let tiers = [
         (Tier::Cluster, pick(&|t| t.1 == *own)),
-        (Tier::Zone, pick(&|t| t.2 == (*region, *zone) || t.1 == *own)),
+        (
+            Tier::Zone,
+            pick(&|t| t.2 == (*region, *zone) || t.1 == *own),
+        ),
         (Tier::Region, pick(&|t| t.3 == *region)),
     ];
     for (tier, answer) in tiers {

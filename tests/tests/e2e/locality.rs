@@ -346,11 +346,7 @@ async fn a_dead_cluster_leaves_answers_and_comes_back() {
     f.syncers[0] = Some(TestSyncer::start(&f.files[0], &[f.server.grpc_url()], &[]));
     let back = Instant::now();
     f.wait_web(&ALL_WEB).await;
-    assert!(
-        back.elapsed() < ttl * 2,
-        "back within {:?}",
-        back.elapsed()
-    );
+    assert!(back.elapsed() < ttl * 2, "back within {:?}", back.elapsed());
     let m = query(
         f.server.dns,
         &Ask::new("web.shop.global", RecordType::A).tcp(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use hickory_proto::rr::RecordType;
 use meshdns_tests::dns::{Ask, addresses, poll, query, sorted};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{TestServer, bin, eventually, free_port, http_get};
+use meshdns_tests::{TestServer, bin, eventually, http_get};
 
 /// A child process stopped (SIGTERM, then SIGKILL) when dropped.
 struct Proc(Child);
@@ -61,22 +61,44 @@ fn run(program: &str, args: &[&str]) -> (i32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_answers_and_stops_on_sigterm() {
-    let (dns_port, grpc_port, admin_port) = (free_port(), free_port(), free_port());
     let dir = TempDir::new("demo");
-    let dns = format!("127.0.0.1:{dns_port}");
-    let admin = format!("127.0.0.1:{admin_port}");
     let mut demo = Proc::spawn(Command::new(bin("meshdns")).args([
         "demo",
         "--dns-listen",
-        &dns,
+        "127.0.0.1:0",
         "--grpc-listen",
-        &format!("127.0.0.1:{grpc_port}"),
+        "127.0.0.1:0",
         "--admin-listen",
-        &admin,
+        "127.0.0.1:0",
         "--dir",
         &dir.path().display().to_string(),
     ]));
-    let dns = dns.parse().unwrap();
+    // Port 0: the demo prints the addresses it got.
+    let printed = meshdns_tests::logs::Logs::capture(demo.0.stdout.take().unwrap());
+    let _log = meshdns_tests::logs::Logs::capture(demo.0.stderr.take().unwrap());
+    let dns: std::net::SocketAddr = printed
+        .wait(Duration::from_secs(20), "the DNS address", |l| {
+            l.trim()
+                .strip_prefix("DNS")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .await;
+    let dns_port = dns.port();
+    let admin: std::net::SocketAddr = printed
+        .wait(Duration::from_secs(5), "the admin address", |l| {
+            l.trim()
+                .strip_prefix("admin")?
+                .trim()
+                .strip_prefix("http://")?
+                .split('/')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .await;
     let web = [
         "10.1.0.11",
         "10.1.0.12",
@@ -97,7 +119,7 @@ async fn demo_answers_and_stops_on_sigterm() {
     assert_eq!(addresses(&m), sorted(&["10.1.2.10"]));
     let m = query(dns, &Ask::new("api.shop.global", RecordType::A)).await;
     assert_eq!(addresses(&m), sorted(&["10.96.2.10", "10.96.3.10"]));
-    let (status, body) = http_get(admin.parse().unwrap(), "/readyz").await.unwrap();
+    let (status, body) = http_get(admin, "/readyz").await.unwrap();
     assert_eq!((status, body.trim()), (200, "ready"));
     // The files it prints are live: an edit shows up in answers.
     let east2 = dir.path().join("east-2.yaml");
@@ -105,6 +127,7 @@ async fn demo_answers_and_stops_on_sigterm() {
         .unwrap()
         .replace("{ip: 10.2.0.12}", "{ip: 10.2.0.99}");
     std::fs::write(&east2, text).unwrap();
+    let edited = std::time::Instant::now();
     eventually(
         Duration::from_secs(10),
         "demo follows its files",
@@ -115,6 +138,12 @@ async fn demo_answers_and_stops_on_sigterm() {
         },
     )
     .await;
+    // README: "edit one and the answers follow within a second".
+    assert!(
+        edited.elapsed() < Duration::from_secs(1),
+        "the edit showed after {:?}",
+        edited.elapsed()
+    );
     // dig, as the README shows it.
     let out = Command::new("dig")
         .args([
@@ -127,10 +156,9 @@ async fn demo_answers_and_stops_on_sigterm() {
         .output()
         .expect("dig");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
-    let stdout = demo.0.stdout.take().unwrap();
     let status = demo.terminate();
     assert!(status.success(), "demo exits 0 on SIGTERM: {status}");
-    let printed = std::io::read_to_string(stdout).unwrap();
+    let printed = printed.text();
     assert!(
         printed.contains(&format!("dig @127.0.0.1 -p {dns_port} web.shop.global")),
         "{printed}"
@@ -284,31 +312,24 @@ async fn a_syncer_process_killed_and_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_process_stops_on_sigterm() {
-    let (dns_port, grpc_port, admin_port) = (free_port(), free_port(), free_port());
-    let admin = format!("127.0.0.1:{admin_port}");
-    let serve = Proc::spawn(Command::new(bin("meshdns")).args([
-        "serve",
-        "--insecure",
-        "--dns-listen",
-        &format!("127.0.0.1:{dns_port}"),
-        "--grpc-listen",
-        &format!("127.0.0.1:{grpc_port}"),
-        "--admin-listen",
-        &admin,
-    ]));
-    let admin = admin.parse().unwrap();
+    let mut served = meshdns_tests::ServeProc::start(&[]).await;
+    let (admin, dns) = (served.admin, served.dns);
     eventually(Duration::from_secs(10), "readyz", || async move {
         matches!(http_get(admin, "/readyz").await, Ok((200, _))).then_some(())
     })
     .await;
     assert!(matches!(http_get(admin, "/healthz").await, Ok((200, _))));
-    let dns = format!("127.0.0.1:{dns_port}").parse().unwrap();
     let m = eventually(Duration::from_secs(10), "SOA", || async move {
         poll(dns, &Ask::new("global", RecordType::SOA)).await
     })
     .await;
     assert_eq!(m.answers.len(), 1);
-    assert!(serve.terminate().success());
+    served.proc.signal("TERM");
+    let status = served
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "{status}");
 }
 
 /// The flags `--help` lists, each with its environment variable if any
@@ -375,9 +396,18 @@ fn every_flag_is_settable_from_the_environment() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(text.contains("--workers") && text.contains("maximum"), "{text}");
+    assert!(
+        text.contains("--workers") && text.contains("maximum"),
+        "{text}"
+    );
     let out = Command::new(bin("meshdns-syncer"))
-        .args(["--insecure", "--registry", "http://127.0.0.1:9", "--cluster", "c"])
+        .args([
+            "--insecure",
+            "--registry",
+            "http://127.0.0.1:9",
+            "--cluster",
+            "c",
+        ])
         .env("MESHDNS_SELECTOR", "a=b=c")
         .output()
         .unwrap();

@@ -95,7 +95,9 @@ async fn sustained_load_with_continuous_updates() {
     };
     // Memory is measured from a quarter into the run: by then the
     // allocator holds its working set, and what grows after is kept.
-    let warmup = Duration::from_secs(secs).mul_f64(0.25).max(Duration::from_secs(1));
+    let warmup = Duration::from_secs(secs)
+        .mul_f64(0.25)
+        .max(Duration::from_secs(1));
     tokio::time::sleep(warmup).await;
     let rss_start = rss_kib(server.proc.0.id());
     let updates_start = registry_updates(server.admin).await;
