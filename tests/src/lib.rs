@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod dns;
+pub mod export_file;
 pub mod fake_kube;
 pub mod fleet;
 pub mod fuzz_checks;
