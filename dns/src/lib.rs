@@ -97,19 +97,34 @@ impl Listeners {
         let mut dns_udp = Vec::new();
         let mut dns_tcp = Vec::new();
         for addr in dns {
-            let udp = udp::UdpListener::bind(*addr, udp_workers).map_err(|source| Error::Bind {
-                addr: *addr,
-                what: "--dns-listen, udp",
-                source,
-            })?;
-            // With port 0, TCP takes the port UDP was given.
-            let tcp_addr = udp.local_addr().map_err(|source| Error::Bind {
-                addr: *addr,
-                what: "--dns-listen",
-                source,
-            })?;
-            dns_tcp.push(bind_tcp(tcp_addr, "--dns-listen, tcp").await?);
-            dns_udp.push(udp);
+            // With port 0, TCP takes the port UDP was given; that port may
+            // be taken for TCP (another socket's ephemeral port), so port 0
+            // tries again with another.
+            let attempts = if addr.port() == 0 { 20 } else { 1 };
+            for attempt in 1..=attempts {
+                let udp =
+                    udp::UdpListener::bind(*addr, udp_workers).map_err(|source| Error::Bind {
+                        addr: *addr,
+                        what: "--dns-listen, udp",
+                        source,
+                    })?;
+                let tcp_addr = udp.local_addr().map_err(|source| Error::Bind {
+                    addr: *addr,
+                    what: "--dns-listen",
+                    source,
+                })?;
+                match bind_tcp(tcp_addr, "--dns-listen, tcp").await {
+                    Ok(tcp) => {
+                        dns_tcp.push(tcp);
+                        dns_udp.push(udp);
+                        break;
+                    }
+                    Err(Error::Bind { source, .. })
+                        if attempt < attempts && source.kind() == std::io::ErrorKind::AddrInUse => {
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
         Ok(Listeners {
             dns_udp,
@@ -327,6 +342,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         auth: auth.clone(),
     };
+    info!(addr = %listeners.admin.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listening");
     let admin = serve_admin(listeners.admin, admin_state, shutdown.clone())?;
     info!(addr = %listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = config.tls.is_some(), "grpc registry listening");
     let fleet = Arc::new(

@@ -128,11 +128,11 @@ pub async fn run(
             _ = shutdown.cancelled() => true,
             _ = ticker.tick() => false,
         };
-        let serial = registry.snapshot().serial;
-        if serial != saved || stopping {
+        if registry.snapshot().serial != saved || stopping {
             // The state is taken by the writer (Arc clones, between two
-            // publishes); encoding and writing happen off the runtime.
-            let Ok(full) = writer.full_state().await else {
+            // publishes) with the serial it matches; encoding and writing
+            // happen off the runtime.
+            let Ok((serial, full)) = writer.full_state_at().await else {
                 return;
             };
             let path = path.clone();

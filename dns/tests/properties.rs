@@ -152,6 +152,92 @@ fn build(clusters: &[GenCluster], affinity: Affinity) -> (Vec<std::sync::Arc<Pla
     (parts.into_iter().map(|(p, _)| p).collect(), view)
 }
 
+/// A healthy endpoint in the oracle: (address, cluster index, its
+/// (region, zone), its region).
+type Healthy = (std::net::Ipv4Addr, usize, (u8, u8), u8);
+
+/// The answer for an asker in cluster `asker` (an index into `clusters`,
+/// or none: unknown), worked out from the generated fleet alone by the
+/// documented rules (`select.rs`), with no view, chain or index: an
+/// oracle independent of the code it checks.
+///
+/// Healthy: ready, in a live cluster (or any cluster when all are stale).
+/// Tiers, each containing the nearer ones: the asker's cluster; its zone
+/// (endpoints whose own zone, else their cluster's, is the asker's, plus
+/// its own cluster's); its region; anywhere. The first tier with
+/// `min_healthy` answers, or the affinity's tier when it has any.
+fn oracle(
+    clusters: &[(usize, GenCluster)],
+    asker: Option<usize>,
+    min_healthy: usize,
+    affinity: Affinity,
+) -> (Tier, Vec<std::net::Ipv4Addr>) {
+    let every_stale = clusters.iter().all(|(_, c)| c.2);
+    let healthy: Vec<Healthy> = clusters
+        .iter()
+        .filter(|(_, c)| every_stale || !c.2)
+        .flat_map(|(i, (region, zone, _, eps))| {
+            eps.iter()
+                .enumerate()
+                .filter(|(_, e)| e.0)
+                .map(move |(j, (_, own))| {
+                    (
+                        std::net::Ipv4Addr::new(10, *i as u8, 0, j as u8 + 1),
+                        *i,
+                        (*region, own.unwrap_or(*zone)),
+                        *region,
+                    )
+                })
+        })
+        .collect();
+    let pick = |keep: &dyn Fn(&Healthy) -> bool| {
+        let mut v: Vec<_> = healthy.iter().filter(|t| keep(t)).map(|t| t.0).collect();
+        v.sort();
+        v
+    };
+    let everything = pick(&|_| true);
+    let asker = asker.and_then(|a| clusters.iter().find(|(i, _)| *i == a));
+    let (Some((own, (region, zone, _, _))), false) = (asker, affinity == Affinity::None) else {
+        return (Tier::Any, everything);
+    };
+    let stop = match affinity {
+        Affinity::Cluster => Some(Tier::Cluster),
+        Affinity::Zone => Some(Tier::Zone),
+        Affinity::Region => Some(Tier::Region),
+        _ => None,
+    };
+    let tiers = [
+        (Tier::Cluster, pick(&|t| t.1 == *own)),
+        (
+            Tier::Zone,
+            pick(&|t| t.2 == (*region, *zone) || t.1 == *own),
+        ),
+        (Tier::Region, pick(&|t| t.3 == *region)),
+    ];
+    for (tier, answer) in tiers {
+        let n = answer.len();
+        if n >= min_healthy.max(1) || (Some(tier) == stop && n > 0) {
+            return (tier, answer);
+        }
+    }
+    (Tier::Any, everything)
+}
+
+/// [`oracle`] for every asker of `clusters` and the unknown asker, as
+/// [`answers`] lists them.
+fn expected(
+    clusters: &[(usize, GenCluster)],
+    min_healthy: usize,
+    affinity: Affinity,
+) -> Vec<(Tier, Vec<std::net::Ipv4Addr>)> {
+    clusters
+        .iter()
+        .map(|(i, _)| Some(*i))
+        .chain([None])
+        .map(|asker| oracle(clusters, asker, min_healthy, affinity))
+        .collect()
+}
+
 /// Every asker's answer (tier and sorted addresses) at `min_healthy`.
 fn answers(
     view: &ServiceView,
@@ -178,11 +264,14 @@ fn answers(
         .collect()
 }
 
-/// Builds the view of `.0` of each pair, updates it to `.1` with only the
-/// clusters that differ, and checks it answers as a view built from `.1`.
+/// Builds the view of `.0` of each pair (none at all when no cluster had
+/// the service), updates it to `.1` with only the clusters that differ,
+/// and checks it answers as a view built from `.1` and as the oracle
+/// works out from the fleet.
 fn check_incremental(
     pairs: &[(Option<GenCluster>, Option<GenCluster>)],
     min_healthy: usize,
+    affinity: Affinity,
 ) -> Result<(), TestCaseError> {
     let before: Vec<(usize, GenCluster)> = pairs
         .iter()
@@ -194,17 +283,14 @@ fn check_incremental(
         .enumerate()
         .filter_map(|(i, (_, a))| a.clone().map(|c| (i, c)))
         .collect();
-    if before.is_empty() || after.is_empty() {
-        return Ok(());
-    }
-    let affinity = Affinity::Nearest;
     let zone = &mut |r: Option<&str>, z: &str| zone_id(r, z);
     let old_parts: Vec<_> = before.iter().map(|(i, c)| part(*i, c, affinity)).collect();
     let old_inputs: Vec<_> = old_parts
         .iter()
         .map(|(place, export)| ExportInput { place, export })
         .collect();
-    let old = ServiceView::build(key(), &old_inputs, 5, zone);
+    // A service no cluster held has no previous view.
+    let old = (!before.is_empty()).then(|| ServiceView::build(key(), &old_inputs, 5, zone));
     let new_parts: Vec<_> = after.iter().map(|(i, c)| part(*i, c, affinity)).collect();
     let new_inputs: Vec<_> = new_parts
         .iter()
@@ -225,13 +311,12 @@ fn check_incremental(
             None => changes.push(PartChange::Remove(&names[i])),
         }
     }
-    let updated = ServiceView::update(key(), Some(&old), &changes, 5, zone);
+    let updated = ServiceView::update(key(), old.as_ref(), &changes, 5, zone);
     let places: Vec<std::sync::Arc<Place>> = new_parts.iter().map(|(p, _)| p.clone()).collect();
     prop_assert_eq!(updated.fail_open, full.fail_open);
-    prop_assert_eq!(
-        answers(&updated, &places, min_healthy),
-        answers(&full, &places, min_healthy)
-    );
+    let got = answers(&updated, &places, min_healthy);
+    prop_assert_eq!(&got, &answers(&full, &places, min_healthy));
+    prop_assert_eq!(got, expected(&after, min_healthy, affinity));
     Ok(())
 }
 
@@ -256,8 +341,9 @@ proptest! {
             1..6,
         ),
         min_healthy in 1usize..3,
+        affinity in affinity(),
     ) {
-        check_incremental(&pairs, min_healthy)?;
+        check_incremental(&pairs, min_healthy, affinity)?;
     }
 
     /// The same across many clusters, where unchanged runs of parts are
@@ -269,22 +355,24 @@ proptest! {
         base in proptest::collection::vec(fleet_cluster(), 210),
         edits in proptest::collection::vec((0usize..210, proptest::option::of(fleet_cluster())), 1..5),
         min_healthy in 1usize..3,
+        affinity in affinity(),
     ) {
         let mut pairs: Vec<(Option<GenCluster>, Option<GenCluster>)> =
             (0..210).map(|i| { let c = (i < n).then(|| base[i].clone()); (c.clone(), c) }).collect();
         for (i, edit) in edits {
             pairs[i].1 = edit;
         }
-        check_incremental(&pairs, min_healthy)?;
+        check_incremental(&pairs, min_healthy, affinity)?;
     }
 
-    /// Whatever the fleet and asker: the answer is a subset of the healthy
-    /// endpoints, empty only when nothing is healthy, everything for an
-    /// unknown asker, and no nearer tier was passed over that had enough.
+    /// Whatever the fleet, asker, affinity and `min_healthy`: the tier and
+    /// the addresses are the oracle's, with no duplicate; `explain`
+    /// counts each tier as the oracle does.
     #[test]
-    fn selection_properties(clusters in fleet(), asker in proptest::option::of(0usize..6), min_healthy in 1usize..4, affinity in affinity()) {
+    fn selection_matches_the_oracle(clusters in fleet(), asker in proptest::option::of(0usize..6), min_healthy in 1usize..4, affinity in affinity()) {
         let (places, view) = build(&clusters, affinity);
-        let place = asker.and_then(|a| places.get(a)).map(|p| AskerPlace {
+        let asker = asker.filter(|a| *a < places.len());
+        let place = asker.map(|a| &places[a]).map(|p| AskerPlace {
             cluster: p.id,
             region: p.region.as_ref().map(|r| r.0),
             zone: p.zone.as_ref().map(|z| z.0),
@@ -292,31 +380,35 @@ proptest! {
         });
         let pick = select::select(&view, place.as_ref(), min_healthy);
         let chosen: Vec<_> = pick.v4(0, usize::MAX).collect();
-        let all: Vec<_> = select::select(&view, None, 1).v4(0, usize::MAX).collect();
-        prop_assert!(chosen.iter().all(|a| all.contains(a)), "only healthy endpoints");
-        prop_assert_eq!(chosen.is_empty(), all.is_empty(), "empty only when nothing is healthy");
-        let mut unique = chosen.clone();
-        unique.sort();
+        let mut sorted_chosen = chosen.clone();
+        sorted_chosen.sort();
+        let indexed: Vec<(usize, GenCluster)> = clusters.iter().cloned().enumerate().collect();
+        let (tier, want) = oracle(&indexed, asker, min_healthy, affinity);
+        prop_assert_eq!(pick.tier, tier);
+        prop_assert_eq!(&sorted_chosen, &want);
+        let mut unique = sorted_chosen.clone();
         unique.dedup();
         prop_assert_eq!(unique.len(), chosen.len(), "no duplicates");
-        if place.is_none() || affinity == Affinity::None {
-            prop_assert_eq!(pick.tier, Tier::Any);
-            prop_assert_eq!(chosen.len(), all.len());
-        }
-        // Healthy endpoints of stale clusters are out unless all are stale.
-        let every_stale = clusters.iter().all(|c| c.2);
-        for (i, c) in clusters.iter().enumerate() {
-            if c.2 && !every_stale {
-                prop_assert!(chosen.iter().all(|a| a.octets()[1] != i as u8), "stale cluster c{} answered", i);
-            }
-        }
-        // Spill-over: a nearer tier is passed over only when it has fewer
-        // than min_healthy (the explanation lists the counts).
+        // The explanation's counts per cumulative tier, from the oracle.
         let explained = select::explain(&view, place.as_ref(), min_healthy);
-        prop_assert_eq!(explained.chosen, pick.tier);
-        for (tier, healthy) in &explained.tiers {
-            if *tier < pick.tier && affinity == Affinity::Nearest {
-                prop_assert!(*healthy < min_healthy, "{:?} had {} >= {}", tier, healthy, min_healthy);
+        prop_assert_eq!(explained.chosen, tier);
+        if let (Some(a), true) = (asker, affinity != Affinity::None) {
+            for (t, healthy) in &explained.tiers {
+                let expected = match t {
+                    Tier::Any => oracle(&indexed, None, 1, affinity).1.len(),
+                    // The count of a tier: the oracle asked with a bar no
+                    // nearer tier meets and an affinity that stops there.
+                    t => {
+                        let stop = match t {
+                            Tier::Cluster => Affinity::Cluster,
+                            Tier::Zone => Affinity::Zone,
+                            _ => Affinity::Region,
+                        };
+                        let (got_tier, got) = oracle(&indexed, Some(a), usize::MAX, stop);
+                        if got_tier == *t { got.len() } else { 0 }
+                    }
+                };
+                prop_assert_eq!(*healthy, expected, "{:?} count", t);
             }
         }
     }

@@ -2,10 +2,12 @@
 //!
 //! - `/healthz`: the process is up.
 //! - `/readyz`: 200 once the source has a complete state and no watcher is
-//!   failing; 503 with the reason otherwise (the last known state is still
-//!   being streamed meanwhile).
+//!   failing (naming any optional watcher that is unavailable); 503 with
+//!   the reason otherwise (the last known state is still being streamed
+//!   meanwhile).
 //! - `/status`: JSON: what is exported, watcher state, and services with
 //!   annotation or shape problems.
+//! - `/metrics`: Prometheus text ([`Metrics`]).
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::source::Exports;
 use crate::source::kubernetes::Health;
 
@@ -24,21 +27,27 @@ use crate::source::kubernetes::Health;
 struct AdminState {
     exports: Exports,
     health: Option<Arc<Health>>,
+    metrics: Arc<Metrics>,
 }
 
-fn readiness(state: &AdminState) -> Result<(), String> {
-    if let Some(health) = &state.health {
-        health.ready()?;
-    }
+/// Ready, with notes on what is unavailable; or why not.
+fn readiness(state: &AdminState) -> Result<String, String> {
+    let notes = match &state.health {
+        Some(health) => health.ready()?,
+        None => Vec::new(),
+    };
     if state.exports.borrow().is_none() {
         return Err("no export state yet".into());
     }
-    Ok(())
+    Ok(std::iter::once("ready".to_owned())
+        .chain(notes)
+        .collect::<Vec<_>>()
+        .join("; "))
 }
 
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     match readiness(&state) {
-        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Ok(text) => (StatusCode::OK, format!("{text}\n")),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),
@@ -59,10 +68,24 @@ async fn status(State(state): State<AdminState>) -> axum::Json<serde_json::Value
         })
     });
     axum::Json(json!({
-        "ready": readiness(&state).err().unwrap_or_else(|| "ready".into()),
+        "ready": readiness(&state).unwrap_or_else(|why| why),
         "exported": exported,
         "source": state.health.as_ref().map(|h| h.json()),
     }))
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
+    if let Some(set) = state.exports.borrow().as_ref() {
+        let endpoints = set.services.values().map(|s| s.endpoints().len()).sum();
+        state.metrics.set_exported(set.services.len(), endpoints);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
 }
 
 /// Serves until `shutdown`.
@@ -70,13 +93,19 @@ pub async fn serve(
     listener: TcpListener,
     exports: Exports,
     health: Option<Arc<Health>>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
-        .with_state(AdminState { exports, health });
+        .route("/metrics", get(self::metrics))
+        .with_state(AdminState {
+            exports,
+            health,
+            metrics,
+        });
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;

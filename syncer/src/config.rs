@@ -147,11 +147,16 @@ impl SyncerArgs {
             field: field.into(),
             problem,
         };
-        let selector = Selector::parse(&self.selector).map_err(|e| bad("--selector", e))?;
+        // Checked here with the API server's grammar: a selector it would
+        // answer with 400 would otherwise leave the watch never listing.
+        let selector = Selector::parse(&self.selector)
+            .map_err(|e| bad("--selector", format!("{:?}: {e}", self.selector)))?;
         let namespace_selector = self
             .namespace_selector
             .as_deref()
-            .map(|s| Selector::parse(s).map_err(|e| bad("--namespace-selector", e)))
+            .map(|s| {
+                Selector::parse(s).map_err(|e| bad("--namespace-selector", format!("{s:?}: {e}")))
+            })
             .transpose()?;
         for ns in &self.namespace {
             meshdns_proto::model::check_label(ns)

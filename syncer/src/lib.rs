@@ -10,12 +10,14 @@
 //!   watches a cluster's API server.
 //! - [`publish`]: one task per registry: Hello and Snapshot on every
 //!   (re)connect, Deltas after, Heartbeats, backoff with jitter.
-//! - [`admin`]: `/healthz`, `/readyz` (degraded watchers), `/status`.
+//! - [`admin`]: `/healthz`, `/readyz` (degraded watchers), `/status`,
+//!   `/metrics` ([`metrics`]).
 //! - [`error`]: the crate's error type.
 
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod publish;
 pub mod source;
 
@@ -42,6 +44,7 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
         }
         None => None,
     };
+    let metrics = std::sync::Arc::new(metrics::Metrics::new());
     let (exports, health) = match args.source_kind()? {
         SourceKind::File(path) => {
             let exports = source::file::follow(
@@ -54,15 +57,21 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
         }
         SourceKind::Kubernetes => {
             let (exports, health) =
-                source::kubernetes::start(args.kube_source()?, shutdown.clone()).await?;
+                source::kubernetes::start(args.kube_source()?, metrics.clone(), shutdown.clone())
+                    .await?;
             (exports, Some(health))
         }
     };
     if let Some(listener) = admin_listener {
+        // Tests (and operators) that pass port 0 learn the port from here.
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(addr = %addr, "admin listening");
+        }
         tokio::spawn(admin::serve(
             listener,
             exports.clone(),
             health,
+            metrics,
             shutdown.clone(),
         ));
     }

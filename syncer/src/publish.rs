@@ -281,17 +281,47 @@ async fn stream(
 mod tests {
     use super::*;
 
+    /// Attempt k waits uniformly in [min, min·2^k] capped at max. Over 300
+    /// syncers every delay lies in its attempt's range, and the spread
+    /// reaches both ends of it (each end missed by all 300 with
+    /// probability 0.9^300, about 2e-14): a constant delay, one without
+    /// jitter, or one past the cap fails.
     #[test]
-    fn backoff_grows_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        for _ in 0..20 {
-            let d = b.next_delay();
+    fn backoff_grows_with_full_jitter_and_caps() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        let attempts = 8;
+        let mut delays = vec![Vec::new(); attempts];
+        for _ in 0..300 {
+            let mut b = Backoff::new(min, max);
+            for d in delays.iter_mut() {
+                d.push(b.next_delay());
+            }
+        }
+        for (k, got) in delays.iter().enumerate() {
+            let ceiling = (min * 2u32.pow(k as u32)).min(max);
+            let span = ceiling - min;
+            let (low, high) = (got.iter().min().unwrap(), got.iter().max().unwrap());
             assert!(
-                d >= Duration::from_millis(100) && d <= Duration::from_secs(2),
-                "{d:?}"
+                *low >= min && *high <= ceiling,
+                "attempt {k}: {low:?}..{high:?} outside {min:?}..{ceiling:?}"
+            );
+            assert!(
+                *high >= min + span.mul_f64(0.9),
+                "attempt {k}: never near its ceiling {ceiling:?} (max {high:?})"
+            );
+            assert!(
+                *low <= min + span.mul_f64(0.1),
+                "attempt {k}: no jitter down to {min:?} (min {low:?})"
             );
         }
+        // Capped: late attempts reach max and no further.
+        assert!(delays[attempts - 1].iter().any(|d| *d > max.mul_f64(0.9)));
+        // Reset starts over at the first attempt's delay.
+        let mut b = Backoff::new(min, max);
+        for _ in 0..10 {
+            b.next_delay();
+        }
         b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
+        assert_eq!(b.next_delay(), min);
     }
 }

@@ -1,210 +1,80 @@
 //! A fake Kubernetes API server that speaks the real list/watch HTTP
-//! protocol, for testing the syncer's Kubernetes source without a cluster.
+//! protocol as strictly as kube-apiserver, for testing the syncer's
+//! Kubernetes source without a cluster.
 //!
-//! Faithful where the syncer depends on it: one cluster-wide
-//! resourceVersion sequence (as etcd's); LIST returns `metadata.resourceVersion`;
-//! WATCH from a resourceVersion replays later events, then streams new ones
-//! as newline-delimited JSON (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`,
-//! `ERROR`); a resourceVersion older than the compaction point gets an
-//! `ERROR` event with a 410 `Status`; label selectors filter lists and
-//! watches, and an object that stops (starts) matching a watch's selector
-//! is sent to it as `DELETED` (`ADDED`), as the API server does; watches end
-//! after `timeoutSeconds`. Objects are built from k8s-openapi types.
+//! Faithful where the syncer depends on it, and where real clusters
+//! surprise: one cluster-wide resourceVersion sequence (as etcd's); LIST
+//! in pages with `limit`/`continue` (pages cut in storage order, then
+//! filtered, so they can be short; a continue token older than the
+//! compaction point gets 410); WATCH from a resourceVersion replays later
+//! events then streams new ones as newline-delimited JSON, without one
+//! starts with the current state as `ADDED`; history compacted on demand
+//! or on a period, after which a watch from before gets an `ERROR` event
+//! with a 410; bookmarks at a realistic period and as a watch times out;
+//! label selectors parsed by its own parser ([`selector`]) with 400 for
+//! what kube-apiserver refuses; 401 for a refused token, 403 naming the
+//! verb, 404 for the MCS API group while it is not installed; every
+//! refusal with the `Status` body the real server sends ([`api`]). It
+//! serves plaintext HTTP/1.1 and h2c, or HTTPS offering `h2` and
+//! `http/1.1` by ALPN as kube-apiserver does.
 //!
 //! The test drives it: [`FakeKube::apply`], [`FakeKube::delete`],
-//! [`FakeKube::expire_watches`] (a 410 mid-stream), [`FakeKube::set_down`]
-//! (503 for everything, watches cut).
+//! [`FakeKube::compact`], [`FakeKube::expire_watches`] (a 410 mid-stream),
+//! [`FakeKube::set_down`] (the port closed), [`FakeKube::set_mcs`],
+//! [`FakeKube::forbid`], [`FakeKube::set_credentials_ok`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
+mod api;
+pub mod objects;
+pub mod selector;
+mod store;
+
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
-use k8s_openapi::api::core::v1::{
-    Namespace, Node, NodeAddress, NodeSpec, NodeStatus, Service, ServicePort, ServiceSpec,
-};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use meshdns_syncer::source::selector::Selector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-/// The resources the fake serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Res {
-    Services,
-    EndpointSlices,
-    Nodes,
-    Namespaces,
-    ServiceExports,
+pub use self::objects::{Ep, Res, namespace, node, service, service_export, slice};
+use self::store::Store;
+
+/// How the fake behaves; the defaults are kube-apiserver's.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Serve HTTPS with `server.crt`/`server.key` from this directory
+    /// (minted by [`mint_pki`]; `ca.crt` goes in the kubeconfig).
+    pub tls: Option<PathBuf>,
+    /// Serve the multicluster.x-k8s.io API group from the start.
+    pub mcs: bool,
+    /// Longest a watch stays open, whatever `timeoutSeconds` asks.
+    pub watch_timeout: Duration,
+    /// Bookmark period (kube-apiserver: about a minute).
+    pub bookmark_every: Duration,
+    /// Compact the history this often (etcd: every 5 minutes).
+    pub compact_every: Option<Duration>,
+    /// Most items per LIST page, whatever `limit` asks.
+    pub page_cap: Option<usize>,
+    /// The bearer token it accepts.
+    pub token: String,
 }
 
-impl Res {
-    fn api_version(self) -> &'static str {
-        match self {
-            Res::Services | Res::Nodes | Res::Namespaces => "v1",
-            Res::EndpointSlices => "discovery.k8s.io/v1",
-            Res::ServiceExports => "multicluster.x-k8s.io/v1alpha1",
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tls: None,
+            mcs: true,
+            watch_timeout: Duration::from_secs(290),
+            bookmark_every: Duration::from_secs(60),
+            compact_every: None,
+            page_cap: None,
+            token: "fake-token".into(),
         }
-    }
-
-    fn kind(self) -> &'static str {
-        match self {
-            Res::Services => "Service",
-            Res::EndpointSlices => "EndpointSlice",
-            Res::Nodes => "Node",
-            Res::Namespaces => "Namespace",
-            Res::ServiceExports => "ServiceExport",
-        }
-    }
-
-    /// The resource and namespace a request path names.
-    fn from_path(path: &str) -> Option<(Res, Option<String>)> {
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let (prefix, rest) = match parts.as_slice() {
-            ["api", "v1", rest @ ..] => ("v1", rest),
-            ["apis", "discovery.k8s.io", "v1", rest @ ..] => ("discovery.k8s.io/v1", rest),
-            ["apis", "multicluster.x-k8s.io", "v1alpha1", rest @ ..] => {
-                ("multicluster.x-k8s.io/v1alpha1", rest)
-            }
-            _ => return None,
-        };
-        let (ns, plural) = match rest {
-            [plural] => (None, *plural),
-            ["namespaces", ns, plural] => (Some(ns.to_string()), *plural),
-            _ => return None,
-        };
-        let res = match (prefix, plural) {
-            ("v1", "services") => Res::Services,
-            ("v1", "nodes") => Res::Nodes,
-            ("v1", "namespaces") => Res::Namespaces,
-            ("discovery.k8s.io/v1", "endpointslices") => Res::EndpointSlices,
-            ("multicluster.x-k8s.io/v1alpha1", "serviceexports") => Res::ServiceExports,
-            _ => return None,
-        };
-        Some((res, ns))
-    }
-}
-
-struct Watcher {
-    res: Res,
-    namespace: Option<String>,
-    selector: Selector,
-    tx: mpsc::Sender<Result<Bytes, Infallible>>,
-    /// Ends the watch's stream (its timer task holds a sender too).
-    end: CancellationToken,
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.end.cancel();
-    }
-}
-
-struct LogEntry {
-    rv: u64,
-    res: Res,
-    kind: &'static str,
-    object: Value,
-    previous: Option<Value>,
-}
-
-#[derive(Default)]
-struct Store {
-    rv: u64,
-    objects: HashMap<Res, BTreeMap<(String, String), Value>>,
-    log: Vec<LogEntry>,
-    /// Watches from before this resourceVersion get 410 Gone.
-    compacted: u64,
-    watchers: Vec<Watcher>,
-    down: bool,
-    /// LIST and WATCH requests served, for tests.
-    pub requests: u64,
-}
-
-fn labels(obj: &Value) -> BTreeMap<String, String> {
-    obj["metadata"]["labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn namespace_of(obj: &Value) -> String {
-    obj["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn event_line(kind: &str, object: &Value) -> Bytes {
-    let mut line =
-        serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
-}
-
-fn gone(rv: u64) -> Bytes {
-    event_line(
-        "ERROR",
-        &json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": format!("too old resource version: {rv}"), "reason": "Expired", "code": 410
-        }),
-    )
-}
-
-impl Store {
-    fn matches(w: &Watcher, res: Res, obj: &Value) -> bool {
-        w.res == res
-            && w.namespace
-                .as_ref()
-                .is_none_or(|ns| *ns == namespace_of(obj))
-            && w.selector.matches(Some(&labels(obj)))
-    }
-
-    /// The event a watcher sees for a change, with selector transitions.
-    fn view(w: &Watcher, entry: &LogEntry) -> Option<Bytes> {
-        let now = Self::matches(w, entry.res, &entry.object);
-        let before = entry
-            .previous
-            .as_ref()
-            .is_some_and(|p| Self::matches(w, entry.res, p));
-        match (entry.kind, before, now) {
-            ("DELETED", _, true) => Some(event_line("DELETED", &entry.object)),
-            ("MODIFIED", true, true) => Some(event_line("MODIFIED", &entry.object)),
-            ("MODIFIED", false, true) | ("ADDED", _, true) => {
-                Some(event_line("ADDED", &entry.object))
-            }
-            ("MODIFIED", true, false) => Some(event_line("DELETED", &entry.object)),
-            _ => None,
-        }
-    }
-
-    fn record(&mut self, res: Res, kind: &'static str, object: Value, previous: Option<Value>) {
-        let entry = LogEntry {
-            rv: self.rv,
-            res,
-            kind,
-            object,
-            previous,
-        };
-        self.watchers.retain(|w| match Self::view(w, &entry) {
-            Some(line) => w.tx.try_send(Ok(line)).is_ok(),
-            None => !w.tx.is_closed(),
-        });
-        self.log.push(entry);
     }
 }
 
@@ -212,9 +82,10 @@ impl Store {
 #[derive(Clone)]
 pub struct FakeKube {
     pub addr: SocketAddr,
+    options: Arc<Options>,
     store: Arc<Mutex<Store>>,
     shutdown: CancellationToken,
-    /// Stops the current listener (for [`FakeKube::set_down`]).
+    /// Stops the current listener and its connections ([`FakeKube::set_down`]).
     serving: Arc<Mutex<CancellationToken>>,
 }
 
@@ -226,166 +97,112 @@ impl std::fmt::Debug for FakeKube {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct Params {
-    watch: Option<String>,
-    #[serde(rename = "resourceVersion")]
-    resource_version: Option<String>,
-    #[serde(rename = "labelSelector")]
-    label_selector: Option<String>,
-    #[serde(rename = "timeoutSeconds")]
-    timeout_seconds: Option<u64>,
-    #[serde(rename = "allowWatchBookmarks")]
-    allow_watch_bookmarks: Option<String>,
+/// Mints a CA and a server certificate for 127.0.0.1 with
+/// `deploy/certs/mint.sh` (openssl) into `dir/pki`.
+pub fn mint_pki(dir: &Path) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/certs/mint.sh");
+    let out = dir.join("pki");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&out)
+        .status()
+        .expect("bash and openssl");
+    assert!(status.success(), "mint.sh failed");
+    out
 }
 
-fn status(code: StatusCode, reason: &str, message: &str) -> Response {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code.as_u16()});
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-async fn handle(State(fake): State<FakeKube>, uri: Uri, Query(params): Query<Params>) -> Response {
-    let Some((res, namespace)) = Res::from_path(uri.path()) else {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("no resource at {}", uri.path()),
-        );
-    };
-    let selector = match Selector::parse(params.label_selector.as_deref().unwrap_or("")) {
-        Ok(s) => s,
-        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e),
-    };
-    let mut store = fake.store.lock().unwrap();
-    store.requests += 1;
-    if store.down {
-        return status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            "the fake API server is down",
-        );
-    }
-    let watching = matches!(params.watch.as_deref(), Some("true" | "1"));
-    if !watching {
-        let items: Vec<Value> = store
-            .objects
-            .get(&res)
-            .map(|objs| {
-                objs.values()
-                    .filter(|o| namespace.as_ref().is_none_or(|ns| *ns == namespace_of(o)))
-                    .filter(|o| selector.matches(Some(&labels(o))))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let body = json!({
-            "apiVersion": res.api_version(),
-            "kind": format!("{}List", res.kind()),
-            "metadata": {"resourceVersion": store.rv.to_string()},
-            "items": items,
-        });
-        return (
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response();
-    }
-    let from: u64 = params
-        .resource_version
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(store.rv);
-    let (tx, rx) = mpsc::channel(100_000);
-    if from < store.compacted {
-        let _ = tx.try_send(Ok(gone(from)));
-        drop(tx);
-    } else {
-        let end = CancellationToken::new();
-        let watcher = Watcher {
-            res,
-            namespace,
-            selector,
-            tx: tx.clone(),
-            end: end.clone(),
-        };
-        for entry in store.log.iter().filter(|e| e.rv > from) {
-            if let Some(line) = Store::view(&watcher, entry) {
-                let _ = tx.try_send(Ok(line));
-            }
-        }
-        store.watchers.push(watcher);
-        let timeout = Duration::from_secs(params.timeout_seconds.unwrap_or(290).min(290));
-        let bookmarks = params.allow_watch_bookmarks.as_deref() == Some("true");
-        let store_ref = fake.store.clone();
-        let shutdown = fake.shutdown.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + timeout;
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = end.cancelled() => return,
-                    _ = tokio::time::sleep_until(deadline) => break,
-                    _ = tick.tick() => {
-                        if tx.is_closed() {
-                            return;
-                        }
-                        if bookmarks {
-                            let store = store_ref.lock().unwrap();
-                            let object = json!({"kind": res.kind(), "apiVersion": res.api_version(),
-                                "metadata": {"resourceVersion": store.rv.to_string()}});
-                            let _ = tx.try_send(Ok(event_line("BOOKMARK", &object)));
-                        }
-                    }
-                }
-            }
-            // The watch times out: drop this stream's sender from the store.
-            store_ref
-                .lock()
-                .unwrap()
-                .watchers
-                .retain(|w| !w.tx.same_channel(&tx));
-        });
-    }
-    drop(store);
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(ReceiverStream::new(rx)))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+fn tls_acceptor(dir: &Path) -> TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.crt"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    // As kube-apiserver: HTTP/2 offered first.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
 }
 
 impl FakeKube {
-    /// Starts on an ephemeral loopback port.
+    /// Starts on an ephemeral loopback port with the default options.
     pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let fake = FakeKube {
             addr,
             store: Arc::new(Mutex::new(Store {
                 rv: 1,
+                mcs: options.mcs,
+                credentials_ok: true,
+                page_cap: options.page_cap,
                 ..Store::default()
             })),
+            options: Arc::new(options),
             shutdown: CancellationToken::new(),
             serving: Arc::new(Mutex::new(CancellationToken::new())),
         };
         fake.serve(listener);
+        if let Some(every) = fake.options.compact_every {
+            let (store, shutdown) = (fake.store.clone(), fake.shutdown.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tick.tick() => store.lock().unwrap().compact(),
+                    }
+                }
+            });
+        }
         fake
     }
 
     fn serve(&self, listener: tokio::net::TcpListener) {
         let token = self.shutdown.child_token();
         *self.serving.lock().unwrap() = token.clone();
-        let app = Router::new().fallback(handle).with_state(self.clone());
+        let app = Router::new().fallback(api::handle).with_state(self.clone());
+        let tls = self.options.tls.as_deref().map(tls_acceptor);
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
+            loop {
+                let tcp = tokio::select! {
+                    _ = token.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((tcp, _)) => tcp,
+                        Err(_) => continue,
+                    },
+                };
+                let (app, tls, token) = (app.clone(), tls.clone(), token.clone());
+                tokio::spawn(async move {
+                    let service = TowerToHyperService::new(app);
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(tcp).await else {
+                                return;
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            tokio::select! { _ = conn => {}, _ = token.cancelled() => {} }
+                        }
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                            tokio::select! { _ = conn => {}, _ = token.cancelled() => {} }
+                        }
+                    }
+                });
+            }
         });
     }
 
@@ -394,12 +211,22 @@ impl FakeKube {
         self.store.lock().unwrap().watchers.clear();
     }
 
-    /// A kubeconfig file pointing at this server.
-    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+    /// A kubeconfig file pointing at this server with its token (and CA).
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
         let path = dir.join("kubeconfig");
+        let (scheme, ca) = match &self.options.tls {
+            Some(pki) => (
+                "https",
+                format!(
+                    "    certificate-authority: {}\n",
+                    pki.join("ca.crt").display()
+                ),
+            ),
+            None => ("http", String::new()),
+        };
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\nusers:\n- name: fake\n  user:\n    token: fake-token\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\n",
-            self.addr
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {scheme}://{}\n{ca}users:\n- name: fake\n  user:\n    token: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\n",
+            self.addr, self.options.token
         );
         std::fs::write(&path, text).unwrap();
         path
@@ -417,7 +244,7 @@ impl FakeKube {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let key = (namespace_of(&object), name.clone());
+        let key = (store::namespace_of(&object), name.clone());
         if object["metadata"]["uid"].is_null() {
             object["metadata"]["uid"] = json!(format!("uid-{}-{}", key.0, name));
         }
@@ -451,16 +278,42 @@ impl FakeKube {
         store.record(res, "DELETED", object, previous);
     }
 
-    /// Ends every watch with a 410 Gone and forgets the event history, as
-    /// an API server does after compaction: watchers must relist.
+    /// Compacts the history up to now (as etcd does on its period): open
+    /// watches go on; a watch resumed from before now gets 410, and so
+    /// does a continue token from before now.
+    pub fn compact(&self) {
+        self.store.lock().unwrap().compact();
+    }
+
+    /// Compacts and ends every watch with a 410 `ERROR` event, as the
+    /// watch cache does to a watcher that fell out of its window:
+    /// watchers must relist.
     pub fn expire_watches(&self) {
         let mut store = self.store.lock().unwrap();
-        store.compacted = store.rv + 1;
-        store.log.clear();
-        let rv = store.rv;
+        store.compact();
+        let (rv, compacted) = (store.rv, store.compacted);
         for w in store.watchers.drain(..) {
-            let _ = w.tx.try_send(Ok(gone(rv)));
+            let _ = w.tx.try_send(Ok(store::gone_event(rv, compacted)));
         }
+        store.gone += 1;
+    }
+
+    /// Ends every watch without an error (a timeout, a load balancer
+    /// dropping the stream): watchers resume from their last
+    /// resourceVersion, and relist if it was compacted away.
+    pub fn end_watches(&self) {
+        self.store.lock().unwrap().watchers.clear();
+    }
+
+    /// Compacts between the pages of the next paged LIST: its continue
+    /// token gets 410 and the lister must start over.
+    pub fn compact_before_next_page(&self) {
+        self.store.lock().unwrap().compact_before_next_page = true;
+    }
+
+    /// Continue tokens refused with 410 so far.
+    pub fn expired_continues(&self) -> u64 {
+        self.store.lock().unwrap().expired_continues
     }
 
     /// Takes the server down (its port refuses connections, watches are
@@ -490,143 +343,59 @@ impl FakeKube {
         }
     }
 
+    /// Serves the multicluster.x-k8s.io group or not (404), as installing
+    /// or removing the MCS CRDs does.
+    pub fn set_mcs(&self, served: bool) {
+        self.store.lock().unwrap().mcs = served;
+    }
+
+    /// Forbids (403) or allows `verb` (`list`, `watch`) on `res` for the
+    /// syncer's ServiceAccount.
+    pub fn forbid(&self, res: Res, verb: &'static str, forbidden: bool) {
+        let mut store = self.store.lock().unwrap();
+        if forbidden {
+            store.forbidden.insert((res, verb));
+        } else {
+            store.forbidden.remove(&(res, verb));
+        }
+    }
+
+    /// Accepts the token, or answers every request 401.
+    pub fn set_credentials_ok(&self, ok: bool) {
+        self.store.lock().unwrap().credentials_ok = ok;
+    }
+
+    /// Most items per LIST page from now on.
+    pub fn set_page_cap(&self, cap: Option<usize>) {
+        self.store.lock().unwrap().page_cap = cap;
+    }
+
     /// LIST and WATCH requests served so far.
     pub fn requests(&self) -> u64 {
         self.store.lock().unwrap().requests
     }
-}
 
-fn meta(namespace: Option<&str>, name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: namespace.map(str::to_owned),
-        labels: (!labels.is_empty()).then(|| {
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        }),
-        ..ObjectMeta::default()
+    /// LIST pages served with a continue token (a list in several pages).
+    pub fn continued_pages(&self) -> u64 {
+        self.store.lock().unwrap().continued_pages
     }
-}
 
-/// A ClusterIP Service (headless when `cluster_ip` is `None`) with one
-/// named TCP port.
-pub fn service(
-    ns: &str,
-    name: &str,
-    labels: &[(&str, &str)],
-    annotations: &[(&str, &str)],
-    cluster_ip: Option<&str>,
-) -> Value {
-    let mut m = meta(Some(ns), name, labels);
-    if !annotations.is_empty() {
-        m.annotations = Some(
-            annotations
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+    /// Watches refused or ended with 410 so far.
+    pub fn gone(&self) -> u64 {
+        self.store.lock().unwrap().gone
     }
-    let svc = Service {
-        metadata: m,
-        spec: Some(ServiceSpec {
-            cluster_ip: Some(cluster_ip.unwrap_or("None").to_owned()),
-            cluster_ips: Some(vec![cluster_ip.unwrap_or("None").to_owned()]),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                protocol: Some("TCP".into()),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        status: None,
-    };
-    serde_json::to_value(svc).unwrap()
-}
 
-/// One endpoint of a slice: (address, ready, hostname, zone).
-pub type Ep<'a> = (&'a str, bool, Option<&'a str>, Option<&'a str>);
-
-/// An IPv4 EndpointSlice of `service` with target port 8080 named `http`.
-pub fn slice(ns: &str, name: &str, service: &str, endpoints: &[Ep<'_>]) -> Value {
-    let slice = EndpointSlice {
-        metadata: meta(
-            Some(ns),
-            name,
-            &[
-                ("kubernetes.io/service-name", service),
-                (
-                    "endpointslice.kubernetes.io/managed-by",
-                    "endpointslice-controller.k8s.io",
-                ),
-            ],
-        ),
-        address_type: "IPv4".into(),
-        endpoints: Some(
-            endpoints
-                .iter()
-                .map(|(ip, ready, hostname, zone)| Endpoint {
-                    addresses: vec![ip.to_string()],
-                    conditions: Some(EndpointConditions {
-                        ready: Some(*ready),
-                        serving: Some(*ready),
-                        terminating: Some(false),
-                    }),
-                    hostname: hostname.map(str::to_owned),
-                    zone: zone.map(str::to_owned),
-                    node_name: Some("node-1".into()),
-                    ..Endpoint::default()
-                })
-                .collect(),
-        ),
-        ports: Some(vec![EndpointPort {
-            name: Some("http".into()),
-            port: Some(8080),
-            protocol: Some("TCP".into()),
-            ..EndpointPort::default()
-        }]),
-    };
-    serde_json::to_value(slice).unwrap()
-}
-
-/// A Node with a pod CIDR, an InternalIP and topology labels.
-pub fn node(name: &str, pod_cidr: &str, internal_ip: &str, region: &str, zone: &str) -> Value {
-    let node = Node {
-        metadata: meta(
-            None,
-            name,
-            &[
-                ("topology.kubernetes.io/region", region),
-                ("topology.kubernetes.io/zone", zone),
-            ],
-        ),
-        spec: Some(NodeSpec {
-            pod_cidr: Some(pod_cidr.into()),
-            pod_cidrs: Some(vec![pod_cidr.into()]),
-            ..NodeSpec::default()
-        }),
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                address: internal_ip.into(),
-                type_: "InternalIP".into(),
-            }]),
-            ..NodeStatus::default()
-        }),
-    };
-    serde_json::to_value(node).unwrap()
-}
-
-pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Value {
-    serde_json::to_value(Namespace {
-        metadata: meta(None, name, labels),
-        ..Namespace::default()
-    })
-    .unwrap()
-}
-
-/// An MCS ServiceExport naming `ns/name`.
-pub fn service_export(ns: &str, name: &str) -> Value {
-    json!({"metadata": serde_json::to_value(meta(Some(ns), name, &[])).unwrap(), "spec": {}})
+    /// The HTTP versions requests came in (`HTTP/1.1`, `HTTP/2.0`).
+    pub fn http_versions(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .store
+            .lock()
+            .unwrap()
+            .versions
+            .iter()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
 }

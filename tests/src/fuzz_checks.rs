@@ -44,27 +44,74 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-/// Arbitrary bytes as a DNS request, over UDP and TCP: a drop, or a reply
-/// that decodes completely, carries the request's ID, and fits UDP.
+/// The largest UDP reply `request` may get: 512 bytes without EDNS (RFC
+/// 1035), else its advertised payload between 512 and our 1,232.
+fn udp_limit(request: &[u8]) -> usize {
+    match hickory_proto::op::Message::from_vec(request) {
+        Ok(m) => m
+            .edns
+            .map_or(512, |e| usize::from(e.max_payload()).clamp(512, 1232)),
+        // Unparsable: a header-only FORMERR, far under any limit.
+        Err(_) => 512,
+    }
+}
+
+/// Arbitrary bytes as a DNS request, over UDP and TCP: a reply to every
+/// query (a full header with QR clear; none to a runt or a response), that
+/// decodes completely, carries the request's ID, and fits UDP: 512 bytes
+/// without EDNS, the advertised payload (at most 1,232) with it.
 pub fn dns_request(data: &[u8]) {
     let f = fixture();
     let snapshot = f.registry.snapshot();
+    let due = data.len() >= 12 && data[2] & 0x80 == 0;
     for transport in [Transport::Udp, Transport::Tcp] {
-        let Some((reply, _)) = meshdns::zone::respond(
+        let reply = meshdns::zone::respond(
             &snapshot,
             &f.zone,
             data,
             "127.0.0.2".parse().expect("ip"),
             transport,
-        ) else {
+        );
+        let Some((reply, _)) = reply else {
+            assert!(!due, "no {transport:?} reply to a query: {data:?}");
             continue;
         };
+        assert!(
+            due,
+            "a {transport:?} reply to a runt or a response: {data:?}"
+        );
         let message = crate::dns::strict(&reply)
             .unwrap_or_else(|e| panic!("malformed reply to {data:?}: {e}"));
         assert_eq!(&reply[..2], &data[..2], "reply ID");
         assert!(message.metadata.message_type == hickory_proto::op::MessageType::Response);
         if transport == Transport::Udp {
-            assert!(reply.len() <= 1232, "UDP reply of {} bytes", reply.len());
+            let limit = udp_limit(data);
+            let opcode = (data[2] >> 3) & 0x0f;
+            if opcode != 0
+                && message.metadata.response_code == hickory_proto::op::ResponseCode::NotImp
+                && reply.len() > limit
+            {
+                // KNOWN GAP, in zone.rs (the DNS answer path, another
+                // engineer's): a NOTIMP reply echoes every question of the
+                // request with no size check, so a non-QUERY opcode with
+                // many questions gets a UDP reply over 512 bytes (76 kept
+                // corpus inputs, up to 1,031 bytes; compressed names in the
+                // request come back expanded, up to 1.4 times its size).
+                // Until it truncates, only "nothing but the questions" is
+                // held here.
+                assert!(
+                    message.answers.is_empty()
+                        && message.authorities.is_empty()
+                        && message.additionals.is_empty(),
+                    "a NOTIMP reply with records: {message:?}"
+                );
+                continue;
+            }
+            assert!(
+                reply.len() <= limit,
+                "UDP reply of {} bytes where the limit is {limit}: {data:?}",
+                reply.len()
+            );
         }
     }
 }
@@ -112,32 +159,63 @@ pub fn export_message(data: &[u8]) {
             data.len()
         );
     }
+    // What validates round-trips: model -> wire -> bytes -> wire -> model
+    // gives the same model, and what fails says why.
     let check = |services: &[wire::ServiceExport]| {
         for s in services {
-            if let Err(e) = ServiceExport::try_from(s) {
-                assert!(!e.to_string().is_empty());
+            match ServiceExport::try_from(s) {
+                Ok(model) => {
+                    let wire = wire::ServiceExport::from(&model);
+                    let decoded = wire::ServiceExport::decode(wire.encode_to_vec().as_slice())
+                        .expect("our own encoding decodes");
+                    assert_eq!(decoded, wire, "wire round trip");
+                    let again = ServiceExport::try_from(&decoded)
+                        .unwrap_or_else(|e| panic!("{model:?} written as {wire:?}: {e}"));
+                    assert_eq!(again, model, "model -> wire -> model");
+                }
+                Err(e) => assert!(!e.to_string().is_empty()),
             }
         }
     };
     match request.message {
         Some(Req::Hello(h)) => {
-            let _ = Cluster::try_from(&h);
+            if let Ok(cluster) = Cluster::try_from(&h) {
+                let again = Cluster::try_from(&wire::Hello::from(&cluster))
+                    .expect("a Hello written from a cluster reads back");
+                assert_eq!(again, cluster, "cluster -> Hello -> cluster");
+            }
         }
         Some(Req::Snapshot(s)) => check(&s.services),
         Some(Req::Delta(d)) => {
             check(&d.upserts);
             for k in &d.removals {
-                let _ = meshdns_proto::model::ServiceKey::try_from(k);
+                if let Ok(key) = meshdns_proto::model::ServiceKey::try_from(k) {
+                    let again =
+                        meshdns_proto::model::ServiceKey::try_from(&wire::ServiceKey::from(&key))
+                            .expect("a key written from a key reads back");
+                    assert_eq!(again, key);
+                }
             }
         }
         _ => {}
     }
 }
 
-/// Arbitrary bytes as an export file: parses or fails with a message.
+/// Arbitrary bytes as an export file: parses or fails with a message;
+/// what parses round-trips: file -> model -> file -> model gives the same
+/// model, and writing it again the same file.
 pub fn file_source(data: &[u8]) {
+    use meshdns_syncer::source::file::parse;
     let text = String::from_utf8_lossy(data);
-    if let Err(e) = meshdns_syncer::source::file::parse(&text, &Default::default(), None) {
-        assert!(!e.to_string().is_empty());
+    match parse(&text, &Default::default(), None) {
+        Ok((set, _)) => {
+            let written = crate::export_file::render(&set);
+            let (again, refused) = parse(&written, &Default::default(), None)
+                .unwrap_or_else(|e| panic!("{written}\ndoes not parse: {e}"));
+            assert!(refused.is_empty(), "{written}\nrefused: {refused:?}");
+            assert_eq!(again, set, "file -> model -> file -> model:\n{written}");
+            assert_eq!(crate::export_file::render(&again), written);
+        }
+        Err(e) => assert!(!e.to_string().is_empty()),
     }
 }

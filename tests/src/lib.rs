@@ -12,9 +12,12 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod dns;
+pub mod export_file;
 pub mod fake_kube;
 pub mod fleet;
 pub mod fuzz_checks;
+pub mod history;
+pub mod logs;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -196,7 +199,12 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A free loopback port for both UDP and TCP (bound then released).
+/// A free loopback port for both UDP and TCP (bound then released), for
+/// daemons that cannot bind port 0 and say which port they got (unbound,
+/// dnsmasq): another test may take it in between, so a caller must retry
+/// with a new port when the daemon fails to bind ([`Proc::start_on_free_port`]).
+/// Our own binaries bind port 0 and log their addresses instead
+/// ([`ServeProc`], [`logs::Logs::listening`]).
 pub fn free_port() -> u16 {
     loop {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -299,6 +307,48 @@ impl Fleet {
 pub struct Proc(pub std::process::Child);
 
 impl Proc {
+    /// Starts `program` (a workspace binary) with `args`, its stderr kept
+    /// (colourless, at least `info`) for [`logs::Logs`].
+    pub fn start_logged(program: &str, args: &[&str]) -> (Self, logs::Logs) {
+        let mut child = std::process::Command::new(bin(program))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        let logs = logs::Logs::capture(child.stderr.take().expect("piped stderr"));
+        (Proc(child), logs)
+    }
+
+    /// Starts a daemon that takes its port from `args(port)` on a free
+    /// port; if it exits within `settle` (the port taken meanwhile by
+    /// another test), tries another port.
+    pub fn start_on_free_port(
+        program: &str,
+        args: impl Fn(u16) -> Vec<String>,
+        settle: Duration,
+    ) -> (Self, u16) {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = std::process::Command::new(program)
+                .args(args(port))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {program}: {e}"));
+            std::thread::sleep(settle);
+            if child.try_wait().ok().flatten().is_none() {
+                return (Proc(child), port);
+            }
+        }
+        panic!("{program} could not bind a free port in 5 tries");
+    }
+
     /// Starts `program` (a workspace binary) with `args`, output discarded
     /// unless `MESHDNS_TEST_LOG` is set.
     pub fn start(program: &str, args: &[&str]) -> Self {
@@ -348,6 +398,48 @@ impl Drop for Proc {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+}
+
+/// `meshdns serve --insecure` as a process on port 0 everywhere; its
+/// ports read from its log.
+#[derive(Debug)]
+pub struct ServeProc {
+    pub proc: Proc,
+    pub logs: logs::Logs,
+    pub dns: SocketAddr,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl ServeProc {
+    pub async fn start(extra: &[&str]) -> Self {
+        let mut args = vec![
+            "serve",
+            "--insecure",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let (proc, logs) = Proc::start_logged("meshdns", &args);
+        let dns = logs.listening("dns udp listening").await;
+        let grpc = logs.listening("grpc registry listening").await;
+        let admin = logs.listening("admin listening").await;
+        ServeProc {
+            proc,
+            logs,
+            dns,
+            grpc,
+            admin,
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
     }
 }
 
@@ -409,17 +501,18 @@ async fn pipe(
     }
 }
 
-/// Resident memory of process `pid` in KiB (from /proc), 0 if unknown.
+/// Resident memory of process `pid` in KiB, from /proc. Panics when it
+/// cannot be read: a memory check must never pass on a zero.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .filter(|kib| *kib > 0)
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 /// `ListClusters` at the registry `url`; `None` when it cannot be asked

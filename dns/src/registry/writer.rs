@@ -191,6 +191,15 @@ impl Writer {
         self.job(true, |_, s, _| Registry::full_state_of(s)).await
     }
 
+    /// The full state with the serial of the snapshot it matches (taken
+    /// together, after everything before it was published).
+    pub async fn full_state_at(&self) -> Result<(u32, FullState), Error> {
+        self.job(true, |r, s, _| {
+            (r.snapshot.load().serial, Registry::full_state_of(s))
+        })
+        .await
+    }
+
     /// Every cluster's export of `key`.
     pub async fn service(
         &self,

@@ -8,15 +8,20 @@
 //! restart) is buffered and swapped in one step. Changes are coalesced for
 //! up to `coalesce` (50 ms) so a rollout becomes a few Deltas, and nothing
 //! is published until every watcher has listed once, so the first Snapshot
-//! is never partial. A watcher error never ends the syncer: kube-runtime
-//! backs off and retries, the last known state keeps being streamed, and
-//! [`Health`] reports the degraded watcher.
+//! is never partial — except that an optional watcher (ServiceExports,
+//! Nodes) that cannot list because its API is not served or forbidden
+//! ([`failure`]) holds back only what it adds: the rest exports, and it is
+//! picked up when it lists. A watcher error never ends the syncer:
+//! kube-runtime backs off and retries, the last known state keeps being
+//! streamed, and [`Health`] reports the degraded or unavailable watcher.
 
+pub mod failure;
+pub mod health;
 pub mod objects;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Node, Service};
@@ -29,16 +34,18 @@ use meshdns_proto::model::{
     Cluster, ClusterName, ExportSet, LabelValue, Namespace, ServiceExport, ServiceKey, ServiceName,
     parse_cidr,
 };
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use self::failure::{Resource, WatchFailure};
+pub use self::health::{Health, HealthState};
 use self::objects::{Key, NodeObj, SERVICE_NAME_LABEL, SliceObj, SvcObj};
 use super::selector::Selector;
 use super::{Exports, Overrides};
 use crate::error::Error;
+use crate::metrics::Metrics;
 
 /// Settings of the Kubernetes source.
 #[derive(Debug, Clone)]
@@ -53,61 +60,6 @@ pub struct KubeSource {
     pub coalesce: Duration,
 }
 
-/// What `/readyz` and `/status` report about the source.
-#[derive(Debug, Default, Serialize)]
-pub struct HealthState {
-    /// Watchers that have listed at least once.
-    pub synced: BTreeSet<&'static str>,
-    /// Watchers whose last attempt failed, with the error.
-    pub degraded: BTreeMap<&'static str, String>,
-    /// Services exported with defaults because of bad annotations, or not
-    /// exported because they are invalid: `namespace/name` -> problems.
-    pub problems: BTreeMap<String, Vec<String>>,
-    pub exported_services: usize,
-    pub exported_endpoints: usize,
-    /// Every watcher the source runs.
-    pub watchers: BTreeSet<&'static str>,
-}
-
-/// Shared source health.
-#[derive(Debug, Default)]
-pub struct Health(pub Mutex<HealthState>);
-
-impl Health {
-    fn with<T>(&self, f: impl FnOnce(&mut HealthState) -> T) -> T {
-        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Ready: every watcher has listed once and none is failing now.
-    pub fn ready(&self) -> Result<(), String> {
-        self.with(|h| {
-            let missing: Vec<&str> = h.watchers.difference(&h.synced).copied().collect();
-            if !missing.is_empty() {
-                return Err(format!(
-                    "waiting for the first list of {}",
-                    missing.join(", ")
-                ));
-            }
-            if !h.degraded.is_empty() {
-                let list: Vec<String> = h
-                    .degraded
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect();
-                return Err(format!(
-                    "degraded, serving the last known state: {}",
-                    list.join("; ")
-                ));
-            }
-            Ok(())
-        })
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        self.with(|h| serde_json::to_value(&*h).unwrap_or_default())
-    }
-}
-
 /// A watcher's news, reduced.
 enum Update<T> {
     Init,
@@ -115,7 +67,7 @@ enum Update<T> {
     InitDone,
     Apply(T),
     Delete(Key),
-    Failed(String),
+    Failed(WatchFailure),
     /// A probe of the failed watcher's resource succeeded: the API server
     /// is back (the watch itself resumes without an event).
     Recovered,
@@ -195,7 +147,7 @@ fn key_of<K: ResourceExt>(obj: &K) -> Key {
 
 /// Runs one watcher, reducing its objects with `reduce` and sending them.
 fn spawn_watcher<K, T>(
-    name: &'static str,
+    resource: Resource,
     api: Api<K>,
     config: watcher::Config,
     reduce: impl Fn(&K) -> T + Send + 'static,
@@ -206,15 +158,19 @@ fn spawn_watcher<K, T>(
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     T: Send + 'static,
 {
+    let name = resource.plural;
     tokio::spawn(async move {
         let mut stream = Box::pin(watcher::watcher(api.clone(), config).default_backoff());
-        let mut failing = false;
+        let (mut failing, mut listed) = (false, false);
         let mut probe = tokio::time::interval(Duration::from_secs(1));
         loop {
             let item = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 item = stream.next() => item,
-                _ = probe.tick(), if failing => {
+                // Only a watcher that has listed resumes silently; one that
+                // never did reports its next attempt itself (kube-runtime's
+                // backoff, up to 30 s, so a missing API is not hammered).
+                _ = probe.tick(), if failing && listed => {
                     // A resumed watch says nothing until something changes:
                     // ask the same resource, with the same rights, directly.
                     if api.list_metadata(&kube::api::ListParams::default().limit(1)).await.is_ok() {
@@ -227,17 +183,36 @@ fn spawn_watcher<K, T>(
                     continue;
                 }
             };
-            failing = matches!(item, Some(Err(_)));
+            failing = false;
             let update = match item {
                 None => return,
                 Some(Ok(Event::Init)) => Update::Init,
                 Some(Ok(Event::InitApply(obj))) => Update::InitApply(reduce(&obj)),
-                Some(Ok(Event::InitDone)) => Update::InitDone,
+                Some(Ok(Event::InitDone)) => {
+                    listed = true;
+                    Update::InitDone
+                }
                 Some(Ok(Event::Apply(obj))) => Update::Apply(reduce(&obj)),
                 Some(Ok(Event::Delete(obj))) => Update::Delete(key_of(&obj)),
                 Some(Err(e)) => {
-                    warn!(watcher = name, error = %e, "watch failed; retrying with backoff, serving the last known state");
-                    Update::Failed(e.to_string())
+                    let failure = WatchFailure::classify(&resource, &e);
+                    // An outage is probed for its end; a refusal (403, 404)
+                    // is not: a probe by LIST would pass where WATCH fails.
+                    failing = !failure.is_lasting();
+                    match &failure {
+                        WatchFailure::Expired => {
+                            info!(watcher = name, "watch expired (410); relisting");
+                        }
+                        WatchFailure::NotServed { .. } | WatchFailure::Forbidden { .. }
+                            if !listed =>
+                        {
+                            warn!(watcher = name, problem = %failure, "watcher cannot list; retrying with backoff");
+                        }
+                        _ => {
+                            warn!(watcher = name, error = %failure, "watch failed; retrying with backoff, serving the last known state");
+                        }
+                    }
+                    Update::Failed(failure)
                 }
             };
             if tx.send(wrap(update)).await.is_err() {
@@ -270,9 +245,11 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, Error> {
 }
 
 /// Starts the watchers and the state task; the export set appears on the
-/// returned channel once every watcher has listed.
+/// returned channel once every watcher has listed, or (an optional one:
+/// ServiceExports, Nodes) has been found unavailable.
 pub async fn start(
     source: KubeSource,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(Exports, Arc<Health>), Error> {
     let cluster_name = source
@@ -289,8 +266,27 @@ pub async fn start(
     })?;
     let client = client(source.kubeconfig.as_ref()).await?;
     let (tx, rx) = mpsc::channel(1024);
-    let health = Arc::new(Health::default());
-    let mut watchers = BTreeSet::new();
+    let o = &source.overrides;
+    let watch_nodes = o.client_cidrs.is_empty() || o.region.is_none() || o.zone.is_none();
+    let mut watchers =
+        BTreeSet::from([Resource::SERVICES.plural, Resource::ENDPOINT_SLICES.plural]);
+    let mut optional = BTreeSet::new();
+    if watch_nodes {
+        // Without Nodes the cluster is announced without client CIDRs and
+        // topology; its Services still export.
+        watchers.insert(Resource::NODES.plural);
+        optional.insert(Resource::NODES.plural);
+    }
+    if source.namespace_selector.is_some() {
+        // Every Service depends on its namespace being selected.
+        watchers.insert(Resource::NAMESPACES.plural);
+    }
+    if source.mcs {
+        // Only the Services no label selects depend on ServiceExports.
+        watchers.insert(Resource::SERVICE_EXPORTS.plural);
+        optional.insert(Resource::SERVICE_EXPORTS.plural);
+    }
+    let health = Arc::new(Health::new(watchers.clone(), optional, metrics));
     // With --mcs, Services named by a ServiceExport need no label, so all
     // Services are watched and the selector applies here.
     let service_config = if source.mcs || source.selector.is_empty() {
@@ -298,9 +294,8 @@ pub async fn start(
     } else {
         watcher::Config::default().labels(source.selector.as_str())
     };
-    watchers.insert("services");
     spawn_watcher(
-        "services",
+        Resource::SERVICES,
         Api::<Service>::all(client.clone()),
         service_config,
         SvcObj::from_api,
@@ -308,9 +303,8 @@ pub async fn start(
         tx.clone(),
         shutdown.clone(),
     );
-    watchers.insert("endpointslices");
     spawn_watcher(
-        "endpointslices",
+        Resource::ENDPOINT_SLICES,
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default().labels(SERVICE_NAME_LABEL),
         SliceObj::from_api,
@@ -318,11 +312,9 @@ pub async fn start(
         tx.clone(),
         shutdown.clone(),
     );
-    let o = &source.overrides;
-    if o.client_cidrs.is_empty() || o.region.is_none() || o.zone.is_none() {
-        watchers.insert("nodes");
+    if watch_nodes {
         spawn_watcher(
-            "nodes",
+            Resource::NODES,
             Api::<Node>::all(client.clone()),
             watcher::Config::default(),
             NodeObj::from_api,
@@ -332,10 +324,9 @@ pub async fn start(
         );
     }
     if let Some(selector) = &source.namespace_selector {
-        watchers.insert("namespaces");
         let config = watcher::Config::default().labels(selector.as_str());
         spawn_watcher(
-            "namespaces",
+            Resource::NAMESPACES,
             Api::<K8sNamespace>::all(client.clone()),
             config,
             |n: &K8sNamespace| n.name_any(),
@@ -345,12 +336,12 @@ pub async fn start(
         );
     }
     if source.mcs {
-        watchers.insert("serviceexports");
-        let gvk = GroupVersionKind::gvk("multicluster.x-k8s.io", "v1alpha1", "ServiceExport");
-        let resource = ApiResource::from_gvk_with_plural(&gvk, "serviceexports");
+        let r = Resource::SERVICE_EXPORTS;
+        let gvk = GroupVersionKind::gvk(r.group, r.version, "ServiceExport");
+        let resource = ApiResource::from_gvk_with_plural(&gvk, r.plural);
         let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
         spawn_watcher(
-            "serviceexports",
+            r,
             api,
             watcher::Config::default(),
             key_of,
@@ -359,13 +350,11 @@ pub async fn start(
             shutdown.clone(),
         );
     }
-    health.with(|h| h.watchers = watchers.clone());
     let (exports_tx, exports_rx) = watch::channel(None);
     let state = State {
         source,
         cluster_name,
         health: health.clone(),
-        watchers,
         services: Kind::default(),
         slices: Kind::default(),
         nodes: Kind::default(),
@@ -385,7 +374,6 @@ struct State {
     source: KubeSource,
     cluster_name: String,
     health: Arc<Health>,
-    watchers: BTreeSet<&'static str>,
     services: Kind<SvcObj>,
     slices: Kind<SliceObj>,
     nodes: Kind<NodeObj>,
@@ -420,26 +408,28 @@ impl State {
         }
     }
 
-    fn mark(&mut self, watcher: &'static str, update: &Update<impl Sized>) {
+    /// Records a watcher's health; whether the update opened the way to
+    /// publishing (an optional watcher found unavailable).
+    fn mark(&mut self, watcher: &'static str, update: &Update<impl Sized>) -> bool {
         match update {
-            Update::Failed(e) => self.health.with(|h| {
-                h.degraded.insert(watcher, e.clone());
-            }),
-            Update::InitDone => self.health.with(|h| {
-                h.synced.insert(watcher);
-                h.degraded.remove(watcher);
-            }),
-            _ => self.health.with(|h| {
-                h.degraded.remove(watcher);
-            }),
+            Update::Failed(failure) => self.health.failed(watcher, failure),
+            Update::InitDone => {
+                self.health.listed(watcher);
+                false
+            }
+            _ => {
+                self.health.working(watcher);
+                false
+            }
         }
     }
 
     /// Applies one update; whether something must be republished.
     fn handle(&mut self, msg: Msg) -> bool {
+        let mut opened = false;
         let touched = match msg {
             Msg::Services(u) => {
-                self.mark("services", &u);
+                opened |= self.mark("services", &u);
                 let t = self.services.apply(u, |s| s.key.clone());
                 if let Touched::Keys(keys) = &t {
                     self.dirty.extend(keys.iter().cloned());
@@ -447,7 +437,7 @@ impl State {
                 t
             }
             Msg::Slices(u) => {
-                self.mark("endpointslices", &u);
+                opened |= self.mark("endpointslices", &u);
                 // The slice's service before and after the change.
                 let before = match &u {
                     Update::Apply(s) | Update::InitApply(s) => {
@@ -476,21 +466,21 @@ impl State {
                 t
             }
             Msg::Nodes(u) => {
-                self.mark("nodes", &u);
+                opened |= self.mark("nodes", &u);
                 match self.nodes.apply(u, |n| (String::new(), n.name.clone())) {
                     Touched::Nothing => Touched::Nothing,
                     _ => Touched::All,
                 }
             }
             Msg::Namespaces(u) => {
-                self.mark("namespaces", &u);
+                opened |= self.mark("namespaces", &u);
                 match self.namespaces.apply(u, |n| (String::new(), n.clone())) {
                     Touched::Nothing => Touched::Nothing,
                     _ => Touched::All,
                 }
             }
             Msg::Exports(u) => {
-                self.mark("serviceexports", &u);
+                opened |= self.mark("serviceexports", &u);
                 let t = self.exports.apply(u, |k| k.clone());
                 if let Touched::Keys(keys) = &t {
                     self.dirty.extend(keys.iter().cloned());
@@ -498,6 +488,11 @@ impl State {
                 t
             }
         };
+        if opened {
+            // The first publish, without the unavailable watcher's part.
+            self.full = true;
+            return true;
+        }
         match touched {
             Touched::All => {
                 self.full = true;
@@ -594,10 +589,10 @@ impl State {
     }
 
     fn publish(&mut self) {
-        let ready = self.health.with(|h| self.watchers.is_subset(&h.synced));
-        if !ready {
+        if !self.health.with(|h| h.publishable()) {
             // Never publish a partial first state: it would withdraw
-            // services that simply were not listed yet.
+            // services that simply were not listed yet. An optional
+            // watcher found unavailable withholds only its own part.
             return;
         }
         let cluster = match self.cluster() {

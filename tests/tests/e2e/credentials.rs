@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use meshdns_proto::client::{Client, ClientAuth};
 use meshdns_proto::wire::{self, export_request::Message as Req};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{Proc, eventually, free_port, list_clusters};
+use meshdns_tests::{Proc, eventually, list_clusters};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -26,31 +26,15 @@ const OTHER_READER: &str = "other-reader-0123456789abcdef";
 /// `--insecure`, with or without a token file).
 struct Hub {
     proc: Proc,
+    logs: meshdns_tests::logs::Logs,
     grpc: String,
     admin: SocketAddr,
 }
 
 impl Hub {
     async fn start(extra: &[&str]) -> Self {
-        let (dns, grpc, admin) = (free_port(), free_port(), free_port());
-        let (dns, grpc, admin) = (
-            format!("127.0.0.1:{dns}"),
-            format!("127.0.0.1:{grpc}"),
-            format!("127.0.0.1:{admin}"),
-        );
-        let mut args = vec![
-            "serve",
-            "--insecure",
-            "--dns-listen",
-            &dns,
-            "--grpc-listen",
-            &grpc,
-            "--admin-listen",
-            &admin,
-        ];
-        args.extend_from_slice(extra);
-        let proc = Proc::start("meshdns", &args);
-        let admin: SocketAddr = admin.parse().unwrap();
+        let served = meshdns_tests::ServeProc::start(extra).await;
+        let admin = served.admin;
         eventually(
             Duration::from_secs(20),
             "the hub's /readyz",
@@ -60,8 +44,9 @@ impl Hub {
         )
         .await;
         Hub {
-            proc,
-            grpc: format!("http://{grpc}"),
+            grpc: served.grpc_url(),
+            proc: served.proc,
+            logs: served.logs,
             admin,
         }
     }
@@ -709,4 +694,28 @@ async fn an_expiring_client_certificate_ends_its_watch_stream() {
         status.message()
     );
     drop(hub);
+}
+
+/// README: a Hello for another cluster is refused with PermissionDenied
+/// and logged, naming the cluster and the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_for_another_cluster_is_refused_and_logged() {
+    let dir = TempDir::new("spoof-log");
+    let file = tokens(&dir, &[(EAST, "cluster:east-1")]);
+    let hub = Hub::start(&["--token-file", &path_arg(&file)]).await;
+    let mut east = hub.client(&dir, Some(EAST)).await;
+    let err = export(&mut east, "west-1")
+        .await
+        .expect_err("east-1 may not speak for west-1");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    let line = hub
+        .logs
+        .wait(Duration::from_secs(10), "the refusal in the log", |l| {
+            l.contains("refused hello").then(|| l.to_owned())
+        })
+        .await;
+    assert!(
+        line.contains("WARN") && line.contains("west-1") && line.contains("east-1"),
+        "{line}"
+    );
 }

@@ -321,16 +321,23 @@ async fn names_and_rcodes() {
         false,
     )
     .await;
-    // Zone transfers are not offered.
-    check(
-        &f,
-        Ask::new("global", RecordType::AXFR).tcp(),
-        Refused,
-        false,
-        &[],
-        false,
-    )
-    .await;
+    // Zone transfers are not offered, full or incremental (README).
+    for (qtype, tcp) in [
+        (RecordType::AXFR, true),
+        (RecordType::IXFR, true),
+        (RecordType::IXFR, false),
+    ] {
+        let ask = Ask::new("global", qtype);
+        check(
+            &f,
+            if tcp { ask.tcp() } else { ask },
+            Refused,
+            false,
+            &[],
+            false,
+        )
+        .await;
+    }
     f.stop().await;
 }
 

@@ -141,10 +141,12 @@ async fn floods_and_idle_connections_do_not_stop_good_answers() {
         sent.load(Ordering::Relaxed)
     );
     assert!(sent.load(Ordering::Relaxed) > 1000);
-    // Timing on a shared 2-core machine is noisy: the figure is reported,
-    // the bound here only catches a server that stalls.
+    // Every good query was answered, correctly (`good_rate` fails on the
+    // first miss). The rate is measured at 91% of the baseline here; half
+    // leaves room for a noisy shared machine and still fails a server
+    // whose hostile-packet path costs as much as an answer.
     assert!(
-        ratio > 0.3,
+        ratio > 0.5,
         "good-client rate fell to {:.0}% of baseline",
         ratio * 100.0
     );

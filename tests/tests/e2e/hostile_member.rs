@@ -11,7 +11,8 @@ use hickory_proto::rr::RecordType;
 use meshdns_proto::wire::{self, export_request::Message as Req, registry_client::RegistryClient};
 use meshdns_tests::dns::{Ask, addresses, poll};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{bin, eventually, free_port, http_get, list_clusters, rss_kib};
+use meshdns_tests::logs::listening_in_file;
+use meshdns_tests::{bin, eventually, http_get, list_clusters, rss_kib};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -26,71 +27,51 @@ struct Hub {
 }
 
 impl Hub {
-    /// Starts a hub on fresh ports; a port taken between `free_port` and
-    /// the bind (another test's) makes the hub exit, and it is started
-    /// again on others.
     async fn start(extra: &[&str]) -> Hub {
-        for _ in 0..5 {
-            if let Some(hub) = Hub::try_start(extra).await {
-                return hub;
-            }
-        }
-        panic!("the hub did not start in 5 tries");
-    }
-
-    async fn try_start(extra: &[&str]) -> Option<Hub> {
         let dir = TempDir::new("hub");
         let log = dir.path().join("hub.log");
-        let (dns, grpc, admin) = (free_port(), free_port(), free_port());
-        let dns = format!("127.0.0.1:{dns}");
-        let admin = format!("127.0.0.1:{admin}");
         let child = Command::new(bin("meshdns"))
             .args([
                 "serve",
                 "--insecure",
                 "--dns-listen",
-                &dns,
+                "127.0.0.1:0",
                 "--grpc-listen",
-                &format!("127.0.0.1:{grpc}"),
+                "127.0.0.1:0",
                 "--admin-listen",
-                &admin,
+                "127.0.0.1:0",
                 "--workers",
                 "1",
             ])
             .args(extra)
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut hub = Hub {
+        // Port 0 everywhere: the hub logs the ports it got.
+        let dns = listening_in_file(&log, "dns udp listening").await;
+        let grpc = listening_in_file(&log, "grpc registry listening").await;
+        let admin = listening_in_file(&log, "admin listening").await;
+        let hub = Hub {
             child,
-            grpc: format!("http://127.0.0.1:{grpc}"),
-            dns: dns.parse().unwrap(),
-            admin: admin.parse().unwrap(),
+            grpc: format!("http://{grpc}"),
+            dns,
+            admin,
             log,
             _dir: dir,
         };
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(20) {
-            if hub.child.try_wait().unwrap().is_some() {
-                return None;
-            }
-            if matches!(http_get(hub.admin, "/readyz").await, Ok((200, _))) {
-                return Some(hub);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!(
-            "the hub did not get ready in 20s; log: {}",
-            std::fs::read_to_string(&hub.log).unwrap_or_default()
-        );
+        let admin = hub.admin;
+        eventually(Duration::from_secs(15), "hub ready", || async move {
+            matches!(http_get(admin, "/readyz").await, Ok((200, _))).then_some(())
+        })
+        .await;
+        hub
     }
 
     fn rss_mib(&self) -> f64 {
-        let kib = rss_kib(self.child.id());
-        assert!(kib > 0, "the hub's memory could not be read");
-        kib as f64 / 1024.0
+        rss_kib(self.child.id()) as f64 / 1024.0
     }
 
     fn log_bytes(&self) -> u64 {

@@ -2,7 +2,6 @@
 //! HTTP), the real `meshdns-syncer` binary pointed at it by a kubeconfig,
 //! a registry, and a DNS client.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
@@ -10,62 +9,76 @@ use hickory_proto::rr::RecordType;
 use meshdns_tests::dns::{Ask, addresses, poll, sorted};
 use meshdns_tests::fake_kube::{FakeKube, Res, namespace, node, service, service_export, slice};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{TestServer, bin, eventually, free_port, http_get, list_clusters};
+use meshdns_tests::history::History;
+use meshdns_tests::{Proc, TestServer, eventually, http_get, list_clusters};
 
-const EXPORT: (&str, &str) = ("meshdns.io/export", "true");
+pub const EXPORT: (&str, &str) = ("meshdns.io/export", "true");
 
-struct Syncer {
-    child: Child,
-    admin: std::net::SocketAddr,
+/// A `meshdns-syncer` process on the fake; its admin endpoint on port 0.
+pub struct Syncer {
+    /// Killed when the test drops it.
+    _proc: Proc,
+    pub admin: std::net::SocketAddr,
 }
 
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Syncer {
+    /// `/readyz`: status and body.
+    pub async fn readyz(&self) -> (u16, String) {
+        http_get(self.admin, "/readyz").await.unwrap()
+    }
+
+    /// `/status` as JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&http_get(self.admin, "/status").await.unwrap().1).unwrap()
+    }
+
+    /// A sample from `/metrics`, by its full name and labels.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = http_get(self.admin, "/metrics").await.unwrap().1;
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
     }
 }
 
-fn start_syncer(fake: &FakeKube, server: &TestServer, dir: &TempDir, extra: &[&str]) -> Syncer {
-    let kubeconfig = fake.kubeconfig(dir.path());
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new(bin("meshdns-syncer"))
-        .args([
-            "--insecure",
-            "--cluster",
-            "east-1",
-            "--registry",
-            &server.grpc_url(),
-            "--heartbeat",
-            "200ms",
-        ])
-        .args([
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-            "--admin-listen",
-            &admin.to_string(),
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("MESHDNS_TEST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .spawn()
-        .unwrap();
-    Syncer { child, admin }
+pub async fn start_syncer(
+    fake: &FakeKube,
+    server: &TestServer,
+    dir: &TempDir,
+    extra: &[&str],
+) -> Syncer {
+    let kubeconfig = fake.kubeconfig(dir.path()).display().to_string();
+    let url = server.grpc_url();
+    let mut args = vec![
+        "--insecure",
+        "--cluster",
+        "east-1",
+        "--registry",
+        &url,
+        "--heartbeat",
+        "200ms",
+        "--kubeconfig",
+        &kubeconfig,
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let (proc, logs) = Proc::start_logged("meshdns-syncer", &args);
+    let admin = logs.listening("admin listening").await;
+    Syncer { _proc: proc, admin }
 }
 
-async fn answers(server: &TestServer, name: &str) -> Option<(ResponseCode, Vec<String>)> {
+pub async fn answers(server: &TestServer, name: &str) -> Option<(ResponseCode, Vec<String>)> {
     let m = poll(server.dns, &Ask::new(name, RecordType::A)).await?;
     Some((m.metadata.response_code, addresses(&m)))
 }
 
-async fn wait_answers(server: &TestServer, name: &str, expected: &[&str]) {
+pub async fn wait_answers(server: &TestServer, name: &str, expected: &[&str]) {
     let want = (ResponseCode::NoError, sorted(expected));
+    // Generous: a watcher retrying after a refusal waits out kube-runtime's
+    // backoff (up to 30 s); a passing wait returns as soon as it holds.
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         &format!("{name} -> {expected:?}"),
         || {
             let want = want.clone();
@@ -75,7 +88,7 @@ async fn wait_answers(server: &TestServer, name: &str, expected: &[&str]) {
     .await;
 }
 
-async fn wait_nxdomain(server: &TestServer, name: &str) {
+pub async fn wait_nxdomain(server: &TestServer, name: &str) {
     eventually(
         Duration::from_secs(10),
         &format!("{name} -> NXDOMAIN"),
@@ -85,7 +98,7 @@ async fn wait_nxdomain(server: &TestServer, name: &str) {
 }
 
 /// [`base`] plus the exported Service `web.shop`.
-fn base_with_web(fake: &FakeKube) {
+pub fn base_with_web(fake: &FakeKube) {
     base(fake);
     fake.apply(
         Res::Services,
@@ -94,7 +107,7 @@ fn base_with_web(fake: &FakeKube) {
 }
 
 /// The fleet every test starts from: its two Nodes.
-fn base(fake: &FakeKube) {
+pub fn base(fake: &FakeKube) {
     fake.apply(
         Res::Nodes,
         node(
@@ -148,7 +161,10 @@ async fn a_labelled_service_follows_its_slices() {
             &[("10.1.0.99", true, None, None)],
         ),
     );
-    let syncer = start_syncer(&fake, &server, &dir, &[]);
+    // No coalescing: every state the syncer computes is published, so an
+    // intermediate state it got wrong would reach the registry.
+    let history = History::follow(server.grpc_url()).await;
+    let syncer = start_syncer(&fake, &server, &dir, &["--coalesce", "0ms"]).await;
     wait_answers(&server, "web.shop.global", &["10.1.0.11", "10.1.0.12"]).await;
     // Unlabelled Services stay private.
     assert_eq!(
@@ -198,24 +214,29 @@ async fn a_labelled_service_follows_its_slices() {
         ),
     );
     wait_answers(&server, "web.shop.global", &["10.1.0.11"]).await;
-    // An endpoint moves to another slice (added there, then removed here):
-    // it never leaves the answers meanwhile.
+    // An endpoint moves to another slice (added there, then removed here),
+    // the two writes further apart than the coalescing window (0 ms) and
+    // than the syncer takes to publish: every version the registry applied
+    // in between still has it (read from its Watch feed, not sampled).
+    let before_move = history.versions("shop/web").len();
     fake.apply(
         Res::EndpointSlices,
         slice("shop", "web-b", "web", &[("10.1.0.11", true, None, None)]),
     );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     fake.apply(
         Res::EndpointSlices,
         slice("shop", "web-a", "web", &[("10.1.0.12", false, None, None)]),
     );
-    for _ in 0..25 {
-        let (_, got) = answers(&server, "web.shop.global").await.unwrap();
+    wait_answers(&server, "web.shop.global", &["10.1.0.11"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let versions = history.versions("shop/web");
+    for v in &versions[before_move.saturating_sub(1)..] {
         assert_eq!(
-            got,
-            sorted(&["10.1.0.11"]),
-            "no flap while the endpoint moves"
+            v.as_deref(),
+            Some(&["10.1.0.11".to_owned()][..]),
+            "the endpoint flapped while it moved: {versions:?}"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // A new node re-announces the client CIDRs.
     fake.apply(
@@ -265,7 +286,11 @@ async fn mcs_service_exports() {
     let fake = FakeKube::start().await;
     let server = TestServer::start(&[]).await;
     let dir = TempDir::new("kube-mcs");
-    base(&fake);
+    base_with_web(&fake);
+    fake.apply(
+        Res::EndpointSlices,
+        slice("shop", "web-a", "web", &[("10.1.0.11", true, None, None)]),
+    );
     fake.apply(
         Res::Services,
         service("shop", "cart", &[], &[], Some("10.96.0.12")),
@@ -274,9 +299,10 @@ async fn mcs_service_exports() {
         Res::EndpointSlices,
         slice("shop", "cart-a", "cart", &[("10.1.0.21", true, None, None)]),
     );
-    let _syncer = start_syncer(&fake, &server, &dir, &["--mcs"]);
-    // Not labelled and not exported yet.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _syncer = start_syncer(&fake, &server, &dir, &["--mcs"]).await;
+    // Once the syncer has published (every watcher listed: the labelled
+    // Service answers), the unlabelled one with no ServiceExport is not in.
+    wait_answers(&server, "web.shop.global", &["10.1.0.11"]).await;
     assert_eq!(
         answers(&server, "cart.shop.global").await.unwrap().0,
         ResponseCode::NXDomain
@@ -317,7 +343,7 @@ async fn namespaces_and_annotations() {
         Res::EndpointSlices,
         slice("other", "web-a", "web", &[("10.1.5.11", true, None, None)]),
     );
-    let syncer = start_syncer(&fake, &server, &dir, &["--namespace-selector", "team=a"]);
+    let syncer = start_syncer(&fake, &server, &dir, &["--namespace-selector", "team=a"]).await;
     // Invalid annotations: exported with defaults, and reported.
     wait_answers(&server, "web.shop.global", &["10.1.0.11"]).await;
     let (_, status) = http_get(syncer.admin, "/status").await.unwrap();
@@ -340,7 +366,14 @@ async fn namespaces_and_annotations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_expiry_relists_in_one_step() {
-    let fake = FakeKube::start().await;
+    // One object per LIST page: a relist takes several requests, and with
+    // no coalescing a syncer that applied it as it came would publish the
+    // partial states in between.
+    let fake = FakeKube::start_with(meshdns_tests::fake_kube::Options {
+        page_cap: Some(1),
+        ..Default::default()
+    })
+    .await;
     let server = TestServer::start(&["--max-answers", "100"]).await;
     let dir = TempDir::new("kube-410");
     base_with_web(&fake);
@@ -351,13 +384,17 @@ async fn watch_expiry_relists_in_one_step() {
             .map(|ip| (ip.as_str(), true, None, None))
             .collect()
     };
-    fake.apply(
-        Res::EndpointSlices,
-        slice("shop", "web-a", "web", &list(0, 20)),
-    );
-    let _syncer = start_syncer(&fake, &server, &dir, &[]);
+    for (i, name) in ["web-a", "web-b", "web-c", "web-d"].iter().enumerate() {
+        fake.apply(
+            Res::EndpointSlices,
+            slice("shop", name, "web", &list(i * 5, i * 5 + 5)),
+        );
+    }
+    let history = History::follow(server.grpc_url()).await;
+    let _syncer = start_syncer(&fake, &server, &dir, &["--coalesce", "0ms"]).await;
     let all: Vec<&str> = eps.iter().map(String::as_str).collect();
     wait_answers(&server, "web.shop.global", &all).await;
+    assert!(fake.continued_pages() > 0, "the lists came in pages");
     // Over TCP, the whole set.
     let tcp = |server: &TestServer| {
         let dns = server.dns;
@@ -369,11 +406,9 @@ async fn watch_expiry_relists_in_one_step() {
         }
     };
     // Watches expire (410), and while the syncer relists, the data changes.
+    let gone = fake.gone();
     fake.expire_watches();
-    fake.apply(
-        Res::EndpointSlices,
-        slice("shop", "web-a", "web", &list(5, 20)),
-    );
+    fake.apply(Res::EndpointSlices, slice("shop", "web-a", "web", &[]));
     fake.apply(
         Res::Services,
         service("shop", "api", &[EXPORT], &[], Some("10.96.0.20")),
@@ -382,13 +417,6 @@ async fn watch_expiry_relists_in_one_step() {
         Res::EndpointSlices,
         slice("shop", "api-a", "api", &[("10.1.9.1", true, None, None)]),
     );
-    // The answers never go empty during the relist (no delete-all-then-add).
-    for _ in 0..30 {
-        let (rcode, got) = answers(&server, "web.shop.global").await.unwrap();
-        assert_eq!(rcode, ResponseCode::NoError);
-        assert!(!got.is_empty(), "web.shop never empty during a relist");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     wait_answers(&server, "api.shop.global", &["10.1.9.1"]).await;
     // Converged on exactly the API server's state: no lost, no phantom endpoint.
     let expected = sorted(&all[5..20]);
@@ -398,6 +426,18 @@ async fn watch_expiry_relists_in_one_step() {
         async move { (tcp(dns_server).await == expected).then_some(()) }
     })
     .await;
+    assert!(fake.gone() > gone, "the watches were refused with 410");
+    // Every version the registry ever applied is the state before or the
+    // state after: never empty, never part of a relist.
+    let (before, after) = (Some(sorted(&all)), Some(expected));
+    let versions = history.versions("shop/web");
+    assert!(versions.len() >= 2, "{versions:?}");
+    for v in &versions {
+        assert!(
+            *v == before || *v == after,
+            "a partial state was published during the relist: {v:?} in {versions:?}"
+        );
+    }
     fake.stop();
     server.stop().await;
 }
@@ -405,14 +445,15 @@ async fn watch_expiry_relists_in_one_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_down_then_back() {
     let fake = FakeKube::start().await;
-    let server = TestServer::start(&[]).await;
+    // A cluster silent for 1 s is stale; the syncer heartbeats every 200 ms.
+    let server = TestServer::start(&["--cluster-ttl", "1s", "--stale-grace", "60s"]).await;
     let dir = TempDir::new("kube-down");
     base_with_web(&fake);
     fake.apply(
         Res::EndpointSlices,
         slice("shop", "web-a", "web", &[("10.1.0.11", true, None, None)]),
     );
-    let syncer = start_syncer(&fake, &server, &dir, &[]);
+    let syncer = start_syncer(&fake, &server, &dir, &[]).await;
     wait_answers(&server, "web.shop.global", &["10.1.0.11"]).await;
     fake.set_down(true).await;
     // The syncer reports itself degraded...
@@ -424,14 +465,30 @@ async fn api_server_down_then_back() {
         }
     })
     .await;
-    // ...and keeps streaming its last state with heartbeats: still answered.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ...and keeps streaming its last state with heartbeats: three cluster
+    // TTLs later the cluster is still live (not served fail-open as
+    // stale), its last heartbeat recent.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let clusters = server.clusters().await;
+    assert!(clusters[0].connected);
+    assert_eq!(
+        clusters[0].state,
+        meshdns_proto::wire::ClusterState::Live as i32,
+        "the cluster went stale while its API server was down: {clusters:?}"
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        now_ms.saturating_sub(clusters[0].last_heartbeat_unix_ms) < 1000,
+        "last heartbeat {} ms ago",
+        now_ms.saturating_sub(clusters[0].last_heartbeat_unix_ms)
+    );
     assert_eq!(
         answers(&server, "web.shop.global").await.unwrap().1,
         sorted(&["10.1.0.11"])
     );
-    let clusters = server.clusters().await;
-    assert!(clusters[0].connected);
     // Changes while it is down, then it comes back: state reconciles.
     fake.apply(
         Res::EndpointSlices,
@@ -472,7 +529,7 @@ async fn a_rollout_is_coalesced() {
             .collect()
     };
     fake.apply(Res::EndpointSlices, slice("shop", "web-a", "web", &eps(0)));
-    let _syncer = start_syncer(&fake, &server, &dir, &[]);
+    let _syncer = start_syncer(&fake, &server, &dir, &[]).await;
     let dns = server.dns;
     eventually(
         Duration::from_secs(10),
@@ -487,21 +544,20 @@ async fn a_rollout_is_coalesced() {
         },
     )
     .await;
-    let builds = |text: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with("meshdns_snapshot_build_duration_seconds_count"))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    let before = builds(&http_get(server.admin, "/metrics").await.unwrap().1);
-    // 100 pods become ready one by one, as fast as the API server takes it.
+    let history = History::follow(server.grpc_url()).await;
+    let before = history.versions("shop/web").len();
+    // 100 pods become ready one by one, 4 ms apart: about 12 coalescing
+    // windows of 50 ms, where a syncer that did not coalesce would send
+    // each change on its own.
+    let started = std::time::Instant::now();
     for ready in 1..=100 {
         fake.apply(
             Res::EndpointSlices,
             slice("shop", "web-a", "web", &eps(ready)),
         );
+        tokio::time::sleep(Duration::from_millis(4)).await;
     }
+    let took = started.elapsed();
     let full: Vec<&str> = ips.iter().map(String::as_str).collect();
     let full = sorted(&full);
     eventually(Duration::from_secs(10), "all 100 ready", || {
@@ -514,11 +570,14 @@ async fn a_rollout_is_coalesced() {
         }
     })
     .await;
-    let after = builds(&http_get(server.admin, "/metrics").await.unwrap().1);
-    let deltas = after - before;
+    let updates = history.versions("shop/web").len() - before;
+    // One update per window the writes spanned (plus the last one's), on a
+    // loaded machine as on an idle one.
+    let windows = took.as_millis() as usize / 50 + 2;
+    println!("100 changes over {took:?} became {updates} registry updates ({windows} windows)");
     assert!(
-        (1.0..=20.0).contains(&deltas),
-        "100 changes became {deltas} registry updates"
+        (1..=windows).contains(&updates) && updates < 50,
+        "100 changes over {took:?} became {updates} registry updates"
     );
     fake.stop();
     server.stop().await;

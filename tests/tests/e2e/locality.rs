@@ -294,24 +294,30 @@ async fn ipv6_asker() {
 
 #[tokio::test]
 async fn a_dead_cluster_leaves_answers_and_comes_back() {
-    // Heartbeats every 200 ms (TestSyncer); a cluster silent for 1 s is stale.
-    let mut f = fleet(&["--cluster-ttl", "1s", "--stale-grace", "3s"]).await;
+    // Heartbeats every 200 ms (TestSyncer); a cluster silent for one TTL
+    // is stale, and purged after the grace (far beyond the bounds below).
+    let ttl = Duration::from_secs(1);
+    let mut f = fleet(&["--cluster-ttl", "1s", "--stale-grace", "5s"]).await;
     let east1 = f.syncers[0].take().unwrap();
     east1.stop().await;
     let stopped = Instant::now();
-    // Still served until its TTL runs out...
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Still served well inside its TTL (its last heartbeat was at most one
+    // heartbeat, a fifth of the TTL, before the stop)...
+    tokio::time::sleep(ttl.mul_f64(0.3)).await;
     assert_eq!(f.a("web.shop.global", "127.0.0.1").await, sorted(&ALL_WEB));
-    // ...then gone within cluster TTL plus one heartbeat (plus the sweep period).
+    // ...then gone after about one TTL (plus the sweep period, TTL/10).
     f.wait_web(&["10.2.0.1", "10.3.0.1"]).await;
     let gone = stopped.elapsed();
+    // Bounds in TTLs: never before half of one (a stream's end is not a
+    // withdrawal), and generously within two and a half on a loaded
+    // machine (the purge, at five, would be far later).
     assert!(
-        gone >= Duration::from_millis(900),
-        "withdrawn only after the cluster TTL: {gone:?}"
+        gone >= ttl / 2,
+        "withdrawn before its TTL could have run out: {gone:?}"
     );
     assert!(
-        gone <= Duration::from_millis(1200 + 600),
-        "withdrawn within TTL + heartbeat: {gone:?}"
+        gone <= ttl.mul_f64(2.5),
+        "not withdrawn within 2.5 TTLs: {gone:?}"
     );
     // east-1's own askers now spill to its zone/region.
     assert_eq!(
@@ -340,11 +346,7 @@ async fn a_dead_cluster_leaves_answers_and_comes_back() {
     f.syncers[0] = Some(TestSyncer::start(&f.files[0], &[f.server.grpc_url()], &[]));
     let back = Instant::now();
     f.wait_web(&ALL_WEB).await;
-    assert!(
-        back.elapsed() < Duration::from_secs(2),
-        "back within {:?}",
-        back.elapsed()
-    );
+    assert!(back.elapsed() < ttl * 2, "back within {:?}", back.elapsed());
     let m = query(
         f.server.dns,
         &Ask::new("web.shop.global", RecordType::A).tcp(),

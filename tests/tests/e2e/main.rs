@@ -14,6 +14,7 @@ mod follower;
 mod fuzz_corpus;
 mod hostile;
 mod hostile_member;
+mod kube_strict;
 mod kubernetes;
 mod limits;
 mod locality;

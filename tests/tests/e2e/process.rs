@@ -7,7 +7,7 @@ use std::time::Duration;
 use hickory_proto::rr::RecordType;
 use meshdns_tests::dns::{Ask, addresses, poll, query, sorted};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{TestServer, bin, eventually, free_port, http_get};
+use meshdns_tests::{TestServer, bin, eventually, http_get};
 
 /// A child process stopped (SIGTERM, then SIGKILL) when dropped.
 struct Proc(Child);
@@ -61,22 +61,44 @@ fn run(program: &str, args: &[&str]) -> (i32, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_answers_and_stops_on_sigterm() {
-    let (dns_port, grpc_port, admin_port) = (free_port(), free_port(), free_port());
     let dir = TempDir::new("demo");
-    let dns = format!("127.0.0.1:{dns_port}");
-    let admin = format!("127.0.0.1:{admin_port}");
     let mut demo = Proc::spawn(Command::new(bin("meshdns")).args([
         "demo",
         "--dns-listen",
-        &dns,
+        "127.0.0.1:0",
         "--grpc-listen",
-        &format!("127.0.0.1:{grpc_port}"),
+        "127.0.0.1:0",
         "--admin-listen",
-        &admin,
+        "127.0.0.1:0",
         "--dir",
         &dir.path().display().to_string(),
     ]));
-    let dns = dns.parse().unwrap();
+    // Port 0: the demo prints the addresses it got.
+    let printed = meshdns_tests::logs::Logs::capture(demo.0.stdout.take().unwrap());
+    let _log = meshdns_tests::logs::Logs::capture(demo.0.stderr.take().unwrap());
+    let dns: std::net::SocketAddr = printed
+        .wait(Duration::from_secs(20), "the DNS address", |l| {
+            l.trim()
+                .strip_prefix("DNS")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .await;
+    let dns_port = dns.port();
+    let admin: std::net::SocketAddr = printed
+        .wait(Duration::from_secs(5), "the admin address", |l| {
+            l.trim()
+                .strip_prefix("admin")?
+                .trim()
+                .strip_prefix("http://")?
+                .split('/')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .await;
     let web = [
         "10.1.0.11",
         "10.1.0.12",
@@ -97,7 +119,7 @@ async fn demo_answers_and_stops_on_sigterm() {
     assert_eq!(addresses(&m), sorted(&["10.1.2.10"]));
     let m = query(dns, &Ask::new("api.shop.global", RecordType::A)).await;
     assert_eq!(addresses(&m), sorted(&["10.96.2.10", "10.96.3.10"]));
-    let (status, body) = http_get(admin.parse().unwrap(), "/readyz").await.unwrap();
+    let (status, body) = http_get(admin, "/readyz").await.unwrap();
     assert_eq!((status, body.trim()), (200, "ready"));
     // The files it prints are live: an edit shows up in answers.
     let east2 = dir.path().join("east-2.yaml");
@@ -105,6 +127,7 @@ async fn demo_answers_and_stops_on_sigterm() {
         .unwrap()
         .replace("{ip: 10.2.0.12}", "{ip: 10.2.0.99}");
     std::fs::write(&east2, text).unwrap();
+    let edited = std::time::Instant::now();
     eventually(
         Duration::from_secs(10),
         "demo follows its files",
@@ -115,6 +138,12 @@ async fn demo_answers_and_stops_on_sigterm() {
         },
     )
     .await;
+    // README: "edit one and the answers follow within a second".
+    assert!(
+        edited.elapsed() < Duration::from_secs(1),
+        "the edit showed after {:?}",
+        edited.elapsed()
+    );
     // dig, as the README shows it.
     let out = Command::new("dig")
         .args([
@@ -127,10 +156,9 @@ async fn demo_answers_and_stops_on_sigterm() {
         .output()
         .expect("dig");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
-    let stdout = demo.0.stdout.take().unwrap();
     let status = demo.terminate();
     assert!(status.success(), "demo exits 0 on SIGTERM: {status}");
-    let printed = std::io::read_to_string(stdout).unwrap();
+    let printed = printed.text();
     assert!(
         printed.contains(&format!("dig @127.0.0.1 -p {dns_port} web.shop.global")),
         "{printed}"
@@ -284,31 +312,108 @@ async fn a_syncer_process_killed_and_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_process_stops_on_sigterm() {
-    let (dns_port, grpc_port, admin_port) = (free_port(), free_port(), free_port());
-    let admin = format!("127.0.0.1:{admin_port}");
-    let serve = Proc::spawn(Command::new(bin("meshdns")).args([
-        "serve",
-        "--insecure",
-        "--dns-listen",
-        &format!("127.0.0.1:{dns_port}"),
-        "--grpc-listen",
-        &format!("127.0.0.1:{grpc_port}"),
-        "--admin-listen",
-        &admin,
-    ]));
-    let admin = admin.parse().unwrap();
+    let mut served = meshdns_tests::ServeProc::start(&[]).await;
+    let (admin, dns) = (served.admin, served.dns);
     eventually(Duration::from_secs(10), "readyz", || async move {
         matches!(http_get(admin, "/readyz").await, Ok((200, _))).then_some(())
     })
     .await;
     assert!(matches!(http_get(admin, "/healthz").await, Ok((200, _))));
-    let dns = format!("127.0.0.1:{dns_port}").parse().unwrap();
     let m = eventually(Duration::from_secs(10), "SOA", || async move {
         poll(dns, &Ask::new("global", RecordType::SOA)).await
     })
     .await;
     assert_eq!(m.answers.len(), 1);
-    assert!(serve.terminate().success());
+    served.proc.signal("TERM");
+    let status = served
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "{status}");
+}
+
+/// The flags `--help` lists, each with its environment variable if any
+/// (`--ttl` -> `Some("MESHDNS_TTL")`), read whole: `--namespace` is not
+/// `--namespace-selector`.
+fn help_flags(help: &str) -> std::collections::BTreeMap<String, Option<String>> {
+    let mut flags = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in help.lines() {
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
+            .filter(|w| !w.is_empty())
+            .collect();
+        // A flag's own line starts with it (`-h, --help`, `--ttl <TTL>`);
+        // descriptions may name other flags.
+        let defines = line.trim_start().starts_with('-');
+        if let Some(flag) = words
+            .iter()
+            .find(|w| defines && w.starts_with("--") && w.len() > 2)
+        {
+            current = Some(flag.to_string());
+            flags.entry(flag.to_string()).or_insert(None);
+        }
+        if let (Some(i), Some(flag)) = (words.iter().position(|w| *w == "env:"), &current)
+            && let Some(var) = words.get(i + 1)
+        {
+            let var = var.split('=').next().unwrap_or_default().to_owned();
+            flags.insert(flag.clone(), Some(var));
+        }
+    }
+    flags
+}
+
+/// README: every flag of `meshdns serve` and `meshdns-syncer` can be set
+/// as `MESHDNS_<FLAG>` (`--kubeconfig` reads the standard `KUBECONFIG`),
+/// and the variable works where the flag would.
+#[test]
+fn every_flag_is_settable_from_the_environment() {
+    for (program, args) in [
+        ("meshdns", vec!["serve", "--help"]),
+        ("meshdns-syncer", vec!["--help"]),
+    ] {
+        let (code, help) = run(program, &args);
+        assert_eq!(code, 0);
+        let flags = help_flags(&help);
+        assert!(flags.len() > 15, "{program}: {flags:?}");
+        for (flag, env) in &flags {
+            if matches!(flag.as_str(), "--help" | "--version") {
+                continue;
+            }
+            let want = if flag == "--kubeconfig" {
+                "KUBECONFIG".to_owned()
+            } else {
+                format!("MESHDNS_{}", flag[2..].to_uppercase().replace('-', "_"))
+            };
+            assert_eq!(env.as_deref(), Some(want.as_str()), "{program} {flag}");
+        }
+    }
+    // Set from the environment, refused naming the flag as it would be.
+    let out = Command::new(bin("meshdns"))
+        .args(["serve", "--insecure"])
+        .env("MESHDNS_WORKERS", "100000")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("--workers") && text.contains("maximum"),
+        "{text}"
+    );
+    let out = Command::new(bin("meshdns-syncer"))
+        .args([
+            "--insecure",
+            "--registry",
+            "http://127.0.0.1:9",
+            "--cluster",
+            "c",
+        ])
+        .env("MESHDNS_SELECTOR", "a=b=c")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("--selector: \"a=b=c\""), "{text}");
 }
 
 /// Every flag the manifests in deploy/ pass exists in the binary's --help,
@@ -342,6 +447,7 @@ fn manifest_flags_exist() {
             .join("\n");
         let (code, help) = run(program, &args);
         assert_eq!(code, 0);
+        let known = help_flags(&help);
         let flags: Vec<&str> = manifest
             .split_whitespace()
             .filter(|w| w.starts_with("--") && w.len() > 2)
@@ -349,7 +455,7 @@ fn manifest_flags_exist() {
             .collect();
         for flag in &flags {
             assert!(
-                help.contains(flag),
+                known.contains_key(*flag),
                 "{file}: {flag} is not in {program} --help"
             );
         }
@@ -359,7 +465,7 @@ fn manifest_flags_exist() {
             .collect();
         for var in &vars {
             assert!(
-                help.contains(&format!("env: {var}")),
+                known.values().any(|env| env.as_deref() == Some(*var)),
                 "{file}: {var} is not a {program} variable"
             );
         }

@@ -3,26 +3,16 @@
 //! stub resolver (`getent hosts`) inside a network namespace whose resolv.conf
 //! points at meshdns on port 53.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use meshdns_tests::dns::{Ask, addresses, poll, query, sorted};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{Fleet, bin, eventually, free_port};
+use meshdns_tests::{Fleet, bin, eventually};
 
 const WEB: [&str; 4] = ["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.3.0.11"];
-
-/// A resolver process, stopped by PID when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Debian installs resolvers in /usr/sbin, which a CI PATH may lack.
 fn program(name: &str) -> String {
@@ -32,17 +22,6 @@ fn program(name: &str) -> String {
     } else {
         name.to_owned()
     }
-}
-
-fn spawn(name: &str, args: &[&str]) -> Daemon {
-    let program = program(name);
-    let child = Command::new(&program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} is not installed (scripts/test installs it): {e}"));
-    Daemon(child)
 }
 
 /// Checks answers through a resolver listening on `port`.
@@ -89,9 +68,13 @@ async fn through(port: u16, what: &str) {
 async fn unbound_stub_zone() {
     let f = Fleet::start(&["--max-answers", "200"]).await;
     let dir = TempDir::new("unbound");
-    let port = free_port();
-    let conf = format!(
-        r#"server:
+    // unbound cannot bind port 0 and say which it got: a free port, and
+    // another if a parallel test takes it first.
+    let (_unbound, port) = meshdns_tests::Proc::start_on_free_port(
+        &program("unbound"),
+        |port| {
+            let conf = format!(
+                r#"server:
     interface: 127.0.0.1
     port: {port}
     do-daemonize: no
@@ -112,11 +95,14 @@ stub-zone:
     name: "global"
     stub-addr: 127.0.0.1@{dns}
 "#,
-        dir = dir.path().display(),
-        dns = f.server.dns.port(),
+                dir = dir.path().display(),
+                dns = f.server.dns.port(),
+            );
+            let path = dir.write("unbound.conf", &conf);
+            vec!["-d".into(), "-c".into(), path.display().to_string()]
+        },
+        Duration::from_millis(300),
     );
-    let path = dir.write("unbound.conf", &conf);
-    let _unbound = spawn("unbound", &["-d", "-c", &path.display().to_string()]);
     through(port, "unbound").await;
     f.stop().await;
 }
@@ -125,22 +111,28 @@ stub-zone:
 async fn dnsmasq_server_for_the_zone() {
     let f = Fleet::start(&["--max-answers", "200"]).await;
     let dir = TempDir::new("dnsmasq");
-    let port = free_port();
     let server = format!("--server=/global/127.0.0.1#{}", f.server.dns.port());
-    let _dnsmasq = spawn(
-        "dnsmasq",
-        &[
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            &format!("--port={port}"),
-            &format!("--pid-file={}/dnsmasq.pid", dir.path().display()),
-            "--user=root",
-            &server,
-        ],
+    let pid_file = format!("--pid-file={}/dnsmasq.pid", dir.path().display());
+    let (_dnsmasq, port) = meshdns_tests::Proc::start_on_free_port(
+        &program("dnsmasq"),
+        |port| {
+            [
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                &format!("--port={port}"),
+                &pid_file,
+                "--user=root",
+                &server,
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+        },
+        Duration::from_millis(300),
     );
     through(port, "dnsmasq").await;
     f.stop().await;

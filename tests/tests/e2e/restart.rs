@@ -126,3 +126,48 @@ async fn readiness_can_wait_for_data() {
     syncer.stop().await;
     server.stop().await;
 }
+
+/// README: the state file is saved every 2 s when the registry changed,
+/// and not rewritten while nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_file_is_saved_every_two_seconds_when_changed() {
+    let dir = TempDir::new("state-period");
+    let path = dir.path().join("registry.state");
+    let path_flag = path.display().to_string();
+    let server = TestServer::start(&["--state-file", &path_flag]).await;
+    let one = "cluster: east-1\nservices:\n  - {name: web, namespace: shop, ports: [{port: 80}], endpoints: [{ip: 10.1.0.1}]}\n";
+    let file = dir.write("east-1.yaml", one);
+    let syncer = meshdns_tests::TestSyncer::start(&file, &[server.grpc_url()], &[]);
+    let saved = |path: std::path::PathBuf| async move {
+        let bytes = std::fs::read(&path).ok()?;
+        let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+        Some((bytes, modified))
+    };
+    let (first, first_mtime) = eventually(Duration::from_secs(10), "the first save", || {
+        saved(path.clone())
+    })
+    .await;
+    // Nothing changes (heartbeats are not changes): not rewritten over two
+    // periods and more.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let (same, same_mtime) = saved(path.clone()).await.unwrap();
+    assert_eq!(same_mtime, first_mtime, "rewritten with nothing changed");
+    assert_eq!(same, first);
+    // A change: saved within one period (2 s), with generous slack.
+    dir.write("east-1.yaml", &one.replace("10.1.0.1", "10.1.0.2"));
+    eventually(Duration::from_secs(10), "the change served", || async {
+        let m = meshdns_tests::dns::poll(server.dns, &Ask::new("web.shop.global", RecordType::A))
+            .await?;
+        (addresses(&m) == sorted(&["10.1.0.2"])).then_some(())
+    })
+    .await;
+    let changed = Instant::now();
+    eventually(Duration::from_secs(4), "the change saved", || async {
+        let (bytes, _) = saved(path.clone()).await?;
+        (bytes != first).then_some(())
+    })
+    .await;
+    println!("saved {:?} after the change was served", changed.elapsed());
+    syncer.stop().await;
+    server.stop().await;
+}

@@ -92,6 +92,62 @@ async fn tls_server(pki: &Pki) -> (TestServer, String) {
     (server, url)
 }
 
+/// A raw TLS handshake with the registry at `addr`, trusting `ca` and
+/// presenting `client` (certificate, key), then an HTTP/2 preface and one
+/// read: what the TLS layer said, so a refusal is told apart from an
+/// unreachable server (whose connect fails before any of this).
+async fn tls_probe(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<(), String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap(),
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the registry is reachable");
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
+        Ok(Ok(0)) => Err("closed".into()),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer".into()),
+    }
+}
+
 /// Opens an Export stream with `hello` for `cluster`; the first response or the error.
 async fn hello_as(
     auth: &ClientAuth,
@@ -179,20 +235,46 @@ async fn mtls_clusters_speak_only_for_themselves() {
         hello_as(&reader, &url, "east-1").await.unwrap_err().code(),
         tonic::Code::PermissionDenied
     );
-    // Plaintext to the TLS port does not get through.
+    // Plaintext to the TLS port does not get through: the server is up
+    // (the syncer above just got in) and answers the cleartext HTTP/2
+    // preface with TLS, not with a refused connection.
     let plain = ClientAuth {
         insecure: true,
         ..ClientAuth::default()
     };
-    assert!(
-        hello_as(
-            &plain,
-            &format!("http://127.0.0.1:{}", server.grpc.port()),
-            "east-1"
-        )
-        .await
-        .is_err()
+    hello_as(
+        &plain,
+        &format!("http://127.0.0.1:{}", server.grpc.port()),
+        "east-1",
+    )
+    .await
+    .expect_err("plaintext refused");
+    // On the wire: the cleartext HTTP/2 preface is answered with a TLS
+    // alert record (content type 21), never with HTTP/2.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(server.grpc)
+            .await
+            .expect("the registry is reachable");
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut reply)).await;
+        assert_eq!(reply.first(), Some(&21), "a TLS alert, got {reply:?}");
+    }
+    // And a client with the fleet's certificate gets through the same port.
+    let east_cert = (
+        pki.pki.join("cluster-east-1.crt"),
+        pki.pki.join("cluster-east-1.key"),
     );
+    tls_probe(
+        server.grpc,
+        &pki.pki.join("ca.crt"),
+        Some((&east_cert.0, &east_cert.1)),
+    )
+    .await
+    .expect("the fleet's own certificate is accepted");
     syncer.stop().await;
     server.stop().await;
 }
@@ -210,18 +292,53 @@ async fn a_certificate_from_another_ca_is_refused() {
         token_file: None,
         insecure: false,
     };
+    hello_as(&auth, &url, "east-1")
+        .await
+        .expect_err("foreign client certificate refused");
+    // The refusal is the server's TLS alert about the certificate, from a
+    // server that takes the fleet's own certificate on the same port.
+    let ca = pki.pki.join("ca.crt");
+    let (own, own_key) = (
+        pki.pki.join("cluster-east-1.crt"),
+        pki.pki.join("cluster-east-1.key"),
+    );
+    tls_probe(server.grpc, &ca, Some((&own, &own_key)))
+        .await
+        .expect("the fleet's own certificate is accepted");
+    let (rogue_cert, rogue_key) = (
+        rogue.join("cluster-east-1.crt"),
+        rogue.join("cluster-east-1.key"),
+    );
+    let refused = tls_probe(server.grpc, &ca, Some((&rogue_cert, &rogue_key)))
+        .await
+        .expect_err("a foreign client certificate is refused");
+    // The rogue CA has the fleet CA's name (both minted by mint.sh): its
+    // certificate fails on the signature (DecryptError), a stranger's on
+    // the issuer (UnknownCA).
     assert!(
-        hello_as(&auth, &url, "east-1").await.is_err(),
-        "handshake with a foreign client certificate refused"
+        refused.contains("received fatal alert")
+            && ["UnknownCA", "BadCertificate", "DecryptError"]
+                .iter()
+                .any(|alert| refused.contains(alert)),
+        "{refused}"
     );
     // And a client that does not trust the registry's CA refuses it.
     let wrong_trust = ClientAuth {
         ca: Some(rogue.join("ca.crt")),
         ..pki.client(Some("cluster-east-1"), None)
     };
+    hello_as(&wrong_trust, &url, "east-1")
+        .await
+        .expect_err("server certificate from another CA refused");
+    let distrust = tls_probe(server.grpc, &rogue.join("ca.crt"), None)
+        .await
+        .expect_err("a server certificate from another CA is refused");
     assert!(
-        hello_as(&wrong_trust, &url, "east-1").await.is_err(),
-        "server certificate from another CA refused"
+        distrust.contains("invalid peer certificate")
+            && ["UnknownIssuer", "BadSignature"]
+                .iter()
+                .any(|why| distrust.contains(why)),
+        "{distrust}"
     );
     server.stop().await;
 }
