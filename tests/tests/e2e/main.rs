@@ -24,3 +24,4 @@ mod restart;
 mod security;
 mod soak;
 mod sync;
+mod tls_rotation;
