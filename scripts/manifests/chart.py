@@ -47,10 +47,45 @@ def render(chart, values):
     return "\n---\n".join(docs) + "\n"
 
 
+def leaves(values, prefix=""):
+    """Dotted paths of the values' keys, down to lists and MESHDNS_* maps."""
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key not in ("config", "annotations", "resources"):
+            yield from leaves(value, path + ".")
+        else:
+            yield path
+
+
+def documented():
+    """Every value is in the chart README's table and in values.schema.json."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    missing = []
+    for path in leaves(values):
+        node = schema
+        for part in path.split("."):
+            node = node.get("properties", {}).get(part)
+            if node is None:
+                missing.append(f"{path}: not in values.schema.json")
+                break
+        # `member.region`, `member.zone` share a row.
+        if f"`{path}`" not in readme:
+            missing.append(f"{path}: not in README.md")
+    return missing
+
+
 def main():
     out = pathlib.Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     failed = False
+    missing = documented()
+    for m in missing:
+        print(f"FAIL chart value undocumented: {m}", file=sys.stderr)
+    failed |= bool(missing)
+    if not missing:
+        print("ok   every chart value is in README.md and values.schema.json")
     chart = helm.Chart.load(str(CHART))
     for values_file in sorted(PARITY.glob("*.yaml")):
         values = yaml.safe_load(values_file.read_text()) or {}
