@@ -261,6 +261,9 @@ def check_exposure(sets):
                 out.append(f"{s}: Service {name} has no private loadBalancerSourceRanges")
         if dns["spec"].get("externalTrafficPolicy") != "Local":
             out.append(f"{s}: the DNS load balancer rewrites source addresses (externalTrafficPolicy is not Local): locality is lost")
+        for svc in grpc:
+            if svc["spec"].get("externalTrafficPolicy") != "Local":
+                out.append(f"{s}: Service {svc['metadata']['name']} rewrites source addresses: the NetworkPolicy's ipBlocks would refuse the syncers")
     return out
 
 
@@ -786,6 +789,7 @@ def mutations():
         ("syncer Recreate", check_syncer_rollout, spec_of("deploy_member", ["spec", "strategy"], {"type": "Recreate"})),
         ("DNS on a ClusterIP", check_exposure, service("deploy_hub", "meshdns", ["spec", "type"], "ClusterIP")),
         ("DNS rewrites sources", check_exposure, service("helm_hub", "meshdns", ["spec", "externalTrafficPolicy"], "Cluster")),
+        ("gRPC rewrites sources", check_exposure, service("helm_two-clusters-hub", "meshdns-1-grpc", ["spec", "externalTrafficPolicy"], None)),
         ("gRPC open to the internet", check_exposure, service("deploy_hub", "meshdns-1-grpc", ["spec", "loadBalancerSourceRanges"], ["0.0.0.0/0"])),
         ("no hub NetworkPolicy", check_network_policies, drop("deploy_hub", "NetworkPolicy")),
         ("gRPC from any namespace", check_network_policies, np_open),
