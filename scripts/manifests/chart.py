@@ -2,7 +2,7 @@
 """Lints and renders the Helm chart deploy/helm/meshdns with Helm's own
 library (PyPI helm-python-sdk: no helm binary, no cluster).
 
-For every values file in deploy/helm/parity/ it lints (strict: warnings
+For every values file in deploy/helm/parity/ (and the chart's ci/) it lints (strict: warnings
 are errors, info is not) and renders the chart into
 target/rendered/helm_<name>.yaml, which scripts/check-manifests then
 validates with kubernetes-validate and scripts/manifests/check.py checks.
@@ -87,7 +87,7 @@ def main():
     if not missing:
         print("ok   every chart value is in README.md and values.schema.json")
     chart = helm.Chart.load(str(CHART))
-    for values_file in sorted(PARITY.glob("*.yaml")):
+    for values_file in sorted(PARITY.glob("*.yaml")) + sorted((CHART / "ci").glob("*-values.yaml")):
         values = yaml.safe_load(values_file.read_text()) or {}
         report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + [
@@ -103,7 +103,8 @@ def main():
             print(f"FAIL render {values_file.name}: {e}", file=sys.stderr)
             failed = True
             continue
-        target = out / f"helm_{values_file.stem}.yaml"
+        stem = values_file.stem if values_file.parent == PARITY else "ci_" + values_file.stem.removesuffix("-values")
+        target = out / f"helm_{stem}.yaml"
         target.write_text(manifest)
         kinds = sum(1 for d in yaml.safe_load_all(manifest) if d)
         print(f"ok   helm lint + render {values_file.name} ({kinds} objects)")

@@ -63,6 +63,9 @@ def load(rendered):
     sets = {}
     for path in sorted(pathlib.Path(rendered).glob("*.yaml")):
         sets[path.stem] = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        # The chart's ci/ values: checked as hubs or members by what they render.
+        if path.stem.startswith("helm_ci_"):
+            (HUBS if hub_sts(sets[path.stem]) else MEMBERS).append(path.stem)
     return sets
 
 
