@@ -243,13 +243,15 @@ pub struct DnsAbuse {
     pub max_tcp_connections_per_source: usize,
 }
 
-/// The registry's TLS material, read at start.
+/// The registry's TLS material, read at start (and re-read by [`crate::tls`]).
 #[derive(Debug, Clone)]
 pub struct TlsPem {
     pub cert: Vec<u8>,
     pub key: Vec<u8>,
     /// Client certificates signed by this CA identify callers (mTLS).
     pub client_ca: Option<Vec<u8>>,
+    /// Where it was read from: the files are re-read when they change.
+    pub files: Option<crate::tls::TlsFiles>,
 }
 
 /// Validated settings of a running server.
@@ -357,6 +359,11 @@ impl ServeArgs {
                     cert: read("--tls-cert", cert)?,
                     key: read("--tls-key", key)?,
                     client_ca: ca,
+                    files: Some(crate::tls::TlsFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        client_ca: self.tls_client_ca.clone(),
+                    }),
                 })
             }
             (None, None) => {

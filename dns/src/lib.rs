@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: `meshdns serve` flags, checked into a [`config::ServeConfig`].
 //! - [`auth`]: who is calling: mTLS SPIFFE identities, bearer tokens.
+//! - [`tls`]: the gRPC listener's TLS, re-read when its files change.
 //! - [`ingest`]: the gRPC `Registry` service: wire -> model -> registry.
 //! - [`fleet`]: `--clusters`: what each cluster may claim (CIDRs, namespaces, limits).
 //! - [`follow`]: `serve --follow`: mirror another registry through Watch.
@@ -48,6 +49,7 @@ pub mod server;
 pub mod snapshot;
 pub mod state_file;
 pub mod status;
+pub mod tls;
 pub mod udp;
 pub mod zone;
 
@@ -355,24 +357,9 @@ pub async fn serve(
     let lifetimes = config.lifetimes;
     // A peer that stops answering PINGs (frozen, partitioned, its host
     // gone) is dropped in keepalive + timeout, and its stream ends.
-    let mut builder = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(lifetimes.grpc_keepalive))
-        .http2_keepalive_timeout(Some(lifetimes.grpc_keepalive_timeout));
-    if let Some(pem) = &config.tls {
-        let identity = tonic::transport::Identity::from_pem(&pem.cert, &pem.key);
-        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = &pem.client_ca {
-            // Optional: a caller may present a bearer token instead.
-            tls = tls
-                .client_ca_root(tonic::transport::Certificate::from_pem(ca))
-                .client_auth_optional(true);
-        }
-        builder = builder.tls_config(tls).map_err(|e| Error::Config {
-            flag: "--tls-cert",
-            problem: e.to_string(),
-        })?;
-    }
-    let grpc = builder
+        .http2_keepalive_timeout(Some(lifetimes.grpc_keepalive_timeout))
         .add_service(
             Ingest::new(
                 registry.clone(),
@@ -385,11 +372,30 @@ pub async fn serve(
             )
             .following(config.follow.clone())
             .into_server(),
-        )
-        .serve_with_incoming_shutdown(
-            with_tcp_keepalive(listeners.grpc, lifetimes.grpc_keepalive),
-            shutdown.clone().cancelled_owned(),
         );
+    let tcp = with_tcp_keepalive(listeners.grpc, lifetimes.grpc_keepalive);
+    let stopped = shutdown.clone().cancelled_owned();
+    type Served = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    >;
+    let grpc: Served = match &config.tls {
+        // TLS is ours rather than tonic's, so that the certificate, key
+        // and client CA can change under a running server (tls.rs).
+        Some(pem) => {
+            let tls = tls::ReloadingTls::new(pem, metrics.clone()).map_err(|e| Error::Config {
+                flag: e.flag(),
+                problem: e.to_string(),
+            })?;
+            tasks.spawn(tls.clone().follow(shutdown.clone()));
+            Box::pin(
+                router.serve_with_incoming_shutdown(
+                    tls::incoming(tcp, tls, shutdown.clone()),
+                    stopped,
+                ),
+            )
+        }
+        None => Box::pin(router.serve_with_incoming_shutdown(tcp, stopped)),
+    };
     ready.set(true);
     // Unready the moment shutdown begins, so load balancers stop first.
     let unready = ready.clone();
@@ -398,7 +404,7 @@ pub async fn serve(
         stopping.cancelled().await;
         unready.set(false);
     });
-    let mut grpc = std::pin::pin!(grpc);
+    let mut grpc = grpc;
     let stopped_alone = tokio::select! {
         result = &mut grpc => Some(result),
         _ = shutdown.cancelled() => None,

@@ -158,6 +158,7 @@ pub struct Metrics {
     export_streams: Gauge,
     // Credentials (auth.rs, admin.rs).
     token_file_reloads: Family<ResultLabels, Counter>,
+    tls_reloads: Family<ResultLabels, Counter>,
     tokens_revoked: Counter,
     streams_revoked: Counter,
     admin_denied: Family<ResultLabels, Counter>,
@@ -325,6 +326,12 @@ impl Metrics {
             "Token file contents read after a change: applied, or rejected (unreadable, unparsable or empty; the previous tokens kept)",
             token_file_reloads.clone(),
         );
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "TLS certificate, key and client CA files read after a change: applied, or rejected (unreadable, unparsable, or a key that is not the certificate's; the current ones kept)",
+            tls_reloads.clone(),
+        );
         let tokens_revoked = Counter::default();
         registry.register(
             "tokens_revoked",
@@ -348,6 +355,7 @@ impl Metrics {
             abuse,
             registry,
             token_file_reloads,
+            tls_reloads,
             tokens_revoked,
             streams_revoked,
             admin_denied,
@@ -401,6 +409,13 @@ impl Metrics {
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             })
+            .inc();
+    }
+
+    /// A TLS files reload: `applied` or `rejected`.
+    pub fn tls_reload(&self, result: &'static str) {
+        self.tls_reloads
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 

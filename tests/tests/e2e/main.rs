@@ -26,3 +26,4 @@ mod restart;
 mod security;
 mod soak;
 mod sync;
+mod tls_rotation;
