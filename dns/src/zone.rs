@@ -389,6 +389,15 @@ fn encode(mut response: Message, limit: usize, outcome: &mut Outcome) -> Option<
     response.answers.clear();
     response.authorities.clear();
     response.metadata.truncation = true;
+    let bytes = response.to_vec().ok()?;
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    // Only a request with many questions (another opcode's, echoed in
+    // its NOTIMP) gets here: its questions alone are over the limit, so
+    // the truncated reply carries the header (and OPT) only, and the
+    // client asks again over TCP.
+    response.queries.clear();
     response.to_vec().ok()
 }
 

@@ -821,3 +821,30 @@ async fn dig_agrees() {
     );
     f.stop().await;
 }
+
+/// A NOTIMP reply echoes the questions of another opcode; when they alone
+/// are over the UDP limit (512 bytes without EDNS), the reply is a
+/// truncated header, never an oversize datagram.
+#[tokio::test]
+async fn an_oversize_notimp_is_truncated_over_udp() {
+    let server = meshdns_tests::TestServer::start(&[]).await;
+    let mut packet = header(21, 2 << 11, 20, 0, 0, 0);
+    for q in 0..20 {
+        packet.extend(question(
+            &format!("name-{q:02}-abcdefghijkl.shop.global"),
+            1,
+        ));
+    }
+    let reply = dns::raw_udp(server.dns, &packet, Duration::from_secs(2))
+        .await
+        .expect("a reply");
+    assert!(reply.len() <= 512, "a UDP reply of {} bytes", reply.len());
+    let m = dns::strict(&reply).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
+    assert!(m.metadata.truncation, "TC set");
+    // Over TCP the questions are echoed whole.
+    let reply = dns::raw_tcp(server.dns, &packet).await.unwrap();
+    let m = dns::strict(&reply).unwrap();
+    assert_eq!(m.queries.len(), 20);
+    server.stop().await;
+}
