@@ -1,11 +1,12 @@
 //! The writer side: what every cluster exports and whether it is alive,
 //! and the one path that changes it and publishes the next [`Snapshot`].
 //!
-//! Writes go through a std `Mutex` (never held across `.await`): they are
-//! short, and holding it while the next snapshot is stored means that when a
-//! write returns, DNS answers already reflect it, so an Export response
-//! acknowledges data that is visible. Readers never touch the mutex: they
-//! load the current `Arc<Snapshot>` from an `ArcSwap`.
+//! A running server writes through one [`Writer`] thread: it owns the
+//! state (behind a std `Mutex` only it takes, besides tests and start-up),
+//! applies queued writes in batches, publishes once per batch and only
+//! then acknowledges them, so an Export response acknowledges data that is
+//! visible. Readers never touch the mutex: they load the current
+//! `Arc<Snapshot>`, or the published cluster list, from an `ArcSwap`.
 //!
 //! Liveness: every message from a cluster's stream is a sign of life.
 //! [`Registry::sweep`] marks a cluster silent for `cluster_ttl` stale (its
