@@ -164,7 +164,12 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let metrics = Arc::new(Metrics::new());
+    // Observability: certificate expiry and, on a follower, its upstream link.
+    let metrics = Metrics::new().with_certificates(config.certificates.clone());
+    let metrics = Arc::new(match config.follow {
+        Some(_) => metrics.with_follower(),
+        None => metrics,
+    });
     let registry = Arc::new(
         Registry::new(config.zone.ttl, config.zone.reverse(), metrics.clone())
             .with_max_services(config.limits.max_services_per_cluster),
@@ -252,6 +257,7 @@ pub async fn serve(
                 config.follow_auth.clone(),
                 writer.clone(),
                 config.limits.max_grpc_message_bytes,
+                metrics.follower.clone(),
                 shutdown.clone(),
             ));
         }

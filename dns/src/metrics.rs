@@ -5,6 +5,16 @@
 //! our own ([`LatencyHistogram`]) because prometheus-client's takes a mutex
 //! per observation. Registry gauges are read from the registry at scrape
 //! time.
+//!
+//! Operators' questions have their own modules: [`answers`] (which tier
+//! and which clusters answers came from), [`ops`] (propagation lag,
+//! certificate expiry, a follower's upstream).
+
+mod answers;
+mod ops;
+
+pub use answers::{AnswerTier, MAX_SERVED, Served, ServedByCluster, TIERS};
+pub use ops::{Certificates, FollowerMetrics, unix_ms};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -163,6 +173,20 @@ pub struct Metrics {
     admin_denied: Family<ResultLabels, Counter>,
     /// DNS abuse controls: rate limiting, TCP per-source refusals.
     pub abuse: AbuseCounters,
+    // What answers were made of (answers.rs).
+    tiers: Vec<Counter>,
+    /// Answers by serving cluster, indexed by cluster id.
+    pub served: ServedByCluster,
+    // Operations (ops.rs).
+    propagation: Histogram,
+    certificates: Certificates,
+    /// Set when this replica follows another registry (`--follow`).
+    pub follower: Option<FollowerMetrics>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierLabels {
+    tier: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -221,6 +245,11 @@ pub struct Outcome {
     pub ecs: bool,
     /// The query carried a valid server cookie (RFC 7873): exempt from RRL.
     pub cookie: bool,
+    /// The tier the answer's records came from; `None` for answers that
+    /// are not a selection (negative, apex, a named cluster or host).
+    pub tier: Option<AnswerTier>,
+    /// The clusters whose endpoints the answer carried.
+    pub served: Served,
 }
 
 impl Default for Metrics {
@@ -344,7 +373,41 @@ impl Metrics {
             admin_denied.clone(),
         );
         let abuse = AbuseCounters::register(&mut registry);
+        let tier_family: Family<TierLabels, Counter> = Family::default();
+        let tiers = TIERS
+            .iter()
+            .map(|tier| tier_family.get_or_create_owned(&TierLabels { tier }))
+            .collect();
+        registry.register(
+            "dns_answers_by_tier",
+            "Positive answers to a service name by the locality tier chosen: cluster, zone, region, any; unknown_asker (the asker maps to no cluster); fail_open (every cluster holding the service is stale)",
+            tier_family,
+        );
+        let served = ServedByCluster::default();
+        registry.register(
+            "dns_answers_by_cluster",
+            "Answers that carried at least one record from the cluster (label: serving cluster)",
+            served.clone(),
+        );
+        let propagation = Histogram::new(ops::PROPAGATION_BUCKETS.iter().copied());
+        registry.register(
+            "propagation_seconds",
+            "From a syncer seeing its source change to the change answering DNS here (syncer and hub clocks; Deltas from syncers that stamp them)",
+            propagation.clone(),
+        );
+        let certificates = Certificates::default();
+        registry.register_collector(Box::new(certificates.clone()));
+        registry.register(
+            "build_info",
+            "The running version (value 1)",
+            ops::build_info(env!("CARGO_PKG_VERSION")),
+        );
         Metrics {
+            tiers,
+            served,
+            propagation,
+            certificates,
+            follower: None,
             abuse,
             registry,
             token_file_reloads,
@@ -380,6 +443,36 @@ impl Metrics {
         if outcome.cookie {
             self.abuse.cookie_verified.inc();
         }
+        if let Some(tier) = outcome.tier {
+            self.tiers[tier.index()].inc();
+        }
+        self.served.record(&outcome.served);
+    }
+
+    /// This replica follows another registry: it exposes its upstream
+    /// link (`meshdns_follow_*`). Before the metrics are shared.
+    pub fn with_follower(mut self) -> Self {
+        self.follower = Some(FollowerMetrics::register(&mut self.registry));
+        self
+    }
+
+    /// Certificates whose notAfter `/metrics` reports, by role (`server`,
+    /// `client_ca`, `follow_client`): read from their files at each
+    /// scrape, so a rotated certificate shows at once.
+    pub fn with_certificates(self, files: Vec<(&'static str, std::path::PathBuf)>) -> Self {
+        self.certificates.set(files);
+        self
+    }
+
+    /// A change stamped by its syncer at `observed_unix_ms` answers DNS
+    /// now. Unstamped changes (0: old syncers, restated Snapshots) are not
+    /// counted; a syncer clock ahead of ours counts as 0.
+    pub fn propagated(&self, observed_unix_ms: u64) {
+        if observed_unix_ms == 0 {
+            return;
+        }
+        let lag_ms = unix_ms().saturating_sub(observed_unix_ms);
+        self.propagation.observe(lag_ms as f64 / 1000.0);
     }
 
     pub fn export_event(&self, event: &'static str) {
@@ -450,7 +543,15 @@ impl Metrics {
             .set(clusters.iter().filter(|c| c.connected).count() as i64);
         self.endpoints
             .set(clusters.iter().map(|c| c.endpoints as i64).sum());
-        self.services.set(registry.snapshot().len() as i64);
+        let snapshot = registry.snapshot();
+        self.services.set(snapshot.len() as i64);
+        self.served.name_clusters(
+            snapshot
+                .locality
+                .places()
+                .map(|p| (p.id, p.name.to_string()))
+                .collect(),
+        );
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -472,6 +573,7 @@ mod tests {
             fail_open: true,
             ecs: false,
             cookie: false,
+            ..Outcome::default()
         };
         metrics.answered(&outcome, Duration::from_micros(5));
         metrics.answered(&outcome, Duration::from_micros(50));

@@ -6,6 +6,7 @@
 //!   being streamed meanwhile).
 //! - `/status`: JSON: what is exported, watcher state, and services with
 //!   annotation or shape problems.
+//! - `/metrics`: Prometheus text ([`crate::metrics`]).
 
 use std::sync::Arc;
 
@@ -70,9 +71,25 @@ pub async fn serve(
     listener: TcpListener,
     exports: Exports,
     health: Option<Arc<Health>>,
+    metrics: crate::metrics::SyncerMetrics,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.render();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        body,
+                    )
+                }
+            }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))

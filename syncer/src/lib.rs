@@ -10,12 +10,14 @@
 //!   watches a cluster's API server.
 //! - [`publish`]: one task per registry: Hello and Snapshot on every
 //!   (re)connect, Deltas after, Heartbeats, backoff with jitter.
-//! - [`admin`]: `/healthz`, `/readyz` (degraded watchers), `/status`.
+//! - [`admin`]: `/healthz`, `/readyz` (degraded watchers), `/status`, `/metrics`.
+//! - [`metrics`]: the syncer's Prometheus metrics, read at scrape time.
 //! - [`error`]: the crate's error type.
 
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod publish;
 pub mod source;
 
@@ -29,6 +31,7 @@ use crate::config::{SourceKind, SyncerArgs};
 /// one publisher per registry.
 pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Error> {
     let publishers = args.publishers()?;
+    let client_cert = args.tls_cert.clone();
     let admin_listener = match args.admin_listen {
         Some(addr) => {
             Some(
@@ -63,6 +66,7 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
             listener,
             exports.clone(),
             health,
+            metrics::SyncerMetrics::new(exports.clone(), client_cert),
             shutdown.clone(),
         ));
     }

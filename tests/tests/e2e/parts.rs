@@ -492,6 +492,7 @@ async fn a_watcher_that_never_reads_is_cut_off_and_blocks_nobody() {
         .send(Req::Delta(wire::Delta {
             upserts: vec![service(3, 99, 3)],
             removals: vec![],
+            observed_unix_ms: 0,
         }))
         .await;
     assert!(response.refusals.is_empty());
