@@ -14,7 +14,7 @@ mod answers;
 mod ops;
 
 pub use answers::{AnswerTier, MAX_SERVED, Served, ServedByCluster, TIERS};
-pub use ops::{Certificates, FollowerMetrics, unix_ms};
+pub use ops::{Certificates, ClusterGauges, ClusterRow, FollowerMetrics, unix_ms};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -180,6 +180,7 @@ pub struct Metrics {
     // Operations (ops.rs).
     propagation: Histogram,
     certificates: Certificates,
+    cluster_gauges: ClusterGauges,
     /// Set when this replica follows another registry (`--follow`).
     pub follower: Option<FollowerMetrics>,
 }
@@ -397,6 +398,8 @@ impl Metrics {
         );
         let certificates = Certificates::default();
         registry.register_collector(Box::new(certificates.clone()));
+        let cluster_gauges = ClusterGauges::default();
+        registry.register_collector(Box::new(cluster_gauges.clone()));
         registry.register(
             "build_info",
             "The running version (value 1)",
@@ -407,6 +410,7 @@ impl Metrics {
             served,
             propagation,
             certificates,
+            cluster_gauges,
             follower: None,
             abuse,
             registry,
@@ -543,6 +547,17 @@ impl Metrics {
             .set(clusters.iter().filter(|c| c.connected).count() as i64);
         self.endpoints
             .set(clusters.iter().map(|c| c.endpoints as i64).sum());
+        self.cluster_gauges.set(
+            clusters
+                .iter()
+                .map(|c| ClusterRow {
+                    name: c.cluster.name.to_string(),
+                    live: !c.stale,
+                    connected: c.connected,
+                    last_heartbeat_unix_ms: c.last_heartbeat_unix_ms,
+                })
+                .collect(),
+        );
         let snapshot = registry.snapshot();
         self.services.set(snapshot.len() as i64);
         self.served.name_clusters(
@@ -610,5 +625,61 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("meshdns_dns_stale_answers_total 3"), "{text}");
+    }
+
+    #[test]
+    fn operators_metrics_render_per_cluster_and_per_tier() {
+        use meshdns_proto::model::{Cluster, ClusterName};
+        let metrics = std::sync::Arc::new(Metrics::new());
+        let registry = Registry::new(5, false, metrics.clone());
+        let session = registry
+            .hello(
+                Cluster {
+                    name: ClusterName::new("east-1").unwrap(),
+                    region: None,
+                    zone: None,
+                    client_cidrs: vec![],
+                    version: "test".into(),
+                },
+                usize::MAX,
+            )
+            .0;
+        registry
+            .apply_snapshot(&session, vec![], &Default::default())
+            .unwrap();
+        let id = registry.snapshot().locality.places().next().unwrap().id;
+        let mut served = Served::default();
+        served.add(id);
+        let outcome = Outcome {
+            qtype: Some(1),
+            tier: Some(AnswerTier::of(crate::select::Tier::Zone, true, false)),
+            served,
+            ..Outcome::default()
+        };
+        metrics.answered(&outcome, Duration::from_micros(5));
+        metrics.propagated(unix_ms() - 30);
+        metrics.propagated(0);
+        let text = metrics.render(&registry);
+        for line in [
+            "meshdns_dns_answers_by_tier_total{tier=\"zone\"} 1",
+            "meshdns_dns_answers_by_tier_total{tier=\"fail_open\"} 0",
+            "meshdns_dns_answers_by_cluster_total{cluster=\"east-1\"} 1",
+            "meshdns_cluster_live{cluster=\"east-1\"} 1",
+            "meshdns_cluster_connected{cluster=\"east-1\"} 1",
+            "meshdns_propagation_seconds_count 1",
+            "meshdns_propagation_seconds_bucket{le=\"0.05\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(text.contains("meshdns_build_info{version=\""), "{text}");
+        assert!(text.contains("meshdns_cluster_heartbeat_age_seconds{cluster=\"east-1\"}"));
+        // Not a follower: no upstream link to report.
+        assert!(!text.contains("meshdns_follow_"), "{text}");
+        let follower = Metrics::new().with_follower();
+        let text = follower.render(&registry);
+        assert!(
+            text.contains("meshdns_follow_upstream_connected 0"),
+            "{text}"
+        );
     }
 }

@@ -156,3 +156,84 @@ impl FollowerMetrics {
         self.last_event.at.store(unix_ms(), Ordering::Relaxed);
     }
 }
+
+/// One cluster as the per-cluster gauges show it.
+#[derive(Debug, Clone)]
+pub struct ClusterRow {
+    pub name: String,
+    pub live: bool,
+    pub connected: bool,
+    pub last_heartbeat_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+/// `meshdns_cluster_live`, `meshdns_cluster_connected` and
+/// `meshdns_cluster_heartbeat_age_seconds`, per cluster the registry knows
+/// (bounded by the fleet; a purged cluster's series end). Set from the
+/// registry's cluster list at each scrape.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterGauges {
+    rows: Arc<Mutex<Vec<ClusterRow>>>,
+}
+
+impl ClusterGauges {
+    pub fn set(&self, rows: Vec<ClusterRow>) {
+        if let Ok(mut held) = self.rows.lock() {
+            *held = rows;
+        }
+    }
+}
+
+impl Collector for ClusterGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows = match self.rows.lock() {
+            Ok(rows) => rows.clone(),
+            Err(_) => return Ok(()),
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let flags: [(&str, &str, fn(&ClusterRow) -> bool); 2] = [
+            (
+                "cluster_live",
+                "1 while the cluster is live (heard from within --cluster-ttl, its Snapshot accepted), 0 while stale",
+                |r| r.live,
+            ),
+            (
+                "cluster_connected",
+                "1 while an Export stream from the cluster is open (on a follower: as its upstream says)",
+                |r| r.connected,
+            ),
+        ];
+        for (name, help, flag) in flags {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for row in &rows {
+                let labels = ClusterLabels {
+                    cluster: row.name.clone(),
+                };
+                metric
+                    .encode_family(&labels)?
+                    .encode_gauge(&i64::from(flag(row)))?;
+            }
+        }
+        let now = unix_ms();
+        let mut metric = encoder.encode_descriptor(
+            "cluster_heartbeat_age_seconds",
+            "Seconds since the last message from the cluster",
+            None,
+            MetricType::Gauge,
+        )?;
+        for row in &rows {
+            let labels = ClusterLabels {
+                cluster: row.name.clone(),
+            };
+            let age = now.saturating_sub(row.last_heartbeat_unix_ms) as f64 / 1000.0;
+            metric.encode_family(&labels)?.encode_gauge(&age)?;
+        }
+        Ok(())
+    }
+}
