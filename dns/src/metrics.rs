@@ -308,6 +308,14 @@ impl Metrics {
             watch_events.clone(),
         );
         let refused = Family::<ReasonLabels, Counter>::default();
+        // The fleet's policy refusals exist from the start (at 0), so an
+        // alert's rate() sees their first increase; validation reasons
+        // appear when they first happen.
+        for reason in ["client_cidr", "not_allowed", "limit_services"] {
+            refused.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            });
+        }
         registry.register(
             "export_refused_items",
             "Export items refused, by reason",

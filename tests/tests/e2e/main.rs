@@ -17,6 +17,7 @@ mod hostile_member;
 mod kubernetes;
 mod limits;
 mod locality;
+mod monitoring;
 mod partition;
 mod parts;
 mod process;
