@@ -312,7 +312,7 @@ impl Metrics {
         // alert's rate() sees their first increase; validation reasons
         // appear when they first happen.
         for reason in ["client_cidr", "not_allowed", "limit_services"] {
-            refused.get_or_create(&ReasonLabels {
+            let _ = refused.get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             });
         }

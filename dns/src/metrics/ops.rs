@@ -197,7 +197,8 @@ impl Collector for ClusterGauges {
         if rows.is_empty() {
             return Ok(());
         }
-        let flags: [(&str, &str, fn(&ClusterRow) -> bool); 2] = [
+        type Flag = (&'static str, &'static str, fn(&ClusterRow) -> bool);
+        let flags: [Flag; 2] = [
             (
                 "cluster_live",
                 "1 while the cluster is live (heard from within --cluster-ttl, its Snapshot accepted), 0 while stale",
