@@ -24,12 +24,14 @@
 //! - [`metrics`]: Prometheus metrics; lock-free on the answer path.
 //! - [`demo`]: `meshdns demo`, the embedded three-cluster fleet.
 //! - [`status`]: `meshdns status`, the fleet table from a registry.
+//! - [`check`]: `meshdns check`, pass/fail checks of a fleet from where it runs.
 //!
 //! The entry point is [`serve`]: it takes bound listeners and a shutdown
 //! token, so tests bind `127.0.0.1:0` and run a real server in-process.
 
 pub mod admin;
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod cookie;
 pub mod demo;
