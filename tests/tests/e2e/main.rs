@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::err_expect)]
 
+mod check;
 mod credentials;
 mod dns_abuse;
 mod dns_rules;
