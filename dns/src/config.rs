@@ -279,6 +279,8 @@ pub struct ServeConfig {
     pub liveness: Liveness,
     pub insecure: bool,
     pub lifetimes: Lifetimes,
+    /// Certificate files whose expiry `/metrics` reports, by role.
+    pub certificates: Vec<(&'static str, std::path::PathBuf)>,
 }
 
 fn seconds(flag: &'static str, value: Duration) -> Result<u32, Error> {
@@ -588,6 +590,14 @@ impl ServeArgs {
                 grpc_keepalive_timeout: self.grpc_keepalive_timeout,
                 shutdown_timeout: self.shutdown_timeout,
             },
+            certificates: [
+                ("server", &self.tls_cert),
+                ("client_ca", &self.tls_client_ca),
+                ("follow_client", &self.follow_tls_cert),
+            ]
+            .into_iter()
+            .filter_map(|(role, path)| Some((role, path.clone()?)))
+            .collect(),
         })
     }
 }

@@ -29,7 +29,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::cookie;
 use crate::locality::AskerPlace;
-use crate::metrics::Outcome;
+use crate::metrics::{AnswerTier, Outcome};
 use crate::qname::{self, QName};
 use crate::select;
 use crate::snapshot::Snapshot;
@@ -284,6 +284,7 @@ pub fn answer(
         fail_open: false,
         ecs: subnet.is_some(),
         cookie: query.cookie.is_some_and(|c| c.verified),
+        ..Outcome::default()
     };
     // The apex's offset in the packet: where the domain's labels start.
     let apex_label = count - zone.domains()[domain].labels.len();
@@ -326,6 +327,7 @@ pub fn answer(
         return None;
     }
     outcome.fail_open = view.fail_open;
+    outcome.tier = Some(AnswerTier::of(pick.tier, place.is_some(), view.fail_open));
     write_header(out, &query, 0, n as u16, 0);
     out.extend_from_slice(&query.packet[12..query.question_end]);
     let ttl = view.ttl.to_be_bytes();
@@ -337,12 +339,17 @@ pub fn answer(
         out.extend_from_slice(&(data.len() as u16).to_be_bytes());
         out.extend_from_slice(data);
     };
+    // Each record's cluster counted as it is written: an index into the
+    // view's parts, and the part's registry id.
+    let served = &mut outcome.served;
     if query.qtype == TYPE_A {
-        for a in pick.v4(start, max) {
+        for (cluster, a) in pick.v4_by_cluster(start, max) {
+            served.add(view.clusters[cluster as usize].id());
             record(TYPE_A, &a.octets());
         }
     } else {
-        for a in pick.v6(start, max) {
+        for (cluster, a) in pick.v6_by_cluster(start, max) {
+            served.add(view.clusters[cluster as usize].id());
             record(TYPE_AAAA, &a.octets());
         }
     }

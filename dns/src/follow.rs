@@ -18,6 +18,7 @@ use meshdns_syncer::publish::Backoff;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::metrics::FollowerMetrics;
 use crate::registry::{MirroredCluster, Writer};
 
 fn cluster(info: &wire::ClusterInfo) -> Option<MirroredCluster> {
@@ -164,11 +165,14 @@ impl Assembly {
 
 /// Mirrors `url` into `registry` until `shutdown`, taking messages up to
 /// `max_message_bytes` (at least the 4 MiB a registry sends parts under).
+/// `link` reports whether the upstream stream is up and when it last
+/// sent an event (`meshdns_follow_*`).
 pub async fn run(
     url: String,
     auth: ClientAuth,
     writer: Writer,
     max_message_bytes: usize,
+    link: Option<FollowerMetrics>,
     shutdown: CancellationToken,
 ) {
     let max_message_bytes = max_message_bytes.max(MIN_DECODE_BYTES);
@@ -176,8 +180,11 @@ pub async fn run(
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = stream(&url, &auth, &writer, max_message_bytes, &mut backoff) => r,
+            r = stream(&url, &auth, &writer, max_message_bytes, &mut backoff, link.as_ref()) => r,
         };
+        if let Some(link) = &link {
+            link.set_connected(false);
+        }
         warn!(upstream = %url, error = %result, "lost the upstream registry; answering from the last state");
         let delay = backoff.next_delay();
         tokio::select! {
@@ -199,6 +206,7 @@ async fn stream(
     writer: &Writer,
     max_message_bytes: usize,
     backoff: &mut Backoff,
+    link: Option<&FollowerMetrics>,
 ) -> String {
     let client = match auth.connect(url).await {
         Ok(client) => client,
@@ -216,6 +224,12 @@ async fn stream(
                 let last_reset_part = matches!(&event, Event::Reset(r) if !r.more);
                 if let Err(e) = assembly.apply(writer, event).await {
                     return format!("upstream broke the protocol: {e}");
+                }
+                if let Some(link) = link {
+                    link.event();
+                    if last_reset_part {
+                        link.set_connected(true);
+                    }
                 }
                 if last_reset_part {
                     info!(upstream = %url, "mirroring the upstream registry");

@@ -194,7 +194,10 @@ impl wire::registry_server::Registry for Ingest {
             .iter()
             .map(watch::cluster_info)
             .collect();
-        Ok(Response::new(wire::ListClustersResponse { clusters }))
+        Ok(Response::new(wire::ListClustersResponse {
+            clusters,
+            registry_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
     }
 
     async fn get_service(

@@ -25,12 +25,14 @@
 //! - [`metrics`]: Prometheus metrics; lock-free on the answer path.
 //! - [`demo`]: `meshdns demo`, the embedded three-cluster fleet.
 //! - [`status`]: `meshdns status`, the fleet table from a registry.
+//! - [`check`]: `meshdns check`, pass/fail checks of a fleet from where it runs.
 //!
 //! The entry point is [`serve`]: it takes bound listeners and a shutdown
 //! token, so tests bind `127.0.0.1:0` and run a real server in-process.
 
 pub mod admin;
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod cookie;
 pub mod demo;
@@ -224,7 +226,12 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let metrics = Arc::new(Metrics::new());
+    // Observability: certificate expiry and, on a follower, its upstream link.
+    let metrics = Metrics::new().with_certificates(config.certificates.clone());
+    let metrics = Arc::new(match config.follow {
+        Some(_) => metrics.with_follower(),
+        None => metrics,
+    });
     let registry = Arc::new(
         Registry::new(config.zone.ttl, config.zone.reverse(), metrics.clone())
             .with_max_services(config.limits.max_services_per_cluster),
@@ -312,6 +319,7 @@ pub async fn serve(
                 config.follow_auth.clone(),
                 writer.clone(),
                 config.limits.max_grpc_message_bytes,
+                metrics.follower.clone(),
                 shutdown.clone(),
             ));
         }

@@ -102,6 +102,9 @@ pub struct Locality {
     v6: Table<u128>,
     /// CIDRs announced by more than one cluster: (cidr, kept, ignored).
     pub conflicts: Vec<(IpNet, ClusterName, ClusterName)>,
+    /// The highest cluster id of `places` (0: none): what the answers-by-
+    /// cluster counters must reserve.
+    max_id: ClusterId,
 }
 
 impl Locality {
@@ -132,9 +135,15 @@ impl Locality {
                         .push((*cidr, kept.name.clone(), place.name.clone()));
                 }
             }
+            locality.max_id = locality.max_id.max(place.id);
             locality.places.insert(place.id, place);
         }
         locality
+    }
+
+    /// The highest cluster id known (0 when none).
+    pub fn max_id(&self) -> ClusterId {
+        self.max_id
     }
 
     pub fn place(&self, id: ClusterId) -> Option<&Place> {

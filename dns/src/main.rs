@@ -2,6 +2,7 @@
 //! embedded demo fleet (`demo`).
 
 use clap::{Parser, Subcommand};
+use meshdns::check::CheckArgs;
 use meshdns::config::ServeArgs;
 use meshdns::demo::DemoArgs;
 use meshdns::status::StatusArgs;
@@ -38,6 +39,8 @@ enum Command {
     Demo(DemoArgs),
     /// Show the clusters a registry knows, or one service's endpoints.
     Status(StatusArgs),
+    /// Check a fleet from here: registry, credentials, DNS, locality, CIDRs, liveness, versions; exit 1 on a failure.
+    Check(Box<CheckArgs>),
 }
 
 fn init_logs(format: &str, default: &str) -> anyhow::Result<()> {
@@ -69,7 +72,7 @@ fn main() -> std::process::ExitCode {
     // the exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("meshdns: error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -77,7 +80,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
@@ -107,8 +110,16 @@ async fn run() -> anyhow::Result<()> {
             init_logs(&cli.log_format, "warn")?;
             meshdns::demo::run(args, shutdown).await?;
         }
+        Command::Check(args) => {
+            init_logs(&cli.log_format, "error")?;
+            let report = meshdns::check::run(&args).await?;
+            print!("{}", report.render(args.output == "json"));
+            if report.failed() {
+                return Ok(std::process::ExitCode::from(1));
+            }
+        }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 async fn wait_for_signal() {

@@ -5,6 +5,16 @@
 //! our own ([`LatencyHistogram`]) because prometheus-client's takes a mutex
 //! per observation. Registry gauges are read from the registry at scrape
 //! time.
+//!
+//! Operators' questions have their own modules: [`answers`] (which tier
+//! and which clusters answers came from), [`ops`] (propagation lag,
+//! certificate expiry, a follower's upstream).
+
+mod answers;
+mod ops;
+
+pub use answers::{AnswerTier, MAX_SERVED, Served, ServedByCluster, TIERS};
+pub use ops::{Certificates, ClusterGauges, ClusterRow, FollowerMetrics, unix_ms};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -164,6 +174,21 @@ pub struct Metrics {
     admin_denied: Family<ResultLabels, Counter>,
     /// DNS abuse controls: rate limiting, TCP per-source refusals.
     pub abuse: AbuseCounters,
+    // What answers were made of (answers.rs).
+    tiers: Vec<Counter>,
+    /// Answers by serving cluster, indexed by cluster id.
+    pub served: ServedByCluster,
+    // Operations (ops.rs).
+    propagation: Histogram,
+    certificates: Certificates,
+    cluster_gauges: ClusterGauges,
+    /// Set when this replica follows another registry (`--follow`).
+    pub follower: Option<FollowerMetrics>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierLabels {
+    tier: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -222,6 +247,11 @@ pub struct Outcome {
     pub ecs: bool,
     /// The query carried a valid server cookie (RFC 7873): exempt from RRL.
     pub cookie: bool,
+    /// The tier the answer's records came from; `None` for answers that
+    /// are not a selection (negative, apex, a named cluster or host).
+    pub tier: Option<AnswerTier>,
+    /// The clusters whose endpoints the answer carried.
+    pub served: Served,
 }
 
 impl Default for Metrics {
@@ -279,6 +309,14 @@ impl Metrics {
             watch_events.clone(),
         );
         let refused = Family::<ReasonLabels, Counter>::default();
+        // The fleet's policy refusals exist from the start (at 0), so an
+        // alert's rate() sees their first increase; validation reasons
+        // appear when they first happen.
+        for reason in ["client_cidr", "not_allowed", "limit_services"] {
+            let _ = refused.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            });
+        }
         registry.register(
             "export_refused_items",
             "Export items refused, by reason",
@@ -351,7 +389,44 @@ impl Metrics {
             admin_denied.clone(),
         );
         let abuse = AbuseCounters::register(&mut registry);
+        let tier_family: Family<TierLabels, Counter> = Family::default();
+        let tiers = TIERS
+            .iter()
+            .map(|tier| tier_family.get_or_create_owned(&TierLabels { tier }))
+            .collect();
+        registry.register(
+            "dns_answers_by_tier",
+            "Positive answers to a service name by the locality tier chosen: cluster, zone, region, any; unknown_asker (the asker maps to no cluster); fail_open (every cluster holding the service is stale)",
+            tier_family,
+        );
+        let served = ServedByCluster::default();
+        registry.register(
+            "dns_answers_by_cluster",
+            "Answers that carried at least one record from the cluster (label: serving cluster)",
+            served.clone(),
+        );
+        let propagation = Histogram::new(ops::PROPAGATION_BUCKETS.iter().copied());
+        registry.register(
+            "propagation_seconds",
+            "From a syncer seeing its source change to the change answering DNS here (syncer and hub clocks; Deltas from syncers that stamp them)",
+            propagation.clone(),
+        );
+        let certificates = Certificates::default();
+        registry.register_collector(Box::new(certificates.clone()));
+        let cluster_gauges = ClusterGauges::default();
+        registry.register_collector(Box::new(cluster_gauges.clone()));
+        registry.register(
+            "build_info",
+            "The running version (value 1)",
+            ops::build_info(env!("CARGO_PKG_VERSION")),
+        );
         Metrics {
+            tiers,
+            served,
+            propagation,
+            certificates,
+            cluster_gauges,
+            follower: None,
             abuse,
             registry,
             token_file_reloads,
@@ -388,6 +463,36 @@ impl Metrics {
         if outcome.cookie {
             self.abuse.cookie_verified.inc();
         }
+        if let Some(tier) = outcome.tier {
+            self.tiers[tier.index()].inc();
+        }
+        self.served.record(&outcome.served);
+    }
+
+    /// This replica follows another registry: it exposes its upstream
+    /// link (`meshdns_follow_*`). Before the metrics are shared.
+    pub fn with_follower(mut self) -> Self {
+        self.follower = Some(FollowerMetrics::register(&mut self.registry));
+        self
+    }
+
+    /// Certificates whose notAfter `/metrics` reports, by role (`server`,
+    /// `client_ca`, `follow_client`): read from their files at each
+    /// scrape, so a rotated certificate shows at once.
+    pub fn with_certificates(self, files: Vec<(&'static str, std::path::PathBuf)>) -> Self {
+        self.certificates.set(files);
+        self
+    }
+
+    /// A change stamped by its syncer at `observed_unix_ms` answers DNS
+    /// now. Unstamped changes (0: old syncers, restated Snapshots) are not
+    /// counted; a syncer clock ahead of ours counts as 0.
+    pub fn propagated(&self, observed_unix_ms: u64) {
+        if observed_unix_ms == 0 {
+            return;
+        }
+        let lag_ms = unix_ms().saturating_sub(observed_unix_ms);
+        self.propagation.observe(lag_ms as f64 / 1000.0);
     }
 
     pub fn export_event(&self, event: &'static str) {
@@ -465,7 +570,26 @@ impl Metrics {
             .set(clusters.iter().filter(|c| c.connected).count() as i64);
         self.endpoints
             .set(clusters.iter().map(|c| c.endpoints as i64).sum());
-        self.services.set(registry.snapshot().len() as i64);
+        self.cluster_gauges.set(
+            clusters
+                .iter()
+                .map(|c| ClusterRow {
+                    name: c.cluster.name.to_string(),
+                    live: !c.stale,
+                    connected: c.connected,
+                    last_heartbeat_unix_ms: c.last_heartbeat_unix_ms,
+                })
+                .collect(),
+        );
+        let snapshot = registry.snapshot();
+        self.services.set(snapshot.len() as i64);
+        self.served.name_clusters(
+            snapshot
+                .locality
+                .places()
+                .map(|p| (p.id, p.name.to_string()))
+                .collect(),
+        );
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -487,6 +611,7 @@ mod tests {
             fail_open: true,
             ecs: false,
             cookie: false,
+            ..Outcome::default()
         };
         metrics.answered(&outcome, Duration::from_micros(5));
         metrics.answered(&outcome, Duration::from_micros(50));
@@ -523,5 +648,61 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("meshdns_dns_stale_answers_total 3"), "{text}");
+    }
+
+    #[test]
+    fn operators_metrics_render_per_cluster_and_per_tier() {
+        use meshdns_proto::model::{Cluster, ClusterName};
+        let metrics = std::sync::Arc::new(Metrics::new());
+        let registry = Registry::new(5, false, metrics.clone());
+        let session = registry
+            .hello(
+                Cluster {
+                    name: ClusterName::new("east-1").unwrap(),
+                    region: None,
+                    zone: None,
+                    client_cidrs: vec![],
+                    version: "test".into(),
+                },
+                usize::MAX,
+            )
+            .0;
+        registry
+            .apply_snapshot(&session, vec![], &Default::default())
+            .unwrap();
+        let id = registry.snapshot().locality.places().next().unwrap().id;
+        let mut served = Served::default();
+        served.add(id);
+        let outcome = Outcome {
+            qtype: Some(1),
+            tier: Some(AnswerTier::of(crate::select::Tier::Zone, true, false)),
+            served,
+            ..Outcome::default()
+        };
+        metrics.answered(&outcome, Duration::from_micros(5));
+        metrics.propagated(unix_ms() - 30);
+        metrics.propagated(0);
+        let text = metrics.render(&registry);
+        for line in [
+            "meshdns_dns_answers_by_tier_total{tier=\"zone\"} 1",
+            "meshdns_dns_answers_by_tier_total{tier=\"fail_open\"} 0",
+            "meshdns_dns_answers_by_cluster_total{cluster=\"east-1\"} 1",
+            "meshdns_cluster_live{cluster=\"east-1\"} 1",
+            "meshdns_cluster_connected{cluster=\"east-1\"} 1",
+            "meshdns_propagation_seconds_count 1",
+            "meshdns_propagation_seconds_bucket{le=\"0.05\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(text.contains("meshdns_build_info{version=\""), "{text}");
+        assert!(text.contains("meshdns_cluster_heartbeat_age_seconds{cluster=\"east-1\"}"));
+        // Not a follower: no upstream link to report.
+        assert!(!text.contains("meshdns_follow_"), "{text}");
+        let follower = Metrics::new().with_follower();
+        let text = follower.render(&registry);
+        assert!(
+            text.contains("meshdns_follow_upstream_connected 0"),
+            "{text}"
+        );
     }
 }

@@ -118,6 +118,25 @@ impl<'a> Pick<'a> {
             .map(|(_, a)| a)
     }
 
+    /// [`v4`](Self::v4), each address with its cluster's index in the
+    /// view (for the answers-by-cluster counters).
+    pub fn v4_by_cluster(
+        &self,
+        start: usize,
+        max: usize,
+    ) -> impl Iterator<Item = (u32, Ipv4Addr)> + 'a {
+        self.walk(Kind::V4, |c| &c.targets.v4, start, max)
+    }
+
+    /// [`v6`](Self::v6), each address with its cluster's index in the view.
+    pub fn v6_by_cluster(
+        &self,
+        start: usize,
+        max: usize,
+    ) -> impl Iterator<Item = (u32, Ipv6Addr)> + 'a {
+        self.walk(Kind::V6, |c| &c.targets.v6, start, max)
+    }
+
     /// Up to `max` targets (for SRV), rotated by `start`, each naming its
     /// index in the service's clusters.
     pub fn targets(&self, start: usize, max: usize) -> impl Iterator<Item = Target> + 'a {

@@ -121,6 +121,7 @@ async fn connection(
             let started = Instant::now();
             let reply = {
                 let snapshot = registry.snapshot();
+                metrics.served.reserve(snapshot.locality.max_id());
                 zone::respond(&snapshot, zone, message, peer.ip(), Transport::Tcp)
             };
             // A response or a runt: not answered; the next message is

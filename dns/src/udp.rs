@@ -137,6 +137,9 @@ pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken)
         replies.clear();
         {
             let snapshot = answerer.registry.snapshot();
+            // A new cluster's answer counters, if it is the first batch to
+            // see it: a compare, and rarely an allocation off the answer path.
+            answerer.metrics.served.reserve(snapshot.locality.max_id());
             let now = answerer.rrl.as_ref().map_or(0, |r| r.now());
             for (i, (len, address)) in received.iter().enumerate() {
                 let Some(address) = address else { continue };

@@ -15,7 +15,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use crate::cookie::{self, Cookies};
 use crate::locality::AskerPlace;
-use crate::metrics::Outcome;
+use crate::metrics::{AnswerTier, Outcome, Served};
 use crate::qname::{self, Domain, Layout, QName, Reverse};
 use crate::select::{self, Pick};
 use crate::snapshot::{ServiceView, Snapshot, Target};
@@ -286,9 +286,15 @@ fn respond_to(
         asker,
         located: false,
         fail_open: false,
+        tier: None,
+        served: Served::default(),
     };
     let answer = lookup.run(qname);
     outcome.fail_open = lookup.fail_open && matches!(answer, Found::Records { .. });
+    if matches!(answer, Found::Records { .. }) {
+        outcome.tier = lookup.tier;
+        outcome.served = lookup.served;
+    }
     if let (Some(subnet), Some(edns)) = (ecs, response.edns.as_mut()) {
         // RFC 7871: echo the option; the scope says how much of the
         // address the answer depends on (none, unless locality chose it).
@@ -420,6 +426,10 @@ struct Lookup<'a> {
     located: bool,
     /// Whether it came from a service whose clusters are all stale.
     fail_open: bool,
+    /// The tier the selection chose (metrics).
+    tier: Option<AnswerTier>,
+    /// The clusters whose records the answer carries (metrics).
+    served: Served,
 }
 
 impl Lookup<'_> {
@@ -430,7 +440,13 @@ impl Lookup<'_> {
     fn select<'v>(&mut self, view: &'v ServiceView) -> Pick<'v> {
         self.located = true;
         self.fail_open = view.fail_open;
-        select::select(view, self.asker.as_ref(), self.zone.min_healthy)
+        let pick = select::select(view, self.asker.as_ref(), self.zone.min_healthy);
+        self.tier = Some(AnswerTier::of(
+            pick.tier,
+            self.asker.is_some(),
+            view.fail_open,
+        ));
+        pick
     }
 
     fn run(&mut self, qname: QName<'_>) -> Found {
@@ -535,7 +551,13 @@ impl Lookup<'_> {
                     .and_then(|(v, c)| c.endpoint(host).map(|e| (v, e)));
                 match found {
                     Some((view, (ep, true))) => {
-                        records(self.address_records(view.ttl, &ep.addresses), Vec::new())
+                        let answers = self.address_records(view.ttl, &ep.addresses);
+                        if !answers.is_empty()
+                            && let Some((_, c)) = view.cluster(cluster)
+                        {
+                            self.served.add(c.id());
+                        }
+                        records(answers, Vec::new())
                     }
                     Some(_) => Found::NoData,
                     None => Found::NxDomain,
@@ -562,23 +584,24 @@ impl Lookup<'_> {
     }
 
     /// A/AAAA (or both for ANY) from `targets`, rotated and capped.
-    fn addresses(&self, view: &ServiceView, pick: Pick<'_>) -> Found {
+    fn addresses(&mut self, view: &ServiceView, pick: Pick<'_>) -> Found {
         let qtype = self.query.query_type();
         let name = self.query.name();
         let start = select::next_rotation();
         let max = self.zone.max_answers;
         let mut answers = Vec::new();
+        let served = &mut self.served;
         if matches!(qtype, RecordType::A | RecordType::ANY) {
-            answers.extend(
-                pick.v4(start, max)
-                    .map(|a| Record::from_rdata(name.clone(), view.ttl, RData::A(A(a)))),
-            );
+            answers.extend(pick.v4_by_cluster(start, max).map(|(c, a)| {
+                served.add(view.clusters[c as usize].id());
+                Record::from_rdata(name.clone(), view.ttl, RData::A(A(a)))
+            }));
         }
         if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
-            answers.extend(
-                pick.v6(start, max)
-                    .map(|a| Record::from_rdata(name.clone(), view.ttl, RData::AAAA(AAAA(a)))),
-            );
+            answers.extend(pick.v6_by_cluster(start, max).map(|(c, a)| {
+                served.add(view.clusters[c as usize].id());
+                Record::from_rdata(name.clone(), view.ttl, RData::AAAA(AAAA(a)))
+            }));
         }
         records(answers, Vec::new())
     }
@@ -646,6 +669,7 @@ impl Lookup<'_> {
                 let Ok(service_name) = Name::from_ascii(&suffix) else {
                     continue;
                 };
+                self.served.add(cluster.id());
                 if !service_ports.contains(&port) {
                     service_ports.push(port);
                     answers.push(Record::from_rdata(
@@ -683,6 +707,7 @@ impl Lookup<'_> {
             let Ok(target_name) = Name::from_ascii(&text) else {
                 continue;
             };
+            self.served.add(cluster.id());
             answers.push(Record::from_rdata(
                 self.query.name().clone(),
                 view.ttl,

@@ -281,6 +281,9 @@ proptest! {
                 prop_assert_eq!(outcome.ecs, full_outcome.ecs);
                 prop_assert_eq!(outcome.fail_open, full_outcome.fail_open);
                 prop_assert_eq!(outcome.cookie, full_outcome.cookie);
+                // The answer metrics count the same on both paths.
+                prop_assert_eq!(outcome.tier, full_outcome.tier);
+                prop_assert_eq!(outcome.served, full_outcome.served);
             }
         }
     }
@@ -424,5 +427,82 @@ fn cookies_in_both_paths() {
         let m = Message::from_vec(&reply).unwrap();
         assert_eq!(m.queries.len(), 1, "{len}");
         assert!(m.edns.is_some(), "{len}");
+    }
+}
+
+/// Both paths say which tier an answer came from and which clusters
+/// served it, in the terms `/metrics` counts: an asker in c1 gets c1's
+/// own endpoints (tier cluster); an asker in no cluster gets endpoints
+/// from all over (unknown_asker), and the clusters named are those of
+/// the addresses answered (`100.<c>.0.<e>` is cluster c's); a name that
+/// does not exist counts neither.
+#[test]
+fn answers_name_their_tier_and_serving_clusters() {
+    let snapshot = snapshot();
+    let zone = &zones()[0];
+    let names = |served: &meshdns::metrics::Served| -> Vec<String> {
+        let mut names: Vec<String> = served
+            .ids()
+            .iter()
+            .map(|id| snapshot.locality.place(*id).unwrap().name.to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let answered_from = |reply: &[u8]| -> Vec<String> {
+        let mut clusters: Vec<String> = Message::from_vec(reply)
+            .unwrap()
+            .answers
+            .iter()
+            .map(|r| {
+                let ip = r.data.to_string();
+                format!("c{}", ip.split('.').nth(1).unwrap())
+            })
+            .collect();
+        clusters.sort();
+        clusters.dedup();
+        clusters
+    };
+    let base = Ask {
+        name: 0,
+        case: vec![false],
+        qtype: 1,
+        edns: None,
+        source: IpAddr::V4(Ipv4Addr::new(10, 1, 0, 9)),
+        rd: true,
+        cd: false,
+        rotation: 0,
+    };
+    let unknown = Ask {
+        source: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        ..base.clone()
+    };
+    let missing = Ask {
+        name: 4,
+        ..base.clone()
+    };
+    for (ask, tier) in [
+        (&base, Some("cluster")),
+        (&unknown, Some("unknown_asker")),
+        (&missing, None),
+    ] {
+        let bytes = packet(ask);
+        let mut out = Vec::new();
+        select::set_rotation(0);
+        let fast = fast::answer(&snapshot, zone, &bytes, ask.source, &mut out).expect("taken");
+        select::set_rotation(0);
+        let (reply, full) =
+            zone::respond(&snapshot, zone, &bytes, ask.source, Transport::Udp).unwrap();
+        assert_eq!(out, reply);
+        let expected = answered_from(&reply);
+        match tier {
+            Some("cluster") => assert_eq!(expected, ["c1"]),
+            Some(_) => assert!(expected.len() > 1, "{expected:?}"),
+            None => assert!(expected.is_empty()),
+        }
+        for outcome in [fast, full] {
+            assert_eq!(outcome.tier.map(|t| t.name()), tier, "{ask:?}");
+            assert_eq!(names(&outcome.served), expected, "{ask:?}");
+        }
     }
 }

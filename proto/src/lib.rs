@@ -16,12 +16,14 @@
 //! - [`codec`]: the generated services' codec: prost with small starting
 //!   buffers, for registries holding a thousand idle streams.
 //! - [`parts`]: splitting a message's items into parts under a byte budget.
+//! - [`certificate`]: a PEM certificate's notAfter, for expiry gauges and checks.
 //! - [`error`]: [`InvalidField`], the one error type of this crate.
 //!
 //! **Invariant:** a value of a model type is valid: names are RFC 1123
 //! labels, addresses parse, ports are non-zero, no duplicate endpoint.
 
 pub mod budget;
+pub mod certificate;
 pub mod client;
 pub mod codec;
 pub mod convert;

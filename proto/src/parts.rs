@@ -106,6 +106,7 @@ mod tests {
         let delta = crate::wire::Delta {
             upserts: vec![],
             removals: vec![key.clone(), key.clone()],
+            observed_unix_ms: 0,
         };
         assert_eq!(delta.encoded_len(), 2 * field_len(&key));
     }

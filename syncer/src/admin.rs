@@ -28,6 +28,8 @@ struct AdminState {
     exports: Exports,
     health: Option<Arc<Health>>,
     metrics: Arc<Metrics>,
+    /// `--tls-cert`: its expiry is read at each scrape.
+    client_cert: Option<std::path::PathBuf>,
 }
 
 /// Ready, with notes on what is unavailable; or why not.
@@ -79,6 +81,9 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
         let endpoints = set.services.values().map(|s| s.endpoints().len()).sum();
         state.metrics.set_exported(set.services.len(), endpoints);
     }
+    if let Some(path) = &state.client_cert {
+        state.metrics.read_client_certificate(path);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -94,6 +99,7 @@ pub async fn serve(
     exports: Exports,
     health: Option<Arc<Health>>,
     metrics: Arc<Metrics>,
+    client_cert: Option<std::path::PathBuf>,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
@@ -105,6 +111,7 @@ pub async fn serve(
             exports,
             health,
             metrics,
+            client_cert,
         });
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

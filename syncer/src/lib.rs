@@ -72,6 +72,7 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
             exports.clone(),
             health,
             metrics,
+            args.tls_cert.clone(),
             shutdown.clone(),
         ));
     }

@@ -1,6 +1,10 @@
 //! The syncer's Prometheus metrics, served on the admin endpoint's
 //! `/metrics`: watcher failures by reason, which watchers have listed and
-//! which are unavailable, and what is exported (read at scrape time).
+//! which are unavailable, what is exported, the running version and when
+//! the client certificate expires (the last two as the hub names them:
+//! `meshdns_build_info`, `meshdns_tls_certificate_expiry_timestamp_seconds`;
+//! exports and expiry read at scrape time, so a rotated certificate shows
+//! without a restart).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,6 +23,16 @@ struct WatcherLabels {
     watcher: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    certificate: &'static str,
+}
+
 /// The syncer's metrics; cheap to update from any task.
 #[derive(Debug)]
 pub struct Metrics {
@@ -28,6 +42,7 @@ pub struct Metrics {
     unavailable: Family<WatcherLabels, Gauge>,
     exported_services: Gauge,
     exported_endpoints: Gauge,
+    certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -38,7 +53,21 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("meshdns_syncer");
+        let mut top = Registry::with_prefix("meshdns");
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        top.register("build_info", "The running version (value 1)", build_info);
+        let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+        top.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "notAfter of a TLS certificate this process uses, as a Unix time (certificate: client)",
+            certificate_expiry.clone(),
+        );
+        let registry = top.sub_registry_with_prefix("syncer");
         let watch_failures = Family::<FailureLabels, Counter>::default();
         registry.register(
             "watch_failures",
@@ -70,12 +99,32 @@ impl Metrics {
             exported_endpoints.clone(),
         );
         Metrics {
-            registry,
+            registry: top,
             watch_failures,
             synced,
             unavailable,
             exported_services,
             exported_endpoints,
+            certificate_expiry,
+        }
+    }
+
+    /// Reads the client certificate's notAfter (at scrape time, so a
+    /// rotated file shows at once); an unreadable file leaves no figure.
+    pub fn read_client_certificate(&self, path: &std::path::Path) {
+        let labels = CertificateLabels {
+            certificate: "client",
+        };
+        match meshdns_proto::certificate::file_not_after(path) {
+            Ok(not_after) => {
+                self.certificate_expiry
+                    .get_or_create(&labels)
+                    .set(not_after);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "client certificate expiry unreadable");
+                self.certificate_expiry.remove(&labels);
+            }
         }
     }
 
@@ -116,5 +165,29 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_as_the_hub_and_the_rules_use_them() {
+        let metrics = Metrics::new();
+        metrics.watcher("services");
+        metrics.set_exported(3, 7);
+        let text = metrics.encode();
+        for line in [
+            "meshdns_build_info{version=\"",
+            "meshdns_syncer_exported_services 3",
+            "meshdns_syncer_exported_endpoints 7",
+            "meshdns_syncer_watcher_synced{watcher=\"services\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(!text.contains("expiry_timestamp_seconds{"), "{text}");
+        metrics.read_client_certificate(std::path::Path::new("/nonexistent"));
+        assert!(!metrics.encode().contains("expiry_timestamp_seconds{"));
     }
 }

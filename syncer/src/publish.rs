@@ -137,13 +137,27 @@ fn to_wire(service: &Arc<ServiceExport>) -> wire::ServiceExport {
     service.as_ref().into()
 }
 
-/// Sends `deltas` in order; `false` when the stream is gone.
+/// Milliseconds since the Unix epoch, now.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Sends `deltas` in order, the last stamped with `observed_unix_ms`
+/// (when the change they carry was seen; 0 for none); `false` when the
+/// stream is gone.
 async fn send_deltas(
     tx: &mpsc::Sender<wire::ExportRequest>,
     generation: &mut u64,
     deltas: impl Iterator<Item = wire::Delta>,
+    observed_unix_ms: u64,
 ) -> bool {
-    for delta in deltas {
+    let mut deltas = deltas.peekable();
+    while let Some(mut delta) = deltas.next() {
+        if deltas.peek().is_none() {
+            delta.observed_unix_ms = observed_unix_ms;
+        }
         if tx
             .send(request(generation, Req::Delta(delta)))
             .await
@@ -223,6 +237,9 @@ async fn stream(
                 if changed.is_err() {
                     return Ok(());
                 }
+                // The propagation clock starts when the source published
+                // the change (after its coalescing), as this task wakes.
+                let observed = unix_ms();
                 let Some(next) = exports.borrow_and_update().clone() else { continue };
                 if next.cluster != sent.cluster {
                     // Hello is once per stream: new metadata needs a new stream.
@@ -236,7 +253,7 @@ async fn stream(
                     continue;
                 }
                 let deltas = delta_parts(upserts, removals, config.max_message_bytes);
-                if !send_deltas(&tx, &mut generation, deltas).await {
+                if !send_deltas(&tx, &mut generation, deltas, observed).await {
                     return Err(fail("stream closed".into()));
                 }
                 heartbeat.reset();
@@ -245,7 +262,8 @@ async fn stream(
                 let (upserts, removals) = refused.take(&sent.services);
                 info!(registry = %config.url, services = upserts.len() + removals.len(), "sending refused services again");
                 let deltas = delta_parts(upserts, removals, config.max_message_bytes);
-                if !send_deltas(&tx, &mut generation, deltas).await {
+                // A resend is not a change: unstamped.
+                if !send_deltas(&tx, &mut generation, deltas, 0).await {
                     return Err(fail("stream closed".into()));
                 }
                 refused.retried(generation);

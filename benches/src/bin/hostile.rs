@@ -371,6 +371,7 @@ async fn repeated_removals(cli: &Cli) {
     let delta = Req::Delta(wire::Delta {
         upserts: names(5..10),
         removals: vec![key; 5],
+        observed_unix_ms: 0,
     });
     send(&tx, &mut rx, 3, delta).await.ok();
     println!(

@@ -221,6 +221,8 @@ impl Stream<'_> {
                 let over = writer
                     .apply_delta(self.session.clone(), upserts, gone)
                     .await?;
+                // Applied and published: the change answers DNS now.
+                self.cx.metrics.propagated(delta.observed_unix_ms);
                 refusals.extend(over_limit(over, self.max_services()));
                 refusals
             }

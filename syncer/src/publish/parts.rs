@@ -12,7 +12,7 @@ use meshdns_proto::wire;
 
 /// Bytes kept for what wraps a part's items in an `ExportRequest`: the
 /// generation (at most 11), the message's tag and length (at most 6) and
-/// `more` (2).
+/// `more` (2), or a Delta's `observed_unix_ms` (at most 11).
 pub const ENVELOPE: usize = 32;
 
 /// The smallest `--max-message-bytes` that leaves room for items.

@@ -186,6 +186,7 @@ async fn invalid_items_are_refused_and_the_rest_applies() {
                 namespace: "shop".into(),
                 name: "".into(),
             }],
+            observed_unix_ms: 0,
         }))
         .await
         .unwrap();
@@ -402,6 +403,7 @@ async fn watch_list_and_get() {
     west.send(Req::Delta(wire::Delta {
         upserts: vec![],
         removals: vec![key("shop", "web").unwrap()],
+        observed_unix_ms: 0,
     }))
     .await
     .unwrap();

@@ -332,6 +332,7 @@ async fn repeated_removals_do_not_lift_the_services_limit() {
         .send(Req::Delta(wire::Delta {
             upserts: services(5..10),
             removals: vec![key; 5],
+            observed_unix_ms: 0,
         }))
         .await
         .unwrap();
@@ -524,6 +525,7 @@ async fn a_cluster_is_live_from_its_first_snapshot_not_its_hello() {
         .send(Req::Delta(wire::Delta {
             upserts: vec![service("shop", "early", vec![endpoint("10.6.0.1")])],
             removals: vec![],
+            observed_unix_ms: 0,
         }))
         .await
         .unwrap_err();

@@ -141,6 +141,7 @@ async fn services_and_endpoints_per_cluster() {
         .send(Req::Delta(wire::Delta {
             upserts: vec![service("ffffff", 1), service("a", 3)],
             removals: vec![],
+            observed_unix_ms: 0,
         }))
         .await
         .unwrap();
@@ -156,6 +157,7 @@ async fn services_and_endpoints_per_cluster() {
         .send(Req::Delta(wire::Delta {
             upserts: vec![service("a", 11)],
             removals: vec![],
+            observed_unix_ms: 0,
         }))
         .await
         .unwrap();

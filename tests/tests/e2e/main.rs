@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::err_expect)]
 
+mod check;
 mod credentials;
 mod dns_abuse;
 mod dns_rules;
@@ -18,6 +19,7 @@ mod kube_strict;
 mod kubernetes;
 mod limits;
 mod locality;
+mod monitoring;
 mod partition;
 mod parts;
 mod process;

@@ -457,9 +457,11 @@ async fn watch_streams_are_capped() {
 
 #[tokio::test]
 async fn a_watcher_that_never_reads_is_cut_off_and_blocks_nobody() {
+    // The stall timeout is the longest a well-behaved reader may take for
+    // one 1 MiB part: generous, for a debug build on a busy 2-core machine.
     let server = TestServer::start(&[
         "--watch-stall-timeout",
-        "2s",
+        "8s",
         "--cluster-ttl",
         "10m",
         "--stale-grace",
@@ -492,6 +494,7 @@ async fn a_watcher_that_never_reads_is_cut_off_and_blocks_nobody() {
         .send(Req::Delta(wire::Delta {
             upserts: vec![service(3, 99, 3)],
             removals: vec![],
+            observed_unix_ms: 0,
         }))
         .await;
     assert!(response.refusals.is_empty());
