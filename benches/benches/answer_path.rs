@@ -114,6 +114,19 @@ fn benches(c: &mut Criterion) {
             ))
         })
     });
+    // What a worker records per answer besides the reply: the (qtype,
+    // rcode) counter, latency, the tier and each serving cluster (atomics).
+    let metrics = meshdns::metrics::Metrics::new();
+    metrics.served.reserve(snapshot.locality.max_id());
+    let outcome = fast::answer(&snapshot, &zone, &packet, unknown, &mut out).expect("fast path");
+    c.bench_function("metrics_answered", |b| {
+        b.iter(|| {
+            metrics.answered(
+                black_box(&outcome),
+                black_box(std::time::Duration::from_micros(3)),
+            )
+        })
+    });
     let missing = query_bytes(&format!("nope.{ns}.global"));
     c.bench_function("fast_path_nxdomain", |b| {
         b.iter(|| {

@@ -339,17 +339,25 @@ pub fn answer(
         out.extend_from_slice(&(data.len() as u16).to_be_bytes());
         out.extend_from_slice(data);
     };
-    // Each record's cluster counted as it is written: an index into the
-    // view's parts, and the part's registry id.
+    // Each record's cluster noted as it is written: a walk yields a
+    // cluster's records together, so its part is looked up (its registry
+    // id, inline) only when the cluster changes.
     let served = &mut outcome.served;
+    let mut last = u32::MAX;
+    let mut note = |cluster: u32| {
+        if cluster != last {
+            last = cluster;
+            served.add(view.clusters[cluster as usize].id());
+        }
+    };
     if query.qtype == TYPE_A {
         for (cluster, a) in pick.v4_by_cluster(start, max) {
-            served.add(view.clusters[cluster as usize].id());
+            note(cluster);
             record(TYPE_A, &a.octets());
         }
     } else {
         for (cluster, a) in pick.v6_by_cluster(start, max) {
-            served.add(view.clusters[cluster as usize].id());
+            note(cluster);
             record(TYPE_AAAA, &a.octets());
         }
     }

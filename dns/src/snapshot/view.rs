@@ -594,6 +594,9 @@ pub struct ClusterView {
     health: Health,
     /// Whether any endpoint is ready (live or not).
     has_ready: bool,
+    /// `place.id`, inline: the answer path counts answers by serving
+    /// cluster without a pointer chase to the place.
+    id: ClusterId,
 }
 
 impl ClusterView {
@@ -674,6 +677,7 @@ impl ClusterView {
             ));
         }
         ClusterView {
+            id: place.id,
             place: place.clone(),
             export: export.clone(),
             has_ready: has_ready(export),
@@ -685,7 +689,7 @@ impl ClusterView {
     }
 
     pub fn id(&self) -> ClusterId {
-        self.place.id
+        self.id
     }
 
     /// What a view keeps of this part as cluster `index`; its zone runs

@@ -475,3 +475,44 @@ fn metric_names_are_read_from_expressions() {
         assert!(names.contains(name), "{name}");
     }
 }
+
+/// A change a syncer sees reaches `meshdns_propagation_seconds`: the
+/// syncer stamps its Delta, the hub observes the lag once it answers.
+/// The Snapshot sent on connect is not a change and is not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_is_observed_in_the_propagation_histogram() {
+    use hickory_proto::rr::RecordType;
+    use meshdns_tests::dns::{Ask, addresses, poll};
+    use meshdns_tests::{TestServer, TestSyncer};
+    let server = TestServer::start(&[]).await;
+    let dir = TempDir::new("propagation");
+    let file = dir.write("east-1.yaml", EAST_1);
+    let syncer = TestSyncer::start(&file, &[server.grpc_url()], &[]);
+    let dns = server.dns;
+    let count = |text: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("meshdns_propagation_seconds_count "))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    eventually(Duration::from_secs(10), "east-1 answers", || async move {
+        let m = poll(dns, &Ask::new("web.shop.global", RecordType::A)).await?;
+        (addresses(&m).len() == 2).then_some(())
+    })
+    .await;
+    let before = scrape(server.admin).await.unwrap();
+    assert_eq!(count(&before), Some(0), "the Snapshot is not counted");
+    dir.write("east-1.yaml", &EAST_1.replace("10.1.0.12", "10.1.0.99"));
+    let after = eventually(Duration::from_secs(10), "the change observed", || async {
+        scrape(server.admin)
+            .await
+            .filter(|t| count(t).is_some_and(|n| n >= 1))
+    })
+    .await;
+    // Loopback, one clock: well under a second.
+    assert!(
+        after.contains("meshdns_propagation_seconds_bucket{le=\"1.0\"} 1"),
+        "{after}"
+    );
+    syncer.stop().await;
+    server.stop().await;
+}
