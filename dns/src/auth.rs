@@ -214,6 +214,16 @@ impl Auth {
         }
     }
 
+    /// May `who` watch the clusterset's view (WatchImports)? Readers, and
+    /// clusters: a syncer keeps its cluster's ServiceImports from it. It
+    /// holds no address, so a member learns no more than what its own
+    /// ServiceImports show (SECURITY.md).
+    pub fn may_watch_imports(&self, who: &Principal) -> Result<(), Status> {
+        match who {
+            Principal::Anyone | Principal::Reader(_) | Principal::Cluster(_) => Ok(()),
+        }
+    }
+
     /// Re-reads the token file when its content changes, until `shutdown`.
     /// New content is taken once it is the same on two polls in a row (a
     /// file being written is not read half-way); content that does not

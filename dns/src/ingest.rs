@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::registry::{Registry, Writer};
 
 mod export;
+mod imports;
 mod validate;
 mod watch;
 
@@ -39,6 +40,8 @@ pub struct Ingest {
     watch_streams: Arc<AtomicUsize>,
     /// On a follower, the upstream it mirrors: exports go there.
     following: Option<String>,
+    /// The clusterset's view (WatchImports, GetService's `resolved`).
+    imports: crate::registry::imports::Imports,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -61,7 +64,32 @@ impl Ingest {
         limits: Limits,
         shutdown: CancellationToken,
     ) -> Self {
+        Self::with_imports(
+            registry, writer, metrics, auth, fleet, limits, shutdown, None,
+        )
+    }
+
+    /// As [`Ingest::new`], keeping the first-exported times of the
+    /// clusterset's view in `persist` (beside `--state-file`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_imports(
+        registry: Arc<Registry>,
+        writer: Writer,
+        metrics: Arc<Metrics>,
+        auth: Arc<Auth>,
+        fleet: Arc<Fleet>,
+        limits: Limits,
+        shutdown: CancellationToken,
+        persist: Option<std::path::PathBuf>,
+    ) -> Self {
+        let imports = crate::registry::imports::start(
+            writer.clone(),
+            metrics.clone(),
+            persist,
+            shutdown.clone(),
+        );
         Ingest {
+            imports,
             export: Arc::new(export::Context {
                 registry,
                 writer,
@@ -116,6 +144,33 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl wire::registry_server::Registry for Ingest {
     type ExportStream = BoxStream<wire::ExportResponse>;
     type WatchStream = BoxStream<wire::WatchEvent>;
+    type WatchImportsStream = BoxStream<wire::ImportsEvent>;
+
+    async fn watch_imports(
+        &self,
+        request: Request<wire::WatchImportsRequest>,
+    ) -> Result<Response<Self::WatchImportsStream>, Status> {
+        let Caller {
+            principal: who,
+            credential,
+        } = self.export.auth.authenticate(&request)?;
+        self.export.auth.may_watch_imports(&who)?;
+        let max = self.export.limits.max_watch_streams;
+        let slot = export::Slot::take(&self.watch_streams, max).ok_or_else(|| {
+            self.export.metrics.watch_event("over_limit");
+            Status::resource_exhausted(format!(
+                "the registry has {max} watch streams open, the --max-watch-streams limit"
+            ))
+        })?;
+        let events = imports::start(
+            self.imports.clone(),
+            self.export.limits.watch_stall_timeout,
+            self.export.shutdown.clone(),
+            credential,
+            move || drop(slot),
+        );
+        Ok(Response::new(Box::pin(events)))
+    }
 
     async fn export(
         &self,
@@ -215,7 +270,7 @@ impl wire::registry_server::Registry for Ingest {
         let exports = self
             .export
             .writer
-            .service(key)
+            .service(key.clone())
             .await
             .map_err(Status::from)?
             .into_iter()
@@ -224,6 +279,15 @@ impl wire::registry_server::Registry for Ingest {
                 service: Some(service.as_ref().into()),
             })
             .collect();
-        Ok(Response::new(wire::GetServiceResponse { exports }))
+        let resolved = self
+            .imports
+            .borrow()
+            .services
+            .get(&key)
+            .map(|r| r.as_ref().into());
+        Ok(Response::new(wire::GetServiceResponse {
+            exports,
+            resolved,
+        }))
     }
 }

@@ -369,7 +369,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(lifetimes.grpc_keepalive))
         .http2_keepalive_timeout(Some(lifetimes.grpc_keepalive_timeout))
         .add_service(
-            Ingest::new(
+            Ingest::with_imports(
                 registry.clone(),
                 writer.clone(),
                 metrics.clone(),
@@ -377,6 +377,11 @@ pub async fn serve(
                 fleet,
                 config.limits,
                 shutdown.clone(),
+                // The clusterset's first-exported times beside the state.
+                config
+                    .state_file
+                    .as_deref()
+                    .map(registry::imports::first_exported_path),
             )
             .following(config.follow.clone())
             .into_server(),

@@ -11,9 +11,11 @@
 //! certificate expiry, a follower's upstream).
 
 mod answers;
+mod conflicts;
 mod ops;
 
 pub use answers::{AnswerTier, MAX_SERVED, Served, ServedByCluster, TIERS};
+pub use conflicts::ConflictGauges;
 pub use ops::{Certificates, ClusterGauges, ClusterRow, FollowerMetrics, unix_ms};
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -184,6 +186,8 @@ pub struct Metrics {
     cluster_gauges: ClusterGauges,
     /// Set when this replica follows another registry (`--follow`).
     pub follower: Option<FollowerMetrics>,
+    /// The clusterset's conflicts (conflicts.rs).
+    pub conflicts: ConflictGauges,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -420,7 +424,9 @@ impl Metrics {
             "The running version (value 1)",
             ops::build_info(env!("CARGO_PKG_VERSION")),
         );
+        let conflicts = ConflictGauges::register(&mut registry);
         Metrics {
+            conflicts,
             tiers,
             served,
             propagation,

@@ -30,6 +30,8 @@ use crate::metrics::Metrics;
 use crate::snapshot::{ExportInput, PartChange, ServiceView, Snapshot};
 
 mod claims;
+pub mod conflicts;
+pub mod imports;
 mod mirror;
 mod reaper;
 mod writer;

@@ -209,14 +209,14 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
             clusters.len()
         ));
     };
-    let exports = client
+    let answer = client
         .get_service(wire::GetServiceRequest {
             key: Some(key.clone()),
         })
         .await
         .map_err(call)?
-        .into_inner()
-        .exports;
+        .into_inner();
+    let (exports, resolved) = (answer.exports, answer.resolved);
     let cluster_state = |name: &str| {
         clusters
             .iter()
@@ -243,11 +243,13 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
             })
             .collect();
         let name = format!("{}/{}", key.namespace, key.name);
-        return Ok(
-            serde_json::to_string_pretty(&json!({ "service": name, "exports": list }))
-                .unwrap_or_default()
-                + "\n",
-        );
+        return Ok(serde_json::to_string_pretty(&json!({
+            "service": name,
+            "exports": list,
+            "clusterset": resolved.as_ref().map(resolved_json),
+        }))
+        .unwrap_or_default()
+            + "\n");
     }
     if exports.is_empty() {
         return Ok(format!(
@@ -295,10 +297,67 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
         "HEALTH",
     ];
     Ok(format!(
-        "{}/{} in {} clusters\n{}",
+        "{}/{} in {} clusters\n{}{}",
         key.namespace,
         key.name,
         exports.len(),
-        table(&header, &rows)
+        table(&header, &rows),
+        resolved.as_ref().map(resolved_text).unwrap_or_default()
     ))
+}
+
+fn mode_name(mode: i32) -> &'static str {
+    if mode == wire::Mode::ClusterIp as i32 {
+        "clusterip"
+    } else {
+        "endpoints"
+    }
+}
+
+fn port_text(p: &wire::Port) -> String {
+    let protocol = wire::Protocol::try_from(p.protocol)
+        .map_or("TCP", |p| p.as_str_name().trim_start_matches("PROTOCOL_"));
+    match p.name.as_str() {
+        "" => format!("{}/{protocol}", p.port),
+        name => format!("{name} ({}/{protocol})", p.port),
+    }
+}
+
+/// The clusterset's resolved view of the service (`--json`).
+fn resolved_json(r: &wire::ServiceImport) -> Value {
+    json!({
+        "mode": mode_name(r.mode),
+        "ports": r.ports.iter().map(port_text).collect::<Vec<_>>(),
+        "clusters": r.clusters.iter().map(|c| json!({
+            "cluster": c.cluster, "first_exported_unix_ms": c.first_exported_unix_ms,
+        })).collect::<Vec<_>>(),
+        "conflicts": r.conflicts.iter().map(|c| json!({
+            "cluster": c.cluster, "field": c.field, "winner": c.winner, "message": c.message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The clusterset's resolved view of the service, and its conflicts.
+fn resolved_text(r: &wire::ServiceImport) -> String {
+    let ports: Vec<String> = r.ports.iter().map(port_text).collect();
+    let mut out = format!(
+        "clusterset: mode {}, ports [{}], oldest export first: {}\n",
+        mode_name(r.mode),
+        ports.join(", "),
+        r.clusters
+            .iter()
+            .map(|c| c.cluster.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if r.conflicts.is_empty() {
+        out.push_str("conflicts: none\n");
+    }
+    for c in &r.conflicts {
+        out.push_str(&format!(
+            "conflict: {} {} (winner {}): {}\n",
+            c.cluster, c.field, c.winner, c.message
+        ));
+    }
+    out
 }

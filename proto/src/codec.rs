@@ -109,6 +109,8 @@ impl Checked for wire::ListClustersRequest {}
 impl Checked for wire::ListClustersResponse {}
 impl Checked for wire::GetServiceRequest {}
 impl Checked for wire::GetServiceResponse {}
+impl Checked for wire::WatchImportsRequest {}
+impl Checked for wire::ImportsEvent {}
 
 /// [`ProstDecoder`] behind [`Checked::check`].
 #[derive(Debug)]

@@ -101,6 +101,30 @@ pub struct SyncerArgs {
     /// Talk to registries without TLS. Only for loopback or a network you trust.
     #[arg(long, env = "MESHDNS_INSECURE")]
     pub insecure: bool,
+    // The fleet seen from inside this cluster (src/mcs.rs).
+    /// Keep ServiceImports, ServiceExport conditions (with --mcs) and Events on label-selected Services in this cluster from the registry's view of the clusterset (needs the CRDs and RBAC of deploy/member/mcs).
+    #[arg(long = "mcs-status", env = "MESHDNS_MCS_STATUS")]
+    pub mcs_status: bool,
+    /// With --mcs-status: create a missing namespace to hold a ServiceImport (off: a service whose namespace this cluster lacks gets no ServiceImport).
+    #[arg(long = "mcs-create-namespaces", env = "MESHDNS_MCS_CREATE_NAMESPACES")]
+    pub mcs_create_namespaces: bool,
+    /// With --mcs-status: most writes a second to this cluster's API server (ServiceImports, ServiceExport status, Events).
+    #[arg(
+        long = "mcs-writes-per-second",
+        env = "MESHDNS_MCS_WRITES_PER_SECOND",
+        default_value_t = 20.0
+    )]
+    pub mcs_writes_per_second: f64,
+    /// With --mcs-status: most writes at once before --mcs-writes-per-second applies.
+    #[arg(
+        long = "mcs-write-burst",
+        env = "MESHDNS_MCS_WRITE_BURST",
+        default_value_t = 50
+    )]
+    pub mcs_write_burst: u32,
+    /// With --mcs-status: after this long without an answer from any registry, ServiceExport conditions turn Unknown (set it to the hub's --cluster-ttl).
+    #[arg(long = "mcs-status-ttl", env = "MESHDNS_MCS_STATUS_TTL", default_value = "15s", value_parser = parse_duration)]
+    pub mcs_status_ttl: Duration,
     /// Log format: text or json.
     #[arg(
         long = "log-format",
@@ -179,6 +203,31 @@ impl SyncerArgs {
         })
     }
 
+    /// The MCS writers' settings (`--mcs-status`), checked.
+    pub fn mcs_settings(&self) -> Result<crate::mcs::Settings, Error> {
+        let bad = |field: &str, problem: &str| Error::Config {
+            field: field.into(),
+            problem: problem.into(),
+        };
+        if !(self.mcs_writes_per_second.is_finite() && self.mcs_writes_per_second > 0.0) {
+            return Err(bad("--mcs-writes-per-second", "must be a number above 0"));
+        }
+        if self.mcs_write_burst == 0 {
+            return Err(bad("--mcs-write-burst", "must be at least 1"));
+        }
+        if self.mcs_status_ttl < Duration::from_millis(100) {
+            return Err(bad("--mcs-status-ttl", "must be at least 100ms"));
+        }
+        Ok(crate::mcs::Settings {
+            mcs: self.mcs,
+            selector: self.selector.clone(),
+            create_namespaces: self.mcs_create_namespaces,
+            writes_per_second: self.mcs_writes_per_second,
+            write_burst: self.mcs_write_burst,
+            status_ttl: self.mcs_status_ttl,
+        })
+    }
+
     /// How this syncer authenticates to registries.
     pub fn client_auth(&self) -> ClientAuth {
         ClientAuth {
@@ -224,6 +273,7 @@ impl SyncerArgs {
                         self.max_backoff.max(Duration::from_millis(100)),
                     ),
                     max_message_bytes: self.max_message_bytes,
+                    refusals: crate::mcs::refusals::Refusals::default(),
                 })
             })
             .collect()

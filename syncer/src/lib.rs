@@ -12,11 +12,14 @@
 //!   (re)connect, Deltas after, Heartbeats, backoff with jitter.
 //! - [`admin`]: `/healthz`, `/readyz` (degraded watchers), `/status`,
 //!   `/metrics` ([`metrics`]).
+//! - [`mcs`]: `--mcs-status`: ServiceImports, ServiceExport conditions
+//!   and Events in this cluster, from the registry's view.
 //! - [`error`]: the crate's error type.
 
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod mcs;
 pub mod metrics;
 pub mod publish;
 pub mod source;
@@ -30,7 +33,13 @@ use crate::config::{SourceKind, SyncerArgs};
 /// Runs a syncer until `shutdown`: its source, its admin endpoint, and
 /// one publisher per registry.
 pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Error> {
-    let publishers = args.publishers()?;
+    let mut publishers = args.publishers()?;
+    // One board of the registries' refusals, read by the MCS writers.
+    let refusals = mcs::refusals::Refusals::default();
+    for p in &mut publishers {
+        p.refusals = refusals.clone();
+    }
+    let mcs_settings = args.mcs_status.then(|| args.mcs_settings()).transpose()?;
     let admin_listener = match args.admin_listen {
         Some(addr) => {
             Some(
@@ -62,6 +71,23 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
             (exports, Some(health))
         }
     };
+    if let Some(settings) = mcs_settings {
+        if !matches!(args.source_kind()?, SourceKind::Kubernetes) {
+            return Err(Error::Config {
+                field: "--mcs-status".into(),
+                problem: "needs the kubernetes source".into(),
+            });
+        }
+        let client = source::kubernetes::client(args.kubeconfig.as_ref()).await?;
+        mcs::start(
+            client,
+            settings,
+            publishers.clone(),
+            exports.clone(),
+            refusals,
+            shutdown.clone(),
+        );
+    }
     if let Some(listener) = admin_listener {
         // Tests (and operators) that pass port 0 learn the port from here.
         if let Ok(addr) = listener.local_addr() {

@@ -81,6 +81,9 @@ pub struct PublishConfig {
     /// Largest request sent (`--max-message-bytes`); bigger Snapshots go in
     /// parts, bigger Deltas as several.
     pub max_message_bytes: usize,
+    /// Where the registry's per-service refusals go (ServiceExport
+    /// conditions and Events read them).
+    pub refusals: crate::mcs::refusals::Refusals,
 }
 
 /// Upserts and removals that turn `old` into `new`.
@@ -152,12 +155,19 @@ async fn send_deltas(
     generation: &mut u64,
     deltas: impl Iterator<Item = wire::Delta>,
     observed_unix_ms: u64,
+    config: &PublishConfig,
 ) -> bool {
     let mut deltas = deltas.peekable();
     while let Some(mut delta) = deltas.next() {
         if deltas.peek().is_none() {
             delta.observed_unix_ms = observed_unix_ms;
         }
+        let keys = delta
+            .upserts
+            .iter()
+            .filter_map(|s| s.key.as_ref())
+            .chain(&delta.removals);
+        config.refusals.sent(&config.url, *generation + 1, keys);
         if tx
             .send(request(generation, Req::Delta(delta)))
             .await
@@ -202,7 +212,10 @@ async fn stream(
     // Hello and the first parts before it answers.
     let send_snapshot = async {
         let mut count = 0usize;
+        config.refusals.restart(&config.url);
         for part in parts {
+            let keys = part.services.iter().filter_map(|s| s.key.as_ref());
+            config.refusals.sent(&config.url, generation + 1, keys);
             if tx
                 .send(request(&mut generation, Req::Snapshot(part)))
                 .await
@@ -253,7 +266,7 @@ async fn stream(
                     continue;
                 }
                 let deltas = delta_parts(upserts, removals, config.max_message_bytes);
-                if !send_deltas(&tx, &mut generation, deltas, observed).await {
+                if !send_deltas(&tx, &mut generation, deltas, observed, config).await {
                     return Err(fail("stream closed".into()));
                 }
                 heartbeat.reset();
@@ -263,7 +276,7 @@ async fn stream(
                 info!(registry = %config.url, services = upserts.len() + removals.len(), "sending refused services again");
                 let deltas = delta_parts(upserts, removals, config.max_message_bytes);
                 // A resend is not a change: unstamped.
-                if !send_deltas(&tx, &mut generation, deltas, 0).await {
+                if !send_deltas(&tx, &mut generation, deltas, 0, config).await {
                     return Err(fail("stream closed".into()));
                 }
                 refused.retried(generation);
@@ -287,6 +300,7 @@ async fn stream(
                         warn!(registry = %config.url, service = %key, reason = %refusal.reason, "registry refused a service; it will be sent again");
                     }
                     refused.answered(response.generation, &response.refusals);
+                    config.refusals.answered(&config.url, response.generation, &response.refusals);
                 }
                 Ok(None) => return Err(fail("registry closed the stream".into())),
                 Err(status) => return Err(fail(format!("{:?}: {}", status.code(), status.message()))),

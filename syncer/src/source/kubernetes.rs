@@ -222,7 +222,7 @@ fn spawn_watcher<K, T>(
     });
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, Error> {
+pub async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, Error> {
     let fail = |problem: String| Error::Config {
         field: "--kubeconfig".into(),
         problem,

@@ -1,0 +1,314 @@
+//! The clusterset's view of every service ([`conflicts::resolve`]), kept
+//! up to date from the registry's change feed by one task and published
+//! on a `watch` channel: WatchImports streams it, GetService and the
+//! `meshdns_service_conflicts` gauge read it.
+//!
+//! The task remembers when the registry first accepted each cluster's
+//! export of each service (what "oldest export" means); an export that
+//! goes away and comes back is new again. With `--state-file`, those
+//! times are persisted beside it (`PATH.first-exported.json`, written to a
+//! temporary file and renamed) so a restart does not reshuffle winners.
+//! Each change costs the services it touches to resolve, and one clone of
+//! the view's index (pointers) to publish; changes that arrive together
+//! are published once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use meshdns_proto::model::{ClusterName, Namespace, ServiceExport, ServiceKey, ServiceName};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::conflicts::{self, Exporter, Field, Resolved};
+use super::{Change, FullState, Writer};
+use crate::metrics::{Metrics, unix_ms};
+
+/// Every service the clusterset offers, resolved.
+#[derive(Debug, Default)]
+pub struct ImportsView {
+    pub services: BTreeMap<ServiceKey, Arc<Resolved>>,
+}
+
+/// The view as its readers hold it.
+pub type Imports = watch::Receiver<Arc<ImportsView>>;
+
+/// The side file's path for a `--state-file` path.
+pub fn first_exported_path(state_file: &Path) -> PathBuf {
+    let mut name = state_file.as_os_str().to_owned();
+    name.push(".first-exported.json");
+    PathBuf::from(name)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Persisted {
+    /// (cluster, namespace, name, first accepted, ms since the epoch).
+    exports: Vec<(String, String, String, u64)>,
+}
+
+type Pair = (ServiceKey, ClusterName);
+
+fn load(path: &Path) -> HashMap<Pair, u64> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot read the first-exported times; starting afresh");
+            return HashMap::new();
+        }
+    };
+    let persisted: Persisted = match serde_json::from_slice(&bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "the first-exported times do not parse; starting afresh");
+            return HashMap::new();
+        }
+    };
+    persisted
+        .exports
+        .into_iter()
+        .filter_map(|(cluster, ns, name, at)| {
+            let key = ServiceKey {
+                namespace: Namespace::new(&ns).ok()?,
+                name: ServiceName::new(&name).ok()?,
+            };
+            Some(((key, ClusterName::new(&cluster).ok()?), at))
+        })
+        .collect()
+}
+
+fn save(path: &Path, times: &HashMap<Pair, u64>) {
+    let mut exports: Vec<_> = times
+        .iter()
+        .map(|((key, cluster), at)| {
+            (
+                cluster.to_string(),
+                key.namespace.to_string(),
+                key.name.to_string(),
+                *at,
+            )
+        })
+        .collect();
+    exports.sort();
+    let tmp = {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".tmp");
+        PathBuf::from(name)
+    };
+    let written = serde_json::to_vec(&Persisted { exports })
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        warn!(path = %path.display(), error = %e, "cannot save the first-exported times");
+    }
+}
+
+/// The task's state: every export by service, and when each was first
+/// accepted.
+struct Tracker {
+    exports: HashMap<ServiceKey, BTreeMap<ClusterName, Arc<ServiceExport>>>,
+    first: HashMap<Pair, u64>,
+    view: BTreeMap<ServiceKey, Arc<Resolved>>,
+    /// `first` changed since it was last saved.
+    dirty: bool,
+}
+
+impl Tracker {
+    fn reset(&mut self, state: FullState) {
+        self.exports.clear();
+        for (status, services) in state.clusters {
+            for service in services {
+                self.exports
+                    .entry(service.key().clone())
+                    .or_default()
+                    .insert(status.cluster.name.clone(), service);
+            }
+        }
+        let now = unix_ms();
+        let before = self.first.len();
+        let exports = &self.exports;
+        self.first
+            .retain(|(key, cluster), _| exports.get(key).is_some_and(|c| c.contains_key(cluster)));
+        for (key, clusters) in &self.exports {
+            for cluster in clusters.keys() {
+                self.first
+                    .entry((key.clone(), cluster.clone()))
+                    .or_insert_with(|| {
+                        self.dirty = true;
+                        now
+                    });
+            }
+        }
+        self.dirty |= self.first.len() != before;
+        let keys: Vec<ServiceKey> = self.exports.keys().cloned().collect();
+        self.view.clear();
+        for key in keys {
+            self.resolve(&key);
+        }
+    }
+
+    fn upsert(&mut self, cluster: &ClusterName, service: Arc<ServiceExport>) {
+        let key = service.key().clone();
+        self.first
+            .entry((key.clone(), cluster.clone()))
+            .or_insert_with(|| {
+                self.dirty = true;
+                unix_ms()
+            });
+        self.exports
+            .entry(key.clone())
+            .or_default()
+            .insert(cluster.clone(), service);
+        self.resolve(&key);
+    }
+
+    fn remove(&mut self, cluster: &ClusterName, key: &ServiceKey) {
+        if let Some(clusters) = self.exports.get_mut(key) {
+            clusters.remove(cluster);
+            if clusters.is_empty() {
+                self.exports.remove(key);
+            }
+        }
+        if self.first.remove(&(key.clone(), cluster.clone())).is_some() {
+            self.dirty = true;
+        }
+        self.resolve(key);
+    }
+
+    fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Cluster(_) => {}
+            Change::Services {
+                cluster,
+                upserts,
+                removals,
+            } => {
+                for key in removals {
+                    self.remove(cluster, key);
+                }
+                for service in upserts {
+                    self.upsert(cluster, service.clone());
+                }
+            }
+            Change::ClusterRemoved(cluster) => {
+                let keys: Vec<ServiceKey> = self
+                    .exports
+                    .iter()
+                    .filter(|(_, c)| c.contains_key(cluster))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in keys {
+                    self.remove(cluster, &key);
+                }
+            }
+        }
+    }
+
+    /// Resolves `key` again; the view keeps the old `Arc` when nothing
+    /// changed, so readers comparing pointers see no change.
+    fn resolve(&mut self, key: &ServiceKey) {
+        let resolved = self.exports.get(key).and_then(|clusters| {
+            conflicts::resolve(
+                key,
+                clusters.iter().map(|(cluster, export)| Exporter {
+                    cluster,
+                    first_exported_unix_ms: self
+                        .first
+                        .get(&(key.clone(), cluster.clone()))
+                        .copied()
+                        .unwrap_or(u64::MAX),
+                    export,
+                }),
+            )
+        });
+        match resolved {
+            Some(r) => {
+                if self.view.get(key).is_none_or(|old| **old != r) {
+                    self.view.insert(key.clone(), Arc::new(r));
+                }
+            }
+            None => {
+                self.view.remove(key);
+            }
+        }
+    }
+
+    fn gauges(&self) -> [usize; 2] {
+        let mut counts = [0; 2];
+        for r in self.view.values() {
+            for c in &r.conflicts {
+                counts[match c.field {
+                    Field::Ports => 0,
+                    Field::Mode => 1,
+                }] += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Starts the task; the view is empty until the registry's state is read.
+pub fn start(
+    writer: Writer,
+    metrics: Arc<Metrics>,
+    persist: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> Imports {
+    let (tx, rx) = watch::channel(Arc::new(ImportsView::default()));
+    tokio::spawn(async move {
+        let mut tracker = Tracker {
+            exports: HashMap::new(),
+            first: persist.as_deref().map(load).unwrap_or_default(),
+            view: BTreeMap::new(),
+            dirty: false,
+        };
+        'subscribe: loop {
+            let Ok((state, mut changes)) = writer.subscribe().await else {
+                return;
+            };
+            tracker.reset(state);
+            loop {
+                tx.send_replace(Arc::new(ImportsView {
+                    services: tracker.view.clone(),
+                }));
+                metrics.conflicts.set(tracker.gauges(), tracker.view.len());
+                if tracker.dirty
+                    && let Some(path) = &persist
+                {
+                    save(path, &tracker.first);
+                    tracker.dirty = false;
+                }
+                let first = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    received = changes.recv() => received,
+                };
+                let mut next = Some(first);
+                // Everything already queued is published once.
+                while let Some(received) = next.take() {
+                    match received {
+                        Ok(change) => tracker.apply(&change),
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            info!(
+                                missed,
+                                "the imports view fell behind the changes; rebuilding it"
+                            );
+                            continue 'subscribe;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                    next = match changes.try_recv() {
+                        Ok(c) => Some(Ok(c)),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            Some(Err(broadcast::error::RecvError::Lagged(n)))
+                        }
+                        Err(_) => None,
+                    };
+                }
+            }
+        }
+    });
+    rx
+}

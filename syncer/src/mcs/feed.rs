@@ -1,0 +1,130 @@
+//! The clusterset's view, read from a registry's WatchImports stream with
+//! this cluster's own credential (SECURITY.md: a cluster principal may
+//! read the view, which holds no address).
+//!
+//! The feed tries the `--registry` URLs in turn, backing off after each
+//! failure. Its state is the last complete view and whether the stream is
+//! up; while it is down, the last view stays, with the time and the error
+//! of the outage ([`Feed::down`]), so the writers keep what they wrote and
+//! turn conditions Unknown only after `--mcs-status-ttl`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use meshdns_proto::model::ServiceKey;
+use meshdns_proto::wire;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::publish::{Backoff, PublishConfig};
+
+/// One service as the clusterset sees it.
+pub type Import = wire::ServiceImport;
+
+/// What the writers read.
+#[derive(Debug, Clone, Default)]
+pub struct Feed {
+    /// The last complete view; `None` until one arrived.
+    pub view: Option<Arc<BTreeMap<ServiceKey, Import>>>,
+    /// Since when, and why, no registry answers (`None`: the stream is up).
+    pub down: Option<(SystemTime, String)>,
+}
+
+/// Starts following the registries' view.
+pub fn start(registries: Vec<PublishConfig>, shutdown: CancellationToken) -> watch::Receiver<Feed> {
+    let (tx, rx) = watch::channel(Feed {
+        view: None,
+        down: Some((SystemTime::now(), "not connected yet".into())),
+    });
+    tokio::spawn(async move {
+        let Some(first) = registries.first() else {
+            return;
+        };
+        let mut backoff = Backoff::new(first.backoff.min, first.backoff.max);
+        for config in registries.iter().cycle() {
+            let error = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = follow(config, &tx, &mut backoff) => e,
+            };
+            warn!(registry = %config.url, error = %error, "imports stream ended; trying again");
+            tx.send_modify(|f| {
+                if f.down.is_none() {
+                    f.down = Some((SystemTime::now(), error.clone()));
+                } else if let Some((_, why)) = f.down.as_mut() {
+                    *why = error.clone();
+                }
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    });
+    rx
+}
+
+/// One stream's life; the error that ended it.
+async fn follow(config: &PublishConfig, tx: &watch::Sender<Feed>, backoff: &mut Backoff) -> String {
+    let mut client = match config.auth.connect(&config.url).await {
+        Ok(c) => c,
+        Err(e) => return format!("registry {}: {e}", config.url),
+    };
+    let mut stream = match client.watch_imports(wire::WatchImportsRequest {}).await {
+        Ok(s) => s.into_inner(),
+        Err(s) => {
+            return format!(
+                "registry {}: watch imports: {:?}: {}",
+                config.url,
+                s.code(),
+                s.message()
+            );
+        }
+    };
+    let mut view: BTreeMap<ServiceKey, Import> = BTreeMap::new();
+    // A reset (or change) in parts is applied when its last part arrives.
+    let mut pending: Option<BTreeMap<ServiceKey, Import>> = None;
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(e)) => e,
+            Ok(None) => return format!("registry {}: the imports stream ended", config.url),
+            Err(s) => return format!("registry {}: {:?}: {}", config.url, s.code(), s.message()),
+        };
+        let working = pending.get_or_insert_with(|| {
+            if event.reset {
+                BTreeMap::new()
+            } else {
+                view.clone()
+            }
+        });
+        for key in &event.removals {
+            if let Ok(key) = ServiceKey::try_from(key) {
+                working.remove(&key);
+            }
+        }
+        for import in event.upserts {
+            let Some(key) = import
+                .key
+                .as_ref()
+                .and_then(|k| ServiceKey::try_from(k).ok())
+            else {
+                continue;
+            };
+            working.insert(key, import);
+        }
+        if event.more {
+            continue;
+        }
+        view = pending.take().unwrap_or_default();
+        if tx.borrow().down.is_some() {
+            info!(registry = %config.url, services = view.len(), "imports stream up");
+            backoff.reset();
+        }
+        let shared = Arc::new(view.clone());
+        tx.send_modify(|f| {
+            f.view = Some(shared);
+            f.down = None;
+        });
+    }
+}
