@@ -104,6 +104,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
             heartbeat: Duration::from_secs(5),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
             max_message_bytes: publish::DEFAULT_MAX_MESSAGE_BYTES,
+            refusals: Default::default(),
         };
         tokio::spawn(publish::run(publisher, exports, shutdown.clone()));
     }

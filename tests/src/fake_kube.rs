@@ -18,6 +18,10 @@
 //! serves plaintext HTTP/1.1 and h2c, or HTTPS offering `h2` and
 //! `http/1.1` by ALPN as kube-apiserver does.
 //!
+//! Writes ([`writes`]): create, update with resourceVersion conflicts,
+//! delete with preconditions, the status subresource, refused as
+//! kube-apiserver refuses them and counted ([`FakeKube::writes`]).
+//!
 //! The test drives it: [`FakeKube::apply`], [`FakeKube::delete`],
 //! [`FakeKube::compact`], [`FakeKube::expire_watches`] (a 410 mid-stream),
 //! [`FakeKube::set_down`] (the port closed), [`FakeKube::set_mcs`],
@@ -27,6 +31,7 @@ mod api;
 pub mod objects;
 pub mod selector;
 mod store;
+mod writes;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::objects::{Ep, Res, namespace, node, service, service_export, slice};
 use self::store::Store;
+pub use self::store::Write;
 
 /// How the fake behaves; the defaults are kube-apiserver's.
 #[derive(Debug, Clone)]
@@ -248,6 +254,30 @@ impl FakeKube {
         if object["metadata"]["uid"].is_null() {
             object["metadata"]["uid"] = json!(format!("uid-{}-{}", key.0, name));
         }
+        let stored = store.objects.get(&res).and_then(|o| o.get(&key)).cloned();
+        // As a real server: metadata.generation counts spec changes, and
+        // an apply without a status leaves the status subresource alone.
+        let generation = match &stored {
+            Some(prev) => {
+                let before = prev["metadata"]["generation"].as_i64().unwrap_or(1);
+                if prev.get("spec") != object.get("spec") {
+                    before + 1
+                } else {
+                    before
+                }
+            }
+            None => 1,
+        };
+        if res != Res::Events {
+            object["metadata"]["generation"] = json!(generation);
+        }
+        if let Some(prev) = &stored
+            && res.has_status()
+            && object.get("status").is_none_or(Value::is_null)
+            && let Some(status) = prev.get("status")
+        {
+            object["status"] = status.clone();
+        }
         let previous = store
             .objects
             .entry(res)
@@ -368,6 +398,27 @@ impl FakeKube {
     /// Most items per LIST page from now on.
     pub fn set_page_cap(&self, cap: Option<usize>) {
         self.store.lock().unwrap().page_cap = cap;
+    }
+
+    /// Writes accepted so far (create, update, delete), in order.
+    pub fn writes(&self) -> Vec<Write> {
+        self.store.lock().unwrap().writes.clone()
+    }
+
+    /// An object as stored, if it exists.
+    pub fn get(&self, res: Res, namespace: &str, name: &str) -> Option<Value> {
+        self.store
+            .lock()
+            .unwrap()
+            .objects
+            .get(&res)
+            .and_then(|o| o.get(&(namespace.to_owned(), name.to_owned())))
+            .cloned()
+    }
+
+    /// Every object of `res`.
+    pub fn objects(&self, res: Res) -> Vec<Value> {
+        self.store.lock().unwrap().snapshot(res, None)
     }
 
     /// LIST and WATCH requests served so far.

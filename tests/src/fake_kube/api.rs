@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri, Version, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -36,7 +37,7 @@ pub fn status(code: StatusCode, reason: &str, message: &str, details: Option<Val
         .into_response()
 }
 
-fn not_found() -> Response {
+pub fn not_found() -> Response {
     status(
         StatusCode::NOT_FOUND,
         "NotFound",
@@ -45,11 +46,11 @@ fn not_found() -> Response {
     )
 }
 
-fn bad_request(message: &str) -> Response {
+pub fn bad_request(message: &str) -> Response {
     status(StatusCode::BAD_REQUEST, "BadRequest", message, None)
 }
 
-fn forbidden(res: Res, verb: &str) -> Response {
+pub fn forbidden(res: Res, verb: &str) -> Response {
     status(
         StatusCode::FORBIDDEN,
         "Forbidden",
@@ -73,10 +74,12 @@ fn continue_expired() -> Response {
 
 pub async fn handle(
     State(fake): State<FakeKube>,
+    method: Method,
     version: Version,
     headers: HeaderMap,
     uri: Uri,
     Query(params): Query<HashMap<String, String>>,
+    body: Bytes,
 ) -> Response {
     let mut store = fake.store.lock().unwrap();
     store.versions.insert(format!("{version:?}"));
@@ -100,10 +103,13 @@ pub async fn handle(
             None,
         );
     }
+    if method != Method::GET || super::writes::names_object(uri.path()) {
+        return super::writes::handle(&mut store, &method, &headers, uri.path(), &body);
+    }
     let Some((res, namespace)) = Res::from_path(uri.path()) else {
         return not_found();
     };
-    if res == Res::ServiceExports && !store.mcs {
+    if res.mcs() && !store.mcs {
         return not_found();
     }
     let watching = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));

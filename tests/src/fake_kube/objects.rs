@@ -16,14 +16,16 @@ pub enum Res {
     Nodes,
     Namespaces,
     ServiceExports,
+    ServiceImports,
+    Events,
 }
 
 impl Res {
     pub fn api_version(self) -> &'static str {
         match self {
-            Res::Services | Res::Nodes | Res::Namespaces => "v1",
+            Res::Services | Res::Nodes | Res::Namespaces | Res::Events => "v1",
             Res::EndpointSlices => "discovery.k8s.io/v1",
-            Res::ServiceExports => "multicluster.x-k8s.io/v1alpha1",
+            Res::ServiceExports | Res::ServiceImports => "multicluster.x-k8s.io/v1alpha1",
         }
     }
 
@@ -34,6 +36,8 @@ impl Res {
             Res::Nodes => "Node",
             Res::Namespaces => "Namespace",
             Res::ServiceExports => "ServiceExport",
+            Res::ServiceImports => "ServiceImport",
+            Res::Events => "Event",
         }
     }
 
@@ -59,6 +63,8 @@ impl Res {
             ("v1", "namespaces") => Res::Namespaces,
             ("discovery.k8s.io/v1", "endpointslices") => Res::EndpointSlices,
             ("multicluster.x-k8s.io/v1alpha1", "serviceexports") => Res::ServiceExports,
+            ("multicluster.x-k8s.io/v1alpha1", "serviceimports") => Res::ServiceImports,
+            ("v1", "events") => Res::Events,
             _ => return None,
         };
         Some((res, ns))
@@ -74,7 +80,25 @@ impl Res {
             Res::Nodes => "nodes",
             Res::Namespaces => "namespaces",
             Res::ServiceExports => "serviceexports",
+            Res::ServiceImports => "serviceimports",
+            Res::Events => "events",
         }
+    }
+
+    /// Whether the resource has a status subresource (its main resource
+    /// ignores status writes, `/status` ignores everything else).
+    pub fn has_status(self) -> bool {
+        !matches!(self, Res::Events | Res::EndpointSlices)
+    }
+
+    /// Whether objects live in a namespace.
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Res::Nodes | Res::Namespaces)
+    }
+
+    /// Custom resources: served only while the MCS CRDs are installed.
+    pub fn mcs(self) -> bool {
+        matches!(self, Res::ServiceExports | Res::ServiceImports)
     }
 
     /// The API group (`""`: core).
@@ -89,7 +113,7 @@ impl Res {
     /// typed lists of built-in resources leave them out, custom resources
     /// (unstructured) keep them.
     pub fn typed_in_lists(self) -> bool {
-        self == Res::ServiceExports
+        self.mcs()
     }
 }
 

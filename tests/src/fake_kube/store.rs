@@ -85,6 +85,20 @@ pub struct Store {
     pub expired_continues: u64,
     /// HTTP versions requests came in.
     pub versions: HashSet<String>,
+    /// Writes accepted (create, update, delete), in order.
+    pub writes: Vec<Write>,
+}
+
+/// One accepted write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// `create`, `update` or `delete`.
+    pub verb: &'static str,
+    pub res: Res,
+    pub namespace: String,
+    pub name: String,
+    /// Through the status subresource.
+    pub status: bool,
 }
 
 pub fn labels(obj: &Value) -> BTreeMap<String, String> {
