@@ -409,11 +409,28 @@ def _needed_rules(c):
     need = {("", r) for r in core} | {("discovery.k8s.io", "endpointslices")}
     if flag(c, "--mcs"):
         need.add(("multicluster.x-k8s.io", "serviceexports"))
+    if flag(c, "--mcs-status"):
+        need |= {("multicluster.x-k8s.io", "serviceimports"), ("", "namespaces"), ("", "events")}
+    return need
+
+
+def _needed_writes(c):
+    """(group, resource, verb) the syncer writes with its flags: nothing
+    but what --mcs-status keeps (ServiceImports, ServiceExport status,
+    Events)."""
+    if not flag(c, "--mcs-status"):
+        return set()
+    mcs = "multicluster.x-k8s.io"
+    need = {(mcs, "serviceimports", v) for v in ("create", "update", "delete")}
+    need |= {(mcs, "serviceimports/status", "update"), (mcs, "serviceexports/status", "update")}
+    need |= {("", "events", "create"), ("", "events", "update")}
+    if flag(c, "--mcs-create-namespaces"):
+        need.add(("", "namespaces", "create"))
     return need
 
 
 def check_rbac(sets):
-    """The syncer's ClusterRoles grant exactly what its flags watch, read-only."""
+    """The syncer's ClusterRoles grant exactly what its flags read, and write only what --mcs-status writes."""
     out = []
     for s in MEMBERS:
         docs = sets[s]
@@ -421,22 +438,29 @@ def check_rbac(sets):
         sa = w["spec"]["template"]["spec"]["serviceAccountName"]
         bound = {b["roleRef"]["name"] for b in objects(docs, "ClusterRoleBinding") + objects(docs, "RoleBinding")
                  if any(x["kind"] == "ServiceAccount" and x["name"] == sa for x in b.get("subjects", []))}
-        granted = set()
+        granted, writes = set(), set()
         for role in objects(docs, "ClusterRole"):
             if role["metadata"]["name"] not in bound:
                 continue
             for rule in role.get("rules", []):
-                if set(rule["verbs"]) - {"get", "list", "watch"}:
-                    out.append(f"{s}: ClusterRole {role['metadata']['name']} grants {rule['verbs']}")
-                granted |= {(g, r) for g in rule["apiGroups"] for r in rule["resources"]}
+                for g in rule["apiGroups"]:
+                    for r in rule["resources"]:
+                        for v in rule["verbs"]:
+                            if v in ("get", "list", "watch"):
+                                granted.add((g, r))
+                            else:
+                                writes.add((g, r, v))
         need = _needed_rules(container(w))
         if granted != need:
             out.append(f"{s}: RBAC grants {sorted(granted - need)} beyond the flags and lacks {sorted(need - granted)}")
+        need_writes = _needed_writes(container(w))
+        if writes != need_writes:
+            out.append(f"{s}: RBAC grants writes {sorted(writes - need_writes)} beyond the flags and lacks {sorted(need_writes - writes)}")
     return out
 
 
 def check_mcs_crds(sets):
-    """--mcs ships the ServiceExport CRD (kept on uninstall)."""
+    """--mcs ships the ServiceExport CRD, --mcs-status the ServiceImport CRD (kept on uninstall)."""
     out = []
     for s in MEMBERS:
         if flag(container(syncer(sets[s])), "--mcs"):
@@ -445,6 +469,15 @@ def check_mcs_crds(sets):
                 out.append(f"{s}: --mcs without the ServiceExport CRD")
             elif crd["metadata"].get("annotations", {}).get("helm.sh/resource-policy") != "keep":
                 out.append(f"{s}: the ServiceExport CRD would be deleted (and every ServiceExport) on uninstall")
+        if flag(container(syncer(sets[s])), "--mcs-status"):
+            crd = one(sets[s], "CustomResourceDefinition", "serviceimports.multicluster.x-k8s.io")
+            if crd is None:
+                out.append(f"{s}: --mcs-status without the ServiceImport CRD")
+            elif crd["metadata"].get("annotations", {}).get("helm.sh/resource-policy") != "keep":
+                out.append(f"{s}: the ServiceImport CRD would be deleted (and every ServiceImport) on uninstall")
+    imports_copy = (ROOT / "deploy/helm/meshdns/files/serviceimport-crd.yaml").read_text()
+    if imports_copy != (ROOT / "deploy/member/mcs-status/serviceimport-crd.yaml").read_text():
+        out.append("the chart's ServiceImport CRD differs from deploy/member/mcs-status/serviceimport-crd.yaml")
     chart_copy = (ROOT / "deploy/helm/meshdns/files/serviceexport-crd.yaml").read_text()
     if chart_copy != (ROOT / "deploy/member/mcs/serviceexport-crd.yaml").read_text():
         out.append("the chart's ServiceExport CRD differs from deploy/member/mcs/serviceexport-crd.yaml")
@@ -585,7 +618,8 @@ def check_custom_resources(sets):
     """Custom resources validate, strictly, against their CRDs' schemas."""
     out = []
     crds = []
-    for f in list((ROOT / "scripts/manifests/crds").glob("*.yaml")) + [ROOT / "deploy/member/mcs/serviceexport-crd.yaml"]:
+    for f in list((ROOT / "scripts/manifests/crds").glob("*.yaml")) + [ROOT / "deploy/member/mcs/serviceexport-crd.yaml",
+                                                                    ROOT / "deploy/member/mcs-status/serviceimport-crd.yaml"]:
         crds += [d for d in yaml.safe_load_all(f.read_text()) if d]
     schemas = {}
     for crd in crds:
@@ -774,6 +808,15 @@ def mutations():
         c(sets, "helm_two-clusters-east-1")["args"].remove("--mcs")
         one(sets["helm_two-clusters-east-1"], "ClusterRole", "meshdns-syncer-mcs")["rules"] = []
 
+    def no_status_rbac(sets):
+        one(sets["deploy_overlays_two-clusters_east-1"], "ClusterRole", "meshdns-syncer-mcs-status")["rules"][1]["verbs"] = []
+
+    def add_write(s, group, resource, verb):
+        def apply(sets):
+            one(sets[s], "ClusterRole", "meshdns-syncer")["rules"].append(
+                {"apiGroups": [group], "resources": [resource], "verbs": [verb]})
+        return apply
+
     def bad_cr(sets):
         one(sets["deploy_overlays_cert-manager_hub"], "Certificate", "meshdns-tls")["spec"]["usages"] = ["server-auth"]
 
@@ -806,6 +849,10 @@ def mutations():
         ("RBAC for namespaces without the flag", check_rbac, add_rule("deploy_member", "", "namespaces")),
         ("RBAC for ServiceExports without --mcs", check_rbac, add_rule("helm_cert-manager-east-1", "multicluster.x-k8s.io", "serviceexports")),
         ("--mcs without its CRD", check_mcs_crds, drop("deploy_overlays_two-clusters_east-1", "CustomResourceDefinition")),
+        ("--mcs-status without its write RBAC", check_rbac, no_status_rbac),
+        ("a write RBAC grants beyond --mcs-status", check_rbac, add_write("helm_two-clusters-east-1", "", "services", "update")),
+        ("--mcs-status without the ServiceImport CRD", check_mcs_crds, lambda sets: sets["helm_two-clusters-east-1"].remove(
+            one(sets["helm_two-clusters-east-1"], "CustomResourceDefinition", "serviceimports.multicluster.x-k8s.io"))),
         ("CA key in a member", check_no_ca_key, ca_key_in_member),
         ("syncer dials a name not in the certificate", check_san_consistency, wrong_dial),
         ("cert-manager certificate lacks a dialed name", check_san_consistency, lambda sets: one(sets["deploy_overlays_cert-manager_hub"], "Certificate", "meshdns-tls")["spec"]["dnsNames"].pop(0)),

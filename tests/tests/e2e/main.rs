@@ -19,6 +19,7 @@ mod kube_strict;
 mod kubernetes;
 mod limits;
 mod locality;
+mod mcs_status;
 mod monitoring;
 mod partition;
 mod parts;

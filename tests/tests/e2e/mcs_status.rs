@@ -1,0 +1,473 @@
+//! The fleet seen from inside each cluster (`--mcs-status`): two fake API
+//! servers, a `meshdns-syncer` on each, one hub. ServiceImports appear in
+//! both clusters, ServiceExport conditions say what the hub decided (a
+//! port conflict named with its winner, a refusal with the registry's
+//! reason, Unknown once the hub is gone longer than the TTL), label-mode
+//! Services get Events with series counts, and a relist that changes
+//! nothing writes nothing.
+
+use std::time::Duration;
+
+use meshdns_proto::wire;
+use meshdns_tests::fake_kube::{FakeKube, Res, namespace, node, service, service_export, slice};
+use meshdns_tests::fleet::TempDir;
+use meshdns_tests::{Proc, TestServer, eventually, http_get};
+use serde_json::{Value, json};
+
+use crate::kubernetes::EXPORT;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A fake cluster: its Nodes (pod CIDR `10.<n>.0.0/24`) and the `shop`
+/// namespace.
+async fn cluster(n: u8) -> FakeKube {
+    let fake = FakeKube::start().await;
+    fake.apply(
+        Res::Nodes,
+        node(
+            "node-1",
+            &format!("10.{n}.0.0/24"),
+            &format!("192.168.{n}.1"),
+            "us-east",
+            "us-east-1a",
+        ),
+    );
+    fake.apply(Res::Namespaces, namespace("shop", &[]));
+    fake
+}
+
+/// `web.shop` in a cluster, labelled for export, its endpoints' (target)
+/// port `port`.
+fn web(fake: &FakeKube, n: u8, port: u16, endpoints: usize) {
+    fake.apply(
+        Res::Services,
+        service(
+            "shop",
+            "web",
+            &[EXPORT],
+            &[],
+            Some(&format!("10.96.{n}.10")),
+        ),
+    );
+    let eps: Vec<String> = (0..endpoints)
+        .map(|i| format!("10.{n}.0.{}", 10 + i))
+        .collect();
+    let eps: Vec<_> = eps.iter().map(|a| (a.as_str(), true, None, None)).collect();
+    let mut s = slice("shop", "web-a", "web", &eps);
+    s["ports"][0]["port"] = json!(port);
+    fake.apply(Res::EndpointSlices, s);
+}
+
+fn syncer(fake: &FakeKube, hub: &str, dir: &TempDir, name: &str, extra: &[&str]) -> Proc {
+    let kubeconfig = fake.kubeconfig(dir.path()).display().to_string();
+    let mut args = vec![
+        "--insecure",
+        "--cluster",
+        name,
+        "--registry",
+        hub,
+        "--heartbeat",
+        "200ms",
+        "--max-backoff",
+        "500ms",
+        "--kubeconfig",
+        &kubeconfig,
+        "--mcs-status",
+    ];
+    args.extend_from_slice(extra);
+    Proc::start("meshdns-syncer", &args)
+}
+
+/// Waits until `check` holds for the object, and returns it.
+async fn wait_object(
+    fake: &FakeKube,
+    res: Res,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(WAIT, what, || {
+        let found = fake.get(res, "shop", "web").filter(|o| check(o));
+        async move { found }
+    })
+    .await
+}
+
+fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
+
+fn has(obj: &Value, kind: &str, status: &str, reason: &str) -> bool {
+    condition(obj, kind).is_some_and(|c| c["status"] == status && c["reason"] == reason)
+}
+
+fn clusters(import: &Value) -> Vec<String> {
+    import["status"]["clusters"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["cluster"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn import_is(import: &Value, port: u64, exporters: &[&str]) -> bool {
+    import["spec"]["type"] == "Headless"
+        && import["spec"]["ports"] == json!([{"name": "http", "port": port, "protocol": "TCP"}])
+        && clusters(import) == exporters
+        && import["spec"].get("ips").is_none()
+}
+
+fn events(fake: &FakeKube, reason: &str) -> Vec<Value> {
+    fake.objects(Res::Events)
+        .into_iter()
+        .filter(|e| e["reason"] == reason && e["involvedObject"]["name"] == "web")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_becomes_a_serviceimport_in_every_cluster_and_a_relist_writes_nothing() {
+    let hub = TestServer::start(&[]).await;
+    let dir = (TempDir::new("mcs-east"), TempDir::new("mcs-west"));
+    let (east, west) = (cluster(1).await, cluster(2).await);
+    web(&east, 1, 8080, 2);
+    // Another implementation's ServiceImport, not the syncer's.
+    west.apply(
+        Res::ServiceImports,
+        json!({"metadata": {"name": "db", "namespace": "shop"},
+               "spec": {"type": "ClusterSetIP", "ports": [{"port": 5432, "protocol": "TCP"}]}}),
+    );
+    let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &[]);
+    let _b = syncer(&west, &hub.grpc_url(), &dir.1, "west-1", &[]);
+    for fake in [&east, &west] {
+        wait_object(
+            fake,
+            Res::ServiceImports,
+            "the ServiceImport of web.shop",
+            |i| import_is(i, 8080, &["east-1"]),
+        )
+        .await;
+    }
+    let import = east.get(Res::ServiceImports, "shop", "web").unwrap();
+    assert_eq!(
+        import["metadata"]["labels"]["app.kubernetes.io/managed-by"], "meshdns-syncer",
+        "{import}"
+    );
+    // Both clusters export it: both are named.
+    web(&west, 2, 8080, 1);
+    for fake in [&east, &west] {
+        wait_object(
+            fake,
+            Res::ServiceImports,
+            "web.shop from both clusters",
+            |i| import_is(i, 8080, &["east-1", "west-1"]),
+        )
+        .await;
+    }
+    // A relist of everything in both clusters: nothing changed, so
+    // nothing is written. A new export made after it proves the writers
+    // passed over the relisted state.
+    let before = (east.writes().len(), west.writes().len());
+    east.expire_watches();
+    west.expire_watches();
+    east.apply(
+        Res::Services,
+        service("shop", "cart", &[EXPORT], &[], Some("10.96.1.11")),
+    );
+    east.apply(
+        Res::EndpointSlices,
+        slice("shop", "cart-a", "cart", &[("10.1.0.50", true, None, None)]),
+    );
+    for fake in [&east, &west] {
+        eventually(WAIT, "the ServiceImport of cart.shop", || {
+            let found = fake
+                .get(Res::ServiceImports, "shop", "cart")
+                .filter(|i| clusters(i) == ["east-1"]);
+            async move { found }
+        })
+        .await;
+    }
+    for (fake, before) in [(&east, before.0), (&west, before.1)] {
+        let new: Vec<_> = fake.writes()[before..].to_vec();
+        assert!(
+            new.iter()
+                .all(|w| w.name == "cart" || w.name.starts_with("cart.")),
+            "a relist that changed nothing wrote: {new:?}"
+        );
+        let imports = new.iter().filter(|w| w.res == Res::ServiceImports).count();
+        assert_eq!(imports, 2, "cart's create and status: {new:?}");
+    }
+    // The last export goes: the ServiceImport goes from both clusters.
+    east.delete(Res::Services, "shop", "cart");
+    for fake in [&east, &west] {
+        eventually(WAIT, "cart.shop's ServiceImport deleted", || {
+            let gone = fake.get(Res::ServiceImports, "shop", "cart").is_none();
+            async move { gone.then_some(()) }
+        })
+        .await;
+    }
+    // An object the syncer did not create is never touched.
+    assert!(west.get(Res::ServiceImports, "shop", "db").is_some());
+    assert!(
+        west.writes().iter().all(|w| w.name != "db"),
+        "{:?}",
+        west.writes()
+    );
+}
+
+async fn resolved(hub: &TestServer) -> Option<wire::ServiceImport> {
+    let mut client = wire::registry_client::RegistryClient::connect(hub.grpc_url())
+        .await
+        .ok()?;
+    client
+        .get_service(wire::GetServiceRequest {
+            key: Some(wire::ServiceKey {
+                namespace: "shop".into(),
+                name: "web".into(),
+            }),
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .resolved
+}
+
+async fn metric(hub: &TestServer, series: &str) -> Option<f64> {
+    let text = http_get(hub.admin, "/metrics").await.ok()?.1;
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_conflict_names_the_field_and_the_winner_and_clears_when_fixed() {
+    let hub = TestServer::start(&[]).await;
+    let dir = (TempDir::new("mcs-east"), TempDir::new("mcs-west"));
+    let (east, west) = (cluster(1).await, cluster(2).await);
+    // --mcs: ServiceExports name the Services (no label needed).
+    for (fake, n) in [(&east, 1u8), (&west, 2)] {
+        fake.apply(Res::ServiceExports, service_export("shop", "web"));
+        fake.apply(
+            Res::Services,
+            service("shop", "web", &[], &[], Some(&format!("10.96.{n}.10"))),
+        );
+    }
+    let mut s = slice("shop", "web-a", "web", &[("10.1.0.10", true, None, None)]);
+    s["ports"][0]["port"] = json!(8080);
+    east.apply(Res::EndpointSlices, s);
+    let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &["--mcs"]);
+    wait_object(
+        &east,
+        Res::ServiceExports,
+        "east's export Valid and Ready",
+        |e| {
+            has(e, "Valid", "True", "Valid")
+                && has(e, "Ready", "True", "Exported")
+                && has(e, "Conflict", "False", "NoConflicts")
+        },
+    )
+    .await;
+    // West exports it later, on another port: west is in conflict, east won.
+    let mut s = slice("shop", "web-a", "web", &[("10.2.0.10", true, None, None)]);
+    s["ports"][0]["port"] = json!(9090);
+    west.apply(Res::EndpointSlices, s);
+    let _b = syncer(&west, &hub.grpc_url(), &dir.1, "west-1", &["--mcs"]);
+    let export = wait_object(&west, Res::ServiceExports, "west's Conflict=True", |e| {
+        has(e, "Conflict", "True", "PortConflict")
+    })
+    .await;
+    let message = condition(&export, "Conflict").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("ports")
+            && message.contains("east-1")
+            && message.contains("9090")
+            && message.contains("8080"),
+        "the message names the field, the winner and both values: {message}"
+    );
+    assert_eq!(
+        condition(&export, "Conflict").unwrap()["observedGeneration"],
+        export["metadata"]["generation"]
+    );
+    // The clusterset uses east's ports; both clusters are listed.
+    wait_object(
+        &west,
+        Res::ServiceImports,
+        "west's ServiceImport with east's port",
+        |i| import_is(i, 8080, &["east-1", "west-1"]),
+    )
+    .await;
+    let view = resolved(&hub).await.expect("GetService resolves web.shop");
+    assert_eq!(view.conflicts.len(), 1, "{view:?}");
+    assert_eq!(
+        (
+            view.conflicts[0].cluster.as_str(),
+            view.conflicts[0].field.as_str(),
+            view.conflicts[0].winner.as_str()
+        ),
+        ("west-1", "ports", "east-1")
+    );
+    assert_eq!(
+        metric(&hub, "meshdns_service_conflicts{field=\"ports\"}").await,
+        Some(1.0)
+    );
+    // East, the winner, is not in conflict.
+    let east_export = east.get(Res::ServiceExports, "shop", "web").unwrap();
+    assert!(
+        has(&east_export, "Conflict", "False", "NoConflicts"),
+        "{east_export}"
+    );
+    // Fixed: the conflict clears, its transition time moves.
+    let raised_at = condition(&export, "Conflict").unwrap()["lastTransitionTime"].clone();
+    let mut s = slice("shop", "web-a", "web", &[("10.2.0.10", true, None, None)]);
+    s["ports"][0]["port"] = json!(8080);
+    west.apply(Res::EndpointSlices, s);
+    let export = wait_object(&west, Res::ServiceExports, "west's conflict cleared", |e| {
+        has(e, "Conflict", "False", "NoConflicts")
+    })
+    .await;
+    assert!(condition(&export, "Conflict").unwrap()["lastTransitionTime"].is_string());
+    let _ = raised_at;
+    eventually(WAIT, "the conflicts gauge back to 0", || async {
+        (metric(&hub, "meshdns_service_conflicts{field=\"ports\"}").await == Some(0.0))
+            .then_some(())
+    })
+    .await;
+    // Conditions are written through the status subresource only.
+    assert!(
+        west.writes()
+            .iter()
+            .filter(|w| w.res == Res::ServiceExports)
+            .all(|w| w.status && w.verb == "update"),
+        "{:?}",
+        west.writes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_export_is_not_valid_with_the_registry_reason() {
+    let hub = TestServer::start(&["--max-endpoints-per-service", "2"]).await;
+    let dir = TempDir::new("mcs-east");
+    let east = cluster(1).await;
+    east.apply(Res::ServiceExports, service_export("shop", "web"));
+    web(&east, 1, 8080, 3);
+    let _a = syncer(&east, &hub.grpc_url(), &dir, "east-1", &["--mcs"]);
+    let export = wait_object(
+        &east,
+        Res::ServiceExports,
+        "Valid=False with the registry's reason",
+        |e| has(e, "Valid", "False", "RegistryRefused"),
+    )
+    .await;
+    let message = condition(&export, "Valid").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("--max-endpoints-per-service"), "{message}");
+    assert!(has(&export, "Ready", "False", "Failed"), "{export}");
+    // Within the limit: taken, valid.
+    web(&east, 1, 8080, 2);
+    wait_object(&east, Res::ServiceExports, "Valid=True once taken", |e| {
+        has(e, "Valid", "True", "Valid") && has(e, "Ready", "True", "Exported")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_gone_turns_conditions_unknown_after_the_ttl_and_deletes_nothing() {
+    let hub = TestServer::start(&[]).await;
+    let dir = TempDir::new("mcs-east");
+    let east = cluster(1).await;
+    east.apply(Res::ServiceExports, service_export("shop", "web"));
+    web(&east, 1, 8080, 1);
+    let _a = syncer(
+        &east,
+        &hub.grpc_url(),
+        &dir,
+        "east-1",
+        &["--mcs", "--mcs-status-ttl", "1s"],
+    );
+    wait_object(&east, Res::ServiceExports, "Ready=True", |e| {
+        has(e, "Ready", "True", "Exported")
+    })
+    .await;
+    wait_object(&east, Res::ServiceImports, "the ServiceImport", |i| {
+        import_is(i, 8080, &["east-1"])
+    })
+    .await;
+    hub.stop().await;
+    let export = wait_object(&east, Res::ServiceExports, "every condition Unknown", |e| {
+        ["Valid", "Conflict", "Ready"]
+            .iter()
+            .all(|k| has(e, k, "Unknown", "RegistryUnreachable"))
+    })
+    .await;
+    let message = condition(&export, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("no registry has answered since"),
+        "{message}"
+    );
+    // Nothing deleted, the ServiceImport unchanged.
+    assert!(
+        east.get(Res::ServiceImports, "shop", "web")
+            .is_some_and(|i| import_is(&i, 8080, &["east-1"]))
+    );
+    assert!(
+        east.writes().iter().all(|w| w.verb != "delete"),
+        "{:?}",
+        east.writes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_mode_emits_events_counted_in_series() {
+    let hub = TestServer::start(&[]).await;
+    let dir = (TempDir::new("mcs-east"), TempDir::new("mcs-west"));
+    let (east, west) = (cluster(1).await, cluster(2).await);
+    web(&east, 1, 8080, 1);
+    let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &[]);
+    eventually(WAIT, "east's Exported Event", || {
+        let found = events(&east, "Exported").first().cloned();
+        async move { found }
+    })
+    .await;
+    web(&west, 2, 9090, 1);
+    let _b = syncer(&west, &hub.grpc_url(), &dir.1, "west-1", &[]);
+    let conflict = eventually(WAIT, "west's ExportConflict Event", || {
+        let found = events(&west, "ExportConflict").first().cloned();
+        async move { found }
+    })
+    .await;
+    assert_eq!(conflict["type"], "Warning");
+    assert_eq!(conflict["count"], 1);
+    assert!(
+        conflict["message"].as_str().unwrap().contains("east-1"),
+        "{conflict}"
+    );
+    assert!(conflict["involvedObject"]["uid"].is_string(), "{conflict}");
+    // Fixed, broken again: the same Event counts up, no second object.
+    web(&west, 2, 8080, 1);
+    eventually(WAIT, "west's Exported Event", || {
+        let found = events(&west, "Exported").first().cloned();
+        async move { found }
+    })
+    .await;
+    web(&west, 2, 9090, 1);
+    eventually(WAIT, "west's ExportConflict counted twice", || {
+        let found = events(&west, "ExportConflict");
+        async move { (found.len() == 1 && found[0]["count"] == 2).then_some(()) }
+    })
+    .await;
+    // East saw one Exported, once, whatever west did.
+    let exported = events(&east, "Exported");
+    assert_eq!(exported.len(), 1);
+    assert_eq!(exported[0]["count"], 1, "{:?}", exported[0]);
+}
