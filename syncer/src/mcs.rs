@@ -169,13 +169,17 @@ async fn run(
             cx.settings.status_ttl.checked_sub(age)
         });
         let wait = outage_due.map_or(next_pass, |d| d.min(next_pass));
-        tokio::select! {
+        let open = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = feed.changed() => {}
-            _ = refusals.changed() => {}
-            _ = exports.changed() => {}
-            _ = notify.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            changed = feed.changed() => changed.is_ok(),
+            changed = refusals.changed() => changed.is_ok(),
+            changed = exports.changed() => changed.is_ok(),
+            _ = notify.notified() => true,
+            _ = tokio::time::sleep(wait) => true,
+        };
+        if !open {
+            // The feed or the source is gone: the syncer is stopping.
+            return;
         }
         tokio::time::sleep(SETTLE).await;
         let set = exports.borrow_and_update().clone();

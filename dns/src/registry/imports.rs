@@ -114,6 +114,8 @@ struct Tracker {
     view: BTreeMap<ServiceKey, Arc<Resolved>>,
     /// `first` changed since it was last saved.
     dirty: bool,
+    /// `view` changed since it was last published.
+    changed: bool,
 }
 
 impl Tracker {
@@ -145,6 +147,7 @@ impl Tracker {
         self.dirty |= self.first.len() != before;
         let keys: Vec<ServiceKey> = self.exports.keys().cloned().collect();
         self.view.clear();
+        self.changed = true;
         for key in keys {
             self.resolve(&key);
         }
@@ -228,10 +231,11 @@ impl Tracker {
             Some(r) => {
                 if self.view.get(key).is_none_or(|old| **old != r) {
                     self.view.insert(key.clone(), Arc::new(r));
+                    self.changed = true;
                 }
             }
             None => {
-                self.view.remove(key);
+                self.changed |= self.view.remove(key).is_some();
             }
         }
     }
@@ -264,6 +268,7 @@ pub fn start(
             first: persist.as_deref().map(load).unwrap_or_default(),
             view: BTreeMap::new(),
             dirty: false,
+            changed: false,
         };
         'subscribe: loop {
             let Ok((state, mut changes)) = writer.subscribe().await else {
@@ -271,10 +276,13 @@ pub fn start(
             };
             tracker.reset(state);
             loop {
-                tx.send_replace(Arc::new(ImportsView {
-                    services: tracker.view.clone(),
-                }));
-                metrics.conflicts.set(tracker.gauges(), tracker.view.len());
+                // Heartbeats and liveness changes leave the view alone.
+                if std::mem::take(&mut tracker.changed) {
+                    tx.send_replace(Arc::new(ImportsView {
+                        services: tracker.view.clone(),
+                    }));
+                    metrics.conflicts.set(tracker.gauges(), tracker.view.len());
+                }
                 if tracker.dirty
                     && let Some(path) = &persist
                 {

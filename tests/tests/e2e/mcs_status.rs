@@ -167,6 +167,14 @@ async fn an_export_becomes_a_serviceimport_in_every_cluster_and_a_relist_writes_
         )
         .await;
     }
+    // Each cluster's Event says its export went through.
+    for fake in [&east, &west] {
+        eventually(WAIT, "the Exported Event", || {
+            let found = events(fake, "Exported").first().cloned();
+            async move { found }
+        })
+        .await;
+    }
     // A relist of everything in both clusters: nothing changed, so
     // nothing is written. A new export made after it proves the writers
     // passed over the relisted state.
@@ -470,4 +478,159 @@ async fn label_mode_emits_events_counted_in_series() {
     let exported = events(&east, "Exported");
     assert_eq!(exported.len(), 1);
     assert_eq!(exported[0]["count"], 1, "{:?}", exported[0]);
+}
+
+/// One HTTP/1.0 request to the fake with its token: status and JSON body.
+async fn request(
+    fake: &FakeKube,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &Value,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let mut stream = tokio::net::TcpStream::connect(fake.addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer fake-token\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        fake.addr,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_api_server_refuses_the_writes_a_real_one_refuses() {
+    let fake = cluster(1).await;
+    let imports = "/apis/multicluster.x-k8s.io/v1alpha1/namespaces/shop/serviceimports";
+    let json_type = "application/json";
+    let import = |name: &str| {
+        json!({"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+               "metadata": {"name": name},
+               "spec": {"type": "Headless", "ports": [{"port": 80, "protocol": "TCP"}]},
+               "status": {"clusters": [{"cluster": "smuggled"}]}})
+    };
+    let reason = |r: &(u16, Value)| (r.0, r.1["reason"].as_str().unwrap_or_default().to_owned());
+    // Refused creates.
+    let r = request(&fake, "POST", imports, "text/plain", &import("web")).await;
+    assert_eq!(reason(&r), (415, "UnsupportedMediaType".into()));
+    let mut wrong_kind = import("web");
+    wrong_kind["kind"] = json!("ServiceExport");
+    assert_eq!(
+        request(&fake, "POST", imports, json_type, &wrong_kind)
+            .await
+            .0,
+        400
+    );
+    let mut nameless = import("web");
+    nameless["metadata"] = json!({});
+    assert_eq!(
+        reason(&request(&fake, "POST", imports, json_type, &nameless).await),
+        (422, "Invalid".into())
+    );
+    let elsewhere = "/apis/multicluster.x-k8s.io/v1alpha1/namespaces/nowhere/serviceimports";
+    assert_eq!(
+        request(&fake, "POST", elsewhere, json_type, &import("web"))
+            .await
+            .0,
+        404
+    );
+    // Created, without the status a create may not set.
+    let (code, created) = request(&fake, "POST", imports, json_type, &import("web")).await;
+    assert_eq!(code, 201, "{created}");
+    assert!(created.get("status").is_none(), "{created}");
+    assert_eq!(
+        reason(&request(&fake, "POST", imports, json_type, &import("web")).await),
+        (409, "AlreadyExists".into())
+    );
+    // Updates: resourceVersion required, a stale one is a 409 Conflict.
+    let one = format!("{imports}/web");
+    let mut next = created.clone();
+    next["spec"]["ports"][0]["port"] = json!(8080);
+    next["status"] = json!({"clusters": [{"cluster": "smuggled"}]});
+    let mut no_rv = next.clone();
+    no_rv["metadata"]["resourceVersion"] = json!("");
+    assert_eq!(request(&fake, "PUT", &one, json_type, &no_rv).await.0, 422);
+    let (code, updated) = request(&fake, "PUT", &one, json_type, &next).await;
+    assert_eq!(code, 200);
+    assert_eq!(updated["spec"]["ports"][0]["port"], 8080);
+    assert!(
+        updated.get("status").is_none(),
+        "a main-resource write set the status: {updated}"
+    );
+    assert_eq!(updated["metadata"]["generation"], 2, "the spec changed");
+    let stale = request(&fake, "PUT", &one, json_type, &next).await;
+    assert_eq!(reason(&stale), (409, "Conflict".into()));
+    assert!(
+        stale.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("the object has been modified")
+    );
+    // Through /status: only the status changes.
+    let mut status_write = updated.clone();
+    status_write["status"] = json!({"clusters": [{"cluster": "east-1"}]});
+    status_write["spec"]["ports"][0]["port"] = json!(1);
+    let (code, with_status) = request(
+        &fake,
+        "PUT",
+        &format!("{one}/status"),
+        json_type,
+        &status_write,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(with_status["status"]["clusters"][0]["cluster"], "east-1");
+    assert_eq!(
+        with_status["spec"]["ports"][0]["port"], 8080,
+        "a /status write changed the spec"
+    );
+    // Events have no status subresource.
+    assert_eq!(
+        request(
+            &fake,
+            "PUT",
+            "/api/v1/namespaces/shop/events/x/status",
+            json_type,
+            &json!({})
+        )
+        .await
+        .0,
+        404
+    );
+    // Delete with a stale precondition: 409; then gone.
+    let pre = json!({"preconditions": {"resourceVersion": "1"}});
+    assert_eq!(request(&fake, "DELETE", &one, json_type, &pre).await.0, 409);
+    let pre =
+        json!({"preconditions": {"resourceVersion": with_status["metadata"]["resourceVersion"]}});
+    assert_eq!(request(&fake, "DELETE", &one, json_type, &pre).await.0, 200);
+    assert_eq!(
+        request(&fake, "GET", &one, json_type, &Value::Null).await.0,
+        404
+    );
+    // Only the accepted writes are counted.
+    let verbs: Vec<(&str, bool)> = fake.writes().iter().map(|w| (w.verb, w.status)).collect();
+    assert_eq!(
+        verbs,
+        [
+            ("create", false),
+            ("update", false),
+            ("update", true),
+            ("delete", false)
+        ]
+    );
 }
