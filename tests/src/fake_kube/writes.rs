@@ -121,43 +121,48 @@ fn now() -> String {
 }
 
 /// Parses and checks a request body as the object `t` names.
-fn body_object(t: &Target, headers: &HeaderMap, body: &[u8]) -> Result<Value, Response> {
+fn body_object(t: &Target, headers: &HeaderMap, body: &[u8]) -> Result<Value, Box<Response>> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if content_type.split(';').next().map(str::trim) != Some("application/json") {
-        return Err(status(
+        return Err(Box::new(status(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
             &format!(
                 "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"
             ),
             None,
-        ));
+        )));
     }
-    let object: Value = serde_json::from_slice(body)
-        .map_err(|e| bad_request(&format!("the object provided is unrecognized: {e}")))?;
+    let object: Value = serde_json::from_slice(body).map_err(|e| {
+        Box::new(bad_request(&format!(
+            "the object provided is unrecognized: {e}"
+        )))
+    })?;
     if !object.is_object() {
-        return Err(bad_request("the object provided is not an object"));
+        return Err(Box::new(bad_request(
+            "the object provided is not an object",
+        )));
     }
     let (kind, api_version) = (object["kind"].as_str(), object["apiVersion"].as_str());
     if kind != Some(t.res.kind()) || api_version != Some(t.res.api_version()) {
-        return Err(bad_request(&format!(
+        return Err(Box::new(bad_request(&format!(
             "the API version in the data ({}) does not match the expected API version ({}), or the kind ({}) is not {}",
             api_version.unwrap_or_default(),
             t.res.api_version(),
             kind.unwrap_or_default(),
             t.res.kind()
-        )));
+        ))));
     }
     if let Some(ns) = object["metadata"]["namespace"].as_str()
         && Some(ns) != t.namespace.as_deref()
         && t.res.namespaced()
     {
-        return Err(bad_request(
+        return Err(Box::new(bad_request(
             "the namespace of the provided object does not match the namespace sent on the request",
-        ));
+        )));
     }
     Ok(object)
 }
@@ -256,7 +261,7 @@ fn record(store: &mut Store, verb: &'static str, t: &Target, name: &str) {
 fn create(store: &mut Store, t: &Target, headers: &HeaderMap, body: &[u8]) -> Response {
     let mut object = match body_object(t, headers, body) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
         return invalid(
@@ -329,7 +334,7 @@ fn create(store: &mut Store, t: &Target, headers: &HeaderMap, body: &[u8]) -> Re
 fn update(store: &mut Store, t: &Target, headers: &HeaderMap, body: &[u8]) -> Response {
     let object = match body_object(t, headers, body) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let name = t.name.clone().unwrap_or_default();
     if object["metadata"]["name"].as_str() != Some(name.as_str()) {

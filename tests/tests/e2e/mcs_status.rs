@@ -634,3 +634,89 @@ async fn the_fake_api_server_refuses_the_writes_a_real_one_refuses() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_of_many_services_writes_each_serviceimport_once() {
+    const N: usize = 100;
+    let hub = TestServer::start(&[]).await;
+    let dir = (TempDir::new("mcs-east"), TempDir::new("mcs-west"));
+    let (east, west) = (cluster(1).await, cluster(2).await);
+    let endpoints = |fake: &FakeKube, i: usize, subnet: u8| {
+        let address = format!("10.1.{subnet}.{}", i + 10);
+        let name = format!("svc-{i}");
+        fake.apply(
+            Res::EndpointSlices,
+            slice(
+                "shop",
+                &format!("{name}-a"),
+                &name,
+                &[(address.as_str(), true, None, None)],
+            ),
+        );
+    };
+    for i in 0..N {
+        let ip = format!("10.96.1.{}", i + 10);
+        east.apply(
+            Res::Services,
+            service("shop", &format!("svc-{i}"), &[EXPORT], &[], Some(&ip)),
+        );
+        endpoints(&east, i, 0);
+    }
+    let fast = ["--mcs-writes-per-second", "200"];
+    let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &fast);
+    let _b = syncer(&west, &hub.grpc_url(), &dir.1, "west-1", &fast);
+    let import_writes = |fake: &FakeKube| {
+        fake.writes()
+            .iter()
+            .filter(|w| w.res == Res::ServiceImports)
+            .count()
+    };
+    let all_imported = |fake: &FakeKube| {
+        fake.objects(Res::ServiceImports)
+            .iter()
+            .filter(|i| clusters(i) == ["east-1"])
+            .count()
+            == N
+    };
+    eventually(WAIT, "every ServiceImport in west", || {
+        let done = all_imported(&west);
+        async move { done.then_some(()) }
+    })
+    .await;
+    eventually(WAIT, "every ServiceImport in east", || {
+        let done = all_imported(&east);
+        async move { done.then_some(()) }
+    })
+    .await;
+    // One create and one status write each.
+    assert_eq!(import_writes(&west), 2 * N, "{:?}", west.writes());
+    // A rollout: every service's pods replaced. Nothing a ServiceImport
+    // shows changed, so nothing is written; a last new service shows the
+    // writers passed over the whole rollout.
+    for i in 0..N {
+        endpoints(&east, i, 1);
+    }
+    east.apply(
+        Res::Services,
+        service("shop", "marker", &[EXPORT], &[], Some("10.96.2.1")),
+    );
+    east.apply(
+        Res::EndpointSlices,
+        slice(
+            "shop",
+            "marker-a",
+            "marker",
+            &[("10.1.2.1", true, None, None)],
+        ),
+    );
+    eventually(WAIT, "the marker's ServiceImport in west", || {
+        let found = west.get(Res::ServiceImports, "shop", "marker");
+        async move { found }
+    })
+    .await;
+    assert_eq!(
+        import_writes(&west),
+        2 * N + 2,
+        "a rollout rewrote ServiceImports"
+    );
+}
