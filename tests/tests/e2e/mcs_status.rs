@@ -324,6 +324,26 @@ async fn a_port_conflict_names_the_field_and_the_winner_and_clears_when_fixed() 
         metric(&hub, "meshdns_service_conflicts{field=\"ports\"}").await,
         Some(1.0)
     );
+    // `meshdns status --service` shows the resolution and the conflict.
+    let out = std::process::Command::new(meshdns_tests::bin("meshdns"))
+        .args([
+            "status",
+            "--insecure",
+            "--registry",
+            &hub.grpc_url(),
+            "--service",
+            "web.shop",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("oldest export first: east-1, west-1")
+            && text
+                .lines()
+                .any(|l| l.starts_with("conflict: west-1 ports (winner east-1)")),
+        "{text}"
+    );
     // East, the winner, is not in conflict.
     let east_export = east.get(Res::ServiceExports, "shop", "web").unwrap();
     assert!(
@@ -339,8 +359,8 @@ async fn a_port_conflict_names_the_field_and_the_winner_and_clears_when_fixed() 
         has(e, "Conflict", "False", "NoConflicts")
     })
     .await;
-    assert!(condition(&export, "Conflict").unwrap()["lastTransitionTime"].is_string());
-    let _ = raised_at;
+    let cleared_at = &condition(&export, "Conflict").unwrap()["lastTransitionTime"];
+    assert!(cleared_at.is_string() && raised_at.is_string(), "{export}");
     eventually(WAIT, "the conflicts gauge back to 0", || async {
         (metric(&hub, "meshdns_service_conflicts{field=\"ports\"}").await == Some(0.0))
             .then_some(())
