@@ -740,3 +740,54 @@ async fn a_rollout_of_many_services_writes_each_serviceimport_once() {
         "a rollout rewrote ServiceImports"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_restart_keeps_the_oldest_export_the_winner() {
+    let state = TempDir::new("mcs-state");
+    let state_file = state.path().join("state").display().to_string();
+    let hub = TestServer::start(&["--state-file", &state_file]).await;
+    let grpc = hub.grpc;
+    let url = hub.grpc_url();
+    let dir = (TempDir::new("mcs-east"), TempDir::new("mcs-west"));
+    let (first, second) = (cluster(1).await, cluster(2).await);
+    // The older export's cluster sorts last by name: a restart that lost
+    // the first-accepted times would hand the win to the newer one.
+    web(&first, 1, 8080, 1);
+    let _a = syncer(&first, &url, &dir.0, "zz-first", &[]);
+    wait_object(
+        &first,
+        Res::ServiceImports,
+        "zz-first's ServiceImport",
+        |i| clusters(i) == ["zz-first"],
+    )
+    .await;
+    web(&second, 2, 9090, 1);
+    let _b = syncer(&second, &url, &dir.1, "aa-second", &[]);
+    let winner = |view: &wire::ServiceImport| {
+        view.conflicts
+            .iter()
+            .map(|c| (c.cluster.clone(), c.winner.clone()))
+            .collect::<Vec<_>>()
+    };
+    let conflicted = [("aa-second".to_owned(), "zz-first".to_owned())];
+    eventually(WAIT, "aa-second in conflict with zz-first", || async {
+        resolved(&hub).await.filter(|v| winner(v) == conflicted)
+    })
+    .await;
+    hub.stop().await;
+    let hub = TestServer::start_at(grpc, &["--state-file", &state_file]).await;
+    // Restored from the state file, then both syncers back: same winner.
+    eventually(WAIT, "both clusters back after the restart", || async {
+        resolved(&hub).await.filter(|v| v.clusters.len() == 2)
+    })
+    .await;
+    let view = resolved(&hub).await.unwrap();
+    assert_eq!(winner(&view), conflicted, "{view:?}");
+    wait_object(
+        &second,
+        Res::ServiceImports,
+        "aa-second's ServiceImport with zz-first's port",
+        |i| import_is(i, 8080, &["zz-first", "aa-second"]),
+    )
+    .await;
+}
