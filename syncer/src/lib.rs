@@ -85,6 +85,7 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
             publishers.clone(),
             exports.clone(),
             refusals,
+            metrics.mcs.clone(),
             shutdown.clone(),
         );
     }

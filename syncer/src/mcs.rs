@@ -21,6 +21,7 @@ pub mod events;
 pub mod export_status;
 pub mod feed;
 pub mod imports;
+pub mod metrics;
 pub mod observed;
 pub mod rate;
 pub mod refusals;
@@ -94,6 +95,7 @@ pub fn start(
     registries: Vec<PublishConfig>,
     exports: Exports,
     refusals: Refusals,
+    metrics: metrics::McsMetrics,
     shutdown: CancellationToken,
 ) -> Writes {
     let notify = Arc::new(Notify::new());
@@ -135,8 +137,12 @@ pub fn start(
         notify.clone(),
         shutdown.clone(),
     );
-    let writes = Writes::new(settings.writes_per_second, settings.write_burst);
-    let feed = feed::start(registries, shutdown.clone());
+    let writes = Writes::new(
+        settings.writes_per_second,
+        settings.write_burst,
+        metrics.clone(),
+    );
+    let feed = feed::start(registries, metrics, shutdown.clone());
     let cx = Context {
         client,
         cluster: String::new(),

@@ -43,6 +43,8 @@ pub struct Metrics {
     exported_services: Gauge,
     exported_endpoints: Gauge,
     certificate_expiry: Family<CertificateLabels, Gauge>,
+    /// `--mcs-status` writers (src/mcs/metrics.rs).
+    pub mcs: crate::mcs::metrics::McsMetrics,
 }
 
 impl Default for Metrics {
@@ -98,7 +100,9 @@ impl Metrics {
             "Endpoints in the export set",
             exported_endpoints.clone(),
         );
+        let mcs = crate::mcs::metrics::McsMetrics::register(registry);
         Metrics {
+            mcs,
             registry: top,
             watch_failures,
             synced,

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::metrics::McsMetrics;
 use crate::publish::{Backoff, PublishConfig};
 
 /// One service as the clusterset sees it.
@@ -33,7 +34,11 @@ pub struct Feed {
 }
 
 /// Starts following the registries' view.
-pub fn start(registries: Vec<PublishConfig>, shutdown: CancellationToken) -> watch::Receiver<Feed> {
+pub fn start(
+    registries: Vec<PublishConfig>,
+    metrics: McsMetrics,
+    shutdown: CancellationToken,
+) -> watch::Receiver<Feed> {
     let (tx, rx) = watch::channel(Feed {
         view: None,
         down: Some((SystemTime::now(), "not connected yet".into())),
@@ -46,8 +51,9 @@ pub fn start(registries: Vec<PublishConfig>, shutdown: CancellationToken) -> wat
         for config in registries.iter().cycle() {
             let error = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                e = follow(config, &tx, &mut backoff) => e,
+                e = follow(config, &tx, &mut backoff, &metrics) => e,
             };
+            metrics.registry_up(false);
             warn!(registry = %config.url, error = %error, "imports stream ended; trying again");
             tx.send_modify(|f| {
                 if f.down.is_none() {
@@ -66,7 +72,12 @@ pub fn start(registries: Vec<PublishConfig>, shutdown: CancellationToken) -> wat
 }
 
 /// One stream's life; the error that ended it.
-async fn follow(config: &PublishConfig, tx: &watch::Sender<Feed>, backoff: &mut Backoff) -> String {
+async fn follow(
+    config: &PublishConfig,
+    tx: &watch::Sender<Feed>,
+    backoff: &mut Backoff,
+    metrics: &McsMetrics,
+) -> String {
     let mut client = match config.auth.connect(&config.url).await {
         Ok(c) => c,
         Err(e) => return format!("registry {}: {e}", config.url),
@@ -121,6 +132,7 @@ async fn follow(config: &PublishConfig, tx: &watch::Sender<Feed>, backoff: &mut 
             info!(registry = %config.url, services = view.len(), "imports stream up");
             backoff.reset();
         }
+        metrics.registry_up(true);
         let shared = Arc::new(view.clone());
         tx.send_modify(|f| {
             f.view = Some(shared);

@@ -5,7 +5,6 @@
 //! fresh object on their next pass ([`Outcome::Conflict`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Resource};
@@ -14,6 +13,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 use tracing::warn;
 
+use super::metrics::McsMetrics;
 use super::rate::Bucket;
 
 /// The field manager our writes are recorded under.
@@ -36,7 +36,7 @@ pub enum Outcome<K> {
 #[derive(Debug, Clone)]
 pub struct Writes {
     bucket: Arc<Mutex<Bucket>>,
-    count: Arc<AtomicU64>,
+    metrics: McsMetrics,
 }
 
 fn params() -> PostParams {
@@ -59,28 +59,26 @@ fn outcome<K>(what: &str, name: &str, result: Result<K, kube::Error>) -> Outcome
 }
 
 impl Writes {
-    pub fn new(rate: f64, burst: u32) -> Self {
+    pub fn new(rate: f64, burst: u32, metrics: McsMetrics) -> Self {
         Writes {
             bucket: Arc::new(Mutex::new(Bucket::new(rate, burst))),
-            count: Arc::default(),
+            metrics,
         }
     }
 
-    /// Writes made so far.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    async fn token(&self) {
+    /// Waits for a token; counts the write by verb and resource.
+    async fn token<K: Resource>(&self, api: &Api<K>, verb: &'static str) {
         self.bucket.lock().await.take().await;
-        self.count.fetch_add(1, Ordering::Relaxed);
+        let url = api.resource_url();
+        self.metrics
+            .wrote(verb, url.rsplit('/').next().unwrap_or(url));
     }
 
     pub async fn create<K>(&self, api: &Api<K>, obj: &K) -> Outcome<K>
     where
         K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
-        self.token().await;
+        self.token(api, "create").await;
         let name = obj.meta().name.clone().unwrap_or_default();
         outcome("create", &name, api.create(&params(), obj).await)
     }
@@ -90,7 +88,7 @@ impl Writes {
     where
         K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
-        self.token().await;
+        self.token(api, "update").await;
         let name = obj.meta().name.clone().unwrap_or_default();
         outcome("update", &name, api.replace(&name, &params(), obj).await)
     }
@@ -100,7 +98,7 @@ impl Writes {
     where
         K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
-        self.token().await;
+        self.token(api, "update_status").await;
         let name = obj.meta().name.clone().unwrap_or_default();
         outcome(
             "update status",
@@ -119,7 +117,7 @@ impl Writes {
     where
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     {
-        self.token().await;
+        self.token(api, "delete").await;
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 resource_version,
