@@ -791,3 +791,76 @@ async fn a_hub_restart_keeps_the_oldest_export_the_winner() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_namespace_gets_a_serviceimport_only_when_asked_and_a_missing_service_is_not_valid()
+ {
+    let hub = TestServer::start(&[]).await;
+    let dir = (
+        TempDir::new("mcs-east"),
+        TempDir::new("mcs-west"),
+        TempDir::new("mcs-north"),
+    );
+    let (east, west, north) = (cluster(1).await, cluster(2).await, cluster(3).await);
+    east.apply(Res::Namespaces, namespace("pay", &[]));
+    east.apply(
+        Res::Services,
+        service("pay", "api", &[EXPORT], &[], Some("10.96.1.20")),
+    );
+    east.apply(
+        Res::EndpointSlices,
+        slice("pay", "api-a", "api", &[("10.1.0.20", true, None, None)]),
+    );
+    // A ServiceExport naming no Service.
+    east.apply(Res::ServiceExports, service_export("shop", "ghost"));
+    web(&east, 1, 8080, 1);
+    let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &["--mcs"]);
+    let _b = syncer(&west, &hub.grpc_url(), &dir.1, "west-1", &[]);
+    let _c = syncer(
+        &north,
+        &hub.grpc_url(),
+        &dir.2,
+        "north-1",
+        &["--mcs-create-namespaces"],
+    );
+    // North creates the namespace and the ServiceImport in it.
+    eventually(WAIT, "pay/api's ServiceImport in north", || {
+        let found = north
+            .get(Res::ServiceImports, "pay", "api")
+            .filter(|i| clusters(i) == ["east-1"]);
+        async move { found }
+    })
+    .await;
+    let ns = north
+        .get(Res::Namespaces, "", "pay")
+        .expect("namespace created");
+    assert_eq!(
+        ns["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "meshdns-syncer"
+    );
+    let ghost = eventually(WAIT, "ghost's Valid=False NoService", || {
+        let found = east
+            .get(Res::ServiceExports, "shop", "ghost")
+            .filter(|e| has(e, "Valid", "False", "NoService"));
+        async move { found }
+    })
+    .await;
+    assert!(has(&ghost, "Ready", "False", "Failed"), "{ghost}");
+    // West has no namespace pay and was not asked to create it: no
+    // ServiceImport, no namespace, no write there (once it has passed
+    // over the view holding pay/api: web.shop came with it).
+    eventually(WAIT, "shop/web's ServiceImport in west", || {
+        let found = west.get(Res::ServiceImports, "shop", "web");
+        async move { found }
+    })
+    .await;
+    assert!(west.get(Res::Namespaces, "", "pay").is_none());
+    assert!(west.get(Res::ServiceImports, "pay", "api").is_none());
+    assert!(
+        west.writes()
+            .iter()
+            .all(|w| w.namespace != "pay" && w.name != "pay"),
+        "{:?}",
+        west.writes()
+    );
+}
