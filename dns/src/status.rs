@@ -19,7 +19,7 @@ pub struct StatusArgs {
         default_value = "http://127.0.0.1:7443"
     )]
     pub registry: String,
-    /// Show one service's endpoints per cluster, as NAME.NAMESPACE (e.g. web.shop).
+    /// Show one service's endpoints per cluster, the clusterset's resolved ports and type, and its conflicts, as NAME.NAMESPACE (e.g. web.shop).
     #[arg(long)]
     pub service: Option<String>,
     /// Output format: table or json.
