@@ -682,9 +682,39 @@ async fn a_rollout_of_many_services_writes_each_serviceimport_once() {
         );
         endpoints(&east, i, 0);
     }
-    let fast = ["--mcs-writes-per-second", "200"];
-    let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &fast);
-    let _b = syncer(&west, &hub.grpc_url(), &dir.1, "west-1", &fast);
+    let _a = syncer(
+        &east,
+        &hub.grpc_url(),
+        &dir.0,
+        "east-1",
+        &["--mcs-writes-per-second", "200"],
+    );
+    // West's writes go through a small bucket: 50 a second after 10.
+    let started = std::time::Instant::now();
+    let kubeconfig = west.kubeconfig(dir.1.path()).display().to_string();
+    let url = hub.grpc_url();
+    let (_b, logs) = Proc::start_logged(
+        "meshdns-syncer",
+        &[
+            "--insecure",
+            "--cluster",
+            "west-1",
+            "--registry",
+            &url,
+            "--heartbeat",
+            "200ms",
+            "--kubeconfig",
+            &kubeconfig,
+            "--mcs-status",
+            "--mcs-writes-per-second",
+            "50",
+            "--mcs-write-burst",
+            "10",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = logs.listening("admin listening").await;
     let import_writes = |fake: &FakeKube| {
         fake.writes()
             .iter()
@@ -708,8 +738,28 @@ async fn a_rollout_of_many_services_writes_each_serviceimport_once() {
         async move { done.then_some(()) }
     })
     .await;
-    // One create and one status write each.
+    // One create and one status write each, no faster than the bucket.
     assert_eq!(import_writes(&west), 2 * N, "{:?}", west.writes());
+    let least = Duration::from_secs_f64((2 * N - 10) as f64 / 50.0);
+    assert!(
+        started.elapsed() >= least,
+        "{:?} for {} writes",
+        started.elapsed(),
+        2 * N
+    );
+    let text = http_get(admin, "/metrics").await.unwrap().1;
+    let created = format!(
+        "meshdns_syncer_mcs_writes_total{{verb=\"create\",resource=\"serviceimports\"}} {N}"
+    );
+    assert!(
+        text.lines().any(|l| l == created),
+        "{created} not in\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "meshdns_syncer_mcs_registry_up 1"),
+        "{text}"
+    );
     // A rollout: every service's pods replaced. Nothing a ServiceImport
     // shows changed, so nothing is written; a last new service shows the
     // writers passed over the whole rollout.
