@@ -457,7 +457,9 @@ async fn the_hub_gone_turns_conditions_unknown_after_the_ttl_and_deletes_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn label_mode_emits_events_counted_in_series() {
-    let hub = TestServer::start(&[]).await;
+    let state = TempDir::new("mcs-state");
+    let state_file = state.path().join("state").display().to_string();
+    let hub = TestServer::start(&["--state-file", &state_file]).await;
     let dir = (TempDir::new("mcs-east"), TempDir::new("mcs-west"));
     let (east, west) = (cluster(1).await, cluster(2).await);
     web(&east, 1, 8080, 1);
@@ -498,6 +500,43 @@ async fn label_mode_emits_events_counted_in_series() {
     let exported = events(&east, "Exported");
     assert_eq!(exported.len(), 1);
     assert_eq!(exported[0]["count"], 1, "{:?}", exported[0]);
+    // The hub restarts: both syncers reconnect, nothing changed, so no
+    // Event is written or counted up. A service exported after the
+    // restart shows both writers passed over the new view.
+    let before: Vec<Value> = [&east, &west]
+        .iter()
+        .flat_map(|f| f.objects(Res::Events))
+        .collect();
+    let grpc = hub.grpc;
+    hub.stop().await;
+    let hub = TestServer::start_at(grpc, &["--state-file", &state_file]).await;
+    east.apply(
+        Res::Services,
+        service("shop", "marker", &[EXPORT], &[], Some("10.96.1.30")),
+    );
+    east.apply(
+        Res::EndpointSlices,
+        slice(
+            "shop",
+            "marker-a",
+            "marker",
+            &[("10.1.0.30", true, None, None)],
+        ),
+    );
+    for fake in [&east, &west] {
+        eventually(WAIT, "the marker's ServiceImport after the restart", || {
+            let found = fake.get(Res::ServiceImports, "shop", "marker");
+            async move { found }
+        })
+        .await;
+    }
+    let after: Vec<Value> = [&east, &west]
+        .iter()
+        .flat_map(|f| f.objects(Res::Events))
+        .filter(|e| e["involvedObject"]["name"] == "web")
+        .collect();
+    assert_eq!(before, after, "a reconnect wrote Events");
+    drop(hub);
 }
 
 /// One HTTP/1.0 request to the fake with its token: status and JSON body.
