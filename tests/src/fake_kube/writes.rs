@@ -364,8 +364,16 @@ fn update(store: &mut Store, t: &Target, headers: &HeaderMap, body: &[u8]) -> Re
         next
     } else {
         let mut next = object.clone();
+        // What the server owns stays as stored (and absent stays absent).
         for k in ["uid", "creationTimestamp", "namespace", "generation"] {
-            next["metadata"][k] = stored["metadata"][k].clone();
+            match stored["metadata"].get(k) {
+                Some(v) => next["metadata"][k] = v.clone(),
+                None => {
+                    if let Some(m) = next["metadata"].as_object_mut() {
+                        m.remove(k);
+                    }
+                }
+            }
         }
         if t.res.has_status() {
             // Through the main resource: the status stays as stored.
