@@ -61,6 +61,8 @@ pub enum Problem {
     NoClusterIp,
     #[error("ttl {0}s is over the maximum of 86400s")]
     TtlRange(u32),
+    #[error("{0}")]
+    BadHealthCheck(String),
 }
 
 impl Problem {
@@ -86,6 +88,7 @@ impl Problem {
             Problem::TtlRange(_) => "ttl_range",
             Problem::ReservedAddress { .. } => "reserved_address",
             Problem::TooMany { .. } => "too_many",
+            Problem::BadHealthCheck(_) => "bad_health_check",
         }
     }
 }

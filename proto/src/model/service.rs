@@ -6,7 +6,11 @@ use std::net::IpAddr;
 use std::num::NonZeroU16;
 use std::sync::Arc;
 
-use super::{Addresses, Cluster, Hostname, LabelValue, Namespace, NodeName, PortName, ServiceName};
+use super::health_check::CheckPort;
+use super::{
+    Addresses, Cluster, Health, HealthCheck, Hostname, LabelValue, Namespace, NodeName, PortName,
+    ServiceName,
+};
 use crate::error::{InvalidField, Problem};
 
 /// The largest TTL a service may ask for (one day).
@@ -242,6 +246,9 @@ pub struct Endpoint {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
+    /// The syncer's health check's last verdict; a failing endpoint is
+    /// also not `ready`.
+    pub health: Health,
 }
 
 impl Endpoint {
@@ -255,6 +262,7 @@ impl Endpoint {
             ready: true,
             serving: true,
             terminating: false,
+            health: Health::Unchecked,
         }
     }
 }
@@ -269,6 +277,8 @@ pub struct ServiceExport {
     cluster_ips: Box<[IpAddr]>,
     endpoints: Box<[Endpoint]>,
     policy: Policy,
+    /// The syncer's check of this service's endpoints; never on the wire.
+    health_check: Option<Arc<HealthCheck>>,
 }
 
 impl ServiceExport {
@@ -360,7 +370,59 @@ impl ServiceExport {
             cluster_ips: cluster_ips.into_boxed_slice(),
             endpoints: endpoints.into_boxed_slice(),
             policy,
+            health_check: None,
         })
+    }
+
+    /// The same export with `check` run against its endpoints. The check's
+    /// port must be one of the service's TCP ports (by number or name), so
+    /// a check only ever reaches what the service exports; a named port is
+    /// resolved to its number here.
+    pub fn with_health_check(mut self, check: HealthCheck) -> Result<Self, InvalidField> {
+        let number = {
+            let found = self.ports.iter().find(|p| {
+                p.protocol == Protocol::Tcp
+                    && match check.port() {
+                        CheckPort::Number(n) => p.port == *n,
+                        CheckPort::Name(name) => p.name.as_ref() == Some(name),
+                    }
+            });
+            match found {
+                Some(port) => port.port,
+                None => {
+                    return Err(InvalidField::new(
+                        "port",
+                        Problem::BadHealthCheck(format!(
+                            "{} is not one of the service's TCP ports",
+                            check.port()
+                        )),
+                    ));
+                }
+            }
+        };
+        self.health_check = Some(Arc::new(check.with_port(number)));
+        Ok(self)
+    }
+
+    /// The health check the syncer runs, with its port resolved.
+    pub fn health_check(&self) -> Option<&Arc<HealthCheck>> {
+        self.health_check.as_ref()
+    }
+
+    /// The same export with each endpoint's health set by `health`; a
+    /// failing endpoint is made not ready (`serving` and `terminating`
+    /// stay as they are). Addresses are untouched, so the export stays
+    /// valid.
+    #[must_use]
+    pub fn with_endpoint_health(&self, mut health: impl FnMut(&Endpoint) -> Health) -> Self {
+        let mut out = self.clone();
+        for endpoint in out.endpoints.iter_mut() {
+            endpoint.health = health(endpoint);
+            if endpoint.health.is_failing() {
+                endpoint.ready = false;
+            }
+        }
+        out
     }
 
     pub fn key(&self) -> &ServiceKey {
