@@ -63,6 +63,10 @@ pub enum Problem {
     TtlRange(u32),
     #[error("{0}")]
     BadHealthCheck(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("not valid JSON of the expected shape: {0}")]
+    BadJson(String),
 }
 
 impl Problem {
@@ -89,6 +93,8 @@ impl Problem {
             Problem::ReservedAddress { .. } => "reserved_address",
             Problem::TooMany { .. } => "too_many",
             Problem::BadHealthCheck(_) => "bad_health_check",
+            Problem::OutOfRange(_) => "out_of_range",
+            Problem::BadJson(_) => "bad_json",
         }
     }
 }

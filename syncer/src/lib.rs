@@ -12,13 +12,19 @@
 //!   (re)connect, Deltas after, Heartbeats, backoff with jitter.
 //! - [`admin`]: `/healthz`, `/readyz` (degraded watchers), `/status`,
 //!   `/metrics` ([`metrics`]).
+//! - [`registration`]: the VM registration API (`--registration-listen`),
+//!   whose instances join the source's export set.
+//! - [`health`]: health checks of exported endpoints; a failing endpoint
+//!   is exported as not ready.
 //! - [`error`]: the crate's error type.
 
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod metrics;
 pub mod publish;
+pub mod registration;
 pub mod source;
 
 pub use error::Error;
@@ -62,6 +68,28 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
             (exports, Some(health))
         }
     };
+    // Registered instances join the source's set; then health checks
+    // apply to all of it.
+    let health_config = args.health()?;
+    let registrations = match args.registration()? {
+        Some(config) => Some(registration::start(config, metrics.clone(), shutdown.clone()).await?),
+        None => None,
+    };
+    let exports = match &registrations {
+        Some(r) => registration::merged(exports, r, shutdown.clone()),
+        None => exports,
+    };
+    let in_use = registrations
+        .as_ref()
+        .map(|r| r.store.checks_in_use.clone())
+        .unwrap_or_default();
+    let (exports, checker) = health::start(
+        exports,
+        health_config,
+        metrics.clone(),
+        in_use,
+        shutdown.clone(),
+    );
     if let Some(listener) = admin_listener {
         // Tests (and operators) that pass port 0 learn the port from here.
         if let Ok(addr) = listener.local_addr() {
@@ -72,6 +100,10 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
             exports.clone(),
             health,
             metrics,
+            admin::Vms {
+                checker,
+                registrations,
+            },
             args.tls_cert.clone(),
             shutdown.clone(),
         ));
