@@ -157,6 +157,13 @@ pub struct SyncerArgs {
         default_value_t = 1_000
     )]
     pub max_health_checks: usize,
+    /// Health-check an exported endpoint at another address, as ENDPOINT_IP=DIAL_IP (repeatable): for endpoints this syncer reaches through a NAT, or the demo's loopback stand-ins. Only the operator sets it; checks still run only for exported endpoints.
+    #[arg(
+        long = "health-check-dial",
+        env = "MESHDNS_HEALTH_CHECK_DIAL",
+        value_delimiter = ','
+    )]
+    pub health_check_dial: Vec<String>,
     /// Most health checks in flight at once.
     #[arg(
         long = "health-check-concurrency",
@@ -264,9 +271,20 @@ impl SyncerArgs {
                 problem: "must be at least 1".into(),
             });
         }
+        let dial = self
+            .health_check_dial
+            .iter()
+            .map(|v| {
+                crate::health::parse_dial(v).map_err(|problem| Error::Config {
+                    field: "--health-check-dial".into(),
+                    problem,
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(HealthConfig {
             max_checks: self.max_health_checks,
             concurrency: self.health_check_concurrency,
+            dial,
         })
     }
 

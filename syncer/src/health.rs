@@ -20,7 +20,7 @@ pub mod probe;
 pub mod verdict;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -35,10 +35,14 @@ use crate::source::Exports;
 use verdict::Verdict;
 
 /// The checker's bounds (`--max-health-checks`, `--health-check-concurrency`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HealthConfig {
     pub max_checks: usize,
     pub concurrency: usize,
+    /// `--health-check-dial ENDPOINT=DIAL`: the operator's map of how to
+    /// reach an exported endpoint when not at its own address (a NAT; in
+    /// the demo and tests, a loopback listener standing in for a VM).
+    pub dial: HashMap<IpAddr, IpAddr>,
 }
 
 /// One endpoint under one service's check.
@@ -106,6 +110,7 @@ impl Checker {
                 json!({
                     "service": key.service.to_string(),
                     "target": key.target.to_string(),
+                    "dialled": self.config.dial.get(&key.target.ip()).map(|ip| SocketAddr::new(*ip, key.target.port()).to_string()),
                     "check": key.check.to_string(),
                     "health": state.verdict.health().as_str(),
                     "in_answers": state.verdict.up(),
@@ -191,7 +196,11 @@ fn reconcile(checker: &Arc<Checker>, set: Option<&ExportSet>, shutdown: &Cancell
                 cancel: cancel.clone(),
             },
         );
-        tokio::spawn(run_target(checker.clone(), key, cancel));
+        let dial = match checker.config.dial.get(&key.target.ip()) {
+            Some(ip) => SocketAddr::new(*ip, key.target.port()),
+            None => key.target,
+        };
+        tokio::spawn(run_target(checker.clone(), key, dial, cancel));
     }
     let running = targets.running.len();
     drop(targets);
@@ -199,7 +208,12 @@ fn reconcile(checker: &Arc<Checker>, set: Option<&ExportSet>, shutdown: &Cancell
     checker.metrics.vms.set_targets(running, over);
 }
 
-async fn run_target(checker: Arc<Checker>, key: TargetKey, cancel: CancellationToken) {
+async fn run_target(
+    checker: Arc<Checker>,
+    key: TargetKey,
+    dial: SocketAddr,
+    cancel: CancellationToken,
+) {
     let check = key.check.clone();
     // Spread the first checks over one interval.
     let mut delay = check.interval.mul_f64(fastrand::f64());
@@ -214,7 +228,7 @@ async fn run_target(checker: Arc<Checker>, key: TargetKey, cancel: CancellationT
             };
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = probe::run(&check.probe, key.target, check.timeout) => r,
+                r = probe::run(&check.probe, dial, check.timeout) => r,
             }
         };
         checker.metrics.vms.check_ran(result.is_ok());
@@ -262,6 +276,19 @@ fn apply(checker: &Checker, set: &ExportSet) -> ExportSet {
         out.services.insert(key.clone(), Arc::new(checked));
     }
     out
+}
+
+/// Parses one `--health-check-dial` value, `ENDPOINT=DIAL`.
+pub fn parse_dial(value: &str) -> Result<(IpAddr, IpAddr), String> {
+    let (from, to) = value
+        .split_once('=')
+        .ok_or_else(|| format!("{value:?}: want ENDPOINT_IP=DIAL_IP"))?;
+    let ip = |text: &str| {
+        text.trim()
+            .parse::<IpAddr>()
+            .map_err(|_| format!("{text:?} is not an IP address"))
+    };
+    Ok((ip(from)?, ip(to)?))
 }
 
 /// Runs the checks `input`'s services declare; the returned channel is

@@ -90,6 +90,7 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
         in_use,
         shutdown.clone(),
     );
+    let flush = registrations.clone();
     if let Some(listener) = admin_listener {
         // Tests (and operators) that pass port 0 learn the port from here.
         if let Ok(addr) = listener.local_addr() {
@@ -113,5 +114,8 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
         tasks.spawn(publish::run(config, exports.clone(), shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
+    if let Some(registrations) = flush {
+        registrations.flushed().await;
+    }
     Ok(())
 }

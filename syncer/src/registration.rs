@@ -58,6 +58,18 @@ pub struct Registrations {
     /// Instances that could not join the export set, and why.
     pub problems: Arc<Mutex<Vec<String>>>,
     pub tokens: Arc<RwLock<TokenTable>>,
+    /// The state file writer, which writes once more at shutdown.
+    writer: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Registrations {
+    /// Waits for the state file's last write (after shutdown).
+    pub async fn flushed(&self) {
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+    }
 }
 
 fn config_error(field: &str, problem: impl std::fmt::Display) -> Error {
@@ -192,14 +204,16 @@ pub async fn start(
             }
         }
     });
-    if let Some(path) = config.state_file.clone() {
-        tokio::spawn(write_state(store.clone(), path, shutdown));
-    }
+    let writer = config
+        .state_file
+        .clone()
+        .map(|path| tokio::spawn(write_state(store.clone(), path, shutdown)));
     Ok(Registrations {
         store,
         listen,
         problems: Arc::new(Mutex::new(Vec::new())),
         tokens,
+        writer: Arc::new(Mutex::new(writer)),
     })
 }
 

@@ -247,7 +247,7 @@ pub struct Endpoint {
     pub serving: bool,
     pub terminating: bool,
     /// The syncer's health check's last verdict; a failing endpoint is
-    /// also not `ready`.
+    /// also neither `ready` nor `serving`.
     pub health: Health,
 }
 
@@ -410,9 +410,11 @@ impl ServiceExport {
     }
 
     /// The same export with each endpoint's health set by `health`; a
-    /// failing endpoint is made not ready (`serving` and `terminating`
-    /// stay as they are). Addresses are untouched, so the export stays
-    /// valid.
+    /// failing endpoint is made neither ready nor serving, as Kubernetes
+    /// marks a pod whose readiness probe fails (`terminating` stays as it
+    /// is; a serving-but-unready endpoint would otherwise still be
+    /// answered when no endpoint is ready). Addresses are untouched, so
+    /// the export stays valid.
     #[must_use]
     pub fn with_endpoint_health(&self, mut health: impl FnMut(&Endpoint) -> Health) -> Self {
         let mut out = self.clone();
@@ -420,6 +422,7 @@ impl ServiceExport {
             endpoint.health = health(endpoint);
             if endpoint.health.is_failing() {
                 endpoint.ready = false;
+                endpoint.serving = false;
             }
         }
         out
