@@ -597,7 +597,7 @@ impl HttpReply {
     fn next(&self) -> u16 {
         let n = self.count.fetch_add(1, Ordering::SeqCst);
         let healthy = if self.alternate.load(Ordering::SeqCst) {
-            n % 2 == 0
+            n.is_multiple_of(2)
         } else {
             self.healthy.load(Ordering::SeqCst)
         };
