@@ -505,7 +505,10 @@ async fn a_syncer_restart_keeps_live_registrations_and_expires_dead_ones() {
     // never withdrawn (the hub serves the cluster's last state meanwhile).
     for _ in 0..20 {
         let now = vms.a("web.shop.global").await;
-        assert!(now.contains(&"10.9.0.5".to_owned()), "vm-1 withdrawn: {now:?}");
+        assert!(
+            now.contains(&"10.9.0.5".to_owned()),
+            "vm-1 withdrawn: {now:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (_, list) = call(vms.api, "GET", "/v1/registrations", Some(OPS_TOKEN), None).await;
@@ -885,4 +888,61 @@ async fn a_flood_of_bad_requests_does_not_starve_good_clients() {
         "{metrics}"
     );
     vms.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_vms_register_and_the_checked_one_leaves_and_comes_back() {
+    let dir = TempDir::new("demo-vms");
+    let dir_flag = dir.path().display().to_string();
+    let mut child = std::process::Command::new(meshdns_tests::bin("meshdns"))
+        .args([
+            "demo",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--registration-listen",
+            "127.0.0.1:0",
+            "--vm-cycle",
+            "3s",
+            "--dir",
+            &dir_flag,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let printed = meshdns_tests::logs::Logs::capture(child.stdout.take().unwrap());
+    let _demo = meshdns_tests::Proc(child);
+    let dns: SocketAddr = printed
+        .wait(LIMIT, "the DNS address", |l| {
+            l.trim()
+                .strip_prefix("DNS")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .await;
+    let a = |name: &'static str| async move {
+        addresses(&query(dns, &Ask::new(name, RecordType::A)).await)
+    };
+    // The cart VM registered itself beside its pod.
+    eventually(LIMIT, "cart-vm-1 beside the cart pod", || async {
+        let cart = a("cart.shop.global").await;
+        (cart.contains(&"10.1.1.21".to_owned()) && cart.contains(&"10.1.9.10".to_owned()))
+            .then_some(())
+    })
+    .await;
+    // The checkout VM answers while it listens, leaves when it stops, and
+    // comes back.
+    for want in [&["10.1.9.20"][..], &[], &["10.1.9.20"]] {
+        let what = format!("checkout.shop.global answering {want:?}");
+        eventually(Duration::from_secs(30), &what, || async {
+            (a("checkout.shop.global").await == sorted(want)).then_some(())
+        })
+        .await;
+    }
 }
