@@ -316,7 +316,14 @@ pub fn start(
             let set = input.borrow_and_update().clone();
             reconcile(&checker, set.as_deref(), &shutdown);
             loop {
-                let out = set.as_ref().map(|s| Arc::new(apply(&checker, s)));
+                // Without a checked service the source's set passes as is.
+                let out = set.as_ref().map(|s| {
+                    if s.services.values().any(|e| e.health_check().is_some()) {
+                        Arc::new(apply(&checker, s))
+                    } else {
+                        s.clone()
+                    }
+                });
                 tx.send_if_modified(|old| {
                     if *old == out {
                         false

@@ -277,6 +277,10 @@ pub fn merged(
             let set = source.borrow_and_update().clone();
             let current = live.borrow_and_update().clone();
             let out = set.map(|set| {
+                if current.is_empty() {
+                    problems.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    return set;
+                }
                 let (merged, found) = merge::merge(&set, &current);
                 for line in &found {
                     tracing::warn!(problem = %line, "registration not merged as registered");

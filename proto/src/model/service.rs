@@ -516,6 +516,50 @@ mod tests {
     }
 
     #[test]
+    fn a_check_must_name_a_tcp_port_of_the_service() {
+        let export = |ports| {
+            ServiceExport::new(
+                key(),
+                ports,
+                Mode::Endpoints,
+                vec![],
+                vec![Endpoint::ready(ip("10.0.0.1"))],
+                Policy::default(),
+            )
+            .unwrap()
+        };
+        let web = export(vec![port(Some("http"), 8080)]);
+        let by_name = web
+            .clone()
+            .with_health_check(HealthCheck::parse("http:http/healthz").unwrap())
+            .unwrap();
+        assert_eq!(by_name.health_check().unwrap().port().to_string(), "8080");
+        let err = web
+            .clone()
+            .with_health_check(HealthCheck::parse("tcp:9090").unwrap())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "port: 9090 is not one of the service's TCP ports"
+        );
+        let mut udp = port(Some("dns"), 53);
+        udp.protocol = Protocol::Udp;
+        assert!(
+            export(vec![udp])
+                .with_health_check(HealthCheck::parse("tcp:53").unwrap())
+                .is_err()
+        );
+        // A failing verdict takes an endpoint out as an unready pod is.
+        let failing = web.with_endpoint_health(|_| Health::Failing(super::super::Failure::Refused));
+        let ep = &failing.endpoints()[0];
+        assert_eq!(
+            (ep.ready, ep.serving, ep.terminating),
+            (false, false, false)
+        );
+        assert!(ep.health.is_failing());
+    }
+
+    #[test]
     fn validation() {
         let ep = |s| Endpoint::ready(ip(s));
         check(

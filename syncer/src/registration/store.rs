@@ -292,3 +292,111 @@ impl Store {
         self.lock().is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registration::body::{RegistrationBody, TtlBounds};
+    use meshdns_proto::model::{Namespace, ServiceName};
+    use std::time::Duration;
+
+    fn key(service: &str, instance: &str) -> InstanceKey {
+        InstanceKey {
+            service: ServiceKey {
+                namespace: Namespace::new("shop").unwrap(),
+                name: ServiceName::new(service).unwrap(),
+            },
+            instance: Hostname::new(instance).unwrap(),
+        }
+    }
+
+    fn reg(address: &str, port: u16, check: Option<&str>) -> Registration {
+        let mut body = serde_json::json!({
+            "addresses": [address], "ports": [{"port": port}], "ttl_seconds": 10,
+        });
+        if let Some(check) = check {
+            body["health_check"] = check.into();
+        }
+        let body: RegistrationBody = serde_json::from_value(body).unwrap();
+        let bounds = TtlBounds {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        body.validate(&key("web", "x").service, bounds).unwrap()
+    }
+
+    fn code(result: Result<Put, ApiError>) -> (u16, Option<String>) {
+        let e = result.unwrap_err();
+        (e.status().as_u16(), e.field().map(str::to_owned))
+    }
+
+    #[test]
+    fn limits_conflicts_and_deadlines() {
+        let store = Store::new(Limits {
+            registrations: 3,
+            per_service: 2,
+            health_checks: 1,
+        });
+        let now = SystemTime::now();
+        assert_eq!(
+            store.put(key("web", "a"), reg("10.0.0.1", 80, None), now),
+            Ok(Put::Created)
+        );
+        assert_eq!(
+            store.put(key("web", "a"), reg("10.0.0.1", 80, None), now),
+            Ok(Put::Renewed)
+        );
+        let f = |s: &str| Some(s.to_owned());
+        // Same address, other ports, other check: 409 naming the field.
+        assert_eq!(
+            code(store.put(key("web", "b"), reg("10.0.0.1", 80, None), now)),
+            (409, f("addresses[0]"))
+        );
+        assert_eq!(
+            code(store.put(key("web", "b"), reg("10.0.0.2", 81, None), now)),
+            (409, f("ports"))
+        );
+        assert_eq!(
+            code(store.put(key("web", "b"), reg("10.0.0.2", 80, Some("tcp:80")), now)),
+            (409, f("health_check"))
+        );
+        assert_eq!(
+            store.put(key("web", "b"), reg("10.0.0.2", 80, None), now),
+            Ok(Put::Created)
+        );
+        // Per service, then per syncer.
+        assert_eq!(
+            code(store.put(key("web", "c"), reg("10.0.0.3", 80, None), now)),
+            (429, f("instance"))
+        );
+        assert_eq!(
+            store.put(key("db", "a"), reg("10.0.0.4", 80, None), now),
+            Ok(Put::Created)
+        );
+        assert_eq!(
+            code(store.put(key("api", "a"), reg("10.0.0.5", 80, None), now)),
+            (429, f("instance"))
+        );
+        // The health-check cap.
+        store.remove(&key("db", "a")).unwrap();
+        store.checks_in_use.store(1, Ordering::Relaxed);
+        assert_eq!(
+            code(store.put(key("api", "a"), reg("10.0.0.5", 80, Some("tcp:80")), now)),
+            (429, f("health_check"))
+        );
+        // Deadlines: a heartbeat renews; past the deadline, 404 and swept.
+        let later = now + Duration::from_secs(8);
+        store.heartbeat(&key("web", "a"), later).unwrap();
+        let after = now + Duration::from_secs(12);
+        assert_eq!(store.sweep(after), 1, "only web/b lapsed");
+        assert_eq!(
+            code(
+                store
+                    .heartbeat(&key("web", "b"), after)
+                    .map(|_| Put::Renewed)
+            ),
+            (404, None)
+        );
+        assert_eq!(store.subscribe().borrow().len(), 1);
+    }
+}

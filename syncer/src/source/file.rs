@@ -524,6 +524,28 @@ services:
                 vec!["services[1] (shop/web): duplicate service shop/web"],
             )),
         );
+        check(
+            "cluster: a\nservices:\n  - {name: web, namespace: shop, ports: [{name: http, port: 80}], healthCheck: 'http:http/healthz rise=1'}\n",
+            Ok((1, vec![])),
+        );
+        check(
+            "cluster: a\nservices:\n  - {name: web, namespace: shop, ports: [{port: 80}], healthCheck: 'tcp:80 fall=0'}\n",
+            Ok((
+                0,
+                vec![
+                    r#"services[0] (shop/web): healthCheck.fall: "0" is not a count from 1 to 10"#,
+                ],
+            )),
+        );
+        check(
+            "cluster: a\nservices:\n  - {name: web, namespace: shop, ports: [{port: 80}], healthCheck: 'tcp:81'}\n",
+            Ok((
+                0,
+                vec![
+                    "services[0] (shop/web): healthCheck.port: 81 is not one of the service's TCP ports",
+                ],
+            )),
+        );
     }
 
     #[test]

@@ -434,6 +434,29 @@ mod tests {
     }
 
     #[test]
+    fn the_health_check_annotation() {
+        let a = slice("web-a", vec![ep("10.0.0.1", true)]);
+        let (result, problems) = export(
+            &svc(&[(HEALTH_CHECK, "tcp:http interval=2s")], &["10.96.0.1"]),
+            &[&a],
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let check = result.unwrap().health_check().cloned().unwrap();
+        assert_eq!(check.port().to_string(), "8080");
+        assert_eq!(check.interval, std::time::Duration::from_secs(2));
+        // Bad syntax or a port the Service lacks: reported, exported unchecked.
+        for (value, want) in [
+            ("tcp:8080 rise=99", "meshdns.io/health-check.rise: "),
+            ("tcp:9090", "meshdns.io/health-check.port: 9090 is not one"),
+        ] {
+            let (result, problems) = export(&svc(&[(HEALTH_CHECK, value)], &[]), &[&a]);
+            assert!(result.unwrap().health_check().is_none());
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].starts_with(want), "{problems:?}");
+        }
+    }
+
+    #[test]
     fn annotations_with_bad_values_fall_back_to_defaults() {
         let a = slice("web-a", vec![ep("10.0.0.1", true)]);
         let s = svc(
