@@ -202,6 +202,18 @@ async fn not_found(State(api): State<Api>) -> Response {
     api.count(Ok(answer))
 }
 
+async fn not_allowed(State(api): State<Api>) -> Response {
+    let answer = (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(json!({
+            "error": "method not allowed: PUT or DELETE an instance, PUT its heartbeat, GET the list",
+            "field": null,
+        })),
+    )
+        .into_response();
+    api.count(Ok(answer))
+}
+
 pub fn router(api: Api) -> Router {
     Router::new()
         .route("/v1/registrations", get(list))
@@ -214,5 +226,6 @@ pub fn router(api: Api) -> Router {
             put(heartbeat),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(not_allowed)
         .with_state(api)
 }

@@ -242,6 +242,11 @@ async fn a_registered_vm_answers_beside_pods_until_deregistered() {
     vms.answers("web.shop.global", &["10.1.0.11"]).await;
     let (code, body) = call(vms.api, "DELETE", path, Some(WEB_TOKEN), None).await;
     assert_eq!((code, body["error"].is_string()), (404, true), "{body}");
+    // Every refusal is JSON, even of a method or path the API lacks.
+    let (code, body) = call(vms.api, "POST", path, Some(WEB_TOKEN), None).await;
+    assert_eq!((code, body["error"].is_string()), (405, true), "{body}");
+    let (code, body) = call(vms.api, "GET", "/v2/nothing", Some(WEB_TOKEN), None).await;
+    assert_eq!((code, body["error"].is_string()), (404, true), "{body}");
     let status = vms.status().await;
     assert_eq!(
         status["vms"]["registrations"]["registrations"], 1,
