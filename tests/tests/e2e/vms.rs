@@ -951,3 +951,32 @@ async fn the_demo_vms_register_and_the_checked_one_leaves_and_comes_back() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn the_file_sources_health_check_applies_to_pods() {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let mut port = Port::open("127.0.0.1:0".parse().unwrap(), accepted.clone(), None).await;
+    let number = port.addr.port();
+    let vms = Vms::start(&["--health-check-dial", "10.1.0.50=127.0.0.1"]).await;
+    // The file gains a service with a health check on its named port.
+    let checked = format!(
+        "{CLUSTER}  - name: checked\n    namespace: shop\n    ports: [{{name: http, protocol: TCP, port: {number}}}]\n    \
+         healthCheck: 'tcp:http interval=200ms timeout=150ms rise=1 fall=2'\n    endpoints:\n      - {{ip: 10.1.0.50}}\n"
+    );
+    vms.dir.write("east-1.yaml", &checked);
+    vms.answers("checked.shop.global", &["10.1.0.50"]).await;
+    eventually(LIMIT, "checks of the pod", || async {
+        (accepted.load(Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await;
+    port.close();
+    vms.answers("checked.shop.global", &[]).await;
+    let report = service_report(&vms, "checked.shop").await;
+    assert!(
+        report.contains("health check failing: connection refused"),
+        "{report}"
+    );
+    let _port = Port::open(port.addr, accepted.clone(), None).await;
+    vms.answers("checked.shop.global", &["10.1.0.50"]).await;
+    vms.stop().await;
+}
