@@ -157,6 +157,7 @@ fn service_json(s: &ServiceExport, max_endpoints: usize) -> Value {
             "ready": e.ready,
             "serving": e.serving,
             "terminating": e.terminating,
+            "health_check": e.health.as_str(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -426,6 +427,26 @@ async fn debug_answer(
     );
     let answer_truncated = answer.len() > MAX_DEBUG_ANSWER;
     answer.truncate(MAX_DEBUG_ANSWER);
+    // Endpoints out of answers because their syncer's health check fails
+    // (they are exported not ready), with the reason.
+    let failing_checks: Vec<Value> = view
+        .clusters
+        .iter()
+        .flat_map(|part| {
+            part.export
+                .endpoints()
+                .iter()
+                .filter(|e| e.health.is_failing())
+                .map(move |e| {
+                    json!({
+                        "cluster": part.name().as_str(),
+                        "addresses": e.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "health_check": e.health.as_str(),
+                    })
+                })
+        })
+        .take(MAX_DEBUG_ANSWER)
+        .collect();
     let tiers: Vec<Value> = explanation
         .tiers
         .iter()
@@ -446,6 +467,7 @@ async fn debug_answer(
         "answer": answer,
         "max_answers": state.zone.max_answers,
         "no_preference": explanation.chosen == Tier::Any && place.is_none(),
+        "out_by_health_check": failing_checks,
     }))
     .into_response()
 }

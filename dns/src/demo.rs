@@ -13,6 +13,8 @@ use meshdns_syncer::publish::{self, Backoff, PublishConfig};
 use meshdns_syncer::source::{Overrides, file};
 use tokio_util::sync::CancellationToken;
 
+mod vms;
+
 use crate::Listeners;
 use crate::config::ServeArgs;
 use crate::error::Error;
@@ -48,6 +50,16 @@ pub struct DemoArgs {
     /// Address for admin HTTP.
     #[arg(long = "admin-listen", default_value = "127.0.0.1:9153")]
     pub admin_listen: SocketAddr,
+    /// Address of cluster east-1's VM registration API, which the demo VMs use.
+    #[arg(
+        long = "registration-listen",
+        env = "MESHDNS_DEMO_REGISTRATION_LISTEN",
+        default_value = "127.0.0.1:7480"
+    )]
+    pub registration_listen: SocketAddr,
+    /// How long the health-checked demo VM listens, then stays silent, in turn.
+    #[arg(long = "vm-cycle", env = "MESHDNS_DEMO_VM_CYCLE", default_value = "20s", value_parser = meshdns_proto::duration::parse)]
+    pub vm_cycle: Duration,
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
@@ -84,6 +96,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
         })?
         .config()?;
     let server = tokio::spawn(crate::serve(config, listeners, shutdown.clone()));
+    let mut vm_demo = None;
     for path in &files {
         let overrides = Overrides {
             version: format!("{} (demo)", env!("CARGO_PKG_VERSION")),
@@ -95,6 +108,21 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
             Duration::from_millis(250),
             shutdown.clone(),
         );
+        // east-1 also serves VMs: registrations and health checks.
+        let exports = if vm_demo.is_none() {
+            let (checked, demo) = vms::start(
+                exports,
+                &dir,
+                args.registration_listen,
+                args.vm_cycle,
+                shutdown.clone(),
+            )
+            .await?;
+            vm_demo = Some(demo);
+            checked
+        } else {
+            exports
+        };
         let publisher = PublishConfig {
             url: format!("http://{grpc}"),
             auth: meshdns_proto::client::ClientAuth {
@@ -124,6 +152,19 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
         files[1].display(),
         files[2].display(),
     );
+    if let Some(demo) = &vm_demo {
+        println!(
+            "\nVMs (east-1's syncer serves the registration API; see README \"Virtual machines\"):\n  \
+             registrations  http://{}/v1/registrations (token {:?}, file {})\n  \
+             cart-vm-1      10.1.9.10 registers itself into shop/cart beside its pod:  dig {at} cart.shop.global\n  \
+             checkout-vm-1  10.1.9.20, TCP-checked on port {} (really 127.0.0.1:{}), leaves and comes back:  dig {at} checkout.shop.global",
+            demo.api,
+            vms::TOKEN,
+            demo.token_file.display(),
+            demo.checkout_port,
+            demo.checkout_port,
+        );
+    }
     match server.await {
         Ok(result) => result,
         Err(e) => Err(Error::Serve {

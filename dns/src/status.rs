@@ -238,6 +238,7 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
                     "endpoints": s.endpoints.iter().map(|ep| json!({
                         "addresses": ep.addresses, "hostname": ep.hostname, "zone": ep.zone, "node": ep.node,
                         "ready": ep.ready, "serving": ep.serving, "terminating": ep.terminating,
+                        "health_check": meshdns_proto::convert::health_text(ep.health),
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -261,12 +262,16 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
     for e in &exports {
         let s = e.service.clone().unwrap_or_default();
         for ep in &s.endpoints {
+            let check = meshdns_proto::convert::health_text(ep.health);
             let health = if ep.ready {
-                "ready"
+                "ready".to_owned()
             } else if ep.serving && ep.terminating {
-                "terminating"
+                "terminating".to_owned()
+            } else if check.starts_with("failing") {
+                // Why the syncer's health check took it out.
+                format!("not ready (health check {check})")
             } else {
-                "not ready"
+                "not ready".to_owned()
             };
             rows.push(vec![
                 e.cluster.clone(),
@@ -274,7 +279,7 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
                 ep.addresses.join(","),
                 ep.hostname.clone(),
                 ep.zone.clone(),
-                health.to_owned(),
+                health,
             ]);
         }
         if s.endpoints.is_empty() {

@@ -6,8 +6,9 @@ use std::num::NonZeroU16;
 
 use crate::error::{InvalidField, Problem};
 use crate::model::{
-    Addresses, Affinity, Cluster, ClusterName, Endpoint, Hostname, LabelValue, Mode, Namespace,
-    NodeName, Policy, Port, PortName, Protocol, ServiceExport, ServiceKey, ServiceName, parse_cidr,
+    Addresses, Affinity, Cluster, ClusterName, Endpoint, Failure, Health, Hostname, LabelValue,
+    Mode, Namespace, NodeName, Policy, Port, PortName, Protocol, ServiceExport, ServiceKey,
+    ServiceName, parse_cidr,
 };
 use crate::wire;
 
@@ -173,8 +174,41 @@ impl TryFrom<&wire::Endpoint> for Endpoint {
             ready: ep.ready,
             serving: ep.serving,
             terminating: ep.terminating,
+            health: health_from_wire(ep.health),
         })
     }
+}
+
+/// An unknown state (a newer syncer's) reads as unchecked: it only
+/// explains, `ready` decides.
+fn health_from_wire(value: i32) -> Health {
+    match wire::HealthState::try_from(value) {
+        Ok(wire::HealthState::HealthPassing) => Health::Passing,
+        Ok(wire::HealthState::HealthRefused) => Health::Failing(Failure::Refused),
+        Ok(wire::HealthState::HealthTimeout) => Health::Failing(Failure::Timeout),
+        Ok(wire::HealthState::HealthBadStatus) => Health::Failing(Failure::BadStatus),
+        Ok(wire::HealthState::HealthError) => Health::Failing(Failure::Error),
+        Ok(wire::HealthState::HealthUnchecked) | Err(_) => Health::Unchecked,
+    }
+}
+
+impl From<Health> for wire::HealthState {
+    fn from(health: Health) -> Self {
+        match health {
+            Health::Unchecked => wire::HealthState::HealthUnchecked,
+            Health::Passing => wire::HealthState::HealthPassing,
+            Health::Failing(Failure::Refused) => wire::HealthState::HealthRefused,
+            Health::Failing(Failure::Timeout) => wire::HealthState::HealthTimeout,
+            Health::Failing(Failure::BadStatus) => wire::HealthState::HealthBadStatus,
+            Health::Failing(Failure::Error) => wire::HealthState::HealthError,
+        }
+    }
+}
+
+/// What a wire endpoint's health state says, in the words of
+/// [`Health::as_str`] (for `meshdns status`, which reads the wire).
+pub fn health_text(value: i32) -> &'static str {
+    health_from_wire(value).as_str()
 }
 
 fn optional<T>(
@@ -210,6 +244,7 @@ impl From<&Endpoint> for wire::Endpoint {
             ready: ep.ready,
             serving: ep.serving,
             terminating: ep.terminating,
+            health: wire::HealthState::from(ep.health).into(),
         }
     }
 }
@@ -332,6 +367,7 @@ mod tests {
                 ready: true,
                 serving: true,
                 terminating: false,
+                health: wire::HealthState::HealthTimeout.into(),
             }],
             policy: Some(wire::Policy {
                 affinity: wire::Affinity::Zone.into(),

@@ -61,6 +61,12 @@ pub enum Problem {
     NoClusterIp,
     #[error("ttl {0}s is over the maximum of 86400s")]
     TtlRange(u32),
+    #[error("{0}")]
+    BadHealthCheck(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("not valid JSON of the expected shape: {0}")]
+    BadJson(String),
 }
 
 impl Problem {
@@ -86,6 +92,9 @@ impl Problem {
             Problem::TtlRange(_) => "ttl_range",
             Problem::ReservedAddress { .. } => "reserved_address",
             Problem::TooMany { .. } => "too_many",
+            Problem::BadHealthCheck(_) => "bad_health_check",
+            Problem::OutOfRange(_) => "out_of_range",
+            Problem::BadJson(_) => "bad_json",
         }
     }
 }

@@ -3,11 +3,15 @@
 
 mod addresses;
 mod cluster;
+mod health;
+pub mod health_check;
 mod name;
 mod service;
 
 pub use addresses::Addresses;
 pub use cluster::{Cluster, parse_cidr};
+pub use health::{Failure, Health};
+pub use health_check::HealthCheck;
 pub use name::{
     ClusterName, Hostname, LabelValue, Namespace, NodeName, PortName, ServiceName, check_label,
 };

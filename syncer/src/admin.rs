@@ -23,11 +23,37 @@ use crate::metrics::Metrics;
 use crate::source::Exports;
 use crate::source::kubernetes::Health;
 
+/// The health checker and the registration source, for `/status`.
+#[derive(Debug, Clone)]
+pub struct Vms {
+    pub checker: Arc<crate::health::Checker>,
+    pub registrations: Option<crate::registration::Registrations>,
+}
+
+impl Vms {
+    fn json(&self) -> serde_json::Value {
+        let registrations = self.registrations.as_ref().map(|r| {
+            let problems = r.problems.lock().map(|p| p.clone()).unwrap_or_default();
+            json!({
+                "listen": r.listen.to_string(),
+                "registrations": r.store.len(),
+                "tokens": r.tokens.read().map(|t| t.len()).unwrap_or(0),
+                "not_merged": problems,
+            })
+        });
+        json!({
+            "health_checks": self.checker.json(),
+            "registrations": registrations,
+        })
+    }
+}
+
 #[derive(Clone)]
 struct AdminState {
     exports: Exports,
     health: Option<Arc<Health>>,
     metrics: Arc<Metrics>,
+    vms: Vms,
     /// `--tls-cert`: its expiry is read at each scrape.
     client_cert: Option<std::path::PathBuf>,
 }
@@ -73,6 +99,7 @@ async fn status(State(state): State<AdminState>) -> axum::Json<serde_json::Value
         "ready": readiness(&state).unwrap_or_else(|why| why),
         "exported": exported,
         "source": state.health.as_ref().map(|h| h.json()),
+        "vms": state.vms.json(),
     }))
 }
 
@@ -99,6 +126,7 @@ pub async fn serve(
     exports: Exports,
     health: Option<Arc<Health>>,
     metrics: Arc<Metrics>,
+    vms: Vms,
     client_cert: Option<std::path::PathBuf>,
     shutdown: CancellationToken,
 ) {
@@ -111,6 +139,7 @@ pub async fn serve(
             exports,
             health,
             metrics,
+            vms,
             client_cert,
         });
     let _ = axum::serve(listener, app)

@@ -9,7 +9,11 @@ use meshdns_proto::duration;
 use meshdns_proto::client::ClientAuth;
 
 use crate::error::Error;
+use crate::health::HealthConfig;
 use crate::publish::{Backoff, PublishConfig};
+use crate::registration::RegistrationConfig;
+use crate::registration::body::TtlBounds;
+use crate::registration::store::Limits;
 use crate::source::Overrides;
 use crate::source::kubernetes::KubeSource;
 use crate::source::selector::Selector;
@@ -125,6 +129,72 @@ pub struct SyncerArgs {
     /// With --mcs-status: after this long without an answer from any registry, ServiceExport conditions turn Unknown (set it to the hub's --cluster-ttl).
     #[arg(long = "mcs-status-ttl", env = "MESHDNS_MCS_STATUS_TTL", default_value = "15s", value_parser = parse_duration)]
     pub mcs_status_ttl: Duration,
+    /// Address of the VM registration API (HTTP/JSON); off when not set.
+    #[arg(long = "registration-listen", env = "MESHDNS_REGISTRATION_LISTEN")]
+    pub registration_listen: Option<std::net::SocketAddr>,
+    /// The registration API's bearer tokens: `<token> <namespace>/<service>[,...]` a line; re-read when it changes.
+    #[arg(
+        long = "registration-token-file",
+        env = "MESHDNS_REGISTRATION_TOKEN_FILE"
+    )]
+    pub registration_token_file: Option<PathBuf>,
+    /// Where registrations are kept across restarts (written atomically); none: they are lost on restart.
+    #[arg(
+        long = "registration-state-file",
+        env = "MESHDNS_REGISTRATION_STATE_FILE"
+    )]
+    pub registration_state_file: Option<PathBuf>,
+    /// Shortest TTL a registration may ask for.
+    #[arg(long = "registration-min-ttl", env = "MESHDNS_REGISTRATION_MIN_TTL", default_value = "5s", value_parser = parse_duration)]
+    pub registration_min_ttl: Duration,
+    /// Longest TTL a registration may ask for.
+    #[arg(long = "registration-max-ttl", env = "MESHDNS_REGISTRATION_MAX_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub registration_max_ttl: Duration,
+    /// How often registrations past their TTL are withdrawn (a lapsed one leaves within TTL + this).
+    #[arg(long = "registration-sweep-interval", env = "MESHDNS_REGISTRATION_SWEEP_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub registration_sweep_interval: Duration,
+    /// Most registrations this syncer holds.
+    #[arg(
+        long = "max-registrations",
+        env = "MESHDNS_MAX_REGISTRATIONS",
+        default_value_t = 10_000
+    )]
+    pub max_registrations: usize,
+    /// Most registrations of one service.
+    #[arg(
+        long = "max-registrations-per-service",
+        env = "MESHDNS_MAX_REGISTRATIONS_PER_SERVICE",
+        default_value_t = 1_000
+    )]
+    pub max_registrations_per_service: usize,
+    /// Registration API requests a second per client address (bursts of twice this).
+    #[arg(
+        long = "registration-rate-limit",
+        env = "MESHDNS_REGISTRATION_RATE_LIMIT",
+        default_value_t = 20
+    )]
+    pub registration_rate_limit: u32,
+    /// Most endpoints health-checked by this syncer; more are left unchecked (and registrations declaring a check refused).
+    #[arg(
+        long = "max-health-checks",
+        env = "MESHDNS_MAX_HEALTH_CHECKS",
+        default_value_t = 1_000
+    )]
+    pub max_health_checks: usize,
+    /// Health-check an exported endpoint at another address, as ENDPOINT_IP=DIAL_IP (repeatable): for endpoints this syncer reaches through a NAT, or the demo's loopback stand-ins. Only the operator sets it; checks still run only for exported endpoints.
+    #[arg(
+        long = "health-check-dial",
+        env = "MESHDNS_HEALTH_CHECK_DIAL",
+        value_delimiter = ','
+    )]
+    pub health_check_dial: Vec<String>,
+    /// Most health checks in flight at once.
+    #[arg(
+        long = "health-check-concurrency",
+        env = "MESHDNS_HEALTH_CHECK_CONCURRENCY",
+        default_value_t = 64
+    )]
+    pub health_check_concurrency: usize,
     /// Log format: text or json.
     #[arg(
         long = "log-format",
@@ -163,6 +233,83 @@ impl SyncerArgs {
             client_cidrs: self.client_cidr.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }
+    }
+
+    /// The registration source's settings, when `--registration-listen` is set.
+    pub fn registration(&self) -> Result<Option<RegistrationConfig>, Error> {
+        let bad = |field: &str, problem: &str| Error::Config {
+            field: field.into(),
+            problem: problem.into(),
+        };
+        let Some(listen) = self.registration_listen else {
+            return Ok(None);
+        };
+        let token_file = self.registration_token_file.clone().ok_or_else(|| {
+            bad(
+                "--registration-token-file",
+                "required with --registration-listen: registrations are authenticated",
+            )
+        })?;
+        if self.registration_min_ttl < Duration::from_secs(1) {
+            return Err(bad("--registration-min-ttl", "must be at least 1s"));
+        }
+        if self.registration_max_ttl < self.registration_min_ttl {
+            return Err(bad(
+                "--registration-max-ttl",
+                "must be at least --registration-min-ttl",
+            ));
+        }
+        if self.registration_sweep_interval < Duration::from_millis(10) {
+            return Err(bad(
+                "--registration-sweep-interval",
+                "must be at least 10ms",
+            ));
+        }
+        if self.registration_rate_limit == 0 {
+            return Err(bad("--registration-rate-limit", "must be at least 1"));
+        }
+        Ok(Some(RegistrationConfig {
+            listen,
+            token_file,
+            state_file: self.registration_state_file.clone(),
+            ttl: TtlBounds {
+                min: self.registration_min_ttl,
+                max: self.registration_max_ttl,
+            },
+            limits: Limits {
+                registrations: self.max_registrations,
+                per_service: self.max_registrations_per_service,
+                health_checks: self.max_health_checks,
+            },
+            rate: self.registration_rate_limit,
+            burst: self.registration_rate_limit.saturating_mul(2),
+            sweep_interval: self.registration_sweep_interval,
+        }))
+    }
+
+    /// The health checker's bounds.
+    pub fn health(&self) -> Result<HealthConfig, Error> {
+        if self.health_check_concurrency == 0 {
+            return Err(Error::Config {
+                field: "--health-check-concurrency".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
+        let dial = self
+            .health_check_dial
+            .iter()
+            .map(|v| {
+                crate::health::parse_dial(v).map_err(|problem| Error::Config {
+                    field: "--health-check-dial".into(),
+                    problem,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(HealthConfig {
+            max_checks: self.max_health_checks,
+            concurrency: self.health_check_concurrency,
+            dial,
+        })
     }
 
     /// The Kubernetes source's settings.

@@ -12,6 +12,10 @@
 //!   (re)connect, Deltas after, Heartbeats, backoff with jitter.
 //! - [`admin`]: `/healthz`, `/readyz` (degraded watchers), `/status`,
 //!   `/metrics` ([`metrics`]).
+//! - [`registration`]: the VM registration API (`--registration-listen`),
+//!   whose instances join the source's export set.
+//! - [`health`]: health checks of exported endpoints; a failing endpoint
+//!   is exported as not ready.
 //! - [`mcs`]: `--mcs-status`: ServiceImports, ServiceExport conditions
 //!   and Events in this cluster, from the registry's view.
 //! - [`error`]: the crate's error type.
@@ -19,9 +23,11 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod mcs;
 pub mod metrics;
 pub mod publish;
+pub mod registration;
 pub mod source;
 
 pub use error::Error;
@@ -71,6 +77,29 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
             (exports, Some(health))
         }
     };
+    // Registered instances join the source's set; then health checks
+    // apply to all of it.
+    let health_config = args.health()?;
+    let registrations = match args.registration()? {
+        Some(config) => Some(registration::start(config, metrics.clone(), shutdown.clone()).await?),
+        None => None,
+    };
+    let exports = match &registrations {
+        Some(r) => registration::merged(exports, r, shutdown.clone()),
+        None => exports,
+    };
+    let in_use = registrations
+        .as_ref()
+        .map(|r| r.store.checks_in_use.clone())
+        .unwrap_or_default();
+    let (exports, checker) = health::start(
+        exports,
+        health_config,
+        metrics.clone(),
+        in_use,
+        shutdown.clone(),
+    );
+    let flush = registrations.clone();
     if let Some(settings) = mcs_settings {
         if !matches!(args.source_kind()?, SourceKind::Kubernetes) {
             return Err(Error::Config {
@@ -99,6 +128,10 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
             exports.clone(),
             health,
             metrics,
+            admin::Vms {
+                checker,
+                registrations,
+            },
             args.tls_cert.clone(),
             shutdown.clone(),
         ));
@@ -108,5 +141,8 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
         tasks.spawn(publish::run(config, exports.clone(), shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
+    if let Some(registrations) = flush {
+        registrations.flushed().await;
+    }
     Ok(())
 }

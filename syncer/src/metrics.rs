@@ -29,6 +29,18 @@ struct VersionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    /// `passed` or `failed`.
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    /// The HTTP status code of the registration API's answer.
+    code: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CertificateLabels {
     certificate: &'static str,
 }
@@ -45,6 +57,99 @@ pub struct Metrics {
     certificate_expiry: Family<CertificateLabels, Gauge>,
     /// `--mcs-status` writers (src/mcs/metrics.rs).
     pub mcs: crate::mcs::metrics::McsMetrics,
+    /// Health checks and registrations (issue 17).
+    pub vms: VmMetrics,
+}
+
+/// The health checker's and the registration API's figures.
+#[derive(Debug, Default)]
+pub struct VmMetrics {
+    checks: Family<CheckLabels, Counter>,
+    flaps: Counter,
+    checked_targets: Gauge,
+    unchecked_targets: Gauge,
+    registrations: Gauge,
+    lapsed: Counter,
+    requests: Family<RequestLabels, Counter>,
+    rate_limited: Counter,
+}
+
+impl VmMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "health_checks",
+            "Health checks run, by result (passed, failed)",
+            self.checks.clone(),
+        );
+        registry.register(
+            "health_check_flaps",
+            "Endpoints whose check verdict changed (passing to failing or back)",
+            self.flaps.clone(),
+        );
+        registry.register(
+            "health_check_targets",
+            "Endpoints being health-checked",
+            self.checked_targets.clone(),
+        );
+        registry.register(
+            "health_check_targets_unchecked",
+            "Endpoints of checked services left unchecked by --max-health-checks",
+            self.unchecked_targets.clone(),
+        );
+        registry.register(
+            "registrations",
+            "Live instance registrations",
+            self.registrations.clone(),
+        );
+        registry.register(
+            "registration_heartbeats_lapsed",
+            "Registrations withdrawn because their TTL passed without a heartbeat",
+            self.lapsed.clone(),
+        );
+        registry.register(
+            "registration_requests",
+            "Registration API requests, by HTTP status code",
+            self.requests.clone(),
+        );
+        registry.register(
+            "registration_rate_limited",
+            "Registration API requests refused by the per-client rate limit",
+            self.rate_limited.clone(),
+        );
+    }
+
+    pub fn check_ran(&self, passed: bool) {
+        let result = if passed { "passed" } else { "failed" };
+        self.checks.get_or_create(&CheckLabels { result }).inc();
+    }
+
+    pub fn flapped(&self) {
+        self.flaps.inc();
+    }
+
+    pub fn set_targets(&self, checked: usize, unchecked: usize) {
+        self.checked_targets
+            .set(i64::try_from(checked).unwrap_or(i64::MAX));
+        self.unchecked_targets
+            .set(i64::try_from(unchecked).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_registrations(&self, count: usize) {
+        self.registrations
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn lapsed(&self, count: usize) {
+        self.lapsed.inc_by(count as u64);
+    }
+
+    pub fn answered(&self, code: u16) {
+        self.requests.get_or_create(&RequestLabels { code }).inc();
+    }
+
+    pub fn rate_limited(&self) {
+        self.rate_limited.inc();
+    }
 }
 
 impl Default for Metrics {
@@ -101,8 +206,11 @@ impl Metrics {
             exported_endpoints.clone(),
         );
         let mcs = crate::mcs::metrics::McsMetrics::register(registry);
+        let vms = VmMetrics::default();
+        vms.register(registry);
         Metrics {
             mcs,
+            vms,
             registry: top,
             watch_failures,
             synced,

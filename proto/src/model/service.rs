@@ -6,7 +6,11 @@ use std::net::IpAddr;
 use std::num::NonZeroU16;
 use std::sync::Arc;
 
-use super::{Addresses, Cluster, Hostname, LabelValue, Namespace, NodeName, PortName, ServiceName};
+use super::health_check::CheckPort;
+use super::{
+    Addresses, Cluster, Health, HealthCheck, Hostname, LabelValue, Namespace, NodeName, PortName,
+    ServiceName,
+};
 use crate::error::{InvalidField, Problem};
 
 /// The largest TTL a service may ask for (one day).
@@ -242,6 +246,9 @@ pub struct Endpoint {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
+    /// The syncer's health check's last verdict; a failing endpoint is
+    /// also neither `ready` nor `serving`.
+    pub health: Health,
 }
 
 impl Endpoint {
@@ -255,6 +262,7 @@ impl Endpoint {
             ready: true,
             serving: true,
             terminating: false,
+            health: Health::Unchecked,
         }
     }
 }
@@ -269,6 +277,8 @@ pub struct ServiceExport {
     cluster_ips: Box<[IpAddr]>,
     endpoints: Box<[Endpoint]>,
     policy: Policy,
+    /// The syncer's check of this service's endpoints; never on the wire.
+    health_check: Option<Arc<HealthCheck>>,
 }
 
 impl ServiceExport {
@@ -360,7 +370,62 @@ impl ServiceExport {
             cluster_ips: cluster_ips.into_boxed_slice(),
             endpoints: endpoints.into_boxed_slice(),
             policy,
+            health_check: None,
         })
+    }
+
+    /// The same export with `check` run against its endpoints. The check's
+    /// port must be one of the service's TCP ports (by number or name), so
+    /// a check only ever reaches what the service exports; a named port is
+    /// resolved to its number here.
+    pub fn with_health_check(mut self, check: HealthCheck) -> Result<Self, InvalidField> {
+        let number = {
+            let found = self.ports.iter().find(|p| {
+                p.protocol == Protocol::Tcp
+                    && match check.port() {
+                        CheckPort::Number(n) => p.port == *n,
+                        CheckPort::Name(name) => p.name.as_ref() == Some(name),
+                    }
+            });
+            match found {
+                Some(port) => port.port,
+                None => {
+                    return Err(InvalidField::new(
+                        "port",
+                        Problem::BadHealthCheck(format!(
+                            "{} is not one of the service's TCP ports",
+                            check.port()
+                        )),
+                    ));
+                }
+            }
+        };
+        self.health_check = Some(Arc::new(check.with_port(number)));
+        Ok(self)
+    }
+
+    /// The health check the syncer runs, with its port resolved.
+    pub fn health_check(&self) -> Option<&Arc<HealthCheck>> {
+        self.health_check.as_ref()
+    }
+
+    /// The same export with each endpoint's health set by `health`; a
+    /// failing endpoint is made neither ready nor serving, as Kubernetes
+    /// marks a pod whose readiness probe fails (`terminating` stays as it
+    /// is; a serving-but-unready endpoint would otherwise still be
+    /// answered when no endpoint is ready). Addresses are untouched, so
+    /// the export stays valid.
+    #[must_use]
+    pub fn with_endpoint_health(&self, mut health: impl FnMut(&Endpoint) -> Health) -> Self {
+        let mut out = self.clone();
+        for endpoint in out.endpoints.iter_mut() {
+            endpoint.health = health(endpoint);
+            if endpoint.health.is_failing() {
+                endpoint.ready = false;
+                endpoint.serving = false;
+            }
+        }
+        out
     }
 
     pub fn key(&self) -> &ServiceKey {
@@ -448,6 +513,50 @@ mod tests {
         .map(|_| ())
         .map_err(|e| e.to_string());
         assert_eq!(got, expected.map_err(str::to_owned));
+    }
+
+    #[test]
+    fn a_check_must_name_a_tcp_port_of_the_service() {
+        let export = |ports| {
+            ServiceExport::new(
+                key(),
+                ports,
+                Mode::Endpoints,
+                vec![],
+                vec![Endpoint::ready(ip("10.0.0.1"))],
+                Policy::default(),
+            )
+            .unwrap()
+        };
+        let web = export(vec![port(Some("http"), 8080)]);
+        let by_name = web
+            .clone()
+            .with_health_check(HealthCheck::parse("http:http/healthz").unwrap())
+            .unwrap();
+        assert_eq!(by_name.health_check().unwrap().port().to_string(), "8080");
+        let err = web
+            .clone()
+            .with_health_check(HealthCheck::parse("tcp:9090").unwrap())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "port: 9090 is not one of the service's TCP ports"
+        );
+        let mut udp = port(Some("dns"), 53);
+        udp.protocol = Protocol::Udp;
+        assert!(
+            export(vec![udp])
+                .with_health_check(HealthCheck::parse("tcp:53").unwrap())
+                .is_err()
+        );
+        // A failing verdict takes an endpoint out as an unready pod is.
+        let failing = web.with_endpoint_health(|_| Health::Failing(super::super::Failure::Refused));
+        let ep = &failing.endpoints()[0];
+        assert_eq!(
+            (ep.ready, ep.serving, ep.terminating),
+            (false, false, false)
+        );
+        assert!(ep.health.is_failing());
     }
 
     #[test]

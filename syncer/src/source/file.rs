@@ -15,8 +15,9 @@ use std::time::{Duration, SystemTime};
 use meshdns_proto::InvalidField;
 use meshdns_proto::error::Problem;
 use meshdns_proto::model::{
-    Affinity, Cluster, ClusterName, Endpoint, ExportSet, Hostname, LabelValue, Mode, Namespace,
-    NodeName, Policy, Port, PortName, Protocol, ServiceExport, ServiceKey, ServiceName, parse_cidr,
+    Affinity, Cluster, ClusterName, Endpoint, ExportSet, Health, HealthCheck, Hostname, LabelValue,
+    Mode, Namespace, NodeName, Policy, Port, PortName, Protocol, ServiceExport, ServiceKey,
+    ServiceName, parse_cidr,
 };
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -53,6 +54,8 @@ struct FileService {
     ports: Vec<FilePort>,
     #[serde(default)]
     endpoints: Vec<FileEndpoint>,
+    /// The service's health check, in the `meshdns.io/health-check` syntax.
+    health_check: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,9 +207,10 @@ impl FileService {
                 ready,
                 serving: e.serving.unwrap_or(ready),
                 terminating: e.terminating,
+                health: Health::Unchecked,
             });
         }
-        ServiceExport::new(
+        let export = ServiceExport::new(
             key,
             ports,
             mode,
@@ -216,7 +220,13 @@ impl FileService {
                 affinity,
                 ttl: self.ttl,
             },
-        )
+        )?;
+        match &self.health_check {
+            None => Ok(export),
+            Some(text) => HealthCheck::parse(text)
+                .and_then(|check| export.with_health_check(check))
+                .map_err(|e| e.within("healthCheck")),
+        }
     }
 }
 
@@ -512,6 +522,28 @@ services:
             Ok((
                 1,
                 vec!["services[1] (shop/web): duplicate service shop/web"],
+            )),
+        );
+        check(
+            "cluster: a\nservices:\n  - {name: web, namespace: shop, ports: [{name: http, port: 80}], healthCheck: 'http:http/healthz rise=1'}\n",
+            Ok((1, vec![])),
+        );
+        check(
+            "cluster: a\nservices:\n  - {name: web, namespace: shop, ports: [{port: 80}], healthCheck: 'tcp:80 fall=0'}\n",
+            Ok((
+                0,
+                vec![
+                    r#"services[0] (shop/web): healthCheck.fall: "0" is not a count from 1 to 10"#,
+                ],
+            )),
+        );
+        check(
+            "cluster: a\nservices:\n  - {name: web, namespace: shop, ports: [{port: 80}], healthCheck: 'tcp:81'}\n",
+            Ok((
+                0,
+                vec![
+                    "services[0] (shop/web): healthCheck.port: 81 is not one of the service's TCP ports",
+                ],
             )),
         );
     }

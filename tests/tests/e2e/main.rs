@@ -30,3 +30,4 @@ mod security;
 mod soak;
 mod sync;
 mod tls_rotation;
+mod vms;

@@ -11,14 +11,16 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use meshdns_proto::model::{
-    Affinity, Endpoint, Hostname, LabelValue, MAX_TTL_SECONDS, Mode, Namespace, NodeName, Policy,
-    Port, PortName, Protocol, ServiceExport, ServiceKey, ServiceName,
+    Affinity, Endpoint, Health, HealthCheck, Hostname, LabelValue, MAX_TTL_SECONDS, Mode,
+    Namespace, NodeName, Policy, Port, PortName, Protocol, ServiceExport, ServiceKey, ServiceName,
 };
 
 /// The annotations that carry per-service policy.
 pub const AFFINITY: &str = "meshdns.io/affinity";
 pub const TTL: &str = "meshdns.io/ttl";
 pub const MODE: &str = "meshdns.io/mode";
+/// The service's health check ([`HealthCheck`]'s syntax).
+pub const HEALTH_CHECK: &str = "meshdns.io/health-check";
 /// The label linking an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
@@ -270,6 +272,11 @@ pub fn export(svc: &SvcObj, slices: &[&SliceObj]) -> (Result<ServiceExport, Stri
         ));
         mode = Mode::Endpoints;
     }
+    let check = annotation(HEALTH_CHECK).and_then(|v| {
+        HealthCheck::parse(&v)
+            .map_err(|e| problems.push(format!("{}; no health check", e.within(HEALTH_CHECK))))
+            .ok()
+    });
     let result = (|| {
         let key = ServiceKey {
             namespace: Namespace::new(&svc.key.0)
@@ -301,6 +308,7 @@ pub fn export(svc: &SvcObj, slices: &[&SliceObj]) -> (Result<ServiceExport, Stri
                 ready: ep.ready,
                 serving: ep.serving,
                 terminating: ep.terminating,
+                health: Health::Unchecked,
             };
             // An endpoint moving between slices is in both for a moment:
             // keep one, the readier.
@@ -335,6 +343,16 @@ pub fn export(svc: &SvcObj, slices: &[&SliceObj]) -> (Result<ServiceExport, Stri
         )
         .map_err(|e| e.to_string())
     })();
+    let result = result.map(|export| match check {
+        None => export,
+        Some(check) => match export.clone().with_health_check(check) {
+            Ok(checked) => checked,
+            Err(e) => {
+                problems.push(format!("{}; no health check", e.within(HEALTH_CHECK)));
+                export
+            }
+        },
+    });
     (result, problems)
 }
 
@@ -413,6 +431,29 @@ mod tests {
             "deduplicated, the ready copy kept"
         );
         assert_eq!(exported.endpoints().len(), 3);
+    }
+
+    #[test]
+    fn the_health_check_annotation() {
+        let a = slice("web-a", vec![ep("10.0.0.1", true)]);
+        let (result, problems) = export(
+            &svc(&[(HEALTH_CHECK, "tcp:http interval=2s")], &["10.96.0.1"]),
+            &[&a],
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let check = result.unwrap().health_check().cloned().unwrap();
+        assert_eq!(check.port().to_string(), "8080");
+        assert_eq!(check.interval, std::time::Duration::from_secs(2));
+        // Bad syntax or a port the Service lacks: reported, exported unchecked.
+        for (value, want) in [
+            ("tcp:8080 rise=99", "meshdns.io/health-check.rise: "),
+            ("tcp:9090", "meshdns.io/health-check.port: 9090 is not one"),
+        ] {
+            let (result, problems) = export(&svc(&[(HEALTH_CHECK, value)], &[]), &[&a]);
+            assert!(result.unwrap().health_check().is_none());
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].starts_with(want), "{problems:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,307 @@
+//! VM self-registration (`--registration-listen`): instances register
+//! themselves over HTTP/JSON with a TTL and heartbeat to stay; their
+//! endpoints join the source's export set ([`merge`]).
+//!
+//! - [`api`]: the HTTP routes; [`error`]: their JSON errors.
+//! - [`body`]: a registration's JSON and its validation.
+//! - [`tokens`]: the scoped bearer token file, re-read when it changes.
+//! - [`rate_limit`]: per-client-address token buckets.
+//! - [`store`]: the live registrations, limits, deadlines.
+//! - [`state_file`]: the registrations across restarts.
+//! - [`merge`]: registrations + the source's set = what is exported.
+
+pub mod api;
+pub mod body;
+pub mod error;
+pub mod merge;
+pub mod rate_limit;
+pub mod state_file;
+pub mod store;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use meshdns_proto::model::{Hostname, Namespace, ServiceKey, ServiceName};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::source::Exports;
+use body::TtlBounds;
+use store::{InstanceKey, Limits, Store};
+use tokens::TokenTable;
+
+/// The registration source's settings (from the `--registration-*` flags).
+#[derive(Debug, Clone)]
+pub struct RegistrationConfig {
+    pub listen: SocketAddr,
+    pub token_file: PathBuf,
+    pub state_file: Option<PathBuf>,
+    pub ttl: TtlBounds,
+    pub limits: Limits,
+    /// Requests a second per client address, and the burst.
+    pub rate: u32,
+    pub burst: u32,
+    /// How often lapsed registrations are withdrawn.
+    pub sweep_interval: Duration,
+}
+
+/// A running registration source.
+#[derive(Debug, Clone)]
+pub struct Registrations {
+    pub store: Arc<Store>,
+    pub listen: SocketAddr,
+    /// Instances that could not join the export set, and why.
+    pub problems: Arc<Mutex<Vec<String>>>,
+    pub tokens: Arc<RwLock<TokenTable>>,
+    /// The state file writer, which writes once more at shutdown.
+    writer: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Registrations {
+    /// Waits for the state file's last write (after shutdown).
+    pub async fn flushed(&self) {
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+    }
+}
+
+fn config_error(field: &str, problem: impl std::fmt::Display) -> Error {
+    Error::Config {
+        field: field.into(),
+        problem: problem.to_string(),
+    }
+}
+
+/// Loads the tokens and the state file, listens, and runs the API, the
+/// sweeper, the token reloader and the state writer until `shutdown`.
+pub async fn start(
+    config: RegistrationConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<Registrations, Error> {
+    let (table, mut token_bytes) = TokenTable::read(&config.token_file)
+        .map_err(|e| config_error("--registration-token-file", e))?;
+    if table.is_empty() {
+        tracing::warn!("--registration-token-file lists no token: every registration is refused");
+    }
+    let tokens = Arc::new(RwLock::new(table));
+    let store = Arc::new(Store::new(config.limits));
+    if let Some(path) = &config.state_file {
+        let saved =
+            state_file::load(path).map_err(|e| config_error("--registration-state-file", e))?;
+        let now = SystemTime::now();
+        let mut lapsed = 0;
+        for saved in saved.registrations {
+            let deadline = state_file::from_unix_ms(saved.deadline_unix_ms);
+            if deadline <= now {
+                lapsed += 1;
+                continue;
+            }
+            let restored = (|| {
+                let service = ServiceKey {
+                    namespace: Namespace::new(&saved.namespace).map_err(|e| e.to_string())?,
+                    name: ServiceName::new(&saved.service).map_err(|e| e.to_string())?,
+                };
+                let instance = Hostname::new(&saved.instance).map_err(|e| e.to_string())?;
+                let registration = saved
+                    .registration
+                    .validate(&service, config.ttl)
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((InstanceKey { service, instance }, registration))
+            })();
+            match restored {
+                Ok((key, registration)) => store.restore(key, registration, deadline),
+                Err(e) => tracing::warn!(
+                    instance = %format!("{}/{}/{}", saved.namespace, saved.service, saved.instance),
+                    error = %e,
+                    "saved registration no longer valid; dropped"
+                ),
+            }
+        }
+        metrics.vms.lapsed(lapsed);
+        tracing::info!(restored = store.len(), lapsed, "registration state loaded");
+    }
+    metrics.vms.set_registrations(store.len());
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| {
+            config_error(
+                "--registration-listen",
+                format!("cannot listen on {}: {e}", config.listen),
+            )
+        })?;
+    let listen = listener.local_addr().unwrap_or(config.listen);
+    tracing::info!(addr = %listen, "registration API listening");
+    let api = api::Api {
+        store: store.clone(),
+        tokens: tokens.clone(),
+        rate_limit: Arc::new(rate_limit::RateLimit::new(
+            config.rate,
+            config.burst,
+            rate_limit::MAX_CLIENTS,
+        )),
+        ttl: config.ttl,
+        metrics: metrics.clone(),
+    };
+    let app = api::router(api).into_make_service_with_connect_info::<SocketAddr>();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+    // Token file: re-read when its content changes; a bad edit keeps the
+    // last good table (and says so).
+    let (path, reload, stop) = (config.token_file.clone(), tokens.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Ok(bytes) = tokio::fs::read(&path).await else {
+                continue;
+            };
+            if bytes == token_bytes {
+                continue;
+            }
+            match TokenTable::parse(&bytes) {
+                Ok(table) => {
+                    tracing::info!(tokens = table.len(), "registration token file reloaded");
+                    *reload.write().unwrap_or_else(|e| e.into_inner()) = table;
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "--registration-token-file: not reloaded; the last good tokens stay"
+                ),
+            }
+            token_bytes = bytes;
+        }
+    });
+    // Sweeper: lapsed registrations leave within one interval.
+    let (sweeper, stop, sweep_metrics) = (store.clone(), shutdown.clone(), metrics.clone());
+    let interval = config.sweep_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let lapsed = sweeper.sweep(SystemTime::now());
+            if lapsed > 0 {
+                tracing::info!(lapsed, "registrations lapsed without a heartbeat");
+                sweep_metrics.vms.lapsed(lapsed);
+                sweep_metrics.vms.set_registrations(sweeper.len());
+            }
+        }
+    });
+    let writer = config
+        .state_file
+        .clone()
+        .map(|path| tokio::spawn(write_state(store.clone(), path, shutdown)));
+    Ok(Registrations {
+        store,
+        listen,
+        problems: Arc::new(Mutex::new(Vec::new())),
+        tokens,
+        writer: Arc::new(Mutex::new(writer)),
+    })
+}
+
+/// Most one state file write a second: a heartbeat storm is one write.
+const STATE_WRITE_SPACING: Duration = Duration::from_secs(1);
+
+fn saved(store: &Store) -> state_file::Saved {
+    state_file::Saved {
+        version: state_file::VERSION,
+        registrations: store
+            .list(|_| true)
+            .into_iter()
+            .map(
+                |(key, registration, deadline)| state_file::SavedRegistration {
+                    namespace: key.service.namespace.to_string(),
+                    service: key.service.name.to_string(),
+                    instance: key.instance.to_string(),
+                    deadline_unix_ms: state_file::to_unix_ms(deadline),
+                    registration: registration.body.clone(),
+                },
+            )
+            .collect(),
+    }
+}
+
+async fn write_state(store: Arc<Store>, path: PathBuf, shutdown: CancellationToken) {
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = store.changed() => false,
+        };
+        let state = saved(&store);
+        let target = path.clone();
+        match tokio::task::spawn_blocking(move || state_file::save(&target, &state)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "--registration-state-file not written"),
+            Err(e) => tracing::error!(error = %e, "state file writer failed"),
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(STATE_WRITE_SPACING) => {}
+        }
+    }
+}
+
+/// The source's export set with the registrations merged in, republished
+/// whenever either changes. `None` until the source has a first state.
+pub fn merged(
+    mut source: Exports,
+    registrations: &Registrations,
+    shutdown: CancellationToken,
+) -> Exports {
+    let mut live = registrations.store.subscribe();
+    let problems = registrations.problems.clone();
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        loop {
+            let set = source.borrow_and_update().clone();
+            let current = live.borrow_and_update().clone();
+            let out = set.map(|set| {
+                if current.is_empty() {
+                    problems.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    return set;
+                }
+                let (merged, found) = merge::merge(&set, &current);
+                for line in &found {
+                    tracing::warn!(problem = %line, "registration not merged as registered");
+                }
+                *problems.lock().unwrap_or_else(|e| e.into_inner()) = found;
+                Arc::new(merged)
+            });
+            tx.send_if_modified(|old| {
+                if *old == out {
+                    false
+                } else {
+                    *old = out;
+                    true
+                }
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = source.changed() => if r.is_err() { return },
+                r = live.changed() => if r.is_err() { return },
+            }
+        }
+    });
+    rx
+}
