@@ -14,7 +14,7 @@ mod answers;
 mod ops;
 
 pub use answers::{AnswerTier, MAX_SERVED, Served, ServedByCluster, TIERS};
-pub use ops::{Certificates, ClusterGauges, ClusterRow, FollowerMetrics, unix_ms};
+pub use ops::{Certificates, ClusterGauges, ClusterRow, FollowerMetrics, FollowerView, unix_ms};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -467,12 +467,15 @@ impl Metrics {
             self.tiers[tier.index()].inc();
         }
         self.served.record(&outcome.served);
+        if let Some(follower) = &self.follower {
+            follower.answered();
+        }
     }
 
-    /// This replica follows another registry: it exposes its upstream
-    /// link (`meshdns_follow_*`). Before the metrics are shared.
-    pub fn with_follower(mut self) -> Self {
-        self.follower = Some(FollowerMetrics::register(&mut self.registry));
+    /// This replica follows `upstream`: it exposes its link to it
+    /// (`meshdns_follow_*`). Before the metrics are shared.
+    pub fn with_follower(mut self, upstream: &str) -> Self {
+        self.follower = Some(FollowerMetrics::register(&mut self.registry, upstream));
         self
     }
 
@@ -698,7 +701,7 @@ mod tests {
         assert!(text.contains("meshdns_cluster_heartbeat_age_seconds{cluster=\"east-1\"}"));
         // Not a follower: no upstream link to report.
         assert!(!text.contains("meshdns_follow_"), "{text}");
-        let follower = Metrics::new().with_follower();
+        let follower = Metrics::new().with_follower("http://127.0.0.1:7443");
         let text = follower.render(&registry);
         assert!(
             text.contains("meshdns_follow_upstream_connected 0"),
