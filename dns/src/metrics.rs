@@ -654,6 +654,53 @@ mod tests {
     }
 
     #[test]
+    fn a_follower_counts_answers_only_while_stale() {
+        let metrics = Metrics::new().with_follower("http://hub:7443");
+        let registry = Registry::new(5, false, std::sync::Arc::new(Metrics::new()));
+        let follower = metrics.follower.clone().unwrap();
+        let outcome = Outcome::default();
+        // Never connected, but not past --follow-stale-after yet.
+        assert!(!follower.check_stale(Duration::from_secs(3600)));
+        metrics.answered(&outcome, Duration::from_micros(5));
+        // Cut off past the threshold: answers count as stale.
+        assert!(follower.check_stale(Duration::ZERO));
+        metrics.answered(&outcome, Duration::from_micros(5));
+        metrics.answered(&outcome, Duration::from_micros(5));
+        let text = metrics.render(&registry);
+        assert!(text.contains("meshdns_follow_stale 1"), "{text}");
+        assert!(
+            text.contains("meshdns_follow_stale_answers_total 2"),
+            "{text}"
+        );
+        // Connected again: fresh at once, and no longer counted.
+        follower.set_connected(true);
+        metrics.answered(&outcome, Duration::from_micros(5));
+        let text = metrics.render(&registry);
+        assert!(text.contains("meshdns_follow_stale 0"), "{text}");
+        assert!(
+            text.contains("meshdns_follow_stale_answers_total 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshdns_follow_disconnected_seconds 0.0"),
+            "{text}"
+        );
+        let view = follower.view();
+        assert!(view.connected && !view.stale && view.upstream == "http://hub:7443");
+        // Lost again: the clock starts at the loss, and a failed retry
+        // does not restart it.
+        follower.set_connected(false);
+        follower.reconnect();
+        follower.set_connected(false);
+        assert!(!follower.view().connected);
+        assert!(
+            metrics
+                .render(&registry)
+                .contains("meshdns_follow_reconnects_total 1")
+        );
+    }
+
+    #[test]
     fn operators_metrics_render_per_cluster_and_per_tier() {
         use meshdns_proto::model::{Cluster, ClusterName};
         let metrics = std::sync::Arc::new(Metrics::new());

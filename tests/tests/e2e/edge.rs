@@ -326,6 +326,28 @@ async fn an_edge_restarted_while_its_hub_is_down_answers_from_its_state_file() {
     );
     let (code, body) = http_get(restarted.admin, "/readyz").await.unwrap();
     assert_eq!(code, 200, "{body}");
+    // `meshdns status` asked of the follower names its upstream and says
+    // it is cut off, in the table and in JSON.
+    let status = |output: &str| meshdns::status::StatusArgs {
+        registry: restarted.grpc_url(),
+        service: None,
+        output: output.into(),
+        tls_ca: None,
+        tls_cert: None,
+        tls_key: None,
+        token_file: None,
+        insecure: true,
+    };
+    let table = meshdns::status::run(&status("table")).await.unwrap();
+    let upstream = fleet.hub.grpc_url();
+    assert!(
+        table.contains(&format!("follows upstream {upstream}: disconnected for")),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&meshdns::status::run(&status("json")).await.unwrap()).unwrap();
+    assert_eq!(json["upstream"]["url"], upstream.as_str(), "{json}");
+    assert_eq!(json["upstream"]["connected"], false, "{json}");
     // The hub returns and the follower reconnects.
     fleet.hub.proc.signal("CONT");
     wait_metric(
@@ -335,6 +357,11 @@ async fn an_edge_restarted_while_its_hub_is_down_answers_from_its_state_file() {
         |v| v == 1.0,
     )
     .await;
+    let table = meshdns::status::run(&status("table")).await.unwrap();
+    assert!(
+        table.contains(&format!("follows upstream {upstream}: connected")),
+        "{table}"
+    );
     fleet.edges.push(restarted);
     fleet.stop().await;
 }
