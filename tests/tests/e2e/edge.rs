@@ -118,7 +118,7 @@ impl EdgeFleet {
     async fn start(edge_flags: &[&str]) -> Self {
         let dir = TempDir::new("edge");
         let hub = ServeProc::start(&[]).await;
-        let files = vec![
+        let files = [
             dir.write("east-1.yaml", &east("10.1.0.1")),
             dir.write("west-1.yaml", &west("10.2.0.1")),
         ];
@@ -373,7 +373,7 @@ fn churned(cluster: &str, cidr: &str, round: usize, count: usize, base: u8) -> S
     );
     // Each round drops a few services, adds others and moves endpoints.
     for n in (round % 3)..count {
-        if (n + round) % 5 == 0 {
+        if (n + round).is_multiple_of(5) {
             continue;
         }
         text.push_str(&format!(
@@ -438,9 +438,7 @@ async fn a_hub_regional_edge_chain_converges_after_churn() {
         let mut all = Vec::new();
         for n in 0..SERVICES {
             let name = format!("svc-{n}.shop.global");
-            let Some(m) = poll(server, &Ask::new(&name, RecordType::A)).await else {
-                return None;
-            };
+            let m = poll(server, &Ask::new(&name, RecordType::A)).await?;
             all.push((name, m.metadata.response_code, addresses(&m)));
         }
         Some(all)
