@@ -352,7 +352,8 @@ impl Churn {
     /// endpoint's readiness. Returns the service, its cluster and the
     /// addresses it now answers with; [`Self::send`] hands it over.
     fn change(&mut self) -> (usize, usize, BTreeSet<IpAddr>) {
-        let s = self.next % self.shape.services;
+        // The last service never changes: it tells when a follower has loaded.
+        let s = self.next % (self.shape.services - 1);
         self.next += 1;
         let c = self.shape.exporters(s).next().expect("an exporter");
         // Each change of a service flips its readiness again: a real change.
@@ -545,6 +546,9 @@ fn report(phase: &str, r: &PhaseResult) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), String> {
     let cli = Cli::parse();
+    if cli.services < 2 {
+        return Err("--services: at least 2 (the last one never changes)".into());
+    }
     let shape = Shape {
         clusters: cli.clusters,
         services: cli.services,
@@ -677,6 +681,41 @@ async fn main() -> Result<(), String> {
         );
         stop.cancel();
     }
+    // An edge restarted with its state file while the hub is paused: time
+    // from its start to its first answer from the file.
+    let dir = std::env::temp_dir().join(format!("meshdns-fanout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let state = dir.join("edge.state").display().to_string();
+    let edge_flags = ["--follow", &hub.url(), "--state-file", &state];
+    let mut edge = Server::start(&cli.meshdns, &edge_flags);
+    if !wait_dns(edge.dns, &name, &want, Duration::from_secs(60)).await {
+        return Err("the restart edge never loaded".into());
+    }
+    signal(edge.child.id(), "TERM");
+    let _ = edge.child.wait();
+    signal(hub.child.id(), "STOP");
+    let started = Instant::now();
+    let restarted = Server::start(&cli.meshdns, &edge_flags);
+    let answered = wait_dns(restarted.dns, &name, &want, Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    signal(hub.child.id(), "CONT");
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+    if !answered {
+        return Err("the restarted edge never answered from its state file".into());
+    }
+    println!(
+        "restart edge with --state-file, hub paused: first answer after {:.1}ms (process start included)",
+        took.as_secs_f64() * 1000.0
+    );
     shutdown.cancel();
     Ok(())
+}
+
+/// Sends a signal by name to `pid` (`kill -NAME PID`).
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
 }
