@@ -662,7 +662,9 @@ mod tests {
         // Never connected, but not past --follow-stale-after yet.
         assert!(!follower.check_stale(Duration::from_secs(3600)));
         metrics.answered(&outcome, Duration::from_micros(5));
-        // Cut off past the threshold: answers count as stale.
+        // Cut off past the threshold (a millisecond at least, on the
+        // millisecond clock): answers count as stale.
+        std::thread::sleep(Duration::from_millis(5));
         assert!(follower.check_stale(Duration::ZERO));
         metrics.answered(&outcome, Duration::from_micros(5));
         metrics.answered(&outcome, Duration::from_micros(5));
