@@ -91,8 +91,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
-    if !state.ready.get() {
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
+    let (code, verdict) = if !state.ready.get() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: DNS listeners not serving\n",
@@ -104,6 +104,31 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
         )
     } else {
         (StatusCode::OK, "ready\n")
+    };
+    // A follower cut off from its upstream stays ready: it answers from
+    // its last state, which beats no answer. The link is told, not judged.
+    let detail = state
+        .metrics
+        .follower
+        .as_ref()
+        .map(|f| follower_detail(&f.view()))
+        .unwrap_or_default();
+    (code, format!("{verdict}{detail}"))
+}
+
+/// `/readyz`'s line about a follower's upstream.
+pub fn follower_detail(view: &crate::metrics::FollowerView) -> String {
+    let secs = crate::metrics::unix_ms().saturating_sub(view.last_event_unix_ms) / 1000;
+    let heard = format!("last event {secs}s ago");
+    if view.connected {
+        format!("upstream {}: connected, {heard}\n", view.upstream)
+    } else {
+        format!(
+            "upstream {}: disconnected for {}s{}, {heard}; answering from the last state\n",
+            view.upstream,
+            view.disconnected.as_secs(),
+            if view.stale { " (stale)" } else { "" },
+        )
     }
 }
 

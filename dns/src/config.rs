@@ -169,6 +169,9 @@ pub struct ServeArgs {
     /// With --follow: a file holding this replica's reader bearer token.
     #[arg(long = "follow-token-file", env = "MESHDNS_FOLLOW_TOKEN_FILE")]
     pub follow_token_file: Option<std::path::PathBuf>,
+    /// With --follow: cut off from the upstream this long, the replica is stale: it keeps answering from its last state, and counts those answers (meshdns_follow_stale_answers_total).
+    #[arg(long = "follow-stale-after", env = "MESHDNS_FOLLOW_STALE_AFTER", default_value = "60s", value_parser = parse_duration)]
+    pub follow_stale_after: Duration,
     /// Certificate (PEM) the gRPC registry serves TLS with.
     #[arg(long = "tls-cert", env = "MESHDNS_TLS_CERT")]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -267,6 +270,8 @@ pub struct ServeConfig {
     /// and how to authenticate to it.
     pub follow: Option<String>,
     pub follow_auth: meshdns_proto::client::ClientAuth,
+    /// `--follow-stale-after`: cut off this long, a follower is stale.
+    pub follow_stale_after: Duration,
     /// Where the registry is persisted, if anywhere.
     pub state_file: Option<std::path::PathBuf>,
     /// /readyz waits for data.
@@ -561,6 +566,7 @@ impl ServeArgs {
             follow,
             state_file: self.state_file.clone(),
             follow_auth: self.upstream_auth(),
+            follow_stale_after: self.follow_stale_after,
             ready_wait_data: self.ready_wait_data,
             clusters: self.clusters.clone(),
             limits: Limits {

@@ -16,9 +16,10 @@ use meshdns_proto::model::{Cluster, ClusterName, ServiceExport, ServiceKey};
 use meshdns_proto::wire::{self, watch_event::Event};
 use meshdns_syncer::publish::Backoff;
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataMap;
 use tracing::{info, warn};
 
-use crate::metrics::FollowerMetrics;
+use crate::metrics::{FollowerMetrics, FollowerView};
 use crate::registry::{MirroredCluster, Writer};
 
 fn cluster(info: &wire::ClusterInfo) -> Option<MirroredCluster> {
@@ -165,16 +166,25 @@ impl Assembly {
 
 /// Mirrors `url` into `registry` until `shutdown`, taking messages up to
 /// `max_message_bytes` (at least the 4 MiB a registry sends parts under).
-/// `link` reports whether the upstream stream is up and when it last
-/// sent an event (`meshdns_follow_*`).
+/// `link` reports whether the upstream stream is up, when it last sent an
+/// event, reconnects, and staleness: cut off for longer than
+/// `stale_after`, answers are counted as stale (`meshdns_follow_*`).
+///
+/// Answers never wait for this loop: the registry serves its last state
+/// (the state file's, at start) from the first query, whether or not the
+/// upstream can be reached.
 pub async fn run(
     url: String,
     auth: ClientAuth,
     writer: Writer,
     max_message_bytes: usize,
     link: Option<FollowerMetrics>,
+    stale_after: Duration,
     shutdown: CancellationToken,
 ) {
+    if let Some(link) = link.clone() {
+        tokio::spawn(watch_staleness(link, stale_after, shutdown.clone()));
+    }
     let max_message_bytes = max_message_bytes.max(MIN_DECODE_BYTES);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
@@ -191,6 +201,34 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
+        if let Some(link) = &link {
+            link.reconnect();
+        }
+    }
+}
+
+/// Sets the follower's stale flag from how long its stream has been lost,
+/// often enough to turn it within a tenth of `stale_after` (and at least
+/// every second), so the answer path reads one atomic.
+async fn watch_staleness(
+    link: FollowerMetrics,
+    stale_after: Duration,
+    shutdown: CancellationToken,
+) {
+    let period = (stale_after / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_stale = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let stale = link.check_stale(stale_after);
+        if stale && !was_stale {
+            warn!(stale_after = ?stale_after, "cut off from the upstream past --follow-stale-after: answers are stale");
+        }
+        was_stale = stale;
     }
 }
 
@@ -240,5 +278,60 @@ async fn stream(
             Ok(None) => return "the upstream ended the stream".into(),
             Err(status) => return format!("{:?}: {}", status.code(), status.message()),
         }
+    }
+}
+
+/// Response metadata of `ListClusters` on a follower: its upstream link,
+/// for `meshdns status` run against it.
+const UPSTREAM: &str = "meshdns-follow-upstream";
+const CONNECTED: &str = "meshdns-follow-connected";
+const LAST_EVENT: &str = "meshdns-follow-last-event-unix-ms";
+const DISCONNECTED: &str = "meshdns-follow-disconnected-ms";
+const STALE: &str = "meshdns-follow-stale";
+
+/// Puts a follower's link into `metadata`.
+pub fn report(view: &FollowerView, metadata: &mut MetadataMap) {
+    let mut put = |key: &'static str, value: String| {
+        if let Ok(value) = value.parse() {
+            metadata.insert(key, value);
+        }
+    };
+    put(UPSTREAM, view.upstream.clone());
+    put(CONNECTED, view.connected.to_string());
+    put(LAST_EVENT, view.last_event_unix_ms.to_string());
+    put(DISCONNECTED, view.disconnected.as_millis().to_string());
+    put(STALE, view.stale.to_string());
+}
+
+/// A follower's link as [`report`] put it; `None` from a registry that
+/// follows nobody (or says nothing readable).
+pub fn reported(metadata: &MetadataMap) -> Option<FollowerView> {
+    let get = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
+    Some(FollowerView {
+        upstream: get(UPSTREAM)?.to_owned(),
+        connected: get(CONNECTED)?.parse().ok()?,
+        last_event_unix_ms: get(LAST_EVENT)?.parse().ok()?,
+        disconnected: Duration::from_millis(get(DISCONNECTED)?.parse().ok()?),
+        stale: get(STALE)?.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_round_trips_through_metadata() {
+        let view = FollowerView {
+            upstream: "https://hub.example:7443".into(),
+            connected: false,
+            last_event_unix_ms: 1_700_000_000_000,
+            disconnected: Duration::from_millis(42_500),
+            stale: true,
+        };
+        let mut metadata = MetadataMap::new();
+        assert_eq!(reported(&metadata), None, "not a follower");
+        report(&view, &mut metadata);
+        assert_eq!(reported(&metadata), Some(view));
     }
 }

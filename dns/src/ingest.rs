@@ -249,10 +249,15 @@ impl wire::registry_server::Registry for Ingest {
             .iter()
             .map(watch::cluster_info)
             .collect();
-        Ok(Response::new(wire::ListClustersResponse {
+        let mut response = Response::new(wire::ListClustersResponse {
             clusters,
             registry_version: env!("CARGO_PKG_VERSION").to_owned(),
-        }))
+        });
+        // A follower says how fresh its mirror is (`meshdns status`).
+        if let Some(link) = &self.export.metrics.follower {
+            crate::follow::report(&link.view(), response.metadata_mut());
+        }
+        Ok(response)
     }
 
     async fn get_service(

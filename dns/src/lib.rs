@@ -228,8 +228,8 @@ pub async fn serve(
 ) -> Result<(), Error> {
     // Observability: certificate expiry and, on a follower, its upstream link.
     let metrics = Metrics::new().with_certificates(config.certificates.clone());
-    let metrics = Arc::new(match config.follow {
-        Some(_) => metrics.with_follower(),
+    let metrics = Arc::new(match &config.follow {
+        Some(upstream) => metrics.with_follower(upstream),
         None => metrics,
     });
     let registry = Arc::new(
@@ -320,6 +320,7 @@ pub async fn serve(
                 writer.clone(),
                 config.limits.max_grpc_message_bytes,
                 metrics.follower.clone(),
+                config.follow_stale_after,
                 shutdown.clone(),
             ));
         }

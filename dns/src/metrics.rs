@@ -16,7 +16,7 @@ mod ops;
 
 pub use answers::{AnswerTier, MAX_SERVED, Served, ServedByCluster, TIERS};
 pub use conflicts::ConflictGauges;
-pub use ops::{Certificates, ClusterGauges, ClusterRow, FollowerMetrics, unix_ms};
+pub use ops::{Certificates, ClusterGauges, ClusterRow, FollowerMetrics, FollowerView, unix_ms};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -473,12 +473,15 @@ impl Metrics {
             self.tiers[tier.index()].inc();
         }
         self.served.record(&outcome.served);
+        if let Some(follower) = &self.follower {
+            follower.answered();
+        }
     }
 
-    /// This replica follows another registry: it exposes its upstream
-    /// link (`meshdns_follow_*`). Before the metrics are shared.
-    pub fn with_follower(mut self) -> Self {
-        self.follower = Some(FollowerMetrics::register(&mut self.registry));
+    /// This replica follows `upstream`: it exposes its link to it
+    /// (`meshdns_follow_*`). Before the metrics are shared.
+    pub fn with_follower(mut self, upstream: &str) -> Self {
+        self.follower = Some(FollowerMetrics::register(&mut self.registry, upstream));
         self
     }
 
@@ -657,6 +660,55 @@ mod tests {
     }
 
     #[test]
+    fn a_follower_counts_answers_only_while_stale() {
+        let metrics = Metrics::new().with_follower("http://hub:7443");
+        let registry = Registry::new(5, false, std::sync::Arc::new(Metrics::new()));
+        let follower = metrics.follower.clone().unwrap();
+        let outcome = Outcome::default();
+        // Never connected, but not past --follow-stale-after yet.
+        assert!(!follower.check_stale(Duration::from_secs(3600)));
+        metrics.answered(&outcome, Duration::from_micros(5));
+        // Cut off past the threshold (a millisecond at least, on the
+        // millisecond clock): answers count as stale.
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(follower.check_stale(Duration::ZERO));
+        metrics.answered(&outcome, Duration::from_micros(5));
+        metrics.answered(&outcome, Duration::from_micros(5));
+        let text = metrics.render(&registry);
+        assert!(text.contains("meshdns_follow_stale 1"), "{text}");
+        assert!(
+            text.contains("meshdns_follow_stale_answers_total 2"),
+            "{text}"
+        );
+        // Connected again: fresh at once, and no longer counted.
+        follower.set_connected(true);
+        metrics.answered(&outcome, Duration::from_micros(5));
+        let text = metrics.render(&registry);
+        assert!(text.contains("meshdns_follow_stale 0"), "{text}");
+        assert!(
+            text.contains("meshdns_follow_stale_answers_total 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshdns_follow_disconnected_seconds 0.0"),
+            "{text}"
+        );
+        let view = follower.view();
+        assert!(view.connected && !view.stale && view.upstream == "http://hub:7443");
+        // Lost again: the clock starts at the loss, and a failed retry
+        // does not restart it.
+        follower.set_connected(false);
+        follower.reconnect();
+        follower.set_connected(false);
+        assert!(!follower.view().connected);
+        assert!(
+            metrics
+                .render(&registry)
+                .contains("meshdns_follow_reconnects_total 1")
+        );
+    }
+
+    #[test]
     fn operators_metrics_render_per_cluster_and_per_tier() {
         use meshdns_proto::model::{Cluster, ClusterName};
         let metrics = std::sync::Arc::new(Metrics::new());
@@ -704,7 +756,7 @@ mod tests {
         assert!(text.contains("meshdns_cluster_heartbeat_age_seconds{cluster=\"east-1\"}"));
         // Not a follower: no upstream link to report.
         assert!(!text.contains("meshdns_follow_"), "{text}");
-        let follower = Metrics::new().with_follower();
+        let follower = Metrics::new().with_follower("http://127.0.0.1:7443");
         let text = follower.render(&registry);
         assert!(
             text.contains("meshdns_follow_upstream_connected 0"),

@@ -65,6 +65,17 @@ fn age(unix_ms: u64) -> String {
     }
 }
 
+/// A follower's upstream link in `--output json`.
+fn upstream_json(view: &crate::metrics::FollowerView) -> Value {
+    json!({
+        "url": view.upstream,
+        "connected": view.connected,
+        "last_event_unix_ms": view.last_event_unix_ms,
+        "disconnected_seconds": view.disconnected.as_secs_f64(),
+        "stale": view.stale,
+    })
+}
+
 /// Renders rows as aligned columns.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -133,12 +144,13 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
         .await
         .map_err(|e| fail("--registry", e))?;
     let call = |e: tonic::Status| fail("--registry", format!("{url}: {}", e.message()));
-    let clusters = client
+    let listed = client
         .list_clusters(wire::ListClustersRequest {})
         .await
-        .map_err(call)?
-        .into_inner()
-        .clusters;
+        .map_err(call)?;
+    // Asked of a follower: its upstream and how fresh its mirror is.
+    let upstream = crate::follow::reported(listed.metadata());
+    let clusters = listed.into_inner().clusters;
     let state = |c: &wire::ClusterInfo| {
         if c.state == wire::ClusterState::Stale as i32 {
             "stale"
@@ -160,11 +172,13 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
                     })
                 })
                 .collect();
-            return Ok(
-                serde_json::to_string_pretty(&json!({ "registry": url, "clusters": list }))
-                    .unwrap_or_default()
-                    + "\n",
-            );
+            return Ok(serde_json::to_string_pretty(&json!({
+                "registry": url,
+                "clusters": list,
+                "upstream": upstream.as_ref().map(upstream_json),
+            }))
+            .unwrap_or_default()
+                + "\n");
         }
         let rows: Vec<Vec<String>> = clusters
             .iter()
@@ -203,8 +217,12 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
                     .map(move |r| format!("refused from {}: {r}\n", c.name))
             })
             .collect();
+        let follows = upstream
+            .as_ref()
+            .map(|u| format!("follows {}", crate::admin::follower_detail(u)))
+            .unwrap_or_default();
         return Ok(format!(
-            "{}{} clusters at {url}\n{refused}",
+            "{}{} clusters at {url}\n{follows}{refused}",
             table(&header, &rows),
             clusters.len()
         ));

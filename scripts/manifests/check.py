@@ -32,6 +32,10 @@ HUBS = ["deploy_hub", "deploy_overlays_two-clusters_hub", "deploy_overlays_cert-
 MEMBERS = ["deploy_member", "deploy_overlays_two-clusters_east-1", "deploy_overlays_two-clusters_west-1",
            "deploy_overlays_cert-manager_east-1", "helm_two-clusters-east-1",
            "helm_two-clusters-west-1", "helm_cert-manager-east-1"]
+# Member sets in the hub-only shape (no edge follower): the component
+# deploy/member/hub-only and the chart's member.edge.enabled=false.
+HUB_ONLY = ["deploy_overlays_hub-only-member", "helm_ci_member-hub-only"]
+MEMBERS += ["deploy_overlays_hub-only-member"]
 # Member sets for clusters that run no hub: they bring the namespace.
 DEDICATED_MEMBERS = ["deploy_overlays_two-clusters_east-1", "deploy_overlays_two-clusters_west-1",
                      "deploy_overlays_cert-manager_east-1"]
@@ -84,6 +88,17 @@ def hub_sts(docs):
 
 def syncer(docs):
     return one(docs, "Deployment", "meshdns-syncer")
+
+
+def edge(docs):
+    return one(docs, "Deployment", "meshdns-edge")
+
+
+def workloads(sets, s):
+    """The set's hardened workloads: the hub's StatefulSet, or the syncer and the edge follower."""
+    if s in HUBS:
+        return [hub_sts(sets[s])]
+    return [w for w in (syncer(sets[s]), edge(sets[s])) if w is not None]
 
 
 def container(workload):
@@ -209,8 +224,7 @@ def check_spread(sets):
 def check_priority_and_resources(sets):
     """Priority class, memory request = limit, workers from the CPU request."""
     out = []
-    for s in HUBS + MEMBERS:
-        w = hub_sts(sets[s]) if s in HUBS else syncer(sets[s])
+    for s, w in [(s, w) for s in HUBS + MEMBERS for w in workloads(sets, s)]:
         spec = w["spec"]["template"]["spec"]
         c = container(w)
         if not spec.get("priorityClassName"):
@@ -221,7 +235,7 @@ def check_priority_and_resources(sets):
             out.append(f"{s}: memory request and limit differ or are missing")
         if not req.get("cpu"):
             out.append(f"{s}: no CPU request")
-        if s in HUBS:
+        if c["command"] == ["meshdns"]:
             workers = env(c, "MESHDNS_WORKERS") or {}
             ref = workers.get("valueFrom", {}).get("resourceFieldRef", {})
             if ref.get("resource") != "requests.cpu":
@@ -320,7 +334,7 @@ def check_monitors(sets):
     """PodMonitors scrape the admin ports' /metrics of the right pods."""
     out = []
     for s in MONITORED:
-        for w, port in ((hub_sts(sets[s]), "admin") if s in HUBS else (syncer(sets[s]), "admin"),):
+        for w, port in [(w, "admin") for w in workloads(sets, s)]:
             labels = w["spec"]["template"]["metadata"]["labels"]
             mons = [m for m in objects(sets[s], "PodMonitor") + objects(sets[s], "ServiceMonitor")
                     if selects(m["spec"]["selector"], labels)]
@@ -358,8 +372,7 @@ def check_pod_security(sets):
             if labels.get("pod-security.kubernetes.io/enforce") != "restricted":
                 out.append(f"{s}: Namespace {ns['metadata']['name']} does not enforce the restricted standard")
     allowed_volumes = {"secret", "configMap", "emptyDir", "projected", "persistentVolumeClaim", "downwardAPI", "csi", "ephemeral"}
-    for s in HUBS + MEMBERS:
-        w = hub_sts(sets[s]) if s in HUBS else syncer(sets[s])
+    for s, w in [(s, w) for s in HUBS + MEMBERS for w in workloads(sets, s)]:
         spec = w["spec"]["template"]["spec"]
         psc = spec.get("securityContext", {})
         for key in ("hostNetwork", "hostPID", "hostIPC"):
@@ -522,7 +535,13 @@ def check_no_ca_key(sets):
 def _dialed_hosts(docs):
     c = container(syncer(docs))
     registries = (env(c, "MESHDNS_REGISTRY") or {}).get("value") or flag(c, "--registry") or ""
+    if edge(docs) is not None:
+        registries += "," + (_follows(container(edge(docs))) or "")
     return {re.sub(r"^https://", "", r).rsplit(":", 1)[0] for r in registries.split(",") if r}
+
+
+def _follows(c):
+    return (env(c, "MESHDNS_FOLLOW") or {}).get("value") or flag(c, "--follow")
 
 
 def _san_dns(cert_pem):
@@ -611,6 +630,72 @@ def check_coredns_snippet(sets):
     nodelocal = (ROOT / "deploy/coredns/nodelocaldns.snippet")
     if not nodelocal.exists() or "global:53" not in nodelocal.read_text():
         out.append("no NodeLocal DNSCache global block (deploy/coredns/nodelocaldns.snippet)")
+        return out
+    # Both zones go to this cluster's edge follower, by its Service's ClusterIP.
+    nodelocal_code = "\n".join(l.split("#")[0] for l in nodelocal.read_text().splitlines())
+    stub_zones = json.loads(stub["data"]["stubDomains"])
+    for s in MEMBERS:
+        svc = one(sets[s], "Service", "meshdns-edge")
+        if svc is None:
+            continue
+        ip = svc["spec"].get("clusterIP")
+        for name, text in (("Corefile.snippet", code), ("nodelocaldns.snippet", nodelocal_code)):
+            server = re.search(r"^(\S[^{]*)\{", text, re.M)
+            zones = set(server.group(1).split()) if server else set()
+            if not {"global:53", "clusterset.local:53"} <= zones:
+                out.append(f"{name}: the server block does not take both global and clusterset.local")
+            fwd = re.search(r"^\s*forward \. ([^{]+)\{", text, re.M)
+            if not fwd or fwd.group(1).split() != [ip]:
+                out.append(f"{s}: {name} forwards to {fwd.group(1).split() if fwd else None}, not the edge follower's Service ({ip})")
+        if any(stub_zones.get(z) != [ip] for z in ("global", "clusterset.local")):
+            out.append(f"{s}: kube-dns-stubdomains.yaml does not send global and clusterset.local to the edge follower's Service ({ip})")
+    return out
+
+
+def check_edge(sets):
+    """Each member cluster runs a hardened edge follower behind a DNS Service (none in the hub-only shape)."""
+    out = []
+    for s in MEMBERS:
+        docs, e = sets[s], edge(sets[s])
+        if s in HUB_ONLY:
+            left = [f"{d['kind']} {d['metadata']['name']}" for d in docs if d["metadata"]["name"] == "meshdns-edge"]
+            if left:
+                out.append(f"{s}: the hub-only shape still has {left}")
+            continue
+        if e is None:
+            out.append(f"{s}: no edge follower (Deployment meshdns-edge)")
+            continue
+        spec, c = e["spec"]["template"]["spec"], container(e)
+        labels = e["spec"]["template"]["metadata"]["labels"]
+        if args(c)[:1] != ["serve"] or not str(_follows(c) or "").startswith("https://"):
+            out.append(f"{s}: the edge does not run meshdns serve --follow https://...")
+        creds = (flag(c, "--follow-tls-cert") and flag(c, "--follow-tls-key")) or flag(c, "--follow-token-file")
+        if not creds or not flag(c, "--follow-tls-ca"):
+            out.append(f"{s}: the edge follower has no reader credential and CA for the hub")
+        path = flag(c, "--state-file")
+        mount = next((m for m in c.get("volumeMounts", []) if isinstance(path, str) and path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+        if mount is None:
+            out.append(f"{s}: the edge follower's --state-file is not on a writable volume (read-only root)")
+        if e["spec"].get("replicas", 1) < 2:
+            out.append(f"{s}: one edge follower replica")
+        if not any(t["topologyKey"] == "topology.kubernetes.io/zone" and selects(t["labelSelector"], labels)
+                   for t in spec.get("topologySpreadConstraints", [])):
+            out.append(f"{s}: the edge followers do not spread over zones")
+        if not any(selects(p["spec"]["selector"], labels) for p in objects(docs, "PodDisruptionBudget")):
+            out.append(f"{s}: no PodDisruptionBudget over the edge followers")
+        if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz" or flag(c, "--ready-wait-data") is not True:
+            out.append(f"{s}: the edge follower turns ready before it holds data")
+        if spec.get("automountServiceAccountToken") is not False:
+            out.append(f"{s}: the edge follower mounts a Kubernetes token it never uses")
+        svc = one(docs, "Service", "meshdns-edge")
+        ports = {(p["port"], p.get("protocol", "TCP")) for p in (svc or {}).get("spec", {}).get("ports", [])}
+        if svc is None or svc["spec"].get("type", "ClusterIP") != "ClusterIP" \
+                or not selects({"matchLabels": svc["spec"].get("selector", {})}, labels) \
+                or not {(53, "UDP"), (53, "TCP")} <= ports:
+            out.append(f"{s}: no ClusterIP Service for DNS (53 UDP and TCP) over the edge followers")
+        domains = {a.split("=", 1)[1] for a in args(c) if a.startswith("--domain=")}
+        if not {"global", "clusterset.local"} <= domains:
+            out.append(f"{s}: the edge follower does not serve global and clusterset.local")
     return out
 
 
@@ -722,7 +807,7 @@ CHECKS = [check_state_volume, check_readiness_gating, check_pre_stop, check_spre
           check_priority_and_resources, check_syncer_rollout, check_exposure, check_network_policies,
           check_monitors, check_namespace_ownership, check_pod_security, check_headless, check_rbac,
           check_mcs_crds, check_no_ca_key, check_san_consistency, check_image, check_coredns_snippet,
-          check_custom_resources, check_parity]
+          check_custom_resources, check_parity, check_edge]
 
 
 # ------------------------------------------------------------ self-test
@@ -859,6 +944,16 @@ def mutations():
         ("image tag not the crate version", check_image, image_tag),
         ("invalid cert-manager usage", check_custom_resources, bad_cr),
         ("chart drifts from Kustomize", check_parity, chart_drift),
+        ("no edge follower", check_edge, drop("deploy_overlays_two-clusters_east-1", "Deployment", "meshdns-edge")),
+        ("edge follower left in the hub-only shape", check_edge, lambda sets: sets["deploy_overlays_hub-only-member"].append(copy.deepcopy(edge(sets["deploy_member"])))),
+        ("one edge follower", check_edge, lambda sets: edge(sets["helm_two-clusters-west-1"])["spec"].update(replicas=1)),
+        ("edge follower without a reader credential", check_edge, lambda sets: container(edge(sets["deploy_member"])).update(args=[a for a in container(edge(sets["deploy_member"]))["args"] if not a.startswith("--follow-tls-cert")])),
+        ("no edge PodDisruptionBudget", check_edge, drop("deploy_member", "PodDisruptionBudget", "meshdns-edge")),
+        ("edge DNS Service without TCP", check_edge, lambda sets: one(sets["deploy_member"], "Service", "meshdns-edge")["spec"]["ports"].pop()),
+        ("edge follower with a writable root", check_pod_security, lambda sets: container(edge(sets["helm_cert-manager-east-1"]))["securityContext"].update(readOnlyRootFilesystem=False)),
+        ("edge follower without a priority class", check_priority_and_resources, lambda sets: edge(sets["deploy_member"])["spec"]["template"]["spec"].pop("priorityClassName")),
+        ("CoreDNS forwards elsewhere than the edge Service", check_coredns_snippet, lambda sets: one(sets["deploy_member"], "Service", "meshdns-edge")["spec"].update(clusterIP="10.96.0.99")),
+        ("edge follows a name not in the certificate", check_san_consistency, lambda sets: env(container(edge(sets["deploy_overlays_two-clusters_west-1"])), "MESHDNS_FOLLOW").update(value="https://hub.elsewhere.example:7443")),
     ]
 
 

@@ -3,12 +3,13 @@
 //! link to its upstream, and the build version.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
@@ -116,15 +117,79 @@ impl EncodeMetric for AgeGauge {
     }
 }
 
-/// A follower's link to its upstream (`serve --follow`).
+/// A follower's link to its upstream (`serve --follow`): whether its
+/// Watch stream is up, how long since it last heard from the upstream,
+/// how long it has been cut off, reconnects, and the answers it served
+/// while cut off for longer than `--follow-stale-after`.
 #[derive(Debug, Clone)]
 pub struct FollowerMetrics {
+    upstream: Arc<str>,
     connected: Gauge<i64, AtomicI64>,
     last_event: AgeGauge,
+    link: Arc<Link>,
+    reconnects: Counter,
+    stale_answers: Counter,
+}
+
+/// What the follow loop and its staleness ticker share with the answer
+/// path: atomics only.
+#[derive(Debug)]
+struct Link {
+    /// When the stream was lost (or the process started, before the
+    /// first stream), in Unix ms; 0 while the stream is up.
+    lost_at: AtomicU64,
+    /// Cut off for longer than `--follow-stale-after`; set by the follow
+    /// loop's ticker, read by every answer.
+    stale: AtomicBool,
+}
+
+impl Link {
+    fn cut_off_ms(&self) -> u64 {
+        match self.lost_at.load(Ordering::Relaxed) {
+            0 => 0,
+            at => unix_ms().saturating_sub(at),
+        }
+    }
+}
+
+/// `meshdns_follow_disconnected_seconds`, read at scrape.
+#[derive(Debug, Clone)]
+struct CutOffGauge(Arc<Link>);
+
+impl TypedMetric for CutOffGauge {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for CutOffGauge {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&(self.0.cut_off_ms() as f64 / 1000.0))
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+}
+
+/// `meshdns_follow_stale`: the flag answers are counted by.
+#[derive(Debug, Clone)]
+struct StaleGauge(Arc<Link>);
+
+impl TypedMetric for StaleGauge {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for StaleGauge {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&i64::from(self.0.stale.load(Ordering::Relaxed)))
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
 }
 
 impl FollowerMetrics {
-    pub(super) fn register(registry: &mut PromRegistry) -> Self {
+    pub(super) fn register(registry: &mut PromRegistry, upstream: &str) -> Self {
         let connected = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "follow_upstream_connected",
@@ -140,21 +205,108 @@ impl FollowerMetrics {
             "Seconds since this follower's last event from its upstream (a change, or the state on connect); grows on a quiet fleet too",
             last_event.clone(),
         );
+        let link = Arc::new(Link {
+            lost_at: AtomicU64::new(unix_ms()),
+            stale: AtomicBool::new(false),
+        });
+        registry.register(
+            "follow_disconnected_seconds",
+            "Seconds since this follower lost its upstream's Watch stream (since start, before the first); 0 while connected",
+            CutOffGauge(link.clone()),
+        );
+        registry.register(
+            "follow_stale",
+            "1 while this follower has been cut off from its upstream for longer than --follow-stale-after: it answers from its last state",
+            StaleGauge(link.clone()),
+        );
+        let reconnects = Counter::default();
+        registry.register(
+            "follow_reconnects",
+            "Attempts to reopen the Watch stream after it was lost or refused",
+            reconnects.clone(),
+        );
+        let stale_answers = Counter::default();
+        registry.register(
+            "follow_stale_answers",
+            "DNS answers served while this follower was stale (meshdns_follow_stale 1)",
+            stale_answers.clone(),
+        );
         FollowerMetrics {
+            upstream: upstream.into(),
             connected,
             last_event,
+            link,
+            reconnects,
+            stale_answers,
         }
     }
 
     /// The Watch stream sent its whole state (`true`), or ended (`false`).
     pub fn set_connected(&self, connected: bool) {
         self.connected.set(i64::from(connected));
+        if connected {
+            self.link.lost_at.store(0, Ordering::Relaxed);
+            self.link.stale.store(false, Ordering::Relaxed);
+        } else {
+            // Keep the first loss: a failed reconnect does not restart the clock.
+            let _ = self.link.lost_at.compare_exchange(
+                0,
+                unix_ms().max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// An event came from the upstream.
     pub fn event(&self) {
         self.last_event.at.store(unix_ms(), Ordering::Relaxed);
     }
+
+    /// Another attempt at the Watch stream after a loss.
+    pub fn reconnect(&self) {
+        self.reconnects.inc();
+    }
+
+    /// Sets the stale flag from how long the stream has been lost;
+    /// returns it.
+    pub fn check_stale(&self, stale_after: Duration) -> bool {
+        let stale = self.link.cut_off_ms() > stale_after.as_millis() as u64;
+        self.link.stale.store(stale, Ordering::Relaxed);
+        stale
+    }
+
+    /// One DNS answer served (the answer path's hook): counted when stale.
+    /// An atomic load, and an atomic add when stale.
+    #[inline]
+    pub fn answered(&self) {
+        if self.link.stale.load(Ordering::Relaxed) {
+            self.stale_answers.inc();
+        }
+    }
+
+    /// What `/readyz` and `ListClusters` report of the link.
+    pub fn view(&self) -> FollowerView {
+        FollowerView {
+            upstream: self.upstream.to_string(),
+            connected: self.connected.get() == 1,
+            last_event_unix_ms: self.last_event.at.load(Ordering::Relaxed),
+            disconnected: Duration::from_millis(self.link.cut_off_ms()),
+            stale: self.link.stale.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A follower's link to its upstream, as reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowerView {
+    pub upstream: String,
+    pub connected: bool,
+    pub last_event_unix_ms: u64,
+    /// How long the stream has been lost; zero while connected.
+    pub disconnected: Duration,
+    /// Cut off for longer than `--follow-stale-after`.
+    pub stale: bool,
 }
 
 /// One cluster as the per-cluster gauges show it.

@@ -9,6 +9,7 @@ mod check;
 mod credentials;
 mod dns_abuse;
 mod dns_rules;
+mod edge;
 mod export;
 mod faults;
 mod follower;

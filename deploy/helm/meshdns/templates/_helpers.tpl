@@ -24,6 +24,14 @@ app.kubernetes.io/part-of: meshdns
 {{ include "meshdns.helmLabels" . }}
 {{- end }}
 
+{{/* Edge follower objects' labels. */}}
+{{- define "meshdns.edgeLabels" -}}
+app.kubernetes.io/name: meshdns-edge
+app.kubernetes.io/component: edge
+app.kubernetes.io/part-of: meshdns
+{{ include "meshdns.helmLabels" . }}
+{{- end }}
+
 {{/* The security context of every container: the restricted Pod Security Standard. */}}
 {{- define "meshdns.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
