@@ -116,7 +116,9 @@ impl TryFrom<&wire::Port> for Port {
                 let problem = if port.port == 0 {
                     Problem::ZeroPort
                 } else {
-                    Problem::PortRange { value: port.port }
+                    Problem::PortRange {
+                        value: i64::from(port.port),
+                    }
                 };
                 InvalidField::new("port", problem)
             })?;

@@ -40,7 +40,7 @@ pub enum Problem {
     #[error("port 0 is not a port")]
     ZeroPort,
     #[error("port {value} is out of range (1-65535)")]
-    PortRange { value: u32 },
+    PortRange { value: i64 },
     #[error("protocol must be TCP, UDP or SCTP")]
     BadProtocol,
     #[error("unknown value {value}")]

@@ -2,6 +2,7 @@
 //! `watch` channel: `None` until the first good read (or, for Kubernetes,
 //! until every watcher has listed once).
 
+pub mod fields;
 pub mod file;
 pub mod kubernetes;
 pub mod selector;
