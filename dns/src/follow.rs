@@ -11,10 +11,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use meshdns_proto::backoff::Backoff;
 use meshdns_proto::client::ClientAuth;
 use meshdns_proto::model::{Cluster, ClusterName, ServiceExport, ServiceKey};
 use meshdns_proto::wire::{self, watch_event::Event};
-use meshdns_syncer::publish::Backoff;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 

@@ -3,7 +3,6 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use meshdns_proto::client::ClientAuth;
 use meshdns_proto::wire;
 use serde_json::{Value, json};
 
@@ -25,21 +24,9 @@ pub struct StatusArgs {
     /// Output format: table or json.
     #[arg(long, default_value = "table")]
     pub output: String,
-    /// CA (PEM) that signed the registry's certificate (https:// registries).
-    #[arg(long = "tls-ca", env = "MESHDNS_TLS_CA")]
-    pub tls_ca: Option<std::path::PathBuf>,
-    /// Reader client certificate (PEM) for mTLS.
-    #[arg(long = "tls-cert", env = "MESHDNS_TLS_CERT")]
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// The key (PEM) of --tls-cert.
-    #[arg(long = "tls-key", env = "MESHDNS_TLS_KEY")]
-    pub tls_key: Option<std::path::PathBuf>,
-    /// A file holding a reader bearer token.
-    #[arg(long = "token-file", env = "MESHDNS_TOKEN_FILE")]
-    pub token_file: Option<std::path::PathBuf>,
-    /// Talk to the registry without TLS. Only for loopback or a network you trust.
-    #[arg(long, env = "MESHDNS_INSECURE")]
-    pub insecure: bool,
+    /// Client credentials: --tls-ca, --tls-cert, --tls-key, --token-file, --insecure.
+    #[command(flatten)]
+    pub client: meshdns_cli::ClientFlags,
 }
 
 fn fail(flag: &'static str, problem: impl Into<String>) -> Error {
@@ -103,16 +90,10 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
             ));
         }
     };
-    let auth = ClientAuth {
-        ca: args.tls_ca.clone(),
-        cert: args.tls_cert.clone(),
-        key: args.tls_key.clone(),
-        token_file: args.token_file.clone(),
-        insecure: args.insecure,
-    };
+    let auth = args.client.auth();
     let url = auth
         .url(&args.registry)
-        .map_err(|e| fail("--registry", e))?;
+        .map_err(|e| fail("--registry", e.to_string()))?;
     let service = match &args.service {
         None => None,
         Some(s) => {
@@ -131,7 +112,7 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
     let mut client = auth
         .connect(&url)
         .await
-        .map_err(|e| fail("--registry", e))?;
+        .map_err(|e| fail("--registry", e.to_string()))?;
     let call = |e: tonic::Status| fail("--registry", format!("{url}: {}", e.message()));
     let clusters = client
         .list_clusters(wire::ListClustersRequest {})

@@ -22,6 +22,7 @@
 //! **Invariant:** a value of a model type is valid: names are RFC 1123
 //! labels, addresses parse, ports are non-zero, no duplicate endpoint.
 
+pub mod backoff;
 pub mod budget;
 pub mod certificate;
 pub mod client;

@@ -13,22 +13,33 @@
 //! - [`admin`]: `/healthz`, `/readyz` (degraded watchers), `/status`,
 //!   `/metrics` ([`metrics`]).
 //! - [`error`]: the crate's error type.
+//!
+//! The `kubernetes` feature (on by default) is the syncer process: the
+//! Kubernetes source, [`config`], [`admin`], [`metrics`] and [`run`].
+//! Without it the crate is the export library `meshdns demo` runs in
+//! process — [`source::file`] and [`publish`] — and links no kube.
 
+#[cfg(feature = "kubernetes")]
 pub mod admin;
+#[cfg(feature = "kubernetes")]
 pub mod config;
 pub mod error;
+#[cfg(feature = "kubernetes")]
 pub mod metrics;
 pub mod publish;
 pub mod source;
 
 pub use error::Error;
 
+#[cfg(feature = "kubernetes")]
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "kubernetes")]
 use crate::config::{SourceKind, SyncerArgs};
 
 /// Runs a syncer until `shutdown`: its source, its admin endpoint, and
 /// one publisher per registry.
+#[cfg(feature = "kubernetes")]
 pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Error> {
     let publishers = args.publishers()?;
     let admin_listener = match args.admin_listen {
@@ -72,7 +83,7 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
             exports.clone(),
             health,
             metrics,
-            args.tls_cert.clone(),
+            args.client.credentials.tls_cert.clone(),
             shutdown.clone(),
         ));
     }

@@ -4,7 +4,9 @@
 
 pub mod fields;
 pub mod file;
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+#[cfg(feature = "kubernetes")]
 pub mod selector;
 
 use std::sync::Arc;
