@@ -16,8 +16,9 @@ use meshdns_proto::client::ClientAuth;
 use meshdns_proto::model::{Cluster, ClusterName, ServiceExport, ServiceKey};
 use meshdns_proto::wire::{self, watch_event::Event};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::error::{PartsOrder, Upstream};
 use crate::metrics::FollowerMetrics;
 use crate::registry::{MirroredCluster, Writer};
 
@@ -92,12 +93,12 @@ fn keys(list: &[wire::ServiceKey]) -> Vec<ServiceKey> {
 impl Assembly {
     /// Applies `event` to `registry`, or keeps it until its last part.
     /// `Err` when the upstream breaks the rules of parts.
-    pub async fn apply(&mut self, writer: &Writer, event: Event) -> Result<(), String> {
+    pub async fn apply(&mut self, writer: &Writer, event: Event) -> Result<(), PartsOrder> {
         let pending = self.reset.is_some() || self.services.is_some();
         match event {
             Event::Reset(reset) => {
                 if self.services.is_some() {
-                    return Err("a reset came between the parts of a services change".into());
+                    return Err(PartsOrder::ResetInChange);
                 }
                 let parts = self.reset.get_or_insert_with(ResetParts::default);
                 for (cluster, services) in clusters_of(&reset) {
@@ -121,7 +122,7 @@ impl Assembly {
             }
             Event::Services(changed) => {
                 if self.reset.is_some() {
-                    return Err("a services change came between the parts of a reset".into());
+                    return Err(PartsOrder::ChangeInReset);
                 }
                 let parts = self.services.get_or_insert_with(|| ServicesParts {
                     cluster: changed.cluster.clone(),
@@ -129,10 +130,10 @@ impl Assembly {
                     removals: Vec::new(),
                 });
                 if parts.cluster != changed.cluster {
-                    return Err(format!(
-                        "a change of cluster {:?} came between the parts of a change of {:?}",
-                        changed.cluster, parts.cluster
-                    ));
+                    return Err(PartsOrder::OtherCluster {
+                        got: changed.cluster,
+                        pending: parts.cluster.clone(),
+                    });
                 }
                 parts.upserts.extend(services(&changed.upserts));
                 parts.removals.extend(keys(&changed.removals));
@@ -146,7 +147,7 @@ impl Assembly {
                 }
             }
             _ if pending => {
-                return Err("an event came between the parts of a reset or a change".into());
+                return Err(PartsOrder::EventInParts);
             }
             Event::Cluster(info) => {
                 if let Some(m) = cluster(&info) {
@@ -185,8 +186,15 @@ pub async fn run(
         if let Some(link) = &link {
             link.set_connected(false);
         }
-        warn!(upstream = %url, error = %result, "lost the upstream registry; answering from the last state");
-        let delay = backoff.next_delay();
+        let delay = if result.is_retryable() {
+            warn!(upstream = %url, error = %result, "lost the upstream registry; answering from the last state");
+            backoff.next_delay()
+        } else {
+            // A bad credential is not an upstream that is down: say so,
+            // and try again only at the longest delay.
+            error!(upstream = %url, error = %result, retry_in = ?backoff.max, "cannot follow the upstream registry until this is fixed; answering from the last state");
+            backoff.max
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -207,15 +215,15 @@ async fn stream(
     max_message_bytes: usize,
     backoff: &mut Backoff,
     link: Option<&FollowerMetrics>,
-) -> String {
+) -> Upstream {
     let client = match auth.connect(url).await {
         Ok(client) => client,
-        Err(e) => return e,
+        Err(e) => return e.into(),
     };
     let mut client = client.max_decoding_message_size(max_message_bytes);
     let mut events = match client.watch(wire::WatchRequest {}).await {
         Ok(r) => r.into_inner(),
-        Err(status) => return format!("watch: {}", status.message()),
+        Err(status) => return Upstream::Refused(status),
     };
     let mut assembly = Assembly::default();
     loop {
@@ -223,7 +231,7 @@ async fn stream(
             Ok(Some(wire::WatchEvent { event: Some(event) })) => {
                 let last_reset_part = matches!(&event, Event::Reset(r) if !r.more);
                 if let Err(e) = assembly.apply(writer, event).await {
-                    return format!("upstream broke the protocol: {e}");
+                    return e.into();
                 }
                 if let Some(link) = link {
                     link.event();
@@ -237,8 +245,8 @@ async fn stream(
                 }
             }
             Ok(Some(_)) => {}
-            Ok(None) => return "the upstream ended the stream".into(),
-            Err(status) => return format!("{:?}: {}", status.code(), status.message()),
+            Ok(None) => return Upstream::Ended,
+            Err(status) => return Upstream::Broken(status),
         }
     }
 }

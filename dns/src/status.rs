@@ -223,7 +223,7 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
                 })
             })
             .collect();
-        let name = format!("{}/{}", key.namespace, key.name);
+        let name = key.to_string();
         return Ok(
             serde_json::to_string_pretty(&json!({ "service": name, "exports": list }))
                 .unwrap_or_default()

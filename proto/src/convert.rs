@@ -91,6 +91,13 @@ impl From<&ServiceKey> for wire::ServiceKey {
     }
 }
 
+/// `namespace/name`, as a service is named in logs, errors and JSON.
+impl std::fmt::Display for wire::ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 impl TryFrom<&wire::Port> for Port {
     type Error = InvalidField;
 

@@ -39,4 +39,4 @@ pub mod wire {
     tonic::include_proto!("meshdns.v1");
 }
 
-pub use error::InvalidField;
+pub use error::{ClientError, InvalidField};
