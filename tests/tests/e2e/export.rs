@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
+use meshdns_proto::fixtures;
 use meshdns_proto::wire::{
     self, export_request::Message as Req, registry_client::RegistryClient, watch_event::Event,
 };
@@ -23,26 +24,14 @@ fn key(ns: &str, name: &str) -> Option<wire::ServiceKey> {
 }
 
 fn service(ns: &str, name: &str, ips: &[&str]) -> wire::ServiceExport {
-    wire::ServiceExport {
-        key: key(ns, name),
-        ports: vec![wire::Port {
-            name: "http".into(),
-            protocol: wire::Protocol::Tcp.into(),
-            port: 80,
-        }],
-        mode: wire::Mode::Endpoints.into(),
-        cluster_ips: vec![],
-        endpoints: ips
-            .iter()
-            .map(|ip| wire::Endpoint {
-                addresses: vec![ip.to_string()],
-                ready: true,
-                serving: true,
-                ..Default::default()
-            })
-            .collect(),
-        policy: None,
-    }
+    fixtures::wire_service(
+        ns,
+        name,
+        ips.iter().map(|ip| wire::Endpoint {
+            serving: true,
+            ..fixtures::wire_endpoint(*ip)
+        }),
+    )
 }
 
 fn hello(cluster: &str) -> Req {

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
+use meshdns_proto::fixtures;
 use meshdns_proto::wire::{self, export_request::Message as Req, registry_client::RegistryClient};
 use meshdns_tests::dns::{Ask, addresses, poll};
 use meshdns_tests::fleet::TempDir;
@@ -115,27 +116,11 @@ impl Drop for Hub {
 }
 
 fn endpoint(address: &str) -> wire::Endpoint {
-    wire::Endpoint {
-        addresses: vec![address.into()],
-        ready: true,
-        ..Default::default()
-    }
+    fixtures::wire_endpoint(address)
 }
 
 fn service(ns: &str, name: &str, endpoints: Vec<wire::Endpoint>) -> wire::ServiceExport {
-    wire::ServiceExport {
-        key: Some(wire::ServiceKey {
-            namespace: ns.into(),
-            name: name.into(),
-        }),
-        ports: vec![wire::Port {
-            name: "http".into(),
-            protocol: wire::Protocol::Tcp.into(),
-            port: 80,
-        }],
-        endpoints,
-        ..Default::default()
-    }
+    fixtures::wire_service(ns, name, endpoints)
 }
 
 fn snapshot(services: Vec<wire::ServiceExport>, more: bool) -> Req {

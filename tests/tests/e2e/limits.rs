@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
+use meshdns_proto::fixtures;
 use meshdns_proto::wire::{self, export_request::Message as Req, registry_client::RegistryClient};
 use meshdns_tests::TestServer;
 use meshdns_tests::dns::{Ask, addresses, query, sorted};
@@ -13,28 +14,14 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 fn service(name: &str, endpoints: usize) -> wire::ServiceExport {
-    wire::ServiceExport {
-        key: Some(wire::ServiceKey {
-            namespace: "shop".into(),
-            name: name.into(),
+    fixtures::wire_service(
+        "shop",
+        name,
+        (0..endpoints).map(|i| wire::Endpoint {
+            serving: true,
+            ..fixtures::wire_endpoint(format!("10.{}.{}.{}", name.len(), i / 250, i % 250 + 1))
         }),
-        ports: vec![wire::Port {
-            name: "http".into(),
-            protocol: wire::Protocol::Tcp.into(),
-            port: 80,
-        }],
-        mode: wire::Mode::Endpoints.into(),
-        cluster_ips: vec![],
-        endpoints: (0..endpoints)
-            .map(|i| wire::Endpoint {
-                addresses: vec![format!("10.{}.{}.{}", name.len(), i / 250, i % 250 + 1)],
-                ready: true,
-                serving: true,
-                ..Default::default()
-            })
-            .collect(),
-        policy: None,
-    }
+    )
 }
 
 struct Stream {

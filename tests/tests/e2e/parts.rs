@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hickory_proto::rr::RecordType;
+use meshdns_proto::fixtures;
 use meshdns_proto::wire::{
     self, export_request::Message as Req, registry_client::RegistryClient, watch_event::Event,
 };
@@ -25,30 +26,16 @@ const MIB: usize = 1024 * 1024;
 /// Service `s` of cluster `c`: `endpoints` endpoints with hostnames and
 /// node names, addresses 10.c.s.(e+1).
 fn service(c: usize, s: usize, endpoints: usize) -> wire::ServiceExport {
-    wire::ServiceExport {
-        key: Some(wire::ServiceKey {
-            namespace: "bulk".into(),
-            name: format!("svc-{s}"),
+    fixtures::wire_service(
+        "bulk",
+        &format!("svc-{s}"),
+        (0..endpoints).map(|e| wire::Endpoint {
+            hostname: format!("pod-{e}"),
+            node: format!("node-{c}-{}.compute.internal", e % 7),
+            serving: true,
+            ..fixtures::wire_endpoint(format!("10.{c}.{s}.{}", e + 1))
         }),
-        ports: vec![wire::Port {
-            name: "http".into(),
-            protocol: wire::Protocol::Tcp.into(),
-            port: 80,
-        }],
-        mode: wire::Mode::Endpoints.into(),
-        cluster_ips: vec![],
-        endpoints: (0..endpoints)
-            .map(|e| wire::Endpoint {
-                addresses: vec![format!("10.{c}.{s}.{}", e + 1)],
-                hostname: format!("pod-{e}"),
-                node: format!("node-{c}-{}.compute.internal", e % 7),
-                ready: true,
-                serving: true,
-                ..Default::default()
-            })
-            .collect(),
-        policy: None,
-    }
+    )
 }
 
 /// An Export stream held open by the test.
