@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use meshdns_proto::backoff::Backoff;
 use meshdns_proto::client::ClientAuth;
-use meshdns_proto::model::{Cluster, ClusterName, ServiceExport, ServiceKey};
+use meshdns_proto::model::{ClusterName, ServiceExport, ServiceKey};
 use meshdns_proto::wire::{self, watch_event::Event};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -21,47 +21,8 @@ use tracing::{error, info, warn};
 use crate::error::{PartsOrder, Upstream};
 use crate::metrics::FollowerMetrics;
 use crate::registry::{MirroredCluster, Writer};
-
-fn cluster(info: &wire::ClusterInfo) -> Option<MirroredCluster> {
-    let hello = wire::Hello {
-        cluster: info.name.clone(),
-        region: info.region.clone(),
-        zone: info.zone.clone(),
-        client_cidrs: info.client_cidrs.clone(),
-        version: info.version.clone(),
-    };
-    match Cluster::try_from(&hello) {
-        Ok(cluster) => Some(MirroredCluster {
-            cluster,
-            stale: info.state == wire::ClusterState::Stale as i32,
-            connected: info.connected,
-            last_heartbeat_unix_ms: info.last_heartbeat_unix_ms,
-        }),
-        Err(e) => {
-            warn!(cluster = %info.name, error = %e, "upstream sent an invalid cluster; skipped");
-            None
-        }
-    }
-}
-
-fn services(list: &[wire::ServiceExport]) -> Vec<ServiceExport> {
-    list.iter()
-        .filter_map(|s| {
-            ServiceExport::try_from(s)
-                .map_err(|e| warn!(error = %e, "upstream sent an invalid service; skipped"))
-                .ok()
-        })
-        .collect()
-}
-
-/// The clusters of a wire Reset, validated; invalid items are skipped.
-pub fn clusters_of(reset: &wire::Reset) -> Vec<(MirroredCluster, Vec<ServiceExport>)> {
-    reset
-        .clusters
-        .iter()
-        .filter_map(|c| Some((cluster(c.cluster.as_ref()?)?, services(&c.services))))
-        .collect()
-}
+pub use crate::state_wire::clusters_of;
+use crate::state_wire::{keys, mirrored_cluster as cluster, services};
 
 /// The parts of a Reset or a ServicesChanged received so far.
 #[derive(Debug, Default)]
@@ -82,12 +43,6 @@ struct ServicesParts {
     cluster: String,
     upserts: Vec<ServiceExport>,
     removals: Vec<ServiceKey>,
-}
-
-fn keys(list: &[wire::ServiceKey]) -> Vec<ServiceKey> {
-    list.iter()
-        .filter_map(|k| ServiceKey::try_from(k).ok())
-        .collect()
 }
 
 impl Assembly {

@@ -22,6 +22,8 @@
 //! - [`cookie`]: DNS Cookies (RFC 7873, server cookies as in RFC 9018).
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/registry`, `/debug/answer`.
 //! - [`state_file`]: `--state-file`: persist the registry, restore it as stale.
+//! - [`state_wire`]: the registry's state on the wire, both ways (Watch, the
+//!   follower, the state file, `ListClusters`).
 //! - [`metrics`]: Prometheus metrics; lock-free on the answer path.
 //! - [`demo`]: `meshdns demo`, the embedded three-cluster fleet.
 //! - [`status`]: `meshdns status`, the fleet table from a registry.
@@ -50,6 +52,7 @@ pub mod select;
 pub mod server;
 pub mod snapshot;
 pub mod state_file;
+pub mod state_wire;
 pub mod status;
 pub mod tls;
 pub mod udp;
