@@ -9,23 +9,25 @@ use meshdns_proto::client::ClientAuth;
 
 /// Declares a credential flag group whose flags are `--{prefix}tls-ca`,
 /// `--{prefix}tls-cert`, `--{prefix}tls-key`, `--{prefix}token-file`, read
-/// from `MESHDNS_{ENV}TLS_CA`, ... when not given.
+/// from `MESHDNS_{ENV}TLS_CA`, ... when not given. Clap ids get the prefix
+/// too (`follow_tls_cert`), since a server's own `tls_cert` sits beside a
+/// follower's.
 macro_rules! credential_flags {
-    ($(#[$meta:meta])* $name:ident, $long:literal, $env:literal, $help:literal) => {
+    ($(#[$meta:meta])* $name:ident, $long:literal, $id:literal, $env:literal, $help:literal) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Default, clap::Args)]
         pub struct $name {
             #[doc = concat!($help, "CA (PEM) that signed the registry's certificate (https:// registries).")]
-            #[arg(long = concat!($long, "tls-ca"), env = concat!("MESHDNS_", $env, "TLS_CA"))]
+            #[arg(id = concat!($id, "tls_ca"), long = concat!($long, "tls-ca"), env = concat!("MESHDNS_", $env, "TLS_CA"))]
             pub tls_ca: Option<PathBuf>,
             #[doc = concat!($help, "this client's certificate (PEM) for mTLS; its URI SAN is spiffe://<trust-domain>/cluster/<name> for a syncer, spiffe://<trust-domain>/reader/<name> for a reader.")]
-            #[arg(long = concat!($long, "tls-cert"), env = concat!("MESHDNS_", $env, "TLS_CERT"))]
+            #[arg(id = concat!($id, "tls_cert"), long = concat!($long, "tls-cert"), env = concat!("MESHDNS_", $env, "TLS_CERT"))]
             pub tls_cert: Option<PathBuf>,
             #[doc = concat!($help, "the key (PEM) of --", $long, "tls-cert.")]
-            #[arg(long = concat!($long, "tls-key"), env = concat!("MESHDNS_", $env, "TLS_KEY"))]
+            #[arg(id = concat!($id, "tls_key"), long = concat!($long, "tls-key"), env = concat!("MESHDNS_", $env, "TLS_KEY"))]
             pub tls_key: Option<PathBuf>,
             #[doc = concat!($help, "a file holding this client's bearer token.")]
-            #[arg(long = concat!($long, "token-file"), env = concat!("MESHDNS_", $env, "TOKEN_FILE"))]
+            #[arg(id = concat!($id, "token_file"), long = concat!($long, "token-file"), env = concat!("MESHDNS_", $env, "TOKEN_FILE"))]
             pub token_file: Option<PathBuf>,
         }
 
@@ -50,6 +52,7 @@ credential_flags!(
     Credentials,
     "",
     "",
+    "",
     ""
 );
 
@@ -59,6 +62,7 @@ credential_flags!(
     /// different certificate.
     FollowFlags,
     "follow-",
+    "follow_",
     "FOLLOW_",
     "With --follow: "
 );
