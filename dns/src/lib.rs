@@ -22,6 +22,8 @@
 //! - [`cookie`]: DNS Cookies (RFC 7873, server cookies as in RFC 9018).
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/registry`, `/debug/answer`.
 //! - [`state_file`]: `--state-file`: persist the registry, restore it as stale.
+//! - [`json`]: registry state as JSON, one schema for `/debug/registry` and
+//!   `meshdns status --output json`.
 //! - [`state_wire`]: the registry's state on the wire, both ways (Watch, the
 //!   follower, the state file, `ListClusters`).
 //! - [`metrics`]: Prometheus metrics; lock-free on the answer path.
@@ -43,6 +45,7 @@ pub mod fast;
 pub mod fleet;
 pub mod follow;
 pub mod ingest;
+pub mod json;
 pub mod locality;
 pub mod metrics;
 pub mod qname;

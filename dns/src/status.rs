@@ -3,6 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use meshdns_proto::model::ServiceExport;
 use meshdns_proto::wire;
 use serde_json::{Value, json};
 
@@ -209,18 +210,16 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
         let list: Vec<Value> = exports
             .iter()
             .map(|e| {
-                let s = e.service.clone().unwrap_or_default();
-                json!({
-                    "cluster": e.cluster,
-                    "cluster_state": cluster_state(&e.cluster),
-                    "mode": if s.mode == wire::Mode::ClusterIp as i32 { "clusterip" } else { "endpoints" },
-                    "cluster_ips": s.cluster_ips,
-                    "ports": s.ports.iter().map(|p| json!({"name": p.name, "port": p.port})).collect::<Vec<_>>(),
-                    "endpoints": s.endpoints.iter().map(|ep| json!({
-                        "addresses": ep.addresses, "hostname": ep.hostname, "zone": ep.zone, "node": ep.node,
-                        "ready": ep.ready, "serving": ep.serving, "terminating": ep.terminating,
-                    })).collect::<Vec<_>>(),
-                })
+                // The registry validated it; a registry of another version
+                // may still send what this one does not read: say so.
+                let mut v = match e.service.as_ref().map(ServiceExport::try_from) {
+                    Some(Ok(s)) => crate::json::service(&s, usize::MAX),
+                    Some(Err(problem)) => json!({ "error": problem.to_string() }),
+                    None => json!({ "error": "no service in the answer" }),
+                };
+                v["cluster"] = json!(e.cluster);
+                v["cluster_state"] = json!(cluster_state(&e.cluster));
+                v
             })
             .collect();
         let name = key.to_string();
