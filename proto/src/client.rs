@@ -143,3 +143,33 @@ impl ClientAuth {
         Ok(RegistryClient::with_interceptor(channel, bearer))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an operator must fix is not retryable, and says which flag.
+    #[test]
+    fn settings_and_credential_files_are_not_retryable() {
+        let plaintext = ClientAuth::default().url("http://127.0.0.1:7443");
+        let e = plaintext.unwrap_err();
+        assert!(matches!(e, ClientError::Plaintext { .. }), "{e}");
+        assert!(!e.is_retryable());
+        let auth = ClientAuth {
+            ca: Some("/nonexistent/meshdns-ca.crt".into()),
+            ..ClientAuth::default()
+        };
+        let e = auth.endpoint("https://127.0.0.1:7443").unwrap_err();
+        assert!(e.to_string().starts_with("--tls-ca: cannot read"), "{e}");
+        assert!(!e.is_retryable());
+        let half = ClientAuth {
+            ca: Some("ca.crt".into()),
+            cert: Some("c.crt".into()),
+            ..ClientAuth::default()
+        };
+        assert!(matches!(
+            half.url("https://127.0.0.1:7443"),
+            Err(ClientError::CertWithoutKey)
+        ));
+    }
+}
