@@ -5,14 +5,13 @@
 pub mod shape;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::num::NonZeroU16;
 use std::sync::Arc;
 
 use meshdns::metrics::Metrics;
 use meshdns::registry::{Registry, Session};
 use meshdns_proto::model::{
-    Cluster, ClusterName, Endpoint, LabelValue, Mode, Namespace, Policy, Port, Protocol,
-    ServiceExport, ServiceKey, ServiceName,
+    Cluster, ClusterName, Endpoint, LabelValue, Namespace, Policy, ServiceExport, ServiceKey,
+    ServiceName,
 };
 
 /// A fleet of `clusters` clusters (10 regions, 3 zones each), each
@@ -64,19 +63,7 @@ pub fn export(c: usize, s: usize, endpoints: usize, version: usize) -> ServiceEx
 
 /// A service of endpoints on TCP port 80, default policy.
 pub fn http_export(key: ServiceKey, endpoints: Vec<Endpoint>) -> ServiceExport {
-    ServiceExport::new(
-        key,
-        vec![Port {
-            name: None,
-            protocol: Protocol::Tcp,
-            port: NonZeroU16::new(80).expect("non-zero"),
-        }],
-        Mode::Endpoints,
-        vec![],
-        endpoints,
-        Policy::default(),
-    )
-    .expect("valid export")
+    meshdns_proto::fixtures::http_export(key, endpoints, Policy::default())
 }
 
 impl Fleet {

@@ -31,16 +31,16 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use meshdns_proto::model::{Mode, ServiceExport};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, Principal};
+use crate::json::{cluster as cluster_json, service as service_json};
 use crate::metrics::Metrics;
 use crate::qname::{self, QName};
-use crate::registry::{ClusterStatus, FullState, Registry};
+use crate::registry::{FullState, Registry};
 use crate::select::{self, Tier};
 use crate::zone::Zone;
 
@@ -142,49 +142,6 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         body,
     )
         .into_response()
-}
-
-fn cluster_json(status: &ClusterStatus) -> Value {
-    let c = &status.cluster;
-    json!({
-        "name": c.name.as_str(),
-        "region": c.region.as_ref().map(|r| r.as_str()),
-        "zone": c.zone.as_ref().map(|z| z.as_str()),
-        "client_cidrs": c.client_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "version": c.version,
-        "state": if status.stale { "stale" } else { "live" },
-        "connected": status.connected,
-        "last_heartbeat_unix_ms": status.last_heartbeat_unix_ms,
-        "services": status.services,
-        "endpoints": status.endpoints,
-    })
-}
-
-/// One export as JSON, with at most `max_endpoints` of its endpoints.
-fn service_json(s: &ServiceExport, max_endpoints: usize) -> Value {
-    json!({
-        "namespace": s.key().namespace.as_str(),
-        "name": s.key().name.as_str(),
-        "mode": s.mode().as_str(),
-        "affinity": s.policy().affinity.as_str(),
-        "ttl": s.policy().ttl,
-        "ports": s.ports().iter().map(|p| json!({
-            "name": p.name.as_ref().map(|n| n.as_str()),
-            "protocol": p.protocol.to_string(),
-            "port": p.port.get(),
-        })).collect::<Vec<_>>(),
-        "cluster_ips": if s.mode() == Mode::ClusterIp { s.cluster_ips().iter().map(ToString::to_string).collect::<Vec<_>>() } else { vec![] },
-        "endpoints": s.endpoints().iter().take(max_endpoints).map(|e| json!({
-            "addresses": e.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "hostname": e.hostname.as_ref().map(|h| h.as_str()),
-            "zone": e.zone.as_ref().map(|z| z.as_str()),
-            "node": e.node.as_ref().map(|n| n.as_str()),
-            "ready": e.ready,
-            "serving": e.serving,
-            "terminating": e.terminating,
-            "health_check": e.health.as_str(),
-        })).collect::<Vec<_>>(),
-    })
 }
 
 /// 401 with the challenge a client needs.

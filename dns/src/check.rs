@@ -66,21 +66,9 @@ pub struct CheckArgs {
     /// Output format: text or json.
     #[arg(long, env = "MESHDNS_CHECK_OUTPUT", default_value = "text")]
     pub output: String,
-    /// CA (PEM) that signed the registry's certificate (https:// registries).
-    #[arg(long = "tls-ca", env = "MESHDNS_TLS_CA")]
-    pub tls_ca: Option<std::path::PathBuf>,
-    /// Reader client certificate (PEM) for mTLS.
-    #[arg(long = "tls-cert", env = "MESHDNS_TLS_CERT")]
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// The key (PEM) of --tls-cert.
-    #[arg(long = "tls-key", env = "MESHDNS_TLS_KEY")]
-    pub tls_key: Option<std::path::PathBuf>,
-    /// A file holding a reader bearer token.
-    #[arg(long = "token-file", env = "MESHDNS_TOKEN_FILE")]
-    pub token_file: Option<std::path::PathBuf>,
-    /// Talk to the registry without TLS. Only for loopback or a network you trust.
-    #[arg(long, env = "MESHDNS_INSECURE")]
-    pub insecure: bool,
+    /// Client credentials: --tls-ca, --tls-cert, --tls-key, --token-file, --insecure.
+    #[command(flatten)]
+    pub client: meshdns_cli::ClientFlags,
 }
 
 /// How one check came out.
@@ -306,16 +294,10 @@ pub async fn run(args: &CheckArgs) -> Result<Report, Error> {
         ));
     }
     let mut report = Report::default();
-    let auth = ClientAuth {
-        ca: args.tls_ca.clone(),
-        cert: args.tls_cert.clone(),
-        key: args.tls_key.clone(),
-        token_file: args.token_file.clone(),
-        insecure: args.insecure,
-    };
+    let auth = args.client.auth();
     let url = auth
         .url(&args.registry)
-        .map_err(|e| flag("--registry", e))?;
+        .map_err(|e| flag("--registry", e.to_string()))?;
     let clusters = registry_checks(args, &auth, &url, &mut report).await;
     certificate_checks(args, &mut report);
     let dns_text = match &args.dns {
@@ -375,7 +357,7 @@ async fn registry_checks(
         Ok(Err(e)) => {
             report.fail(
                 "registry reachable",
-                e,
+                e.to_string(),
                 "check --registry (scheme, host, port), that the hub's gRPC port is open from here (NetworkPolicy, load balancer source ranges), and for https:// --tls-ca",
             );
             report.skip("credentials accepted", "the registry is not reachable");
@@ -443,8 +425,8 @@ async fn registry_checks(
 /// Days left on the certificates this check presents and trusts.
 fn certificate_checks(args: &CheckArgs, report: &mut Report) {
     let files = [
-        ("client certificate", &args.tls_cert),
-        ("ca certificate", &args.tls_ca),
+        ("client certificate", &args.client.credentials.tls_cert),
+        ("ca certificate", &args.client.credentials.tls_ca),
     ];
     for (name, path) in files {
         let Some(path) = path else {

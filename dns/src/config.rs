@@ -157,18 +157,9 @@ pub struct ServeArgs {
     /// Mirror another registry (http://HOST:PORT) through Watch instead of taking syncers.
     #[arg(long = "follow", env = "MESHDNS_FOLLOW")]
     pub follow: Option<String>,
-    /// With --follow: CA (PEM) that signed the upstream registry's certificate.
-    #[arg(long = "follow-tls-ca", env = "MESHDNS_FOLLOW_TLS_CA")]
-    pub follow_tls_ca: Option<std::path::PathBuf>,
-    /// With --follow: this replica's reader certificate (PEM) for mTLS to the upstream.
-    #[arg(long = "follow-tls-cert", env = "MESHDNS_FOLLOW_TLS_CERT")]
-    pub follow_tls_cert: Option<std::path::PathBuf>,
-    /// With --follow: the key (PEM) of --follow-tls-cert.
-    #[arg(long = "follow-tls-key", env = "MESHDNS_FOLLOW_TLS_KEY")]
-    pub follow_tls_key: Option<std::path::PathBuf>,
-    /// With --follow: a file holding this replica's reader bearer token.
-    #[arg(long = "follow-token-file", env = "MESHDNS_FOLLOW_TOKEN_FILE")]
-    pub follow_token_file: Option<std::path::PathBuf>,
+    /// With --follow: --follow-tls-ca, --follow-tls-cert, --follow-tls-key, --follow-token-file.
+    #[command(flatten)]
+    pub follow_client: meshdns_cli::FollowFlags,
     /// With --follow: cut off from the upstream this long, the replica is stale: it keeps answering from its last state, and counts those answers (meshdns_follow_stale_answers_total).
     #[arg(long = "follow-stale-after", env = "MESHDNS_FOLLOW_STALE_AFTER", default_value = "60s", value_parser = parse_duration)]
     pub follow_stale_after: Duration,
@@ -323,13 +314,7 @@ impl ServeArgs {
 
     /// How a follower authenticates to its upstream.
     pub fn upstream_auth(&self) -> meshdns_proto::client::ClientAuth {
-        meshdns_proto::client::ClientAuth {
-            ca: self.follow_tls_ca.clone(),
-            cert: self.follow_tls_cert.clone(),
-            key: self.follow_tls_key.clone(),
-            token_file: self.follow_token_file.clone(),
-            insecure: self.insecure,
-        }
+        self.follow_client.auth(self.insecure)
     }
 
     /// Checks the flags together; the error names the flag at fault.
@@ -549,14 +534,10 @@ impl ServeArgs {
         };
         let follow = match &self.follow {
             None => None,
-            Some(url) => Some(
-                self.upstream_auth()
-                    .url(url)
-                    .map_err(|problem| Error::Config {
-                        flag: "--follow",
-                        problem,
-                    })?,
-            ),
+            Some(url) => Some(self.upstream_auth().url(url).map_err(|e| Error::Config {
+                flag: "--follow",
+                problem: e.to_string(),
+            })?),
         };
         Ok(ServeConfig {
             zone,
@@ -599,7 +580,7 @@ impl ServeArgs {
             certificates: [
                 ("server", &self.tls_cert),
                 ("client_ca", &self.tls_client_ca),
-                ("follow_client", &self.follow_tls_cert),
+                ("follow_client", &self.follow_client.tls_cert),
             ]
             .into_iter()
             .filter_map(|(role, path)| Some((role, path.clone()?)))

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use meshdns_syncer::publish::{self, Backoff, PublishConfig};
+use meshdns_proto::backoff::Backoff;
+use meshdns_syncer::publish::{self, PublishConfig};
 use meshdns_syncer::source::{Overrides, file};
 use tokio_util::sync::CancellationToken;
 

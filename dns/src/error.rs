@@ -56,6 +56,75 @@ pub enum Error {
     },
 }
 
+/// Why a `--state-file` cannot be loaded; the registry starts empty and
+/// overwrites it at the next save. Not retryable: the bytes stay wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Corrupt {
+    #[error("not a meshdns state file (bad header)")]
+    Header,
+    #[error("truncated header")]
+    TruncatedHeader,
+    #[error("truncated: {have} of {want} payload bytes")]
+    Truncated { have: usize, want: u64 },
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("payload: {0}")]
+    Payload(#[source] prost::DecodeError),
+}
+
+/// Why a follower's Watch stream on its upstream registry ended
+/// (`serve --follow`). The follower keeps answering from its last state
+/// and reconnects: soon when [`Upstream::is_retryable`], else at its
+/// longest delay with an error logged, since an operator must act.
+#[derive(Debug, thiserror::Error)]
+pub enum Upstream {
+    /// No connection: retryable when the upstream did not answer, not
+    /// when a credential file or setting is wrong.
+    #[error(transparent)]
+    Connect(#[from] meshdns_proto::ClientError),
+    /// The upstream refused the Watch call.
+    #[error("watch: {}", .0.message())]
+    Refused(tonic::Status),
+    /// The upstream sent events out of the order parts require.
+    #[error("upstream broke the protocol: {0}")]
+    Protocol(#[from] PartsOrder),
+    /// The upstream ended the stream (a restart, a drain).
+    #[error("the upstream ended the stream")]
+    Ended,
+    /// The stream failed mid-way.
+    #[error("{:?}: {}", .0.code(), .0.message())]
+    Broken(tonic::Status),
+}
+
+impl Upstream {
+    /// Whether reconnecting soon can help. A refusal for the reader's
+    /// credentials (unauthenticated, permission denied) needs an operator.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Upstream::Connect(e) => e.is_retryable(),
+            Upstream::Refused(status) => !matches!(
+                status.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            ),
+            Upstream::Protocol(_) | Upstream::Ended | Upstream::Broken(_) => true,
+        }
+    }
+}
+
+/// An event that breaks the rules of parts (a Reset or a services change
+/// sent in several messages must not be interleaved with anything).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartsOrder {
+    #[error("a reset came between the parts of a services change")]
+    ResetInChange,
+    #[error("a services change came between the parts of a reset")]
+    ChangeInReset,
+    #[error("a change of cluster {got:?} came between the parts of a change of {pending:?}")]
+    OtherCluster { got: String, pending: String },
+    #[error("an event came between the parts of a reset or a change")]
+    EventInParts,
+}
+
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();

@@ -11,57 +11,19 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use meshdns_proto::backoff::Backoff;
 use meshdns_proto::client::ClientAuth;
-use meshdns_proto::model::{Cluster, ClusterName, ServiceExport, ServiceKey};
+use meshdns_proto::model::{ClusterName, ServiceExport, ServiceKey};
 use meshdns_proto::wire::{self, watch_event::Event};
-use meshdns_syncer::publish::Backoff;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::error::{PartsOrder, Upstream};
 use crate::metrics::{FollowerMetrics, FollowerView};
 use crate::registry::{MirroredCluster, Writer};
-
-fn cluster(info: &wire::ClusterInfo) -> Option<MirroredCluster> {
-    let hello = wire::Hello {
-        cluster: info.name.clone(),
-        region: info.region.clone(),
-        zone: info.zone.clone(),
-        client_cidrs: info.client_cidrs.clone(),
-        version: info.version.clone(),
-    };
-    match Cluster::try_from(&hello) {
-        Ok(cluster) => Some(MirroredCluster {
-            cluster,
-            stale: info.state == wire::ClusterState::Stale as i32,
-            connected: info.connected,
-            last_heartbeat_unix_ms: info.last_heartbeat_unix_ms,
-        }),
-        Err(e) => {
-            warn!(cluster = %info.name, error = %e, "upstream sent an invalid cluster; skipped");
-            None
-        }
-    }
-}
-
-fn services(list: &[wire::ServiceExport]) -> Vec<ServiceExport> {
-    list.iter()
-        .filter_map(|s| {
-            ServiceExport::try_from(s)
-                .map_err(|e| warn!(error = %e, "upstream sent an invalid service; skipped"))
-                .ok()
-        })
-        .collect()
-}
-
-/// The clusters of a wire Reset, validated; invalid items are skipped.
-pub fn clusters_of(reset: &wire::Reset) -> Vec<(MirroredCluster, Vec<ServiceExport>)> {
-    reset
-        .clusters
-        .iter()
-        .filter_map(|c| Some((cluster(c.cluster.as_ref()?)?, services(&c.services))))
-        .collect()
-}
+pub use crate::state_wire::clusters_of;
+use crate::state_wire::{keys, mirrored_cluster as cluster, services};
 
 /// The parts of a Reset or a ServicesChanged received so far.
 #[derive(Debug, Default)]
@@ -84,21 +46,15 @@ struct ServicesParts {
     removals: Vec<ServiceKey>,
 }
 
-fn keys(list: &[wire::ServiceKey]) -> Vec<ServiceKey> {
-    list.iter()
-        .filter_map(|k| ServiceKey::try_from(k).ok())
-        .collect()
-}
-
 impl Assembly {
     /// Applies `event` to `registry`, or keeps it until its last part.
     /// `Err` when the upstream breaks the rules of parts.
-    pub async fn apply(&mut self, writer: &Writer, event: Event) -> Result<(), String> {
+    pub async fn apply(&mut self, writer: &Writer, event: Event) -> Result<(), PartsOrder> {
         let pending = self.reset.is_some() || self.services.is_some();
         match event {
             Event::Reset(reset) => {
                 if self.services.is_some() {
-                    return Err("a reset came between the parts of a services change".into());
+                    return Err(PartsOrder::ResetInChange);
                 }
                 let parts = self.reset.get_or_insert_with(ResetParts::default);
                 for (cluster, services) in clusters_of(&reset) {
@@ -122,7 +78,7 @@ impl Assembly {
             }
             Event::Services(changed) => {
                 if self.reset.is_some() {
-                    return Err("a services change came between the parts of a reset".into());
+                    return Err(PartsOrder::ChangeInReset);
                 }
                 let parts = self.services.get_or_insert_with(|| ServicesParts {
                     cluster: changed.cluster.clone(),
@@ -130,10 +86,10 @@ impl Assembly {
                     removals: Vec::new(),
                 });
                 if parts.cluster != changed.cluster {
-                    return Err(format!(
-                        "a change of cluster {:?} came between the parts of a change of {:?}",
-                        changed.cluster, parts.cluster
-                    ));
+                    return Err(PartsOrder::OtherCluster {
+                        got: changed.cluster,
+                        pending: parts.cluster.clone(),
+                    });
                 }
                 parts.upserts.extend(services(&changed.upserts));
                 parts.removals.extend(keys(&changed.removals));
@@ -147,7 +103,7 @@ impl Assembly {
                 }
             }
             _ if pending => {
-                return Err("an event came between the parts of a reset or a change".into());
+                return Err(PartsOrder::EventInParts);
             }
             Event::Cluster(info) => {
                 if let Some(m) = cluster(&info) {
@@ -195,8 +151,15 @@ pub async fn run(
         if let Some(link) = &link {
             link.set_connected(false);
         }
-        warn!(upstream = %url, error = %result, "lost the upstream registry; answering from the last state");
-        let delay = backoff.next_delay();
+        let delay = if result.is_retryable() {
+            warn!(upstream = %url, error = %result, "lost the upstream registry; answering from the last state");
+            backoff.next_delay()
+        } else {
+            // A bad credential is not an upstream that is down: say so,
+            // and try again only at the longest delay.
+            error!(upstream = %url, error = %result, retry_in = ?backoff.max, "cannot follow the upstream registry until this is fixed; answering from the last state");
+            backoff.max
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -245,15 +208,15 @@ async fn stream(
     max_message_bytes: usize,
     backoff: &mut Backoff,
     link: Option<&FollowerMetrics>,
-) -> String {
+) -> Upstream {
     let client = match auth.connect(url).await {
         Ok(client) => client,
-        Err(e) => return e,
+        Err(e) => return e.into(),
     };
     let mut client = client.max_decoding_message_size(max_message_bytes);
     let mut events = match client.watch(wire::WatchRequest {}).await {
         Ok(r) => r.into_inner(),
-        Err(status) => return format!("watch: {}", status.message()),
+        Err(status) => return Upstream::Refused(status),
     };
     let mut assembly = Assembly::default();
     loop {
@@ -261,7 +224,7 @@ async fn stream(
             Ok(Some(wire::WatchEvent { event: Some(event) })) => {
                 let last_reset_part = matches!(&event, Event::Reset(r) if !r.more);
                 if let Err(e) = assembly.apply(writer, event).await {
-                    return format!("upstream broke the protocol: {e}");
+                    return e.into();
                 }
                 if let Some(link) = link {
                     link.event();
@@ -275,8 +238,8 @@ async fn stream(
                 }
             }
             Ok(Some(_)) => {}
-            Ok(None) => return "the upstream ended the stream".into(),
-            Err(status) => return format!("{:?}: {}", status.code(), status.message()),
+            Ok(None) => return Upstream::Ended,
+            Err(status) => return Upstream::Broken(status),
         }
     }
 }

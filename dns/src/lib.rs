@@ -22,6 +22,10 @@
 //! - [`cookie`]: DNS Cookies (RFC 7873, server cookies as in RFC 9018).
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/registry`, `/debug/answer`.
 //! - [`state_file`]: `--state-file`: persist the registry, restore it as stale.
+//! - [`json`]: registry state as JSON, one schema for `/debug/registry` and
+//!   `meshdns status --output json`.
+//! - [`state_wire`]: the registry's state on the wire, both ways (Watch, the
+//!   follower, the state file, `ListClusters`).
 //! - [`metrics`]: Prometheus metrics; lock-free on the answer path.
 //! - [`demo`]: `meshdns demo`, the embedded three-cluster fleet.
 //! - [`status`]: `meshdns status`, the fleet table from a registry.
@@ -41,6 +45,7 @@ pub mod fast;
 pub mod fleet;
 pub mod follow;
 pub mod ingest;
+pub mod json;
 pub mod locality;
 pub mod metrics;
 pub mod qname;
@@ -50,6 +55,7 @@ pub mod select;
 pub mod server;
 pub mod snapshot;
 pub mod state_file;
+pub mod state_wire;
 pub mod status;
 pub mod tls;
 pub mod udp;

@@ -6,8 +6,7 @@ use meshdns::check::CheckArgs;
 use meshdns::config::ServeArgs;
 use meshdns::demo::DemoArgs;
 use meshdns::status::StatusArgs;
-use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use meshdns_cli::{logs, process};
 
 /// mimalloc: snapshot rebuilds allocate and free many mid-sized vectors;
 /// glibc's malloc spent a third of a rebuild consolidating and unlinking
@@ -43,54 +42,20 @@ enum Command {
     Check(Box<CheckArgs>),
 }
 
-fn init_logs(format: &str, default: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        "text" => builder.init(),
-        "json" => builder.json().init(),
-        other => anyhow::bail!("--log-format: {other:?} is not a format (use text or json)"),
-    }
-    Ok(())
-}
-
 /// Errors are printed as one line (with their causes), never as a
-/// backtrace: they name the flag or field to fix.
+/// backtrace: they name the flag or field to fix. `serve` returns within
+/// --shutdown-timeout; connections it left open (clients that never said
+/// goodbye) and blocked reads must not hold the exit.
 fn main() -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("meshdns: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(run());
-    // `serve` returns within --shutdown-timeout; connections it left open
-    // (clients that never said goodbye) and blocked reads must not hold
-    // the exit.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("meshdns: error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    process::main("meshdns", std::time::Duration::from_millis(500), run)
 }
 
 async fn run() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
-    let shutdown = CancellationToken::new();
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        signals.cancel();
-    });
+    let shutdown = process::shutdown_on_signal();
     match cli.command {
         Command::Serve(args) => {
-            init_logs(&cli.log_format, "info")?;
+            logs::init(&cli.log_format, "info")?;
             let config = args.config()?;
             let listeners = meshdns::Listeners::bind(
                 &args.dns_listen,
@@ -102,16 +67,16 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             meshdns::serve(config, listeners, shutdown).await?;
         }
         Command::Status(args) => {
-            init_logs(&cli.log_format, "warn")?;
+            logs::init(&cli.log_format, "warn")?;
             print!("{}", meshdns::status::run(&args).await?);
         }
         Command::Demo(args) => {
             // The demo prints its own guide; keep the log to warnings.
-            init_logs(&cli.log_format, "warn")?;
+            logs::init(&cli.log_format, "warn")?;
             meshdns::demo::run(args, shutdown).await?;
         }
         Command::Check(args) => {
-            init_logs(&cli.log_format, "error")?;
+            logs::init(&cli.log_format, "error")?;
             let report = meshdns::check::run(&args).await?;
             print!("{}", report.render(args.output == "json"));
             if report.failed() {
@@ -120,19 +85,4 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

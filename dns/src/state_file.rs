@@ -19,6 +19,7 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::error::Corrupt;
 use crate::registry::Registry;
 
 const MAGIC: &[u8] = b"MESHDNS-STATE 1\n";
@@ -45,26 +46,24 @@ fn seal(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes a state file's bytes; the error says what is wrong.
-pub fn decode(bytes: &[u8]) -> Result<wire::Reset, String> {
-    let rest = bytes
-        .strip_prefix(MAGIC)
-        .ok_or("not a meshdns state file (bad header)")?;
-    if rest.len() < 16 {
-        return Err("truncated header".into());
-    }
-    let len = u64::from_be_bytes(rest[..8].try_into().map_err(|_| "bad length")?) as usize;
-    let hash = u64::from_be_bytes(rest[8..16].try_into().map_err(|_| "bad hash")?);
+pub fn decode(bytes: &[u8]) -> Result<wire::Reset, Corrupt> {
+    let rest = bytes.strip_prefix(MAGIC).ok_or(Corrupt::Header)?;
+    let (Some(len), Some(hash)) = (rest.get(..8), rest.get(8..16)) else {
+        return Err(Corrupt::TruncatedHeader);
+    };
+    let len = u64::from_be_bytes(len.try_into().map_err(|_| Corrupt::TruncatedHeader)?);
+    let hash = u64::from_be_bytes(hash.try_into().map_err(|_| Corrupt::TruncatedHeader)?);
     let payload = &rest[16..];
-    if payload.len() != len {
-        return Err(format!(
-            "truncated: {} of {len} payload bytes",
-            payload.len()
-        ));
+    if payload.len() as u64 != len {
+        return Err(Corrupt::Truncated {
+            have: payload.len(),
+            want: len,
+        });
     }
     if fnv1a(payload) != hash {
-        return Err("checksum mismatch".into());
+        return Err(Corrupt::Checksum);
     }
-    wire::Reset::decode(payload).map_err(|e| format!("payload: {e}"))
+    wire::Reset::decode(payload).map_err(Corrupt::Payload)
 }
 
 /// Writes `bytes` to `path` atomically.
@@ -162,15 +161,21 @@ mod tests {
         let registry = Registry::new(5, false, Arc::new(crate::metrics::Metrics::new()));
         let good = encode(&registry);
         assert!(decode(&good).is_ok());
-        assert!(decode(b"hello").unwrap_err().contains("header"));
+        assert!(decode(b"hello").unwrap_err().to_string().contains("header"));
         assert!(
             decode(&good[..MAGIC.len() + 4])
                 .unwrap_err()
+                .to_string()
                 .contains("truncated")
         );
         let mut longer = good.clone();
         longer.push(1);
-        assert!(decode(&longer).unwrap_err().contains("truncated"));
+        assert!(
+            decode(&longer)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
         let mut flipped = good.clone();
         if let Some(last) = flipped.last_mut() {
             *last ^= 1;

@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use meshdns_proto::client::ClientAuth;
+use meshdns_proto::model::ServiceExport;
 use meshdns_proto::wire;
 use serde_json::{Value, json};
 
@@ -25,21 +25,9 @@ pub struct StatusArgs {
     /// Output format: table or json.
     #[arg(long, default_value = "table")]
     pub output: String,
-    /// CA (PEM) that signed the registry's certificate (https:// registries).
-    #[arg(long = "tls-ca", env = "MESHDNS_TLS_CA")]
-    pub tls_ca: Option<std::path::PathBuf>,
-    /// Reader client certificate (PEM) for mTLS.
-    #[arg(long = "tls-cert", env = "MESHDNS_TLS_CERT")]
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// The key (PEM) of --tls-cert.
-    #[arg(long = "tls-key", env = "MESHDNS_TLS_KEY")]
-    pub tls_key: Option<std::path::PathBuf>,
-    /// A file holding a reader bearer token.
-    #[arg(long = "token-file", env = "MESHDNS_TOKEN_FILE")]
-    pub token_file: Option<std::path::PathBuf>,
-    /// Talk to the registry without TLS. Only for loopback or a network you trust.
-    #[arg(long, env = "MESHDNS_INSECURE")]
-    pub insecure: bool,
+    /// Client credentials: --tls-ca, --tls-cert, --tls-key, --token-file, --insecure.
+    #[command(flatten)]
+    pub client: meshdns_cli::ClientFlags,
 }
 
 fn fail(flag: &'static str, problem: impl Into<String>) -> Error {
@@ -114,16 +102,10 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
             ));
         }
     };
-    let auth = ClientAuth {
-        ca: args.tls_ca.clone(),
-        cert: args.tls_cert.clone(),
-        key: args.tls_key.clone(),
-        token_file: args.token_file.clone(),
-        insecure: args.insecure,
-    };
+    let auth = args.client.auth();
     let url = auth
         .url(&args.registry)
-        .map_err(|e| fail("--registry", e))?;
+        .map_err(|e| fail("--registry", e.to_string()))?;
     let service = match &args.service {
         None => None,
         Some(s) => {
@@ -142,7 +124,7 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
     let mut client = auth
         .connect(&url)
         .await
-        .map_err(|e| fail("--registry", e))?;
+        .map_err(|e| fail("--registry", e.to_string()))?;
     let call = |e: tonic::Status| fail("--registry", format!("{url}: {}", e.message()));
     let listed = client
         .list_clusters(wire::ListClustersRequest {})
@@ -246,22 +228,19 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
         let list: Vec<Value> = exports
             .iter()
             .map(|e| {
-                let s = e.service.clone().unwrap_or_default();
-                json!({
-                    "cluster": e.cluster,
-                    "cluster_state": cluster_state(&e.cluster),
-                    "mode": if s.mode == wire::Mode::ClusterIp as i32 { "clusterip" } else { "endpoints" },
-                    "cluster_ips": s.cluster_ips,
-                    "ports": s.ports.iter().map(|p| json!({"name": p.name, "port": p.port})).collect::<Vec<_>>(),
-                    "endpoints": s.endpoints.iter().map(|ep| json!({
-                        "addresses": ep.addresses, "hostname": ep.hostname, "zone": ep.zone, "node": ep.node,
-                        "ready": ep.ready, "serving": ep.serving, "terminating": ep.terminating,
-                        "health_check": meshdns_proto::convert::health_text(ep.health),
-                    })).collect::<Vec<_>>(),
-                })
+                // The registry validated it; a registry of another version
+                // may still send what this one does not read: say so.
+                let mut v = match e.service.as_ref().map(ServiceExport::try_from) {
+                    Some(Ok(s)) => crate::json::service(&s, usize::MAX),
+                    Some(Err(problem)) => json!({ "error": problem.to_string() }),
+                    None => json!({ "error": "no service in the answer" }),
+                };
+                v["cluster"] = json!(e.cluster);
+                v["cluster_state"] = json!(cluster_state(&e.cluster));
+                v
             })
             .collect();
-        let name = format!("{}/{}", key.namespace, key.name);
+        let name = key.to_string();
         return Ok(serde_json::to_string_pretty(&json!({
             "service": name,
             "exports": list,

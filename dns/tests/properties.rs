@@ -4,15 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::IpAddr;
-use std::num::NonZeroU16;
 
 use meshdns::locality::{AskerPlace, Place};
 use meshdns::qname::{self, Domain, QName};
 use meshdns::select::{self, Tier};
 use meshdns::snapshot::{ExportInput, PartChange, ServiceView};
+use meshdns_proto::fixtures;
 use meshdns_proto::model::{
-    Affinity, ClusterName, Endpoint, LabelValue, Mode, Namespace, Policy, Port, Protocol,
-    ServiceExport, ServiceKey, ServiceName,
+    Affinity, ClusterName, Endpoint, LabelValue, Policy, ServiceExport, ServiceKey,
 };
 use proptest::prelude::*;
 
@@ -112,30 +111,19 @@ fn part(
             ..Endpoint::ready(IpAddr::from([10, i as u8, 0, j as u8 + 1]))
         })
         .collect();
-    let export = ServiceExport::new(
+    let export = fixtures::http_export(
         key(),
-        vec![Port {
-            name: None,
-            protocol: Protocol::Tcp,
-            port: NonZeroU16::new(80).unwrap(),
-        }],
-        Mode::Endpoints,
-        vec![],
         endpoints,
         Policy {
             affinity,
             ttl: None,
         },
-    )
-    .unwrap();
+    );
     (place, std::sync::Arc::new(export))
 }
 
 fn key() -> ServiceKey {
-    ServiceKey {
-        namespace: Namespace::new("shop").unwrap(),
-        name: ServiceName::new("web").unwrap(),
-    }
+    fixtures::key("shop", "web")
 }
 
 fn build(clusters: &[GenCluster], affinity: Affinity) -> (Vec<std::sync::Arc<Place>>, ServiceView) {

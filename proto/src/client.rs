@@ -2,7 +2,7 @@
 //! TLS with an optional client certificate (mTLS), and/or a bearer token.
 //! Plaintext only when the caller was explicitly told `--insecure`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
@@ -10,6 +10,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::error::ClientError;
 use crate::wire::registry_client::RegistryClient;
 
 /// HTTP/2 PING interval on a registry connection, idle or not: a
@@ -55,14 +56,18 @@ impl Interceptor for Bearer {
 /// A registry client with this crate's authentication.
 pub type Client = RegistryClient<InterceptedService<Channel, Bearer>>;
 
-fn read(flag: &str, path: &PathBuf) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{flag}: cannot read {}: {e}", path.display()))
+fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|source| ClientError::Read {
+        flag,
+        path: path.to_owned(),
+        source,
+    })
 }
 
 impl ClientAuth {
     /// Checks a registry URL against these settings: `https://` needs a
     /// CA, `http://` needs `--insecure`. Bare `host:port` picks by TLS.
-    pub fn url(&self, url: &str) -> Result<String, String> {
+    pub fn url(&self, url: &str) -> Result<String, ClientError> {
         let url = if url.contains("://") {
             url.to_owned()
         } else if self.ca.is_some() {
@@ -72,31 +77,28 @@ impl ClientAuth {
         };
         if url.starts_with("https://") {
             if self.ca.is_none() {
-                return Err(format!(
-                    "{url}: TLS needs --tls-ca (the CA that signed the registry's certificate)"
-                ));
+                return Err(ClientError::TlsNeedsCa { url });
             }
         } else if url.starts_with("http://") {
             if !self.insecure {
-                return Err(format!(
-                    "refusing to talk to {url} in plaintext: use https:// with --tls-ca, or pass --insecure (loopback or a trusted network only)"
-                ));
+                return Err(ClientError::Plaintext { url });
             }
         } else {
-            return Err(format!(
-                "{url:?}: use https://HOST:PORT (or http:// with --insecure)"
-            ));
+            return Err(ClientError::Scheme { url });
         }
         if self.cert.is_some() != self.key.is_some() {
-            return Err("--tls-cert and --tls-key go together".into());
+            return Err(ClientError::CertWithoutKey);
         }
         Ok(url)
     }
 
     /// The endpoint and token for `url` (already checked by [`Self::url`]).
-    pub fn endpoint(&self, url: &str) -> Result<(Endpoint, Bearer), String> {
+    pub fn endpoint(&self, url: &str) -> Result<(Endpoint, Bearer), ClientError> {
         let mut endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| format!("{url}: {e}"))?
+            .map_err(|source| ClientError::Url {
+                url: url.to_owned(),
+                source,
+            })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -114,29 +116,60 @@ impl ClientAuth {
                     read("--tls-key", key)?,
                 ));
             }
-            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
+            endpoint = endpoint.tls_config(tls).map_err(ClientError::Tls)?;
         }
         let token = match &self.token_file {
             None => None,
             Some(path) => {
                 let text = String::from_utf8(read("--token-file", path)?)
-                    .map_err(|_| "--token-file: not UTF-8".to_owned())?;
+                    .map_err(|_| ClientError::TokenNotUtf8)?;
                 let value = format!("Bearer {}", text.trim());
-                Some(value.parse().map_err(|_| {
-                    "--token-file: the token has characters a header cannot carry".to_owned()
-                })?)
+                Some(value.parse().map_err(|_| ClientError::TokenNotHeader)?)
             }
         };
         Ok((endpoint, Bearer(token)))
     }
 
     /// Connects to `url`.
-    pub async fn connect(&self, url: &str) -> Result<Client, String> {
+    pub async fn connect(&self, url: &str) -> Result<Client, ClientError> {
         let (endpoint, bearer) = self.endpoint(url)?;
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| format!("connect {url}: {e}"))?;
+            .map_err(|source| ClientError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
         Ok(RegistryClient::with_interceptor(channel, bearer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an operator must fix is not retryable, and says which flag.
+    #[test]
+    fn settings_and_credential_files_are_not_retryable() {
+        let plaintext = ClientAuth::default().url("http://127.0.0.1:7443");
+        let e = plaintext.unwrap_err();
+        assert!(matches!(e, ClientError::Plaintext { .. }), "{e}");
+        assert!(!e.is_retryable());
+        let auth = ClientAuth {
+            ca: Some("/nonexistent/meshdns-ca.crt".into()),
+            ..ClientAuth::default()
+        };
+        let e = auth.endpoint("https://127.0.0.1:7443").unwrap_err();
+        assert!(e.to_string().starts_with("--tls-ca: cannot read"), "{e}");
+        assert!(!e.is_retryable());
+        let half = ClientAuth {
+            ca: Some("ca.crt".into()),
+            cert: Some("c.crt".into()),
+            ..ClientAuth::default()
+        };
+        assert!(matches!(
+            half.url("https://127.0.0.1:7443"),
+            Err(ClientError::CertWithoutKey)
+        ));
     }
 }

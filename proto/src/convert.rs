@@ -92,6 +92,13 @@ impl From<&ServiceKey> for wire::ServiceKey {
     }
 }
 
+/// `namespace/name`, as a service is named in logs, errors and JSON.
+impl std::fmt::Display for wire::ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 impl TryFrom<&wire::Port> for Port {
     type Error = InvalidField;
 
@@ -117,7 +124,9 @@ impl TryFrom<&wire::Port> for Port {
                 let problem = if port.port == 0 {
                     Problem::ZeroPort
                 } else {
-                    Problem::PortRange { value: port.port }
+                    Problem::PortRange {
+                        value: i64::from(port.port),
+                    }
                 };
                 InvalidField::new("port", problem)
             })?;

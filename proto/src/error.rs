@@ -40,7 +40,7 @@ pub enum Problem {
     #[error("port 0 is not a port")]
     ZeroPort,
     #[error("port {value} is out of range (1-65535)")]
-    PortRange { value: u32 },
+    PortRange { value: i64 },
     #[error("protocol must be TCP, UDP or SCTP")]
     BadProtocol,
     #[error("unknown value {value}")]
@@ -116,6 +116,73 @@ impl InvalidField {
             format!("{outer}.{}", self.field)
         };
         self
+    }
+}
+
+/// Why a client (a syncer's publisher, a follower, `status`, `check`)
+/// cannot reach a registry.
+///
+/// [`ClientError::is_retryable`] tells a caller that reconnects whether
+/// trying again soon can help: a registry that is down or restarting can
+/// come back; a missing key, a PEM that does not parse or a plaintext URL
+/// without `--insecure` fails the same way until an operator fixes it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `https://` without a CA to check the registry with.
+    #[error("{url}: TLS needs --tls-ca (the CA that signed the registry's certificate)")]
+    TlsNeedsCa { url: String },
+    /// `http://` without `--insecure`.
+    #[error(
+        "refusing to talk to {url} in plaintext: use https:// with --tls-ca, or pass --insecure (loopback or a trusted network only)"
+    )]
+    Plaintext { url: String },
+    /// Neither `https://` nor `http://`.
+    #[error("{url:?}: use https://HOST:PORT (or http:// with --insecure)")]
+    Scheme { url: String },
+    /// A certificate without its key, or a key without its certificate.
+    #[error("--tls-cert and --tls-key go together")]
+    CertWithoutKey,
+    /// The URL does not parse.
+    #[error("{url}: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A credential file cannot be read.
+    #[error("{flag}: cannot read {}: {source}", path.display())]
+    Read {
+        flag: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA, certificate or key does not make a TLS configuration.
+    #[error("TLS: {0}")]
+    Tls(#[source] tonic::transport::Error),
+    /// The token file is not UTF-8.
+    #[error("--token-file: not UTF-8")]
+    TokenNotUtf8,
+    /// The token has bytes an HTTP header cannot carry.
+    #[error("--token-file: the token has characters a header cannot carry")]
+    TokenNotHeader,
+    /// The registry did not answer (down, restarting, unreachable, or the
+    /// TLS handshake failed).
+    #[error("connect {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+impl ClientError {
+    /// Whether trying again soon can help: only when the registry did not
+    /// answer. Everything else is a setting or a file an operator must fix
+    /// (a credential file may be rotated in later, so callers that run
+    /// forever still retry, at their longest delay).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ClientError::Connect { .. })
     }
 }
 

@@ -17,11 +17,15 @@
 //!   buffers, for registries holding a thousand idle streams.
 //! - [`parts`]: splitting a message's items into parts under a byte budget.
 //! - [`certificate`]: a PEM certificate's notAfter, for expiry gauges and checks.
-//! - [`error`]: [`InvalidField`], the one error type of this crate.
+//! - [`error`]: [`InvalidField`], and [`ClientError`] for registry clients.
+//! - [`backoff`]: reconnect delays for a registry's clients.
+//! - `fixtures` (feature `fixtures`, tests and benches only): the keys,
+//!   ports, endpoints and exports tests build, written once.
 //!
 //! **Invariant:** a value of a model type is valid: names are RFC 1123
 //! labels, addresses parse, ports are non-zero, no duplicate endpoint.
 
+pub mod backoff;
 pub mod budget;
 pub mod certificate;
 pub mod client;
@@ -29,6 +33,8 @@ pub mod codec;
 pub mod convert;
 pub mod duration;
 pub mod error;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod model;
 pub mod parts;
 
@@ -38,4 +44,4 @@ pub mod wire {
     tonic::include_proto!("meshdns.v1");
 }
 
-pub use error::InvalidField;
+pub use error::{ClientError, InvalidField};

@@ -10,13 +10,14 @@ use meshdns_proto::client::ClientAuth;
 
 use crate::error::Error;
 use crate::health::HealthConfig;
-use crate::publish::{Backoff, PublishConfig};
+use crate::publish::PublishConfig;
 use crate::registration::RegistrationConfig;
 use crate::registration::body::TtlBounds;
 use crate::registration::store::Limits;
 use crate::source::Overrides;
 use crate::source::kubernetes::KubeSource;
 use crate::source::selector::Selector;
+use meshdns_proto::backoff::Backoff;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text)
@@ -90,21 +91,9 @@ pub struct SyncerArgs {
     /// Largest gRPC message sent, in bytes: a bigger Snapshot goes in parts (applied together by the registry), a bigger Delta as several Deltas (each applied as it comes). Keep it under the registries' --max-grpc-message-bytes; a single service bigger than this still goes alone.
     #[arg(long = "max-message-bytes", env = "MESHDNS_MAX_MESSAGE_BYTES", default_value_t = crate::publish::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
-    /// CA (PEM) that signed the registries' certificates (https:// registries).
-    #[arg(long = "tls-ca", env = "MESHDNS_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// This cluster's client certificate (PEM) for mTLS; its URI SAN is spiffe://<trust-domain>/cluster/<name>.
-    #[arg(long = "tls-cert", env = "MESHDNS_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// The key (PEM) of --tls-cert.
-    #[arg(long = "tls-key", env = "MESHDNS_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// A file holding this cluster's bearer token.
-    #[arg(long = "token-file", env = "MESHDNS_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Talk to registries without TLS. Only for loopback or a network you trust.
-    #[arg(long, env = "MESHDNS_INSECURE")]
-    pub insecure: bool,
+    /// Client credentials: --tls-ca, --tls-cert, --tls-key, --token-file, --insecure.
+    #[command(flatten)]
+    pub client: meshdns_cli::ClientFlags,
     // The fleet seen from inside this cluster (src/mcs.rs).
     /// Keep ServiceImports, ServiceExport conditions (with --mcs) and Events on label-selected Services in this cluster from the registry's view of the clusterset (needs the CRDs and RBAC of deploy/member/mcs).
     #[arg(long = "mcs-status", env = "MESHDNS_MCS_STATUS")]
@@ -377,13 +366,7 @@ impl SyncerArgs {
 
     /// How this syncer authenticates to registries.
     pub fn client_auth(&self) -> ClientAuth {
-        ClientAuth {
-            ca: self.tls_ca.clone(),
-            cert: self.tls_cert.clone(),
-            key: self.tls_key.clone(),
-            token_file: self.token_file.clone(),
-            insecure: self.insecure,
-        }
+        self.client.auth()
     }
 
     /// One publisher config per `--registry`.
@@ -407,9 +390,9 @@ impl SyncerArgs {
             .iter()
             .map(|url| {
                 let auth = self.client_auth();
-                let url = auth.url(url).map_err(|problem| Error::Config {
+                let url = auth.url(url).map_err(|e| Error::Config {
                     field: "--registry".into(),
-                    problem,
+                    problem: e.to_string(),
                 })?;
                 Ok(PublishConfig {
                     url,

@@ -19,11 +19,19 @@
 //! - [`mcs`]: `--mcs-status`: ServiceImports, ServiceExport conditions
 //!   and Events in this cluster, from the registry's view.
 //! - [`error`]: the crate's error type.
+//!
+//! The `kubernetes` feature (on by default) is the syncer process: the
+//! Kubernetes source, [`config`], [`admin`], [`metrics`] and [`run`].
+//! Without it the crate is the export library `meshdns demo` runs in
+//! process — [`source::file`] and [`publish`] — and links no kube.
 
+#[cfg(feature = "kubernetes")]
 pub mod admin;
+#[cfg(feature = "kubernetes")]
 pub mod config;
 pub mod error;
 pub mod health;
+#[cfg(feature = "kubernetes")]
 pub mod mcs;
 pub mod metrics;
 pub mod publish;
@@ -32,12 +40,15 @@ pub mod source;
 
 pub use error::Error;
 
+#[cfg(feature = "kubernetes")]
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "kubernetes")]
 use crate::config::{SourceKind, SyncerArgs};
 
 /// Runs a syncer until `shutdown`: its source, its admin endpoint, and
 /// one publisher per registry.
+#[cfg(feature = "kubernetes")]
 pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Error> {
     let mut publishers = args.publishers()?;
     // One board of the registries' refusals, read by the MCS writers.
@@ -107,7 +118,7 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
                 problem: "needs the kubernetes source".into(),
             });
         }
-        let client = source::kubernetes::client(args.kubeconfig.as_ref()).await?;
+        let client = source::kubernetes::config::client(args.kubeconfig.as_ref()).await?;
         mcs::start(
             client,
             settings,
@@ -132,7 +143,7 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
                 checker,
                 registrations,
             },
-            args.tls_cert.clone(),
+            args.client.credentials.tls_cert.clone(),
             shutdown.clone(),
         ));
     }

@@ -25,7 +25,7 @@ use meshdns_proto::wire::{self, export_request::Message as Req};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::error::Error;
 use crate::source::Exports;
@@ -35,39 +35,7 @@ use retry::Refused;
 /// (and a tonic server) accepts by default.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
-/// Reconnect delays: exponential from `min` to `max`, full jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    pub min: Duration,
-    pub max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            attempt: 0,
-        }
-    }
-
-    /// The next delay: uniform in [min, min * 2^attempt] capped at max, so
-    /// a fleet of syncers does not reconnect in step after an outage.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self
-            .min
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let span = ceiling.saturating_sub(self.min).as_millis() as u64;
-        self.min + Duration::from_millis(fastrand::u64(0..=span))
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
+pub use meshdns_proto::backoff::Backoff;
 
 /// Settings of one publisher.
 #[derive(Debug, Clone)]
@@ -116,11 +84,20 @@ pub async fn run(config: PublishConfig, mut exports: Exports, shutdown: Cancella
                 changed = exports.changed() => if changed.is_err() { return },
             }
         }
-        match stream(&config, &mut exports, &shutdown, &mut backoff).await {
+        let delay = match stream(&config, &mut exports, &shutdown, &mut backoff).await {
             Ok(()) => return,
-            Err(e) => warn!(error = %e, "export stream ended; reconnecting"),
-        }
-        let delay = backoff.next_delay();
+            Err(e) if e.is_retryable() => {
+                warn!(error = %e, "export stream ended; reconnecting");
+                backoff.next_delay()
+            }
+            Err(e) => {
+                // A bad certificate is not a registry that is down: say
+                // so, and try again only at the longest delay (the file
+                // may be rotated in).
+                error!(error = %e, retry_in = ?backoff.max, "cannot connect to the registry until this is fixed");
+                backoff.max
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -192,7 +169,10 @@ async fn stream(
     };
     let mut client = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        c = config.auth.connect(&config.url) => c.map_err(fail)?,
+        c = config.auth.connect(&config.url) => c.map_err(|source| Error::Client {
+            url: config.url.clone(),
+            source,
+        })?,
     };
     // A few requests in flight: a big Snapshot is converted to wire form
     // one part at a time, as the stream takes them.
@@ -296,7 +276,7 @@ async fn stream(
                         backoff.reset();
                     }
                     for refusal in &response.refusals {
-                        let key = refusal.key.as_ref().map(|k| format!("{}/{}", k.namespace, k.name)).unwrap_or_default();
+                        let key = refusal.key.as_ref().map(ToString::to_string).unwrap_or_default();
                         warn!(registry = %config.url, service = %key, reason = %refusal.reason, "registry refused a service; it will be sent again");
                     }
                     refused.answered(response.generation, &response.refusals);

@@ -2,8 +2,11 @@
 //! `watch` channel: `None` until the first good read (or, for Kubernetes,
 //! until every watcher has listed once).
 
+pub mod fields;
 pub mod file;
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+#[cfg(feature = "kubernetes")]
 pub mod selector;
 
 use std::sync::Arc;

@@ -13,6 +13,7 @@
 
 pub mod dns;
 pub mod export_file;
+pub mod export_stream;
 pub mod fake_kube;
 pub mod fleet;
 pub mod fuzz_checks;

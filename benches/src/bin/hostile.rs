@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
+use meshdns_proto::fixtures;
 use meshdns_proto::wire::{self, export_request::Message as Req, registry_client::RegistryClient};
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -221,26 +222,11 @@ fn hello(cluster: &str, cidrs: &[&str]) -> wire::ExportRequest {
 }
 
 fn service(ns: &str, name: &str, addresses: &[&str]) -> wire::ServiceExport {
-    wire::ServiceExport {
-        key: Some(wire::ServiceKey {
-            namespace: ns.into(),
-            name: name.into(),
-        }),
-        ports: vec![wire::Port {
-            name: "http".into(),
-            protocol: wire::Protocol::Tcp.into(),
-            port: 80,
-        }],
-        endpoints: addresses
-            .iter()
-            .map(|a| wire::Endpoint {
-                addresses: vec![(*a).into()],
-                ready: true,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    }
+    fixtures::wire_service(
+        ns,
+        name,
+        addresses.iter().map(|a| fixtures::wire_endpoint(*a)),
+    )
 }
 
 fn request(generation: u64, message: Req) -> wire::ExportRequest {

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::auth::Credential;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::registry::{Change, ClusterStatus, FullState, Writer};
+use crate::registry::{Change, FullState, Writer};
 
 mod parts;
 
@@ -35,41 +35,7 @@ pub use parts::PART_BYTES;
 /// few MiB per watcher besides what HTTP/2 holds.
 const QUEUED_PARTS: usize = 2;
 
-pub(super) fn cluster_info(status: &ClusterStatus) -> wire::ClusterInfo {
-    let hello = wire::Hello::from(&status.cluster);
-    wire::ClusterInfo {
-        name: hello.cluster,
-        region: hello.region,
-        zone: hello.zone,
-        client_cidrs: hello.client_cidrs,
-        version: hello.version,
-        last_heartbeat_unix_ms: status.last_heartbeat_unix_ms,
-        state: if status.stale {
-            wire::ClusterState::Stale.into()
-        } else {
-            wire::ClusterState::Live.into()
-        },
-        connected: status.connected,
-        services: status.services as u32,
-        endpoints: status.endpoints as u64,
-        refused_client_cidrs: status.refused_cidrs.clone(),
-    }
-}
-
-/// The whole registry state in wire form: Watch's Reset, and the state file.
-pub fn full_state(state: &FullState) -> wire::Reset {
-    wire::Reset {
-        clusters: state
-            .clusters
-            .iter()
-            .map(|(status, services)| wire::ClusterExports {
-                cluster: Some(cluster_info(status)),
-                services: services.iter().map(|s| s.as_ref().into()).collect(),
-            })
-            .collect(),
-        more: false,
-    }
-}
+pub use crate::state_wire::{cluster_info, full_state};
 
 fn event(event: Event) -> wire::WatchEvent {
     wire::WatchEvent { event: Some(event) }

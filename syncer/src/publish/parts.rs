@@ -79,21 +79,18 @@ pub fn delta_parts(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshdns_proto::fixtures;
     use meshdns_proto::wire::export_request::Message as Req;
     use prost::Message;
 
     fn service(name: &str, endpoints: usize) -> wire::ServiceExport {
+        // No ports, mode unset: these tests measure sizes, not validity.
         wire::ServiceExport {
-            key: Some(wire::ServiceKey {
-                namespace: "shop".into(),
-                name: name.into(),
-            }),
+            key: Some(fixtures::wire_key("shop", name)),
             endpoints: (0..endpoints)
                 .map(|i| wire::Endpoint {
-                    addresses: vec![format!("10.0.{}.{}", i / 250, i % 250)],
                     hostname: format!("pod-{i}"),
-                    ready: true,
-                    ..Default::default()
+                    ..fixtures::wire_endpoint(format!("10.0.{}.{}", i / 250, i % 250))
                 })
                 .collect(),
             ..Default::default()

@@ -79,7 +79,9 @@ fn port(i: usize, p: &PortBody) -> Result<Port, ApiError> {
             let problem = if p.port == 0 {
                 Problem::ZeroPort
             } else {
-                Problem::PortRange { value: p.port }
+                Problem::PortRange {
+                    value: i64::from(p.port),
+                }
             };
             invalid(format!("{field}.port"), problem)
         })?;

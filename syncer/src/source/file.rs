@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -16,15 +15,14 @@ use meshdns_proto::InvalidField;
 use meshdns_proto::error::Problem;
 use meshdns_proto::model::{
     Affinity, Cluster, ClusterName, Endpoint, ExportSet, Health, HealthCheck, Hostname, LabelValue,
-    Mode, Namespace, NodeName, Policy, Port, PortName, Protocol, ServiceExport, ServiceKey,
-    ServiceName, parse_cidr,
+    Mode, Namespace, NodeName, Policy, ServiceExport, ServiceKey, ServiceName, parse_cidr,
 };
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{Exports, Overrides};
+use super::{Exports, Overrides, fields};
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
@@ -116,56 +114,20 @@ impl FileService {
         let key = self.key()?;
         let mut ports = Vec::with_capacity(self.ports.len());
         for (i, p) in self.ports.iter().enumerate() {
-            let field = format!("ports[{i}]");
-            let protocol = match &p.protocol {
-                None => Protocol::Tcp,
-                Some(text) => Protocol::parse(text)
-                    .ok_or_else(|| invalid(&format!("{field}.protocol"), Problem::BadProtocol))?,
-            };
-            let number = u16::try_from(p.port)
-                .ok()
-                .and_then(NonZeroU16::new)
-                .ok_or_else(|| {
-                    let problem = if p.port == 0 {
-                        Problem::ZeroPort
-                    } else {
-                        Problem::PortRange { value: p.port }
-                    };
-                    invalid(&format!("{field}.port"), problem)
-                })?;
-            let name = match &p.name {
-                Some(n) => Some(label(&format!("{field}.name"), n, PortName::new)?),
-                None => None,
-            };
-            ports.push(Port {
-                name,
-                protocol,
-                port: number,
-            });
+            ports.push(fields::port(
+                &format!("ports[{i}]"),
+                p.name.as_deref(),
+                p.protocol.as_deref(),
+                i64::from(p.port),
+            )?);
         }
         let mode = match &self.mode {
             None => Mode::Endpoints,
-            Some(m) => Mode::parse(m).ok_or_else(|| {
-                invalid(
-                    "mode",
-                    Problem::BadLabelValue {
-                        value: m.clone(),
-                        why: "must be endpoints or clusterip",
-                    },
-                )
-            })?,
+            Some(m) => fields::mode("mode", m)?,
         };
         let affinity = match &self.affinity {
             None => Affinity::Nearest,
-            Some(a) => Affinity::parse(a).ok_or_else(|| {
-                invalid(
-                    "affinity",
-                    Problem::BadLabelValue {
-                        value: a.clone(),
-                        why: "must be cluster, zone, region or none",
-                    },
-                )
-            })?,
+            Some(a) => fields::affinity("affinity", a)?,
         };
         let cluster_ips = self
             .cluster_ips

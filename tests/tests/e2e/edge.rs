@@ -332,11 +332,10 @@ async fn an_edge_restarted_while_its_hub_is_down_answers_from_its_state_file() {
         registry: restarted.grpc_url(),
         service: None,
         output: output.into(),
-        tls_ca: None,
-        tls_cert: None,
-        tls_key: None,
-        token_file: None,
-        insecure: true,
+        client: meshdns_cli::ClientFlags {
+            insecure: true,
+            ..Default::default()
+        },
     };
     let table = meshdns::status::run(&status("table")).await.unwrap();
     let upstream = fleet.hub.grpc_url();

@@ -6,14 +6,13 @@ use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
+use meshdns_proto::fixtures;
 use meshdns_proto::wire::{
     self, export_request::Message as Req, registry_client::RegistryClient, watch_event::Event,
 };
 use meshdns_tests::TestServer;
 use meshdns_tests::dns::{Ask, addresses, query, sorted};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
+use meshdns_tests::export_stream::ExportStream;
 
 fn key(ns: &str, name: &str) -> Option<wire::ServiceKey> {
     Some(wire::ServiceKey {
@@ -23,26 +22,14 @@ fn key(ns: &str, name: &str) -> Option<wire::ServiceKey> {
 }
 
 fn service(ns: &str, name: &str, ips: &[&str]) -> wire::ServiceExport {
-    wire::ServiceExport {
-        key: key(ns, name),
-        ports: vec![wire::Port {
-            name: "http".into(),
-            protocol: wire::Protocol::Tcp.into(),
-            port: 80,
-        }],
-        mode: wire::Mode::Endpoints.into(),
-        cluster_ips: vec![],
-        endpoints: ips
-            .iter()
-            .map(|ip| wire::Endpoint {
-                addresses: vec![ip.to_string()],
-                ready: true,
-                serving: true,
-                ..Default::default()
-            })
-            .collect(),
-        policy: None,
-    }
+    fixtures::wire_service(
+        ns,
+        name,
+        ips.iter().map(|ip| wire::Endpoint {
+            serving: true,
+            ..fixtures::wire_endpoint(*ip)
+        }),
+    )
 }
 
 fn hello(cluster: &str) -> Req {
@@ -55,55 +42,12 @@ fn hello(cluster: &str) -> Req {
     })
 }
 
-/// An open Export stream driven by the test.
-struct Stream {
-    tx: mpsc::Sender<wire::ExportRequest>,
-    rx: Streaming<wire::ExportResponse>,
-    generation: u64,
-}
+/// Export streams whose first message is the test's.
+struct Stream;
 
 impl Stream {
-    async fn open(server: &TestServer, first: Req) -> Result<Self, tonic::Status> {
-        let mut client = RegistryClient::connect(server.grpc_url()).await.unwrap();
-        let (tx, rx) = mpsc::channel(16);
-        tx.send(wire::ExportRequest {
-            generation: 1,
-            message: Some(first),
-        })
-        .await
-        .unwrap();
-        let mut rx = client.export(ReceiverStream::new(rx)).await?.into_inner();
-        let first = rx
-            .message()
-            .await?
-            .expect("a response to the first message");
-        assert_eq!(first.generation, 1);
-        Ok(Stream {
-            tx,
-            rx,
-            generation: 1,
-        })
-    }
-
-    async fn send(&mut self, message: Req) -> Result<wire::ExportResponse, tonic::Status> {
-        self.generation += 1;
-        let request = wire::ExportRequest {
-            generation: self.generation,
-            message: Some(message),
-        };
-        if self.tx.send(request).await.is_err() {
-            // The registry already ended the stream: its status says why.
-            return Err(match self.rx.message().await {
-                Err(status) => status,
-                Ok(_) => tonic::Status::unknown("stream closed without a status"),
-            });
-        }
-        let response = self.rx.message().await?.expect("a response");
-        assert_eq!(
-            response.generation, self.generation,
-            "the response carries the applied generation"
-        );
-        Ok(response)
+    async fn open(server: &TestServer, first: Req) -> Result<ExportStream, tonic::Status> {
+        ExportStream::open(server.grpc_url(), first).await
     }
 }
 

@@ -8,8 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
+use meshdns_proto::fixtures;
 use meshdns_proto::wire::{self, export_request::Message as Req, registry_client::RegistryClient};
 use meshdns_tests::dns::{Ask, addresses, poll};
+use meshdns_tests::export_stream::ExportStream;
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::logs::listening_in_file;
 use meshdns_tests::{bin, eventually, http_get, list_clusters, rss_kib};
@@ -115,70 +117,26 @@ impl Drop for Hub {
 }
 
 fn endpoint(address: &str) -> wire::Endpoint {
-    wire::Endpoint {
-        addresses: vec![address.into()],
-        ready: true,
-        ..Default::default()
-    }
+    fixtures::wire_endpoint(address)
 }
 
 fn service(ns: &str, name: &str, endpoints: Vec<wire::Endpoint>) -> wire::ServiceExport {
-    wire::ServiceExport {
-        key: Some(wire::ServiceKey {
-            namespace: ns.into(),
-            name: name.into(),
-        }),
-        ports: vec![wire::Port {
-            name: "http".into(),
-            protocol: wire::Protocol::Tcp.into(),
-            port: 80,
-        }],
-        endpoints,
-        ..Default::default()
-    }
+    fixtures::wire_service(ns, name, endpoints)
 }
 
 fn snapshot(services: Vec<wire::ServiceExport>, more: bool) -> Req {
     Req::Snapshot(wire::Snapshot { services, more })
 }
 
-/// One Export stream, hand-driven.
-struct Stream {
-    tx: mpsc::Sender<wire::ExportRequest>,
-    rx: tonic::Streaming<wire::ExportResponse>,
-    generation: u64,
-    /// The Hello's acknowledgement.
-    ack: wire::ExportResponse,
-}
+/// Export streams to the hub (`ExportStream`), opened as a member would.
+struct Stream;
 
 impl Stream {
-    async fn open(hub: &Hub, hello: wire::Hello) -> Result<Stream, tonic::Status> {
-        let mut client = RegistryClient::connect(hub.grpc.clone())
-            .await
-            .unwrap()
-            .max_encoding_message_size(usize::MAX)
-            .max_decoding_message_size(usize::MAX);
-        let (tx, rx) = mpsc::channel(8);
-        tx.send(wire::ExportRequest {
-            generation: 1,
-            message: Some(Req::Hello(hello)),
-        })
-        .await
-        .unwrap();
-        let mut rx = client.export(ReceiverStream::new(rx)).await?.into_inner();
-        let ack = rx
-            .message()
-            .await?
-            .ok_or_else(|| tonic::Status::unknown("closed"))?;
-        Ok(Stream {
-            tx,
-            rx,
-            generation: 1,
-            ack,
-        })
+    async fn open(hub: &Hub, hello: wire::Hello) -> Result<ExportStream, tonic::Status> {
+        ExportStream::open(hub.grpc.clone(), Req::Hello(hello)).await
     }
 
-    async fn cluster(hub: &Hub, name: &str, cidr: &str) -> Stream {
+    async fn cluster(hub: &Hub, name: &str, cidr: &str) -> ExportStream {
         let hello = wire::Hello {
             cluster: name.into(),
             region: "r".into(),
@@ -188,31 +146,11 @@ impl Stream {
         };
         Stream::open(hub, hello).await.unwrap()
     }
-
-    async fn send(&mut self, message: Req) -> Result<wire::ExportResponse, tonic::Status> {
-        self.generation += 1;
-        let request = wire::ExportRequest {
-            generation: self.generation,
-            message: Some(message),
-        };
-        if self.tx.send(request).await.is_err() {
-            return Err(self
-                .rx
-                .message()
-                .await
-                .err()
-                .unwrap_or_else(|| tonic::Status::unknown("closed")));
-        }
-        self.rx
-            .message()
-            .await?
-            .ok_or_else(|| tonic::Status::unknown("closed"))
-    }
 }
 
 /// A well-behaved cluster `good` (client CIDR 127.0.0.2/32) exporting
 /// web.shop with two endpoints; returns its stream (kept open).
-async fn good_cluster(hub: &Hub) -> Stream {
+async fn good_cluster(hub: &Hub) -> ExportStream {
     let mut good = Stream::cluster(hub, "good", "127.0.0.2/32").await;
     let web = service(
         "shop",
@@ -494,7 +432,7 @@ async fn hello_less_streams_hold_no_slot_and_time_out() {
 }
 
 impl Stream {
-    async fn cluster_result(hub: &Hub, name: &str) -> Result<Stream, tonic::Status> {
+    async fn cluster_result(hub: &Hub, name: &str) -> Result<ExportStream, tonic::Status> {
         let hello = wire::Hello {
             cluster: name.into(),
             ..Default::default()

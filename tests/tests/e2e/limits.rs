@@ -5,92 +5,30 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use meshdns_proto::wire::{self, export_request::Message as Req, registry_client::RegistryClient};
+use meshdns_proto::fixtures;
+use meshdns_proto::wire::{self, export_request::Message as Req};
 use meshdns_tests::TestServer;
 use meshdns_tests::dns::{Ask, addresses, query, sorted};
+use meshdns_tests::export_stream::{ExportStream, hello};
 use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 fn service(name: &str, endpoints: usize) -> wire::ServiceExport {
-    wire::ServiceExport {
-        key: Some(wire::ServiceKey {
-            namespace: "shop".into(),
-            name: name.into(),
+    fixtures::wire_service(
+        "shop",
+        name,
+        (0..endpoints).map(|i| wire::Endpoint {
+            serving: true,
+            ..fixtures::wire_endpoint(format!("10.{}.{}.{}", name.len(), i / 250, i % 250 + 1))
         }),
-        ports: vec![wire::Port {
-            name: "http".into(),
-            protocol: wire::Protocol::Tcp.into(),
-            port: 80,
-        }],
-        mode: wire::Mode::Endpoints.into(),
-        cluster_ips: vec![],
-        endpoints: (0..endpoints)
-            .map(|i| wire::Endpoint {
-                addresses: vec![format!("10.{}.{}.{}", name.len(), i / 250, i % 250 + 1)],
-                ready: true,
-                serving: true,
-                ..Default::default()
-            })
-            .collect(),
-        policy: None,
-    }
+    )
 }
 
-struct Stream {
-    tx: mpsc::Sender<wire::ExportRequest>,
-    rx: tonic::Streaming<wire::ExportResponse>,
-    generation: u64,
-}
+/// Export streams whose Hello names the cluster only.
+struct Stream;
 
 impl Stream {
-    async fn open(server: &TestServer, cluster: &str) -> Result<Self, tonic::Status> {
-        let mut client = RegistryClient::connect(server.grpc_url())
-            .await
-            .unwrap()
-            .max_encoding_message_size(usize::MAX);
-        let (tx, rx) = mpsc::channel(8);
-        let hello = wire::Hello {
-            cluster: cluster.into(),
-            ..Default::default()
-        };
-        tx.send(wire::ExportRequest {
-            generation: 1,
-            message: Some(Req::Hello(hello)),
-        })
-        .await
-        .unwrap();
-        let mut rx = client.export(ReceiverStream::new(rx)).await?.into_inner();
-        rx.message().await?.unwrap();
-        Ok(Stream {
-            tx,
-            rx,
-            generation: 1,
-        })
-    }
-
-    async fn send(&mut self, message: Req) -> Result<wire::ExportResponse, tonic::Status> {
-        self.generation += 1;
-        if self
-            .tx
-            .send(wire::ExportRequest {
-                generation: self.generation,
-                message: Some(message),
-            })
-            .await
-            .is_err()
-        {
-            return Err(self
-                .rx
-                .message()
-                .await
-                .err()
-                .unwrap_or_else(|| tonic::Status::unknown("closed")));
-        }
-        self.rx
-            .message()
-            .await?
-            .ok_or_else(|| tonic::Status::unknown("closed"))
+    async fn open(server: &TestServer, cluster: &str) -> Result<ExportStream, tonic::Status> {
+        ExportStream::open(server.grpc_url(), Req::Hello(hello(cluster))).await
     }
 }
 

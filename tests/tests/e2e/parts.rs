@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hickory_proto::rr::RecordType;
+use meshdns_proto::fixtures;
 use meshdns_proto::wire::{
     self, export_request::Message as Req, registry_client::RegistryClient, watch_event::Event,
 };
 use meshdns_tests::dns::{Ask, addresses, poll, query};
+use meshdns_tests::export_stream::ExportStream;
 use meshdns_tests::{TestServer, eventually, fleet};
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 const MIB: usize = 1024 * 1024;
@@ -25,78 +25,38 @@ const MIB: usize = 1024 * 1024;
 /// Service `s` of cluster `c`: `endpoints` endpoints with hostnames and
 /// node names, addresses 10.c.s.(e+1).
 fn service(c: usize, s: usize, endpoints: usize) -> wire::ServiceExport {
-    wire::ServiceExport {
-        key: Some(wire::ServiceKey {
-            namespace: "bulk".into(),
-            name: format!("svc-{s}"),
+    fixtures::wire_service(
+        "bulk",
+        &format!("svc-{s}"),
+        (0..endpoints).map(|e| wire::Endpoint {
+            hostname: format!("pod-{e}"),
+            node: format!("node-{c}-{}.compute.internal", e % 7),
+            serving: true,
+            ..fixtures::wire_endpoint(format!("10.{c}.{s}.{}", e + 1))
         }),
-        ports: vec![wire::Port {
-            name: "http".into(),
-            protocol: wire::Protocol::Tcp.into(),
-            port: 80,
-        }],
-        mode: wire::Mode::Endpoints.into(),
-        cluster_ips: vec![],
-        endpoints: (0..endpoints)
-            .map(|e| wire::Endpoint {
-                addresses: vec![format!("10.{c}.{s}.{}", e + 1)],
-                hostname: format!("pod-{e}"),
-                node: format!("node-{c}-{}.compute.internal", e % 7),
-                ready: true,
-                serving: true,
-                ..Default::default()
-            })
-            .collect(),
-        policy: None,
-    }
+    )
 }
 
-/// An Export stream held open by the test.
-struct Exporter {
-    tx: mpsc::Sender<wire::ExportRequest>,
-    rx: tonic::Streaming<wire::ExportResponse>,
-    generation: u64,
-}
+/// An Export stream held open by the test; every answer must come.
+struct Exporter(ExportStream);
 
 impl Exporter {
     async fn open(server: &TestServer, cluster: &str) -> Self {
-        let mut client = RegistryClient::connect(server.grpc_url()).await.unwrap();
-        let (tx, rx) = mpsc::channel(4);
         let hello = wire::Hello {
             cluster: cluster.into(),
             region: "r1".into(),
             zone: "z1".into(),
             ..Default::default()
         };
-        tx.send(wire::ExportRequest {
-            generation: 1,
-            message: Some(Req::Hello(hello)),
-        })
-        .await
-        .unwrap();
-        let mut rx = client
-            .export(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        rx.message().await.unwrap().unwrap();
-        Exporter {
-            tx,
-            rx,
-            generation: 1,
-        }
+        Exporter(
+            ExportStream::open(server.grpc_url(), Req::Hello(hello))
+                .await
+                .unwrap(),
+        )
     }
 
     async fn send(&mut self, message: Req) -> wire::ExportResponse {
-        self.generation += 1;
-        let request = wire::ExportRequest {
-            generation: self.generation,
-            message: Some(message),
-        };
-        self.tx.send(request).await.unwrap();
-        let response = self.rx.message().await.unwrap().unwrap();
-        assert_eq!(response.generation, self.generation);
-        response
+        self.0.send(message).await.unwrap()
     }
 }
 

@@ -561,6 +561,41 @@ async fn status_shows_the_fleet() {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["clusters"].as_array().unwrap().len(), 3);
+    // One service as JSON: the schema /debug/* uses (dns/src/json.rs),
+    // the port's protocol included, with the cluster and its state.
+    let (code, json) = run(
+        "meshdns",
+        &[
+            "status",
+            "--insecure",
+            "--registry",
+            &url,
+            "--service",
+            "web.shop",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["service"], "shop/web", "{json}");
+    let east = v["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["cluster"] == "east-1")
+        .unwrap_or_else(|| panic!("east-1 exports web.shop: {json}"));
+    assert_eq!(east["cluster_state"], "live", "{json}");
+    assert_eq!(east["namespace"], "shop", "{json}");
+    assert_eq!(east["ports"][0]["protocol"], "TCP", "{json}");
+    assert!(
+        east["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|ep| ep["addresses"][0] == "10.1.0.13" && ep["ready"] == false),
+        "{json}"
+    );
     let (code, err) = run(
         "meshdns",
         &[

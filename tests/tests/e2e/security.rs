@@ -157,7 +157,7 @@ async fn hello_as(
     let mut client = auth
         .connect(url)
         .await
-        .map_err(tonic::Status::unavailable)?;
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let hello = wire::Hello {
         cluster: cluster.into(),

@@ -92,7 +92,7 @@ async fn served_certificate(addr: SocketAddr, ca: &Path) -> Option<CertificateDe
 }
 
 /// A reader client of `pki` over a new connection.
-async fn reader(url: &str, pki: &Path) -> Result<Client, String> {
+async fn reader(url: &str, pki: &Path) -> Result<Client, meshdns_proto::ClientError> {
     ClientAuth {
         ca: Some(pki.join("ca.crt")),
         cert: Some(pki.join("reader-status.crt")),

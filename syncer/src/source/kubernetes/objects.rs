@@ -4,16 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::num::NonZeroU16;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
+use meshdns_proto::InvalidField;
 use meshdns_proto::model::{
-    Affinity, Endpoint, Health, HealthCheck, Hostname, LabelValue, MAX_TTL_SECONDS, Mode,
-    Namespace, NodeName, Policy, Port, PortName, Protocol, ServiceExport, ServiceKey, ServiceName,
+    Affinity, Endpoint, Health, HealthCheck, Hostname, LabelValue, Mode, Namespace, NodeName,
+    Policy, Port, ServiceExport, ServiceKey, ServiceName,
 };
+
+use crate::source::fields;
 
 /// The annotations that carry per-service policy.
 pub const AFFINITY: &str = "meshdns.io/affinity";
@@ -196,30 +198,15 @@ impl NodeObj {
     }
 }
 
-fn protocol(p: &Option<String>) -> Result<Protocol, String> {
-    match p {
-        None => Ok(Protocol::Tcp),
-        Some(text) => Protocol::parse(text)
-            .ok_or_else(|| format!("protocol {text:?} is not TCP, UDP or SCTP")),
-    }
-}
-
-fn model_ports(specs: &[PortSpec]) -> Result<Vec<Port>, String> {
+fn model_ports(specs: &[PortSpec]) -> Result<Vec<Port>, InvalidField> {
     let mut ports: Vec<Port> = Vec::new();
-    for spec in specs {
-        let port = u16::try_from(spec.port)
-            .ok()
-            .and_then(NonZeroU16::new)
-            .ok_or_else(|| format!("port {} is out of range", spec.port))?;
-        let name = match spec.name.as_deref().filter(|n| !n.is_empty()) {
-            Some(n) => Some(PortName::new(n).map_err(|e| format!("port name: {}", e.problem))?),
-            None => None,
-        };
-        let port = Port {
-            name,
-            protocol: protocol(&spec.protocol)?,
-            port,
-        };
+    for (i, spec) in specs.iter().enumerate() {
+        let port = fields::port(
+            &format!("ports[{i}]"),
+            spec.name.as_deref().filter(|n| !n.is_empty()),
+            spec.protocol.as_deref(),
+            i64::from(spec.port),
+        )?;
         // Slices of one Service repeat its ports; keep each once.
         if !ports.iter().any(|p| p == &port) {
             ports.push(port);
@@ -230,33 +217,32 @@ fn model_ports(specs: &[PortSpec]) -> Result<Vec<Port>, String> {
 
 /// The export of `svc` from its `slices`, and the problems found in its
 /// annotations (each reported; the default is used instead).
-pub fn export(svc: &SvcObj, slices: &[&SliceObj]) -> (Result<ServiceExport, String>, Vec<String>) {
+pub fn export(
+    svc: &SvcObj,
+    slices: &[&SliceObj],
+) -> (Result<ServiceExport, InvalidField>, Vec<String>) {
     let mut problems = Vec::new();
     let annotation = |name: &str| svc.annotations.get(name).map(|v| v.trim().to_owned());
     let mut mode = match annotation(MODE) {
         None => Mode::Endpoints,
-        Some(v) => Mode::parse(&v).unwrap_or_else(|| {
-            problems.push(format!(
-                "{MODE}: {v:?} is not endpoints or clusterip; using endpoints"
-            ));
+        Some(v) => fields::mode(MODE, &v).unwrap_or_else(|e| {
+            problems.push(format!("{e}; using endpoints"));
             Mode::Endpoints
         }),
     };
     let affinity = match annotation(AFFINITY) {
         None => Affinity::Nearest,
-        Some(v) => Affinity::parse(&v).unwrap_or_else(|| {
-            problems.push(format!(
-                "{AFFINITY}: {v:?} is not cluster, zone, region or none; using the default"
-            ));
+        Some(v) => fields::affinity(AFFINITY, &v).unwrap_or_else(|e| {
+            problems.push(format!("{e}; using the default"));
             Affinity::Nearest
         }),
     };
     let ttl = match annotation(TTL) {
         None => None,
-        Some(v) => match v.trim_end_matches('s').parse::<u32>() {
-            Ok(t) if t <= MAX_TTL_SECONDS => Some(t),
-            _ => {
-                problems.push(format!("{TTL}: {v:?} is not a number of seconds up to {MAX_TTL_SECONDS}; using the default"));
+        Some(v) => match fields::ttl(TTL, &v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problems.push(format!("{e}; using the default"));
                 None
             }
         },
@@ -279,9 +265,8 @@ pub fn export(svc: &SvcObj, slices: &[&SliceObj]) -> (Result<ServiceExport, Stri
     });
     let result = (|| {
         let key = ServiceKey {
-            namespace: Namespace::new(&svc.key.0)
-                .map_err(|e| format!("namespace: {}", e.problem))?,
-            name: ServiceName::new(&svc.key.1).map_err(|e| format!("name: {}", e.problem))?,
+            namespace: Namespace::new(&svc.key.0).map_err(|e| e.within("namespace"))?,
+            name: ServiceName::new(&svc.key.1).map_err(|e| e.within("name"))?,
         };
         // Endpoints mode: clients dial pods, so the slices' (target) ports;
         // the Service's own ports before any slice has them.
@@ -341,7 +326,6 @@ pub fn export(svc: &SvcObj, slices: &[&SliceObj]) -> (Result<ServiceExport, Stri
             endpoints,
             Policy { affinity, ttl },
         )
-        .map_err(|e| e.to_string())
     })();
     let result = result.map(|export| match check {
         None => export,

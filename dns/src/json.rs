@@ -1,0 +1,54 @@
+//! Registry state as JSON, one schema for every view of it: the admin
+//! endpoint `/debug/registry` and `meshdns status --output json` build
+//! their objects here, so a field (a port's
+//! protocol, say) cannot be in one and missing from the other. The schema
+//! is in README.md ("The JSON of `status` and `/debug`").
+
+use meshdns_proto::model::{Mode, ServiceExport};
+use serde_json::{Value, json};
+
+use crate::registry::ClusterStatus;
+
+/// A cluster and its liveness.
+pub fn cluster(status: &ClusterStatus) -> Value {
+    let c = &status.cluster;
+    json!({
+        "name": c.name.as_str(),
+        "region": c.region.as_ref().map(|r| r.as_str()),
+        "zone": c.zone.as_ref().map(|z| z.as_str()),
+        "client_cidrs": c.client_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "version": c.version,
+        "state": if status.stale { "stale" } else { "live" },
+        "connected": status.connected,
+        "last_heartbeat_unix_ms": status.last_heartbeat_unix_ms,
+        "services": status.services,
+        "endpoints": status.endpoints,
+    })
+}
+
+/// One export as JSON, with at most `max_endpoints` of its endpoints.
+pub fn service(s: &ServiceExport, max_endpoints: usize) -> Value {
+    json!({
+        "namespace": s.key().namespace.as_str(),
+        "name": s.key().name.as_str(),
+        "mode": s.mode().as_str(),
+        "affinity": s.policy().affinity.as_str(),
+        "ttl": s.policy().ttl,
+        "ports": s.ports().iter().map(|p| json!({
+            "name": p.name.as_ref().map(|n| n.as_str()),
+            "protocol": p.protocol.to_string(),
+            "port": p.port.get(),
+        })).collect::<Vec<_>>(),
+        "cluster_ips": if s.mode() == Mode::ClusterIp { s.cluster_ips().iter().map(ToString::to_string).collect::<Vec<_>>() } else { vec![] },
+        "endpoints": s.endpoints().iter().take(max_endpoints).map(|e| json!({
+            "addresses": e.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "hostname": e.hostname.as_ref().map(|h| h.as_str()),
+            "zone": e.zone.as_ref().map(|z| z.as_str()),
+            "node": e.node.as_ref().map(|n| n.as_str()),
+            "ready": e.ready,
+            "serving": e.serving,
+            "terminating": e.terminating,
+            "health_check": e.health.as_str(),
+        })).collect::<Vec<_>>(),
+    })
+}

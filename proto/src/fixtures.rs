@@ -1,0 +1,92 @@
+//! Test fixtures, written once (feature `fixtures`, for tests and benches
+//! only): the service keys, ports, endpoints and exports that unit tests,
+//! property tests, e2e tests and benches build, in model and wire form.
+//!
+//! They panic on a name that does not validate: a fixture is a constant
+//! of the test that uses it.
+
+use std::net::IpAddr;
+use std::num::NonZeroU16;
+
+use crate::model::{
+    Endpoint, Mode, Namespace, Policy, Port, Protocol, ServiceExport, ServiceKey, ServiceName,
+};
+use crate::wire;
+
+/// `ns/name` as a model key.
+pub fn key(ns: &str, name: &str) -> ServiceKey {
+    ServiceKey {
+        namespace: Namespace::new(ns).expect("fixture namespace"),
+        name: ServiceName::new(name).expect("fixture name"),
+    }
+}
+
+/// The port most fixtures export: unnamed, TCP 80.
+pub fn http_port() -> Port {
+    Port {
+        name: None,
+        protocol: Protocol::Tcp,
+        port: NonZeroU16::new(80).expect("non-zero"),
+    }
+}
+
+/// A ready, serving endpoint at `address`.
+pub fn endpoint(address: IpAddr) -> Endpoint {
+    Endpoint::ready(address)
+}
+
+/// `key` exporting [`http_port`] in endpoints mode, no cluster IPs.
+pub fn http_export(key: ServiceKey, endpoints: Vec<Endpoint>, policy: Policy) -> ServiceExport {
+    ServiceExport::new(
+        key,
+        vec![http_port()],
+        Mode::Endpoints,
+        vec![],
+        endpoints,
+        policy,
+    )
+    .expect("valid fixture export")
+}
+
+/// `ns/name` as a wire key.
+pub fn wire_key(ns: &str, name: &str) -> wire::ServiceKey {
+    wire::ServiceKey {
+        namespace: ns.into(),
+        name: name.into(),
+    }
+}
+
+/// The wire port most fixtures export: `http`, TCP 80.
+pub fn wire_http_port() -> wire::Port {
+    wire::Port {
+        name: "http".into(),
+        protocol: wire::Protocol::Tcp.into(),
+        port: 80,
+    }
+}
+
+/// A ready endpoint at `address` (`serving` left unset).
+pub fn wire_endpoint(address: impl Into<String>) -> wire::Endpoint {
+    wire::Endpoint {
+        addresses: vec![address.into()],
+        ready: true,
+        ..Default::default()
+    }
+}
+
+/// `ns/name` exporting [`wire_http_port`] in endpoints mode with
+/// `endpoints`, no cluster IPs, the default policy.
+pub fn wire_service(
+    ns: &str,
+    name: &str,
+    endpoints: impl IntoIterator<Item = wire::Endpoint>,
+) -> wire::ServiceExport {
+    wire::ServiceExport {
+        key: Some(wire_key(ns, name)),
+        ports: vec![wire_http_port()],
+        mode: wire::Mode::Endpoints.into(),
+        cluster_ips: vec![],
+        endpoints: endpoints.into_iter().collect(),
+        policy: None,
+    }
+}
