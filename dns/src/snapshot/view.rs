@@ -114,8 +114,9 @@ impl ServiceView {
     /// `changes` exports what it did). Parts of unchanged clusters are
     /// shared with `previous`, whole chunks of them with what the view
     /// keeps of them; service-wide health comes from per-chunk counts. The
-    /// cost is the changed chunks, O(clusters) slot bookkeeping, and
-    /// O(chunks × zones) for the chains.
+    /// cost is the changed chunks and O(chunks × zones) for the chains;
+    /// untouched chunks are shared without visiting their parts (unless a
+    /// cluster comes or goes: the parts after it move).
     pub fn update(
         key: ServiceKey,
         previous: Option<&ServiceView>,
@@ -138,20 +139,6 @@ impl ServiceView {
             .collect();
         placed.sort_by(|a, b| (a.0, a.1, a.2.cluster()).cmp(&(b.0, b.1, b.2.cluster())));
         placed.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1 && a.2.cluster() == b.2.cluster());
-        let mut slots: Vec<Slot<'_>> = Vec::with_capacity(old.len() + changes.len());
-        let mut next = placed.iter().peekable();
-        for i in 0..=old.len() {
-            let mut replaced = false;
-            while let Some((_, replaces, change)) = next.next_if(|(at, _, _)| *at == i) {
-                replaced |= *replaces;
-                if let PartChange::Set(input) = change {
-                    slots.push(Slot::New(*input));
-                }
-            }
-            if i < old.len() && !replaced {
-                slots.push(Slot::Kept(i));
-            }
-        }
         let meta = |i: usize| -> &PartMeta {
             let Some(prev) = previous else {
                 unreachable!("kept parts come from a previous view")
@@ -191,70 +178,100 @@ impl ServiceView {
         };
         // A kept part whose health is as it was is taken as it is.
         let as_was = |i: usize| same_health || meta(i).health == health(meta(i).stale);
-        let unchanged =
-            |slot: &Slot<'_>, at: usize| matches!(slot, Slot::Kept(i) if *i == at && as_was(*i));
+        // How many parts the view will have: each change that adds a
+        // cluster adds one, each that removes one removes it.
+        let total = placed.iter().fold(old.len(), |n, (_, replaces, change)| {
+            match (replaces, change) {
+                (false, PartChange::Set(_)) => n + 1,
+                (true, PartChange::Remove(_)) => n - 1,
+                _ => n,
+            }
+        });
         let mut clusters = PartsBuilder::default();
-        let mut chunks: Vec<Arc<ChunkMeta>> = Vec::with_capacity(slots.len().div_ceil(CHUNK));
-        let mut metas = Vec::with_capacity(CHUNK.min(slots.len()));
+        let mut chunks: Vec<Arc<ChunkMeta>> = Vec::with_capacity(total.div_ceil(CHUNK));
+        let mut metas = Vec::with_capacity(CHUNK.min(total));
         let mut groups = Vec::new();
+        // `n` counts the new view's parts, `i` walks the previous view's;
+        // changes are consumed in position order. A chunk with no change
+        // in it, at the same place as before, is shared without visiting
+        // its parts: the cost is the changed chunks and O(chunks), not
+        // O(clusters) (unless a cluster comes or goes, which moves every
+        // part after it).
+        let mut next = placed.iter().peekable();
         let mut n = 0;
-        while n < slots.len() {
-            // A whole chunk of unchanged, unmoved parts is shared, with
-            // what the view keeps of it.
-            if n % CHUNK == 0
+        let mut i = 0;
+        while i < old.len() || next.peek().is_some() {
+            if n == i
+                && n % CHUNK == 0
                 && let Some(chunk) = old.chunk(n / CHUNK)
-                && (chunk.len() == CHUNK || n + chunk.len() == slots.len())
-                && n + chunk.len() <= slots.len()
-                && slots[n..n + chunk.len()]
-                    .iter()
-                    .enumerate()
-                    .all(|(j, slot)| unchanged(slot, n + j))
                 && let Some(prev) = previous
+                && next
+                    .peek()
+                    .is_none_or(|(at, _, _)| *at >= i + chunk.len() && chunk.len() == CHUNK)
+                && (same_health || (i..i + chunk.len()).all(as_was))
             {
                 clusters.share(chunk);
                 chunks.push(prev.chunks[n / CHUNK].clone());
                 n += chunk.len();
+                i += chunk.len();
                 continue;
             }
-            let index = n as u32;
-            let part_meta = match slots[n] {
-                Slot::Kept(i) if as_was(i) => {
-                    let Some(prev) = previous else {
-                        unreachable!("kept parts come from a previous view")
-                    };
-                    clusters.push(old[i].clone());
-                    keep(prev, i, index, &mut groups)
+            // The parts at old position `i`: the clusters the changes put
+            // before it (and in its place), then its own unless replaced.
+            let mut replaced = false;
+            let mut slots: Vec<Slot<'_>> = Vec::new();
+            while let Some((_, replaces, change)) = next.next_if(|(at, _, _)| *at == i) {
+                replaced |= *replaces;
+                if let PartChange::Set(input) = change {
+                    slots.push(Slot::New(*input));
                 }
-                Slot::Kept(i) => {
-                    let c = &old[i];
-                    let part =
-                        ClusterView::build(&c.place, &c.export, health(c.place.stale), zone_id);
-                    let m = part.meta(index, &mut groups);
-                    clusters.push(Arc::new(part));
-                    m
-                }
-                Slot::New(input) => {
-                    let part = ClusterView::build(
-                        input.place,
-                        input.export,
-                        health(input.place.stale),
-                        zone_id,
+            }
+            if i < old.len() && !replaced {
+                slots.push(Slot::Kept(i));
+            }
+            i += 1;
+            for slot in slots {
+                let index = n as u32;
+                let part_meta = match slot {
+                    Slot::Kept(i) if as_was(i) => {
+                        let Some(prev) = previous else {
+                            unreachable!("kept parts come from a previous view")
+                        };
+                        clusters.push(old[i].clone());
+                        keep(prev, i, index, &mut groups)
+                    }
+                    Slot::Kept(i) => {
+                        let c = &old[i];
+                        let part =
+                            ClusterView::build(&c.place, &c.export, health(c.place.stale), zone_id);
+                        let m = part.meta(index, &mut groups);
+                        clusters.push(Arc::new(part));
+                        m
+                    }
+                    Slot::New(input) => {
+                        let part = ClusterView::build(
+                            input.place,
+                            input.export,
+                            health(input.place.stale),
+                            zone_id,
+                        );
+                        let m = part.meta(index, &mut groups);
+                        clusters.push(Arc::new(part));
+                        m
+                    }
+                };
+                metas.push(part_meta);
+                n += 1;
+                if n % CHUNK == 0 || n == total {
+                    let sealed = ChunkMeta::seal(
+                        std::mem::replace(&mut metas, Vec::with_capacity(CHUNK)),
+                        std::mem::take(&mut groups),
                     );
-                    let m = part.meta(index, &mut groups);
-                    clusters.push(Arc::new(part));
-                    m
+                    chunks.push(Arc::new(sealed));
                 }
-            };
-            metas.push(part_meta);
-            n += 1;
-            if n % CHUNK == 0 || n == slots.len() {
-                let sealed = ChunkMeta::seal(
-                    std::mem::replace(&mut metas, Vec::with_capacity(CHUNK)),
-                    std::mem::take(&mut groups),
-                );
-                chunks.push(Arc::new(sealed));
             }
         }
+        debug_assert_eq!(n, total);
         let clusters = clusters.finish();
         // The same clusters in the same places: the id index stands.
         let by_id = previous
@@ -340,34 +357,14 @@ impl ServiceView {
         }
     }
 
-    /// The addresses this service answers with, and the PTR name of each.
+    /// The addresses this service answers with, and the PTR name of each:
+    /// every part's [`ptr_names`].
     pub fn ptr_names(&self) -> Vec<(IpAddr, super::PtrName)> {
-        let namespace: Arc<str> = Arc::from(self.key.namespace.as_str());
-        let service: Arc<str> = Arc::from(self.key.name.as_str());
-        let name = |host| super::PtrName {
-            namespace: namespace.clone(),
-            service: service.clone(),
-            host,
-        };
-        let mut out = Vec::new();
-        for c in self.clusters.iter() {
-            for target in &c.targets.targets {
-                match *target {
-                    Target::Endpoint { endpoint, .. } => {
-                        let ep = c.endpoint_model(endpoint);
-                        let host = ep
-                            .hostname
-                            .as_ref()
-                            .map(|h| (Arc::from(h.as_str()), Arc::from(c.name().as_str())));
-                        out.extend(ep.addresses.iter().map(|a| (*a, name(host.clone()))));
-                    }
-                    Target::ClusterIp { .. } => {
-                        out.extend(c.cluster_ips().iter().map(|a| (*a, name(None))))
-                    }
-                }
-            }
-        }
-        out
+        let service = PtrService::of(&self.key);
+        self.clusters
+            .iter()
+            .flat_map(|c| ptr_names(&service, c))
+            .collect()
     }
 
     pub fn cluster(&self, name: &str) -> Option<(usize, &ClusterView)> {
@@ -403,4 +400,102 @@ impl ServiceView {
             .ok()
             .map(|i| &self.regions[i].1)
     }
+}
+
+/// A service's names as PTR records carry them, made once per service.
+#[derive(Debug, Clone)]
+pub struct PtrService {
+    namespace: Arc<str>,
+    service: Arc<str>,
+}
+
+impl PtrService {
+    pub fn of(key: &ServiceKey) -> Self {
+        PtrService {
+            namespace: Arc::from(key.namespace.as_str()),
+            service: Arc::from(key.name.as_str()),
+        }
+    }
+}
+
+/// The addresses one cluster's part answers with (its healthy targets'),
+/// and the PTR name of each.
+pub fn ptr_names(service: &PtrService, part: &ClusterView) -> Vec<(IpAddr, super::PtrName)> {
+    let name = |host| super::PtrName {
+        namespace: service.namespace.clone(),
+        service: service.service.clone(),
+        host,
+    };
+    let cluster: Arc<str> = Arc::from(part.name().as_str());
+    let mut out = Vec::new();
+    for target in &part.targets.targets {
+        match *target {
+            Target::Endpoint { endpoint, .. } => {
+                let ep = part.endpoint_model(endpoint);
+                let host = ep
+                    .hostname
+                    .as_ref()
+                    .map(|h| (Arc::from(h.as_str()), cluster.clone()));
+                out.extend(ep.addresses.iter().map(|a| (*a, name(host.clone()))));
+            }
+            Target::ClusterIp { .. } => {
+                out.extend(part.cluster_ips().iter().map(|a| (*a, name(None))))
+            }
+        }
+    }
+    out
+}
+
+/// The parts of `old` that `new` no longer has as they were, and the
+/// parts of `new` that `old` did not have: a cluster whose part was
+/// rebuilt is in both. Chunks the two share are skipped whole, so the
+/// cost is the changed chunks (and a walk by name where parts moved).
+pub fn changed_parts<'a>(
+    old: Option<&'a Parts>,
+    new: Option<&'a Parts>,
+) -> (Vec<&'a ClusterView>, Vec<&'a ClusterView>) {
+    let empty = Parts::empty();
+    let (old, new) = (old.unwrap_or(empty), new.unwrap_or(empty));
+    let (mut gone, mut came) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        if i == j
+            && i % CHUNK == 0
+            && let (Some(a), Some(b)) = (old.chunk(i / CHUNK), new.chunk(j / CHUNK))
+            && Arc::ptr_eq(a, b)
+        {
+            i += a.len();
+            j += b.len();
+            continue;
+        }
+        match (i < old.len(), j < new.len()) {
+            (true, true) => match old[i].name().cmp(new[j].name()) {
+                std::cmp::Ordering::Equal => {
+                    if !Arc::ptr_eq(&old[i], &new[j]) {
+                        gone.push(&*old[i]);
+                        came.push(&*new[j]);
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                std::cmp::Ordering::Less => {
+                    gone.push(&*old[i]);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    came.push(&*new[j]);
+                    j += 1;
+                }
+            },
+            (true, false) => {
+                gone.push(&*old[i]);
+                i += 1;
+            }
+            (false, _) => {
+                came.push(&*new[j]);
+                j += 1;
+            }
+        }
+    }
+    (gone, came)
 }
