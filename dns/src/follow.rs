@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use meshdns_proto::client::ClientAuth;
+use meshdns_proto::convert::{Interner, service_export};
 use meshdns_proto::model::{Cluster, ClusterName, ServiceExport, ServiceKey};
 use meshdns_proto::wire::{self, watch_event::Event};
 use meshdns_syncer::publish::Backoff;
@@ -44,9 +45,11 @@ fn cluster(info: &wire::ClusterInfo) -> Option<MirroredCluster> {
 }
 
 fn services(list: &[wire::ServiceExport]) -> Vec<ServiceExport> {
+    // Zone and node names shared across the cluster's services.
+    let mut names = Interner::default();
     list.iter()
         .filter_map(|s| {
-            ServiceExport::try_from(s)
+            service_export(s, &mut names)
                 .map_err(|e| warn!(error = %e, "upstream sent an invalid service; skipped"))
                 .ok()
         })
