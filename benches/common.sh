@@ -22,9 +22,9 @@ need
 KNOTD=$(command -v knotd || echo /usr/sbin/knotd)
 
 if [ "$PROFILE" = release ]; then
-  cargo build --release --locked -p meshdns -p meshdns-benches --bin meshdns --bin loadfleet
+  cargo build --release --locked -p meshdns -p meshdns-benches --bin meshdns --bin loadfleet --bin capacity
 else
-  cargo build --locked -p meshdns -p meshdns-benches --bin meshdns --bin loadfleet
+  cargo build --locked -p meshdns -p meshdns-benches --bin meshdns --bin loadfleet --bin capacity
 fi
 BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
 
@@ -78,12 +78,13 @@ latency() {
 
 # Starts `meshdns serve` (one UDP worker) pinned to core 0, with any
 # extra flags; sets DNS_PORT, GRPC_PORT, ADMIN_PORT, MESHDNS_PID. LABEL
-# names its files (default meshdns).
+# names its files (default meshdns); MESHDNS_BIN runs another build (a
+# same-run reference).
 start_meshdns() {
   DNS_PORT=$(free_port)
   GRPC_PORT=$(free_port)
   ADMIN_PORT=$(free_port)
-  taskset -c 0 "$BIN/meshdns" serve --insecure --workers 1 \
+  taskset -c 0 "${MESHDNS_BIN:-$BIN/meshdns}" serve --insecure --workers 1 \
     --dns-listen "127.0.0.1:$DNS_PORT" --grpc-listen "127.0.0.1:$GRPC_PORT" \
     --admin-listen "127.0.0.1:$ADMIN_PORT" "$@" > "$DIR/${LABEL:-meshdns}.log" 2>&1 &
   MESHDNS_PID=$!

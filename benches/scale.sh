@@ -18,6 +18,8 @@
 #     publisher getting it to the first DNS answer that shows it.
 # The full-Snapshot-from-one-cluster figure is in-process:
 #   cargo bench -p meshdns-benches --bench scale
+# and so is the capacity simulation (`capacity`; 10,000 clusters by hand,
+# a smoke size here under --smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +39,11 @@ CLIENTS=4
 
 . benches/common.sh
 
+if [ "$PROFILE" = debug ]; then
+  # The capacity simulation at a smoke size: load, memory, publish latency.
+  "$BIN/capacity" --clusters 200 --services 10 --endpoints 5 --rounds 20
+fi
+
 ROUNDS=3
 [ "$PROFILE" = release ] || ROUNDS=1
 
@@ -52,7 +59,8 @@ big=(--clusters "$CLUSTERS" --services 100 --spread "$CLUSTERS" --endpoints 10)
 endpoints=$((CLUSTERS * 100 * 10))
 "$BIN/loadfleet" files --dir "$DIR/big" --clients "$CLIENTS" --nx-percent 0 "${big[@]}"
 LABEL=big start_meshdns --max-answers 16
-LABEL=big push_fleet "${big[@]}" --churn "$CHURN" --admin "127.0.0.1:$ADMIN_PORT"
+# Every endpoint carries a zone and a node, as real EndpointSlices do.
+LABEL=big push_fleet "${big[@]}" --zone-node --churn "$CHURN" --admin "127.0.0.1:$ADMIN_PORT"
 loaded_ms=$(awk '/^ready/ { print $2 }' "$DIR/big-push.out")
 # The load is the reconnect storm: every publisher connects at once and
 # sends its Snapshot; /healthz was timed every 10 ms meanwhile.

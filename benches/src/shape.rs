@@ -16,8 +16,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use meshdns_proto::model::{
-    Cluster, ClusterName, Endpoint, ExportSet, LabelValue, Namespace, ServiceExport, ServiceKey,
-    ServiceName,
+    Cluster, ClusterName, Endpoint, ExportSet, LabelValue, Namespace, NodeName, ServiceExport,
+    ServiceKey, ServiceName,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +26,9 @@ pub struct Shape {
     pub services: usize,
     pub spread: usize,
     pub endpoints: usize,
+    /// Every endpoint carries a zone (one of its cluster's region's three)
+    /// and a node name (one of 50 per cluster), as real EndpointSlices do.
+    pub zone_node: bool,
 }
 
 impl Shape {
@@ -36,6 +39,7 @@ impl Shape {
         services: 10_000,
         spread: 3,
         endpoints: 3,
+        zone_node: false,
     };
 
     /// The scale target: 1,000 clusters each exporting the same 100
@@ -46,6 +50,7 @@ impl Shape {
         services: 100,
         spread: 1_000,
         endpoints: 10,
+        zone_node: true,
     };
 
     pub fn check(&self) -> Result<(), String> {
@@ -121,6 +126,14 @@ impl Shape {
                 let mut ep = Endpoint::ready(IpAddr::V4(self.address(s, i, e)));
                 ep.ready = self.ready(s, i, e) && !(e == 0 && version % 2 == 1);
                 ep.serving = ep.ready;
+                if self.zone_node {
+                    let c = self.exporters(s).nth(i).unwrap_or_default();
+                    let n = s * self.endpoints + e;
+                    let zone = format!("region-{}-{}", c % 5, n % 3);
+                    let node = format!("cluster-{c}-node-{}", n % 50);
+                    ep.zone = Some(LabelValue::new(&zone).expect("valid"));
+                    ep.node = Some(NodeName::new(&node).expect("valid"));
+                }
                 ep
             })
             .collect();

@@ -6,7 +6,7 @@
 //! query then does one hash lookup and walks at most `--max-answers`
 //! addresses.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -16,13 +16,18 @@ use crate::locality::Locality;
 
 pub mod chain;
 mod parts;
+mod reverse;
 mod shards;
 mod view;
 
 pub use chain::{Chain, Kind, Segment, Span, Walk};
 pub use parts::Parts;
+pub use reverse::PtrIndex;
 use shards::Shards;
-pub use view::{ClusterView, EndpointView, ExportInput, PartChange, ServiceView, Target, Targets};
+pub use view::{
+    ClusterView, EndpointView, ExportInput, PartChange, PtrService, ServiceView, Target, Targets,
+    changed_parts, ptr_names,
+};
 
 /// One published state of the registry. Never mutated: the registry builds
 /// the next one and swaps it in.
@@ -38,12 +43,15 @@ pub struct Snapshot {
     /// The fleet's clusters and where askers are.
     pub locality: Arc<Locality>,
     /// Address -> the names that own it, when reverse zones are served.
-    reverse: Option<Arc<BTreeMap<IpAddr, Vec<PtrName>>>>,
+    /// Shared between snapshots, copied only where a publish changes it.
+    reverse: Option<PtrIndex>,
 }
 
 /// What a PTR record points at: an endpoint's own name when it has a
 /// hostname, else its service's name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Ordered (namespace, service, host), so an address lists its names
+/// the same way however they came.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PtrName {
     pub namespace: Arc<str>,
     pub service: Arc<str>,
@@ -62,15 +70,13 @@ impl Snapshot {
 
     /// The names owning `address`, when reverse zones are served.
     pub fn ptr(&self, address: &IpAddr) -> Option<&[PtrName]> {
-        self.reverse.as_ref()?.get(address).map(Vec::as_slice)
+        self.reverse.as_ref()?.get(address)
     }
 
     /// Whether any exported address lies in `low..=high` (a reverse empty
     /// non-terminal).
     pub fn has_reverse_range(&self, low: IpAddr, high: IpAddr) -> bool {
-        self.reverse
-            .as_ref()
-            .is_some_and(|r| r.range(low..=high).next().is_some())
+        self.reverse.as_ref().is_some_and(|r| r.any_in(low, high))
     }
 
     /// The service named by the query labels `name` and `namespace`.
@@ -124,30 +130,27 @@ impl Snapshot {
             next.locality = locality;
         }
         let views: Vec<(ServiceKey, Option<Arc<ServiceView>>)> = views.into_iter().collect();
-        if let Some(reverse) = &self.reverse {
-            let mut map = BTreeMap::clone(reverse);
+        if let Some(reverse) = &mut next.reverse {
+            // Only the parts that changed: the index is updated, not rebuilt.
             for (key, view) in &views {
-                let id = format!("{}.{}", key.name, key.namespace);
-                if let Some(old) = self.services.get(id.as_str()) {
-                    for (address, _) in old.ptr_names() {
-                        if let Some(names) = map.get_mut(&address) {
-                            names.retain(|n| {
-                                !(&*n.service == key.name.as_str()
-                                    && &*n.namespace == key.namespace.as_str())
-                            });
-                            if names.is_empty() {
-                                map.remove(&address);
-                            }
-                        }
+                let old = self.view(key);
+                let (gone, came) =
+                    changed_parts(old.map(|v| &v.clusters), view.as_ref().map(|v| &v.clusters));
+                if gone.is_empty() && came.is_empty() {
+                    continue;
+                }
+                let service = PtrService::of(key);
+                for part in gone {
+                    for (address, name) in ptr_names(&service, part) {
+                        reverse.remove(&address, &name);
                     }
                 }
-                if let Some(view) = view {
-                    for (address, name) in view.ptr_names() {
-                        map.entry(address).or_default().push(name);
+                for part in came {
+                    for (address, name) in ptr_names(&service, part) {
+                        reverse.insert(address, name);
                     }
                 }
             }
-            next.reverse = Some(Arc::new(map));
         }
         for (key, view) in views {
             let id: Arc<str> = Arc::from(format!("{}.{}", key.name, key.namespace));

@@ -72,9 +72,11 @@ pub fn mirrored_cluster(info: &wire::ClusterInfo) -> Option<MirroredCluster> {
 }
 
 pub fn services(list: &[wire::ServiceExport]) -> Vec<ServiceExport> {
+    // Zone and node names shared across the cluster's services.
+    let mut names = meshdns_proto::convert::Interner::default();
     list.iter()
         .filter_map(|s| {
-            ServiceExport::try_from(s)
+            meshdns_proto::convert::service_export(s, &mut names)
                 .map_err(|e| warn!(error = %e, "upstream sent an invalid service; skipped"))
                 .ok()
         })

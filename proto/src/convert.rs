@@ -1,6 +1,7 @@
 //! Wire <-> model conversions, in one place. Wire data is untrusted:
 //! `TryFrom` checks everything and names the field that is wrong.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU16;
 
@@ -162,30 +163,80 @@ impl From<&Port> for wire::Port {
     }
 }
 
+/// Zone and node names already converted, so that every endpoint naming
+/// the same zone or node shares one allocation: within a message (a
+/// thousand endpoints on a handful of zones and nodes) and, kept by the
+/// caller, across the messages of one stream. Bounded: each table is
+/// emptied when it reaches [`Interner::MAX`] names.
+#[derive(Debug, Default)]
+pub struct Interner {
+    zones: HashMap<Box<str>, LabelValue>,
+    nodes: HashMap<Box<str>, NodeName>,
+}
+
+impl Interner {
+    /// Most names each table holds.
+    pub const MAX: usize = 16_384;
+
+    /// `value` as an optional zone label, shared with earlier ones.
+    pub fn zone(&mut self, value: &str) -> Result<Option<LabelValue>, InvalidField> {
+        intern(&mut self.zones, value, LabelValue::new)
+    }
+
+    /// `value` as an optional node name, shared with earlier ones.
+    pub fn node(&mut self, value: &str) -> Result<Option<NodeName>, InvalidField> {
+        intern(&mut self.nodes, value, NodeName::new)
+    }
+}
+
+fn intern<T: Clone>(
+    table: &mut HashMap<Box<str>, T>,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, InvalidField>,
+) -> Result<Option<T>, InvalidField> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if let Some(known) = table.get(value) {
+        return Ok(Some(known.clone()));
+    }
+    let parsed = parse(value)?;
+    if table.len() >= Interner::MAX {
+        table.clear();
+    }
+    table.insert(Box::from(value), parsed.clone());
+    Ok(Some(parsed))
+}
+
 impl TryFrom<&wire::Endpoint> for Endpoint {
     type Error = InvalidField;
 
     fn try_from(ep: &wire::Endpoint) -> Result<Self, InvalidField> {
-        let addresses = ep
-            .addresses
-            .iter()
-            .enumerate()
-            .map(|(i, a)| address(a, format!("addresses[{i}]")))
-            .collect::<Result<Addresses, _>>()?;
-        if addresses.is_empty() {
-            return Err(InvalidField::new("addresses", Problem::NoAddresses));
-        }
-        Ok(Endpoint {
-            addresses,
-            hostname: optional(&ep.hostname, Hostname::new).map_err(at("hostname"))?,
-            zone: LabelValue::optional(&ep.zone).map_err(at("zone"))?,
-            node: optional(&ep.node, NodeName::new).map_err(at("node"))?,
-            ready: ep.ready,
-            serving: ep.serving,
-            terminating: ep.terminating,
-            health: health_from_wire(ep.health),
-        })
+        endpoint(ep, &mut Interner::default())
     }
+}
+
+/// [`Endpoint::try_from`], with zone and node names shared through `names`.
+pub fn endpoint(ep: &wire::Endpoint, names: &mut Interner) -> Result<Endpoint, InvalidField> {
+    let addresses = ep
+        .addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| address(a, format!("addresses[{i}]")))
+        .collect::<Result<Addresses, _>>()?;
+    if addresses.is_empty() {
+        return Err(InvalidField::new("addresses", Problem::NoAddresses));
+    }
+    Ok(Endpoint {
+        addresses,
+        hostname: optional(&ep.hostname, Hostname::new).map_err(at("hostname"))?,
+        zone: names.zone(&ep.zone).map_err(at("zone"))?,
+        node: names.node(&ep.node).map_err(at("node"))?,
+        ready: ep.ready,
+        serving: ep.serving,
+        terminating: ep.terminating,
+        health: health_from_wire(ep.health),
+    })
 }
 
 /// An unknown state (a newer syncer's) reads as unchecked: it only
@@ -262,51 +313,61 @@ impl TryFrom<&wire::ServiceExport> for ServiceExport {
     type Error = InvalidField;
 
     fn try_from(svc: &wire::ServiceExport) -> Result<Self, InvalidField> {
-        let key = svc
-            .key
-            .as_ref()
-            .ok_or_else(|| InvalidField::new("key", Problem::Missing))
-            .and_then(|k| ServiceKey::try_from(k).map_err(at("key")))?;
-        let ports = exact(&svc.ports, |i, p| {
-            Port::try_from(p).map_err(|e| e.within(format!("ports[{i}]")))
-        })?;
-        let mode = match wire::Mode::try_from(svc.mode) {
-            Ok(wire::Mode::Unspecified | wire::Mode::Endpoints) => Mode::Endpoints,
-            Ok(wire::Mode::ClusterIp) => Mode::ClusterIp,
-            Err(_) => {
-                return Err(InvalidField::new(
-                    "mode",
-                    Problem::UnknownEnum { value: svc.mode },
-                ));
-            }
-        };
-        let cluster_ips = exact(&svc.cluster_ips, |i, a| {
-            address(a, format!("cluster_ips[{i}]"))
-        })?;
-        let endpoints = exact(&svc.endpoints, |i, e| {
-            Endpoint::try_from(e).map_err(|err| err.within(format!("endpoints[{i}]")))
-        })?;
-        let policy = match &svc.policy {
-            None => Policy::default(),
-            Some(p) => Policy {
-                affinity: match wire::Affinity::try_from(p.affinity) {
-                    Ok(wire::Affinity::Unspecified) => Affinity::Nearest,
-                    Ok(wire::Affinity::Cluster) => Affinity::Cluster,
-                    Ok(wire::Affinity::Zone) => Affinity::Zone,
-                    Ok(wire::Affinity::Region) => Affinity::Region,
-                    Ok(wire::Affinity::None) => Affinity::None,
-                    Err(_) => {
-                        return Err(InvalidField::new(
-                            "policy.affinity",
-                            Problem::UnknownEnum { value: p.affinity },
-                        ));
-                    }
-                },
-                ttl: (p.ttl_seconds != 0).then_some(p.ttl_seconds),
-            },
-        };
-        ServiceExport::new(key, ports, mode, cluster_ips, endpoints, policy)
+        service_export(svc, &mut Interner::default())
     }
+}
+
+/// [`ServiceExport::try_from`], with zone and node names shared through
+/// `names` (pass the same one for every service of a message, and of a
+/// stream).
+pub fn service_export(
+    svc: &wire::ServiceExport,
+    names: &mut Interner,
+) -> Result<ServiceExport, InvalidField> {
+    let key = svc
+        .key
+        .as_ref()
+        .ok_or_else(|| InvalidField::new("key", Problem::Missing))
+        .and_then(|k| ServiceKey::try_from(k).map_err(at("key")))?;
+    let ports = exact(&svc.ports, |i, p| {
+        Port::try_from(p).map_err(|e| e.within(format!("ports[{i}]")))
+    })?;
+    let mode = match wire::Mode::try_from(svc.mode) {
+        Ok(wire::Mode::Unspecified | wire::Mode::Endpoints) => Mode::Endpoints,
+        Ok(wire::Mode::ClusterIp) => Mode::ClusterIp,
+        Err(_) => {
+            return Err(InvalidField::new(
+                "mode",
+                Problem::UnknownEnum { value: svc.mode },
+            ));
+        }
+    };
+    let cluster_ips = exact(&svc.cluster_ips, |i, a| {
+        address(a, format!("cluster_ips[{i}]"))
+    })?;
+    let endpoints = exact(&svc.endpoints, |i, e| {
+        endpoint(e, names).map_err(|err| err.within(format!("endpoints[{i}]")))
+    })?;
+    let policy = match &svc.policy {
+        None => Policy::default(),
+        Some(p) => Policy {
+            affinity: match wire::Affinity::try_from(p.affinity) {
+                Ok(wire::Affinity::Unspecified) => Affinity::Nearest,
+                Ok(wire::Affinity::Cluster) => Affinity::Cluster,
+                Ok(wire::Affinity::Zone) => Affinity::Zone,
+                Ok(wire::Affinity::Region) => Affinity::Region,
+                Ok(wire::Affinity::None) => Affinity::None,
+                Err(_) => {
+                    return Err(InvalidField::new(
+                        "policy.affinity",
+                        Problem::UnknownEnum { value: p.affinity },
+                    ));
+                }
+            },
+            ttl: (p.ttl_seconds != 0).then_some(p.ttl_seconds),
+        },
+    };
+    ServiceExport::new(key, ports, mode, cluster_ips, endpoints, policy)
 }
 
 /// Converts every item, into a vector of exactly their number: a
@@ -450,6 +511,27 @@ mod tests {
         check(
             |s| s.policy.as_mut().unwrap().ttl_seconds = 100_000,
             Err("policy.ttl: ttl 100000s is over the maximum of 86400s"),
+        );
+    }
+
+    /// Endpoints naming the same zone or node share one allocation, within
+    /// a service and across services converted with the same interner.
+    #[test]
+    fn zone_and_node_names_are_shared() {
+        let mut names = Interner::default();
+        let a = service_export(&good(), &mut names).unwrap();
+        let b = service_export(&good(), &mut names).unwrap();
+        let zone = |s: &ServiceExport| s.endpoints()[0].zone.as_ref().unwrap().as_str().as_ptr();
+        let node = |s: &ServiceExport| s.endpoints()[0].node.as_ref().unwrap().as_str().as_ptr();
+        assert_eq!(zone(&a), zone(&b));
+        assert_eq!(node(&a), node(&b));
+        let bad = wire::Endpoint {
+            zone: "not a label".into(),
+            ..good().endpoints[0].clone()
+        };
+        assert!(
+            endpoint(&bad, &mut names).is_err(),
+            "interned names are still checked"
         );
     }
 

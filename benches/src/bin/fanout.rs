@@ -557,6 +557,7 @@ async fn main() -> Result<(), String> {
         services: cli.services,
         spread: 3.min(cli.clusters),
         endpoints: 3,
+        zone_node: false,
     };
     shape.check()?;
     let hub = Server::start(&cli.meshdns, &[]);

@@ -47,6 +47,11 @@ struct ShapeArgs {
     /// Endpoints per service per cluster.
     #[arg(long, default_value_t = Shape::LOAD.endpoints)]
     endpoints: usize,
+    /// Every endpoint carries a zone and a node name, as real
+    /// EndpointSlices do (what the registry's memory per endpoint is
+    /// measured with).
+    #[arg(long)]
+    zone_node: bool,
 }
 
 impl ShapeArgs {
@@ -56,6 +61,7 @@ impl ShapeArgs {
             services: self.services,
             spread: self.spread,
             endpoints: self.endpoints,
+            zone_node: self.zone_node,
         };
         shape.check().map(|()| shape)
     }

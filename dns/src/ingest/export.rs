@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use meshdns_proto::convert::Interner;
 use meshdns_proto::model::{Cluster, ServiceExport};
 use meshdns_proto::wire::{self, export_request::Message as Req};
 use tokio::sync::mpsc;
@@ -138,6 +139,9 @@ struct Stream<'a> {
     pending: Option<Pending>,
     /// Whether a whole Snapshot has been applied on this stream.
     snapshot_applied: bool,
+    /// Zone and node names this stream has sent, so its successive
+    /// exports share them (lent to each message's check).
+    names: Interner,
     log: RefusalLog,
 }
 
@@ -153,7 +157,11 @@ impl Stream<'_> {
         let refusals: Vec<Refused> = match request.message {
             Some(Req::Hello(_)) => return Err(Error::SecondHello),
             Some(Req::Snapshot(snapshot)) => {
-                let mut pending = self.pending.take().unwrap_or_default();
+                // A Snapshot's first part borrows the stream's names; its
+                // last gives them back.
+                let mut pending = self.pending.take().unwrap_or_else(|| Pending {
+                    checked: Checked::with_names(std::mem::take(&mut self.names)),
+                });
                 let before = pending.checked.refusals.len();
                 pending.checked = check(
                     &self.cx.validators,
@@ -184,8 +192,10 @@ impl Stream<'_> {
                         valid,
                         refusals,
                         keep,
+                        names,
                         ..
                     } = pending.checked;
+                    self.names = names;
                     let over = writer
                         .apply_snapshot(self.session.clone(), valid, keep)
                         .await?;
@@ -206,14 +216,15 @@ impl Stream<'_> {
                         "a Delta came before the stream's first Snapshot",
                     ));
                 }
-                let checked = check(
+                let mut checked = check(
                     &self.cx.validators,
-                    Checked::default(),
+                    Checked::with_names(std::mem::take(&mut self.names)),
                     delta.upserts,
                     limits.max_endpoints_per_service,
                     self.rules.clone(),
                 )
                 .await;
+                self.names = std::mem::take(&mut checked.names);
                 let (gone, refused) = removals(&delta.removals, self.max_services());
                 let mut refusals = checked.refusals;
                 refusals.extend(refused);
@@ -406,6 +417,7 @@ pub(super) async fn export_stream(
         rules,
         pending: None,
         snapshot_applied: false,
+        names: Interner::default(),
         log: RefusalLog {
             last: None,
             suppressed: 0,

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use meshdns_proto::convert::{Interner, service_export};
 use meshdns_proto::error::{Echo, Problem};
 use meshdns_proto::model::{ServiceExport, ServiceKey};
 use meshdns_proto::{InvalidField, wire};
@@ -67,9 +68,20 @@ pub(super) struct Checked {
     /// Every key seen so far (across a Snapshot's parts), to refuse
     /// duplicates.
     seen: HashSet<ServiceKey>,
+    /// Zone and node names, shared by every endpoint naming them: the
+    /// stream's, lent for this message.
+    pub names: Interner,
 }
 
 impl Checked {
+    /// Nothing checked yet; zone and node names shared through `names`.
+    pub fn with_names(names: Interner) -> Self {
+        Checked {
+            names,
+            ..Checked::default()
+        }
+    }
+
     /// Validates each service on its own, adding the valid ones and a
     /// refusal for each invalid one; `max_endpoints` is checked on the
     /// wire count before anything is converted.
@@ -90,7 +102,7 @@ impl Checked {
                 );
                 continue;
             }
-            let result = ServiceExport::try_from(service).and_then(|s| {
+            let result = service_export(service, &mut self.names).and_then(|s| {
                 if self.seen.insert(s.key().clone()) {
                     Ok(s)
                 } else {

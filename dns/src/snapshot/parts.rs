@@ -21,6 +21,15 @@ pub struct Parts {
 }
 
 impl Parts {
+    /// No parts, borrowed for as long as needed.
+    pub fn empty() -> &'static Parts {
+        static EMPTY: Parts = Parts {
+            chunks: Vec::new(),
+            len: 0,
+        };
+        &EMPTY
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

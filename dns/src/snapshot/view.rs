@@ -10,16 +10,25 @@
 //! the service-wide [`Chain`]s are lists of the chunks' runs: O(chunks ×
 //! zones) to make, with no endpoint copied and no other part visited.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use meshdns_proto::model::{
-    Affinity, ClusterName, Endpoint, Mode, Port, ServiceExport, ServiceKey,
-};
+use meshdns_proto::model::{Affinity, ClusterName, ServiceExport, ServiceKey};
 
-use super::chain::{Chain, RunRef, Runs, RunsBuilder, Segment, Span};
+use super::chain::{Chain, RunRef};
 use super::parts::{CHUNK, Parts, PartsBuilder};
 use crate::locality::{ClusterId, Place, RegionId, ZoneId};
+
+mod chunk;
+mod cluster;
+mod counts;
+mod targets;
+
+use chunk::{ChunkMeta, PartMeta, bucket, keep};
+pub use cluster::{ClusterView, EndpointView};
+use cluster::{Health, has_ready};
+use counts::Counts;
+pub use targets::{Target, Targets};
 
 /// One cluster's export of a service, with the cluster's place: the input
 /// of [`ServiceView::build`].
@@ -77,185 +86,6 @@ pub struct ServiceView {
     any_ready: bool,
 }
 
-/// What a cluster's part was built under: health depends on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Health {
-    /// The cluster's endpoints are served (it is live, or the service fails open).
-    serving: bool,
-    /// Some serving endpoint of the service is ready: serving-but-unready
-    /// (terminating) endpoints stay out.
-    any_ready: bool,
-}
-
-/// What a view needs of each cluster part to rebuild itself, kept in flat
-/// arrays beside `clusters` so that a rebuild reads them instead of
-/// visiting every part.
-#[derive(Debug, Clone, Copy)]
-struct PartMeta {
-    id: ClusterId,
-    stale: bool,
-    has_ready: bool,
-    health: Health,
-    region: Option<RegionId>,
-    affinity: Affinity,
-    ttl: Option<u32>,
-    /// The part's whole run, as this cluster's index.
-    whole: Segment,
-    /// Its zone runs: a range of its chunk's `groups`.
-    groups: Span,
-}
-
-/// What a view keeps of one chunk of its parts (the clusters of the
-/// `Parts` chunk at the same position): their metadata and zone runs, and
-/// the chunk's runs of the service-wide chains. Shared with the next view
-/// while the chunk stands, so a view over a thousand clusters where one
-/// changed copies one chunk's worth, not a thousand parts'.
-#[derive(Debug)]
-struct ChunkMeta {
-    metas: Vec<PartMeta>,
-    /// The parts' zone runs, part after part.
-    groups: Vec<(Option<ZoneId>, Segment)>,
-    /// The chunk's runs of the chains: every healthy target's, and each
-    /// zone's and region's (ranges of `runs`).
-    runs: Runs,
-    all: Span,
-    zones: Vec<(ZoneId, Span)>,
-    regions: Vec<(RegionId, Span)>,
-    /// The first affinity other than `Nearest`, and the shortest TTL, of
-    /// the chunk's exports.
-    affinity: Affinity,
-    ttl: Option<u32>,
-    counts: Counts,
-}
-
-impl ChunkMeta {
-    fn seal(metas: Vec<PartMeta>, groups: Vec<(Option<ZoneId>, Segment)>) -> Self {
-        let live = metas.iter().filter(|m| !m.whole.targets.is_empty());
-        let mut runs = RunsBuilder::default();
-        let all = runs.push(live.clone().map(|m| m.whole));
-        let mut add = |buckets: Vec<(u32, Vec<Segment>)>| -> Vec<(u32, Span)> {
-            buckets
-                .into_iter()
-                .map(|(k, segments)| (k, runs.push(segments)))
-                .collect()
-        };
-        let regions = add(bucket(live.filter_map(|m| m.region.map(|r| (r, m.whole)))));
-        let zones = add(bucket(
-            groups.iter().filter_map(|(z, g)| z.map(|z| (z, *g))),
-        ));
-        let runs = runs.finish();
-        ChunkMeta {
-            affinity: metas
-                .iter()
-                .map(|m| m.affinity)
-                .find(|a| *a != Affinity::Nearest)
-                .unwrap_or_default(),
-            ttl: metas.iter().filter_map(|m| m.ttl).min(),
-            counts: metas.iter().fold(Counts::default(), |mut all, m| {
-                all.add(Counts::of(m.stale, m.has_ready));
-                all
-            }),
-            metas,
-            groups,
-            runs,
-            all,
-            zones,
-            regions,
-        }
-    }
-}
-
-/// Part `i` of `prev` kept as part `index`: its meta, with its zone runs
-/// copied to `groups` (its new chunk's).
-fn keep(
-    prev: &ServiceView,
-    i: usize,
-    index: u32,
-    groups: &mut Vec<(Option<ZoneId>, Segment)>,
-) -> PartMeta {
-    let chunk = &prev.chunks[i / CHUNK];
-    let mut meta = chunk.metas[i % CHUNK];
-    let start = groups.len() as u32;
-    groups.extend(
-        chunk.groups[meta.groups.start as usize..meta.groups.end as usize]
-            .iter()
-            .map(|(z, g)| {
-                (
-                    *z,
-                    Segment {
-                        cluster: index,
-                        ..*g
-                    },
-                )
-            }),
-    );
-    meta.groups = Span {
-        start,
-        end: groups.len() as u32,
-    };
-    meta.whole.cluster = index;
-    meta
-}
-
-/// Whether any endpoint of `export` is ready.
-fn has_ready(export: &ServiceExport) -> bool {
-    export.endpoints().iter().any(|e| e.ready)
-}
-
-/// How many parts are live, live with a ready endpoint, and with a ready
-/// endpoint at all: what a service's health is decided from.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    live: u32,
-    ready_live: u32,
-    ready: u32,
-}
-
-impl Counts {
-    fn of(stale: bool, has_ready: bool) -> Self {
-        Counts {
-            live: u32::from(!stale),
-            ready_live: u32::from(!stale && has_ready),
-            ready: u32::from(has_ready),
-        }
-    }
-
-    fn add(&mut self, other: Counts) {
-        self.live += other.live;
-        self.ready_live += other.ready_live;
-        self.ready += other.ready;
-    }
-
-    fn remove(&mut self, other: Counts) {
-        self.live -= other.live;
-        self.ready_live -= other.ready_live;
-        self.ready -= other.ready;
-    }
-}
-
-/// `items` grouped by key, keys ascending, each group in the items'
-/// order. Two bucket passes rather than a sort: a service spans a handful
-/// of zones and regions but may span a thousand clusters.
-fn bucket<K: Copy + Ord, T>(items: impl Iterator<Item = (K, T)> + Clone) -> Vec<(K, Vec<T>)> {
-    let mut counts: Vec<(K, usize)> = Vec::new();
-    for (key, _) in items.clone() {
-        match counts.binary_search_by_key(&key, |(k, _)| *k) {
-            Ok(i) => counts[i].1 += 1,
-            Err(i) => counts.insert(i, (key, 1)),
-        }
-    }
-    let mut buckets: Vec<(K, Vec<T>)> = counts
-        .iter()
-        .map(|(k, n)| (*k, Vec::with_capacity(*n)))
-        .collect();
-    for (key, item) in items {
-        if let Ok(i) = counts.binary_search_by_key(&key, |(k, _)| *k) {
-            buckets[i].1.push(item);
-        }
-    }
-    buckets
-}
-
 /// Where a cluster's part comes from in an update.
 enum Slot<'a> {
     /// Unchanged: index in the previous view.
@@ -284,8 +114,9 @@ impl ServiceView {
     /// `changes` exports what it did). Parts of unchanged clusters are
     /// shared with `previous`, whole chunks of them with what the view
     /// keeps of them; service-wide health comes from per-chunk counts. The
-    /// cost is the changed chunks, O(clusters) slot bookkeeping, and
-    /// O(chunks × zones) for the chains.
+    /// cost is the changed chunks and O(chunks × zones) for the chains;
+    /// untouched chunks are shared without visiting their parts (unless a
+    /// cluster comes or goes: the parts after it move).
     pub fn update(
         key: ServiceKey,
         previous: Option<&ServiceView>,
@@ -308,20 +139,6 @@ impl ServiceView {
             .collect();
         placed.sort_by(|a, b| (a.0, a.1, a.2.cluster()).cmp(&(b.0, b.1, b.2.cluster())));
         placed.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1 && a.2.cluster() == b.2.cluster());
-        let mut slots: Vec<Slot<'_>> = Vec::with_capacity(old.len() + changes.len());
-        let mut next = placed.iter().peekable();
-        for i in 0..=old.len() {
-            let mut replaced = false;
-            while let Some((_, replaces, change)) = next.next_if(|(at, _, _)| *at == i) {
-                replaced |= *replaces;
-                if let PartChange::Set(input) = change {
-                    slots.push(Slot::New(*input));
-                }
-            }
-            if i < old.len() && !replaced {
-                slots.push(Slot::Kept(i));
-            }
-        }
         let meta = |i: usize| -> &PartMeta {
             let Some(prev) = previous else {
                 unreachable!("kept parts come from a previous view")
@@ -361,70 +178,100 @@ impl ServiceView {
         };
         // A kept part whose health is as it was is taken as it is.
         let as_was = |i: usize| same_health || meta(i).health == health(meta(i).stale);
-        let unchanged =
-            |slot: &Slot<'_>, at: usize| matches!(slot, Slot::Kept(i) if *i == at && as_was(*i));
+        // How many parts the view will have: each change that adds a
+        // cluster adds one, each that removes one removes it.
+        let total = placed.iter().fold(old.len(), |n, (_, replaces, change)| {
+            match (replaces, change) {
+                (false, PartChange::Set(_)) => n + 1,
+                (true, PartChange::Remove(_)) => n - 1,
+                _ => n,
+            }
+        });
         let mut clusters = PartsBuilder::default();
-        let mut chunks: Vec<Arc<ChunkMeta>> = Vec::with_capacity(slots.len().div_ceil(CHUNK));
-        let mut metas = Vec::with_capacity(CHUNK.min(slots.len()));
+        let mut chunks: Vec<Arc<ChunkMeta>> = Vec::with_capacity(total.div_ceil(CHUNK));
+        let mut metas = Vec::with_capacity(CHUNK.min(total));
         let mut groups = Vec::new();
+        // `n` counts the new view's parts, `i` walks the previous view's;
+        // changes are consumed in position order. A chunk with no change
+        // in it, at the same place as before, is shared without visiting
+        // its parts: the cost is the changed chunks and O(chunks), not
+        // O(clusters) (unless a cluster comes or goes, which moves every
+        // part after it).
+        let mut next = placed.iter().peekable();
         let mut n = 0;
-        while n < slots.len() {
-            // A whole chunk of unchanged, unmoved parts is shared, with
-            // what the view keeps of it.
-            if n % CHUNK == 0
+        let mut i = 0;
+        while i < old.len() || next.peek().is_some() {
+            if n == i
+                && n % CHUNK == 0
                 && let Some(chunk) = old.chunk(n / CHUNK)
-                && (chunk.len() == CHUNK || n + chunk.len() == slots.len())
-                && n + chunk.len() <= slots.len()
-                && slots[n..n + chunk.len()]
-                    .iter()
-                    .enumerate()
-                    .all(|(j, slot)| unchanged(slot, n + j))
                 && let Some(prev) = previous
+                && next
+                    .peek()
+                    .is_none_or(|(at, _, _)| *at >= i + chunk.len() && chunk.len() == CHUNK)
+                && (same_health || (i..i + chunk.len()).all(as_was))
             {
                 clusters.share(chunk);
                 chunks.push(prev.chunks[n / CHUNK].clone());
                 n += chunk.len();
+                i += chunk.len();
                 continue;
             }
-            let index = n as u32;
-            let part_meta = match slots[n] {
-                Slot::Kept(i) if as_was(i) => {
-                    let Some(prev) = previous else {
-                        unreachable!("kept parts come from a previous view")
-                    };
-                    clusters.push(old[i].clone());
-                    keep(prev, i, index, &mut groups)
+            // The parts at old position `i`: the clusters the changes put
+            // before it (and in its place), then its own unless replaced.
+            let mut replaced = false;
+            let mut slots: Vec<Slot<'_>> = Vec::new();
+            while let Some((_, replaces, change)) = next.next_if(|(at, _, _)| *at == i) {
+                replaced |= *replaces;
+                if let PartChange::Set(input) = change {
+                    slots.push(Slot::New(*input));
                 }
-                Slot::Kept(i) => {
-                    let c = &old[i];
-                    let part =
-                        ClusterView::build(&c.place, &c.export, health(c.place.stale), zone_id);
-                    let m = part.meta(index, &mut groups);
-                    clusters.push(Arc::new(part));
-                    m
-                }
-                Slot::New(input) => {
-                    let part = ClusterView::build(
-                        input.place,
-                        input.export,
-                        health(input.place.stale),
-                        zone_id,
+            }
+            if i < old.len() && !replaced {
+                slots.push(Slot::Kept(i));
+            }
+            i += 1;
+            for slot in slots {
+                let index = n as u32;
+                let part_meta = match slot {
+                    Slot::Kept(i) if as_was(i) => {
+                        let Some(prev) = previous else {
+                            unreachable!("kept parts come from a previous view")
+                        };
+                        clusters.push(old[i].clone());
+                        keep(prev, i, index, &mut groups)
+                    }
+                    Slot::Kept(i) => {
+                        let c = &old[i];
+                        let part =
+                            ClusterView::build(&c.place, &c.export, health(c.place.stale), zone_id);
+                        let m = part.meta(index, &mut groups);
+                        clusters.push(Arc::new(part));
+                        m
+                    }
+                    Slot::New(input) => {
+                        let part = ClusterView::build(
+                            input.place,
+                            input.export,
+                            health(input.place.stale),
+                            zone_id,
+                        );
+                        let m = part.meta(index, &mut groups);
+                        clusters.push(Arc::new(part));
+                        m
+                    }
+                };
+                metas.push(part_meta);
+                n += 1;
+                if n % CHUNK == 0 || n == total {
+                    let sealed = ChunkMeta::seal(
+                        std::mem::replace(&mut metas, Vec::with_capacity(CHUNK)),
+                        std::mem::take(&mut groups),
                     );
-                    let m = part.meta(index, &mut groups);
-                    clusters.push(Arc::new(part));
-                    m
+                    chunks.push(Arc::new(sealed));
                 }
-            };
-            metas.push(part_meta);
-            n += 1;
-            if n % CHUNK == 0 || n == slots.len() {
-                let sealed = ChunkMeta::seal(
-                    std::mem::replace(&mut metas, Vec::with_capacity(CHUNK)),
-                    std::mem::take(&mut groups),
-                );
-                chunks.push(Arc::new(sealed));
             }
         }
+        debug_assert_eq!(n, total);
         let clusters = clusters.finish();
         // The same clusters in the same places: the id index stands.
         let by_id = previous
@@ -510,34 +357,14 @@ impl ServiceView {
         }
     }
 
-    /// The addresses this service answers with, and the PTR name of each.
+    /// The addresses this service answers with, and the PTR name of each:
+    /// every part's [`ptr_names`].
     pub fn ptr_names(&self) -> Vec<(IpAddr, super::PtrName)> {
-        let namespace: Arc<str> = Arc::from(self.key.namespace.as_str());
-        let service: Arc<str> = Arc::from(self.key.name.as_str());
-        let name = |host| super::PtrName {
-            namespace: namespace.clone(),
-            service: service.clone(),
-            host,
-        };
-        let mut out = Vec::new();
-        for c in self.clusters.iter() {
-            for target in &c.targets.targets {
-                match *target {
-                    Target::Endpoint { endpoint, .. } => {
-                        let ep = c.endpoint_model(endpoint);
-                        let host = ep
-                            .hostname
-                            .as_ref()
-                            .map(|h| (Arc::from(h.as_str()), Arc::from(c.name().as_str())));
-                        out.extend(ep.addresses.iter().map(|a| (*a, name(host.clone()))));
-                    }
-                    Target::ClusterIp { .. } => {
-                        out.extend(c.cluster_ips().iter().map(|a| (*a, name(None))))
-                    }
-                }
-            }
-        }
-        out
+        let service = PtrService::of(&self.key);
+        self.clusters
+            .iter()
+            .flat_map(|c| ptr_names(&service, c))
+            .collect()
     }
 
     pub fn cluster(&self, name: &str) -> Option<(usize, &ClusterView)> {
@@ -575,333 +402,100 @@ impl ServiceView {
     }
 }
 
-/// One cluster's part of a global service. Its targets name the cluster
-/// as index 0; the service-wide lists carry the real index.
-#[derive(Debug)]
-pub struct ClusterView {
-    /// The cluster's place when this part was built (stale: left out of
-    /// answers unless the service fails open).
-    pub place: Arc<Place>,
-    /// The export this part was built from; endpoint data is read from it.
-    pub export: Arc<ServiceExport>,
-    /// Health of each endpoint of `export`, in its order.
-    pub endpoints: Vec<EndpointView>,
-    /// This cluster's healthy targets, grouped by zone.
-    pub targets: Targets,
-    /// Each zone's run of `targets` (`None`: endpoints of no known zone),
-    /// in zone order.
-    groups: Vec<(Option<ZoneId>, Segment)>,
-    health: Health,
-    /// Whether any endpoint is ready (live or not).
-    has_ready: bool,
-    /// `place.id`, inline: the answer path counts answers by serving
-    /// cluster without a pointer chase to the place.
-    id: ClusterId,
+/// A service's names as PTR records carry them, made once per service.
+#[derive(Debug, Clone)]
+pub struct PtrService {
+    namespace: Arc<str>,
+    service: Arc<str>,
 }
 
-impl ClusterView {
-    fn build(
-        place: &Arc<Place>,
-        export: &Arc<ServiceExport>,
-        health: Health,
-        zone_id: &mut dyn FnMut(Option<&str>, &str) -> ZoneId,
-    ) -> Self {
-        let region_name = place.region.as_ref().map(|r| r.1.as_str());
-        let endpoints: Vec<EndpointView> = export
-            .endpoints()
-            .iter()
-            .map(|ep| EndpointView {
-                healthy: health.serving && (ep.ready || (!health.any_ready && ep.serving)),
-                zone: ep.zone.as_ref().map(|z| zone_id(region_name, z.as_str())),
-            })
-            .collect();
-        let own_zone = place.zone.as_ref().map(|z| z.0);
-        // (zone, target, its addresses), grouped by zone: the order within
-        // a zone is the export's. Sized exactly: a million endpoints'
-        // worth of these live as long as the snapshot.
-        let mut healthy: Vec<(Option<ZoneId>, Target, &[IpAddr])> = match export.mode() {
-            Mode::Endpoints => endpoints
-                .iter()
-                .zip(export.endpoints())
-                .enumerate()
-                .filter(|(_, (view, _))| view.healthy)
-                .map(|(e, (view, model))| {
-                    let target = Target::Endpoint {
-                        cluster: 0,
-                        endpoint: e as u32,
-                    };
-                    (view.zone.or(own_zone), target, &model.addresses[..])
-                })
-                .collect(),
-            Mode::ClusterIp if endpoints.iter().any(|ep| ep.healthy) => {
-                vec![(
-                    own_zone,
-                    Target::ClusterIp { cluster: 0 },
-                    export.cluster_ips(),
-                )]
+impl PtrService {
+    pub fn of(key: &ServiceKey) -> Self {
+        PtrService {
+            namespace: Arc::from(key.namespace.as_str()),
+            service: Arc::from(key.name.as_str()),
+        }
+    }
+}
+
+/// The addresses one cluster's part answers with (its healthy targets'),
+/// and the PTR name of each.
+pub fn ptr_names(service: &PtrService, part: &ClusterView) -> Vec<(IpAddr, super::PtrName)> {
+    let name = |host| super::PtrName {
+        namespace: service.namespace.clone(),
+        service: service.service.clone(),
+        host,
+    };
+    let cluster: Arc<str> = Arc::from(part.name().as_str());
+    let mut out = Vec::new();
+    for target in &part.targets.targets {
+        match *target {
+            Target::Endpoint { endpoint, .. } => {
+                let ep = part.endpoint_model(endpoint);
+                let host = ep
+                    .hostname
+                    .as_ref()
+                    .map(|h| (Arc::from(h.as_str()), cluster.clone()));
+                out.extend(ep.addresses.iter().map(|a| (*a, name(host.clone()))));
             }
-            Mode::ClusterIp => Vec::new(),
-        };
-        healthy.sort_by_key(|(zone, _, _)| *zone);
-        let v4 = healthy
-            .iter()
-            .flat_map(|(_, _, a)| a.iter())
-            .filter(|a| a.is_ipv4())
-            .count();
-        let mut targets = Targets {
-            targets: Vec::with_capacity(healthy.len()),
-            v4: Vec::with_capacity(v4),
-            v6: Vec::with_capacity(healthy.iter().map(|(_, _, a)| a.len()).sum::<usize>() - v4),
-        };
-        // One flat list, zone after zone, and each zone's run of it.
-        let zones = healthy.chunk_by(|a, b| a.0 == b.0);
-        let mut groups = Vec::with_capacity(zones.clone().count());
-        for run in zones {
-            let before = targets.spans();
-            for (_, target, addresses) in run {
-                targets.push(*target, addresses);
-            }
-            let after = targets.spans();
-            let span = |k: usize| Span {
-                start: before[k],
-                end: after[k],
-            };
-            groups.push((
-                run[0].0,
-                Segment {
-                    cluster: 0,
-                    targets: span(0),
-                    v4: span(1),
-                    v6: span(2),
-                },
-            ));
-        }
-        ClusterView {
-            id: place.id,
-            place: place.clone(),
-            export: export.clone(),
-            has_ready: has_ready(export),
-            endpoints,
-            targets,
-            groups,
-            health,
-        }
-    }
-
-    pub fn id(&self) -> ClusterId {
-        self.id
-    }
-
-    /// What a view keeps of this part as cluster `index`; its zone runs
-    /// are appended to `groups`.
-    fn meta(&self, index: u32, groups: &mut Vec<(Option<ZoneId>, Segment)>) -> PartMeta {
-        let start = groups.len() as u32;
-        groups.extend(self.groups.iter().map(|(z, g)| {
-            (
-                *z,
-                Segment {
-                    cluster: index,
-                    ..*g
-                },
-            )
-        }));
-        PartMeta {
-            id: self.place.id,
-            stale: self.place.stale,
-            has_ready: self.has_ready,
-            health: self.health,
-            region: self.place.region.as_ref().map(|r| r.0),
-            affinity: self.export.policy().affinity,
-            ttl: self.export.policy().ttl,
-            whole: self.whole(index),
-            groups: Span {
-                start,
-                end: groups.len() as u32,
-            },
-        }
-    }
-
-    /// All of this part's targets, as cluster `index`'s.
-    pub fn whole(&self, index: u32) -> Segment {
-        let [t, v4, v6] = self.targets.spans();
-        Segment {
-            cluster: index,
-            targets: Span { start: 0, end: t },
-            v4: Span { start: 0, end: v4 },
-            v6: Span { start: 0, end: v6 },
-        }
-    }
-
-    /// The targets outside the cluster's own zone, as cluster `index`'s:
-    /// with the asker's zone, they make up the zone tier. At most two runs
-    /// (before and after the own zone's).
-    pub fn off_zone(&self, index: u32) -> ([Segment; 2], usize) {
-        let own = self
-            .groups
-            .iter()
-            .find(|(z, _)| z.is_some() && *z == self.place.zone.as_ref().map(|z| z.0))
-            .map(|(_, g)| *g);
-        let whole = self.whole(index);
-        let Some(own) = own else {
-            return (
-                [whole, Segment::default()],
-                usize::from(!whole.targets.is_empty()),
-            );
-        };
-        let before = Segment {
-            cluster: index,
-            targets: Span {
-                start: 0,
-                end: own.targets.start,
-            },
-            v4: Span {
-                start: 0,
-                end: own.v4.start,
-            },
-            v6: Span {
-                start: 0,
-                end: own.v6.start,
-            },
-        };
-        let after = Segment {
-            cluster: index,
-            targets: Span {
-                start: own.targets.end,
-                end: whole.targets.end,
-            },
-            v4: Span {
-                start: own.v4.end,
-                end: whole.v4.end,
-            },
-            v6: Span {
-                start: own.v6.end,
-                end: whole.v6.end,
-            },
-        };
-        let mut out = [Segment::default(); 2];
-        let mut n = 0;
-        for s in [before, after] {
-            if !s.targets.is_empty() {
-                out[n] = s;
-                n += 1;
-            }
-        }
-        (out, n)
-    }
-
-    pub fn name(&self) -> &ClusterName {
-        &self.place.name
-    }
-
-    /// Left out of answers (unless the service fails open).
-    pub fn stale(&self) -> bool {
-        self.place.stale
-    }
-
-    pub fn mode(&self) -> Mode {
-        self.export.mode()
-    }
-
-    pub fn ports(&self) -> &[Port] {
-        self.export.ports()
-    }
-
-    pub fn cluster_ips(&self) -> &[IpAddr] {
-        self.export.cluster_ips()
-    }
-
-    /// The exported endpoint at `index` (a [`Target::Endpoint`]'s).
-    pub fn endpoint_model(&self, index: u32) -> &Endpoint {
-        &self.export.endpoints()[index as usize]
-    }
-
-    /// The endpoint a hostname label names: its hostname, or for an endpoint
-    /// without one, its first address written with dashes (`10-1-0-11`),
-    /// with whether it is healthy.
-    pub fn endpoint(&self, label: &str) -> Option<(&Endpoint, bool)> {
-        let address = super::undashed(label);
-        self.export
-            .endpoints()
-            .iter()
-            .zip(&self.endpoints)
-            .find(|(e, _)| match &e.hostname {
-                Some(h) => h.as_str() == label,
-                None => address == Some(e.addresses[0]),
-            })
-            .map(|(e, v)| (e, v.healthy))
-    }
-}
-
-/// An endpoint's health and place, beside its exported data.
-#[derive(Debug, Clone, Copy)]
-pub struct EndpointView {
-    pub healthy: bool,
-    /// The endpoint's own (region, zone), when its slice names one.
-    pub zone: Option<ZoneId>,
-}
-
-/// What one SRV record points at: an index into the service's clusters,
-/// and into that cluster's endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    Endpoint { cluster: u32, endpoint: u32 },
-    ClusterIp { cluster: u32 },
-}
-
-impl Target {
-    pub fn cluster(self) -> usize {
-        match self {
-            Target::Endpoint { cluster, .. } | Target::ClusterIp { cluster } => cluster as usize,
-        }
-    }
-
-    /// The same target as cluster `index`'s.
-    pub fn in_cluster(self, index: u32) -> Self {
-        match self {
-            Target::Endpoint { endpoint, .. } => Target::Endpoint {
-                cluster: index,
-                endpoint,
-            },
-            Target::ClusterIp { .. } => Target::ClusterIp { cluster: index },
-        }
-    }
-}
-
-/// A set of answer targets with their addresses flattened per family, so an
-/// A or AAAA answer is a slice.
-#[derive(Debug, Default, Clone)]
-pub struct Targets {
-    pub targets: Vec<Target>,
-    pub v4: Vec<Ipv4Addr>,
-    pub v6: Vec<Ipv6Addr>,
-}
-
-impl Targets {
-    fn push(&mut self, target: Target, addresses: &[IpAddr]) {
-        self.targets.push(target);
-        for address in addresses {
-            match address {
-                IpAddr::V4(a) => self.v4.push(*a),
-                IpAddr::V6(a) => self.v6.push(*a),
+            Target::ClusterIp { .. } => {
+                out.extend(part.cluster_ips().iter().map(|a| (*a, name(None))))
             }
         }
     }
+    out
+}
 
-    /// Lengths of the three lists.
-    fn spans(&self) -> [u32; 3] {
-        [
-            self.targets.len() as u32,
-            self.v4.len() as u32,
-            self.v6.len() as u32,
-        ]
+/// The parts of `old` that `new` no longer has as they were, and the
+/// parts of `new` that `old` did not have: a cluster whose part was
+/// rebuilt is in both. Chunks the two share are skipped whole, so the
+/// cost is the changed chunks (and a walk by name where parts moved).
+pub fn changed_parts<'a>(
+    old: Option<&'a Parts>,
+    new: Option<&'a Parts>,
+) -> (Vec<&'a ClusterView>, Vec<&'a ClusterView>) {
+    let empty = Parts::empty();
+    let (old, new) = (old.unwrap_or(empty), new.unwrap_or(empty));
+    let (mut gone, mut came) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        if i == j
+            && i % CHUNK == 0
+            && let (Some(a), Some(b)) = (old.chunk(i / CHUNK), new.chunk(j / CHUNK))
+            && Arc::ptr_eq(a, b)
+        {
+            i += a.len();
+            j += b.len();
+            continue;
+        }
+        match (i < old.len(), j < new.len()) {
+            (true, true) => match old[i].name().cmp(new[j].name()) {
+                std::cmp::Ordering::Equal => {
+                    if !Arc::ptr_eq(&old[i], &new[j]) {
+                        gone.push(&*old[i]);
+                        came.push(&*new[j]);
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                std::cmp::Ordering::Less => {
+                    gone.push(&*old[i]);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    came.push(&*new[j]);
+                    j += 1;
+                }
+            },
+            (true, false) => {
+                gone.push(&*old[i]);
+                i += 1;
+            }
+            (false, _) => {
+                came.push(&*new[j]);
+                j += 1;
+            }
+        }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
-    }
-
-    /// How many healthy targets: what `--min-healthy` counts.
-    pub fn len(&self) -> usize {
-        self.targets.len()
-    }
+    (gone, came)
 }

@@ -1,0 +1,130 @@
+//! Interned region and zone names: a view keys its zone and region lists
+//! by small ids, not strings.
+
+use std::collections::{BTreeMap, HashMap};
+
+use meshdns_proto::model::ClusterName;
+use tracing::info;
+
+use super::ClusterEntry;
+
+/// Interned region and (region, zone) names. An id is never reused, so a
+/// view built earlier stays valid; names no cluster or export uses any
+/// more are forgotten by [`Names::collect`], so a member cannot grow the
+/// table without bound by cycling through zone names.
+pub(super) struct Names {
+    pub(super) ids: HashMap<String, u32>,
+    pub(super) next: u32,
+    /// Collect when the table grows past this.
+    pub(super) collect_at: usize,
+}
+
+/// The table is collected when it holds this many names, or twice what
+/// the last collection kept.
+pub(super) const NAMES_COLLECT_MIN: usize = 4096;
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            ids: HashMap::new(),
+            next: 0,
+            collect_at: NAMES_COLLECT_MIN,
+        }
+    }
+}
+
+impl Names {
+    pub(super) fn id(&mut self, key: String) -> u32 {
+        let next = &mut self.next;
+        *self.ids.entry(key).or_insert_with(|| {
+            let id = *next;
+            *next = next.wrapping_add(1);
+            id
+        })
+    }
+
+    pub(super) fn region_key(region: &str) -> String {
+        format!("r\0{region}")
+    }
+
+    pub(super) fn zone_key(region: Option<&str>, zone: &str) -> String {
+        format!("z\0{}\0{zone}", region.unwrap_or(""))
+    }
+
+    pub(super) fn region(&mut self, region: &str) -> u32 {
+        self.id(Self::region_key(region))
+    }
+
+    pub(super) fn zone(&mut self, region: Option<&str>, zone: &str) -> u32 {
+        self.id(Self::zone_key(region, zone))
+    }
+
+    /// Forgets the names no cluster and no export of `clusters` uses, once
+    /// the table has grown enough to be worth the walk (O(endpoints)).
+    pub(super) fn collect(&mut self, clusters: &BTreeMap<ClusterName, ClusterEntry>) {
+        if self.ids.len() < self.collect_at {
+            return;
+        }
+        let mut used = std::collections::HashSet::new();
+        for entry in clusters.values() {
+            let region = entry.cluster.region.as_ref().map(|r| r.as_str());
+            if let Some(r) = region {
+                used.insert(Self::region_key(r));
+            }
+            if let Some(z) = &entry.cluster.zone {
+                used.insert(Self::zone_key(region, z.as_str()));
+            }
+            for export in entry.services.values() {
+                for ep in export.endpoints() {
+                    if let Some(z) = &ep.zone {
+                        used.insert(Self::zone_key(region, z.as_str()));
+                    }
+                }
+            }
+        }
+        let before = self.ids.len();
+        self.ids.retain(|k, _| used.contains(k));
+        self.collect_at = (self.ids.len() * 2).max(NAMES_COLLECT_MIN);
+        info!(
+            before,
+            after = self.ids.len(),
+            "interned zone and region names collected"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use meshdns_proto::model::Cluster;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::registry::Registry;
+
+    #[test]
+    fn unused_names_are_collected_and_ids_never_reused() {
+        let mut names = Names::default();
+        let kept = names.zone(Some("r"), "kept");
+        for i in 0..NAMES_COLLECT_MIN {
+            names.zone(Some("r"), &format!("z{i}"));
+        }
+        let metrics = Arc::new(Metrics::new());
+        let registry = Registry::new(5, false, metrics);
+        let cluster = Cluster {
+            name: ClusterName::new("c").unwrap(),
+            region: Some(meshdns_proto::model::LabelValue::new("r").unwrap()),
+            zone: Some(meshdns_proto::model::LabelValue::new("kept").unwrap()),
+            client_cidrs: vec![],
+            version: String::new(),
+        };
+        registry.hello(cluster, usize::MAX);
+        let state = registry.lock();
+        names.collect(&state.clusters);
+        assert_eq!(names.ids.len(), 1, "only the cluster's zone is in use");
+        assert_eq!(names.zone(Some("r"), "kept"), kept);
+        let fresh = names.zone(Some("r"), "z0");
+        assert!(fresh > kept + NAMES_COLLECT_MIN as u32 - 1, "{fresh}");
+    }
+}

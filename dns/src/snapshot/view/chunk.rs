@@ -1,0 +1,146 @@
+//! What a view keeps beside each chunk of its cluster parts: their
+//! metadata, zone runs and the chunk's runs of the service-wide chains.
+
+use meshdns_proto::model::Affinity;
+
+use super::ServiceView;
+use super::cluster::Health;
+use super::counts::Counts;
+use crate::locality::{ClusterId, RegionId, ZoneId};
+use crate::snapshot::chain::{Runs, RunsBuilder, Segment, Span};
+use crate::snapshot::parts::CHUNK;
+
+/// What a view needs of each cluster part to rebuild itself, kept in flat
+/// arrays beside `clusters` so that a rebuild reads them instead of
+/// visiting every part.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PartMeta {
+    pub(super) id: ClusterId,
+    pub(super) stale: bool,
+    pub(super) has_ready: bool,
+    pub(super) health: Health,
+    pub(super) region: Option<RegionId>,
+    pub(super) affinity: Affinity,
+    pub(super) ttl: Option<u32>,
+    /// The part's whole run, as this cluster's index.
+    pub(super) whole: Segment,
+    /// Its zone runs: a range of its chunk's `groups`.
+    pub(super) groups: Span,
+}
+
+/// What a view keeps of one chunk of its parts (the clusters of the
+/// `Parts` chunk at the same position): their metadata and zone runs, and
+/// the chunk's runs of the service-wide chains. Shared with the next view
+/// while the chunk stands, so a view over a thousand clusters where one
+/// changed copies one chunk's worth, not a thousand parts'.
+#[derive(Debug)]
+pub(super) struct ChunkMeta {
+    pub(super) metas: Vec<PartMeta>,
+    /// The parts' zone runs, part after part.
+    pub(super) groups: Vec<(Option<ZoneId>, Segment)>,
+    /// The chunk's runs of the chains: every healthy target's, and each
+    /// zone's and region's (ranges of `runs`).
+    pub(super) runs: Runs,
+    pub(super) all: Span,
+    pub(super) zones: Vec<(ZoneId, Span)>,
+    pub(super) regions: Vec<(RegionId, Span)>,
+    /// The first affinity other than `Nearest`, and the shortest TTL, of
+    /// the chunk's exports.
+    pub(super) affinity: Affinity,
+    pub(super) ttl: Option<u32>,
+    pub(super) counts: Counts,
+}
+
+impl ChunkMeta {
+    pub(super) fn seal(metas: Vec<PartMeta>, groups: Vec<(Option<ZoneId>, Segment)>) -> Self {
+        let live = metas.iter().filter(|m| !m.whole.targets.is_empty());
+        let mut runs = RunsBuilder::default();
+        let all = runs.push(live.clone().map(|m| m.whole));
+        let mut add = |buckets: Vec<(u32, Vec<Segment>)>| -> Vec<(u32, Span)> {
+            buckets
+                .into_iter()
+                .map(|(k, segments)| (k, runs.push(segments)))
+                .collect()
+        };
+        let regions = add(bucket(live.filter_map(|m| m.region.map(|r| (r, m.whole)))));
+        let zones = add(bucket(
+            groups.iter().filter_map(|(z, g)| z.map(|z| (z, *g))),
+        ));
+        let runs = runs.finish();
+        ChunkMeta {
+            affinity: metas
+                .iter()
+                .map(|m| m.affinity)
+                .find(|a| *a != Affinity::Nearest)
+                .unwrap_or_default(),
+            ttl: metas.iter().filter_map(|m| m.ttl).min(),
+            counts: metas.iter().fold(Counts::default(), |mut all, m| {
+                all.add(Counts::of(m.stale, m.has_ready));
+                all
+            }),
+            metas,
+            groups,
+            runs,
+            all,
+            zones,
+            regions,
+        }
+    }
+}
+
+/// Part `i` of `prev` kept as part `index`: its meta, with its zone runs
+/// copied to `groups` (its new chunk's).
+pub(super) fn keep(
+    prev: &ServiceView,
+    i: usize,
+    index: u32,
+    groups: &mut Vec<(Option<ZoneId>, Segment)>,
+) -> PartMeta {
+    let chunk = &prev.chunks[i / CHUNK];
+    let mut meta = chunk.metas[i % CHUNK];
+    let start = groups.len() as u32;
+    groups.extend(
+        chunk.groups[meta.groups.start as usize..meta.groups.end as usize]
+            .iter()
+            .map(|(z, g)| {
+                (
+                    *z,
+                    Segment {
+                        cluster: index,
+                        ..*g
+                    },
+                )
+            }),
+    );
+    meta.groups = Span {
+        start,
+        end: groups.len() as u32,
+    };
+    meta.whole.cluster = index;
+    meta
+}
+
+/// `items` grouped by key, keys ascending, each group in the items'
+/// order. Two bucket passes rather than a sort: a service spans a handful
+/// of zones and regions but may span a thousand clusters.
+pub(super) fn bucket<K: Copy + Ord, T>(
+    items: impl Iterator<Item = (K, T)> + Clone,
+) -> Vec<(K, Vec<T>)> {
+    let mut counts: Vec<(K, usize)> = Vec::new();
+    for (key, _) in items.clone() {
+        match counts.binary_search_by_key(&key, |(k, _)| *k) {
+            Ok(i) => counts[i].1 += 1,
+            Err(i) => counts.insert(i, (key, 1)),
+        }
+    }
+    let mut buckets: Vec<(K, Vec<T>)> = counts
+        .iter()
+        .map(|(k, n)| (*k, Vec::with_capacity(*n)))
+        .collect();
+    for (key, item) in items {
+        if let Ok(i) = counts.binary_search_by_key(&key, |(k, _)| *k) {
+            buckets[i].1.push(item);
+        }
+    }
+    buckets
+}
