@@ -6,10 +6,10 @@ use std::time::Duration;
 use clap::Args;
 use meshdns_proto::duration;
 
+use crate::authority::Authority;
 use crate::error::Error;
 use crate::qname::Domain;
 use crate::registry::Liveness;
-use crate::zone::Zone;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text)
@@ -233,7 +233,7 @@ pub struct Limits {
     pub tcp_idle_timeout: Duration,
 }
 
-/// DNS abuse controls (cookies live in the [`Zone`]).
+/// DNS abuse controls (cookies live in the [`Authority`]).
 #[derive(Debug, Clone, Copy)]
 pub struct DnsAbuse {
     /// UDP responses a second per source prefix; 0: no rate limiting.
@@ -257,7 +257,7 @@ pub struct TlsPem {
 /// Validated settings of a running server.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    pub zone: Zone,
+    pub authority: Authority,
     /// PEM material, when the registry serves TLS.
     pub tls: Option<TlsPem>,
     /// Token file and trust domain for [`crate::auth::Auth`].
@@ -520,7 +520,7 @@ impl ServeArgs {
                 problem: "at least one address is needed".into(),
             });
         }
-        let zone = Zone::new(
+        let authority = Authority::new(
             domains,
             seconds("--ttl", self.ttl)?,
             seconds("--negative-ttl", self.negative_ttl)?,
@@ -529,19 +529,18 @@ impl ServeArgs {
         )
         .map_err(|problem| Error::Config {
             flag: "--domain",
-            problem,
+            problem: problem.to_string(),
         })?;
-        let zone = match &self.cookie_secret_file {
-            Some(path) => {
-                zone.with_cookies(crate::cookie::Cookies::from_file(path).map_err(|e| {
-                    Error::Config {
+        let authority =
+            match &self.cookie_secret_file {
+                Some(path) => authority.with_cookies(
+                    crate::cookie::Cookies::from_file(path).map_err(|e| Error::Config {
                         flag: "--cookie-secret-file",
                         problem: e.to_string(),
-                    }
-                })?)
-            }
-            None => zone,
-        };
+                    })?,
+                ),
+                None => authority,
+            };
         let follow = match &self.follow {
             None => None,
             Some(url) => Some(
@@ -554,7 +553,7 @@ impl ServeArgs {
             ),
         };
         Ok(ServeConfig {
-            zone,
+            authority,
             tls,
             token_file: self.token_file.clone(),
             trust_domain: self.trust_domain.clone(),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
+use meshdns::authority::{self, Authority, Transport};
 use meshdns::cookie::Cookies;
 use meshdns::fast;
 use meshdns::metrics::Metrics;
@@ -18,7 +19,6 @@ use meshdns::qname::Domain;
 use meshdns::registry::Registry;
 use meshdns::select;
 use meshdns::snapshot::Snapshot;
-use meshdns::zone::{self, Transport, Zone};
 use meshdns_proto::model::{
     Cluster, ClusterName, Endpoint, LabelValue, Mode, Namespace, Policy, Port, Protocol,
     ServiceExport, ServiceKey, ServiceName,
@@ -91,7 +91,7 @@ fn snapshot() -> Arc<Snapshot> {
     registry.snapshot().clone()
 }
 
-fn zones() -> Vec<Zone> {
+fn authorities() -> Vec<Authority> {
     let domains = vec![
         Domain::parse("global").unwrap(),
         Domain::parse("clusterset.local").unwrap(),
@@ -100,10 +100,10 @@ fn zones() -> Vec<Zone> {
     // server cookie.
     let cookies = Cookies::new([3; 16]).at_time(NOW);
     vec![
-        Zone::new(domains.clone(), 5, 5, 8, 1)
+        Authority::new(domains.clone(), 5, 5, 8, 1)
             .unwrap()
             .with_cookies(cookies.clone()),
-        Zone::new(domains, 30, 10, 3, 4)
+        Authority::new(domains, 30, 10, 3, 4)
             .unwrap()
             .with_cookies(cookies),
     ]
@@ -266,14 +266,14 @@ proptest! {
     #[test]
     fn fast_path_replies_as_the_full_handler(ask in ask()) {
         let snapshot = snapshot();
-        for zone in zones() {
+        for zone in authorities() {
             let bytes = packet(&ask);
             let mut out = Vec::new();
             select::set_rotation(ask.rotation);
             let fast = fast::answer(&snapshot, &zone, &bytes, ask.source, &mut out);
             select::set_rotation(ask.rotation);
             let (full, full_outcome) =
-                zone::respond(&snapshot, &zone, &bytes, ask.source, Transport::Udp).unwrap();
+                authority::respond(&snapshot, &zone, &bytes, ask.source, Transport::Udp).unwrap();
             if let Some(outcome) = fast {
                 prop_assert_eq!(&out, &full, "{:?}", ask);
                 prop_assert_eq!(outcome.rcode, full_outcome.rcode);
@@ -292,7 +292,7 @@ proptest! {
     fn fast_path_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let snapshot = snapshot();
         let mut out = Vec::new();
-        for zone in zones() {
+        for zone in authorities() {
             let _ = fast::answer(&snapshot, &zone, &bytes, IpAddr::V4(Ipv4Addr::LOCALHOST), &mut out);
         }
     }
@@ -302,7 +302,7 @@ proptest! {
 #[test]
 fn fast_path_takes_the_common_queries() {
     let snapshot = snapshot();
-    let zone = &zones()[0];
+    let zone = &authorities()[0];
     let base = Ask {
         name: 0,
         case: vec![false],
@@ -372,7 +372,7 @@ fn fast_path_takes_the_common_queries() {
 #[test]
 fn cookies_in_both_paths() {
     let snapshot = snapshot();
-    let zone = &zones()[0];
+    let zone = &authorities()[0];
     let source = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 9));
     let ask = |cookie: CookieAsk| Ask {
         name: 0,
@@ -387,7 +387,8 @@ fn cookies_in_both_paths() {
     let run = |ask: &Ask| {
         let mut out = Vec::new();
         let fast = fast::answer(&snapshot, zone, &packet(ask), source, &mut out);
-        let full = zone::respond(&snapshot, zone, &packet(ask), source, Transport::Udp).unwrap();
+        let full =
+            authority::respond(&snapshot, zone, &packet(ask), source, Transport::Udp).unwrap();
         (fast, out, full)
     };
     let cookie_of = |reply: &[u8]| {
@@ -439,7 +440,7 @@ fn cookies_in_both_paths() {
 #[test]
 fn answers_name_their_tier_and_serving_clusters() {
     let snapshot = snapshot();
-    let zone = &zones()[0];
+    let zone = &authorities()[0];
     let names = |served: &meshdns::metrics::Served| -> Vec<String> {
         let mut names: Vec<String> = served
             .ids()
@@ -492,7 +493,7 @@ fn answers_name_their_tier_and_serving_clusters() {
         let fast = fast::answer(&snapshot, zone, &bytes, ask.source, &mut out).expect("taken");
         select::set_rotation(0);
         let (reply, full) =
-            zone::respond(&snapshot, zone, &bytes, ask.source, Transport::Udp).unwrap();
+            authority::respond(&snapshot, zone, &bytes, ask.source, Transport::Udp).unwrap();
         assert_eq!(out, reply);
         let expected = answered_from(&reply);
         match tier {
