@@ -1,0 +1,134 @@
+//! DNS edge cases, each sent as the exact packet over a real socket:
+//! hand-written bytes in, the server's bytes out, decoded strictly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use meshdns_tests::Fleet;
+use meshdns_tests::dns::{raw_udp, strict};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TYPE_A: u16 = 1;
+const CLASS_IN: u16 = 1;
+
+/// A DNS header: ID, flags and the four section counts.
+fn header(id: u16, flags: u16, counts: [u16; 4]) -> Vec<u8> {
+    let mut out = id.to_be_bytes().to_vec();
+    out.extend_from_slice(&flags.to_be_bytes());
+    for count in counts {
+        out.extend_from_slice(&count.to_be_bytes());
+    }
+    out
+}
+
+/// A name in wire form, uncompressed.
+fn name(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in text.split('.').filter(|l| !l.is_empty()) {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+/// A question: name, type, class.
+fn question(text: &str, qtype: u16, qclass: u16) -> Vec<u8> {
+    let mut out = name(text);
+    out.extend_from_slice(&qtype.to_be_bytes());
+    out.extend_from_slice(&qclass.to_be_bytes());
+    out
+}
+
+/// An OPT record owned by `owner` (the root, normally) advertising
+/// `payload`, with these options.
+fn opt_owned(owner: &[u8], payload: u16, options: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut out = owner.to_vec();
+    out.extend_from_slice(&41u16.to_be_bytes());
+    out.extend_from_slice(&payload.to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    let data: Vec<u8> = options
+        .iter()
+        .flat_map(|(code, data)| {
+            let mut o = code.to_be_bytes().to_vec();
+            o.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            o.extend_from_slice(data);
+            o
+        })
+        .collect();
+    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
+fn opt(options: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    opt_owned(&[0], 1232, options)
+}
+
+/// A query for `qname` (RD set) with an OPT carrying `options`.
+fn query(id: u16, qname: &str, qtype: u16, options: Option<&[(u16, Vec<u8>)]>) -> Vec<u8> {
+    let mut out = header(id, 0x0100, [1, 0, 0, u16::from(options.is_some())]);
+    out.extend_from_slice(&question(qname, qtype, CLASS_IN));
+    if let Some(options) = options {
+        out.extend_from_slice(&opt(options));
+    }
+    out
+}
+
+/// The strictly decoded reply to `packet` over UDP.
+async fn udp(server: SocketAddr, packet: &[u8]) -> Message {
+    let raw = raw_udp(server, packet, Duration::from_secs(3))
+        .await
+        .expect("a reply over UDP");
+    strict(&raw).unwrap()
+}
+
+/// Reads one length-prefixed message from a TCP stream.
+async fn read_framed(stream: &mut TcpStream) -> Message {
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(3), stream.read_exact(&mut len))
+        .await
+        .expect("a reply in time")
+        .unwrap();
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut reply).await.unwrap();
+    strict(&reply).unwrap()
+}
+
+fn framed(packet: &[u8]) -> Vec<u8> {
+    let mut out = (packet.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(packet);
+    out
+}
+
+/// A TCP pipeline with a response (QR set) inside: it is skipped, the
+/// connection stays open and the queries behind it are answered, in order.
+#[tokio::test]
+async fn tcp_pipeline_skips_a_response() {
+    let f = Fleet::start(&[]).await;
+    let mut stream = TcpStream::connect(f.server.dns).await.unwrap();
+    let mut pipeline = framed(&query(1, "web.shop.global", TYPE_A, None));
+    let mut response = query(2, "web.shop.global", TYPE_A, None);
+    response[2] |= 0x80;
+    pipeline.extend_from_slice(&framed(&response));
+    pipeline.extend_from_slice(&framed(&query(3, "db.data.global", TYPE_A, None)));
+    stream.write_all(&pipeline).await.unwrap();
+    let first = read_framed(&mut stream).await;
+    let second = read_framed(&mut stream).await;
+    assert_eq!(first.metadata.id, 1);
+    assert_eq!(
+        second.metadata.id, 3,
+        "the response is skipped, not answered"
+    );
+    assert_eq!(second.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(second.answers.len(), 1);
+    // Still open: one more query is answered.
+    stream
+        .write_all(&framed(&query(4, "web.shop.global", TYPE_A, None)))
+        .await
+        .unwrap();
+    assert_eq!(read_framed(&mut stream).await.metadata.id, 4);
+    f.stop().await;
+}
