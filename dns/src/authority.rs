@@ -127,7 +127,9 @@ fn respond_to(
         response.metadata.response_code = ResponseCode::BADVERS;
         return encode::message(response, limit, outcome);
     }
-    if query.query_class() != DNSClass::IN {
+    // QCLASS ANY (255) is answered as IN, the only class served (as Knot
+    // and BIND do); every other class is refused.
+    if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
         response.metadata.response_code = ResponseCode::Refused;
         return encode::message(response, limit, outcome);
     }

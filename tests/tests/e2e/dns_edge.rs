@@ -132,3 +132,25 @@ async fn tcp_pipeline_skips_a_response() {
     assert_eq!(read_framed(&mut stream).await.metadata.id, 4);
     f.stop().await;
 }
+
+/// QCLASS ANY (255) is answered as IN: the question echoed with class
+/// ANY, the records in class IN. Another class (CH) is refused.
+#[tokio::test]
+async fn qclass_any_is_answered_as_in() {
+    let f = Fleet::start(&[]).await;
+    let mut packet = header(7, 0x0100, [1, 0, 0, 0]);
+    packet.extend_from_slice(&question("web.shop.global", TYPE_A, 255));
+    let m = udp(f.server.dns, &packet).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    assert_eq!(u16::from(m.queries[0].query_class()), 255);
+    assert_eq!(m.answers.len(), 4, "{m:?}");
+    assert!(m.answers.iter().all(|r| u16::from(r.dns_class) == CLASS_IN));
+    let mut chaos = header(8, 0x0100, [1, 0, 0, 0]);
+    chaos.extend_from_slice(&question("web.shop.global", TYPE_A, 3));
+    assert_eq!(
+        udp(f.server.dns, &chaos).await.metadata.response_code,
+        ResponseCode::Refused
+    );
+    f.stop().await;
+}
