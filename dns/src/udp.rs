@@ -36,8 +36,9 @@ use crate::rrl::{self, RateLimiter, Verdict};
 
 /// Datagrams taken per system call.
 const BATCH: usize = 32;
-/// Largest query read; a longer datagram is cut and answered FORMERR.
-const MAX_QUERY: usize = 4096;
+/// Largest query read: any UDP datagram (a query over 4,096 bytes, say
+/// with padding, is read like any other). 32 such buffers per worker.
+const MAX_QUERY: usize = 65_535;
 /// How often an idle worker looks at the shutdown token.
 const POLL: Duration = Duration::from_millis(100);
 

@@ -154,3 +154,17 @@ async fn qclass_any_is_answered_as_in() {
     );
     f.stop().await;
 }
+
+/// A UDP query over 4,096 bytes (here padded, RFC 7830) is read like any
+/// other: answered, not cut short into a FORMERR.
+#[tokio::test]
+async fn udp_query_over_4096_bytes_is_answered() {
+    let f = Fleet::start(&[]).await;
+    let packet = query(9, "web.shop.global", TYPE_A, Some(&[(12, vec![0; 5000])]));
+    assert!(packet.len() > 5000);
+    let m = udp(f.server.dns, &packet).await;
+    assert_eq!(m.metadata.id, 9);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 4, "{m:?}");
+    f.stop().await;
+}
