@@ -49,6 +49,13 @@ impl Wants {
         self.qtype == rtype || self.qtype == TYPE_ANY
     }
 
+    /// Whether the question is ANY: answered with one RRset (RFC 8482
+    /// §4.2), the first of A, AAAA (for addresses) or SOA (at the apex)
+    /// the name has.
+    pub fn any(self) -> bool {
+        self.qtype == TYPE_ANY
+    }
+
     /// Whether the question is a zone transfer (refused: the data lives
     /// in the registry).
     pub fn transfer(self) -> bool {
@@ -167,7 +174,8 @@ pub fn lookup<'s>(question: Question<'s>, name: QName<'s>) -> Answer<'s> {
     let layout = question.authority.domains()[question.domain].layout;
     match name {
         QName::Apex => {
-            let (soa, ns) = (wants.wants(TYPE_SOA), wants.wants(TYPE_NS));
+            // ANY: the SOA alone (RFC 8482).
+            let (soa, ns) = (wants.wants(TYPE_SOA), wants.wants(TYPE_NS) && !wants.any());
             if soa || ns {
                 Answer::records(Records::Apex { soa, ns })
             } else {
@@ -218,7 +226,10 @@ pub fn lookup<'s>(question: Question<'s>, name: QName<'s>) -> Answer<'s> {
                 .and_then(|(v, i, c)| c.endpoint(host).map(|e| (v, i, e)));
             match found {
                 Some((view, index, (ep, true))) => {
-                    let (a, aaaa) = (wants.wants(TYPE_A), wants.wants(TYPE_AAAA));
+                    let a = wants.wants(TYPE_A);
+                    // ANY: the A RRset when there is one, else AAAA (RFC 8482).
+                    let aaaa = wants.wants(TYPE_AAAA)
+                        && !(wants.any() && ep.addresses.iter().any(IpAddr::is_ipv4));
                     let count = ep
                         .addresses
                         .iter()
@@ -305,8 +316,10 @@ fn addresses<'s>(question: Question<'s>, view: &'s ServiceView, pick: Pick<'s>) 
     let (a, aaaa) = (wants.wants(TYPE_A), wants.wants(TYPE_AAAA));
     let start = select::next_rotation();
     let max = question.authority.max_answers;
-    let count = if a { pick.v4(start, max).count() } else { 0 }
-        + if aaaa { pick.v6(start, max).count() } else { 0 };
+    let v4 = if a { pick.v4(start, max).count() } else { 0 };
+    // ANY: the A RRset when there is one, else AAAA (RFC 8482).
+    let aaaa = aaaa && !(wants.any() && v4 > 0);
+    let count = v4 + if aaaa { pick.v6(start, max).count() } else { 0 };
     if count == 0 {
         return Answer::negative(Rcode::NoError);
     }

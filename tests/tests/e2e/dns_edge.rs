@@ -168,3 +168,33 @@ async fn udp_query_over_4096_bytes_is_answered() {
     assert_eq!(m.answers.len(), 4, "{m:?}");
     f.stop().await;
 }
+
+/// ANY is answered with one RRset (RFC 8482 §4.2: a subset): a service's
+/// A records when it has IPv4 addresses (else its AAAA), the apex's SOA.
+#[tokio::test]
+async fn any_gets_one_rrset() {
+    let f = Fleet::start(&[]).await;
+    let types = |m: &Message| {
+        let mut types: Vec<String> = m
+            .answers
+            .iter()
+            .map(|r| r.record_type().to_string())
+            .collect();
+        types.dedup();
+        types
+    };
+    // web.shop has IPv4 and IPv6 endpoints: A only.
+    let m = udp(f.server.dns, &query(10, "web.shop.global", 255, Some(&[]))).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(types(&m), ["A"], "{m:?}");
+    let m = udp(f.server.dns, &query(11, "global", 255, Some(&[]))).await;
+    assert_eq!(types(&m), ["SOA"], "{m:?}");
+    // A host with both families: its A.
+    let m = udp(
+        f.server.dns,
+        &query(12, "10-3-0-11.west-1.web.shop.global", 255, Some(&[])),
+    )
+    .await;
+    assert_eq!(types(&m), ["A"], "{m:?}");
+    f.stop().await;
+}
