@@ -15,7 +15,8 @@ use crate::locality::AskerPlace;
 use crate::metrics::AnswerTier;
 use crate::qname::{Layout, QName, Reverse};
 use crate::select::{self, Pick};
-use crate::snapshot::{PtrName, ServiceView, Snapshot};
+use crate::snapshot::{Kind, PtrName, ServiceView, Snapshot};
+use meshdns_proto::model::Affinity;
 
 use super::Authority;
 use super::rules::Rcode;
@@ -272,13 +273,14 @@ pub fn lookup<'s>(question: Question<'s>, name: QName<'s>) -> Answer<'s> {
     }
 }
 
-/// The service's targets chosen for the asker: the answer is located.
+/// The service's targets chosen for the asker. The answer is located
+/// unless the service answers every place alike (affinity `none`).
 fn select<'s>(question: Question<'s>, view: &'s ServiceView) -> (Pick<'s>, Answer<'s>) {
     let pick = select::select(view, question.place, question.authority.min_healthy);
     let answer = Answer {
         rcode: Rcode::NoError,
         records: Records::Negative,
-        located: true,
+        located: view.affinity != Affinity::None,
         fail_open: view.fail_open,
         tier: Some(AnswerTier::of(
             pick.tier,
@@ -299,11 +301,16 @@ pub fn service<'s>(question: Question<'s>, view: Option<&'s ServiceView>) -> Ans
     let (pick, answer) = select(question, view);
     let Answer { records, .. } = addresses(question, view, pick);
     if matches!(records, Records::Negative) {
-        // NODATA: no tier, no fail-open; still located (the scope says
-        // the asker's place was looked at).
+        // NODATA: no tier, no fail-open. Located only if another place
+        // could have had addresses: not when the service has none of the
+        // asked family anywhere.
+        let wants = question.wants;
+        let anywhere = (wants.wants(TYPE_A) && view.all.total(Kind::V4) > 0)
+            || (wants.wants(TYPE_AAAA) && view.all.total(Kind::V6) > 0);
         return Answer {
             fail_open: false,
             tier: None,
+            located: answer.located && anywhere,
             ..answer
         };
     }

@@ -88,7 +88,10 @@ pub fn asker(snapshot: &Snapshot, source: IpAddr, ecs: Option<ClientSubnet>) -> 
 
 /// The ECS scope prefix of a reply (RFC 7871 §7.2.1): how much of the
 /// asker's address the answer depends on — all it sent when locality
-/// chose the answer (`located`), none otherwise.
+/// chose the answer (`located`), none when every asker gets the same
+/// answer (NXDOMAIN; names that are not a selection; a service with
+/// affinity `none`; NODATA for a family the service has nowhere), so
+/// resolvers cache it once rather than per subnet.
 pub fn ecs_scope(source_prefix: u8, located: bool) -> u8 {
     if located { source_prefix } else { 0 }
 }

@@ -198,3 +198,44 @@ async fn any_gets_one_rrset() {
     assert_eq!(types(&m), ["A"], "{m:?}");
     f.stop().await;
 }
+
+/// The ECS option of a query: family, source prefix, the address bytes.
+fn ecs(family: u16, source: u8, address: &[u8]) -> (u16, Vec<u8>) {
+    let mut data = family.to_be_bytes().to_vec();
+    data.extend_from_slice(&[source, 0]);
+    data.extend_from_slice(address);
+    (8, data)
+}
+
+/// The ECS scope of a reply.
+fn scope(m: &Message) -> Option<u8> {
+    meshdns_tests::dns::ecs_echo(m).map(|(_, _, scope)| scope)
+}
+
+/// ECS scope 0 when every asker gets the same answer — NXDOMAIN, and
+/// NODATA for a family the service has nowhere (`db.data` has no IPv6) —
+/// and the source prefix only when the asker's place chose the answer;
+/// on the fast path (UDP) and the full handler (TCP) alike.
+#[tokio::test]
+async fn ecs_scope_is_zero_unless_the_answer_depends_on_the_asker() {
+    let f = Fleet::start(&[]).await;
+    let subnet = [ecs(1, 32, &[127, 0, 0, 4])];
+    for (qname, qtype, expected) in [
+        ("web.shop.global", TYPE_A, 32),
+        ("db.data.global", 28, 0),
+        ("nope.shop.global", TYPE_A, 0),
+    ] {
+        let packet = query(20, qname, qtype, Some(&subnet));
+        let over_udp = udp(f.server.dns, &packet).await;
+        let over_tcp = strict(
+            &meshdns_tests::dns::raw_tcp(f.server.dns, &packet)
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        for m in [over_udp, over_tcp] {
+            assert_eq!(scope(&m), Some(expected), "{qname} {qtype}: {m:?}");
+        }
+    }
+    f.stop().await;
+}
