@@ -12,8 +12,8 @@
 //!   any message with hickory and encodes the answer;
 //! - [`crate::fast`]: the UDP fast path, which encodes the same answer
 //!   straight into bytes for the plain A/AAAA query;
-//! - [`config`], [`edns`], [`targets`]: the served domains, the query's
-//!   OPT, SRV and PTR target names.
+//! - [`config`], [`edns`], [`targets`], [`formerr`]: the served domains,
+//!   the query's OPT, SRV and PTR target names, malformed queries.
 //!
 //! It reads one [`Snapshot`] and takes no lock.
 
@@ -21,6 +21,7 @@ pub mod answer;
 pub mod config;
 pub mod edns;
 pub mod encode;
+pub mod formerr;
 pub mod rules;
 pub mod targets;
 
@@ -64,17 +65,14 @@ fn respond_to(
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         return None;
     }
-    let request = match Message::from_vec(packet) {
-        Ok(request) => request,
-        Err(_) => {
-            let opcode = (packet[2] >> 3) & 0x0f;
-            let rcode = if opcode == 0 {
-                Rcode::FormErr
-            } else {
-                Rcode::NotImp
-            };
+    // A malformed query, or one hickory cannot decode: FORMERR, with
+    // the question and an OPT when they can be read.
+    let request = match formerr::check(packet).map(|()| Message::from_vec(packet)) {
+        Ok(Ok(request)) => request,
+        Err(_) | Ok(Err(_)) => {
+            let (reply, rcode) = formerr::reply(packet);
             outcome.rcode = rcode as u16;
-            return Some(header_only(packet, rcode));
+            return Some(reply);
         }
     };
     let mut response = Message::new(
@@ -186,16 +184,4 @@ fn respond_to(
     response.authorities = sections.authorities;
     response.additionals = sections.additionals;
     encode::message(response, limit, outcome)
-}
-
-/// A response of just a header: for a message too broken to echo.
-fn header_only(packet: &[u8], rcode: Rcode) -> Vec<u8> {
-    let mut out = vec![0u8; 12];
-    out[0] = packet[0];
-    out[1] = packet[1];
-    // QR, the request's opcode and RD; everything else clear (CD too: the
-    // header may be all that could be read).
-    let flags = rules::header_flags([packet[2], 0], false, rcode);
-    out[2..4].copy_from_slice(&flags);
-    out
 }

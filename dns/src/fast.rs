@@ -28,7 +28,7 @@
 //! case is the asker's); and the SOA of a negative answer points into the
 //! question for its owner.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use crate::authority::Authority;
 use crate::authority::answer::{self, Question, Records, TYPE_A, TYPE_AAAA, TYPE_SOA, Wants};
@@ -206,33 +206,15 @@ fn parse_opt(packet: &[u8], at: usize) -> Option<(Opt, usize)> {
     ))
 }
 
+/// A well-formed ECS option ([`rules::ecs_option`]); a malformed one is
+/// the full handler's to answer FORMERR.
 fn parse_subnet(data: &[u8]) -> Option<Subnet> {
-    let family = u16_at(data, 0)?;
-    let source = *data.get(2)?;
-    let width = match family {
-        1 => 32,
-        2 => 128,
-        _ => return None,
-    };
-    let raw_len = usize::from(source).div_ceil(8);
-    if source > width || data.len() != 4 + raw_len {
-        return None;
-    }
-    let mut raw = [0u8; 16];
-    raw[..raw_len].copy_from_slice(&data[4..]);
-    let address = if family == 1 {
-        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(raw))
-    };
+    let option = rules::ecs_option(data).ok()?;
     Some(Subnet {
-        family,
-        client: ClientSubnet {
-            address,
-            source_prefix: source,
-        },
-        raw,
-        raw_len,
+        family: option.family,
+        client: option.subnet,
+        raw: option.raw,
+        raw_len: option.raw_len,
     })
 }
 

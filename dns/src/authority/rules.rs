@@ -128,3 +128,70 @@ pub fn header_flags(request: [u8; 2], authoritative: bool, rcode: Rcode) -> [u8;
         (request[1] & 0x10) | rcode as u8,
     ]
 }
+
+/// An ECS option as sent, checked (RFC 7871 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EcsOption {
+    /// 1 (IPv4) or 2 (IPv6).
+    pub family: u16,
+    pub subnet: ClientSubnet,
+    /// The address bytes as sent: `ceil(source / 8)` of them.
+    pub raw: [u8; 16],
+    pub raw_len: usize,
+}
+
+/// What is wrong with an ECS option: each is answered FORMERR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EcsError {
+    #[error("ecs family {0} is neither 1 (ipv4) nor 2 (ipv6)")]
+    Family(u16),
+    #[error("ecs source prefix {prefix} is longer than the family's {width} bits")]
+    Prefix { prefix: u8, width: u8 },
+    #[error("ecs carries {found} address bytes where its source prefix needs {needed}")]
+    Length { found: usize, needed: usize },
+    #[error("ecs option is shorter than its fixed part")]
+    Short,
+}
+
+/// Reads an ECS option's data: a known family, a source prefix within
+/// it, exactly the address bytes the prefix needs (RFC 7871 §6).
+pub fn ecs_option(data: &[u8]) -> Result<EcsOption, EcsError> {
+    let [f0, f1, source, _scope, address @ ..] = data else {
+        return Err(EcsError::Short);
+    };
+    let family = u16::from_be_bytes([*f0, *f1]);
+    let width = match family {
+        1 => 32,
+        2 => 128,
+        _ => return Err(EcsError::Family(family)),
+    };
+    if *source > width {
+        return Err(EcsError::Prefix {
+            prefix: *source,
+            width,
+        });
+    }
+    let raw_len = usize::from(*source).div_ceil(8);
+    if address.len() != raw_len {
+        return Err(EcsError::Length {
+            found: address.len(),
+            needed: raw_len,
+        });
+    }
+    let mut raw = [0u8; 16];
+    raw[..raw_len].copy_from_slice(address);
+    let address = if family == 1 {
+        IpAddr::from([raw[0], raw[1], raw[2], raw[3]])
+    } else {
+        IpAddr::from(raw)
+    };
+    Ok(EcsOption {
+        family,
+        subnet: ClientSubnet {
+            address,
+            source_prefix: *source,
+        },
+        raw,
+        raw_len,
+    })
+}

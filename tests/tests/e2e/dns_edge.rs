@@ -239,3 +239,72 @@ async fn ecs_scope_is_zero_unless_the_answer_depends_on_the_asker() {
     }
     f.stop().await;
 }
+
+/// Asserts a FORMERR that echoes the question (`web.shop.global` A) and,
+/// when `opt`, carries an OPT (RFC 6891 §7); over UDP and TCP.
+async fn assert_formerr(server: SocketAddr, packet: &[u8], opt: bool, what: &str) {
+    let over_tcp = meshdns_tests::dns::raw_tcp(server, packet).await.unwrap();
+    for m in [udp(server, packet).await, strict(&over_tcp).unwrap()] {
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::FormErr,
+            "{what}: {m:?}"
+        );
+        assert_eq!(m.queries.len(), 1, "{what}: the question echoed");
+        assert_eq!(m.queries[0].name().to_ascii(), "web.shop.global.", "{what}");
+        assert_eq!(m.edns.is_some(), opt, "{what}: an OPT");
+        if let Some(edns) = &m.edns {
+            assert_eq!(edns.max_payload(), 1232, "{what}");
+        }
+    }
+}
+
+/// Malformed OPT records and ECS options, and counts that do not match
+/// the bytes: FORMERR with the question and our OPT, not a bare header.
+#[tokio::test]
+async fn formerr_carries_the_question_and_an_opt() {
+    let f = Fleet::start(&[]).await;
+    let dns = f.server.dns;
+    let ask = |options: &[(u16, Vec<u8>)]| query(30, "web.shop.global", TYPE_A, Some(options));
+    // ECS: family 3; a /33 for IPv4; address bytes not matching the prefix.
+    for (what, option) in [
+        ("ecs family 3", ecs(3, 0, &[])),
+        ("ecs /33 ipv4", ecs(1, 33, &[10, 0, 0, 1, 0])),
+        ("ecs /24 with 4 bytes", ecs(1, 24, &[10, 0, 0, 1])),
+        ("ecs /24 with 2 bytes", ecs(1, 24, &[10, 0])),
+        ("ecs /129 ipv6", ecs(2, 129, &[0; 17])),
+    ] {
+        assert_formerr(dns, &ask(&[option]), true, what).await;
+    }
+    let question = question("web.shop.global", TYPE_A, CLASS_IN);
+    // An OPT owned by `x.`, not the root.
+    let mut packet = header(31, 0x0100, [1, 0, 0, 1]);
+    packet.extend_from_slice(&question);
+    packet.extend_from_slice(&opt_owned(&[1, b'x', 0], 1232, &[]));
+    assert_formerr(dns, &packet, true, "opt owner x.").await;
+    // An OPT in the answer section, and one in the authority section.
+    for counts in [[1, 1, 0, 0], [1, 0, 1, 0]] {
+        let mut packet = header(32, 0x0100, counts);
+        packet.extend_from_slice(&question);
+        packet.extend_from_slice(&opt(&[]));
+        assert_formerr(dns, &packet, true, "opt outside additional").await;
+    }
+    // Two OPTs.
+    let mut packet = header(33, 0x0100, [1, 0, 0, 2]);
+    packet.extend_from_slice(&question);
+    packet.extend_from_slice(&opt(&[]));
+    packet.extend_from_slice(&opt(&[]));
+    assert_formerr(dns, &packet, true, "two opts").await;
+    // Counts: two additional records announced, one sent (its OPT read).
+    let mut packet = header(34, 0x0100, [1, 0, 0, 2]);
+    packet.extend_from_slice(&question);
+    packet.extend_from_slice(&opt(&[]));
+    assert_formerr(dns, &packet, true, "ar 2, one record").await;
+    // None announced, an OPT sent after the question: bytes left over;
+    // by the counts there is no OPT to answer with one.
+    let mut packet = header(35, 0x0100, [1, 0, 0, 0]);
+    packet.extend_from_slice(&question);
+    packet.extend_from_slice(&opt(&[]));
+    assert_formerr(dns, &packet, false, "ar 0, an opt after").await;
+    f.stop().await;
+}
