@@ -209,6 +209,11 @@ mod tests {
         let mut owned = vec![1, b'x', 0];
         owned.extend_from_slice(&opt(&[])[1..]);
         assert_eq!(check(&query(&owned, 1)), Err(Malformed::OptOwner));
+        let unmasked = [0, 8, 0, 7, 0, 1, 23, 0, 10, 1, 3];
+        assert_eq!(
+            check(&query(&opt(&unmasked), 1)),
+            Err(Malformed::Ecs(EcsError::Unmasked))
+        );
         let family = [0, 8, 0, 4, 0, 3, 0, 0];
         assert_eq!(
             check(&query(&opt(&family), 1)),

@@ -149,12 +149,15 @@ pub enum EcsError {
     Prefix { prefix: u8, width: u8 },
     #[error("ecs carries {found} address bytes where its source prefix needs {needed}")]
     Length { found: usize, needed: usize },
+    #[error("ecs address has bits set beyond its source prefix")]
+    Unmasked,
     #[error("ecs option is shorter than its fixed part")]
     Short,
 }
 
 /// Reads an ECS option's data: a known family, a source prefix within
-/// it, exactly the address bytes the prefix needs (RFC 7871 §6).
+/// it, exactly the address bytes the prefix needs, and no address bit set
+/// beyond the prefix (RFC 7871 §6: such a query is FORMERR).
 pub fn ecs_option(data: &[u8]) -> Result<EcsOption, EcsError> {
     let [f0, f1, source, _scope, address @ ..] = data else {
         return Err(EcsError::Short);
@@ -177,6 +180,10 @@ pub fn ecs_option(data: &[u8]) -> Result<EcsOption, EcsError> {
             found: address.len(),
             needed: raw_len,
         });
+    }
+    let spare = raw_len * 8 - usize::from(*source);
+    if spare > 0 && address[raw_len - 1] & ((1u8 << spare) - 1) != 0 {
+        return Err(EcsError::Unmasked);
     }
     let mut raw = [0u8; 16];
     raw[..raw_len].copy_from_slice(address);

@@ -308,3 +308,31 @@ async fn formerr_carries_the_question_and_an_opt() {
     assert_formerr(dns, &packet, false, "ar 0, an opt after").await;
     f.stop().await;
 }
+
+/// ECS with address bits set beyond its source prefix (10.1.3.0/23 sent
+/// as 10.1.3) is FORMERR (RFC 7871 §6), not echoed unmasked; the same
+/// subnet masked is answered.
+#[tokio::test]
+async fn ecs_bits_beyond_the_prefix_are_formerr() {
+    let f = Fleet::start(&[]).await;
+    let unmasked = query(
+        40,
+        "web.shop.global",
+        TYPE_A,
+        Some(&[ecs(1, 23, &[10, 1, 3])]),
+    );
+    assert_formerr(f.server.dns, &unmasked, true, "ecs 10.1.3/23").await;
+    let masked = query(
+        41,
+        "web.shop.global",
+        TYPE_A,
+        Some(&[ecs(1, 23, &[10, 1, 2])]),
+    );
+    let m = udp(f.server.dns, &masked).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        meshdns_tests::dns::ecs_echo(&m).map(|(address, prefix, _)| (address.to_string(), prefix)),
+        Some(("10.1.2.0".to_owned(), 23))
+    );
+    f.stop().await;
+}
