@@ -22,6 +22,7 @@ pub mod config;
 pub mod edns;
 pub mod encode;
 pub mod formerr;
+pub mod nsid;
 pub mod rules;
 pub mod targets;
 
@@ -176,6 +177,9 @@ fn respond_to(
             subnet,
             rules::ecs_scope(subnet.source_prefix, answer.located),
         );
+    }
+    if let (Some(query), Some(ours)) = (&request.edns, response.edns.as_mut()) {
+        edns::answer_nsid(authority, query, ours);
     }
     if answer.rcode == Rcode::NxDomain {
         response.metadata.response_code = ResponseCode::NXDomain;

@@ -148,6 +148,9 @@ pub struct ServeArgs {
     /// A file holding the DNS Cookie server secret (32 hex digits, e.g. `openssl rand -hex 16`), so replicas behind one address accept each other's cookies; random per process without it.
     #[arg(long = "cookie-secret-file", env = "MESHDNS_COOKIE_SECRET_FILE")]
     pub cookie_secret_file: Option<std::path::PathBuf>,
+    /// The name server identifier (NSID, RFC 5001) answered to queries that ask for it, so operators can tell replicas apart behind one address: text, or hex digits after `0x`; at most 128 bytes.
+    #[arg(long = "nsid", env = "MESHDNS_NSID")]
+    pub nsid: Option<String>,
     /// Keep /readyz unready until the registry holds data (a cluster's snapshot, the saved state, or the upstream's state).
     #[arg(long = "ready-wait-data", env = "MESHDNS_READY_WAIT_DATA")]
     pub ready_wait_data: bool,
@@ -531,6 +534,17 @@ impl ServeArgs {
             flag: "--domain",
             problem: problem.to_string(),
         })?;
+        let authority = match &self.nsid {
+            Some(text) => {
+                authority.with_nsid(crate::authority::nsid::parse(text).map_err(|e| {
+                    Error::Config {
+                        flag: "--nsid",
+                        problem: e.to_string(),
+                    }
+                })?)
+            }
+            None => authority,
+        };
         let authority =
             match &self.cookie_secret_file {
                 Some(path) => authority.with_cookies(

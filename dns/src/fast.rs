@@ -30,9 +30,9 @@
 
 use std::net::IpAddr;
 
-use crate::authority::Authority;
 use crate::authority::answer::{self, Question, Records, TYPE_A, TYPE_AAAA, TYPE_SOA, Wants};
 use crate::authority::rules::{self, ClientSubnet, Rcode, Transport};
+use crate::authority::{Authority, nsid};
 use crate::cookie;
 use crate::metrics::Outcome;
 use crate::qname::{self, QName};
@@ -62,6 +62,8 @@ struct Opt {
     subnet: Option<Subnet>,
     /// Where the COOKIE option's data is in the packet.
     cookie: Option<(usize, usize)>,
+    /// The query asks for our NSID (RFC 5001).
+    nsid: bool,
 }
 
 /// The parts of a query the fast path needs, read from the wire.
@@ -179,6 +181,7 @@ fn parse_opt(packet: &[u8], at: usize) -> Option<(Opt, usize)> {
     }
     let mut subnet = None;
     let mut cookie = None;
+    let mut nsid = false;
     let mut o = start;
     while o < end {
         let code = u16_at(packet, o)?;
@@ -191,6 +194,7 @@ fn parse_opt(packet: &[u8], at: usize) -> Option<(Opt, usize)> {
             OPTION_ECS if subnet.is_none() => subnet = Some(parse_subnet(data)?),
             // A second or malformed one is the full handler's to refuse.
             OPTION_COOKIE if cookie.is_none() => cookie = Some((o + 4, o + 4 + len)),
+            nsid::OPTION_NSID if !nsid && len == 0 => nsid = true,
             _ => return None,
         }
         o += 4 + len;
@@ -201,6 +205,7 @@ fn parse_opt(packet: &[u8], at: usize) -> Option<(Opt, usize)> {
             dnssec_ok,
             subnet,
             cookie,
+            nsid,
         },
         end,
     ))
@@ -311,7 +316,7 @@ pub fn answer(
         return (out.len() <= limit).then_some(outcome);
     };
     let size = if query.qtype == TYPE_A { 16 } else { 28 };
-    let total = query.question_end + n * size + opt_len(&query);
+    let total = query.question_end + n * size + opt_len(&query, authority);
     if total > limit {
         return None;
     }
@@ -353,7 +358,7 @@ pub fn answer(
             record(TYPE_AAAA, &a.octets());
         }
     }
-    write_opt(out, &query, scope);
+    write_opt(out, &query, scope, authority);
     Some(outcome)
 }
 
@@ -404,7 +409,7 @@ fn write_negative(
     }
     let rdlen = (out.len() - rdlen_at - 2) as u16;
     out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
-    write_opt(out, query, scope);
+    write_opt(out, query, scope, authority);
 }
 
 /// One label of a name we write (a short ASCII constant).
@@ -445,27 +450,34 @@ fn write_apex(out: &mut Vec<u8>, query: &Query<'_>, mut at: usize) -> usize {
 }
 
 /// The OPT record's length in the response.
-fn opt_len(query: &Query<'_>) -> usize {
+fn opt_len(query: &Query<'_>, authority: &Authority) -> usize {
     match query.opt {
         None => 0,
         Some(opt) => {
             11 + opt.subnet.map_or(0, |s| 8 + s.raw_len)
                 + query.cookie.map_or(0, |_| 4 + cookie::REPLY_LEN)
+                + nsid(opt, authority).map_or(0, |n| 4 + n.len())
         }
     }
+}
+
+/// Our NSID when the query asks for it and we have one.
+fn nsid(opt: Opt, authority: &Authority) -> Option<&[u8]> {
+    if opt.nsid { authority.nsid() } else { None }
 }
 
 /// Our OPT when the query had one: payload 1232, version 0, the DO bit
 /// copied (RFC 3225), the COOKIE option answered (RFC 7873) and the ECS
 /// option echoed with `scope` (0 when the answer did not depend on the
-/// asker; RFC 7871), in that order, as the full handler writes them.
-fn write_opt(out: &mut Vec<u8>, query: &Query<'_>, scope: u8) {
+/// asker; RFC 7871) and our NSID if asked (RFC 5001), in that order, as
+/// the full handler writes them.
+fn write_opt(out: &mut Vec<u8>, query: &Query<'_>, scope: u8, authority: &Authority) {
     let Some(opt) = query.opt else { return };
     out.push(0);
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
     out.extend_from_slice(&rules::OPT_PAYLOAD.to_be_bytes());
     out.extend_from_slice(&[0, 0, if opt.dnssec_ok { 0x80 } else { 0 }, 0]);
-    let rdlen = opt_len(query) - 11;
+    let rdlen = opt_len(query, authority) - 11;
     out.extend_from_slice(&(rdlen as u16).to_be_bytes());
     if let Some(answer) = &query.cookie {
         out.extend_from_slice(&OPTION_COOKIE.to_be_bytes());
@@ -480,5 +492,10 @@ fn write_opt(out: &mut Vec<u8>, query: &Query<'_>, scope: u8) {
         out.push(s.client.source_prefix);
         out.push(scope);
         out.extend_from_slice(&s.raw[..s.raw_len]);
+    }
+    if let Some(nsid) = nsid(opt, authority) {
+        out.extend_from_slice(&nsid::OPTION_NSID.to_be_bytes());
+        out.extend_from_slice(&(nsid.len() as u16).to_be_bytes());
+        out.extend_from_slice(nsid);
     }
 }

@@ -160,7 +160,17 @@ fn fleet() -> Arc<Snapshot> {
                 services.push(export("shop", "drain", drain()));
                 services.push(export("shop", "mixed", drain()));
             }
-            5 => services.push(export("shop", "mixed", vec![endpoint("100.5.2.1", true)])),
+            5 => {
+                services.push(export("shop", "mixed", vec![endpoint("100.5.2.1", true)]));
+                // More than a 1232-byte reply holds under a large --max-answers.
+                services.push(export(
+                    "shop",
+                    "big",
+                    (0..200u16)
+                        .map(|e| endpoint(&format!("100.5.{}.{}", 10 + e / 100, e % 100), true))
+                        .collect(),
+                ));
+            }
             6 | 7 => services.push(export(
                 "shop",
                 "gone",
@@ -202,7 +212,8 @@ fn fleet() -> Arc<Snapshot> {
 /// The served domains and settings both paths are compared under: the
 /// default settings; a long negative TTL, few answers and `min_healthy`
 /// 4 (tiers spill over); and the MCS domain first, a third domain and
-/// the reverse zones, `min_healthy` 2.
+/// the reverse zones, `min_healthy` 2, up to 100 answers (more than a
+/// UDP reply holds) and an NSID.
 fn authorities() -> Vec<Authority> {
     let domains = vec![
         Domain::parse("global").unwrap(),
@@ -223,9 +234,10 @@ fn authorities() -> Vec<Authority> {
         Authority::new(domains, 30, 10, 3, 4)
             .unwrap()
             .with_cookies(cookies.clone()),
-        Authority::new(more, 60, 3600, 5, 2)
+        Authority::new(more, 60, 3600, 100, 2)
             .unwrap()
-            .with_cookies(cookies),
+            .with_cookies(cookies.clone())
+            .with_nsid(b"replica-1".to_vec()),
     ]
 }
 
@@ -287,6 +299,7 @@ const NAMES: &[&str] = &[
     "gone.shop.{d}",
     "drain.shop.{d}",
     "mixed.shop.{d}",
+    "big.shop.{d}",
     "{d}",
     "shop.{d}",
     "c1.web.shop.{d}",
@@ -333,6 +346,8 @@ struct Ask {
     rd: bool,
     cd: bool,
     rotation: usize,
+    /// The OPT (if any) asks for the NSID.
+    nsid: bool,
 }
 
 /// A name asked: one of [`NAMES`] under one of [`DOMAINS`], or random
@@ -367,6 +382,27 @@ fn asked() -> impl Strategy<Value = Asked> {
     ]
 }
 
+/// A source prefix up to `width`, the edges (0: no tailoring; the whole
+/// address) as often as the rest.
+fn prefix(width: u8) -> impl Strategy<Value = u8> {
+    prop_oneof![Just(0u8), Just(width), 0..=width]
+}
+
+/// `address` with the bits beyond `prefix` cleared, and the prefix.
+fn masked(address: IpAddr, prefix: u8) -> (IpAddr, u8) {
+    let address = match address {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    };
+    (address, prefix)
+}
+
 fn ask() -> impl Strategy<Value = Ask> {
     let qtype = prop_oneof![
         4 => prop_oneof![Just(1u16), Just(28)],
@@ -376,11 +412,13 @@ fn ask() -> impl Strategy<Value = Ask> {
     // ECS from inside each cluster (both families), from nowhere known,
     // and with every source prefix.
     let subnet = prop_oneof![
-        (0u8..8, 0u8..=32).prop_map(|(c, p)| (IpAddr::V4(Ipv4Addr::new(10, c, 1, 1)), p)),
-        (0u8..8, 0u8..=128)
-            .prop_map(|(c, p)| (IpAddr::V6(format!("fd10:{c}::1").parse().unwrap()), p)),
-        (0u8..=32).prop_map(|p| (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), p)),
-        (0u8..=128).prop_map(|p| (IpAddr::V6("2001:db8::1".parse().unwrap()), p)),
+        (0u8..8, prefix(32)).prop_map(|(c, p)| masked(IpAddr::V4(Ipv4Addr::new(10, c, 1, 1)), p)),
+        (0u8..8, prefix(128))
+            .prop_map(|(c, p)| masked(IpAddr::V6(format!("fd10:{c}::1").parse().unwrap()), p)),
+        prefix(32).prop_map(|p| masked(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), p)),
+        prefix(128).prop_map(|p| masked(IpAddr::V6("2001:db8::1".parse().unwrap()), p)),
+        // Address bits beyond the prefix: FORMERR (the full handler's).
+        (0u8..32).prop_map(|p| (IpAddr::V4(Ipv4Addr::new(10, 1, 255, 255)), p)),
     ];
     let edns = proptest::option::of((
         prop_oneof![Just(512u16), Just(1232), Just(4096), Just(100)],
@@ -403,17 +441,21 @@ fn ask() -> impl Strategy<Value = Ask> {
         any::<bool>(),
         any::<bool>(),
         any::<usize>(),
+        any::<bool>(),
     )
-        .prop_map(|(name, case, qtype, edns, source, rd, cd, rotation)| Ask {
-            name,
-            case,
-            qtype,
-            edns,
-            source,
-            rd,
-            cd,
-            rotation,
-        })
+        .prop_map(
+            |(name, case, qtype, edns, source, rd, cd, rotation, nsid)| Ask {
+                name,
+                case,
+                qtype,
+                edns,
+                source,
+                rd,
+                cd,
+                rotation,
+                nsid,
+            },
+        )
 }
 
 fn packet(ask: &Ask) -> Vec<u8> {
@@ -445,6 +487,10 @@ fn packet(ask: &Ask) -> Vec<u8> {
             };
             edns.options_mut()
                 .insert(EdnsOption::Subnet(ClientSubnet::new(addr, prefix, 0)));
+        }
+        if ask.nsid {
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(3, Vec::new()));
         }
         if let Some(cookie) = cookie {
             edns.options_mut()
@@ -507,6 +553,7 @@ fn fast_path_takes_the_common_queries() {
         rd: true,
         cd: false,
         rotation: 0,
+        nsid: false,
     };
     for ask in [
         base.clone(),
@@ -569,6 +616,11 @@ fn fast_path_takes_the_common_queries() {
             ..base.clone()
         },
         Ask {
+            edns: Some((1232, false, None, None)),
+            nsid: true,
+            ..base.clone()
+        },
+        Ask {
             edns: Some((1232, false, Some(("fd10:4::".parse().unwrap(), 48)), None)),
             ..base.clone()
         },
@@ -606,6 +658,7 @@ fn cookies_in_both_paths() {
         rd: true,
         cd: false,
         rotation: 0,
+        nsid: false,
     };
     let run = |ask: &Ask| {
         let mut out = Vec::new();
@@ -696,6 +749,7 @@ fn answers_name_their_tier_and_serving_clusters() {
         rd: true,
         cd: false,
         rotation: 0,
+        nsid: false,
     };
     let unknown = Ask {
         source: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),

@@ -25,6 +25,8 @@ pub struct Authority {
     pub min_healthy: usize,
     /// The DNS Cookie secret (RFC 7873, RFC 9018).
     cookies: Cookies,
+    /// The NSID answered when asked (RFC 5001); none by default.
+    nsid: Option<Box<[u8]>>,
 }
 
 /// A served domain whose name is not a valid DNS name.
@@ -81,6 +83,7 @@ impl Authority {
             max_answers,
             min_healthy,
             cookies: Cookies::random(),
+            nsid: None,
         })
     }
 
@@ -89,6 +92,17 @@ impl Authority {
     pub fn with_cookies(mut self, cookies: Cookies) -> Self {
         self.cookies = cookies;
         self
+    }
+
+    /// The same authority answering NSID queries with `nsid` ([`super::nsid`]).
+    pub fn with_nsid(mut self, nsid: Vec<u8>) -> Self {
+        self.nsid = Some(nsid.into_boxed_slice());
+        self
+    }
+
+    /// The NSID to answer with, if one is set.
+    pub fn nsid(&self) -> Option<&[u8]> {
+        self.nsid.as_deref()
     }
 
     pub fn cookies(&self) -> &Cookies {

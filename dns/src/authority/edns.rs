@@ -66,6 +66,19 @@ pub fn echo_subnet(ours: &mut Edns, subnet: ClientSubnet, scope: u8) {
     ours.options_mut().insert(EdnsOption::Subnet(echo));
 }
 
+/// Our NSID, when the query asks for one and we have one (RFC 5001).
+pub fn answer_nsid(authority: &Authority, query: &Edns, ours: &mut Edns) {
+    let asked = query
+        .options()
+        .as_ref()
+        .iter()
+        .any(|(code, _)| u16::from(*code) == super::nsid::OPTION_NSID);
+    if let (true, Some(nsid)) = (asked, authority.nsid()) {
+        ours.options_mut()
+            .insert(EdnsOption::Unknown(super::nsid::OPTION_NSID, nsid.to_vec()));
+    }
+}
+
 /// The COOKIE option answered.
 pub fn insert_cookie(ours: &mut Edns, answer: &cookie::Answer) {
     ours.options_mut().insert(EdnsOption::Unknown(

@@ -336,3 +336,45 @@ async fn ecs_bits_beyond_the_prefix_are_formerr() {
     );
     f.stop().await;
 }
+
+/// The NSID option's data in a reply, if any.
+fn nsid_of(m: &Message) -> Option<Vec<u8>> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match m.edns.as_ref()?.option(EdnsCode::NSID)? {
+        EdnsOption::Unknown(_, data) => Some(data.clone()),
+        EdnsOption::NSID(nsid) => Some(nsid.as_ref().to_vec()),
+        _ => None,
+    }
+}
+
+/// `--nsid`: a query with an empty NSID option gets ours (RFC 5001), on
+/// the fast path (UDP A), the full handler (TCP, SOA) and a NXDOMAIN
+/// alike; a query without one does not; hex after `0x` is raw bytes.
+#[tokio::test]
+async fn nsid_is_answered_when_asked() {
+    let f = Fleet::start(&["--nsid", "replica-1"]).await;
+    let dns = f.server.dns;
+    let asks = |qname: &str, qtype: u16| query(50, qname, qtype, Some(&[(3, Vec::new())]));
+    let tcp = |packet: Vec<u8>| async move {
+        strict(&meshdns_tests::dns::raw_tcp(dns, &packet).await.unwrap()).unwrap()
+    };
+    for m in [
+        udp(dns, &asks("web.shop.global", TYPE_A)).await,
+        udp(dns, &asks("nope.shop.global", TYPE_A)).await,
+        tcp(asks("web.shop.global", TYPE_A)).await,
+        tcp(asks("global", 6)).await,
+    ] {
+        assert_eq!(nsid_of(&m).as_deref(), Some(&b"replica-1"[..]), "{m:?}");
+    }
+    let m = udp(dns, &query(51, "web.shop.global", TYPE_A, Some(&[]))).await;
+    assert_eq!(nsid_of(&m), None, "not asked, not sent");
+    f.stop().await;
+    let f = Fleet::start(&["--nsid", "0x00ff10"]).await;
+    let m = udp(
+        f.server.dns,
+        &query(52, "web.shop.global", TYPE_A, Some(&[(3, Vec::new())])),
+    )
+    .await;
+    assert_eq!(nsid_of(&m), Some(vec![0x00, 0xff, 0x10]));
+    f.stop().await;
+}
