@@ -19,7 +19,7 @@ mod parts;
 mod shards;
 mod view;
 
-pub use chain::{Chain, Kind, Segment, Span, Walk};
+pub use chain::{Chain, Cursor, Kind, Segment, Span, Walk};
 pub use parts::Parts;
 use shards::Shards;
 pub use view::{ClusterView, EndpointView, ExportInput, PartChange, ServiceView, Target, Targets};
