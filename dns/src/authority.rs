@@ -17,6 +17,9 @@
 //!
 //! It reads one [`Snapshot`] and takes no lock.
 
+// A length or count cast down silently would be a wrong wire field.
+#![deny(clippy::cast_possible_truncation)]
+
 pub mod answer;
 pub mod config;
 pub mod edns;
