@@ -175,8 +175,8 @@ pub fn reply(packet: &[u8]) -> (Vec<u8>, Rcode) {
 mod tests {
     use super::*;
 
-    fn query(extra: &[u8], ar: u16) -> Vec<u8> {
-        let mut p = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, ar as u8];
+    fn query(extra: &[u8], ar: u8) -> Vec<u8> {
+        let mut p = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, ar];
         p.extend_from_slice(b"\x03web\x04shop\x06global\x00\x00\x01\x00\x01");
         p.extend_from_slice(extra);
         p
@@ -184,7 +184,7 @@ mod tests {
 
     fn opt(options: &[u8]) -> Vec<u8> {
         let mut o = vec![0, 0, 41, 4, 0xd0, 0, 0, 0x80, 0];
-        o.extend_from_slice(&(options.len() as u16).to_be_bytes());
+        o.extend_from_slice(&[0, u8::try_from(options.len()).unwrap_or(u8::MAX)]);
         o.extend_from_slice(options);
         o
     }
