@@ -11,10 +11,10 @@ use std::net::IpAddr;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
+use meshdns::authority::{self, Authority, Transport};
 use meshdns::fast;
 use meshdns::qname::{self, Domain};
 use meshdns::select;
-use meshdns::zone::{self, Transport, Zone};
 use meshdns_benches::{Fleet, asker, export, service_key};
 
 fn query_bytes(name: &str) -> Vec<u8> {
@@ -66,11 +66,11 @@ fn benches(c: &mut Criterion) {
             black_box(pick.v4(7, 8).count())
         })
     });
-    let zone = Zone::new(domains.clone(), 5, 5, 8, 1).expect("zone");
+    let zone = Authority::new(domains.clone(), 5, 5, 8, 1).expect("zone");
     let packet = query_bytes(&name);
     c.bench_function("respond_unknown_asker", |b| {
         b.iter(|| {
-            black_box(zone::respond(
+            black_box(authority::respond(
                 &snapshot,
                 &zone,
                 black_box(&packet),
@@ -81,7 +81,7 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("respond_located_asker", |b| {
         b.iter(|| {
-            black_box(zone::respond(
+            black_box(authority::respond(
                 &snapshot,
                 &zone,
                 black_box(&packet),
@@ -167,7 +167,7 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("respond_cookie", |b| {
         b.iter(|| {
-            black_box(zone::respond(
+            black_box(authority::respond(
                 &snapshot,
                 &zone,
                 black_box(&cookie_packet),

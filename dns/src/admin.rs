@@ -37,12 +37,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, Principal};
+use crate::authority::Authority;
 use crate::json::{cluster as cluster_json, service as service_json};
 use crate::metrics::Metrics;
 use crate::qname::{self, QName};
 use crate::registry::{FullState, Registry};
 use crate::select::{self, Tier};
-use crate::zone::Zone;
 
 /// What `/readyz` reports: set once the DNS listeners answer, cleared when
 /// shutdown begins so load balancers stop sending first.
@@ -68,7 +68,7 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     /// Consistent reads of the whole state (`/debug/registry`).
     pub writer: crate::registry::Writer,
-    pub zone: Arc<Zone>,
+    pub authority: Arc<Authority>,
     pub metrics: Arc<Metrics>,
     /// Who may read `/debug/*`.
     pub auth: Arc<Auth>,
@@ -363,7 +363,7 @@ async fn debug_answer(
     let lower = name.trim_end_matches('.').to_ascii_lowercase();
     let labels: Vec<&str> = lower.split('.').collect();
     let snapshot = state.registry.snapshot();
-    let (ns, svc) = match qname::parse(&labels, state.zone.domains()) {
+    let (ns, svc) = match qname::parse(&labels, state.authority.domains()) {
         Some((_, QName::Service { ns, svc })) => (ns, svc),
         Some(_) => {
             return bad(
@@ -396,8 +396,8 @@ async fn debug_answer(
                 "matched_prefix": place.map(|p| p.prefix),
             })
         });
-    let explanation = select::explain(view, place.as_ref(), state.zone.min_healthy);
-    let pick = select::select(view, place.as_ref(), state.zone.min_healthy);
+    let explanation = select::explain(view, place.as_ref(), state.authority.min_healthy);
+    let pick = select::select(view, place.as_ref(), state.authority.min_healthy);
     // One more than shown, to tell a full list from a cut one.
     let mut answer: Vec<String> = pick
         .v4(0, MAX_DEBUG_ANSWER + 1)
@@ -447,7 +447,7 @@ async fn debug_answer(
         "stale_clusters_excluded": explanation.stale_clusters_excluded,
         "answer_truncated": answer_truncated,
         "answer": answer,
-        "max_answers": state.zone.max_answers,
+        "max_answers": state.authority.max_answers,
         "no_preference": explanation.chosen == Tier::Any && place.is_none(),
         "out_by_health_check": failing_checks,
     }))

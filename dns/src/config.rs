@@ -6,10 +6,10 @@ use std::time::Duration;
 use clap::Args;
 use meshdns_proto::duration;
 
+use crate::authority::Authority;
 use crate::error::Error;
 use crate::qname::Domain;
 use crate::registry::Liveness;
-use crate::zone::Zone;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text)
@@ -148,6 +148,9 @@ pub struct ServeArgs {
     /// A file holding the DNS Cookie server secret (32 hex digits, e.g. `openssl rand -hex 16`), so replicas behind one address accept each other's cookies; random per process without it.
     #[arg(long = "cookie-secret-file", env = "MESHDNS_COOKIE_SECRET_FILE")]
     pub cookie_secret_file: Option<std::path::PathBuf>,
+    /// The name server identifier (NSID, RFC 5001) answered to queries that ask for it, so operators can tell replicas apart behind one address: text, or hex digits after `0x`; at most 128 bytes.
+    #[arg(long = "nsid", env = "MESHDNS_NSID")]
+    pub nsid: Option<String>,
     /// Keep /readyz unready until the registry holds data (a cluster's snapshot, the saved state, or the upstream's state).
     #[arg(long = "ready-wait-data", env = "MESHDNS_READY_WAIT_DATA")]
     pub ready_wait_data: bool,
@@ -227,7 +230,7 @@ pub struct Limits {
     pub tcp_idle_timeout: Duration,
 }
 
-/// DNS abuse controls (cookies live in the [`Zone`]).
+/// DNS abuse controls (cookies live in the [`Authority`]).
 #[derive(Debug, Clone, Copy)]
 pub struct DnsAbuse {
     /// UDP responses a second per source prefix; 0: no rate limiting.
@@ -251,7 +254,7 @@ pub struct TlsPem {
 /// Validated settings of a running server.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    pub zone: Zone,
+    pub authority: Authority,
     /// PEM material, when the registry serves TLS.
     pub tls: Option<TlsPem>,
     /// Token file and trust domain for [`crate::auth::Auth`].
@@ -510,7 +513,7 @@ impl ServeArgs {
                 problem: "at least one address is needed".into(),
             });
         }
-        let zone = Zone::new(
+        let authority = Authority::new(
             domains,
             seconds("--ttl", self.ttl)?,
             seconds("--negative-ttl", self.negative_ttl)?,
@@ -519,19 +522,29 @@ impl ServeArgs {
         )
         .map_err(|problem| Error::Config {
             flag: "--domain",
-            problem,
+            problem: problem.to_string(),
         })?;
-        let zone = match &self.cookie_secret_file {
-            Some(path) => {
-                zone.with_cookies(crate::cookie::Cookies::from_file(path).map_err(|e| {
+        let authority = match &self.nsid {
+            Some(text) => {
+                authority.with_nsid(crate::authority::nsid::parse(text).map_err(|e| {
                     Error::Config {
-                        flag: "--cookie-secret-file",
+                        flag: "--nsid",
                         problem: e.to_string(),
                     }
                 })?)
             }
-            None => zone,
+            None => authority,
         };
+        let authority =
+            match &self.cookie_secret_file {
+                Some(path) => authority.with_cookies(
+                    crate::cookie::Cookies::from_file(path).map_err(|e| Error::Config {
+                        flag: "--cookie-secret-file",
+                        problem: e.to_string(),
+                    })?,
+                ),
+                None => authority,
+            };
         let follow = match &self.follow {
             None => None,
             Some(url) => Some(self.upstream_auth().url(url).map_err(|e| Error::Config {
@@ -540,7 +553,7 @@ impl ServeArgs {
             })?),
         };
         Ok(ServeConfig {
-            zone,
+            authority,
             tls,
             token_file: self.token_file.clone(),
             trust_domain: self.trust_domain.clone(),

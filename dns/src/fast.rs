@@ -8,9 +8,12 @@
 //! and that an EDNS(0) OPT carrying nothing but Client Subnet and Cookie
 //! options, no trailing bytes, an uncompressed name of printable ASCII.
 //! Anything else, and any answer that would not fit the client's payload
-//! size, returns `None` and goes to [`crate::zone::respond`], the full
-//! handler. The two produce the same message for what the fast path
-//! takes: `dns/tests/fast_path.rs` checks it on generated queries.
+//! size, returns `None` and goes to [`crate::authority::respond`], the
+//! full handler. Both encode the one answer model
+//! ([`crate::authority::answer`]) under the one set of rules
+//! ([`crate::authority::rules`]); this file only writes bytes.
+//! `dns/tests/fast_path.rs` checks that the two produce the same message
+//! on generated queries.
 //!
 //! DNS Cookies are answered here too ([`crate::cookie`]: one SipHash on
 //! the stack), since resolvers that send them send them on every query; a
@@ -25,24 +28,20 @@
 //! case is the asker's); and the SOA of a negative answer points into the
 //! question for its owner.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
+use crate::authority::answer::{self, Question, Records, TYPE_A, TYPE_AAAA, TYPE_SOA, Wants};
+use crate::authority::rules::{self, ClientSubnet, Rcode, Transport};
+use crate::authority::{Authority, nsid};
 use crate::cookie;
-use crate::locality::AskerPlace;
-use crate::metrics::{AnswerTier, Outcome};
+use crate::metrics::Outcome;
 use crate::qname::{self, QName};
-use crate::select;
 use crate::snapshot::Snapshot;
-use crate::zone::{MAX_UDP_PAYLOAD, Zone};
 
-const TYPE_A: u16 = 1;
-const TYPE_AAAA: u16 = 28;
-const TYPE_SOA: u16 = 6;
 const TYPE_OPT: u16 = 41;
 const CLASS_IN: u16 = 1;
 const OPTION_ECS: u16 = 8;
 const OPTION_COOKIE: u16 = 10;
-const RCODE_NXDOMAIN: u8 = 3;
 /// Most labels a 255-byte name can have.
 const MAX_LABELS: usize = 128;
 
@@ -50,8 +49,7 @@ const MAX_LABELS: usize = 128;
 #[derive(Debug, Clone, Copy)]
 struct Subnet {
     family: u16,
-    source: u8,
-    address: IpAddr,
+    client: ClientSubnet,
     /// The address bytes as sent (`ceil(source / 8)` of them).
     raw: [u8; 16],
     raw_len: usize,
@@ -64,6 +62,8 @@ struct Opt {
     subnet: Option<Subnet>,
     /// Where the COOKIE option's data is in the packet.
     cookie: Option<(usize, usize)>,
+    /// The query asks for our NSID (RFC 5001).
+    nsid: bool,
 }
 
 /// The parts of a query the fast path needs, read from the wire.
@@ -181,6 +181,7 @@ fn parse_opt(packet: &[u8], at: usize) -> Option<(Opt, usize)> {
     }
     let mut subnet = None;
     let mut cookie = None;
+    let mut nsid = false;
     let mut o = start;
     while o < end {
         let code = u16_at(packet, o)?;
@@ -193,6 +194,7 @@ fn parse_opt(packet: &[u8], at: usize) -> Option<(Opt, usize)> {
             OPTION_ECS if subnet.is_none() => subnet = Some(parse_subnet(data)?),
             // A second or malformed one is the full handler's to refuse.
             OPTION_COOKIE if cookie.is_none() => cookie = Some((o + 4, o + 4 + len)),
+            nsid::OPTION_NSID if !nsid && len == 0 => nsid = true,
             _ => return None,
         }
         o += 4 + len;
@@ -203,36 +205,21 @@ fn parse_opt(packet: &[u8], at: usize) -> Option<(Opt, usize)> {
             dnssec_ok,
             subnet,
             cookie,
+            nsid,
         },
         end,
     ))
 }
 
+/// A well-formed ECS option ([`rules::ecs_option`]); a malformed one is
+/// the full handler's to answer FORMERR.
 fn parse_subnet(data: &[u8]) -> Option<Subnet> {
-    let family = u16_at(data, 0)?;
-    let source = *data.get(2)?;
-    let width = match family {
-        1 => 32,
-        2 => 128,
-        _ => return None,
-    };
-    let raw_len = usize::from(source).div_ceil(8);
-    if source > width || data.len() != 4 + raw_len {
-        return None;
-    }
-    let mut raw = [0u8; 16];
-    raw[..raw_len].copy_from_slice(&data[4..]);
-    let address = if family == 1 {
-        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(raw))
-    };
+    let option = rules::ecs_option(data).ok()?;
     Some(Subnet {
-        family,
-        source,
-        address,
-        raw,
-        raw_len,
+        family: option.family,
+        client: option.subnet,
+        raw: option.raw,
+        raw_len: option.raw_len,
     })
 }
 
@@ -240,7 +227,7 @@ fn parse_subnet(data: &[u8]) -> Option<Subnet> {
 /// `out` unspecified and the query to the full handler.
 pub fn answer(
     snapshot: &Snapshot,
-    zone: &Zone,
+    authority: &Authority,
     packet: &[u8],
     source: IpAddr,
     out: &mut Vec<u8>,
@@ -254,7 +241,12 @@ pub fn answer(
         return None;
     }
     if let Some((start, end)) = query.opt.and_then(|o| o.cookie) {
-        query.cookie = Some(zone.cookies().answer(&packet[start..end], source).ok()?);
+        query.cookie = Some(
+            authority
+                .cookies()
+                .answer(&packet[start..end], source)
+                .ok()?,
+        );
     }
     let text = std::str::from_utf8(&name[..name_len]).ok()?;
     let mut labels: [&str; MAX_LABELS] = [""; MAX_LABELS];
@@ -264,7 +256,7 @@ pub fn answer(
         begin = end + 1;
     }
     let labels = &labels[..count];
-    let (domain, qname) = qname::parse(labels, zone.domains())?;
+    let (domain, qname) = qname::parse(labels, authority.domains())?;
     let QName::Service { svc, ns } = qname else {
         return None;
     };
@@ -273,10 +265,7 @@ pub fn answer(
     if labels.first() != Some(&svc) {
         return None;
     }
-    let limit = match query.opt {
-        Some(opt) => usize::from(opt.payload.clamp(512, MAX_UDP_PAYLOAD)),
-        None => 512,
-    };
+    let limit = rules::size_limit(Transport::Udp, query.opt.map(|o| o.payload));
     let subnet = query.opt.and_then(|o| o.subnet);
     let mut outcome = Outcome {
         qtype: Some(query.qtype),
@@ -287,48 +276,55 @@ pub fn answer(
         ..Outcome::default()
     };
     // The apex's offset in the packet: where the domain's labels start.
-    let apex_label = count - zone.domains()[domain].labels.len();
+    let apex_label = count - authority.domains()[domain].labels.len();
     let apex = 12
         + if apex_label == 0 {
             0
         } else {
             ends[apex_label - 1] + 1
         };
-    let Some(view) = snapshot.service_by_key(key) else {
-        outcome.rcode = u16::from(RCODE_NXDOMAIN);
+    let view = snapshot.service_by_key(key).map(|v| &**v);
+    // The asker's place matters only when there is a service to choose from.
+    let place = view.and_then(|_| rules::asker(snapshot, source, subnet.map(|s| s.client)));
+    let question = Question {
+        snapshot,
+        authority,
+        domain,
+        wants: Wants::new(query.qtype),
+        place: place.as_ref(),
+    };
+    let found = answer::service(question, view);
+    let scope = rules::ecs_scope(subnet.map_or(0, |s| s.client.source_prefix), found.located);
+    let Records::Addresses {
+        view,
+        pick,
+        start,
+        count: n,
+        ..
+    } = found.records
+    else {
+        outcome.rcode = found.rcode as u16;
         write_negative(
             out,
-            zone,
+            authority,
             &query,
             snapshot.serial,
             apex,
-            RCODE_NXDOMAIN,
-            None,
+            found.rcode,
+            scope,
         );
         return (out.len() <= limit).then_some(outcome);
     };
-    let place = asker(snapshot, source, subnet.as_ref());
-    let pick = select::select(view, place.as_ref(), zone.min_healthy);
-    // The answer depended on the asker's place: ECS scope is its prefix.
-    let scope = subnet.map(|s| s.source);
-    let start = select::next_rotation();
-    let max = zone.max_answers;
-    let (n, size) = if query.qtype == TYPE_A {
-        (pick.v4(start, max).count(), 16)
-    } else {
-        (pick.v6(start, max).count(), 28)
-    };
-    if n == 0 {
-        write_negative(out, zone, &query, snapshot.serial, apex, 0, scope);
-        return (out.len() <= limit).then_some(outcome);
-    }
-    let total = query.question_end + n * size + opt_len(&query);
+    let size = if query.qtype == TYPE_A { 16 } else { 28 };
+    let total = query.question_end + n * size + opt_len(&query, authority);
     if total > limit {
         return None;
     }
-    outcome.fail_open = view.fail_open;
-    outcome.tier = Some(AnswerTier::of(pick.tier, place.is_some(), view.fail_open));
-    write_header(out, &query, 0, n as u16, 0);
+    outcome.fail_open = found.fail_open;
+    outcome.tier = found.tier;
+    // `n` is at most `max_answers` per family, and the reply fits a UDP
+    // payload: it fits 16 bits.
+    write_header(out, &query, Rcode::NoError, u16::try_from(n).ok()?, 0);
     out.extend_from_slice(&query.packet[12..query.question_end]);
     let ttl = view.ttl.to_be_bytes();
     let mut record = |rtype: u16, data: &[u8]| {
@@ -350,6 +346,7 @@ pub fn answer(
             served.add(view.clusters[cluster as usize].id());
         }
     };
+    let max = authority.max_answers;
     if query.qtype == TYPE_A {
         for (cluster, a) in pick.v4_by_cluster(start, max) {
             note(cluster);
@@ -361,27 +358,16 @@ pub fn answer(
             record(TYPE_AAAA, &a.octets());
         }
     }
-    write_opt(out, &query, scope);
+    write_opt(out, &query, scope, authority);
     Some(outcome)
 }
 
-/// Where the asker is: the ECS subnet when the query has one (a source
-/// prefix of 0 asks for no tailoring), else the source address.
-fn asker(snapshot: &Snapshot, source: IpAddr, subnet: Option<&Subnet>) -> Option<AskerPlace> {
-    match subnet {
-        Some(s) if s.source == 0 => None,
-        Some(s) => snapshot.locality.lookup(s.address, s.source),
-        None => snapshot.locality.lookup(source, 128),
-    }
-}
-
-/// Header: the query's ID, RD and CD; QR and AA set.
-fn write_header(out: &mut Vec<u8>, query: &Query<'_>, rcode: u8, answers: u16, authority: u16) {
+/// Header: the query's ID, flags as [`rules::header_flags`] says (AA set).
+fn write_header(out: &mut Vec<u8>, query: &Query<'_>, rcode: Rcode, answers: u16, authority: u16) {
     let p = query.packet;
     out.clear();
     out.extend_from_slice(&p[..2]);
-    out.push(0x80 | 0x04 | (p[2] & 0x01));
-    out.push((p[3] & 0x10) | rcode);
+    out.extend_from_slice(&rules::header_flags([p[2], p[3]], true, rcode));
     out.extend_from_slice(&1u16.to_be_bytes());
     out.extend_from_slice(&answers.to_be_bytes());
     out.extend_from_slice(&authority.to_be_bytes());
@@ -392,12 +378,12 @@ fn write_header(out: &mut Vec<u8>, query: &Query<'_>, rcode: u8, answers: u16, a
 /// the apex inside the question (`apex`, a packet offset).
 fn write_negative(
     out: &mut Vec<u8>,
-    zone: &Zone,
+    authority: &Authority,
     query: &Query<'_>,
     serial: u32,
     apex: usize,
-    rcode: u8,
-    scope: Option<u8>,
+    rcode: Rcode,
+    scope: u8,
 ) {
     write_header(out, query, rcode, 0, 1);
     let question = &query.packet[12..query.question_end];
@@ -408,21 +394,28 @@ fn write_negative(
     let pointer = [0xc0 | (apex >> 8) as u8, apex as u8];
     out.extend_from_slice(&TYPE_SOA.to_be_bytes());
     out.extend_from_slice(&CLASS_IN.to_be_bytes());
-    // RFC 2308: the negative TTL is the smaller of the SOA's TTL and minimum.
-    out.extend_from_slice(&zone.ttl.min(zone.negative_ttl).to_be_bytes());
+    out.extend_from_slice(&authority.negative_answer_ttl().to_be_bytes());
     let rdlen_at = out.len();
     out.extend_from_slice(&[0, 0]);
     // MNAME ns.dns.<apex>, RNAME hostmaster.<apex>.
-    out.extend_from_slice(b"\x02ns\x03dns");
+    for label in rules::NAMESERVER_LABELS {
+        write_label(out, label);
+    }
     out.extend_from_slice(&pointer);
-    out.extend_from_slice(b"\x0ahostmaster");
+    write_label(out, rules::MAILBOX_LABEL);
     out.extend_from_slice(&pointer);
-    for value in [serial, 3600, 600, 86_400, zone.negative_ttl] {
+    for value in authority.soa_fields(serial) {
         out.extend_from_slice(&value.to_be_bytes());
     }
     let rdlen = (out.len() - rdlen_at - 2) as u16;
     out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
-    write_opt(out, query, scope);
+    write_opt(out, query, scope, authority);
+}
+
+/// One label of a name we write (a short ASCII constant).
+fn write_label(out: &mut Vec<u8>, label: &str) {
+    out.push(label.len() as u8);
+    out.extend_from_slice(label.as_bytes());
 }
 
 /// Writes the apex name that starts at packet offset `at` inside the
@@ -457,27 +450,34 @@ fn write_apex(out: &mut Vec<u8>, query: &Query<'_>, mut at: usize) -> usize {
 }
 
 /// The OPT record's length in the response.
-fn opt_len(query: &Query<'_>) -> usize {
+fn opt_len(query: &Query<'_>, authority: &Authority) -> usize {
     match query.opt {
         None => 0,
         Some(opt) => {
             11 + opt.subnet.map_or(0, |s| 8 + s.raw_len)
                 + query.cookie.map_or(0, |_| 4 + cookie::REPLY_LEN)
+                + nsid(opt, authority).map_or(0, |n| 4 + n.len())
         }
     }
+}
+
+/// Our NSID when the query asks for it and we have one.
+fn nsid(opt: Opt, authority: &Authority) -> Option<&[u8]> {
+    if opt.nsid { authority.nsid() } else { None }
 }
 
 /// Our OPT when the query had one: payload 1232, version 0, the DO bit
 /// copied (RFC 3225), the COOKIE option answered (RFC 7873) and the ECS
 /// option echoed with `scope` (0 when the answer did not depend on the
-/// asker; RFC 7871), in that order, as the full handler writes them.
-fn write_opt(out: &mut Vec<u8>, query: &Query<'_>, scope: Option<u8>) {
+/// asker; RFC 7871) and our NSID if asked (RFC 5001), in that order, as
+/// the full handler writes them.
+fn write_opt(out: &mut Vec<u8>, query: &Query<'_>, scope: u8, authority: &Authority) {
     let Some(opt) = query.opt else { return };
     out.push(0);
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
-    out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+    out.extend_from_slice(&rules::OPT_PAYLOAD.to_be_bytes());
     out.extend_from_slice(&[0, 0, if opt.dnssec_ok { 0x80 } else { 0 }, 0]);
-    let rdlen = opt_len(query) - 11;
+    let rdlen = opt_len(query, authority) - 11;
     out.extend_from_slice(&(rdlen as u16).to_be_bytes());
     if let Some(answer) = &query.cookie {
         out.extend_from_slice(&OPTION_COOKIE.to_be_bytes());
@@ -489,8 +489,13 @@ fn write_opt(out: &mut Vec<u8>, query: &Query<'_>, scope: Option<u8>) {
         out.extend_from_slice(&OPTION_ECS.to_be_bytes());
         out.extend_from_slice(&(len as u16).to_be_bytes());
         out.extend_from_slice(&s.family.to_be_bytes());
-        out.push(s.source);
-        out.push(scope.unwrap_or(0));
+        out.push(s.client.source_prefix);
+        out.push(scope);
         out.extend_from_slice(&s.raw[..s.raw_len]);
+    }
+    if let Some(nsid) = nsid(opt, authority) {
+        out.extend_from_slice(&nsid::OPTION_NSID.to_be_bytes());
+        out.extend_from_slice(&(nsid.len() as u16).to_be_bytes());
+        out.extend_from_slice(nsid);
     }
 }

@@ -14,7 +14,7 @@
 //! - [`locality`]: asker address -> cluster (longest prefix match).
 //! - [`qname`]: query name -> what it asks for (pure).
 //! - [`select`]: which healthy targets answer an asker (pure).
-//! - [`zone`]: request bytes -> response bytes; the hickory glue.
+//! - [`authority`]: request bytes -> answer model -> response bytes; every DNS rule; the hickory glue.
 //! - [`fast`]: the UDP fast path for A/AAAA of a service name, or its absence.
 //! - [`udp`]: UDP workers: SO_REUSEPORT sockets, recvmmsg/sendmmsg batches.
 //! - [`server`]: the DNS-over-TCP listener.
@@ -36,6 +36,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod authority;
 pub mod check;
 pub mod config;
 pub mod cookie;
@@ -59,7 +60,6 @@ pub mod state_wire;
 pub mod status;
 pub mod tls;
 pub mod udp;
-pub mod zone;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -239,8 +239,12 @@ pub async fn serve(
         None => metrics,
     });
     let registry = Arc::new(
-        Registry::new(config.zone.ttl, config.zone.reverse(), metrics.clone())
-            .with_max_services(config.limits.max_services_per_cluster),
+        Registry::new(
+            config.authority.ttl,
+            config.authority.reverse(),
+            metrics.clone(),
+        )
+        .with_max_services(config.limits.max_services_per_cluster),
     );
     if let Some(path) = &config.state_file {
         state_file::load(&registry, path);
@@ -250,12 +254,12 @@ pub async fn serve(
         what: "registry writer thread",
         source: Box::new(source),
     })?;
-    let zone = Arc::new(config.zone);
+    let authority = Arc::new(config.authority);
     let ready = Arc::new(Readiness::default());
     let mut tasks = tokio::task::JoinSet::new();
     let answerer = udp::Answerer {
         registry: registry.clone(),
-        zone: zone.clone(),
+        authority: authority.clone(),
         metrics: metrics.clone(),
         rrl: (config.dns_abuse.rrl_rate > 0).then(|| {
             Arc::new(rrl::RateLimiter::new(
@@ -292,7 +296,7 @@ pub async fn serve(
         tasks.spawn(server::serve_tcp(
             listener,
             registry.clone(),
-            zone.clone(),
+            authority.clone(),
             metrics.clone(),
             server::TcpLimits {
                 max_connections: config.limits.max_tcp_connections,
@@ -355,7 +359,7 @@ pub async fn serve(
         wait_for_data: config.ready_wait_data,
         registry: registry.clone(),
         writer: writer.clone(),
-        zone: zone.clone(),
+        authority: authority.clone(),
         metrics: metrics.clone(),
         auth: auth.clone(),
     };

@@ -17,7 +17,9 @@ use meshdns_proto::model::Affinity;
 use serde::Serialize;
 
 use crate::locality::AskerPlace;
-use crate::snapshot::{Chain, ClusterView, Kind, Segment, ServiceView, Target, Walk, chain};
+use crate::snapshot::{
+    Chain, ClusterView, Cursor, Kind, Segment, ServiceView, Target, Walk, chain,
+};
 
 /// The locality tiers, nearest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -40,9 +42,7 @@ impl Tier {
 pub struct Pick<'a> {
     pub tier: Tier,
     view: &'a ServiceView,
-    chain: &'a Chain,
-    extra: [Segment; 2],
-    extras: usize,
+    targets: Cursor<'a>,
 }
 
 impl<'a> Pick<'a> {
@@ -51,9 +51,7 @@ impl<'a> Pick<'a> {
         Pick {
             tier,
             view,
-            chain,
-            extra: [Segment::default(); 2],
-            extras: 0,
+            targets: Cursor::of(chain),
         }
     }
 
@@ -63,24 +61,13 @@ impl<'a> Pick<'a> {
         Pick {
             tier: Tier::Cluster,
             view,
-            chain: &chain::EMPTY,
-            extra: [whole, Segment::default()],
-            extras: 1,
+            targets: Cursor::with_extra(&chain::EMPTY, [whole, Segment::default()], 1),
         }
-    }
-
-    fn extra(&self) -> &[Segment] {
-        &self.extra[..self.extras]
     }
 
     /// Healthy targets in the pick.
     pub fn len(&self) -> usize {
-        self.chain.total(Kind::Targets)
-            + self
-                .extra()
-                .iter()
-                .map(|s| s.targets.len() as usize)
-                .sum::<usize>()
+        self.targets.total(Kind::Targets)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,16 +81,8 @@ impl<'a> Pick<'a> {
         start: usize,
         max: usize,
     ) -> Walk<'a, T> {
-        Walk::new(
-            &self.view.clusters,
-            self.chain,
-            self.extra,
-            self.extras,
-            kind,
-            data,
-            start,
-            max,
-        )
+        self.targets
+            .walk(&self.view.clusters, kind, data, start, max)
     }
 
     /// Up to `max` IPv4 addresses, rotated by `start`.
@@ -175,9 +154,7 @@ fn zone_tier<'a>(
             Pick {
                 tier: Tier::Zone,
                 view,
-                chain: zone,
-                extra,
-                extras,
+                targets: Cursor::with_extra(zone, extra, extras),
             }
         }
         // No zone known: the zone tier is the cluster tier.

@@ -1,4 +1,4 @@
-//! DNS over TCP, feeding [`zone::respond`] (UDP is [`crate::udp`]).
+//! DNS over TCP, feeding [`authority::respond`] (UDP is [`crate::udp`]).
 //!
 //! Each TCP connection has its own task. Queries may be pipelined: every
 //! complete message in what has been read is answered, in order, and the
@@ -20,9 +20,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::authority::{self, Authority, Transport};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::zone::{self, Transport, Zone};
 
 /// How many connections, and for how long.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +42,7 @@ const READ_CHUNK: usize = 4096;
 pub async fn serve_tcp(
     listener: TcpListener,
     registry: Arc<Registry>,
-    zone: Arc<Zone>,
+    authority: Arc<Authority>,
     metrics: Arc<Metrics>,
     limits: TcpLimits,
     shutdown: CancellationToken,
@@ -73,7 +73,7 @@ pub async fn serve_tcp(
             continue;
         };
         let registry = registry.clone();
-        let zone = zone.clone();
+        let authority = authority.clone();
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -82,7 +82,7 @@ pub async fn serve_tcp(
                 stream,
                 peer,
                 &registry,
-                &zone,
+                &authority,
                 &metrics,
                 limits.idle,
                 &shutdown,
@@ -99,7 +99,7 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     registry: &Registry,
-    zone: &Zone,
+    authority: &Authority,
     metrics: &Metrics,
     idle: Duration,
     shutdown: &CancellationToken,
@@ -122,7 +122,7 @@ async fn connection(
             let reply = {
                 let snapshot = registry.snapshot();
                 metrics.served.reserve(snapshot.locality.max_id());
-                zone::respond(&snapshot, zone, message, peer.ip(), Transport::Tcp)
+                authority::respond(&snapshot, authority, message, peer.ip(), Transport::Tcp)
             };
             // A response or a runt: not answered; the next message is
             // still where its length prefix says.

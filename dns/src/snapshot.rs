@@ -20,7 +20,7 @@ mod reverse;
 mod shards;
 mod view;
 
-pub use chain::{Chain, Kind, Segment, Span, Walk};
+pub use chain::{Chain, Cursor, Kind, Segment, Span, Walk};
 pub use parts::Parts;
 pub use reverse::PtrIndex;
 use shards::Shards;

@@ -7,7 +7,7 @@
 //! and sends every reply in one `sendmmsg`. Under load that is two system
 //! calls per batch instead of two per query; when idle it is the same as
 //! `recvfrom`. Each query tries the [`fast`] path and falls back to
-//! [`zone::respond`]. With `--rrl-rate`, each reply then takes a token
+//! [`authority::respond`]. With `--rrl-rate`, each reply then takes a token
 //! from its source prefix's bucket ([`rrl`]; one table shared by every
 //! worker, read with one clock reading per batch): over the rate it is
 //! dropped or slipped out truncated, unless its query carried a valid
@@ -28,16 +28,17 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::authority::{self, Authority, Transport};
 use crate::fast;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::rrl::{self, RateLimiter, Verdict};
-use crate::zone::{self, Transport, Zone};
 
 /// Datagrams taken per system call.
 const BATCH: usize = 32;
-/// Largest query read; a longer datagram is cut and answered FORMERR.
-const MAX_QUERY: usize = 4096;
+/// Largest query read: any UDP datagram (a query over 4,096 bytes, say
+/// with padding, is read like any other). 32 such buffers per worker.
+const MAX_QUERY: usize = 65_535;
 /// How often an idle worker looks at the shutdown token.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -77,7 +78,7 @@ impl UdpListener {
 #[derive(Debug, Clone)]
 pub struct Answerer {
     pub registry: Arc<Registry>,
-    pub zone: Arc<Zone>,
+    pub authority: Arc<Authority>,
     pub metrics: Arc<Metrics>,
     /// Response rate limiting, when `--rrl-rate` is set.
     pub rrl: Option<Arc<RateLimiter>>,
@@ -148,13 +149,20 @@ pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken)
                 };
                 let packet = &inbox[i][..(*len).min(MAX_QUERY)];
                 let out = &mut outbox[i];
-                let outcome = match fast::answer(&snapshot, &answerer.zone, packet, peer, out) {
+                let outcome = match fast::answer(&snapshot, &answerer.authority, packet, peer, out)
+                {
                     Some(outcome) => Some(outcome),
-                    None => zone::respond(&snapshot, &answerer.zone, packet, peer, Transport::Udp)
-                        .map(|(reply, outcome)| {
-                            *out = reply;
-                            outcome
-                        }),
+                    None => authority::respond(
+                        &snapshot,
+                        &answerer.authority,
+                        packet,
+                        peer,
+                        Transport::Udp,
+                    )
+                    .map(|(reply, outcome)| {
+                        *out = reply;
+                        outcome
+                    }),
                 };
                 let Some(outcome) = outcome else { continue };
                 if let (Some(limiter), Some(slipper)) = (&answerer.rrl, &mut slipper)

@@ -6,26 +6,36 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU16;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
+use meshdns::authority::{self, Authority, Transport};
 use meshdns::cookie::Cookies;
 use meshdns::fast;
 use meshdns::metrics::Metrics;
 use meshdns::qname::Domain;
-use meshdns::registry::Registry;
+use meshdns::registry::{Liveness, Registry};
 use meshdns::select;
 use meshdns::snapshot::Snapshot;
-use meshdns::zone::{self, Transport, Zone};
 use meshdns_proto::model::{
-    Cluster, ClusterName, Endpoint, LabelValue, Mode, Namespace, Policy, Port, Protocol,
+    Affinity, Cluster, ClusterName, Endpoint, LabelValue, Mode, Namespace, Policy, Port, Protocol,
     ServiceExport, ServiceKey, ServiceName,
 };
 use proptest::prelude::*;
 
 fn export(ns: &str, name: &str, endpoints: Vec<Endpoint>) -> ServiceExport {
+    export_with(ns, name, endpoints, Affinity::default())
+}
+
+fn export_with(
+    ns: &str,
+    name: &str,
+    endpoints: Vec<Endpoint>,
+    affinity: Affinity,
+) -> ServiceExport {
     ServiceExport::new(
         ServiceKey {
             namespace: Namespace::new(ns).unwrap(),
@@ -39,7 +49,10 @@ fn export(ns: &str, name: &str, endpoints: Vec<Endpoint>) -> ServiceExport {
         Mode::Endpoints,
         vec![],
         endpoints,
-        Policy::default(),
+        Policy {
+            affinity,
+            ..Policy::default()
+        },
     )
     .unwrap()
 }
@@ -52,25 +65,62 @@ fn endpoint(address: &str, ready: bool) -> Endpoint {
     }
 }
 
-/// Six clusters in two regions; `web.shop` everywhere with IPv4 and IPv6
-/// endpoints (more than `--max-answers`), `db.data` in one cluster,
-/// `api.shop` with no ready endpoint, `v6.shop` with IPv6 only.
+/// Serving (terminating) but not ready: answered only when no endpoint
+/// of the service is ready.
+fn serving_unready(address: &str) -> Endpoint {
+    Endpoint {
+        ready: false,
+        serving: true,
+        ..Endpoint::ready(address.parse().unwrap())
+    }
+}
+
+const AFFINITIES: [(&str, Affinity); 5] = [
+    ("near", Affinity::Nearest),
+    ("clus", Affinity::Cluster),
+    ("zone", Affinity::Zone),
+    ("region", Affinity::Region),
+    ("every", Affinity::None),
+];
+
+/// Eight clusters in two regions, two zones each; clusters c6 and c7
+/// (west) are stale. Each cluster's askers are `10.<c>.0.0/16` and
+/// `fd10:<c>::/32`. Services:
+/// - `web.shop` everywhere with IPv4 and IPv6 endpoints (more than
+///   `--max-answers`); `db.data` in one cluster; `api.shop` with no
+///   ready endpoint; `v6.shop` with IPv6 only;
+/// - `<affinity>.pol` for every affinity, in c1 (one endpoint), c2
+///   (three), c4 (two) and c6 (stale): tiers fall short of
+///   `min_healthy` and spill over, or stop at the affinity's boundary;
+/// - `gone.shop` only in the stale clusters: served anyway (fail open);
+/// - `drain.shop`: serving-but-unready endpoints in c3 only, and
+///   `mixed.shop`: those in c3 beside ready ones in c5.
 fn snapshot() -> Arc<Snapshot> {
-    let registry = Registry::new(5, false, Arc::new(Metrics::new()));
-    for c in 0..6u8 {
-        let region = if c < 3 { "east" } else { "west" };
-        let session = registry
+    static FLEET: LazyLock<Arc<Snapshot>> = LazyLock::new(fleet);
+    FLEET.clone()
+}
+
+fn fleet() -> Arc<Snapshot> {
+    let registry = Registry::new(5, true, Arc::new(Metrics::new()));
+    let hello = |c: u8| {
+        let region = if c < 4 { "east" } else { "west" };
+        registry
             .hello(
                 Cluster {
                     name: ClusterName::new(&format!("c{c}")).unwrap(),
                     region: Some(LabelValue::new(region).unwrap()),
                     zone: Some(LabelValue::new(&format!("{region}-{}", c % 2)).unwrap()),
-                    client_cidrs: vec![format!("10.{c}.0.0/16").parse().unwrap()],
+                    client_cidrs: vec![
+                        format!("10.{c}.0.0/16").parse().unwrap(),
+                        format!("fd10:{c}::/32").parse().unwrap(),
+                    ],
                     version: "test".into(),
                 },
                 usize::MAX,
             )
-            .0;
+            .0
+    };
+    let services = |c: u8| {
         let mut services = vec![export(
             "shop",
             "web",
@@ -79,33 +129,115 @@ fn snapshot() -> Arc<Snapshot> {
                 .chain((0..2).map(|e| endpoint(&format!("fd00::{c}:{e}"), true)))
                 .collect(),
         )];
-        if c == 0 {
-            services.push(export("data", "db", vec![endpoint("100.9.0.1", true)]));
-            services.push(export("shop", "api", vec![endpoint("100.9.0.2", false)]));
-            services.push(export("shop", "v6", vec![endpoint("fd00::99", true)]));
+        let policy_endpoints = match c {
+            1 => 1,
+            2 => 3,
+            4 => 2,
+            6 => 2,
+            _ => 0,
+        };
+        if policy_endpoints > 0 {
+            for (name, affinity) in AFFINITIES {
+                services.push(export_with(
+                    "pol",
+                    name,
+                    (0..policy_endpoints)
+                        .map(|e| endpoint(&format!("100.{c}.1.{e}"), true))
+                        .chain([endpoint(&format!("fd00::{c}:1:0"), true)])
+                        .collect(),
+                    affinity,
+                ));
+            }
         }
+        match c {
+            0 => {
+                services.push(export("data", "db", vec![endpoint("100.9.0.1", true)]));
+                services.push(export("shop", "api", vec![endpoint("100.9.0.2", false)]));
+                services.push(export("shop", "v6", vec![endpoint("fd00::99", true)]));
+            }
+            3 => {
+                let drain = || vec![serving_unready("100.3.2.1"), serving_unready("fd00::3:2:1")];
+                services.push(export("shop", "drain", drain()));
+                services.push(export("shop", "mixed", drain()));
+            }
+            5 => {
+                services.push(export("shop", "mixed", vec![endpoint("100.5.2.1", true)]));
+                // More than a 1232-byte reply holds under a large --max-answers.
+                services.push(export(
+                    "shop",
+                    "big",
+                    (0..200u16)
+                        .map(|e| endpoint(&format!("100.5.{}.{}", 10 + e / 100, e % 100), true))
+                        .collect(),
+                ));
+            }
+            6 | 7 => services.push(export(
+                "shop",
+                "gone",
+                vec![
+                    endpoint(&format!("100.{c}.3.1"), true),
+                    endpoint(&format!("fd00::{c}:3:1"), true),
+                ],
+            )),
+            _ => {}
+        }
+        services
+    };
+    // The stale clusters first: a sweep from a minute ahead finds them
+    // silent past their TTL; the live ones say hello after it.
+    for c in [6u8, 7] {
+        let session = hello(c);
         registry
-            .apply_snapshot(&session, services, &Default::default())
+            .apply_snapshot(&session, services(c), &Default::default())
             .unwrap();
     }
-    registry.snapshot().clone()
+    registry.sweep(
+        Instant::now() + Duration::from_secs(60),
+        Liveness {
+            cluster_ttl: Duration::from_secs(30),
+            stale_grace: Duration::from_secs(3600),
+        },
+    );
+    for c in 0..6u8 {
+        let session = hello(c);
+        registry
+            .apply_snapshot(&session, services(c), &Default::default())
+            .unwrap();
+    }
+    let snapshot = registry.snapshot().clone();
+    assert!(snapshot.service("gone", "shop").unwrap().fail_open);
+    snapshot
 }
 
-fn zones() -> Vec<Zone> {
+/// The served domains and settings both paths are compared under: the
+/// default settings; a long negative TTL, few answers and `min_healthy`
+/// 4 (tiers spill over); and the MCS domain first, a third domain and
+/// the reverse zones, `min_healthy` 2, up to 100 answers (more than a
+/// UDP reply holds) and an NSID.
+fn authorities() -> Vec<Authority> {
     let domains = vec![
         Domain::parse("global").unwrap(),
         Domain::parse("clusterset.local").unwrap(),
     ];
+    let mut more = vec![
+        Domain::parse("clusterset.local").unwrap(),
+        Domain::parse("mesh.example.org").unwrap(),
+    ];
+    more.extend(Domain::reverse());
     // One cookie secret and a stopped clock: both paths make the same
     // server cookie.
     let cookies = Cookies::new([3; 16]).at_time(NOW);
     vec![
-        Zone::new(domains.clone(), 5, 5, 8, 1)
+        Authority::new(domains.clone(), 5, 5, 8, 1)
             .unwrap()
             .with_cookies(cookies.clone()),
-        Zone::new(domains, 30, 10, 3, 4)
+        Authority::new(domains, 30, 10, 3, 4)
             .unwrap()
-            .with_cookies(cookies),
+            .with_cookies(cookies.clone()),
+        Authority::new(more, 60, 3600, 100, 2)
+            .unwrap()
+            .with_cookies(cookies.clone())
+            .with_nsid(b"replica-1".to_vec()),
     ]
 }
 
@@ -150,7 +282,29 @@ fn cookie() -> impl Strategy<Value = CookieAsk> {
     ]
 }
 
+/// Names asked, with `{d}` standing for a served domain (the names are
+/// asked under every domain of [`DOMAINS`]).
 const NAMES: &[&str] = &[
+    "web.shop.{d}",
+    "db.data.{d}",
+    "api.shop.{d}",
+    "v6.shop.{d}",
+    "nope.shop.{d}",
+    "nope.nons.{d}",
+    "near.pol.{d}",
+    "clus.pol.{d}",
+    "zone.pol.{d}",
+    "region.pol.{d}",
+    "every.pol.{d}",
+    "gone.shop.{d}",
+    "drain.shop.{d}",
+    "mixed.shop.{d}",
+    "big.shop.{d}",
+    "{d}",
+    "shop.{d}",
+    "c1.web.shop.{d}",
+    "_http._tcp.web.shop.{d}",
+    "web.shop.{d}.{d}",
     "web.shop.global",
     "db.data.global",
     "api.shop.global",
@@ -167,13 +321,24 @@ const NAMES: &[&str] = &[
     "web.shop.global.global",
 ];
 
+/// What `{d}` in a name stands for: each authority's forward domains
+/// (in the MCS layout, service names sit under `svc.`), and one served
+/// by none.
+const DOMAINS: &[&str] = &[
+    "global",
+    "svc.clusterset.local",
+    "clusterset.local",
+    "mesh.example.org",
+    "example.net",
+];
+
 /// An OPT record: (payload size, DO bit, Client Subnet as (address,
 /// prefix), a COOKIE option).
 type Opt = (u16, bool, Option<(IpAddr, u8)>, Option<CookieAsk>);
 
 #[derive(Debug, Clone)]
 struct Ask {
-    name: usize,
+    name: Asked,
     case: Vec<bool>,
     qtype: u16,
     edns: Option<Opt>,
@@ -181,14 +346,79 @@ struct Ask {
     rd: bool,
     cd: bool,
     rotation: usize,
+    /// The OPT (if any) asks for the NSID.
+    nsid: bool,
+}
+
+/// A name asked: one of [`NAMES`] under one of [`DOMAINS`], or random
+/// labels (printable ASCII and dots' neighbours) before a domain.
+#[derive(Debug, Clone)]
+enum Asked {
+    Listed(usize, usize),
+    Random(Vec<String>, usize),
+}
+
+impl Asked {
+    fn text(&self) -> String {
+        match self {
+            Asked::Listed(name, domain) => NAMES[*name].replace("{d}", DOMAINS[*domain]),
+            Asked::Random(labels, domain) => {
+                let mut labels = labels.clone();
+                labels.push(DOMAINS[*domain].to_owned());
+                labels.join(".")
+            }
+        }
+    }
+}
+
+fn asked() -> impl Strategy<Value = Asked> {
+    prop_oneof![
+        3 => (0..NAMES.len(), 0..DOMAINS.len()).prop_map(|(n, d)| Asked::Listed(n, d)),
+        1 => (
+            proptest::collection::vec("[a-z0-9_*-]{1,12}|web|shop|c[0-9]|pol|svc", 0..5),
+            0..DOMAINS.len()
+        )
+            .prop_map(|(labels, d)| Asked::Random(labels, d)),
+    ]
+}
+
+/// A source prefix up to `width`, the edges (0: no tailoring; the whole
+/// address) as often as the rest.
+fn prefix(width: u8) -> impl Strategy<Value = u8> {
+    prop_oneof![Just(0u8), Just(width), 0..=width]
+}
+
+/// `address` with the bits beyond `prefix` cleared, and the prefix.
+fn masked(address: IpAddr, prefix: u8) -> (IpAddr, u8) {
+    let address = match address {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    };
+    (address, prefix)
 }
 
 fn ask() -> impl Strategy<Value = Ask> {
-    let qtype = prop_oneof![Just(1u16), Just(28), Just(16), Just(33), Just(255), Just(6)];
+    let qtype = prop_oneof![
+        4 => prop_oneof![Just(1u16), Just(28)],
+        1 => prop_oneof![Just(16u16), Just(33), Just(255), Just(6), Just(2), Just(12)],
+        1 => any::<u16>(),
+    ];
+    // ECS from inside each cluster (both families), from nowhere known,
+    // and with every source prefix.
     let subnet = prop_oneof![
-        (0u8..6, 0u8..=32).prop_map(|(c, p)| (IpAddr::V4(Ipv4Addr::new(10, c, 1, 1)), p)),
-        (0u8..=32).prop_map(|p| (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), p)),
-        (0u8..=128).prop_map(|p| (IpAddr::V6("2001:db8::1".parse().unwrap()), p)),
+        (0u8..8, prefix(32)).prop_map(|(c, p)| masked(IpAddr::V4(Ipv4Addr::new(10, c, 1, 1)), p)),
+        (0u8..8, prefix(128))
+            .prop_map(|(c, p)| masked(IpAddr::V6(format!("fd10:{c}::1").parse().unwrap()), p)),
+        prefix(32).prop_map(|p| masked(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), p)),
+        prefix(128).prop_map(|p| masked(IpAddr::V6("2001:db8::1".parse().unwrap()), p)),
+        // Address bits beyond the prefix: FORMERR (the full handler's).
+        (0u8..32).prop_map(|p| (IpAddr::V4(Ipv4Addr::new(10, 1, 255, 255)), p)),
     ];
     let edns = proptest::option::of((
         prop_oneof![Just(512u16), Just(1232), Just(4096), Just(100)],
@@ -197,12 +427,13 @@ fn ask() -> impl Strategy<Value = Ask> {
         proptest::option::of(cookie()),
     ));
     let source = prop_oneof![
-        (0u8..6).prop_map(|c| IpAddr::V4(Ipv4Addr::new(10, c, 0, 9))),
+        (0u8..8).prop_map(|c| IpAddr::V4(Ipv4Addr::new(10, c, 0, 9))),
+        (0u8..8).prop_map(|c| IpAddr::V6(format!("fd10:{c}::9").parse().unwrap())),
         Just(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         Just("::1".parse::<IpAddr>().unwrap()),
     ];
     (
-        0..NAMES.len(),
+        asked(),
         proptest::collection::vec(any::<bool>(), 40),
         qtype,
         edns,
@@ -210,21 +441,27 @@ fn ask() -> impl Strategy<Value = Ask> {
         any::<bool>(),
         any::<bool>(),
         any::<usize>(),
+        any::<bool>(),
     )
-        .prop_map(|(name, case, qtype, edns, source, rd, cd, rotation)| Ask {
-            name,
-            case,
-            qtype,
-            edns,
-            source,
-            rd,
-            cd,
-            rotation,
-        })
+        .prop_map(
+            |(name, case, qtype, edns, source, rd, cd, rotation, nsid)| Ask {
+                name,
+                case,
+                qtype,
+                edns,
+                source,
+                rd,
+                cd,
+                rotation,
+                nsid,
+            },
+        )
 }
 
 fn packet(ask: &Ask) -> Vec<u8> {
-    let text: String = NAMES[ask.name]
+    let text: String = ask
+        .name
+        .text()
         .chars()
         .zip(ask.case.iter().cycle())
         .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c })
@@ -233,7 +470,7 @@ fn packet(ask: &Ask) -> Vec<u8> {
     m.metadata.recursion_desired = ask.rd;
     m.metadata.checking_disabled = ask.cd;
     let mut q = Query::query(
-        Name::from_ascii(format!("{text}.")).unwrap(),
+        Name::from_ascii(format!("{text}.")).unwrap_or_else(|_| Name::root()),
         RecordType::from(ask.qtype),
     );
     q.set_query_class(DNSClass::IN);
@@ -251,6 +488,10 @@ fn packet(ask: &Ask) -> Vec<u8> {
             edns.options_mut()
                 .insert(EdnsOption::Subnet(ClientSubnet::new(addr, prefix, 0)));
         }
+        if ask.nsid {
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(3, Vec::new()));
+        }
         if let Some(cookie) = cookie {
             edns.options_mut()
                 .insert(EdnsOption::Unknown(10, cookie_data(cookie, ask.source)));
@@ -266,14 +507,14 @@ proptest! {
     #[test]
     fn fast_path_replies_as_the_full_handler(ask in ask()) {
         let snapshot = snapshot();
-        for zone in zones() {
+        for zone in authorities() {
             let bytes = packet(&ask);
             let mut out = Vec::new();
             select::set_rotation(ask.rotation);
             let fast = fast::answer(&snapshot, &zone, &bytes, ask.source, &mut out);
             select::set_rotation(ask.rotation);
             let (full, full_outcome) =
-                zone::respond(&snapshot, &zone, &bytes, ask.source, Transport::Udp).unwrap();
+                authority::respond(&snapshot, &zone, &bytes, ask.source, Transport::Udp).unwrap();
             if let Some(outcome) = fast {
                 prop_assert_eq!(&out, &full, "{:?}", ask);
                 prop_assert_eq!(outcome.rcode, full_outcome.rcode);
@@ -292,7 +533,7 @@ proptest! {
     fn fast_path_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let snapshot = snapshot();
         let mut out = Vec::new();
-        for zone in zones() {
+        for zone in authorities() {
             let _ = fast::answer(&snapshot, &zone, &bytes, IpAddr::V4(Ipv4Addr::LOCALHOST), &mut out);
         }
     }
@@ -302,9 +543,9 @@ proptest! {
 #[test]
 fn fast_path_takes_the_common_queries() {
     let snapshot = snapshot();
-    let zone = &zones()[0];
+    let zone = &authorities()[0];
     let base = Ask {
-        name: 0,
+        name: Asked::Listed(0, 0),
         case: vec![false],
         qtype: 1,
         edns: None,
@@ -312,6 +553,7 @@ fn fast_path_takes_the_common_queries() {
         rd: true,
         cd: false,
         rotation: 0,
+        nsid: false,
     };
     for ask in [
         base.clone(),
@@ -320,15 +562,15 @@ fn fast_path_takes_the_common_queries() {
             ..base.clone()
         },
         Ask {
-            name: 4,
+            name: Asked::Listed(4, 0),
             ..base.clone()
         },
         Ask {
-            name: 6,
+            name: Asked::Listed(0, 1),
             ..base.clone()
         },
         Ask {
-            name: 2,
+            name: Asked::Listed(2, 0),
             ..base.clone()
         },
         Ask {
@@ -356,12 +598,45 @@ fn fast_path_takes_the_common_queries() {
             )),
             ..base.clone()
         },
-    ] {
-        let mut out = Vec::new();
-        assert!(
-            fast::answer(&snapshot, zone, &packet(&ask), ask.source, &mut out).is_some(),
-            "{ask:?}"
-        );
+    ]
+    .into_iter()
+    // Every affinity, fail open, serving-but-unready, the third domain,
+    // an IPv6 asker and an IPv6 ECS subnet.
+    .chain((6..14).map(|name| Ask {
+        name: Asked::Listed(name, 0),
+        ..base.clone()
+    }))
+    .chain([
+        Ask {
+            name: Asked::Listed(0, 3),
+            ..base.clone()
+        },
+        Ask {
+            source: "fd10:2::9".parse().unwrap(),
+            ..base.clone()
+        },
+        Ask {
+            edns: Some((1232, false, None, None)),
+            nsid: true,
+            ..base.clone()
+        },
+        Ask {
+            edns: Some((1232, false, Some(("fd10:4::".parse().unwrap(), 48)), None)),
+            ..base.clone()
+        },
+    ]) {
+        for zone in [zone, &authorities()[2]] {
+            let mut out = Vec::new();
+            let taken = fast::answer(&snapshot, zone, &packet(&ask), ask.source, &mut out);
+            let Asked::Listed(_, d) = ask.name else {
+                unreachable!()
+            };
+            let served = zone
+                .domains()
+                .iter()
+                .any(|domain| DOMAINS[d].ends_with(domain.fqdn().trim_end_matches('.')));
+            assert_eq!(taken.is_some(), served, "{ask:?}");
+        }
     }
 }
 
@@ -372,10 +647,10 @@ fn fast_path_takes_the_common_queries() {
 #[test]
 fn cookies_in_both_paths() {
     let snapshot = snapshot();
-    let zone = &zones()[0];
+    let zone = &authorities()[0];
     let source = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 9));
     let ask = |cookie: CookieAsk| Ask {
-        name: 0,
+        name: Asked::Listed(0, 0),
         case: vec![false],
         qtype: 1,
         edns: Some((1232, false, None, Some(cookie))),
@@ -383,11 +658,13 @@ fn cookies_in_both_paths() {
         rd: true,
         cd: false,
         rotation: 0,
+        nsid: false,
     };
     let run = |ask: &Ask| {
         let mut out = Vec::new();
         let fast = fast::answer(&snapshot, zone, &packet(ask), source, &mut out);
-        let full = zone::respond(&snapshot, zone, &packet(ask), source, Transport::Udp).unwrap();
+        let full =
+            authority::respond(&snapshot, zone, &packet(ask), source, Transport::Udp).unwrap();
         (fast, out, full)
     };
     let cookie_of = |reply: &[u8]| {
@@ -439,7 +716,7 @@ fn cookies_in_both_paths() {
 #[test]
 fn answers_name_their_tier_and_serving_clusters() {
     let snapshot = snapshot();
-    let zone = &zones()[0];
+    let zone = &authorities()[0];
     let names = |served: &meshdns::metrics::Served| -> Vec<String> {
         let mut names: Vec<String> = served
             .ids()
@@ -464,7 +741,7 @@ fn answers_name_their_tier_and_serving_clusters() {
         clusters
     };
     let base = Ask {
-        name: 0,
+        name: Asked::Listed(0, 0),
         case: vec![false],
         qtype: 1,
         edns: None,
@@ -472,13 +749,14 @@ fn answers_name_their_tier_and_serving_clusters() {
         rd: true,
         cd: false,
         rotation: 0,
+        nsid: false,
     };
     let unknown = Ask {
         source: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         ..base.clone()
     };
     let missing = Ask {
-        name: 4,
+        name: Asked::Listed(4, 0),
         ..base.clone()
     };
     for (ask, tier) in [
@@ -492,7 +770,7 @@ fn answers_name_their_tier_and_serving_clusters() {
         let fast = fast::answer(&snapshot, zone, &bytes, ask.source, &mut out).expect("taken");
         select::set_rotation(0);
         let (reply, full) =
-            zone::respond(&snapshot, zone, &bytes, ask.source, Transport::Udp).unwrap();
+            authority::respond(&snapshot, zone, &bytes, ask.source, Transport::Udp).unwrap();
         assert_eq!(out, reply);
         let expected = answered_from(&reply);
         match tier {

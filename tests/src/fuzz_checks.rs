@@ -5,17 +5,17 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 
+use meshdns::authority::{Authority, Transport};
 use meshdns::metrics::Metrics;
 use meshdns::qname::Domain;
 use meshdns::registry::Registry;
-use meshdns::zone::{Transport, Zone};
 use meshdns_proto::model::{Cluster, ServiceExport};
 use meshdns_proto::wire::{self, export_request::Message as Req};
 use prost::Message;
 
 struct Fixture {
     registry: Registry,
-    zone: Zone,
+    zone: Authority,
 }
 
 /// A registry holding a small fleet, and a zone serving global,
@@ -39,7 +39,7 @@ fn fixture() -> &'static Fixture {
             Domain::parse("clusterset.local").expect("domain"),
         ];
         domains.extend(Domain::reverse());
-        let zone = Zone::new(domains, 5, 5, 8, 1).expect("zone");
+        let zone = Authority::new(domains, 5, 5, 8, 1).expect("zone");
         Fixture { registry, zone }
     })
 }
@@ -65,7 +65,7 @@ pub fn dns_request(data: &[u8]) {
     let snapshot = f.registry.snapshot();
     let due = data.len() >= 12 && data[2] & 0x80 == 0;
     for transport in [Transport::Udp, Transport::Tcp] {
-        let reply = meshdns::zone::respond(
+        let reply = meshdns::authority::respond(
             &snapshot,
             &f.zone,
             data,

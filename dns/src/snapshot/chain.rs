@@ -171,6 +171,58 @@ impl Chain {
     }
 }
 
+/// What a selection hands to a walk: a chain, then up to two extra
+/// segments (a cluster's own targets, or its targets outside a zone),
+/// walked as one list. The chain's internals stay here.
+#[derive(Debug, Clone, Copy)]
+pub struct Cursor<'a> {
+    chain: &'a Chain,
+    extra: [Segment; 2],
+    extras: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// A chain alone.
+    pub fn of(chain: &'a Chain) -> Self {
+        Cursor {
+            chain,
+            extra: [Segment::default(); 2],
+            extras: 0,
+        }
+    }
+
+    /// A chain followed by the first `extras` of `extra`.
+    pub fn with_extra(chain: &'a Chain, extra: [Segment; 2], extras: usize) -> Self {
+        Cursor {
+            chain,
+            extra,
+            extras,
+        }
+    }
+
+    /// Items of `kind` in the list.
+    pub fn total(&self, kind: Kind) -> usize {
+        self.chain.total(kind)
+            + self.extra[..self.extras]
+                .iter()
+                .map(|s| s.span(kind).len() as usize)
+                .sum::<usize>()
+    }
+
+    /// Up to `max` items of `kind` (`data` reads a cluster's list of
+    /// them), from `start` (mod the list's length), wrapping.
+    pub fn walk<T: Copy>(
+        self,
+        clusters: &'a Parts,
+        kind: Kind,
+        data: fn(&ClusterView) -> &[T],
+        start: usize,
+        max: usize,
+    ) -> Walk<'a, T> {
+        Walk::new(clusters, self, kind, data, start, max)
+    }
+}
+
 /// Up to `max` items of `kind` from `chain` followed by up to two `extra`
 /// segments, taken as one list starting at `start` (mod its length) and
 /// wrapping. Yields (cluster index, item).
@@ -198,17 +250,19 @@ pub struct Walk<'a, T> {
 }
 
 impl<'a, T: Copy> Walk<'a, T> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    fn new(
         clusters: &'a Parts,
-        chain: &'a Chain,
-        extra: [Segment; 2],
-        extras: usize,
+        cursor: Cursor<'a>,
         kind: Kind,
         data: fn(&ClusterView) -> &[T],
         start: usize,
         max: usize,
     ) -> Self {
+        let Cursor {
+            chain,
+            extra,
+            extras,
+        } = cursor;
         let in_chain = chain.total(kind);
         let in_extra: usize = extra[..extras]
             .iter()

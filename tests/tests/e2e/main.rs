@@ -8,6 +8,7 @@
 mod check;
 mod credentials;
 mod dns_abuse;
+mod dns_edge;
 mod dns_rules;
 mod edge;
 mod export;

@@ -1,0 +1,123 @@
+//! The names SRV and PTR records point at: `<host>.<cluster>.<svc>.<ns>.<domain>`
+//! for an endpoint, `<cluster>.<svc>.<ns>.<domain>` for a cluster's
+//! ClusterIP, and under the MCS layout `<svc>.<ns>.svc.clusterset.local`
+//! itself for a ClusterSetIP service.
+
+use std::net::IpAddr;
+
+use crate::qname::{Domain, Layout};
+use crate::select::Pick;
+use crate::snapshot::{PtrName, ServiceView, Target};
+
+/// One SRV target of an answer: a record pointing at `name`, with
+/// `addresses` as additional data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvTarget<'s> {
+    pub port: u16,
+    /// The target's name, fully qualified.
+    pub name: String,
+    pub addresses: &'s [IpAddr],
+    /// The view's index of the cluster it belongs to.
+    pub cluster: usize,
+    /// `false` for an MCS ClusterSetIP target whose record (same name,
+    /// same port) an earlier target already carries: only its addresses
+    /// are added.
+    pub record: bool,
+}
+
+/// The port named `port` with protocol `proto` in cluster `cluster` of `view`.
+pub fn port_of(view: &ServiceView, cluster: usize, proto: &str, port: &str) -> Option<u16> {
+    view.clusters[cluster]
+        .ports()
+        .iter()
+        .find(|p| {
+            p.protocol.label() == proto && p.name.as_ref().is_some_and(|n| n.as_str() == port)
+        })
+        .map(|p| p.port.get())
+}
+
+/// The SRV targets of `pick` (rotated by `start`, at most `max`) that
+/// have the port.
+pub fn srv<'s>(
+    view: &'s ServiceView,
+    domain: &Domain,
+    pick: Pick<'s>,
+    start: usize,
+    max: usize,
+    proto: &str,
+    port_name: &str,
+) -> Vec<SrvTarget<'s>> {
+    let suffix = format!(
+        "{}.{}.{}{}",
+        view.key.name,
+        view.key.namespace,
+        domain.infix(),
+        domain.fqdn()
+    );
+    let mcs = domain.layout == Layout::Mcs;
+    let mut service_ports: Vec<u16> = Vec::new();
+    let mut targets = Vec::new();
+    for target in pick.targets(start, max) {
+        let index = target.cluster();
+        let cluster = &view.clusters[index];
+        let Some(port) = port_of(view, index, proto, port_name) else {
+            continue;
+        };
+        let (name, addresses, record) = match target {
+            // MCS: a ClusterSetIP service's SRV target is the service
+            // name itself, one record per port.
+            Target::ClusterIp { .. } if mcs => {
+                let first = !service_ports.contains(&port);
+                if first {
+                    service_ports.push(port);
+                }
+                (suffix.clone(), cluster.cluster_ips(), first)
+            }
+            Target::Endpoint { endpoint, .. } => {
+                let ep = cluster.endpoint_model(endpoint);
+                (
+                    format!(
+                        "{}.{}.{suffix}",
+                        crate::snapshot::endpoint_label(ep),
+                        cluster.name()
+                    ),
+                    ep.addresses.as_slice(),
+                    true,
+                )
+            }
+            Target::ClusterIp { .. } => (
+                format!("{}.{suffix}", cluster.name()),
+                cluster.cluster_ips(),
+                true,
+            ),
+        };
+        targets.push(SrvTarget {
+            port,
+            name,
+            addresses,
+            cluster: index,
+            record,
+        });
+    }
+    targets
+}
+
+/// The name a PTR record for `name` points at, under `domain`.
+pub fn ptr(name: &PtrName, domain: &Domain) -> String {
+    match &name.host {
+        Some((host, cluster)) => format!(
+            "{host}.{cluster}.{}.{}.{}{}",
+            name.service,
+            name.namespace,
+            domain.infix(),
+            domain.fqdn()
+        ),
+        None => format!(
+            "{}.{}.{}{}",
+            name.service,
+            name.namespace,
+            domain.infix(),
+            domain.fqdn()
+        ),
+    }
+}
