@@ -1170,3 +1170,46 @@ async fn a_hub_restarted_with_its_state_file_deletes_no_serviceimport() {
     let state_file = state.path().join("state").display().to_string();
     a_hub_restart_deletes_no_serviceimport(&["--state-file", &state_file]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_api_server_keeps_refusing_backs_off() {
+    let hub = TestServer::start(&["--cluster-ttl", "2s"]).await;
+    let dir = (TempDir::new("mcs-east"), TempDir::new("mcs-west"));
+    let (east, west) = (cluster(1).await, cluster(2).await);
+    east.apply(Res::Namespaces, namespace("pay", &[]));
+    east.apply(
+        Res::Services,
+        service("pay", "api", &[EXPORT], &[], Some("10.96.1.20")),
+    );
+    east.apply(
+        Res::EndpointSlices,
+        slice("pay", "api-a", "api", &[("10.1.0.20", true, None, None)]),
+    );
+    // West's RBAC lacks namespaces create: every try is a 403.
+    west.forbid(Res::Namespaces, "create", true);
+    let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &[]);
+    let _b = syncer(
+        &west,
+        &hub.grpc_url(),
+        &dir.1,
+        "west-1",
+        &["--mcs-create-namespaces"],
+    );
+    let tries = |fake: &FakeKube| {
+        fake.attempts()
+            .into_iter()
+            .filter(|w| w.verb == "create" && w.name == "pay")
+            .collect::<Vec<_>>()
+    };
+    eventually(WAIT, "west's first try to create pay", || {
+        let first = tries(&west).first().cloned();
+        async move { first }
+    })
+    .await;
+    // 5 s of passes every 500 ms would be 10 tries; the per-object
+    // backoff (500 ms doubling) allows 4 at most.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let tried = tries(&west);
+    assert!(tried.iter().all(|w| w.code == 403), "{tried:?}");
+    assert!(tried.len() <= 4, "{} tries in 5 s: {tried:?}", tried.len());
+}
