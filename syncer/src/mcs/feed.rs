@@ -118,6 +118,10 @@ async fn follow(
             );
         }
     };
+    // The registry answers: the outage is over, even while a restarted
+    // hub waits for its view to be warm before the first reset (the last
+    // view stays; conditions do not turn Unknown meanwhile).
+    tx.send_if_modified(|f| f.down.take().is_some());
     let mut view: BTreeMap<ServiceKey, Import> = BTreeMap::new();
     // A reset (or change) in parts is applied when its last part arrives.
     let mut pending: Option<BTreeMap<ServiceKey, Import>> = None;
@@ -153,7 +157,7 @@ async fn follow(
             continue;
         }
         view = pending.take().unwrap_or_default();
-        if tx.borrow().down.is_some() {
+        if tx.borrow().up_since.is_none() {
             info!(registry = %config.url, services = view.len(), "imports stream up");
             backoff.reset();
         }

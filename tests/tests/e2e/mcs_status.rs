@@ -1105,9 +1105,18 @@ async fn a_hub_restart_deletes_no_serviceimport(extra: &[&str]) {
     let dir = (TempDir::new("mcs-east"), TempDir::new("mcs-west"));
     let (east, west) = (cluster(1).await, cluster(2).await);
     web(&east, 1, 8080, 1);
+    east.apply(Res::ServiceExports, service_export("shop", "web"));
     api(&west, 2);
     let ttl = ["--mcs-status-ttl", "6s"];
-    let _a = syncer(&east, &url, &dir.0, "east-1", &ttl);
+    // East's TTL is shorter than the hub's warm-up: a syncer that took
+    // the warming hub for an outage would turn its conditions Unknown.
+    let _a = syncer(
+        &east,
+        &url,
+        &dir.0,
+        "east-1",
+        &["--mcs-status-ttl", "3s", "--mcs"],
+    );
     let b = syncer(&west, &url, &dir.1, "west-1", &ttl);
     eventually(WAIT, "east's ServiceImport of west's api", || {
         let found = east
@@ -1116,6 +1125,11 @@ async fn a_hub_restart_deletes_no_serviceimport(extra: &[&str]) {
         async move { found }
     })
     .await;
+    wait_object(&east, Res::ServiceExports, "east's web Exported", |e| {
+        has(e, "Exported", "True", "Exported")
+    })
+    .await;
+    let before = east.attempts().len();
     hub.stop().await;
     drop(b);
     let hub = TestServer::start_at(grpc, &flags).await;
@@ -1152,6 +1166,14 @@ async fn a_hub_restart_deletes_no_serviceimport(extra: &[&str]) {
         .filter(|w| w.verb == "delete")
         .collect();
     assert!(deletes.is_empty(), "{deletes:?}");
+    // A hub that answers while it warms up is no outage: east's
+    // conditions never turned Unknown, nothing was written.
+    let statuses: Vec<_> = east.attempts()[before..]
+        .iter()
+        .filter(|w| w.path.contains("/serviceexports"))
+        .cloned()
+        .collect();
+    assert!(statuses.is_empty(), "{statuses:?}");
     assert!(
         east.get(Res::ServiceImports, "shop", "api")
             .is_some_and(|i| clusters(&i) == ["west-1"])
