@@ -103,6 +103,13 @@ pub struct ServeArgs {
         default_value_t = 256
     )]
     pub max_watch_streams: usize,
+    /// Most WatchImports streams (syncers with --mcs-status, tools) open at once, a pool apart from --max-watch-streams; one cluster credential holds at most 2. More are refused with RESOURCE_EXHAUSTED, naming this limit.
+    #[arg(
+        long = "max-import-streams",
+        env = "MESHDNS_MAX_IMPORT_STREAMS",
+        default_value_t = 1_024
+    )]
+    pub max_import_streams: usize,
     /// A Watch reader that leaves its Reset (or a later part) unread this long is cut off with RESOURCE_EXHAUSTED.
     #[arg(long = "watch-stall-timeout", env = "MESHDNS_WATCH_STALL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub watch_stall_timeout: Duration,
@@ -219,6 +226,8 @@ pub struct Limits {
     pub max_export_streams: usize,
     /// `--max-watch-streams`: Watch streams open at once.
     pub max_watch_streams: usize,
+    /// `--max-import-streams`: WatchImports streams open at once.
+    pub max_import_streams: usize,
     /// `--watch-stall-timeout`: longest a Watch part waits to be read.
     pub watch_stall_timeout: Duration,
     pub max_grpc_message_bytes: usize,
@@ -433,6 +442,7 @@ impl ServeArgs {
             ),
             ("--max-export-streams", self.max_export_streams),
             ("--max-watch-streams", self.max_watch_streams),
+            ("--max-import-streams", self.max_import_streams),
             ("--max-grpc-message-bytes", self.max_grpc_message_bytes),
             ("--max-pending-hellos", self.max_pending_hellos),
             ("--max-tcp-connections", self.max_tcp_connections),
@@ -568,6 +578,7 @@ impl ServeArgs {
                 max_endpoints_per_service: self.max_endpoints_per_service,
                 max_export_streams: self.max_export_streams,
                 max_watch_streams: self.max_watch_streams,
+                max_import_streams: self.max_import_streams,
                 watch_stall_timeout: self.watch_stall_timeout,
                 max_grpc_message_bytes: self.max_grpc_message_bytes,
                 hello_timeout: self.hello_timeout,

@@ -26,6 +26,7 @@ mod imports;
 mod validate;
 mod watch;
 
+pub use imports::PER_CLUSTER as IMPORTS_PER_CLUSTER;
 pub use watch::{PART_BYTES, full_state};
 
 /// The tonic service over a shared [`Registry`].
@@ -42,6 +43,8 @@ pub struct Ingest {
     following: Option<String>,
     /// The clusterset's view (WatchImports, GetService's `resolved`).
     imports: crate::registry::imports::Imports,
+    /// WatchImports streams open now, against `--max-import-streams`.
+    import_streams: Arc<imports::Slots>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -65,12 +68,22 @@ impl Ingest {
         shutdown: CancellationToken,
     ) -> Self {
         Self::with_imports(
-            registry, writer, metrics, auth, fleet, limits, shutdown, None,
+            registry,
+            writer,
+            metrics,
+            auth,
+            fleet,
+            limits,
+            shutdown,
+            None,
+            std::time::Duration::ZERO,
         )
     }
 
     /// As [`Ingest::new`], keeping the first-exported times of the
-    /// clusterset's view in `persist` (beside `--state-file`).
+    /// clusterset's view in `persist` (beside `--state-file`); WatchImports
+    /// serves the view once restored or `warm_after` (the cluster TTL)
+    /// after start.
     #[allow(clippy::too_many_arguments)]
     pub fn with_imports(
         registry: Arc<Registry>,
@@ -81,15 +94,18 @@ impl Ingest {
         limits: Limits,
         shutdown: CancellationToken,
         persist: Option<std::path::PathBuf>,
+        warm_after: std::time::Duration,
     ) -> Self {
         let imports = crate::registry::imports::start(
             writer.clone(),
             metrics.clone(),
             persist,
+            warm_after,
             shutdown.clone(),
         );
         Ingest {
             imports,
+            import_streams: Arc::default(),
             export: Arc::new(export::Context {
                 registry,
                 writer,
@@ -155,12 +171,10 @@ impl wire::registry_server::Registry for Ingest {
             credential,
         } = self.export.auth.authenticate(&request)?;
         self.export.auth.may_watch_imports(&who)?;
-        let max = self.export.limits.max_watch_streams;
-        let slot = export::Slot::take(&self.watch_streams, max).ok_or_else(|| {
+        let max = self.export.limits.max_import_streams;
+        let slot = self.import_streams.take(&who, max).inspect_err(|s| {
             self.export.metrics.watch_event("over_limit");
-            Status::resource_exhausted(format!(
-                "the registry has {max} watch streams open, the --max-watch-streams limit"
-            ))
+            warn!(caller = %who, reason = s.message(), "imports stream refused");
         })?;
         let events = imports::start(
             self.imports.clone(),

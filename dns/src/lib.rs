@@ -393,6 +393,7 @@ pub async fn serve(
                     .state_file
                     .as_deref()
                     .map(registry::imports::first_exported_path),
+                config.liveness.cluster_ttl,
             )
             .following(config.follow.clone())
             .into_server(),

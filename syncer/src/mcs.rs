@@ -13,8 +13,10 @@
 //! ([`writes`], [`rate`]). A relist that changes nothing writes nothing.
 //! While no registry answers, nothing is written until the outage is
 //! older than `--mcs-status-ttl`; then every condition turns Unknown,
-//! naming the outage. ServiceImports are only ever changed from a live
-//! view: an outage never deletes one.
+//! naming the outage (local verdicts, such as a missing Service, stay).
+//! ServiceImports are only ever changed from a live view, and deleted
+//! only `--mcs-status-ttl` after the stream came up: an outage, or a hub
+//! restarted with a partial view, never deletes one.
 
 pub mod conditions;
 pub mod events;
@@ -99,11 +101,12 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> Writes {
     let notify = Arc::new(Notify::new());
-    let managed = format!("{}={}", imports::MANAGED_BY.0, imports::MANAGED_BY.1);
+    // All ServiceImports, ours and others': one we did not create is
+    // seen, so it is neither written over nor re-created every pass.
     let imports_api: Api<DynamicObject> = Api::all_with(client.clone(), &imports::resource());
     let imports = observed::watch(
         imports_api,
-        watcher::Config::default().labels(&managed),
+        watcher::Config::default(),
         "serviceimports",
         notify.clone(),
         shutdown.clone(),
@@ -207,12 +210,18 @@ async fn pass(
     state: &feed::Feed,
     exported: &[ServiceKey],
 ) -> bool {
-    if !cx.imports.ready() || !cx.namespaces.ready() {
-        return true;
-    }
+    // Each writer waits for its own watches only: a cluster without the
+    // ServiceImport CRD still gets ServiceExport conditions and Events.
+    // A watch's first list wakes the task (`notify`).
+    let imports_ready = cx.imports.ready() && cx.namespaces.ready();
     match (&state.down, &state.view) {
         (None, Some(view)) => {
-            let mut again = imports::reconcile(cx, view).await;
+            // Deletes wait one TTL after each (re)connect: a restarted
+            // hub's view fills up as the members reconnect.
+            let hold_deletes = state
+                .up_since
+                .is_none_or(|up| up.elapsed() < cx.settings.status_ttl);
+            let mut again = imports_ready && imports::reconcile(cx, view, hold_deletes).await;
             again |= export_status::reconcile(cx, Some(view), None).await;
             again |= events.reconcile(cx, view, exported).await;
             again

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::objects::{Ep, Res, namespace, node, service, service_export, slice};
 use self::store::Store;
-pub use self::store::Write;
+pub use self::store::{Attempt, Write};
 
 /// How the fake behaves; the defaults are kube-apiserver's.
 #[derive(Debug, Clone)]
@@ -398,6 +398,12 @@ impl FakeKube {
     /// Most items per LIST page from now on.
     pub fn set_page_cap(&self, cap: Option<usize>) {
         self.store.lock().unwrap().page_cap = cap;
+    }
+
+    /// Write requests so far, accepted or refused, with their status
+    /// codes, in order: what "writes nothing" is checked against.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.store.lock().unwrap().attempts.clone()
     }
 
     /// Writes accepted so far (create, update, delete), in order.

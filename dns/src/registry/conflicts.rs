@@ -6,9 +6,16 @@
 //! of the service ([`super::imports`] keeps and persists it), ties broken
 //! by cluster name: both are known to the registry alone, so a member
 //! cannot claim to be older than it is, and a restart does not reshuffle
-//! winners. Ports are compared as a set (their order in the Service does
-//! not matter); the mode decides the ServiceImport's type (`endpoints`:
-//! Headless, `clusterip`: ClusterSetIP).
+//! winners. Ports follow the MCS rule (KEP-1645, mcs-api `PortConflict`):
+//! the service offers the union of its exports' ports; a port is in
+//! conflict when another one already in the union has its name (unnamed
+//! counts as one name) or its port/protocol with a different value, and
+//! the oldest export's value wins. An export with fewer ports (one whose
+//! slices list only some, a cluster scaled to zero) adds fewer and is in
+//! no conflict. The ports are the
+//! EndpointSlices' ports (what the endpoints listen on), as DNS answers
+//! carry the endpoints' addresses. The mode decides the ServiceImport's
+//! type (`endpoints`: Headless, `clusterip`: ClusterSetIP).
 
 use meshdns_proto::model::{ClusterName, Mode, Port, ServiceExport, ServiceKey};
 use meshdns_proto::wire;
@@ -69,12 +76,12 @@ fn sorted_ports(ports: &[Port]) -> Vec<Port> {
     ports
 }
 
-fn show_ports(ports: &[Port]) -> String {
-    ports
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// One port as a conflict message names it: `"http" 9090/TCP`.
+fn show_port(port: &Port) -> String {
+    match &port.name {
+        Some(name) => format!("{:?} {}/{}", name.to_string(), port.port, port.protocol),
+        None => format!("(unnamed) {}/{}", port.port, port.protocol),
+    }
 }
 
 /// The mode as the ServiceImport type it becomes.
@@ -95,40 +102,64 @@ pub fn resolve<'a>(
         (a.first_exported_unix_ms, a.cluster).cmp(&(b.first_exported_unix_ms, b.cluster))
     });
     let oldest = *exporters.first()?;
-    let ports = sorted_ports(oldest.export.ports());
     let mode = oldest.export.mode();
+    // The union of the ports, oldest export first: a port joins unless
+    // one already there has its name (unnamed counts as a name) or its
+    // port/protocol with another value; then that one wins.
+    let mut ports: Vec<(Port, &ClusterName, u64)> = Vec::new();
     let mut conflicts = Vec::new();
-    for other in &exporters[1..] {
-        let why = format!(
-            "{} exported it first (accepted at {} ms since the epoch; the oldest export wins)",
-            oldest.cluster, oldest.first_exported_unix_ms
-        );
-        let theirs = sorted_ports(other.export.ports());
-        if theirs != ports {
+    for exporter in &exporters {
+        let why = |winner: &ClusterName, at: u64| {
+            format!(
+                "{winner} exported it first (accepted at {at} ms since the epoch; the oldest export wins)"
+            )
+        };
+        let mut clashes: Vec<(String, &ClusterName, u64)> = Vec::new();
+        for port in sorted_ports(exporter.export.ports()) {
+            let clash = ports.iter().find(|(q, _, _)| {
+                q != &port
+                    && (q.name == port.name || (q.port == port.port && q.protocol == port.protocol))
+            });
+            match clash {
+                Some((q, winner, at)) => clashes.push((
+                    format!(
+                        "port {} differs from the clusterset's {q}",
+                        show_port(&port)
+                    ),
+                    winner,
+                    *at,
+                )),
+                None if ports.iter().any(|(q, _, _)| q == &port) => {}
+                None => ports.push((port, exporter.cluster, exporter.first_exported_unix_ms)),
+            }
+        }
+        if let Some((first, winner, at)) = clashes.first() {
+            let more = match clashes.len() {
+                1 => String::new(),
+                n => format!(" (and {} more ports)", n - 1),
+            };
             conflicts.push(Conflict {
-                cluster: other.cluster.clone(),
+                cluster: exporter.cluster.clone(),
                 field: Field::Ports,
-                winner: oldest.cluster.clone(),
-                message: format!(
-                    "ports [{}] differ from the clusterset's [{}]: {why}",
-                    show_ports(&theirs),
-                    show_ports(&ports)
-                ),
+                winner: (*winner).clone(),
+                message: format!("{first}{more}: {}", why(winner, *at)),
             });
         }
-        if other.export.mode() != mode {
+        if exporter.export.mode() != mode {
             conflicts.push(Conflict {
-                cluster: other.cluster.clone(),
+                cluster: exporter.cluster.clone(),
                 field: Field::Mode,
                 winner: oldest.cluster.clone(),
                 message: format!(
-                    "type {} differs from the clusterset's {}: {why}",
-                    import_type(other.export.mode()),
-                    import_type(mode)
+                    "type {} differs from the clusterset's {}: {}",
+                    import_type(exporter.export.mode()),
+                    import_type(mode),
+                    why(oldest.cluster, oldest.first_exported_unix_ms)
                 ),
             });
         }
     }
+    let ports = sorted_ports(&ports.into_iter().map(|(p, _, _)| p).collect::<Vec<_>>());
     Some(Resolved {
         key: key.clone(),
         ports,
@@ -282,5 +313,92 @@ mod tests {
         .unwrap();
         assert_eq!(r.conflicts[0].winner.to_string(), "a");
         assert!(resolve(&key, []).is_none());
+    }
+
+    fn with_ports(ports: &[(Option<&str>, u16)]) -> ServiceExport {
+        ServiceExport::new(
+            key(),
+            ports
+                .iter()
+                .map(|(name, port)| Port {
+                    name: name.map(|n| meshdns_proto::model::PortName::new(n).unwrap()),
+                    protocol: Protocol::Tcp,
+                    port: NonZeroU16::new(*port).unwrap(),
+                })
+                .collect(),
+            Mode::Endpoints,
+            vec![],
+            vec![],
+            Policy::default(),
+        )
+        .unwrap()
+    }
+
+    fn resolve_two(older: &ServiceExport, newer: &ServiceExport) -> Resolved {
+        let (a, b) = (
+            ClusterName::new("a").unwrap(),
+            ClusterName::new("b").unwrap(),
+        );
+        resolve(
+            &key(),
+            [
+                Exporter {
+                    cluster: &a,
+                    first_exported_unix_ms: 1,
+                    export: older,
+                },
+                Exporter {
+                    cluster: &b,
+                    first_exported_unix_ms: 2,
+                    export: newer,
+                },
+            ],
+        )
+        .unwrap()
+    }
+
+    fn shown(r: &Resolved) -> Vec<String> {
+        r.ports.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn ports_are_the_union_and_conflict_by_name_or_port_the_oldest_winning() {
+        // Different ports under different names: the union, no conflict.
+        let r = resolve_two(
+            &with_ports(&[(Some("http"), 80)]),
+            &with_ports(&[(Some("http"), 80), (Some("metrics"), 9100)]),
+        );
+        assert_eq!(shown(&r), ["http (80/TCP)", "metrics (9100/TCP)"]);
+        assert!(r.conflicts.is_empty(), "{:?}", r.conflicts);
+        // The same name with another port: the oldest's value, a conflict
+        // naming the port and not every port.
+        let r = resolve_two(
+            &with_ports(&[(Some("http"), 80), (Some("admin"), 81)]),
+            &with_ports(&[(Some("http"), 8080), (Some("admin"), 81)]),
+        );
+        assert_eq!(shown(&r), ["http (80/TCP)", "admin (81/TCP)"]);
+        assert_eq!(r.conflicts.len(), 1);
+        let c = &r.conflicts[0];
+        assert_eq!(
+            (c.cluster.to_string(), c.field, c.winner.to_string()),
+            ("b".into(), Field::Ports, "a".into())
+        );
+        assert!(c.message.contains("\"http\" 8080/TCP"), "{}", c.message);
+        assert!(!c.message.contains("admin"), "{}", c.message);
+        // The same port/protocol under another name: a conflict too.
+        let r = resolve_two(
+            &with_ports(&[(Some("http"), 80)]),
+            &with_ports(&[(Some("web"), 80)]),
+        );
+        assert_eq!(shown(&r), ["http (80/TCP)"]);
+        assert_eq!(r.conflicts.len(), 1);
+        // An export with fewer ports (a subset; a cluster scaled to zero
+        // whose slices list only some) is in no conflict, either way.
+        let fewer = with_ports(&[(Some("http"), 80)]);
+        let more = with_ports(&[(Some("http"), 80), (Some("grpc"), 9000)]);
+        for r in [resolve_two(&fewer, &more), resolve_two(&more, &fewer)] {
+            assert_eq!(shown(&r), ["http (80/TCP)", "grpc (9000/TCP)"]);
+            assert!(r.conflicts.is_empty(), "{:?}", r.conflicts);
+        }
     }
 }

@@ -6,8 +6,9 @@
 //! The task remembers when the registry first accepted each cluster's
 //! export of each service (what "oldest export" means); an export that
 //! goes away and comes back is new again. With `--state-file`, those
-//! times are persisted beside it (`PATH.first-exported.json`, written to a
-//! temporary file and renamed) so a restart does not reshuffle winners.
+//! times are persisted beside it (`PATH.first-exported.json`, at most once
+//! a second, on the blocking pool: a temporary file written, fsynced and
+//! renamed) so a restart does not reshuffle winners.
 //! Each change costs the services it touches to resolve, and one clone of
 //! the view's index (pointers) to publish; changes that arrive together
 //! are published once.
@@ -15,6 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use meshdns_proto::model::{ClusterName, Namespace, ServiceExport, ServiceKey, ServiceName};
 use serde::{Deserialize, Serialize};
@@ -30,6 +32,11 @@ use crate::metrics::{Metrics, unix_ms};
 #[derive(Debug, Default)]
 pub struct ImportsView {
     pub services: BTreeMap<ServiceKey, Arc<Resolved>>,
+    /// The view may be served to syncers (WatchImports): it was restored
+    /// from `--state-file`, or one cluster TTL has passed since start, so
+    /// every live member had the time to reconnect. A cold view is partial:
+    /// served, it would read as "these services are gone".
+    pub warm: bool,
 }
 
 /// The view as its readers hold it.
@@ -99,10 +106,40 @@ fn save(path: &Path, times: &HashMap<Pair, u64>) {
     };
     let written = serde_json::to_vec(&Persisted { exports })
         .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|bytes| {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()
+        })
         .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {
         warn!(path = %path.display(), error = %e, "cannot save the first-exported times");
+    }
+}
+
+/// The side file is written at most this often.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Writes the side file on the blocking pool, one write at a time.
+#[derive(Default)]
+struct Saver {
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Saver {
+    /// Starts writing a copy of `times` once the previous write is done.
+    async fn save(&mut self, path: &Path, times: &HashMap<Pair, u64>) {
+        self.finish().await;
+        let (path, times) = (path.to_owned(), times.clone());
+        self.running = Some(tokio::task::spawn_blocking(move || save(&path, &times)));
+    }
+
+    /// Waits for the write under way, if any.
+    async fn finish(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.await;
+        }
     }
 }
 
@@ -254,15 +291,26 @@ impl Tracker {
     }
 }
 
-/// Starts the task; the view is empty until the registry's state is read.
+/// Starts the task; the view is empty until the registry's state is read,
+/// and cold (not [`ImportsView::warm`]) until the first state read holds a
+/// cluster (restored from `--state-file`) or `warm_after` (the cluster
+/// TTL) has passed.
 pub fn start(
     writer: Writer,
     metrics: Arc<Metrics>,
     persist: Option<PathBuf>,
+    warm_after: Duration,
     shutdown: CancellationToken,
 ) -> Imports {
     let (tx, rx) = watch::channel(Arc::new(ImportsView::default()));
+    let warm_at = tokio::time::Instant::now() + warm_after;
     tokio::spawn(async move {
+        let mut warm = warm_after.is_zero();
+        let mut saver = Saver::default();
+        let mut save_at: Option<tokio::time::Instant> = None;
+        let mut last_save = tokio::time::Instant::now()
+            .checked_sub(SAVE_EVERY)
+            .unwrap_or_else(tokio::time::Instant::now);
         let mut tracker = Tracker {
             exports: HashMap::new(),
             first: persist.as_deref().map(load).unwrap_or_default(),
@@ -274,24 +322,47 @@ pub fn start(
             let Ok((state, mut changes)) = writer.subscribe().await else {
                 return;
             };
+            if !warm && !state.clusters.is_empty() {
+                info!("the imports view is warm: restored from the state file");
+                warm = true;
+            }
             tracker.reset(state);
             loop {
                 // Heartbeats and liveness changes leave the view alone.
                 if std::mem::take(&mut tracker.changed) {
                     tx.send_replace(Arc::new(ImportsView {
                         services: tracker.view.clone(),
+                        warm,
                     }));
                     metrics.conflicts.set(tracker.gauges(), tracker.view.len());
                 }
-                if tracker.dirty
-                    && let Some(path) = &persist
-                {
-                    save(path, &tracker.first);
-                    tracker.dirty = false;
+                if tracker.dirty && persist.is_some() && save_at.is_none() {
+                    save_at = Some(last_save + SAVE_EVERY);
                 }
                 let first = tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => {
+                        if tracker.dirty && let Some(path) = &persist {
+                            saver.save(path, &tracker.first).await;
+                        }
+                        saver.finish().await;
+                        return;
+                    }
+                    () = tokio::time::sleep_until(save_at.unwrap_or(warm_at)), if save_at.is_some() => {
+                        if let Some(path) = &persist {
+                            saver.save(path, &tracker.first).await;
+                        }
+                        tracker.dirty = false;
+                        save_at = None;
+                        last_save = tokio::time::Instant::now();
+                        continue;
+                    }
                     received = changes.recv() => received,
+                    () = tokio::time::sleep_until(warm_at), if !warm => {
+                        info!(after = ?warm_after, "the imports view is warm: one cluster TTL since start");
+                        warm = true;
+                        tracker.changed = true;
+                        continue;
+                    }
                 };
                 let mut next = Some(first);
                 // Everything already queued is published once.

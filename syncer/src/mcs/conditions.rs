@@ -1,6 +1,8 @@
 //! What the fleet thinks of one of this cluster's exports, as the MCS
-//! API's ServiceExport conditions name it (mcs-api `Valid`, `Conflict`,
-//! `Ready` with their reasons), and as Events in label mode.
+//! API's ServiceExport conditions name it (mcs-api's `Accepted`,
+//! `Conflicted` and `Exported` with their documented reasons, and the
+//! deprecated `Valid` and `Conflict` beside them), and as Events in label
+//! mode.
 
 use meshdns_proto::wire;
 
@@ -106,71 +108,95 @@ pub fn verdict(
     }
 }
 
+/// The condition types written, current mcs-api first (`Accepted`,
+/// `Conflicted`, `Exported`), then the deprecated ones the MCS KEP named
+/// and older tools read (`Valid` mirrors `Accepted`, `Conflict` mirrors
+/// `Conflicted`). mcs-api defines no `Ready`.
+pub const TYPES: [&str; 5] = ["Accepted", "Conflicted", "Exported", "Valid", "Conflict"];
+
+/// The current and the deprecated conditions from `accepted`,
+/// `conflicted` and `exported` (`kind` is set here).
+fn with_deprecated(
+    accepted: Condition,
+    conflicted: Condition,
+    exported: Condition,
+) -> [Condition; 5] {
+    let valid = Condition {
+        kind: "Valid",
+        // The deprecated condition's True reason was its type's name.
+        reason: if accepted.status == "True" {
+            "Valid".into()
+        } else {
+            accepted.reason.clone()
+        },
+        ..accepted.clone()
+    };
+    let conflict = Condition {
+        kind: "Conflict",
+        ..conflicted.clone()
+    };
+    [accepted, conflicted, exported, valid, conflict]
+}
+
 /// The ServiceExport conditions for a verdict.
-pub fn conditions(verdict: &Verdict) -> [Condition; 3] {
-    let no_conflict = || condition("Conflict", "False", "NoConflicts", String::new());
-    match verdict {
+pub fn conditions(verdict: &Verdict) -> [Condition; 5] {
+    let no_conflict = || condition("Conflicted", "False", "NoConflicts", String::new());
+    let accepted = || condition("Accepted", "True", "Accepted", String::new());
+    let (a, c, e) = match verdict {
         Verdict::NoService => {
             let m = "no Service of this name in this namespace".to_owned();
-            [
-                condition("Valid", "False", "NoService", m.clone()),
+            (
+                condition("Accepted", "False", "NoService", m.clone()),
                 no_conflict(),
-                condition("Ready", "False", "Failed", m),
-            ]
+                condition("Exported", "False", "Failed", m),
+            )
         }
         Verdict::InvalidServiceType => {
             let m = "an ExternalName Service cannot be exported".to_owned();
-            [
-                condition("Valid", "False", "InvalidServiceType", m.clone()),
+            (
+                condition("Accepted", "False", "InvalidServiceType", m.clone()),
                 no_conflict(),
-                condition("Ready", "False", "Failed", m),
-            ]
+                condition("Exported", "False", "Failed", m),
+            )
         }
-        Verdict::Refused(reason) => [
-            condition("Valid", "False", "RegistryRefused", reason.clone()),
+        Verdict::Refused(reason) => (
+            condition("Accepted", "False", "RegistryRefused", reason.clone()),
             no_conflict(),
-            condition("Ready", "False", "Failed", reason.clone()),
-        ],
-        Verdict::Conflict { reasons, message } => [
-            condition("Valid", "True", "Valid", String::new()),
-            condition("Conflict", "True", reasons, message.clone()),
+            condition("Exported", "False", "Failed", reason.clone()),
+        ),
+        Verdict::Conflict { reasons, message } => (
+            accepted(),
+            condition("Conflicted", "True", reasons, message.clone()),
             condition(
-                "Ready",
+                "Exported",
                 "True",
                 "Exported",
                 "exported to the clusterset, in conflict".into(),
             ),
-        ],
-        Verdict::Exported { clusters } => [
-            condition("Valid", "True", "Valid", String::new()),
+        ),
+        Verdict::Exported { clusters } => (
+            accepted(),
             no_conflict(),
             condition(
-                "Ready",
+                "Exported",
                 "True",
                 "Exported",
                 format!("exported to the clusterset ({clusters} clusters export it)"),
             ),
-        ],
-        Verdict::Pending => [
-            condition("Valid", "True", "Valid", String::new()),
-            condition(
-                "Conflict",
-                "Unknown",
-                "Pending",
-                "the registry has not taken the export yet".into(),
-            ),
-            condition(
-                "Ready",
-                "Unknown",
-                "Pending",
-                "the registry has not taken the export yet".into(),
-            ),
-        ],
-    }
+        ),
+        Verdict::Pending => {
+            let m = "the registry has not taken the export yet".to_owned();
+            (
+                accepted(),
+                condition("Conflicted", "Unknown", "Pending", m.clone()),
+                condition("Exported", "Unknown", "Pending", m),
+            )
+        }
+    };
+    with_deprecated(a, c, e)
 }
 
 /// Every condition Unknown: no registry has answered for too long.
-pub fn unknown(outage: &str) -> [Condition; 3] {
-    let c = |kind| condition(kind, "Unknown", "RegistryUnreachable", outage.to_owned());
-    [c("Valid"), c("Conflict"), c("Ready")]
+pub fn unknown(outage: &str) -> [Condition; 5] {
+    TYPES.map(|kind| condition(kind, "Unknown", "RegistryUnreachable", outage.to_owned()))
 }

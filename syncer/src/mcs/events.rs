@@ -29,6 +29,9 @@ use super::feed::Import;
 use super::imports::MANAGED_BY;
 use super::writes::Outcome;
 
+/// An Event not counted up this long is forgotten.
+const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// What an Event says: (type, reason, message).
 type Said = (&'static str, &'static str, String);
 
@@ -71,7 +74,8 @@ impl Events {
         exported: &[ServiceKey],
     ) -> bool {
         if !cx.services.ready() {
-            return true;
+            // Its first list wakes the writers.
+            return false;
         }
         let mut again = false;
         for key in exported {
@@ -101,7 +105,26 @@ impl Events {
         }
         let live: std::collections::HashSet<&ServiceKey> = exported.iter().collect();
         self.last.retain(|k, _| live.contains(k));
+        self.prune(exported);
         again
+    }
+
+    /// Forgets the Events of Services no longer exported, and those not
+    /// counted up for [`FORGET_AFTER`] (the API server expires Events
+    /// after an hour by default; one that is still there is read again).
+    fn prune(&mut self, exported: &[ServiceKey]) {
+        let live: std::collections::HashSet<(String, String)> = exported
+            .iter()
+            .map(|k| (k.namespace.to_string(), k.name.to_string()))
+            .collect();
+        let cutoff = Timestamp::now()
+            .checked_sub(FORGET_AFTER)
+            .unwrap_or(Timestamp::MIN);
+        self.written.retain(|(ns, _), event| {
+            let service = event.involved_object.name.clone().unwrap_or_default();
+            live.contains(&(ns.clone(), service))
+                && event.last_timestamp.as_ref().is_some_and(|t| t.0 > cutoff)
+        });
     }
 
     /// Writes or counts up the Event; `false` when it failed.

@@ -24,7 +24,9 @@ pub fn resource() -> ApiResource {
     )
 }
 
-const OURS: [&str; 3] = ["Valid", "Conflict", "Ready"];
+/// Types we once wrote and no longer do (mcs-api defines no `Ready`):
+/// dropped from the list when it is next written.
+const RETIRED: [&str; 1] = ["Ready"];
 
 /// Now, to the second, as metav1.Time is written.
 pub fn now() -> String {
@@ -34,7 +36,7 @@ pub fn now() -> String {
 }
 
 /// The conditions list `obj` should have, or `None` when it has them.
-pub fn merged(obj: &DynamicObject, wanted: &[Condition; 3]) -> Option<Vec<Value>> {
+pub fn merged(obj: &DynamicObject, wanted: &[Condition]) -> Option<Vec<Value>> {
     let generation = obj.metadata.generation.unwrap_or(0);
     let old: Vec<Value> = obj.data["status"]["conditions"]
         .as_array()
@@ -43,10 +45,11 @@ pub fn merged(obj: &DynamicObject, wanted: &[Condition; 3]) -> Option<Vec<Value>
     let find = |kind: &str| old.iter().find(|c| c["type"] == kind);
     let mut next: Vec<Value> = old
         .iter()
-        .filter(|c| !OURS.iter().any(|k| c["type"] == *k))
+        .filter(|c| !conditions::TYPES.iter().any(|k| c["type"] == *k))
+        .filter(|c| !RETIRED.iter().any(|k| c["type"] == *k))
         .cloned()
         .collect();
-    let mut changed = false;
+    let mut changed = next.len() + wanted.len() != old.len();
     for w in wanted {
         let before = find(w.kind);
         let since = before
@@ -75,7 +78,8 @@ fn service_key(ns: &str, name: &str) -> Option<ServiceKey> {
 }
 
 /// Writes every ServiceExport's conditions; `outage` (when set) turns
-/// them all Unknown. `true` when a write should be tried again soon.
+/// the registry's ones Unknown (a missing or ExternalName Service keeps
+/// its local verdict). `true` when a write should be tried again soon.
 pub async fn reconcile(
     cx: &Context,
     view: Option<&BTreeMap<ServiceKey, Import>>,
@@ -85,25 +89,27 @@ pub async fn reconcile(
         return false;
     };
     if !exports.ready() || !cx.services.ready() {
-        return true;
+        // Their first list wakes the writers.
+        return false;
     }
     let ar = resource();
     let mut again = false;
     for ((ns, name), obj) in exports.all() {
+        let local = match cx.services.get(&(ns.clone(), name.clone())) {
+            None => Local::Missing,
+            Some(s) if s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") => {
+                Local::ExternalName
+            }
+            Some(_) => Local::Present,
+        };
         let wanted = match outage {
+            // This cluster's own verdicts need no registry.
+            _ if local != Local::Present => {
+                conditions::conditions(&conditions::verdict(&cx.cluster, local, None, None))
+            }
             Some(outage) => conditions::unknown(outage),
             None => {
                 let Some(view) = view else { continue };
-                let local = match cx.services.get(&(ns.clone(), name.clone())) {
-                    None => Local::Missing,
-                    Some(s)
-                        if s.spec.as_ref().and_then(|s| s.type_.as_deref())
-                            == Some("ExternalName") =>
-                    {
-                        Local::ExternalName
-                    }
-                    Some(_) => Local::Present,
-                };
                 let key = service_key(&ns, &name);
                 let refusal = key.as_ref().and_then(|k| cx.refusals.reason(k));
                 let import = key.as_ref().and_then(|k| view.get(k));

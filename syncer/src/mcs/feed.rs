@@ -4,13 +4,17 @@
 //!
 //! The feed tries the `--registry` URLs in turn, backing off after each
 //! failure. Its state is the last complete view and whether the stream is
-//! up; while it is down, the last view stays, with the time and the error
-//! of the outage ([`Feed::down`]), so the writers keep what they wrote and
-//! turn conditions Unknown only after `--mcs-status-ttl`.
+//! up; while it is down, the last view stays, with the time and the first
+//! error of the outage ([`Feed::down`]: the same for the whole outage,
+//! so a condition naming it is written once, however many `--registry`
+//! URLs are tried), so the writers keep what they wrote and turn
+//! conditions Unknown only after `--mcs-status-ttl`. [`Feed::up_since`]
+//! says when the current stream came up: deletions wait a grace period
+//! after it, as a freshly restarted hub's view may be partial.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use meshdns_proto::model::ServiceKey;
 use meshdns_proto::wire;
@@ -29,9 +33,18 @@ pub type Import = wire::ServiceImport;
 pub struct Feed {
     /// The last complete view; `None` until one arrived.
     pub view: Option<Arc<BTreeMap<ServiceKey, Import>>>,
-    /// Since when, and why, no registry answers (`None`: the stream is up).
+    /// Since when, and why (the outage's first error), no registry
+    /// answers (`None`: the stream is up).
     pub down: Option<(SystemTime, String)>,
+    /// When the current stream delivered its first complete view.
+    pub up_since: Option<Instant>,
 }
+
+/// The largest WatchImports event decoded.
+const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The reason of the outage before any registry was tried.
+const NOT_CONNECTED: &str = "not connected yet";
 
 /// Starts following the registries' view.
 pub fn start(
@@ -41,7 +54,8 @@ pub fn start(
 ) -> watch::Receiver<Feed> {
     let (tx, rx) = watch::channel(Feed {
         view: None,
-        down: Some((SystemTime::now(), "not connected yet".into())),
+        down: Some((SystemTime::now(), NOT_CONNECTED.into())),
+        up_since: None,
     });
     tokio::spawn(async move {
         let Some(first) = registries.first() else {
@@ -55,11 +69,20 @@ pub fn start(
             };
             metrics.registry_up(false);
             warn!(registry = %config.url, error = %error, "imports stream ended; trying again");
-            tx.send_modify(|f| {
-                if f.down.is_none() {
-                    f.down = Some((SystemTime::now(), error.clone()));
-                } else if let Some((_, why)) = f.down.as_mut() {
-                    *why = error.clone();
+            // The outage keeps its first error: later ones (another
+            // --registry URL, a longer backoff) would rewrite conditions.
+            tx.send_if_modified(|f| {
+                f.up_since = None;
+                match f.down.as_mut() {
+                    None => {
+                        f.down = Some((SystemTime::now(), error.clone()));
+                        true
+                    }
+                    Some((_, why)) if why == NOT_CONNECTED => {
+                        *why = error.clone();
+                        true
+                    }
+                    Some(_) => false,
                 }
             });
             tokio::select! {
@@ -79,7 +102,9 @@ async fn follow(
     metrics: &McsMetrics,
 ) -> String {
     let mut client = match config.auth.connect(&config.url).await {
-        Ok(c) => c,
+        // The registry sends parts of at most 1 MiB; one service alone may
+        // be bigger, never this big.
+        Ok(c) => c.max_decoding_message_size(MAX_EVENT_BYTES),
         Err(e) => return format!("registry {}: {e}", config.url),
     };
     let mut stream = match client.watch_imports(wire::WatchImportsRequest {}).await {
@@ -93,6 +118,10 @@ async fn follow(
             );
         }
     };
+    // The registry answers: the outage is over, even while a restarted
+    // hub waits for its view to be warm before the first reset (the last
+    // view stays; conditions do not turn Unknown meanwhile).
+    tx.send_if_modified(|f| f.down.take().is_some());
     let mut view: BTreeMap<ServiceKey, Import> = BTreeMap::new();
     // A reset (or change) in parts is applied when its last part arrives.
     let mut pending: Option<BTreeMap<ServiceKey, Import>> = None;
@@ -128,7 +157,7 @@ async fn follow(
             continue;
         }
         view = pending.take().unwrap_or_default();
-        if tx.borrow().down.is_some() {
+        if tx.borrow().up_since.is_none() {
             info!(registry = %config.url, services = view.len(), "imports stream up");
             backoff.reset();
         }
@@ -137,6 +166,7 @@ async fn follow(
         tx.send_modify(|f| {
             f.view = Some(shared);
             f.down = None;
+            f.up_since.get_or_insert_with(Instant::now);
         });
     }
 }

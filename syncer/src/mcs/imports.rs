@@ -3,9 +3,9 @@
 //! with `--mcs-create-namespaces`), with the resolved type and ports and
 //! `status.clusters` naming the exporting clusters.
 //!
-//! Ours carry the [`MANAGED_BY`] label; the watch selects by it, so an
-//! object we did not create is never updated nor deleted (creating over
-//! one answers 409 and is left alone). `spec.ips` stays empty: meshdns
+//! Ours carry the [`MANAGED_BY`] label; every ServiceImport is watched
+//! and one without it (another implementation's, or an admin's) is never
+//! created over, updated nor deleted: no write at all. `spec.ips` stays empty: meshdns
 //! allocates no ClusterSet VIP, its DNS answers carry the endpoints'
 //! addresses (or each cluster's ClusterIP in `clusterip` mode). Callers
 //! run this only while the registry's view is live: an outage never
@@ -75,13 +75,57 @@ pub fn status(import: &Import) -> Value {
     json!({"clusters": clusters})
 }
 
+/// The ports as we write them, whatever the server defaulted or another
+/// field manager added (`appProtocol`, a defaulted protocol).
+fn owned_ports(spec: &Value) -> Vec<(String, u64, String)> {
+    spec["ports"]
+        .as_array()
+        .map(|ports| {
+            ports
+                .iter()
+                .map(|p| {
+                    (
+                        p["name"].as_str().unwrap_or_default().to_owned(),
+                        p["port"].as_u64().unwrap_or_default(),
+                        p["protocol"].as_str().unwrap_or("TCP").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Does `current` (a stored spec) hold what we own of `wanted`: the type
+/// and the ports? Other fields (`ips`, `sessionAffinity`, defaults) are
+/// not ours to compare.
+fn spec_holds(current: Option<&Value>, wanted: &Value) -> bool {
+    current.is_some_and(|c| c["type"] == wanted["type"] && owned_ports(c) == owned_ports(wanted))
+}
+
+/// The clusters of a stored status, by name.
+fn status_clusters(status: Option<&Value>) -> Vec<String> {
+    status
+        .and_then(|s| s["clusters"].as_array())
+        .map(|a| {
+            a.iter()
+                .map(|c| c["cluster"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn ours(obj: &DynamicObject) -> bool {
     obj.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
 }
 
 /// Brings the cluster's ServiceImports to `view`; `true` when a write
-/// met a conflict and a pass should follow soon.
-pub async fn reconcile(cx: &Context, view: &BTreeMap<ServiceKey, Import>) -> bool {
+/// met a conflict, or a deletion is held (`hold_deletes`: the stream came
+/// up less than a grace period ago), and a pass should follow soon.
+pub async fn reconcile(
+    cx: &Context,
+    view: &BTreeMap<ServiceKey, Import>,
+    hold_deletes: bool,
+) -> bool {
     let ar = resource();
     let mut again = false;
     let observed = cx.imports.all();
@@ -100,6 +144,7 @@ pub async fn reconcile(cx: &Context, view: &BTreeMap<ServiceKey, Import>) -> boo
         let api: Api<DynamicObject> = Api::namespaced_with(cx.client.clone(), &k.0, &ar);
         let (spec, status) = (spec(import), status(import));
         let current = match observed.get(&k) {
+            Some(obj) if !ours(obj) => continue,
             Some(obj) => obj.clone(),
             None => {
                 let mut obj = DynamicObject::new(&k.1, &ar).within(&k.0);
@@ -126,9 +171,13 @@ pub async fn reconcile(cx: &Context, view: &BTreeMap<ServiceKey, Import>) -> boo
             }
         };
         let mut current = current;
-        if current.data.get("spec") != Some(&spec) {
+        if !spec_holds(current.data.get("spec"), &spec) {
             let mut next = current.clone();
-            next.data["spec"] = spec.clone();
+            if !next.data["spec"].is_object() {
+                next.data["spec"] = json!({});
+            }
+            next.data["spec"]["type"] = spec["type"].clone();
+            next.data["spec"]["ports"] = spec["ports"].clone();
             match cx.writes.replace(&api, &next).await {
                 Outcome::Done(updated) => {
                     cx.imports.wrote(k.clone(), Some(updated.clone()));
@@ -140,9 +189,12 @@ pub async fn reconcile(cx: &Context, view: &BTreeMap<ServiceKey, Import>) -> boo
                 }
             }
         }
-        if current.data.get("status") != Some(&status) {
+        if status_clusters(current.data.get("status")) != status_clusters(Some(&status)) {
             let mut next = current.clone();
-            next.data["status"] = status;
+            if !next.data["status"].is_object() {
+                next.data["status"] = json!({});
+            }
+            next.data["status"]["clusters"] = status["clusters"].clone();
             match cx.writes.replace_status(&api, &next).await {
                 Outcome::Done(updated) => cx.imports.wrote(k.clone(), Some(updated)),
                 _ => again = true,
@@ -151,6 +203,10 @@ pub async fn reconcile(cx: &Context, view: &BTreeMap<ServiceKey, Import>) -> boo
     }
     for (k, obj) in observed {
         if wanted.contains(&k) || !ours(&obj) {
+            continue;
+        }
+        if hold_deletes {
+            again = true;
             continue;
         }
         let api: Api<DynamicObject> = Api::namespaced_with(cx.client.clone(), &k.0, &ar);
@@ -169,7 +225,8 @@ pub async fn reconcile(cx: &Context, view: &BTreeMap<ServiceKey, Import>) -> boo
     again
 }
 
-/// Creates a missing namespace for a ServiceImport; `true`: pass again.
+/// Creates a missing namespace for a ServiceImport; `true`: pass again
+/// soon (it was created), `false` on failure.
 async fn create_namespace(cx: &Context, name: &str) -> bool {
     let api: Api<Namespace> = Api::all(cx.client.clone());
     let ns = Namespace {
@@ -190,6 +247,10 @@ async fn create_namespace(cx: &Context, name: &str) -> bool {
                 .wrote((String::new(), name.to_owned()), Some(created));
             true
         }
-        _ => true,
+        // Already there: the namespaces watch brings it.
+        Outcome::Conflict => true,
+        // Refused (RBAC without namespaces create, a Terminating
+        // namespace): the writes' per-object backoff paces the retries.
+        _ => false,
     }
 }

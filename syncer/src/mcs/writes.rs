@@ -2,9 +2,14 @@
 //! `--mcs-writes-per-second` bucket, counted. Every update carries the
 //! resourceVersion it was computed from (optimistic concurrency): a 409
 //! means someone wrote in between, and the writers compute again from the
-//! fresh object on their next pass ([`Outcome::Conflict`]).
+//! fresh object on their next pass ([`Outcome::Conflict`]). A write that
+//! fails otherwise (403, 422, a Terminating namespace) backs off per
+//! object, from [`BACKOFF_MIN`] doubling to [`BACKOFF_MAX`]: until then
+//! the same write is not sent again ([`Outcome::Failed`] at once).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Resource};
@@ -32,11 +37,20 @@ pub enum Outcome<K> {
     Failed,
 }
 
+/// A failed write waits at least this long before it is sent again.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// And at most this long.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Backoffs remembered at most (the oldest are forgotten first).
+const BACKOFF_KEYS: usize = 10_000;
+
 /// Rate-limited, counted writes.
 #[derive(Debug, Clone)]
 pub struct Writes {
     bucket: Arc<Mutex<Bucket>>,
     metrics: McsMetrics,
+    /// By object (its URL and verb): the next try, and the delay after it.
+    backoff: Arc<std::sync::Mutex<HashMap<String, (Instant, Duration)>>>,
 }
 
 fn params() -> PostParams {
@@ -63,7 +77,43 @@ impl Writes {
         Writes {
             bucket: Arc::new(Mutex::new(Bucket::new(rate, burst))),
             metrics,
+            backoff: Arc::default(),
         }
+    }
+
+    fn key<K: Resource>(api: &Api<K>, verb: &str, name: &str) -> String {
+        format!("{verb} {}/{name}", api.resource_url())
+    }
+
+    /// Is the write still backing off from a failure?
+    fn backing_off(&self, key: &str) -> bool {
+        let backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        backoff
+            .get(key)
+            .is_some_and(|(next, _)| Instant::now() < *next)
+    }
+
+    /// Remembers how the write went: a failure doubles its delay, anything
+    /// else forgets it.
+    fn settle<K>(&self, key: String, outcome: &Outcome<K>) {
+        let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(outcome, Outcome::Failed) {
+            backoff.remove(&key);
+            return;
+        }
+        if backoff.len() >= BACKOFF_KEYS && !backoff.contains_key(&key) {
+            let oldest = backoff
+                .iter()
+                .min_by_key(|(_, (next, _))| *next)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                backoff.remove(&k);
+            }
+        }
+        let delay = backoff
+            .get(&key)
+            .map_or(BACKOFF_MIN, |(_, d)| (*d * 2).min(BACKOFF_MAX));
+        backoff.insert(key, (Instant::now() + delay, delay));
     }
 
     /// Waits for a token; counts the write by verb and resource.
@@ -78,9 +128,15 @@ impl Writes {
     where
         K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
-        self.token(api, "create").await;
         let name = obj.meta().name.clone().unwrap_or_default();
-        outcome("create", &name, api.create(&params(), obj).await)
+        let key = Self::key(api, "create", &name);
+        if self.backing_off(&key) {
+            return Outcome::Failed;
+        }
+        self.token(api, "create").await;
+        let done = outcome("create", &name, api.create(&params(), obj).await);
+        self.settle(key, &done);
+        done
     }
 
     /// PUT with `obj`'s resourceVersion.
@@ -88,9 +144,15 @@ impl Writes {
     where
         K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
-        self.token(api, "update").await;
         let name = obj.meta().name.clone().unwrap_or_default();
-        outcome("update", &name, api.replace(&name, &params(), obj).await)
+        let key = Self::key(api, "update", &name);
+        if self.backing_off(&key) {
+            return Outcome::Failed;
+        }
+        self.token(api, "update").await;
+        let done = outcome("update", &name, api.replace(&name, &params(), obj).await);
+        self.settle(key, &done);
+        done
     }
 
     /// PUT to the status subresource with `obj`'s resourceVersion.
@@ -98,13 +160,19 @@ impl Writes {
     where
         K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
-        self.token(api, "update_status").await;
         let name = obj.meta().name.clone().unwrap_or_default();
-        outcome(
+        let key = Self::key(api, "update_status", &name);
+        if self.backing_off(&key) {
+            return Outcome::Failed;
+        }
+        self.token(api, "update_status").await;
+        let done = outcome(
             "update status",
             &name,
             api.replace_status(&name, &params(), obj).await,
-        )
+        );
+        self.settle(key, &done);
+        done
     }
 
     /// DELETE, only if the object is still at `resource_version`.
@@ -117,6 +185,10 @@ impl Writes {
     where
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     {
+        let key = Self::key(api, "delete", name);
+        if self.backing_off(&key) {
+            return Outcome::Failed;
+        }
         self.token(api, "delete").await;
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
@@ -125,10 +197,12 @@ impl Writes {
             }),
             ..DeleteParams::default()
         };
-        match outcome("delete", name, api.delete(name, &dp).await) {
+        let done = match outcome("delete", name, api.delete(name, &dp).await) {
             Outcome::Done(_) | Outcome::Gone => Outcome::Gone,
             Outcome::Conflict => Outcome::Conflict,
             Outcome::Failed => Outcome::Failed,
-        }
+        };
+        self.settle(key, &done);
+        done
     }
 }

@@ -87,6 +87,20 @@ pub struct Store {
     pub versions: HashSet<String>,
     /// Writes accepted (create, update, delete), in order.
     pub writes: Vec<Write>,
+    /// Every write request, accepted or refused, in order.
+    pub attempts: Vec<Attempt>,
+}
+
+/// One write request (POST, PUT, PATCH, DELETE) and its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// `create`, `update`, `patch` or `delete`.
+    pub verb: &'static str,
+    pub path: String,
+    /// The object's name (from the body of a create).
+    pub name: String,
+    /// The HTTP status code answered.
+    pub code: u16,
 }
 
 /// One accepted write.

@@ -14,7 +14,8 @@
 //! write through the main resource of a kind with a status subresource
 //! keeps the stored status, and a write through `/status` keeps
 //! everything but the status; `metadata.generation` moves when the spec
-//! does. Accepted writes are recorded ([`super::FakeKube::writes`]).
+//! does. Accepted writes are recorded ([`super::FakeKube::writes`]), and
+//! every write request with its status code ([`super::FakeKube::attempts`]).
 
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::api::{bad_request, forbidden, not_found, status};
 use super::objects::Res;
-use super::store::{Store, Write, namespace_of};
+use super::store::{Attempt, Store, Write, namespace_of};
 
 /// A request path naming one object (`.../NAME` or `.../NAME/status`).
 struct Target {
@@ -178,6 +179,44 @@ fn spec_of(object: &Value) -> Value {
 }
 
 pub fn handle(
+    store: &mut Store,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &str,
+    body: &[u8],
+) -> Response {
+    let response = answer(store, method, headers, path, body);
+    let verb = match *method {
+        Method::POST => Some("create"),
+        Method::PUT => Some("update"),
+        Method::PATCH => Some("patch"),
+        Method::DELETE => Some("delete"),
+        _ => None,
+    };
+    if let Some(verb) = verb {
+        let name = if verb == "create" {
+            serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|b| b["metadata"]["name"].as_str().map(str::to_owned))
+                .unwrap_or_default()
+        } else {
+            path.trim_end_matches("/status")
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        store.attempts.push(Attempt {
+            verb,
+            path: path.to_owned(),
+            name,
+            code: response.status().as_u16(),
+        });
+    }
+    response
+}
+
+fn answer(
     store: &mut Store,
     method: &Method,
     headers: &HeaderMap,

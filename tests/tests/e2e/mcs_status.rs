@@ -134,11 +134,20 @@ async fn an_export_becomes_a_serviceimport_in_every_cluster_and_a_relist_writes_
     let dir = (TempDir::new("mcs-east"), TempDir::new("mcs-west"));
     let (east, west) = (cluster(1).await, cluster(2).await);
     web(&east, 1, 8080, 2);
-    // Another implementation's ServiceImport, not the syncer's.
+    // Another implementation's ServiceImport, not the syncer's, of a
+    // service the fleet exports too.
     west.apply(
         Res::ServiceImports,
         json!({"metadata": {"name": "db", "namespace": "shop"},
                "spec": {"type": "ClusterSetIP", "ports": [{"port": 5432, "protocol": "TCP"}]}}),
+    );
+    east.apply(
+        Res::Services,
+        service("shop", "db", &[EXPORT], &[], Some("10.96.1.12")),
+    );
+    east.apply(
+        Res::EndpointSlices,
+        slice("shop", "db-a", "db", &[("10.1.0.60", true, None, None)]),
     );
     let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &[]);
     let _b = syncer(&west, &hub.grpc_url(), &dir.1, "west-1", &[]);
@@ -175,10 +184,24 @@ async fn an_export_becomes_a_serviceimport_in_every_cluster_and_a_relist_writes_
         })
         .await;
     }
+    // db settled too: its ServiceImport in east, its Event.
+    eventually(
+        WAIT,
+        "db's ServiceImport and Exported Event in east",
+        || {
+            let done = east.get(Res::ServiceImports, "shop", "db").is_some()
+                && east
+                    .objects(Res::Events)
+                    .iter()
+                    .any(|e| e["reason"] == "Exported" && e["involvedObject"]["name"] == "db");
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
     // A relist of everything in both clusters: nothing changed, so
     // nothing is written. A new export made after it proves the writers
     // passed over the relisted state.
-    let before = (east.writes().len(), west.writes().len());
+    let before = (east.attempts().len(), west.attempts().len());
     east.expire_watches();
     west.expire_watches();
     east.apply(
@@ -199,13 +222,16 @@ async fn an_export_becomes_a_serviceimport_in_every_cluster_and_a_relist_writes_
         .await;
     }
     for (fake, before) in [(&east, before.0), (&west, before.1)] {
-        let new: Vec<_> = fake.writes()[before..].to_vec();
+        let new: Vec<_> = fake.attempts()[before..].to_vec();
         assert!(
             new.iter()
                 .all(|w| w.name == "cart" || w.name.starts_with("cart.")),
             "a relist that changed nothing wrote: {new:?}"
         );
-        let imports = new.iter().filter(|w| w.res == Res::ServiceImports).count();
+        let imports = new
+            .iter()
+            .filter(|w| w.path.contains("/serviceimports"))
+            .count();
         assert_eq!(imports, 2, "cart's create and status: {new:?}");
     }
     // The last export goes: the ServiceImport goes from both clusters.
@@ -217,12 +243,20 @@ async fn an_export_becomes_a_serviceimport_in_every_cluster_and_a_relist_writes_
         })
         .await;
     }
-    // An object the syncer did not create is never touched.
-    assert!(west.get(Res::ServiceImports, "shop", "db").is_some());
+    // An object the syncer did not create is never touched, not even
+    // tried (east's own db ServiceImport proves the view holds db).
     assert!(
-        west.writes().iter().all(|w| w.name != "db"),
+        east.get(Res::ServiceImports, "shop", "db")
+            .is_some_and(|i| clusters(&i) == ["east-1"])
+    );
+    let foreign = west.get(Res::ServiceImports, "shop", "db").unwrap();
+    assert_eq!(foreign["spec"]["ports"][0]["port"], 5432, "{foreign}");
+    assert!(
+        west.attempts()
+            .iter()
+            .all(|w| !(w.name == "db" && w.path.contains("/serviceimports"))),
         "{:?}",
-        west.writes()
+        west.attempts()
     );
 }
 
@@ -270,11 +304,14 @@ async fn a_port_conflict_names_the_field_and_the_winner_and_clears_when_fixed() 
     wait_object(
         &east,
         Res::ServiceExports,
-        "east's export Valid and Ready",
+        "east's export Accepted (Valid) and Exported",
         |e| {
             has(e, "Valid", "True", "Valid")
-                && has(e, "Ready", "True", "Exported")
+                && has(e, "Accepted", "True", "Accepted")
+                && has(e, "Exported", "True", "Exported")
                 && has(e, "Conflict", "False", "NoConflicts")
+                && has(e, "Conflicted", "False", "NoConflicts")
+                && condition(e, "Ready").is_none()
         },
     )
     .await;
@@ -284,7 +321,7 @@ async fn a_port_conflict_names_the_field_and_the_winner_and_clears_when_fixed() 
     west.apply(Res::EndpointSlices, s);
     let _b = syncer(&west, &hub.grpc_url(), &dir.1, "west-1", &["--mcs"]);
     let export = wait_object(&west, Res::ServiceExports, "west's Conflict=True", |e| {
-        has(e, "Conflict", "True", "PortConflict")
+        has(e, "Conflict", "True", "PortConflict") && has(e, "Conflicted", "True", "PortConflict")
     })
     .await;
     let message = condition(&export, "Conflict").unwrap()["message"]
@@ -397,11 +434,15 @@ async fn a_refused_export_is_not_valid_with_the_registry_reason() {
         .unwrap()
         .to_owned();
     assert!(message.contains("--max-endpoints-per-service"), "{message}");
-    assert!(has(&export, "Ready", "False", "Failed"), "{export}");
+    assert!(has(&export, "Exported", "False", "Failed"), "{export}");
+    assert!(
+        has(&export, "Accepted", "False", "RegistryRefused"),
+        "{export}"
+    );
     // Within the limit: taken, valid.
     web(&east, 1, 8080, 2);
     wait_object(&east, Res::ServiceExports, "Valid=True once taken", |e| {
-        has(e, "Valid", "True", "Valid") && has(e, "Ready", "True", "Exported")
+        has(e, "Valid", "True", "Valid") && has(e, "Exported", "True", "Exported")
     })
     .await;
 }
@@ -412,16 +453,25 @@ async fn the_hub_gone_turns_conditions_unknown_after_the_ttl_and_deletes_nothing
     let dir = TempDir::new("mcs-east");
     let east = cluster(1).await;
     east.apply(Res::ServiceExports, service_export("shop", "web"));
+    // A ServiceExport naming no Service: a local verdict.
+    east.apply(Res::ServiceExports, service_export("shop", "nothing"));
     web(&east, 1, 8080, 1);
+    // A second, dead, registry: the errors of the outage alternate.
     let _a = syncer(
         &east,
         &hub.grpc_url(),
         &dir,
         "east-1",
-        &["--mcs", "--mcs-status-ttl", "1s"],
+        &[
+            "--mcs",
+            "--mcs-status-ttl",
+            "1s",
+            "--registry",
+            "http://127.0.0.1:1",
+        ],
     );
-    wait_object(&east, Res::ServiceExports, "Ready=True", |e| {
-        has(e, "Ready", "True", "Exported")
+    wait_object(&east, Res::ServiceExports, "Exported=True", |e| {
+        has(e, "Exported", "True", "Exported")
     })
     .await;
     wait_object(&east, Res::ServiceImports, "the ServiceImport", |i| {
@@ -430,12 +480,12 @@ async fn the_hub_gone_turns_conditions_unknown_after_the_ttl_and_deletes_nothing
     .await;
     hub.stop().await;
     let export = wait_object(&east, Res::ServiceExports, "every condition Unknown", |e| {
-        ["Valid", "Conflict", "Ready"]
+        ["Accepted", "Conflicted", "Exported", "Valid", "Conflict"]
             .iter()
             .all(|k| has(e, k, "Unknown", "RegistryUnreachable"))
     })
     .await;
-    let message = condition(&export, "Ready").unwrap()["message"]
+    let message = condition(&export, "Exported").unwrap()["message"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -443,15 +493,28 @@ async fn the_hub_gone_turns_conditions_unknown_after_the_ttl_and_deletes_nothing
         message.contains("no registry has answered since"),
         "{message}"
     );
+    // Written once: an outage of several TTLs, over two registries whose
+    // errors differ, writes no status again.
+    let before = east.attempts().len();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later: Vec<_> = east.attempts()[before..]
+        .iter()
+        .filter(|w| w.path.contains("/serviceexports"))
+        .cloned()
+        .collect();
+    assert!(later.is_empty(), "rewritten during the outage: {later:?}");
+    // The local verdict stays: there is still no Service.
+    let nothing = east.get(Res::ServiceExports, "shop", "nothing").unwrap();
+    assert!(has(&nothing, "Valid", "False", "NoService"), "{nothing}");
     // Nothing deleted, the ServiceImport unchanged.
     assert!(
         east.get(Res::ServiceImports, "shop", "web")
             .is_some_and(|i| import_is(&i, 8080, &["east-1"]))
     );
     assert!(
-        east.writes().iter().all(|w| w.verb != "delete"),
+        east.attempts().iter().all(|w| w.verb != "delete"),
         "{:?}",
-        east.writes()
+        east.attempts()
     );
 }
 
@@ -934,7 +997,8 @@ async fn a_missing_namespace_gets_a_serviceimport_only_when_asked_and_a_missing_
         async move { found }
     })
     .await;
-    assert!(has(&ghost, "Ready", "False", "Failed"), "{ghost}");
+    assert!(has(&ghost, "Exported", "False", "Failed"), "{ghost}");
+    assert!(has(&ghost, "Accepted", "False", "NoService"), "{ghost}");
     // West has no namespace pay and was not asked to create it: no
     // ServiceImport, no namespace, no write there (once it has passed
     // over the view holding pay/api: web.shop came with it).
@@ -946,10 +1010,228 @@ async fn a_missing_namespace_gets_a_serviceimport_only_when_asked_and_a_missing_
     assert!(west.get(Res::Namespaces, "", "pay").is_none());
     assert!(west.get(Res::ServiceImports, "pay", "api").is_none());
     assert!(
-        west.writes()
+        west.attempts()
             .iter()
-            .all(|w| w.namespace != "pay" && w.name != "pay"),
+            .all(|w| !w.path.contains("/namespaces/pay") && w.name != "pay"),
         "{:?}",
-        west.writes()
+        west.attempts()
     );
+}
+
+/// A client of `hub` with the token `token` over plaintext.
+async fn token_client(
+    dir: &TempDir,
+    hub: &TestServer,
+    name: &str,
+    token: &str,
+) -> meshdns_proto::client::Client {
+    let auth = meshdns_proto::client::ClientAuth {
+        token_file: Some(dir.write(name, token)),
+        insecure: true,
+        ..Default::default()
+    };
+    auth.connect(&hub.grpc_url()).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_holds_at_most_its_share_of_imports_streams_and_no_watch_slot() {
+    let dir = TempDir::new("mcs-slots");
+    let tokens = dir.write(
+        "tokens",
+        "east1-token-0123456789abcdef cluster:east-1\nreader-token-0123456789abcdef reader:follower\n",
+    );
+    let tokens = tokens.display().to_string();
+    // One Watch slot in all: an imports stream taking it would starve
+    // the follower.
+    let hub = TestServer::start(&["--token-file", &tokens, "--max-watch-streams", "1"]).await;
+    let mut east = token_client(&dir, &hub, "east", "east1-token-0123456789abcdef").await;
+    let mut held = Vec::new();
+    for _ in 0..meshdns::ingest::IMPORTS_PER_CLUSTER {
+        held.push(
+            east.watch_imports(wire::WatchImportsRequest {})
+                .await
+                .expect("a cluster's share of imports streams"),
+        );
+    }
+    let refused = east
+        .watch_imports(wire::WatchImportsRequest {})
+        .await
+        .expect_err("one imports stream more than the cluster's share");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("--max-import-streams"),
+        "{refused:?}"
+    );
+    let mut follower = token_client(&dir, &hub, "reader", "reader-token-0123456789abcdef").await;
+    follower
+        .watch(wire::WatchRequest::default())
+        .await
+        .expect("the follower's Watch still has its slot");
+    drop(held);
+    hub.stop().await;
+}
+
+/// `api.shop` in a cluster, labelled for export, one endpoint.
+fn api(fake: &FakeKube, n: u8) {
+    fake.apply(
+        Res::Services,
+        service(
+            "shop",
+            "api",
+            &[EXPORT],
+            &[],
+            Some(&format!("10.96.{n}.20")),
+        ),
+    );
+    let ep = format!("10.{n}.0.50");
+    fake.apply(
+        Res::EndpointSlices,
+        slice("shop", "api-a", "api", &[(ep.as_str(), true, None, None)]),
+    );
+}
+
+/// East exports web, west exports api; the hub restarts (with `extra`)
+/// while west's syncer is down, and west comes back a moment after east
+/// reconnected: east's ServiceImport of west's api is never deleted.
+async fn a_hub_restart_deletes_no_serviceimport(extra: &[&str]) {
+    let mut flags = vec!["--cluster-ttl", "6s"];
+    flags.extend_from_slice(extra);
+    let hub = TestServer::start(&flags).await;
+    let (grpc, url) = (hub.grpc, hub.grpc_url());
+    let dir = (TempDir::new("mcs-east"), TempDir::new("mcs-west"));
+    let (east, west) = (cluster(1).await, cluster(2).await);
+    web(&east, 1, 8080, 1);
+    east.apply(Res::ServiceExports, service_export("shop", "web"));
+    api(&west, 2);
+    let ttl = ["--mcs-status-ttl", "6s"];
+    // East's TTL is shorter than the hub's warm-up: a syncer that took
+    // the warming hub for an outage would turn its conditions Unknown.
+    let _a = syncer(
+        &east,
+        &url,
+        &dir.0,
+        "east-1",
+        &["--mcs-status-ttl", "3s", "--mcs"],
+    );
+    let b = syncer(&west, &url, &dir.1, "west-1", &ttl);
+    eventually(WAIT, "east's ServiceImport of west's api", || {
+        let found = east
+            .get(Res::ServiceImports, "shop", "api")
+            .filter(|i| clusters(i) == ["west-1"]);
+        async move { found }
+    })
+    .await;
+    wait_object(&east, Res::ServiceExports, "east's web Exported", |e| {
+        has(e, "Exported", "True", "Exported")
+    })
+    .await;
+    let before = east.attempts().len();
+    hub.stop().await;
+    drop(b);
+    let hub = TestServer::start_at(grpc, &flags).await;
+    // East is back first (its backoff is 500 ms); west a moment later.
+    eventually(WAIT, "east exporting to the restarted hub", || async {
+        resolved(&hub).await.filter(|v| !v.clusters.is_empty())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _b = syncer(&west, &url, &dir.1, "west-1", &ttl);
+    eventually(WAIT, "west back in the restarted hub's view", || async {
+        let mut client = wire::registry_client::RegistryClient::connect(hub.grpc_url())
+            .await
+            .ok()?;
+        let api = client
+            .get_service(wire::GetServiceRequest {
+                key: Some(wire::ServiceKey {
+                    namespace: "shop".into(),
+                    name: "api".into(),
+                }),
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .resolved?;
+        (api.clusters.len() == 1).then_some(())
+    })
+    .await;
+    // Past both grace periods: a held deletion would have happened.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let deletes: Vec<_> = east
+        .attempts()
+        .into_iter()
+        .filter(|w| w.verb == "delete")
+        .collect();
+    assert!(deletes.is_empty(), "{deletes:?}");
+    // A hub that answers while it warms up is no outage: east's
+    // conditions never turned Unknown, nothing was written.
+    let statuses: Vec<_> = east.attempts()[before..]
+        .iter()
+        .filter(|w| w.path.contains("/serviceexports"))
+        .cloned()
+        .collect();
+    assert!(statuses.is_empty(), "{statuses:?}");
+    assert!(
+        east.get(Res::ServiceImports, "shop", "api")
+            .is_some_and(|i| clusters(&i) == ["west-1"])
+    );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_restarted_without_a_state_file_deletes_no_serviceimport() {
+    a_hub_restart_deletes_no_serviceimport(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_restarted_with_its_state_file_deletes_no_serviceimport() {
+    let state = TempDir::new("mcs-state");
+    let state_file = state.path().join("state").display().to_string();
+    a_hub_restart_deletes_no_serviceimport(&["--state-file", &state_file]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_api_server_keeps_refusing_backs_off() {
+    let hub = TestServer::start(&["--cluster-ttl", "2s"]).await;
+    let dir = (TempDir::new("mcs-east"), TempDir::new("mcs-west"));
+    let (east, west) = (cluster(1).await, cluster(2).await);
+    east.apply(Res::Namespaces, namespace("pay", &[]));
+    east.apply(
+        Res::Services,
+        service("pay", "api", &[EXPORT], &[], Some("10.96.1.20")),
+    );
+    east.apply(
+        Res::EndpointSlices,
+        slice("pay", "api-a", "api", &[("10.1.0.20", true, None, None)]),
+    );
+    // West's RBAC lacks namespaces create: every try is a 403.
+    west.forbid(Res::Namespaces, "create", true);
+    let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &[]);
+    let _b = syncer(
+        &west,
+        &hub.grpc_url(),
+        &dir.1,
+        "west-1",
+        &["--mcs-create-namespaces"],
+    );
+    let tries = |fake: &FakeKube| {
+        fake.attempts()
+            .into_iter()
+            .filter(|w| w.verb == "create" && w.name == "pay")
+            .collect::<Vec<_>>()
+    };
+    eventually(WAIT, "west's first try to create pay", || {
+        let first = tries(&west).first().cloned();
+        async move { first }
+    })
+    .await;
+    // 5 s of passes every 500 ms would be 10 tries; the per-object
+    // backoff (500 ms doubling) allows 4 at most.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let tried = tries(&west);
+    assert!(tried.iter().all(|w| w.code == 403), "{tried:?}");
+    assert!(tried.len() <= 4, "{} tries in 5 s: {tried:?}", tried.len());
 }
