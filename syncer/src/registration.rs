@@ -4,6 +4,8 @@
 //!
 //! - [`api`]: the HTTP routes; [`error`]: their JSON errors.
 //! - [`body`]: a registration's JSON and its validation.
+//! - [`bounds`]: the hub's bounds (address ranges, endpoints and zones
+//!   per service) applied at `PUT`.
 //! - [`tokens`]: the scoped bearer token file, re-read when it changes.
 //! - [`rate_limit`]: per-client-address token buckets.
 //! - [`store`]: the live registrations, limits, deadlines.
@@ -12,6 +14,7 @@
 
 pub mod api;
 pub mod body;
+pub mod bounds;
 pub mod error;
 pub mod merge;
 pub mod rate_limit;
@@ -24,11 +27,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use meshdns_proto::model::{Hostname, Namespace, ServiceKey, ServiceName};
+use meshdns_proto::model::{ExportSet, Hostname, Namespace, ServiceKey, ServiceName};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
+use crate::health::EndpointChecks;
 use crate::metrics::Metrics;
 use crate::source::Exports;
 use body::TtlBounds;
@@ -43,6 +47,7 @@ pub struct RegistrationConfig {
     pub state_file: Option<PathBuf>,
     pub ttl: TtlBounds,
     pub limits: Limits,
+    pub bounds: bounds::Bounds,
     /// Requests a second per client address, and the burst.
     pub rate: u32,
     pub burst: u32,
@@ -58,11 +63,20 @@ pub struct Registrations {
     /// Instances that could not join the export set, and why.
     pub problems: Arc<Mutex<Vec<String>>>,
     pub tokens: Arc<RwLock<TokenTable>>,
+    /// The registered instances' own health checks (per endpoint).
+    checks: watch::Sender<Arc<EndpointChecks>>,
+    /// The source's latest set, which `PUT` checks a registration against.
+    pub source: Arc<RwLock<Option<Arc<ExportSet>>>>,
     /// The state file writer, which writes once more at shutdown.
     writer: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Registrations {
+    /// The instances' own checks, for the health checker.
+    pub fn checks(&self) -> watch::Receiver<Arc<EndpointChecks>> {
+        self.checks.subscribe()
+    }
+
     /// Waits for the state file's last write (after shutdown).
     pub async fn flushed(&self) {
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
@@ -92,6 +106,7 @@ pub async fn start(
         tracing::warn!("--registration-token-file lists no token: every registration is refused");
     }
     let tokens = Arc::new(RwLock::new(table));
+    let source = Arc::new(RwLock::new(None));
     let store = Arc::new(Store::new(config.limits));
     if let Some(path) = &config.state_file {
         let saved =
@@ -113,6 +128,10 @@ pub async fn start(
                 let registration = saved
                     .registration
                     .validate(&service, config.ttl)
+                    .map_err(|e| e.to_string())?;
+                config
+                    .bounds
+                    .address(&registration)
                     .map_err(|e| e.to_string())?;
                 Ok::<_, String>((InstanceKey { service, instance }, registration))
             })();
@@ -148,6 +167,8 @@ pub async fn start(
             rate_limit::MAX_CLIENTS,
         )),
         ttl: config.ttl,
+        bounds: config.bounds.clone(),
+        source: source.clone(),
         metrics: metrics.clone(),
     };
     let app = api::router(api).into_make_service_with_connect_info::<SocketAddr>();
@@ -213,6 +234,8 @@ pub async fn start(
         listen,
         problems: Arc::new(Mutex::new(Vec::new())),
         tokens,
+        checks: watch::Sender::new(Arc::new(EndpointChecks::new())),
+        source,
         writer: Arc::new(Mutex::new(writer)),
     })
 }
@@ -271,21 +294,43 @@ pub fn merged(
 ) -> Exports {
     let mut live = registrations.store.subscribe();
     let problems = registrations.problems.clone();
+    let (checks, seen) = (registrations.checks.clone(), registrations.source.clone());
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
+        let mut logged = Vec::new();
         loop {
             let set = source.borrow_and_update().clone();
+            *seen.write().unwrap_or_else(|e| e.into_inner()) = set.clone();
             let current = live.borrow_and_update().clone();
             let out = set.map(|set| {
                 if current.is_empty() {
                     problems.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    checks.send_if_modified(|c| {
+                        let had = !c.is_empty();
+                        *c = Arc::new(EndpointChecks::new());
+                        had
+                    });
                     return set;
                 }
-                let (merged, found) = merge::merge(&set, &current);
-                for line in &found {
-                    tracing::warn!(problem = %line, "registration not merged as registered");
+                let (merged, found_checks, found) = merge::merge(&set, &current);
+                // Logged once per distinct problem list, not per change.
+                if found != logged {
+                    for line in &found {
+                        tracing::warn!(problem = %line, "registration not merged as registered");
+                    }
+                    logged = found.clone();
                 }
                 *problems.lock().unwrap_or_else(|e| e.into_inner()) = found;
+                // The checks go out before the set they belong to, so a
+                // new instance is never published without its check.
+                checks.send_if_modified(|c| {
+                    if **c == found_checks {
+                        false
+                    } else {
+                        *c = Arc::new(found_checks);
+                        true
+                    }
+                });
                 Arc::new(merged)
             });
             tx.send_if_modified(|old| {

@@ -21,10 +21,11 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use meshdns_proto::model::{Hostname, Namespace, ServiceKey, ServiceName};
+use meshdns_proto::model::{ExportSet, Hostname, Namespace, ServiceKey, ServiceName};
 use serde_json::json;
 
 use super::body::{RegistrationBody, TtlBounds};
+use super::bounds::Bounds;
 use super::error::ApiError;
 use super::rate_limit::RateLimit;
 use super::state_file::to_unix_ms;
@@ -42,6 +43,9 @@ pub struct Api {
     pub tokens: Arc<RwLock<TokenTable>>,
     pub rate_limit: Arc<RateLimit>,
     pub ttl: TtlBounds,
+    pub bounds: Bounds,
+    /// The source's latest set (see [`super::Registrations::source`]).
+    pub source: Arc<RwLock<Option<Arc<ExportSet>>>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -128,6 +132,12 @@ async fn register(
             ))
         })?;
         let registration = body.validate(&key.service, api.ttl)?;
+        {
+            let source = api.source.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let live = api.store.subscribe().borrow().clone();
+            api.bounds
+                .service(&key, &registration, source.as_deref(), &live)?;
+        }
         let now = SystemTime::now();
         let deadline = now + registration.ttl;
         let status = match api.store.put(key.clone(), registration, now)? {

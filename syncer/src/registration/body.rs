@@ -17,6 +17,7 @@ use meshdns_proto::model::{
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use meshdns_proto::model::health_check::MIN_REGISTRANT_INTERVAL;
 
 /// `PUT /v1/registrations/{namespace}/{service}/{instance}`'s body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +199,14 @@ impl RegistrationBody {
             None => None,
             Some(text) => {
                 let check = HealthCheck::parse(text).map_err(|e| e.within("health_check"))?;
+                if check.interval < MIN_REGISTRANT_INTERVAL {
+                    return Err(invalid(
+                        "health_check.interval",
+                        Problem::BadHealthCheck(format!(
+                            "a registration's check runs at most once a {MIN_REGISTRANT_INTERVAL:?}"
+                        )),
+                    ));
+                }
                 let attached = alone
                     .with_health_check(check)
                     .map_err(|e| e.within("health_check"))?;
@@ -313,6 +322,10 @@ mod tests {
         assert_eq!(
             field_of(|b| b.health_check = Some("tcp:9090".into())),
             (400, f("health_check.port"))
+        );
+        assert_eq!(
+            field_of(|b| b.health_check = Some("tcp:8080 interval=100ms timeout=50ms".into())),
+            (400, f("health_check.interval"))
         );
         assert_eq!(
             field_of(|b| b.health_check = Some("tcp:8080 host=10.0.0.1".into())),
