@@ -174,6 +174,13 @@ pub struct SyncerArgs {
         default_value_t = 10_000
     )]
     pub max_registrations: usize,
+    /// Most registrations one registrant token holds (so one token cannot take all of --max-registrations).
+    #[arg(
+        long = "max-registrations-per-token",
+        env = "MESHDNS_MAX_REGISTRATIONS_PER_TOKEN",
+        default_value_t = 1_000
+    )]
+    pub max_registrations_per_token: usize,
     /// Most registrations of one service.
     #[arg(
         long = "max-registrations-per-service",
@@ -300,6 +307,7 @@ impl SyncerArgs {
                 registrations: self.max_registrations,
                 per_service: self.max_registrations_per_service,
                 health_checks: self.max_health_checks,
+                per_token: self.max_registrations_per_token,
             },
             bounds: crate::registration::bounds::Bounds {
                 cidrs: self.registration_cidrs.clone(),

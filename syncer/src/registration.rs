@@ -7,7 +7,8 @@
 //! - [`bounds`]: the hub's bounds (address ranges, endpoints and zones
 //!   per service) applied at `PUT`.
 //! - [`tokens`]: the scoped bearer token file, re-read when it changes.
-//! - [`rate_limit`]: per-client-address token buckets.
+//! - [`connections`]: connection caps and read timeouts, before HTTP.
+//! - [`rate_limit`]: per-client token buckets (an IPv6 client is its /64).
 //! - [`store`]: the live registrations, limits, deadlines.
 //! - [`state_file`]: the registrations across restarts.
 //! - [`merge`]: registrations + the source's set = what is exported.
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod body;
 pub mod bounds;
+pub mod connections;
 pub mod error;
 pub mod merge;
 pub mod rate_limit;
@@ -109,12 +111,37 @@ pub async fn start(
     let source = Arc::new(RwLock::new(None));
     let store = Arc::new(Store::new(config.limits));
     if let Some(path) = &config.state_file {
-        let saved =
-            state_file::load(path).map_err(|e| config_error("--registration-state-file", e))?;
+        let saved = match state_file::load(path) {
+            Ok(saved) => saved,
+            // A corrupt or newer file must not stop the syncer: it is
+            // moved aside (for the operator) and the syncer starts empty;
+            // the VMs' next re-register restores them.
+            Err(e @ state_file::StateFileError::Parse { .. }) => {
+                let aside = path.with_extension(format!(
+                    "unreadable-{}",
+                    state_file::to_unix_ms(SystemTime::now())
+                ));
+                let moved = std::fs::rename(path, &aside);
+                tracing::error!(
+                    error = %e,
+                    moved_to = %aside.display(),
+                    moved = moved.is_ok(),
+                    "--registration-state-file unreadable: starting with no registrations"
+                );
+                state_file::Saved {
+                    version: state_file::VERSION,
+                    registrations: Vec::new(),
+                }
+            }
+            Err(e) => return Err(config_error("--registration-state-file", e)),
+        };
         let now = SystemTime::now();
         let mut lapsed = 0;
         for saved in saved.registrations {
-            let deadline = state_file::from_unix_ms(saved.deadline_unix_ms);
+            // A deadline past now + the longest TTL (a clock step, an
+            // edited file) is clamped to it.
+            let deadline =
+                state_file::from_unix_ms(saved.deadline_unix_ms).min(now + config.ttl.max);
             if deadline <= now {
                 lapsed += 1;
                 continue;
@@ -125,10 +152,13 @@ pub async fn start(
                     name: ServiceName::new(&saved.service).map_err(|e| e.to_string())?,
                 };
                 let instance = Hostname::new(&saved.instance).map_err(|e| e.to_string())?;
-                let registration = saved
-                    .registration
-                    .validate(&service, config.ttl)
-                    .map_err(|e| e.to_string())?;
+                let registration = body::Registration {
+                    owner: saved.owner.clone(),
+                    ..saved
+                        .registration
+                        .validate(&service, config.ttl)
+                        .map_err(|e| e.to_string())?
+                };
                 config
                     .bounds
                     .address(&registration)
@@ -171,10 +201,10 @@ pub async fn start(
         source: source.clone(),
         metrics: metrics.clone(),
     };
-    let app = api::router(api).into_make_service_with_connect_info::<SocketAddr>();
+    let app = api::router(api).into_make_service_with_connect_info::<connections::Peer>();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
+        let _ = axum::serve(connections::Bounded::new(listener), app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;
     });
@@ -188,13 +218,25 @@ pub async fn start(
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let Ok(bytes) = tokio::fs::read(&path).await else {
-                continue;
+            let bytes = match tokio::fs::read(&path).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    // Deleted or unreadable: the last good tokens stay
+                    // (logged once, when it first fails).
+                    if !token_bytes.is_empty() {
+                        tracing::error!(error = %e, "--registration-token-file unreadable; the last good tokens stay");
+                        token_bytes.clear();
+                    }
+                    continue;
+                }
             };
             if bytes == token_bytes {
                 continue;
             }
             match TokenTable::parse(&bytes) {
+                Ok(table) if table.is_empty() => tracing::error!(
+                    "--registration-token-file lists no token: not reloaded; the last good tokens stay"
+                ),
                 Ok(table) => {
                     tracing::info!(tokens = table.len(), "registration token file reloaded");
                     *reload.write().unwrap_or_else(|e| e.into_inner()) = table;
@@ -256,6 +298,7 @@ fn saved(store: &Store) -> state_file::Saved {
                     instance: key.instance.to_string(),
                     deadline_unix_ms: state_file::to_unix_ms(deadline),
                     registration: registration.body.clone(),
+                    owner: registration.owner.clone(),
                 },
             )
             .collect(),

@@ -84,6 +84,7 @@ pub async fn start(
                 registrations: 100,
                 per_service: 10,
                 health_checks: 100,
+                per_token: 100,
             },
             // The demo VMs' range (10.1.9.0/24) only.
             bounds: registration::bounds::Bounds {

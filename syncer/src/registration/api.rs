@@ -24,8 +24,9 @@ use axum::routing::{get, put};
 use meshdns_proto::model::{ExportSet, Hostname, Namespace, ServiceKey, ServiceName};
 use serde_json::json;
 
-use super::body::{RegistrationBody, TtlBounds};
+use super::body::{Registration, RegistrationBody, TtlBounds, owner_id};
 use super::bounds::Bounds;
+use super::connections::Peer;
 use super::error::ApiError;
 use super::rate_limit::RateLimit;
 use super::state_file::to_unix_ms;
@@ -53,7 +54,7 @@ type Answer = Result<Response, ApiError>;
 
 impl Api {
     /// Rate limit, then token: the scopes of the caller.
-    fn admit(&self, client: SocketAddr, headers: &HeaderMap) -> Result<Scopes, ApiError> {
+    fn admit(&self, client: SocketAddr, headers: &HeaderMap) -> Result<(Scopes, String), ApiError> {
         if !self.rate_limit.allow(client.ip(), Instant::now()) {
             self.metrics.vms.rate_limited();
             return Err(ApiError::RateLimited);
@@ -65,10 +66,11 @@ impl Api {
             .map(str::trim)
             .ok_or(ApiError::Unauthenticated)?;
         let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
-        tokens
+        let scopes = tokens
             .scopes(token)
             .cloned()
-            .ok_or(ApiError::Unauthenticated)
+            .ok_or(ApiError::Unauthenticated)?;
+        Ok((scopes, owner_id(token)))
     }
 
     /// The instance named by the path, if the caller may act on it.
@@ -77,8 +79,8 @@ impl Api {
         client: SocketAddr,
         headers: &HeaderMap,
         (namespace, service, instance): &(String, String, String),
-    ) -> Result<InstanceKey, ApiError> {
-        let scopes = self.admit(client, headers)?;
+    ) -> Result<(InstanceKey, String), ApiError> {
+        let (scopes, owner) = self.admit(client, headers)?;
         let key = InstanceKey {
             service: ServiceKey {
                 namespace: Namespace::new(namespace).map_err(|e| e.within("namespace"))?,
@@ -89,7 +91,7 @@ impl Api {
         if !scopes.allows(namespace, service) {
             return Err(ApiError::Forbidden(key.service.to_string()));
         }
-        Ok(key)
+        Ok((key, owner))
     }
 
     fn count(&self, answer: Answer) -> Response {
@@ -112,13 +114,13 @@ fn shown(key: &InstanceKey, deadline: SystemTime, body: &RegistrationBody) -> se
 
 async fn register(
     State(api): State<Api>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     Path(path): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let answer = async {
-        let key = api.instance(client, &headers, &path)?;
+        let (key, owner) = api.instance(client, &headers, &path)?;
         let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
             .await
             .map_err(|_| ApiError::TooLarge {
@@ -131,7 +133,10 @@ async fn register(
                 meshdns_proto::error::Problem::BadJson(e.to_string()),
             ))
         })?;
-        let registration = body.validate(&key.service, api.ttl)?;
+        let registration = Registration {
+            owner,
+            ..body.validate(&key.service, api.ttl)?
+        };
         {
             let source = api.source.read().unwrap_or_else(|e| e.into_inner()).clone();
             let live = api.store.subscribe().borrow().clone();
@@ -153,13 +158,13 @@ async fn register(
 
 async fn heartbeat(
     State(api): State<Api>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     Path(path): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
     let answer = (|| {
-        let key = api.instance(client, &headers, &path)?;
-        let deadline = api.store.heartbeat(&key, SystemTime::now())?;
+        let (key, owner) = api.instance(client, &headers, &path)?;
+        let deadline = api.store.heartbeat(&key, &owner, SystemTime::now())?;
         Ok(axum::Json(json!({ "expires_unix_ms": to_unix_ms(deadline) })).into_response())
     })();
     api.count(answer)
@@ -167,13 +172,13 @@ async fn heartbeat(
 
 async fn deregister(
     State(api): State<Api>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     Path(path): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
     let answer = (|| {
-        let key = api.instance(client, &headers, &path)?;
-        api.store.remove(&key)?;
+        let (key, owner) = api.instance(client, &headers, &path)?;
+        api.store.remove(&key, &owner)?;
         tracing::info!(instance = %key, "deregistered");
         Ok(StatusCode::NO_CONTENT.into_response())
     })();
@@ -182,11 +187,11 @@ async fn deregister(
 
 async fn list(
     State(api): State<Api>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> Response {
     let answer = (|| {
-        let scopes = api.admit(client, &headers)?;
+        let (scopes, _) = api.admit(client, &headers)?;
         let now = SystemTime::now();
         let shown: Vec<_> = api
             .store

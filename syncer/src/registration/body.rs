@@ -58,6 +58,20 @@ pub struct Registration {
     pub health_check: Option<HealthCheck>,
     /// As received: what the state file and `GET` show.
     pub body: RegistrationBody,
+    /// The registering token's owner id ([`owner_id`]); empty when
+    /// restored from a state file that had none (any token in scope may
+    /// then take it over by registering).
+    pub owner: String,
+}
+
+/// A token's owner id: SHA-256 of a domain-separated token, hex. Not the
+/// token table's digest, so a state file holding it does not hold that.
+pub fn owner_id(token: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("meshdns-registration-owner\0{token}").as_bytes(),
+    );
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// TTL bounds of `--registration-min-ttl` / `--registration-max-ttl`.
@@ -219,6 +233,7 @@ impl RegistrationBody {
             ttl: seconds,
             health_check,
             body: self.clone(),
+            owner: String::new(),
         })
     }
 }

@@ -38,6 +38,8 @@ impl RateLimit {
 
     /// Spends one request of `client`'s; false when it has none left.
     pub fn allow(&self, client: IpAddr, now: Instant) -> bool {
+        // An IPv6 client owns its /64: one bucket, not 2^64.
+        let client = super::connections::client_key(client);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if !buckets.contains_key(&client) && buckets.len() >= self.max_clients {
             let (rate, burst) = (self.rate, self.burst);

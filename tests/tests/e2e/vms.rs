@@ -1090,3 +1090,111 @@ async fn registrations_stay_inside_the_hubs_bounds() {
         .await;
     vms.stop().await;
 }
+
+/// Finding 5: a client holding many idle connections spends its own share
+/// (16), not the listener's: the excess is closed at once, the idle ones
+/// within the idle timeout, and another client registers meanwhile.
+#[tokio::test]
+async fn idle_connections_do_not_stop_a_good_client() {
+    let vms = Vms::start(&[]).await;
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        if let Ok(stream) = socket.connect(vms.api).await {
+            idle.push(stream);
+        }
+    }
+    // A half-sent header on one of them.
+    let _ = idle[0]
+        .write_all(b"PUT /v1/registrations/shop/web/vm-1 HTTP/1.1\r\n")
+        .await;
+    let (code, body) = call_from(
+        [127, 0, 0, 3],
+        vms.api,
+        "PUT",
+        "/v1/registrations/shop/web/vm-1",
+        Some(WEB_TOKEN),
+        Some(registration("10.9.0.5", 60)),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    // The server closes what is over the per-client cap at once, and the
+    // rest once they idle past the timeout.
+    let mut over = 0;
+    for stream in idle.iter_mut().skip(50) {
+        if closed(stream).await {
+            over += 1;
+        }
+    }
+    assert_eq!(over, 50, "connections over the per-client cap closed");
+    assert!(closed(&mut idle[0]).await, "a trickling connection closed");
+    vms.answers("web.shop.global", &["10.1.0.11", "10.9.0.5"])
+        .await;
+    vms.stop().await;
+}
+
+/// True when the server closes `stream` (EOF or reset) within 20s.
+async fn closed(stream: &mut tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// Finding 9: a corrupt state file is moved aside and the syncer starts
+/// empty (and serves) instead of refusing to start.
+#[tokio::test]
+async fn a_corrupt_state_file_does_not_stop_the_syncer() {
+    let dir = TempDir::new("vms-corrupt");
+    let state = dir.write(
+        "registrations.json",
+        "{\"version\": 99, \"registrations\": [",
+    );
+    let state_flag = state.display().to_string();
+    let vms = Vms::start(&["--registration-state-file", &state_flag]).await;
+    let (code, body) = vms
+        .put(
+            "/v1/registrations/shop/web/vm-1",
+            WEB_TOKEN,
+            registration("10.9.0.5", 60),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    vms.answers("web.shop.global", &["10.1.0.11", "10.9.0.5"])
+        .await;
+    let aside = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().contains("unreadable"));
+    assert!(aside, "the unreadable file kept aside for the operator");
+    vms.stop().await;
+}
+
+/// Findings 7 and 10: a bad token (401) or another token in scope (403)
+/// cannot heartbeat, re-register or delete an existing registration.
+#[tokio::test]
+async fn only_the_registering_token_changes_an_instance() {
+    let vms = Vms::start(&[]).await;
+    let path = "/v1/registrations/shop/web/vm-1";
+    let (code, body) = vms.put(path, WEB_TOKEN, registration("10.9.0.5", 60)).await;
+    assert_eq!(code, 201, "{body}");
+    let heartbeat = format!("{path}/heartbeat");
+    for (token, want) in [("bad-token-bad-token", 401), (OPS_TOKEN, 403)] {
+        let (code, _) = call(vms.api, "PUT", &heartbeat, Some(token), None).await;
+        assert_eq!(code, want, "heartbeat with {token}");
+        let (code, _) = call(vms.api, "DELETE", path, Some(token), None).await;
+        assert_eq!(code, want, "delete with {token}");
+        let (code, _) = vms.put(path, token, registration("10.9.0.6", 60)).await;
+        assert_eq!(code, want, "re-register with {token}");
+    }
+    vms.answers("web.shop.global", &["10.1.0.11", "10.9.0.5"])
+        .await;
+    let (code, _) = call(vms.api, "PUT", &heartbeat, Some(WEB_TOKEN), None).await;
+    assert_eq!(code, 200);
+    let (code, _) = call(vms.api, "DELETE", path, Some(WEB_TOKEN), None).await;
+    assert_eq!(code, 204);
+    vms.answers("web.shop.global", &["10.1.0.11"]).await;
+    vms.stop().await;
+}
