@@ -145,6 +145,7 @@ async fn register(
         }
         let now = SystemTime::now();
         let deadline = now + registration.ttl;
+        let body = registration.body.clone();
         let status = match api.store.put(key.clone(), registration, now)? {
             Put::Created => StatusCode::CREATED,
             Put::Renewed => StatusCode::OK,

@@ -56,7 +56,9 @@ pub struct Registration {
     pub ttl: Duration,
     /// Resolved against `ports` (a named port is its number here).
     pub health_check: Option<HealthCheck>,
-    /// As received: what the state file and `GET` show.
+    /// Canonical, re-serialized from the validated fields (never the raw
+    /// strings, so padding is not stored): what the state file and `GET`
+    /// show.
     pub body: RegistrationBody,
     /// The registering token's owner id ([`owner_id`]); empty when
     /// restored from a state file that had none (any token in scope may
@@ -227,12 +229,27 @@ impl RegistrationBody {
                 attached.health_check().map(|c| (**c).clone())
             }
         };
+        let body = RegistrationBody {
+            addresses: endpoint.addresses.iter().map(|a| a.to_string()).collect(),
+            ports: ports
+                .iter()
+                .map(|p| PortBody {
+                    name: p.name.as_ref().map(|n| n.to_string()),
+                    port: u32::from(p.port.get()),
+                    protocol: (p.protocol != Protocol::Tcp).then(|| p.protocol.label().to_owned()),
+                })
+                .collect(),
+            hostname: endpoint.hostname.as_ref().map(|h| h.to_string()),
+            zone: endpoint.zone.as_ref().map(|z| z.to_string()),
+            ttl_seconds: self.ttl_seconds,
+            health_check: health_check.as_ref().map(|c| c.to_string()),
+        };
         Ok(Registration {
             endpoint,
             ports,
             ttl: seconds,
             health_check,
-            body: self.clone(),
+            body,
             owner: String::new(),
         })
     }
@@ -284,6 +301,22 @@ mod tests {
         );
         let check = reg.health_check.unwrap();
         assert_eq!(check.port().to_string(), "8080");
+    }
+
+    /// Finding 6: padding is not stored; the canonical body validates to
+    /// the same registration.
+    #[test]
+    fn the_stored_body_is_canonical() {
+        let mut padded = body();
+        padded.addresses = vec!["  10.9.0.5 ".into()];
+        padded.health_check = Some(format!("http:http/healthz{}rise=1", " ".repeat(200)));
+        let reg = padded.validate(&key(), BOUNDS).unwrap();
+        assert_eq!(reg.body.addresses, vec!["10.9.0.5".to_owned()]);
+        let check = reg.body.health_check.clone().unwrap();
+        assert!(!check.contains("  "), "{check}");
+        let again = reg.body.validate(&key(), BOUNDS).unwrap();
+        assert_eq!(again, reg);
+        assert_eq!(body().validate(&key(), BOUNDS).unwrap(), reg);
     }
 
     #[test]
