@@ -196,6 +196,11 @@ pub async fn start(
             config.burst,
             rate_limit::MAX_CLIENTS,
         )),
+        token_rate_limit: Arc::new(rate_limit::RateLimit::new(
+            config.rate.saturating_mul(4),
+            config.burst.saturating_mul(4),
+            rate_limit::MAX_CLIENTS,
+        )),
         ttl: config.ttl,
         bounds: config.bounds.clone(),
         source: source.clone(),

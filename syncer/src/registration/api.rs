@@ -43,6 +43,9 @@ pub struct Api {
     pub store: Arc<Store>,
     pub tokens: Arc<RwLock<TokenTable>>,
     pub rate_limit: Arc<RateLimit>,
+    /// Per token (its owner id), after authentication: a token used from
+    /// many addresses still gets one share.
+    pub token_rate_limit: Arc<RateLimit<String>>,
     pub ttl: TtlBounds,
     pub bounds: Bounds,
     /// The source's latest set (see [`super::Registrations::source`]).
@@ -55,7 +58,9 @@ type Answer = Result<Response, ApiError>;
 impl Api {
     /// Rate limit, then token: the scopes of the caller.
     fn admit(&self, client: SocketAddr, headers: &HeaderMap) -> Result<(Scopes, String), ApiError> {
-        if !self.rate_limit.allow(client.ip(), Instant::now()) {
+        // An IPv6 client owns its /64: one bucket, not 2^64.
+        let source = super::connections::client_key(client.ip());
+        if !self.rate_limit.allow(source, Instant::now()) {
             self.metrics.vms.rate_limited();
             return Err(ApiError::RateLimited);
         }
@@ -70,7 +75,13 @@ impl Api {
             .scopes(token)
             .cloned()
             .ok_or(ApiError::Unauthenticated)?;
-        Ok((scopes, owner_id(token)))
+        let owner = owner_id(token);
+        drop(tokens);
+        if !self.token_rate_limit.allow(owner.clone(), Instant::now()) {
+            self.metrics.vms.rate_limited();
+            return Err(ApiError::RateLimited);
+        }
+        Ok((scopes, owner))
     }
 
     /// The instance named by the path, if the caller may act on it.
