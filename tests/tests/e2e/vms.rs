@@ -286,6 +286,13 @@ async fn a_lapsed_heartbeat_withdraws_the_instance() {
         "not withdrawn before its TTL: {:?}",
         stopped.elapsed()
     );
+    // Upper bound: TTL (2s) + sweep (200ms) + the hub's propagation, with
+    // generous slack for a busy machine — far under the 20s wait above.
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "withdrawn within TTL + sweep interval (+ slack): {:?}",
+        stopped.elapsed()
+    );
     let (code, _) = vms
         .put(&format!("{path}/heartbeat"), WEB_TOKEN, json!({}))
         .await;
@@ -673,8 +680,18 @@ async fn tcp_checks_take_an_endpoint_out_and_bring_it_back() {
         (target(&status, "shop/api")?["health"] == "passing").then_some(())
     })
     .await;
-    // The VM stops listening: out of answers after `fall` failures...
+    // The VM stops listening: still in after `fall - 1` failures...
     port.close();
+    eventually(LIMIT, "fall - 1 = 2 failures, still in answers", || async {
+        let status = vms.status().await;
+        let t = target(&status, "shop/api")?;
+        (t["failures"] == 2).then_some(t["in_answers"].clone())
+    })
+    .await
+    .as_bool()
+    .filter(|up| *up)
+    .expect("fall=3: two failures leave the endpoint in answers");
+    // ...and out of answers after `fall` failures...
     vms.answers("api.shop.global", &[]).await;
     let status = vms.status().await;
     let t = target(&status, "shop/api").unwrap();
