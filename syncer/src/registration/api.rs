@@ -161,7 +161,12 @@ async fn register(
             Put::Created => StatusCode::CREATED,
             Put::Renewed => StatusCode::OK,
         };
-        tracing::info!(instance = %key, created = (status == StatusCode::CREATED), "registered");
+        // Creations only at info: a re-register loop is not a log flood.
+        if status == StatusCode::CREATED {
+            tracing::info!(instance = %key, "registered");
+        } else {
+            tracing::debug!(instance = %key, "re-registered");
+        }
         Ok((status, axum::Json(shown(&key, deadline, &body))).into_response())
     }
     .await;
