@@ -133,6 +133,20 @@ pub struct SyncerArgs {
         env = "MESHDNS_REGISTRATION_STATE_FILE"
     )]
     pub registration_state_file: Option<PathBuf>,
+    /// The address ranges registrants may register, comma-separated CIDRs (required with --registration-listen): set them to the hub's fleet-file endpoint CIDRs for this cluster's VMs. A registrant's health check can reach any host and port in them.
+    #[arg(
+        long = "registration-cidrs",
+        env = "MESHDNS_REGISTRATION_CIDRS",
+        value_delimiter = ','
+    )]
+    pub registration_cidrs: Vec<ipnet::IpNet>,
+    /// Most endpoints (pods and registered instances) one service may reach through registrations: set it to the hub's --max-endpoints-per-service.
+    #[arg(
+        long = "registration-max-endpoints-per-service",
+        env = "MESHDNS_REGISTRATION_MAX_ENDPOINTS_PER_SERVICE",
+        default_value_t = 10_000
+    )]
+    pub registration_max_endpoints_per_service: usize,
     /// Shortest TTL a registration may ask for.
     #[arg(long = "registration-min-ttl", env = "MESHDNS_REGISTRATION_MIN_TTL", default_value = "5s", value_parser = parse_duration)]
     pub registration_min_ttl: Duration,
@@ -149,6 +163,13 @@ pub struct SyncerArgs {
         default_value_t = 10_000
     )]
     pub max_registrations: usize,
+    /// Most registrations one registrant token holds (so one token cannot take all of --max-registrations).
+    #[arg(
+        long = "max-registrations-per-token",
+        env = "MESHDNS_MAX_REGISTRATIONS_PER_TOKEN",
+        default_value_t = 1_000
+    )]
+    pub max_registrations_per_token: usize,
     /// Most registrations of one service.
     #[arg(
         long = "max-registrations-per-service",
@@ -239,6 +260,12 @@ impl SyncerArgs {
                 "required with --registration-listen: registrations are authenticated",
             )
         })?;
+        if self.registration_cidrs.is_empty() {
+            return Err(bad(
+                "--registration-cidrs",
+                "required with --registration-listen: the address ranges registrants may register (and their health checks reach)",
+            ));
+        }
         if self.registration_min_ttl < Duration::from_secs(1) {
             return Err(bad("--registration-min-ttl", "must be at least 1s"));
         }
@@ -269,6 +296,11 @@ impl SyncerArgs {
                 registrations: self.max_registrations,
                 per_service: self.max_registrations_per_service,
                 health_checks: self.max_health_checks,
+                per_token: self.max_registrations_per_token,
+            },
+            bounds: crate::registration::bounds::Bounds {
+                cidrs: self.registration_cidrs.clone(),
+                max_endpoints: self.registration_max_endpoints_per_service,
             },
             rate: self.registration_rate_limit,
             burst: self.registration_rate_limit.saturating_mul(2),

@@ -105,6 +105,7 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
         .unwrap_or_default();
     let (exports, checker) = health::start(
         exports,
+        registrations.as_ref().map(|r| r.checks()),
         health_config,
         metrics.clone(),
         in_use,

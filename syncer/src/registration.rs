@@ -4,14 +4,19 @@
 //!
 //! - [`api`]: the HTTP routes; [`error`]: their JSON errors.
 //! - [`body`]: a registration's JSON and its validation.
+//! - [`bounds`]: the hub's bounds (address ranges, endpoints and zones
+//!   per service) applied at `PUT`.
 //! - [`tokens`]: the scoped bearer token file, re-read when it changes.
-//! - [`rate_limit`]: per-client-address token buckets.
+//! - [`connections`]: connection caps and read timeouts, before HTTP.
+//! - [`rate_limit`]: per-client token buckets (an IPv6 client is its /64).
 //! - [`store`]: the live registrations, limits, deadlines.
 //! - [`state_file`]: the registrations across restarts.
 //! - [`merge`]: registrations + the source's set = what is exported.
 
 pub mod api;
 pub mod body;
+pub mod bounds;
+pub mod connections;
 pub mod error;
 pub mod merge;
 pub mod rate_limit;
@@ -24,11 +29,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use meshdns_proto::model::{Hostname, Namespace, ServiceKey, ServiceName};
+use meshdns_proto::model::{ExportSet, Hostname, Namespace, ServiceKey, ServiceName};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
+use crate::health::EndpointChecks;
 use crate::metrics::Metrics;
 use crate::source::Exports;
 use body::TtlBounds;
@@ -43,6 +49,7 @@ pub struct RegistrationConfig {
     pub state_file: Option<PathBuf>,
     pub ttl: TtlBounds,
     pub limits: Limits,
+    pub bounds: bounds::Bounds,
     /// Requests a second per client address, and the burst.
     pub rate: u32,
     pub burst: u32,
@@ -58,11 +65,20 @@ pub struct Registrations {
     /// Instances that could not join the export set, and why.
     pub problems: Arc<Mutex<Vec<String>>>,
     pub tokens: Arc<RwLock<TokenTable>>,
+    /// The registered instances' own health checks (per endpoint).
+    checks: watch::Sender<Arc<EndpointChecks>>,
+    /// The source's latest set, which `PUT` checks a registration against.
+    pub source: Arc<RwLock<Option<Arc<ExportSet>>>>,
     /// The state file writer, which writes once more at shutdown.
     writer: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Registrations {
+    /// The instances' own checks, for the health checker.
+    pub fn checks(&self) -> watch::Receiver<Arc<EndpointChecks>> {
+        self.checks.subscribe()
+    }
+
     /// Waits for the state file's last write (after shutdown).
     pub async fn flushed(&self) {
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
@@ -92,14 +108,40 @@ pub async fn start(
         tracing::warn!("--registration-token-file lists no token: every registration is refused");
     }
     let tokens = Arc::new(RwLock::new(table));
+    let source = Arc::new(RwLock::new(None));
     let store = Arc::new(Store::new(config.limits));
     if let Some(path) = &config.state_file {
-        let saved =
-            state_file::load(path).map_err(|e| config_error("--registration-state-file", e))?;
+        let saved = match state_file::load(path) {
+            Ok(saved) => saved,
+            // A corrupt or newer file must not stop the syncer: it is
+            // moved aside (for the operator) and the syncer starts empty;
+            // the VMs' next re-register restores them.
+            Err(e @ state_file::StateFileError::Parse { .. }) => {
+                let aside = path.with_extension(format!(
+                    "unreadable-{}",
+                    state_file::to_unix_ms(SystemTime::now())
+                ));
+                let moved = std::fs::rename(path, &aside);
+                tracing::error!(
+                    error = %e,
+                    moved_to = %aside.display(),
+                    moved = moved.is_ok(),
+                    "--registration-state-file unreadable: starting with no registrations"
+                );
+                state_file::Saved {
+                    version: state_file::VERSION,
+                    registrations: Vec::new(),
+                }
+            }
+            Err(e) => return Err(config_error("--registration-state-file", e)),
+        };
         let now = SystemTime::now();
         let mut lapsed = 0;
         for saved in saved.registrations {
-            let deadline = state_file::from_unix_ms(saved.deadline_unix_ms);
+            // A deadline past now + the longest TTL (a clock step, an
+            // edited file) is clamped to it.
+            let deadline =
+                state_file::from_unix_ms(saved.deadline_unix_ms).min(now + config.ttl.max);
             if deadline <= now {
                 lapsed += 1;
                 continue;
@@ -110,9 +152,16 @@ pub async fn start(
                     name: ServiceName::new(&saved.service).map_err(|e| e.to_string())?,
                 };
                 let instance = Hostname::new(&saved.instance).map_err(|e| e.to_string())?;
-                let registration = saved
-                    .registration
-                    .validate(&service, config.ttl)
+                let registration = body::Registration {
+                    owner: saved.owner.clone(),
+                    ..saved
+                        .registration
+                        .validate(&service, config.ttl)
+                        .map_err(|e| e.to_string())?
+                };
+                config
+                    .bounds
+                    .address(&registration)
                     .map_err(|e| e.to_string())?;
                 Ok::<_, String>((InstanceKey { service, instance }, registration))
             })();
@@ -147,13 +196,20 @@ pub async fn start(
             config.burst,
             rate_limit::MAX_CLIENTS,
         )),
+        token_rate_limit: Arc::new(rate_limit::RateLimit::new(
+            config.rate.saturating_mul(4),
+            config.burst.saturating_mul(4),
+            rate_limit::MAX_CLIENTS,
+        )),
         ttl: config.ttl,
+        bounds: config.bounds.clone(),
+        source: source.clone(),
         metrics: metrics.clone(),
     };
-    let app = api::router(api).into_make_service_with_connect_info::<SocketAddr>();
+    let app = api::router(api).into_make_service_with_connect_info::<connections::Peer>();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
+        let _ = axum::serve(connections::Bounded::new(listener), app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;
     });
@@ -167,13 +223,25 @@ pub async fn start(
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let Ok(bytes) = tokio::fs::read(&path).await else {
-                continue;
+            let bytes = match tokio::fs::read(&path).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    // Deleted or unreadable: the last good tokens stay
+                    // (logged once, when it first fails).
+                    if !token_bytes.is_empty() {
+                        tracing::error!(error = %e, "--registration-token-file unreadable; the last good tokens stay");
+                        token_bytes.clear();
+                    }
+                    continue;
+                }
             };
             if bytes == token_bytes {
                 continue;
             }
             match TokenTable::parse(&bytes) {
+                Ok(table) if table.is_empty() => tracing::error!(
+                    "--registration-token-file lists no token: not reloaded; the last good tokens stay"
+                ),
                 Ok(table) => {
                     tracing::info!(tokens = table.len(), "registration token file reloaded");
                     *reload.write().unwrap_or_else(|e| e.into_inner()) = table;
@@ -213,6 +281,8 @@ pub async fn start(
         listen,
         problems: Arc::new(Mutex::new(Vec::new())),
         tokens,
+        checks: watch::Sender::new(Arc::new(EndpointChecks::new())),
+        source,
         writer: Arc::new(Mutex::new(writer)),
     })
 }
@@ -233,6 +303,7 @@ fn saved(store: &Store) -> state_file::Saved {
                     instance: key.instance.to_string(),
                     deadline_unix_ms: state_file::to_unix_ms(deadline),
                     registration: registration.body.clone(),
+                    owner: registration.owner.clone(),
                 },
             )
             .collect(),
@@ -271,21 +342,43 @@ pub fn merged(
 ) -> Exports {
     let mut live = registrations.store.subscribe();
     let problems = registrations.problems.clone();
+    let (checks, seen) = (registrations.checks.clone(), registrations.source.clone());
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
+        let mut logged = Vec::new();
         loop {
             let set = source.borrow_and_update().clone();
+            *seen.write().unwrap_or_else(|e| e.into_inner()) = set.clone();
             let current = live.borrow_and_update().clone();
             let out = set.map(|set| {
                 if current.is_empty() {
                     problems.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    checks.send_if_modified(|c| {
+                        let had = !c.is_empty();
+                        *c = Arc::new(EndpointChecks::new());
+                        had
+                    });
                     return set;
                 }
-                let (merged, found) = merge::merge(&set, &current);
-                for line in &found {
-                    tracing::warn!(problem = %line, "registration not merged as registered");
+                let (merged, found_checks, found) = merge::merge(&set, &current);
+                // Logged once per distinct problem list, not per change.
+                if found != logged {
+                    for line in &found {
+                        tracing::warn!(problem = %line, "registration not merged as registered");
+                    }
+                    logged = found.clone();
                 }
                 *problems.lock().unwrap_or_else(|e| e.into_inner()) = found;
+                // The checks go out before the set they belong to, so a
+                // new instance is never published without its check.
+                checks.send_if_modified(|c| {
+                    if **c == found_checks {
+                        false
+                    } else {
+                        *c = Arc::new(found_checks);
+                        true
+                    }
+                });
                 Arc::new(merged)
             });
             tx.send_if_modified(|old| {

@@ -11,7 +11,6 @@
 //!
 //! Kept apart from the rest of the demo so it moves with it.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -85,6 +84,12 @@ pub async fn start(
                 registrations: 100,
                 per_service: 10,
                 health_checks: 100,
+                per_token: 100,
+            },
+            // The demo VMs' range (10.1.9.0/24) only.
+            bounds: registration::bounds::Bounds {
+                cidrs: vec!["10.1.9.0/24".parse().expect("a CIDR")],
+                max_endpoints: 10_000,
             },
             rate: 20,
             burst: 40,
@@ -97,9 +102,14 @@ pub async fn start(
     .map_err(|e| config("--registration-listen")(e.to_string()))?;
     let api = registrations.listen;
     let merged = registration::merged(exports, &registrations, shutdown.clone());
-    let dial = HashMap::from([(IpAddr::from(CHECKOUT_VM), local.ip())]);
+    // IP:PORT: the registered VM's one port, not every port of loopback.
+    let dial = health::Dial::from_iter([health::DialEntry::Socket(
+        SocketAddr::new(IpAddr::from(CHECKOUT_VM), local.port()),
+        local,
+    )]);
     let (checked, _checker) = health::start(
         merged,
+        Some(registrations.checks()),
         HealthConfig {
             max_checks: 100,
             concurrency: 8,

@@ -7,10 +7,15 @@
 //! http:PORT/PATH [status=200] [interval=5s] [timeout=1s] [rise=2] [fall=3]
 //! ```
 //!
-//! `PORT` is a number or the name of one of the service's TCP ports; the
-//! target is always an exported endpoint's own address with that port
-//! (there is no host field: the syncer never probes anything it does not
-//! export). The syncer keeps it to itself: it is not sent to registries.
+//! `PORT` is a number or the name of one of the service's TCP ports (for
+//! a registration, of the ports it registers). The target is an exported
+//! endpoint's first address with that port; there is no host field. That
+//! address is whatever the endpoint's owner declared: for a registration,
+//! any address inside the syncer's `--registration-cidrs` — so a
+//! registrant can point the checker at any host and TCP port in those
+//! ranges (with an HTTP path of its choice), at most once a
+//! `MIN_REGISTRANT_INTERVAL` per registration (SECURITY.md). The syncer
+//! keeps checks to itself: they are not sent to registries.
 
 use std::fmt;
 use std::num::NonZeroU16;
@@ -26,6 +31,13 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 /// Shortest timeout.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest timeout (a permit of the checker is held this long at most).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shortest interval of a check a registrant declares (an operator's
+/// annotation may go down to [`MIN_INTERVAL`]).
+pub const MIN_REGISTRANT_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest check text (the whole annotation or field).
+pub const MAX_TEXT_LEN: usize = 512;
 /// Highest `rise` or `fall`.
 pub const MAX_THRESHOLD: u8 = 10;
 /// Longest HTTP path.
@@ -96,6 +108,12 @@ impl HealthCheck {
     /// Parses the syntax above. Errors name the part at fault (`port`,
     /// `path`, `interval`, ...), relative to wherever the text came from.
     pub fn parse(text: &str) -> Result<Self, InvalidField> {
+        if text.len() > MAX_TEXT_LEN {
+            return Err(bad(
+                "kind",
+                format!("the check is longer than {MAX_TEXT_LEN} characters"),
+            ));
+        }
         let mut words = text.split_whitespace();
         let Some(head) = words.next() else {
             return Err(bad("kind", "empty: want tcp:PORT or http:PORT/PATH".into()));
@@ -187,10 +205,10 @@ impl HealthCheck {
                 format!("must be from {MIN_INTERVAL:?} to {MAX_INTERVAL:?}"),
             ));
         }
-        if check.timeout < MIN_TIMEOUT || check.timeout > check.interval {
+        if check.timeout < MIN_TIMEOUT || check.timeout > check.interval.min(MAX_TIMEOUT) {
             return Err(bad(
                 "timeout",
-                format!("must be from {MIN_TIMEOUT:?} to the interval"),
+                format!("must be from {MIN_TIMEOUT:?} to the interval, at most {MAX_TIMEOUT:?}"),
             ));
         }
         check.probe = probe;
@@ -300,6 +318,10 @@ mod tests {
         assert!(err("tcp:80 interval=5").starts_with("interval: "));
         assert!(err("tcp:80 interval=10ms").starts_with("interval: "));
         assert!(err("tcp:80 interval=1s timeout=2s").starts_with("timeout: "));
+        // Finding 4: a timeout near the (1h) interval would hold a permit.
+        assert!(err("tcp:80 interval=1h timeout=11s").starts_with("timeout: "));
+        assert!(HealthCheck::parse("tcp:80 interval=1h timeout=10s").is_ok());
+        assert!(err(&format!("tcp:80 {}", " ".repeat(600))).starts_with("kind: "));
         assert!(err("tcp:80 rise=0").starts_with("rise: "));
         assert!(err("tcp:80 fall=11").starts_with("fall: "));
         assert!(err("tcp:80 status=200").starts_with("status: "));

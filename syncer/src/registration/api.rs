@@ -21,10 +21,12 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use meshdns_proto::model::{Hostname, Namespace, ServiceKey, ServiceName};
+use meshdns_proto::model::{ExportSet, Hostname, Namespace, ServiceKey, ServiceName};
 use serde_json::json;
 
-use super::body::{RegistrationBody, TtlBounds};
+use super::body::{Registration, RegistrationBody, TtlBounds, owner_id};
+use super::bounds::Bounds;
+use super::connections::Peer;
 use super::error::ApiError;
 use super::rate_limit::RateLimit;
 use super::state_file::to_unix_ms;
@@ -41,7 +43,13 @@ pub struct Api {
     pub store: Arc<Store>,
     pub tokens: Arc<RwLock<TokenTable>>,
     pub rate_limit: Arc<RateLimit>,
+    /// Per token (its owner id), after authentication: a token used from
+    /// many addresses still gets one share.
+    pub token_rate_limit: Arc<RateLimit<String>>,
     pub ttl: TtlBounds,
+    pub bounds: Bounds,
+    /// The source's latest set (see [`super::Registrations::source`]).
+    pub source: Arc<RwLock<Option<Arc<ExportSet>>>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -49,8 +57,10 @@ type Answer = Result<Response, ApiError>;
 
 impl Api {
     /// Rate limit, then token: the scopes of the caller.
-    fn admit(&self, client: SocketAddr, headers: &HeaderMap) -> Result<Scopes, ApiError> {
-        if !self.rate_limit.allow(client.ip(), Instant::now()) {
+    fn admit(&self, client: SocketAddr, headers: &HeaderMap) -> Result<(Scopes, String), ApiError> {
+        // An IPv6 client owns its /64: one bucket, not 2^64.
+        let source = super::connections::client_key(client.ip());
+        if !self.rate_limit.allow(source, Instant::now()) {
             self.metrics.vms.rate_limited();
             return Err(ApiError::RateLimited);
         }
@@ -61,10 +71,17 @@ impl Api {
             .map(str::trim)
             .ok_or(ApiError::Unauthenticated)?;
         let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
-        tokens
+        let scopes = tokens
             .scopes(token)
             .cloned()
-            .ok_or(ApiError::Unauthenticated)
+            .ok_or(ApiError::Unauthenticated)?;
+        let owner = owner_id(token);
+        drop(tokens);
+        if !self.token_rate_limit.allow(owner.clone(), Instant::now()) {
+            self.metrics.vms.rate_limited();
+            return Err(ApiError::RateLimited);
+        }
+        Ok((scopes, owner))
     }
 
     /// The instance named by the path, if the caller may act on it.
@@ -73,8 +90,8 @@ impl Api {
         client: SocketAddr,
         headers: &HeaderMap,
         (namespace, service, instance): &(String, String, String),
-    ) -> Result<InstanceKey, ApiError> {
-        let scopes = self.admit(client, headers)?;
+    ) -> Result<(InstanceKey, String), ApiError> {
+        let (scopes, owner) = self.admit(client, headers)?;
         let key = InstanceKey {
             service: ServiceKey {
                 namespace: Namespace::new(namespace).map_err(|e| e.within("namespace"))?,
@@ -85,7 +102,7 @@ impl Api {
         if !scopes.allows(namespace, service) {
             return Err(ApiError::Forbidden(key.service.to_string()));
         }
-        Ok(key)
+        Ok((key, owner))
     }
 
     fn count(&self, answer: Answer) -> Response {
@@ -108,13 +125,13 @@ fn shown(key: &InstanceKey, deadline: SystemTime, body: &RegistrationBody) -> se
 
 async fn register(
     State(api): State<Api>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     Path(path): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let answer = async {
-        let key = api.instance(client, &headers, &path)?;
+        let (key, owner) = api.instance(client, &headers, &path)?;
         let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
             .await
             .map_err(|_| ApiError::TooLarge {
@@ -127,14 +144,29 @@ async fn register(
                 meshdns_proto::error::Problem::BadJson(e.to_string()),
             ))
         })?;
-        let registration = body.validate(&key.service, api.ttl)?;
+        let registration = Registration {
+            owner,
+            ..body.validate(&key.service, api.ttl)?
+        };
+        {
+            let source = api.source.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let live = api.store.subscribe().borrow().clone();
+            api.bounds
+                .service(&key, &registration, source.as_deref(), &live)?;
+        }
         let now = SystemTime::now();
         let deadline = now + registration.ttl;
+        let body = registration.body.clone();
         let status = match api.store.put(key.clone(), registration, now)? {
             Put::Created => StatusCode::CREATED,
             Put::Renewed => StatusCode::OK,
         };
-        tracing::info!(instance = %key, created = (status == StatusCode::CREATED), "registered");
+        // Creations only at info: a re-register loop is not a log flood.
+        if status == StatusCode::CREATED {
+            tracing::info!(instance = %key, "registered");
+        } else {
+            tracing::debug!(instance = %key, "re-registered");
+        }
         Ok((status, axum::Json(shown(&key, deadline, &body))).into_response())
     }
     .await;
@@ -143,13 +175,13 @@ async fn register(
 
 async fn heartbeat(
     State(api): State<Api>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     Path(path): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
     let answer = (|| {
-        let key = api.instance(client, &headers, &path)?;
-        let deadline = api.store.heartbeat(&key, SystemTime::now())?;
+        let (key, owner) = api.instance(client, &headers, &path)?;
+        let deadline = api.store.heartbeat(&key, &owner, SystemTime::now())?;
         Ok(axum::Json(json!({ "expires_unix_ms": to_unix_ms(deadline) })).into_response())
     })();
     api.count(answer)
@@ -157,13 +189,13 @@ async fn heartbeat(
 
 async fn deregister(
     State(api): State<Api>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     Path(path): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
     let answer = (|| {
-        let key = api.instance(client, &headers, &path)?;
-        api.store.remove(&key)?;
+        let (key, owner) = api.instance(client, &headers, &path)?;
+        api.store.remove(&key, &owner)?;
         tracing::info!(instance = %key, "deregistered");
         Ok(StatusCode::NO_CONTENT.into_response())
     })();
@@ -172,11 +204,11 @@ async fn deregister(
 
 async fn list(
     State(api): State<Api>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> Response {
     let answer = (|| {
-        let scopes = api.admit(client, &headers)?;
+        let (scopes, _) = api.admit(client, &headers)?;
         let now = SystemTime::now();
         let shown: Vec<_> = api
             .store

@@ -17,6 +17,7 @@ use meshdns_proto::model::{
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use meshdns_proto::model::health_check::MIN_REGISTRANT_INTERVAL;
 
 /// `PUT /v1/registrations/{namespace}/{service}/{instance}`'s body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,8 +56,24 @@ pub struct Registration {
     pub ttl: Duration,
     /// Resolved against `ports` (a named port is its number here).
     pub health_check: Option<HealthCheck>,
-    /// As received: what the state file and `GET` show.
+    /// Canonical, re-serialized from the validated fields (never the raw
+    /// strings, so padding is not stored): what the state file and `GET`
+    /// show.
     pub body: RegistrationBody,
+    /// The registering token's owner id ([`owner_id`]); empty when
+    /// restored from a state file that had none (any token in scope may
+    /// then take it over by registering).
+    pub owner: String,
+}
+
+/// A token's owner id: SHA-256 of a domain-separated token, hex. Not the
+/// token table's digest, so a state file holding it does not hold that.
+pub fn owner_id(token: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("meshdns-registration-owner\0{token}").as_bytes(),
+    );
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// TTL bounds of `--registration-min-ttl` / `--registration-max-ttl`.
@@ -200,18 +217,42 @@ impl RegistrationBody {
             None => None,
             Some(text) => {
                 let check = HealthCheck::parse(text).map_err(|e| e.within("health_check"))?;
+                if check.interval < MIN_REGISTRANT_INTERVAL {
+                    return Err(invalid(
+                        "health_check.interval",
+                        Problem::BadHealthCheck(format!(
+                            "a registration's check runs at most once a {MIN_REGISTRANT_INTERVAL:?}"
+                        )),
+                    ));
+                }
                 let attached = alone
                     .with_health_check(check)
                     .map_err(|e| e.within("health_check"))?;
                 attached.health_check().map(|c| (**c).clone())
             }
         };
+        let body = RegistrationBody {
+            addresses: endpoint.addresses.iter().map(|a| a.to_string()).collect(),
+            ports: ports
+                .iter()
+                .map(|p| PortBody {
+                    name: p.name.as_ref().map(|n| n.to_string()),
+                    port: u32::from(p.port.get()),
+                    protocol: (p.protocol != Protocol::Tcp).then(|| p.protocol.label().to_owned()),
+                })
+                .collect(),
+            hostname: endpoint.hostname.as_ref().map(|h| h.to_string()),
+            zone: endpoint.zone.as_ref().map(|z| z.to_string()),
+            ttl_seconds: self.ttl_seconds,
+            health_check: health_check.as_ref().map(|c| c.to_string()),
+        };
         Ok(Registration {
             endpoint,
             ports,
             ttl: seconds,
             health_check,
-            body: self.clone(),
+            body,
+            owner: String::new(),
         })
     }
 }
@@ -262,6 +303,22 @@ mod tests {
         );
         let check = reg.health_check.unwrap();
         assert_eq!(check.port().to_string(), "8080");
+    }
+
+    /// Finding 6: padding is not stored; the canonical body validates to
+    /// the same registration.
+    #[test]
+    fn the_stored_body_is_canonical() {
+        let mut padded = body();
+        padded.addresses = vec!["  10.9.0.5 ".into()];
+        padded.health_check = Some(format!("http:http/healthz{}rise=1", " ".repeat(200)));
+        let reg = padded.validate(&key(), BOUNDS).unwrap();
+        assert_eq!(reg.body.addresses, vec!["10.9.0.5".to_owned()]);
+        let check = reg.body.health_check.clone().unwrap();
+        assert!(!check.contains("  "), "{check}");
+        let again = reg.body.validate(&key(), BOUNDS).unwrap();
+        assert_eq!(again, reg);
+        assert_eq!(body().validate(&key(), BOUNDS).unwrap(), reg);
     }
 
     #[test]
@@ -315,6 +372,10 @@ mod tests {
         assert_eq!(
             field_of(|b| b.health_check = Some("tcp:9090".into())),
             (400, f("health_check.port"))
+        );
+        assert_eq!(
+            field_of(|b| b.health_check = Some("tcp:8080 interval=100ms timeout=50ms".into())),
+            (400, f("health_check.interval"))
         );
         assert_eq!(
             field_of(|b| b.health_check = Some("tcp:8080 host=10.0.0.1".into())),

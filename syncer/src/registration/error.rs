@@ -16,6 +16,9 @@ pub enum ApiError {
     /// 403: the token may not act on this service.
     #[error("this token may not register {0}")]
     Forbidden(String),
+    /// 403: the instance was registered by another token.
+    #[error("{0} was registered with another token; only that token may change it")]
+    NotOwner(String),
     /// 404: no such registration (it lapsed, or never was).
     #[error("no registration {0}")]
     NotFound(String),
@@ -38,7 +41,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::NotOwner(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -3,6 +3,7 @@
 //! own bucket, never another client's.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -17,16 +18,17 @@ struct Bucket {
     last: Instant,
 }
 
-/// `rate` requests a second per client address, bursts of `burst`.
+/// `rate` requests a second per client (an address, or a token after
+/// authentication), bursts of `burst`.
 #[derive(Debug)]
-pub struct RateLimit {
+pub struct RateLimit<K = IpAddr> {
     rate: f64,
     burst: f64,
     max_clients: usize,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-impl RateLimit {
+impl<K: Hash + Eq + Clone> RateLimit<K> {
     pub fn new(rate: u32, burst: u32, max_clients: usize) -> Self {
         RateLimit {
             rate: f64::from(rate.max(1)),
@@ -37,7 +39,7 @@ impl RateLimit {
     }
 
     /// Spends one request of `client`'s; false when it has none left.
-    pub fn allow(&self, client: IpAddr, now: Instant) -> bool {
+    pub fn allow(&self, client: K, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if !buckets.contains_key(&client) && buckets.len() >= self.max_clients {
             let (rate, burst) = (self.rate, self.burst);
@@ -48,7 +50,7 @@ impl RateLimit {
                 let victim = buckets
                     .keys()
                     .nth(fastrand::usize(..buckets.len()))
-                    .copied();
+                    .cloned();
                 if let Some(victim) = victim {
                     buckets.remove(&victim);
                 }
@@ -90,6 +92,18 @@ mod tests {
         assert!(limit.allow(good, now));
         // Refills at the rate.
         assert!(limit.allow(flood, now + Duration::from_millis(150)));
+    }
+
+    /// Finding 8: after authentication a token has one bucket whatever
+    /// address it comes from.
+    #[test]
+    fn a_token_has_one_bucket() {
+        let limit = RateLimit::<String>::new(1, 2, 16);
+        let now = Instant::now();
+        assert!(limit.allow("owner".into(), now));
+        assert!(limit.allow("owner".into(), now));
+        assert!(!limit.allow("owner".into(), now));
+        assert!(limit.allow("other".into(), now));
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct SavedRegistration {
     /// When it lapses without a heartbeat, in milliseconds since the Unix epoch.
     pub deadline_unix_ms: u64,
     pub registration: RegistrationBody,
+    /// The registering token's owner id (not its digest); absent in files
+    /// of older syncers.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +139,7 @@ mod tests {
                     "addresses": ["10.0.0.1"], "ports": [{"port": 80}], "ttl_seconds": 30
                 }))
                 .unwrap(),
+                owner: "ab12".into(),
             }],
         };
         save(&path, &saved).unwrap();

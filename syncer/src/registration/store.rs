@@ -46,6 +46,8 @@ pub struct Limits {
     pub registrations: usize,
     pub per_service: usize,
     pub health_checks: usize,
+    /// `--max-registrations-per-token`.
+    pub per_token: usize,
 }
 
 #[derive(Debug)]
@@ -100,9 +102,13 @@ impl Store {
         self.dirty.notified().await;
     }
 
+    /// Publishes the live entries: an expired one the sweeper has not
+    /// reached yet is never published.
     fn publish(&self, entries: &BTreeMap<InstanceKey, Entry>) {
+        let now = SystemTime::now();
         let live: Live = entries
             .iter()
+            .filter(|(_, e)| e.deadline > now)
             .map(|(k, e)| (k.clone(), e.registration.clone()))
             .collect();
         self.live.send_replace(Arc::new(live));
@@ -118,6 +124,9 @@ impl Store {
         let deadline = now + registration.ttl;
         let mut entries = self.lock();
         let existing = entries.get(&key).filter(|e| e.deadline > now);
+        if let Some(e) = existing {
+            owned_by(&key, e, &registration.owner)?;
+        }
         let siblings = entries.iter().filter(|(k, e)| {
             k.service == key.service && k.instance != key.instance && e.deadline > now
         });
@@ -174,6 +183,18 @@ impl Store {
                     ),
                 });
             }
+            let mine = entries
+                .values()
+                .filter(|e| e.deadline > now && e.registration.owner == registration.owner)
+                .count();
+            if !registration.owner.is_empty() && mine >= self.limits.per_token {
+                return Err(ApiError::Full {
+                    field: "instance".into(),
+                    why: format!(
+                        "this token holds {mine} registrations, the limit (--max-registrations-per-token)"
+                    ),
+                });
+            }
             let total = entries.values().filter(|e| e.deadline > now).count();
             if total >= self.limits.registrations {
                 return Err(ApiError::Full {
@@ -220,12 +241,18 @@ impl Store {
     }
 
     /// Renews `key`'s deadline by its TTL; its new deadline.
-    pub fn heartbeat(&self, key: &InstanceKey, now: SystemTime) -> Result<SystemTime, ApiError> {
+    pub fn heartbeat(
+        &self,
+        key: &InstanceKey,
+        owner: &str,
+        now: SystemTime,
+    ) -> Result<SystemTime, ApiError> {
         let mut entries = self.lock();
         let entry = entries
             .get_mut(key)
             .filter(|e| e.deadline > now)
             .ok_or_else(|| ApiError::NotFound(key.to_string()))?;
+        owned_by(key, entry, owner)?;
         entry.deadline = now + entry.registration.ttl;
         let deadline = entry.deadline;
         drop(entries);
@@ -233,11 +260,13 @@ impl Store {
         Ok(deadline)
     }
 
-    pub fn remove(&self, key: &InstanceKey) -> Result<(), ApiError> {
+    pub fn remove(&self, key: &InstanceKey, owner: &str) -> Result<(), ApiError> {
         let mut entries = self.lock();
-        entries
-            .remove(key)
+        let entry = entries
+            .get(key)
             .ok_or_else(|| ApiError::NotFound(key.to_string()))?;
+        owned_by(key, entry, owner)?;
+        entries.remove(key);
         self.publish(&entries);
         drop(entries);
         self.dirty.notify_one();
@@ -293,6 +322,17 @@ impl Store {
     }
 }
 
+/// Only the token that registered an instance may change it (an
+/// unowned, restored one is anyone's in scope).
+fn owned_by(key: &InstanceKey, entry: &Entry, owner: &str) -> Result<(), ApiError> {
+    let held = &entry.registration.owner;
+    if held.is_empty() || held == owner {
+        Ok(())
+    } else {
+        Err(ApiError::NotOwner(key.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +376,7 @@ mod tests {
             registrations: 3,
             per_service: 2,
             health_checks: 1,
+            per_token: 10,
         });
         let now = SystemTime::now();
         assert_eq!(
@@ -378,7 +419,7 @@ mod tests {
             (429, f("instance"))
         );
         // The health-check cap.
-        store.remove(&key("db", "a")).unwrap();
+        store.remove(&key("db", "a"), "").unwrap();
         store.checks_in_use.store(1, Ordering::Relaxed);
         assert_eq!(
             code(store.put(key("api", "a"), reg("10.0.0.5", 80, Some("tcp:80")), now)),
@@ -386,17 +427,96 @@ mod tests {
         );
         // Deadlines: a heartbeat renews; past the deadline, 404 and swept.
         let later = now + Duration::from_secs(8);
-        store.heartbeat(&key("web", "a"), later).unwrap();
+        store.heartbeat(&key("web", "a"), "", later).unwrap();
         let after = now + Duration::from_secs(12);
         assert_eq!(store.sweep(after), 1, "only web/b lapsed");
         assert_eq!(
             code(
                 store
-                    .heartbeat(&key("web", "b"), after)
+                    .heartbeat(&key("web", "b"), "", after)
                     .map(|_| Put::Renewed)
             ),
             (404, None)
         );
         assert_eq!(store.subscribe().borrow().len(), 1);
+    }
+
+    /// Finding 9: an expired, unswept entry is not republished when
+    /// another instance changes.
+    #[test]
+    fn expired_entries_are_never_published() {
+        let store = Store::new(Limits {
+            registrations: 10,
+            per_service: 10,
+            health_checks: 10,
+            per_token: 10,
+        });
+        let long_ago = SystemTime::now() - Duration::from_secs(60);
+        store
+            .put(key("web", "old"), reg("10.0.0.1", 80, None), long_ago)
+            .unwrap();
+        store
+            .put(
+                key("web", "new"),
+                reg("10.0.0.2", 80, None),
+                SystemTime::now(),
+            )
+            .unwrap();
+        let live = store.subscribe().borrow().clone();
+        assert_eq!(live.keys().collect::<Vec<_>>(), vec![&key("web", "new")]);
+    }
+
+    /// Finding 7: another token (even in scope) may not change an
+    /// instance; one token cannot take every registration.
+    #[test]
+    fn instances_have_an_owner_and_tokens_a_quota() {
+        let store = Store::new(Limits {
+            registrations: 10,
+            per_service: 10,
+            health_checks: 10,
+            per_token: 2,
+        });
+        let now = SystemTime::now();
+        let owned = |address: &str, owner: &str| Registration {
+            owner: owner.into(),
+            ..reg(address, 80, None)
+        };
+        store
+            .put(key("web", "a"), owned("10.0.0.1", "alice"), now)
+            .unwrap();
+        let denied = |r: Result<(), ApiError>| r.unwrap_err().status().as_u16();
+        assert_eq!(
+            denied(
+                store
+                    .put(key("web", "a"), owned("10.0.0.1", "mallory"), now)
+                    .map(|_| ())
+            ),
+            403
+        );
+        assert_eq!(
+            denied(
+                store
+                    .heartbeat(&key("web", "a"), "mallory", now)
+                    .map(|_| ())
+            ),
+            403
+        );
+        assert_eq!(denied(store.remove(&key("web", "a"), "mallory")), 403);
+        store.heartbeat(&key("web", "a"), "alice", now).unwrap();
+        store
+            .put(key("web", "b"), owned("10.0.0.2", "alice"), now)
+            .unwrap();
+        assert_eq!(
+            denied(
+                store
+                    .put(key("web", "c"), owned("10.0.0.3", "alice"), now)
+                    .map(|_| ())
+            ),
+            429
+        );
+        store
+            .put(key("web", "c"), owned("10.0.0.3", "bob"), now)
+            .unwrap();
+        store.remove(&key("web", "a"), "alice").unwrap();
     }
 }
