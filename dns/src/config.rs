@@ -96,11 +96,11 @@ pub struct ServeArgs {
         default_value_t = 5_000
     )]
     pub max_export_streams: usize,
-    /// Most Watch streams (followers, tools) open at once; more are refused with RESOURCE_EXHAUSTED, naming this limit.
+    /// Most Watch streams (followers, tools) open at once; more are refused with RESOURCE_EXHAUSTED, naming this limit. The default holds two edge followers for each of 1,000 member clusters (about 180 KiB of memory per stream).
     #[arg(
         long = "max-watch-streams",
         env = "MESHDNS_MAX_WATCH_STREAMS",
-        default_value_t = 256
+        default_value_t = 2_048
     )]
     pub max_watch_streams: usize,
     /// Most WatchImports streams (syncers with --mcs-status, tools) open at once, a pool apart from --max-watch-streams; one cluster credential holds at most 2. More are refused with RESOURCE_EXHAUSTED, naming this limit.
