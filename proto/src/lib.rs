@@ -37,6 +37,7 @@ pub mod error;
 pub mod fixtures;
 pub mod model;
 pub mod parts;
+pub mod token_digest;
 
 /// Generated protocol code (package `meshdns.v1`).
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]
