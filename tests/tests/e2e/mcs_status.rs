@@ -886,6 +886,13 @@ async fn a_rollout_of_many_services_writes_each_serviceimport_once() {
         async move { found }
     })
     .await;
+    // The marker's create and its status write are two writes: wait for
+    // both, so the count below is not read between them.
+    eventually(WAIT, "the marker's status write in west", || {
+        let done = (import_writes(&west) >= 2 * N + 2).then_some(());
+        async move { done }
+    })
+    .await;
     assert_eq!(
         import_writes(&west),
         2 * N + 2,
