@@ -106,10 +106,7 @@ impl Registry {
                     .collect();
                 let view = ServiceView::update_in(
                     key.clone(),
-                    current
-                        .view(&key)
-                        .filter(|_| !new_policy)
-                        .map(|v| &**v),
+                    current.view(&key).filter(|_| !new_policy).map(|v| &**v),
                     &changes,
                     &mut Context {
                         default_ttl: self.default_ttl,
