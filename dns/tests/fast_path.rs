@@ -160,7 +160,7 @@ fn fleet() -> Arc<Snapshot> {
                     ],
                     version: "test".into(),
                     provider: Some(
-                        LabelValue::new(if c % 2 == 0 { "aws" } else { "gcp" }).unwrap(),
+                        LabelValue::new(if c.is_multiple_of(2) { "aws" } else { "gcp" }).unwrap(),
                     ),
                     nodes: vec![NodeAddresses {
                         name: NodeName::new(&format!("n{c}")).unwrap(),

@@ -99,6 +99,8 @@ fn part(
         name: ClusterName::new(&format!("c{i}")).unwrap(),
         region: Some((u32::from(*region), r.clone())),
         zone: Some((zone_id(Some(&r), &z), z)),
+        provider: None,
+        nodes: std::sync::Arc::from(Vec::new()),
         stale: *stale,
     });
     let endpoints = eps
@@ -240,6 +242,8 @@ fn answers(
                 cluster: p.id,
                 region: p.region.as_ref().map(|r| r.0),
                 zone: p.zone.as_ref().map(|z| z.0),
+                provider: None,
+                node: None,
                 prefix: 32,
             })
         })
@@ -365,6 +369,8 @@ proptest! {
             cluster: p.id,
             region: p.region.as_ref().map(|r| r.0),
             zone: p.zone.as_ref().map(|z| z.0),
+            provider: None,
+            node: None,
             prefix: 32,
         });
         let pick = select::select(&view, place.as_ref(), min_healthy);
@@ -379,10 +385,15 @@ proptest! {
         unique.dedup();
         prop_assert_eq!(unique.len(), chosen.len(), "no duplicates");
         // The explanation's counts per cumulative tier, from the oracle.
-        let explained = select::explain(&view, place.as_ref(), min_healthy);
+        let explained = select::explain(
+            &view,
+            place.as_ref(),
+            min_healthy,
+            &meshdns::snapshot::NO_POLICY,
+        );
         prop_assert_eq!(explained.chosen, tier);
         if let (Some(a), true) = (asker, affinity != Affinity::None) {
-            for (t, healthy) in &explained.tiers {
+            for select::TierCount { tier: t, healthy, .. } in &explained.tiers {
                 let expected = match t {
                     Tier::Any => oracle(&indexed, None, 1, affinity).1.len(),
                     // The count of a tier: the oracle asked with a bar no
@@ -438,6 +449,8 @@ proptest! {
             cluster: p.id,
             region: p.region.as_ref().map(|r| r.0),
             zone: p.zone.as_ref().map(|z| z.0),
+            provider: None,
+            node: None,
             prefix: 32,
         };
         for place in [None, Some(asking)] {

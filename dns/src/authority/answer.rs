@@ -384,10 +384,8 @@ fn srv<'s>(question: Question<'s>, view: &'s ServiceView, proto: &str, port: &st
         view,
         domain,
         pick,
-        start,
-        question.authority.max_answers,
-        proto,
-        port,
+        (start, question.authority.max_answers),
+        (proto, port),
     );
     if targets.is_empty() {
         return Answer {

@@ -42,16 +42,14 @@ pub fn port_of(view: &ServiceView, cluster: usize, proto: &str, port: &str) -> O
 }
 
 /// The SRV targets of `pick` (rotated by `start`, at most `max`) that
-/// have the port.
+/// have the port `(proto, port_name)`.
 pub fn srv<'s>(
     snapshot: &Snapshot,
     view: &'s ServiceView,
     domain: &Domain,
     pick: Pick<'s>,
-    start: usize,
-    max: usize,
-    proto: &str,
-    port_name: &str,
+    (start, max): (usize, usize),
+    (proto, port_name): (&str, &str),
 ) -> Vec<SrvTarget<'s>> {
     let suffix = format!(
         "{}.{}.{}{}",

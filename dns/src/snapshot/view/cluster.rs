@@ -36,8 +36,11 @@ pub(crate) struct PartPolicy<'a> {
     pub(crate) weigh: &'a dyn Fn(&Endpoint) -> u64,
     /// An endpoint's node, as an index into its cluster's announced
     /// nodes: only for a service with the node tier (affinity `node`).
-    pub(crate) node_of: Option<&'a dyn Fn(&Endpoint) -> Option<u32>>,
+    pub(crate) node_of: Option<NodeOf<'a>>,
 }
+
+/// An endpoint's node index in its cluster's announced nodes.
+pub(crate) type NodeOf<'a> = &'a dyn Fn(&Endpoint) -> Option<u32>;
 
 /// One cluster's part of a global service. Its targets name the cluster
 /// as index 0; the service-wide lists carry the real index.
