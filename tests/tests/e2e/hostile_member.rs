@@ -143,6 +143,7 @@ impl Stream {
             zone: "z".into(),
             client_cidrs: vec![cidr.into()],
             version: "test".into(),
+            ..Default::default()
         };
         Stream::open(hub, hello).await.unwrap()
     }
