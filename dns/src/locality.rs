@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use meshdns_proto::model::ClusterName;
@@ -19,6 +20,16 @@ pub type ClusterId = u32;
 pub type RegionId = u32;
 /// An interned (region, zone) pair: zones are grouped within their region.
 pub type ZoneId = u32;
+/// An interned cloud provider name.
+pub type ProviderId = u32;
+
+/// A node of a cluster and its own addresses (what NodeLocal DNSCache
+/// asks from): the opt-in node tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePlace {
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+}
 
 /// A cluster's place in the fleet.
 #[derive(Debug, Clone)]
@@ -27,7 +38,23 @@ pub struct Place {
     pub name: ClusterName,
     pub region: Option<(RegionId, String)>,
     pub zone: Option<(ZoneId, String)>,
+    /// The cloud provider: the policy file's, else the one the cluster
+    /// announced.
+    pub provider: Option<(ProviderId, String)>,
+    /// The cluster's announced nodes, sorted by name: a node's index here
+    /// is what an asker's place and a part's node runs name it by.
+    pub nodes: Arc<[NodePlace]>,
     pub stale: bool,
+}
+
+impl Place {
+    /// The index of the node named `name`, if the cluster announced it.
+    pub fn node_index(&self, name: &str) -> Option<u32> {
+        self.nodes
+            .binary_search_by(|n| n.name.as_str().cmp(name))
+            .ok()
+            .map(|i| i as u32)
+    }
 }
 
 /// Who is asking, as far as locality goes.
@@ -36,6 +63,10 @@ pub struct AskerPlace {
     pub cluster: ClusterId,
     pub region: Option<RegionId>,
     pub zone: Option<ZoneId>,
+    pub provider: Option<ProviderId>,
+    /// The asker is one of its cluster's nodes (its address is one the
+    /// node announced): the node's index in the cluster's nodes.
+    pub node: Option<u32>,
     /// Prefix length of the client CIDR that matched.
     pub prefix: u8,
 }
@@ -100,6 +131,8 @@ pub struct Locality {
     places: HashMap<ClusterId, Place>,
     v4: Table<u32>,
     v6: Table<u128>,
+    /// Node addresses -> (cluster, node index): exact matches only.
+    nodes: HashMap<IpAddr, (ClusterId, u32)>,
     /// CIDRs announced by more than one cluster: (cidr, kept, ignored).
     pub conflicts: Vec<(IpNet, ClusterName, ClusterName)>,
     /// The highest cluster id of `places` (0: none): what the answers-by-
@@ -133,6 +166,14 @@ impl Locality {
                     locality
                         .conflicts
                         .push((*cidr, kept.name.clone(), place.name.clone()));
+                }
+            }
+            for (i, node) in place.nodes.iter().enumerate() {
+                for address in &node.addresses {
+                    locality
+                        .nodes
+                        .entry(*address)
+                        .or_insert((place.id, i as u32));
                 }
             }
             locality.max_id = locality.max_id.max(place.id);
@@ -170,10 +211,19 @@ impl Locality {
             },
         }?;
         let place = self.places.get(&cluster)?;
+        // A node is told by its whole address, never by a shorter prefix.
+        let whole = if addr.is_ipv4() { 32 } else { 128 };
+        let node = (max_len >= whole)
+            .then(|| self.nodes.get(&addr))
+            .flatten()
+            .filter(|(c, _)| *c == cluster)
+            .map(|(_, n)| *n);
         Some(AskerPlace {
             cluster,
             region: place.region.as_ref().map(|r| r.0),
             zone: place.zone.as_ref().map(|z| z.0),
+            provider: place.provider.as_ref().map(|p| p.0),
+            node,
             prefix,
         })
     }
@@ -189,6 +239,8 @@ mod tests {
             name: ClusterName::new(name).unwrap(),
             region: Some((1, "r".into())),
             zone: None,
+            provider: None,
+            nodes: Arc::from(Vec::new()),
             stale: false,
         }
     }

@@ -89,6 +89,7 @@ impl Registry {
                 next_session: 1,
                 next_cluster_id: 1,
                 serial,
+                policy: Arc::default(),
             }),
             snapshot: ArcSwap::from_pointee(Snapshot::new(reverse).with_changes(serial, None, [])),
             listed: ArcSwap::default(),

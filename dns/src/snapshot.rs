@@ -25,8 +25,8 @@ pub use parts::Parts;
 pub use reverse::PtrIndex;
 use shards::Shards;
 pub use view::{
-    ClusterView, EndpointView, ExportInput, PartChange, PtrService, ServiceView, Target, Targets,
-    changed_parts, ptr_names,
+    ClusterView, Context, EndpointView, ExportInput, Interner, NO_POLICY, PartChange, PtrService,
+    ServiceView, Step, StepChain, Target, Targets, Weights, ZoneIds, changed_parts, ptr_names,
 };
 
 /// One published state of the registry. Never mutated: the registry builds
@@ -42,6 +42,8 @@ pub struct Snapshot {
     namespaces: HashMap<Arc<str>, usize>,
     /// The fleet's clusters and where askers are.
     pub locality: Arc<Locality>,
+    /// The fleet policy every view of this snapshot was built under.
+    pub policy: Arc<meshdns_proto::model::FleetPolicy>,
     /// Address -> the names that own it, when reverse zones are served.
     /// Shared between snapshots, copied only where a publish changes it.
     reverse: Option<PtrIndex>,
@@ -118,6 +120,14 @@ impl Snapshot {
     /// A copy with `views` replacing (or, for `None`, removing) the services
     /// they name, and a new serial. Untouched services are shared, not
     /// copied, and so are the shards of the service map they live in.
+    /// A copy under a new fleet policy: the caller replaces every view.
+    pub fn with_policy(&self, policy: Arc<meshdns_proto::model::FleetPolicy>) -> Snapshot {
+        Snapshot {
+            policy,
+            ..self.clone()
+        }
+    }
+
     pub fn with_changes(
         &self,
         serial: u32,

@@ -29,7 +29,7 @@ impl State {
         if !self.clusters.contains_key(&name) {
             let id = self.next_cluster_id;
             self.next_cluster_id += 1;
-            let place = State::place(&mut self.names, id, &m.cluster, m.stale);
+            let place = State::place(&mut self.names, &self.policy, id, &m.cluster, m.stale);
             self.clusters.insert(
                 name.clone(),
                 ClusterEntry {
@@ -53,6 +53,7 @@ impl State {
             dirty.locality = true;
         }
         let names = &mut self.names;
+        let policy = &self.policy;
         let Some(entry) = self.clusters.get_mut(&name) else {
             unreachable!("inserted above")
         };
@@ -60,7 +61,7 @@ impl State {
         if moved {
             dirty.locality = true;
             dirty.touch(&name, entry.services.keys().cloned());
-            entry.place = State::place(names, entry.id, &m.cluster, m.stale);
+            entry.place = State::place(names, policy, entry.id, &m.cluster, m.stale);
         }
         entry.cluster = m.cluster;
         entry.stale = m.stale;

@@ -51,6 +51,14 @@ impl Names {
         format!("z\0{}\0{zone}", region.unwrap_or(""))
     }
 
+    pub(super) fn provider_key(provider: &str) -> String {
+        format!("p\0{provider}")
+    }
+
+    pub(super) fn provider(&mut self, provider: &str) -> u32 {
+        self.id(Self::provider_key(provider))
+    }
+
     pub(super) fn region(&mut self, region: &str) -> u32 {
         self.id(Self::region_key(region))
     }
@@ -74,6 +82,9 @@ impl Names {
             if let Some(z) = &entry.cluster.zone {
                 used.insert(Self::zone_key(region, z.as_str()));
             }
+            if let Some((_, p)) = &entry.place.provider {
+                used.insert(Self::provider_key(p));
+            }
             for export in entry.services.values() {
                 for ep in export.endpoints() {
                     if let Some(z) = &ep.zone {
@@ -90,6 +101,23 @@ impl Names {
             after = self.ids.len(),
             "interned zone and region names collected"
         );
+    }
+}
+
+/// What a view build looks up: zones interned as they come; regions and
+/// providers only as clusters placed them (a failover order naming a
+/// region no cluster is in resolves to nothing).
+impl crate::snapshot::Interner for Names {
+    fn zone(&mut self, region: Option<&str>, zone: &str) -> u32 {
+        Names::zone(self, region, zone)
+    }
+
+    fn region(&self, region: &str) -> Option<u32> {
+        self.ids.get(&Self::region_key(region)).copied()
+    }
+
+    fn provider(&self, provider: &str) -> Option<u32> {
+        self.ids.get(&Self::provider_key(provider)).copied()
     }
 }
 

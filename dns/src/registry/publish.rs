@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use meshdns_proto::model::{ClusterName, ServiceKey};
+use meshdns_proto::model::{ClusterName, FleetPolicy, ServiceKey};
 
 use super::{Change, Registry, State};
-use crate::snapshot::{ExportInput, PartChange, ServiceView};
+use crate::snapshot::{Context, ExportInput, PartChange, ServiceView, Snapshot};
 
 /// What a write changed, to publish.
 #[derive(Default)]
@@ -16,12 +16,14 @@ pub(super) struct Dirty {
     /// Per service, the clusters whose part of it changed.
     pub(super) keys: BTreeMap<ServiceKey, BTreeSet<ClusterName>>,
     pub(super) locality: bool,
+    /// The fleet policy changed: every view is rebuilt from scratch.
+    pub(super) policy: bool,
     pub(super) changes: Vec<Change>,
 }
 
 impl Dirty {
     pub(super) fn is_empty(&self) -> bool {
-        self.keys.is_empty() && !self.locality && self.changes.is_empty()
+        self.keys.is_empty() && !self.locality && !self.policy && self.changes.is_empty()
     }
 
     /// Notes that `cluster`'s part of each of `keys` changed.
@@ -44,10 +46,11 @@ impl Registry {
         let Dirty {
             keys,
             locality,
+            policy,
             changes,
         } = dirty;
-        if !keys.is_empty() || locality {
-            self.rebuild(state, keys, locality);
+        if !keys.is_empty() || locality || policy {
+            self.rebuild(state, keys, locality, policy);
         }
         // The cluster list and the change feed follow the snapshot, so a
         // reader that sees them finds the answers already there.
@@ -66,15 +69,21 @@ impl Registry {
         state: &mut State,
         keys: BTreeMap<ServiceKey, BTreeSet<ClusterName>>,
         locality: bool,
+        new_policy: bool,
     ) {
         let dirty_locality = locality;
         let started = Instant::now();
         state.serial = state.serial.wrapping_add(1);
         let locality = dirty_locality.then(|| Arc::new(state.locality()));
+        let in_force = state.policy.clone();
+        let policy: &FleetPolicy = &in_force;
         let State {
             clusters, names, ..
         } = &mut *state;
-        let current = self.snapshot.load();
+        let loaded = self.snapshot.load();
+        // A new policy: no view of the old one is built upon.
+        let repoliced = new_policy.then(|| Arc::new(loaded.with_policy(in_force.clone())));
+        let current: &Snapshot = repoliced.as_deref().unwrap_or(&loaded);
         let views: Vec<(ServiceKey, Option<Arc<ServiceView>>)> = keys
             .into_iter()
             .map(|(key, changed)| {
@@ -95,20 +104,59 @@ impl Registry {
                         }
                     })
                     .collect();
-                let view = ServiceView::update(
+                let view = ServiceView::update_in(
                     key.clone(),
-                    current.view(&key).map(|v| &**v),
+                    current
+                        .view(&key)
+                        .filter(|_| !new_policy)
+                        .map(|v| &**v),
                     &changes,
-                    self.default_ttl,
-                    &mut |r, z| names.zone(r, z),
+                    &mut Context {
+                        default_ttl: self.default_ttl,
+                        policy,
+                        names: &mut *names,
+                    },
                 );
                 (key, (!view.clusters.is_empty()).then(|| Arc::new(view)))
             })
             .collect();
         let next = current.with_changes(state.serial, locality, views);
         let old = self.snapshot.swap(Arc::new(next));
-        drop(current);
+        drop(loaded);
         self.metrics.snapshot_built(started.elapsed());
         self.reaper.retire(old);
+    }
+}
+
+impl Registry {
+    /// Puts `policy` in force: every cluster's place (a provider the
+    /// policy names) and every service's view are rebuilt under it, and
+    /// the next snapshot published. Once this returns (or the writer's
+    /// [`Writer::set_policy`](super::Writer::set_policy) is answered),
+    /// answers follow the policy.
+    pub fn set_policy(&self, policy: Arc<FleetPolicy>) {
+        self.write(|state, dirty| Self::set_policy_in(state, dirty, policy));
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<FleetPolicy> {
+        self.snapshot.load().policy.clone()
+    }
+
+    pub(super) fn set_policy_in(state: &mut State, dirty: &mut Dirty, policy: Arc<FleetPolicy>) {
+        state.policy = policy;
+        dirty.policy = true;
+        dirty.locality = true;
+        let State {
+            clusters,
+            names,
+            policy,
+            ..
+        } = state;
+        for entry in clusters.values_mut() {
+            entry.place = State::place(names, policy, entry.id, &entry.cluster, entry.stale);
+            let name = entry.cluster.name.clone();
+            dirty.touch(&name, entry.services.keys().cloned());
+        }
     }
 }

@@ -60,7 +60,7 @@ impl Registry {
             let cluster_id = state.next_cluster_id;
             state.next_cluster_id += 1;
             // New: not live until its Snapshot is accepted.
-            let place = State::place(&mut state.names, cluster_id, &cluster, true);
+            let place = State::place(&mut state.names, &state.policy, cluster_id, &cluster, true);
             state.clusters.insert(
                 name.clone(),
                 ClusterEntry {
@@ -110,10 +110,20 @@ impl Registry {
             old.cancel();
         }
         // Placement changes reshape the cluster's services.
-        if entry.cluster.region != cluster.region || entry.cluster.zone != cluster.zone {
+        if entry.cluster.region != cluster.region
+            || entry.cluster.zone != cluster.zone
+            || entry.cluster.provider != cluster.provider
+            || entry.cluster.nodes != cluster.nodes
+        {
             dirty.touch(&name, entry.services.keys().cloned());
         }
-        entry.place = State::place(&mut state_ref.names, entry.id, &cluster, entry.stale);
+        entry.place = State::place(
+            &mut state_ref.names,
+            &state_ref.policy,
+            entry.id,
+            &cluster,
+            entry.stale,
+        );
         entry.cluster = cluster;
         entry.session = Some((id, token.clone()));
         entry.awaiting_snapshot = true;

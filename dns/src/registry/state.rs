@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use meshdns_proto::model::{Cluster, ClusterName};
+use meshdns_proto::model::{Cluster, ClusterName, FleetPolicy};
 use tracing::warn;
 
 use super::{Claims, ClusterEntry, Names};
-use crate::locality::{ClusterId, Locality, Place};
+use crate::locality::{ClusterId, Locality, NodePlace, Place};
 
 pub(super) struct State {
     pub(super) clusters: BTreeMap<ClusterName, ClusterEntry>,
@@ -17,16 +17,29 @@ pub(super) struct State {
     pub(super) next_session: u64,
     pub(super) next_cluster_id: ClusterId,
     pub(super) serial: u32,
+    /// The fleet policy every view is built under (`--policy`).
+    pub(super) policy: Arc<FleetPolicy>,
 }
 
 impl State {
     pub(super) fn place(
         names: &mut Names,
+        policy: &FleetPolicy,
         id: ClusterId,
         cluster: &Cluster,
         stale: bool,
     ) -> Arc<Place> {
         let region = cluster.region.as_ref().map(|r| r.as_str());
+        let provider = policy.provider(&cluster.name, cluster.provider.as_ref());
+        let mut nodes: Vec<NodePlace> = cluster
+            .nodes
+            .iter()
+            .map(|n| NodePlace {
+                name: n.name.to_string(),
+                addresses: n.addresses.clone(),
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Arc::new(Place {
             id,
             name: cluster.name.clone(),
@@ -35,6 +48,8 @@ impl State {
                 .zone
                 .as_ref()
                 .map(|z| (names.zone(region, z.as_str()), z.to_string())),
+            provider: provider.map(|p| (names.provider(p.as_str()), p.to_string())),
+            nodes: nodes.into(),
             stale,
         })
     }

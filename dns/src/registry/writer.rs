@@ -177,6 +177,14 @@ impl Writer {
             .await;
     }
 
+    /// [`Registry::set_policy`], through the writer: answered once the
+    /// snapshot built under the policy is published.
+    pub async fn set_policy(&self, policy: Arc<meshdns_proto::model::FleetPolicy>) {
+        let _ = self
+            .job(false, move |_, s, d| Registry::set_policy_in(s, d, policy))
+            .await;
+    }
+
     /// The full state and a receiver of every change after it, taken
     /// between two publishes so nothing falls between them or is seen twice.
     pub async fn subscribe(&self) -> Result<(FullState, broadcast::Receiver<Arc<Change>>), Error> {

@@ -21,6 +21,10 @@ pub struct Span {
 }
 
 impl Span {
+    pub fn new(start: u32, end: u32) -> Self {
+        Span { start, end }
+    }
+
     pub fn len(self) -> u32 {
         self.end - self.start
     }
@@ -39,13 +43,18 @@ pub enum Kind {
 }
 
 /// A run of cluster `cluster`'s targets (an index into the service's
-/// clusters) and the addresses of exactly those targets.
+/// clusters) and the addresses of exactly those targets, with their
+/// effective weight per kind and how many exported endpoints (healthy or
+/// not, of positive weight) the run stands for: what a percentage
+/// `min-healthy` is a percentage of.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Segment {
     pub cluster: u32,
     pub targets: Span,
     pub v4: Span,
     pub v6: Span,
+    pub weight: [u64; 3],
+    pub exported: u32,
 }
 
 impl Segment {
@@ -56,6 +65,48 @@ impl Segment {
             Kind::V6 => self.v6,
         }
     }
+
+    /// The summed effective weight of the segment's items of `kind`.
+    pub fn weight(&self, kind: Kind) -> u64 {
+        self.weight[slot(kind)]
+    }
+
+    /// Whether the segment holds anything a chain counts: a healthy
+    /// target, or an exported endpoint (for a percentage threshold).
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty() && self.exported == 0
+    }
+}
+
+/// Running ends over a list of segments: items and weight of each kind,
+/// and exported endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ends {
+    pub n: [u32; 3],
+    pub w: [u64; 3],
+    pub exported: u32,
+}
+
+impl Ends {
+    fn add(&mut self, other: Ends) {
+        for k in 0..3 {
+            self.n[k] += other.n[k];
+            self.w[k] += other.w[k];
+        }
+        self.exported += other.exported;
+    }
+
+    fn of(s: &Segment) -> Ends {
+        let mut e = Ends {
+            exported: s.exported,
+            w: s.weight,
+            ..Ends::default()
+        };
+        for kind in KINDS {
+            e.n[slot(kind)] = s.span(kind).len();
+        }
+        e
+    }
 }
 
 /// One chunk of cluster parts' runs of a service's chains (every healthy
@@ -64,24 +115,22 @@ impl Segment {
 /// each kind. A chain holds (these, range) per run, so building or
 /// dropping a chain touches one reference count per chunk, and a lookup
 /// reads one allocation per run.
-pub type Runs = Arc<[(Segment, [u32; 3])]>;
+pub type Runs = Arc<[(Segment, Ends)]>;
 
 /// One run: a chunk's runs and its range there.
 pub type RunRef = (Runs, Span);
 
 /// Collects a chunk's runs.
 #[derive(Debug, Default)]
-pub struct RunsBuilder(Vec<(Segment, [u32; 3])>);
+pub struct RunsBuilder(Vec<(Segment, Ends)>);
 
 impl RunsBuilder {
     /// Adds a run of `segments`; its range.
     pub fn push(&mut self, segments: impl IntoIterator<Item = Segment>) -> Span {
         let start = self.0.len() as u32;
-        let mut total = [0u32; 3];
+        let mut total = Ends::default();
         for s in segments {
-            for kind in KINDS {
-                total[slot(kind)] += s.span(kind).len();
-            }
+            total.add(Ends::of(&s));
             self.0.push((s, total));
         }
         Span {
@@ -95,7 +144,7 @@ impl RunsBuilder {
     }
 }
 
-fn slot(kind: Kind) -> usize {
+pub(super) fn slot(kind: Kind) -> usize {
     match kind {
         Kind::Targets => 0,
         Kind::V4 => 1,
@@ -107,10 +156,23 @@ const KINDS: [Kind; 3] = [Kind::Targets, Kind::V4, Kind::V6];
 
 /// Where item `offset` of `kind` falls in `items`, each with the running
 /// end of each kind: the item's index and how many come before it.
-fn find<T>(items: &[(T, [u32; 3])], kind: Kind, offset: u32) -> (usize, u32) {
+fn find<T>(items: &[(T, Ends)], kind: Kind, offset: u32) -> (usize, u32) {
     let k = slot(kind);
-    let index = items.partition_point(|(_, ends)| ends[k] <= offset);
-    let before = if index == 0 { 0 } else { items[index - 1].1[k] };
+    let index = items.partition_point(|(_, ends)| ends.n[k] <= offset);
+    let before = if index == 0 { 0 } else { items[index - 1].1.n[k] };
+    (index, before)
+}
+
+/// Where weight point `point` of `kind` falls in `items`: the item's
+/// index and the running ends before it.
+pub(super) fn find_weight<T>(items: &[(T, Ends)], kind: Kind, point: u64) -> (usize, Ends) {
+    let k = slot(kind);
+    let index = items.partition_point(|(_, ends)| ends.w[k] <= point);
+    let before = if index == 0 {
+        Ends::default()
+    } else {
+        items[index - 1].1
+    };
     (index, before)
 }
 
@@ -122,7 +184,7 @@ fn find<T>(items: &[(T, [u32; 3])], kind: Kind, offset: u32) -> (usize, u32) {
 pub struct Chain {
     /// (a chunk's runs, the run's range there), with the running end of
     /// each kind over the runs: never an empty run.
-    runs: Vec<(RunRef, [u32; 3])>,
+    pub(super) runs: Vec<(RunRef, Ends)>,
 }
 
 /// A chain with nothing in it.
@@ -131,15 +193,12 @@ pub static EMPTY: Chain = Chain { runs: Vec::new() };
 impl Chain {
     /// The chain of `runs`, each (a chunk's runs, its range), in order.
     pub fn of_runs(runs: Vec<RunRef>) -> Self {
-        let mut total = [0u32; 3];
+        let mut total = Ends::default();
         let runs = runs
             .into_iter()
             .filter(|(_, span)| !span.is_empty())
             .map(|(set, span)| {
-                let totals = set[span.end as usize - 1].1;
-                for k in 0..3 {
-                    total[k] += totals[k];
-                }
+                total.add(set[span.end as usize - 1].1);
                 ((set, span), total)
             })
             .collect();
@@ -147,7 +206,7 @@ impl Chain {
     }
 
     /// Run `i`'s segments, each with the run's running ends.
-    fn run(&self, i: usize) -> &[(Segment, [u32; 3])] {
+    pub(super) fn run(&self, i: usize) -> &[(Segment, Ends)] {
         let ((set, span), _) = &self.runs[i];
         &set[span.start as usize..span.end as usize]
     }
@@ -156,12 +215,23 @@ impl Chain {
     pub fn total(&self, kind: Kind) -> usize {
         self.runs
             .last()
-            .map_or(0, |(_, ends)| ends[slot(kind)] as usize)
+            .map_or(0, |(_, ends)| ends.n[slot(kind)] as usize)
+    }
+
+    /// The summed effective weight of the items of `kind`.
+    pub fn weight(&self, kind: Kind) -> u64 {
+        self.runs.last().map_or(0, |(_, ends)| ends.w[slot(kind)])
+    }
+
+    /// Exported endpoints (healthy or not, of positive weight) the chain
+    /// stands for.
+    pub fn exported(&self) -> usize {
+        self.runs.last().map_or(0, |(_, ends)| ends.exported as usize)
     }
 
     /// The run and segment holding item `offset` of `kind`, and the
     /// item's index in that segment's cluster list.
-    fn locate(&self, kind: Kind, offset: usize) -> (usize, usize, u32) {
+    pub(super) fn locate(&self, kind: Kind, offset: usize) -> (usize, usize, u32) {
         let (run, before) = find(&self.runs, kind, offset as u32);
         let rest = offset as u32 - before;
         let segments = self.run(run);
@@ -176,9 +246,9 @@ impl Chain {
 /// walked as one list. The chain's internals stay here.
 #[derive(Debug, Clone, Copy)]
 pub struct Cursor<'a> {
-    chain: &'a Chain,
-    extra: [Segment; 2],
-    extras: usize,
+    pub(super) chain: &'a Chain,
+    pub(super) extra: [Segment; 2],
+    pub(super) extras: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -206,6 +276,24 @@ impl<'a> Cursor<'a> {
             + self.extra[..self.extras]
                 .iter()
                 .map(|s| s.span(kind).len() as usize)
+                .sum::<usize>()
+    }
+
+    /// The summed effective weight of the items of `kind`.
+    pub fn weight(&self, kind: Kind) -> u64 {
+        self.chain.weight(kind)
+            + self.extra[..self.extras]
+                .iter()
+                .map(|s| s.weight(kind))
+                .sum::<u64>()
+    }
+
+    /// Exported endpoints (healthy or not, of positive weight) in the list.
+    pub fn exported(&self) -> usize {
+        self.chain.exported()
+            + self.extra[..self.extras]
+                .iter()
+                .map(|s| s.exported as usize)
                 .sum::<usize>()
     }
 

@@ -13,19 +13,26 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use meshdns_proto::model::{Affinity, ClusterName, ServiceExport, ServiceKey};
+use meshdns_proto::model::{
+    Affinity, ClusterName, Endpoint, MinHealthy, Scope, ServiceExport, ServiceKey,
+};
 
 use super::chain::{Chain, RunRef};
 use super::parts::{CHUNK, Parts, PartsBuilder};
-use crate::locality::{ClusterId, Place, RegionId, ZoneId};
+use crate::locality::{ClusterId, Place, ProviderId, RegionId, ZoneId};
 
 mod chunk;
 mod cluster;
+mod context;
 mod counts;
 mod targets;
+mod weights;
 
-use chunk::{ChunkMeta, PartMeta, bucket, keep};
+use chunk::{ChunkMeta, PartMeta, Uniformity, bucket, keep};
+pub(crate) use cluster::PartPolicy;
+pub use context::{Context, Interner, NO_POLICY, Step, StepChain, ZoneIds};
 pub use cluster::{ClusterView, EndpointView};
+pub use weights::Weights;
 use cluster::{Health, has_ready};
 use counts::Counts;
 pub use targets::{Target, Targets};
@@ -76,8 +83,28 @@ pub struct ServiceView {
     zones: Vec<(ZoneId, Chain)>,
     /// Healthy targets by their cluster's region.
     regions: Vec<(RegionId, Chain)>,
-    /// Every healthy target: the answer for an asker of no known place.
+    /// Healthy targets by their cluster's cloud provider.
+    providers: Vec<(ProviderId, Chain)>,
+    /// Every healthy target of positive weight: the answer for an asker
+    /// of no known place.
     pub all: Chain,
+    /// Every healthy target of weight 0: answered only when `all` is empty.
+    pub reserve: Chain,
+    /// Whether targets weigh differently: answers are then weighted
+    /// samples, else the plain rotation.
+    pub weighted: bool,
+    /// The failover order after the asker's own tiers: the policy file's
+    /// for the service, else its annotation (empty: see `region_failover`).
+    pub failover: Box<[Step]>,
+    /// Without a service order: the policy file's default per asker
+    /// region, sorted by region.
+    pub region_failover: Box<[(RegionId, Box<[Step]>)]>,
+    /// Every asker is served from here while it has min-healthy targets.
+    pub primary: Option<Step>,
+    /// The spill-over threshold (`None`: the server's `--min-healthy`).
+    pub min_healthy: Option<MinHealthy>,
+    /// Askers outside every place listed get NXDOMAIN (empty: everyone).
+    pub export_to: Box<[Scope]>,
     /// Every cluster holding the service is stale, so their last known
     /// endpoints are served rather than nothing.
     pub fail_open: bool,
@@ -106,8 +133,41 @@ impl ServiceView {
         default_ttl: u32,
         zone_id: &mut dyn FnMut(Option<&str>, &str) -> ZoneId,
     ) -> Self {
+        Self::build_in(
+            key,
+            inputs,
+            &mut Context {
+                default_ttl,
+                policy: &NO_POLICY,
+                names: &mut ZoneIds(zone_id),
+            },
+        )
+    }
+
+    /// [`build`](Self::build) under a fleet policy.
+    pub fn build_in(key: ServiceKey, inputs: &[ExportInput<'_>], ctx: &mut Context<'_>) -> Self {
         let changes: Vec<PartChange<'_>> = inputs.iter().map(|i| PartChange::Set(*i)).collect();
-        Self::update(key, None, &changes, default_ttl, zone_id)
+        Self::update_in(key, None, &changes, ctx)
+    }
+
+    /// [`update_in`](Self::update_in) with no fleet policy.
+    pub fn update(
+        key: ServiceKey,
+        previous: Option<&ServiceView>,
+        changes: &[PartChange<'_>],
+        default_ttl: u32,
+        zone_id: &mut dyn FnMut(Option<&str>, &str) -> ZoneId,
+    ) -> Self {
+        Self::update_in(
+            key,
+            previous,
+            changes,
+            &mut Context {
+                default_ttl,
+                policy: &NO_POLICY,
+                names: &mut ZoneIds(zone_id),
+            },
+        )
     }
 
     /// The view after `changes` to `previous` (every cluster not named in
@@ -117,12 +177,14 @@ impl ServiceView {
     /// cost is the changed chunks and O(chunks × zones) for the chains;
     /// untouched chunks are shared without visiting their parts (unless a
     /// cluster comes or goes: the parts after it move).
-    pub fn update(
+    ///
+    /// `previous` must have been built under the same policy: a policy
+    /// change rebuilds every view from scratch.
+    pub fn update_in(
         key: ServiceKey,
         previous: Option<&ServiceView>,
         changes: &[PartChange<'_>],
-        default_ttl: u32,
-        zone_id: &mut dyn FnMut(Option<&str>, &str) -> ZoneId,
+        ctx: &mut Context<'_>,
     ) -> Self {
         let empty = Parts::default();
         let old = previous.map_or(&empty, |p| &p.clusters);
@@ -243,17 +305,18 @@ impl ServiceView {
                     Slot::Kept(i) => {
                         let c = &old[i];
                         let part =
-                            ClusterView::build(&c.place, &c.export, health(c.place.stale), zone_id);
+                            build_part(&key, &c.place, &c.export, health(c.place.stale), ctx);
                         let m = part.meta(index, &mut groups);
                         clusters.push(Arc::new(part));
                         m
                     }
                     Slot::New(input) => {
-                        let part = ClusterView::build(
+                        let part = build_part(
+                            &key,
                             input.place,
                             input.export,
                             health(input.place.stale),
-                            zone_id,
+                            ctx,
                         );
                         let m = part.meta(index, &mut groups);
                         clusters.push(Arc::new(part));
@@ -296,14 +359,7 @@ impl ServiceView {
                 by_id.sort_unstable();
                 by_id.into()
             });
-        Self::assemble(
-            key,
-            clusters,
-            chunks,
-            by_id,
-            [fail_open, any_ready],
-            default_ttl,
-        )
+        Self::assemble(key, clusters, chunks, by_id, [fail_open, any_ready], ctx)
     }
 
     /// The service-wide lists: chains of the chunks' runs.
@@ -313,7 +369,7 @@ impl ServiceView {
         chunks: Vec<Arc<ChunkMeta>>,
         by_id: Arc<[(ClusterId, u32)]>,
         [fail_open, any_ready]: [bool; 2],
-        default_ttl: u32,
+        ctx: &mut Context<'_>,
     ) -> Self {
         let chains = |buckets: Vec<(u32, Vec<RunRef>)>| -> Vec<(u32, Chain)> {
             buckets
@@ -329,7 +385,17 @@ impl ServiceView {
             chains(bucket(chunks.iter().flat_map(|c| {
                 c.regions.iter().map(|(r, i)| (*r, (c.runs.clone(), *i)))
             })));
+        let providers =
+            chains(bucket(chunks.iter().flat_map(|c| {
+                c.providers.iter().map(|(p, i)| (*p, (c.runs.clone(), *i)))
+            })));
         let all = Chain::of_runs(chunks.iter().map(|c| (c.runs.clone(), c.all)).collect());
+        let reserve =
+            Chain::of_runs(chunks.iter().map(|c| (c.runs.clone(), c.reserve)).collect());
+        let weighted = chunks
+            .iter()
+            .fold(Uniformity::Empty, |u, c| u.join(c.uniform))
+            == Uniformity::Varied;
         // A stricter affinity from any cluster applies to the whole
         // service; the shortest TTL wins.
         let affinity = chunks
@@ -341,7 +407,37 @@ impl ServiceView {
             .iter()
             .filter_map(|c| c.ttl)
             .min()
-            .unwrap_or(default_ttl);
+            .unwrap_or(ctx.default_ttl);
+        // The traffic policy the service's exports carry: the first
+        // cluster's (by name) that sets any, as with affinity; the policy
+        // file's for the service wins over it.
+        let annotated = chunks
+            .iter()
+            .enumerate()
+            .find_map(|(c, m)| m.traffic_from.map(|i| c * CHUNK + i as usize))
+            .map(|i| clusters[i].export.policy().clone())
+            .unwrap_or_default();
+        let fleet = ctx.policy;
+        let names = &*ctx.names;
+        let resolve = |scopes: &[Scope]| -> Box<[Step]> {
+            scopes.iter().map(|s| Step::resolve(s, names)).collect()
+        };
+        let failover = resolve(fleet.failover(&key, &annotated.failover, None));
+        let region_failover: Box<[(RegionId, Box<[Step]>)]> = if failover.is_empty() {
+            let mut orders: Vec<(RegionId, Box<[Step]>)> = fleet
+                .regions
+                .iter()
+                .filter_map(|(r, p)| Some((names.region(r.as_str())?, resolve(&p.failover))))
+                .collect();
+            orders.sort_by_key(|(r, _)| *r);
+            orders.into()
+        } else {
+            Box::default()
+        };
+        let primary = fleet
+            .primary(&key, annotated.primary.as_ref())
+            .map(|s| Step::resolve(s, names));
+        let min_healthy = fleet.min_healthy(&key, annotated.min_healthy);
         ServiceView {
             key,
             ttl,
@@ -351,7 +447,15 @@ impl ServiceView {
             by_id,
             zones,
             regions,
+            providers,
             all,
+            reserve,
+            weighted,
+            failover,
+            region_failover,
+            primary,
+            min_healthy,
+            export_to: annotated.export_to,
             fail_open,
             any_ready,
         }
@@ -400,6 +504,67 @@ impl ServiceView {
             .ok()
             .map(|i| &self.regions[i].1)
     }
+
+    /// The chain a failover step or primary reads.
+    pub fn step(&self, step: &Step) -> &Chain {
+        match step.chain {
+            Some(StepChain::Region(r)) => self.region(r),
+            Some(StepChain::Provider(p)) => self.provider(p),
+            None => None,
+        }
+        .unwrap_or(&super::chain::EMPTY)
+    }
+
+    /// The failover order for an asker in `region`.
+    pub fn failover_for(&self, region: Option<RegionId>) -> &[Step] {
+        if !self.failover.is_empty() {
+            return &self.failover;
+        }
+        region
+            .and_then(|r| {
+                self.region_failover
+                    .binary_search_by_key(&r, |(id, _)| *id)
+                    .ok()
+            })
+            .map_or(&[], |i| &self.region_failover[i].1)
+    }
+
+    /// Healthy targets with a cloud provider.
+    pub fn provider(&self, id: ProviderId) -> Option<&Chain> {
+        self.providers
+            .binary_search_by_key(&id, |(p, _)| *p)
+            .ok()
+            .map(|i| &self.providers[i].1)
+    }
+}
+
+/// One cluster's part, weighed by the fleet policy.
+fn build_part(
+    key: &ServiceKey,
+    place: &Arc<Place>,
+    export: &Arc<ServiceExport>,
+    health: cluster::Health,
+    ctx: &mut Context<'_>,
+) -> ClusterView {
+    let fleet = ctx.policy;
+    let weigh = |ep: &Endpoint| fleet.effective_weight(&place.name, key, ep.weight);
+    let node_of = |ep: &Endpoint| {
+        ep.node
+            .as_ref()
+            .and_then(|n| place.node_index(n.as_str()))
+    };
+    let policy = PartPolicy {
+        weigh: &weigh,
+        node_of: (export.policy().affinity == Affinity::Node).then_some(&node_of as _),
+    };
+    let names = &mut *ctx.names;
+    ClusterView::build(
+        place,
+        export,
+        health,
+        &mut |r, z| names.zone(r, z),
+        &policy,
+    )
 }
 
 /// A service's names as PTR records carry them, made once per service.

@@ -6,7 +6,7 @@ use meshdns_proto::model::Affinity;
 use super::ServiceView;
 use super::cluster::Health;
 use super::counts::Counts;
-use crate::locality::{ClusterId, RegionId, ZoneId};
+use crate::locality::{ClusterId, ProviderId, RegionId, ZoneId};
 use crate::snapshot::chain::{Runs, RunsBuilder, Segment, Span};
 use crate::snapshot::parts::CHUNK;
 
@@ -20,8 +20,15 @@ pub(super) struct PartMeta {
     pub(super) has_ready: bool,
     pub(super) health: Health,
     pub(super) region: Option<RegionId>,
+    pub(super) provider: Option<ProviderId>,
+    /// Whether the part's positive-weight targets all weigh the same.
+    pub(super) uniform: Uniformity,
+    /// Its weight-0 targets, as this cluster's index.
+    pub(super) reserve: Segment,
     pub(super) affinity: Affinity,
     pub(super) ttl: Option<u32>,
+    /// Its export sets a failover order, primary, min-healthy or export-to.
+    pub(super) traffic: bool,
     /// The part's whole run, as this cluster's index.
     pub(super) whole: Segment,
     /// Its zone runs: a range of its chunk's `groups`.
@@ -44,25 +51,42 @@ pub(super) struct ChunkMeta {
     pub(super) all: Span,
     pub(super) zones: Vec<(ZoneId, Span)>,
     pub(super) regions: Vec<(RegionId, Span)>,
+    pub(super) providers: Vec<(ProviderId, Span)>,
+    /// The weight-0 targets' run: the service's last resort.
+    pub(super) reserve: Span,
+    /// Whether every positive-weight target of the chunk weighs the same.
+    pub(super) uniform: Uniformity,
     /// The first affinity other than `Nearest`, and the shortest TTL, of
     /// the chunk's exports.
     pub(super) affinity: Affinity,
     pub(super) ttl: Option<u32>,
+    /// The first part (in the chunk) whose export sets a traffic policy.
+    pub(super) traffic_from: Option<u32>,
     pub(super) counts: Counts,
 }
 
 impl ChunkMeta {
     pub(super) fn seal(metas: Vec<PartMeta>, groups: Vec<(Option<ZoneId>, Segment)>) -> Self {
-        let live = metas.iter().filter(|m| !m.whole.targets.is_empty());
+        let live = metas.iter().filter(|m| !m.whole.is_empty());
         let mut runs = RunsBuilder::default();
         let all = runs.push(live.clone().map(|m| m.whole));
+        let reserve = runs.push(
+            metas
+                .iter()
+                .filter(|m| !m.reserve.targets.is_empty())
+                .map(|m| m.reserve),
+        );
         let mut add = |buckets: Vec<(u32, Vec<Segment>)>| -> Vec<(u32, Span)> {
             buckets
                 .into_iter()
                 .map(|(k, segments)| (k, runs.push(segments)))
                 .collect()
         };
-        let regions = add(bucket(live.filter_map(|m| m.region.map(|r| (r, m.whole)))));
+        let regions = add(bucket(
+            live.clone()
+                .filter_map(|m| m.region.map(|r| (r, m.whole))),
+        ));
+        let providers = add(bucket(live.filter_map(|m| m.provider.map(|p| (p, m.whole)))));
         let zones = add(bucket(
             groups.iter().filter_map(|(z, g)| z.map(|z| (z, *g))),
         ));
@@ -74,6 +98,10 @@ impl ChunkMeta {
                 .find(|a| *a != Affinity::Nearest)
                 .unwrap_or_default(),
             ttl: metas.iter().filter_map(|m| m.ttl).min(),
+            traffic_from: metas.iter().position(|m| m.traffic).map(|i| i as u32),
+            uniform: metas
+                .iter()
+                .fold(Uniformity::Empty, |u, m| u.join(m.uniform)),
             counts: metas.iter().fold(Counts::default(), |mut all, m| {
                 all.add(Counts::of(m.stale, m.has_ready));
                 all
@@ -84,6 +112,29 @@ impl ChunkMeta {
             all,
             zones,
             regions,
+            providers,
+            reserve,
+        }
+    }
+}
+
+/// Whether a set of targets all weigh the same: then an answer is the
+/// plain rotation, else a weighted sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Uniformity {
+    /// No target of positive weight.
+    Empty,
+    /// Every one weighs this.
+    All(u64),
+    Varied,
+}
+
+impl Uniformity {
+    pub(super) fn join(self, other: Uniformity) -> Uniformity {
+        match (self, other) {
+            (Uniformity::Empty, x) | (x, Uniformity::Empty) => x,
+            (Uniformity::All(a), Uniformity::All(b)) if a == b => self,
+            _ => Uniformity::Varied,
         }
     }
 }
@@ -117,6 +168,7 @@ pub(super) fn keep(
         end: groups.len() as u32,
     };
     meta.whole.cluster = index;
+    meta.reserve.cluster = index;
     meta
 }
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use meshdns_proto::model::{Endpoint, Mode, Port, ServiceExport};
 
-use super::chunk::PartMeta;
+use super::chunk::{PartMeta, Uniformity};
 use super::targets::{Target, Targets};
+use super::weights::Weights;
 use crate::locality::{ClusterId, Place, ZoneId};
-use crate::snapshot::chain::{Segment, Span};
+use crate::snapshot::chain::{Kind, Segment, Span, slot};
 use meshdns_proto::model::ClusterName;
 
 /// What a cluster's part was built under: health depends on them.
@@ -27,6 +28,17 @@ pub(super) fn has_ready(export: &ServiceExport) -> bool {
     export.endpoints().iter().any(|e| e.ready)
 }
 
+/// How one part is weighed and grouped: from the fleet policy and the
+/// service's affinity, worked out by the view.
+pub(crate) struct PartPolicy<'a> {
+    /// An endpoint's effective weight (its own, scaled by the policy's
+    /// weights and drains; 0: last resort only).
+    pub(crate) weigh: &'a dyn Fn(&Endpoint) -> u64,
+    /// An endpoint's node, as an index into its cluster's announced
+    /// nodes: only for a service with the node tier (affinity `node`).
+    pub(crate) node_of: Option<&'a dyn Fn(&Endpoint) -> Option<u32>>,
+}
+
 /// One cluster's part of a global service. Its targets name the cluster
 /// as index 0; the service-wide lists carry the real index.
 #[derive(Debug)]
@@ -38,11 +50,21 @@ pub struct ClusterView {
     pub export: Arc<ServiceExport>,
     /// Health of each endpoint of `export`, in its order.
     pub endpoints: Vec<EndpointView>,
-    /// This cluster's healthy targets, grouped by zone.
+    /// This cluster's healthy targets: those of positive weight grouped by
+    /// zone (and node), then those of weight 0 (the last resort).
     pub targets: Targets,
-    /// Each zone's run of `targets` (`None`: endpoints of no known zone),
-    /// in zone order.
+    /// The targets' effective weights.
+    pub weights: Weights,
+    /// Each zone's run of the positive-weight targets (`None`: endpoints
+    /// of no known zone), in zone order; a zone whose endpoints are all
+    /// unhealthy has an empty run that still counts them as exported.
     groups: Vec<(Option<ZoneId>, Segment)>,
+    /// Each node's run, by node index (services with the node tier only).
+    nodes: Vec<(u32, Segment)>,
+    /// Every positive-weight target, as cluster 0's.
+    all: Segment,
+    /// The weight-0 targets, as cluster 0's.
+    reserve: Segment,
     health: Health,
     /// Whether any endpoint is ready (live or not).
     has_ready: bool,
@@ -51,12 +73,24 @@ pub struct ClusterView {
     id: ClusterId,
 }
 
+/// One healthy target or counted endpoint while a part is built.
+struct Item<'e> {
+    /// Weight 0: answered only as a last resort.
+    zero: bool,
+    zone: Option<ZoneId>,
+    node: Option<u32>,
+    /// `None`: an unhealthy endpoint, counted as exported only.
+    target: Option<(Target, &'e [IpAddr])>,
+    weight: u64,
+}
+
 impl ClusterView {
     pub(super) fn build(
         place: &Arc<Place>,
         export: &Arc<ServiceExport>,
         health: Health,
         zone_id: &mut dyn FnMut(Option<&str>, &str) -> ZoneId,
+        policy: &PartPolicy<'_>,
     ) -> Self {
         let region_name = place.region.as_ref().map(|r| r.1.as_str());
         let endpoints: Vec<EndpointView> = export
@@ -68,66 +102,156 @@ impl ClusterView {
             })
             .collect();
         let own_zone = place.zone.as_ref().map(|z| z.0);
-        // (zone, target, its addresses), grouped by zone: the order within
-        // a zone is the export's. Sized exactly: a million endpoints'
-        // worth of these live as long as the snapshot.
-        let mut healthy: Vec<(Option<ZoneId>, Target, &[IpAddr])> = match export.mode() {
-            Mode::Endpoints => endpoints
-                .iter()
-                .zip(export.endpoints())
-                .enumerate()
-                .filter(|(_, (view, _))| view.healthy)
-                .map(|(e, (view, model))| {
-                    let target = Target::Endpoint {
-                        cluster: 0,
-                        endpoint: e as u32,
-                    };
-                    (view.zone.or(own_zone), target, &model.addresses[..])
-                })
-                .collect(),
-            Mode::ClusterIp if endpoints.iter().any(|ep| ep.healthy) => {
-                vec![(
-                    own_zone,
-                    Target::ClusterIp { cluster: 0 },
-                    export.cluster_ips(),
-                )]
+        let mut items: Vec<Item<'_>> = Vec::new();
+        if health.serving {
+            match export.mode() {
+                Mode::Endpoints => {
+                    items.reserve_exact(endpoints.len());
+                    for (e, (view, model)) in endpoints.iter().zip(export.endpoints()).enumerate() {
+                        let weight = (policy.weigh)(model);
+                        if weight == 0 && !view.healthy {
+                            continue;
+                        }
+                        items.push(Item {
+                            zero: weight == 0,
+                            zone: view.zone.or(own_zone),
+                            node: policy.node_of.and_then(|f| f(model)),
+                            target: view.healthy.then(|| {
+                                (
+                                    Target::Endpoint {
+                                        cluster: 0,
+                                        endpoint: e as u32,
+                                    },
+                                    &model.addresses[..],
+                                )
+                            }),
+                            weight,
+                        });
+                    }
+                }
+                Mode::ClusterIp => {
+                    // One target standing for the healthy endpoints behind
+                    // it: it weighs what they weigh together.
+                    let weight: u64 = endpoints
+                        .iter()
+                        .zip(export.endpoints())
+                        .filter(|(v, _)| v.healthy)
+                        .map(|(_, m)| (policy.weigh)(m))
+                        .fold(0, u64::saturating_add);
+                    let healthy = endpoints.iter().any(|v| v.healthy);
+                    let counted = export.endpoints().iter().any(|m| (policy.weigh)(m) > 0);
+                    if healthy || counted {
+                        items.push(Item {
+                            zero: weight == 0,
+                            zone: own_zone,
+                            node: None,
+                            target: healthy
+                                .then(|| (Target::ClusterIp { cluster: 0 }, export.cluster_ips())),
+                            weight,
+                        });
+                    }
+                }
             }
-            Mode::ClusterIp => Vec::new(),
-        };
-        healthy.sort_by_key(|(zone, _, _)| *zone);
+        }
+        // Positive weights first, grouped by zone then node; the export's
+        // order within a group. Sized exactly: a million endpoints' worth
+        // of these live as long as the snapshot.
+        items.sort_by_key(|i| (i.zero, i.zone, i.node));
+        let healthy = items.iter().filter_map(|i| i.target);
         let v4 = healthy
-            .iter()
-            .flat_map(|(_, _, a)| a.iter())
+            .clone()
+            .flat_map(|(_, a)| a.iter())
             .filter(|a| a.is_ipv4())
             .count();
+        let addresses: usize = healthy.clone().map(|(_, a)| a.len()).sum();
         let mut targets = Targets {
-            targets: Vec::with_capacity(healthy.len()),
+            targets: Vec::with_capacity(healthy.count()),
             v4: Vec::with_capacity(v4),
-            v6: Vec::with_capacity(healthy.iter().map(|(_, _, a)| a.len()).sum::<usize>() - v4),
+            v6: Vec::with_capacity(addresses - v4),
         };
-        // One flat list, zone after zone, and each zone's run of it.
-        let zones = healthy.chunk_by(|a, b| a.0 == b.0);
-        let mut groups = Vec::with_capacity(zones.clone().count());
-        for run in zones {
+        let mut weights: [Vec<u64>; 3] = [
+            Vec::with_capacity(targets.targets.capacity()),
+            Vec::with_capacity(v4),
+            Vec::with_capacity(addresses - v4),
+        ];
+        // One flat list, zone after zone (node after node within one),
+        // and each zone's and node's run of it.
+        let mut groups = Vec::new();
+        let mut nodes = Vec::new();
+        let mut reserve_from = None;
+        let mut pos = 0;
+        while pos < items.len() {
+            let first = &items[pos];
+            let (zero, zone, node) = (first.zero, first.zone, first.node);
             let before = targets.spans();
-            for (_, target, addresses) in run {
-                targets.push(*target, addresses);
+            let mut exported = 0u32;
+            while pos < items.len()
+                && (items[pos].zero, items[pos].zone, items[pos].node) == (zero, zone, node)
+            {
+                let item = &items[pos];
+                exported += u32::from(!item.zero);
+                if let Some((target, addresses)) = item.target {
+                    targets.push(target, addresses);
+                    weights[0].push(item.weight);
+                    for a in addresses {
+                        weights[if a.is_ipv4() { 1 } else { 2 }].push(item.weight);
+                    }
+                }
+                pos += 1;
+            }
+            if zero {
+                reserve_from.get_or_insert(before);
+                continue;
             }
             let after = targets.spans();
-            let span = |k: usize| Span {
-                start: before[k],
-                end: after[k],
+            let run = Segment {
+                cluster: 0,
+                targets: Span::new(before[0], after[0]),
+                v4: Span::new(before[1], after[1]),
+                v6: Span::new(before[2], after[2]),
+                weight: [0; 3],
+                exported,
             };
-            groups.push((
-                run[0].0,
-                Segment {
-                    cluster: 0,
-                    targets: span(0),
-                    v4: span(1),
-                    v6: span(2),
-                },
-            ));
+            if let Some(node) = node {
+                nodes.push((node, run));
+            }
+            match groups.last_mut() {
+                Some((z, g)) if *z == zone => merge(g, &run),
+                _ => groups.push((zone, run)),
+            }
         }
+        let weights = Weights::new(weights);
+        let end = targets.spans();
+        let positive = reserve_from.unwrap_or(end);
+        let weigh = |mut s: Segment| {
+            for kind in [Kind::Targets, Kind::V4, Kind::V6] {
+                s.weight[slot(kind)] = weights.sum(kind, s.span(kind));
+            }
+            s
+        };
+        for (_, g) in &mut groups {
+            *g = weigh(*g);
+        }
+        for (_, g) in &mut nodes {
+            *g = weigh(*g);
+        }
+        nodes.sort_by_key(|(n, _)| *n);
+        let all = weigh(Segment {
+            cluster: 0,
+            targets: Span::new(0, positive[0]),
+            v4: Span::new(0, positive[1]),
+            v6: Span::new(0, positive[2]),
+            weight: [0; 3],
+            exported: groups.iter().map(|(_, g)| g.exported).sum(),
+        });
+        let reserve = Segment {
+            cluster: 0,
+            targets: Span::new(positive[0], end[0]),
+            v4: Span::new(positive[1], end[1]),
+            v6: Span::new(positive[2], end[2]),
+            weight: [0; 3],
+            exported: 0,
+        };
         ClusterView {
             id: place.id,
             place: place.clone(),
@@ -135,7 +259,11 @@ impl ClusterView {
             has_ready: has_ready(export),
             endpoints,
             targets,
+            weights,
             groups,
+            nodes,
+            all,
+            reserve,
             health,
         }
     }
@@ -163,8 +291,24 @@ impl ClusterView {
             has_ready: self.has_ready,
             health: self.health,
             region: self.place.region.as_ref().map(|r| r.0),
+            provider: self.place.provider.as_ref().map(|p| p.0),
+            uniform: if self.all.targets.is_empty() {
+                Uniformity::Empty
+            } else {
+                self.weights
+                    .uniform()
+                    .map_or(Uniformity::Varied, Uniformity::All)
+            },
+            reserve: self.reserve(index),
             affinity: self.export.policy().affinity,
             ttl: self.export.policy().ttl,
+            traffic: {
+                let p = self.export.policy();
+                !p.failover.is_empty()
+                    || p.primary.is_some()
+                    || p.min_healthy.is_some()
+                    || !p.export_to.is_empty()
+            },
             whole: self.whole(index),
             groups: Span {
                 start,
@@ -173,67 +317,78 @@ impl ClusterView {
         }
     }
 
-    /// All of this part's targets, as cluster `index`'s.
+    /// All of this part's positive-weight targets, as cluster `index`'s.
     pub fn whole(&self, index: u32) -> Segment {
-        let [t, v4, v6] = self.targets.spans();
         Segment {
             cluster: index,
-            targets: Span { start: 0, end: t },
-            v4: Span { start: 0, end: v4 },
-            v6: Span { start: 0, end: v6 },
+            ..self.all
         }
+    }
+
+    /// This part's weight-0 targets (the last resort), as cluster `index`'s.
+    pub fn reserve(&self, index: u32) -> Segment {
+        Segment {
+            cluster: index,
+            ..self.reserve
+        }
+    }
+
+    /// The targets on node `node` (an index into the cluster's announced
+    /// nodes), as cluster `index`'s: at most two runs (a node whose
+    /// endpoints name two zones).
+    pub fn on_node(&self, node: u32, index: u32) -> ([Segment; 2], usize) {
+        let from = self.nodes.partition_point(|(n, _)| *n < node);
+        let mut out = [Segment::default(); 2];
+        let mut n = 0;
+        for (_, s) in self.nodes[from..].iter().take_while(|(n, _)| *n == node) {
+            if n == 2 {
+                break;
+            }
+            out[n] = Segment {
+                cluster: index,
+                ..*s
+            };
+            n += 1;
+        }
+        (out, n)
     }
 
     /// The targets outside the cluster's own zone, as cluster `index`'s:
     /// with the asker's zone, they make up the zone tier. At most two runs
     /// (before and after the own zone's).
     pub fn off_zone(&self, index: u32) -> ([Segment; 2], usize) {
+        let own_zone = self.place.zone.as_ref().map(|z| z.0);
         let own = self
             .groups
             .iter()
-            .find(|(z, _)| z.is_some() && *z == self.place.zone.as_ref().map(|z| z.0))
-            .map(|(_, g)| *g);
+            .position(|(z, _)| z.is_some() && *z == own_zone);
         let whole = self.whole(index);
         let Some(own) = own else {
-            return (
-                [whole, Segment::default()],
-                usize::from(!whole.targets.is_empty()),
-            );
+            return ([whole, Segment::default()], usize::from(!whole.is_empty()));
         };
-        let before = Segment {
-            cluster: index,
-            targets: Span {
-                start: 0,
-                end: own.targets.start,
-            },
-            v4: Span {
-                start: 0,
-                end: own.v4.start,
-            },
-            v6: Span {
-                start: 0,
-                end: own.v6.start,
-            },
-        };
-        let after = Segment {
-            cluster: index,
-            targets: Span {
-                start: own.targets.end,
-                end: whole.targets.end,
-            },
-            v4: Span {
-                start: own.v4.end,
-                end: whole.v4.end,
-            },
-            v6: Span {
-                start: own.v6.end,
-                end: whole.v6.end,
-            },
+        let join = |groups: &[(Option<ZoneId>, Segment)]| {
+            let mut run = Segment {
+                cluster: index,
+                ..Segment::default()
+            };
+            let mut first = true;
+            for (_, g) in groups {
+                if first {
+                    run = Segment {
+                        cluster: index,
+                        ..*g
+                    };
+                    first = false;
+                } else {
+                    merge(&mut run, g);
+                }
+            }
+            run
         };
         let mut out = [Segment::default(); 2];
         let mut n = 0;
-        for s in [before, after] {
-            if !s.targets.is_empty() {
+        for s in [join(&self.groups[..own]), join(&self.groups[own + 1..])] {
+            if !s.is_empty() {
                 out[n] = s;
                 n += 1;
             }
@@ -290,4 +445,15 @@ pub struct EndpointView {
     pub healthy: bool,
     /// The endpoint's own (region, zone), when its slice names one.
     pub zone: Option<ZoneId>,
+}
+
+/// `run` extended by `next`, the run right after it in the same lists.
+fn merge(run: &mut Segment, next: &Segment) {
+    run.targets.end = next.targets.end;
+    run.v4.end = next.v4.end;
+    run.v6.end = next.v6.end;
+    for k in 0..3 {
+        run.weight[k] += next.weight[k];
+    }
+    run.exported += next.exported;
 }
