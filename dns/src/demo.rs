@@ -62,7 +62,11 @@ pub struct DemoArgs {
     #[arg(long = "vm-cycle", env = "MESHDNS_DEMO_VM_CYCLE", default_value = "20s", value_parser = meshdns_proto::duration::parse)]
     pub vm_cycle: Duration,
     /// Most addresses in one answer (serve's --max-answers); 1 makes weights and drains visible in every answer.
-    #[arg(long = "max-answers", env = "MESHDNS_DEMO_MAX_ANSWERS", default_value_t = 8)]
+    #[arg(
+        long = "max-answers",
+        env = "MESHDNS_DEMO_MAX_ANSWERS",
+        default_value_t = 8
+    )]
     pub max_answers: usize,
 }
 
@@ -115,11 +119,11 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
         "--max-answers",
         &max_answers,
     ])
-        .map_err(|e| Error::Config {
-            flag: "demo",
-            problem: e.to_string(),
-        })?
-        .config()?;
+    .map_err(|e| Error::Config {
+        flag: "demo",
+        problem: e.to_string(),
+    })?
+    .config()?;
     let server = tokio::spawn(crate::serve(config, listeners, shutdown.clone()));
     let mut vm_demo = None;
     for path in &files {

@@ -261,19 +261,20 @@ pub async fn serve(
     let policy_read = match &config.policy {
         None => None,
         Some(path) => {
-            let start = policy::watch::at_start(path, restored.policy, &metrics).map_err(
-                |e| Error::Config {
-                    flag: "--policy",
-                    problem: format!("{}: {e}", path.display()),
-                },
-            )?;
-            if let Some(policy) = start.policy {
+            let mut start =
+                policy::watch::at_start(path, restored.policy, &metrics).map_err(|e| {
+                    Error::Config {
+                        flag: "--policy",
+                        problem: format!("{}: {e}", path.display()),
+                    }
+                })?;
+            if let Some(policy) = start.policy.take() {
                 if restored.policy {
                     policy::watch::log_changes(path, &registry.policy(), &policy);
                 }
                 registry.set_policy(Arc::new(policy));
             }
-            Some((path.clone(), start.last))
+            Some((path.clone(), start))
         }
     };
     // From here on, every write goes through the writer thread.
@@ -284,13 +285,13 @@ pub async fn serve(
     let authority = Arc::new(config.authority);
     let ready = Arc::new(Readiness::default());
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some((path, last)) = policy_read {
+    if let Some((path, start)) = policy_read {
         tasks.spawn(policy::watch::follow(
             path,
             registry.clone(),
             writer.clone(),
             metrics.clone(),
-            last,
+            start,
             shutdown.clone(),
         ));
     }

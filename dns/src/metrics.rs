@@ -17,8 +17,8 @@ mod policy;
 
 pub use answers::{AnswerTier, MAX_SERVED, Served, ServedByCluster, TIERS};
 pub use conflicts::ConflictGauges;
-pub use policy::PolicyMetrics;
 pub use ops::{Certificates, ClusterGauges, ClusterRow, FollowerMetrics, FollowerView, unix_ms};
+pub use policy::PolicyMetrics;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

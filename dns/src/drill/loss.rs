@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use meshdns_proto::error::{InvalidField, Problem};
 use meshdns_proto::model::traffic::parse_scopes;
-use meshdns_proto::model::{Bare, Cluster, ClusterName, ClusterPolicy, FleetPolicy, Scope};
+use meshdns_proto::model::{Bare, Cluster, ClusterName, FleetPolicy, Scope};
 
 /// Parses the `--lose` values (each may hold a comma-separated list).
 pub fn parse(values: &[String]) -> Result<Vec<Scope>, InvalidField> {
@@ -77,7 +77,7 @@ pub fn drained(policy: &FleetPolicy, lost: &BTreeSet<ClusterName>) -> FleetPolic
         after
             .clusters
             .entry(name.clone())
-            .or_insert_with(ClusterPolicy::default)
+            .or_default()
             .drain_percent = 100;
     }
     after
@@ -86,7 +86,7 @@ pub fn drained(policy: &FleetPolicy, lost: &BTreeSet<ClusterName>) -> FleetPolic
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshdns_proto::model::LabelValue;
+    use meshdns_proto::model::{ClusterPolicy, LabelValue};
 
     fn cluster(name: &str, region: &str, zone: &str, provider: Option<&str>) -> Cluster {
         Cluster {
@@ -114,7 +114,10 @@ mod tests {
                 .map(|set| set.iter().map(ToString::to_string).collect::<Vec<_>>())
         };
         assert_eq!(names("east-1", &policy).unwrap(), ["east-1"]);
-        assert_eq!(names("region:us-east", &policy).unwrap(), ["east-1", "east-2"]);
+        assert_eq!(
+            names("region:us-east", &policy).unwrap(),
+            ["east-1", "east-2"]
+        );
         assert_eq!(names("zone:us-west-1a", &policy).unwrap(), ["west-1"]);
         assert_eq!(names("provider:aws", &policy).unwrap(), ["east-1"]);
         // The policy's provider wins over the announced one.
@@ -125,7 +128,10 @@ mod tests {
                 ..ClusterPolicy::default()
             },
         );
-        assert_eq!(names("provider:aws", &policy).unwrap(), ["east-1", "east-2"]);
+        assert_eq!(
+            names("provider:aws", &policy).unwrap(),
+            ["east-1", "east-2"]
+        );
         let err = names("east-1,zone:nowhere", &policy).unwrap_err();
         assert_eq!(err.field, "[1]");
         assert!(err.to_string().contains("zone:nowhere holds no cluster"));
@@ -138,10 +144,17 @@ mod tests {
         )
         .unwrap();
         let after = drained(&policy, &lost);
-        assert_eq!(after.clusters[&ClusterName::new("east-1").unwrap()].drain_percent, 100);
+        assert_eq!(
+            after.clusters[&ClusterName::new("east-1").unwrap()].drain_percent,
+            100
+        );
         let east2 = &after.clusters[&ClusterName::new("east-2").unwrap()];
         assert_eq!(east2.drain_percent, 100);
         assert_eq!(east2.provider.as_ref().unwrap().as_str(), "aws");
-        assert!(!after.clusters.contains_key(&ClusterName::new("west-1").unwrap()));
+        assert!(
+            !after
+                .clusters
+                .contains_key(&ClusterName::new("west-1").unwrap())
+        );
     }
 }

@@ -20,7 +20,9 @@ use crate::snapshot::Snapshot;
 pub type Owners = HashMap<IpAddr, ClusterName>;
 
 /// Every address of `exports` with its cluster.
-pub fn owners<'a>(exports: impl IntoIterator<Item = (&'a ClusterName, &'a ServiceExport)>) -> Owners {
+pub fn owners<'a>(
+    exports: impl IntoIterator<Item = (&'a ClusterName, &'a ServiceExport)>,
+) -> Owners {
     let mut owners = Owners::new();
     for (cluster, export) in exports {
         let addresses = export
@@ -113,10 +115,7 @@ pub fn served(
         }
     }
     Served {
-        tier: tiers
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(tier, _)| *tier),
+        tier: tiers.iter().max_by_key(|(_, n)| **n).map(|(tier, _)| *tier),
         rcode: if total == 0 { rcode } else { None },
         shares: counts
             .into_iter()

@@ -72,7 +72,11 @@ impl PolicyMetrics {
         let Ok(mut seen) = self.seen.lock() else {
             return;
         };
-        if seen.policy.as_ref().is_some_and(|p| Arc::ptr_eq(p, &policy)) {
+        if seen
+            .policy
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, &policy))
+        {
             return;
         }
         seen.sha256 = crate::policy::sha256(&policy);
@@ -97,7 +101,11 @@ impl Collector for PolicyMetrics {
         )?;
         info.encode_family(&HashLabels { sha256 })?
             .encode_gauge(&1i64)?;
-        type Column = (&'static str, &'static str, fn(&meshdns_proto::model::ClusterPolicy) -> i64);
+        type Column = (
+            &'static str,
+            &'static str,
+            fn(&meshdns_proto::model::ClusterPolicy) -> i64,
+        );
         let columns: [Column; 2] = [
             (
                 "policy_drain_percent",

@@ -70,7 +70,8 @@ pub fn changes(old: &FleetPolicy, new: &FleetPolicy) -> Vec<String> {
             .chain(b.weight_percent.keys())
             .collect();
         for cluster in clusters {
-            let of = |s: &ServicePolicy| format!("{}%", s.weight_percent.get(cluster).unwrap_or(&100));
+            let of =
+                |s: &ServicePolicy| format!("{}%", s.weight_percent.get(cluster).unwrap_or(&100));
             push(
                 &mut out,
                 format_args!("{what} weight in {cluster}"),

@@ -170,9 +170,12 @@ fn label(path: &str, name: &str) -> Result<LabelValue, InvalidField> {
 }
 
 fn service_key(path: &str, name: &str) -> Result<ServiceKey, InvalidField> {
-    let (namespace, service) = name
-        .split_once('/')
-        .ok_or_else(|| bad(path, format!("{name:?}: write NAMESPACE/NAME, e.g. shop/web")))?;
+    let (namespace, service) = name.split_once('/').ok_or_else(|| {
+        bad(
+            path,
+            format!("{name:?}: write NAMESPACE/NAME, e.g. shop/web"),
+        )
+    })?;
     Ok(ServiceKey {
         namespace: Namespace::new(namespace).map_err(|e| InvalidField::new(path, e.problem))?,
         name: ServiceName::new(service).map_err(|e| InvalidField::new(path, e.problem))?,
@@ -356,7 +359,11 @@ mod tests {
         let west = ClusterName::new("west-1").unwrap();
         let c = &policy.clusters[&east];
         assert_eq!(
-            (c.weight_percent, c.drain_percent, c.provider.as_ref().map(|p| p.as_str())),
+            (
+                c.weight_percent,
+                c.drain_percent,
+                c.provider.as_ref().map(|p| p.as_str())
+            ),
             (200, 50, Some("aws"))
         );
         assert_eq!(policy.clusters[&west].drain_percent, 10);
@@ -417,7 +424,10 @@ mod tests {
             ),
             ("clusters:\n  East_1: {}\n", "clusters.East_1:"),
             ("clusters:\n  east-1:\n    drian: 10\n", "drian"),
-            ("services:\n  web: {}\n", "services.web: \"web\": write NAMESPACE/NAME"),
+            (
+                "services:\n  web: {}\n",
+                "services.web: \"web\": write NAMESPACE/NAME",
+            ),
             ("services:\n  shop/Web: {}\n", "services.shop/Web:"),
             (
                 "services:\n  shop/web:\n    drain: {east-1: 101}\n",
@@ -481,11 +491,11 @@ mod tests {
         );
         assert!(error(&many).contains("services.shop/web.failover:"));
         let big = vec![b'#'; MAX_FILE_BYTES + 1];
+        assert!(matches!(parse(&big), Err(PolicyFileError::TooBig { .. })));
         assert!(matches!(
-            parse(&big),
-            Err(PolicyFileError::TooBig { .. })
+            parse(&[0xff, 0xfe]),
+            Err(PolicyFileError::NotText)
         ));
-        assert!(matches!(parse(&[0xff, 0xfe]), Err(PolicyFileError::NotText)));
     }
 
     /// serde's own errors (unknown keys, wrong shapes) name the path too.

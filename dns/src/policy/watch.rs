@@ -51,6 +51,9 @@ pub fn log_changes(path: &Path, old: &FleetPolicy, new: &FleetPolicy) {
 pub struct AtStart {
     pub last: Option<Vec<u8>>,
     pub policy: Option<FleetPolicy>,
+    /// The error already reported and counted, so the follower does not
+    /// count the same one again.
+    pub failing: Option<String>,
 }
 
 /// Reads the file at start. A file that does not read or validate is an
@@ -75,6 +78,7 @@ pub fn at_start(
             Ok(AtStart {
                 last: Some(bytes),
                 policy: Some(policy),
+                failing: None,
             })
         }
         Err(e) if restored => {
@@ -83,6 +87,7 @@ pub fn at_start(
             Ok(AtStart {
                 last: None,
                 policy: None,
+                failing: Some(e.to_string()),
             })
         }
         Err(e) => Err(e),
@@ -90,18 +95,19 @@ pub fn at_start(
 }
 
 /// Re-reads `path` each second until `shutdown`, installing each new
-/// valid policy through `writer`. `last` is what start-up read.
+/// valid policy through `writer`, from where start-up left off.
 pub async fn follow(
     path: PathBuf,
     registry: Arc<Registry>,
     writer: Writer,
     metrics: Arc<Metrics>,
-    mut last: Option<Vec<u8>>,
+    start: AtStart,
     shutdown: CancellationToken,
 ) {
+    let mut last = start.last;
     // The last failure reported, so a file that stays bad is logged and
     // counted once, not every second.
-    let mut failing: Option<String> = None;
+    let mut failing = start.failing;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -133,9 +139,7 @@ pub async fn follow(
                 failing = None;
                 let old = registry.policy();
                 log_changes(&path, &old, &policy);
-                if writer.set_policy(Arc::new(policy)).await.is_err() {
-                    return;
-                }
+                writer.set_policy(Arc::new(policy)).await;
                 metrics.policy.reloaded(true);
             }
             Err(e) => {

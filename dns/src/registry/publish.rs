@@ -106,10 +106,7 @@ impl Registry {
                     .collect();
                 let view = ServiceView::update_in(
                     key.clone(),
-                    current
-                        .view(&key)
-                        .filter(|_| !new_policy)
-                        .map(|v| &**v),
+                    current.view(&key).filter(|_| !new_policy).map(|v| &**v),
                     &changes,
                     &mut Context {
                         default_ttl: self.default_ttl,
@@ -144,6 +141,8 @@ impl Registry {
     }
 
     pub(super) fn set_policy_in(state: &mut State, dirty: &mut Dirty, policy: Arc<FleetPolicy>) {
+        // Watchers (followers) take the whole new policy.
+        dirty.changes.push(Change::Policy(policy.clone()));
         state.policy = policy;
         dirty.policy = true;
         dirty.locality = true;

@@ -11,7 +11,9 @@ use meshdns_proto::wire;
 
 use super::table;
 
-fn per_cluster<T: std::fmt::Display>(map: &BTreeMap<meshdns_proto::model::ClusterName, T>) -> String {
+fn per_cluster<T: std::fmt::Display>(
+    map: &BTreeMap<meshdns_proto::model::ClusterName, T>,
+) -> String {
     if map.is_empty() {
         return "-".into();
     }
@@ -57,14 +59,11 @@ fn service_row(key: &ServiceKey, s: &ServicePolicy) -> Vec<String> {
         key.to_string(),
         per_cluster(&s.weight_percent),
         per_cluster(&s.drain_percent),
-        s.failover
-            .as_deref()
-            .map_or_else(|| "-".into(), order_text),
+        s.failover.as_deref().map_or_else(|| "-".into(), order_text),
         s.primary
             .as_ref()
             .map_or_else(|| "-".into(), ToString::to_string),
-        s.min_healthy
-            .map_or_else(|| "-".into(), |m| m.to_string()),
+        s.min_healthy.map_or_else(|| "-".into(), |m| m.to_string()),
     ]
 }
 
@@ -123,7 +122,14 @@ pub fn text(policy: &FleetPolicy, clusters: &[wire::ClusterInfo]) -> String {
             .map(|(key, s)| service_row(key, s))
             .collect();
         out.push_str(&table(
-            &["SERVICE", "WEIGHT", "DRAIN", "FAILOVER", "PRIMARY", "MIN-HEALTHY"],
+            &[
+                "SERVICE",
+                "WEIGHT",
+                "DRAIN",
+                "FAILOVER",
+                "PRIMARY",
+                "MIN-HEALTHY",
+            ],
             &rows,
         ));
     }

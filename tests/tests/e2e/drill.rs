@@ -82,7 +82,10 @@ async fn the_drill_predicts_what_the_drain_does() {
     ]))
     .unwrap();
     assert_eq!(report["lost_clusters"], serde_json::json!(["east-1"]));
-    assert_eq!(report["for_real"], serde_json::json!(["clusters.east-1.drain: 100"]));
+    assert_eq!(
+        report["for_real"],
+        serde_json::json!(["clusters.east-1.drain: 100"])
+    );
     let stranded: Vec<&str> = report["services"]
         .as_array()
         .unwrap()
@@ -129,16 +132,39 @@ async fn the_drill_predicts_what_the_drain_does() {
         }
     }
     // The text report says the same in words.
-    let text = drill(&["--insecure", "--registry", &url, "--lose", "region:us-east", "--max-answers", "1", "--answers", "50"]);
+    let text = drill(&[
+        "--insecure",
+        "--registry",
+        &url,
+        "--lose",
+        "region:us-east",
+        "--max-answers",
+        "1",
+        "--answers",
+        "50",
+    ]);
     assert!(text.contains("clusters east-1, east-2"), "{text}");
-    assert!(text.contains("clusters.east-1.drain: 100, clusters.east-2.drain: 100"), "{text}");
+    assert!(
+        text.contains("clusters.east-1.drain: 100, clusters.east-2.drain: 100"),
+        "{text}"
+    );
     // A place that holds no cluster is refused, named.
     let out = std::process::Command::new(bin("meshdns"))
-        .args(["drill", "--insecure", "--registry", &url, "--lose", "east-1,zone:nowhere"])
+        .args([
+            "drill",
+            "--insecure",
+            "--registry",
+            &url,
+            "--lose",
+            "east-1,zone:nowhere",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--lose") && stderr.contains("zone:nowhere holds no cluster"), "{stderr}");
+    assert!(
+        stderr.contains("--lose") && stderr.contains("zone:nowhere holds no cluster"),
+        "{stderr}"
+    );
     fleet.stop().await;
 }

@@ -97,10 +97,14 @@ impl PolicyFleet {
         let mut flags = vec!["--policy", &path_flag, "--max-answers", "1"];
         flags.extend_from_slice(extra);
         let server = TestServer::start(&flags).await;
-        let syncers = [("east-1.yaml", EAST_1), ("east-2.yaml", EAST_2), ("west-1.yaml", WEST_1)]
-            .into_iter()
-            .map(|(name, text)| TestSyncer::start(&dir.write(name, text), &[server.grpc_url()], &[]))
-            .collect();
+        let syncers = [
+            ("east-1.yaml", EAST_1),
+            ("east-2.yaml", EAST_2),
+            ("west-1.yaml", WEST_1),
+        ]
+        .into_iter()
+        .map(|(name, text)| TestSyncer::start(&dir.write(name, text), &[server.grpc_url()], &[]))
+        .collect();
         let fleet = PolicyFleet {
             server,
             syncers,
@@ -223,14 +227,23 @@ async fn a_bad_policy_file_keeps_the_last_good_one() {
     server
         .logs
         .wait(Duration::from_secs(10), "the drain error", |l| {
-            l.contains("clusters.east-1.drain: 120 is above 100").then_some(())
+            l.contains("clusters.east-1.drain: 120 is above 100")
+                .then_some(())
         })
         .await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(metric(server.admin, error).await, Some(1.0));
-    assert_eq!(drain_of(&url, "east-1").await, Some(10), "the last good policy stays");
     assert_eq!(
-        metric(server.admin, "meshdns_policy_drain_percent{cluster=\"east-1\"}").await,
+        drain_of(&url, "east-1").await,
+        Some(10),
+        "the last good policy stays"
+    );
+    assert_eq!(
+        metric(
+            server.admin,
+            "meshdns_policy_drain_percent{cluster=\"east-1\"}"
+        )
+        .await,
         Some(10.0)
     );
     // An unknown key (a typo) is refused too, naming where.
@@ -255,10 +268,19 @@ async fn a_bad_policy_file_keeps_the_last_good_one() {
             l.contains("cluster east-1 drain 10% → 50%").then_some(())
         })
         .await;
-    assert!(server.logs.count("cluster east-1 provider (announced) → aws") == 1);
+    assert!(
+        server
+            .logs
+            .count("cluster east-1 provider (announced) → aws")
+            == 1
+    );
     assert_eq!(metric(server.admin, ok).await, Some(2.0));
     assert_eq!(
-        metric(server.admin, "meshdns_policy_drain_percent{cluster=\"east-1\"}").await,
+        metric(
+            server.admin,
+            "meshdns_policy_drain_percent{cluster=\"east-1\"}"
+        )
+        .await,
         Some(50.0)
     );
 }
@@ -268,16 +290,30 @@ async fn a_bad_policy_file_keeps_the_last_good_one() {
 #[tokio::test]
 async fn a_bad_policy_file_at_start_is_an_error_naming_the_field() {
     let dir = TempDir::new("policy-start");
-    let path = dir.write("policy.yaml", "services:\n  shop/web:\n    drain: {east-1: 101}\n");
+    let path = dir.write(
+        "policy.yaml",
+        "services:\n  shop/web:\n    drain: {east-1: 101}\n",
+    );
     let out = std::process::Command::new(bin("meshdns"))
-        .args(["serve", "--insecure", "--dns-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--policy"])
+        .args([
+            "serve",
+            "--insecure",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--policy",
+        ])
         .arg(&path)
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("--policy") && stderr.contains("services.shop/web.drain.east-1: 101 is above 100"),
+        stderr.contains("--policy")
+            && stderr.contains("services.shop/web.drain.east-1: 101 is above 100"),
         "{stderr}"
     );
 }
@@ -299,25 +335,46 @@ async fn drains_move_shares_of_real_answers() {
     let half = shares(dns, "web.shop.global", "127.0.0.4", n).await;
     // Weights 1 : 2 : 4 → east-1 1/7, east-2 2/7, west-1 4/7.
     let ratio = share(&half, "east-1") / share(&half, "east-2");
-    assert!((ratio - 0.5).abs() < 0.15, "east-1 / east-2 = {ratio}: {half:?}");
-    assert!((share(&half, "east-1") - 1.0 / 7.0).abs() < 0.05, "{half:?}");
+    assert!(
+        (ratio - 0.5).abs() < 0.15,
+        "east-1 / east-2 = {ratio}: {half:?}"
+    );
+    assert!(
+        (share(&half, "east-1") - 1.0 / 7.0).abs() < 0.05,
+        "{half:?}"
+    );
     fleet.write_policy("clusters:\n  east-1:\n    drain: 100\n");
     wait_drain(&url, "east-1", 100).await;
     let gone = shares(dns, "web.shop.global", "127.0.0.4", n).await;
     assert_eq!(share(&gone, "east-1"), 0.0, "{gone:?}");
-    assert!((share(&gone, "west-1") - 2.0 / 3.0).abs() < 0.06, "{gone:?}");
+    assert!(
+        (share(&gone, "west-1") - 2.0 / 3.0).abs() < 0.06,
+        "{gone:?}"
+    );
     // The last resort: east-2 drained too and west-1 down, east-1 and
     // east-2 answer (weight 0 answers only when nothing else is healthy).
     fleet.write_policy("clusters:\n  east-1:\n    drain: 100\n  east-2:\n    drain: 100\n");
     wait_drain(&url, "east-2", 100).await;
     fleet.dir.write("west-1.yaml", WEST_1_DOWN);
-    let last = eventually(Duration::from_secs(10), "the last resort answers", || async move {
-        let m = query(dns, &Ask::new("web.shop.global", RecordType::A).from("127.0.0.4")).await;
-        let got = addresses(&m);
-        (!got.is_empty() && got.iter().all(|a| owner(a) != "west-1")).then_some(got)
-    })
+    let last = eventually(
+        Duration::from_secs(10),
+        "the last resort answers",
+        || async move {
+            let m = query(
+                dns,
+                &Ask::new("web.shop.global", RecordType::A).from("127.0.0.4"),
+            )
+            .await;
+            let got = addresses(&m);
+            (!got.is_empty() && got.iter().all(|a| owner(a) != "west-1")).then_some(got)
+        },
+    )
     .await;
-    assert!(last.iter().all(|a| ["east-1", "east-2"].contains(&owner(a))), "{last:?}");
+    assert!(
+        last.iter()
+            .all(|a| ["east-1", "east-2"].contains(&owner(a))),
+        "{last:?}"
+    );
     fleet.stop().await;
 }
 
@@ -342,8 +399,13 @@ async fn status_shows_the_policy() {
     let fleet = PolicyFleet::start(policy, &[]).await;
     let url = fleet.server.grpc_url();
     let text = meshdns(&["status", "--insecure", "--registry", &url]);
+    // The policy section follows the cluster table.
+    let section = &text[text
+        .find("\npolicy ")
+        .unwrap_or_else(|| panic!("no policy in:\n{text}"))..];
     let line = |prefix: &str| {
-        text.lines()
+        section
+            .lines()
             .find(|l| l.starts_with(prefix))
             .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{text}"))
             .split_whitespace()
@@ -358,21 +420,36 @@ async fn status_shows_the_policy() {
     );
     assert_eq!(line("us-east "), ["us-east", "region:us-west"][..]);
     let json: serde_json::Value = serde_json::from_str(&meshdns(&[
-        "status", "--insecure", "--registry", &url, "--output", "json",
+        "status",
+        "--insecure",
+        "--registry",
+        &url,
+        "--output",
+        "json",
     ]))
     .unwrap();
     let clusters = json["policy"]["clusters"].as_array().unwrap();
     let east = clusters.iter().find(|c| c["cluster"] == "east-1").unwrap();
     assert_eq!(east["drain_percent"], 50);
     assert_eq!(east["provider"], "aws");
-    assert_eq!(json["policy"]["services"][0]["drain_percent"]["east-2"], 100);
+    assert_eq!(
+        json["policy"]["services"][0]["drain_percent"]["east-2"],
+        100
+    );
     assert_eq!(json["policy"]["services"][0]["min_healthy"], "50%");
     assert_eq!(
         json["policy"]["sha256"].as_str().unwrap().len(),
         64,
         "{json}"
     );
-    let service = meshdns(&["status", "--insecure", "--registry", &url, "--service", "web.shop"]);
+    let service = meshdns(&[
+        "status",
+        "--insecure",
+        "--registry",
+        &url,
+        "--service",
+        "web.shop",
+    ]);
     assert!(
         service.contains("policy: drain east-2=100%; failover region:us-west; min-healthy 50%"),
         "{service}"
@@ -408,12 +485,23 @@ async fn the_state_file_keeps_the_policy_across_a_restart() {
     let policy_flag = policy.display().to_string();
     let restarted = TestServer::start_at(
         grpc,
-        &["--policy", &policy_flag, "--state-file", &state_flag, "--max-answers", "1"],
+        &[
+            "--policy",
+            &policy_flag,
+            "--state-file",
+            &state_flag,
+            "--max-answers",
+            "1",
+        ],
     )
     .await;
     assert_eq!(drain_of(&restarted.grpc_url(), "east-1").await, Some(100));
     assert_eq!(
-        metric(restarted.admin, "meshdns_policy_reloads_total{result=\"error\"}").await,
+        metric(
+            restarted.admin,
+            "meshdns_policy_reloads_total{result=\"error\"}"
+        )
+        .await,
         Some(1.0)
     );
     // Once the syncers are back (live), east-1 stays out of answers.
@@ -423,7 +511,9 @@ async fn the_state_file_keeps_the_policy_across_a_restart() {
         async move {
             let clusters = list_clusters(url).await?;
             (clusters.len() == 3
-                && clusters.iter().all(|c| c.state == wire::ClusterState::Live as i32))
+                && clusters
+                    .iter()
+                    .all(|c| c.state == wire::ClusterState::Live as i32))
             .then_some(())
         }
     })
@@ -441,7 +531,18 @@ async fn the_state_file_keeps_the_policy_across_a_restart() {
     // No state file and no readable policy file: refused at start.
     std::fs::remove_file(dir.path().join("policy.yaml")).unwrap();
     let out = std::process::Command::new(bin("meshdns"))
-        .args(["serve", "--insecure", "--dns-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--policy", &policy_flag])
+        .args([
+            "serve",
+            "--insecure",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--policy",
+            &policy_flag,
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -465,10 +566,14 @@ async fn followers_answer_with_the_upstream_policy() {
     };
     assert_eq!(info(follower.admin).await, info(fleet.server.admin).await);
     assert!(info(follower.admin).await.is_some());
-    eventually(Duration::from_secs(10), "the follower answers web", || async {
-        let m = query(follower.dns, &Ask::new("web.shop.global", RecordType::A)).await;
-        (!addresses(&m).is_empty()).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the follower answers web",
+        || async {
+            let m = query(follower.dns, &Ask::new("web.shop.global", RecordType::A)).await;
+            (!addresses(&m).is_empty()).then_some(())
+        },
+    )
     .await;
     let got = shares(follower.dns, "web.shop.global", "127.0.0.4", 200).await;
     assert_eq!(share(&got, "east-1"), 0.0, "{got:?}");
@@ -479,7 +584,14 @@ async fn followers_answer_with_the_upstream_policy() {
     assert!(share(&got, "east-1") > 0.3, "{got:?}");
     // A follower refuses a policy file of its own.
     let out = std::process::Command::new(bin("meshdns"))
-        .args(["serve", "--insecure", "--follow", &upstream, "--policy", "/nonexistent"])
+        .args([
+            "serve",
+            "--insecure",
+            "--follow",
+            &upstream,
+            "--policy",
+            "/nonexistent",
+        ])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--policy"));
