@@ -6,21 +6,13 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::policy::{ASKERS, PolicyFleet, shares, wait_drain};
-use meshdns_tests::bin;
+use super::policy::{ASKERS, PolicyFleet, meshdns, meshdns_run, shares, wait_drain};
 
-fn drill(args: &[&str]) -> String {
-    let out = std::process::Command::new(bin("meshdns"))
-        .arg("drill")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "meshdns drill {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+/// Runs `meshdns drill` with `args`: its report.
+async fn drill(args: &[&str]) -> String {
+    let mut all = vec!["drill"];
+    all.extend_from_slice(args);
+    meshdns(&all).await
 }
 
 /// The drill's shares for `service` asked from `asker`, `when` (before
@@ -67,19 +59,22 @@ fn close(predicted: &BTreeMap<String, f64>, got: &BTreeMap<String, f64>, what: &
 async fn the_drill_predicts_what_the_drain_does() {
     let fleet = PolicyFleet::start("{}", &[]).await;
     let (dns, url) = (fleet.server.dns, fleet.server.grpc_url());
-    let report: Value = serde_json::from_str(&drill(&[
-        "--insecure",
-        "--registry",
-        &url,
-        "--lose",
-        "cluster:east-1",
-        "--max-answers",
-        "1",
-        "--answers",
-        "400",
-        "--output",
-        "json",
-    ]))
+    let report: Value = serde_json::from_str(
+        &drill(&[
+            "--insecure",
+            "--registry",
+            &url,
+            "--lose",
+            "cluster:east-1",
+            "--max-answers",
+            "1",
+            "--answers",
+            "400",
+            "--output",
+            "json",
+        ])
+        .await,
+    )
     .unwrap();
     assert_eq!(report["lost_clusters"], serde_json::json!(["east-1"]));
     assert_eq!(
@@ -142,26 +137,24 @@ async fn the_drill_predicts_what_the_drain_does() {
         "1",
         "--answers",
         "50",
-    ]);
+    ])
+    .await;
     assert!(text.contains("clusters east-1, east-2"), "{text}");
     assert!(
         text.contains("clusters.east-1.drain: 100, clusters.east-2.drain: 100"),
         "{text}"
     );
     // A place that holds no cluster is refused, named.
-    let out = std::process::Command::new(bin("meshdns"))
-        .args([
-            "drill",
-            "--insecure",
-            "--registry",
-            &url,
-            "--lose",
-            "east-1,zone:nowhere",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, _, stderr) = meshdns_run(&[
+        "drill",
+        "--insecure",
+        "--registry",
+        &url,
+        "--lose",
+        "east-1,zone:nowhere",
+    ])
+    .await;
+    assert!(!ok);
     assert!(
         stderr.contains("--lose") && stderr.contains("zone:nowhere holds no cluster"),
         "{stderr}"

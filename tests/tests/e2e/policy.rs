@@ -13,7 +13,9 @@ use hickory_proto::rr::RecordType;
 use meshdns_proto::wire;
 use meshdns_tests::dns::{Ask, addresses, query};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{ServeProc, TestServer, TestSyncer, bin, eventually, http_get, list_clusters};
+use meshdns_tests::{
+    Proc, ServeProc, TestServer, TestSyncer, bin, eventually, http_get, list_clusters,
+};
 
 /// Three clusters: two in us-east, one in us-west. `web` answers from
 /// every tier at once (affinity none) with 2 + 2 + 4 endpoints, so with
@@ -285,32 +287,41 @@ async fn a_bad_policy_file_keeps_the_last_good_one() {
     );
 }
 
+/// `meshdns serve` with `flags` must stop at start, failing: its log.
+pub fn serve_refuses(flags: &[&str]) -> String {
+    let mut args = vec![
+        "serve",
+        "--insecure",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(flags);
+    let (mut proc, logs) = Proc::start_logged("meshdns", &args);
+    let status = proc.wait_exit(Duration::from_secs(20));
+    // Let the log reader take the last line.
+    std::thread::sleep(Duration::from_millis(200));
+    let text = logs.text();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "meshdns {args:?} did not stop failing ({status:?}):\n{text}"
+    );
+    text
+}
+
 /// A bad policy file at start, with nothing to keep, stops the server
 /// naming the flag and the field.
-#[tokio::test]
-async fn a_bad_policy_file_at_start_is_an_error_naming_the_field() {
+#[test]
+fn a_bad_policy_file_at_start_is_an_error_naming_the_field() {
     let dir = TempDir::new("policy-start");
     let path = dir.write(
         "policy.yaml",
         "services:\n  shop/web:\n    drain: {east-1: 101}\n",
     );
-    let out = std::process::Command::new(bin("meshdns"))
-        .args([
-            "serve",
-            "--insecure",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--policy",
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_refuses(&["--policy", &path.display().to_string()]);
     assert!(
         stderr.contains("--policy")
             && stderr.contains("services.shop/web.drain.east-1: 101 is above 100"),
@@ -378,17 +389,37 @@ async fn drains_move_shares_of_real_answers() {
     fleet.stop().await;
 }
 
-fn meshdns(args: &[&str]) -> String {
-    let out = std::process::Command::new(bin("meshdns"))
+/// Runs a `meshdns` client command (`status`, `drill`), killed by its PID
+/// if it has not ended within a minute: (succeeded, stdout, stderr).
+pub async fn meshdns_run(args: &[&str]) -> (bool, String, String) {
+    let dir = TempDir::new("cli");
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let child = std::process::Command::new(bin("meshdns"))
         .args(args)
-        .output()
+        .env("NO_COLOR", "1")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "meshdns {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let mut proc = Proc(child);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = proc.wait_exit(Duration::from_secs(60));
+        drop(proc);
+        status
+    })
+    .await
+    .unwrap();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let (stdout, stderr) = (read(&out), read(&err));
+    let status = status.unwrap_or_else(|| panic!("meshdns {args:?} did not end:\n{stderr}"));
+    (status.success(), stdout, stderr)
+}
+
+/// Runs a `meshdns` client command that must succeed: its stdout.
+pub async fn meshdns(args: &[&str]) -> String {
+    let (ok, stdout, stderr) = meshdns_run(args).await;
+    assert!(ok, "meshdns {args:?}: {stderr}");
+    stdout
 }
 
 /// `meshdns status` shows the policy in force, as text and JSON, and a
@@ -398,7 +429,7 @@ async fn status_shows_the_policy() {
     let policy = "clusters:\n  east-1:\n    drain: 50\n    provider: aws\n  west-1:\n    weight: 200\nservices:\n  shop/web:\n    drain: {east-2: 100}\n    failover: [us-west]\n    minHealthy: 50%\nregions:\n  us-east:\n    failover: [us-west]\n";
     let fleet = PolicyFleet::start(policy, &[]).await;
     let url = fleet.server.grpc_url();
-    let text = meshdns(&["status", "--insecure", "--registry", &url]);
+    let text = meshdns(&["status", "--insecure", "--registry", &url]).await;
     // The policy section follows the cluster table.
     let section = &text[text
         .find("\npolicy ")
@@ -419,14 +450,17 @@ async fn status_shows_the_policy() {
         ["shop/web", "-", "east-2=100%", "region:us-west", "-", "50%"][..]
     );
     assert_eq!(line("us-east "), ["us-east", "region:us-west"][..]);
-    let json: serde_json::Value = serde_json::from_str(&meshdns(&[
-        "status",
-        "--insecure",
-        "--registry",
-        &url,
-        "--output",
-        "json",
-    ]))
+    let json: serde_json::Value = serde_json::from_str(
+        &meshdns(&[
+            "status",
+            "--insecure",
+            "--registry",
+            &url,
+            "--output",
+            "json",
+        ])
+        .await,
+    )
     .unwrap();
     let clusters = json["policy"]["clusters"].as_array().unwrap();
     let east = clusters.iter().find(|c| c["cluster"] == "east-1").unwrap();
@@ -449,7 +483,8 @@ async fn status_shows_the_policy() {
         &url,
         "--service",
         "web.shop",
-    ]);
+    ])
+    .await;
     assert!(
         service.contains("policy: drain east-2=100%; failover region:us-west; min-healthy 50%"),
         "{service}"
@@ -530,23 +565,7 @@ async fn the_state_file_keeps_the_policy_across_a_restart() {
     restarted.stop().await;
     // No state file and no readable policy file: refused at start.
     std::fs::remove_file(dir.path().join("policy.yaml")).unwrap();
-    let out = std::process::Command::new(bin("meshdns"))
-        .args([
-            "serve",
-            "--insecure",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--policy",
-            &policy_flag,
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--policy"));
+    assert!(serve_refuses(&["--policy", &policy_flag]).contains("--policy"));
 }
 
 /// A follower answers with its upstream's policy, and follows its
@@ -583,18 +602,10 @@ async fn followers_answer_with_the_upstream_policy() {
     assert_eq!(share(&got, "west-1"), 0.0, "{got:?}");
     assert!(share(&got, "east-1") > 0.3, "{got:?}");
     // A follower refuses a policy file of its own.
-    let out = std::process::Command::new(bin("meshdns"))
-        .args([
-            "serve",
-            "--insecure",
-            "--follow",
-            &upstream,
-            "--policy",
-            "/nonexistent",
-        ])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--policy"));
+    assert!(
+        serve_refuses(&["--follow", &upstream, "--policy", "/nonexistent"])
+            .contains("a follower (--follow) answers with its upstream's policy")
+    );
     follower.stop().await;
     fleet.stop().await;
 }
