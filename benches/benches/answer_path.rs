@@ -176,6 +176,51 @@ fn benches(c: &mut Criterion) {
             ))
         })
     });
+    // The same queries with a traffic policy in force: every cluster's
+    // weight scaled differently (so answers are weighted samples) and a
+    // failover order for every region. Measured in the same run as the
+    // plain ones above (benches/README.md: the budget is 100 ns).
+    fleet
+        .registry
+        .set_policy(std::sync::Arc::new(weighted_policy(fleet.clusters)));
+    let weighted = fleet.registry.snapshot();
+    assert!(weighted.service(&svc, &ns).expect("service").weighted);
+    c.bench_function("select_with_locality_weighted", |b| {
+        b.iter(|| {
+            let place = weighted.locality.lookup(black_box(located), 128);
+            let view = weighted
+                .service(black_box(&svc), black_box(&ns))
+                .expect("service");
+            let pick = select::select(view, place.as_ref(), 1);
+            black_box(pick.v4(7, 8).count())
+        })
+    });
+    // Every own tier short (min-healthy 200 of 10 a cluster): the region
+    // (100 clusters) answers, a weighted sample of 8 from 1,000 targets.
+    c.bench_function("select_spill_weighted", |b| {
+        b.iter(|| {
+            let place = weighted.locality.lookup(black_box(located), 128);
+            let view = weighted
+                .service(black_box(&svc), black_box(&ns))
+                .expect("service");
+            let pick = select::select(view, place.as_ref(), 200);
+            black_box(pick.v4(7, 8).count())
+        })
+    });
+    c.bench_function("fast_path_located_asker_weighted", |b| {
+        b.iter(|| {
+            black_box(fast::answer(
+                &weighted,
+                &zone,
+                black_box(&packet),
+                located,
+                &mut out,
+            ))
+        })
+    });
+    fleet.registry.set_policy(std::sync::Arc::new(
+        meshdns_proto::model::FleetPolicy::default(),
+    ));
     // RRL's per-reply check: one hash, one load, one compare-and-swap.
     let limiter = meshdns::rrl::RateLimiter::new(1_000_000, 2);
     c.bench_function("rrl_allow", |b| {
@@ -192,6 +237,34 @@ fn benches(c: &mut Criterion) {
                 .expect("applied");
         })
     });
+}
+
+/// Cluster weights of 50% to 200% by cluster, and a failover order for
+/// every region (the next region, then the one after).
+fn weighted_policy(clusters: usize) -> meshdns_proto::model::FleetPolicy {
+    use meshdns_proto::model::{
+        ClusterName, ClusterPolicy, FleetPolicy, LabelValue, RegionPolicy, Scope,
+    };
+    let mut policy = FleetPolicy::default();
+    for c in 0..clusters {
+        policy.clusters.insert(
+            ClusterName::new(&meshdns_benches::cluster_name(c)).expect("valid"),
+            ClusterPolicy {
+                weight_percent: 50 + 50 * (c % 4) as u32,
+                ..ClusterPolicy::default()
+            },
+        );
+    }
+    let region = |r: usize| LabelValue::new(&format!("region-{}", r % 10)).expect("valid");
+    for r in 0..10 {
+        policy.regions.insert(
+            region(r),
+            RegionPolicy {
+                failover: vec![Scope::Region(region(r + 1)), Scope::Region(region(r + 2))].into(),
+            },
+        );
+    }
+    policy
 }
 
 criterion_group! {

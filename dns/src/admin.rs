@@ -43,6 +43,7 @@ use crate::metrics::Metrics;
 use crate::qname::{self, QName};
 use crate::registry::{FullState, Registry};
 use crate::select::{self, Tier};
+use crate::snapshot::Kind;
 
 /// What `/readyz` reports: set once the DNS listeners answer, cleared when
 /// shutdown begins so load balancers stop sending first.
@@ -396,19 +397,65 @@ async fn debug_answer(
                 "matched_prefix": place.map(|p| p.prefix),
             })
         });
-    let explanation = select::explain(view, place.as_ref(), state.authority.min_healthy);
+    let policy = &snapshot.policy;
+    // export-to: an asker outside every listed place gets NXDOMAIN.
+    let exported = select::exported_to(view, &snapshot.locality, place.as_ref());
+    let explanation = select::explain(view, place.as_ref(), state.authority.min_healthy, policy);
     let pick = select::select(view, place.as_ref(), state.authority.min_healthy);
-    // One more than shown, to tell a full list from a cut one.
-    let mut answer: Vec<String> = pick
-        .v4(0, MAX_DEBUG_ANSWER + 1)
-        .map(|a| a.to_string())
-        .collect();
-    answer.extend(
-        pick.v6(0, MAX_DEBUG_ANSWER + 1 - answer.len())
-            .map(|a| a.to_string()),
-    );
+    // One more than shown, to tell a full list from a cut one. The rotation
+    // (and a weighted sample's origin) of a real answer varies: this is
+    // the one of rotation 0.
+    let mut answer: Vec<String> = if exported {
+        pick.v4(0, MAX_DEBUG_ANSWER + 1)
+            .map(|a| a.to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if exported {
+        answer.extend(
+            pick.v6(0, MAX_DEBUG_ANSWER + 1 - answer.len())
+                .map(|a| a.to_string()),
+        );
+    }
     let answer_truncated = answer.len() > MAX_DEBUG_ANSWER;
     answer.truncate(MAX_DEBUG_ANSWER);
+    // The weights each cluster's endpoints answer with, and the drains
+    // and weight percentages the policy applied to them.
+    let total: u64 = view.all.weight(Kind::Targets);
+    let weights: Vec<Value> = view
+        .clusters
+        .iter()
+        .take(MAX_DEBUG_ANSWER)
+        .map(|part| {
+            let whole = part.whole(0);
+            let cluster = part.name();
+            let weight = whole.weight(Kind::Targets);
+            let drain = policy.drain_percent(cluster, &view.key);
+            let scale = policy
+                .clusters
+                .get(cluster)
+                .map_or(100, |c| c.weight_percent);
+            let service_scale = policy
+                .services
+                .get(&view.key)
+                .and_then(|s| s.weight_percent.get(cluster))
+                .copied()
+                .unwrap_or(100);
+            json!({
+                "cluster": cluster.as_str(),
+                "healthy": whole.targets.len(),
+                "weight": weight,
+                "uniform_weight": part.weights.uniform(),
+                "share_of_all": if total == 0 { 0.0 } else { weight as f64 / total as f64 },
+                "drain_percent": drain,
+                "cluster_weight_percent": scale,
+                "service_weight_percent": service_scale,
+                "last_resort_only": whole.targets.is_empty() && !part.reserve(0).targets.is_empty(),
+            })
+        })
+        .collect();
+    let export_to: Vec<String> = view.export_to.iter().map(ToString::to_string).collect();
     // Endpoints out of answers because their syncer's health check fails
     // (they are exported not ready), with the reason.
     let failing_checks: Vec<Value> = view
@@ -429,11 +476,6 @@ async fn debug_answer(
         })
         .take(MAX_DEBUG_ANSWER)
         .collect();
-    let tiers: Vec<Value> = explanation
-        .tiers
-        .iter()
-        .map(|(tier, healthy)| json!({ "tier": tier, "healthy": healthy }))
-        .collect();
     axum::Json(json!({
         "name": name,
         "service": view.key.to_string(),
@@ -441,8 +483,20 @@ async fn debug_answer(
         "asker": asker,
         "affinity": explanation.affinity,
         "min_healthy": explanation.min_healthy,
-        "tiers": tiers,
+        "min_healthy_from": explanation.min_healthy_from,
+        "tiers": explanation.tiers,
         "chosen": explanation.chosen,
+        "chosen_place": explanation.chosen_place,
+        "spilled_over": explanation.spilled_over,
+        "primary": explanation.primary,
+        "failover": explanation.failover,
+        "failover_from": explanation.failover_from,
+        "weighted": explanation.weighted,
+        "last_resort": explanation.last_resort,
+        "weights": weights,
+        "export_to": export_to,
+        "exported_to_asker": exported,
+        "rcode": if exported { "NOERROR" } else { "NXDOMAIN" },
         "fail_open": explanation.fail_open,
         "stale_clusters_excluded": explanation.stale_clusters_excluded,
         "answer_truncated": answer_truncated,

@@ -1,189 +1,58 @@
-//! Which healthy targets answer a given asker: locality tiers, affinity and
-//! `min_healthy`. Pure, and a lookup plus a few comparisons per query:
-//! the grouping by cluster, zone and region is done when the snapshot is
-//! built ([`ServiceView::build`]).
+//! Which healthy targets answer a given asker: locality tiers, the fleet
+//! policy's primary and failover order, affinity and min-healthy. Pure,
+//! and a few lookups and comparisons per query: the grouping by cluster,
+//! node, zone, region and provider, the effective weights and the
+//! failover order resolved to chains are worked out when the snapshot is
+//! built ([`ServiceView::build_in`]).
 //!
-//! Tiers, nearest first, each containing the ones before it:
-//! same cluster; same zone (endpoints in the asker's zone, plus the asker's
-//! own cluster's endpoints elsewhere); same region; anywhere. The answer
-//! comes from the first tier with at least `min_healthy` healthy targets.
-//! Affinity `cluster`, `zone` or `region` stops at that tier whenever it is
-//! not empty; `none` answers from every tier at once.
+//! Tiers, nearest first: the asker's node (affinity `node` only, for an
+//! asker whose address is one its cluster announced for a node); its
+//! cluster; its zone (endpoints in the asker's zone, plus the asker's own
+//! cluster's endpoints elsewhere); its region; its cloud provider; then
+//! each place of the failover order, alone; then anywhere. The answer
+//! comes from the first tier with at least min-healthy healthy targets of
+//! positive weight (the service's `min-healthy`, a count or a percentage
+//! of the tier's exported endpoints, else `--min-healthy`). Affinity
+//! `node`, `cluster`, `zone`, `region` or `provider` stops at that tier
+//! whenever it is not empty; `none` answers from every tier at once.
+//! Before all of it, a primary with at least min-healthy targets answers
+//! every asker (fail-back is automatic: it is decided per query). Targets
+//! of weight 0 (drained to 100%, or exported so) count in no tier: they
+//! answer only when nothing of positive weight is healthy.
 
 use std::cell::Cell;
-use std::net::{Ipv4Addr, Ipv6Addr};
 
 use meshdns_proto::model::Affinity;
-use serde::Serialize;
 
 use crate::locality::AskerPlace;
-use crate::snapshot::{
-    Chain, ClusterView, Cursor, Kind, Segment, ServiceView, Target, Walk, chain,
-};
+use crate::snapshot::{ServiceView, Step, chain};
 
-/// The locality tiers, nearest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    Cluster,
-    Zone,
-    Region,
-    Any,
-}
+mod explain;
+mod export;
+mod pick;
 
-impl Tier {
-    const ALL: [Tier; 4] = [Tier::Cluster, Tier::Zone, Tier::Region, Tier::Any];
-}
-
-/// The chosen targets: a chain of clusters' runs, plus up to two runs of
-/// the asker's own cluster (the zone tier is the zone's chain plus the
-/// asker's cluster's targets outside that zone).
-#[derive(Debug, Clone, Copy)]
-pub struct Pick<'a> {
-    pub tier: Tier,
-    view: &'a ServiceView,
-    targets: Cursor<'a>,
-}
-
-impl<'a> Pick<'a> {
-    /// A pick of one service-wide chain.
-    pub fn one(tier: Tier, view: &'a ServiceView, chain: &'a Chain) -> Self {
-        Pick {
-            tier,
-            view,
-            targets: Cursor::of(chain),
-        }
-    }
-
-    /// A pick of cluster `index`'s own targets.
-    pub fn cluster(view: &'a ServiceView, index: usize) -> Self {
-        let whole = view.clusters[index].whole(index as u32);
-        Pick {
-            tier: Tier::Cluster,
-            view,
-            targets: Cursor::with_extra(&chain::EMPTY, [whole, Segment::default()], 1),
-        }
-    }
-
-    /// Healthy targets in the pick.
-    pub fn len(&self) -> usize {
-        self.targets.total(Kind::Targets)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn walk<T: Copy>(
-        &self,
-        kind: Kind,
-        data: fn(&ClusterView) -> &[T],
-        start: usize,
-        max: usize,
-    ) -> Walk<'a, T> {
-        self.targets
-            .walk(&self.view.clusters, kind, data, start, max)
-    }
-
-    /// Up to `max` IPv4 addresses, rotated by `start`.
-    pub fn v4(&self, start: usize, max: usize) -> impl Iterator<Item = Ipv4Addr> + 'a {
-        self.walk(Kind::V4, |c| &c.targets.v4, start, max)
-            .map(|(_, a)| a)
-    }
-
-    /// Up to `max` IPv6 addresses, rotated by `start`.
-    pub fn v6(&self, start: usize, max: usize) -> impl Iterator<Item = Ipv6Addr> + 'a {
-        self.walk(Kind::V6, |c| &c.targets.v6, start, max)
-            .map(|(_, a)| a)
-    }
-
-    /// [`v4`](Self::v4), each address with its cluster's index in the
-    /// view (for the answers-by-cluster counters).
-    pub fn v4_by_cluster(
-        &self,
-        start: usize,
-        max: usize,
-    ) -> impl Iterator<Item = (u32, Ipv4Addr)> + 'a {
-        self.walk(Kind::V4, |c| &c.targets.v4, start, max)
-    }
-
-    /// [`v6`](Self::v6), each address with its cluster's index in the view.
-    pub fn v6_by_cluster(
-        &self,
-        start: usize,
-        max: usize,
-    ) -> impl Iterator<Item = (u32, Ipv6Addr)> + 'a {
-        self.walk(Kind::V6, |c| &c.targets.v6, start, max)
-    }
-
-    /// Up to `max` targets (for SRV), rotated by `start`, each naming its
-    /// index in the service's clusters.
-    pub fn targets(&self, start: usize, max: usize) -> impl Iterator<Item = Target> + 'a {
-        self.walk(Kind::Targets, |c| &c.targets.targets, start, max)
-            .map(|(cluster, t)| t.in_cluster(cluster))
-    }
-}
-
-/// The cumulative tiers for an asker.
-fn tiers<'a>(view: &'a ServiceView, place: &AskerPlace) -> [Pick<'a>; 3] {
-    let own = view.cluster_by_id(place.cluster).map(|(i, _)| i);
-    let cluster = cluster_tier(view, own);
-    let zone = zone_tier(view, place, own, cluster);
-    [cluster, zone, region_tier(view, place, zone)]
-}
-
-/// The asker's own cluster's targets.
-fn cluster_tier(view: &ServiceView, own: Option<usize>) -> Pick<'_> {
-    own.map_or(Pick::one(Tier::Cluster, view, &chain::EMPTY), |i| {
-        Pick::cluster(view, i)
-    })
-}
-
-/// The asker's zone's targets plus its own cluster's outside that zone.
-fn zone_tier<'a>(
-    view: &'a ServiceView,
-    place: &AskerPlace,
-    own: Option<usize>,
-    cluster: Pick<'a>,
-) -> Pick<'a> {
-    match place.zone.and_then(|z| view.zone(z)) {
-        Some(zone) => {
-            let (extra, extras) = own.map_or(([Segment::default(); 2], 0), |i| {
-                view.clusters[i].off_zone(i as u32)
-            });
-            Pick {
-                tier: Tier::Zone,
-                view,
-                targets: Cursor::with_extra(zone, extra, extras),
-            }
-        }
-        // No zone known: the zone tier is the cluster tier.
-        None => Pick {
-            tier: Tier::Zone,
-            ..cluster
-        },
-    }
-}
-
-/// The asker's region's targets.
-fn region_tier<'a>(view: &'a ServiceView, place: &AskerPlace, zone: Pick<'a>) -> Pick<'a> {
-    match place.region.and_then(|r| view.region(r)) {
-        Some(region) => Pick::one(Tier::Region, view, region),
-        None if place.region.is_some() => Pick::one(Tier::Region, view, &chain::EMPTY),
-        None => Pick {
-            tier: Tier::Region,
-            ..zone
-        },
-    }
-}
+pub use explain::{Explanation, TierCount, explain};
+pub use export::exported_to;
+pub use pick::{Pick, Picked, Tier};
 
 fn boundary(affinity: Affinity) -> Option<Tier> {
     match affinity {
-        // Until the node tier exists, `node` stays in the asker's cluster.
-        Affinity::Node | Affinity::Cluster => Some(Tier::Cluster),
+        Affinity::Node => Some(Tier::Node),
+        Affinity::Cluster => Some(Tier::Cluster),
         Affinity::Zone => Some(Tier::Zone),
         Affinity::Region => Some(Tier::Region),
-        Affinity::Nearest | Affinity::Provider | Affinity::None => None,
+        Affinity::Provider => Some(Tier::Provider),
+        Affinity::Nearest | Affinity::None => None,
+    }
+}
+
+/// How many healthy targets `pick` needs to answer: the service's
+/// min-healthy (a percentage of the tier's exported endpoints, rounded
+/// up), else the server's; at least 1.
+pub fn threshold(view: &ServiceView, min_healthy: usize, pick: &Pick<'_>) -> usize {
+    match view.min_healthy {
+        Some(m) => m.of(pick.exported()),
+        None => min_healthy.max(1),
     }
 }
 
@@ -194,74 +63,101 @@ pub fn select<'a>(
     place: Option<&AskerPlace>,
     min_healthy: usize,
 ) -> Pick<'a> {
+    let stop = boundary(view.affinity);
+    tiers(view, place, min_healthy, |pick, need, _| {
+        enough(pick, need, stop)
+    })
+}
+
+/// Whether `pick` answers: it has what it needs, or it is the affinity's
+/// boundary and not empty.
+fn enough(pick: &Pick<'_>, need: usize, stop: Option<Tier>) -> bool {
+    let n = pick.len();
+    n >= need || (Some(pick.tier) == stop && n > 0)
+}
+
+/// Offers each tier the asker may be answered from, in order, with its
+/// threshold (and the failover place or primary it stands for), until
+/// `take` takes one; else anywhere. Each tier is worked out only when the
+/// one before was not taken.
+pub(crate) fn tiers<'a>(
+    view: &'a ServiceView,
+    place: Option<&AskerPlace>,
+    min_healthy: usize,
+    mut take: impl FnMut(&Pick<'a>, usize, Option<&'a Step>) -> bool,
+) -> Pick<'a> {
+    let any = Pick::one(Tier::Any, view, &view.all);
+    if any.is_empty() {
+        // Nothing of positive weight is healthy: the weight-0 targets.
+        return Pick::one(Tier::LastResort, view, &view.reserve);
+    }
+    let mut offer = |pick: &Pick<'a>, step: Option<&'a Step>| {
+        take(pick, threshold(view, min_healthy, pick), step)
+    };
+    if let Some(step) = &view.primary {
+        let primary = Pick::one(Tier::Primary, view, view.step(step));
+        if offer(&primary, Some(step)) {
+            return primary;
+        }
+    }
     let Some(place) = place else {
-        return Pick::one(Tier::Any, view, &view.all);
+        return any;
     };
     if view.affinity == Affinity::None {
-        return Pick::one(Tier::Any, view, &view.all);
+        return any;
     }
-    let stop = boundary(view.affinity);
-    let enough = |pick: &Pick<'_>| {
-        let n = pick.len();
-        n >= min_healthy.max(1) || (Some(pick.tier) == stop && n > 0)
-    };
-    // Nearest first, each tier worked out only when the one before fell short.
     let own = view.cluster_by_id(place.cluster).map(|(i, _)| i);
-    let cluster = cluster_tier(view, own);
-    if enough(&cluster) {
+    if view.affinity == Affinity::Node
+        && let (Some(node), Some(i)) = (place.node, own)
+    {
+        let node = Pick::node(view, i, node);
+        if offer(&node, None) {
+            return node;
+        }
+    }
+    // The cluster's weight-0 targets are no tier (the last resort is).
+    let cluster = match own {
+        Some(i) if !view.clusters[i].whole(0).is_empty() => Pick::cluster(view, i),
+        _ => Pick::one(Tier::Cluster, view, &chain::EMPTY),
+    };
+    if offer(&cluster, None) {
         return cluster;
     }
-    let zone = zone_tier(view, place, own, cluster);
-    if enough(&zone) {
+    let zone = match place.zone.and_then(|z| view.zone(z)) {
+        Some(zone) => {
+            let (extra, extras) = own.map_or(([Default::default(); 2], 0), |i| {
+                view.clusters[i].off_zone(i as u32)
+            });
+            Pick::zone(view, zone, extra, extras)
+        }
+        // No zone known: the zone tier is the cluster tier.
+        None => cluster.as_tier(Tier::Zone),
+    };
+    if offer(&zone, None) {
         return zone;
     }
-    let region = region_tier(view, place, zone);
-    if enough(&region) {
+    let region = match place.region.and_then(|r| view.region(r)) {
+        Some(region) => Pick::one(Tier::Region, view, region),
+        None if place.region.is_some() => Pick::one(Tier::Region, view, &chain::EMPTY),
+        None => zone.as_tier(Tier::Region),
+    };
+    if offer(&region, None) {
         return region;
     }
-    Pick::one(Tier::Any, view, &view.all)
-}
-
-/// How an answer was chosen, for `/debug/answer`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Explanation {
-    pub affinity: &'static str,
-    pub min_healthy: usize,
-    /// Healthy targets in each cumulative tier, nearest first.
-    pub tiers: Vec<(Tier, usize)>,
-    pub chosen: Tier,
-    pub fail_open: bool,
-    pub stale_clusters_excluded: Vec<String>,
-}
-
-/// [`select`], explained.
-pub fn explain(view: &ServiceView, place: Option<&AskerPlace>, min_healthy: usize) -> Explanation {
-    let pick = select(view, place, min_healthy);
-    let tiers = match place {
-        Some(place) => tiers(view, place)
-            .iter()
-            .map(|p| (p.tier, p.len()))
-            .chain([(Tier::Any, view.all.total(Kind::Targets))])
-            .collect(),
-        None => vec![(Tier::Any, view.all.total(Kind::Targets))],
-    };
-    debug_assert!(Tier::ALL.len() >= tiers.len());
-    Explanation {
-        affinity: view.affinity.as_str(),
-        min_healthy,
-        tiers,
-        chosen: pick.tier,
-        fail_open: view.fail_open,
-        stale_clusters_excluded: if view.fail_open {
-            Vec::new()
-        } else {
-            view.clusters
-                .iter()
-                .filter(|c| c.stale())
-                .map(|c| c.name().to_string())
-                .collect()
-        },
+    if let Some(provider) = place.provider {
+        let chain = view.provider(provider).unwrap_or(&chain::EMPTY);
+        let provider = Pick::one(Tier::Provider, view, chain);
+        if offer(&provider, None) {
+            return provider;
+        }
     }
+    for step in view.failover_for(place.region) {
+        let failover = Pick::one(Tier::Failover, view, view.step(step));
+        if offer(&failover, Some(step)) {
+            return failover;
+        }
+    }
+    any
 }
 
 thread_local! {
@@ -374,6 +270,8 @@ mod tests {
                     region.to_string(),
                 )),
                 zone: Some((zone_id(Some(region), zone), zone.to_string())),
+                provider: None,
+                nodes: std::sync::Arc::from(Vec::new()),
                 stale: *stale,
             }));
             let endpoints = eps
@@ -433,6 +331,8 @@ mod tests {
                 cluster: p.id,
                 region: p.region.as_ref().map(|r| r.0),
                 zone: p.zone.as_ref().map(|z| z.0),
+                provider: None,
+                node: None,
                 prefix: 32,
             }
         }
@@ -662,7 +562,12 @@ mod tests {
             ],
         );
         check(&f, Some("east-1"), 1, Any, &["10.3.0.1"]);
-        let e = explain(&f.view(), Some(&f.asker("east-1")), 1);
+        let e = explain(
+            &f.view(),
+            Some(&f.asker("east-1")),
+            1,
+            &crate::snapshot::NO_POLICY,
+        );
         assert_eq!(e.stale_clusters_excluded, vec!["east-1"]);
         assert!(!e.fail_open);
         // Every holder stale: the last known endpoints are served.
@@ -678,6 +583,6 @@ mod tests {
         );
         check(&f, Some("east-1"), 1, Cluster, &["10.1.0.1"]);
         check(&f, None, 1, Any, &["10.1.0.1"]);
-        assert!(explain(&f.view(), None, 1).fail_open);
+        assert!(explain(&f.view(), None, 1, &crate::snapshot::NO_POLICY).fail_open);
     }
 }

@@ -17,12 +17,14 @@ use crate::locality::Locality;
 pub mod chain;
 mod parts;
 mod reverse;
+mod sample;
 mod shards;
 mod view;
 
 pub use chain::{Chain, Cursor, Kind, Segment, Span, Walk};
 pub use parts::Parts;
 pub use reverse::PtrIndex;
+pub use sample::Sample;
 use shards::Shards;
 pub use view::{
     ClusterView, Context, EndpointView, ExportInput, Interner, NO_POLICY, PartChange, PtrService,

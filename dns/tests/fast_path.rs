@@ -21,8 +21,9 @@ use meshdns::registry::{Liveness, Registry};
 use meshdns::select;
 use meshdns::snapshot::Snapshot;
 use meshdns_proto::model::{
-    Affinity, Cluster, ClusterName, Endpoint, LabelValue, Mode, Namespace, Policy, Port, Protocol,
-    ServiceExport, ServiceKey, ServiceName,
+    Affinity, Cluster, ClusterName, ClusterPolicy, Endpoint, FleetPolicy, LabelValue, MinHealthy,
+    Mode, Namespace, NodeAddresses, NodeName, Policy, Port, Protocol, RegionPolicy, Scope,
+    ServiceExport, ServiceKey, ServiceName, ServicePolicy,
 };
 use proptest::prelude::*;
 
@@ -55,6 +56,39 @@ fn export_with(
         },
     )
     .unwrap()
+}
+
+/// An export under a traffic policy.
+fn export_policy(ns: &str, name: &str, endpoints: Vec<Endpoint>, policy: Policy) -> ServiceExport {
+    ServiceExport::new(
+        ServiceKey {
+            namespace: Namespace::new(ns).unwrap(),
+            name: ServiceName::new(name).unwrap(),
+        },
+        vec![Port {
+            name: Some(meshdns_proto::model::PortName::new("http").unwrap()),
+            protocol: Protocol::Tcp,
+            port: NonZeroU16::new(80).unwrap(),
+        }],
+        Mode::Endpoints,
+        vec![],
+        endpoints,
+        policy,
+    )
+    .unwrap()
+}
+
+/// A ready endpoint of weight `weight` on node `n<node>`.
+fn weighted(address: &str, weight: u32, node: u8) -> Endpoint {
+    Endpoint {
+        weight,
+        node: Some(NodeName::new(&format!("n{node}")).unwrap()),
+        ..Endpoint::ready(address.parse().unwrap())
+    }
+}
+
+fn region(r: &str) -> Scope {
+    Scope::Region(LabelValue::new(r).unwrap())
 }
 
 fn endpoint(address: &str, ready: bool) -> Endpoint {
@@ -94,7 +128,17 @@ const AFFINITIES: [(&str, Affinity); 5] = [
 ///   `min_healthy` and spill over, or stop at the affinity's boundary;
 /// - `gone.shop` only in the stale clusters: served anyway (fail open);
 /// - `drain.shop`: serving-but-unready endpoints in c3 only, and
-///   `mixed.shop`: those in c3 beside ready ones in c5.
+///   `mixed.shop`: those in c3 beside ready ones in c5;
+/// - the traffic policy, in namespace `tp`: `wt` with weights 0 to 40 in
+///   c1, c2 and c4 (c2 drained 50% and c5 100% by the policy file, which
+///   also places c3 with provider `aws`); `fo` with a failover order
+///   (`region:west`) and min-healthy 3; `pri` pinned to region west;
+///   `mh` with min-healthy 50% and some endpoints unready; `ex` exported
+///   to c1 and region west only; `node` with affinity node (each
+///   cluster announces node `n<c>` at `10.<c>.0.9` and `fd10:<c>::9`,
+///   the sources asked from); `prov` with affinity provider (even
+///   clusters are `aws`, odd `gcp`); `last` with weight-0 endpoints only;
+///   and a region default order (east → west) for services without one.
 fn snapshot() -> Arc<Snapshot> {
     static FLEET: LazyLock<Arc<Snapshot>> = LazyLock::new(fleet);
     FLEET.clone()
@@ -115,8 +159,16 @@ fn fleet() -> Arc<Snapshot> {
                         format!("fd10:{c}::/32").parse().unwrap(),
                     ],
                     version: "test".into(),
-                    provider: None,
-                    nodes: Vec::new(),
+                    provider: Some(
+                        LabelValue::new(if c % 2 == 0 { "aws" } else { "gcp" }).unwrap(),
+                    ),
+                    nodes: vec![NodeAddresses {
+                        name: NodeName::new(&format!("n{c}")).unwrap(),
+                        addresses: vec![
+                            format!("10.{c}.0.9").parse().unwrap(),
+                            format!("fd10:{c}::9").parse().unwrap(),
+                        ],
+                    }],
                 },
                 usize::MAX,
             )
@@ -151,6 +203,7 @@ fn fleet() -> Arc<Snapshot> {
                 ));
             }
         }
+        services.extend(traffic(c));
         match c {
             0 => {
                 services.push(export("data", "db", vec![endpoint("100.9.0.1", true)]));
@@ -206,9 +259,149 @@ fn fleet() -> Arc<Snapshot> {
             .apply_snapshot(&session, services(c), &Default::default())
             .unwrap();
     }
+    registry.set_policy(Arc::new(fleet_policy()));
     let snapshot = registry.snapshot().clone();
     assert!(snapshot.service("gone", "shop").unwrap().fail_open);
+    assert!(snapshot.service("wt", "tp").unwrap().weighted);
     snapshot
+}
+
+/// The policy file of the fleet: drains, a provider override, a region
+/// default failover order, a service's own threshold.
+fn fleet_policy() -> FleetPolicy {
+    let mut policy = FleetPolicy::default();
+    let cluster = |c: &str| ClusterName::new(c).unwrap();
+    policy.clusters.insert(
+        cluster("c2"),
+        ClusterPolicy {
+            drain_percent: 50,
+            ..ClusterPolicy::default()
+        },
+    );
+    policy.clusters.insert(
+        cluster("c5"),
+        ClusterPolicy {
+            drain_percent: 100,
+            ..ClusterPolicy::default()
+        },
+    );
+    policy.clusters.insert(
+        cluster("c3"),
+        ClusterPolicy {
+            provider: Some(LabelValue::new("aws").unwrap()),
+            weight_percent: 300,
+            ..ClusterPolicy::default()
+        },
+    );
+    policy.regions.insert(
+        LabelValue::new("east").unwrap(),
+        RegionPolicy {
+            failover: vec![region("west")].into(),
+        },
+    );
+    let mut web = ServicePolicy::default();
+    web.weight_percent.insert(cluster("c4"), 250);
+    policy.services.insert(
+        ServiceKey {
+            namespace: Namespace::new("tp").unwrap(),
+            name: ServiceName::new("wt").unwrap(),
+        },
+        web,
+    );
+    policy
+}
+
+/// Cluster `c`'s exports of the traffic-policy services.
+fn traffic(c: u8) -> Vec<ServiceExport> {
+    let mut out = Vec::new();
+    let ep = |e: u8, w: u32| weighted(&format!("100.{c}.5.{e}"), w, c);
+    let v6 = |e: u8, w: u32| weighted(&format!("fd00::{c}:5:{e}"), w, c);
+    if matches!(c, 1 | 2 | 4 | 5) {
+        out.push(export(
+            "tp",
+            "wt",
+            [0, 5, 10, 20, 40, 10, 10]
+                .iter()
+                .enumerate()
+                .map(|(e, w)| ep(e as u8, *w))
+                .chain([v6(1, 30), v6(2, 10)])
+                .collect(),
+        ));
+    }
+    if matches!(c, 1 | 4 | 5) {
+        out.push(export_policy(
+            "tp",
+            "fo",
+            vec![ep(10, 10), ep(11, 10)],
+            Policy {
+                failover: vec![region("west")].into(),
+                min_healthy: Some(MinHealthy::Count(3)),
+                ..Policy::default()
+            },
+        ));
+        out.push(export_policy(
+            "tp",
+            "pri",
+            vec![ep(20, 10), ep(21, 20), v6(20, 10)],
+            Policy {
+                primary: Some(region("west")),
+                min_healthy: Some(MinHealthy::Count(2)),
+                ..Policy::default()
+            },
+        ));
+    }
+    if matches!(c, 0 | 1 | 2 | 4) {
+        let mut eps = vec![ep(30, 10), ep(31, 10), ep(32, 10), ep(33, 10)];
+        for e in eps.iter_mut().skip(usize::from(c % 3)) {
+            e.ready = false;
+            e.serving = false;
+        }
+        out.push(export_policy(
+            "tp",
+            "mh",
+            eps,
+            Policy {
+                min_healthy: Some(MinHealthy::Percent(50)),
+                ..Policy::default()
+            },
+        ));
+        out.push(export_policy(
+            "tp",
+            "ex",
+            vec![ep(40, 10), v6(40, 10)],
+            Policy {
+                export_to: vec![
+                    Scope::Cluster(ClusterName::new("c1").unwrap()),
+                    region("west"),
+                ]
+                .into(),
+                ..Policy::default()
+            },
+        ));
+        out.push(export_policy(
+            "tp",
+            "node",
+            vec![ep(50, 10), ep(51, 20), v6(50, 10)],
+            Policy {
+                affinity: Affinity::Node,
+                ..Policy::default()
+            },
+        ));
+        out.push(export_policy(
+            "tp",
+            "prov",
+            vec![ep(60, 10), ep(61, 10)],
+            Policy {
+                affinity: Affinity::Provider,
+                min_healthy: Some(MinHealthy::Count(3)),
+                ..Policy::default()
+            },
+        ));
+    }
+    if matches!(c, 2 | 3) {
+        out.push(export("tp", "last", vec![ep(70, 0), ep(71, 0), v6(70, 0)]));
+    }
+    out
 }
 
 /// The served domains and settings both paths are compared under: the
@@ -321,7 +514,23 @@ const NAMES: &[&str] = &[
     "_http._tcp.web.shop.global",
     "web.shop.example",
     "web.shop.global.global",
+    "wt.tp.{d}",
+    "fo.tp.{d}",
+    "pri.tp.{d}",
+    "mh.tp.{d}",
+    "ex.tp.{d}",
+    "node.tp.{d}",
+    "prov.tp.{d}",
+    "last.tp.{d}",
+    "_http._tcp.wt.tp.{d}",
+    "c1.ex.tp.{d}",
+    "c1.wt.tp.{d}",
 ];
+
+/// Where the traffic-policy names start in [`NAMES`], and how many of
+/// them are service names (the fast path's).
+const TRAFFIC: usize = 34;
+const TRAFFIC_SERVICES: usize = 8;
 
 /// What `{d}` in a name stands for: each authority's forward domains
 /// (in the MCS layout, service names sit under `svc.`), and one served
@@ -607,6 +816,20 @@ fn fast_path_takes_the_common_queries() {
     .chain((6..14).map(|name| Ask {
         name: Asked::Listed(name, 0),
         ..base.clone()
+    }))
+    // Every traffic-policy service, from a node of c1 and over ECS.
+    .chain((TRAFFIC..TRAFFIC + TRAFFIC_SERVICES).flat_map(|name| {
+        [
+            Ask {
+                name: Asked::Listed(name, 0),
+                ..base.clone()
+            },
+            Ask {
+                name: Asked::Listed(name, 0),
+                edns: Some((1232, false, Some(("10.5.0.0".parse().unwrap(), 24)), None)),
+                ..base.clone()
+            },
+        ]
     }))
     .chain([
         Ask {

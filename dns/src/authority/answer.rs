@@ -186,6 +186,16 @@ pub fn lookup<'s>(question: Question<'s>, name: QName<'s>) -> Answer<'s> {
         QName::McsRoot => Answer::exists(!snapshot.is_empty()),
         QName::Namespace { ns } => Answer::exists(snapshot.has_namespace(ns)),
         QName::Service { ns, svc } => service(question, snapshot.service(svc, ns).map(|v| &**v)),
+        QName::Cluster { ns, svc, .. }
+        | QName::Host { ns, svc, .. }
+        | QName::SrvProto { ns, svc, .. }
+        | QName::Srv { ns, svc, .. }
+            if snapshot
+                .service(svc, ns)
+                .is_some_and(|v| !select::exported_to(v, &snapshot.locality, question.place)) =>
+        {
+            hidden()
+        }
         QName::Cluster { ns, svc, cluster } => {
             match snapshot
                 .service(svc, ns)
@@ -273,14 +283,28 @@ pub fn lookup<'s>(question: Question<'s>, name: QName<'s>) -> Answer<'s> {
     }
 }
 
+/// NXDOMAIN for an asker outside a service's `export-to`: it depends on
+/// where the asker is, so it is located (the ECS scope is the asker's
+/// prefix, never 0, or resolvers would serve it to insiders too).
+fn hidden<'s>() -> Answer<'s> {
+    Answer {
+        located: true,
+        ..Answer::negative(Rcode::NxDomain)
+    }
+}
+
 /// The service's targets chosen for the asker. The answer is located
-/// unless the service answers every place alike (affinity `none`).
+/// unless the service answers every place alike: affinity `none`, a
+/// primary that every asker is pinned to, weight-0 targets as the last
+/// resort — but always when `export-to` decided who sees it at all.
 fn select<'s>(question: Question<'s>, view: &'s ServiceView) -> (Pick<'s>, Answer<'s>) {
     let pick = select::select(view, question.place, question.authority.min_healthy);
+    let everywhere = view.affinity == Affinity::None
+        || matches!(pick.tier, select::Tier::Primary | select::Tier::LastResort);
     let answer = Answer {
         rcode: Rcode::NoError,
         records: Records::Negative,
-        located: view.affinity != Affinity::None,
+        located: !everywhere || !view.export_to.is_empty(),
         fail_open: view.fail_open,
         tier: Some(AnswerTier::of(
             pick.tier,
@@ -298,6 +322,9 @@ pub fn service<'s>(question: Question<'s>, view: Option<&'s ServiceView>) -> Ans
     let Some(view) = view else {
         return Answer::negative(Rcode::NxDomain);
     };
+    if !select::exported_to(view, &question.snapshot.locality, question.place) {
+        return hidden();
+    }
     let (pick, answer) = select(question, view);
     let Answer { records, .. } = addresses(question, view, pick);
     if matches!(records, Records::Negative) {
@@ -353,6 +380,7 @@ fn srv<'s>(question: Question<'s>, view: &'s ServiceView, proto: &str, port: &st
     let domain = &question.authority.domains()[question.domain];
     let start = select::next_rotation();
     let targets = targets::srv(
+        question.snapshot,
         view,
         domain,
         pick,

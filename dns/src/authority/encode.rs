@@ -126,7 +126,12 @@ pub fn sections(
                     sections.answers.push(Record::from_rdata(
                         qname.clone(),
                         view.ttl,
-                        RData::SRV(SRV::new(0, 1, target.port, name.clone())),
+                        RData::SRV(SRV::new(
+                            target.priority,
+                            target.weight,
+                            target.port,
+                            name.clone(),
+                        )),
                     ));
                 }
                 sections.additionals.extend(

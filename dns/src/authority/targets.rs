@@ -7,12 +7,17 @@ use std::net::IpAddr;
 
 use crate::qname::{Domain, Layout};
 use crate::select::Pick;
-use crate::snapshot::{PtrName, ServiceView, Target};
+use crate::snapshot::{Kind, PtrName, ServiceView, Snapshot, Target};
 
 /// One SRV target of an answer: a record pointing at `name`, with
 /// `addresses` as additional data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SrvTarget<'s> {
+    /// 0: every target comes from the one tier chosen.
+    pub priority: u16,
+    /// The target's effective weight, in units of an unscaled, undrained
+    /// endpoint weight (a pod: 10), at least 1 and at most 65535.
+    pub weight: u16,
     pub port: u16,
     /// The target's name, fully qualified.
     pub name: String,
@@ -39,6 +44,7 @@ pub fn port_of(view: &ServiceView, cluster: usize, proto: &str, port: &str) -> O
 /// The SRV targets of `pick` (rotated by `start`, at most `max`) that
 /// have the port.
 pub fn srv<'s>(
+    snapshot: &Snapshot,
     view: &'s ServiceView,
     domain: &Domain,
     pick: Pick<'s>,
@@ -92,6 +98,8 @@ pub fn srv<'s>(
             ),
         };
         targets.push(SrvTarget {
+            priority: 0,
+            weight: srv_weight(snapshot, view, target),
             port,
             name,
             addresses,
@@ -100,6 +108,29 @@ pub fn srv<'s>(
         });
     }
     targets
+}
+
+/// What the policy's factors multiply an endpoint's weight by when they
+/// are all neutral (100% × 100% × 100% left after no drain).
+const NEUTRAL: u64 = 100 * 100 * 100;
+
+/// A target's SRV weight: its effective weight over [`NEUTRAL`], rounded,
+/// clamped to 1..=65535 (a weight-0 target answers only as the last
+/// resort, where every target weighs alike: 1).
+fn srv_weight(snapshot: &Snapshot, view: &ServiceView, target: Target) -> u16 {
+    let part = &view.clusters[target.cluster()];
+    let weight = match (part.weights.uniform(), target) {
+        (Some(w), _) => w,
+        (None, Target::ClusterIp { .. }) => part.weights.of(Kind::Targets, 0),
+        (None, Target::Endpoint { endpoint, .. }) => snapshot.policy.effective_weight(
+            part.name(),
+            &view.key,
+            part.endpoint_model(endpoint).weight,
+        ),
+    };
+    u16::try_from((weight + NEUTRAL / 2) / NEUTRAL)
+        .unwrap_or(u16::MAX)
+        .max(1)
 }
 
 /// The name a PTR record for `name` points at, under `domain`.

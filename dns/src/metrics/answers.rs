@@ -14,16 +14,23 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use crate::locality::ClusterId;
 use crate::select::Tier;
 
-/// The `tier` label of `meshdns_dns_answers_by_tier_total`: the four
+/// The `tier` label of `meshdns_dns_answers_by_tier_total`: the
 /// locality tiers, an asker that maps to no cluster (no preference: every
-/// healthy endpoint), and an answer served from stale clusters only.
-pub const TIERS: [&str; 6] = [
+/// healthy endpoint), an answer served from stale clusters only; then the
+/// traffic policy's: the node tier, the provider tier, a failover step,
+/// the primary, and weight-0 targets as the last resort.
+pub const TIERS: [&str; 11] = [
     "cluster",
     "zone",
     "region",
     "any",
     "unknown_asker",
     "fail_open",
+    "node",
+    "provider",
+    "failover",
+    "primary",
+    "last_resort",
 ];
 
 /// An index into [`TIERS`].
@@ -36,14 +43,19 @@ impl AnswerTier {
     pub fn of(tier: Tier, located: bool, fail_open: bool) -> Self {
         AnswerTier(if fail_open {
             5
-        } else if !located {
-            4
         } else {
             match tier {
+                // Whoever asks: the policy chose these, not the place.
+                Tier::Primary => 9,
+                Tier::LastResort => 10,
+                _ if !located => 4,
                 Tier::Cluster => 0,
                 Tier::Zone => 1,
                 Tier::Region => 2,
                 Tier::Any => 3,
+                Tier::Node => 6,
+                Tier::Provider => 7,
+                Tier::Failover => 8,
             }
         })
     }

@@ -159,7 +159,11 @@ const KINDS: [Kind; 3] = [Kind::Targets, Kind::V4, Kind::V6];
 fn find<T>(items: &[(T, Ends)], kind: Kind, offset: u32) -> (usize, u32) {
     let k = slot(kind);
     let index = items.partition_point(|(_, ends)| ends.n[k] <= offset);
-    let before = if index == 0 { 0 } else { items[index - 1].1.n[k] };
+    let before = if index == 0 {
+        0
+    } else {
+        items[index - 1].1.n[k]
+    };
     (index, before)
 }
 
@@ -226,7 +230,9 @@ impl Chain {
     /// Exported endpoints (healthy or not, of positive weight) the chain
     /// stands for.
     pub fn exported(&self) -> usize {
-        self.runs.last().map_or(0, |(_, ends)| ends.exported as usize)
+        self.runs
+            .last()
+            .map_or(0, |(_, ends)| ends.exported as usize)
     }
 
     /// The run and segment holding item `offset` of `kind`, and the
@@ -295,6 +301,19 @@ impl<'a> Cursor<'a> {
                 .iter()
                 .map(|s| s.exported as usize)
                 .sum::<usize>()
+    }
+
+    /// Up to `max` items of `kind`, sampled by weight
+    /// ([`Sample`](super::Sample)), the origin from `start`.
+    pub fn sample<T: Copy>(
+        self,
+        clusters: &'a Parts,
+        kind: Kind,
+        data: fn(&ClusterView) -> &[T],
+        start: usize,
+        max: usize,
+    ) -> super::Sample<'a, T> {
+        super::Sample::new(clusters, self, kind, data, start, max)
     }
 
     /// Up to `max` items of `kind` (`data` reads a cluster's list of

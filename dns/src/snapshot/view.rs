@@ -30,12 +30,12 @@ mod weights;
 
 use chunk::{ChunkMeta, PartMeta, Uniformity, bucket, keep};
 pub(crate) use cluster::PartPolicy;
-pub use context::{Context, Interner, NO_POLICY, Step, StepChain, ZoneIds};
 pub use cluster::{ClusterView, EndpointView};
-pub use weights::Weights;
 use cluster::{Health, has_ready};
+pub use context::{Context, Interner, NO_POLICY, Step, StepChain, ZoneIds};
 use counts::Counts;
 pub use targets::{Target, Targets};
+pub use weights::Weights;
 
 /// One cluster's export of a service, with the cluster's place: the input
 /// of [`ServiceView::build`].
@@ -390,8 +390,7 @@ impl ServiceView {
                 c.providers.iter().map(|(p, i)| (*p, (c.runs.clone(), *i)))
             })));
         let all = Chain::of_runs(chunks.iter().map(|c| (c.runs.clone(), c.all)).collect());
-        let reserve =
-            Chain::of_runs(chunks.iter().map(|c| (c.runs.clone(), c.reserve)).collect());
+        let reserve = Chain::of_runs(chunks.iter().map(|c| (c.runs.clone(), c.reserve)).collect());
         let weighted = chunks
             .iter()
             .fold(Uniformity::Empty, |u, c| u.join(c.uniform))
@@ -548,23 +547,13 @@ fn build_part(
 ) -> ClusterView {
     let fleet = ctx.policy;
     let weigh = |ep: &Endpoint| fleet.effective_weight(&place.name, key, ep.weight);
-    let node_of = |ep: &Endpoint| {
-        ep.node
-            .as_ref()
-            .and_then(|n| place.node_index(n.as_str()))
-    };
+    let node_of = |ep: &Endpoint| ep.node.as_ref().and_then(|n| place.node_index(n.as_str()));
     let policy = PartPolicy {
         weigh: &weigh,
         node_of: (export.policy().affinity == Affinity::Node).then_some(&node_of as _),
     };
     let names = &mut *ctx.names;
-    ClusterView::build(
-        place,
-        export,
-        health,
-        &mut |r, z| names.zone(r, z),
-        &policy,
-    )
+    ClusterView::build(place, export, health, &mut |r, z| names.zone(r, z), &policy)
 }
 
 /// A service's names as PTR records carry them, made once per service.

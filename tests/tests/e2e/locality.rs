@@ -515,13 +515,21 @@ async fn debug_answer_explains_the_choice() {
     assert_eq!(json["asker"]["cluster"], "east-1");
     assert_eq!(json["asker"]["zone"], "us-east-1a");
     assert_eq!(json["chosen"], "zone");
+    let tier = |i: usize| {
+        let t = &json["tiers"][i];
+        serde_json::json!({"tier": t["tier"], "healthy": t["healthy"], "needed": t["needed"]})
+    };
     assert_eq!(
-        json["tiers"][0],
-        serde_json::json!({"tier": "cluster", "healthy": 0})
+        tier(0),
+        serde_json::json!({"tier": "cluster", "healthy": 0, "needed": 1})
     );
     assert_eq!(
-        json["tiers"][1],
-        serde_json::json!({"tier": "zone", "healthy": 1})
+        tier(1),
+        serde_json::json!({"tier": "zone", "healthy": 1, "needed": 1})
+    );
+    assert_eq!(
+        json["spilled_over"],
+        serde_json::json!(["cluster: 0 healthy, needs 1"])
     );
     assert_eq!(json["answer"], serde_json::json!(["10.2.1.2"]));
     let (status, body) = http_get(f.server.admin, "/debug/answer?name=web.shop.global")

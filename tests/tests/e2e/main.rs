@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::err_expect)]
 
+mod answer_policy;
 mod check;
 mod credentials;
 mod dns_abuse;

@@ -83,10 +83,11 @@ impl ChunkMeta {
                 .collect()
         };
         let regions = add(bucket(
-            live.clone()
-                .filter_map(|m| m.region.map(|r| (r, m.whole))),
+            live.clone().filter_map(|m| m.region.map(|r| (r, m.whole))),
         ));
-        let providers = add(bucket(live.filter_map(|m| m.provider.map(|p| (p, m.whole)))));
+        let providers = add(bucket(
+            live.filter_map(|m| m.provider.map(|p| (p, m.whole))),
+        ));
         let zones = add(bucket(
             groups.iter().filter_map(|(z, g)| z.map(|z| (z, *g))),
         ));

@@ -1,0 +1,208 @@
+//! A selection's result: the chosen targets as a cursor over the view's
+//! chains, and the walk that answers from them — the plain rotation when
+//! every target weighs the same, a weighted sample when not.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+use crate::snapshot::{
+    Chain, ClusterView, Cursor, Kind, Sample, Segment, ServiceView, Target, Walk, chain,
+};
+
+/// The locality tiers, nearest first, then the policy's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// The asker's own node (affinity `node`, askers that are nodes).
+    Node,
+    Cluster,
+    Zone,
+    Region,
+    /// Clusters with the asker's cloud provider.
+    Provider,
+    /// A step of the failover order.
+    Failover,
+    /// The primary every asker is pinned to while it is healthy enough.
+    Primary,
+    Any,
+    /// Only weight-0 targets are healthy: they answer.
+    LastResort,
+}
+
+/// The chosen targets: a chain of clusters' runs, plus up to two runs of
+/// the asker's own cluster (the zone tier is the zone's chain plus the
+/// asker's cluster's targets outside that zone; the node tier is a node's
+/// runs).
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'a> {
+    pub tier: Tier,
+    view: &'a ServiceView,
+    targets: Cursor<'a>,
+    /// Answers are weighted samples (the targets weigh differently).
+    weighted: bool,
+}
+
+impl<'a> Pick<'a> {
+    /// A pick of one service-wide chain.
+    pub fn one(tier: Tier, view: &'a ServiceView, chain: &'a Chain) -> Self {
+        Pick {
+            tier,
+            view,
+            targets: Cursor::of(chain),
+            // Weight-0 targets all weigh the same: nothing to sample by.
+            weighted: view.weighted && tier != Tier::LastResort,
+        }
+    }
+
+    /// A pick of cluster `index`'s own targets (its weight-0 ones when it
+    /// has nothing else healthy).
+    pub fn cluster(view: &'a ServiceView, index: usize) -> Self {
+        let part = &view.clusters[index];
+        let whole = part.whole(index as u32);
+        let (segment, weighted) = if whole.targets.is_empty() {
+            (part.reserve(index as u32), false)
+        } else {
+            (whole, view.weighted)
+        };
+        Self::extra(
+            Tier::Cluster,
+            view,
+            [segment, Segment::default()],
+            1,
+            weighted,
+        )
+    }
+
+    /// Cluster `index`'s targets on node `node`.
+    pub fn node(view: &'a ServiceView, index: usize, node: u32) -> Self {
+        let (segments, n) = view.clusters[index].on_node(node, index as u32);
+        Self::extra(Tier::Node, view, segments, n, view.weighted)
+    }
+
+    /// A zone's chain and the asker's cluster's targets outside it.
+    pub fn zone(view: &'a ServiceView, zone: &'a Chain, extra: [Segment; 2], n: usize) -> Self {
+        Pick {
+            tier: Tier::Zone,
+            view,
+            targets: Cursor::with_extra(zone, extra, n),
+            weighted: view.weighted,
+        }
+    }
+
+    fn extra(
+        tier: Tier,
+        view: &'a ServiceView,
+        extra: [Segment; 2],
+        n: usize,
+        weighted: bool,
+    ) -> Self {
+        Pick {
+            tier,
+            view,
+            targets: Cursor::with_extra(&chain::EMPTY, extra, n),
+            weighted,
+        }
+    }
+
+    /// The same targets as another tier.
+    pub fn as_tier(self, tier: Tier) -> Self {
+        Pick { tier, ..self }
+    }
+
+    /// Healthy targets in the pick.
+    pub fn len(&self) -> usize {
+        self.targets.total(Kind::Targets)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Exported endpoints (healthy or not, of positive weight) the pick's
+    /// places hold: what a percentage min-healthy is a percentage of.
+    pub fn exported(&self) -> usize {
+        self.targets.exported()
+    }
+
+    /// The summed effective weight of the pick's targets.
+    pub fn weight(&self) -> u64 {
+        self.targets.weight(Kind::Targets)
+    }
+
+    /// Whether answers are weighted samples.
+    pub fn weighted(&self) -> bool {
+        self.weighted
+    }
+
+    fn walk<T: Copy>(
+        &self,
+        kind: Kind,
+        data: fn(&ClusterView) -> &[T],
+        start: usize,
+        max: usize,
+    ) -> Picked<'a, T> {
+        let clusters = &self.view.clusters;
+        if self.weighted {
+            Picked::Sample(self.targets.sample(clusters, kind, data, start, max))
+        } else {
+            Picked::Walk(self.targets.walk(clusters, kind, data, start, max))
+        }
+    }
+
+    /// Up to `max` IPv4 addresses, rotated (or sampled) by `start`.
+    pub fn v4(&self, start: usize, max: usize) -> impl Iterator<Item = Ipv4Addr> + 'a {
+        self.walk(Kind::V4, |c| &c.targets.v4, start, max)
+            .map(|(_, a)| a)
+    }
+
+    /// Up to `max` IPv6 addresses, rotated (or sampled) by `start`.
+    pub fn v6(&self, start: usize, max: usize) -> impl Iterator<Item = Ipv6Addr> + 'a {
+        self.walk(Kind::V6, |c| &c.targets.v6, start, max)
+            .map(|(_, a)| a)
+    }
+
+    /// [`v4`](Self::v4), each address with its cluster's index in the
+    /// view (for the answers-by-cluster counters).
+    pub fn v4_by_cluster(
+        &self,
+        start: usize,
+        max: usize,
+    ) -> impl Iterator<Item = (u32, Ipv4Addr)> + 'a {
+        self.walk(Kind::V4, |c| &c.targets.v4, start, max)
+    }
+
+    /// [`v6`](Self::v6), each address with its cluster's index in the view.
+    pub fn v6_by_cluster(
+        &self,
+        start: usize,
+        max: usize,
+    ) -> impl Iterator<Item = (u32, Ipv6Addr)> + 'a {
+        self.walk(Kind::V6, |c| &c.targets.v6, start, max)
+    }
+
+    /// Up to `max` targets (for SRV), rotated (or sampled) by `start`,
+    /// each naming its index in the service's clusters.
+    pub fn targets(&self, start: usize, max: usize) -> impl Iterator<Item = Target> + 'a {
+        self.walk(Kind::Targets, |c| &c.targets.targets, start, max)
+            .map(|(cluster, t)| t.in_cluster(cluster))
+    }
+}
+
+/// The items of a pick: rotated, or sampled by weight.
+#[derive(Debug)]
+pub enum Picked<'a, T> {
+    Walk(Walk<'a, T>),
+    Sample(Sample<'a, T>),
+}
+
+impl<T: Copy> Iterator for Picked<'_, T> {
+    type Item = (u32, T);
+
+    fn next(&mut self) -> Option<(u32, T)> {
+        match self {
+            Picked::Walk(w) => w.next(),
+            Picked::Sample(s) => s.next(),
+        }
+    }
+}

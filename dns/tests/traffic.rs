@@ -1,0 +1,700 @@
+//! Traffic policy through the registry and the selection: weighted shares
+//! over 100,000 answers, weight 0 as the last resort, drains, the failover
+//! order from each region, primary pinning and fail-back, per-service
+//! min-healthy, the node and provider tiers, and export-to answered
+//! NXDOMAIN (with an ECS scope) through the full handler.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::num::NonZeroU16;
+use std::sync::Arc;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::{Name, RecordType};
+use meshdns::authority::rules;
+use meshdns::authority::{self, Authority, Transport};
+use meshdns::metrics::Metrics;
+use meshdns::qname::Domain;
+use meshdns::registry::{Registry, Session};
+use meshdns::select::{self, Tier};
+use meshdns::snapshot::Snapshot;
+use meshdns_proto::model::{
+    Affinity, Cluster, ClusterName, ClusterPolicy, Endpoint, FleetPolicy, LabelValue, MinHealthy,
+    Mode, Namespace, NodeAddresses, NodeName, Policy, Port, Protocol, RegionPolicy, Scope,
+    ServiceExport, ServiceKey, ServiceName, ServicePolicy,
+};
+
+/// One cluster: (name, region, provider, client CIDR, nodes as (name, address)).
+struct Place<'a> {
+    name: &'a str,
+    region: &'a str,
+    provider: Option<&'a str>,
+    cidr: &'a str,
+    nodes: &'a [(&'a str, &'a str)],
+}
+
+fn label(s: &str) -> LabelValue {
+    LabelValue::new(s).unwrap()
+}
+
+fn key() -> ServiceKey {
+    ServiceKey {
+        namespace: Namespace::new("shop").unwrap(),
+        name: ServiceName::new("web").unwrap(),
+    }
+}
+
+/// An endpoint: (address, weight, ready, node).
+fn endpoint(address: &str, weight: u32, ready: bool, node: Option<&str>) -> Endpoint {
+    Endpoint {
+        ready,
+        serving: ready,
+        weight,
+        node: node.map(|n| NodeName::new(n).unwrap()),
+        ..Endpoint::ready(address.parse().unwrap())
+    }
+}
+
+fn export(endpoints: Vec<Endpoint>, policy: Policy) -> ServiceExport {
+    ServiceExport::new(
+        key(),
+        vec![Port {
+            name: None,
+            protocol: Protocol::Tcp,
+            port: NonZeroU16::new(80).unwrap(),
+        }],
+        Mode::Endpoints,
+        vec![],
+        endpoints,
+        policy,
+    )
+    .unwrap()
+}
+
+struct Fleet {
+    registry: Registry,
+    sessions: HashMap<String, Session>,
+}
+
+impl Fleet {
+    fn new(places: &[Place<'_>]) -> Self {
+        let registry = Registry::new(5, false, Arc::new(Metrics::new()));
+        let mut sessions = HashMap::new();
+        for p in places {
+            let (session, refused) = registry.hello(
+                Cluster {
+                    name: ClusterName::new(p.name).unwrap(),
+                    region: Some(label(p.region)),
+                    zone: Some(label(&format!("{}-a", p.region))),
+                    client_cidrs: vec![p.cidr.parse().unwrap()],
+                    version: "test".into(),
+                    provider: p.provider.map(label),
+                    nodes: p
+                        .nodes
+                        .iter()
+                        .map(|(n, a)| NodeAddresses {
+                            name: NodeName::new(n).unwrap(),
+                            addresses: vec![a.parse().unwrap()],
+                        })
+                        .collect(),
+                },
+                usize::MAX,
+            );
+            assert!(refused.is_empty());
+            registry
+                .apply_snapshot(&session, vec![], &Default::default())
+                .unwrap();
+            sessions.insert(p.name.to_owned(), session);
+        }
+        Fleet { registry, sessions }
+    }
+
+    /// `cluster` exports the service with `endpoints` (none: not at all).
+    fn export(&self, cluster: &str, endpoints: Vec<Endpoint>, policy: &Policy) {
+        let services = if endpoints.is_empty() {
+            vec![]
+        } else {
+            vec![export(endpoints, policy.clone())]
+        };
+        self.registry
+            .apply_snapshot(&self.sessions[cluster], services, &Default::default())
+            .unwrap();
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.registry.snapshot().clone()
+    }
+}
+
+/// The answers to `n` queries from `source` (`None`: an unknown asker),
+/// `max` addresses each: how often each address came, and the tiers.
+fn answers(
+    snapshot: &Snapshot,
+    source: Option<&str>,
+    min_healthy: usize,
+    max: usize,
+    n: usize,
+) -> (BTreeMap<String, usize>, Vec<Tier>) {
+    let view = snapshot.service("web", "shop").unwrap();
+    let place = source.and_then(|s| rules::asker(snapshot, s.parse().unwrap(), None));
+    let mut counts = BTreeMap::new();
+    let mut tiers = Vec::new();
+    for _ in 0..n {
+        let pick = select::select(view, place.as_ref(), min_healthy);
+        if !tiers.contains(&pick.tier) {
+            tiers.push(pick.tier);
+        }
+        let start = select::next_rotation();
+        let got: Vec<_> = pick.v4(start, max).collect();
+        let mut distinct = got.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), got.len(), "an address twice in {got:?}");
+        for a in got {
+            *counts.entry(a.to_string()).or_default() += 1;
+        }
+    }
+    (counts, tiers)
+}
+
+/// Each address's share of answer slots is its weight's share, ±3%.
+fn assert_shares(counts: &BTreeMap<String, usize>, weights: &[(&str, u64)]) {
+    let slots: usize = counts.values().sum();
+    let total: u64 = weights.iter().map(|(_, w)| w).sum();
+    for (address, weight) in weights {
+        let share = *counts.get(*address).unwrap_or(&0) as f64 / slots as f64;
+        let expected = *weight as f64 / total as f64;
+        assert!(
+            (share - expected).abs() <= 0.03 * expected,
+            "{address}: share {share:.4}, expected {expected:.4} ({counts:?})"
+        );
+    }
+    for address in counts.keys() {
+        assert!(
+            weights.iter().any(|(a, w)| a == address && *w > 0),
+            "{address} answered: {counts:?}"
+        );
+    }
+}
+
+const ANSWERS: usize = 100_000;
+
+fn one_cluster() -> Fleet {
+    Fleet::new(&[Place {
+        name: "east-1",
+        region: "us-east",
+        provider: Some("aws"),
+        cidr: "10.1.0.0/16",
+        nodes: &[],
+    }])
+}
+
+#[test]
+fn shares_follow_weights() {
+    let fleet = one_cluster();
+    // Equal weights, two answers of five: the plain rotation.
+    let equal: Vec<_> = (1..=5)
+        .map(|i| endpoint(&format!("100.0.0.{i}"), 10, true, None))
+        .collect();
+    fleet.export("east-1", equal, &Policy::default());
+    let snapshot = fleet.snapshot();
+    assert!(!snapshot.service("web", "shop").unwrap().weighted);
+    let (counts, _) = answers(&snapshot, None, 1, 2, ANSWERS);
+    let weights: Vec<(String, u64)> = (1..=5).map(|i| (format!("100.0.0.{i}"), 10)).collect();
+    let weights: Vec<(&str, u64)> = weights.iter().map(|(a, w)| (a.as_str(), *w)).collect();
+    assert_shares(&counts, &weights);
+    // Unequal weights, two and three answers of five.
+    let unequal = [10, 20, 30, 40, 50];
+    fleet.export(
+        "east-1",
+        unequal
+            .iter()
+            .enumerate()
+            .map(|(i, w)| endpoint(&format!("100.0.0.{}", i + 1), *w, true, None))
+            .collect(),
+        &Policy::default(),
+    );
+    let snapshot = fleet.snapshot();
+    assert!(snapshot.service("web", "shop").unwrap().weighted);
+    let expected: Vec<(String, u64)> = unequal
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (format!("100.0.0.{}", i + 1), u64::from(*w)))
+        .collect();
+    let expected: Vec<(&str, u64)> = expected.iter().map(|(a, w)| (a.as_str(), *w)).collect();
+    for max in [2, 3] {
+        let (counts, _) = answers(&snapshot, None, 1, max, ANSWERS);
+        assert_eq!(
+            counts.values().sum::<usize>(),
+            ANSWERS * max,
+            "{max} per answer"
+        );
+        assert_shares(&counts, &expected);
+    }
+}
+
+#[test]
+fn weight_zero_answers_only_when_nothing_else_is_healthy() {
+    let fleet = one_cluster();
+    let eps = |ready: bool| {
+        vec![
+            endpoint("100.0.0.1", 10, ready, None),
+            endpoint("100.0.0.2", 10, ready, None),
+            endpoint("100.0.0.3", 0, true, None),
+        ]
+    };
+    fleet.export("east-1", eps(true), &Policy::default());
+    let (counts, tiers) = answers(&fleet.snapshot(), Some("10.1.0.9"), 1, 8, 1000);
+    assert_shares(&counts, &[("100.0.0.1", 1), ("100.0.0.2", 1)]);
+    assert_eq!(tiers, [Tier::Cluster]);
+    fleet.export("east-1", eps(false), &Policy::default());
+    let (counts, tiers) = answers(&fleet.snapshot(), Some("10.1.0.9"), 1, 8, 1000);
+    assert_eq!(counts.keys().collect::<Vec<_>>(), ["100.0.0.3"]);
+    assert_eq!(tiers, [Tier::LastResort]);
+}
+
+fn two_clusters() -> Fleet {
+    Fleet::new(&[
+        Place {
+            name: "east-1",
+            region: "us-east",
+            provider: Some("aws"),
+            cidr: "10.1.0.0/16",
+            nodes: &[],
+        },
+        Place {
+            name: "east-2",
+            region: "us-east",
+            provider: Some("aws"),
+            cidr: "10.2.0.0/16",
+            nodes: &[],
+        },
+    ])
+}
+
+fn four(cluster: u8, ready: bool) -> Vec<Endpoint> {
+    (1..=4)
+        .map(|i| endpoint(&format!("100.{cluster}.0.{i}"), 10, ready, None))
+        .collect()
+}
+
+fn drain(fleet: &Fleet, cluster: &str, percent: u8) {
+    let mut policy = FleetPolicy::default();
+    policy.clusters.insert(
+        ClusterName::new(cluster).unwrap(),
+        ClusterPolicy {
+            drain_percent: percent,
+            ..ClusterPolicy::default()
+        },
+    );
+    fleet.registry.set_policy(Arc::new(policy));
+}
+
+#[test]
+fn drains_halve_and_remove_a_clusters_share() {
+    let fleet = two_clusters();
+    fleet.export("east-1", four(1, true), &Policy::default());
+    fleet.export("east-2", four(2, true), &Policy::default());
+    let share = |counts: &BTreeMap<String, usize>, prefix: &str| {
+        counts
+            .iter()
+            .filter(|(a, _)| a.starts_with(prefix))
+            .map(|(_, n)| *n)
+            .sum::<usize>() as f64
+            / counts.values().sum::<usize>() as f64
+    };
+    let (before, _) = answers(&fleet.snapshot(), None, 1, 2, ANSWERS);
+    assert!((share(&before, "100.1.") - 0.5).abs() < 0.015, "{before:?}");
+    // 50%: east-1 weighs half what east-2 does: a third of the answers.
+    drain(&fleet, "east-1", 50);
+    let (half, _) = answers(&fleet.snapshot(), None, 1, 2, ANSWERS);
+    let mut weights: Vec<(String, u64)> = (1..=4).map(|i| (format!("100.1.0.{i}"), 5)).collect();
+    weights.extend((1..=4).map(|i| (format!("100.2.0.{i}"), 10)));
+    let weights: Vec<(&str, u64)> = weights.iter().map(|(a, w)| (a.as_str(), *w)).collect();
+    assert_shares(&half, &weights);
+    // 100%: none, unless nothing else is healthy.
+    drain(&fleet, "east-1", 100);
+    let (gone, _) = answers(&fleet.snapshot(), None, 1, 2, 1000);
+    assert_eq!(share(&gone, "100.1."), 0.0, "{gone:?}");
+    fleet.export("east-2", four(2, false), &Policy::default());
+    let (last, tiers) = answers(&fleet.snapshot(), None, 1, 8, 10);
+    assert_eq!(share(&last, "100.1."), 1.0, "{last:?}");
+    assert_eq!(tiers, [Tier::LastResort]);
+    // Undrained: back to half.
+    fleet.export("east-2", four(2, true), &Policy::default());
+    drain(&fleet, "east-1", 0);
+    let (after, _) = answers(&fleet.snapshot(), None, 1, 2, ANSWERS);
+    assert!((share(&after, "100.1.") - 0.5).abs() < 0.015, "{after:?}");
+}
+
+/// eu-central, us-east, us-west, ap-south: one cluster each, each with
+/// its own provider (us-west's is `gcp`).
+fn four_regions() -> Fleet {
+    Fleet::new(&[
+        Place {
+            name: "eu-1",
+            region: "eu-central",
+            provider: Some("p-eu"),
+            cidr: "10.1.0.0/16",
+            nodes: &[],
+        },
+        Place {
+            name: "use-1",
+            region: "us-east",
+            provider: Some("p-use"),
+            cidr: "10.2.0.0/16",
+            nodes: &[],
+        },
+        Place {
+            name: "usw-1",
+            region: "us-west",
+            provider: Some("gcp"),
+            cidr: "10.3.0.0/16",
+            nodes: &[],
+        },
+        Place {
+            name: "ap-1",
+            region: "ap-south",
+            provider: Some("p-ap"),
+            cidr: "10.4.0.0/16",
+            nodes: &[],
+        },
+    ])
+}
+
+fn region(r: &str) -> Scope {
+    Scope::Region(label(r))
+}
+
+/// The clusters (by address) answering an asker in cluster `c`.
+fn served(fleet: &Fleet, c: u8, min_healthy: usize) -> (Vec<u8>, Tier) {
+    let (counts, tiers) = answers(
+        &fleet.snapshot(),
+        Some(&format!("10.{c}.0.9")),
+        min_healthy,
+        8,
+        20,
+    );
+    let mut clusters: Vec<u8> = counts
+        .keys()
+        .map(|a| a.split('.').nth(1).unwrap().parse().unwrap())
+        .collect();
+    clusters.dedup();
+    assert_eq!(tiers.len(), 1, "{tiers:?}");
+    (clusters, tiers[0])
+}
+
+#[test]
+fn failover_order_from_each_region() {
+    let fleet = four_regions();
+    // Exported everywhere but the asker's own region would do; min-healthy
+    // 5 puts every own tier short (each cluster has four).
+    let names = ["eu-1", "use-1", "usw-1", "ap-1"];
+    for c in 1..=4u8 {
+        fleet.export(names[c as usize - 1], four(c, true), &Policy::default());
+    }
+    // Without an order: anywhere.
+    assert_eq!(served(&fleet, 1, 5), (vec![1, 2, 3, 4], Tier::Any));
+    // Region defaults from the policy file, one per asker region.
+    let mut policy = FleetPolicy::default();
+    for (asker, first) in [
+        ("eu-central", "us-east"),
+        ("us-east", "us-west"),
+        ("us-west", "ap-south"),
+        ("ap-south", "eu-central"),
+    ] {
+        policy.regions.insert(
+            label(asker),
+            RegionPolicy {
+                failover: vec![region(first)].into(),
+            },
+        );
+    }
+    fleet.registry.set_policy(Arc::new(policy.clone()));
+    // The step answers alone when it has min-healthy: 4 here.
+    assert_eq!(served(&fleet, 1, 4), (vec![1], Tier::Cluster));
+    for (asker, expected) in [(1u8, 2u8), (2, 3), (3, 4), (4, 1)] {
+        // Own cluster drained away (last resort only): the order decides.
+        let mut drained = policy.clone();
+        drained.clusters.insert(
+            ClusterName::new(names[asker as usize - 1]).unwrap(),
+            ClusterPolicy {
+                drain_percent: 100,
+                ..ClusterPolicy::default()
+            },
+        );
+        fleet.registry.set_policy(Arc::new(drained));
+        assert_eq!(
+            served(&fleet, asker, 1),
+            (vec![expected], Tier::Failover),
+            "asker in {asker}"
+        );
+    }
+    // The service's annotation wins over the region default, and the
+    // policy file's for the service over both.
+    let mut drained = policy.clone();
+    drained.clusters.insert(
+        ClusterName::new("eu-1").unwrap(),
+        ClusterPolicy {
+            drain_percent: 100,
+            ..ClusterPolicy::default()
+        },
+    );
+    fleet.registry.set_policy(Arc::new(drained.clone()));
+    let annotated = Policy {
+        failover: vec![Scope::Provider(label("gcp")), region("us-east")].into(),
+        ..Policy::default()
+    };
+    fleet.export("ap-1", four(4, true), &annotated);
+    assert_eq!(served(&fleet, 1, 1), (vec![3], Tier::Failover));
+    drained.services.insert(
+        key(),
+        ServicePolicy {
+            failover: Some(vec![region("ap-south")].into()),
+            ..ServicePolicy::default()
+        },
+    );
+    fleet.registry.set_policy(Arc::new(drained));
+    assert_eq!(served(&fleet, 1, 1), (vec![4], Tier::Failover));
+}
+
+#[test]
+fn primary_pins_every_asker_and_fails_back() {
+    let fleet = four_regions();
+    let pinned = Policy {
+        primary: Some(region("us-east")),
+        min_healthy: Some(MinHealthy::Count(2)),
+        ..Policy::default()
+    };
+    let names = ["eu-1", "use-1", "usw-1", "ap-1"];
+    for c in 1..=4u8 {
+        fleet.export(names[c as usize - 1], four(c, true), &pinned);
+    }
+    for asker in 1..=4 {
+        assert_eq!(served(&fleet, asker, 1), (vec![2], Tier::Primary));
+    }
+    // us-east down to one healthy: below min-healthy 2, everyone nearest.
+    let mut one = four(2, false);
+    one[0].ready = true;
+    one[0].serving = true;
+    fleet.export("use-1", one, &pinned);
+    assert_eq!(served(&fleet, 1, 1), (vec![1], Tier::Cluster));
+    assert_eq!(served(&fleet, 3, 1), (vec![3], Tier::Cluster));
+    // Recovered: fail-back.
+    fleet.export("use-1", four(2, true), &pinned);
+    assert_eq!(served(&fleet, 1, 1), (vec![2], Tier::Primary));
+}
+
+#[test]
+fn per_service_min_healthy_count_and_percent() {
+    let fleet = two_clusters();
+    let with = |m: MinHealthy| Policy {
+        min_healthy: Some(m),
+        ..Policy::default()
+    };
+    // Two of four ready in east-1.
+    let mut half = four(1, true);
+    half[2].ready = false;
+    half[2].serving = false;
+    half[3].ready = false;
+    half[3].serving = false;
+    for (policy, stays) in [
+        (with(MinHealthy::Count(2)), true),
+        (with(MinHealthy::Count(3)), false),
+        (with(MinHealthy::Percent(50)), true),
+        (with(MinHealthy::Percent(60)), false),
+    ] {
+        fleet.export("east-1", half.clone(), &policy);
+        fleet.export("east-2", four(2, true), &policy);
+        // The server's --min-healthy (1) is overridden either way.
+        let (clusters, tier) = served(&fleet, 1, 1);
+        if stays {
+            assert_eq!((clusters, tier), (vec![1], Tier::Cluster), "{policy:?}");
+        } else {
+            assert_eq!(tier, Tier::Zone, "{policy:?}");
+            assert_eq!(clusters, vec![1, 2], "{policy:?}");
+        }
+    }
+    // The policy file's threshold wins over the annotation.
+    let mut policy = FleetPolicy::default();
+    policy.services.insert(
+        key(),
+        ServicePolicy {
+            min_healthy: Some(MinHealthy::Count(3)),
+            ..ServicePolicy::default()
+        },
+    );
+    fleet.registry.set_policy(Arc::new(policy));
+    fleet.export("east-1", half, &with(MinHealthy::Count(1)));
+    assert_eq!(served(&fleet, 1, 1).1, Tier::Zone);
+}
+
+#[test]
+fn node_and_provider_tiers() {
+    let fleet = Fleet::new(&[
+        Place {
+            name: "gcp-1",
+            region: "r1",
+            provider: Some("gcp"),
+            cidr: "10.1.0.0/16",
+            nodes: &[("node-a", "10.1.0.5"), ("node-b", "10.1.0.6")],
+        },
+        Place {
+            name: "gcp-2",
+            region: "r2",
+            provider: Some("gcp"),
+            cidr: "10.2.0.0/16",
+            nodes: &[],
+        },
+        Place {
+            name: "aws-1",
+            region: "r3",
+            provider: Some("aws"),
+            cidr: "10.3.0.0/16",
+            nodes: &[],
+        },
+    ]);
+    let node = Policy {
+        affinity: Affinity::Node,
+        ..Policy::default()
+    };
+    fleet.export(
+        "gcp-1",
+        vec![
+            endpoint("100.1.0.1", 10, true, Some("node-a")),
+            endpoint("100.1.0.2", 10, true, Some("node-b")),
+            endpoint("100.1.0.3", 10, true, Some("node-b")),
+        ],
+        &node,
+    );
+    fleet.export("gcp-2", four(2, true), &node);
+    fleet.export("aws-1", four(3, true), &node);
+    let from = |source: &str, min: usize| {
+        let (counts, tiers) = answers(&fleet.snapshot(), Some(source), min, 8, 10);
+        (counts.into_keys().collect::<Vec<_>>(), tiers)
+    };
+    // A node asking from its own address: its own node's endpoints.
+    assert_eq!(
+        from("10.1.0.5", 1),
+        (vec!["100.1.0.1".into()], vec![Tier::Node])
+    );
+    assert_eq!(
+        from("10.1.0.6", 1),
+        (
+            vec!["100.1.0.2".into(), "100.1.0.3".into()],
+            vec![Tier::Node]
+        )
+    );
+    // A pod of the cluster: its cluster.
+    assert_eq!(from("10.1.7.7", 1).1, vec![Tier::Cluster]);
+    // Short of min-healthy in the region: the provider (gcp-2), not aws.
+    let (addresses, tiers) = from("10.1.7.7", 5);
+    assert_eq!(tiers, vec![Tier::Provider]);
+    assert!(
+        addresses.iter().all(|a| !a.starts_with("100.3.")),
+        "{addresses:?}"
+    );
+    assert_eq!(addresses.len(), 7);
+    // The policy file places aws-1 with gcp: it joins the provider tier.
+    let mut policy = FleetPolicy::default();
+    policy.clusters.insert(
+        ClusterName::new("aws-1").unwrap(),
+        ClusterPolicy {
+            provider: Some(label("gcp")),
+            ..ClusterPolicy::default()
+        },
+    );
+    fleet.registry.set_policy(Arc::new(policy));
+    let (addresses, tiers) = from("10.1.7.7", 9);
+    assert_eq!(tiers, vec![Tier::Provider]);
+    assert_eq!(addresses.len(), 11);
+    // Without affinity node, a node asking is a pod like any other.
+    fleet.export(
+        "gcp-1",
+        vec![
+            endpoint("100.1.0.1", 10, true, Some("node-a")),
+            endpoint("100.1.0.2", 10, true, Some("node-b")),
+        ],
+        &Policy::default(),
+    );
+    assert_eq!(from("10.1.0.5", 1).1, vec![Tier::Cluster]);
+}
+
+/// A query for `web.shop.global` from `source`, with an ECS subnet.
+fn query(subnet: Option<(&str, u8)>) -> Vec<u8> {
+    let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+    m.queries.push(Query::query(
+        Name::from_ascii("web.shop.global.").unwrap(),
+        RecordType::A,
+    ));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    if let Some((address, prefix)) = subnet {
+        edns.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(
+                address.parse::<IpAddr>().unwrap(),
+                prefix,
+                0,
+            )));
+    }
+    m.edns = Some(edns);
+    m.to_vec().unwrap()
+}
+
+#[test]
+fn export_to_answers_outsiders_nxdomain() {
+    let fleet = four_regions();
+    let only = Policy {
+        export_to: vec![
+            Scope::Cluster(ClusterName::new("eu-1").unwrap()),
+            region("us-west"),
+        ]
+        .into(),
+        ..Policy::default()
+    };
+    fleet.export("use-1", four(2, true), &only);
+    let snapshot = fleet.snapshot();
+    let zone = Authority::new(vec![Domain::parse("global").unwrap()], 5, 5, 8, 1).unwrap();
+    let ask = |source: &str, subnet: Option<(&str, u8)>| {
+        let (reply, _) = authority::respond(
+            &snapshot,
+            &zone,
+            &query(subnet),
+            source.parse().unwrap(),
+            Transport::Udp,
+        )
+        .unwrap();
+        let m = Message::from_vec(&reply).unwrap();
+        let scope = m
+            .edns
+            .as_ref()
+            .and_then(|e| match e.option(EdnsCode::Subnet) {
+                Some(EdnsOption::Subnet(s)) => Some(s.scope_prefix()),
+                _ => None,
+            });
+        (m.metadata.response_code, m.answers.len(), scope)
+    };
+    // Listed: eu-1 by name, usw-1 by region.
+    assert_eq!(ask("10.1.0.9", None), (ResponseCode::NoError, 4, None));
+    assert_eq!(ask("10.3.0.9", None), (ResponseCode::NoError, 4, None));
+    // Outsiders, and unknown askers: NXDOMAIN, even the exporting cluster's own.
+    for outsider in ["10.2.0.9", "10.4.0.9", "192.0.2.1"] {
+        assert_eq!(
+            ask(outsider, None),
+            (ResponseCode::NXDomain, 0, None),
+            "{outsider}"
+        );
+    }
+    // Through a resolver with ECS: the scope is the subnet's prefix, never 0.
+    assert_eq!(
+        ask("127.0.0.1", Some(("10.4.0.0", 24))),
+        (ResponseCode::NXDomain, 0, Some(24))
+    );
+    assert_eq!(
+        ask("127.0.0.1", Some(("10.1.0.0", 24))),
+        (ResponseCode::NoError, 4, Some(24))
+    );
+}

@@ -1,0 +1,171 @@
+//! The traffic policy's answers over real DNS queries: a member exports
+//! weights and `export-to` over its Export stream; askers on distinct
+//! loopback addresses (each a cluster's client CIDR, or none) query with
+//! a real client and with dig. Weighted shares hold over a few thousand
+//! answers; outsiders and unknown askers get NXDOMAIN, with the ECS scope
+//! of their subnet.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use meshdns_proto::fixtures;
+use meshdns_proto::wire::{self, export_request::Message as Req};
+use meshdns_tests::TestServer;
+use meshdns_tests::dns::{Ask, addresses, ecs_echo, query, rcode};
+use meshdns_tests::export_stream::ExportStream;
+
+/// A member cluster announcing one loopback asker address.
+async fn member(server: &TestServer, cluster: &str, asker: &str) -> ExportStream {
+    ExportStream::open(
+        server.grpc_url(),
+        Req::Hello(wire::Hello {
+            cluster: cluster.into(),
+            region: format!("{cluster}-region"),
+            zone: format!("{cluster}-zone"),
+            client_cidrs: vec![format!("{asker}/32")],
+            version: "test".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("hello accepted")
+}
+
+/// `shop/web` with one endpoint per (address, weight), under `policy`.
+fn web(endpoints: &[(&str, u32)], policy: wire::Policy) -> wire::ServiceExport {
+    wire::ServiceExport {
+        policy: Some(policy),
+        ..fixtures::wire_service(
+            "shop",
+            "web",
+            endpoints.iter().map(|(ip, weight)| wire::Endpoint {
+                serving: true,
+                weight: Some(*weight),
+                ..fixtures::wire_endpoint(*ip)
+            }),
+        )
+    }
+}
+
+async fn export(stream: &mut ExportStream, services: Vec<wire::ServiceExport>) {
+    let response = stream
+        .send(Req::Snapshot(wire::Snapshot {
+            services,
+            more: false,
+        }))
+        .await
+        .expect("snapshot answered");
+    assert!(response.refusals.is_empty(), "{:?}", response.refusals);
+}
+
+#[tokio::test]
+async fn weighted_shares_over_real_queries() {
+    let server = TestServer::start(&["--max-answers", "2"]).await;
+    let mut east = member(&server, "east-1", "127.0.0.2").await;
+    let weights = [
+        ("10.1.0.1", 10),
+        ("10.1.0.2", 20),
+        ("10.1.0.3", 30),
+        ("10.1.0.4", 40),
+    ];
+    export(&mut east, vec![web(&weights, wire::Policy::default())]).await;
+    // An unknown asker (127.0.0.1): every endpoint, two per answer.
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    const QUERIES: usize = 3000;
+    for _ in 0..QUERIES {
+        let reply = query(server.dns, &Ask::new("web.shop.global", RecordType::A)).await;
+        let got = addresses(&reply);
+        assert_eq!(got.len(), 2, "{got:?}");
+        for a in got {
+            *counts.entry(a).or_default() += 1;
+        }
+    }
+    for (ip, weight) in weights {
+        let share = counts[ip] as f64 / (2 * QUERIES) as f64;
+        let expected = f64::from(weight) / 100.0;
+        assert!(
+            (share - expected).abs() <= 0.05 * expected,
+            "{ip}: {share:.3} of answers, weight share {expected:.3}: {counts:?}"
+        );
+    }
+    // dig sees the same: the heaviest endpoint in most answers, the
+    // lightest in few.
+    let mut heaviest = 0;
+    let mut lightest = 0;
+    for _ in 0..200 {
+        let out = Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &server.dns.port().to_string(),
+                "+short",
+                "web.shop.global",
+            ])
+            .output()
+            .expect("dig runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        heaviest += usize::from(text.lines().any(|l| l == "10.1.0.4"));
+        lightest += usize::from(text.lines().any(|l| l == "10.1.0.1"));
+    }
+    // Shares 0.8 and 0.2 of answers: 160 and 40 of 200.
+    assert!((140..=180).contains(&heaviest), "{heaviest} of 200");
+    assert!((25..=55).contains(&lightest), "{lightest} of 200");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn export_to_answers_outsiders_nxdomain() {
+    let server = TestServer::start(&[]).await;
+    let mut east = member(&server, "east-1", "127.0.0.2").await;
+    let _west = member(&server, "west-1", "127.0.0.3").await;
+    let _north = member(&server, "north-1", "127.0.0.4").await;
+    let only = wire::Policy {
+        export_to: vec!["cluster:east-1".into(), "region:north-1-region".into()],
+        ..Default::default()
+    };
+    export(&mut east, vec![web(&[("10.1.0.1", 10)], only)]).await;
+    let from = |source: &str| Ask::new("web.shop.global", RecordType::A).from(source);
+    // Inside: east-1 by name, north-1 by region.
+    for inside in ["127.0.0.2", "127.0.0.4"] {
+        let reply = query(server.dns, &from(inside)).await;
+        assert_eq!(rcode(&reply), ResponseCode::NoError, "{inside}");
+        assert_eq!(addresses(&reply), ["10.1.0.1"], "{inside}");
+    }
+    // Outside, and of no cluster at all: the name does not exist.
+    for outside in ["127.0.0.3", "127.0.0.1"] {
+        let reply = query(server.dns, &from(outside)).await;
+        assert_eq!(rcode(&reply), ResponseCode::NXDomain, "{outside}");
+        assert!(reply.answers.is_empty());
+    }
+    // A resolver asking for an outsider's subnet: NXDOMAIN scoped to it,
+    // so it is never served to an insider from the resolver's cache.
+    let reply = query(server.dns, &from("127.0.0.1").ecs("127.0.0.3/32")).await;
+    assert_eq!(rcode(&reply), ResponseCode::NXDomain);
+    assert_eq!(ecs_echo(&reply).map(|(_, _, scope)| scope), Some(32));
+    let reply = query(server.dns, &from("127.0.0.1").ecs("127.0.0.2/32")).await;
+    assert_eq!(rcode(&reply), ResponseCode::NoError);
+    assert_eq!(ecs_echo(&reply).map(|(_, _, scope)| scope), Some(32));
+    // dig from each address: the same.
+    for (source, status) in [("127.0.0.2", "NOERROR"), ("127.0.0.3", "NXDOMAIN")] {
+        let out = Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &server.dns.port().to_string(),
+                "-b",
+                source,
+                "web.shop.global",
+            ])
+            .output()
+            .expect("dig runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("status: {status}")),
+            "{source}: {text}"
+        );
+    }
+    server.stop().await;
+}
