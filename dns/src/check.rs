@@ -11,7 +11,7 @@
 //! compatible with the registry's; and with `--via`, a name through a
 //! resolver (a member cluster's CoreDNS) against the direct answer.
 
-mod probe;
+pub mod probe;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -129,6 +129,9 @@ pub struct ServeArgs {
     /// Fleet file (YAML): per cluster, the client CIDRs, endpoint CIDRs and namespaces it may claim and its services limit; clusters not named may not export. Re-read on change; a bad file keeps the last good one.
     #[arg(long = "clusters", env = "MESHDNS_CLUSTERS")]
     pub clusters: Option<std::path::PathBuf>,
+    /// Traffic policy file (YAML): per cluster weight, drain and provider; per service (namespace/name) weight and drain overrides, failover order, primary and min-healthy; per region a default failover order. Re-read on change; a bad file keeps the policy in force. Followers take their upstream's policy instead.
+    #[arg(long = "policy", env = "MESHDNS_POLICY")]
+    pub policy: Option<std::path::PathBuf>,
     /// Most DNS-over-TCP connections open at once; more wait to be accepted.
     #[arg(
         long = "max-tcp-connections",
@@ -281,6 +284,8 @@ pub struct ServeConfig {
     pub ready_wait_data: bool,
     /// The fleet file (`--clusters`): what each cluster may claim.
     pub clusters: Option<std::path::PathBuf>,
+    /// The traffic policy file (`--policy`); never on a follower.
+    pub policy: Option<std::path::PathBuf>,
     pub limits: Limits,
     /// DNS abuse controls: RRL and the per-source TCP cap.
     pub dns_abuse: DnsAbuse,
@@ -555,6 +560,12 @@ impl ServeArgs {
                 ),
                 None => authority,
             };
+        if self.policy.is_some() && self.follow.is_some() {
+            return Err(Error::Config {
+                flag: "--policy",
+                problem: "a follower (--follow) answers with its upstream's policy; give --policy to the upstream registry".into(),
+            });
+        }
         let follow = match &self.follow {
             None => None,
             Some(url) => Some(self.upstream_auth().url(url).map_err(|e| Error::Config {
@@ -573,6 +584,7 @@ impl ServeArgs {
             follow_stale_after: self.follow_stale_after,
             ready_wait_data: self.ready_wait_data,
             clusters: self.clusters.clone(),
+            policy: self.policy.clone(),
             limits: Limits {
                 max_services_per_cluster: self.max_services_per_cluster,
                 max_endpoints_per_service: self.max_endpoints_per_service,

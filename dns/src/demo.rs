@@ -61,7 +61,23 @@ pub struct DemoArgs {
     /// How long the health-checked demo VM listens, then stays silent, in turn.
     #[arg(long = "vm-cycle", env = "MESHDNS_DEMO_VM_CYCLE", default_value = "20s", value_parser = meshdns_proto::duration::parse)]
     pub vm_cycle: Duration,
+    /// Most addresses in one answer (serve's --max-answers); 1 makes weights and drains visible in every answer.
+    #[arg(
+        long = "max-answers",
+        env = "MESHDNS_DEMO_MAX_ANSWERS",
+        default_value_t = 8
+    )]
+    pub max_answers: usize,
 }
+
+/// The demo's traffic policy file, written beside the clusters' files
+/// unless one is there already: edit it and answers follow.
+const POLICY: &str = "# The demo's traffic policy (README \"Traffic policy\"): edit and save;\n\
+# the registry re-reads it within a second. For example:\n\
+#   clusters:\n\
+#     east-1:\n\
+#       drain: 50\n\
+clusters: {}\n";
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::Config {
@@ -82,6 +98,10 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
         std::fs::write(&path, text).map_err(io("--dir"))?;
         files.push(path);
     }
+    let policy = dir.join("policy.yaml");
+    if !policy.exists() {
+        std::fs::write(&policy, POLICY).map_err(io("--dir"))?;
+    }
     let listeners =
         Listeners::bind(&[args.dns_listen], args.grpc_listen, args.admin_listen, 2).await?;
     let dns = listeners.dns_udp[0]
@@ -90,12 +110,20 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
     let grpc = listeners.grpc.local_addr().map_err(io("--grpc-listen"))?;
     let admin = listeners.admin.local_addr().map_err(io("--admin-listen"))?;
     // `serve`'s own defaults, in plaintext on loopback.
-    let config = ServeArgs::from_flags(&["--insecure"])
-        .map_err(|e| Error::Config {
-            flag: "demo",
-            problem: e.to_string(),
-        })?
-        .config()?;
+    let policy_flag = policy.display().to_string();
+    let max_answers = args.max_answers.to_string();
+    let config = ServeArgs::from_flags(&[
+        "--insecure",
+        "--policy",
+        &policy_flag,
+        "--max-answers",
+        &max_answers,
+    ])
+    .map_err(|e| Error::Config {
+        flag: "demo",
+        problem: e.to_string(),
+    })?
+    .config()?;
     let server = tokio::spawn(crate::serve(config, listeners, shutdown.clone()));
     let mut vm_demo = None;
     for path in &files {
@@ -146,12 +174,14 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
          east-1  us-east/us-east-1a  asks from 127.0.0.2  {}\n    \
          east-2  us-east/us-east-1b  asks from 127.0.0.3  {}\n    \
          west-1  us-west/us-west-1a  asks from 127.0.0.4  {}\n\
+         \n  traffic policy (weights, drains, failover; edit and answers follow): {}\n\
          \nTry:\n  dig {at} web.shop.global\n  dig {at} web.shop.global AAAA\n  dig {at} east-2.web.shop.global\n  \
          dig {at} db-0.east-1.db.data.global\n  dig {at} _http._tcp.web.shop.global SRV\n  dig {at} api.shop.global\n  \
          dig {at} nope.shop.global\n  dig -b 127.0.0.4 {at} web.shop.global\n\nCtrl-C stops the demo.",
         files[0].display(),
         files[1].display(),
         files[2].display(),
+        policy.display(),
     );
     if let Some(demo) = &vm_demo {
         println!(

@@ -9,11 +9,12 @@
 //! breaks between parts drops them; the next stream starts with a Reset.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshdns_proto::backoff::Backoff;
 use meshdns_proto::client::ClientAuth;
-use meshdns_proto::model::{ClusterName, ServiceExport, ServiceKey};
+use meshdns_proto::model::{ClusterName, FleetPolicy, ServiceExport, ServiceKey};
 use meshdns_proto::wire::{self, watch_event::Event};
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
@@ -37,6 +38,18 @@ pub struct Assembly {
 struct ResetParts {
     clusters: Vec<(MirroredCluster, Vec<ServiceExport>)>,
     index: HashMap<ClusterName, usize>,
+    /// The upstream's traffic policy, from the first part: the empty one
+    /// from an upstream before policies; `None` when it did not validate
+    /// (the policy in force stays).
+    policy: Option<FleetPolicy>,
+}
+
+/// A policy from the wire; one that does not validate is logged and
+/// leaves the policy in force (`None`).
+fn policy_of(policy: &wire::FleetPolicy) -> Option<FleetPolicy> {
+    FleetPolicy::try_from(policy)
+        .map_err(|e| warn!(error = %e, "upstream sent an invalid traffic policy; keeping the one in force"))
+        .ok()
 }
 
 #[derive(Debug)]
@@ -56,7 +69,14 @@ impl Assembly {
                 if self.services.is_some() {
                     return Err(PartsOrder::ResetInChange);
                 }
+                let first = self.reset.is_none();
                 let parts = self.reset.get_or_insert_with(ResetParts::default);
+                if first {
+                    parts.policy = match &reset.policy {
+                        None => Some(FleetPolicy::default()),
+                        Some(policy) => policy_of(policy),
+                    };
+                }
                 for (cluster, services) in clusters_of(&reset) {
                     match parts.index.get(&cluster.cluster.name) {
                         Some(&i) => {
@@ -74,6 +94,9 @@ impl Assembly {
                     && let Some(parts) = self.reset.take()
                 {
                     writer.mirror_reset(parts.clusters).await;
+                    if let Some(policy) = parts.policy {
+                        writer.renew_policy(Arc::new(policy)).await;
+                    }
                 }
             }
             Event::Services(changed) => {
@@ -113,6 +136,11 @@ impl Assembly {
             Event::ClusterRemoved(name) => {
                 if let Ok(name) = ClusterName::new(&name) {
                     writer.mirror_remove(name).await;
+                }
+            }
+            Event::Policy(policy) => {
+                if let Some(policy) = policy_of(&policy) {
+                    writer.set_policy(Arc::new(policy)).await;
                 }
             }
         }

@@ -266,6 +266,7 @@ impl wire::registry_server::Registry for Ingest {
         let mut response = Response::new(wire::ListClustersResponse {
             clusters,
             registry_version: env!("CARGO_PKG_VERSION").to_owned(),
+            policy: Some(self.registry().policy().as_ref().into()),
         });
         // A follower says how fresh its mirror is (`meshdns status`).
         if let Some(link) = &self.export.metrics.follower {

@@ -52,3 +52,43 @@ pub fn service(s: &ServiceExport, max_endpoints: usize) -> Value {
         })).collect::<Vec<_>>(),
     })
 }
+
+/// Places as their text (`region:us-east`).
+fn places(list: &[meshdns_proto::model::Scope]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
+}
+
+/// One service's entry of the traffic policy.
+pub fn service_policy(
+    key: &meshdns_proto::model::ServiceKey,
+    s: &meshdns_proto::model::ServicePolicy,
+) -> Value {
+    json!({
+        "namespace": key.namespace.as_str(),
+        "name": key.name.as_str(),
+        "weight_percent": s.weight_percent.iter().map(|(c, w)| (c.to_string(), json!(w))).collect::<serde_json::Map<_, _>>(),
+        "drain_percent": s.drain_percent.iter().map(|(c, d)| (c.to_string(), json!(d))).collect::<serde_json::Map<_, _>>(),
+        "failover": s.failover.as_deref().map(places),
+        "primary": s.primary.as_ref().map(ToString::to_string),
+        "min_healthy": s.min_healthy.map(|m| m.to_string()),
+    })
+}
+
+/// The traffic policy in force (`--policy`), with its hash: one schema
+/// for `meshdns status --output json` and `meshdns drill`.
+pub fn policy(policy: &meshdns_proto::model::FleetPolicy) -> Value {
+    json!({
+        "sha256": crate::policy::sha256(policy),
+        "clusters": policy.clusters.iter().map(|(name, c)| json!({
+            "cluster": name.as_str(),
+            "weight_percent": c.weight_percent,
+            "drain_percent": c.drain_percent,
+            "provider": c.provider.as_ref().map(|p| p.as_str()),
+        })).collect::<Vec<_>>(),
+        "services": policy.services.iter().map(|(key, s)| service_policy(key, s)).collect::<Vec<_>>(),
+        "regions": policy.regions.iter().map(|(region, r)| json!({
+            "region": region.as_str(),
+            "failover": places(&r.failover),
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -8,6 +8,7 @@
 //! - [`tls`]: the gRPC listener's TLS, re-read when its files change.
 //! - [`ingest`]: the gRPC `Registry` service: wire -> model -> registry.
 //! - [`fleet`]: `--clusters`: what each cluster may claim (CIDRs, namespaces, limits).
+//! - [`policy`]: `--policy`: the traffic policy (weights, drains, failover orders), re-read on change.
 //! - [`follow`]: `serve --follow`: mirror another registry through Watch.
 //! - [`registry`]: the writer side; publishes [`snapshot::Snapshot`]s.
 //! - [`snapshot`]: the immutable read side, shaped for answering.
@@ -30,6 +31,7 @@
 //! - [`demo`]: `meshdns demo`, the embedded three-cluster fleet.
 //! - [`status`]: `meshdns status`, the fleet table from a registry.
 //! - [`check`]: `meshdns check`, pass/fail checks of a fleet from where it runs.
+//! - [`drill`]: `meshdns drill`, a disaster-recovery drill on paper: a loss, and the answers it would give.
 //!
 //! The entry point is [`serve`]: it takes bound listeners and a shutdown
 //! token, so tests bind `127.0.0.1:0` and run a real server in-process.
@@ -41,6 +43,7 @@ pub mod check;
 pub mod config;
 pub mod cookie;
 pub mod demo;
+pub mod drill;
 pub mod error;
 pub mod fast;
 pub mod fleet;
@@ -49,6 +52,7 @@ pub mod ingest;
 pub mod json;
 pub mod locality;
 pub mod metrics;
+pub mod policy;
 pub mod qname;
 pub mod registry;
 pub mod rrl;
@@ -246,9 +250,33 @@ pub async fn serve(
         )
         .with_max_services(config.limits.max_services_per_cluster),
     );
-    if let Some(path) = &config.state_file {
-        state_file::load(&registry, path);
-    }
+    // A follower keeps the policy it saved until its upstream's Reset; a
+    // hub keeps it only while it has --policy (the file's last good one).
+    let keep_policy = config.follow.is_some() || config.policy.is_some();
+    let restored = match &config.state_file {
+        Some(path) => state_file::load(&registry, path, keep_policy),
+        None => state_file::Restored::default(),
+    };
+    // The policy file, read before anything answers.
+    let policy_read = match &config.policy {
+        None => None,
+        Some(path) => {
+            let mut start =
+                policy::watch::at_start(path, restored.policy, &metrics).map_err(|e| {
+                    Error::Config {
+                        flag: "--policy",
+                        problem: format!("{}: {e}", path.display()),
+                    }
+                })?;
+            if let Some(policy) = start.policy.take() {
+                if restored.policy {
+                    policy::watch::log_changes(path, &registry.policy(), &policy);
+                }
+                registry.set_policy(Arc::new(policy));
+            }
+            Some((path.clone(), start))
+        }
+    };
     // From here on, every write goes through the writer thread.
     let writer = registry::Writer::spawn(registry.clone()).map_err(|source| Error::Serve {
         what: "registry writer thread",
@@ -257,6 +285,16 @@ pub async fn serve(
     let authority = Arc::new(config.authority);
     let ready = Arc::new(Readiness::default());
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some((path, start)) = policy_read {
+        tasks.spawn(policy::watch::follow(
+            path,
+            registry.clone(),
+            writer.clone(),
+            metrics.clone(),
+            start,
+            shutdown.clone(),
+        ));
+    }
     let answerer = udp::Answerer {
         registry: registry.clone(),
         authority: authority.clone(),

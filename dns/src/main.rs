@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use meshdns::check::CheckArgs;
 use meshdns::config::ServeArgs;
 use meshdns::demo::DemoArgs;
+use meshdns::drill::DrillArgs;
 use meshdns::status::StatusArgs;
 use meshdns_cli::{logs, process};
 
@@ -40,6 +41,8 @@ enum Command {
     Status(StatusArgs),
     /// Check a fleet from here: registry, credentials, DNS, locality, CIDRs, liveness, versions; exit 1 on a failure.
     Check(Box<CheckArgs>),
+    /// A disaster-recovery drill, changing no answer: lose clusters, zones, regions or providers on paper and see where each service would be served from.
+    Drill(Box<DrillArgs>),
 }
 
 /// Errors are printed as one line (with their causes), never as a
@@ -74,6 +77,10 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             // The demo prints its own guide; keep the log to warnings.
             logs::init(&cli.log_format, "warn")?;
             meshdns::demo::run(args, shutdown).await?;
+        }
+        Command::Drill(args) => {
+            logs::init(&cli.log_format, "warn")?;
+            print!("{}", meshdns::drill::run(&args).await?);
         }
         Command::Check(args) => {
             logs::init(&cli.log_format, "error")?;

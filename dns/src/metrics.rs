@@ -13,10 +13,12 @@
 mod answers;
 mod conflicts;
 mod ops;
+mod policy;
 
 pub use answers::{AnswerTier, MAX_SERVED, Served, ServedByCluster, TIERS};
 pub use conflicts::ConflictGauges;
 pub use ops::{Certificates, ClusterGauges, ClusterRow, FollowerMetrics, FollowerView, unix_ms};
+pub use policy::PolicyMetrics;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -188,6 +190,8 @@ pub struct Metrics {
     pub follower: Option<FollowerMetrics>,
     /// The clusterset's conflicts (conflicts.rs).
     pub conflicts: ConflictGauges,
+    /// The traffic policy: reloads, the policy in force (policy.rs).
+    pub policy: PolicyMetrics,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -425,8 +429,10 @@ impl Metrics {
             ops::build_info(env!("CARGO_PKG_VERSION")),
         );
         let conflicts = ConflictGauges::register(&mut registry);
+        let policy = PolicyMetrics::register(&mut registry);
         Metrics {
             conflicts,
+            policy,
             tiers,
             served,
             propagation,
@@ -592,6 +598,7 @@ impl Metrics {
         );
         let snapshot = registry.snapshot();
         self.services.set(snapshot.len() as i64);
+        self.policy.set(registry.policy());
         self.served.name_clusters(
             snapshot
                 .locality

@@ -8,12 +8,17 @@
 //! over `PATH`, and the directory fsynced: a crash leaves the old file or
 //! the new one, never half of one. A file that does not check out is
 //! reported and ignored.
+//!
+//! The Reset carries the traffic policy in force too (`policy`), so a hub
+//! restarted while its `--policy` file cannot be read, or a follower
+//! restarted while its upstream is away, answers with the last policy.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshdns_proto::model::FleetPolicy;
 use meshdns_proto::wire;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -85,15 +90,24 @@ pub fn save(registry: &Registry, path: &Path) -> std::io::Result<()> {
     write_atomically(path, &encode(registry))
 }
 
-/// Loads `path` into `registry` as stale data. Missing: nothing to do.
-/// Corrupt: reported and ignored. Returns the clusters restored.
-pub fn load(registry: &Registry, path: &Path) -> usize {
+/// What a start-up restored from the state file.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Restored {
+    pub clusters: usize,
+    /// A saved policy was installed.
+    pub policy: bool,
+}
+
+/// Loads `path` into `registry` as stale data, and (with `keep_policy`)
+/// the saved policy. Missing: nothing to do. Corrupt: reported and
+/// ignored.
+pub fn load(registry: &Registry, path: &Path, keep_policy: bool) -> Restored {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Restored::default(),
         Err(e) => {
             warn!(path = %path.display(), error = %e, "cannot read the state file; starting empty");
-            return 0;
+            return Restored::default();
         }
     };
     match decode(&bytes) {
@@ -101,12 +115,27 @@ pub fn load(registry: &Registry, path: &Path) -> usize {
             let clusters = crate::follow::clusters_of(&reset);
             let n = clusters.len();
             registry.restore(clusters);
+            let policy = match reset.policy.as_ref().map(FleetPolicy::try_from) {
+                Some(Ok(policy)) if keep_policy => {
+                    info!(path = %path.display(), sha256 = %crate::policy::sha256(&policy), "restored the saved traffic policy");
+                    registry.set_policy(Arc::new(policy));
+                    true
+                }
+                Some(Err(e)) => {
+                    warn!(path = %path.display(), error = %e, "ignoring the state file's policy");
+                    false
+                }
+                _ => false,
+            };
             info!(path = %path.display(), clusters = n, "restored the last saved state (stale until syncers reconnect)");
-            n
+            Restored {
+                clusters: n,
+                policy,
+            }
         }
         Err(e) => {
             warn!(path = %path.display(), error = %e, "ignoring a corrupt state file; starting empty");
-            0
+            Restored::default()
         }
     }
 }

@@ -46,6 +46,7 @@ pub fn full_state(state: &FullState) -> wire::Reset {
             })
             .collect(),
         more: false,
+        policy: Some(state.policy.as_ref().into()),
     }
 }
 

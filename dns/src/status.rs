@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 use crate::error::Error;
 
+mod policy;
+
 /// `meshdns status` flags.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
@@ -65,7 +67,7 @@ fn upstream_json(view: &crate::metrics::FollowerView) -> Value {
 }
 
 /// Renders rows as aligned columns.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -132,7 +134,14 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
         .map_err(call)?;
     // Asked of a follower: its upstream and how fresh its mirror is.
     let upstream = crate::follow::reported(listed.metadata());
-    let clusters = listed.into_inner().clusters;
+    let listed = listed.into_inner();
+    let clusters = listed.clusters;
+    // The policy in force; `None` from a registry before policies. One
+    // that does not validate here (a newer registry) is shown as such.
+    let fleet_policy = listed
+        .policy
+        .as_ref()
+        .map(meshdns_proto::model::FleetPolicy::try_from);
     let state = |c: &wire::ClusterInfo| {
         if c.state == wire::ClusterState::Stale as i32 {
             "stale"
@@ -158,6 +167,7 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
                 "registry": url,
                 "clusters": list,
                 "upstream": upstream.as_ref().map(upstream_json),
+                "policy": policy_json(fleet_policy.as_ref()),
             }))
             .unwrap_or_default()
                 + "\n");
@@ -203,8 +213,13 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
             .as_ref()
             .map(|u| format!("follows {}", crate::admin::follower_detail(u)))
             .unwrap_or_default();
+        let policy = match &fleet_policy {
+            None => String::new(),
+            Some(Ok(p)) => policy::text(p, &clusters),
+            Some(Err(e)) => format!("\npolicy: cannot read the registry's: {e}\n"),
+        };
         return Ok(format!(
-            "{}{} clusters at {url}\n{follows}{refused}",
+            "{}{} clusters at {url}\n{follows}{refused}{policy}",
             table(&header, &rows),
             clusters.len()
         ));
@@ -245,6 +260,8 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
             "service": name,
             "exports": list,
             "clusterset": resolved.as_ref().map(resolved_json),
+            "policy": service_policy(fleet_policy.as_ref(), &key)
+                .and_then(|(p, k)| p.services.get(&k).map(|s| crate::json::service_policy(&k, s))),
         }))
         .unwrap_or_default()
             + "\n");
@@ -298,14 +315,42 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
         "ZONE",
         "HEALTH",
     ];
+    let overrides = service_policy(fleet_policy.as_ref(), &key)
+        .and_then(|(p, k)| policy::service_line(&p, &k))
+        .unwrap_or_default();
     Ok(format!(
-        "{}/{} in {} clusters\n{}{}",
+        "{}/{} in {} clusters\n{}{}{overrides}",
         key.namespace,
         key.name,
         exports.len(),
         table(&header, &rows),
         resolved.as_ref().map(resolved_text).unwrap_or_default()
     ))
+}
+
+/// The policy for `--output json`: null from a registry before policies,
+/// an error object when it does not validate here.
+fn policy_json(
+    policy: Option<&Result<meshdns_proto::model::FleetPolicy, meshdns_proto::error::InvalidField>>,
+) -> Value {
+    match policy {
+        None => Value::Null,
+        Some(Ok(p)) => crate::json::policy(p),
+        Some(Err(e)) => json!({ "error": e.to_string() }),
+    }
+}
+
+/// The policy and the service's key in model form, when both are readable.
+fn service_policy(
+    policy: Option<&Result<meshdns_proto::model::FleetPolicy, meshdns_proto::error::InvalidField>>,
+    key: &wire::ServiceKey,
+) -> Option<(
+    meshdns_proto::model::FleetPolicy,
+    meshdns_proto::model::ServiceKey,
+)> {
+    let policy = policy?.as_ref().ok()?;
+    let key = meshdns_proto::model::ServiceKey::try_from(key).ok()?;
+    Some((policy.clone(), key))
 }
 
 fn mode_name(mode: i32) -> &'static str {

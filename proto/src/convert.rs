@@ -14,6 +14,9 @@ use crate::model::{
 };
 use crate::wire;
 
+mod fleet_policy;
+pub use fleet_policy::MAX_POLICY_ENTRIES;
+
 fn at(field: &str) -> impl FnOnce(InvalidField) -> InvalidField + '_ {
     move |e| e.within(field)
 }

@@ -12,7 +12,9 @@ pub mod traffic;
 
 pub use addresses::Addresses;
 pub use cluster::{Cluster, MAX_ADDRESSES_PER_NODE, MAX_NODES, NodeAddresses, parse_cidr};
-pub use fleet_policy::{ClusterPolicy, FleetPolicy, RegionPolicy, ServicePolicy};
+pub use fleet_policy::{
+    ClusterPolicy, FleetPolicy, MAX_WEIGHT_PERCENT, RegionPolicy, ServicePolicy,
+};
 pub use health::{Failure, Health};
 pub use health_check::HealthCheck;
 pub use name::{

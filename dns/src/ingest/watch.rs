@@ -78,7 +78,11 @@ impl Watcher {
     /// Sends the whole state; every part within one stall timeout.
     async fn reset(&self, state: FullState) -> Result<(), End> {
         let deadline = Instant::now() + self.stall;
-        for part in parts::reset_parts(&state.clusters, PART_BYTES) {
+        // The policy rides in the first part (bounded: the policy file is
+        // at most 1 MiB, so a part stays well under a client's 4 MiB).
+        let mut policy = Some(wire::FleetPolicy::from(state.policy.as_ref()));
+        for mut part in parts::reset_parts(&state.clusters, PART_BYTES) {
+            part.policy = policy.take();
             self.send(event(Event::Reset(part)), deadline).await?;
         }
         Ok(())
@@ -106,6 +110,10 @@ impl Watcher {
             Change::ClusterRemoved(name) => {
                 let removed = Event::ClusterRemoved(name.to_string());
                 self.send(event(removed), Instant::now() + self.stall).await
+            }
+            Change::Policy(policy) => {
+                let policy = Event::Policy(policy.as_ref().into());
+                self.send(event(policy), Instant::now() + self.stall).await
             }
         }
     }

@@ -220,7 +220,7 @@ impl Tracker {
 
     fn apply(&mut self, change: &Change) {
         match change {
-            Change::Cluster(_) => {}
+            Change::Cluster(_) | Change::Policy(_) => {}
             Change::Services {
                 cluster,
                 upserts,

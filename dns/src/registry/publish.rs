@@ -141,6 +141,8 @@ impl Registry {
     }
 
     pub(super) fn set_policy_in(state: &mut State, dirty: &mut Dirty, policy: Arc<FleetPolicy>) {
+        // Watchers (followers) take the whole new policy.
+        dirty.changes.push(Change::Policy(policy.clone()));
         state.policy = policy;
         dirty.policy = true;
         dirty.locality = true;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use meshdns_proto::model::{Cluster, ClusterName, ServiceExport, ServiceKey};
+use meshdns_proto::model::{Cluster, ClusterName, FleetPolicy, ServiceExport, ServiceKey};
 use tokio::sync::broadcast;
 
 use super::{Registry, State};
@@ -22,6 +22,8 @@ pub enum Change {
     },
     /// A cluster was purged with everything it exported.
     ClusterRemoved(ClusterName),
+    /// The traffic policy changed (the whole new one).
+    Policy(Arc<FleetPolicy>),
 }
 
 /// A cluster as `status` and Watch show it.
@@ -41,6 +43,8 @@ pub struct ClusterStatus {
 #[derive(Debug, Clone)]
 pub struct FullState {
     pub clusters: Vec<(ClusterStatus, Vec<Arc<ServiceExport>>)>,
+    /// The traffic policy in force.
+    pub policy: Arc<FleetPolicy>,
 }
 
 impl Registry {
@@ -52,7 +56,7 @@ impl Registry {
             .filter_map(|c| match c {
                 Change::Cluster(status) => Some(&status.cluster.name),
                 Change::Services { cluster, .. } => Some(cluster),
-                Change::ClusterRemoved(_) => None,
+                Change::ClusterRemoved(_) | Change::Policy(_) => None,
             })
             .collect();
         let list = state
@@ -84,6 +88,7 @@ impl Registry {
                 .values()
                 .map(|e| (e.status(), e.services.values().cloned().collect()))
                 .collect(),
+            policy: state.policy.clone(),
         }
     }
 

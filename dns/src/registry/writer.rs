@@ -185,6 +185,20 @@ impl Writer {
             .await;
     }
 
+    /// [`Writer::set_policy`] unless `policy` is already in force: a
+    /// follower's every Reset restates its upstream's policy, and
+    /// rebuilding every view for an unchanged one would cost a full
+    /// rebuild per reconnect.
+    pub async fn renew_policy(&self, policy: Arc<meshdns_proto::model::FleetPolicy>) {
+        let _ = self
+            .job(false, move |_, s, d| {
+                if *s.policy != *policy {
+                    Registry::set_policy_in(s, d, policy);
+                }
+            })
+            .await;
+    }
+
     /// The full state and a receiver of every change after it, taken
     /// between two publishes so nothing falls between them or is seen twice.
     pub async fn subscribe(&self) -> Result<(FullState, broadcast::Receiver<Arc<Change>>), Error> {

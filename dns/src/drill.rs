@@ -1,0 +1,272 @@
+//! `meshdns drill`: a disaster-recovery drill without an outage. It reads
+//! the live registry and its traffic policy (a Watch Reset, with the
+//! reader credential), loses the places `--lose` names on paper — the
+//! clusters located there drained 100%, exactly what the policy file
+//! would say to apply the loss for real — and reports, changing no
+//! answer: per service, where each asker cluster would be served from
+//! before and after, which services would have no healthy endpoint left
+//! (and fail open), and how each surviving cluster's share of answers
+//! would grow.
+//!
+//! - [`loss`]: `--lose` places → clusters → the drained policy.
+//! - [`measure`]: the state in a registry of the drill's own; answers
+//!   from the DNS server's own answer path, counted per cluster.
+//! - [`report`]: text and JSON.
+
+pub mod loss;
+pub mod measure;
+pub mod report;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use clap::Args;
+use meshdns_proto::model::{ClusterName, ServiceExport, ServiceKey};
+use meshdns_proto::wire;
+
+use crate::authority::Authority;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::registry::{Registry, Writer};
+
+/// `meshdns drill` flags.
+#[derive(Debug, Clone, Args)]
+pub struct DrillArgs {
+    /// The registry to read, as http://HOST:PORT (https:// with --tls-ca).
+    #[arg(
+        long,
+        env = "MESHDNS_REGISTRY",
+        default_value = "http://127.0.0.1:7443"
+    )]
+    pub registry: String,
+    /// Places to lose (repeatable, or comma-separated): cluster:NAME, zone:NAME, region:NAME, provider:NAME; a bare name is a cluster. Each must hold a cluster the registry knows.
+    #[arg(long, env = "MESHDNS_DRILL_LOSE", required = true)]
+    pub lose: Vec<String>,
+    /// Only these services, as NAME.NAMESPACE (repeatable); every service a lost cluster exports by default.
+    #[arg(long = "service", env = "MESHDNS_DRILL_SERVICE")]
+    pub services: Vec<String>,
+    /// Queries (of each address type) per service and asker cluster that shares are counted over.
+    #[arg(long, env = "MESHDNS_DRILL_ANSWERS", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub answers: u32,
+    /// The registry's --max-answers (answers as the DNS server gives them).
+    #[arg(long = "max-answers", env = "MESHDNS_MAX_ANSWERS", default_value_t = 8)]
+    pub max_answers: usize,
+    /// The registry's --min-healthy.
+    #[arg(long = "min-healthy", env = "MESHDNS_MIN_HEALTHY", default_value_t = 1)]
+    pub min_healthy: usize,
+    /// Output format: text or json.
+    #[arg(long, default_value = "text")]
+    pub output: String,
+    /// Client credentials (a reader's): --tls-ca, --tls-cert, --tls-key, --token-file, --insecure.
+    #[command(flatten)]
+    pub client: meshdns_cli::ClientFlags,
+}
+
+fn fail(flag: &'static str, problem: impl Into<String>) -> Error {
+    Error::Config {
+        flag,
+        problem: problem.into(),
+    }
+}
+
+/// The registry's whole state (and policy) read through Watch, into a
+/// registry of the drill's own, as a follower would mirror it.
+async fn read_state(args: &DrillArgs, writer: &Writer) -> Result<String, Error> {
+    let auth = args.client.auth();
+    let url = auth
+        .url(&args.registry)
+        .map_err(|e| fail("--registry", e.to_string()))?;
+    let client = auth
+        .connect(&url)
+        .await
+        .map_err(|e| fail("--registry", e.to_string()))?;
+    let mut client = client.max_decoding_message_size(64 * 1024 * 1024);
+    let call = |e: tonic::Status| fail("--registry", format!("{url}: {}", e.message()));
+    let mut events = client
+        .watch(wire::WatchRequest {})
+        .await
+        .map_err(call)?
+        .into_inner();
+    let mut assembly = crate::follow::Assembly::default();
+    loop {
+        match events.message().await.map_err(call)? {
+            Some(wire::WatchEvent { event: Some(event) }) => {
+                let last = matches!(&event, wire::watch_event::Event::Reset(r) if !r.more);
+                assembly
+                    .apply(writer, event)
+                    .await
+                    .map_err(|e| fail("--registry", format!("{url}: {e}")))?;
+                if last {
+                    return Ok(url);
+                }
+            }
+            Some(_) => {}
+            None => {
+                return Err(fail(
+                    "--registry",
+                    format!("{url}: the Watch stream ended before its state"),
+                ));
+            }
+        }
+    }
+}
+
+/// Whether an endpoint of `export` counts as healthy (ready; or serving
+/// while terminating, as the view settles it when none is ready).
+fn healthy(export: &ServiceExport) -> bool {
+    export
+        .endpoints()
+        .iter()
+        .any(|e| e.ready || (e.serving && e.terminating))
+}
+
+/// Runs the drill and returns its report, rendered.
+pub async fn run(args: &DrillArgs) -> Result<String, Error> {
+    let json_output = match args.output.as_str() {
+        "text" | "table" => false,
+        "json" => true,
+        other => {
+            return Err(fail(
+                "--output",
+                format!("{other:?} is not a format (use text or json)"),
+            ));
+        }
+    };
+    let scopes = loss::parse(&args.lose).map_err(|e| fail("--lose", e.to_string()))?;
+    let mut only = BTreeSet::new();
+    for s in &args.services {
+        let (name, namespace) = s.split_once('.').ok_or_else(|| {
+            fail(
+                "--service",
+                format!("{s:?}: write NAME.NAMESPACE, e.g. web.shop"),
+            )
+        })?;
+        let key = ServiceKey::try_from(&wire::ServiceKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+        .map_err(|e| fail("--service", format!("{s:?}: {e}")))?;
+        only.insert(key);
+    }
+    let authority = Authority::new(
+        vec![crate::qname::Domain::parse("global").map_err(|e| fail("--domain", e))?],
+        5,
+        5,
+        args.max_answers.max(1),
+        args.min_healthy.max(1),
+    )
+    .map_err(|e| fail("--domain", e.to_string()))?;
+    let registry = Arc::new(Registry::new(5, false, Arc::new(Metrics::new())));
+    let writer = Writer::spawn(registry.clone()).map_err(|source| Error::Serve {
+        what: "drill registry writer thread",
+        source: Box::new(source),
+    })?;
+    let url = read_state(args, &writer).await?;
+    let policy = registry.policy();
+    let statuses = registry.clusters();
+    let lost = loss::clusters(&scopes, statuses.iter().map(|s| &s.cluster), &policy)
+        .map_err(|e| fail("--lose", e.to_string()))?;
+    let full = writer.full_state().await?;
+    // Every service's exports, by cluster.
+    let mut services: BTreeMap<ServiceKey, Vec<(ClusterName, Arc<ServiceExport>)>> =
+        BTreeMap::new();
+    let live: BTreeSet<ClusterName> = full
+        .clusters
+        .iter()
+        .filter(|(status, _)| !status.stale)
+        .map(|(status, _)| status.cluster.name.clone())
+        .collect();
+    for (status, exports) in &full.clusters {
+        for export in exports {
+            services
+                .entry(export.key().clone())
+                .or_default()
+                .push((status.cluster.name.clone(), export.clone()));
+        }
+    }
+    let in_scope = |key: &ServiceKey| only.is_empty() || only.contains(key);
+    let affected: Vec<&ServiceKey> = services
+        .iter()
+        .filter(|(key, exports)| in_scope(key) && exports.iter().any(|(c, _)| lost.contains(c)))
+        .map(|(key, _)| key)
+        .collect();
+    let unaffected = services.keys().filter(|k| in_scope(k)).count() - affected.len();
+    // Askers: every cluster with a client CIDR, from inside it.
+    let mut askers: Vec<(String, bool, std::net::IpAddr)> = statuses
+        .iter()
+        .filter_map(|s| {
+            let cidr = s.cluster.client_cidrs.first()?;
+            Some((
+                s.cluster.name.to_string(),
+                lost.contains(&s.cluster.name),
+                measure::asker_address(cidr),
+            ))
+        })
+        .collect();
+    askers.sort();
+    let measure_all = |snapshot: &crate::snapshot::Snapshot| -> Vec<Vec<measure::Served>> {
+        affected
+            .iter()
+            .map(|key| {
+                let owners = measure::owners(services[*key].iter().map(|(c, e)| (c, e.as_ref())));
+                askers
+                    .iter()
+                    .map(|(_, _, source)| {
+                        measure::served(
+                            snapshot,
+                            &authority,
+                            key,
+                            Some(*source),
+                            args.answers,
+                            &owners,
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let before = measure_all(&registry.snapshot());
+    writer
+        .set_policy(Arc::new(loss::drained(&policy, &lost)))
+        .await;
+    let after = measure_all(&registry.snapshot());
+    let services_report = affected
+        .iter()
+        .zip(before.into_iter().zip(after))
+        .map(|(key, (before, after))| {
+            let no_healthy_left = !services[*key]
+                .iter()
+                .any(|(c, e)| !lost.contains(c) && live.contains(c) && healthy(e));
+            report::ServiceDrill {
+                key: (*key).clone(),
+                before: measure::mean(&before),
+                after: measure::mean(&after),
+                askers: askers
+                    .iter()
+                    .zip(before.into_iter().zip(after))
+                    .map(|((cluster, lost, _), (before, after))| report::Asker {
+                        cluster: cluster.clone(),
+                        lost: *lost,
+                        before,
+                        after,
+                    })
+                    .collect(),
+                no_healthy_left,
+            }
+        })
+        .collect();
+    let report = report::Report {
+        registry: url,
+        scopes,
+        lost,
+        policy_sha256: crate::policy::sha256(&policy),
+        answers: args.answers,
+        services: services_report,
+        unaffected,
+    };
+    Ok(if json_output {
+        serde_json::to_string_pretty(&report.json()).unwrap_or_default() + "\n"
+    } else {
+        report.text()
+    })
+}
