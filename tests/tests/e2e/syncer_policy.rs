@@ -17,6 +17,10 @@ use crate::kubernetes::{EXPORT, start_syncer};
 
 const PROVIDER: &str = "meshdns.io/provider";
 
+/// A Service of the test: name, annotations, `spec.trafficDistribution`,
+/// its one endpoint's address.
+type TestService<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<&'a str>, &'a str);
+
 /// The hub's `/debug/registry`.
 async fn registry(server: &TestServer) -> Value {
     let (status, body) = http_get(server.admin, "/debug/registry").await.unwrap();
@@ -96,7 +100,7 @@ async fn annotations_and_traffic_distribution_reach_the_hub() {
     let dir = TempDir::new("syncer-policy");
     fake.apply(Res::Nodes, provider_node("node-1", "192.168.10.1", "aws"));
     fake.apply(Res::Nodes, provider_node("node-2", "192.168.10.2", "aws"));
-    let services: [(&str, &[(&str, &str)], Option<&str>, &str); 5] = [
+    let services: [TestService<'_>; 5] = [
         (
             "web",
             &[
@@ -249,6 +253,19 @@ async fn annotations_and_traffic_distribution_reach_the_hub() {
     server.stop().await;
 }
 
+/// The fake stays as strict as kube-apiserver: a `trafficDistribution`
+/// value 1.37 does not support is refused, so no test can rely on one.
+#[tokio::test]
+#[should_panic(expected = "spec.trafficDistribution: Unsupported value")]
+async fn the_fake_refuses_a_traffic_distribution_kube_apiserver_refuses() {
+    let fake = FakeKube::start().await;
+    let svc = service("shop", "web", &[EXPORT], &[], Some("10.96.0.10"));
+    fake.apply(
+        Res::Services,
+        with_traffic_distribution(svc, "PreferSameRack"),
+    );
+}
+
 /// `--provider` wins over what the Nodes say.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_flag_wins_over_node_labels() {
@@ -260,6 +277,15 @@ async fn the_provider_flag_wins_over_node_labels() {
     let syncer = start_syncer(&fake, &server, &dir, &["--provider", "onprem-fra"]).await;
     let cluster = wait_provider(&server, "onprem-fra").await;
     assert_eq!(cluster.nodes.len(), 2, "{cluster:?}");
+    let status = syncer.status().await;
+    assert_eq!(
+        (
+            &status["exported"]["provider"],
+            &status["exported"]["nodes"]
+        ),
+        (&Value::from("onprem-fra"), &Value::from(2)),
+        "{status}"
+    );
     drop(syncer);
     fake.stop();
     server.stop().await;
