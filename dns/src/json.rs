@@ -16,6 +16,8 @@ pub fn cluster(status: &ClusterStatus) -> Value {
         "name": c.name.as_str(),
         "region": c.region.as_ref().map(|r| r.as_str()),
         "zone": c.zone.as_ref().map(|z| z.as_str()),
+        "provider": c.provider.as_ref().map(|p| p.as_str()),
+        "nodes": c.nodes.len(),
         "client_cidrs": c.client_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "version": c.version,
         "state": if status.stale { "stale" } else { "live" },
@@ -34,6 +36,11 @@ pub fn service(s: &ServiceExport, max_endpoints: usize) -> Value {
         "mode": s.mode().as_str(),
         "affinity": s.policy().affinity.as_str(),
         "ttl": s.policy().ttl,
+        "failover": s.policy().failover.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "primary": s.policy().primary.as_ref().map(ToString::to_string),
+        "min_healthy": s.policy().min_healthy.map(|m| m.to_string()),
+        "export_to": s.policy().export_to.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "traffic_distribution": s.policy().traffic_distribution.map(|t| t.as_str()),
         "ports": s.ports().iter().map(|p| json!({
             "name": p.name.as_ref().map(|n| n.as_str()),
             "protocol": p.protocol.to_string(),
@@ -49,6 +56,7 @@ pub fn service(s: &ServiceExport, max_endpoints: usize) -> Value {
             "serving": e.serving,
             "terminating": e.terminating,
             "health_check": e.health.as_str(),
+            "weight": e.weight,
         })).collect::<Vec<_>>(),
     })
 }

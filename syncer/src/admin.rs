@@ -90,6 +90,8 @@ async fn status(State(state): State<AdminState>) -> axum::Json<serde_json::Value
             "cluster": set.cluster.name.as_str(),
             "region": set.cluster.region.as_ref().map(|r| r.as_str()),
             "zone": set.cluster.zone.as_ref().map(|z| z.as_str()),
+            "provider": set.cluster.provider.as_ref().map(|p| p.as_str()),
+            "nodes": set.cluster.nodes.len(),
             "client_cidrs": set.cluster.client_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "services": set.services.len(),
             "endpoints": set.services.values().map(|s| s.endpoints().len()).sum::<usize>(),

@@ -36,6 +36,12 @@ pub struct SyncerArgs {
     /// This cluster's zone (overrides the source's own).
     #[arg(long, env = "MESHDNS_ZONE")]
     pub zone: Option<String>,
+    /// This cluster's cloud provider (aws, gcp, onprem-fra, ...), for the provider tier and `provider:` scopes; overrides the source's own (the file's `provider`, else the Nodes' `meshdns.io/provider` label when they all agree). Default: unknown.
+    #[arg(long, env = "MESHDNS_PROVIDER")]
+    pub provider: Option<String>,
+    /// The weight of each endpoint of this cluster that nothing else weighs (a Service's `meshdns.io/weight` annotation, a file's `weight` win): 0 (only when nothing else is healthy) to 10000. A pod or VM counts 10.
+    #[arg(long, env = "MESHDNS_WEIGHT", default_value_t = meshdns_proto::model::DEFAULT_WEIGHT)]
+    pub weight: u32,
     /// A registry to stream to, as http://HOST:PORT (repeatable; each is streamed to independently).
     #[arg(
         long = "registry",
@@ -240,9 +246,28 @@ impl SyncerArgs {
             cluster: self.cluster.clone(),
             region: self.region.clone(),
             zone: self.zone.clone(),
+            provider: self.provider.clone().filter(|p| !p.is_empty()),
             client_cidrs: self.client_cidr.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            weight: self.weight,
         }
+    }
+
+    /// `--weight` and `--provider`, checked before any source starts.
+    pub fn check_topology(&self) -> Result<(), Error> {
+        crate::source::fields::weight_number("--weight", u64::from(self.weight)).map_err(|e| {
+            Error::Config {
+                field: "--weight".into(),
+                problem: e.problem.to_string(),
+            }
+        })?;
+        if let Some(provider) = self.provider.as_ref().filter(|p| !p.is_empty()) {
+            meshdns_proto::model::LabelValue::new(provider).map_err(|e| Error::Config {
+                field: "--provider".into(),
+                problem: e.problem.to_string(),
+            })?;
+        }
+        Ok(())
     }
 
     /// The registration source's settings, when `--registration-listen` is set.

@@ -50,6 +50,7 @@ use crate::config::{SourceKind, SyncerArgs};
 /// one publisher per registry.
 #[cfg(feature = "kubernetes")]
 pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Error> {
+    args.check_topology()?;
     let mut publishers = args.publishers()?;
     // One board of the registries' refusals, read by the MCS writers.
     let refusals = mcs::refusals::Refusals::default();

@@ -46,7 +46,9 @@ use serde_json::{Value, json};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-pub use self::objects::{Ep, Res, namespace, node, service, service_export, slice};
+pub use self::objects::{
+    Ep, Res, labelled, namespace, node, service, service_export, slice, with_traffic_distribution,
+};
 use self::store::Store;
 pub use self::store::{Attempt, Write};
 
@@ -239,7 +241,11 @@ impl FakeKube {
     }
 
     /// Creates or updates an object (a k8s-openapi object as JSON).
+    /// Panics on an object kube-apiserver would refuse ([`objects::refused`]).
     pub fn apply(&self, res: Res, mut object: Value) {
+        if let Some(why) = objects::refused(res, &object) {
+            panic!("kube-apiserver would refuse this {}: {why}", res.kind());
+        }
         let mut store = self.store.lock().unwrap();
         store.rv += 1;
         let rv = store.rv;

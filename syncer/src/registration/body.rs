@@ -11,8 +11,8 @@ use std::time::Duration;
 use meshdns_proto::InvalidField;
 use meshdns_proto::error::Problem;
 use meshdns_proto::model::{
-    Endpoint, HealthCheck, Hostname, LabelValue, MAX_ADDRESSES_PER_ENDPOINT, Mode, Policy, Port,
-    PortName, Protocol, ServiceExport, ServiceKey, reserved_class,
+    DEFAULT_WEIGHT, Endpoint, HealthCheck, Hostname, LabelValue, MAX_ADDRESSES_PER_ENDPOINT, Mode,
+    Policy, Port, PortName, Protocol, ServiceExport, ServiceKey, reserved_class,
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,10 @@ pub struct RegistrationBody {
     /// The service's health check, in the `meshdns.io/health-check` syntax.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<String>,
+    /// The instance's weight, 0 (only when nothing else is healthy) to
+    /// 10,000; absent: 10, as a pod. A gateway weighs what stands behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,10 +197,15 @@ impl RegistrationBody {
                 )),
             ));
         }
+        let weight = match self.weight {
+            None => DEFAULT_WEIGHT,
+            Some(w) => crate::source::fields::weight_number("weight", w)?,
+        };
         let endpoint = Endpoint {
             addresses: addresses.into(),
             hostname,
             zone,
+            weight,
             ..Endpoint::ready(IpAddr::from([0, 0, 0, 0]))
         };
         // The export this registration alone makes: the model's own
@@ -245,6 +254,7 @@ impl RegistrationBody {
             zone: endpoint.zone.as_ref().map(|z| z.to_string()),
             ttl_seconds: self.ttl_seconds,
             health_check: health_check.as_ref().map(|c| c.to_string()),
+            weight: self.weight.map(|_| u64::from(weight)),
         };
         Ok(Registration {
             endpoint,
@@ -381,5 +391,31 @@ mod tests {
             field_of(|b| b.health_check = Some("tcp:8080 host=10.0.0.1".into())),
             (400, f("health_check.host"))
         );
+        assert_eq!(field_of(|b| b.weight = Some(10_001)), (400, f("weight")));
+        assert_eq!(field_of(|b| b.weight = Some(u64::MAX)), (400, f("weight")));
+    }
+
+    /// A gateway registers with the weight of what stands behind it; an
+    /// instance that says nothing weighs as a pod, and the state file
+    /// keeps what it said.
+    #[test]
+    fn a_registration_carries_its_weight() {
+        let reg = body().validate(&key(), BOUNDS).unwrap();
+        assert_eq!(reg.endpoint.weight, DEFAULT_WEIGHT);
+        assert_eq!(reg.body.weight, None);
+        let mut gateway = body();
+        gateway.weight = Some(40);
+        let reg = gateway.validate(&key(), BOUNDS).unwrap();
+        assert_eq!(reg.endpoint.weight, 40);
+        assert_eq!(reg.body.weight, Some(40));
+        assert_eq!(reg.body.validate(&key(), BOUNDS).unwrap(), reg);
+        let mut drained = body();
+        drained.weight = Some(0);
+        assert_eq!(drained.validate(&key(), BOUNDS).unwrap().endpoint.weight, 0);
+        let json: RegistrationBody = serde_json::from_str(
+            r#"{"addresses":["10.9.0.5"],"ports":[{"port":80}],"ttl_seconds":30,"weight":25}"#,
+        )
+        .unwrap();
+        assert_eq!(json.validate(&key(), BOUNDS).unwrap().endpoint.weight, 25);
     }
 }

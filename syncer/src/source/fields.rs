@@ -1,5 +1,7 @@
 //! The export fields every source reads from text — a port, the mode, the
-//! affinity, the TTL — parsed one way, each error naming its field.
+//! affinity, the TTL, the weight, the failover order, the primary, the
+//! min-healthy threshold, the export-to places — parsed one way, each error
+//! naming its field.
 //!
 //! The file source ([`super::file`]) and the Kubernetes source
 //! ([`super::kubernetes::objects`]) both call these, so a port or a policy
@@ -11,7 +13,10 @@ use std::num::NonZeroU16;
 
 use meshdns_proto::InvalidField;
 use meshdns_proto::error::Problem;
-use meshdns_proto::model::{Affinity, MAX_TTL_SECONDS, Mode, Port, PortName, Protocol};
+use meshdns_proto::model::traffic::{check_failover, parse_scopes};
+use meshdns_proto::model::{
+    Affinity, Bare, MAX_TTL_SECONDS, MAX_WEIGHT, MinHealthy, Mode, Port, PortName, Protocol, Scope,
+};
 
 /// A port from its parts. `field` is the port's own path (`ports[2]`); an
 /// error names `ports[2].protocol`, `ports[2].port` or `ports[2].name`.
@@ -62,14 +67,14 @@ pub fn mode(field: &str, value: &str) -> Result<Mode, InvalidField> {
     })
 }
 
-/// `cluster`, `zone`, `region` or `none`.
+/// `nearest`, `node`, `cluster`, `zone`, `region`, `provider` or `none`.
 pub fn affinity(field: &str, value: &str) -> Result<Affinity, InvalidField> {
     Affinity::parse(value).ok_or_else(|| {
         InvalidField::new(
             field,
             Problem::BadLabelValue {
                 value: value.to_owned(),
-                why: "must be cluster, zone, region or none",
+                why: "must be nearest, node, cluster, zone, region, provider or none",
             },
         )
     })
@@ -91,6 +96,79 @@ pub fn ttl(field: &str, value: &str) -> Result<u32, InvalidField> {
         return Err(InvalidField::new(field, Problem::TtlRange(seconds)));
     }
     Ok(seconds)
+}
+
+/// An endpoint weight written as text (an annotation): a whole number
+/// from 0 (only when nothing else is healthy) to [`MAX_WEIGHT`].
+pub fn weight(field: &str, value: &str) -> Result<u32, InvalidField> {
+    let number: u64 = value.parse().map_err(|_| {
+        InvalidField::new(
+            field,
+            Problem::BadLabelValue {
+                value: value.to_owned(),
+                why: "must be a whole number (0: only when nothing else is healthy)",
+            },
+        )
+    })?;
+    weight_number(field, number)
+}
+
+/// An endpoint weight given as a number (a file, a registration).
+pub fn weight_number(field: &str, number: u64) -> Result<u32, InvalidField> {
+    u32::try_from(number)
+        .ok()
+        .filter(|w| *w <= MAX_WEIGHT)
+        .ok_or_else(|| {
+            InvalidField::new(
+                field,
+                Problem::OutOfRange(format!(
+                    "weight {number} is over the maximum of {MAX_WEIGHT}"
+                )),
+            )
+        })
+}
+
+/// `e` from a list parser (its field `[2]`, or empty) seen from `field`:
+/// `meshdns.io/failover[2]`.
+fn at(field: &str, e: InvalidField) -> InvalidField {
+    InvalidField::new(format!("{field}{}", e.field), e.problem)
+}
+
+/// `meshdns.io/failover`: regions (bare or `region:`) and `provider:`
+/// places, in the order spill follows.
+pub fn failover(field: &str, value: &str) -> Result<Box<[Scope]>, InvalidField> {
+    let scopes = parse_scopes(value, Bare::Region).map_err(|e| at(field, e))?;
+    check_failover(&scopes).map_err(|e| at(field, e))?;
+    Ok(scopes.into_boxed_slice())
+}
+
+/// `meshdns.io/primary`: one region (bare or `region:`) or `provider:`.
+pub fn primary(field: &str, value: &str) -> Result<Scope, InvalidField> {
+    let scope = Scope::parse(value, Bare::Region).map_err(|e| at(field, e))?;
+    if !scope.is_region_or_provider() {
+        return Err(InvalidField::new(
+            field,
+            Problem::OutOfRange(format!(
+                "{scope}: a primary is one region (us-east, region:us-east) or provider (provider:aws)"
+            )),
+        ));
+    }
+    Ok(scope)
+}
+
+/// `meshdns.io/min-healthy`: a count (`3`) or a percentage of the tier's
+/// endpoints (`50%`).
+pub fn min_healthy(field: &str, value: &str) -> Result<MinHealthy, InvalidField> {
+    MinHealthy::parse(value).map_err(|e| at(field, e))
+}
+
+/// `meshdns.io/export-to`: clusters (bare or `cluster:`), `zone:`,
+/// `region:` and `provider:` places; askers outside all of them get
+/// NXDOMAIN.
+pub fn export_to(field: &str, value: &str) -> Result<Box<[Scope]>, InvalidField> {
+    parse_scopes(value, Bare::Cluster)
+        .map(Vec::into_boxed_slice)
+        .map_err(|e| at(field, e))
 }
 
 #[cfg(test)]
@@ -147,7 +225,7 @@ mod tests {
         assert_eq!(affinity("affinity", "zone"), Ok(Affinity::Zone));
         assert_eq!(
             affinity("a", "near").unwrap_err().to_string(),
-            "a: \"near\" is not a valid label value: must be cluster, zone, region or none"
+            "a: \"near\" is not a valid label value: must be nearest, node, cluster, zone, region, provider or none"
         );
         assert_eq!(ttl("ttl", "30"), Ok(30));
         assert_eq!(ttl("ttl", "30s"), Ok(30));
@@ -156,5 +234,67 @@ mod tests {
             "ttl: ttl 86401s is over the maximum of 86400s"
         );
         assert!(ttl("ttl", "soon").is_err());
+    }
+
+    #[test]
+    fn weights() {
+        assert_eq!(weight("w", "0"), Ok(0));
+        assert_eq!(weight("w", "10000"), Ok(MAX_WEIGHT));
+        assert_eq!(
+            weight("w", "10001").unwrap_err().to_string(),
+            "w: weight 10001 is over the maximum of 10000"
+        );
+        assert_eq!(
+            weight("w", "1.5").unwrap_err().to_string(),
+            "w: \"1.5\" is not a valid label value: must be a whole number (0: only when nothing else is healthy)"
+        );
+        assert!(weight("w", "-3").is_err());
+        assert!(weight_number("w", u64::MAX).is_err());
+    }
+
+    #[test]
+    fn scopes() {
+        let shown = |scopes: &[Scope]| scopes.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            shown(&failover("f", "us-east,provider:aws , region:eu-west").unwrap()),
+            ["region:us-east", "provider:aws", "region:eu-west"]
+        );
+        assert_eq!(
+            failover("f", "us-east, zone:us-east-1a")
+                .unwrap_err()
+                .to_string(),
+            "f[1]: zone:us-east-1a: a failover order names regions and providers only"
+        );
+        assert_eq!(failover("f", "cluster:east-1").unwrap_err().field, "f[0]");
+        assert_eq!(failover("f", "us-east,us-east").unwrap_err().field, "f[1]");
+        assert_eq!(
+            primary("p", "us-east").unwrap().to_string(),
+            "region:us-east"
+        );
+        assert_eq!(
+            primary("p", "provider:aws").unwrap().to_string(),
+            "provider:aws"
+        );
+        assert!(primary("p", "us-east,us-west").is_err());
+        assert!(primary("p", "").is_err());
+        assert_eq!(
+            shown(
+                &export_to("e", "east-1, zone:us-east-1a, region:us-west, provider:gcp").unwrap()
+            ),
+            [
+                "cluster:east-1",
+                "zone:us-east-1a",
+                "region:us-west",
+                "provider:gcp"
+            ]
+        );
+        assert!(export_to("e", "galaxy:far").is_err());
+        let many = vec!["r"; 33].join(",");
+        assert!(failover("f", &many).is_err(), "at most 32 scopes");
+        assert_eq!(min_healthy("m", "3"), Ok(MinHealthy::Count(3)));
+        assert_eq!(min_healthy("m", "50%"), Ok(MinHealthy::Percent(50)));
+        assert!(min_healthy("m", "0%").is_err());
+        assert!(min_healthy("m", "101%").is_err());
+        assert!(min_healthy("m", "half").is_err());
     }
 }

@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use meshdns_proto::InvalidField;
 use meshdns_proto::error::Problem;
 use meshdns_proto::model::{
-    Affinity, Cluster, ClusterName, DEFAULT_WEIGHT, Endpoint, ExportSet, Health, HealthCheck,
-    Hostname, LabelValue, Mode, Namespace, NodeName, Policy, ServiceExport, ServiceKey,
-    ServiceName, parse_cidr,
+    Affinity, Cluster, ClusterName, Endpoint, ExportSet, Health, HealthCheck, Hostname, LabelValue,
+    MAX_ADDRESSES_PER_NODE, MAX_NODES, Mode, Namespace, NodeAddresses, NodeName, Policy,
+    ServiceExport, ServiceKey, ServiceName, parse_cidr,
 };
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -32,10 +32,47 @@ struct FileDoc {
     cluster: Option<String>,
     region: Option<String>,
     zone: Option<String>,
+    /// The cloud provider (`--provider` wins).
+    provider: Option<String>,
     #[serde(rename = "clientCIDRs", default)]
     client_cidrs: Vec<String>,
+    /// The nodes' own addresses, for the node tier.
+    #[serde(default)]
+    nodes: Vec<FileNode>,
     #[serde(default)]
     services: Vec<FileService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNode {
+    name: String,
+    addresses: Vec<String>,
+}
+
+/// Scopes as one string in the annotation's syntax, or as a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileScopes {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl FileScopes {
+    fn text(&self) -> String {
+        match self {
+            FileScopes::Text(t) => t.clone(),
+            FileScopes::List(items) => items.join(","),
+        }
+    }
+}
+
+/// `minHealthy: 3` or `minHealthy: 50%`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileMinHealthy {
+    Count(u64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +84,15 @@ struct FileService {
     affinity: Option<String>,
     /// Answer TTL in seconds.
     ttl: Option<u32>,
+    /// Each endpoint's weight unless it says (`--weight` when absent).
+    weight: Option<u64>,
+    /// Regions (or `provider:` scopes) spill follows, in order.
+    failover: Option<FileScopes>,
+    /// The region (or `provider:`) every asker is served from while healthy.
+    primary: Option<String>,
+    min_healthy: Option<FileMinHealthy>,
+    /// Who may resolve it: clusters (bare), `zone:`, `region:`, `provider:`.
+    export_to: Option<FileScopes>,
     #[serde(rename = "clusterIPs", default)]
     cluster_ips: Vec<String>,
     #[serde(default)]
@@ -78,6 +124,8 @@ struct FileEndpoint {
     serving: Option<bool>,
     #[serde(default)]
     terminating: bool,
+    /// This endpoint's weight (0: only when nothing else is healthy).
+    weight: Option<u64>,
 }
 
 fn invalid(field: &str, problem: Problem) -> InvalidField {
@@ -111,7 +159,9 @@ impl FileService {
         })
     }
 
-    fn to_model(&self) -> Result<ServiceExport, InvalidField> {
+    /// The export; endpoints weigh their own `weight`, else the service's,
+    /// else `default_weight` (`--weight`).
+    fn to_model(&self, default_weight: u32) -> Result<ServiceExport, InvalidField> {
         let key = self.key()?;
         let mut ports = Vec::with_capacity(self.ports.len());
         for (i, p) in self.ports.iter().enumerate() {
@@ -130,6 +180,35 @@ impl FileService {
             None => Affinity::Nearest,
             Some(a) => fields::affinity("affinity", a)?,
         };
+        let weight = match self.weight {
+            None => default_weight,
+            Some(w) => fields::weight_number("weight", w)?,
+        };
+        let failover = self
+            .failover
+            .as_ref()
+            .map(|f| fields::failover("failover", &f.text()))
+            .transpose()?
+            .unwrap_or_default();
+        let primary = self
+            .primary
+            .as_deref()
+            .map(|p| fields::primary("primary", p))
+            .transpose()?;
+        let min_healthy = self
+            .min_healthy
+            .as_ref()
+            .map(|m| match m {
+                FileMinHealthy::Count(n) => fields::min_healthy("minHealthy", &n.to_string()),
+                FileMinHealthy::Text(t) => fields::min_healthy("minHealthy", t.trim()),
+            })
+            .transpose()?;
+        let export_to = self
+            .export_to
+            .as_ref()
+            .map(|e| fields::export_to("exportTo", &e.text()))
+            .transpose()?
+            .unwrap_or_default();
         let cluster_ips = self
             .cluster_ips
             .iter()
@@ -150,6 +229,10 @@ impl FileService {
                 return Err(invalid(&format!("{field}.ip"), Problem::Missing));
             }
             let ready = e.ready.unwrap_or(!e.terminating);
+            let weight = match e.weight {
+                None => weight,
+                Some(w) => fields::weight_number(&format!("{field}.weight"), w)?,
+            };
             endpoints.push(Endpoint {
                 addresses: addresses.into(),
                 hostname: e
@@ -171,7 +254,7 @@ impl FileService {
                 serving: e.serving.unwrap_or(ready),
                 terminating: e.terminating,
                 health: Health::Unchecked,
-                weight: DEFAULT_WEIGHT,
+                weight,
             });
         }
         let export = ServiceExport::new(
@@ -183,7 +266,11 @@ impl FileService {
             Policy {
                 affinity,
                 ttl: self.ttl,
-                ..Policy::default()
+                failover,
+                primary,
+                min_healthy,
+                export_to,
+                traffic_distribution: None,
             },
         )?;
         match &self.health_check {
@@ -241,15 +328,18 @@ pub fn parse(
         name: ClusterName::new(&name).map_err(|e| cfg("cluster", e))?,
         region: optional("region", overrides.region.clone().or(doc.region))?,
         zone: optional("zone", overrides.zone.clone().or(doc.zone))?,
+        provider: optional("provider", overrides.provider.clone().or(doc.provider))?,
         client_cidrs,
         version: overrides.version.clone(),
-        provider: None,
-        nodes: Vec::new(),
+        nodes: nodes(&doc.nodes).map_err(|e| Error::Config {
+            field: e.field,
+            problem: e.problem.to_string(),
+        })?,
     };
     let mut services = BTreeMap::new();
     let mut refused = Vec::new();
     for (i, service) in doc.services.iter().enumerate() {
-        let result = service.to_model().and_then(|s| {
+        let result = service.to_model(overrides.weight).and_then(|s| {
             if services.contains_key(s.key()) {
                 Err(invalid("", Problem::DuplicateService(s.key().to_string())))
             } else {
@@ -280,6 +370,56 @@ pub fn parse(
         }
     }
     Ok((ExportSet { cluster, services }, refused))
+}
+
+/// The file's `nodes`, each checked, at most [`MAX_NODES`] with at most
+/// [`MAX_ADDRESSES_PER_NODE`] addresses each (what the registry accepts).
+fn nodes(nodes: &[FileNode]) -> Result<Vec<NodeAddresses>, InvalidField> {
+    if nodes.len() > MAX_NODES {
+        return Err(invalid(
+            "nodes",
+            Problem::TooMany {
+                what: "nodes",
+                count: nodes.len(),
+                max: MAX_NODES,
+            },
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let field = format!("nodes[{i}]");
+            let name = label(&format!("{field}.name"), &n.name, NodeName::new)?;
+            if !seen.insert(name.clone()) {
+                return Err(invalid(
+                    &format!("{field}.name"),
+                    Problem::OutOfRange(format!("node {name} is listed twice")),
+                ));
+            }
+            if n.addresses.is_empty() {
+                return Err(invalid(&format!("{field}.addresses"), Problem::NoAddresses));
+            }
+            if n.addresses.len() > MAX_ADDRESSES_PER_NODE {
+                return Err(invalid(
+                    &format!("{field}.addresses"),
+                    Problem::TooMany {
+                        what: "addresses",
+                        count: n.addresses.len(),
+                        max: MAX_ADDRESSES_PER_NODE,
+                    },
+                ));
+            }
+            let addresses = n
+                .addresses
+                .iter()
+                .enumerate()
+                .map(|(j, a)| address(format!("{field}.addresses[{j}]"), a))
+                .collect::<Result<_, _>>()?;
+            Ok(NodeAddresses { name, addresses })
+        })
+        .collect()
 }
 
 /// The error with its field path, or just the problem when it concerns
@@ -512,6 +652,134 @@ services:
                     "services[0] (shop/web): healthCheck.port: 81 is not one of the service's TCP ports",
                 ],
             )),
+        );
+    }
+
+    #[test]
+    fn weights_and_policy_fields() {
+        let text = r#"
+cluster: east-1
+provider: aws
+nodes:
+  - {name: node-1, addresses: [10.1.0.1, "fd00::1"]}
+services:
+  - name: web
+    namespace: shop
+    weight: 30
+    failover: [us-west, "provider:gcp"]
+    primary: us-east
+    minHealthy: 50%
+    exportTo: "east-1, region:us-west"
+    ports: [{port: 80}]
+    endpoints:
+      - {ip: 10.1.0.11}
+      - {ip: 10.1.0.12, weight: 0}
+      - {ip: 10.1.0.13, weight: 80}
+  - name: api
+    namespace: shop
+    minHealthy: 3
+    ports: [{port: 80}]
+    endpoints: [{ip: 10.1.0.21}]
+"#;
+        let overrides = Overrides {
+            weight: 20,
+            ..Overrides::default()
+        };
+        let (set, refused) = parse(text, &overrides, None).unwrap();
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(set.cluster.provider.as_ref().unwrap().as_str(), "aws");
+        assert_eq!(set.cluster.nodes.len(), 1);
+        assert_eq!(set.cluster.nodes[0].addresses.len(), 2);
+        let get = |name: &str| {
+            set.services
+                .values()
+                .find(|s| s.key().name.as_str() == name)
+                .unwrap()
+                .clone()
+        };
+        let web = get("web");
+        let weights: Vec<u32> = web.endpoints().iter().map(|e| e.weight).collect();
+        assert_eq!(
+            weights,
+            vec![30, 0, 80],
+            "the endpoint's, else the service's"
+        );
+        let policy = web.policy();
+        assert_eq!(policy.failover.len(), 2);
+        assert_eq!(
+            policy.primary.as_ref().unwrap().to_string(),
+            "region:us-east"
+        );
+        assert_eq!(
+            policy.min_healthy,
+            Some(meshdns_proto::model::MinHealthy::Percent(50))
+        );
+        assert_eq!(policy.export_to.len(), 2);
+        let api = get("api");
+        assert_eq!(api.endpoints()[0].weight, 20, "--weight when nothing says");
+        assert_eq!(
+            api.policy().min_healthy,
+            Some(meshdns_proto::model::MinHealthy::Count(3))
+        );
+        let flag = Overrides {
+            provider: Some("gcp".into()),
+            ..Overrides::default()
+        };
+        let (set, _) = parse(text, &flag, None).unwrap();
+        assert_eq!(
+            set.cluster.provider.unwrap().as_str(),
+            "gcp",
+            "--provider wins"
+        );
+    }
+
+    #[test]
+    fn bad_weights_and_policy_fields_name_the_field() {
+        let one = |fields: &str| {
+            format!(
+                "cluster: a\nservices:\n  - {{name: web, namespace: shop, ports: [{{port: 80}}], {fields}}}\n"
+            )
+        };
+        for (fields, want) in [
+            (
+                "weight: 10001",
+                "services[0] (shop/web): weight: weight 10001 is over",
+            ),
+            (
+                "endpoints: [{ip: 10.0.0.1, weight: 20000}]",
+                "services[0] (shop/web): endpoints[0].weight: weight 20000 is over",
+            ),
+            ("failover: [zone:z1]", "services[0] (shop/web): failover"),
+            (
+                "primary: 'us-east,us-west'",
+                "services[0] (shop/web): primary",
+            ),
+            ("minHealthy: 0%", "services[0] (shop/web): minHealthy"),
+            (
+                "exportTo: [planet:earth]",
+                "services[0] (shop/web): exportTo",
+            ),
+        ] {
+            let (set, refused) = parse(&one(fields), &Overrides::default(), None).unwrap();
+            assert!(set.services.is_empty(), "{fields}");
+            assert_eq!(refused.len(), 1, "{fields}: {refused:?}");
+            assert!(refused[0].starts_with(want), "{fields}: {refused:?}");
+        }
+        check(
+            "cluster: a\nprovider: -aws\n",
+            Err("provider: \"-aws\" is not a valid label value"),
+        );
+        check(
+            "cluster: a\nnodes: [{name: n1, addresses: [nope]}]\n",
+            Err("nodes[0].addresses[0]: \"nope\" is not an IP address"),
+        );
+        check(
+            "cluster: a\nnodes: [{name: n1, addresses: []}]\n",
+            Err("nodes[0].addresses"),
+        );
+        check(
+            "cluster: a\nnodes: [{name: n1, addresses: [10.0.0.1]}, {name: n1, addresses: [10.0.0.2]}]\n",
+            Err("nodes[1].name"),
         );
     }
 

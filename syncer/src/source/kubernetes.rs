@@ -1,7 +1,7 @@
 //! The `kubernetes` source: watches Services (by label selector, and with
 //! `--mcs` those named by a `ServiceExport`), their EndpointSlices, and
-//! Nodes (client CIDRs, region and zone), and turns them into the
-//! cluster's export set.
+//! Nodes (client CIDRs, region, zone, provider and node addresses), and
+//! turns them into the cluster's export set.
 //!
 //! One watcher task per kind reduces objects ([`objects`]) and sends them to
 //! one state task. A relist (`Init` .. `InitDone`, after a 410 or a
@@ -78,13 +78,16 @@ pub async fn start(
     let client = config::client(source.kubeconfig.as_ref()).await?;
     let (tx, rx) = mpsc::channel(1024);
     let o = &source.overrides;
-    let watch_nodes = o.client_cidrs.is_empty() || o.region.is_none() || o.zone.is_none();
+    // Nodes give what the flags leave out, and their own addresses (the
+    // node tier); with every flag given they are not read at all.
+    let watch_nodes =
+        o.client_cidrs.is_empty() || o.region.is_none() || o.zone.is_none() || o.provider.is_none();
     let mut watchers =
         BTreeSet::from([Resource::SERVICES.plural, Resource::ENDPOINT_SLICES.plural]);
     let mut optional = BTreeSet::new();
     if watch_nodes {
-        // Without Nodes the cluster is announced without client CIDRs and
-        // topology; its Services still export.
+        // Without Nodes the cluster is announced without client CIDRs,
+        // topology and node addresses; its Services still export.
         watchers.insert(Resource::NODES.plural);
         optional.insert(Resource::NODES.plural);
     }

@@ -167,6 +167,43 @@ pub fn service(
     serde_json::to_value(svc).unwrap()
 }
 
+/// The `spec.trafficDistribution` values kube-apiserver 1.37 accepts
+/// (`PreferClose` since 1.31; `PreferSameZone`, `PreferSameNode` since
+/// 1.33): anything else it refuses with 422.
+pub const TRAFFIC_DISTRIBUTIONS: [&str; 3] = ["PreferClose", "PreferSameZone", "PreferSameNode"];
+
+/// `svc` with `spec.trafficDistribution` set.
+pub fn with_traffic_distribution(mut svc: Value, value: &str) -> Value {
+    svc["spec"]["trafficDistribution"] = json!(value);
+    svc
+}
+
+/// `object` with more labels (a Node's `meshdns.io/provider`, say).
+pub fn labelled(mut object: Value, labels: &[(&str, &str)]) -> Value {
+    for (k, v) in labels {
+        object["metadata"]["labels"][*k] = json!(v);
+    }
+    object
+}
+
+/// Why kube-apiserver would refuse `object` of `res`, for the checks the
+/// fake makes of what tests apply (so no test passes on an object a real
+/// server would never hold).
+pub fn refused(res: Res, object: &Value) -> Option<String> {
+    if res == Res::Services
+        && let Some(value) = object["spec"].get("trafficDistribution")
+        && !value.is_null()
+        && !value
+            .as_str()
+            .is_some_and(|v| TRAFFIC_DISTRIBUTIONS.contains(&v))
+    {
+        return Some(format!(
+            "spec.trafficDistribution: Unsupported value: {value}: supported values: \"PreferClose\", \"PreferSameNode\", \"PreferSameZone\""
+        ));
+    }
+    None
+}
+
 /// One endpoint of a slice: (address, ready, hostname, zone).
 pub type Ep<'a> = (&'a str, bool, Option<&'a str>, Option<&'a str>);
 

@@ -9,7 +9,8 @@
 //! create into a namespace that does not exist (404), a create of a name
 //! that exists (409 AlreadyExists), an update without a resourceVersion
 //! (422) or with a stale one (409 Conflict), a delete whose precondition
-//! fails (409), a name in the body other than the path's (400), a verb
+//! fails (409), a name in the body other than the path's (400), a field
+//! value the API server does not support (422, [`super::objects::refused`]), a verb
 //! [`super::FakeKube::forbid`] forbids (403). As a real server does, a
 //! write through the main resource of a kind with a status subresource
 //! keeps the stored status, and a write through `/status` keeps
@@ -315,6 +316,9 @@ fn create(store: &mut Store, t: &Target, headers: &HeaderMap, body: &[u8]) -> Re
     {
         return bad_request("resourceVersion should not be set on objects to be created");
     }
+    if let Some(why) = super::objects::refused(t.res, &object) {
+        return invalid(t.res, &name, &why);
+    }
     let namespace = t.namespace.clone().unwrap_or_default();
     if t.res.namespaced() {
         let exists = store
@@ -378,6 +382,9 @@ fn update(store: &mut Store, t: &Target, headers: &HeaderMap, body: &[u8]) -> Re
     let name = t.name.clone().unwrap_or_default();
     if object["metadata"]["name"].as_str() != Some(name.as_str()) {
         return bad_request("the name of the object does not match the name on the URL");
+    }
+    if let Some(why) = super::objects::refused(t.res, &object) {
+        return invalid(t.res, &name, &why);
     }
     let key = (t.namespace.clone().unwrap_or_default(), name.clone());
     let Some(stored) = store.objects.get(&t.res).and_then(|o| o.get(&key)).cloned() else {

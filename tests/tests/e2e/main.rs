@@ -34,5 +34,6 @@ mod restart;
 mod security;
 mod soak;
 mod sync;
+mod syncer_policy;
 mod tls_rotation;
 mod vms;

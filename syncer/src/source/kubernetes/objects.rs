@@ -10,9 +10,10 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use meshdns_proto::InvalidField;
+use meshdns_proto::error::Echo;
 use meshdns_proto::model::{
-    Affinity, DEFAULT_WEIGHT, Endpoint, Health, HealthCheck, Hostname, LabelValue, Mode, Namespace,
-    NodeName, Policy, Port, ServiceExport, ServiceKey, ServiceName,
+    Affinity, Endpoint, Health, HealthCheck, Hostname, LabelValue, MinHealthy, Mode, Namespace,
+    NodeName, Policy, Port, Scope, ServiceExport, ServiceKey, ServiceName, TrafficDistribution,
 };
 
 use crate::source::fields;
@@ -23,6 +24,21 @@ pub const TTL: &str = "meshdns.io/ttl";
 pub const MODE: &str = "meshdns.io/mode";
 /// The service's health check ([`HealthCheck`]'s syntax).
 pub const HEALTH_CHECK: &str = "meshdns.io/health-check";
+/// The weight of each of this service's endpoints in this cluster
+/// (the syncer's `--weight` when absent).
+pub const WEIGHT: &str = "meshdns.io/weight";
+/// Regions (or `provider:` scopes) spill follows, in order.
+pub const FAILOVER: &str = "meshdns.io/failover";
+/// The region (or provider) every asker is served from while it is healthy.
+pub const PRIMARY: &str = "meshdns.io/primary";
+/// The healthy endpoints a tier needs before answers stay in it: `3` or `50%`.
+pub const MIN_HEALTHY: &str = "meshdns.io/min-healthy";
+/// Who may resolve the service: `cluster:`, `zone:`, `region:`, `provider:` scopes.
+pub const EXPORT_TO: &str = "meshdns.io/export-to";
+/// The field `spec.trafficDistribution`, as problems name it.
+pub const TRAFFIC_DISTRIBUTION: &str = "spec.trafficDistribution";
+/// The Node label naming the cloud provider the cluster runs on.
+pub const PROVIDER_LABEL: &str = "meshdns.io/provider";
 /// The label linking an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
@@ -46,6 +62,9 @@ pub struct SvcObj {
     pub annotations: BTreeMap<String, String>,
     pub cluster_ips: Vec<String>,
     pub ports: Vec<PortSpec>,
+    /// `spec.trafficDistribution` (`PreferClose`, `PreferSameZone`,
+    /// `PreferSameNode`; Kubernetes may add values).
+    pub traffic_distribution: Option<String>,
 }
 
 impl SvcObj {
@@ -82,6 +101,9 @@ impl SvcObj {
                         .collect()
                 })
                 .unwrap_or_default(),
+            traffic_distribution: spec
+                .and_then(|s| s.traffic_distribution.clone())
+                .filter(|t| !t.is_empty()),
         }
     }
 }
@@ -167,6 +189,8 @@ pub struct NodeObj {
     pub internal_ips: Vec<String>,
     pub region: Option<String>,
     pub zone: Option<String>,
+    /// The `meshdns.io/provider` label.
+    pub provider: Option<String>,
 }
 
 impl NodeObj {
@@ -194,6 +218,7 @@ impl NodeObj {
                 .unwrap_or_default(),
             region: node.labels().get(REGION_LABEL).cloned(),
             zone: node.labels().get(ZONE_LABEL).cloned(),
+            provider: node.labels().get(PROVIDER_LABEL).cloned(),
         }
     }
 }
@@ -215,11 +240,78 @@ fn model_ports(specs: &[PortSpec]) -> Result<Vec<Port>, InvalidField> {
     Ok(ports)
 }
 
+/// The policy annotations that refuse the export when their value is bad:
+/// a Service meant for some askers only, or weighed down on purpose, must
+/// not be exported as if it said nothing.
+struct Strict {
+    weight: u32,
+    failover: Box<[Scope]>,
+    primary: Option<Scope>,
+    min_healthy: Option<MinHealthy>,
+    export_to: Box<[Scope]>,
+}
+
+impl Strict {
+    fn parse(svc: &SvcObj, default_weight: u32) -> Result<Self, InvalidField> {
+        let annotation = |name: &str| svc.annotations.get(name).map(|v| v.trim());
+        Ok(Strict {
+            weight: annotation(WEIGHT)
+                .map(|v| fields::weight(WEIGHT, v))
+                .transpose()?
+                .unwrap_or(default_weight),
+            failover: annotation(FAILOVER)
+                .map(|v| fields::failover(FAILOVER, v))
+                .transpose()?
+                .unwrap_or_default(),
+            primary: annotation(PRIMARY)
+                .map(|v| fields::primary(PRIMARY, v))
+                .transpose()?,
+            min_healthy: annotation(MIN_HEALTHY)
+                .map(|v| fields::min_healthy(MIN_HEALTHY, v))
+                .transpose()?,
+            export_to: annotation(EXPORT_TO)
+                .map(|v| fields::export_to(EXPORT_TO, v))
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// The affinity a Service asks for: its `meshdns.io/affinity`, else what
+/// its `spec.trafficDistribution` stands for (an unknown value noted and
+/// ignored), and the distribution that chose it.
+fn affinity(svc: &SvcObj, problems: &mut Vec<String>) -> (Affinity, Option<TrafficDistribution>) {
+    if let Some(v) = svc.annotations.get(AFFINITY) {
+        let affinity = fields::affinity(AFFINITY, v.trim()).unwrap_or_else(|e| {
+            problems.push(format!("{e}; using the default"));
+            Affinity::Nearest
+        });
+        return (affinity, None);
+    }
+    match svc.traffic_distribution.as_deref() {
+        None => (Affinity::Nearest, None),
+        Some(value) => match TrafficDistribution::parse(value) {
+            Some(d) => (d.affinity(), Some(d)),
+            None => {
+                problems.push(format!(
+                    "{TRAFFIC_DISTRIBUTION}: {} is not a value meshdns knows; ignored",
+                    Echo(value)
+                ));
+                (Affinity::Nearest, None)
+            }
+        },
+    }
+}
+
 /// The export of `svc` from its `slices`, and the problems found in its
-/// annotations (each reported; the default is used instead).
+/// annotations (each reported; the default is used instead). A bad
+/// `meshdns.io/weight`, `failover`, `primary`, `min-healthy` or
+/// `export-to` refuses the export, naming the annotation. Endpoints weigh
+/// the `meshdns.io/weight` annotation, else `default_weight` (`--weight`).
 pub fn export(
     svc: &SvcObj,
     slices: &[&SliceObj],
+    default_weight: u32,
 ) -> (Result<ServiceExport, InvalidField>, Vec<String>) {
     let mut problems = Vec::new();
     let annotation = |name: &str| svc.annotations.get(name).map(|v| v.trim().to_owned());
@@ -230,13 +322,7 @@ pub fn export(
             Mode::Endpoints
         }),
     };
-    let affinity = match annotation(AFFINITY) {
-        None => Affinity::Nearest,
-        Some(v) => fields::affinity(AFFINITY, &v).unwrap_or_else(|e| {
-            problems.push(format!("{e}; using the default"));
-            Affinity::Nearest
-        }),
-    };
+    let (affinity, traffic_distribution) = affinity(svc, &mut problems);
     let ttl = match annotation(TTL) {
         None => None,
         Some(v) => match fields::ttl(TTL, &v) {
@@ -246,6 +332,10 @@ pub fn export(
                 None
             }
         },
+    };
+    let strict = match Strict::parse(svc, default_weight) {
+        Ok(s) => s,
+        Err(e) => return (Err(e), problems),
     };
     let cluster_ips: Vec<IpAddr> = svc
         .cluster_ips
@@ -294,7 +384,7 @@ pub fn export(
                 serving: ep.serving,
                 terminating: ep.terminating,
                 health: Health::Unchecked,
-                weight: DEFAULT_WEIGHT,
+                weight: strict.weight,
             };
             // An endpoint moving between slices is in both for a moment:
             // keep one, the readier.
@@ -328,7 +418,11 @@ pub fn export(
             Policy {
                 affinity,
                 ttl,
-                ..Policy::default()
+                failover: strict.failover.clone(),
+                primary: strict.primary.clone(),
+                min_healthy: strict.min_healthy,
+                export_to: strict.export_to.clone(),
+                traffic_distribution,
             },
         )
     })();
@@ -353,6 +447,7 @@ pub fn shared(export: ServiceExport) -> Arc<ServiceExport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshdns_proto::model::DEFAULT_WEIGHT;
 
     fn svc(annotations: &[(&str, &str)], cluster_ips: &[&str]) -> SvcObj {
         SvcObj {
@@ -368,6 +463,7 @@ mod tests {
                 protocol: Some("TCP".into()),
                 port: 80,
             }],
+            traffic_distribution: None,
         }
     }
 
@@ -400,7 +496,7 @@ mod tests {
     fn merges_slices_and_uses_target_ports() {
         let a = slice("web-a", vec![ep("10.0.0.1", true), ep("10.0.0.2", false)]);
         let b = slice("web-b", vec![ep("10.0.0.2", true), ep("10.0.0.3", true)]);
-        let (result, problems) = export(&svc(&[], &["10.96.0.1"]), &[&a, &b]);
+        let (result, problems) = export(&svc(&[], &["10.96.0.1"]), &[&a, &b], DEFAULT_WEIGHT);
         let exported = result.unwrap();
         assert!(problems.is_empty());
         assert_eq!(
@@ -428,6 +524,7 @@ mod tests {
         let (result, problems) = export(
             &svc(&[(HEALTH_CHECK, "tcp:http interval=2s")], &["10.96.0.1"]),
             &[&a],
+            DEFAULT_WEIGHT,
         );
         assert!(problems.is_empty(), "{problems:?}");
         let check = result.unwrap().health_check().cloned().unwrap();
@@ -438,7 +535,8 @@ mod tests {
             ("tcp:8080 rise=99", "meshdns.io/health-check.rise: "),
             ("tcp:9090", "meshdns.io/health-check.port: 9090 is not one"),
         ] {
-            let (result, problems) = export(&svc(&[(HEALTH_CHECK, value)], &[]), &[&a]);
+            let (result, problems) =
+                export(&svc(&[(HEALTH_CHECK, value)], &[]), &[&a], DEFAULT_WEIGHT);
             assert!(result.unwrap().health_check().is_none());
             assert_eq!(problems.len(), 1, "{problems:?}");
             assert!(problems[0].starts_with(want), "{problems:?}");
@@ -452,7 +550,7 @@ mod tests {
             &[(AFFINITY, "galaxy"), (TTL, "-3"), (MODE, "clusterip")],
             &["10.96.0.1"],
         );
-        let (result, problems) = export(&s, &[&a]);
+        let (result, problems) = export(&s, &[&a], DEFAULT_WEIGHT);
         let exported = result.unwrap();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(exported.mode(), Mode::ClusterIp);
@@ -463,7 +561,7 @@ mod tests {
         );
         assert_eq!(exported.policy(), &Policy::default());
         let headless = svc(&[(MODE, "clusterip"), (AFFINITY, "zone"), (TTL, "30")], &[]);
-        let (result, problems) = export(&headless, &[&a]);
+        let (result, problems) = export(&headless, &[&a], DEFAULT_WEIGHT);
         assert_eq!(problems.len(), 1, "{problems:?}");
         let exported = result.unwrap();
         assert_eq!(exported.mode(), Mode::Endpoints);
@@ -474,6 +572,114 @@ mod tests {
                 ttl: Some(30),
                 ..Policy::default()
             }
+        );
+    }
+
+    fn weights(export: &ServiceExport) -> Vec<u32> {
+        export.endpoints().iter().map(|e| e.weight).collect()
+    }
+
+    #[test]
+    fn the_policy_annotations() {
+        let a = slice("web-a", vec![ep("10.0.0.1", true), ep("10.0.0.2", true)]);
+        let s = svc(
+            &[
+                (WEIGHT, "30"),
+                (FAILOVER, "us-west, provider:gcp"),
+                (PRIMARY, "region:us-east"),
+                (MIN_HEALTHY, "50%"),
+                (EXPORT_TO, "east-1, region:us-west, provider:aws"),
+            ],
+            &["10.96.0.1"],
+        );
+        let (result, problems) = export(&s, &[&a], 20);
+        assert!(problems.is_empty(), "{problems:?}");
+        let exported = result.unwrap();
+        assert_eq!(
+            weights(&exported),
+            vec![30, 30],
+            "the annotation beats --weight"
+        );
+        let policy = exported.policy();
+        let shown = |scopes: &[Scope]| scopes.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(shown(&policy.failover), ["region:us-west", "provider:gcp"]);
+        assert_eq!(
+            policy.primary.as_ref().unwrap().to_string(),
+            "region:us-east"
+        );
+        assert_eq!(policy.min_healthy, Some(MinHealthy::Percent(50)));
+        assert_eq!(
+            shown(&policy.export_to),
+            ["cluster:east-1", "region:us-west", "provider:aws"]
+        );
+        // Without annotations: --weight, and nothing else set.
+        let (result, _) = export(&svc(&[], &[]), &[&a], 20);
+        let exported = result.unwrap();
+        assert_eq!(weights(&exported), vec![20, 20]);
+        assert_eq!(exported.policy(), &Policy::default());
+        let (result, _) = export(&svc(&[(WEIGHT, "0"), (MIN_HEALTHY, "3")], &[]), &[&a], 20);
+        let exported = result.unwrap();
+        assert_eq!(weights(&exported), vec![0, 0], "0: last resort only");
+        assert_eq!(exported.policy().min_healthy, Some(MinHealthy::Count(3)));
+    }
+
+    /// A bad value refuses the export, the error naming the annotation.
+    #[test]
+    fn bad_policy_annotations_refuse_the_export() {
+        let a = slice("web-a", vec![ep("10.0.0.1", true)]);
+        for (annotation, value) in [
+            (WEIGHT, "heavy"),
+            (WEIGHT, "-1"),
+            (WEIGHT, "10001"),
+            (FAILOVER, "zone:us-east-1a"),
+            (FAILOVER, "cluster:east-1"),
+            (FAILOVER, "Not A Region"),
+            (PRIMARY, "us-east, us-west"),
+            (PRIMARY, "zone:us-east-1a"),
+            (MIN_HEALTHY, "lots"),
+            (MIN_HEALTHY, "150%"),
+            (EXPORT_TO, "planet:earth"),
+            (EXPORT_TO, "cluster:East_1"),
+        ] {
+            let (result, _) = export(&svc(&[(annotation, value)], &[]), &[&a], 10);
+            let e = result.expect_err(value);
+            assert!(e.field.starts_with(annotation), "{value}: {e}");
+        }
+    }
+
+    #[test]
+    fn traffic_distribution_is_the_default_affinity() {
+        let a = slice("web-a", vec![ep("10.0.0.1", true)]);
+        let with = |annotations: &[(&str, &str)], td: Option<&str>| {
+            let mut s = svc(annotations, &[]);
+            s.traffic_distribution = td.map(str::to_owned);
+            let (result, problems) = export(&s, &[&a], 10);
+            let policy = result.unwrap().policy().clone();
+            (policy.affinity, policy.traffic_distribution, problems.len())
+        };
+        use TrafficDistribution::*;
+        assert_eq!(with(&[], None), (Affinity::Nearest, None, 0));
+        assert_eq!(
+            with(&[], Some("PreferClose")),
+            (Affinity::Zone, Some(PreferClose), 0)
+        );
+        assert_eq!(
+            with(&[], Some("PreferSameZone")),
+            (Affinity::Zone, Some(PreferSameZone), 0)
+        );
+        assert_eq!(
+            with(&[], Some("PreferSameNode")),
+            (Affinity::Node, Some(PreferSameNode), 0)
+        );
+        // The annotation wins; the distribution is then not the reason.
+        assert_eq!(
+            with(&[(AFFINITY, "region")], Some("PreferSameNode")),
+            (Affinity::Region, None, 0)
+        );
+        // A value a later Kubernetes may add: noted, ignored, exported.
+        assert_eq!(
+            with(&[], Some("PreferSameRack")),
+            (Affinity::Nearest, None, 1)
         );
     }
 }

@@ -33,6 +33,9 @@ pub(super) struct State {
     full: bool,
     current: Option<Arc<ExportSet>>,
     tx: watch::Sender<Option<Arc<ExportSet>>>,
+    /// What the Nodes said that could not be used, last logged (logged
+    /// again only when it changes).
+    cluster_notes: Vec<String>,
 }
 
 impl State {
@@ -56,6 +59,7 @@ impl State {
             full: true,
             current: None,
             tx,
+            cluster_notes: Vec::new(),
         }
     }
 
@@ -227,7 +231,15 @@ impl State {
             &self.source.overrides,
             self.nodes.live.values(),
         ) {
-            Ok(c) => c,
+            Ok((c, notes)) => {
+                if notes != self.cluster_notes {
+                    for note in &notes {
+                        warn!(note = %note, "cluster description");
+                    }
+                    self.cluster_notes = notes;
+                }
+                c
+            }
             Err(e) => {
                 warn!(error = %e, "cannot describe the cluster; keeping the last state");
                 return;
@@ -265,7 +277,7 @@ impl State {
                 .flatten()
                 .filter_map(|name| self.slices.live.get(&(key.0.clone(), name.clone())))
                 .collect();
-            let (result, mut found) = objects::export(svc, &slices);
+            let (result, mut found) = objects::export(svc, &slices, self.source.overrides.weight);
             match result {
                 Ok(export) => {
                     services.insert(export.key().clone(), objects::shared(export));

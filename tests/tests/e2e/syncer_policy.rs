@@ -1,0 +1,433 @@
+//! Issue 14, the member side end to end: the traffic-policy annotations,
+//! `spec.trafficDistribution`, `--weight`, the provider (flag, Node
+//! labels) and node addresses, from the fake API server (or an export
+//! file) through the real syncer and the wire to the hub, read back from
+//! `/debug/registry` and `ListClusters`.
+
+use std::time::Duration;
+
+use meshdns_tests::fake_kube::{
+    FakeKube, Res, labelled, node, service, slice, with_traffic_distribution,
+};
+use meshdns_tests::fleet::TempDir;
+use meshdns_tests::{TestServer, TestSyncer, eventually, http_get, list_clusters};
+use serde_json::Value;
+
+use crate::kubernetes::{EXPORT, start_syncer};
+
+const PROVIDER: &str = "meshdns.io/provider";
+
+/// A Service of the test: name, annotations, `spec.trafficDistribution`,
+/// its one endpoint's address.
+type TestService<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<&'a str>, &'a str);
+
+/// The hub's `/debug/registry`.
+async fn registry(server: &TestServer) -> Value {
+    let (status, body) = http_get(server.admin, "/debug/registry").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The export of `shop/<name>` as the hub holds it, once it has it.
+async fn wait_export(server: &TestServer, name: &str) -> Value {
+    eventually(
+        Duration::from_secs(30),
+        &format!("shop/{name} at the hub"),
+        || async move {
+            let all = registry(server).await;
+            all["clusters"]
+                .as_array()?
+                .iter()
+                .flat_map(|c| c["exports"].as_array().into_iter().flatten())
+                .find(|e| e["namespace"] == "shop" && e["name"] == name)
+                .cloned()
+        },
+    )
+    .await
+}
+
+fn weights(export: &Value) -> Vec<u64> {
+    export["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["weight"].as_u64().unwrap())
+        .collect()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The provider the hub holds for the only cluster, once it is `want`.
+async fn wait_provider(server: &TestServer, want: &str) -> meshdns_proto::wire::ClusterInfo {
+    let url = server.grpc_url();
+    eventually(
+        Duration::from_secs(20),
+        &format!("provider {want:?}"),
+        || {
+            let url = url.clone();
+            async move {
+                let c = list_clusters(url).await?.into_iter().next()?;
+                (c.provider == want).then_some(c)
+            }
+        },
+    )
+    .await
+}
+
+fn provider_node(name: &str, ip: &str, provider: &str) -> Value {
+    labelled(
+        node(name, "10.1.0.0/24", ip, "us-east", "us-east-1a"),
+        &[(PROVIDER, provider)],
+    )
+}
+
+/// Every annotation and `spec.trafficDistribution`, read by the
+/// Kubernetes source from a server as strict as kube-apiserver, reach
+/// the hub: weights on each endpoint, the policy on the export, the
+/// provider and the nodes' addresses in the Hello. A bad value refuses
+/// that Service alone, naming the annotation on the syncer's `/status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotations_and_traffic_distribution_reach_the_hub() {
+    let fake = FakeKube::start().await;
+    let server = TestServer::start(&[]).await;
+    let dir = TempDir::new("syncer-policy");
+    fake.apply(Res::Nodes, provider_node("node-1", "192.168.10.1", "aws"));
+    fake.apply(Res::Nodes, provider_node("node-2", "192.168.10.2", "aws"));
+    let services: [TestService<'_>; 5] = [
+        (
+            "web",
+            &[
+                ("meshdns.io/weight", "30"),
+                ("meshdns.io/failover", "us-west, provider:gcp"),
+                ("meshdns.io/primary", "us-east"),
+                ("meshdns.io/min-healthy", "50%"),
+                ("meshdns.io/export-to", "east-1, region:us-west"),
+            ],
+            Some("PreferSameNode"),
+            "10.1.0.11",
+        ),
+        ("near", &[], Some("PreferClose"), "10.1.0.21"),
+        (
+            "pinned",
+            &[("meshdns.io/affinity", "region")],
+            Some("PreferSameNode"),
+            "10.1.0.31",
+        ),
+        (
+            "plain",
+            &[("meshdns.io/min-healthy", "3")],
+            None,
+            "10.1.0.41",
+        ),
+        ("bad", &[("meshdns.io/weight", "heavy")], None, "10.1.0.51"),
+    ];
+    for (name, annotations, distribution, ip) in services {
+        let svc = service("shop", name, &[EXPORT], annotations, Some("10.96.0.10"));
+        let svc = match distribution {
+            Some(d) => with_traffic_distribution(svc, d),
+            None => svc,
+        };
+        fake.apply(Res::Services, svc);
+        fake.apply(
+            Res::EndpointSlices,
+            slice(
+                "shop",
+                &format!("{name}-a"),
+                name,
+                &[(ip, true, None, None)],
+            ),
+        );
+    }
+    let syncer = start_syncer(&fake, &server, &dir, &["--weight", "20"]).await;
+
+    let web = wait_export(&server, "web").await;
+    assert_eq!(
+        weights(&web),
+        vec![30],
+        "the annotation beats --weight: {web}"
+    );
+    assert_eq!(
+        strings(&web["failover"]),
+        ["region:us-west", "provider:gcp"],
+        "{web}"
+    );
+    assert_eq!(web["primary"], "region:us-east", "{web}");
+    assert_eq!(web["min_healthy"], "50%", "{web}");
+    assert_eq!(
+        strings(&web["export_to"]),
+        ["cluster:east-1", "region:us-west"],
+        "{web}"
+    );
+    assert_eq!(
+        (&web["affinity"], &web["traffic_distribution"]),
+        (&Value::from("node"), &Value::from("PreferSameNode")),
+        "{web}"
+    );
+    let near = wait_export(&server, "near").await;
+    assert_eq!(weights(&near), vec![20], "--weight: {near}");
+    assert_eq!(
+        (&near["affinity"], &near["traffic_distribution"]),
+        (&Value::from("zone"), &Value::from("PreferClose")),
+        "{near}"
+    );
+    let pinned = wait_export(&server, "pinned").await;
+    assert_eq!(
+        (&pinned["affinity"], &pinned["traffic_distribution"]),
+        (&Value::from("region"), &Value::Null),
+        "the annotation wins: {pinned}"
+    );
+    let plain = wait_export(&server, "plain").await;
+    assert_eq!(plain["min_healthy"], "3", "{plain}");
+    assert_eq!(
+        (
+            strings(&plain["failover"]).len(),
+            &plain["primary"],
+            strings(&plain["export_to"]).len()
+        ),
+        (0, &Value::Null, 0),
+        "{plain}"
+    );
+    // The bad one is refused, naming the annotation, and nothing else is.
+    let status = syncer.status().await;
+    let problems = status["source"]["problems"]["shop/bad"].to_string();
+    assert!(
+        problems.contains("meshdns.io/weight") && problems.contains("heavy"),
+        "{status}"
+    );
+    let all = registry(&server).await;
+    let names: Vec<&str> = all["clusters"][0]["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["near", "pinned", "plain", "web"], "{all}");
+    // Fixed, it goes out with its weight.
+    fake.apply(
+        Res::Services,
+        service(
+            "shop",
+            "bad",
+            &[EXPORT],
+            &[("meshdns.io/weight", "5")],
+            Some("10.96.0.10"),
+        ),
+    );
+    let fixed = wait_export(&server, "bad").await;
+    assert_eq!(weights(&fixed), vec![5], "{fixed}");
+
+    // The Hello: the provider the Nodes agree on, and their addresses.
+    let cluster = wait_provider(&server, "aws").await;
+    let nodes: Vec<(String, Vec<String>)> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.addresses.clone()))
+        .collect();
+    assert_eq!(
+        nodes,
+        vec![
+            ("node-1".to_owned(), vec!["192.168.10.1".to_owned()]),
+            ("node-2".to_owned(), vec!["192.168.10.2".to_owned()]),
+        ]
+    );
+    // Still announced as client CIDRs too.
+    assert!(
+        cluster.client_cidrs.contains(&"192.168.10.1/32".to_owned()),
+        "{cluster:?}"
+    );
+    // A node labelled otherwise: they disagree, so no provider; relabelled,
+    // they agree again.
+    fake.apply(Res::Nodes, provider_node("node-2", "192.168.10.2", "gcp"));
+    wait_provider(&server, "").await;
+    fake.apply(Res::Nodes, provider_node("node-2", "192.168.10.2", "aws"));
+    wait_provider(&server, "aws").await;
+    drop(syncer);
+    fake.stop();
+    server.stop().await;
+}
+
+/// The fake stays as strict as kube-apiserver: a `trafficDistribution`
+/// value 1.37 does not support is refused, so no test can rely on one.
+#[tokio::test]
+#[should_panic(expected = "spec.trafficDistribution: Unsupported value")]
+async fn the_fake_refuses_a_traffic_distribution_kube_apiserver_refuses() {
+    let fake = FakeKube::start().await;
+    let svc = service("shop", "web", &[EXPORT], &[], Some("10.96.0.10"));
+    fake.apply(
+        Res::Services,
+        with_traffic_distribution(svc, "PreferSameRack"),
+    );
+}
+
+/// `--provider` wins over what the Nodes say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_flag_wins_over_node_labels() {
+    let fake = FakeKube::start().await;
+    let server = TestServer::start(&[]).await;
+    let dir = TempDir::new("syncer-provider");
+    fake.apply(Res::Nodes, provider_node("node-1", "192.168.10.1", "aws"));
+    fake.apply(Res::Nodes, provider_node("node-2", "192.168.10.2", "gcp"));
+    let syncer = start_syncer(&fake, &server, &dir, &["--provider", "onprem-fra"]).await;
+    let cluster = wait_provider(&server, "onprem-fra").await;
+    assert_eq!(cluster.nodes.len(), 2, "{cluster:?}");
+    let status = syncer.status().await;
+    assert_eq!(
+        (
+            &status["exported"]["provider"],
+            &status["exported"]["nodes"]
+        ),
+        (&Value::from("onprem-fra"), &Value::from(2)),
+        "{status}"
+    );
+    drop(syncer);
+    fake.stop();
+    server.stop().await;
+}
+
+/// One `PUT` with a bearer token to the registration API: its status.
+async fn put(api: std::net::SocketAddr, path: &str, token: &str, body: Value) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(api).await else {
+        return 0;
+    };
+    let body = body.to_string();
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply).await;
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The file source: per endpoint and per service weights, `--weight`,
+/// the policy fields, the provider and nodes, and a registered gateway's
+/// weight, over the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_weights_and_policy_reach_the_hub() {
+    let server = TestServer::start(&[]).await;
+    let dir = TempDir::new("syncer-policy-file");
+    let file = dir.write(
+        "east-1.yaml",
+        r#"
+cluster: east-1
+region: us-east
+provider: aws
+clientCIDRs: [127.0.0.2/32]
+nodes: [{name: node-1, addresses: [10.1.255.1]}]
+services:
+  - name: web
+    namespace: shop
+    weight: 30
+    failover: [us-west, "provider:gcp"]
+    minHealthy: 2
+    exportTo: "east-1, zone:us-east-1a"
+    ports: [{port: 80}]
+    endpoints:
+      - {ip: 10.1.0.11}
+      - {ip: 10.1.0.12, weight: 0}
+      - {ip: 10.1.0.13, weight: 90}
+  - name: api
+    namespace: shop
+    ports: [{port: 80}]
+    endpoints: [{ip: 10.1.0.21}]
+"#,
+    );
+    dir.write("tokens", "gateway-token-0001 shop/web\n");
+    let tokens = dir.path().join("tokens").display().to_string();
+    let api = std::net::SocketAddr::from(([127, 0, 0, 1], meshdns_tests::free_port()));
+    let api_flag = api.to_string();
+    let syncer = TestSyncer::start(
+        &file,
+        &[server.grpc_url()],
+        &[
+            "--weight",
+            "15",
+            "--registration-listen",
+            &api_flag,
+            "--registration-token-file",
+            &tokens,
+            "--registration-cidrs",
+            "10.9.0.0/24",
+        ],
+    );
+    let web = wait_export(&server, "web").await;
+    assert_eq!(weights(&web), vec![30, 0, 90], "{web}");
+    assert_eq!(
+        strings(&web["failover"]),
+        ["region:us-west", "provider:gcp"],
+        "{web}"
+    );
+    assert_eq!(web["min_healthy"], "2", "{web}");
+    assert_eq!(
+        strings(&web["export_to"]),
+        ["cluster:east-1", "zone:us-east-1a"],
+        "{web}"
+    );
+    let api_export = wait_export(&server, "api").await;
+    assert_eq!(weights(&api_export), vec![15], "--weight: {api_export}");
+    // A gateway with four backends behind it registers with their weight;
+    // a weight over the bound is refused.
+    let gateway = |weight: u64| {
+        serde_json::json!({
+            "addresses": ["10.9.0.40"],
+            "ports": [{"port": 80}],
+            "ttl_seconds": 60,
+            "weight": weight,
+        })
+    };
+    let refused = eventually(
+        Duration::from_secs(20),
+        "the registration API",
+        || async move {
+            let status = put(
+                api,
+                "/v1/registrations/shop/web/gw-1",
+                "gateway-token-0001",
+                gateway(10_001),
+            )
+            .await;
+            (status != 0).then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(refused, 400);
+    assert_eq!(
+        put(
+            api,
+            "/v1/registrations/shop/web/gw-1",
+            "gateway-token-0001",
+            gateway(40)
+        )
+        .await,
+        201
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the gateway's weight at the hub",
+        || async {
+            let web = wait_export(&server, "web").await;
+            (weights(&web) == vec![30, 0, 90, 40]).then_some(())
+        },
+    )
+    .await;
+    let cluster = wait_provider(&server, "aws").await;
+    assert_eq!(cluster.nodes.len(), 1, "{cluster:?}");
+    assert_eq!(cluster.nodes[0].addresses, vec!["10.1.255.1".to_owned()]);
+    syncer.stop().await;
+    server.stop().await;
+}
