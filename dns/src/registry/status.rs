@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use meshdns_proto::model::{Cluster, ClusterName, ServiceExport, ServiceKey};
-use tokio::sync::broadcast;
 
 use super::{Registry, State};
 
@@ -22,6 +21,23 @@ pub enum Change {
     },
     /// A cluster was purged with everything it exported.
     ClusterRemoved(ClusterName),
+}
+
+impl Change {
+    /// What holding it costs, in endpoints (one per service named, and
+    /// one for the change itself): the change feed's backlog is bounded
+    /// by the sum.
+    pub fn weight(&self) -> usize {
+        match self {
+            Change::Services {
+                upserts, removals, ..
+            } => {
+                let endpoints: usize = upserts.iter().map(|s| s.endpoints().len()).sum();
+                1 + endpoints + upserts.len() + removals.len()
+            }
+            Change::Cluster(_) | Change::ClusterRemoved(_) => 1,
+        }
+    }
 }
 
 /// A cluster as `status` and Watch show it.
@@ -89,7 +105,7 @@ impl Registry {
 
     /// The full state and a receiver of every change after it, taken
     /// together so nothing falls between them.
-    pub fn subscribe(&self) -> (FullState, broadcast::Receiver<Arc<Change>>) {
+    pub fn subscribe(&self) -> (FullState, super::ChangeReceiver) {
         let state = self.lock();
         let receiver = self.changes.subscribe();
         (Self::full_state_of(&state), receiver)
