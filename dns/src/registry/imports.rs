@@ -147,7 +147,9 @@ impl Saver {
 /// The task's state: every export by service, and when each was first
 /// accepted.
 struct Tracker {
-    exports: HashMap<ServiceKey, BTreeMap<ClusterName, Arc<ServiceExport>>>,
+    /// Each export with its time from `first`, so resolving a service
+    /// looks nothing up per exporter.
+    exports: HashMap<ServiceKey, BTreeMap<ClusterName, (Arc<ServiceExport>, u64)>>,
     first: HashMap<Pair, u64>,
     view: BTreeMap<ServiceKey, Arc<Resolved>>,
     /// `first` changed since it was last saved.
@@ -166,7 +168,7 @@ impl Tracker {
                 self.exports
                     .entry(service.key().clone())
                     .or_default()
-                    .insert(status.cluster.name.clone(), service);
+                    .insert(status.cluster.name.clone(), (service, u64::MAX));
             }
         }
         let now = unix_ms();
@@ -174,9 +176,10 @@ impl Tracker {
         let exports = &self.exports;
         self.first
             .retain(|(key, cluster), _| exports.get(key).is_some_and(|c| c.contains_key(cluster)));
-        for (key, clusters) in &self.exports {
-            for cluster in clusters.keys() {
-                self.first
+        for (key, clusters) in &mut self.exports {
+            for (cluster, (_, at)) in clusters.iter_mut() {
+                *at = *self
+                    .first
                     .entry((key.clone(), cluster.clone()))
                     .or_insert_with(|| {
                         self.dirty = true;
@@ -196,7 +199,8 @@ impl Tracker {
 
     fn upsert(&mut self, cluster: &ClusterName, service: Arc<ServiceExport>) {
         let key = service.key().clone();
-        self.first
+        let at = *self
+            .first
             .entry((key.clone(), cluster.clone()))
             .or_insert_with(|| {
                 self.dirty = true;
@@ -205,7 +209,7 @@ impl Tracker {
         self.exports
             .entry(key.clone())
             .or_default()
-            .insert(cluster.clone(), service);
+            .insert(cluster.clone(), (service, at));
         self.pending.insert(key);
     }
 
@@ -264,13 +268,9 @@ impl Tracker {
         let resolved = self.exports.get(key).and_then(|clusters| {
             conflicts::resolve(
                 key,
-                clusters.iter().map(|(cluster, export)| Exporter {
+                clusters.iter().map(|(cluster, (export, at))| Exporter {
                     cluster,
-                    first_exported_unix_ms: self
-                        .first
-                        .get(&(key.clone(), cluster.clone()))
-                        .copied()
-                        .unwrap_or(u64::MAX),
+                    first_exported_unix_ms: *at,
                     export,
                 }),
             )
