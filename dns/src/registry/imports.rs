@@ -404,3 +404,112 @@ pub fn start(
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU16;
+
+    use meshdns_proto::fixtures;
+    use meshdns_proto::model::{Mode, Policy, Port, Protocol};
+
+    use super::*;
+
+    fn tracker(first: HashMap<Pair, u64>) -> Tracker {
+        Tracker {
+            exports: HashMap::new(),
+            first,
+            view: BTreeMap::new(),
+            dirty: false,
+            changed: false,
+            pending: BTreeSet::new(),
+        }
+    }
+
+    fn export(service: usize, port: u16) -> Arc<ServiceExport> {
+        let key = fixtures::key("shop", &format!("s{service}"));
+        let port = Port {
+            name: None,
+            protocol: Protocol::Tcp,
+            port: NonZeroU16::new(port).unwrap(),
+        };
+        let endpoint = fixtures::endpoint(std::net::Ipv4Addr::new(10, 0, 0, 1).into());
+        Arc::new(
+            ServiceExport::new(
+                key,
+                vec![port],
+                Mode::Endpoints,
+                vec![],
+                vec![endpoint],
+                Policy::default(),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn cluster(c: usize) -> ClusterName {
+        ClusterName::new(&format!("c{c}")).unwrap()
+    }
+
+    /// A storm: every cluster sends every service (ports disagreeing, so
+    /// there are conflicts), some send again, some remove, one is purged.
+    fn storm() -> Vec<Change> {
+        let mut changes = Vec::new();
+        for c in 0..6 {
+            changes.push(Change::Services {
+                cluster: cluster(c),
+                upserts: (0..4).map(|s| export(s, 80 + (c % 3) as u16)).collect(),
+                removals: vec![],
+            });
+        }
+        changes.push(Change::Services {
+            cluster: cluster(1),
+            upserts: vec![export(2, 9090)],
+            removals: vec![fixtures::key("shop", "s3")],
+        });
+        changes.push(Change::ClusterRemoved(cluster(0)));
+        changes.push(Change::Services {
+            cluster: cluster(4),
+            upserts: vec![],
+            removals: vec![fixtures::key("shop", "s1")],
+        });
+        changes
+    }
+
+    #[test]
+    fn changes_applied_together_resolve_as_one_at_a_time_would() {
+        // First-accepted times fixed up front, so both trackers agree on
+        // who is oldest without reading the clock.
+        let first: HashMap<Pair, u64> = (0..6)
+            .flat_map(|c| {
+                (0..4).map(move |s| {
+                    (
+                        (fixtures::key("shop", &format!("s{s}")), cluster(c)),
+                        1_000 + c as u64,
+                    )
+                })
+            })
+            .collect();
+        let mut one_by_one = tracker(first.clone());
+        for change in storm() {
+            one_by_one.apply(&change);
+            one_by_one.flush();
+        }
+        let mut together = tracker(first);
+        for change in storm() {
+            together.apply(&change);
+        }
+        together.flush();
+        assert!(together.pending.is_empty());
+        assert_eq!(together.view, one_by_one.view);
+        assert_eq!(together.view.len(), 4, "every service still exported");
+        let conflicts: usize = together.view.values().map(|r| r.conflicts.len()).sum();
+        assert!(conflicts > 0, "the storm's ports disagree");
+        // c0 was purged: no longer an exporter of anything.
+        assert!(
+            together
+                .view
+                .values()
+                .all(|r| r.clusters.iter().all(|(c, _)| c != &cluster(0)))
+        );
+    }
+}
