@@ -76,15 +76,15 @@ latency() {
     awk '{ v[NR] = $1 } END { if (NR == 0) { print "none"; exit } printf "p50=%.3fms p99=%.3fms n=%d\n", v[int(NR * 0.50) + 1], v[int(NR * 0.99) + 1], NR }'
 }
 
-# Starts `meshdns serve` (one UDP worker) pinned to core 0, with any
-# extra flags; sets DNS_PORT, GRPC_PORT, ADMIN_PORT, MESHDNS_PID. LABEL
-# names its files (default meshdns); MESHDNS_BIN runs another build (a
-# same-run reference).
+# Starts `meshdns serve` (one UDP worker) pinned to core 0 (CORE), with
+# any extra flags; sets DNS_PORT (NEXT_DNS_PORT if set), GRPC_PORT,
+# ADMIN_PORT, MESHDNS_PID. LABEL names its files (default meshdns);
+# MESHDNS_BIN runs another build (a same-run reference).
 start_meshdns() {
-  DNS_PORT=$(free_port)
+  DNS_PORT=${NEXT_DNS_PORT:-$(free_port)}
   GRPC_PORT=$(free_port)
   ADMIN_PORT=$(free_port)
-  taskset -c 0 "${MESHDNS_BIN:-$BIN/meshdns}" serve --insecure --workers 1 \
+  taskset -c "${CORE:-0}" "${MESHDNS_BIN:-$BIN/meshdns}" serve --insecure --workers 1 \
     --dns-listen "127.0.0.1:$DNS_PORT" --grpc-listen "127.0.0.1:$GRPC_PORT" \
     --admin-listen "127.0.0.1:$ADMIN_PORT" "$@" > "$DIR/${LABEL:-meshdns}.log" 2>&1 &
   MESHDNS_PID=$!

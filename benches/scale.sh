@@ -14,8 +14,13 @@
 #   - query throughput at that size against the same queries on a
 #     1,000-endpoint fleet (1 cluster × 100 services × 10 endpoints: the
 #     same answer shapes), and the ratio;
+#   - a follower from scratch (`meshdns serve --follow` the hub, core 1):
+#     until it lists the whole fleet, its memory against the hub's; with
+#     FOLLOWER_BASE=another meshdns binary, that build's follower is
+#     timed too, alternated with this one's (a same-run reference);
 #   - propagation: 200 single-endpoint changes, each timed from the
-#     publisher getting it to the first DNS answer that shows it.
+#     publisher getting it to the first DNS answer that shows it, at the
+#     hub and at the follower.
 # The full-Snapshot-from-one-cluster figure is in-process:
 #   cargo bench -p meshdns-benches --bench scale
 # and so is the capacity simulation (`capacity`; 10,000 clusters by hand,
@@ -60,7 +65,9 @@ endpoints=$((CLUSTERS * 100 * 10))
 "$BIN/loadfleet" files --dir "$DIR/big" --clients "$CLIENTS" --nx-percent 0 "${big[@]}"
 LABEL=big start_meshdns --max-answers 16
 # Every endpoint carries a zone and a node, as real EndpointSlices do.
-LABEL=big push_fleet "${big[@]}" --zone-node --churn "$CHURN" --admin "127.0.0.1:$ADMIN_PORT"
+FOLLOWER_DNS_PORT=$(free_port)
+LABEL=big push_fleet "${big[@]}" --zone-node --churn "$CHURN" --admin "127.0.0.1:$ADMIN_PORT" \
+  --follower-dns "127.0.0.1:$FOLLOWER_DNS_PORT"
 loaded_ms=$(awk '/^ready/ { print $2 }' "$DIR/big-push.out")
 # The load is the reconnect storm: every publisher connects at once and
 # sends its Snapshot; /healthz was timed every 10 ms meanwhile.
@@ -96,10 +103,39 @@ echo "qps_1000_endpoints=$small_qps (rounds: $(tr '\n' ' ' < "$DIR/small.qps"))"
 echo "qps_${endpoints}_endpoints=$big_qps (rounds: $(tr '\n' ' ' < "$DIR/big.qps"))"
 echo "throughput_ratio=$(awk -v b="$big_qps" -v s="$small_qps" 'BEGIN { printf "%.3f", b / s }')"
 
+# Followers from scratch, alternating builds when FOLLOWER_BASE is set;
+# the last one (this tree's) stays for the propagation run.
+HUB_DNS_PORT=$DNS_PORT HUB_GRPC_PORT=$GRPC_PORT HUB_PID=$MESHDNS_PID HUB_ADMIN_PORT=$ADMIN_PORT
+hub_kib=$(rss_kib "$HUB_PID")
+builds=(new)
+[ -n "${FOLLOWER_BASE:-}" ] && builds=(base new)
+for round in $(seq 1 "$ROUNDS"); do
+  for build in "${builds[@]}"; do
+    bin=$BIN/meshdns
+    [ "$build" = base ] && bin=$FOLLOWER_BASE
+    NEXT_DNS_PORT=$FOLLOWER_DNS_PORT CORE=1 LABEL=follower-$build-$round MESHDNS_BIN=$bin \
+      start_meshdns --max-answers 16 --follow "http://127.0.0.1:$HUB_GRPC_PORT"
+    synced=$("$BIN/loadfleet" wait --registry "http://127.0.0.1:$GRPC_PORT" "${big[@]}" | awk '{ print $2 }')
+    sleep 1
+    kib=$(rss_kib "$MESHDNS_PID")
+    peak=$(awk '/^VmHWM:/ { print $2 }' "/proc/$MESHDNS_PID/status")
+    echo "follower ($build) round $round: from scratch to a complete mirror of $endpoints endpoints in ${synced} ms;" \
+      "rss $((kib / 1024)) MiB (peak $((peak / 1024))), $((kib * 1024 / endpoints)) B/endpoint; hub $((hub_kib * 1024 / endpoints)) B/endpoint"
+    if [ "$build" = new ] && [ "$round" = "$ROUNDS" ]; then
+      FOLLOWER_PID=$MESHDNS_PID
+    else
+      kill "$MESHDNS_PID"
+      wait "$MESHDNS_PID" 2>/dev/null || true
+    fi
+  done
+done
+DNS_PORT=$HUB_DNS_PORT GRPC_PORT=$HUB_GRPC_PORT MESHDNS_PID=$HUB_PID ADMIN_PORT=$HUB_ADMIN_PORT
+
 kill -USR1 "$PUSH_PID"
 for _ in $(seq 1 600); do
   grep -q '^propagation' "$DIR/big-push.out" && break
   sleep 0.2
 done
-grep '^propagation' "$DIR/big-push.out" || { echo "benches: no propagation figures" >&2; cat "$DIR/big-push.log" >&2; exit 1; }
-echo "registry_rss_after_churn_mib=$(( $(rss_kib "$MESHDNS_PID") / 1024 ))"
+grep '^propagation ' "$DIR/big-push.out" || { echo "benches: no propagation figures" >&2; cat "$DIR/big-push.log" >&2; exit 1; }
+grep '^propagation_follower' "$DIR/big-push.out" || true
+echo "registry_rss_after_churn_mib=$(( $(rss_kib "$MESHDNS_PID") / 1024 )) follower_rss_after_churn_mib=$(( $(rss_kib "$FOLLOWER_PID") / 1024 ))"

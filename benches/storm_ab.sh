@@ -32,11 +32,14 @@ for round in $(seq 1 "$ROUNDS"); do
     out=$DIR/$build-$round-push.out
     for _ in $(seq 1 50); do grep -q '^healthz' "$out" && break; sleep 0.1; done
     wait_answers "$DNS_PORT"
+    # The hub's CPU time so far (start-up and the storm): against the
+    # storm's wall time, how much of it the shared machine took away.
+    cpu=$(awk -v t="$(cpu_ticks "$MESHDNS_PID")" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')
     sleep 2
     rss=$(rss_kib "$MESHDNS_PID")
     kill -USR1 "$PUSH_PID"
     for _ in $(seq 1 600); do grep -q '^propagation' "$out" && break; sleep 0.2; done
-    echo "$build round $round: storm $(awk '/^ready/ { print $2 }' "$out") ms;$(awk '/^healthz/ { $1 = ""; print }' "$out"); rss $((rss / 1024)) MiB, $((rss * 1024 / endpoints)) B/endpoint; $(grep '^propagation' "$out" || echo 'no propagation')"
+    echo "$build round $round: storm $(awk '/^ready/ { print $2 }' "$out") ms (hub CPU ${cpu} s);$(awk '/^healthz/ { $1 = ""; print }' "$out"); rss $((rss / 1024)) MiB, $((rss * 1024 / endpoints)) B/endpoint; $(grep '^propagation' "$out" || echo 'no propagation')"
     kill "$PUSH_PID" "$MESHDNS_PID" 2>/dev/null || true
     wait "$PUSH_PID" "$MESHDNS_PID" 2>/dev/null || true
   done

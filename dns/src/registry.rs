@@ -17,16 +17,15 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use arc_swap::ArcSwap;
-use tokio::sync::broadcast;
-
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
 
 mod apply;
 mod claims;
 pub mod conflicts;
 mod entry;
+mod feed;
 pub mod imports;
 mod liveness;
 mod mirror;
@@ -40,6 +39,7 @@ mod writer;
 
 use claims::Claims;
 use entry::ClusterEntry;
+pub use feed::Receiver as ChangeReceiver;
 pub use liveness::Liveness;
 pub use mirror::MirroredCluster;
 use names::Names;
@@ -58,7 +58,8 @@ pub struct Registry {
     /// Every cluster's status as last published, for readers
     /// (ListClusters, readiness, metrics): they never touch `state`.
     listed: ArcSwap<Vec<(Arc<ClusterStatus>, Arc<AtomicU64>)>>,
-    changes: broadcast::Sender<Arc<Change>>,
+    /// The change feed: Watch streams and the imports view read it.
+    changes: feed::Feed,
     default_ttl: u32,
     /// `--max-services-per-cluster`.
     max_services: usize,
@@ -93,7 +94,7 @@ impl Registry {
             }),
             snapshot: ArcSwap::from_pointee(Snapshot::new(reverse).with_changes(serial, None, [])),
             listed: ArcSwap::default(),
-            changes: broadcast::channel(1024).0,
+            changes: feed::Feed::default(),
             default_ttl,
             max_services: usize::MAX,
             metrics,

@@ -8,6 +8,9 @@
 //!   cluster, streaming the fleet over gRPC with heartbeats, until SIGTERM
 //!   or Ctrl-C. Prints `ready <ms>` once the registry lists every cluster
 //!   with every endpoint.
+//! - `loadfleet wait --registry URL`: prints `synced <ms>` once the
+//!   registry (a follower, started at the same moment) lists the whole
+//!   fleet: a follower's time from scratch to a complete mirror.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -106,6 +109,22 @@ enum Command {
         /// printed.
         #[arg(long)]
         admin: Option<std::net::SocketAddr>,
+        /// A follower's DNS address (UDP): each --churn change is also
+        /// timed until this follower answers with it (same start).
+        #[arg(long)]
+        follower_dns: Option<std::net::SocketAddr>,
+    },
+    /// Waits until the registry at --registry lists the whole fleet, live,
+    /// and prints `synced <ms>` (from this command's start).
+    Wait {
+        #[command(flatten)]
+        shape: ShapeArgs,
+        /// The registry's gRPC address, http://HOST:PORT.
+        #[arg(long)]
+        registry: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
     },
 }
 
@@ -127,10 +146,33 @@ fn main() {
             churn,
             dns,
             admin,
+            follower_dns,
         } => shape.shape().and_then(|s| {
+            let probes = Probes {
+                dns,
+                follower_dns,
+                admin,
+            };
             tokio::runtime::Runtime::new()
                 .map_err(|e| e.to_string())?
-                .block_on(push(s, registry, churn, dns, admin))
+                .block_on(push(s, registry, churn, probes))
+        }),
+        Command::Wait {
+            shape,
+            registry,
+            timeout,
+        } => shape.shape().and_then(|s| {
+            let started = Instant::now();
+            tokio::runtime::Runtime::new()
+                .map_err(|e| e.to_string())?
+                .block_on(async {
+                    let deadline = Duration::from_secs(timeout);
+                    tokio::time::timeout(deadline, wait_complete(&s, &registry))
+                        .await
+                        .map_err(|_| format!("{registry}: not complete after {timeout} s"))
+                })?;
+            println!("synced {}", started.elapsed().as_millis());
+            Ok(())
         }),
     };
     if let Err(e) = result {
@@ -180,13 +222,19 @@ fn files(
     Ok(())
 }
 
-async fn push(
-    shape: Shape,
-    registry: String,
-    churn: usize,
+/// Where `push` looks: the registry's DNS and admin, a follower's DNS.
+struct Probes {
     dns: Option<std::net::SocketAddr>,
+    follower_dns: Option<std::net::SocketAddr>,
     admin: Option<std::net::SocketAddr>,
-) -> Result<(), String> {
+}
+
+async fn push(shape: Shape, registry: String, churn: usize, probes: Probes) -> Result<(), String> {
+    let Probes {
+        dns,
+        follower_dns,
+        admin,
+    } = probes;
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -211,26 +259,7 @@ async fn push(
         };
         tokio::spawn(publish::run(config, rx, shutdown.clone()));
     }
-    let auth = ClientAuth {
-        insecure: true,
-        ..ClientAuth::default()
-    };
-    let expected = shape.total_endpoints() as u64;
-    loop {
-        if let Ok(mut client) = auth.connect(&registry).await
-            && let Ok(list) = client.list_clusters(wire::ListClustersRequest {}).await
-        {
-            let list = list.into_inner().clusters;
-            let endpoints: u64 = list.iter().map(|c| c.endpoints).sum();
-            let live = list
-                .iter()
-                .all(|c| c.state == wire::ClusterState::Live as i32);
-            if list.len() == shape.clusters && endpoints == expected && live {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_complete(&shape, &registry).await;
     println!("ready {}", started.elapsed().as_millis());
     loaded.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(probe) = probe
@@ -252,8 +281,12 @@ async fn push(
                     eprintln!("loadfleet: SIGUSR1 needs --dns");
                     continue;
                 };
-                let times = churn_run(&shape, &mut sets, &senders, churn, dns, &mut version).await?;
+                let targets = Targets { dns, follower: follower_dns };
+                let (times, follower) = churn_run(&shape, &mut sets, &senders, churn, targets, &mut version).await?;
                 println!("propagation {}", summary(times));
+                if follower_dns.is_some() {
+                    println!("propagation_follower {}", summary(follower));
+                }
                 let _ = std::io::stdout().flush();
             }
         }
@@ -263,25 +296,58 @@ async fn push(
     Ok(())
 }
 
+/// Waits until `registry` lists every cluster of `shape`, live, with
+/// every endpoint.
+async fn wait_complete(shape: &Shape, registry: &str) {
+    let auth = ClientAuth {
+        insecure: true,
+        ..ClientAuth::default()
+    };
+    let expected = shape.total_endpoints() as u64;
+    loop {
+        if let Ok(mut client) = auth.connect(registry).await
+            && let Ok(list) = client.list_clusters(wire::ListClustersRequest {}).await
+        {
+            let list = list.into_inner().clusters;
+            let endpoints: u64 = list.iter().map(|c| c.endpoints).sum();
+            let live = list
+                .iter()
+                .all(|c| c.state == wire::ClusterState::Live as i32);
+            if list.len() == shape.clusters && endpoints == expected && live {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The DNS servers a change is timed against: the registry's, and a
+/// follower's if there is one.
+struct Targets {
+    dns: std::net::SocketAddr,
+    follower: Option<std::net::SocketAddr>,
+}
+
 /// `n` changes, one at a time: a random cluster's export of a random
 /// service of its has endpoint 0's readiness flipped; each is timed from
 /// handing it to the publisher to the first DNS answer for that cluster's
-/// part of the service (`cluster-<c>.svc-<s>.ns-<m>.global`) that shows it.
+/// part of the service (`cluster-<c>.svc-<s>.ns-<m>.global`) that shows it;
+/// then, from the same start, until the follower's answer shows it too.
 async fn churn_run(
     shape: &Shape,
     sets: &mut [Arc<meshdns_proto::model::ExportSet>],
     senders: &[watch::Sender<Option<Arc<meshdns_proto::model::ExportSet>>>],
     n: usize,
-    dns: std::net::SocketAddr,
+    targets: Targets,
     version: &mut usize,
-) -> Result<Vec<Duration>, String> {
-    use hickory_proto::op::{Message, MessageType, OpCode, Query};
-    use hickory_proto::rr::{Name, RData, RecordType};
+) -> Result<(Vec<Duration>, Vec<Duration>), String> {
+    use hickory_proto::rr::Name;
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
     let mut rng = fastrand::Rng::with_seed(9);
     let mut times = Vec::with_capacity(n);
+    let mut follower_times = Vec::new();
     let mut buf = vec![0u8; 65_535];
     for _ in 0..n {
         let s = rng.usize(0..shape.services);
@@ -303,23 +369,56 @@ async fn churn_run(
             .map_err(|e| e.to_string())?;
         let started = Instant::now();
         senders[c].send_replace(Some(sets[c].clone()));
+        let mut ask = Asker {
+            socket: &socket,
+            rng: &mut rng,
+            buf: &mut buf,
+        };
+        times.push(ask.until(targets.dns, &name, &want, started).await?);
+        if let Some(follower) = targets.follower {
+            follower_times.push(ask.until(follower, &name, &want, started).await?);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((times, follower_times))
+}
+
+/// Asks DNS servers for a name until they answer an expected address set.
+struct Asker<'a> {
+    socket: &'a tokio::net::UdpSocket,
+    rng: &'a mut fastrand::Rng,
+    buf: &'a mut [u8],
+}
+
+impl Asker<'_> {
+    /// Asks `dns` for `name` until its A records are `want`; the time
+    /// from `started`, or an error after 10 s.
+    async fn until(
+        &mut self,
+        dns: std::net::SocketAddr,
+        name: &hickory_proto::rr::Name,
+        want: &std::collections::BTreeSet<std::net::IpAddr>,
+        started: Instant,
+    ) -> Result<Duration, String> {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::{RData, RecordType};
         loop {
             if started.elapsed() > Duration::from_secs(10) {
-                return Err(format!("{name}: the change never showed in DNS"));
+                return Err(format!("{name}: the change never showed in DNS at {dns}"));
             }
-            let mut m = Message::new(rng.u16(..), MessageType::Query, OpCode::Query);
+            let mut m = Message::new(self.rng.u16(..), MessageType::Query, OpCode::Query);
             m.add_query(Query::query(name.clone(), RecordType::A));
             let bytes = m.to_vec().map_err(|e| e.to_string())?;
-            socket
+            self.socket
                 .send_to(&bytes, dns)
                 .await
                 .map_err(|e| e.to_string())?;
             let Ok(Ok(len)) =
-                tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut buf)).await
+                tokio::time::timeout(Duration::from_millis(200), self.socket.recv(self.buf)).await
             else {
                 continue;
             };
-            let Ok(reply) = Message::from_vec(&buf[..len]) else {
+            let Ok(reply) = Message::from_vec(&self.buf[..len]) else {
                 continue;
             };
             let got: std::collections::BTreeSet<std::net::IpAddr> = reply
@@ -330,14 +429,11 @@ async fn churn_run(
                     _ => None,
                 })
                 .collect();
-            if got == want {
-                times.push(started.elapsed());
-                break;
+            if &got == want {
+                return Ok(started.elapsed());
             }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(times)
 }
 
 /// Times `GET /healthz` at `admin` every 10 ms until `done`, on a thread

@@ -56,9 +56,12 @@ impl Registry {
         // reader that sees them finds the answers already there.
         if !changes.is_empty() {
             self.list(state, &changes);
-        }
-        for change in changes {
-            let _ = self.changes.send(Arc::new(change));
+            // The backlog a slow watcher keeps is bounded by the
+            // registry's own size (see `feed`).
+            let size: usize = self.listed.load().iter().map(|(s, _)| s.endpoints).sum();
+            for change in changes {
+                self.changes.send(Arc::new(change), size);
+            }
         }
     }
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use meshdns_proto::model::{Cluster, ClusterName, FleetPolicy, ServiceExport, ServiceKey};
-use tokio::sync::broadcast;
 
 use super::{Registry, State};
 
@@ -24,6 +23,23 @@ pub enum Change {
     ClusterRemoved(ClusterName),
     /// The traffic policy changed (the whole new one).
     Policy(Arc<FleetPolicy>),
+}
+
+impl Change {
+    /// What holding it costs, in endpoints (one per service named, and
+    /// one for the change itself): the change feed's backlog is bounded
+    /// by the sum.
+    pub fn weight(&self) -> usize {
+        match self {
+            Change::Services {
+                upserts, removals, ..
+            } => {
+                let endpoints: usize = upserts.iter().map(|s| s.endpoints().len()).sum();
+                1 + endpoints + upserts.len() + removals.len()
+            }
+            Change::Cluster(_) | Change::ClusterRemoved(_) | Change::Policy(_) => 1,
+        }
+    }
 }
 
 /// A cluster as `status` and Watch show it.
@@ -94,7 +110,7 @@ impl Registry {
 
     /// The full state and a receiver of every change after it, taken
     /// together so nothing falls between them.
-    pub fn subscribe(&self) -> (FullState, broadcast::Receiver<Arc<Change>>) {
+    pub fn subscribe(&self) -> (FullState, super::ChangeReceiver) {
         let state = self.lock();
         let receiver = self.changes.subscribe();
         (Self::full_state_of(&state), receiver)

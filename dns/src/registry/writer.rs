@@ -11,9 +11,11 @@ use std::time::Instant;
 
 use meshdns_proto::model::{Cluster, ClusterName, ServiceExport, ServiceKey};
 use std::collections::BTreeSet;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
-use super::{Change, Dirty, FullState, Liveness, MirroredCluster, Registry, Session, State};
+use super::{
+    ChangeReceiver, Dirty, FullState, Liveness, MirroredCluster, Registry, Session, State,
+};
 use crate::error::Error;
 
 /// Jobs waiting at most; a handler's `send` waits for room beyond it.
@@ -201,7 +203,7 @@ impl Writer {
 
     /// The full state and a receiver of every change after it, taken
     /// between two publishes so nothing falls between them or is seen twice.
-    pub async fn subscribe(&self) -> Result<(FullState, broadcast::Receiver<Arc<Change>>), Error> {
+    pub async fn subscribe(&self) -> Result<(FullState, ChangeReceiver), Error> {
         self.job(true, |r, s, _| {
             (Registry::full_state_of(s), r.changes.subscribe())
         })
