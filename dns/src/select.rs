@@ -88,8 +88,12 @@ pub(crate) fn tiers<'a>(
 ) -> Pick<'a> {
     let any = Pick::one(Tier::Any, view, &view.all);
     if any.is_empty() {
-        // Nothing of positive weight is healthy: the weight-0 targets.
-        return Pick::one(Tier::LastResort, view, &view.reserve);
+        // Nothing of positive weight is healthy: the weight-0 targets
+        // (with none either, the tiers are all empty as they were).
+        let reserve = Pick::one(Tier::LastResort, view, &view.reserve);
+        if !reserve.is_empty() {
+            return reserve;
+        }
     }
     let mut offer = |pick: &Pick<'a>, step: Option<&'a Step>| {
         take(pick, threshold(view, min_healthy, pick), step)
