@@ -55,7 +55,7 @@ pub struct DrillArgs {
     #[arg(long = "min-healthy", env = "MESHDNS_MIN_HEALTHY", default_value_t = 1)]
     pub min_healthy: usize,
     /// Output format: text or json.
-    #[arg(long, default_value = "text")]
+    #[arg(long, env = "MESHDNS_DRILL_OUTPUT", default_value = "text")]
     pub output: String,
     /// Client credentials (a reader's): --tls-ca, --tls-cert, --tls-key, --token-file, --insecure.
     #[command(flatten)]
