@@ -48,14 +48,14 @@ pub struct DrillArgs {
     /// Queries (of each address type) per service and asker cluster that shares are counted over.
     #[arg(long, env = "MESHDNS_DRILL_ANSWERS", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub answers: u32,
-    /// The registry's --max-answers (answers as the DNS server gives them).
-    #[arg(long = "max-answers", env = "MESHDNS_MAX_ANSWERS", default_value_t = 8)]
-    pub max_answers: usize,
-    /// The registry's --min-healthy.
-    #[arg(long = "min-healthy", env = "MESHDNS_MIN_HEALTHY", default_value_t = 1)]
-    pub min_healthy: usize,
+    /// Answer with this many addresses at most instead of the registry's --max-answers (which the registry reports; 8 from registries that do not).
+    #[arg(long = "max-answers", env = "MESHDNS_DRILL_MAX_ANSWERS")]
+    pub max_answers: Option<usize>,
+    /// Spill over below this many healthy targets instead of the registry's --min-healthy (which the registry reports; 1 from registries that do not).
+    #[arg(long = "min-healthy", env = "MESHDNS_DRILL_MIN_HEALTHY")]
+    pub min_healthy: Option<usize>,
     /// Output format: text or json.
-    #[arg(long, default_value = "text")]
+    #[arg(long, env = "MESHDNS_DRILL_OUTPUT", default_value = "text")]
     pub output: String,
     /// Client credentials (a reader's): --tls-ca, --tls-cert, --tls-key, --token-file, --insecure.
     #[command(flatten)]
@@ -70,8 +70,12 @@ fn fail(flag: &'static str, problem: impl Into<String>) -> Error {
 }
 
 /// The registry's whole state (and policy) read through Watch, into a
-/// registry of the drill's own, as a follower would mirror it.
-async fn read_state(args: &DrillArgs, writer: &Writer) -> Result<String, Error> {
+/// registry of the drill's own, as a follower would mirror it; its URL
+/// and how its DNS server answers (ListClusters).
+async fn read_state(
+    args: &DrillArgs,
+    writer: &Writer,
+) -> Result<(String, Option<wire::AnswerSettings>), Error> {
     let auth = args.client.auth();
     let url = auth
         .url(&args.registry)
@@ -82,6 +86,12 @@ async fn read_state(args: &DrillArgs, writer: &Writer) -> Result<String, Error> 
         .map_err(|e| fail("--registry", e.to_string()))?;
     let mut client = client.max_decoding_message_size(64 * 1024 * 1024);
     let call = |e: tonic::Status| fail("--registry", format!("{url}: {}", e.message()));
+    let settings = client
+        .list_clusters(wire::ListClustersRequest {})
+        .await
+        .map_err(call)?
+        .into_inner()
+        .answer_settings;
     let mut events = client
         .watch(wire::WatchRequest {})
         .await
@@ -97,7 +107,7 @@ async fn read_state(args: &DrillArgs, writer: &Writer) -> Result<String, Error> 
                     .await
                     .map_err(|e| fail("--registry", format!("{url}: {e}")))?;
                 if last {
-                    return Ok(url);
+                    return Ok((url, settings));
                 }
             }
             Some(_) => {}
@@ -148,20 +158,29 @@ pub async fn run(args: &DrillArgs) -> Result<String, Error> {
         .map_err(|e| fail("--service", format!("{s:?}: {e}")))?;
         only.insert(key);
     }
-    let authority = Authority::new(
-        vec![crate::qname::Domain::parse("global").map_err(|e| fail("--domain", e))?],
-        5,
-        5,
-        args.max_answers.max(1),
-        args.min_healthy.max(1),
-    )
-    .map_err(|e| fail("--domain", e.to_string()))?;
     let registry = Arc::new(Registry::new(5, false, Arc::new(Metrics::new())));
     let writer = Writer::spawn(registry.clone()).map_err(|source| Error::Serve {
         what: "drill registry writer thread",
         source: Box::new(source),
     })?;
-    let url = read_state(args, &writer).await?;
+    let (url, settings) = read_state(args, &writer).await?;
+    // Answers as the registry's DNS server gives them, unless told.
+    let max_answers = args
+        .max_answers
+        .or(settings.map(|s| s.max_answers as usize))
+        .unwrap_or(8);
+    let min_healthy = args
+        .min_healthy
+        .or(settings.map(|s| s.min_healthy as usize))
+        .unwrap_or(1);
+    let authority = Authority::new(
+        vec![crate::qname::Domain::parse("global").map_err(|e| fail("--domain", e))?],
+        5,
+        5,
+        max_answers.max(1),
+        min_healthy.max(1),
+    )
+    .map_err(|e| fail("--domain", e.to_string()))?;
     let policy = registry.policy();
     let statuses = registry.clusters();
     let lost = loss::clusters(&scopes, statuses.iter().map(|s| &s.cluster), &policy)

@@ -41,6 +41,8 @@ pub struct Ingest {
     watch_streams: Arc<AtomicUsize>,
     /// On a follower, the upstream it mirrors: exports go there.
     following: Option<String>,
+    /// `--max-answers` and `--min-healthy`, for `ListClusters` (drills).
+    answer_settings: Option<wire::AnswerSettings>,
     /// The clusterset's view (WatchImports, GetService's `resolved`).
     imports: crate::registry::imports::Imports,
     /// WatchImports streams open now, against `--max-import-streams`.
@@ -122,6 +124,7 @@ impl Ingest {
             pending: Arc::default(),
             watch_streams: Arc::default(),
             following: None,
+            answer_settings: None,
         }
     }
 
@@ -143,6 +146,16 @@ impl Ingest {
     }
 
     /// Marks this replica a follower of `upstream`: it refuses exports.
+    /// Reports how DNS answers (`--max-answers`, `--min-healthy`) in
+    /// `ListClusters`, so a drill answers alike.
+    pub fn answering(mut self, max_answers: usize, min_healthy: usize) -> Self {
+        self.answer_settings = Some(wire::AnswerSettings {
+            max_answers: u32::try_from(max_answers).unwrap_or(u32::MAX),
+            min_healthy: u32::try_from(min_healthy).unwrap_or(u32::MAX),
+        });
+        self
+    }
+
     pub fn following(mut self, upstream: Option<String>) -> Self {
         self.following = upstream;
         self
@@ -267,6 +280,7 @@ impl wire::registry_server::Registry for Ingest {
             clusters,
             registry_version: env!("CARGO_PKG_VERSION").to_owned(),
             policy: Some(self.registry().policy().as_ref().into()),
+            answer_settings: self.answer_settings,
         });
         // A follower says how fresh its mirror is (`meshdns status`).
         if let Some(link) = &self.export.metrics.follower {

@@ -434,6 +434,7 @@ pub async fn serve(
                 config.liveness.cluster_ttl,
             )
             .following(config.follow.clone())
+            .answering(authority.max_answers, authority.min_healthy)
             .into_server(),
         );
     let tcp = with_tcp_keepalive(listeners.grpc, lifetimes.grpc_keepalive);

@@ -66,8 +66,7 @@ async fn the_drill_predicts_what_the_drain_does() {
             &url,
             "--lose",
             "cluster:east-1",
-            "--max-answers",
-            "1",
+            // --max-answers and --min-healthy: the registry's (it says).
             "--answers",
             "400",
             "--output",
