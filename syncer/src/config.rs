@@ -466,3 +466,36 @@ impl SyncerArgs {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(extra: &[&str]) -> Result<(), String> {
+        let mut argv = vec!["meshdns-syncer", "--registry", "http://127.0.0.1:7443"];
+        argv.extend_from_slice(extra);
+        let args = SyncerArgs::try_parse_from(argv).map_err(|e| e.to_string())?;
+        args.check_topology().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn weight_and_provider_flags() {
+        assert_eq!(check(&[]), Ok(()));
+        assert_eq!(
+            check(&["--weight", "0", "--provider", "onprem-fra"]),
+            Ok(())
+        );
+        assert_eq!(check(&["--provider", ""]), Ok(()), "empty: unknown");
+        let e = check(&["--weight", "10001"]).unwrap_err();
+        assert!(e.starts_with("--weight: ") && e.contains("10000"), "{e}");
+        let e = check(&["--provider=-aws"]).unwrap_err();
+        assert!(e.starts_with("--provider: "), "{e}");
+        let args =
+            SyncerArgs::try_parse_from(["meshdns-syncer", "--registry", "http://h:1"]).unwrap();
+        assert_eq!(
+            args.overrides().weight,
+            meshdns_proto::model::DEFAULT_WEIGHT
+        );
+        assert_eq!(args.overrides().provider, None);
+    }
+}

@@ -10,6 +10,7 @@
 //! refused after Hello, or a Snapshot refused whole, backs off. Services
 //! the registry refused are sent again later ([`retry`]).
 
+mod hello;
 mod parts;
 mod retry;
 
@@ -182,7 +183,10 @@ async fn stream(
         .borrow_and_update()
         .clone()
         .ok_or_else(|| fail("no exports yet".into()))?;
-    let hello = wire::Hello::from(&sent.cluster);
+    let (hello, left_out) = hello::hello(&sent.cluster);
+    if left_out > 0 {
+        warn!(registry = %config.url, nodes = sent.cluster.nodes.len(), left_out, "the Hello would be over the registry's first-message limit: the last nodes' addresses are left out (no node tier for them)");
+    }
     let _ = tx.send(request(&mut generation, Req::Hello(hello))).await;
     let parts = snapshot_parts(
         sent.services.values().map(to_wire),
