@@ -16,11 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
+use meshdns_benches::percentiles::summary;
+use meshdns_benches::publishers::{self, Publishers};
 use meshdns_benches::shape::Shape;
-use meshdns_proto::client::ClientAuth;
 use meshdns_proto::wire;
-use meshdns_syncer::publish::{self, Backoff, PublishConfig};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -191,30 +190,8 @@ async fn push(
     let started = Instant::now();
     let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let probe = admin.map(|addr| probe_healthz(addr, loaded.clone()));
-    let mut senders = Vec::new();
-    let mut sets = Vec::new();
-    for set in shape.export_sets() {
-        let set = Arc::new(set);
-        let (tx, rx) = watch::channel(Some(set.clone()));
-        senders.push(tx);
-        sets.push(set);
-        let config = PublishConfig {
-            url: registry.clone(),
-            auth: ClientAuth {
-                insecure: true,
-                ..ClientAuth::default()
-            },
-            heartbeat: Duration::from_secs(5),
-            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
-            max_message_bytes: publish::DEFAULT_MAX_MESSAGE_BYTES,
-            refusals: Default::default(),
-        };
-        tokio::spawn(publish::run(config, rx, shutdown.clone()));
-    }
-    let auth = ClientAuth {
-        insecure: true,
-        ..ClientAuth::default()
-    };
+    let mut publishers = Publishers::spawn(shape.export_sets(), &registry, &shutdown);
+    let auth = publishers::insecure();
     let expected = shape.total_endpoints() as u64;
     loop {
         if let Ok(mut client) = auth.connect(&registry).await
@@ -252,14 +229,14 @@ async fn push(
                     eprintln!("loadfleet: SIGUSR1 needs --dns");
                     continue;
                 };
-                let times = churn_run(&shape, &mut sets, &senders, churn, dns, &mut version).await?;
+                let times = churn_run(&shape, &mut publishers, churn, dns, &mut version).await?;
                 println!("propagation {}", summary(times));
                 let _ = std::io::stdout().flush();
             }
         }
     }
     shutdown.cancel();
-    drop(senders);
+    drop(publishers);
     Ok(())
 }
 
@@ -269,8 +246,7 @@ async fn push(
 /// part of the service (`cluster-<c>.svc-<s>.ns-<m>.global`) that shows it.
 async fn churn_run(
     shape: &Shape,
-    sets: &mut [Arc<meshdns_proto::model::ExportSet>],
-    senders: &[watch::Sender<Option<Arc<meshdns_proto::model::ExportSet>>>],
+    publishers: &mut Publishers,
     n: usize,
     dns: std::net::SocketAddr,
     version: &mut usize,
@@ -289,20 +265,11 @@ async fn churn_run(
         let i = rng.usize(0..exporters.len());
         let c = exporters[i];
         *version += 1;
-        let export = shape.export(s, i, *version);
-        let want: std::collections::BTreeSet<std::net::IpAddr> = export
-            .endpoints()
-            .iter()
-            .filter(|e| e.ready)
-            .flat_map(|e| e.addresses.iter().copied())
-            .collect();
-        let mut set = (*sets[c]).clone();
-        set.services.insert(export.key().clone(), Arc::new(export));
-        sets[c] = Arc::new(set);
+        let want = publishers.stage(c, shape.export(s, i, *version));
         let name = Name::from_ascii(format!("cluster-{c}.{}.", shape.name(s)))
             .map_err(|e| e.to_string())?;
         let started = Instant::now();
-        senders[c].send_replace(Some(sets[c].clone()));
+        publishers.send(c);
         loop {
             if started.elapsed() > Duration::from_secs(10) {
                 return Err(format!("{name}: the change never showed in DNS"));
@@ -367,19 +334,4 @@ fn probe_healthz(
         }
         times
     })
-}
-
-fn summary(mut times: Vec<Duration>) -> String {
-    times.sort();
-    let at = |q: f64| {
-        let i = ((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1));
-        times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    format!(
-        "n={} p50={:.2}ms p99={:.2}ms max={:.2}ms",
-        times.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0)
-    )
 }

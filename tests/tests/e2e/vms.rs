@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use hickory_proto::rr::RecordType;
+use meshdns_tests::demo::DemoProc;
 use meshdns_tests::dns::{Ask, addresses, query, sorted};
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::{TestServer, TestSyncer, eventually, free_port, http_get};
@@ -919,39 +920,12 @@ async fn a_flood_of_bad_requests_does_not_starve_good_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_vms_register_and_the_checked_one_leaves_and_comes_back() {
     let dir = TempDir::new("demo-vms");
-    let dir_flag = dir.path().display().to_string();
-    let mut child = std::process::Command::new(meshdns_tests::bin("meshdns"))
-        .args([
-            "demo",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--registration-listen",
-            "127.0.0.1:0",
-            "--vm-cycle",
-            "3s",
-            "--dir",
-            &dir_flag,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let printed = meshdns_tests::logs::Logs::capture(child.stdout.take().unwrap());
-    let _demo = meshdns_tests::Proc(child);
-    let dns: SocketAddr = printed
-        .wait(LIMIT, "the DNS address", |l| {
-            l.trim()
-                .strip_prefix("DNS")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .await;
+    let demo = DemoProc::start(
+        dir.path(),
+        &["--registration-listen", "127.0.0.1:0", "--vm-cycle", "3s"],
+    )
+    .await;
+    let dns = demo.dns;
     let a = |name: &'static str| async move {
         addresses(&query(dns, &Ask::new(name, RecordType::A)).await)
     };
