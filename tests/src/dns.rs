@@ -212,6 +212,26 @@ pub fn addresses(m: &Message) -> Vec<String> {
     v
 }
 
+/// The answer section's SRV records as (port, target), sorted; panics on
+/// any other record.
+pub fn srv_targets(m: &Message) -> Vec<(u16, String)> {
+    let mut v: Vec<(u16, String)> = m
+        .answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::SRV(srv) => (srv.port, srv.target.to_ascii()),
+            other => panic!("not SRV: {other:?}"),
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// One SRV answer, (port, target), for comparisons with [`srv_targets`].
+pub fn srv(port: u16, target: &str) -> Vec<(u16, String)> {
+    vec![(port, target.to_owned())]
+}
+
 /// The rcode, with extended (EDNS) bits merged.
 pub fn rcode(m: &Message) -> ResponseCode {
     m.metadata.response_code

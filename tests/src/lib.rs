@@ -22,6 +22,7 @@ pub mod fleet;
 pub mod fuzz_checks;
 pub mod history;
 pub mod logs;
+pub mod unbound;
 pub mod wire;
 
 use std::net::SocketAddr;

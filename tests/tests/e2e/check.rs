@@ -4,13 +4,15 @@
 //! unreachable registry, overlapping client CIDRs, and a resolver that
 //! does not forward `global`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use meshdns_tests::dns::{Ask, addresses, poll};
 use meshdns_tests::fleet::{EAST_1, EAST_2, TempDir};
+use meshdns_tests::unbound::Unbound;
 use meshdns_tests::{Proc, bin, eventually, free_port};
 use serde_json::Value;
 
@@ -152,63 +154,29 @@ fn outcome<'r>(report: &'r Value, name: &str) -> (&'r str, &'r str) {
     )
 }
 
-/// unbound on a free port; with `stub` it forwards `global` to `dns`.
-struct Unbound {
-    port: u16,
-    child: Child,
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// unbound on a free port, up; with `dns` it forwards `global` there.
+async fn unbound(dir: &Path, dns: Option<u16>) -> (Proc, SocketAddr) {
+    let (proc, resolver) = Unbound {
+        listen: "127.0.0.1",
+        outgoing: None,
+        stub: dns.map(|port| SocketAddr::from(([127, 0, 0, 1], port))),
+        no_cache: false,
     }
-}
-
-async fn unbound(dir: &Path, dns: Option<u16>) -> Unbound {
-    let port = free_port();
-    let stub = match dns {
-        Some(dns) => format!(
-            "    domain-insecure: \"global\"\n    local-zone: \"global.\" nodefault\n\
-             stub-zone:\n    name: \"global\"\n    stub-addr: 127.0.0.1@{dns}\n"
-        ),
-        None => String::new(),
-    };
-    let conf = format!(
-        "server:\n    interface: 127.0.0.1\n    port: {port}\n    do-daemonize: no\n    chroot: \"\"\n\
-         \x20   username: \"\"\n    directory: \"{dir}\"\n    pidfile: \"{dir}/unbound-{port}.pid\"\n\
-         \x20   use-syslog: no\n    logfile: \"\"\n    verbosity: 0\n    module-config: \"iterator\"\n\
-         \x20   access-control: 127.0.0.0/8 allow\n    do-not-query-localhost: no\n    do-ip6: no\n{stub}",
-        dir = dir.display(),
-    );
-    let path = dir.join(format!("unbound-{port}.conf"));
-    std::fs::write(&path, conf).unwrap();
-    let program = if Path::new("/usr/sbin/unbound").exists() {
-        "/usr/sbin/unbound"
-    } else {
-        "unbound"
-    };
-    let child = Command::new(program)
-        .args(["-d", "-c", &path.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("unbound is not installed (scripts/test installs it): {e}"));
-    let resolver = format!("127.0.0.1:{port}").parse().unwrap();
+    .start(dir);
     eventually(Duration::from_secs(10), "unbound up", || async move {
         poll(resolver, &Ask::new("localhost", RecordType::A))
             .await
             .map(|_| ())
     })
     .await;
-    Unbound { port, child }
+    (proc, resolver)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_fleet_passes_every_check() {
     let hub = Hub::start(&[("east-1", EAST_1), ("east-2", EAST_2)], 3).await;
     let resolver = unbound(hub.dir.path(), Some(hub.dns)).await;
-    let via = format!("127.0.0.1:{}", resolver.port);
+    let via = format!("127.0.0.1:{}", resolver.1.port());
     let (code, report) = hub.check(
         READER,
         &[
@@ -323,7 +291,7 @@ async fn overlapping_client_cidrs_fail_the_cidr_check() {
 async fn resolver_without_the_stub_zone_fails_the_via_check() {
     let hub = Hub::start(&[("east-1", EAST_1)], 2).await;
     let resolver = unbound(hub.dir.path(), None).await;
-    let via = format!("127.0.0.1:{}", resolver.port);
+    let via = format!("127.0.0.1:{}", resolver.1.port());
     let (code, report) = hub.check(READER, &["--name", "web.shop.global", "--via", &via]);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(outcome(&report, "name resolves").0, "pass");

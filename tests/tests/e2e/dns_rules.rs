@@ -8,7 +8,7 @@ use RecordType::{A, AAAA, AXFR, IXFR, SRV, TXT};
 use Reply::{Answer, NoData, NxDomain, Refused};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, RData, RecordType};
-use meshdns_tests::dns::{self, Ask, EdnsOpts, addresses, query, sorted};
+use meshdns_tests::dns::{self, Ask, EdnsOpts, addresses, query, sorted, srv, srv_targets};
 use meshdns_tests::wire::{header, question};
 use meshdns_tests::{Fleet, fleet};
 
@@ -229,15 +229,7 @@ async fn srv_with_targets_in_additional() {
     .await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.metadata.authoritative);
-    let mut targets: Vec<(u16, String)> = m
-        .answers
-        .iter()
-        .map(|r| match &r.data {
-            RData::SRV(srv) => (srv.port, srv.target.to_ascii()),
-            other => panic!("not SRV: {other:?}"),
-        })
-        .collect();
-    targets.sort();
+    let targets = srv_targets(&m);
     assert_eq!(
         targets,
         vec![
@@ -273,8 +265,9 @@ async fn srv_with_targets_in_additional() {
         &Ask::new("_postgres._tcp.db.data.global", RecordType::SRV),
     )
     .await;
-    assert!(
-        matches!(&m.answers[..], [r] if matches!(&r.data, RData::SRV(s) if s.port == 5432 && s.target.to_ascii() == "db-0.east-1.db.data.global.")),
+    assert_eq!(
+        srv_targets(&m),
+        srv(5432, "db-0.east-1.db.data.global."),
         "{m:?}"
     );
     // clusterip mode: the cluster name is the target.
@@ -283,8 +276,9 @@ async fn srv_with_targets_in_additional() {
         &Ask::new("_grpc._tcp.api.shop.global", RecordType::SRV),
     )
     .await;
-    assert!(
-        matches!(&m.answers[..], [r] if matches!(&r.data, RData::SRV(s) if s.port == 9090 && s.target.to_ascii() == "east-2.api.shop.global.")),
+    assert_eq!(
+        srv_targets(&m),
+        srv(9090, "east-2.api.shop.global."),
         "{m:?}"
     );
     assert_eq!(

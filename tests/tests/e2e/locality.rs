@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
-use meshdns_tests::dns::{Ask, addresses, ecs_echo, poll, query, sorted};
+use meshdns_tests::dns::{Ask, addresses, ecs_echo, poll, query, sorted, srv, srv_targets};
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::{TestServer, TestSyncer, eventually, http_get};
 
@@ -401,8 +401,9 @@ async fn mcs_layout_beside_global() {
         ),
     )
     .await;
-    assert!(
-        matches!(&m.answers[..], [r] if matches!(&r.data, RData::SRV(s) if s.port == 5432 && s.target.to_ascii() == "db-0.east-1.db.data.svc.clusterset.local.")),
+    assert_eq!(
+        srv_targets(&m),
+        srv(5432, "db-0.east-1.db.data.svc.clusterset.local."),
         "{m:?}"
     );
     // ...ClusterSetIP services target the service name, once per port.
@@ -411,8 +412,9 @@ async fn mcs_layout_beside_global() {
         &Ask::new("_grpc._tcp.api.shop.svc.clusterset.local", RecordType::SRV),
     )
     .await;
-    assert!(
-        matches!(&m.answers[..], [r] if matches!(&r.data, RData::SRV(s) if s.port == 9090 && s.target.to_ascii() == "api.shop.svc.clusterset.local.")),
+    assert_eq!(
+        srv_targets(&m),
+        srv(9090, "api.shop.svc.clusterset.local."),
         "{m:?}"
     );
     assert_eq!(

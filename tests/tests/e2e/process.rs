@@ -274,51 +274,26 @@ fn every_flag_is_settable_from_the_environment() {
 
 /// Every flag the manifests in deploy/ pass exists in the binary's --help,
 /// and every MESHDNS_* variable they set names a real flag's environment.
+/// Every manifest that passes flags or variables, and the command whose
+/// `--help` must know them.
+const SYNCER: &[&str] = &["--help"];
+const SERVE: &[&str] = &["serve", "--help"];
+#[rustfmt::skip]
+const MANIFESTS: &[(&str, &str, &[&str])] = &[
+    ("deploy/member/deployment.yaml", "meshdns-syncer", SYNCER),
+    ("deploy/hub/statefulset.yaml", "meshdns", SERVE),
+    ("deploy/hub/kustomization.yaml", "meshdns", SERVE),
+    ("deploy/member/mcs/kustomization.yaml", "meshdns-syncer", SYNCER),
+    ("deploy/member/namespace-selector/kustomization.yaml", "meshdns-syncer", SYNCER),
+    ("deploy/helm/meshdns/templates/member/deployment.yaml", "meshdns-syncer", SYNCER),
+    ("deploy/helm/meshdns/templates/hub/statefulset.yaml", "meshdns", SERVE),
+    ("deploy/helm/meshdns/values.yaml", "meshdns", SERVE),
+];
+
 #[test]
 fn manifest_flags_exist() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for (file, program, args) in [
-        (
-            "deploy/member/deployment.yaml",
-            "meshdns-syncer",
-            vec!["--help"],
-        ),
-        (
-            "deploy/hub/statefulset.yaml",
-            "meshdns",
-            vec!["serve", "--help"],
-        ),
-        (
-            "deploy/hub/kustomization.yaml",
-            "meshdns",
-            vec!["serve", "--help"],
-        ),
-        (
-            "deploy/member/mcs/kustomization.yaml",
-            "meshdns-syncer",
-            vec!["--help"],
-        ),
-        (
-            "deploy/member/namespace-selector/kustomization.yaml",
-            "meshdns-syncer",
-            vec!["--help"],
-        ),
-        (
-            "deploy/helm/meshdns/templates/member/deployment.yaml",
-            "meshdns-syncer",
-            vec!["--help"],
-        ),
-        (
-            "deploy/helm/meshdns/templates/hub/statefulset.yaml",
-            "meshdns",
-            vec!["serve", "--help"],
-        ),
-        (
-            "deploy/helm/meshdns/values.yaml",
-            "meshdns",
-            vec!["serve", "--help"],
-        ),
-    ] {
+    for (file, program, args) in MANIFESTS {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         // Comments may mention other programs' flags.
         let manifest: String = text
@@ -326,7 +301,7 @@ fn manifest_flags_exist() {
             .map(|l| l.split('#').next().unwrap_or(""))
             .collect::<Vec<_>>()
             .join("\n");
-        let (code, help) = run(program, &args);
+        let (code, help) = run(program, args);
         assert_eq!(code, 0);
         let known = help_flags(&help);
         let flags: Vec<&str> = manifest
