@@ -84,6 +84,8 @@ impl Fleet {
                         .expect("cidr"),
                 ],
                 version: "bench".into(),
+                provider: None,
+                nodes: Vec::new(),
             };
             let (session, _) = registry.hello(cluster, usize::MAX);
             let set = (0..services).map(|s| export(c, s, endpoints, 0)).collect();

@@ -115,6 +115,8 @@ impl Shape {
                     .expect("cidr"),
             ],
             version: "loadfleet".into(),
+            provider: None,
+            nodes: Vec::new(),
         }
     }
 

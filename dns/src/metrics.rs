@@ -721,6 +721,8 @@ mod tests {
                     zone: None,
                     client_cidrs: vec![],
                     version: "test".into(),
+                    provider: None,
+                    nodes: Vec::new(),
                 },
                 usize::MAX,
             )

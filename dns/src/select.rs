@@ -179,10 +179,11 @@ fn region_tier<'a>(view: &'a ServiceView, place: &AskerPlace, zone: Pick<'a>) ->
 
 fn boundary(affinity: Affinity) -> Option<Tier> {
     match affinity {
-        Affinity::Cluster => Some(Tier::Cluster),
+        // Until the node tier exists, `node` stays in the asker's cluster.
+        Affinity::Node | Affinity::Cluster => Some(Tier::Cluster),
         Affinity::Zone => Some(Tier::Zone),
         Affinity::Region => Some(Tier::Region),
-        Affinity::Nearest | Affinity::None => None,
+        Affinity::Nearest | Affinity::Provider | Affinity::None => None,
     }
 }
 
@@ -401,6 +402,7 @@ mod tests {
                     Policy {
                         affinity,
                         ttl: None,
+                        ..Policy::default()
                     },
                 )
                 .unwrap(),

@@ -29,6 +29,8 @@ pub fn cluster_info(status: &ClusterStatus) -> wire::ClusterInfo {
         services: status.services as u32,
         endpoints: status.endpoints as u64,
         refused_client_cidrs: status.refused_cidrs.clone(),
+        provider: hello.provider,
+        nodes: hello.nodes,
     }
 }
 
@@ -56,6 +58,8 @@ pub fn mirrored_cluster(info: &wire::ClusterInfo) -> Option<MirroredCluster> {
         zone: info.zone.clone(),
         client_cidrs: info.client_cidrs.clone(),
         version: info.version.clone(),
+        provider: info.provider.clone(),
+        nodes: info.nodes.clone(),
     };
     match Cluster::try_from(&hello) {
         Ok(cluster) => Some(MirroredCluster {

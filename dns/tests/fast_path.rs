@@ -115,6 +115,8 @@ fn fleet() -> Arc<Snapshot> {
                         format!("fd10:{c}::/32").parse().unwrap(),
                     ],
                     version: "test".into(),
+                    provider: None,
+                    nodes: Vec::new(),
                 },
                 usize::MAX,
             )

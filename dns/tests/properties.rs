@@ -117,6 +117,7 @@ fn part(
         Policy {
             affinity,
             ttl: None,
+            ..Policy::default()
         },
     );
     (place, std::sync::Arc::new(export))

@@ -43,6 +43,8 @@ fn cluster(c: usize) -> Cluster {
         zone: Some(LabelValue::new(&format!("z{}", c % 3)).unwrap()),
         client_cidrs: vec![],
         version: String::new(),
+        provider: None,
+        nodes: Vec::new(),
     }
 }
 

@@ -6,10 +6,11 @@ use std::net::IpAddr;
 use std::num::NonZeroU16;
 
 use crate::error::{InvalidField, Problem};
+use crate::model::traffic::{self, Bare, MinHealthy, Scope, TrafficDistribution};
 use crate::model::{
-    Addresses, Affinity, Cluster, ClusterName, Endpoint, Failure, Health, Hostname, LabelValue,
-    Mode, Namespace, NodeName, Policy, Port, PortName, Protocol, ServiceExport, ServiceKey,
-    ServiceName, parse_cidr,
+    Addresses, Affinity, Cluster, ClusterName, DEFAULT_WEIGHT, Endpoint, Failure, Health, Hostname,
+    LabelValue, MAX_ADDRESSES_PER_NODE, MAX_NODES, Mode, Namespace, NodeAddresses, NodeName,
+    Policy, Port, PortName, Protocol, ServiceExport, ServiceKey, ServiceName, parse_cidr,
 };
 use crate::wire;
 
@@ -47,8 +48,67 @@ impl TryFrom<&wire::Hello> for Cluster {
             zone: LabelValue::optional(&hello.zone).map_err(at("zone"))?,
             client_cidrs,
             version: hello.version.chars().take(128).collect(),
+            provider: LabelValue::optional(&hello.provider).map_err(at("provider"))?,
+            nodes: nodes_from_wire(&hello.nodes)?,
         })
     }
+}
+
+/// A cluster's announced nodes: at most [`MAX_NODES`], each named once,
+/// with 1 to [`MAX_ADDRESSES_PER_NODE`] addresses.
+pub fn nodes_from_wire(nodes: &[wire::NodeAddresses]) -> Result<Vec<NodeAddresses>, InvalidField> {
+    if nodes.len() > MAX_NODES {
+        return Err(InvalidField::new(
+            "nodes",
+            Problem::TooMany {
+                what: "nodes",
+                count: nodes.len(),
+                max: MAX_NODES,
+            },
+        ));
+    }
+    let mut names = std::collections::HashSet::with_capacity(nodes.len());
+    exact(nodes, |i, node| {
+        let field = || format!("nodes[{i}]");
+        let name = NodeName::new(&node.name).map_err(|e| e.within(format!("nodes[{i}].name")))?;
+        if !names.insert(name.clone()) {
+            return Err(InvalidField::new(
+                format!("nodes[{i}].name"),
+                Problem::OutOfRange(format!("node {name} is listed twice")),
+            ));
+        }
+        if node.addresses.is_empty() {
+            return Err(InvalidField::new(
+                format!("{}.addresses", field()),
+                Problem::NoAddresses,
+            ));
+        }
+        if node.addresses.len() > MAX_ADDRESSES_PER_NODE {
+            return Err(InvalidField::new(
+                format!("{}.addresses", field()),
+                Problem::TooMany {
+                    what: "addresses",
+                    count: node.addresses.len(),
+                    max: MAX_ADDRESSES_PER_NODE,
+                },
+            ));
+        }
+        let addresses = exact(&node.addresses, |j, a| {
+            address(a, format!("{}.addresses[{j}]", field()))
+        })?;
+        Ok(NodeAddresses { name, addresses })
+    })
+}
+
+/// A cluster's nodes, for the wire.
+pub fn nodes_to_wire(nodes: &[NodeAddresses]) -> Vec<wire::NodeAddresses> {
+    nodes
+        .iter()
+        .map(|n| wire::NodeAddresses {
+            name: n.name.to_string(),
+            addresses: n.addresses.iter().map(ToString::to_string).collect(),
+        })
+        .collect()
 }
 
 impl From<&Cluster> for wire::Hello {
@@ -63,6 +123,12 @@ impl From<&Cluster> for wire::Hello {
             zone: c.zone.as_ref().map(ToString::to_string).unwrap_or_default(),
             client_cidrs: c.client_cidrs.iter().map(ToString::to_string).collect(),
             version: c.version.clone(),
+            provider: c
+                .provider
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            nodes: nodes_to_wire(&c.nodes),
         }
     }
 }
@@ -236,6 +302,7 @@ pub fn endpoint(ep: &wire::Endpoint, names: &mut Interner) -> Result<Endpoint, I
         serving: ep.serving,
         terminating: ep.terminating,
         health: health_from_wire(ep.health),
+        weight: ep.weight.unwrap_or(DEFAULT_WEIGHT),
     })
 }
 
@@ -305,6 +372,7 @@ impl From<&Endpoint> for wire::Endpoint {
             serving: ep.serving,
             terminating: ep.terminating,
             health: wire::HealthState::from(ep.health).into(),
+            weight: (ep.weight != DEFAULT_WEIGHT).then_some(ep.weight),
         }
     }
 }
@@ -350,24 +418,98 @@ pub fn service_export(
     })?;
     let policy = match &svc.policy {
         None => Policy::default(),
-        Some(p) => Policy {
-            affinity: match wire::Affinity::try_from(p.affinity) {
-                Ok(wire::Affinity::Unspecified) => Affinity::Nearest,
-                Ok(wire::Affinity::Cluster) => Affinity::Cluster,
-                Ok(wire::Affinity::Zone) => Affinity::Zone,
-                Ok(wire::Affinity::Region) => Affinity::Region,
-                Ok(wire::Affinity::None) => Affinity::None,
-                Err(_) => {
-                    return Err(InvalidField::new(
-                        "policy.affinity",
-                        Problem::UnknownEnum { value: p.affinity },
-                    ));
-                }
-            },
-            ttl: (p.ttl_seconds != 0).then_some(p.ttl_seconds),
-        },
+        Some(p) => policy(p).map_err(at("policy"))?,
     };
     ServiceExport::new(key, ports, mode, cluster_ips, endpoints, policy)
+}
+
+/// A wire policy: enums checked, places and thresholds parsed.
+pub fn policy(p: &wire::Policy) -> Result<Policy, InvalidField> {
+    let scopes = |items: &[String], bare: Bare, field: &str| {
+        if items.len() > traffic::MAX_SCOPES {
+            return Err(InvalidField::new(
+                field,
+                Problem::TooMany {
+                    what: "places",
+                    count: items.len(),
+                    max: traffic::MAX_SCOPES,
+                },
+            ));
+        }
+        exact(items, |i, item| {
+            Scope::parse(item, bare).map_err(|e| e.within(format!("{field}[{i}]")))
+        })
+        .map(Vec::into_boxed_slice)
+    };
+    Ok(Policy {
+        affinity: match wire::Affinity::try_from(p.affinity) {
+            Ok(wire::Affinity::Unspecified) => Affinity::Nearest,
+            Ok(wire::Affinity::Node) => Affinity::Node,
+            Ok(wire::Affinity::Cluster) => Affinity::Cluster,
+            Ok(wire::Affinity::Zone) => Affinity::Zone,
+            Ok(wire::Affinity::Region) => Affinity::Region,
+            Ok(wire::Affinity::Provider) => Affinity::Provider,
+            Ok(wire::Affinity::None) => Affinity::None,
+            Err(_) => {
+                return Err(InvalidField::new(
+                    "affinity",
+                    Problem::UnknownEnum { value: p.affinity },
+                ));
+            }
+        },
+        ttl: (p.ttl_seconds != 0).then_some(p.ttl_seconds),
+        failover: scopes(&p.failover, Bare::Region, "failover")?,
+        primary: optional(&p.primary, |v| Scope::parse(v, Bare::Region)).map_err(at("primary"))?,
+        min_healthy: optional(&p.min_healthy, MinHealthy::parse).map_err(at("min_healthy"))?,
+        export_to: scopes(&p.export_to, Bare::Cluster, "export_to")?,
+        // An unknown value (a newer syncer's) is display only: dropped.
+        traffic_distribution: match wire::TrafficDistribution::try_from(p.traffic_distribution) {
+            Ok(wire::TrafficDistribution::PreferClose) => Some(TrafficDistribution::PreferClose),
+            Ok(wire::TrafficDistribution::PreferSameZone) => {
+                Some(TrafficDistribution::PreferSameZone)
+            }
+            Ok(wire::TrafficDistribution::PreferSameNode) => {
+                Some(TrafficDistribution::PreferSameNode)
+            }
+            Ok(wire::TrafficDistribution::Unspecified) | Err(_) => None,
+        },
+    })
+}
+
+impl From<&Policy> for wire::Policy {
+    fn from(policy: &Policy) -> Self {
+        let affinity = match policy.affinity {
+            Affinity::Nearest => wire::Affinity::Unspecified,
+            Affinity::Node => wire::Affinity::Node,
+            Affinity::Cluster => wire::Affinity::Cluster,
+            Affinity::Zone => wire::Affinity::Zone,
+            Affinity::Region => wire::Affinity::Region,
+            Affinity::Provider => wire::Affinity::Provider,
+            Affinity::None => wire::Affinity::None,
+        };
+        let traffic_distribution = match policy.traffic_distribution {
+            None => wire::TrafficDistribution::Unspecified,
+            Some(TrafficDistribution::PreferClose) => wire::TrafficDistribution::PreferClose,
+            Some(TrafficDistribution::PreferSameZone) => wire::TrafficDistribution::PreferSameZone,
+            Some(TrafficDistribution::PreferSameNode) => wire::TrafficDistribution::PreferSameNode,
+        };
+        wire::Policy {
+            affinity: affinity.into(),
+            ttl_seconds: policy.ttl.unwrap_or(0),
+            failover: policy.failover.iter().map(ToString::to_string).collect(),
+            primary: policy
+                .primary
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            min_healthy: policy
+                .min_healthy
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+            export_to: policy.export_to.iter().map(ToString::to_string).collect(),
+            traffic_distribution: traffic_distribution.into(),
+        }
+    }
 }
 
 /// Converts every item, into a vector of exactly their number: a
@@ -390,24 +532,13 @@ impl From<&ServiceExport> for wire::ServiceExport {
             Mode::Endpoints => wire::Mode::Endpoints,
             Mode::ClusterIp => wire::Mode::ClusterIp,
         };
-        let policy = svc.policy();
-        let affinity = match policy.affinity {
-            Affinity::Nearest => wire::Affinity::Unspecified,
-            Affinity::Cluster => wire::Affinity::Cluster,
-            Affinity::Zone => wire::Affinity::Zone,
-            Affinity::Region => wire::Affinity::Region,
-            Affinity::None => wire::Affinity::None,
-        };
         wire::ServiceExport {
             key: Some(svc.key().into()),
             ports: svc.ports().iter().map(Into::into).collect(),
             mode: mode.into(),
             cluster_ips: svc.cluster_ips().iter().map(ToString::to_string).collect(),
             endpoints: svc.endpoints().iter().map(Into::into).collect(),
-            policy: Some(wire::Policy {
-                affinity: affinity.into(),
-                ttl_seconds: policy.ttl.unwrap_or(0),
-            }),
+            policy: Some(svc.policy().into()),
         }
     }
 }
@@ -438,10 +569,16 @@ mod tests {
                 serving: true,
                 terminating: false,
                 health: wire::HealthState::HealthTimeout.into(),
+                weight: Some(25),
             }],
             policy: Some(wire::Policy {
                 affinity: wire::Affinity::Zone.into(),
                 ttl_seconds: 30,
+                failover: vec!["region:us-west".into(), "provider:aws".into()],
+                primary: "region:us-east".into(),
+                min_healthy: "50%".into(),
+                export_to: vec!["cluster:east-1".into(), "zone:us-east-1a".into()],
+                traffic_distribution: wire::TrafficDistribution::PreferSameZone.into(),
             }),
         }
     }
@@ -512,6 +649,45 @@ mod tests {
             |s| s.policy.as_mut().unwrap().ttl_seconds = 100_000,
             Err("policy.ttl: ttl 100000s is over the maximum of 86400s"),
         );
+        check(
+            |s| s.endpoints[0].weight = Some(10_001),
+            Err("endpoints[0].weight: weight 10001 is over the maximum of 10000"),
+        );
+        check(|s| s.endpoints[0].weight = Some(0), Ok(()));
+        check(
+            |s| s.policy.as_mut().unwrap().affinity = 99,
+            Err("policy.affinity: unknown value 99"),
+        );
+        check(
+            |s| s.policy.as_mut().unwrap().failover[1] = "zone:us-east-1a".into(),
+            Err(
+                "policy.failover[1]: zone:us-east-1a: a failover order names regions and providers only",
+            ),
+        );
+        check(
+            |s| s.policy.as_mut().unwrap().failover[0] = "moon:x".into(),
+            Err(
+                r#"policy.failover[0]: "moon:x": a place is cluster:NAME, zone:NAME, region:NAME or provider:NAME"#,
+            ),
+        );
+        check(
+            |s| s.policy.as_mut().unwrap().primary = "cluster:east-1".into(),
+            Err(
+                "policy.primary: cluster:east-1: a failover order names regions and providers only",
+            ),
+        );
+        check(
+            |s| s.policy.as_mut().unwrap().min_healthy = "0%".into(),
+            Err(r#"policy.min_healthy: "0%" is not a count (1 or more) or a percentage (1%-100%)"#),
+        );
+        check(
+            |s| s.policy.as_mut().unwrap().export_to = vec!["x".into(); 33],
+            Err("policy.export_to: 33 places is over the limit of 32"),
+        );
+        check(
+            |s| s.policy.as_mut().unwrap().traffic_distribution = 42,
+            Ok(()),
+        );
     }
 
     /// Endpoints naming the same zone or node share one allocation, within
@@ -541,6 +717,13 @@ mod tests {
         let back = wire::ServiceExport::from(&model);
         assert_eq!(back, good());
         assert_eq!(model.policy().ttl, Some(30));
+        assert_eq!(model.endpoints()[0].weight, 25);
+        assert_eq!(model.policy().min_healthy, Some(MinHealthy::Percent(50)));
+        let mut default_weight = good();
+        default_weight.endpoints[0].weight = None;
+        let model = ServiceExport::try_from(&default_weight).unwrap();
+        assert_eq!(model.endpoints()[0].weight, DEFAULT_WEIGHT);
+        assert_eq!(wire::ServiceExport::from(&model), default_weight);
     }
 
     #[test]
@@ -551,17 +734,59 @@ mod tests {
             zone: String::new(),
             client_cidrs: vec!["127.0.0.2/32".into(), "fd00::/64".into()],
             version: "0.1.0".into(),
+            provider: "aws".into(),
+            nodes: vec![wire::NodeAddresses {
+                name: "node-1".into(),
+                addresses: vec!["10.1.255.1".into()],
+            }],
         };
         let cluster = Cluster::try_from(&hello).unwrap();
         assert_eq!(cluster.zone, None);
         assert_eq!(wire::Hello::from(&cluster), hello);
         let bad = wire::Hello {
             client_cidrs: vec!["10.0.0.0/40".into()],
-            ..hello
+            ..hello.clone()
         };
         assert_eq!(
             Cluster::try_from(&bad).unwrap_err().to_string(),
             r#"client_cidrs[0]: "10.0.0.0/40" is not a CIDR (want e.g. 10.1.0.0/16)"#
         );
+        for (nodes, error) in [
+            (
+                vec![wire::NodeAddresses {
+                    name: "n1".into(),
+                    addresses: vec![],
+                }],
+                "nodes[0].addresses: an endpoint needs at least one address",
+            ),
+            (
+                vec![
+                    wire::NodeAddresses {
+                        name: "n1".into(),
+                        addresses: vec!["10.0.0.1".into()],
+                    };
+                    2
+                ],
+                "nodes[1].name: node n1 is listed twice",
+            ),
+            (
+                vec![wire::NodeAddresses {
+                    name: "n1".into(),
+                    addresses: vec!["x".into()],
+                }],
+                r#"nodes[0].addresses[0]: "x" is not an IP address"#,
+            ),
+        ] {
+            let bad = wire::Hello {
+                nodes,
+                ..hello.clone()
+            };
+            assert_eq!(Cluster::try_from(&bad).unwrap_err().to_string(), error);
+        }
+        let bad = wire::Hello {
+            provider: "not a label".into(),
+            ..hello
+        };
+        assert!(Cluster::try_from(&bad).is_err());
     }
 }

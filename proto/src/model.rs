@@ -3,13 +3,16 @@
 
 mod addresses;
 mod cluster;
+mod fleet_policy;
 mod health;
 pub mod health_check;
 mod name;
 mod service;
+pub mod traffic;
 
 pub use addresses::Addresses;
-pub use cluster::{Cluster, parse_cidr};
+pub use cluster::{Cluster, MAX_ADDRESSES_PER_NODE, MAX_NODES, NodeAddresses, parse_cidr};
+pub use fleet_policy::{ClusterPolicy, FleetPolicy, RegionPolicy, ServicePolicy};
 pub use health::{Failure, Health};
 pub use health_check::HealthCheck;
 pub use name::{
@@ -19,4 +22,7 @@ pub use service::{
     Affinity, Endpoint, ExportSet, MAX_ADDRESSES_PER_ENDPOINT, MAX_CLUSTER_IPS, MAX_PORTS,
     MAX_TTL_SECONDS, MAX_ZONES_PER_SERVICE, Mode, Policy, Port, Protocol, ServiceExport,
     ServiceKey, reserved_class,
+};
+pub use traffic::{
+    Bare, DEFAULT_WEIGHT, MAX_SCOPES, MAX_WEIGHT, MinHealthy, Scope, TrafficDistribution,
 };

@@ -88,6 +88,8 @@ fn cluster(c: usize) -> Cluster {
         zone: Some(LabelValue::new(&format!("region-{region}-{}", c % 3)).expect("valid")),
         client_cidrs: vec![],
         version: "capacity".into(),
+        provider: None,
+        nodes: Vec::new(),
     }
 }
 

@@ -118,6 +118,8 @@ mod tests {
             zone: Some(meshdns_proto::model::LabelValue::new("kept").unwrap()),
             client_cidrs: vec![],
             version: String::new(),
+            provider: None,
+            nodes: Vec::new(),
         };
         registry.hello(cluster, usize::MAX);
         let state = registry.lock();

@@ -278,6 +278,8 @@ mod tests {
             zone: None,
             client_cidrs: vec![],
             version: String::new(),
+            provider: None,
+            nodes: Vec::new(),
         }
     }
 

@@ -1,8 +1,10 @@
 //! A cluster of the fleet as its syncer describes it in Hello.
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 
-use super::{ClusterName, LabelValue};
+use super::{ClusterName, LabelValue, NodeName};
 use crate::error::{InvalidField, Problem};
 
 /// Who exports: the identity and locality a syncer announces.
@@ -16,6 +18,24 @@ pub struct Cluster {
     pub client_cidrs: Vec<IpNet>,
     /// The syncer's version string, for display only.
     pub version: String,
+    /// The cloud provider (or on-premises site) the cluster runs in: the
+    /// tier between region and anywhere. `None`: unknown.
+    pub provider: Option<LabelValue>,
+    /// Its nodes' own addresses, for the opt-in node tier (NodeLocal
+    /// DNSCache asks from the node's address).
+    pub nodes: Vec<NodeAddresses>,
+}
+
+/// Most nodes one cluster may announce (Kubernetes' own scale limit).
+pub const MAX_NODES: usize = 5_000;
+/// Most addresses of one node.
+pub const MAX_ADDRESSES_PER_NODE: usize = 8;
+
+/// A node's own addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddresses {
+    pub name: NodeName,
+    pub addresses: Vec<IpAddr>,
 }
 
 /// Parses `10.1.0.0/16` or a bare address (taken as a host route). Host bits

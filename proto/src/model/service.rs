@@ -7,6 +7,9 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 
 use super::health_check::CheckPort;
+use super::traffic::{
+    DEFAULT_WEIGHT, MAX_SCOPES, MAX_WEIGHT, MinHealthy, Scope, TrafficDistribution, check_failover,
+};
 use super::{
     Addresses, Cluster, Health, HealthCheck, Hostname, LabelValue, Namespace, NodeName, PortName,
     ServiceName,
@@ -84,6 +87,34 @@ fn at_most(
         return Err(InvalidField::new(
             field(),
             Problem::TooMany { what, count, max },
+        ));
+    }
+    Ok(())
+}
+
+/// The policy's lists: failover and primary name regions and providers
+/// only; at most [`MAX_SCOPES`] places each.
+fn check_policy(policy: &Policy) -> Result<(), InvalidField> {
+    at_most("places", policy.failover.len(), MAX_SCOPES, || {
+        "policy.failover".into()
+    })?;
+    at_most("places", policy.export_to.len(), MAX_SCOPES, || {
+        "policy.export_to".into()
+    })?;
+    check_failover(&policy.failover).map_err(|mut e| {
+        e.field = format!("policy.failover{}", e.field);
+        e
+    })?;
+    if let Some(primary) = &policy.primary {
+        check_failover(std::slice::from_ref(primary)).map_err(|mut e| {
+            e.field = "policy.primary".into();
+            e
+        })?;
+    }
+    if let Some(MinHealthy::Count(0) | MinHealthy::Percent(0 | 101..)) = policy.min_healthy {
+        return Err(InvalidField::new(
+            "policy.min_healthy",
+            Problem::OutOfRange("must be at least 1 (or 1%-100%)".into()),
         ));
     }
     Ok(())
@@ -195,9 +226,14 @@ pub enum Affinity {
     /// Nearest tier first, spilling over as far as needed.
     #[default]
     Nearest,
+    /// The asker's own node first (opt-in: NodeLocal DNSCache asks from
+    /// the node's address), then as `cluster`.
+    Node,
     Cluster,
     Zone,
     Region,
+    /// The asker's cloud provider (or site).
+    Provider,
     /// Every tier at once.
     None,
 }
@@ -206,9 +242,11 @@ impl Affinity {
     /// Parses the `meshdns.io/affinity` annotation value.
     pub fn parse(value: &str) -> Option<Self> {
         match value {
+            "node" => Some(Affinity::Node),
             "cluster" => Some(Affinity::Cluster),
             "zone" => Some(Affinity::Zone),
             "region" => Some(Affinity::Region),
+            "provider" => Some(Affinity::Provider),
             "none" => Some(Affinity::None),
             "nearest" => Some(Affinity::Nearest),
             _ => None,
@@ -218,20 +256,39 @@ impl Affinity {
     pub fn as_str(self) -> &'static str {
         match self {
             Affinity::Nearest => "nearest",
+            Affinity::Node => "node",
             Affinity::Cluster => "cluster",
             Affinity::Zone => "zone",
             Affinity::Region => "region",
+            Affinity::Provider => "provider",
             Affinity::None => "none",
         }
     }
 }
 
 /// Per-service answer policy, from the exported Service's annotations.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+/// The hub's policy file (`--policy`) may override parts of it
+/// ([`FleetPolicy`](super::FleetPolicy)).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Policy {
     pub affinity: Affinity,
     /// Answer TTL in seconds; `None` means the server's `--ttl`.
     pub ttl: Option<u32>,
+    /// `meshdns.io/failover`: after the asker's own tiers, spill follows
+    /// these regions and providers in order; "any" stays the last resort.
+    pub failover: Box<[Scope]>,
+    /// `meshdns.io/primary`: a region or provider every asker is served
+    /// from while it has at least min-healthy targets (fail-back is
+    /// automatic when it recovers).
+    pub primary: Option<Scope>,
+    /// `meshdns.io/min-healthy`; `None` means the server's `--min-healthy`.
+    pub min_healthy: Option<MinHealthy>,
+    /// `meshdns.io/export-to`: askers outside every listed place get
+    /// NXDOMAIN (unknown askers too). Empty: every asker.
+    pub export_to: Box<[Scope]>,
+    /// The Service's `spec.trafficDistribution`, for display: the syncer
+    /// already mapped it into `affinity` when no annotation was set.
+    pub traffic_distribution: Option<TrafficDistribution>,
 }
 
 /// One backend of a service in one cluster.
@@ -249,6 +306,10 @@ pub struct Endpoint {
     /// The syncer's health check's last verdict; a failing endpoint is
     /// also neither `ready` nor `serving`.
     pub health: Health,
+    /// Its share of answers relative to the service's other endpoints
+    /// ([`DEFAULT_WEIGHT`] for a pod or a VM); 0: answered only when
+    /// nothing else is healthy.
+    pub weight: u32,
 }
 
 impl Endpoint {
@@ -263,6 +324,7 @@ impl Endpoint {
             serving: true,
             terminating: false,
             health: Health::Unchecked,
+            weight: DEFAULT_WEIGHT,
         }
     }
 }
@@ -322,6 +384,7 @@ impl ServiceExport {
         if let Some(ttl) = policy.ttl.filter(|t| *t > MAX_TTL_SECONDS) {
             return Err(InvalidField::new("policy.ttl", Problem::TtlRange(ttl)));
         }
+        check_policy(&policy)?;
         let mut addresses = HashSet::with_capacity(endpoints.len());
         let mut hostnames = HashSet::new();
         let mut zones = HashSet::new();
@@ -346,6 +409,15 @@ impl ServiceExport {
                         Problem::DuplicateAddress(*address),
                     ));
                 }
+            }
+            if endpoint.weight > MAX_WEIGHT {
+                return Err(InvalidField::new(
+                    format!("endpoints[{i}].weight"),
+                    Problem::OutOfRange(format!(
+                        "weight {} is over the maximum of {MAX_WEIGHT}",
+                        endpoint.weight
+                    )),
+                ));
             }
             if let Some(hostname) = &endpoint.hostname
                 && !hostnames.insert(hostname)
@@ -451,8 +523,8 @@ impl ServiceExport {
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
     }
-    pub fn policy(&self) -> Policy {
-        self.policy
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 }
 

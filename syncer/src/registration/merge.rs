@@ -146,7 +146,7 @@ fn join(
         export.mode(),
         export.cluster_ips().to_vec(),
         endpoints,
-        export.policy(),
+        export.policy().clone(),
     )?;
     // The source's own check (if any) stays the service's; the instances'
     // checks are per endpoint (see `merge`).
@@ -225,6 +225,8 @@ mod tests {
                 zone: None,
                 client_cidrs: vec![],
                 version: String::new(),
+                provider: None,
+                nodes: vec![],
             },
             services: [(key("web"), Arc::new(web))].into_iter().collect(),
         }

@@ -14,8 +14,9 @@ use std::time::{Duration, SystemTime};
 use meshdns_proto::InvalidField;
 use meshdns_proto::error::Problem;
 use meshdns_proto::model::{
-    Affinity, Cluster, ClusterName, Endpoint, ExportSet, Health, HealthCheck, Hostname, LabelValue,
-    Mode, Namespace, NodeName, Policy, ServiceExport, ServiceKey, ServiceName, parse_cidr,
+    Affinity, Cluster, ClusterName, DEFAULT_WEIGHT, Endpoint, ExportSet, Health, HealthCheck,
+    Hostname, LabelValue, Mode, Namespace, NodeName, Policy, ServiceExport, ServiceKey,
+    ServiceName, parse_cidr,
 };
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -170,6 +171,7 @@ impl FileService {
                 serving: e.serving.unwrap_or(ready),
                 terminating: e.terminating,
                 health: Health::Unchecked,
+                weight: DEFAULT_WEIGHT,
             });
         }
         let export = ServiceExport::new(
@@ -181,6 +183,7 @@ impl FileService {
             Policy {
                 affinity,
                 ttl: self.ttl,
+                ..Policy::default()
             },
         )?;
         match &self.health_check {
@@ -240,6 +243,8 @@ pub fn parse(
         zone: optional("zone", overrides.zone.clone().or(doc.zone))?,
         client_cidrs,
         version: overrides.version.clone(),
+        provider: None,
+        nodes: Vec::new(),
     };
     let mut services = BTreeMap::new();
     let mut refused = Vec::new();

@@ -39,6 +39,7 @@ fn hello(cluster: &str) -> Req {
         zone: "z1".into(),
         client_cidrs: vec![],
         version: "test".into(),
+        ..Default::default()
     })
 }
 

@@ -133,6 +133,7 @@ impl Stream {
             zone: "z".into(),
             client_cidrs: vec![cidr.into()],
             version: "test".into(),
+            ..Default::default()
         };
         Stream::open(hub, hello).await.unwrap()
     }

@@ -53,5 +53,7 @@ pub(super) fn describe<'a>(
         zone: label("zone", zone)?,
         client_cidrs,
         version: o.version.clone(),
+        provider: None,
+        nodes: Vec::new(),
     })
 }

@@ -11,8 +11,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use meshdns_proto::InvalidField;
 use meshdns_proto::model::{
-    Affinity, Endpoint, Health, HealthCheck, Hostname, LabelValue, Mode, Namespace, NodeName,
-    Policy, Port, ServiceExport, ServiceKey, ServiceName,
+    Affinity, DEFAULT_WEIGHT, Endpoint, Health, HealthCheck, Hostname, LabelValue, Mode, Namespace,
+    NodeName, Policy, Port, ServiceExport, ServiceKey, ServiceName,
 };
 
 use crate::source::fields;
@@ -294,6 +294,7 @@ pub fn export(
                 serving: ep.serving,
                 terminating: ep.terminating,
                 health: Health::Unchecked,
+                weight: DEFAULT_WEIGHT,
             };
             // An endpoint moving between slices is in both for a moment:
             // keep one, the readier.
@@ -324,7 +325,11 @@ pub fn export(
             mode,
             cluster_ips.clone(),
             endpoints,
-            Policy { affinity, ttl },
+            Policy {
+                affinity,
+                ttl,
+                ..Policy::default()
+            },
         )
     })();
     let result = result.map(|export| match check {
@@ -456,7 +461,7 @@ mod tests {
             80,
             "clusterip mode answers the Service port"
         );
-        assert_eq!(exported.policy(), Policy::default());
+        assert_eq!(exported.policy(), &Policy::default());
         let headless = svc(&[(MODE, "clusterip"), (AFFINITY, "zone"), (TTL, "30")], &[]);
         let (result, problems) = export(&headless, &[&a]);
         assert_eq!(problems.len(), 1, "{problems:?}");
@@ -464,9 +469,10 @@ mod tests {
         assert_eq!(exported.mode(), Mode::Endpoints);
         assert_eq!(
             exported.policy(),
-            Policy {
+            &Policy {
                 affinity: Affinity::Zone,
-                ttl: Some(30)
+                ttl: Some(30),
+                ..Policy::default()
             }
         );
     }
