@@ -46,7 +46,7 @@ use serde_json::{Value, json};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-pub use self::objects::{Ep, Res, namespace, node, service, service_export, slice};
+pub use self::objects::{Ep, Res, namespace, node, ready, service, service_export, slice};
 use self::store::Store;
 pub use self::store::{Attempt, Write};
 

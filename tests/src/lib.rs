@@ -21,6 +21,7 @@ pub mod fake_kube;
 pub mod fleet;
 pub mod fuzz_checks;
 pub mod history;
+pub mod kube_syncer;
 pub mod logs;
 pub mod unbound;
 pub mod wire;
