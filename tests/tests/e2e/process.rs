@@ -337,7 +337,12 @@ fn manifest_flags_exist() {
 async fn status_shows_the_fleet() {
     let f = meshdns_tests::Fleet::start(&[]).await;
     let url = f.server.grpc_url();
-    let (code, table) = run("meshdns", &["status", "--insecure", "--registry", &url]);
+    let status = |extra: &[&str]| {
+        let mut args = vec!["status", "--insecure", "--registry", &url];
+        args.extend_from_slice(extra);
+        run("meshdns", &args)
+    };
+    let (code, table) = status(&[]);
     assert_eq!(code, 0, "{table}");
     let lines: Vec<&str> = table.lines().collect();
     assert!(
@@ -354,17 +359,7 @@ async fn status_shows_the_fleet() {
         "{table}"
     );
     assert!(table.contains("3 clusters"), "{table}");
-    let (code, service) = run(
-        "meshdns",
-        &[
-            "status",
-            "--insecure",
-            "--registry",
-            &url,
-            "--service",
-            "web.shop",
-        ],
-    );
+    let (code, service) = status(&["--service", "web.shop"]);
     assert_eq!(code, 0, "{service}");
     assert!(
         service
@@ -378,35 +373,13 @@ async fn status_shows_the_fleet() {
             .any(|l| l.contains("fd00:3::11") && l.ends_with("ready")),
         "{service}"
     );
-    let (code, json) = run(
-        "meshdns",
-        &[
-            "status",
-            "--insecure",
-            "--registry",
-            &url,
-            "--output",
-            "json",
-        ],
-    );
+    let (code, json) = status(&["--output", "json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["clusters"].as_array().unwrap().len(), 3);
     // One service as JSON: the schema /debug/* uses (dns/src/json.rs),
     // the port's protocol included, with the cluster and its state.
-    let (code, json) = run(
-        "meshdns",
-        &[
-            "status",
-            "--insecure",
-            "--registry",
-            &url,
-            "--service",
-            "web.shop",
-            "--output",
-            "json",
-        ],
-    );
+    let (code, json) = status(&["--service", "web.shop", "--output", "json"]);
     assert_eq!(code, 0, "{json}");
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["service"], "shop/web", "{json}");
@@ -427,17 +400,7 @@ async fn status_shows_the_fleet() {
             .any(|ep| ep["addresses"][0] == "10.1.0.13" && ep["ready"] == false),
         "{json}"
     );
-    let (code, err) = run(
-        "meshdns",
-        &[
-            "status",
-            "--insecure",
-            "--registry",
-            &url,
-            "--service",
-            "web",
-        ],
-    );
+    let (code, err) = status(&["--service", "web"]);
     assert_ne!(code, 0);
     assert!(err.contains("--service"), "{err}");
     f.stop().await;
