@@ -197,6 +197,11 @@ pub async fn query(server: SocketAddr, a: &Ask) -> Message {
     ask(server, a).await.0
 }
 
+/// [`query`] for the SRV records of `name`, over UDP with EDNS.
+pub async fn query_srv(server: SocketAddr, name: &str) -> Message {
+    query(server, &Ask::new(name, RecordType::SRV)).await
+}
+
 /// The answer section's addresses, sorted, as text.
 pub fn addresses(m: &Message) -> Vec<String> {
     let mut v: Vec<String> = m

@@ -8,7 +8,9 @@ use RecordType::{A, AAAA, AXFR, IXFR, SRV, TXT};
 use Reply::{Answer, NoData, NxDomain, Refused};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, RData, RecordType};
-use meshdns_tests::dns::{self, Ask, EdnsOpts, addresses, query, sorted, srv, srv_targets};
+use meshdns_tests::dns::{
+    self, Ask, EdnsOpts, addresses, query, query_srv, sorted, srv, srv_targets,
+};
 use meshdns_tests::wire::{header, question};
 use meshdns_tests::{Fleet, fleet};
 
@@ -222,11 +224,7 @@ async fn apex_soa_ns_and_negative_ttl() {
 #[tokio::test]
 async fn srv_with_targets_in_additional() {
     let f = Fleet::start(&[]).await;
-    let m = query(
-        f.server.dns,
-        &Ask::new("_http._tcp.web.shop.global", RecordType::SRV),
-    )
-    .await;
+    let m = query_srv(f.server.dns, "_http._tcp.web.shop.global").await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.metadata.authoritative);
     let targets = srv_targets(&m);
@@ -260,22 +258,14 @@ async fn srv_with_targets_in_additional() {
         );
     }
     // Headless: hostnames as targets.
-    let m = query(
-        f.server.dns,
-        &Ask::new("_postgres._tcp.db.data.global", RecordType::SRV),
-    )
-    .await;
+    let m = query_srv(f.server.dns, "_postgres._tcp.db.data.global").await;
     assert_eq!(
         srv_targets(&m),
         srv(5432, "db-0.east-1.db.data.global."),
         "{m:?}"
     );
     // clusterip mode: the cluster name is the target.
-    let m = query(
-        f.server.dns,
-        &Ask::new("_grpc._tcp.api.shop.global", RecordType::SRV),
-    )
-    .await;
+    let m = query_srv(f.server.dns, "_grpc._tcp.api.shop.global").await;
     assert_eq!(
         srv_targets(&m),
         srv(9090, "east-2.api.shop.global."),

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
-use meshdns_tests::dns::{Ask, addresses, ecs_echo, poll, query, sorted, srv, srv_targets};
+use meshdns_tests::dns::{
+    Ask, addresses, ecs_echo, poll, query, query_srv, sorted, srv, srv_targets,
+};
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::{TestServer, TestSyncer, eventually, http_get};
 
@@ -393,25 +395,14 @@ async fn mcs_layout_beside_global() {
         "{m:?}"
     );
     // SRV in the spec's shapes: headless targets by hostname and cluster...
-    let m = query(
-        dns,
-        &Ask::new(
-            "_postgres._tcp.db.data.svc.clusterset.local",
-            RecordType::SRV,
-        ),
-    )
-    .await;
+    let m = query_srv(dns, "_postgres._tcp.db.data.svc.clusterset.local").await;
     assert_eq!(
         srv_targets(&m),
         srv(5432, "db-0.east-1.db.data.svc.clusterset.local."),
         "{m:?}"
     );
     // ...ClusterSetIP services target the service name, once per port.
-    let m = query(
-        dns,
-        &Ask::new("_grpc._tcp.api.shop.svc.clusterset.local", RecordType::SRV),
-    )
-    .await;
+    let m = query_srv(dns, "_grpc._tcp.api.shop.svc.clusterset.local").await;
     assert_eq!(
         srv_targets(&m),
         srv(9090, "api.shop.svc.clusterset.local."),
