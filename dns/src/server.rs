@@ -223,6 +223,9 @@ impl Drop for SourceSlot {
 
 #[cfg(test)]
 mod tests {
+    // The answer-path lints of this module are for its code, not its tests.
+    #![allow(clippy::cast_possible_truncation, clippy::expect_used)]
+
     use super::*;
 
     #[test]
