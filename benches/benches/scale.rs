@@ -9,21 +9,16 @@
 //! visible": `apply_snapshot` / `apply_delta` store the next snapshot
 //! before they return, so the clock stops when DNS would answer with it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use meshdns_benches::Fleet;
+use meshdns_benches::percentiles::{quantile_ms, spread};
 use meshdns_benches::shape::Shape;
 use meshdns_tests::rss_kib;
 
 /// The allocator the `meshdns` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn percentile(times: &mut [Duration], q: f64) -> f64 {
-    times.sort();
-    let i = ((times.len() as f64 * q) as usize).min(times.len() - 1);
-    times[i].as_secs_f64() * 1000.0
-}
 
 fn main() {
     // `cargo bench` passes --bench; nothing to filter.
@@ -73,12 +68,10 @@ fn main() {
         snapshot_times.push(t.elapsed());
     }
     println!(
-        "full Snapshot from one cluster ({} services, {} endpoints) applied and visible: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "full Snapshot from one cluster ({} services, {} endpoints) applied and visible: {}",
         shape.services,
         shape.services * shape.endpoints,
-        percentile(&mut snapshot_times, 0.5),
-        percentile(&mut snapshot_times, 0.99),
-        percentile(&mut snapshot_times, 1.0)
+        spread(&mut snapshot_times)
     );
 
     // One endpoint of one service in one cluster flips readiness.
@@ -94,10 +87,11 @@ fn main() {
             .expect("applied");
         delta_times.push(t.elapsed());
     }
+    delta_times.sort();
     println!(
         "one-endpoint Delta applied and visible: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-        percentile(&mut delta_times, 0.5),
-        percentile(&mut delta_times, 0.99),
-        percentile(&mut delta_times, 1.0)
+        quantile_ms(&delta_times, 0.5),
+        quantile_ms(&delta_times, 0.99),
+        quantile_ms(&delta_times, 1.0)
     );
 }

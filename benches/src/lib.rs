@@ -2,6 +2,8 @@
 //! its write API, as Export streams fill it; and [`shape::Shape`], the
 //! fleets the load and scale benchmarks push over gRPC.
 
+pub mod percentiles;
+pub mod publishers;
 pub mod shape;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -10,6 +10,9 @@
 //! hash over at most 36 bytes on the stack: no allocation, no lock, so the
 //! UDP fast path can do it.
 
+// The answer path: every narrowing cast and every panic is written out.
+#![warn(clippy::cast_possible_truncation, clippy::expect_used)]
+
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -144,6 +147,7 @@ impl Cookies {
         match self.clock {
             Clock::Fixed(t) => t,
             // Serial arithmetic: the low 32 bits are what the wire carries.
+            #[allow(clippy::cast_possible_truncation)]
             Clock::System => SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as u32),
@@ -270,7 +274,8 @@ fn siphash24(k0: u64, k1: u64, message: &[u8]) -> u64 {
     let mut last = [0u8; 8];
     let rest = chunks.remainder();
     last[..rest.len()].copy_from_slice(rest);
-    last[7] = message.len() as u8;
+    // SipHash: the length's low byte.
+    last[7] = message.len().to_le_bytes()[0];
     compress(u64::from_le_bytes(last), &mut v);
     v[2] ^= 0xff;
     for _ in 0..4 {
@@ -281,7 +286,12 @@ fn siphash24(k0: u64, k1: u64, message: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    // The answer-path lints of this module are for its code, not its tests.
+    #![allow(
+        clippy::unwrap_used,
+        clippy::cast_possible_truncation,
+        clippy::expect_used
+    )]
 
     use super::*;
 

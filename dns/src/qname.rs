@@ -1,6 +1,9 @@
 //! Query name -> what it asks for. Pure: no registry, no DNS types beyond
 //! the labels, so every name form is a table test.
 
+// The answer path: every narrowing cast and every panic is written out.
+#![warn(clippy::cast_possible_truncation, clippy::expect_used)]
+
 use std::net::IpAddr;
 
 /// How names under a served domain are laid out.
@@ -204,13 +207,15 @@ fn reverse(rest: &[&str], v6: bool) -> Option<Reverse> {
         };
         value = (value << width) | u128::from(digit);
     }
-    let missing = (digits - rest.len()) as u32 * width;
+    let missing = u32::try_from(digits - rest.len()).ok()? * width;
     let low = value << missing;
     let high = low | ((1u128 << missing) - 1);
     let address = |v: u128| -> IpAddr {
         if v6 {
             IpAddr::V6(std::net::Ipv6Addr::from(v))
         } else {
+            // At most 32 bits were read for IPv4.
+            #[allow(clippy::cast_possible_truncation)]
             IpAddr::V4(std::net::Ipv4Addr::from(v as u32))
         }
     };
@@ -257,6 +262,9 @@ fn classify<'a>(rest: &[&'a str]) -> QName<'a> {
 
 #[cfg(test)]
 mod tests {
+    // The answer-path lints of this module are for its code, not its tests.
+    #![allow(clippy::cast_possible_truncation, clippy::expect_used)]
+
     use super::*;
 
     fn domains() -> Vec<Domain> {

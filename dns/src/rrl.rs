@@ -15,6 +15,9 @@
 //! so the rate holds across the SO_REUSEPORT sockets; a check is one load
 //! and one compare-and-swap, no lock.
 
+// The answer path: every narrowing cast and every panic is written out.
+#![warn(clippy::cast_possible_truncation, clippy::expect_used)]
+
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,12 +84,17 @@ impl RateLimiter {
 
     /// The limiter's clock, in milliseconds: read once per batch.
     pub fn now(&self) -> u32 {
-        self.start.elapsed().as_millis() as u32
+        // Wraps after 49 days; buckets compare times with wrapping arithmetic.
+        #[allow(clippy::cast_possible_truncation)]
+        let now = self.start.elapsed().as_millis() as u32;
+        now
     }
 
     /// Takes a token for a response to `source` at `now` ([`Self::now`]);
     /// `false` when its prefix is over the rate.
     pub fn allow(&self, source: IpAddr, now: u32) -> bool {
+        // Any bits of the hash pick a bucket as well as any others.
+        #[allow(clippy::cast_possible_truncation)]
         let index = self.hasher.hash_one(prefix(source)) as usize % self.buckets.len();
         let bucket = &self.buckets[index];
         let full = u64::from(self.rate) * TOKEN;
@@ -228,7 +236,12 @@ fn skip_name(packet: &[u8], mut at: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    // The answer-path lints of this module are for its code, not its tests.
+    #![allow(
+        clippy::unwrap_used,
+        clippy::cast_possible_truncation,
+        clippy::expect_used
+    )]
 
     use super::*;
 

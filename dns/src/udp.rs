@@ -16,6 +16,9 @@
 //! Shutdown: a worker notices the token within [`POLL`], then answers what
 //! is already queued on its socket before it returns.
 
+// The answer path: every narrowing cast and every panic is written out.
+#![warn(clippy::cast_possible_truncation, clippy::expect_used)]
+
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;

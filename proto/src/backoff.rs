@@ -6,12 +6,15 @@ use std::time::Duration;
 /// Reconnect delays: exponential from `min` to `max`, full jitter.
 #[derive(Debug, Clone)]
 pub struct Backoff {
+    /// The first delay, and the least of any.
     pub min: Duration,
+    /// The most any delay grows to.
     pub max: Duration,
     attempt: u32,
 }
 
 impl Backoff {
+    /// Delays from `min` to `max`, starting at the first attempt.
     pub fn new(min: Duration, max: Duration) -> Self {
         Backoff {
             min,
@@ -28,10 +31,11 @@ impl Backoff {
             .saturating_mul(1u32 << self.attempt.min(16))
             .min(self.max);
         self.attempt = self.attempt.saturating_add(1);
-        let span = ceiling.saturating_sub(self.min).as_millis() as u64;
+        let span = u64::try_from(ceiling.saturating_sub(self.min).as_millis()).unwrap_or(u64::MAX);
         self.min + Duration::from_millis(fastrand::u64(0..=span))
     }
 
+    /// Back to the first attempt, after a connection that worked.
     pub fn reset(&mut self) {
         self.attempt = 0;
     }

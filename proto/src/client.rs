@@ -28,6 +28,7 @@ pub struct ClientAuth {
     pub ca: Option<PathBuf>,
     /// This client's certificate and key, for mTLS.
     pub cert: Option<PathBuf>,
+    /// The private key of `cert`.
     pub key: Option<PathBuf>,
     /// A file holding a bearer token.
     pub token_file: Option<PathBuf>,

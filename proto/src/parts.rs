@@ -32,6 +32,8 @@ impl<I: Iterator, F> std::fmt::Debug for Split<I, F> {
 }
 
 impl<I: Iterator, F: Fn(&I::Item) -> usize> Split<I, F> {
+    /// Splits `items` into parts of at most `budget` bytes, an item
+    /// weighing `size(item)`.
     pub fn new(items: I, budget: usize, size: F) -> Self {
         Split {
             items: items.peekable(),

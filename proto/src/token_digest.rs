@@ -13,6 +13,7 @@ pub const MIN_TOKEN_LEN: usize = 16;
 pub struct TokenDigest([u8; 32]);
 
 impl TokenDigest {
+    /// The digest of `token`.
     pub fn of(token: &str) -> Self {
         let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
         let mut bytes = [0; 32];

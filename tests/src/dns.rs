@@ -197,6 +197,11 @@ pub async fn query(server: SocketAddr, a: &Ask) -> Message {
     ask(server, a).await.0
 }
 
+/// [`query`] for the SRV records of `name`, over UDP with EDNS.
+pub async fn query_srv(server: SocketAddr, name: &str) -> Message {
+    query(server, &Ask::new(name, RecordType::SRV)).await
+}
+
 /// The answer section's addresses, sorted, as text.
 pub fn addresses(m: &Message) -> Vec<String> {
     let mut v: Vec<String> = m
@@ -210,6 +215,26 @@ pub fn addresses(m: &Message) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// The answer section's SRV records as (port, target), sorted; panics on
+/// any other record.
+pub fn srv_targets(m: &Message) -> Vec<(u16, String)> {
+    let mut v: Vec<(u16, String)> = m
+        .answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::SRV(srv) => (srv.port, srv.target.to_ascii()),
+            other => panic!("not SRV: {other:?}"),
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// One SRV answer, (port, target), for comparisons with [`srv_targets`].
+pub fn srv(port: u16, target: &str) -> Vec<(u16, String)> {
+    vec![(port, target.to_owned())]
 }
 
 /// The rcode, with extended (EDNS) bits merged.

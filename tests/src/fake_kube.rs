@@ -47,7 +47,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use self::objects::{
-    Ep, Res, labelled, namespace, node, service, service_export, slice, with_traffic_distribution,
+    Ep, Res, labelled, namespace, node, ready, service, service_export, slice,
+    with_traffic_distribution,
 };
 use self::store::Store;
 pub use self::store::{Attempt, Write};

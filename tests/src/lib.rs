@@ -7,10 +7,13 @@
 //! - [`dns`]: a DNS client on hickory-proto that rejects trailing bytes and
 //!   malformed replies.
 //! - [`fleet`]: writes export files.
+//! - [`demo::DemoProc`]: `meshdns demo` as a process.
+//! - [`wire`]: DNS packets built byte by byte.
 
 // Test support: a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
+pub mod demo;
 pub mod dns;
 pub mod export_file;
 pub mod export_stream;
@@ -18,7 +21,10 @@ pub mod fake_kube;
 pub mod fleet;
 pub mod fuzz_checks;
 pub mod history;
+pub mod kube_syncer;
 pub mod logs;
+pub mod unbound;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +34,17 @@ use clap::Parser;
 use meshdns::config::ServeArgs;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// The DNS, gRPC and admin listeners of `meshdns serve` or `demo`, each
+/// on loopback port 0: the process logs or prints the ports it got.
+pub const LOOPBACK_PORT_0: [&str; 6] = [
+    "--dns-listen",
+    "127.0.0.1:0",
+    "--grpc-listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+];
 
 /// A `meshdns serve` running in this process.
 #[derive(Debug)]
@@ -370,6 +387,41 @@ impl Proc {
         Proc(child)
     }
 
+    /// Starts `cmd` with stdout and stderr piped, for the test to read.
+    pub fn spawn(cmd: &mut std::process::Command) -> Self {
+        Proc(
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn"),
+        )
+    }
+
+    /// SIGTERM, and the exit status; panics if the process is still
+    /// running 10 seconds later.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("process {} did not exit on SIGTERM", self.0.id()))
+    }
+
+    /// A `meshdns-syncer` process publishing the export file `file` to
+    /// `registry` in plaintext, heartbeat every 200 ms, then `extra` flags.
+    pub fn file_syncer(file: &Path, registry: &str, extra: &[&str]) -> Self {
+        let source = format!("file:{}", file.display());
+        let mut args = vec![
+            "--insecure",
+            "--registry",
+            registry,
+            "--source",
+            &source,
+            "--heartbeat",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        Proc::start("meshdns-syncer", &args)
+    }
+
     /// Sends a signal by name (`KILL`, `STOP`, `CONT`, `TERM`) to the process, by PID.
     pub fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")
@@ -415,16 +467,8 @@ pub struct ServeProc {
 
 impl ServeProc {
     pub async fn start(extra: &[&str]) -> Self {
-        let mut args = vec![
-            "serve",
-            "--insecure",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ];
+        let mut args = vec!["serve", "--insecure"];
+        args.extend_from_slice(&LOOPBACK_PORT_0);
         args.extend_from_slice(extra);
         let (proc, logs) = Proc::start_logged("meshdns", &args);
         let dns = logs.listening("dns udp listening").await;

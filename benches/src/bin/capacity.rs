@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use meshdns::metrics::Metrics;
 use meshdns::registry::{Registry, Session, Writer};
+use meshdns_benches::percentiles::spread;
 use meshdns_benches::{cluster_name, http_export, service_key};
 use meshdns_proto::convert::Interner;
 use meshdns_proto::model::{Cluster, ClusterName, Endpoint, LabelValue, ServiceExport};
@@ -101,20 +102,6 @@ fn rss_kib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn percentiles(times: &mut [Duration]) -> String {
-    times.sort();
-    let at = |q: f64| {
-        let i = ((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1));
-        times.get(i).map_or(0.0, |t| t.as_secs_f64() * 1000.0)
-    };
-    format!(
-        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        at(0.5),
-        at(0.99),
-        at(1.0)
-    )
 }
 
 fn main() {
@@ -215,7 +202,7 @@ async fn run(cli: Cli) {
         "full Snapshot from one cluster ({} services, {} endpoints) applied and visible: {}",
         cli.services,
         cli.services * cli.endpoints,
-        percentiles(&mut times)
+        spread(&mut times)
     );
     let mut times = Vec::with_capacity(cli.rounds);
     for round in 1..=cli.rounds {
@@ -230,7 +217,7 @@ async fn run(cli: Cli) {
     }
     println!(
         "one-service Delta applied and visible: {}",
-        percentiles(&mut times)
+        spread(&mut times)
     );
     // Throughput: 64 clusters each sending Deltas back to back; the writer
     // coalesces them.

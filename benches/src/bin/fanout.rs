@@ -25,13 +25,11 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
+use meshdns_benches::percentiles::summary;
+use meshdns_benches::publishers::{self, Publishers};
 use meshdns_benches::shape::Shape;
-use meshdns_proto::client::ClientAuth;
-use meshdns_proto::model::ExportSet;
 use meshdns_proto::wire::{self, watch_event::Event};
-use meshdns_syncer::publish::{self, Backoff, PublishConfig};
 use prost::Message as _;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -178,10 +176,7 @@ struct Probe {
 }
 
 async fn client(url: String, id: usize, probe: Arc<Probe>, stop: CancellationToken) {
-    let auth = ClientAuth {
-        insecure: true,
-        ..ClientAuth::default()
-    };
+    let auth = publishers::insecure();
     let mut client = loop {
         match auth.connect(&url).await {
             Ok(c) => break c.max_decoding_message_size(256 << 20),
@@ -251,10 +246,7 @@ async fn client(url: String, id: usize, probe: Arc<Probe>, stop: CancellationTok
 
 /// A Watch opened and never read: the hub must not wait for it.
 async fn stalled(url: String, stop: CancellationToken) {
-    let auth = ClientAuth {
-        insecure: true,
-        ..ClientAuth::default()
-    };
+    let auth = publishers::insecure();
     if let Ok(mut client) = auth.connect(&url).await
         && let Ok(events) = client.watch(wire::WatchRequest {}).await
     {
@@ -331,8 +323,7 @@ async fn wait_dns(dns: SocketAddr, name: &Name, want: &BTreeSet<IpAddr>, limit: 
 /// The fleet being churned: the publishers' inputs and the next change.
 struct Churn {
     shape: Shape,
-    sets: Vec<Arc<ExportSet>>,
-    senders: Vec<watch::Sender<Option<Arc<ExportSet>>>>,
+    publishers: Publishers,
     next: usize,
     /// Changes made to each service so far.
     versions: Vec<usize>,
@@ -359,20 +350,12 @@ impl Churn {
         // Each change of a service flips its readiness again: a real change.
         self.versions[s] += 1;
         let export = self.shape.export(s, 0, self.versions[s]);
-        let want: BTreeSet<IpAddr> = export
-            .endpoints()
-            .iter()
-            .filter(|e| e.ready)
-            .flat_map(|e| e.addresses.iter().copied())
-            .collect();
-        let mut set = (*self.sets[c]).clone();
-        set.services.insert(export.key().clone(), Arc::new(export));
-        self.sets[c] = Arc::new(set);
+        let want = self.publishers.stage(c, export);
         (s, c, want)
     }
 
     fn send(&self, c: usize) {
-        self.senders[c].send_replace(Some(self.sets[c].clone()));
+        self.publishers.send(c);
     }
 
     /// The hub's DNS rate over `window` while a change goes in every `gap`.
@@ -479,21 +462,6 @@ async fn futures_join<T: Send + 'static>(
     out
 }
 
-fn summary(mut times: Vec<Duration>) -> String {
-    times.sort();
-    let at = |q: f64| {
-        let i = ((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1));
-        times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    format!(
-        "n={} p50={:.2}ms p99={:.2}ms max={:.2}ms",
-        times.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0)
-    )
-}
-
 /// Starts `n` clients of `url` (plus `stalled` that never read) and waits
 /// until every reading one holds the whole state.
 async fn attach(
@@ -562,26 +530,7 @@ async fn main() -> Result<(), String> {
     shape.check()?;
     let hub = Server::start(&cli.meshdns, &[]);
     let shutdown = CancellationToken::new();
-    let mut senders = Vec::new();
-    let mut sets = Vec::new();
-    for set in shape.export_sets() {
-        let set = Arc::new(set);
-        let (tx, rx) = watch::channel(Some(set.clone()));
-        senders.push(tx);
-        sets.push(set);
-        let config = PublishConfig {
-            url: hub.url(),
-            auth: ClientAuth {
-                insecure: true,
-                ..ClientAuth::default()
-            },
-            heartbeat: Duration::from_secs(5),
-            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
-            max_message_bytes: publish::DEFAULT_MAX_MESSAGE_BYTES,
-            refusals: Default::default(),
-        };
-        tokio::spawn(publish::run(config, rx, shutdown.clone()));
-    }
+    let publishers = Publishers::spawn(shape.export_sets(), &hub.url(), &shutdown);
     // Loaded: the last service answers at the hub.
     let last = shape.services - 1;
     let c = shape.exporters(last).next().expect("exporter");
@@ -608,8 +557,7 @@ async fn main() -> Result<(), String> {
     );
     let mut churn = Churn {
         shape,
-        sets,
-        senders,
+        publishers,
         next: 0,
         versions: vec![0; shape.services],
     };

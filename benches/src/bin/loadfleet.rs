@@ -19,11 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
+use meshdns_benches::percentiles::summary;
+use meshdns_benches::publishers::{self, Publishers};
 use meshdns_benches::shape::Shape;
-use meshdns_proto::client::ClientAuth;
 use meshdns_proto::wire;
-use meshdns_syncer::publish::{self, Backoff, PublishConfig};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -239,26 +238,7 @@ async fn push(shape: Shape, registry: String, churn: usize, probes: Probes) -> R
     let started = Instant::now();
     let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let probe = admin.map(|addr| probe_healthz(addr, loaded.clone()));
-    let mut senders = Vec::new();
-    let mut sets = Vec::new();
-    for set in shape.export_sets() {
-        let set = Arc::new(set);
-        let (tx, rx) = watch::channel(Some(set.clone()));
-        senders.push(tx);
-        sets.push(set);
-        let config = PublishConfig {
-            url: registry.clone(),
-            auth: ClientAuth {
-                insecure: true,
-                ..ClientAuth::default()
-            },
-            heartbeat: Duration::from_secs(5),
-            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
-            max_message_bytes: publish::DEFAULT_MAX_MESSAGE_BYTES,
-            refusals: Default::default(),
-        };
-        tokio::spawn(publish::run(config, rx, shutdown.clone()));
-    }
+    let mut publishers = Publishers::spawn(shape.export_sets(), &registry, &shutdown);
     wait_complete(&shape, &registry).await;
     println!("ready {}", started.elapsed().as_millis());
     loaded.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -282,7 +262,7 @@ async fn push(shape: Shape, registry: String, churn: usize, probes: Probes) -> R
                     continue;
                 };
                 let targets = Targets { dns, follower: follower_dns };
-                let (times, follower) = churn_run(&shape, &mut sets, &senders, churn, targets, &mut version).await?;
+                let (times, follower) = churn_run(&shape, &mut publishers, churn, targets, &mut version).await?;
                 println!("propagation {}", summary(times));
                 if follower_dns.is_some() {
                     println!("propagation_follower {}", summary(follower));
@@ -292,17 +272,14 @@ async fn push(shape: Shape, registry: String, churn: usize, probes: Probes) -> R
         }
     }
     shutdown.cancel();
-    drop(senders);
+    drop(publishers);
     Ok(())
 }
 
 /// Waits until `registry` lists every cluster of `shape`, live, with
 /// every endpoint.
 async fn wait_complete(shape: &Shape, registry: &str) {
-    let auth = ClientAuth {
-        insecure: true,
-        ..ClientAuth::default()
-    };
+    let auth = publishers::insecure();
     let expected = shape.total_endpoints() as u64;
     loop {
         if let Ok(mut client) = auth.connect(registry).await
@@ -335,8 +312,7 @@ struct Targets {
 /// then, from the same start, until the follower's answer shows it too.
 async fn churn_run(
     shape: &Shape,
-    sets: &mut [Arc<meshdns_proto::model::ExportSet>],
-    senders: &[watch::Sender<Option<Arc<meshdns_proto::model::ExportSet>>>],
+    publishers: &mut Publishers,
     n: usize,
     targets: Targets,
     version: &mut usize,
@@ -355,20 +331,11 @@ async fn churn_run(
         let i = rng.usize(0..exporters.len());
         let c = exporters[i];
         *version += 1;
-        let export = shape.export(s, i, *version);
-        let want: std::collections::BTreeSet<std::net::IpAddr> = export
-            .endpoints()
-            .iter()
-            .filter(|e| e.ready)
-            .flat_map(|e| e.addresses.iter().copied())
-            .collect();
-        let mut set = (*sets[c]).clone();
-        set.services.insert(export.key().clone(), Arc::new(export));
-        sets[c] = Arc::new(set);
+        let want = publishers.stage(c, shape.export(s, i, *version));
         let name = Name::from_ascii(format!("cluster-{c}.{}.", shape.name(s)))
             .map_err(|e| e.to_string())?;
         let started = Instant::now();
-        senders[c].send_replace(Some(sets[c].clone()));
+        publishers.send(c);
         let mut ask = Asker {
             socket: &socket,
             rng: &mut rng,
@@ -463,19 +430,4 @@ fn probe_healthz(
         }
         times
     })
-}
-
-fn summary(mut times: Vec<Duration>) -> String {
-    times.sort();
-    let at = |q: f64| {
-        let i = ((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1));
-        times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    format!(
-        "n={} p50={:.2}ms p99={:.2}ms max={:.2}ms",
-        times.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0)
-    )
 }

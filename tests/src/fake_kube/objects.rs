@@ -207,6 +207,11 @@ pub fn refused(res: Res, object: &Value) -> Option<String> {
 /// One endpoint of a slice: (address, ready, hostname, zone).
 pub type Ep<'a> = (&'a str, bool, Option<&'a str>, Option<&'a str>);
 
+/// Ready endpoints at `addresses`, no hostname, no zone.
+pub fn ready<'a>(addresses: &[&'a str]) -> Vec<Ep<'a>> {
+    addresses.iter().map(|a| (*a, true, None, None)).collect()
+}
+
 /// An IPv4 EndpointSlice of `service` with target port 8080 named `http`.
 pub fn slice(ns: &str, name: &str, service: &str, endpoints: &[Ep<'_>]) -> Value {
     let slice = EndpointSlice {

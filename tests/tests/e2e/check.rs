@@ -4,13 +4,15 @@
 //! unreachable registry, overlapping client CIDRs, and a resolver that
 //! does not forward `global`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use meshdns_tests::dns::{Ask, addresses, poll};
 use meshdns_tests::fleet::{EAST_1, EAST_2, TempDir};
+use meshdns_tests::unbound::Unbound;
 use meshdns_tests::{Proc, bin, eventually, free_port};
 use serde_json::Value;
 
@@ -61,19 +63,10 @@ impl Hub {
                 &format!("{cluster}.token"),
                 &format!("{cluster}-token-0123456789\n"),
             );
-            syncers.push(Proc::start(
-                "meshdns-syncer",
-                &[
-                    "--insecure",
-                    "--source",
-                    &format!("file:{}", file.display()),
-                    "--registry",
-                    &format!("http://127.0.0.1:{grpc}"),
-                    "--token-file",
-                    &token.display().to_string(),
-                    "--heartbeat",
-                    "200ms",
-                ],
+            syncers.push(Proc::file_syncer(
+                &file,
+                &format!("http://127.0.0.1:{grpc}"),
+                &["--token-file", &token.display().to_string()],
             ));
         }
         let hub = Hub {
@@ -109,6 +102,24 @@ impl Hub {
         self.dir
             .write(&format!("{token}.file"), &format!("{token}\n"))
     }
+
+    /// `meshdns check` against this hub with `token` and `extra` flags:
+    /// exit code and report.
+    fn check(&self, token: &str, extra: &[&str]) -> (i32, Value) {
+        let token = self.token(token).display().to_string();
+        let (registry, dns) = (self.registry(), self.dns());
+        let mut args = vec![
+            "--registry",
+            &registry,
+            "--insecure",
+            "--token-file",
+            &token,
+            "--dns",
+            &dns,
+        ];
+        args.extend_from_slice(extra);
+        check(&args)
+    }
 }
 
 /// Runs `meshdns check --output json` with `args`: exit code and report.
@@ -143,81 +154,42 @@ fn outcome<'r>(report: &'r Value, name: &str) -> (&'r str, &'r str) {
     )
 }
 
-/// unbound on a free port; with `stub` it forwards `global` to `dns`.
-struct Unbound {
-    port: u16,
-    child: Child,
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// unbound on a free port, up; with `dns` it forwards `global` there.
+async fn unbound(dir: &Path, dns: Option<u16>) -> (Proc, SocketAddr) {
+    let (proc, resolver) = Unbound {
+        listen: "127.0.0.1",
+        outgoing: None,
+        stub: dns.map(|port| SocketAddr::from(([127, 0, 0, 1], port))),
+        no_cache: false,
     }
-}
-
-async fn unbound(dir: &Path, dns: Option<u16>) -> Unbound {
-    let port = free_port();
-    let stub = match dns {
-        Some(dns) => format!(
-            "    domain-insecure: \"global\"\n    local-zone: \"global.\" nodefault\n\
-             stub-zone:\n    name: \"global\"\n    stub-addr: 127.0.0.1@{dns}\n"
-        ),
-        None => String::new(),
-    };
-    let conf = format!(
-        "server:\n    interface: 127.0.0.1\n    port: {port}\n    do-daemonize: no\n    chroot: \"\"\n\
-         \x20   username: \"\"\n    directory: \"{dir}\"\n    pidfile: \"{dir}/unbound-{port}.pid\"\n\
-         \x20   use-syslog: no\n    logfile: \"\"\n    verbosity: 0\n    module-config: \"iterator\"\n\
-         \x20   access-control: 127.0.0.0/8 allow\n    do-not-query-localhost: no\n    do-ip6: no\n{stub}",
-        dir = dir.display(),
-    );
-    let path = dir.join(format!("unbound-{port}.conf"));
-    std::fs::write(&path, conf).unwrap();
-    let program = if Path::new("/usr/sbin/unbound").exists() {
-        "/usr/sbin/unbound"
-    } else {
-        "unbound"
-    };
-    let child = Command::new(program)
-        .args(["-d", "-c", &path.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("unbound is not installed (scripts/test installs it): {e}"));
-    let resolver = format!("127.0.0.1:{port}").parse().unwrap();
+    .start(dir);
     eventually(Duration::from_secs(10), "unbound up", || async move {
         poll(resolver, &Ask::new("localhost", RecordType::A))
             .await
             .map(|_| ())
     })
     .await;
-    Unbound { port, child }
+    (proc, resolver)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_fleet_passes_every_check() {
     let hub = Hub::start(&[("east-1", EAST_1), ("east-2", EAST_2)], 3).await;
     let resolver = unbound(hub.dir.path(), Some(hub.dns)).await;
-    let token = hub.token(READER);
-    let via = format!("127.0.0.1:{}", resolver.port);
-    let (code, report) = check(&[
-        "--registry",
-        &hub.registry(),
-        "--insecure",
-        "--token-file",
-        &token.display().to_string(),
-        "--dns",
-        &hub.dns(),
-        "--name",
-        "web.shop.global",
-        "--via",
-        &via,
-        "--source",
-        "127.0.0.2",
-        "--expect-cluster",
-        "east-1",
-    ]);
+    let via = format!("127.0.0.1:{}", resolver.1.port());
+    let (code, report) = hub.check(
+        READER,
+        &[
+            "--name",
+            "web.shop.global",
+            "--via",
+            &via,
+            "--source",
+            "127.0.0.2",
+            "--expect-cluster",
+            "east-1",
+        ],
+    );
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["failed"], 0, "{report:#}");
     for name in [
@@ -243,19 +215,10 @@ async fn healthy_fleet_passes_every_check() {
     );
     // An address in no client CIDR maps to none, which passes unless a
     // cluster is expected.
-    let (code, report) = check(&[
-        "--registry",
-        &hub.registry(),
-        "--insecure",
-        "--token-file",
-        &token.display().to_string(),
-        "--dns",
-        &hub.dns(),
-        "--source",
-        "192.0.2.1",
-        "--expect-cluster",
-        "east-1",
-    ]);
+    let (code, report) = hub.check(
+        READER,
+        &["--source", "192.0.2.1", "--expect-cluster", "east-1"],
+    );
     assert_eq!(code, 1, "{report:#}");
     let (status, why) = outcome(&report, "source cluster");
     assert_eq!(status, "fail");
@@ -266,16 +229,7 @@ async fn healthy_fleet_passes_every_check() {
 async fn wrong_token_fails_the_credentials_check() {
     let hub = Hub::start(&[("east-1", EAST_1)], 2).await;
     for token in ["not-a-token-0123456789", "east-1-token-0123456789"] {
-        let file = hub.token(token);
-        let (code, report) = check(&[
-            "--registry",
-            &hub.registry(),
-            "--insecure",
-            "--token-file",
-            &file.display().to_string(),
-            "--dns",
-            &hub.dns(),
-        ]);
+        let (code, report) = hub.check(token, &[]);
         assert_eq!(code, 1, "{token}: {report:#}");
         assert_eq!(outcome(&report, "registry reachable").0, "pass", "{token}");
         let (status, detail) = outcome(&report, "credentials accepted");
@@ -312,25 +266,11 @@ async fn overlapping_client_cidrs_fail_the_cidr_check() {
     let east_3 = "cluster: east-3\nregion: us-east\nzone: us-east-1c\n\
                   clientCIDRs: [127.0.0.0/24]\nservices: []\n";
     let hub = Hub::start(&[("east-1", EAST_1), ("east-3", east_3)], 2).await;
-    let token = hub.token(READER);
-    let args = [
-        "--registry".to_owned(),
-        hub.registry(),
-        "--insecure".to_owned(),
-        "--token-file".to_owned(),
-        token.display().to_string(),
-        "--dns".to_owned(),
-        hub.dns(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // east-3's Hello has been answered once it is listed.
-    let report = eventually(Duration::from_secs(20), "east-3 listed", || {
-        let args = args.clone();
-        async move {
-            let (code, report) = check(&args);
-            let (status, _) = outcome(&report, "client CIDRs");
-            (code == 1 && status == "fail").then_some(report)
-        }
+    let report = eventually(Duration::from_secs(20), "east-3 listed", || async {
+        let (code, report) = hub.check(READER, &[]);
+        let (status, _) = outcome(&report, "client CIDRs");
+        (code == 1 && status == "fail").then_some(report)
     })
     .await;
     let (_, detail) = outcome(&report, "client CIDRs");
@@ -351,21 +291,8 @@ async fn overlapping_client_cidrs_fail_the_cidr_check() {
 async fn resolver_without_the_stub_zone_fails_the_via_check() {
     let hub = Hub::start(&[("east-1", EAST_1)], 2).await;
     let resolver = unbound(hub.dir.path(), None).await;
-    let token = hub.token(READER);
-    let via = format!("127.0.0.1:{}", resolver.port);
-    let (code, report) = check(&[
-        "--registry",
-        &hub.registry(),
-        "--insecure",
-        "--token-file",
-        &token.display().to_string(),
-        "--dns",
-        &hub.dns(),
-        "--name",
-        "web.shop.global",
-        "--via",
-        &via,
-    ]);
+    let via = format!("127.0.0.1:{}", resolver.1.port());
+    let (code, report) = hub.check(READER, &["--name", "web.shop.global", "--via", &via]);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(outcome(&report, "name resolves").0, "pass");
     let check = report["checks"]

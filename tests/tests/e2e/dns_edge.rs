@@ -7,40 +7,12 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use meshdns_tests::Fleet;
 use meshdns_tests::dns::{raw_udp, strict};
+use meshdns_tests::wire::{header, question};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const TYPE_A: u16 = 1;
 const CLASS_IN: u16 = 1;
-
-/// A DNS header: ID, flags and the four section counts.
-fn header(id: u16, flags: u16, counts: [u16; 4]) -> Vec<u8> {
-    let mut out = id.to_be_bytes().to_vec();
-    out.extend_from_slice(&flags.to_be_bytes());
-    for count in counts {
-        out.extend_from_slice(&count.to_be_bytes());
-    }
-    out
-}
-
-/// A name in wire form, uncompressed.
-fn name(text: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for label in text.split('.').filter(|l| !l.is_empty()) {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-    out
-}
-
-/// A question: name, type, class.
-fn question(text: &str, qtype: u16, qclass: u16) -> Vec<u8> {
-    let mut out = name(text);
-    out.extend_from_slice(&qtype.to_be_bytes());
-    out.extend_from_slice(&qclass.to_be_bytes());
-    out
-}
 
 /// An OPT record owned by `owner` (the root, normally) advertising
 /// `payload`, with these options.

@@ -8,13 +8,13 @@
 //! regional → edge converges after churn.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use meshdns_tests::dns::{Ask, addresses, poll, query, sorted};
 use meshdns_tests::fleet::TempDir;
+use meshdns_tests::unbound::Unbound;
 use meshdns_tests::{Proc, ServeProc, TestSyncer, eventually, http_get};
 
 /// Cluster east-1: its pods (and its unbound) ask from 127.0.1.0/24.
@@ -46,16 +46,6 @@ services:
     )
 }
 
-/// Debian installs unbound in /usr/sbin, which a CI PATH may lack.
-fn unbound_program() -> String {
-    let sbin = "/usr/sbin/unbound";
-    if Path::new(sbin).exists() {
-        sbin.to_owned()
-    } else {
-        "unbound".to_owned()
-    }
-}
-
 /// unbound listening on `listen`, stubbing `global` to `upstream` and
 /// sending from `outgoing` (an address of the cluster's client CIDR, as
 /// CoreDNS asks from its pod's address). Caching off, so every answer
@@ -66,44 +56,13 @@ fn unbound(
     outgoing: &str,
     upstream: SocketAddr,
 ) -> (Proc, SocketAddr) {
-    let (proc, port) = Proc::start_on_free_port(
-        &unbound_program(),
-        |port| {
-            let conf = format!(
-                r#"server:
-    interface: {listen}
-    port: {port}
-    outgoing-interface: {outgoing}
-    do-daemonize: no
-    chroot: ""
-    username: ""
-    directory: "{dir}"
-    pidfile: "{dir}/unbound-{listen}.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 0
-    module-config: "iterator"
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    do-ip6: no
-    cache-max-ttl: 0
-    cache-max-negative-ttl: 0
-    domain-insecure: "global"
-    local-zone: "global." nodefault
-stub-zone:
-    name: "global"
-    stub-addr: {ip}@{dns}
-"#,
-                dir = dir.path().display(),
-                ip = upstream.ip(),
-                dns = upstream.port(),
-            );
-            let path = dir.write(&format!("unbound-{listen}.conf"), &conf);
-            vec!["-d".into(), "-c".into(), path.display().to_string()]
-        },
-        Duration::from_millis(300),
-    );
-    (proc, format!("{listen}:{port}").parse().unwrap())
+    Unbound {
+        listen,
+        outgoing: Some(outgoing),
+        stub: Some(upstream),
+        no_cache: true,
+    }
+    .start(dir.path())
 }
 
 /// The hub, two syncers, two edge followers.

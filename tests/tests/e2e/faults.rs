@@ -42,23 +42,10 @@ async fn serve(ports: (u16, u16, u16), extra: &[&str]) -> (Proc, (u16, u16, u16)
 }
 
 fn syncer(file: &std::path::Path, grpc: u16) -> Proc {
-    let source = format!("file:{}", file.display());
-    let registry = format!("http://127.0.0.1:{grpc}");
-    Proc::start(
-        "meshdns-syncer",
-        &[
-            "--insecure",
-            "--registry",
-            &registry,
-            "--source",
-            &source,
-            "--heartbeat",
-            "200ms",
-            "--file-poll-interval",
-            "20ms",
-            "--max-backoff",
-            "300ms",
-        ],
+    Proc::file_syncer(
+        file,
+        &format!("http://127.0.0.1:{grpc}"),
+        &["--file-poll-interval", "20ms", "--max-backoff", "300ms"],
     )
 }
 

@@ -12,28 +12,10 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::RecordType;
 use meshdns_tests::Fleet;
 use meshdns_tests::dns::{Ask, addresses, poll, sorted};
+use meshdns_tests::wire::{header, question};
 use tokio::net::UdpSocket;
 
 const WEB: [&str; 4] = ["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.3.0.11"];
-
-fn header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
-    [id, flags, qd, an, ns, ar]
-        .iter()
-        .flat_map(|v| v.to_be_bytes())
-        .collect()
-}
-
-fn question(name: &str, qtype: u16, class: u16) -> Vec<u8> {
-    let mut out = Vec::new();
-    for label in name.split('.') {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-    out.extend_from_slice(&qtype.to_be_bytes());
-    out.extend_from_slice(&class.to_be_bytes());
-    out
-}
 
 /// The hostile packets, cycled through.
 fn packets() -> Vec<Vec<u8>> {
@@ -51,37 +33,37 @@ fn packets() -> Vec<Vec<u8>> {
         list.push(bytes);
     }
     // Truncated: a question cut in half.
-    let mut q = header(1, 0x0100, 1, 0, 0, 0);
+    let mut q = header(1, 0x0100, [1, 0, 0, 0]);
     q.extend(question("web.shop.global", 1, 1));
     list.push(q[..q.len() - 7].to_vec());
     // A compression pointer loop.
-    let mut p = header(2, 0, 1, 0, 0, 0);
+    let mut p = header(2, 0, [1, 0, 0, 0]);
     p.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
     list.push(p);
     // 100 questions.
-    let mut many = header(3, 0, 100, 0, 0, 0);
+    let mut many = header(3, 0, [100, 0, 0, 0]);
     for _ in 0..100 {
         many.extend(question("web.shop.global", 1, 1));
     }
     list.push(many);
     // Unknown class, unknown opcodes.
-    let mut c = header(4, 0, 1, 0, 0, 0);
+    let mut c = header(4, 0, [1, 0, 0, 0]);
     c.extend(question("web.shop.global", 1, 0x1234));
     list.push(c);
     for opcode in [3u16, 7, 15] {
-        let mut o = header(5, opcode << 11, 1, 0, 0, 0);
+        let mut o = header(5, opcode << 11, [1, 0, 0, 0]);
         o.extend(question("web.shop.global", 1, 1));
         list.push(o);
     }
     // EDNS garbage: an OPT whose option lengths overrun.
-    let mut e = header(6, 0, 1, 0, 0, 1);
+    let mut e = header(6, 0, [1, 0, 0, 1]);
     e.extend(question("web.shop.global", 1, 1));
     e.extend_from_slice(&[
         0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 8, 0, 8, 0, 200, 1, 2, 3, 4,
     ]);
     list.push(e);
     // Responses (QR set) must be dropped.
-    let mut r = header(7, 0x8000, 1, 0, 0, 0);
+    let mut r = header(7, 0x8000, [1, 0, 0, 0]);
     r.extend(question("web.shop.global", 1, 1));
     list.push(r);
     list

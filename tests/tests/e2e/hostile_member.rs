@@ -14,7 +14,7 @@ use meshdns_tests::dns::{Ask, addresses, poll};
 use meshdns_tests::export_stream::ExportStream;
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::logs::listening_in_file;
-use meshdns_tests::{bin, eventually, http_get, list_clusters, rss_kib};
+use meshdns_tests::{LOOPBACK_PORT_0, bin, eventually, http_get, list_clusters, rss_kib};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -33,18 +33,8 @@ impl Hub {
         let dir = TempDir::new("hub");
         let log = dir.path().join("hub.log");
         let child = Command::new(bin("meshdns"))
-            .args([
-                "serve",
-                "--insecure",
-                "--dns-listen",
-                "127.0.0.1:0",
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-            ])
+            .args(["serve", "--insecure", "--workers", "1"])
+            .args(LOOPBACK_PORT_0)
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

@@ -6,32 +6,17 @@
 
 use std::time::Duration;
 
-use meshdns_tests::fake_kube::{FakeKube, Options, Res, mint_pki, service, service_export, slice};
+use meshdns_tests::fake_kube::{
+    FakeKube, Options, Res, mint_pki, ready, service, service_export, slice,
+};
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::history::History;
 use meshdns_tests::{TestServer, bin, eventually};
 
 use crate::kubernetes::{
-    EXPORT, Syncer, answers, base_with_web, start_syncer, wait_answers, wait_nxdomain,
+    EXPORT, Syncer, answers, base_with_web, start_syncer, unlabelled_cart, wait_answers,
+    wait_nxdomain, web_slice,
 };
-
-fn web_slice(fake: &FakeKube) {
-    fake.apply(
-        Res::EndpointSlices,
-        slice("shop", "web-a", "web", &[("10.1.0.11", true, None, None)]),
-    );
-}
-
-fn unlabelled_cart(fake: &FakeKube) {
-    fake.apply(
-        Res::Services,
-        service("shop", "cart", &[], &[], Some("10.96.0.12")),
-    );
-    fake.apply(
-        Res::EndpointSlices,
-        slice("shop", "cart-a", "cart", &[("10.1.0.21", true, None, None)]),
-    );
-}
 
 async fn wait_ready_body(syncer: &Syncer, status: u16, needle: &str) -> String {
     let what = format!("/readyz {status} with {needle:?}");
@@ -284,15 +269,7 @@ async fn a_watch_resumed_after_compaction_relists_in_one_step() {
     fake.end_watches();
     fake.apply(
         Res::EndpointSlices,
-        slice(
-            "shop",
-            "web-a",
-            "web",
-            &[
-                ("10.1.0.11", true, None, None),
-                ("10.1.0.12", true, None, None),
-            ],
-        ),
+        slice("shop", "web-a", "web", &ready(&["10.1.0.11", "10.1.0.12"])),
     );
     wait_answers(&server, "web.shop.global", &["10.1.0.11", "10.1.0.12"]).await;
     assert!(fake.gone() > gone, "a resume was refused with 410");
@@ -343,7 +320,7 @@ async fn repeated_namespaces_each_export() {
         );
         fake.apply(
             Res::EndpointSlices,
-            slice(ns, "web-a", "web", &[(ip, true, None, None)]),
+            slice(ns, "web-a", "web", &ready(&[ip])),
         );
     }
     let _syncer = start_syncer(

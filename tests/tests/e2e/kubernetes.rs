@@ -7,9 +7,12 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use meshdns_tests::dns::{Ask, addresses, poll, sorted};
-use meshdns_tests::fake_kube::{FakeKube, Res, namespace, node, service, service_export, slice};
+use meshdns_tests::fake_kube::{
+    FakeKube, Res, namespace, node, ready, service, service_export, slice,
+};
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::history::History;
+use meshdns_tests::kube_syncer::KubeSyncer;
 use meshdns_tests::{Proc, TestServer, eventually, http_get, list_clusters};
 
 pub const EXPORT: (&str, &str) = ("meshdns.io/export", "true");
@@ -47,23 +50,16 @@ pub async fn start_syncer(
     dir: &TempDir,
     extra: &[&str],
 ) -> Syncer {
-    let kubeconfig = fake.kubeconfig(dir.path()).display().to_string();
     let url = server.grpc_url();
-    let mut args = vec![
-        "--insecure",
-        "--cluster",
-        "east-1",
-        "--registry",
-        &url,
-        "--heartbeat",
-        "200ms",
-        "--kubeconfig",
-        &kubeconfig,
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
+    let mut args = vec!["--admin-listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
-    let (proc, logs) = Proc::start_logged("meshdns-syncer", &args);
+    let (proc, logs) = KubeSyncer {
+        fake,
+        dir: dir.path(),
+        cluster: "east-1",
+        registry: &url,
+    }
+    .start_logged(&args);
     let admin = logs.listening("admin listening").await;
     Syncer { _proc: proc, admin }
 }
@@ -106,6 +102,26 @@ pub fn base_with_web(fake: &FakeKube) {
     );
 }
 
+/// `web.shop`'s slice: one ready endpoint, 10.1.0.11.
+pub fn web_slice(fake: &FakeKube) {
+    fake.apply(
+        Res::EndpointSlices,
+        slice("shop", "web-a", "web", &ready(&["10.1.0.11"])),
+    );
+}
+
+/// `cart.shop`, not labelled for export, and its one ready endpoint.
+pub fn unlabelled_cart(fake: &FakeKube) {
+    fake.apply(
+        Res::Services,
+        service("shop", "cart", &[], &[], Some("10.96.0.12")),
+    );
+    fake.apply(
+        Res::EndpointSlices,
+        slice("shop", "cart-a", "cart", &ready(&["10.1.0.21"])),
+    );
+}
+
 /// The fleet every test starts from: its two Nodes.
 pub fn base(fake: &FakeKube) {
     fake.apply(
@@ -142,24 +158,11 @@ async fn a_labelled_service_follows_its_slices() {
     );
     fake.apply(
         Res::EndpointSlices,
-        slice(
-            "shop",
-            "web-a",
-            "web",
-            &[
-                ("10.1.0.11", true, None, None),
-                ("10.1.0.12", true, None, None),
-            ],
-        ),
+        slice("shop", "web-a", "web", &ready(&["10.1.0.11", "10.1.0.12"])),
     );
     fake.apply(
         Res::EndpointSlices,
-        slice(
-            "shop",
-            "private-a",
-            "private",
-            &[("10.1.0.99", true, None, None)],
-        ),
+        slice("shop", "private-a", "private", &ready(&["10.1.0.99"])),
     );
     // No coalescing: every state the syncer computes is published, so an
     // intermediate state it got wrong would reach the registry.
@@ -221,7 +224,7 @@ async fn a_labelled_service_follows_its_slices() {
     let before_move = history.versions("shop/web").len();
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "web-b", "web", &[("10.1.0.11", true, None, None)]),
+        slice("shop", "web-b", "web", &ready(&["10.1.0.11"])),
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     fake.apply(
@@ -287,18 +290,8 @@ async fn mcs_service_exports() {
     let server = TestServer::start(&[]).await;
     let dir = TempDir::new("kube-mcs");
     base_with_web(&fake);
-    fake.apply(
-        Res::EndpointSlices,
-        slice("shop", "web-a", "web", &[("10.1.0.11", true, None, None)]),
-    );
-    fake.apply(
-        Res::Services,
-        service("shop", "cart", &[], &[], Some("10.96.0.12")),
-    );
-    fake.apply(
-        Res::EndpointSlices,
-        slice("shop", "cart-a", "cart", &[("10.1.0.21", true, None, None)]),
-    );
+    web_slice(&fake);
+    unlabelled_cart(&fake);
     let _syncer = start_syncer(&fake, &server, &dir, &["--mcs"]).await;
     // Once the syncer has published (every watcher listed: the labelled
     // Service answers), the unlabelled one with no ServiceExport is not in.
@@ -337,11 +330,11 @@ async fn namespaces_and_annotations() {
     );
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "web-a", "web", &[("10.1.0.11", true, None, None)]),
+        slice("shop", "web-a", "web", &ready(&["10.1.0.11"])),
     );
     fake.apply(
         Res::EndpointSlices,
-        slice("other", "web-a", "web", &[("10.1.5.11", true, None, None)]),
+        slice("other", "web-a", "web", &ready(&["10.1.5.11"])),
     );
     let syncer = start_syncer(&fake, &server, &dir, &["--namespace-selector", "team=a"]).await;
     // Invalid annotations: exported with defaults, and reported.
@@ -415,7 +408,7 @@ async fn watch_expiry_relists_in_one_step() {
     );
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "api-a", "api", &[("10.1.9.1", true, None, None)]),
+        slice("shop", "api-a", "api", &ready(&["10.1.9.1"])),
     );
     wait_answers(&server, "api.shop.global", &["10.1.9.1"]).await;
     // Converged on exactly the API server's state: no lost, no phantom endpoint.
@@ -451,7 +444,7 @@ async fn api_server_down_then_back() {
     base_with_web(&fake);
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "web-a", "web", &[("10.1.0.11", true, None, None)]),
+        slice("shop", "web-a", "web", &ready(&["10.1.0.11"])),
     );
     let syncer = start_syncer(&fake, &server, &dir, &[]).await;
     wait_answers(&server, "web.shop.global", &["10.1.0.11"]).await;
@@ -492,7 +485,7 @@ async fn api_server_down_then_back() {
     // Changes while it is down, then it comes back: state reconciles.
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "web-a", "web", &[("10.1.0.12", true, None, None)]),
+        slice("shop", "web-a", "web", &ready(&["10.1.0.12"])),
     );
     fake.apply(
         Res::Services,
@@ -500,7 +493,7 @@ async fn api_server_down_then_back() {
     );
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "cart-a", "cart", &[("10.1.0.21", true, None, None)]),
+        slice("shop", "cart-a", "cart", &ready(&["10.1.0.21"])),
     );
     fake.set_down(false).await;
     wait_answers(&server, "web.shop.global", &["10.1.0.12"]).await;

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
-use meshdns_tests::dns::{Ask, addresses, ecs_echo, poll, query, sorted};
+use meshdns_tests::dns::{
+    Ask, addresses, ecs_echo, poll, query, query_srv, sorted, srv, srv_targets,
+};
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::{TestServer, TestSyncer, eventually, http_get};
 
@@ -393,26 +395,17 @@ async fn mcs_layout_beside_global() {
         "{m:?}"
     );
     // SRV in the spec's shapes: headless targets by hostname and cluster...
-    let m = query(
-        dns,
-        &Ask::new(
-            "_postgres._tcp.db.data.svc.clusterset.local",
-            RecordType::SRV,
-        ),
-    )
-    .await;
-    assert!(
-        matches!(&m.answers[..], [r] if matches!(&r.data, RData::SRV(s) if s.port == 5432 && s.target.to_ascii() == "db-0.east-1.db.data.svc.clusterset.local.")),
+    let m = query_srv(dns, "_postgres._tcp.db.data.svc.clusterset.local").await;
+    assert_eq!(
+        srv_targets(&m),
+        srv(5432, "db-0.east-1.db.data.svc.clusterset.local."),
         "{m:?}"
     );
     // ...ClusterSetIP services target the service name, once per port.
-    let m = query(
-        dns,
-        &Ask::new("_grpc._tcp.api.shop.svc.clusterset.local", RecordType::SRV),
-    )
-    .await;
-    assert!(
-        matches!(&m.answers[..], [r] if matches!(&r.data, RData::SRV(s) if s.port == 9090 && s.target.to_ascii() == "api.shop.svc.clusterset.local.")),
+    let m = query_srv(dns, "_grpc._tcp.api.shop.svc.clusterset.local").await;
+    assert_eq!(
+        srv_targets(&m),
+        srv(9090, "api.shop.svc.clusterset.local."),
         "{m:?}"
     );
     assert_eq!(

@@ -9,8 +9,11 @@
 use std::time::Duration;
 
 use meshdns_proto::wire;
-use meshdns_tests::fake_kube::{FakeKube, Res, namespace, node, service, service_export, slice};
+use meshdns_tests::fake_kube::{
+    FakeKube, Res, namespace, node, ready, service, service_export, slice,
+};
 use meshdns_tests::fleet::TempDir;
+use meshdns_tests::kube_syncer::KubeSyncer;
 use meshdns_tests::{Proc, TestServer, eventually, http_get};
 use serde_json::{Value, json};
 
@@ -59,23 +62,15 @@ fn web(fake: &FakeKube, n: u8, port: u16, endpoints: usize) {
 }
 
 fn syncer(fake: &FakeKube, hub: &str, dir: &TempDir, name: &str, extra: &[&str]) -> Proc {
-    let kubeconfig = fake.kubeconfig(dir.path()).display().to_string();
-    let mut args = vec![
-        "--insecure",
-        "--cluster",
-        name,
-        "--registry",
-        hub,
-        "--heartbeat",
-        "200ms",
-        "--max-backoff",
-        "500ms",
-        "--kubeconfig",
-        &kubeconfig,
-        "--mcs-status",
-    ];
+    let mut args = vec!["--max-backoff", "500ms", "--mcs-status"];
     args.extend_from_slice(extra);
-    Proc::start("meshdns-syncer", &args)
+    KubeSyncer {
+        fake,
+        dir: dir.path(),
+        cluster: name,
+        registry: hub,
+    }
+    .start(&args)
 }
 
 /// Waits until `check` holds for the object, and returns it.
@@ -147,7 +142,7 @@ async fn an_export_becomes_a_serviceimport_in_every_cluster_and_a_relist_writes_
     );
     east.apply(
         Res::EndpointSlices,
-        slice("shop", "db-a", "db", &[("10.1.0.60", true, None, None)]),
+        slice("shop", "db-a", "db", &ready(&["10.1.0.60"])),
     );
     let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &[]);
     let _b = syncer(&west, &hub.grpc_url(), &dir.1, "west-1", &[]);
@@ -210,7 +205,7 @@ async fn an_export_becomes_a_serviceimport_in_every_cluster_and_a_relist_writes_
     );
     east.apply(
         Res::EndpointSlices,
-        slice("shop", "cart-a", "cart", &[("10.1.0.50", true, None, None)]),
+        slice("shop", "cart-a", "cart", &ready(&["10.1.0.50"])),
     );
     for fake in [&east, &west] {
         eventually(WAIT, "the ServiceImport of cart.shop", || {
@@ -260,7 +255,8 @@ async fn an_export_becomes_a_serviceimport_in_every_cluster_and_a_relist_writes_
     );
 }
 
-async fn resolved(hub: &TestServer) -> Option<wire::ServiceImport> {
+/// The hub's resolved import of `<name>.shop`.
+async fn resolved(hub: &TestServer, name: &str) -> Option<wire::ServiceImport> {
     let mut client = wire::registry_client::RegistryClient::connect(hub.grpc_url())
         .await
         .ok()?;
@@ -268,7 +264,7 @@ async fn resolved(hub: &TestServer) -> Option<wire::ServiceImport> {
         .get_service(wire::GetServiceRequest {
             key: Some(wire::ServiceKey {
                 namespace: "shop".into(),
-                name: "web".into(),
+                name: name.into(),
             }),
         })
         .await
@@ -297,7 +293,7 @@ async fn a_port_conflict_names_the_field_and_the_winner_and_clears_when_fixed() 
             service("shop", "web", &[], &[], Some(&format!("10.96.{n}.10"))),
         );
     }
-    let mut s = slice("shop", "web-a", "web", &[("10.1.0.10", true, None, None)]);
+    let mut s = slice("shop", "web-a", "web", &ready(&["10.1.0.10"]));
     s["ports"][0]["port"] = json!(8080);
     east.apply(Res::EndpointSlices, s);
     let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &["--mcs"]);
@@ -316,7 +312,7 @@ async fn a_port_conflict_names_the_field_and_the_winner_and_clears_when_fixed() 
     )
     .await;
     // West exports it later, on another port: west is in conflict, east won.
-    let mut s = slice("shop", "web-a", "web", &[("10.2.0.10", true, None, None)]);
+    let mut s = slice("shop", "web-a", "web", &ready(&["10.2.0.10"]));
     s["ports"][0]["port"] = json!(9090);
     west.apply(Res::EndpointSlices, s);
     let _b = syncer(&west, &hub.grpc_url(), &dir.1, "west-1", &["--mcs"]);
@@ -347,7 +343,9 @@ async fn a_port_conflict_names_the_field_and_the_winner_and_clears_when_fixed() 
         |i| import_is(i, 8080, &["east-1", "west-1"]),
     )
     .await;
-    let view = resolved(&hub).await.expect("GetService resolves web.shop");
+    let view = resolved(&hub, "web")
+        .await
+        .expect("GetService resolves web.shop");
     assert_eq!(view.conflicts.len(), 1, "{view:?}");
     assert_eq!(
         (
@@ -389,7 +387,7 @@ async fn a_port_conflict_names_the_field_and_the_winner_and_clears_when_fixed() 
     );
     // Fixed: the conflict clears, its transition time moves.
     let raised_at = condition(&export, "Conflict").unwrap()["lastTransitionTime"].clone();
-    let mut s = slice("shop", "web-a", "web", &[("10.2.0.10", true, None, None)]);
+    let mut s = slice("shop", "web-a", "web", &ready(&["10.2.0.10"]));
     s["ports"][0]["port"] = json!(8080);
     west.apply(Res::EndpointSlices, s);
     let export = wait_object(&west, Res::ServiceExports, "west's conflict cleared", |e| {
@@ -579,12 +577,7 @@ async fn label_mode_emits_events_counted_in_series() {
     );
     east.apply(
         Res::EndpointSlices,
-        slice(
-            "shop",
-            "marker-a",
-            "marker",
-            &[("10.1.0.30", true, None, None)],
-        ),
+        slice("shop", "marker-a", "marker", &ready(&["10.1.0.30"])),
     );
     for fake in [&east, &west] {
         eventually(WAIT, "the marker's ServiceImport after the restart", || {
@@ -772,7 +765,7 @@ async fn a_rollout_of_many_services_writes_each_serviceimport_once() {
                 "shop",
                 &format!("{name}-a"),
                 &name,
-                &[(address.as_str(), true, None, None)],
+                &ready(&[address.as_str()]),
             ),
         );
     };
@@ -793,29 +786,22 @@ async fn a_rollout_of_many_services_writes_each_serviceimport_once() {
     );
     // West's writes go through a small bucket: 50 a second after 10.
     let started = std::time::Instant::now();
-    let kubeconfig = west.kubeconfig(dir.1.path()).display().to_string();
     let url = hub.grpc_url();
-    let (_b, logs) = Proc::start_logged(
-        "meshdns-syncer",
-        &[
-            "--insecure",
-            "--cluster",
-            "west-1",
-            "--registry",
-            &url,
-            "--heartbeat",
-            "200ms",
-            "--kubeconfig",
-            &kubeconfig,
-            "--mcs-status",
-            "--mcs-writes-per-second",
-            "50",
-            "--mcs-write-burst",
-            "10",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let (_b, logs) = KubeSyncer {
+        fake: &west,
+        dir: dir.1.path(),
+        cluster: "west-1",
+        registry: &url,
+    }
+    .start_logged(&[
+        "--mcs-status",
+        "--mcs-writes-per-second",
+        "50",
+        "--mcs-write-burst",
+        "10",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
     let admin = logs.listening("admin listening").await;
     let import_writes = |fake: &FakeKube| {
         fake.writes()
@@ -874,12 +860,7 @@ async fn a_rollout_of_many_services_writes_each_serviceimport_once() {
     );
     east.apply(
         Res::EndpointSlices,
-        slice(
-            "shop",
-            "marker-a",
-            "marker",
-            &[("10.1.2.1", true, None, None)],
-        ),
+        slice("shop", "marker-a", "marker", &ready(&["10.1.2.1"])),
     );
     eventually(WAIT, "the marker's ServiceImport in west", || {
         let found = west.get(Res::ServiceImports, "shop", "marker");
@@ -930,17 +911,21 @@ async fn a_hub_restart_keeps_the_oldest_export_the_winner() {
     };
     let conflicted = [("aa-second".to_owned(), "zz-first".to_owned())];
     eventually(WAIT, "aa-second in conflict with zz-first", || async {
-        resolved(&hub).await.filter(|v| winner(v) == conflicted)
+        resolved(&hub, "web")
+            .await
+            .filter(|v| winner(v) == conflicted)
     })
     .await;
     hub.stop().await;
     let hub = TestServer::start_at(grpc, &["--state-file", &state_file]).await;
     // Restored from the state file, then both syncers back: same winner.
     eventually(WAIT, "both clusters back after the restart", || async {
-        resolved(&hub).await.filter(|v| v.clusters.len() == 2)
+        resolved(&hub, "web")
+            .await
+            .filter(|v| v.clusters.len() == 2)
     })
     .await;
-    let view = resolved(&hub).await.unwrap();
+    let view = resolved(&hub, "web").await.unwrap();
     assert_eq!(winner(&view), conflicted, "{view:?}");
     wait_object(
         &second,
@@ -968,7 +953,7 @@ async fn a_missing_namespace_gets_a_serviceimport_only_when_asked_and_a_missing_
     );
     east.apply(
         Res::EndpointSlices,
-        slice("pay", "api-a", "api", &[("10.1.0.20", true, None, None)]),
+        slice("pay", "api-a", "api", &ready(&["10.1.0.20"])),
     );
     // A ServiceExport naming no Service.
     east.apply(Res::ServiceExports, service_export("shop", "ghost"));
@@ -1097,7 +1082,7 @@ fn api(fake: &FakeKube, n: u8) {
     let ep = format!("10.{n}.0.50");
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "api-a", "api", &[(ep.as_str(), true, None, None)]),
+        slice("shop", "api-a", "api", &ready(&[ep.as_str()])),
     );
 }
 
@@ -1142,26 +1127,15 @@ async fn a_hub_restart_deletes_no_serviceimport(extra: &[&str]) {
     let hub = TestServer::start_at(grpc, &flags).await;
     // East is back first (its backoff is 500 ms); west a moment later.
     eventually(WAIT, "east exporting to the restarted hub", || async {
-        resolved(&hub).await.filter(|v| !v.clusters.is_empty())
+        resolved(&hub, "web")
+            .await
+            .filter(|v| !v.clusters.is_empty())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _b = syncer(&west, &url, &dir.1, "west-1", &ttl);
     eventually(WAIT, "west back in the restarted hub's view", || async {
-        let mut client = wire::registry_client::RegistryClient::connect(hub.grpc_url())
-            .await
-            .ok()?;
-        let api = client
-            .get_service(wire::GetServiceRequest {
-                key: Some(wire::ServiceKey {
-                    namespace: "shop".into(),
-                    name: "api".into(),
-                }),
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .resolved?;
+        let api = resolved(&hub, "api").await?;
         (api.clusters.len() == 1).then_some(())
     })
     .await;
@@ -1212,7 +1186,7 @@ async fn a_write_the_api_server_keeps_refusing_backs_off() {
     );
     east.apply(
         Res::EndpointSlices,
-        slice("pay", "api-a", "api", &[("10.1.0.20", true, None, None)]),
+        slice("pay", "api-a", "api", &ready(&["10.1.0.20"])),
     );
     // West's RBAC lacks namespaces create: every try is a 403.
     west.forbid(Res::Namespaces, "create", true);

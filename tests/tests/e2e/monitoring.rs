@@ -324,19 +324,10 @@ async fn alerts(prometheus: SocketAddr, name: &str, cluster: &str) -> Option<Vec
 }
 
 fn start_syncer(export: &Path, grpc: u16) -> Proc {
-    Proc::start(
-        "meshdns-syncer",
-        &[
-            "--insecure",
-            "--source",
-            &format!("file:{}", export.display()),
-            "--registry",
-            &format!("http://{}", loopback(grpc)),
-            "--heartbeat",
-            "200ms",
-            "--max-backoff",
-            "500ms",
-        ],
+    Proc::file_syncer(
+        export,
+        &format!("http://{}", loopback(grpc)),
+        &["--max-backoff", "500ms"],
     )
 }
 

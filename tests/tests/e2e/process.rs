@@ -1,56 +1,14 @@
 //! The built binaries as a user runs them: `meshdns demo`, `meshdns serve`
 //! with a real `meshdns-syncer` process, flag errors, signals.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
+use meshdns_tests::demo::DemoProc;
 use meshdns_tests::dns::{Ask, addresses, poll, query, sorted};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{TestServer, bin, eventually, http_get};
-
-/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Self {
-        Proc(
-            cmd.stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn"),
-        )
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// SIGTERM and wait; the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        self.signal("-TERM");
-        for _ in 0..200 {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("process {} did not exit on SIGTERM", self.0.id());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
+use meshdns_tests::{LOOPBACK_PORT_0, Proc, TestServer, bin, eventually, http_get};
 
 fn run(program: &str, args: &[&str]) -> (i32, String) {
     let out = Command::new(bin(program)).args(args).output().unwrap();
@@ -62,43 +20,9 @@ fn run(program: &str, args: &[&str]) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_answers_and_stops_on_sigterm() {
     let dir = TempDir::new("demo");
-    let mut demo = Proc::spawn(Command::new(bin("meshdns")).args([
-        "demo",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--dir",
-        &dir.path().display().to_string(),
-    ]));
-    // Port 0: the demo prints the addresses it got.
-    let printed = meshdns_tests::logs::Logs::capture(demo.0.stdout.take().unwrap());
-    let _log = meshdns_tests::logs::Logs::capture(demo.0.stderr.take().unwrap());
-    let dns: std::net::SocketAddr = printed
-        .wait(Duration::from_secs(20), "the DNS address", |l| {
-            l.trim()
-                .strip_prefix("DNS")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .await;
+    let demo = DemoProc::start(dir.path(), &[]).await;
+    let (dns, admin) = (demo.dns, demo.admin);
     let dns_port = dns.port();
-    let admin: std::net::SocketAddr = printed
-        .wait(Duration::from_secs(5), "the admin address", |l| {
-            l.trim()
-                .strip_prefix("admin")?
-                .trim()
-                .strip_prefix("http://")?
-                .split('/')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .await;
     let web = [
         "10.1.0.11",
         "10.1.0.12",
@@ -156,7 +80,8 @@ async fn demo_answers_and_stops_on_sigterm() {
         .output()
         .expect("dig");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
-    let status = demo.terminate();
+    let printed = demo.printed.clone();
+    let status = demo.proc.terminate();
     assert!(status.success(), "demo exits 0 on SIGTERM: {status}");
     let printed = printed.text();
     assert!(
@@ -165,94 +90,36 @@ async fn demo_answers_and_stops_on_sigterm() {
     );
 }
 
-#[test]
-fn serve_refuses_plaintext_without_insecure() {
-    let (code, text) = run(
-        "meshdns",
-        &[
-            "serve",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-    );
-    assert_ne!(code, 0);
-    assert!(
-        text.contains("--insecure") && text.contains("plaintext"),
-        "{text}"
-    );
-}
+/// Refused flags, one row each: program, arguments, and the words the
+/// error must hold (the flag's name first).
+#[rustfmt::skip]
+const FLAG_ERRORS: &[(&str, &[&str], &[&str])] = &[
+    ("meshdns", &["serve"], &["--insecure", "plaintext"]),
+    ("meshdns", &["serve", "--insecure", "--ttl", "15"], &["--ttl", "no unit"]),
+    ("meshdns", &["serve", "--insecure", "--domain", "a..b"], &["--domain"]),
+    ("meshdns", &["serve", "--insecure", "--dns-listen", "nowhere"], &["--dns-listen"]),
+    ("meshdns", &["serve", "--insecure", "--workers", "100000"], &["--workers", "maximum"]),
+    ("meshdns-syncer", &["--registry", "127.0.0.1:1", "--source", "file:/dev/null"], &["--registry", "--insecure"]),
+    ("meshdns-syncer", &["--insecure", "--registry", "127.0.0.1:1", "--source", "ftp:x"], &["--source"]),
+    ("meshdns-syncer", &["--insecure", "--registry", "127.0.0.1:1", "--heartbeat", "5"], &["--heartbeat"]),
+];
 
+/// Each is refused at start, before anything listens; `serve` rows get
+/// port-0 listeners so that a wrongly accepted flag cannot take a fixed port.
 #[test]
 fn flag_errors_name_the_flag() {
-    let (code, text) = run("meshdns", &["serve", "--insecure", "--ttl", "15"]);
-    assert_ne!(code, 0);
-    assert!(text.contains("--ttl") && text.contains("no unit"), "{text}");
-    let (code, text) = run(
-        "meshdns",
-        &[
-            "serve",
-            "--insecure",
-            "--domain",
-            "a..b",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-    );
-    assert_ne!(code, 0);
-    assert!(text.contains("--domain"), "{text}");
-    let (code, text) = run(
-        "meshdns",
-        &["serve", "--insecure", "--dns-listen", "nowhere"],
-    );
-    assert_ne!(code, 0);
-    assert!(text.contains("--dns-listen"), "{text}");
-    let (code, text) = run("meshdns", &["serve", "--insecure", "--workers", "100000"]);
-    assert_ne!(code, 0);
-    assert!(
-        text.contains("--workers") && text.contains("maximum"),
-        "{text}"
-    );
-    let (code, text) = run(
-        "meshdns-syncer",
-        &["--registry", "127.0.0.1:1", "--source", "file:/dev/null"],
-    );
-    assert_ne!(code, 0);
-    assert!(
-        text.contains("--registry") && text.contains("--insecure"),
-        "{text}"
-    );
-    let (code, text) = run(
-        "meshdns-syncer",
-        &[
-            "--insecure",
-            "--registry",
-            "127.0.0.1:1",
-            "--source",
-            "ftp:x",
-        ],
-    );
-    assert_ne!(code, 0);
-    assert!(text.contains("--source"), "{text}");
-    let (code, text) = run(
-        "meshdns-syncer",
-        &[
-            "--insecure",
-            "--registry",
-            "127.0.0.1:1",
-            "--heartbeat",
-            "5",
-        ],
-    );
-    assert_ne!(code, 0);
-    assert!(text.contains("--heartbeat"), "{text}");
+    for (program, args, words) in FLAG_ERRORS {
+        let mut args = args.to_vec();
+        if args[0] == "serve" {
+            args.extend_from_slice(&LOOPBACK_PORT_0);
+        }
+        let (code, text) = run(program, &args);
+        assert_ne!(code, 0, "{program} {args:?}");
+        assert!(
+            words.iter().all(|w| text.contains(w)),
+            "{program} {args:?}: {words:?} in {text}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,18 +130,7 @@ async fn a_syncer_process_killed_and_restarted() {
         "east-1.yaml",
         "cluster: east-1\nservices:\n  - {name: web, namespace: shop, ports: [{port: 80}], endpoints: [{ip: 10.1.0.1}, {ip: 10.1.0.2}]}\n",
     );
-    let source = format!("file:{}", file.display());
-    let start = || {
-        Proc::spawn(Command::new(bin("meshdns-syncer")).args([
-            "--insecure",
-            "--registry",
-            &server.grpc_url(),
-            "--source",
-            &source,
-            "--heartbeat",
-            "200ms",
-        ]))
-    };
+    let start = || Proc::file_syncer(&file, &server.grpc_url(), &[]);
     let dns = server.dns;
     let syncer = start();
     eventually(
@@ -287,7 +143,7 @@ async fn a_syncer_process_killed_and_restarted() {
     )
     .await;
     // kill -9: no goodbye. The data stays, and a new process replaces it.
-    syncer.signal("-KILL");
+    syncer.signal("KILL");
     drop(syncer);
     dir.write(
         "east-1.yaml",
@@ -418,51 +274,26 @@ fn every_flag_is_settable_from_the_environment() {
 
 /// Every flag the manifests in deploy/ pass exists in the binary's --help,
 /// and every MESHDNS_* variable they set names a real flag's environment.
+/// Every manifest that passes flags or variables, and the command whose
+/// `--help` must know them.
+const SYNCER: &[&str] = &["--help"];
+const SERVE: &[&str] = &["serve", "--help"];
+#[rustfmt::skip]
+const MANIFESTS: &[(&str, &str, &[&str])] = &[
+    ("deploy/member/deployment.yaml", "meshdns-syncer", SYNCER),
+    ("deploy/hub/statefulset.yaml", "meshdns", SERVE),
+    ("deploy/hub/kustomization.yaml", "meshdns", SERVE),
+    ("deploy/member/mcs/kustomization.yaml", "meshdns-syncer", SYNCER),
+    ("deploy/member/namespace-selector/kustomization.yaml", "meshdns-syncer", SYNCER),
+    ("deploy/helm/meshdns/templates/member/deployment.yaml", "meshdns-syncer", SYNCER),
+    ("deploy/helm/meshdns/templates/hub/statefulset.yaml", "meshdns", SERVE),
+    ("deploy/helm/meshdns/values.yaml", "meshdns", SERVE),
+];
+
 #[test]
 fn manifest_flags_exist() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for (file, program, args) in [
-        (
-            "deploy/member/deployment.yaml",
-            "meshdns-syncer",
-            vec!["--help"],
-        ),
-        (
-            "deploy/hub/statefulset.yaml",
-            "meshdns",
-            vec!["serve", "--help"],
-        ),
-        (
-            "deploy/hub/kustomization.yaml",
-            "meshdns",
-            vec!["serve", "--help"],
-        ),
-        (
-            "deploy/member/mcs/kustomization.yaml",
-            "meshdns-syncer",
-            vec!["--help"],
-        ),
-        (
-            "deploy/member/namespace-selector/kustomization.yaml",
-            "meshdns-syncer",
-            vec!["--help"],
-        ),
-        (
-            "deploy/helm/meshdns/templates/member/deployment.yaml",
-            "meshdns-syncer",
-            vec!["--help"],
-        ),
-        (
-            "deploy/helm/meshdns/templates/hub/statefulset.yaml",
-            "meshdns",
-            vec!["serve", "--help"],
-        ),
-        (
-            "deploy/helm/meshdns/values.yaml",
-            "meshdns",
-            vec!["serve", "--help"],
-        ),
-    ] {
+    for (file, program, args) in MANIFESTS {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         // Comments may mention other programs' flags.
         let manifest: String = text
@@ -470,7 +301,7 @@ fn manifest_flags_exist() {
             .map(|l| l.split('#').next().unwrap_or(""))
             .collect::<Vec<_>>()
             .join("\n");
-        let (code, help) = run(program, &args);
+        let (code, help) = run(program, args);
         assert_eq!(code, 0);
         let known = help_flags(&help);
         let flags: Vec<&str> = manifest
@@ -506,7 +337,12 @@ fn manifest_flags_exist() {
 async fn status_shows_the_fleet() {
     let f = meshdns_tests::Fleet::start(&[]).await;
     let url = f.server.grpc_url();
-    let (code, table) = run("meshdns", &["status", "--insecure", "--registry", &url]);
+    let status = |extra: &[&str]| {
+        let mut args = vec!["status", "--insecure", "--registry", &url];
+        args.extend_from_slice(extra);
+        run("meshdns", &args)
+    };
+    let (code, table) = status(&[]);
     assert_eq!(code, 0, "{table}");
     let lines: Vec<&str> = table.lines().collect();
     assert!(
@@ -523,17 +359,7 @@ async fn status_shows_the_fleet() {
         "{table}"
     );
     assert!(table.contains("3 clusters"), "{table}");
-    let (code, service) = run(
-        "meshdns",
-        &[
-            "status",
-            "--insecure",
-            "--registry",
-            &url,
-            "--service",
-            "web.shop",
-        ],
-    );
+    let (code, service) = status(&["--service", "web.shop"]);
     assert_eq!(code, 0, "{service}");
     assert!(
         service
@@ -547,35 +373,13 @@ async fn status_shows_the_fleet() {
             .any(|l| l.contains("fd00:3::11") && l.ends_with("ready")),
         "{service}"
     );
-    let (code, json) = run(
-        "meshdns",
-        &[
-            "status",
-            "--insecure",
-            "--registry",
-            &url,
-            "--output",
-            "json",
-        ],
-    );
+    let (code, json) = status(&["--output", "json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["clusters"].as_array().unwrap().len(), 3);
     // One service as JSON: the schema /debug/* uses (dns/src/json.rs),
     // the port's protocol included, with the cluster and its state.
-    let (code, json) = run(
-        "meshdns",
-        &[
-            "status",
-            "--insecure",
-            "--registry",
-            &url,
-            "--service",
-            "web.shop",
-            "--output",
-            "json",
-        ],
-    );
+    let (code, json) = status(&["--service", "web.shop", "--output", "json"]);
     assert_eq!(code, 0, "{json}");
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["service"], "shop/web", "{json}");
@@ -596,17 +400,7 @@ async fn status_shows_the_fleet() {
             .any(|ep| ep["addresses"][0] == "10.1.0.13" && ep["ready"] == false),
         "{json}"
     );
-    let (code, err) = run(
-        "meshdns",
-        &[
-            "status",
-            "--insecure",
-            "--registry",
-            &url,
-            "--service",
-            "web",
-        ],
-    );
+    let (code, err) = status(&["--service", "web"]);
     assert_ne!(code, 0);
     assert!(err.contains("--service"), "{err}");
     f.stop().await;

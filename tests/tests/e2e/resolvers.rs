@@ -10,20 +10,12 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use meshdns_tests::dns::{Ask, addresses, poll, query, sorted};
 use meshdns_tests::fleet::TempDir;
+use meshdns_tests::unbound::{Unbound, program};
 use meshdns_tests::{Fleet, bin, eventually};
 
 const WEB: [&str; 4] = ["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.3.0.11"];
 
 /// Debian installs resolvers in /usr/sbin, which a CI PATH may lack.
-fn program(name: &str) -> String {
-    let sbin = format!("/usr/sbin/{name}");
-    if std::path::Path::new(&sbin).exists() {
-        sbin
-    } else {
-        name.to_owned()
-    }
-}
-
 /// Checks answers through a resolver listening on `port`.
 async fn through(port: u16, what: &str) {
     let resolver = format!("127.0.0.1:{port}").parse().unwrap();
@@ -68,41 +60,14 @@ async fn through(port: u16, what: &str) {
 async fn unbound_stub_zone() {
     let f = Fleet::start(&["--max-answers", "200"]).await;
     let dir = TempDir::new("unbound");
-    // unbound cannot bind port 0 and say which it got: a free port, and
-    // another if a parallel test takes it first.
-    let (_unbound, port) = meshdns_tests::Proc::start_on_free_port(
-        &program("unbound"),
-        |port| {
-            let conf = format!(
-                r#"server:
-    interface: 127.0.0.1
-    port: {port}
-    do-daemonize: no
-    chroot: ""
-    username: ""
-    directory: "{dir}"
-    pidfile: "{dir}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 0
-    module-config: "iterator"
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    do-ip6: no
-    domain-insecure: "global"
-    local-zone: "global." nodefault
-stub-zone:
-    name: "global"
-    stub-addr: 127.0.0.1@{dns}
-"#,
-                dir = dir.path().display(),
-                dns = f.server.dns.port(),
-            );
-            let path = dir.write("unbound.conf", &conf);
-            vec!["-d".into(), "-c".into(), path.display().to_string()]
-        },
-        Duration::from_millis(300),
-    );
+    let (_unbound, addr) = Unbound {
+        listen: "127.0.0.1",
+        outgoing: None,
+        stub: Some(f.server.dns),
+        no_cache: false,
+    }
+    .start(dir.path());
+    let port = addr.port();
     through(port, "unbound").await;
     f.stop().await;
 }

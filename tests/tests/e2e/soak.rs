@@ -45,22 +45,7 @@ async fn sustained_load_with_continuous_updates() {
     let (text_a, set_a) = state(1);
     let (text_b, set_b) = state(2);
     let file = dir.write("east.yaml", &text_a);
-    let source = format!("file:{}", file.display());
-    let registry = server.grpc_url();
-    let _syncer = Proc::start(
-        "meshdns-syncer",
-        &[
-            "--insecure",
-            "--registry",
-            &registry,
-            "--source",
-            &source,
-            "--heartbeat",
-            "200ms",
-            "--file-poll-interval",
-            "10ms",
-        ],
-    );
+    let _syncer = Proc::file_syncer(&file, &server.grpc_url(), &["--file-poll-interval", "10ms"]);
     let want = set_a.clone();
     eventually(Duration::from_secs(15), "first state", || {
         let want = want.clone();

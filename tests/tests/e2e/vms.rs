@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use hickory_proto::rr::RecordType;
+use meshdns_tests::demo::DemoProc;
 use meshdns_tests::dns::{Ask, addresses, query, sorted};
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::{TestServer, TestSyncer, eventually, free_port, http_get};
@@ -631,6 +632,27 @@ fn checked(address: &str, port: u16, check: &str) -> Value {
     })
 }
 
+/// The syncer, dialling VM `address`'s port `port` at that port on
+/// loopback (the VM's address is not routable here).
+async fn dialing(address: &str, port: u16) -> Vms {
+    let dial = format!("{address}:{port}=127.0.0.1:{port}");
+    Vms::start(&["--health-check-dial", &dial]).await
+}
+
+/// Registers `vm-1` of `api.shop` at `address` with `check`, and waits
+/// until `api.shop.global` answers with it.
+async fn register_api_vm(vms: &Vms, address: &str, port: u16, check: &str) {
+    let (code, body) = vms
+        .put(
+            "/v1/registrations/shop/api/vm-1",
+            OPS_TOKEN,
+            checked(address, port, check),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    vms.answers("api.shop.global", &[address]).await;
+}
+
 fn target<'a>(status: &'a Value, service: &str) -> Option<&'a Value> {
     status["vms"]["health_checks"]["targets"]
         .as_array()?
@@ -662,18 +684,9 @@ async fn tcp_checks_take_an_endpoint_out_and_bring_it_back() {
     let accepted = Arc::new(AtomicUsize::new(0));
     let mut port = Port::open("127.0.0.1:0".parse().unwrap(), accepted.clone(), None).await;
     let number = port.addr.port();
-    let dial = format!("10.9.0.7:{number}=127.0.0.1:{number}");
-    let vms = Vms::start(&["--health-check-dial", &dial]).await;
+    let vms = dialing("10.9.0.7", number).await;
     let check = format!("tcp:{number} interval=1s timeout=500ms rise=2 fall=3");
-    let (code, body) = vms
-        .put(
-            "/v1/registrations/shop/api/vm-1",
-            OPS_TOKEN,
-            checked("10.9.0.7", number, &check),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
-    vms.answers("api.shop.global", &["10.9.0.7"]).await;
+    register_api_vm(&vms, "10.9.0.7", number, &check).await;
     // Checks pass: the verdict reads passing in the syncer's /status.
     eventually(LIMIT, "a passing check", || async {
         let status = vms.status().await;
@@ -747,18 +760,9 @@ async fn http_checks_want_their_status_and_damp_flapping() {
     )
     .await;
     let number = port.addr.port();
-    let dial = format!("10.9.0.8:{number}=127.0.0.1:{number}");
-    let vms = Vms::start(&["--health-check-dial", &dial]).await;
+    let vms = dialing("10.9.0.8", number).await;
     let check = format!("http:{number}/healthz status=200 interval=1s timeout=500ms rise=2 fall=2");
-    let (code, body) = vms
-        .put(
-            "/v1/registrations/shop/api/vm-1",
-            OPS_TOKEN,
-            checked("10.9.0.8", number, &check),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
-    vms.answers("api.shop.global", &["10.9.0.8"]).await;
+    register_api_vm(&vms, "10.9.0.8", number, &check).await;
     // Alternating 200/503: never two failures in a row, so never out.
     eventually(LIMIT, "six alternating checks", || async {
         let status = vms.status().await;
@@ -797,8 +801,7 @@ async fn checks_reach_only_exported_endpoints() {
     let accepted = Arc::new(AtomicUsize::new(0));
     let port = Port::open("127.0.0.1:0".parse().unwrap(), accepted.clone(), None).await;
     let number = port.addr.port();
-    let dial = format!("10.9.0.9:{number}=127.0.0.1:{number}");
-    let vms = Vms::start(&["--health-check-dial", &dial]).await;
+    let vms = dialing("10.9.0.9", number).await;
     // No way to name a host: a check is a port of the service's own.
     let bad = checked("10.9.0.9", number, &format!("tcp:{number} host=127.0.0.1"));
     let (code, err) = vms
@@ -828,14 +831,7 @@ async fn checks_reach_only_exported_endpoints() {
         "no check ran for refused registrations"
     );
     let check = format!("tcp:{number} interval=1s timeout=500ms");
-    let (code, _) = vms
-        .put(
-            "/v1/registrations/shop/api/vm-1",
-            OPS_TOKEN,
-            checked("10.9.0.9", number, &check),
-        )
-        .await;
-    assert_eq!(code, 201);
+    register_api_vm(&vms, "10.9.0.9", number, &check).await;
     eventually(LIMIT, "checks reaching the exported endpoint", || async {
         (accepted.load(Ordering::SeqCst) >= 3).then_some(())
     })
@@ -919,39 +915,12 @@ async fn a_flood_of_bad_requests_does_not_starve_good_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_vms_register_and_the_checked_one_leaves_and_comes_back() {
     let dir = TempDir::new("demo-vms");
-    let dir_flag = dir.path().display().to_string();
-    let mut child = std::process::Command::new(meshdns_tests::bin("meshdns"))
-        .args([
-            "demo",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--registration-listen",
-            "127.0.0.1:0",
-            "--vm-cycle",
-            "3s",
-            "--dir",
-            &dir_flag,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let printed = meshdns_tests::logs::Logs::capture(child.stdout.take().unwrap());
-    let _demo = meshdns_tests::Proc(child);
-    let dns: SocketAddr = printed
-        .wait(LIMIT, "the DNS address", |l| {
-            l.trim()
-                .strip_prefix("DNS")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .await;
+    let demo = DemoProc::start(
+        dir.path(),
+        &["--registration-listen", "127.0.0.1:0", "--vm-cycle", "3s"],
+    )
+    .await;
+    let dns = demo.dns;
     let a = |name: &'static str| async move {
         addresses(&query(dns, &Ask::new(name, RecordType::A)).await)
     };
