@@ -33,6 +33,16 @@ pub mod error;
 pub mod health;
 #[cfg(feature = "kubernetes")]
 pub mod mcs;
+/// Without the `kubernetes` feature, only what the publisher and the
+/// metrics share with the MCS writers: the registry's per-service
+/// refusals and the (then idle) MCS counters.
+#[cfg(not(feature = "kubernetes"))]
+pub mod mcs {
+    #[path = "metrics.rs"]
+    pub mod metrics;
+    #[path = "refusals.rs"]
+    pub mod refusals;
+}
 pub mod metrics;
 pub mod publish;
 pub mod registration;
