@@ -12,6 +12,7 @@
 //!     weight: {west-1: 200}            # per cluster, this service only (percent)
 //!     drain: {east-1: 100}             # per cluster, this service only (the larger drain applies)
 //!     failover: [us-west, provider:gcp]  # overrides meshdns.io/failover
+//!                                      # ([]: none, not even the region default)
 //!     primary: region:us-east          # overrides meshdns.io/primary
 //!     minHealthy: 50%                  # overrides meshdns.io/min-healthy
 //! regions:
@@ -641,6 +642,37 @@ mod tests {
         assert!(
             got.contains("services.s/s.drain") && got.contains(&format!("more than {max} entries")),
             "{got}"
+        );
+    }
+
+    /// `failover: []` is carried as explicitly none (`Some([])`), which
+    /// the model answers ahead of the asker region's default, through the
+    /// wire too; left out or `null`, the annotation's order (then the
+    /// region's default) applies.
+    #[test]
+    fn an_empty_failover_cancels_the_region_default() {
+        let policy = check(
+            "services:\n  shop/web:\n    failover: []\n  shop/db:\n    failover: ~\n  shop/api:\n    minHealthy: 2\nregions:\n  eu:\n    failover: [us-east]\n",
+        );
+        let eu = LabelValue::new("eu").unwrap();
+        let web = service_key("", "shop/web").unwrap();
+        assert_eq!(policy.services[&web].failover.as_deref(), Some(&[][..]));
+        assert!(policy.failover(&web, &[], Some(&eu)).is_empty());
+        for other in ["shop/db", "shop/api"] {
+            let key = service_key("", other).unwrap();
+            assert_eq!(policy.services[&key].failover, None, "{other}");
+            assert_eq!(
+                meshdns_proto::model::traffic::format_scopes(policy.failover(&key, &[], Some(&eu))),
+                "region:us-east"
+            );
+        }
+        let back = FleetPolicy::try_from(&wire::FleetPolicy::from(&policy)).unwrap();
+        assert_eq!(back, policy);
+        assert!(
+            super::super::diff::changes(&FleetPolicy::default(), &policy).contains(&format!(
+                "service shop/web failover (annotation) → {}",
+                super::super::diff::NO_FAILOVER
+            ))
         );
     }
 }
