@@ -121,13 +121,16 @@ async fn read_state(
     }
 }
 
-/// Whether an endpoint of `export` counts as healthy (ready; or serving
-/// while terminating, as the view settles it when none is ready).
-fn healthy(export: &ServiceExport) -> bool {
-    export
-        .endpoints()
-        .iter()
-        .any(|e| e.ready || (e.serving && e.terminating))
+/// Whether answers for `key` in `snapshot` would have no healthy
+/// endpoint to choose on merit: no view, or none of positive weight
+/// (weight-0 and drained-to-100% targets are only the last resort), or
+/// every cluster holding it stale (fail open). The view decides, as the
+/// answer path does: terminating endpoints count only while none is
+/// ready, stale clusters not at all.
+pub fn no_healthy_left(snapshot: &crate::snapshot::Snapshot, key: &ServiceKey) -> bool {
+    snapshot
+        .view(key)
+        .is_none_or(|view| view.fail_open || view.all.total(crate::snapshot::Kind::Targets) == 0)
 }
 
 /// Runs the drill and returns its report, rendered.
@@ -189,12 +192,6 @@ pub async fn run(args: &DrillArgs) -> Result<String, Error> {
     // Every service's exports, by cluster.
     let mut services: BTreeMap<ServiceKey, Vec<(ClusterName, Arc<ServiceExport>)>> =
         BTreeMap::new();
-    let live: BTreeSet<ClusterName> = full
-        .clusters
-        .iter()
-        .filter(|(status, _)| !status.stale)
-        .map(|(status, _)| status.cluster.name.clone())
-        .collect();
     for (status, exports) in &full.clusters {
         for export in exports {
             services
@@ -248,14 +245,13 @@ pub async fn run(args: &DrillArgs) -> Result<String, Error> {
     writer
         .set_policy(Arc::new(loss::drained(&policy, &lost)))
         .await;
-    let after = measure_all(&registry.snapshot());
+    let drained = registry.snapshot();
+    let after = measure_all(&drained);
     let services_report = affected
         .iter()
         .zip(before.into_iter().zip(after))
         .map(|(key, (before, after))| {
-            let no_healthy_left = !services[*key]
-                .iter()
-                .any(|(c, e)| !lost.contains(c) && live.contains(c) && healthy(e));
+            let no_healthy_left = no_healthy_left(&drained, key);
             report::ServiceDrill {
                 key: (*key).clone(),
                 before: measure::mean(&before),
@@ -288,4 +284,120 @@ pub async fn run(args: &DrillArgs) -> Result<String, Error> {
     } else {
         report.text()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU16;
+
+    use meshdns_proto::model::{
+        Cluster, ClusterPolicy, Endpoint, FleetPolicy, LabelValue, Mode, Namespace, Policy, Port,
+        Protocol, ServiceName,
+    };
+
+    use super::*;
+
+    fn key() -> ServiceKey {
+        ServiceKey {
+            namespace: Namespace::new("shop").unwrap(),
+            name: ServiceName::new("web").unwrap(),
+        }
+    }
+
+    /// A registry where each (cluster, endpoints) exports shop/web.
+    fn registry(exports: Vec<(&str, Vec<Endpoint>)>) -> Registry {
+        let registry = Registry::new(5, false, Arc::new(Metrics::new()));
+        for (i, (name, endpoints)) in exports.into_iter().enumerate() {
+            let (session, _) = registry.hello(
+                Cluster {
+                    name: ClusterName::new(name).unwrap(),
+                    region: Some(LabelValue::new("us-east").unwrap()),
+                    zone: None,
+                    client_cidrs: vec![format!("10.{i}.0.0/16").parse().unwrap()],
+                    version: "test".into(),
+                    provider: None,
+                    nodes: vec![],
+                },
+                usize::MAX,
+            );
+            let export = ServiceExport::new(
+                key(),
+                vec![Port {
+                    name: None,
+                    protocol: Protocol::Tcp,
+                    port: NonZeroU16::new(80).unwrap(),
+                }],
+                Mode::Endpoints,
+                vec![],
+                endpoints,
+                Policy::default(),
+            )
+            .unwrap();
+            registry
+                .apply_snapshot(&session, vec![export], &Default::default())
+                .unwrap();
+        }
+        registry
+    }
+
+    fn ready(address: &str, weight: u32) -> Endpoint {
+        Endpoint {
+            weight,
+            ..Endpoint::ready(address.parse().unwrap())
+        }
+    }
+
+    fn terminating(address: &str) -> Endpoint {
+        Endpoint {
+            ready: false,
+            serving: true,
+            terminating: true,
+            ..Endpoint::ready(address.parse().unwrap())
+        }
+    }
+
+    /// Losing east-1 for real: drained 100%.
+    fn lose_east(registry: &Registry) -> bool {
+        let mut policy = FleetPolicy::default();
+        policy.clusters.insert(
+            ClusterName::new("east-1").unwrap(),
+            ClusterPolicy {
+                drain_percent: 100,
+                ..ClusterPolicy::default()
+            },
+        );
+        registry.set_policy(Arc::new(policy));
+        no_healthy_left(&registry.snapshot(), &key())
+    }
+
+    /// "No healthy endpoint left" agrees with what answers use: survivors
+    /// of weight 0, or serving only while terminating beside the lost
+    /// cluster's ready ones, are no healthy endpoints; a ready survivor
+    /// of positive weight is.
+    #[test]
+    fn no_healthy_left_agrees_with_the_answers() {
+        let east = || vec![ready("100.1.0.1", 10)];
+        let weight_zero = registry(vec![
+            ("east-1", east()),
+            ("west-1", vec![ready("100.2.0.1", 0)]),
+        ]);
+        assert!(lose_east(&weight_zero));
+        let only_terminating = registry(vec![
+            ("east-1", east()),
+            ("west-1", vec![terminating("100.2.0.1")]),
+        ]);
+        assert!(lose_east(&only_terminating));
+        let healthy = registry(vec![
+            ("east-1", east()),
+            ("west-1", vec![ready("100.2.0.1", 10)]),
+        ]);
+        assert!(!lose_east(&healthy));
+        assert!(no_healthy_left(
+            &healthy.snapshot(),
+            &ServiceKey {
+                namespace: Namespace::new("shop").unwrap(),
+                name: ServiceName::new("gone").unwrap(),
+            }
+        ));
+    }
 }

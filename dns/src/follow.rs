@@ -93,10 +93,9 @@ impl Assembly {
                 if !reset.more
                     && let Some(parts) = self.reset.take()
                 {
-                    writer.mirror_reset(parts.clusters).await;
-                    if let Some(policy) = parts.policy {
-                        writer.renew_policy(Arc::new(policy)).await;
-                    }
+                    writer
+                        .mirror_reset_with_policy(parts.clusters, parts.policy.map(Arc::new))
+                        .await;
                 }
             }
             Event::Services(changed) => {
@@ -324,5 +323,43 @@ mod tests {
         assert_eq!(reported(&metadata), None, "not a follower");
         report(&view, &mut metadata);
         assert_eq!(reported(&metadata), Some(view));
+    }
+
+    /// A Reset and its policy are published in one snapshot: answers
+    /// never show the upstream's new state under the old policy. A Reset
+    /// restating the policy in force leaves it as it is.
+    #[tokio::test]
+    async fn a_reset_and_its_policy_publish_together() {
+        use meshdns_proto::model::{ClusterPolicy, FleetPolicy};
+
+        let registry = Arc::new(crate::registry::Registry::new(
+            5,
+            false,
+            Arc::new(crate::metrics::Metrics::new()),
+        ));
+        let writer = Writer::spawn(registry.clone()).unwrap();
+        let mut policy = FleetPolicy::default();
+        policy.clusters.insert(
+            ClusterName::new("east-1").unwrap(),
+            ClusterPolicy {
+                drain_percent: 100,
+                ..ClusterPolicy::default()
+            },
+        );
+        let reset = || {
+            Event::Reset(wire::Reset {
+                clusters: vec![],
+                more: false,
+                policy: Some(wire::FleetPolicy::from(&policy)),
+            })
+        };
+        let before = registry.snapshot().serial;
+        let mut assembly = Assembly::default();
+        assembly.apply(&writer, reset()).await.unwrap();
+        assert_eq!(*registry.policy(), policy);
+        assert_eq!(registry.snapshot().serial, before.wrapping_add(1));
+        let installed = registry.policy();
+        assembly.apply(&writer, reset()).await.unwrap();
+        assert!(Arc::ptr_eq(&installed, &registry.policy()));
     }
 }

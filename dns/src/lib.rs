@@ -261,13 +261,7 @@ pub async fn serve(
     let policy_read = match &config.policy {
         None => None,
         Some(path) => {
-            let mut start =
-                policy::watch::at_start(path, restored.policy, &metrics).map_err(|e| {
-                    Error::Config {
-                        flag: "--policy",
-                        problem: format!("{}: {e}", path.display()),
-                    }
-                })?;
+            let mut start = policy::watch::at_start(path, restored.policy, &metrics);
             if let Some(policy) = start.policy.take() {
                 if restored.policy {
                     policy::watch::log_changes(path, &registry.policy(), &policy);

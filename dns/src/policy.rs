@@ -13,6 +13,7 @@
 //! nothing for the policy to weigh.
 //!
 //! - [`file`]: the YAML → [`FleetPolicy`], every error naming its field.
+//! - [`yaml`]: the file's shapes, typed and bounded (no alias blow-up).
 //! - [`watch`]: the file read at start and re-read on change; a bad file
 //!   keeps the last good one; every reload logged and counted.
 //! - [`diff`]: what changed, as the log lines say it.
@@ -25,6 +26,7 @@
 pub mod diff;
 pub mod file;
 pub mod watch;
+pub mod yaml;
 
 pub use meshdns_proto::model::FleetPolicy;
 

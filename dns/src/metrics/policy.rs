@@ -67,6 +67,12 @@ impl PolicyMetrics {
         self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
+    /// Reads of the policy file counted so far, taken (`ok`) or not.
+    pub fn reloads(&self, ok: bool) -> u64 {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ResultLabels { result }).get()
+    }
+
     /// Takes the policy in force (at scrape time).
     pub fn set(&self, policy: Arc<FleetPolicy>) {
         let Ok(mut seen) = self.seen.lock() else {

@@ -23,6 +23,18 @@ fn scopes(order: Option<&[Scope]>, absent: &str) -> String {
     }
 }
 
+/// A service's own order: `[]` is explicitly none, the asker region's
+/// default cancelled too.
+pub fn service_order(order: Option<&[Scope]>) -> String {
+    match order {
+        Some([]) => NO_FAILOVER.to_owned(),
+        other => scopes(other, "(annotation)"),
+    }
+}
+
+/// How a service's explicitly empty failover order reads.
+pub const NO_FAILOVER: &str = "(none, not the region default)";
+
 fn push(out: &mut Vec<String>, what: impl Display, old: String, new: String) {
     if old != new {
         out.push(format!("{what} {old} → {new}"));
@@ -96,8 +108,8 @@ pub fn changes(old: &FleetPolicy, new: &FleetPolicy) -> Vec<String> {
         push(
             &mut out,
             format_args!("{what} failover"),
-            scopes(a.failover.as_deref(), "(annotation)"),
-            scopes(b.failover.as_deref(), "(annotation)"),
+            service_order(a.failover.as_deref()),
+            service_order(b.failover.as_deref()),
         );
         push(
             &mut out,

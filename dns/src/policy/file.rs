@@ -12,6 +12,7 @@
 //!     weight: {west-1: 200}            # per cluster, this service only (percent)
 //!     drain: {east-1: 100}             # per cluster, this service only (the larger drain applies)
 //!     failover: [us-west, provider:gcp]  # overrides meshdns.io/failover
+//!                                      # ([]: none, not even the region default)
 //!     primary: region:us-east          # overrides meshdns.io/primary
 //!     minHealthy: 50%                  # overrides meshdns.io/min-healthy
 //! regions:
@@ -25,6 +26,9 @@
 //! policy.
 
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use meshdns_proto::error::{InvalidField, Problem};
 use meshdns_proto::model::traffic::{check_failover, parse_scopes};
@@ -32,12 +36,19 @@ use meshdns_proto::model::{
     Bare, ClusterName, ClusterPolicy, FleetPolicy, LabelValue, MAX_SCOPES, MinHealthy, Namespace,
     RegionPolicy, Scope, ServiceKey, ServiceName, ServicePolicy,
 };
+use meshdns_proto::wire;
 use serde::Deserialize;
-use serde_yaml_ng::Value;
+
+use super::yaml::{Entries, Order, Scalar, within_budget};
 
 /// The largest policy file read: it travels whole in a Watch Reset's first
 /// part and in `ListClusters` (a client decodes 4 MiB by default).
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+/// The largest policy on the wire: a Watch Reset's first part carries it
+/// beside up to a part's worth (1 MiB) of clusters, and a follower decodes
+/// 4 MiB by default.
+pub const MAX_WIRE_BYTES: usize = 2 * 1024 * 1024;
 
 /// The largest weight percentage (10×), as the domain model caps it.
 pub const MAX_WEIGHT_PERCENT: u32 = 1_000;
@@ -48,12 +59,19 @@ pub const MAX_WEIGHT_PERCENT: u32 = 1_000;
 pub enum PolicyFileError {
     #[error("cannot read the file: {0}")]
     Read(#[source] std::io::Error),
-    #[error("the file is {size} bytes, over the limit of {MAX_FILE_BYTES}")]
-    TooBig { size: usize },
+    /// A FIFO, a device or a directory: never read (it could block or
+    /// never end).
+    #[error("not a regular file")]
+    NotAFile,
+    #[error("the file is over the limit of {MAX_FILE_BYTES} bytes")]
+    TooBig,
     #[error("the file is not UTF-8 text")]
     NotText,
     #[error("the file is empty (write {{}} for no policy)")]
     Empty,
+    /// Anchors and aliases replayed past [`super::yaml::MAX_VALUES`].
+    #[error("{0}")]
+    Expands(String),
     /// YAML that does not parse, an unknown key or a value of the wrong
     /// shape; serde's message names the field path.
     #[error("{0}")]
@@ -61,50 +79,89 @@ pub enum PolicyFileError {
     /// A value out of range or not a valid name.
     #[error(transparent)]
     Field(#[from] InvalidField),
+    /// Valid here, but too big for a Watch Reset's part: followers could
+    /// not take it.
+    #[error("the policy encodes to {len} bytes, over the {MAX_WIRE_BYTES} followers take")]
+    TooBigOnWire { len: usize },
+    /// Valid here, but the wire form followers check refuses it (too many
+    /// entries in a list): the hub refuses what followers would.
+    #[error("followers would refuse this policy: {0}")]
+    Followers(#[source] InvalidField),
+}
+
+/// Reads at most [`MAX_FILE_BYTES`] (and one more, to tell) of the
+/// regular file at `path`. A FIFO or a device is refused before it is
+/// opened, and opened without blocking in case one replaced the file
+/// since.
+pub fn read_bounded(path: &Path) -> Result<Vec<u8>, PolicyFileError> {
+    if !std::fs::metadata(path)
+        .map_err(PolicyFileError::Read)?
+        .is_file()
+    {
+        return Err(PolicyFileError::NotAFile);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(PolicyFileError::Read)?;
+    if !file.metadata().map_err(PolicyFileError::Read)?.is_file() {
+        return Err(PolicyFileError::NotAFile);
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(PolicyFileError::Read)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(PolicyFileError::TooBig);
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Doc {
     #[serde(default)]
-    clusters: Option<BTreeMap<String, Option<RawCluster>>>,
+    clusters: Option<Entries<Option<RawCluster>>>,
     #[serde(default)]
-    services: Option<BTreeMap<String, Option<RawService>>>,
+    services: Option<Entries<Option<RawService>>>,
     #[serde(default)]
-    regions: Option<BTreeMap<String, Option<RawRegion>>>,
+    regions: Option<Entries<Option<RawRegion>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCluster {
     #[serde(default)]
-    weight: Option<Value>,
+    weight: Option<Scalar>,
     #[serde(default)]
-    drain: Option<Value>,
+    drain: Option<Scalar>,
     #[serde(default)]
-    provider: Option<Value>,
+    provider: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawService {
     #[serde(default)]
-    weight: Option<BTreeMap<String, Value>>,
+    weight: Option<Entries<Scalar>>,
     #[serde(default)]
-    drain: Option<BTreeMap<String, Value>>,
+    drain: Option<Entries<Scalar>>,
+    /// `None` (absent or null): the annotation's; `[]`: explicitly none,
+    /// not even the asker region's default.
     #[serde(default)]
-    failover: Option<Value>,
+    failover: Option<Order>,
     #[serde(default)]
-    primary: Option<Value>,
+    primary: Option<Scalar>,
     #[serde(default)]
-    min_healthy: Option<Value>,
+    min_healthy: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRegion {
     #[serde(default)]
-    failover: Option<Value>,
+    failover: Option<Order>,
 }
 
 fn bad(field: &str, why: impl Into<String>) -> InvalidField {
@@ -123,39 +180,26 @@ fn at(path: &str, inner: InvalidField) -> InvalidField {
     InvalidField::new(field, inner.problem)
 }
 
-/// A YAML scalar as text, for names and lists.
-fn text<'a>(path: &str, value: &'a Value) -> Result<std::borrow::Cow<'a, str>, InvalidField> {
-    match value {
-        Value::String(s) => Ok(s.as_str().into()),
-        Value::Number(n) => Ok(n.to_string().into()),
-        _ => Err(bad(path, "want a string")),
-    }
-}
-
 /// A whole percentage in `0..=max`: `50` or `"50%"`.
-fn percent(path: &str, value: &Value, max: u32) -> Result<u32, InvalidField> {
+fn percent(path: &str, value: &Scalar, max: u32) -> Result<u32, InvalidField> {
     let number = match value {
-        Value::Number(n) => {
-            if let Some(v) = n.as_u64() {
-                v
-            } else if n.as_i64().is_some() {
-                return Err(bad(path, format!("{n} is below 0")));
-            } else {
-                return Err(bad(path, format!("{n} is not a whole percentage")));
-            }
-        }
-        Value::String(s) => {
+        Scalar::Int(n) if *n < 0 => return Err(bad(path, format!("{n} is below 0"))),
+        Scalar::Int(n) => *n,
+        Scalar::Float(f) => return Err(bad(path, format!("{f} is not a whole percentage"))),
+        Scalar::Text(s) => {
             let digits = s.trim().strip_suffix('%').unwrap_or(s.trim()).trim();
-            digits.parse::<u64>().map_err(|_| {
-                bad(
-                    path,
-                    format!("{s:?} is not a whole percentage (write e.g. 50 or 50%)"),
-                )
-            })?
+            digits
+                .parse::<u64>()
+                .map_err(|_| {
+                    bad(
+                        path,
+                        format!("{s:?} is not a whole percentage (write e.g. 50 or 50%)"),
+                    )
+                })?
+                .into()
         }
-        _ => return Err(bad(path, "want a whole percentage, e.g. 50")),
     };
-    if number > u64::from(max) {
+    if number > i128::from(max) {
         return Err(bad(path, format!("{number} is above {max}")));
     }
     Ok(number as u32)
@@ -184,10 +228,11 @@ fn service_key(path: &str, name: &str) -> Result<ServiceKey, InvalidField> {
 
 /// A failover order: a list (`[us-west, provider:gcp]`) or the
 /// annotation's comma-separated text; bare names are regions; regions and
-/// providers only, each once, at most [`MAX_SCOPES`].
-fn failover(path: &str, value: &Value) -> Result<Box<[Scope]>, InvalidField> {
+/// providers only, each once, at most [`MAX_SCOPES`]. `[]` (or `""`) is
+/// an order of no place.
+fn failover(path: &str, value: &Order) -> Result<Box<[Scope]>, InvalidField> {
     let scopes = match value {
-        Value::Sequence(items) => {
+        Order::List(items) => {
             if items.len() > MAX_SCOPES {
                 return Err(InvalidField::new(
                     path,
@@ -201,8 +246,8 @@ fn failover(path: &str, value: &Value) -> Result<Box<[Scope]>, InvalidField> {
             let mut scopes: Vec<Scope> = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let item_path = format!("{path}[{i}]");
-                let scope = Scope::parse(&text(&item_path, item)?, Bare::Region)
-                    .map_err(|e| at(&item_path, e))?;
+                let scope =
+                    Scope::parse(&item.text(), Bare::Region).map_err(|e| at(&item_path, e))?;
                 if scopes.contains(&scope) {
                     return Err(bad(&item_path, format!("{scope} is listed twice")));
                 }
@@ -210,15 +255,14 @@ fn failover(path: &str, value: &Value) -> Result<Box<[Scope]>, InvalidField> {
             }
             scopes
         }
-        Value::Null => Vec::new(),
-        other => parse_scopes(&text(path, other)?, Bare::Region).map_err(|e| at(path, e))?,
+        Order::Text(text) => parse_scopes(text, Bare::Region).map_err(|e| at(path, e))?,
     };
     check_failover(&scopes).map_err(|e| at(path, e))?;
     Ok(scopes.into())
 }
 
-fn primary(path: &str, value: &Value) -> Result<Scope, InvalidField> {
-    let scope = Scope::parse(&text(path, value)?, Bare::Region).map_err(|e| at(path, e))?;
+fn primary(path: &str, value: &Scalar) -> Result<Scope, InvalidField> {
+    let scope = Scope::parse(&value.text(), Bare::Region).map_err(|e| at(path, e))?;
     if !scope.is_region_or_provider() {
         return Err(bad(
             path,
@@ -228,8 +272,8 @@ fn primary(path: &str, value: &Value) -> Result<Scope, InvalidField> {
     Ok(scope)
 }
 
-fn min_healthy(path: &str, value: &Value) -> Result<MinHealthy, InvalidField> {
-    MinHealthy::parse(&text(path, value)?).map_err(|e| at(path, e))
+fn min_healthy(path: &str, value: &Scalar) -> Result<MinHealthy, InvalidField> {
+    MinHealthy::parse(&value.text()).map_err(|e| at(path, e))
 }
 
 fn cluster_policy(path: &str, raw: RawCluster) -> Result<ClusterPolicy, InvalidField> {
@@ -242,7 +286,7 @@ fn cluster_policy(path: &str, raw: RawCluster) -> Result<ClusterPolicy, InvalidF
     }
     if let Some(v) = &raw.provider {
         let field = format!("{path}.provider");
-        policy.provider = Some(label(&field, &text(&field, v)?)?);
+        policy.provider = Some(label(&field, &v.text())?);
     }
     Ok(policy)
 }
@@ -250,13 +294,16 @@ fn cluster_policy(path: &str, raw: RawCluster) -> Result<ClusterPolicy, InvalidF
 /// A per-cluster map of percentages (a service's `weight` or `drain`).
 fn per_cluster(
     path: &str,
-    raw: Option<BTreeMap<String, Value>>,
+    raw: Option<Entries<Scalar>>,
     max: u32,
 ) -> Result<BTreeMap<ClusterName, u32>, InvalidField> {
     let mut out = BTreeMap::new();
-    for (name, value) in raw.unwrap_or_default() {
+    for (name, value) in raw.unwrap_or_default().0 {
         let field = format!("{path}.{name}");
-        out.insert(cluster_name(&field, &name)?, percent(&field, &value, max)?);
+        let cluster = cluster_name(&field, &name)?;
+        if out.insert(cluster, percent(&field, &value, max)?).is_some() {
+            return Err(bad(&field, format!("{name} is listed twice")));
+        }
     }
     Ok(out)
 }
@@ -276,13 +323,11 @@ fn service_policy(path: &str, raw: RawService) -> Result<ServicePolicy, InvalidF
         primary: raw
             .primary
             .as_ref()
-            .filter(|v| !v.is_null())
             .map(|v| primary(&format!("{path}.primary"), v))
             .transpose()?,
         min_healthy: raw
             .min_healthy
             .as_ref()
-            .filter(|v| !v.is_null())
             .map(|v| min_healthy(&format!("{path}.minHealthy"), v))
             .transpose()?,
     })
@@ -291,7 +336,7 @@ fn service_policy(path: &str, raw: RawService) -> Result<ServicePolicy, InvalidF
 /// Parses and validates a policy file's bytes.
 pub fn parse(bytes: &[u8]) -> Result<FleetPolicy, PolicyFileError> {
     if bytes.len() > MAX_FILE_BYTES {
-        return Err(PolicyFileError::TooBig { size: bytes.len() });
+        return Err(PolicyFileError::TooBig);
     }
     let text = std::str::from_utf8(bytes).map_err(|_| PolicyFileError::NotText)?;
     if text
@@ -300,17 +345,26 @@ pub fn parse(bytes: &[u8]) -> Result<FleetPolicy, PolicyFileError> {
     {
         return Err(PolicyFileError::Empty);
     }
-    let doc: Doc =
-        serde_yaml_ng::from_str(text).map_err(|e| PolicyFileError::Syntax(e.to_string()))?;
+    let (doc, spent) = within_budget(|| serde_yaml_ng::from_str::<Doc>(text));
+    let doc = doc.map_err(|e| {
+        if spent {
+            PolicyFileError::Expands(e.to_string())
+        } else {
+            PolicyFileError::Syntax(e.to_string())
+        }
+    })?;
     let mut policy = FleetPolicy::default();
-    for (name, raw) in doc.clusters.unwrap_or_default() {
+    for (name, raw) in doc.clusters.unwrap_or_default().0 {
         let path = format!("clusters.{name}");
         let cluster = cluster_name(&path, &name)?;
+        if policy.clusters.contains_key(&cluster) {
+            return Err(bad(&path, format!("{cluster} is listed twice")).into());
+        }
         policy
             .clusters
             .insert(cluster, cluster_policy(&path, raw.unwrap_or_default())?);
     }
-    for (name, raw) in doc.services.unwrap_or_default() {
+    for (name, raw) in doc.services.unwrap_or_default().0 {
         let path = format!("services.{name}");
         let key = service_key(&path, &name)?;
         if policy.services.contains_key(&key) {
@@ -320,9 +374,12 @@ pub fn parse(bytes: &[u8]) -> Result<FleetPolicy, PolicyFileError> {
             .services
             .insert(key, service_policy(&path, raw.unwrap_or_default())?);
     }
-    for (name, raw) in doc.regions.unwrap_or_default() {
+    for (name, raw) in doc.regions.unwrap_or_default().0 {
         let path = format!("regions.{name}");
         let region = label(&path, &name)?;
+        if policy.regions.contains_key(&region) {
+            return Err(bad(&path, format!("{region} is listed twice")).into());
+        }
         let raw = raw.unwrap_or_default();
         let order = match &raw.failover {
             Some(v) => failover(&format!("{path}.failover"), v)?,
@@ -332,7 +389,20 @@ pub fn parse(bytes: &[u8]) -> Result<FleetPolicy, PolicyFileError> {
             .regions
             .insert(region, RegionPolicy { failover: order });
     }
+    followers_take(&policy)?;
     Ok(policy)
+}
+
+/// Refuses what a follower would: a policy over [`MAX_WIRE_BYTES`]
+/// encoded, or one its wire check refuses.
+fn followers_take(policy: &FleetPolicy) -> Result<(), PolicyFileError> {
+    let on_wire = wire::FleetPolicy::from(policy);
+    let len = prost::Message::encoded_len(&on_wire);
+    if len > MAX_WIRE_BYTES {
+        return Err(PolicyFileError::TooBigOnWire { len });
+    }
+    FleetPolicy::try_from(&on_wire).map_err(PolicyFileError::Followers)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -491,7 +561,7 @@ mod tests {
         );
         assert!(error(&many).contains("services.shop/web.failover:"));
         let big = vec![b'#'; MAX_FILE_BYTES + 1];
-        assert!(matches!(parse(&big), Err(PolicyFileError::TooBig { .. })));
+        assert!(matches!(parse(&big), Err(PolicyFileError::TooBig)));
         assert!(matches!(
             parse(&[0xff, 0xfe]),
             Err(PolicyFileError::NotText)
@@ -505,5 +575,104 @@ mod tests {
         assert!(got.contains("clusters.east-1"), "{got}");
         let got = error("services:\n  shop/web:\n    weight: 10\n");
         assert!(got.contains("services.shop/web.weight"), "{got}");
+    }
+
+    /// `n` services, the first anchoring a per-cluster weight map of
+    /// `entries`, every other one aliasing it.
+    fn aliased(n: usize, entries: usize) -> String {
+        let map = (0..entries)
+            .map(|i| format!("c{i}: 1"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut yaml = format!("services:\n  s/s0: {{weight: &m {{{map}}}}}\n");
+        for i in 1..n {
+            yaml.push_str(&format!("  s/s{i}: {{weight: *m}}\n"));
+        }
+        yaml
+    }
+
+    /// Anchors and aliases cannot expand a small file into a huge policy:
+    /// the parse stops at its budget of values and says why; a value of
+    /// the wrong shape is refused before it is built.
+    #[test]
+    fn aliases_cannot_multiply_the_file() {
+        let yaml = aliased(700, 1_000);
+        assert!(yaml.len() < 64 * 1024);
+        match parse(yaml.as_bytes()) {
+            Err(PolicyFileError::Expands(e)) => {
+                assert!(e.contains("anchors and aliases"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The review's shape: a list where a percentage goes.
+        let list = format!(
+            "clusters:\n  a: {{weight: &x [{}]}}\n  b: {{weight: [*x, *x]}}\n",
+            vec!["1"; 1_000].join(",")
+        );
+        let got = error(&list);
+        assert!(got.contains("clusters.a.weight"), "{got}");
+    }
+
+    /// The hub refuses what its followers would: a policy too big for a
+    /// Watch Reset's part, or a list over the wire's entry limit.
+    #[test]
+    fn what_followers_refuse_is_refused() {
+        match parse(aliased(500, 900).as_bytes()) {
+            Err(PolicyFileError::TooBigOnWire { len }) => assert!(len > MAX_WIRE_BYTES),
+            other => panic!("{other:?}"),
+        }
+        let name = |mut i: usize| {
+            let mut s = String::from("c");
+            loop {
+                s.push(char::from_digit((i % 36) as u32, 36).unwrap());
+                i /= 36;
+                if i == 0 {
+                    return s;
+                }
+            }
+        };
+        let max = meshdns_proto::convert::MAX_POLICY_ENTRIES;
+        let drains = (0..=max)
+            .map(|i| format!("{}: 1", name(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let yaml = format!("services:\n  s/s: {{drain: {{{drains}}}}}\n");
+        assert!(yaml.len() <= MAX_FILE_BYTES);
+        let got = error(&yaml);
+        assert!(
+            got.contains("services.s/s.drain") && got.contains(&format!("more than {max} entries")),
+            "{got}"
+        );
+    }
+
+    /// `failover: []` is carried as explicitly none (`Some([])`), which
+    /// the model answers ahead of the asker region's default, through the
+    /// wire too; left out or `null`, the annotation's order (then the
+    /// region's default) applies.
+    #[test]
+    fn an_empty_failover_cancels_the_region_default() {
+        let policy = check(
+            "services:\n  shop/web:\n    failover: []\n  shop/db:\n    failover: ~\n  shop/api:\n    minHealthy: 2\nregions:\n  eu:\n    failover: [us-east]\n",
+        );
+        let eu = LabelValue::new("eu").unwrap();
+        let web = service_key("", "shop/web").unwrap();
+        assert_eq!(policy.services[&web].failover.as_deref(), Some(&[][..]));
+        assert!(policy.failover(&web, &[], Some(&eu)).is_empty());
+        for other in ["shop/db", "shop/api"] {
+            let key = service_key("", other).unwrap();
+            assert_eq!(policy.services[&key].failover, None, "{other}");
+            assert_eq!(
+                meshdns_proto::model::traffic::format_scopes(policy.failover(&key, &[], Some(&eu))),
+                "region:us-east"
+            );
+        }
+        let back = FleetPolicy::try_from(&wire::FleetPolicy::from(&policy)).unwrap();
+        assert_eq!(back, policy);
+        assert!(
+            super::super::diff::changes(&FleetPolicy::default(), &policy).contains(&format!(
+                "service shop/web failover (annotation) → {}",
+                super::super::diff::NO_FAILOVER
+            ))
+        );
     }
 }

@@ -149,6 +149,25 @@ impl Writer {
             .await;
     }
 
+    /// [`Registry::mirror_reset`] and, when given, `policy` (unless it is
+    /// the one in force) in one job, so one snapshot publishes both: a
+    /// follower never answers its upstream's new state under the old
+    /// policy, and every view is built once.
+    pub async fn mirror_reset_with_policy(
+        &self,
+        clusters: Vec<(MirroredCluster, Vec<ServiceExport>)>,
+        policy: Option<Arc<meshdns_proto::model::FleetPolicy>>,
+    ) {
+        let _ = self
+            .job(false, move |_, s, d| {
+                if let Some(policy) = policy.filter(|p| **p != *s.policy) {
+                    Registry::set_policy_in(s, d, policy);
+                }
+                Registry::mirror_reset_in(s, d, clusters)
+            })
+            .await;
+    }
+
     /// [`Registry::mirror_cluster`], through the writer.
     pub async fn mirror_cluster(&self, m: MirroredCluster) {
         let _ = self

@@ -35,7 +35,7 @@ pub fn service_line(policy: &FleetPolicy, key: &ServiceKey) -> Option<String> {
         parts.push(format!("drain {}", per_cluster(&s.drain_percent)));
     }
     if let Some(order) = &s.failover {
-        parts.push(format!("failover {}", order_text(order)));
+        parts.push(format!("failover {}", service_order_text(order)));
     }
     if let Some(primary) = &s.primary {
         parts.push(format!("primary {primary}"));
@@ -54,12 +54,24 @@ fn order_text(order: &[meshdns_proto::model::Scope]) -> String {
     }
 }
 
+/// A service's own order: empty is explicitly none, not even the asker
+/// region's default.
+fn service_order_text(order: &[meshdns_proto::model::Scope]) -> String {
+    if order.is_empty() {
+        crate::policy::diff::NO_FAILOVER.into()
+    } else {
+        format_scopes(order)
+    }
+}
+
 fn service_row(key: &ServiceKey, s: &ServicePolicy) -> Vec<String> {
     vec![
         key.to_string(),
         per_cluster(&s.weight_percent),
         per_cluster(&s.drain_percent),
-        s.failover.as_deref().map_or_else(|| "-".into(), order_text),
+        s.failover
+            .as_deref()
+            .map_or_else(|| "-".into(), service_order_text),
         s.primary
             .as_ref()
             .map_or_else(|| "-".into(), ToString::to_string),

@@ -312,21 +312,40 @@ pub fn serve_refuses(flags: &[&str]) -> String {
     text
 }
 
-/// A bad policy file at start, with nothing to keep, stops the server
-/// naming the flag and the field.
-#[test]
-fn a_bad_policy_file_at_start_is_an_error_naming_the_field() {
+/// A bad policy file at start, with nothing to keep, does not stop the
+/// server (a restart would read the same file and crash-loop): it starts
+/// with no policy, counts the error, and takes the file once it is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_policy_file_at_start_starts_with_no_policy() {
     let dir = TempDir::new("policy-start");
     let path = dir.write(
         "policy.yaml",
         "services:\n  shop/web:\n    drain: {east-1: 101}\n",
     );
-    let stderr = serve_refuses(&["--policy", &path.display().to_string()]);
-    assert!(
-        stderr.contains("--policy")
-            && stderr.contains("services.shop/web.drain.east-1: 101 is above 100"),
-        "{stderr}"
+    let server = TestServer::start(&["--policy", &path.display().to_string()]).await;
+    assert_eq!(
+        metric(
+            server.admin,
+            "meshdns_policy_reloads_total{result=\"error\"}"
+        )
+        .await,
+        Some(1.0)
     );
+    assert!(matches!(
+        drain_of(&server.grpc_url(), "east-1").await,
+        None | Some(0)
+    ));
+    dir.write("policy.yaml", "clusters:\n  east-1:\n    drain: 30\n");
+    wait_drain(&server.grpc_url(), "east-1", 30).await;
+    assert_eq!(
+        metric(
+            server.admin,
+            "meshdns_policy_reloads_total{result=\"error\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    server.stop().await;
 }
 
 /// Drain 50 halves a cluster's weight against the others (real DNS
@@ -494,7 +513,7 @@ async fn status_shows_the_policy() {
 
 /// The state file keeps the policy: a hub restarted while its policy file
 /// cannot be read answers with the last policy (and says so); without a
-/// state file the same start is an error.
+/// state file the same start has no policy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_file_keeps_the_policy_across_a_restart() {
     let state = TempDir::new("policy-state");
@@ -563,9 +582,18 @@ async fn the_state_file_keeps_the_policy_across_a_restart() {
         s.stop().await;
     }
     restarted.stop().await;
-    // No state file and no readable policy file: refused at start.
+    // No state file and no readable policy file: no policy, counted.
     std::fs::remove_file(dir.path().join("policy.yaml")).unwrap();
-    assert!(serve_refuses(&["--policy", &policy_flag]).contains("--policy"));
+    let bare = TestServer::start(&["--policy", &policy_flag]).await;
+    assert!(matches!(
+        drain_of(&bare.grpc_url(), "east-1").await,
+        None | Some(0)
+    ));
+    assert_eq!(
+        metric(bare.admin, "meshdns_policy_reloads_total{result=\"error\"}").await,
+        Some(1.0)
+    );
+    bare.stop().await;
 }
 
 /// A follower answers with its upstream's policy, and follows its
