@@ -416,12 +416,26 @@ services:
         .await,
         201
     );
+    // An instance that gives no weight weighs what `--weight` says.
+    let mut plain = gateway(0);
+    plain["addresses"] = serde_json::json!(["10.9.0.41"]);
+    plain.as_object_mut().unwrap().remove("weight");
+    assert_eq!(
+        put(
+            api,
+            "/v1/registrations/shop/web/vm-1",
+            "gateway-token-0001",
+            plain
+        )
+        .await,
+        201
+    );
     eventually(
         Duration::from_secs(20),
-        "the gateway's weight at the hub",
+        "the registered weights at the hub",
         || async {
             let web = wait_export(&server, "web").await;
-            (weights(&web) == vec![30, 0, 90, 40]).then_some(())
+            (weights(&web) == vec![30, 0, 90, 40, 15]).then_some(())
         },
     )
     .await;
