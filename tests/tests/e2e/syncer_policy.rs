@@ -222,6 +222,42 @@ async fn annotations_and_traffic_distribution_reach_the_hub() {
     );
     let fixed = wait_export(&server, "bad").await;
     assert_eq!(weights(&fixed), vec![5], "{fixed}");
+    // export-to fails closed: a typo in a newly added one, or one that
+    // names no place, withdraws the export rather than leave it public.
+    for (name, value) in [("plain", "regoin:us-west"), ("near", " , ")] {
+        fake.apply(
+            Res::Services,
+            service(
+                "shop",
+                name,
+                &[EXPORT],
+                &[("meshdns.io/export-to", value)],
+                Some("10.96.0.10"),
+            ),
+        );
+    }
+    eventually(
+        Duration::from_secs(20),
+        "plain and near withdrawn",
+        || async {
+            let all = registry(&server).await;
+            let names: Vec<String> = all["clusters"][0]["exports"]
+                .as_array()?
+                .iter()
+                .filter_map(|e| e["name"].as_str().map(str::to_owned))
+                .collect();
+            (names == ["bad", "pinned", "web"]).then_some(())
+        },
+    )
+    .await;
+    let status = syncer.status().await;
+    for name in ["plain", "near"] {
+        let problems = status["source"]["problems"][format!("shop/{name}")].to_string();
+        assert!(
+            problems.contains("meshdns.io/export-to") && problems.contains("withdrawn"),
+            "{name}: {status}"
+        );
+    }
 
     // The Hello: the provider the Nodes agree on, and their addresses.
     let cluster = wait_provider(&server, "aws").await;

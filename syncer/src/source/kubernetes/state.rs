@@ -11,10 +11,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::objects::{self, Key, NodeObj, SliceObj, SvcObj};
+use super::objects::{self, EXPORT_TO, Key, NodeObj, SliceObj, SvcObj};
 use super::relist::{Kind, Touched, Update};
 use super::watcher::Msg;
 use super::{Health, KubeSource, cluster};
+use crate::source::fields;
 
 pub(super) struct State {
     source: KubeSource,
@@ -283,12 +284,29 @@ impl State {
                     services.insert(export.key().clone(), objects::shared(export));
                 }
                 Err(e) => {
-                    warn!(service = %shown, error = %e, "cannot export service; its last good version stays exported");
-                    found.push(format!("not exported: {e}"));
-                    if let Some(k) = model_key
-                        && let Some(old) = self.current.as_ref().and_then(|c| c.services.get(&k))
-                    {
-                        services.insert(k, old.clone());
+                    let old = model_key
+                        .as_ref()
+                        .and_then(|k| self.current.as_ref().and_then(|c| c.services.get(k)));
+                    let update = objects::export_to_update(svc);
+                    match (model_key, old) {
+                        (Some(k), Some(old))
+                            if fields::last_good_within(
+                                &old.policy().export_to,
+                                update.as_deref(),
+                            ) =>
+                        {
+                            warn!(service = %shown, error = %e, "cannot export service; its last good version stays exported");
+                            found.push(format!("not exported: {e}"));
+                            services.insert(k, old.clone());
+                        }
+                        (Some(k), Some(_)) => {
+                            // The last good version would reach askers the
+                            // new (or unreadable) export-to keeps out.
+                            warn!(service = %shown, error = %e, "cannot export service, and its meshdns.io/export-to is new, narrower or bad: withdrawn until fixed rather than left exported more widely (fail closed)");
+                            found.push(format!("not exported: {e}; withdrawn (fail closed): the last good version is exported more widely than {EXPORT_TO} now says"));
+                            services.remove(&k);
+                        }
+                        _ => found.push(format!("not exported: {e}")),
                     }
                 }
             }
