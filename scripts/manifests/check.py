@@ -415,7 +415,7 @@ def check_headless(sets):
 
 def _needed_rules(c):
     core = {"services"}
-    if not (flag(c, "--client-cidr") and flag(c, "--region") and flag(c, "--zone") and flag(c, "--provider")):
+    if flag(c, "--announce-nodes") or not (flag(c, "--client-cidr") and flag(c, "--region") and flag(c, "--zone") and flag(c, "--provider")):
         core.add("nodes")
     if flag(c, "--namespace-selector"):
         core.add("namespaces")

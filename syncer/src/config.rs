@@ -42,6 +42,12 @@ pub struct SyncerArgs {
     /// The weight of each endpoint of this cluster that nothing else weighs (a Service's `meshdns.io/weight` annotation, a file's `weight` win): 0 (only when nothing else is healthy) to 10000. A pod or VM counts 10.
     #[arg(long, env = "MESHDNS_WEIGHT", default_value_t = meshdns_proto::model::DEFAULT_WEIGHT)]
     pub weight: u32,
+    /// Announce each Node's InternalIP addresses to the hub (kubernetes source), for the hub's opt-in node tier (`affinity: node`, `trafficDistribution: PreferSameNode`, which match no asker of this cluster without it). Off by default: Nodes then cost nothing beyond the client CIDRs, region, zone and provider they may give. The file source announces its `nodes:` as written.
+    #[arg(long = "announce-nodes", env = "MESHDNS_ANNOUNCE_NODES")]
+    pub announce_nodes: bool,
+    /// With --announce-nodes: the shortest time between two announcements of changed node addresses (each is a new export stream and a full snapshot at the hub); a churning cluster's node changes are gathered up to this long. Default 60s: Kubernetes takes about as long to notice a Node is gone, and a new Node's askers get their zone tier meanwhile.
+    #[arg(long = "node-announce-interval", env = "MESHDNS_NODE_ANNOUNCE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub node_announce_interval: Duration,
     /// A registry to stream to, as http://HOST:PORT (repeatable; each is streamed to independently).
     #[arg(
         long = "registry",
@@ -250,6 +256,7 @@ impl SyncerArgs {
             client_cidrs: self.client_cidr.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             weight: self.weight,
+            announce_nodes: self.announce_nodes,
         }
     }
 
@@ -393,6 +400,7 @@ impl SyncerArgs {
             namespace_selector,
             mcs: self.mcs,
             coalesce: self.coalesce,
+            node_announce_interval: self.node_announce_interval,
         })
     }
 

@@ -103,7 +103,10 @@ pub async fn run(args: SyncerArgs, shutdown: CancellationToken) -> Result<(), Er
     // apply to all of it.
     let health_config = args.health()?;
     let registrations = match args.registration()? {
-        Some(config) => Some(registration::start(config, metrics.clone(), shutdown.clone()).await?),
+        Some(config) => Some(
+            registration::start_weighted(config, args.weight, metrics.clone(), shutdown.clone())
+                .await?,
+        ),
         None => None,
     };
     let exports = match &registrations {

@@ -102,6 +102,23 @@ pub async fn start(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<Registrations, Error> {
+    start_weighted(
+        config,
+        meshdns_proto::model::DEFAULT_WEIGHT,
+        metrics,
+        shutdown,
+    )
+    .await
+}
+
+/// [`start`], with `weight` (`--weight`) for the instances that give no
+/// weight of their own.
+pub async fn start_weighted(
+    config: RegistrationConfig,
+    weight: u32,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<Registrations, Error> {
     let (table, mut token_bytes) = TokenTable::read(&config.token_file)
         .map_err(|e| config_error("--registration-token-file", e))?;
     if table.is_empty() {
@@ -156,7 +173,7 @@ pub async fn start(
                     owner: saved.owner.clone(),
                     ..saved
                         .registration
-                        .validate(&service, config.ttl)
+                        .validate(&service, config.ttl, weight)
                         .map_err(|e| e.to_string())?
                 };
                 config
@@ -202,6 +219,7 @@ pub async fn start(
             rate_limit::MAX_CLIENTS,
         )),
         ttl: config.ttl,
+        weight,
         bounds: config.bounds.clone(),
         source: source.clone(),
         metrics: metrics.clone(),

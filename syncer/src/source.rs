@@ -31,6 +31,9 @@ pub struct Overrides {
     /// The weight of an endpoint nothing else weighs (`--weight`): a
     /// Service annotation, a file's service or endpoint `weight` win.
     pub weight: u32,
+    /// Announce the Nodes' addresses (`--announce-nodes`, the Kubernetes
+    /// source): the node tier is opt-in.
+    pub announce_nodes: bool,
 }
 
 impl Default for Overrides {
@@ -43,6 +46,7 @@ impl Default for Overrides {
             client_cidrs: Vec::new(),
             version: String::new(),
             weight: DEFAULT_WEIGHT,
+            announce_nodes: false,
         }
     }
 }

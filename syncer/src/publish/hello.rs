@@ -62,6 +62,34 @@ mod tests {
         }
     }
 
+    /// The figures README.md gives for how many nodes fit, one IPv4
+    /// address each: about 1,150 with short names (`node-00042`), about
+    /// 500 named as EKS names them (`ip-192-168-3-7.eu-central-1.compute.internal`).
+    #[test]
+    fn how_many_nodes_fit() {
+        let fit = |name: &dyn Fn(usize) -> String| {
+            let mut c = cluster(0);
+            c.nodes = (0..5_000)
+                .map(|i| NodeAddresses {
+                    name: NodeName::new(&name(i)).unwrap(),
+                    addresses: vec![IpAddr::from([192, 168, (i / 256) as u8, (i % 256) as u8])],
+                })
+                .collect();
+            hello(&c).0.nodes.len()
+        };
+        let short = fit(&|i| format!("node-{i:05}"));
+        let eks = fit(&|i| {
+            format!(
+                "ip-192-168-{}-{}.eu-central-1.compute.internal",
+                i / 256,
+                i % 256
+            )
+        });
+        println!("{short} short names, {eks} EKS names");
+        assert!((1_100..=1_200).contains(&short), "{short}");
+        assert!((470..=550).contains(&eks), "{eks}");
+    }
+
     #[test]
     fn nodes_give_way_to_the_first_message_limit() {
         let (small, left_out) = hello(&cluster(10));

@@ -47,6 +47,8 @@ pub struct Api {
     /// many addresses still gets one share.
     pub token_rate_limit: Arc<RateLimit<String>>,
     pub ttl: TtlBounds,
+    /// The weight of an instance that gives none (`--weight`).
+    pub weight: u32,
     pub bounds: Bounds,
     /// The source's latest set (see [`super::Registrations::source`]).
     pub source: Arc<RwLock<Option<Arc<ExportSet>>>>,
@@ -146,7 +148,7 @@ async fn register(
         })?;
         let registration = Registration {
             owner,
-            ..body.validate(&key.service, api.ttl)?
+            ..body.validate(&key.service, api.ttl, api.weight)?
         };
         {
             let source = api.source.read().unwrap_or_else(|e| e.into_inner()).clone();

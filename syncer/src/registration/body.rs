@@ -11,8 +11,8 @@ use std::time::Duration;
 use meshdns_proto::InvalidField;
 use meshdns_proto::error::Problem;
 use meshdns_proto::model::{
-    DEFAULT_WEIGHT, Endpoint, HealthCheck, Hostname, LabelValue, MAX_ADDRESSES_PER_ENDPOINT, Mode,
-    Policy, Port, PortName, Protocol, ServiceExport, ServiceKey, reserved_class,
+    Endpoint, HealthCheck, Hostname, LabelValue, MAX_ADDRESSES_PER_ENDPOINT, Mode, Policy, Port,
+    PortName, Protocol, ServiceExport, ServiceKey, reserved_class,
 };
 use serde::{Deserialize, Serialize};
 
@@ -124,8 +124,14 @@ fn port(i: usize, p: &PortBody) -> Result<Port, ApiError> {
 }
 
 impl RegistrationBody {
-    /// Checks every field; `key` is the service it registers under.
-    pub fn validate(&self, key: &ServiceKey, ttl: TtlBounds) -> Result<Registration, ApiError> {
+    /// Checks every field; `key` is the service it registers under, and
+    /// `default_weight` (`--weight`) weighs an instance that gives none.
+    pub fn validate(
+        &self,
+        key: &ServiceKey,
+        ttl: TtlBounds,
+        default_weight: u32,
+    ) -> Result<Registration, ApiError> {
         if self.addresses.is_empty() {
             return Err(invalid("addresses", Problem::NoAddresses));
         }
@@ -198,7 +204,7 @@ impl RegistrationBody {
             ));
         }
         let weight = match self.weight {
-            None => DEFAULT_WEIGHT,
+            None => default_weight,
             Some(w) => crate::source::fields::weight_number("weight", w)?,
         };
         let endpoint = Endpoint {
@@ -270,7 +276,7 @@ impl RegistrationBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshdns_proto::model::{Namespace, ServiceName};
+    use meshdns_proto::model::{DEFAULT_WEIGHT, Namespace, ServiceName};
 
     fn key() -> ServiceKey {
         ServiceKey {
@@ -299,13 +305,13 @@ mod tests {
     fn field_of(edit: impl FnOnce(&mut RegistrationBody)) -> (u16, Option<String>) {
         let mut b = body();
         edit(&mut b);
-        let err = b.validate(&key(), BOUNDS).unwrap_err();
+        let err = b.validate(&key(), BOUNDS, DEFAULT_WEIGHT).unwrap_err();
         (err.status().as_u16(), err.field().map(str::to_owned))
     }
 
     #[test]
     fn a_good_registration_resolves_its_check_port() {
-        let reg = body().validate(&key(), BOUNDS).unwrap();
+        let reg = body().validate(&key(), BOUNDS, DEFAULT_WEIGHT).unwrap();
         assert_eq!(reg.ttl, Duration::from_secs(30));
         assert_eq!(
             reg.endpoint.addresses[0],
@@ -322,13 +328,16 @@ mod tests {
         let mut padded = body();
         padded.addresses = vec!["  10.9.0.5 ".into()];
         padded.health_check = Some(format!("http:http/healthz{}rise=1", " ".repeat(200)));
-        let reg = padded.validate(&key(), BOUNDS).unwrap();
+        let reg = padded.validate(&key(), BOUNDS, DEFAULT_WEIGHT).unwrap();
         assert_eq!(reg.body.addresses, vec!["10.9.0.5".to_owned()]);
         let check = reg.body.health_check.clone().unwrap();
         assert!(!check.contains("  "), "{check}");
-        let again = reg.body.validate(&key(), BOUNDS).unwrap();
+        let again = reg.body.validate(&key(), BOUNDS, DEFAULT_WEIGHT).unwrap();
         assert_eq!(again, reg);
-        assert_eq!(body().validate(&key(), BOUNDS).unwrap(), reg);
+        assert_eq!(
+            body().validate(&key(), BOUNDS, DEFAULT_WEIGHT).unwrap(),
+            reg
+        );
     }
 
     #[test]
@@ -400,22 +409,41 @@ mod tests {
     /// keeps what it said.
     #[test]
     fn a_registration_carries_its_weight() {
-        let reg = body().validate(&key(), BOUNDS).unwrap();
+        let reg = body().validate(&key(), BOUNDS, DEFAULT_WEIGHT).unwrap();
         assert_eq!(reg.endpoint.weight, DEFAULT_WEIGHT);
         assert_eq!(reg.body.weight, None);
+        let reg = body().validate(&key(), BOUNDS, 40).unwrap();
+        assert_eq!(reg.endpoint.weight, 40, "--weight, when it says nothing");
+        assert_eq!(reg.body.weight, None, "which the state file does not keep");
         let mut gateway = body();
         gateway.weight = Some(40);
-        let reg = gateway.validate(&key(), BOUNDS).unwrap();
+        let reg = gateway.validate(&key(), BOUNDS, DEFAULT_WEIGHT).unwrap();
         assert_eq!(reg.endpoint.weight, 40);
         assert_eq!(reg.body.weight, Some(40));
-        assert_eq!(reg.body.validate(&key(), BOUNDS).unwrap(), reg);
+        assert_eq!(
+            reg.body.validate(&key(), BOUNDS, DEFAULT_WEIGHT).unwrap(),
+            reg
+        );
         let mut drained = body();
         drained.weight = Some(0);
-        assert_eq!(drained.validate(&key(), BOUNDS).unwrap().endpoint.weight, 0);
+        assert_eq!(
+            drained
+                .validate(&key(), BOUNDS, DEFAULT_WEIGHT)
+                .unwrap()
+                .endpoint
+                .weight,
+            0
+        );
         let json: RegistrationBody = serde_json::from_str(
             r#"{"addresses":["10.9.0.5"],"ports":[{"port":80}],"ttl_seconds":30,"weight":25}"#,
         )
         .unwrap();
-        assert_eq!(json.validate(&key(), BOUNDS).unwrap().endpoint.weight, 25);
+        assert_eq!(
+            json.validate(&key(), BOUNDS, DEFAULT_WEIGHT)
+                .unwrap()
+                .endpoint
+                .weight,
+            25
+        );
     }
 }

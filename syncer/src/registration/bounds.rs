@@ -126,7 +126,8 @@ mod tests {
             min: Duration::from_secs(1),
             max: Duration::from_secs(60),
         };
-        body.validate(&key("x").service, ttl).unwrap()
+        body.validate(&key("x").service, ttl, meshdns_proto::model::DEFAULT_WEIGHT)
+            .unwrap()
     }
 
     /// Finding 10: zone spam would make the hub drop every registration of

@@ -192,7 +192,10 @@ mod tests {
                 service: key(service),
                 instance: Hostname::new(instance).unwrap(),
             },
-            Arc::new(body.validate(&key(service), bounds).unwrap()),
+            Arc::new(
+                body.validate(&key(service), bounds, meshdns_proto::model::DEFAULT_WEIGHT)
+                    .unwrap(),
+            ),
         )
     }
 

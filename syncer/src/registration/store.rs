@@ -362,7 +362,12 @@ mod tests {
             min: Duration::from_secs(1),
             max: Duration::from_secs(60),
         };
-        body.validate(&key("web", "x").service, bounds).unwrap()
+        body.validate(
+            &key("web", "x").service,
+            bounds,
+            meshdns_proto::model::DEFAULT_WEIGHT,
+        )
+        .unwrap()
     }
 
     fn code(result: Result<Put, ApiError>) -> (u16, Option<String>) {

@@ -164,11 +164,34 @@ pub fn min_healthy(field: &str, value: &str) -> Result<MinHealthy, InvalidField>
 
 /// `meshdns.io/export-to`: clusters (bare or `cluster:`), `zone:`,
 /// `region:` and `provider:` places; askers outside all of them get
-/// NXDOMAIN.
+/// NXDOMAIN. A value that names no place (`""`, `" , "`, `[]`, e.g. a
+/// template that rendered empty) is refused: read as "everyone", it would
+/// export to the whole fleet a Service meant for some askers only.
 pub fn export_to(field: &str, value: &str) -> Result<Box<[Scope]>, InvalidField> {
-    parse_scopes(value, Bare::Cluster)
-        .map(Vec::into_boxed_slice)
-        .map_err(|e| at(field, e))
+    let scopes = parse_scopes(value, Bare::Cluster).map_err(|e| at(field, e))?;
+    if scopes.is_empty() {
+        return Err(InvalidField::new(
+            field,
+            Problem::OutOfRange(
+                "names no place: give clusters, zone:, region: or provider: places, or remove it to export to every cluster".into(),
+            ),
+        ));
+    }
+    Ok(scopes.into_boxed_slice())
+}
+
+/// Whether a refused update may leave the last good export in place
+/// (`last_good`: its export-to) while it is fixed: only when that export
+/// reaches no asker the update's own export-to would keep out. `update` is
+/// the update's export-to (empty: absent, everyone), `None` when it is bad
+/// and so unknown. An update that adds or narrows export-to, or whose
+/// export-to does not parse, withdraws the export instead: fail closed.
+pub fn last_good_within(last_good: &[Scope], update: Option<&[Scope]>) -> bool {
+    match update {
+        None => false,
+        Some([]) => true,
+        Some(update) => !last_good.is_empty() && last_good.iter().all(|s| update.contains(s)),
+    }
 }
 
 #[cfg(test)]
@@ -289,6 +312,11 @@ mod tests {
             ]
         );
         assert!(export_to("e", "galaxy:far").is_err());
+        for empty in ["", " ", " , ", ","] {
+            let e = export_to("meshdns.io/export-to", empty).unwrap_err();
+            assert_eq!(e.field, "meshdns.io/export-to", "{empty:?}");
+            assert!(e.to_string().contains("names no place"), "{e}");
+        }
         let many = vec!["r"; 33].join(",");
         assert!(failover("f", &many).is_err(), "at most 32 scopes");
         assert_eq!(min_healthy("m", "3"), Ok(MinHealthy::Count(3)));
@@ -296,5 +324,28 @@ mod tests {
         assert!(min_healthy("m", "0%").is_err());
         assert!(min_healthy("m", "101%").is_err());
         assert!(min_healthy("m", "half").is_err());
+    }
+
+    /// A refused update keeps the last good export only when that reaches
+    /// no asker the update would keep out.
+    #[test]
+    fn last_good_export_to_fails_closed() {
+        let scopes = |v: &str| export_to("e", v).unwrap();
+        let (west, both) = (scopes("region:us-west"), scopes("region:us-west, east-1"));
+        let check = |last: &[Scope], update: Option<&[Scope]>, keep: bool| {
+            assert_eq!(
+                last_good_within(last, update),
+                keep,
+                "{last:?} -> {update:?}"
+            );
+        };
+        check(&[], Some(&[]), true);
+        check(&west, Some(&[]), true);
+        check(&west, Some(&west), true);
+        check(&west, Some(&both), true);
+        check(&[], Some(&west), false);
+        check(&both, Some(&west), false);
+        check(&[], None, false);
+        check(&west, None, false);
     }
 }

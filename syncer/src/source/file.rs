@@ -15,7 +15,7 @@ use meshdns_proto::InvalidField;
 use meshdns_proto::error::Problem;
 use meshdns_proto::model::{
     Affinity, Cluster, ClusterName, Endpoint, ExportSet, Health, HealthCheck, Hostname, LabelValue,
-    MAX_ADDRESSES_PER_NODE, MAX_NODES, Mode, Namespace, NodeAddresses, NodeName, Policy,
+    MAX_ADDRESSES_PER_NODE, MAX_NODES, Mode, Namespace, NodeAddresses, NodeName, Policy, Scope,
     ServiceExport, ServiceKey, ServiceName, parse_cidr,
 };
 use serde::Deserialize;
@@ -161,6 +161,14 @@ impl FileService {
 
     /// The export; endpoints weigh their own `weight`, else the service's,
     /// else `default_weight` (`--weight`).
+    /// Its `exportTo` (empty when it has none), `None` when that is bad.
+    fn export_to_update(&self) -> Option<Box<[Scope]>> {
+        match &self.export_to {
+            None => Some(Box::default()),
+            Some(e) => fields::export_to("exportTo", &e.text()).ok(),
+        }
+    }
+
     fn to_model(&self, default_weight: u32) -> Result<ServiceExport, InvalidField> {
         let key = self.key()?;
         let mut ports = Vec::with_capacity(self.ports.len());
@@ -352,15 +360,25 @@ pub fn parse(
             }
             Err(e) => {
                 let shown = format!("{}/{}", service.namespace, service.name);
-                let kept = service.key().ok().and_then(|k| {
+                let last_good = service.key().ok().and_then(|k| {
                     previous
                         .and_then(|p| p.services.get(&k))
                         .map(|s| (k, s.clone()))
                 });
-                let note = if kept.is_some() {
-                    "; its last good version stays exported"
-                } else {
-                    ""
+                // Fail closed: a last good version that reaches askers the
+                // new (or unreadable) exportTo keeps out is withdrawn.
+                let update = service.export_to_update();
+                let (kept, note) = match last_good {
+                    Some((k, s))
+                        if fields::last_good_within(&s.policy().export_to, update.as_deref()) =>
+                    {
+                        (Some((k, s)), "; its last good version stays exported")
+                    }
+                    Some(_) => (
+                        None,
+                        "; withdrawn (fail closed): its last good version is exported more widely than exportTo now says",
+                    ),
+                    None => (None, ""),
                 };
                 refused.push(format!("services[{i}] ({shown}): {}{note}", describe(&e)));
                 if let Some((k, s)) = kept {
@@ -794,6 +812,44 @@ services:
             "{refused:?}"
         );
         assert_eq!(first, second);
+    }
+
+    /// export-to fails closed: an empty one is refused, and a refused
+    /// update that adds or narrows it (here with a typo) withdraws the
+    /// service instead of leaving the wider last good version exported.
+    #[test]
+    fn a_refused_export_to_withdraws_the_wider_export() {
+        let (first, _) = parse(GOOD, &Overrides::default(), None).unwrap();
+        let web = ServiceKey {
+            namespace: Namespace::new("shop").unwrap(),
+            name: ServiceName::new("web").unwrap(),
+        };
+        let with = |export_to: &str| {
+            GOOD.replacen(
+                "    affinity: zone\n",
+                &format!("    affinity: zone\n    exportTo: {export_to}\n"),
+                1,
+            )
+        };
+        for bad in ["\"regoin:us-west\"", "[]", "\" , \"", "\"\""] {
+            let (second, refused) = parse(&with(bad), &Overrides::default(), Some(&first)).unwrap();
+            assert!(!second.services.contains_key(&web), "{bad}: still exported");
+            assert!(second.services.len() == 1, "{bad}: api stays");
+            assert_eq!(refused.len(), 1, "{refused:?}");
+            assert!(
+                refused[0].contains("exportTo") && refused[0].contains("withdrawn"),
+                "{refused:?}"
+            );
+        }
+        // Restricted, then a bad port: the last good (restricted) version
+        // stays while the new export-to is no narrower.
+        let (west, _) = parse(&with("region:us-west"), &Overrides::default(), None).unwrap();
+        let broken = with("\"region:us-west, east-1\"").replace("port: 80}", "port: 0}");
+        let (second, refused) = parse(&broken, &Overrides::default(), Some(&west)).unwrap();
+        assert_eq!(second, west, "{refused:?}");
+        let narrower = with("east-1").replace("port: 80}", "port: 0}");
+        let (second, _) = parse(&narrower, &Overrides::default(), Some(&west)).unwrap();
+        assert!(!second.services.contains_key(&web), "narrowed: withdrawn");
     }
 
     #[test]

@@ -38,12 +38,13 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::watcher::Config as WatcherConfig;
 use kube::{Api, ResourceExt};
 use meshdns_proto::model::ClusterName;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 pub use self::config::KubeSource;
 pub use self::failure::{Resource, WatchFailure};
@@ -77,11 +78,17 @@ pub async fn start(
     })?;
     let client = config::client(source.kubeconfig.as_ref()).await?;
     let (tx, rx) = mpsc::channel(1024);
+    let mut source = source;
     let o = &source.overrides;
-    // Nodes give what the flags leave out, and their own addresses (the
-    // node tier); with every flag given they are not read at all.
+    // Nodes are watched for what the flags leave out (client CIDRs,
+    // region, zone) and for their own addresses (--announce-nodes). The
+    // provider alone is not worth a watch on every Node of a churning
+    // cluster: then its label is read once, at start.
     let watch_nodes =
-        o.client_cidrs.is_empty() || o.region.is_none() || o.zone.is_none() || o.provider.is_none();
+        o.announce_nodes || o.client_cidrs.is_empty() || o.region.is_none() || o.zone.is_none();
+    if !watch_nodes && o.provider.is_none() {
+        source.overrides.provider = provider_once(&client).await;
+    }
     let mut watchers =
         BTreeSet::from([Resource::SERVICES.plural, Resource::ENDPOINT_SLICES.plural]);
     let mut optional = BTreeSet::new();
@@ -168,4 +175,35 @@ pub async fn start(
     let state = State::new(source, cluster_name, health.clone(), exports_tx);
     tokio::spawn(state.run(rx, shutdown));
     Ok((exports_rx, health))
+}
+
+/// The `meshdns.io/provider` label the Nodes agree on, read once (a
+/// paged list, no watch): a later relabel is seen at the next restart, or
+/// give `--provider`. A list that fails announces no provider, and says
+/// why.
+async fn provider_once(client: &kube::Client) -> Option<String> {
+    let api = Api::<Node>::all(client.clone());
+    let mut nodes = Vec::new();
+    let mut params = ListParams::default().limit(500);
+    loop {
+        match api.list(&params).await {
+            Ok(page) => {
+                nodes.extend(page.items.iter().map(NodeObj::from_api));
+                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(token) => params = params.continue_token(&token),
+                    None => break,
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot list Nodes for their {} label; announcing no provider (set --provider)", objects::PROVIDER_LABEL);
+                return None;
+            }
+        }
+    }
+    let mut notes = Vec::new();
+    let provider = cluster::agreed_provider(nodes.iter(), &mut notes);
+    for note in notes {
+        warn!(note = %note, "cluster description");
+    }
+    provider
 }

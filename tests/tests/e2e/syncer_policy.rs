@@ -145,7 +145,13 @@ async fn annotations_and_traffic_distribution_reach_the_hub() {
             ),
         );
     }
-    let syncer = start_syncer(&fake, &server, &dir, &["--weight", "20"]).await;
+    let syncer = start_syncer(
+        &fake,
+        &server,
+        &dir,
+        &["--weight", "20", "--announce-nodes"],
+    )
+    .await;
 
     let web = wait_export(&server, "web").await;
     assert_eq!(
@@ -222,6 +228,42 @@ async fn annotations_and_traffic_distribution_reach_the_hub() {
     );
     let fixed = wait_export(&server, "bad").await;
     assert_eq!(weights(&fixed), vec![5], "{fixed}");
+    // export-to fails closed: a typo in a newly added one, or one that
+    // names no place, withdraws the export rather than leave it public.
+    for (name, value) in [("plain", "regoin:us-west"), ("near", " , ")] {
+        fake.apply(
+            Res::Services,
+            service(
+                "shop",
+                name,
+                &[EXPORT],
+                &[("meshdns.io/export-to", value)],
+                Some("10.96.0.10"),
+            ),
+        );
+    }
+    eventually(
+        Duration::from_secs(20),
+        "plain and near withdrawn",
+        || async {
+            let all = registry(&server).await;
+            let names: Vec<String> = all["clusters"][0]["exports"]
+                .as_array()?
+                .iter()
+                .filter_map(|e| e["name"].as_str().map(str::to_owned))
+                .collect();
+            (names == ["bad", "pinned", "web"]).then_some(())
+        },
+    )
+    .await;
+    let status = syncer.status().await;
+    for name in ["plain", "near"] {
+        let problems = status["source"]["problems"][format!("shop/{name}")].to_string();
+        assert!(
+            problems.contains("meshdns.io/export-to") && problems.contains("withdrawn"),
+            "{name}: {status}"
+        );
+    }
 
     // The Hello: the provider the Nodes agree on, and their addresses.
     let cluster = wait_provider(&server, "aws").await;
@@ -266,7 +308,8 @@ async fn the_fake_refuses_a_traffic_distribution_kube_apiserver_refuses() {
     );
 }
 
-/// `--provider` wins over what the Nodes say.
+/// `--provider` wins over what the Nodes say; without `--announce-nodes`
+/// no node address goes out (the node tier is opt-in).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_flag_wins_over_node_labels() {
     let fake = FakeKube::start().await;
@@ -276,15 +319,118 @@ async fn the_provider_flag_wins_over_node_labels() {
     fake.apply(Res::Nodes, provider_node("node-2", "192.168.10.2", "gcp"));
     let syncer = start_syncer(&fake, &server, &dir, &["--provider", "onprem-fra"]).await;
     let cluster = wait_provider(&server, "onprem-fra").await;
-    assert_eq!(cluster.nodes.len(), 2, "{cluster:?}");
+    assert_eq!(cluster.nodes.len(), 0, "{cluster:?}");
+    assert!(
+        cluster.client_cidrs.contains(&"192.168.10.1/32".to_owned()),
+        "the Nodes still give client CIDRs: {cluster:?}"
+    );
     let status = syncer.status().await;
     assert_eq!(
         (
             &status["exported"]["provider"],
             &status["exported"]["nodes"]
         ),
-        (&Value::from("onprem-fra"), &Value::from(2)),
+        (&Value::from("onprem-fra"), &Value::from(0)),
         "{status}"
+    );
+    drop(syncer);
+    fake.stop();
+    server.stop().await;
+}
+
+/// With `--client-cidr`, `--region` and `--zone` given, Nodes are not
+/// watched for the provider alone: their label is read once at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_label_alone_is_read_once_not_watched() {
+    let fake = FakeKube::start().await;
+    let server = TestServer::start(&[]).await;
+    let dir = TempDir::new("syncer-provider-once");
+    fake.apply(Res::Nodes, provider_node("node-1", "192.168.10.1", "aws"));
+    fake.apply(Res::Nodes, provider_node("node-2", "192.168.10.2", "aws"));
+    let flags = [
+        "--client-cidr",
+        "10.1.0.0/16",
+        "--region",
+        "us-east",
+        "--zone",
+        "us-east-1a",
+    ];
+    let syncer = start_syncer(&fake, &server, &dir, &flags).await;
+    let cluster = wait_provider(&server, "aws").await;
+    assert_eq!(cluster.client_cidrs, ["10.1.0.0/16"], "{cluster:?}");
+    let status = syncer.status().await;
+    let watchers = strings(&status["source"]["watchers"]);
+    assert_eq!(watchers, ["endpointslices", "services"], "{status}");
+    drop(syncer);
+    fake.stop();
+    server.stop().await;
+}
+
+/// The hub's counter `line` (`name{labels}`), 0 before it exists.
+async fn counter(server: &TestServer, line: &str) -> u64 {
+    let (_, text) = http_get(server.admin, "/metrics").await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Node churn with `--announce-nodes`: each announcement is a new export
+/// stream (and a full snapshot at the hub), so changes are gathered and
+/// announced at most once per `--node-announce-interval`, the last state
+/// winning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_churn_reconnects_at_most_once_per_interval() {
+    const INTERVAL: Duration = Duration::from_secs(4);
+    let opened = "meshdns_export_stream_events_total{event=\"opened\"}";
+    let fake = FakeKube::start().await;
+    let server = TestServer::start(&[]).await;
+    let dir = TempDir::new("syncer-node-churn");
+    let ip = |i: usize| format!("192.168.10.{i}");
+    fake.apply(Res::Nodes, provider_node("node-1", &ip(1), "aws"));
+    let flags = [
+        "--announce-nodes",
+        "--node-announce-interval",
+        "4s",
+        "--client-cidr",
+        "10.1.0.0/16",
+        "--region",
+        "us-east",
+        "--zone",
+        "us-east-1a",
+        "--provider",
+        "aws",
+    ];
+    let syncer = start_syncer(&fake, &server, &dir, &flags).await;
+    let node_count = |want: usize| {
+        let url = server.grpc_url();
+        async move {
+            let c = list_clusters(url).await?.into_iter().next()?;
+            (c.nodes.len() == want).then_some(())
+        }
+    };
+    eventually(Duration::from_secs(20), "the first node", || node_count(1)).await;
+    let before = counter(&server, opened).await;
+    assert!(before >= 1);
+    // Five Nodes join, each seen on its own (apart by more than the
+    // source's 50ms coalescing).
+    let started = std::time::Instant::now();
+    for i in 2..=6 {
+        fake.apply(
+            Res::Nodes,
+            provider_node(&format!("node-{i}"), &ip(i), "aws"),
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eventually(Duration::from_secs(30), "all six nodes", || node_count(6)).await;
+    let elapsed = started.elapsed();
+    let reconnects = counter(&server, opened).await - before;
+    // One per interval begun since the first change (the first one may
+    // go out at once after a quiet interval), and not one per Node.
+    let allowed = 1 + (elapsed.as_secs_f64() / INTERVAL.as_secs_f64()).floor() as u64;
+    println!("{reconnects} reconnects for 5 node changes in {elapsed:?}");
+    assert!(
+        (1..=allowed).contains(&reconnects),
+        "{reconnects} reconnects in {elapsed:?} (at most {allowed})"
     );
     drop(syncer);
     fake.stop();
@@ -416,12 +562,26 @@ services:
         .await,
         201
     );
+    // An instance that gives no weight weighs what `--weight` says.
+    let mut plain = gateway(0);
+    plain["addresses"] = serde_json::json!(["10.9.0.41"]);
+    plain.as_object_mut().unwrap().remove("weight");
+    assert_eq!(
+        put(
+            api,
+            "/v1/registrations/shop/web/vm-1",
+            "gateway-token-0001",
+            plain
+        )
+        .await,
+        201
+    );
     eventually(
         Duration::from_secs(20),
-        "the gateway's weight at the hub",
+        "the registered weights at the hub",
         || async {
             let web = wait_export(&server, "web").await;
-            (weights(&web) == vec![30, 0, 90, 40]).then_some(())
+            (weights(&web) == vec![30, 0, 90, 40, 15]).then_some(())
         },
     )
     .await;

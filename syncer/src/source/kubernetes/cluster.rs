@@ -66,7 +66,13 @@ pub(super) fn describe<'a>(
         provider: label("provider", provider)?,
         client_cidrs,
         version: o.version.clone(),
-        nodes: node_addresses(nodes, &mut notes),
+        // The node tier is opt-in: without it, Node churn changes nothing
+        // the Hello carries but client CIDRs.
+        nodes: if o.announce_nodes {
+            node_addresses(nodes, &mut notes)
+        } else {
+            Vec::new()
+        },
     };
     Ok((cluster, notes))
 }
@@ -74,7 +80,7 @@ pub(super) fn describe<'a>(
 /// The `meshdns.io/provider` label the labelled Nodes agree on. Nodes
 /// without it are left out (one just joining may not be labelled yet);
 /// two values mean no provider, and a note.
-fn agreed_provider<'a>(
+pub(super) fn agreed_provider<'a>(
     nodes: impl Iterator<Item = &'a NodeObj>,
     notes: &mut Vec<String>,
 ) -> Option<String> {
@@ -198,6 +204,24 @@ mod tests {
         assert_eq!((c.provider, notes.len()), (None, 1), "{notes:?}");
     }
 
+    /// Node addresses go out only with `--announce-nodes`.
+    #[test]
+    fn node_addresses_are_opt_in() {
+        let nodes = [node("a", &["10.0.0.1"], None)];
+        let (c, _) = describe_nodes(&Overrides::default(), &nodes);
+        assert!(c.nodes.is_empty(), "{:?}", c.nodes);
+        assert_eq!(c.client_cidrs.len(), 1, "still a client CIDR");
+        let (c, _) = describe_nodes(&announce(), &nodes);
+        assert_eq!(c.nodes.len(), 1);
+    }
+
+    fn announce() -> Overrides {
+        Overrides {
+            announce_nodes: true,
+            ..Overrides::default()
+        }
+    }
+
     #[test]
     fn node_addresses_by_name_and_bounded() {
         let nodes = [
@@ -206,7 +230,7 @@ mod tests {
             node("no-address", &[], None),
             node("bad", &["nope"], None),
         ];
-        let (c, notes) = describe_nodes(&Overrides::default(), &nodes);
+        let (c, notes) = describe_nodes(&announce(), &nodes);
         assert!(notes.is_empty());
         let shown: Vec<(String, Vec<String>)> = c
             .nodes
@@ -230,12 +254,12 @@ mod tests {
         );
         let many: Vec<String> = (0..20).map(|i| format!("10.1.0.{i}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-        let (c, _) = describe_nodes(&Overrides::default(), &[node("a", &refs, None)]);
+        let (c, _) = describe_nodes(&announce(), &[node("a", &refs, None)]);
         assert_eq!(c.nodes[0].addresses.len(), MAX_ADDRESSES_PER_NODE);
         let fleet: Vec<NodeObj> = (0..MAX_NODES + 3)
             .map(|i| node(&format!("n{i:05}"), &["10.2.0.1"], None))
             .collect();
-        let (c, notes) = describe_nodes(&Overrides::default(), &fleet);
+        let (c, notes) = describe_nodes(&announce(), &fleet);
         assert_eq!(c.nodes.len(), MAX_NODES);
         assert_eq!(
             c.nodes.last().unwrap().name.as_str(),

@@ -20,6 +20,9 @@ pub struct KubeSource {
     pub mcs: bool,
     /// Longest a change waits to be coalesced with others.
     pub coalesce: Duration,
+    /// Shortest time between two announcements of changed node addresses
+    /// (`--node-announce-interval`): each reconnects the export stream.
+    pub node_announce_interval: Duration,
 }
 
 pub async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, Error> {

@@ -277,6 +277,16 @@ impl Strict {
     }
 }
 
+/// The Service's `meshdns.io/export-to` (empty when it has none), `None`
+/// when the annotation is bad: what decides whether a refused update may
+/// leave its last good export in place ([`fields::last_good_within`]).
+pub fn export_to_update(svc: &SvcObj) -> Option<Box<[Scope]>> {
+    match svc.annotations.get(EXPORT_TO) {
+        None => Some(Box::default()),
+        Some(v) => fields::export_to(EXPORT_TO, v.trim()).ok(),
+    }
+}
+
 /// The affinity a Service asks for: its `meshdns.io/affinity`, else what
 /// its `spec.trafficDistribution` stands for (an unknown value noted and
 /// ignored), and the distribution that chose it.

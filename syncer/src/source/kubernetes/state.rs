@@ -6,15 +6,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use meshdns_proto::model::{ExportSet, Namespace, ServiceExport, ServiceKey, ServiceName};
+use meshdns_proto::model::{Cluster, ExportSet, Namespace, ServiceExport, ServiceKey, ServiceName};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use super::objects::{self, Key, NodeObj, SliceObj, SvcObj};
+use super::objects::{self, EXPORT_TO, Key, NodeObj, SliceObj, SvcObj};
 use super::relist::{Kind, Touched, Update};
 use super::watcher::Msg;
 use super::{Health, KubeSource, cluster};
+use crate::source::fields;
 
 pub(super) struct State {
     source: KubeSource,
@@ -36,6 +37,11 @@ pub(super) struct State {
     /// What the Nodes said that could not be used, last logged (logged
     /// again only when it changes).
     cluster_notes: Vec<String>,
+    /// When node addresses last changed in what was published; a change
+    /// before `--node-announce-interval` has passed waits for it.
+    nodes_announced: Option<tokio::time::Instant>,
+    /// When the node addresses held back are due.
+    nodes_due: Option<tokio::time::Instant>,
 }
 
 impl State {
@@ -60,6 +66,8 @@ impl State {
             current: None,
             tx,
             cluster_notes: Vec::new(),
+            nodes_announced: None,
+            nodes_due: None,
         }
     }
 
@@ -70,6 +78,11 @@ impl State {
                 _ = shutdown.cancelled() => return,
                 _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {
                     deadline = None;
+                    self.publish();
+                    continue;
+                }
+                _ = async { tokio::time::sleep_until(self.nodes_due.unwrap_or_else(tokio::time::Instant::now)).await }, if self.nodes_due.is_some() => {
+                    self.nodes_due = None;
                     self.publish();
                     continue;
                 }
@@ -238,7 +251,7 @@ impl State {
                     }
                     self.cluster_notes = notes;
                 }
-                c
+                self.pace_nodes(c)
             }
             Err(e) => {
                 warn!(error = %e, "cannot describe the cluster; keeping the last state");
@@ -283,12 +296,29 @@ impl State {
                     services.insert(export.key().clone(), objects::shared(export));
                 }
                 Err(e) => {
-                    warn!(service = %shown, error = %e, "cannot export service; its last good version stays exported");
-                    found.push(format!("not exported: {e}"));
-                    if let Some(k) = model_key
-                        && let Some(old) = self.current.as_ref().and_then(|c| c.services.get(&k))
-                    {
-                        services.insert(k, old.clone());
+                    let old = model_key
+                        .as_ref()
+                        .and_then(|k| self.current.as_ref().and_then(|c| c.services.get(k)));
+                    let update = objects::export_to_update(svc);
+                    match (model_key, old) {
+                        (Some(k), Some(old))
+                            if fields::last_good_within(
+                                &old.policy().export_to,
+                                update.as_deref(),
+                            ) =>
+                        {
+                            warn!(service = %shown, error = %e, "cannot export service; its last good version stays exported");
+                            found.push(format!("not exported: {e}"));
+                            services.insert(k, old.clone());
+                        }
+                        (Some(k), Some(_)) => {
+                            // The last good version would reach askers the
+                            // new (or unreadable) export-to keeps out.
+                            warn!(service = %shown, error = %e, "cannot export service, and its meshdns.io/export-to is new, narrower or bad: withdrawn until fixed rather than left exported more widely (fail closed)");
+                            found.push(format!("not exported: {e}; withdrawn (fail closed): the last good version is exported more widely than {EXPORT_TO} now says"));
+                            services.remove(&k);
+                        }
+                        _ => found.push(format!("not exported: {e}")),
                     }
                 }
             }
@@ -321,6 +351,46 @@ impl State {
         let set = Arc::new(set);
         self.current = Some(set.clone());
         let _ = self.tx.send(Some(set));
+    }
+}
+
+impl State {
+    /// `cluster` with the node addresses last published while they may
+    /// not change yet: a new export stream announces them (a full
+    /// snapshot at the hub), so in a churning cluster they change at most
+    /// once per `--node-announce-interval`, with what the Nodes say then.
+    /// The first change after a quiet interval goes out at once; the first
+    /// state published counts as an announcement.
+    fn pace_nodes(&mut self, mut cluster: Cluster) -> Cluster {
+        let now = tokio::time::Instant::now();
+        let Some(published) = self.current.as_ref().map(|c| &c.cluster) else {
+            // The first Hello announces them.
+            self.nodes_announced = Some(now);
+            return cluster;
+        };
+        if cluster.nodes == published.nodes {
+            // Back to what was announced: nothing held back any more.
+            self.nodes_due = None;
+            return cluster;
+        }
+        let due = self
+            .nodes_announced
+            .map(|at| at + self.source.node_announce_interval);
+        match due {
+            Some(due) if now < due => {
+                debug!(
+                    in_ms = (due - now).as_millis() as u64,
+                    "node addresses changed; announcing them with the next interval"
+                );
+                self.nodes_due = Some(due);
+                cluster.nodes = published.nodes.clone();
+            }
+            _ => {
+                self.nodes_announced = Some(now);
+                self.nodes_due = None;
+            }
+        }
+        cluster
     }
 }
 
