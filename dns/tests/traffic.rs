@@ -698,3 +698,70 @@ fn export_to_answers_outsiders_nxdomain() {
         (ResponseCode::NoError, 4, Some(24))
     );
 }
+
+/// The demo's fleet and migration (README "a migration in steps"): two
+/// endpoints in east-1, two in east-2, one in west-1, `--max-answers 1`,
+/// east-1 drained 0, 10, 50 and 100%. The origin comes from the real
+/// rotation (`next_rotation`, as each server thread steps it from 0 and
+/// from elsewhere), so shares over 1,000 answers are what `dig` counts.
+#[test]
+fn demo_drain_shares_through_the_real_rotation() {
+    let fleet = Fleet::new(&[
+        Place {
+            name: "east-1",
+            region: "us-east",
+            provider: None,
+            cidr: "10.1.0.0/16",
+            nodes: &[],
+        },
+        Place {
+            name: "east-2",
+            region: "us-east",
+            provider: None,
+            cidr: "10.2.0.0/16",
+            nodes: &[],
+        },
+        Place {
+            name: "west-1",
+            region: "us-west",
+            provider: None,
+            cidr: "10.3.0.0/16",
+            nodes: &[],
+        },
+    ]);
+    for (cluster, c, n) in [("east-1", 1, 2), ("east-2", 2, 2), ("west-1", 3, 1)] {
+        let eps = (1..=n)
+            .map(|i| endpoint(&format!("100.{c}.0.{i}"), 10, true, None))
+            .collect();
+        fleet.export(cluster, eps, &Policy::default());
+    }
+    // Expected weights per cluster at each drain of east-1.
+    for (percent, weights) in [
+        (0, [20.0, 20.0, 10.0]),
+        (10, [18.0, 20.0, 10.0]),
+        (50, [10.0, 20.0, 10.0]),
+        (100, [0.0, 20.0, 10.0]),
+    ] {
+        drain(&fleet, "east-1", percent);
+        let snapshot = fleet.snapshot();
+        let total: f64 = weights.iter().sum();
+        for (from, n) in [(0, 1000), (0, ANSWERS), (0x1234_5678_9abc_def0, 1000)] {
+            select::set_rotation(from);
+            let (counts, _) = answers(&snapshot, None, 1, 1, n);
+            for (c, weight) in weights.iter().enumerate() {
+                let got = counts
+                    .iter()
+                    .filter(|(a, _)| a.starts_with(&format!("100.{}.", c + 1)))
+                    .map(|(_, n)| *n)
+                    .sum::<usize>() as f64;
+                let expected = weight / total * n as f64;
+                assert!(
+                    (got - expected).abs() <= 0.03 * n as f64 / 3.0 + 0.03 * expected,
+                    "drain {percent}%, {n} answers from {from:#x}: cluster {} got {got}, \
+                     expected {expected} ({counts:?})",
+                    c + 1
+                );
+            }
+        }
+    }
+}

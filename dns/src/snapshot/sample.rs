@@ -62,7 +62,7 @@ impl<'a, T: Copy> Sample<'a, T> {
             total,
             k: if total == 0 { 0 } else { n.min(max) },
             j: 0,
-            origin: if total == 0 { 0 } else { start as u64 % total },
+            origin: origin(start, total),
             first: 0,
             last: 0,
         }
@@ -134,6 +134,19 @@ impl<'a, T: Copy> Sample<'a, T> {
         let items = (self.data)(&self.clusters[cluster as usize]);
         (cluster, items[pos as usize])
     }
+}
+
+/// A sample's origin (or a walk's first item) in `[0, total)` from a
+/// rotation offset: the
+/// offset's low 48 bits read as a fraction of the circle, scaled by the
+/// total. The rotation is a Weyl sequence shifted right by 16 bits, so
+/// its high bits are the well-spread ones; `start % total` would read
+/// its low bits, which form a lattice (with a total of 40, one of the
+/// demo's five targets was never the origin).
+pub(super) fn origin(start: usize, total: u64) -> u64 {
+    const BITS: u32 = 48;
+    let fraction = (start as u64) & ((1 << BITS) - 1);
+    ((u128::from(fraction) * u128::from(total)) >> BITS) as u64
 }
 
 impl<T: Copy> Iterator for Sample<'_, T> {
