@@ -765,3 +765,78 @@ fn demo_drain_shares_through_the_real_rotation() {
         }
     }
 }
+
+/// Each item's probability of being in an answer of `k` under PPS with
+/// certainty items: every item heavier than its share of the points
+/// left is in every answer; the rest in proportion to weight.
+fn pps_with_certainty(weights: &[u64], k: usize) -> Vec<f64> {
+    let mut certain = vec![false; weights.len()];
+    loop {
+        let points = (k - certain.iter().filter(|c| **c).count()) as f64;
+        let light: u64 = weights
+            .iter()
+            .zip(&certain)
+            .filter(|(_, c)| !**c)
+            .map(|(w, _)| w)
+            .sum();
+        let mut found = false;
+        for (w, c) in weights.iter().zip(certain.iter_mut()) {
+            if !*c && *w as f64 * points > light as f64 {
+                *c = true;
+                found = true;
+            }
+        }
+        if !found {
+            return weights
+                .iter()
+                .zip(&certain)
+                .map(|(w, c)| {
+                    if *c {
+                        1.0
+                    } else {
+                        *w as f64 * points / light as f64
+                    }
+                })
+                .collect();
+        }
+    }
+}
+
+/// The review's cases with items heavier than their share of one point
+/// (a VM among pods; one very heavy target; fewer targets than answers):
+/// every answer carries min(n, k) distinct targets, and each target is in
+/// answers as often as PPS with certainty prescribes, ±3%.
+#[test]
+fn heavy_targets_are_certain_and_the_rest_follow_their_weights() {
+    let fleet = one_cluster();
+    let cases: [(Vec<u64>, usize); 3] = [
+        (std::iter::once(100).chain([10; 9]).collect(), 8),
+        (std::iter::once(1000).chain([10; 20]).collect(), 5),
+        (vec![10, 10, 10, 10, 50], 8),
+    ];
+    for (weights, k) in cases {
+        let eps = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| endpoint(&format!("100.0.0.{}", i + 1), *w as u32, true, None))
+            .collect();
+        fleet.export("east-1", eps, &Policy::default());
+        let (counts, _) = answers(&fleet.snapshot(), None, 1, k, ANSWERS);
+        let per_answer = weights.len().min(k);
+        assert_eq!(
+            counts.values().sum::<usize>(),
+            ANSWERS * per_answer,
+            "{weights:?}, {k} per answer: short answers ({counts:?})"
+        );
+        for (i, expected) in pps_with_certainty(&weights, k).iter().enumerate() {
+            let got =
+                *counts.get(&format!("100.0.0.{}", i + 1)).unwrap_or(&0) as f64 / ANSWERS as f64;
+            assert!(
+                (got - expected).abs() <= 0.03 * expected,
+                "{weights:?}, {k} per answer: 100.0.0.{} in {got:.4} of answers, expected \
+                 {expected:.4} ({counts:?})",
+                i + 1
+            );
+        }
+    }
+}

@@ -190,6 +190,9 @@ impl<'a> Pick<'a> {
 }
 
 /// The items of a pick: rotated, or sampled by weight.
+// A sample carries its certain items inline (about 1 KiB): it lives on the
+// stack for one answer, and boxing it would allocate on every query.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Picked<'a, T> {
     Walk(Walk<'a, T>),
