@@ -840,3 +840,26 @@ fn heavy_targets_are_certain_and_the_rest_follow_their_weights() {
         }
     }
 }
+
+/// The asker's cluster has a positive-weight endpoint that is not ready
+/// and a ready weight-0 one: the weight-0 one is no "cluster" tier while
+/// the next tier has healthy endpoints of positive weight.
+#[test]
+fn weight_zero_in_the_askers_cluster_is_no_cluster_tier() {
+    let fleet = two_clusters();
+    fleet.export(
+        "east-1",
+        vec![
+            endpoint("100.1.0.1", 10, false, None),
+            endpoint("100.1.0.2", 0, true, None),
+        ],
+        &Policy::default(),
+    );
+    fleet.export("east-2", four(2, true), &Policy::default());
+    let (counts, tiers) = answers(&fleet.snapshot(), Some("10.1.0.9"), 1, 8, 1000);
+    assert!(
+        counts.keys().all(|a| a.starts_with("100.2.")),
+        "{counts:?} ({tiers:?})"
+    );
+    assert!(!tiers.contains(&Tier::Cluster), "{tiers:?}");
+}
