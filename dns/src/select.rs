@@ -231,11 +231,15 @@ mod tests {
             let all: Vec<_> = pick.v4(0, usize::MAX).collect();
             let len = all.len();
             assert_eq!(len, pick.len(), "{tier:?}: one address per target");
-            for start in 0..2 * len {
+            for first in 0..2 * len {
+                // The rotation offset whose low 48 bits, read as a fraction
+                // of the circle, land on target `first` (mod len).
+                let at = ((first % len) as u64 * (1 << 48)).div_ceil(len as u64);
+                let start = (at | ((first / len) as u64) << 48) as usize;
                 for max in 0..=len + 1 {
                     let got: Vec<_> = pick.v4(start, max).collect();
                     let expected: Vec<_> =
-                        (0..max.min(len)).map(|i| all[(start + i) % len]).collect();
+                        (0..max.min(len)).map(|i| all[(first + i) % len]).collect();
                     assert_eq!(got, expected, "{tier:?} start {start} max {max}");
                     let targets = pick.targets(start, max).count();
                     assert_eq!(targets, max.min(len));

@@ -698,3 +698,168 @@ fn export_to_answers_outsiders_nxdomain() {
         (ResponseCode::NoError, 4, Some(24))
     );
 }
+
+/// The demo's fleet and migration (README "a migration in steps"): two
+/// endpoints in east-1, two in east-2, one in west-1, `--max-answers 1`,
+/// east-1 drained 0, 10, 50 and 100%. The origin comes from the real
+/// rotation (`next_rotation`, as each server thread steps it from 0 and
+/// from elsewhere), so shares over 1,000 answers are what `dig` counts.
+#[test]
+fn demo_drain_shares_through_the_real_rotation() {
+    let fleet = Fleet::new(&[
+        Place {
+            name: "east-1",
+            region: "us-east",
+            provider: None,
+            cidr: "10.1.0.0/16",
+            nodes: &[],
+        },
+        Place {
+            name: "east-2",
+            region: "us-east",
+            provider: None,
+            cidr: "10.2.0.0/16",
+            nodes: &[],
+        },
+        Place {
+            name: "west-1",
+            region: "us-west",
+            provider: None,
+            cidr: "10.3.0.0/16",
+            nodes: &[],
+        },
+    ]);
+    for (cluster, c, n) in [("east-1", 1, 2), ("east-2", 2, 2), ("west-1", 3, 1)] {
+        let eps = (1..=n)
+            .map(|i| endpoint(&format!("100.{c}.0.{i}"), 10, true, None))
+            .collect();
+        fleet.export(cluster, eps, &Policy::default());
+    }
+    // Expected weights per cluster at each drain of east-1.
+    for (percent, weights) in [
+        (0, [20.0, 20.0, 10.0]),
+        (10, [18.0, 20.0, 10.0]),
+        (50, [10.0, 20.0, 10.0]),
+        (100, [0.0, 20.0, 10.0]),
+    ] {
+        drain(&fleet, "east-1", percent);
+        let snapshot = fleet.snapshot();
+        let total: f64 = weights.iter().sum();
+        for (from, n) in [(0, 1000), (0, ANSWERS), (0x1234_5678_9abc_def0, 1000)] {
+            select::set_rotation(from);
+            let (counts, _) = answers(&snapshot, None, 1, 1, n);
+            for (c, weight) in weights.iter().enumerate() {
+                let got = counts
+                    .iter()
+                    .filter(|(a, _)| a.starts_with(&format!("100.{}.", c + 1)))
+                    .map(|(_, n)| *n)
+                    .sum::<usize>() as f64;
+                let expected = weight / total * n as f64;
+                assert!(
+                    (got - expected).abs() <= 0.03 * n as f64 / 3.0 + 0.03 * expected,
+                    "drain {percent}%, {n} answers from {from:#x}: cluster {} got {got}, \
+                     expected {expected} ({counts:?})",
+                    c + 1
+                );
+            }
+        }
+    }
+}
+
+/// Each item's probability of being in an answer of `k` under PPS with
+/// certainty items: every item heavier than its share of the points
+/// left is in every answer; the rest in proportion to weight.
+fn pps_with_certainty(weights: &[u64], k: usize) -> Vec<f64> {
+    let mut certain = vec![false; weights.len()];
+    loop {
+        let points = (k - certain.iter().filter(|c| **c).count()) as f64;
+        let light: u64 = weights
+            .iter()
+            .zip(&certain)
+            .filter(|(_, c)| !**c)
+            .map(|(w, _)| w)
+            .sum();
+        let mut found = false;
+        for (w, c) in weights.iter().zip(certain.iter_mut()) {
+            if !*c && *w as f64 * points > light as f64 {
+                *c = true;
+                found = true;
+            }
+        }
+        if !found {
+            return weights
+                .iter()
+                .zip(&certain)
+                .map(|(w, c)| {
+                    if *c {
+                        1.0
+                    } else {
+                        *w as f64 * points / light as f64
+                    }
+                })
+                .collect();
+        }
+    }
+}
+
+/// The review's cases with items heavier than their share of one point
+/// (a VM among pods; one very heavy target; fewer targets than answers):
+/// every answer carries min(n, k) distinct targets, and each target is in
+/// answers as often as PPS with certainty prescribes, ±3%.
+#[test]
+fn heavy_targets_are_certain_and_the_rest_follow_their_weights() {
+    let fleet = one_cluster();
+    let cases: [(Vec<u64>, usize); 3] = [
+        (std::iter::once(100).chain([10; 9]).collect(), 8),
+        (std::iter::once(1000).chain([10; 20]).collect(), 5),
+        (vec![10, 10, 10, 10, 50], 8),
+    ];
+    for (weights, k) in cases {
+        let eps = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| endpoint(&format!("100.0.0.{}", i + 1), *w as u32, true, None))
+            .collect();
+        fleet.export("east-1", eps, &Policy::default());
+        let (counts, _) = answers(&fleet.snapshot(), None, 1, k, ANSWERS);
+        let per_answer = weights.len().min(k);
+        assert_eq!(
+            counts.values().sum::<usize>(),
+            ANSWERS * per_answer,
+            "{weights:?}, {k} per answer: short answers ({counts:?})"
+        );
+        for (i, expected) in pps_with_certainty(&weights, k).iter().enumerate() {
+            let got =
+                *counts.get(&format!("100.0.0.{}", i + 1)).unwrap_or(&0) as f64 / ANSWERS as f64;
+            assert!(
+                (got - expected).abs() <= 0.03 * expected,
+                "{weights:?}, {k} per answer: 100.0.0.{} in {got:.4} of answers, expected \
+                 {expected:.4} ({counts:?})",
+                i + 1
+            );
+        }
+    }
+}
+
+/// The asker's cluster has a positive-weight endpoint that is not ready
+/// and a ready weight-0 one: the weight-0 one is no "cluster" tier while
+/// the next tier has healthy endpoints of positive weight.
+#[test]
+fn weight_zero_in_the_askers_cluster_is_no_cluster_tier() {
+    let fleet = two_clusters();
+    fleet.export(
+        "east-1",
+        vec![
+            endpoint("100.1.0.1", 10, false, None),
+            endpoint("100.1.0.2", 0, true, None),
+        ],
+        &Policy::default(),
+    );
+    fleet.export("east-2", four(2, true), &Policy::default());
+    let (counts, tiers) = answers(&fleet.snapshot(), Some("10.1.0.9"), 1, 8, 1000);
+    assert!(
+        counts.keys().all(|a| a.starts_with("100.2.")),
+        "{counts:?} ({tiers:?})"
+    );
+    assert!(!tiers.contains(&Tier::Cluster), "{tiers:?}");
+}

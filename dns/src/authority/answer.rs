@@ -204,7 +204,9 @@ pub fn lookup<'s>(question: Question<'s>, name: QName<'s>) -> Answer<'s> {
                 // The MCS spec has no per-cluster service records; the
                 // name is an empty non-terminal above the hostnames.
                 Some(_) if layout == Layout::Mcs => Answer::negative(Rcode::NoError),
-                Some((view, (index, _))) => addresses(question, view, Pick::cluster(view, index)),
+                Some((view, (index, _))) => {
+                    addresses(question, view, Pick::cluster_name(view, index))
+                }
                 None => Answer::negative(Rcode::NxDomain),
             }
         }

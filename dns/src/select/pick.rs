@@ -55,9 +55,23 @@ impl<'a> Pick<'a> {
         }
     }
 
-    /// A pick of cluster `index`'s own targets (its weight-0 ones when it
-    /// has nothing else healthy).
+    /// The cluster tier: cluster `index`'s own targets of positive weight
+    /// (its weight-0 ones are no tier: the last resort is).
     pub fn cluster(view: &'a ServiceView, index: usize) -> Self {
+        let whole = view.clusters[index].whole(index as u32);
+        Self::extra(
+            Tier::Cluster,
+            view,
+            [whole, Segment::default()],
+            1,
+            view.weighted,
+        )
+    }
+
+    /// The answer to the `<cluster>.<svc>.<ns>` name: cluster `index`'s
+    /// own targets, or its weight-0 ones when it has nothing else healthy
+    /// (the name asks for that cluster, whatever else is healthy).
+    pub fn cluster_name(view: &'a ServiceView, index: usize) -> Self {
         let part = &view.clusters[index];
         let whole = part.whole(index as u32);
         let (segment, weighted) = if whole.targets.is_empty() {
@@ -190,6 +204,9 @@ impl<'a> Pick<'a> {
 }
 
 /// The items of a pick: rotated, or sampled by weight.
+// A sample carries its certain items inline (about 1 KiB): it lives on the
+// stack for one answer, and boxing it would allocate on every query.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Picked<'a, T> {
     Walk(Walk<'a, T>),

@@ -395,7 +395,7 @@ impl<'a, T: Copy> Walk<'a, T> {
         if total == 0 {
             return walk;
         }
-        let offset = start % total;
+        let offset = super::sample::origin(start, total as u64) as usize;
         if offset < in_chain {
             (walk.run, walk.index, walk.pos) = chain.locate(kind, offset);
         } else {

@@ -2,24 +2,32 @@
 //! to weight, without replacement, over a [`Cursor`]'s items.
 //!
 //! The items, in chain order with their effective weights, cover
-//! `[0, W)`. An answer of `k` items takes the items holding the points
-//! `o, o + W/k, …, o + (k−1)·W/k` (mod `W`), the origin `o` from the
-//! rotation. With `o` uniform, an item of weight `w ≤ W/k` is in an
-//! answer with probability exactly `k·w/W`, so its share of answer slots
-//! is `w/W` — whatever `k`, and with no state between queries. An item
-//! heavier than `W/k` holds more than one point: it is in every answer
-//! (a share cannot exceed one slot per answer) and each extra point goes
-//! to the next item after the last one taken, so an answer still carries
-//! `k` distinct items unless heavy items sit at the very end of the
-//! circle. Starting at `o` also rotates which item comes first.
+//! `[0, W)`. When the cursor holds no more items than the answer, every
+//! item is answered, from the one holding the origin on (rotated).
+//! Otherwise an answer of `k` items is PPS with certainty items: an item
+//! heavier than `W'/k'` (the light weight over the points left for light
+//! items) is in every answer, found by iterating until no new one; the
+//! rest are sampled systematically. In a scaled circle each certain item
+//! is exactly one step (`W'`) wide and a light item `k'·w`, so the `k`
+//! points `o, o + W', …` (mod `k·W'`), the origin `o` from the rotation,
+//! take each certain item once and a light item with probability exactly
+//! `k'·w / W'` — never one item twice, never a short answer, with no
+//! state between queries. Starting at `o` also rotates which item comes
+//! first.
 //!
 //! Each point is two binary searches (the chain's runs, then a run's
-//! segments) and one into the part's running sums when its weights vary:
-//! O(k log n), nothing allocated.
+//! segments) and one into the part's running sums when its weights vary;
+//! finding the certain items is about `k` such lookups a pass (a walk in
+//! steps of `W'/k'` that jumps over the known ones), and certain items
+//! are few (fewer than `k`): O(k log n) a pass, nothing allocated.
 
 use super::chain::{Cursor, Kind, find_weight, slot};
 use super::parts::Parts;
 use super::view::ClusterView;
+
+/// Most points in one weighted answer (and so most certain items): a
+/// DNS answer of more addresses would not fit a UDP response anyway.
+pub const MAX_POINTS: usize = 64;
 
 /// Up to `max` items of `kind` from a cursor, sampled by weight.
 /// Yields (cluster index, item).
@@ -35,11 +43,17 @@ pub struct Sample<'a, T> {
     /// Points in the answer, and the next one.
     k: usize,
     j: usize,
-    origin: u64,
-    /// The first item taken (an ordinal in the cursor's list), and the
-    /// last one, counted from it.
+    /// Every item is answered (`n ≤ k`): from the origin's item on, in
+    /// list order.
+    every: bool,
     first: usize,
-    last: usize,
+    /// The certain items (heavier than their share of one point), as
+    /// (first weight point, weight), in chain order; their summed weight.
+    heavy: [(u64, u64); MAX_POINTS],
+    certain: usize,
+    heavy_weight: u64,
+    /// The origin in the scaled circle (see the module doc).
+    origin: u128,
 }
 
 impl<'a, T: Copy> Sample<'a, T> {
@@ -53,24 +67,104 @@ impl<'a, T: Copy> Sample<'a, T> {
     ) -> Self {
         let n = cursor.total(kind);
         let total = cursor.weight(kind);
-        Sample {
+        let mut sample = Sample {
             clusters,
             cursor,
             kind,
             data,
             n,
             total,
-            k: if total == 0 { 0 } else { n.min(max) },
+            k: 0,
             j: 0,
-            origin: if total == 0 { 0 } else { start as u64 % total },
+            every: n <= max,
             first: 0,
-            last: 0,
+            heavy: [(0, 0); MAX_POINTS],
+            certain: 0,
+            heavy_weight: 0,
+            origin: 0,
+        };
+        if total == 0 || n == 0 {
+            return sample;
+        }
+        if sample.every {
+            sample.k = n;
+            sample.first = sample.at_weight(origin(start, total)).2;
+            return sample;
+        }
+        sample.k = max.min(MAX_POINTS);
+        sample.find_certain();
+        let light = u128::from(total - sample.heavy_weight);
+        if light == 0 {
+            // Only the certain items weigh anything (the rest weigh 0).
+            sample.k = sample.certain;
+            sample.origin = origin_wide(start, sample.certain as u128);
+        } else {
+            sample.origin = origin_wide(start, sample.k as u128 * light);
+        }
+        sample
+    }
+
+    /// Finds the certain items: each item heavier than `cap`, the light
+    /// weight over the points left for light items, until no new one.
+    /// A walk over the circle in steps of `cap` meets every item wider
+    /// than `cap` and jumps over the ones already known: about `k`
+    /// lookups a pass, and each pass but the last finds one at least.
+    fn find_certain(&mut self) {
+        loop {
+            let points = (self.k - self.certain) as u64;
+            let light = self.total - self.heavy_weight;
+            let cap = (light / points).max(1);
+            let mut found = false;
+            let mut point = 0;
+            while point < self.total {
+                let (_, _, _, from, weight) = self.at_weight(point);
+                let known = self.heavy[..self.certain].iter().any(|h| h.0 == from);
+                if known || u128::from(weight) * u128::from(points) > u128::from(light) {
+                    if !known && self.certain < self.k - 1 {
+                        let at = self.heavy[..self.certain].partition_point(|h| h.0 < from);
+                        self.heavy.copy_within(at..self.certain, at + 1);
+                        self.heavy[at] = (from, weight);
+                        self.certain += 1;
+                        self.heavy_weight += weight;
+                        found = true;
+                    }
+                    point = from + weight;
+                } else {
+                    point += cap;
+                }
+            }
+            if !found {
+                return;
+            }
         }
     }
 
+    /// The raw weight point of scaled point `x`. Scaled, each certain
+    /// item is exactly one step (the light weight) wide and each light
+    /// item `k'` times its weight, so `k` points one step apart take
+    /// each certain item once and a light item with probability
+    /// `k'·w / light`: PPS with certainty items, never one item twice.
+    fn raw(&self, x: u128) -> u64 {
+        let step = u128::from(self.total - self.heavy_weight);
+        let points = (self.k - self.certain) as u128;
+        let mut before = 0u64;
+        for (i, (from, weight)) in self.heavy[..self.certain].iter().enumerate() {
+            let at = u128::from(from - before) * points + i as u128 * step;
+            if x < at {
+                return ((x - i as u128 * step) / points) as u64 + before;
+            }
+            if x < at + step {
+                return *from;
+            }
+            before += weight;
+        }
+        ((x - self.certain as u128 * step) / points) as u64 + before
+    }
+
     /// The cluster, position in its list and ordinal in the cursor's list
-    /// of the item holding weight point `point`.
-    fn at_weight(&self, point: u64) -> (u32, u32, usize) {
+    /// of the item holding weight point `point`, and the item's first
+    /// weight point and weight.
+    fn at_weight(&self, point: u64) -> (u32, u32, usize, u64, u64) {
         let k = slot(self.kind);
         let chain = self.cursor.chain;
         let in_chain = chain.weight(self.kind);
@@ -82,13 +176,15 @@ impl<'a, T: Copy> Sample<'a, T> {
             let segment = segments[index].0;
             let span = segment.span(self.kind);
             let part = &self.clusters[segment.cluster as usize];
-            let pos = part.weights.find(self.kind, span, rest - before.w[k]);
+            let within = rest - before.w[k];
+            let pos = part.weights.find(self.kind, span, within);
             let ordinal = (before_run.n[k] + before.n[k] + (pos - span.start)) as usize;
-            return (segment.cluster, pos, ordinal);
+            let (from, weight) = item_at(part, self.kind, span, pos, point, within);
+            return (segment.cluster, pos, ordinal, from, weight);
         }
         let mut rest = point - in_chain;
         let mut ordinal = chain.total(self.kind);
-        let mut last = (0, 0, 0);
+        let mut last = (0, 0, 0, point, 1);
         for segment in &self.cursor.extra[..self.cursor.extras] {
             let span = segment.span(self.kind);
             let weight = segment.weight(self.kind);
@@ -98,13 +194,20 @@ impl<'a, T: Copy> Sample<'a, T> {
             let part = &self.clusters[segment.cluster as usize];
             if rest < weight {
                 let pos = part.weights.find(self.kind, span, rest);
-                return (segment.cluster, pos, ordinal + (pos - span.start) as usize);
+                let (from, w) = item_at(part, self.kind, span, pos, point, rest);
+                return (
+                    segment.cluster,
+                    pos,
+                    ordinal + (pos - span.start) as usize,
+                    from,
+                    w,
+                );
             }
             rest -= weight;
             ordinal += span.len() as usize;
-            last = (segment.cluster, span.end - 1, ordinal - 1);
+            last = (segment.cluster, span.end - 1, ordinal - 1, point, 1);
         }
-        // Only for a point past the total, which `next` never asks.
+        // Only for a point past the total, which nothing asks.
         last
     }
 
@@ -136,6 +239,46 @@ impl<'a, T: Copy> Sample<'a, T> {
     }
 }
 
+/// A sample's origin (or a walk's first item) in `[0, total)` from a
+/// rotation offset: the
+/// offset's low 48 bits read as a fraction of the circle, scaled by the
+/// total. The rotation is a Weyl sequence shifted right by 16 bits, so
+/// its high bits are the well-spread ones; `start % total` would read
+/// its low bits, which form a lattice (with a total of 40, one of the
+/// demo's five targets was never the origin).
+pub(super) fn origin(start: usize, total: u64) -> u64 {
+    const BITS: u32 = 48;
+    let fraction = (start as u64) & ((1 << BITS) - 1);
+    ((u128::from(fraction) * u128::from(total)) >> BITS) as u64
+}
+
+/// The first weight point and the weight of item `pos` of `span`, which
+/// holds `point`, `within` past the span's first weight point.
+fn item_at(
+    part: &ClusterView,
+    kind: Kind,
+    span: super::chain::Span,
+    pos: u32,
+    point: u64,
+    within: u64,
+) -> (u64, u64) {
+    let before = part.weights.sum(
+        kind,
+        super::chain::Span {
+            start: span.start,
+            end: pos,
+        },
+    );
+    (point - (within - before), part.weights.of(kind, pos))
+}
+
+/// [`origin`] over a scaled circle (up to `MAX_POINTS` times a u64).
+fn origin_wide(start: usize, total: u128) -> u128 {
+    const BITS: u32 = 48;
+    let fraction = (start as u64) & ((1 << BITS) - 1);
+    (u128::from(fraction) * total) >> BITS
+}
+
 impl<T: Copy> Iterator for Sample<'_, T> {
     type Item = (u32, T);
 
@@ -143,29 +286,19 @@ impl<T: Copy> Iterator for Sample<'_, T> {
         if self.j >= self.k {
             return None;
         }
-        let j = self.j as u128;
-        let offset = (j * u128::from(self.total) / self.k as u128) as u64;
-        let point = (self.origin + offset) % self.total;
+        let j = self.j;
         self.j += 1;
-        let (cluster, pos, ordinal) = self.at_weight(point);
-        if j == 0 {
-            self.first = ordinal;
-            self.last = 0;
+        if self.every {
+            return Some(self.item(self.at_ordinal((self.first + j) % self.n)));
+        }
+        let step = u128::from(self.total - self.heavy_weight);
+        if step == 0 {
+            let from = self.heavy[(self.origin as usize + j) % self.certain].0;
+            let (cluster, pos, ..) = self.at_weight(from);
             return Some(self.item((cluster, pos)));
         }
-        let from_first = (ordinal + self.n - self.first) % self.n;
-        if from_first > self.last {
-            self.last = from_first;
-            return Some(self.item((cluster, pos)));
-        }
-        // A heavy item (or the one the origin falls in, met again at the
-        // end of the circle) holds this point too: the next item instead.
-        let next = self.last + 1;
-        if next >= self.n {
-            self.k = self.j;
-            return None;
-        }
-        self.last = next;
-        Some(self.item(self.at_ordinal((self.first + next) % self.n)))
+        let x = (self.origin + j as u128 * step) % (self.k as u128 * step);
+        let (cluster, pos, ..) = self.at_weight(self.raw(x));
+        Some(self.item((cluster, pos)))
     }
 }
