@@ -251,7 +251,7 @@ impl State {
                     }
                     self.cluster_notes = notes;
                 }
-                self.pace_nodes(c)
+                self.pace_nodes(c, tokio::time::Instant::now())
             }
             Err(e) => {
                 warn!(error = %e, "cannot describe the cluster; keeping the last state");
@@ -361,8 +361,7 @@ impl State {
     /// once per `--node-announce-interval`, with what the Nodes say then.
     /// The first change after a quiet interval goes out at once; the first
     /// state published counts as an announcement.
-    fn pace_nodes(&mut self, mut cluster: Cluster) -> Cluster {
-        let now = tokio::time::Instant::now();
+    fn pace_nodes(&mut self, mut cluster: Cluster, now: tokio::time::Instant) -> Cluster {
         let Some(published) = self.current.as_ref().map(|c| &c.cluster) else {
             // The first Hello announces them.
             self.nodes_announced = Some(now);
@@ -376,8 +375,14 @@ impl State {
         let due = self
             .nodes_announced
             .map(|at| at + self.source.node_announce_interval);
+        // Other news (client CIDRs, topology) reconnects anyway: the node
+        // addresses ride along.
+        let only_nodes = Cluster {
+            nodes: published.nodes.clone(),
+            ..cluster.clone()
+        } == *published;
         match due {
-            Some(due) if now < due => {
+            Some(due) if now < due && only_nodes => {
                 debug!(
                     in_ms = (due - now).as_millis() as u64,
                     "node addresses changed; announcing them with the next interval"
@@ -400,4 +405,106 @@ fn model_key(key: &Key) -> Option<ServiceKey> {
         namespace: Namespace::new(&key.0).ok()?,
         name: ServiceName::new(&key.1).ok()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use meshdns_proto::model::{ClusterName, NodeAddresses, NodeName, parse_cidr};
+
+    use super::*;
+    use crate::source::Overrides;
+    use crate::source::selector::Selector;
+
+    fn state() -> State {
+        let source = KubeSource {
+            kubeconfig: None,
+            overrides: Overrides::default(),
+            selector: Selector::parse("").unwrap(),
+            namespaces: Vec::new(),
+            namespace_selector: None,
+            mcs: false,
+            coalesce: Duration::from_millis(50),
+            node_announce_interval: Duration::from_secs(60),
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let health = Arc::new(Health::new(BTreeSet::new(), BTreeSet::new(), metrics));
+        State::new(source, "east-1".into(), health, watch::channel(None).0)
+    }
+
+    fn cluster(nodes: usize, cidr: &str) -> Cluster {
+        Cluster {
+            name: ClusterName::new("east-1").unwrap(),
+            region: None,
+            zone: None,
+            provider: None,
+            client_cidrs: vec![parse_cidr(cidr).unwrap()],
+            version: String::new(),
+            nodes: (0..nodes)
+                .map(|i| NodeAddresses {
+                    name: NodeName::new(&format!("node-{i}")).unwrap(),
+                    addresses: vec![IpAddr::from([10, 0, 0, i as u8])],
+                })
+                .collect(),
+        }
+    }
+
+    /// What `publish` does with the paced cluster.
+    fn published(state: &mut State, next: Cluster, at: Duration) -> usize {
+        let paced = state.pace_nodes(next, *START + at);
+        let nodes = paced.nodes.len();
+        state.current = Some(Arc::new(ExportSet {
+            cluster: paced,
+            services: BTreeMap::new(),
+        }));
+        nodes
+    }
+
+    /// Node changes go out at most once per interval, the last one then;
+    /// other news takes them along at once.
+    static START: std::sync::LazyLock<tokio::time::Instant> =
+        std::sync::LazyLock::new(tokio::time::Instant::now);
+
+    #[test]
+    fn node_changes_are_paced() {
+        let mut s = state();
+        assert_eq!(
+            published(&mut s, cluster(1, "10.0.0.0/16"), Duration::from_secs(0)),
+            1
+        );
+        assert_eq!(
+            published(&mut s, cluster(2, "10.0.0.0/16"), Duration::from_secs(1)),
+            1,
+            "held"
+        );
+        assert!(s.nodes_due.is_some());
+        assert_eq!(
+            published(&mut s, cluster(3, "10.0.0.0/16"), Duration::from_secs(1)),
+            1,
+            "held"
+        );
+        assert_eq!(
+            published(&mut s, cluster(3, "10.0.0.0/16"), Duration::from_secs(60)),
+            3,
+            "due"
+        );
+        assert_eq!(s.nodes_due, None);
+        assert_eq!(
+            published(&mut s, cluster(4, "10.0.0.0/16"), Duration::from_secs(61)),
+            3,
+            "held"
+        );
+        assert_eq!(
+            published(&mut s, cluster(4, "10.1.0.0/16"), Duration::from_secs(61)),
+            4,
+            "new client CIDRs reconnect anyway"
+        );
+        assert_eq!(
+            published(&mut s, cluster(5, "10.1.0.0/16"), Duration::from_secs(181)),
+            5,
+            "after a quiet interval, at once"
+        );
+    }
 }
