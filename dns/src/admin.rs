@@ -422,7 +422,7 @@ async fn debug_answer(
     answer.truncate(MAX_DEBUG_ANSWER);
     // The weights each cluster's endpoints answer with, and the drains
     // and weight percentages the policy applied to them.
-    let total: u64 = view.all.weight(Kind::Targets);
+    let total: u128 = view.all.weight(Kind::Targets);
     let weights: Vec<Value> = view
         .clusters
         .iter()
