@@ -422,7 +422,7 @@ async fn debug_answer(
     answer.truncate(MAX_DEBUG_ANSWER);
     // The weights each cluster's endpoints answer with, and the drains
     // and weight percentages the policy applied to them.
-    let total: u64 = view.all.weight(Kind::Targets);
+    let total: u128 = view.all.weight(Kind::Targets);
     let weights: Vec<Value> = view
         .clusters
         .iter()
@@ -455,7 +455,13 @@ async fn debug_answer(
             })
         })
         .collect();
-    let export_to: Vec<String> = view.export_to.iter().map(ToString::to_string).collect();
+    // One list per exporting cluster that sets export-to: an asker must
+    // be in every one.
+    let export_to: Vec<Vec<String>> = view
+        .export_to
+        .iter()
+        .map(|list| list.iter().map(ToString::to_string).collect())
+        .collect();
     // Endpoints out of answers because their syncer's health check fails
     // (they are exported not ready), with the reason.
     let failing_checks: Vec<Value> = view
@@ -495,6 +501,7 @@ async fn debug_answer(
         "last_resort": explanation.last_resort,
         "weights": weights,
         "export_to": export_to,
+        "policy_disagrees": view.policy_disagrees,
         "exported_to_asker": exported,
         "rcode": if exported { "NOERROR" } else { "NXDOMAIN" },
         "fail_open": explanation.fail_open,

@@ -18,6 +18,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Most UDP workers per address: each is a thread and a socket.
 pub const MAX_WORKERS: usize = 256;
 
+/// The most `--max-endpoints-per-service` may be: one cluster's part of a
+/// service then weighs less than 2⁶⁴ at the largest weights (see
+/// `snapshot::chain::Ends`).
+pub const MAX_ENDPOINTS_PER_SERVICE: usize = 1_000_000;
+
 /// `meshdns serve` flags. Every flag can also be set as `MESHDNS_<FLAG>`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -462,6 +467,12 @@ impl ServeArgs {
                     problem: "must be at least 1".into(),
                 });
             }
+        }
+        if self.max_endpoints_per_service > MAX_ENDPOINTS_PER_SERVICE {
+            return Err(Error::Config {
+                flag: "--max-endpoints-per-service",
+                problem: format!("must be at most {MAX_ENDPOINTS_PER_SERVICE}"),
+            });
         }
         if self.watch_stall_timeout < Duration::from_millis(100) {
             return Err(Error::Config {

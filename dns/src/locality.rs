@@ -211,10 +211,19 @@ impl Locality {
             },
         }?;
         let place = self.places.get(&cluster)?;
-        // A node is told by its whole address, never by a shorter prefix.
-        let whole = if addr.is_ipv4() { 32 } else { 128 };
-        let node = (max_len >= whole)
-            .then(|| self.nodes.get(&addr))
+        // A node is told by its whole address, never by a shorter prefix;
+        // an IPv4-mapped IPv6 address (a dual-stack socket, an ECS family-2
+        // option) is its IPv4 address, whose whole is 96 bits shorter.
+        let (canonical, len) = match addr {
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), max_len.saturating_sub(96)),
+                None => (addr, max_len),
+            },
+            IpAddr::V4(_) => (addr, max_len),
+        };
+        let whole = if canonical.is_ipv4() { 32 } else { 128 };
+        let node = (len >= whole)
+            .then(|| self.nodes.get(&canonical))
             .flatten()
             .filter(|(c, _)| *c == cluster)
             .map(|(_, n)| *n);
@@ -277,6 +286,25 @@ mod tests {
         check("fd00:2::5", 128, Some((1, 16)));
         check("2001:db8::1", 128, None);
         check("0.0.0.0", 0, None);
+    }
+
+    /// A node asking over a dual-stack socket (`::ffff:a.b.c.d`) is the
+    /// node, as when it asks over IPv4; a shorter prefix never is.
+    #[test]
+    fn ipv4_mapped_node_is_the_node() {
+        let mut p = place(1, "a");
+        p.nodes = Arc::from(vec![NodePlace {
+            name: "node-a".into(),
+            addresses: vec!["10.1.255.1".parse().unwrap()],
+        }]);
+        let a = nets(&["10.1.0.0/16"]);
+        let l = Locality::build([(p, &a[..])]);
+        let node = |ip: &str, max: u8| l.lookup(ip.parse().unwrap(), max).and_then(|p| p.node);
+        assert_eq!(node("10.1.255.1", 128), Some(0));
+        assert_eq!(node("::ffff:10.1.255.1", 128), Some(0));
+        assert_eq!(node("::ffff:10.1.255.1", 120), None);
+        assert_eq!(node("10.1.255.1", 24), None);
+        assert_eq!(node("10.1.255.2", 128), None);
     }
 
     #[test]

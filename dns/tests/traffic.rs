@@ -863,3 +863,46 @@ fn weight_zero_in_the_askers_cluster_is_no_cluster_tier() {
     );
     assert!(!tiers.contains(&Tier::Cluster), "{tiers:?}");
 }
+
+/// A service's traffic policy is merged field by field over its
+/// exporting clusters: one cluster's silence (or another field) never
+/// drops another's export-to, and each other field comes from the first
+/// cluster (by name) that sets it, disagreements flagged.
+#[test]
+fn traffic_policy_merges_field_by_field() {
+    let fleet = four_regions();
+    // ap-1 sorts first and sets only min-healthy and a primary.
+    let first = Policy {
+        min_healthy: Some(MinHealthy::Count(2)),
+        primary: Some(region("ap-south")),
+        ..Policy::default()
+    };
+    fleet.export("ap-1", four(4, true), &first);
+    let restricted = Policy {
+        export_to: vec![region("us-west"), region("ap-south")].into(),
+        primary: Some(region("us-west")),
+        ..Policy::default()
+    };
+    fleet.export("usw-1", four(3, true), &restricted);
+    let snapshot = fleet.snapshot();
+    let view = snapshot.service("web", "shop").unwrap();
+    assert_eq!(view.min_healthy, Some(MinHealthy::Count(2)));
+    assert!(view.policy_disagrees);
+    let zone = Authority::new(vec![Domain::parse("global").unwrap()], 5, 5, 8, 1).unwrap();
+    let ask = |source: &str| {
+        let (reply, _) = authority::respond(
+            &snapshot,
+            &zone,
+            &query(None),
+            source.parse().unwrap(),
+            Transport::Udp,
+        )
+        .unwrap();
+        Message::from_vec(&reply).unwrap().metadata.response_code
+    };
+    // usw-1's export-to holds though ap-1 (first by name) sets none.
+    assert_eq!(ask("10.1.0.9"), ResponseCode::NXDomain);
+    assert_eq!(ask("10.2.0.9"), ResponseCode::NXDomain);
+    assert_eq!(ask("10.3.0.9"), ResponseCode::NoError);
+    assert_eq!(ask("10.4.0.9"), ResponseCode::NoError);
+}

@@ -71,7 +71,7 @@ pub fn explain(
             healthy: pick.len(),
             exported: pick.exported(),
             needed,
-            weight: pick.weight(),
+            weight: shown(pick.weight()),
         });
         enough(pick, needed, stop)
     });
@@ -87,7 +87,7 @@ pub fn explain(
             healthy: chain.total(Kind::Targets),
             exported: chain.exported(),
             needed: 0,
-            weight: chain.weight(Kind::Targets),
+            weight: shown(chain.weight(Kind::Targets)),
         });
     }
     let chosen_place = offered
@@ -149,4 +149,10 @@ pub fn explain(
                 .collect()
         },
     }
+}
+
+/// A summed weight as JSON shows it: past `u64::MAX` (only with
+/// thousands of clusters at the largest weights) it reads as the maximum.
+fn shown(weight: u128) -> u64 {
+    u64::try_from(weight).unwrap_or(u64::MAX)
 }

@@ -18,10 +18,13 @@ pub fn exported_to(view: &ServiceView, locality: &Locality, place: Option<&Asker
     };
     let named =
         |of: &Option<(u32, String)>, name: &str| of.as_ref().is_some_and(|(_, n)| n == name);
-    view.export_to.iter().any(|scope| match scope {
-        Scope::Cluster(c) => asker.name == *c,
-        Scope::Zone(z) => named(&asker.zone, z.as_str()),
-        Scope::Region(r) => named(&asker.region, r.as_str()),
-        Scope::Provider(p) => named(&asker.provider, p.as_str()),
+    // Every exporting cluster's list must allow the asker.
+    view.export_to.iter().all(|list| {
+        list.iter().any(|scope| match scope {
+            Scope::Cluster(c) => asker.name == *c,
+            Scope::Zone(z) => named(&asker.zone, z.as_str()),
+            Scope::Region(r) => named(&asker.region, r.as_str()),
+            Scope::Provider(p) => named(&asker.provider, p.as_str()),
+        })
     })
 }

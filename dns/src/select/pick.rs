@@ -140,7 +140,7 @@ impl<'a> Pick<'a> {
     }
 
     /// The summed effective weight of the pick's targets.
-    pub fn weight(&self) -> u64 {
+    pub fn weight(&self) -> u128 {
         self.targets.weight(Kind::Targets)
     }
 

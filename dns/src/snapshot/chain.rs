@@ -80,10 +80,20 @@ impl Segment {
 
 /// Running ends over a list of segments: items and weight of each kind,
 /// and exported endpoints.
+///
+/// Weights cannot overflow, by construction: an endpoint's effective
+/// weight is at most `MAX_WEIGHT × MAX_WEIGHT_PERCENT² × 100` = 10¹², a
+/// part (one cluster's export) holds at most `MAX_ENDPOINTS_PER_SERVICE`
+/// (config.rs) endpoints of
+/// at most 16 addresses each (or one ClusterIp target standing for them,
+/// with at most 8 addresses), so a part's (a segment's) weight of any
+/// kind is below 1.6·10¹⁹ < 2⁶⁴; a chain counts fewer than 2³² items, so
+/// running weights over parts, summed here in u128, stay below 2⁹⁶, and a
+/// sample's scaled circle (at most 64 times that) below 2¹⁰³.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ends {
     pub n: [u32; 3],
-    pub w: [u64; 3],
+    pub w: [u128; 3],
     pub exported: u32,
 }
 
@@ -99,7 +109,7 @@ impl Ends {
     fn of(s: &Segment) -> Ends {
         let mut e = Ends {
             exported: s.exported,
-            w: s.weight,
+            w: s.weight.map(u128::from),
             ..Ends::default()
         };
         for kind in KINDS {
@@ -169,7 +179,7 @@ fn find<T>(items: &[(T, Ends)], kind: Kind, offset: u32) -> (usize, u32) {
 
 /// Where weight point `point` of `kind` falls in `items`: the item's
 /// index and the running ends before it.
-pub(super) fn find_weight<T>(items: &[(T, Ends)], kind: Kind, point: u64) -> (usize, Ends) {
+pub(super) fn find_weight<T>(items: &[(T, Ends)], kind: Kind, point: u128) -> (usize, Ends) {
     let k = slot(kind);
     let index = items.partition_point(|(_, ends)| ends.w[k] <= point);
     let before = if index == 0 {
@@ -223,7 +233,7 @@ impl Chain {
     }
 
     /// The summed effective weight of the items of `kind`.
-    pub fn weight(&self, kind: Kind) -> u64 {
+    pub fn weight(&self, kind: Kind) -> u128 {
         self.runs.last().map_or(0, |(_, ends)| ends.w[slot(kind)])
     }
 
@@ -286,12 +296,12 @@ impl<'a> Cursor<'a> {
     }
 
     /// The summed effective weight of the items of `kind`.
-    pub fn weight(&self, kind: Kind) -> u64 {
+    pub fn weight(&self, kind: Kind) -> u128 {
         self.chain.weight(kind)
             + self.extra[..self.extras]
                 .iter()
-                .map(|s| s.weight(kind))
-                .sum::<u64>()
+                .map(|s| u128::from(s.weight(kind)))
+                .sum::<u128>()
     }
 
     /// Exported endpoints (healthy or not, of positive weight) in the list.
@@ -479,5 +489,40 @@ impl<T: Copy> Iterator for Walk<'_, T> {
         self.pos += 1;
         self.left -= 1;
         Some((self.cluster, item))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parts that each weigh close to 2⁶⁴ (the bound `Ends` states):
+    /// running weights over them are exact, and a point past 2⁶⁴ finds
+    /// its run.
+    #[test]
+    fn weights_past_u64_sum_exactly() {
+        let heavy = u64::MAX - 1;
+        let one = Span { start: 0, end: 1 };
+        let runs: Vec<RunRef> = (0..3)
+            .map(|cluster| {
+                let s = Segment {
+                    cluster,
+                    targets: one,
+                    v4: one,
+                    v6: Span::default(),
+                    weight: [heavy, heavy, 0],
+                    exported: 1,
+                };
+                let set: Runs = Arc::from(vec![(s, Ends::of(&s))]);
+                (set, one)
+            })
+            .collect();
+        let chain = Chain::of_runs(runs);
+        assert_eq!(chain.weight(Kind::V4), 3 * u128::from(heavy));
+        let (run, before) = find_weight(&chain.runs, Kind::V4, 2 * u128::from(heavy) + 5);
+        assert_eq!(run, 2);
+        assert_eq!(before.w[slot(Kind::V4)], 2 * u128::from(heavy));
+        let cursor = Cursor::of(&chain);
+        assert_eq!(cursor.weight(Kind::Targets), 3 * u128::from(heavy));
     }
 }

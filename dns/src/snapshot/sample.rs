@@ -39,7 +39,7 @@ pub struct Sample<'a, T> {
     data: fn(&ClusterView) -> &[T],
     /// Items of `kind`, and their summed weight.
     n: usize,
-    total: u64,
+    total: u128,
     /// Points in the answer, and the next one.
     k: usize,
     j: usize,
@@ -49,9 +49,9 @@ pub struct Sample<'a, T> {
     first: usize,
     /// The certain items (heavier than their share of one point), as
     /// (first weight point, weight), in chain order; their summed weight.
-    heavy: [(u64, u64); MAX_POINTS],
+    heavy: [(u128, u128); MAX_POINTS],
     certain: usize,
-    heavy_weight: u64,
+    heavy_weight: u128,
     /// The origin in the scaled circle (see the module doc).
     origin: u128,
 }
@@ -88,12 +88,12 @@ impl<'a, T: Copy> Sample<'a, T> {
         }
         if sample.every {
             sample.k = n;
-            sample.first = sample.at_weight(origin(start, total)).2;
+            sample.first = sample.at_weight(origin_wide(start, total)).2;
             return sample;
         }
         sample.k = max.min(MAX_POINTS);
         sample.find_certain();
-        let light = u128::from(total - sample.heavy_weight);
+        let light = total - sample.heavy_weight;
         if light == 0 {
             // Only the certain items weigh anything (the rest weigh 0).
             sample.k = sample.certain;
@@ -111,7 +111,7 @@ impl<'a, T: Copy> Sample<'a, T> {
     /// lookups a pass, and each pass but the last finds one at least.
     fn find_certain(&mut self) {
         loop {
-            let points = (self.k - self.certain) as u64;
+            let points = (self.k - self.certain) as u128;
             let light = self.total - self.heavy_weight;
             let cap = (light / points).max(1);
             let mut found = false;
@@ -119,7 +119,7 @@ impl<'a, T: Copy> Sample<'a, T> {
             while point < self.total {
                 let (_, _, _, from, weight) = self.at_weight(point);
                 let known = self.heavy[..self.certain].iter().any(|h| h.0 == from);
-                if known || u128::from(weight) * u128::from(points) > u128::from(light) {
+                if known || weight * points > light {
                     if !known && self.certain < self.k - 1 {
                         let at = self.heavy[..self.certain].partition_point(|h| h.0 < from);
                         self.heavy.copy_within(at..self.certain, at + 1);
@@ -144,27 +144,27 @@ impl<'a, T: Copy> Sample<'a, T> {
     /// item `k'` times its weight, so `k` points one step apart take
     /// each certain item once and a light item with probability
     /// `k'·w / light`: PPS with certainty items, never one item twice.
-    fn raw(&self, x: u128) -> u64 {
-        let step = u128::from(self.total - self.heavy_weight);
+    fn raw(&self, x: u128) -> u128 {
+        let step = self.total - self.heavy_weight;
         let points = (self.k - self.certain) as u128;
-        let mut before = 0u64;
+        let mut before = 0u128;
         for (i, (from, weight)) in self.heavy[..self.certain].iter().enumerate() {
-            let at = u128::from(from - before) * points + i as u128 * step;
+            let at = (from - before) * points + i as u128 * step;
             if x < at {
-                return ((x - i as u128 * step) / points) as u64 + before;
+                return (x - i as u128 * step) / points + before;
             }
             if x < at + step {
                 return *from;
             }
             before += weight;
         }
-        ((x - self.certain as u128 * step) / points) as u64 + before
+        (x - self.certain as u128 * step) / points + before
     }
 
     /// The cluster, position in its list and ordinal in the cursor's list
     /// of the item holding weight point `point`, and the item's first
     /// weight point and weight.
-    fn at_weight(&self, point: u64) -> (u32, u32, usize, u64, u64) {
+    fn at_weight(&self, point: u128) -> (u32, u32, usize, u128, u128) {
         let k = slot(self.kind);
         let chain = self.cursor.chain;
         let in_chain = chain.weight(self.kind);
@@ -173,10 +173,11 @@ impl<'a, T: Copy> Sample<'a, T> {
             let rest = point - before_run.w[k];
             let segments = chain.run(run);
             let (index, before) = find_weight(segments, self.kind, rest);
+            // Within one part: below its weight, a u64 (see `Ends`).
             let segment = segments[index].0;
             let span = segment.span(self.kind);
             let part = &self.clusters[segment.cluster as usize];
-            let within = rest - before.w[k];
+            let within = (rest - before.w[k]) as u64;
             let pos = part.weights.find(self.kind, span, within);
             let ordinal = (before_run.n[k] + before.n[k] + (pos - span.start)) as usize;
             let (from, weight) = item_at(part, self.kind, span, pos, point, within);
@@ -187,14 +188,14 @@ impl<'a, T: Copy> Sample<'a, T> {
         let mut last = (0, 0, 0, point, 1);
         for segment in &self.cursor.extra[..self.cursor.extras] {
             let span = segment.span(self.kind);
-            let weight = segment.weight(self.kind);
+            let weight = u128::from(segment.weight(self.kind));
             if span.is_empty() {
                 continue;
             }
             let part = &self.clusters[segment.cluster as usize];
             if rest < weight {
-                let pos = part.weights.find(self.kind, span, rest);
-                let (from, w) = item_at(part, self.kind, span, pos, point, rest);
+                let pos = part.weights.find(self.kind, span, rest as u64);
+                let (from, w) = item_at(part, self.kind, span, pos, point, rest as u64);
                 return (
                     segment.cluster,
                     pos,
@@ -259,9 +260,9 @@ fn item_at(
     kind: Kind,
     span: super::chain::Span,
     pos: u32,
-    point: u64,
+    point: u128,
     within: u64,
-) -> (u64, u64) {
+) -> (u128, u128) {
     let before = part.weights.sum(
         kind,
         super::chain::Span {
@@ -269,14 +270,19 @@ fn item_at(
             end: pos,
         },
     );
-    (point - (within - before), part.weights.of(kind, pos))
+    (
+        point - u128::from(within - before),
+        u128::from(part.weights.of(kind, pos)),
+    )
 }
 
-/// [`origin`] over a scaled circle (up to `MAX_POINTS` times a u64).
+/// [`origin`] over a weight circle or a scaled one (below 2¹⁰³, see
+/// `Ends`): the high and low halves of the total apart, so nothing
+/// overflows.
 fn origin_wide(start: usize, total: u128) -> u128 {
     const BITS: u32 = 48;
-    let fraction = (start as u64) & ((1 << BITS) - 1);
-    (u128::from(fraction) * total) >> BITS
+    let fraction = u128::from((start as u64) & ((1 << BITS) - 1));
+    (total >> BITS) * fraction + (((total & ((1 << BITS) - 1)) * fraction) >> BITS)
 }
 
 impl<T: Copy> Iterator for Sample<'_, T> {
@@ -291,7 +297,7 @@ impl<T: Copy> Iterator for Sample<'_, T> {
         if self.every {
             return Some(self.item(self.at_ordinal((self.first + j) % self.n)));
         }
-        let step = u128::from(self.total - self.heavy_weight);
+        let step = self.total - self.heavy_weight;
         if step == 0 {
             let from = self.heavy[(self.origin as usize + j) % self.certain].0;
             let (cluster, pos, ..) = self.at_weight(from);
@@ -300,5 +306,24 @@ impl<T: Copy> Iterator for Sample<'_, T> {
         let x = (self.origin + j as u128 * step) % (self.k as u128 * step);
         let (cluster, pos, ..) = self.at_weight(self.raw(x));
         Some(self.item((cluster, pos)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The origin over circles up to the largest a sample can have
+    /// (below 2¹⁰³): in range, and spread like the rotation's fraction.
+    #[test]
+    fn origin_at_the_bounds() {
+        for total in [1u128, 40, u128::from(u64::MAX) * 3, 1 << 102] {
+            for start in [0usize, 1 << 47, (1 << 48) - 1, usize::MAX] {
+                let o = origin_wide(start, total);
+                assert!(o < total, "{start:#x} of {total}: {o}");
+            }
+            // Half the circle's fraction: half the total (rounded down).
+            assert_eq!(origin_wide(1 << 47, total), total / 2);
+        }
     }
 }

@@ -103,8 +103,14 @@ pub struct ServiceView {
     pub primary: Option<Step>,
     /// The spill-over threshold (`None`: the server's `--min-healthy`).
     pub min_healthy: Option<MinHealthy>,
-    /// Askers outside every place listed get NXDOMAIN (empty: everyone).
-    pub export_to: Box<[Scope]>,
+    /// Each exporting cluster's export-to list (the non-empty ones,
+    /// distinct): an asker must be in a place of every list (fail-closed:
+    /// one cluster's restriction is never widened by another's silence);
+    /// outside, NXDOMAIN. Empty: everyone.
+    pub export_to: Box<[Box<[Scope]>]>,
+    /// The exporting clusters disagree on failover, primary or
+    /// min-healthy (the first cluster by name that sets each wins).
+    pub policy_disagrees: bool,
     /// Every cluster holding the service is stale, so their last known
     /// endpoints are served rather than nothing.
     pub fail_open: bool,
@@ -407,15 +413,47 @@ impl ServiceView {
             .filter_map(|c| c.ttl)
             .min()
             .unwrap_or(ctx.default_ttl);
-        // The traffic policy the service's exports carry: the first
-        // cluster's (by name) that sets any, as with affinity; the policy
-        // file's for the service wins over it.
-        let annotated = chunks
-            .iter()
-            .enumerate()
-            .find_map(|(c, m)| m.traffic_from.map(|i| c * CHUNK + i as usize))
-            .map(|i| clusters[i].export.policy().clone())
-            .unwrap_or_default();
+        // The traffic policy the service's exports carry, field by field:
+        // failover, primary and min-healthy from the first cluster (by
+        // name) that sets *that* field; export-to from every cluster that
+        // sets it (all must allow an asker). The policy file's for the
+        // service wins over the annotations.
+        let mut annotated = meshdns_proto::model::Policy::default();
+        let mut export_to: Vec<Box<[Scope]>> = Vec::new();
+        let mut policy_disagrees = false;
+        for (c, meta) in chunks.iter().enumerate() {
+            let Some(from) = meta.traffic_from else {
+                continue;
+            };
+            let end = clusters.len().min((c + 1) * CHUNK);
+            for i in c * CHUNK + from as usize..end {
+                let p = clusters[i].export.policy();
+                if !p.failover.is_empty() {
+                    if annotated.failover.is_empty() {
+                        annotated.failover = p.failover.clone();
+                    } else {
+                        policy_disagrees |= annotated.failover != p.failover;
+                    }
+                }
+                if p.primary.is_some() {
+                    if annotated.primary.is_none() {
+                        annotated.primary = p.primary.clone();
+                    } else {
+                        policy_disagrees |= annotated.primary != p.primary;
+                    }
+                }
+                if p.min_healthy.is_some() {
+                    if annotated.min_healthy.is_none() {
+                        annotated.min_healthy = p.min_healthy;
+                    } else {
+                        policy_disagrees |= annotated.min_healthy != p.min_healthy;
+                    }
+                }
+                if !p.export_to.is_empty() && !export_to.iter().any(|l| **l == p.export_to[..]) {
+                    export_to.push(p.export_to.iter().cloned().collect());
+                }
+            }
+        }
         let fleet = ctx.policy;
         let names = &*ctx.names;
         let resolve = |scopes: &[Scope]| -> Box<[Step]> {
@@ -454,7 +492,8 @@ impl ServiceView {
             region_failover,
             primary,
             min_healthy,
-            export_to: annotated.export_to,
+            export_to: export_to.into(),
+            policy_disagrees,
             fail_open,
             any_ready,
         }
