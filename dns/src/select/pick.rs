@@ -1,6 +1,7 @@
 //! A selection's result: the chosen targets as a cursor over the view's
 //! chains, and the walk that answers from them — the plain rotation when
-//! every target weighs the same, a weighted sample when not.
+//! every target weighs the same (in the service, or in the chosen tier),
+//! a weighted sample when not.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -157,7 +158,7 @@ impl<'a> Pick<'a> {
         max: usize,
     ) -> Picked<'a, T> {
         let clusters = &self.view.clusters;
-        if self.weighted {
+        if self.weighted && !self.targets.uniform(kind) {
             Picked::Sample(self.targets.sample(clusters, kind, data, start, max))
         } else {
             Picked::Walk(self.targets.walk(clusters, kind, data, start, max))

@@ -55,6 +55,11 @@ pub struct Segment {
     pub v6: Span,
     pub weight: [u64; 3],
     pub exported: u32,
+    /// The effective weight of the segment's heaviest target (an address
+    /// weighs what its target does, so no item of any kind weighs more):
+    /// when no item can weigh more than its share of one answer point, a
+    /// weighted sample skips its search for certain items.
+    pub heaviest: u64,
 }
 
 impl Segment {
@@ -95,6 +100,8 @@ pub struct Ends {
     pub n: [u32; 3],
     pub w: [u128; 3],
     pub exported: u32,
+    /// The heaviest item so far (a running maximum, not a sum).
+    pub heaviest: u64,
 }
 
 impl Ends {
@@ -104,12 +111,14 @@ impl Ends {
             self.w[k] += other.w[k];
         }
         self.exported += other.exported;
+        self.heaviest = self.heaviest.max(other.heaviest);
     }
 
     fn of(s: &Segment) -> Ends {
         let mut e = Ends {
             exported: s.exported,
             w: s.weight.map(u128::from),
+            heaviest: s.heaviest,
             ..Ends::default()
         };
         for kind in KINDS {
@@ -245,6 +254,11 @@ impl Chain {
             .map_or(0, |(_, ends)| ends.exported as usize)
     }
 
+    /// The effective weight of the chain's heaviest item (any kind).
+    pub fn heaviest(&self) -> u64 {
+        self.runs.last().map_or(0, |(_, ends)| ends.heaviest)
+    }
+
     /// The run and segment holding item `offset` of `kind`, and the
     /// item's index in that segment's cluster list.
     pub(super) fn locate(&self, kind: Kind, offset: usize) -> (usize, usize, u32) {
@@ -302,6 +316,23 @@ impl<'a> Cursor<'a> {
                 .iter()
                 .map(|s| u128::from(s.weight(kind)))
                 .sum::<u128>()
+    }
+
+    /// The effective weight of the list's heaviest item (any kind).
+    pub fn heaviest(&self) -> u64 {
+        self.extra[..self.extras]
+            .iter()
+            .map(|s| s.heaviest)
+            .fold(self.chain.heaviest(), u64::max)
+    }
+
+    /// Whether every item of `kind` weighs the same (the heaviest times
+    /// their count is their sum): then the plain rotation gives each item
+    /// its weight's share of answers exactly, as a weighted sample would,
+    /// at a fraction of the cost — the usual case for a cluster's own
+    /// tier when weights differ only between clusters.
+    pub fn uniform(&self, kind: Kind) -> bool {
+        u128::from(self.heaviest()) * self.total(kind) as u128 == self.weight(kind)
     }
 
     /// Exported endpoints (healthy or not, of positive weight) in the list.
@@ -512,6 +543,7 @@ mod tests {
                     v6: Span::default(),
                     weight: [heavy, heavy, 0],
                     exported: 1,
+                    heaviest: heavy,
                 };
                 let set: Runs = Arc::from(vec![(s, Ends::of(&s))]);
                 (set, one)
@@ -524,5 +556,6 @@ mod tests {
         assert_eq!(before.w[slot(Kind::V4)], 2 * u128::from(heavy));
         let cursor = Cursor::of(&chain);
         assert_eq!(cursor.weight(Kind::Targets), 3 * u128::from(heavy));
+        assert_eq!(cursor.heaviest(), heavy);
     }
 }

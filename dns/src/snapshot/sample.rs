@@ -19,7 +19,10 @@
 //! segments) and one into the part's running sums when its weights vary;
 //! finding the certain items is about `k` such lookups a pass (a walk in
 //! steps of `W'/k'` that jumps over the known ones), and certain items
-//! are few (fewer than `k`): O(k log n) a pass, nothing allocated.
+//! are few (fewer than `k`): O(k log n) a pass, nothing allocated. The
+//! search runs only when the list's heaviest item, kept by the view as
+//! it is built, weighs more than `W/k`; otherwise no item is certain and
+//! a sample is `k` lookups.
 
 use super::chain::{Cursor, Kind, find_weight, slot};
 use super::parts::Parts;
@@ -92,7 +95,12 @@ impl<'a, T: Copy> Sample<'a, T> {
             return sample;
         }
         sample.k = max.min(MAX_POINTS);
-        sample.find_certain();
+        // An item is certain when it weighs more than its share of one
+        // point (`W/k`); the view keeps each list's heaviest item, so the
+        // usual sample (no such item) skips the search.
+        if u128::from(sample.cursor.heaviest()) * sample.k as u128 > total {
+            sample.find_certain();
+        }
         let light = total - sample.heavy_weight;
         if light == 0 {
             // Only the certain items weigh anything (the rest weigh 0).
@@ -151,14 +159,14 @@ impl<'a, T: Copy> Sample<'a, T> {
         for (i, (from, weight)) in self.heavy[..self.certain].iter().enumerate() {
             let at = (from - before) * points + i as u128 * step;
             if x < at {
-                return (x - i as u128 * step) / points + before;
+                return div(x - i as u128 * step, points) + before;
             }
             if x < at + step {
                 return *from;
             }
             before += weight;
         }
-        (x - self.certain as u128 * step) / points + before
+        div(x - self.certain as u128 * step, points) + before
     }
 
     /// The cluster, position in its list and ordinal in the cursor's list
@@ -276,6 +284,16 @@ fn item_at(
     )
 }
 
+/// `x / d` (`d` at most [`MAX_POINTS`]): in 64 bits when `x` fits, the
+/// usual case, as a 128-bit division is a library call several times
+/// slower.
+fn div(x: u128, d: u128) -> u128 {
+    match (u64::try_from(x), u64::try_from(d)) {
+        (Ok(x), Ok(d)) => u128::from(x / d),
+        _ => x / d,
+    }
+}
+
 /// [`origin`] over a weight circle or a scaled one (below 2¹⁰³, see
 /// `Ends`): the high and low halves of the total apart, so nothing
 /// overflows.
@@ -303,7 +321,13 @@ impl<T: Copy> Iterator for Sample<'_, T> {
             let (cluster, pos, ..) = self.at_weight(from);
             return Some(self.item((cluster, pos)));
         }
-        let x = (self.origin + j as u128 * step) % (self.k as u128 * step);
+        // Below twice the circle (the origin and `j` steps are each within
+        // it): one subtraction rather than a 128-bit remainder.
+        let circle = self.k as u128 * step;
+        let mut x = self.origin + j as u128 * step;
+        if x >= circle {
+            x -= circle;
+        }
         let (cluster, pos, ..) = self.at_weight(self.raw(x));
         Some(self.item((cluster, pos)))
     }

@@ -214,6 +214,7 @@ impl ClusterView {
                 v6: Span::new(before[2], after[2]),
                 weight: [0; 3],
                 exported,
+                heaviest: 0,
             };
             if let Some(node) = node {
                 nodes.push((node, run));
@@ -230,6 +231,7 @@ impl ClusterView {
             for kind in [Kind::Targets, Kind::V4, Kind::V6] {
                 s.weight[slot(kind)] = weights.sum(kind, s.span(kind));
             }
+            s.heaviest = weights.heaviest(Kind::Targets, s.targets);
             s
         };
         for (_, g) in &mut groups {
@@ -246,6 +248,7 @@ impl ClusterView {
             v6: Span::new(0, positive[2]),
             weight: [0; 3],
             exported: groups.iter().map(|(_, g)| g.exported).sum(),
+            heaviest: 0,
         });
         let reserve = Segment {
             cluster: 0,
@@ -254,6 +257,7 @@ impl ClusterView {
             v6: Span::new(positive[2], end[2]),
             weight: [0; 3],
             exported: 0,
+            heaviest: 0,
         };
         ClusterView {
             id: place.id,
@@ -459,4 +463,5 @@ fn merge(run: &mut Segment, next: &Segment) {
         run.weight[k] += next.weight[k];
     }
     run.exported += next.exported;
+    run.heaviest = run.heaviest.max(next.heaviest);
 }

@@ -64,6 +64,20 @@ impl Weights {
         self.before(kind, pos + 1) - self.before(kind, pos)
     }
 
+    /// The weight of the heaviest item of `span` (0 for an empty span).
+    /// Walks the span when the weights vary: for view builds, not
+    /// queries.
+    pub fn heaviest(&self, kind: Kind, span: Span) -> u64 {
+        match &self.sums {
+            _ if span.is_empty() => 0,
+            None => self.uniform,
+            Some(_) => (span.start..span.end)
+                .map(|pos| self.of(kind, pos))
+                .max()
+                .unwrap_or(0),
+        }
+    }
+
     /// The item of `span` holding weight point `offset` (counted from the
     /// span's start; less than its summed weight).
     pub fn find(&self, kind: Kind, span: Span, offset: u64) -> u32 {
@@ -99,5 +113,11 @@ mod tests {
         assert_eq!(w.find(Kind::Targets, span(0, 3), 10), 2);
         assert_eq!(w.find(Kind::Targets, span(1, 3), 29), 2);
         assert_eq!(w.sum(Kind::V6, span(0, 1)), 5);
+        assert_eq!(w.heaviest(Kind::Targets, span(0, 3)), 30);
+        assert_eq!(w.heaviest(Kind::Targets, span(0, 2)), 10);
+        assert_eq!(w.heaviest(Kind::Targets, span(1, 1)), 0);
+        let w = Weights::new([vec![7, 7], vec![7], vec![]]);
+        assert_eq!(w.heaviest(Kind::V4, span(0, 1)), 7);
+        assert_eq!(w.heaviest(Kind::V6, span(0, 0)), 0);
     }
 }
