@@ -32,7 +32,7 @@ mod export;
 mod pick;
 
 pub use explain::{Explanation, TierCount, explain};
-pub use export::exported_to;
+pub use export::{Gate, exported_to};
 pub use pick::{Pick, Picked, Tier};
 
 fn boundary(affinity: Affinity) -> Option<Tier> {
