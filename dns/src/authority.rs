@@ -160,7 +160,7 @@ fn respond_to(
         domain,
         wants,
         place: place.as_ref(),
-        gate: rules::gate(source, ecs),
+        gate: rules::gate(source, ecs, authority.ecs_trusted(source)),
     };
     let answer = answer::lookup(question, qname);
     let sections = encode::sections(

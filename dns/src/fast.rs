@@ -292,7 +292,11 @@ pub fn answer(
         domain,
         wants: Wants::new(query.qtype),
         place: place.as_ref(),
-        gate: rules::gate(source, subnet.map(|s| s.client)),
+        gate: rules::gate(
+            source,
+            subnet.map(|s| s.client),
+            authority.ecs_trusted(source),
+        ),
     };
     let found = answer::service(question, view);
     let scope = subnet.map_or(0, |s| {

@@ -411,8 +411,8 @@ fn traffic(c: u8) -> Vec<ServiceExport> {
 }
 
 /// The served domains and settings both paths are compared under: the
-/// default settings; a long negative TTL, few answers and `min_healthy`
-/// 4 (tiers spill over); and the MCS domain first, a third domain and
+/// default settings; a long negative TTL, few answers, `min_healthy`
+/// 4 (tiers spill over) and ECS trusted from c5's askers and `::1`; and the MCS domain first, a third domain and
 /// the reverse zones, `min_healthy` 2, up to 100 answers (more than a
 /// UDP reply holds) and an NSID.
 fn authorities() -> Vec<Authority> {
@@ -434,7 +434,11 @@ fn authorities() -> Vec<Authority> {
             .with_cookies(cookies.clone()),
         Authority::new(domains, 30, 10, 3, 4)
             .unwrap()
-            .with_cookies(cookies.clone()),
+            .with_cookies(cookies.clone())
+            .with_ecs_trusted(vec![
+                "10.5.0.0/16".parse().unwrap(),
+                "::1/128".parse().unwrap(),
+            ]),
         Authority::new(more, 60, 3600, 100, 2)
             .unwrap()
             .with_cookies(cookies.clone())
@@ -1032,6 +1036,21 @@ fn full_reply(
     source: &str,
     subnet: Option<(&str, u8)>,
 ) -> Message {
+    let (reply, fast) = replies(zone, name, qtype, source, subnet);
+    if let Some(fast) = fast {
+        assert_eq!(fast, reply, "{name} from {source} ecs {subnet:?}");
+    }
+    Message::from_vec(&reply).unwrap()
+}
+
+/// The full handler's reply, and the fast path's when it takes the query.
+fn replies(
+    zone: &Authority,
+    name: &str,
+    qtype: RecordType,
+    source: &str,
+    subnet: Option<(&str, u8)>,
+) -> (Vec<u8>, Option<Vec<u8>>) {
     let mut m = Message::new(7, MessageType::Query, OpCode::Query);
     let mut q = Query::query(Name::from_ascii(name).unwrap(), qtype);
     q.set_query_class(DNSClass::IN);
@@ -1049,8 +1068,12 @@ fn full_reply(
     }
     let bytes = m.to_vec().unwrap();
     let source = source.parse().unwrap();
+    let mut out = Vec::new();
+    select::set_rotation(0);
+    let fast = fast::answer(&snapshot(), zone, &bytes, source, &mut out).map(|_| out);
+    select::set_rotation(0);
     let (reply, _) = authority::respond(&snapshot(), zone, &bytes, source, Transport::Udp).unwrap();
-    Message::from_vec(&reply).unwrap()
+    (reply, fast)
 }
 
 fn scope_of(m: &Message) -> Option<u8> {
@@ -1136,4 +1159,61 @@ fn restricted_names_depend_on_the_asker() {
         None,
     );
     assert_eq!(reply.answers.len(), 1, "{reply:?}");
+}
+
+/// A forged ECS option cannot widen `export-to` (`ex.tp`: c1 and region
+/// west): from a source outside it, or of no cluster, an insider's
+/// subnet still gets NXDOMAIN, and from an insider an outsider's subnet
+/// does too; from a trusted resolver (`--ecs-trusted-from`: c5's
+/// askers, `::1`) the subnet alone decides. Both paths alike.
+#[test]
+fn spoofed_ecs_cannot_widen_export_to() {
+    let plain = &authorities()[0];
+    let trusting = &authorities()[1];
+    for name in [
+        "ex.tp.global.",
+        "c1.ex.tp.global.",
+        "_http._tcp.ex.tp.global.",
+    ] {
+        let qtype = if name.starts_with('_') {
+            RecordType::SRV
+        } else {
+            RecordType::A
+        };
+        for (zone, source, subnet, status) in [
+            // An outsider (c0) or a stranger forging an insider's (c1) subnet.
+            (plain, "10.0.0.9", ("10.1.0.0", 16), ResponseCode::NXDomain),
+            (plain, "192.0.2.1", ("10.1.0.0", 16), ResponseCode::NXDomain),
+            (plain, "10.5.0.9", ("10.1.0.0", 16), ResponseCode::NoError),
+            // An insider asking for an outsider's subnet: both must be inside.
+            (plain, "10.1.0.9", ("10.0.0.0", 16), ResponseCode::NXDomain),
+            (plain, "10.1.0.9", ("10.4.0.0", 16), ResponseCode::NoError),
+            // A trusted resolver: the subnet decides, whatever its own place.
+            (
+                trusting,
+                "10.5.0.9",
+                ("10.0.0.0", 16),
+                ResponseCode::NXDomain,
+            ),
+            (
+                trusting,
+                "10.5.0.9",
+                ("10.1.0.0", 16),
+                ResponseCode::NoError,
+            ),
+            (trusting, "::1", ("10.1.0.0", 16), ResponseCode::NoError),
+            (
+                trusting,
+                "10.0.0.9",
+                ("10.1.0.0", 16),
+                ResponseCode::NXDomain,
+            ),
+        ] {
+            let reply = full_reply(zone, name, qtype, source, Some(subnet));
+            assert_eq!(
+                reply.metadata.response_code, status,
+                "{name} from {source} ecs {subnet:?}"
+            );
+        }
+    }
 }

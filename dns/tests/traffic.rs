@@ -657,7 +657,10 @@ fn export_to_answers_outsiders_nxdomain() {
     };
     fleet.export("use-1", four(2, true), &only);
     let snapshot = fleet.snapshot();
-    let zone = Authority::new(vec![Domain::parse("global").unwrap()], 5, 5, 8, 1).unwrap();
+    // The askers' resolver, 127.0.0.1, is trusted with ECS.
+    let zone = Authority::new(vec![Domain::parse("global").unwrap()], 5, 5, 8, 1)
+        .unwrap()
+        .with_ecs_trusted(vec!["127.0.0.1/32".parse().unwrap()]);
     let ask = |source: &str, subnet: Option<(&str, u8)>| {
         let (reply, _) = authority::respond(
             &snapshot,
@@ -696,6 +699,12 @@ fn export_to_answers_outsiders_nxdomain() {
     assert_eq!(
         ask("127.0.0.1", Some(("10.1.0.0", 24))),
         (ResponseCode::NoError, 4, Some(24))
+    );
+    // The same subnet from a source not trusted with ECS, of no cluster:
+    // the source's place must be inside too.
+    assert_eq!(
+        ask("127.0.0.2", Some(("10.1.0.0", 24))),
+        (ResponseCode::NXDomain, 0, Some(24))
     );
 }
 

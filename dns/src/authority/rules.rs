@@ -87,14 +87,23 @@ pub fn asker(snapshot: &Snapshot, source: IpAddr, ecs: Option<ClientSubnet>) -> 
     }
 }
 
-/// Whose place decides `export-to` ([`Gate`]): the asker's, unless the
-/// query's ECS asks for no tailoring (source prefix 0), when the packet
-/// source's does (the asker has no place, and an unknown asker sees no
-/// restricted service: a resolver's own place is what it answers for).
-pub fn gate(source: IpAddr, ecs: Option<ClientSubnet>) -> Gate {
+/// Whose place decides `export-to` ([`Gate`]):
+///
+/// - no ECS: the asker's, which is the packet source's;
+/// - ECS with source prefix 0 (no tailoring): the packet source's (the
+///   asker has no place, and an unknown asker sees no restricted
+///   service: a resolver's own place is what it answers for);
+/// - ECS from a resolver in `--ecs-trusted-from` (`trusted`): the ECS
+///   subnet's alone;
+/// - ECS from any other source: the subnet's *and* the packet source's,
+///   so a forged subnet cannot widen export-to (it still picks which
+///   endpoints are nearest).
+pub fn gate(source: IpAddr, ecs: Option<ClientSubnet>, trusted: bool) -> Gate {
     match ecs {
+        None => Gate::Place,
         Some(subnet) if subnet.source_prefix == 0 => Gate::Source(source),
-        _ => Gate::Place,
+        Some(_) if trusted => Gate::Place,
+        Some(_) => Gate::Both(source),
     }
 }
 

@@ -4,8 +4,10 @@
 //! the answer depends on who asks (never 0).
 //!
 //! Who the asker is for this decision is the [`Gate`]: the place
-//! locality answers for, or the packet source's place when ECS asks for
-//! no tailoring (source prefix 0).
+//! locality answers for, the packet source's place, or both. The ECS
+//! option chooses which endpoints are nearest, but it is only a claim:
+//! it decides export-to alone only when it comes from a resolver the
+//! operator trusts (`--ecs-trusted-from`).
 
 use std::net::IpAddr;
 
@@ -23,6 +25,9 @@ pub enum Gate {
     /// The packet source's place alone: an ECS source prefix of 0 (the
     /// client opted out of tailoring, so there is no asker's place).
     Source(IpAddr),
+    /// The asker's place (the ECS subnet's) and the packet source's too:
+    /// ECS from a source not trusted with it cannot widen export-to.
+    Both(IpAddr),
 }
 
 /// Whether an asker at `place`, let in by `gate`, may see `view`.
@@ -39,6 +44,9 @@ pub fn exported_to(
     match gate {
         Gate::Place => allows(view, locality, place),
         Gate::Source(ip) => allows(view, locality, source(ip).as_ref()),
+        Gate::Both(ip) => {
+            allows(view, locality, place) && allows(view, locality, source(ip).as_ref())
+        }
     }
 }
 

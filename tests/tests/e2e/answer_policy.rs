@@ -120,7 +120,8 @@ async fn weighted_shares_over_real_queries() {
 
 #[tokio::test]
 async fn export_to_answers_outsiders_nxdomain() {
-    let server = TestServer::start(&[]).await;
+    // 127.0.0.1 is the askers' resolver, trusted with ECS.
+    let server = TestServer::start(&["--ecs-trusted-from", "127.0.0.1/32"]).await;
     let mut east = member(&server, "east-1", "127.0.0.2").await;
     let _west = member(&server, "west-1", "127.0.0.3").await;
     let _north = member(&server, "north-1", "127.0.0.4").await;
@@ -228,7 +229,8 @@ async fn restricted_names_are_scoped_to_the_asker() {
 /// NXDOMAIN is not served to an insider either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_to_holds_through_an_ecs_caching_resolver() {
-    let server = TestServer::start(&[]).await;
+    // unbound sends from 127.0.0.1: trusted with ECS.
+    let server = TestServer::start(&["--ecs-trusted-from", "127.0.0.1/32"]).await;
     let _members = restricted_web(&server).await;
     let dir = TempDir::new("unbound-ecs");
     let (_unbound, resolver) = Unbound {
@@ -252,6 +254,52 @@ async fn export_to_holds_through_an_ecs_caching_resolver() {
         let reply = query(resolver, &ask(name, qtype, "127.0.0.3")).await;
         assert_eq!(rcode(&reply), ResponseCode::NXDomain, "{name} outsider");
         assert!(reply.answers.is_empty(), "{name} outsider: {reply:?}");
+    }
+    server.stop().await;
+}
+
+/// A forged ECS option does not widen export-to: an outsider (west-1) or
+/// a stranger sending an insider's subnet with `dig +subnet` gets
+/// NXDOMAIN; the same query from a resolver in `--ecs-trusted-from`
+/// gets the answer.
+#[tokio::test]
+async fn spoofed_ecs_gets_nxdomain_unless_trusted() {
+    let server = TestServer::start(&["--ecs-trusted-from", "127.0.0.5/32"]).await;
+    let _members = restricted_web(&server).await;
+    let port = server.dns.port().to_string();
+    for (name, qtype) in RESTRICTED_NAMES {
+        for (source, status) in [
+            ("127.0.0.3", "NXDOMAIN"),
+            ("127.0.0.6", "NXDOMAIN"),
+            ("127.0.0.5", "NOERROR"),
+        ] {
+            let out = Command::new("dig")
+                .args([
+                    "@127.0.0.1",
+                    "-p",
+                    &port,
+                    "-b",
+                    source,
+                    "+subnet=127.0.0.2/32",
+                    name,
+                    &qtype.to_string(),
+                ])
+                .output()
+                .expect("dig runs");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains(&format!("status: {status}")),
+                "{name} from {source}: {text}"
+            );
+            // The scope is the subnet's either way (never 0).
+            assert!(
+                text.contains("CLIENT-SUBNET: 127.0.0.2/32/32"),
+                "{name} from {source}: {text}"
+            );
+        }
+        // Without the option, the trusted resolver's own place (none) decides.
+        let reply = query(server.dns, &Ask::new(name, qtype).from("127.0.0.5")).await;
+        assert_eq!(rcode(&reply), ResponseCode::NXDomain, "{name}");
     }
     server.stop().await;
 }
