@@ -915,3 +915,56 @@ fn traffic_policy_merges_field_by_field() {
     assert_eq!(ask("10.3.0.9"), ResponseCode::NoError);
     assert_eq!(ask("10.4.0.9"), ResponseCode::NoError);
 }
+
+/// A region's default failover order holds for askers of a region whose
+/// first cluster registers after the policy and the service's view: the
+/// view is not rebuilt then (the service's exports did not change), so
+/// the order must already be there under the id that region gets.
+#[test]
+fn region_default_holds_for_a_region_first_seen_later() {
+    let fleet = Fleet::new(&[
+        Place {
+            name: "use-1",
+            region: "us-east",
+            provider: None,
+            cidr: "10.2.0.0/16",
+            nodes: &[],
+        },
+        Place {
+            name: "usw-1",
+            region: "us-west",
+            provider: None,
+            cidr: "10.3.0.0/16",
+            nodes: &[],
+        },
+    ]);
+    fleet.export("use-1", four(2, true), &Policy::default());
+    fleet.export("usw-1", four(3, true), &Policy::default());
+    let mut policy = FleetPolicy::default();
+    policy.regions.insert(
+        label("eu-central"),
+        RegionPolicy {
+            failover: vec![region("us-west"), region("us-east")].into(),
+        },
+    );
+    fleet.registry.set_policy(Arc::new(policy));
+    // eu-central's first cluster, exporting nothing.
+    let (session, refused) = fleet.registry.hello(
+        Cluster {
+            name: ClusterName::new("eu-1").unwrap(),
+            region: Some(label("eu-central")),
+            zone: Some(label("eu-central-a")),
+            client_cidrs: vec!["10.1.0.0/16".parse().unwrap()],
+            version: "test".into(),
+            provider: None,
+            nodes: vec![],
+        },
+        usize::MAX,
+    );
+    assert!(refused.is_empty());
+    fleet
+        .registry
+        .apply_snapshot(&session, vec![], &Default::default())
+        .unwrap();
+    assert_eq!(served(&fleet, 1, 1), (vec![3], Tier::Failover));
+}
