@@ -968,3 +968,44 @@ fn region_default_holds_for_a_region_first_seen_later() {
         .unwrap();
     assert_eq!(served(&fleet, 1, 1), (vec![3], Tier::Failover));
 }
+
+/// `failover: []` for the service in the policy file means no order at
+/// all: it cancels the asker region's default (and the annotation's).
+#[test]
+fn explicit_empty_failover_cancels_the_region_default() {
+    let fleet = four_regions();
+    let names = ["eu-1", "use-1", "usw-1", "ap-1"];
+    for c in 1..=4u8 {
+        fleet.export(names[c as usize - 1], four(c, true), &Policy::default());
+    }
+    let mut policy = FleetPolicy::default();
+    policy.regions.insert(
+        label("eu-central"),
+        RegionPolicy {
+            failover: vec![region("us-east")].into(),
+        },
+    );
+    fleet.registry.set_policy(Arc::new(policy.clone()));
+    // min-healthy 5: eu-1 and the default (us-east) are both short.
+    assert_eq!(served(&fleet, 1, 4), (vec![1], Tier::Cluster));
+    assert_eq!(served(&fleet, 1, 5), (vec![1, 2, 3, 4], Tier::Any));
+    // eu-1 drained away: the region default decides.
+    policy.clusters.insert(
+        ClusterName::new("eu-1").unwrap(),
+        ClusterPolicy {
+            drain_percent: 100,
+            ..ClusterPolicy::default()
+        },
+    );
+    fleet.registry.set_policy(Arc::new(policy.clone()));
+    assert_eq!(served(&fleet, 1, 1), (vec![2], Tier::Failover));
+    policy.services.insert(
+        key(),
+        ServicePolicy {
+            failover: Some(Vec::new().into()),
+            ..ServicePolicy::default()
+        },
+    );
+    fleet.registry.set_policy(Arc::new(policy));
+    assert_eq!(served(&fleet, 1, 1), (vec![2, 3, 4], Tier::Any));
+}

@@ -114,7 +114,7 @@ pub fn explain(
         "none"
     } else if from_file.is_some_and(|s| s.failover.is_some()) {
         "policy file (service)"
-    } else if !view.failover.is_empty() {
+    } else if view.failover.is_some() {
         "annotation"
     } else {
         "policy file (asker's region)"
