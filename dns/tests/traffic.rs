@@ -1009,3 +1009,65 @@ fn explicit_empty_failover_cancels_the_region_default() {
     fleet.registry.set_policy(Arc::new(policy));
     assert_eq!(served(&fleet, 1, 1), (vec![2, 3, 4], Tier::Any));
 }
+
+/// A ClusterIp export counts for min-healthy as the endpoints of positive
+/// weight behind its cluster IP, like an endpoints export: a percentage
+/// is of those endpoints (healthy or not) and the threshold counts the
+/// healthy ones, not one per cluster.
+#[test]
+fn min_healthy_counts_a_cluster_ips_endpoints() {
+    let fleet = two_clusters();
+    let behind = |cluster: u8, ready: usize| -> Vec<Endpoint> {
+        (1..=4)
+            .map(|i| endpoint(&format!("100.{cluster}.0.{i}"), 10, i <= ready, None))
+            .collect()
+    };
+    let export_ip = |cluster: u8, ready: usize, min_healthy: MinHealthy| {
+        let export = ServiceExport::new(
+            key(),
+            vec![Port {
+                name: None,
+                protocol: Protocol::Tcp,
+                port: NonZeroU16::new(80).unwrap(),
+            }],
+            Mode::ClusterIp,
+            vec![format!("172.16.{cluster}.1").parse().unwrap()],
+            behind(cluster, ready),
+            Policy {
+                min_healthy: Some(min_healthy),
+                ..Policy::default()
+            },
+        )
+        .unwrap();
+        fleet
+            .registry
+            .apply_snapshot(
+                &fleet.sessions[&format!("east-{cluster}")],
+                vec![export],
+                &Default::default(),
+            )
+            .unwrap();
+    };
+    let tier = |fleet: &Fleet| {
+        let (counts, tiers) = answers(&fleet.snapshot(), Some("10.1.0.9"), 1, 8, 10);
+        assert_eq!(tiers.len(), 1, "{tiers:?}");
+        (counts.into_keys().collect::<Vec<_>>(), tiers[0])
+    };
+    let own = vec!["172.16.1.1".to_owned()];
+    let both = vec!["172.16.1.1".to_owned(), "172.16.2.1".to_owned()];
+    export_ip(2, 4, MinHealthy::Percent(50));
+    // 50%: one of east-1's four endpoints is short of two; its zone
+    // (both clusters: five of eight) is not.
+    export_ip(1, 1, MinHealthy::Percent(50));
+    assert_eq!(tier(&fleet), (both.clone(), Tier::Zone));
+    export_ip(1, 2, MinHealthy::Percent(50));
+    assert_eq!(tier(&fleet), (own.clone(), Tier::Cluster));
+    // None ready: still four exported, so the zone needs four of eight.
+    export_ip(1, 0, MinHealthy::Percent(50));
+    assert_eq!(tier(&fleet), (vec!["172.16.2.1".to_owned()], Tier::Zone));
+    // A count is of endpoints too: three ready behind east-1's IP do.
+    export_ip(1, 3, MinHealthy::Count(3));
+    assert_eq!(tier(&fleet), (own, Tier::Cluster));
+    export_ip(1, 2, MinHealthy::Count(3));
+    assert_eq!(tier(&fleet), (both, Tier::Zone));
+}

@@ -44,9 +44,11 @@ pub enum Kind {
 
 /// A run of cluster `cluster`'s targets (an index into the service's
 /// clusters) and the addresses of exactly those targets, with their
-/// effective weight per kind and how many exported endpoints (healthy or
-/// not, of positive weight) the run stands for: what a percentage
-/// `min-healthy` is a percentage of.
+/// effective weight per kind, how many exported endpoints (healthy or
+/// not, of positive weight) the run stands for — what a percentage
+/// `min-healthy` is a percentage of — and how many of them are healthy:
+/// what `min-healthy` counts. An endpoint target is one endpoint; a
+/// ClusterIp target stands for the endpoints behind it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Segment {
     pub cluster: u32,
@@ -55,6 +57,7 @@ pub struct Segment {
     pub v6: Span,
     pub weight: [u64; 3],
     pub exported: u32,
+    pub healthy: u32,
 }
 
 impl Segment {
@@ -95,6 +98,7 @@ pub struct Ends {
     pub n: [u32; 3],
     pub w: [u128; 3],
     pub exported: u32,
+    pub healthy: u32,
 }
 
 impl Ends {
@@ -104,11 +108,13 @@ impl Ends {
             self.w[k] += other.w[k];
         }
         self.exported += other.exported;
+        self.healthy += other.healthy;
     }
 
     fn of(s: &Segment) -> Ends {
         let mut e = Ends {
             exported: s.exported,
+            healthy: s.healthy,
             w: s.weight.map(u128::from),
             ..Ends::default()
         };
@@ -245,6 +251,13 @@ impl Chain {
             .map_or(0, |(_, ends)| ends.exported as usize)
     }
 
+    /// Healthy endpoints of positive weight the chain stands for.
+    pub fn healthy(&self) -> usize {
+        self.runs
+            .last()
+            .map_or(0, |(_, ends)| ends.healthy as usize)
+    }
+
     /// The run and segment holding item `offset` of `kind`, and the
     /// item's index in that segment's cluster list.
     pub(super) fn locate(&self, kind: Kind, offset: usize) -> (usize, usize, u32) {
@@ -310,6 +323,15 @@ impl<'a> Cursor<'a> {
             + self.extra[..self.extras]
                 .iter()
                 .map(|s| s.exported as usize)
+                .sum::<usize>()
+    }
+
+    /// Healthy endpoints of positive weight in the list.
+    pub fn healthy(&self) -> usize {
+        self.chain.healthy()
+            + self.extra[..self.extras]
+                .iter()
+                .map(|s| s.healthy as usize)
                 .sum::<usize>()
     }
 
@@ -512,6 +534,7 @@ mod tests {
                     v6: Span::default(),
                     weight: [heavy, heavy, 0],
                     exported: 1,
+                    healthy: 1,
                 };
                 let set: Runs = Arc::from(vec![(s, Ends::of(&s))]);
                 (set, one)
