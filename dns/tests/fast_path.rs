@@ -1217,3 +1217,36 @@ fn spoofed_ecs_cannot_widen_export_to() {
         }
     }
 }
+
+/// SRV weights are applied once: `wt.tp` in c1 has eight targets of
+/// positive weight (5 to 40). With `--max-answers` 8 the answer is the
+/// whole tier, each record with its weight for the client to weigh by;
+/// with 3 the targets were sampled by weight, and every record says 1.
+/// Priority 0 either way: one tier.
+#[test]
+fn srv_weights_are_applied_once() {
+    let srv = |zone: &Authority| -> Vec<(u16, u16)> {
+        let reply = full_reply(
+            zone,
+            "_http._tcp.wt.tp.global.",
+            RecordType::SRV,
+            "10.1.0.9",
+            None,
+        );
+        let mut got: Vec<(u16, u16)> = reply
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                hickory_proto::rr::RData::SRV(s) => (s.priority, s.weight),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    assert_eq!(
+        srv(&authorities()[0]),
+        [5, 10, 10, 10, 10, 20, 30, 40].map(|w| (0, w))
+    );
+    assert_eq!(srv(&authorities()[1]), [(0, 1); 3]);
+}
