@@ -1071,3 +1071,80 @@ fn min_healthy_counts_a_cluster_ips_endpoints() {
     export_ip(1, 2, MinHealthy::Count(3));
     assert_eq!(tier(&fleet), (both, Tier::Zone));
 }
+
+/// A Hello that changes only the cluster's node list rebuilds the views
+/// of its services with the node tier (their runs are keyed by node) and
+/// leaves the others' views as they were (the same `Arc`); a placement
+/// change rebuilds them all.
+#[test]
+fn a_node_list_change_rebuilds_only_node_tier_services() {
+    let registry = Registry::new(5, false, Arc::new(Metrics::new()));
+    let announce = |nodes: &[(&str, &str)], zone: &str| {
+        let (session, refused) = registry.hello(
+            Cluster {
+                name: ClusterName::new("east-1").unwrap(),
+                region: Some(label("us-east")),
+                zone: Some(label(zone)),
+                client_cidrs: vec!["10.1.0.0/16".parse().unwrap()],
+                version: "test".into(),
+                provider: None,
+                nodes: nodes
+                    .iter()
+                    .map(|(n, a)| NodeAddresses {
+                        name: NodeName::new(n).unwrap(),
+                        addresses: vec![a.parse().unwrap()],
+                    })
+                    .collect(),
+            },
+            usize::MAX,
+        );
+        assert!(refused.is_empty());
+        session
+    };
+    let session = announce(&[("n1", "10.1.255.1")], "us-east-a");
+    let by_node = export(
+        vec![
+            endpoint("100.1.0.1", 10, true, Some("n1")),
+            endpoint("100.1.0.2", 10, true, Some("n2")),
+        ],
+        Policy {
+            affinity: Affinity::Node,
+            ..Policy::default()
+        },
+    );
+    let plain = ServiceExport::new(
+        ServiceKey {
+            namespace: Namespace::new("shop").unwrap(),
+            name: ServiceName::new("plain").unwrap(),
+        },
+        vec![Port {
+            name: None,
+            protocol: Protocol::Tcp,
+            port: NonZeroU16::new(80).unwrap(),
+        }],
+        Mode::Endpoints,
+        vec![],
+        vec![endpoint("100.1.1.1", 10, true, Some("n1"))],
+        Policy::default(),
+    )
+    .unwrap();
+    registry
+        .apply_snapshot(&session, vec![by_node, plain], &Default::default())
+        .unwrap();
+    let before = registry.snapshot().clone();
+    let view = |s: &Snapshot, name: &str| s.service(name, "shop").unwrap().clone();
+    // n2 joins: only `web` (affinity node) is rebuilt, and n2 asks from
+    // its node tier.
+    announce(&[("n1", "10.1.255.1"), ("n2", "10.1.255.2")], "us-east-a");
+    let after = registry.snapshot().clone();
+    assert!(Arc::ptr_eq(&view(&before, "plain"), &view(&after, "plain")));
+    assert!(!Arc::ptr_eq(&view(&before, "web"), &view(&after, "web")));
+    let (counts, tiers) = answers(&after, Some("10.1.255.2"), 1, 8, 10);
+    assert_eq!(tiers, [Tier::Node]);
+    assert_eq!(counts.into_keys().collect::<Vec<_>>(), ["100.1.0.2"]);
+    // A new zone: every service is rebuilt.
+    announce(&[("n1", "10.1.255.1"), ("n2", "10.1.255.2")], "us-east-b");
+    let moved = registry.snapshot().clone();
+    assert!(!Arc::ptr_eq(&view(&after, "plain"), &view(&moved, "plain")));
+    assert!(!Arc::ptr_eq(&view(&after, "web"), &view(&moved, "web")));
+}
