@@ -399,7 +399,12 @@ async fn debug_answer(
         });
     let policy = &snapshot.policy;
     // export-to: an asker outside every listed place gets NXDOMAIN.
-    let exported = select::exported_to(view, &snapshot.locality, place.as_ref());
+    let exported = select::exported_to(
+        view,
+        &snapshot.locality,
+        place.as_ref(),
+        select::Gate::Place,
+    );
     let explanation = select::explain(view, place.as_ref(), state.authority.min_healthy, policy);
     let pick = select::select(view, place.as_ref(), state.authority.min_healthy);
     // One more than shown, to tell a full list from a cut one. The rotation

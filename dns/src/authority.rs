@@ -160,6 +160,7 @@ fn respond_to(
         domain,
         wants,
         place: place.as_ref(),
+        gate: rules::gate(source, ecs, authority.ecs_trusted(source)),
     };
     let answer = answer::lookup(question, qname);
     let sections = encode::sections(
@@ -178,7 +179,7 @@ fn respond_to(
         edns::echo_subnet(
             ours,
             subnet,
-            rules::ecs_scope(subnet.source_prefix, answer.located),
+            rules::ecs_scope(subnet, answer.located, answer.gated),
         );
     }
     if let (Some(query), Some(ours)) = (&request.edns, response.edns.as_mut()) {

@@ -166,6 +166,13 @@ pub struct ServeArgs {
     /// The name server identifier (NSID, RFC 5001) answered to queries that ask for it, so operators can tell replicas apart behind one address: text, or hex digits after `0x`; at most 128 bytes.
     #[arg(long = "nsid", env = "MESHDNS_NSID")]
     pub nsid: Option<String>,
+    /// Resolvers whose EDNS Client Subnet option decides export-to (comma-separated CIDRs: the fleet's CoreDNS or shared resolvers). From any other source, ECS still picks the nearest endpoints but cannot widen export-to: the packet source's own place must be inside it too. Default: none.
+    #[arg(
+        long = "ecs-trusted-from",
+        env = "MESHDNS_ECS_TRUSTED_FROM",
+        value_delimiter = ','
+    )]
+    pub ecs_trusted_from: Vec<ipnet::IpNet>,
     /// Keep /readyz unready until the registry holds data (a cluster's snapshot, the saved state, or the upstream's state).
     #[arg(long = "ready-wait-data", env = "MESHDNS_READY_WAIT_DATA")]
     pub ready_wait_data: bool,
@@ -561,6 +568,7 @@ impl ServeArgs {
             }
             None => authority,
         };
+        let authority = authority.with_ecs_trusted(self.ecs_trusted_from.clone());
         let authority =
             match &self.cookie_secret_file {
                 Some(path) => authority.with_cookies(

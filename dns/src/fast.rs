@@ -292,9 +292,16 @@ pub fn answer(
         domain,
         wants: Wants::new(query.qtype),
         place: place.as_ref(),
+        gate: rules::gate(
+            source,
+            subnet.map(|s| s.client),
+            authority.ecs_trusted(source),
+        ),
     };
     let found = answer::service(question, view);
-    let scope = rules::ecs_scope(subnet.map_or(0, |s| s.client.source_prefix), found.located);
+    let scope = subnet.map_or(0, |s| {
+        rules::ecs_scope(s.client, found.located, found.gated)
+    });
     let Records::Addresses {
         view,
         pick,

@@ -32,7 +32,7 @@ mod export;
 mod pick;
 
 pub use explain::{Explanation, TierCount, explain};
-pub use export::exported_to;
+pub use export::{Gate, exported_to};
 pub use pick::{Pick, Picked, Tier};
 
 fn boundary(affinity: Affinity) -> Option<Tier> {
@@ -46,9 +46,11 @@ fn boundary(affinity: Affinity) -> Option<Tier> {
     }
 }
 
-/// How many healthy targets `pick` needs to answer: the service's
+/// How many healthy endpoints `pick` needs to answer: the service's
 /// min-healthy (a percentage of the tier's exported endpoints, rounded
-/// up), else the server's; at least 1.
+/// up), else the server's; at least 1. Endpoints in either mode: a
+/// ClusterIp export counts its endpoints of positive weight, healthy
+/// (against the threshold) or not (in the percentage's base).
 pub fn threshold(view: &ServiceView, min_healthy: usize, pick: &Pick<'_>) -> usize {
     match view.min_healthy {
         Some(m) => m.of(pick.exported()),
@@ -72,8 +74,7 @@ pub fn select<'a>(
 /// Whether `pick` answers: it has what it needs, or it is the affinity's
 /// boundary and not empty.
 fn enough(pick: &Pick<'_>, need: usize, stop: Option<Tier>) -> bool {
-    let n = pick.len();
-    n >= need || (Some(pick.tier) == stop && n > 0)
+    pick.healthy() >= need || (Some(pick.tier) == stop && !pick.is_empty())
 }
 
 /// Offers each tier the asker may be answered from, in order, with its

@@ -9,7 +9,7 @@ use std::num::NonZeroU16;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use meshdns::authority::{self, Authority, Transport};
@@ -21,9 +21,9 @@ use meshdns::registry::{Liveness, Registry};
 use meshdns::select;
 use meshdns::snapshot::Snapshot;
 use meshdns_proto::model::{
-    Affinity, Cluster, ClusterName, ClusterPolicy, Endpoint, FleetPolicy, LabelValue, MinHealthy,
-    Mode, Namespace, NodeAddresses, NodeName, Policy, Port, Protocol, RegionPolicy, Scope,
-    ServiceExport, ServiceKey, ServiceName, ServicePolicy,
+    Affinity, Cluster, ClusterName, ClusterPolicy, Endpoint, FleetPolicy, Hostname, LabelValue,
+    MinHealthy, Mode, Namespace, NodeAddresses, NodeName, Policy, Port, Protocol, RegionPolicy,
+    Scope, ServiceExport, ServiceKey, ServiceName, ServicePolicy,
 };
 use proptest::prelude::*;
 
@@ -368,7 +368,13 @@ fn traffic(c: u8) -> Vec<ServiceExport> {
         out.push(export_policy(
             "tp",
             "ex",
-            vec![ep(40, 10), v6(40, 10)],
+            vec![
+                Endpoint {
+                    hostname: Some(Hostname::new("h40").unwrap()),
+                    ..ep(40, 10)
+                },
+                v6(40, 10),
+            ],
             Policy {
                 export_to: vec![
                     Scope::Cluster(ClusterName::new("c1").unwrap()),
@@ -405,8 +411,8 @@ fn traffic(c: u8) -> Vec<ServiceExport> {
 }
 
 /// The served domains and settings both paths are compared under: the
-/// default settings; a long negative TTL, few answers and `min_healthy`
-/// 4 (tiers spill over); and the MCS domain first, a third domain and
+/// default settings; a long negative TTL, few answers, `min_healthy`
+/// 4 (tiers spill over) and ECS trusted from c5's askers and `::1`; and the MCS domain first, a third domain and
 /// the reverse zones, `min_healthy` 2, up to 100 answers (more than a
 /// UDP reply holds) and an NSID.
 fn authorities() -> Vec<Authority> {
@@ -428,7 +434,11 @@ fn authorities() -> Vec<Authority> {
             .with_cookies(cookies.clone()),
         Authority::new(domains, 30, 10, 3, 4)
             .unwrap()
-            .with_cookies(cookies.clone()),
+            .with_cookies(cookies.clone())
+            .with_ecs_trusted(vec![
+                "10.5.0.0/16".parse().unwrap(),
+                "::1/128".parse().unwrap(),
+            ]),
         Authority::new(more, 60, 3600, 100, 2)
             .unwrap()
             .with_cookies(cookies.clone())
@@ -525,6 +535,13 @@ const NAMES: &[&str] = &[
     "_http._tcp.wt.tp.{d}",
     "c1.ex.tp.{d}",
     "c1.wt.tp.{d}",
+    "h40.c1.ex.tp.{d}",
+    "h40.c9.ex.tp.{d}",
+    "c9.ex.tp.{d}",
+    "_http._tcp.ex.tp.{d}",
+    "_tcp.ex.tp.{d}",
+    "40.5.1.100.in-addr.arpa",
+    "40.5.4.100.in-addr.arpa",
 ];
 
 /// Where the traffic-policy names start in [`NAMES`], and how many of
@@ -1008,4 +1025,228 @@ fn answers_name_their_tier_and_serving_clusters() {
             assert_eq!(names(&outcome.served), expected, "{ask:?}");
         }
     }
+}
+
+/// The full handler's reply to `name` (type `qtype`) from `source`, with
+/// an ECS option of `subnet` if given.
+fn full_reply(
+    zone: &Authority,
+    name: &str,
+    qtype: RecordType,
+    source: &str,
+    subnet: Option<(&str, u8)>,
+) -> Message {
+    let (reply, fast) = replies(zone, name, qtype, source, subnet);
+    if let Some(fast) = fast {
+        assert_eq!(fast, reply, "{name} from {source} ecs {subnet:?}");
+    }
+    Message::from_vec(&reply).unwrap()
+}
+
+/// The full handler's reply, and the fast path's when it takes the query.
+fn replies(
+    zone: &Authority,
+    name: &str,
+    qtype: RecordType,
+    source: &str,
+    subnet: Option<(&str, u8)>,
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+    let mut q = Query::query(Name::from_ascii(name).unwrap(), qtype);
+    q.set_query_class(DNSClass::IN);
+    m.queries.push(q);
+    if let Some((address, prefix)) = subnet {
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        edns.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(
+                address.parse().unwrap(),
+                prefix,
+                0,
+            )));
+        m.edns = Some(edns);
+    }
+    let bytes = m.to_vec().unwrap();
+    let source = source.parse().unwrap();
+    let mut out = Vec::new();
+    select::set_rotation(0);
+    let fast = fast::answer(&snapshot(), zone, &bytes, source, &mut out).map(|_| out);
+    select::set_rotation(0);
+    let (reply, _) = authority::respond(&snapshot(), zone, &bytes, source, Transport::Udp).unwrap();
+    (reply, fast)
+}
+
+fn scope_of(m: &Message) -> Option<u8> {
+    match m
+        .edns
+        .as_ref()?
+        .option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)?
+    {
+        EdnsOption::Subnet(s) => Some(s.scope_prefix()),
+        _ => None,
+    }
+}
+
+/// Every name under a service restricted by `export-to` (`ex.tp`, for c1
+/// and region west), in every form — the service, a cluster, a host, a
+/// missing cluster or host, SRV, `_proto`, NODATA — and its addresses'
+/// PTR names: the answer depends on who asks, so its ECS scope is never
+/// 0, whatever prefix the query sent; a /0 query (no tailoring) is
+/// decided by the packet source; outsiders get NXDOMAIN, PTR included.
+#[test]
+fn restricted_names_depend_on_the_asker() {
+    let zone = &authorities()[2];
+    let names = [
+        ("ex.tp.mesh.example.org", RecordType::A),
+        ("ex.tp.mesh.example.org", RecordType::TXT),
+        ("c1.ex.tp.mesh.example.org", RecordType::A),
+        ("c1.ex.tp.mesh.example.org", RecordType::AAAA),
+        ("h40.c1.ex.tp.mesh.example.org", RecordType::A),
+        ("h40.c1.ex.tp.mesh.example.org", RecordType::AAAA),
+        ("c9.ex.tp.mesh.example.org", RecordType::A),
+        ("h9.c1.ex.tp.mesh.example.org", RecordType::A),
+        ("_http._tcp.ex.tp.mesh.example.org", RecordType::SRV),
+        ("_tcp.ex.tp.mesh.example.org", RecordType::SRV),
+        ("40.5.1.100.in-addr.arpa", RecordType::PTR),
+    ];
+    // (subnet, source, inside): ECS of an insider's (c1) or an
+    // outsider's (c0) subnet at several prefixes, or /0 (the source decides).
+    let asks = [
+        (Some(("10.1.0.0", 16)), "10.1.0.9", true),
+        (Some(("10.1.1.0", 24)), "10.1.0.9", true),
+        (Some(("10.1.1.1", 32)), "10.1.0.9", true),
+        (Some(("10.0.0.0", 16)), "10.0.0.9", false),
+        (Some(("0.0.0.0", 0)), "10.1.0.9", true),
+        (Some(("0.0.0.0", 0)), "10.0.0.9", false),
+        (Some(("::", 0)), "10.4.0.9", true),
+        (Some(("::", 0)), "192.0.2.1", false),
+        (None, "10.1.0.9", true),
+        (None, "10.0.0.9", false),
+    ];
+    for (name, qtype) in names {
+        for (subnet, source, inside) in asks {
+            let reply = full_reply(zone, &format!("{name}."), qtype, source, subnet);
+            let what = format!("{name} {qtype} ecs {subnet:?} from {source}");
+            if let Some((address, prefix)) = subnet {
+                let width = if address.contains(':') { 128 } else { 32 };
+                let expected = if prefix == 0 { width } else { prefix };
+                assert_eq!(scope_of(&reply), Some(expected), "{what}");
+            }
+            let rcode = reply.metadata.response_code;
+            if !inside {
+                assert_eq!(rcode, ResponseCode::NXDomain, "{what}");
+                assert!(reply.answers.is_empty(), "{what}");
+            } else if !name.starts_with("c9.") && !name.starts_with("h9.") {
+                assert_eq!(rcode, ResponseCode::NoError, "{what}");
+            }
+        }
+    }
+    // An insider sees the PTR name; an unrestricted service's stays
+    // visible to all (c4's `wt` endpoint, no ECS scope asked).
+    let reply = full_reply(
+        zone,
+        "40.5.1.100.in-addr.arpa.",
+        RecordType::PTR,
+        "10.1.0.9",
+        None,
+    );
+    assert_eq!(reply.answers.len(), 1, "{reply:?}");
+    let reply = full_reply(
+        zone,
+        "1.5.4.100.in-addr.arpa.",
+        RecordType::PTR,
+        "10.0.0.9",
+        None,
+    );
+    assert_eq!(reply.answers.len(), 1, "{reply:?}");
+}
+
+/// A forged ECS option cannot widen `export-to` (`ex.tp`: c1 and region
+/// west): from a source outside it, or of no cluster, an insider's
+/// subnet still gets NXDOMAIN, and from an insider an outsider's subnet
+/// does too; from a trusted resolver (`--ecs-trusted-from`: c5's
+/// askers, `::1`) the subnet alone decides. Both paths alike.
+#[test]
+fn spoofed_ecs_cannot_widen_export_to() {
+    let plain = &authorities()[0];
+    let trusting = &authorities()[1];
+    for name in [
+        "ex.tp.global.",
+        "c1.ex.tp.global.",
+        "_http._tcp.ex.tp.global.",
+    ] {
+        let qtype = if name.starts_with('_') {
+            RecordType::SRV
+        } else {
+            RecordType::A
+        };
+        for (zone, source, subnet, status) in [
+            // An outsider (c0) or a stranger forging an insider's (c1) subnet.
+            (plain, "10.0.0.9", ("10.1.0.0", 16), ResponseCode::NXDomain),
+            (plain, "192.0.2.1", ("10.1.0.0", 16), ResponseCode::NXDomain),
+            (plain, "10.5.0.9", ("10.1.0.0", 16), ResponseCode::NoError),
+            // An insider asking for an outsider's subnet: both must be inside.
+            (plain, "10.1.0.9", ("10.0.0.0", 16), ResponseCode::NXDomain),
+            (plain, "10.1.0.9", ("10.4.0.0", 16), ResponseCode::NoError),
+            // A trusted resolver: the subnet decides, whatever its own place.
+            (
+                trusting,
+                "10.5.0.9",
+                ("10.0.0.0", 16),
+                ResponseCode::NXDomain,
+            ),
+            (
+                trusting,
+                "10.5.0.9",
+                ("10.1.0.0", 16),
+                ResponseCode::NoError,
+            ),
+            (trusting, "::1", ("10.1.0.0", 16), ResponseCode::NoError),
+            (
+                trusting,
+                "10.0.0.9",
+                ("10.1.0.0", 16),
+                ResponseCode::NXDomain,
+            ),
+        ] {
+            let reply = full_reply(zone, name, qtype, source, Some(subnet));
+            assert_eq!(
+                reply.metadata.response_code, status,
+                "{name} from {source} ecs {subnet:?}"
+            );
+        }
+    }
+}
+
+/// SRV weights are applied once: `wt.tp` in c1 has eight targets of
+/// positive weight (5 to 40). With `--max-answers` 8 the answer is the
+/// whole tier, each record with its weight for the client to weigh by;
+/// with 3 the targets were sampled by weight, and every record says 1.
+/// Priority 0 either way: one tier.
+#[test]
+fn srv_weights_are_applied_once() {
+    let srv = |zone: &Authority| -> Vec<(u16, u16)> {
+        let reply = full_reply(
+            zone,
+            "_http._tcp.wt.tp.global.",
+            RecordType::SRV,
+            "10.1.0.9",
+            None,
+        );
+        let mut got: Vec<(u16, u16)> = reply
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                hickory_proto::rr::RData::SRV(s) => (s.priority, s.weight),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    assert_eq!(
+        srv(&authorities()[0]),
+        [5, 10, 10, 10, 10, 20, 30, 40].map(|w| (0, w))
+    );
+    assert_eq!(srv(&authorities()[1]), [(0, 1); 3]);
 }

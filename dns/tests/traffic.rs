@@ -657,7 +657,10 @@ fn export_to_answers_outsiders_nxdomain() {
     };
     fleet.export("use-1", four(2, true), &only);
     let snapshot = fleet.snapshot();
-    let zone = Authority::new(vec![Domain::parse("global").unwrap()], 5, 5, 8, 1).unwrap();
+    // The askers' resolver, 127.0.0.1, is trusted with ECS.
+    let zone = Authority::new(vec![Domain::parse("global").unwrap()], 5, 5, 8, 1)
+        .unwrap()
+        .with_ecs_trusted(vec!["127.0.0.1/32".parse().unwrap()]);
     let ask = |source: &str, subnet: Option<(&str, u8)>| {
         let (reply, _) = authority::respond(
             &snapshot,
@@ -696,6 +699,12 @@ fn export_to_answers_outsiders_nxdomain() {
     assert_eq!(
         ask("127.0.0.1", Some(("10.1.0.0", 24))),
         (ResponseCode::NoError, 4, Some(24))
+    );
+    // The same subnet from a source not trusted with ECS, of no cluster:
+    // the source's place must be inside too.
+    assert_eq!(
+        ask("127.0.0.2", Some(("10.1.0.0", 24))),
+        (ResponseCode::NXDomain, 0, Some(24))
     );
 }
 
@@ -910,4 +919,237 @@ fn traffic_policy_merges_field_by_field() {
     assert_eq!(ask("10.2.0.9"), ResponseCode::NXDomain);
     assert_eq!(ask("10.3.0.9"), ResponseCode::NoError);
     assert_eq!(ask("10.4.0.9"), ResponseCode::NoError);
+}
+
+/// A region's default failover order holds for askers of a region whose
+/// first cluster registers after the policy and the service's view: the
+/// view is not rebuilt then (the service's exports did not change), so
+/// the order must already be there under the id that region gets.
+#[test]
+fn region_default_holds_for_a_region_first_seen_later() {
+    let fleet = Fleet::new(&[
+        Place {
+            name: "use-1",
+            region: "us-east",
+            provider: None,
+            cidr: "10.2.0.0/16",
+            nodes: &[],
+        },
+        Place {
+            name: "usw-1",
+            region: "us-west",
+            provider: None,
+            cidr: "10.3.0.0/16",
+            nodes: &[],
+        },
+    ]);
+    fleet.export("use-1", four(2, true), &Policy::default());
+    fleet.export("usw-1", four(3, true), &Policy::default());
+    let mut policy = FleetPolicy::default();
+    policy.regions.insert(
+        label("eu-central"),
+        RegionPolicy {
+            failover: vec![region("us-west"), region("us-east")].into(),
+        },
+    );
+    fleet.registry.set_policy(Arc::new(policy));
+    // eu-central's first cluster, exporting nothing.
+    let (session, refused) = fleet.registry.hello(
+        Cluster {
+            name: ClusterName::new("eu-1").unwrap(),
+            region: Some(label("eu-central")),
+            zone: Some(label("eu-central-a")),
+            client_cidrs: vec!["10.1.0.0/16".parse().unwrap()],
+            version: "test".into(),
+            provider: None,
+            nodes: vec![],
+        },
+        usize::MAX,
+    );
+    assert!(refused.is_empty());
+    fleet
+        .registry
+        .apply_snapshot(&session, vec![], &Default::default())
+        .unwrap();
+    assert_eq!(served(&fleet, 1, 1), (vec![3], Tier::Failover));
+}
+
+/// `failover: []` for the service in the policy file means no order at
+/// all: it cancels the asker region's default (and the annotation's).
+#[test]
+fn explicit_empty_failover_cancels_the_region_default() {
+    let fleet = four_regions();
+    let names = ["eu-1", "use-1", "usw-1", "ap-1"];
+    for c in 1..=4u8 {
+        fleet.export(names[c as usize - 1], four(c, true), &Policy::default());
+    }
+    let mut policy = FleetPolicy::default();
+    policy.regions.insert(
+        label("eu-central"),
+        RegionPolicy {
+            failover: vec![region("us-east")].into(),
+        },
+    );
+    fleet.registry.set_policy(Arc::new(policy.clone()));
+    // min-healthy 5: eu-1 and the default (us-east) are both short.
+    assert_eq!(served(&fleet, 1, 4), (vec![1], Tier::Cluster));
+    assert_eq!(served(&fleet, 1, 5), (vec![1, 2, 3, 4], Tier::Any));
+    // eu-1 drained away: the region default decides.
+    policy.clusters.insert(
+        ClusterName::new("eu-1").unwrap(),
+        ClusterPolicy {
+            drain_percent: 100,
+            ..ClusterPolicy::default()
+        },
+    );
+    fleet.registry.set_policy(Arc::new(policy.clone()));
+    assert_eq!(served(&fleet, 1, 1), (vec![2], Tier::Failover));
+    policy.services.insert(
+        key(),
+        ServicePolicy {
+            failover: Some(Vec::new().into()),
+            ..ServicePolicy::default()
+        },
+    );
+    fleet.registry.set_policy(Arc::new(policy));
+    assert_eq!(served(&fleet, 1, 1), (vec![2, 3, 4], Tier::Any));
+}
+
+/// A ClusterIp export counts for min-healthy as the endpoints of positive
+/// weight behind its cluster IP, like an endpoints export: a percentage
+/// is of those endpoints (healthy or not) and the threshold counts the
+/// healthy ones, not one per cluster.
+#[test]
+fn min_healthy_counts_a_cluster_ips_endpoints() {
+    let fleet = two_clusters();
+    let behind = |cluster: u8, ready: usize| -> Vec<Endpoint> {
+        (1..=4)
+            .map(|i| endpoint(&format!("100.{cluster}.0.{i}"), 10, i <= ready, None))
+            .collect()
+    };
+    let export_ip = |cluster: u8, ready: usize, min_healthy: MinHealthy| {
+        let export = ServiceExport::new(
+            key(),
+            vec![Port {
+                name: None,
+                protocol: Protocol::Tcp,
+                port: NonZeroU16::new(80).unwrap(),
+            }],
+            Mode::ClusterIp,
+            vec![format!("172.16.{cluster}.1").parse().unwrap()],
+            behind(cluster, ready),
+            Policy {
+                min_healthy: Some(min_healthy),
+                ..Policy::default()
+            },
+        )
+        .unwrap();
+        fleet
+            .registry
+            .apply_snapshot(
+                &fleet.sessions[&format!("east-{cluster}")],
+                vec![export],
+                &Default::default(),
+            )
+            .unwrap();
+    };
+    let tier = |fleet: &Fleet| {
+        let (counts, tiers) = answers(&fleet.snapshot(), Some("10.1.0.9"), 1, 8, 10);
+        assert_eq!(tiers.len(), 1, "{tiers:?}");
+        (counts.into_keys().collect::<Vec<_>>(), tiers[0])
+    };
+    let own = vec!["172.16.1.1".to_owned()];
+    let both = vec!["172.16.1.1".to_owned(), "172.16.2.1".to_owned()];
+    export_ip(2, 4, MinHealthy::Percent(50));
+    // 50%: one of east-1's four endpoints is short of two; its zone
+    // (both clusters: five of eight) is not.
+    export_ip(1, 1, MinHealthy::Percent(50));
+    assert_eq!(tier(&fleet), (both.clone(), Tier::Zone));
+    export_ip(1, 2, MinHealthy::Percent(50));
+    assert_eq!(tier(&fleet), (own.clone(), Tier::Cluster));
+    // None ready: still four exported, so the zone needs four of eight.
+    export_ip(1, 0, MinHealthy::Percent(50));
+    assert_eq!(tier(&fleet), (vec!["172.16.2.1".to_owned()], Tier::Zone));
+    // A count is of endpoints too: three ready behind east-1's IP do.
+    export_ip(1, 3, MinHealthy::Count(3));
+    assert_eq!(tier(&fleet), (own, Tier::Cluster));
+    export_ip(1, 2, MinHealthy::Count(3));
+    assert_eq!(tier(&fleet), (both, Tier::Zone));
+}
+
+/// A Hello that changes only the cluster's node list rebuilds the views
+/// of its services with the node tier (their runs are keyed by node) and
+/// leaves the others' views as they were (the same `Arc`); a placement
+/// change rebuilds them all.
+#[test]
+fn a_node_list_change_rebuilds_only_node_tier_services() {
+    let registry = Registry::new(5, false, Arc::new(Metrics::new()));
+    let announce = |nodes: &[(&str, &str)], zone: &str| {
+        let (session, refused) = registry.hello(
+            Cluster {
+                name: ClusterName::new("east-1").unwrap(),
+                region: Some(label("us-east")),
+                zone: Some(label(zone)),
+                client_cidrs: vec!["10.1.0.0/16".parse().unwrap()],
+                version: "test".into(),
+                provider: None,
+                nodes: nodes
+                    .iter()
+                    .map(|(n, a)| NodeAddresses {
+                        name: NodeName::new(n).unwrap(),
+                        addresses: vec![a.parse().unwrap()],
+                    })
+                    .collect(),
+            },
+            usize::MAX,
+        );
+        assert!(refused.is_empty());
+        session
+    };
+    let session = announce(&[("n1", "10.1.255.1")], "us-east-a");
+    let by_node = export(
+        vec![
+            endpoint("100.1.0.1", 10, true, Some("n1")),
+            endpoint("100.1.0.2", 10, true, Some("n2")),
+        ],
+        Policy {
+            affinity: Affinity::Node,
+            ..Policy::default()
+        },
+    );
+    let plain = ServiceExport::new(
+        ServiceKey {
+            namespace: Namespace::new("shop").unwrap(),
+            name: ServiceName::new("plain").unwrap(),
+        },
+        vec![Port {
+            name: None,
+            protocol: Protocol::Tcp,
+            port: NonZeroU16::new(80).unwrap(),
+        }],
+        Mode::Endpoints,
+        vec![],
+        vec![endpoint("100.1.1.1", 10, true, Some("n1"))],
+        Policy::default(),
+    )
+    .unwrap();
+    registry
+        .apply_snapshot(&session, vec![by_node, plain], &Default::default())
+        .unwrap();
+    let before = registry.snapshot().clone();
+    let view = |s: &Snapshot, name: &str| s.service(name, "shop").unwrap().clone();
+    // n2 joins: only `web` (affinity node) is rebuilt, and n2 asks from
+    // its node tier.
+    announce(&[("n1", "10.1.255.1"), ("n2", "10.1.255.2")], "us-east-a");
+    let after = registry.snapshot().clone();
+    assert!(Arc::ptr_eq(&view(&before, "plain"), &view(&after, "plain")));
+    assert!(!Arc::ptr_eq(&view(&before, "web"), &view(&after, "web")));
+    let (counts, tiers) = answers(&after, Some("10.1.255.2"), 1, 8, 10);
+    assert_eq!(tiers, [Tier::Node]);
+    assert_eq!(counts.into_keys().collect::<Vec<_>>(), ["100.1.0.2"]);
+    // A new zone: every service is rebuilt.
+    announce(&[("n1", "10.1.255.1"), ("n2", "10.1.255.2")], "us-east-b");
+    let moved = registry.snapshot().clone();
+    assert!(!Arc::ptr_eq(&view(&after, "plain"), &view(&moved, "plain")));
+    assert!(!Arc::ptr_eq(&view(&after, "web"), &view(&moved, "web")));
 }

@@ -77,16 +77,46 @@ stub-zone:
         conf
     }
 
+    /// Its configuration with EDNS Client Subnet on (the subnetcache
+    /// module): each client's whole address (/32, /128) goes to the stub
+    /// server, whose answers are cached by the scope they come back with
+    /// (scope 0: for every client). QNAME minimisation and
+    /// harden-below-nxdomain off, so each name is asked as it is.
+    pub fn ecs_conf(&self, dir: &Path, port: u16) -> String {
+        let stub = self.stub.map(|s| s.ip().to_string()).unwrap_or_default();
+        self.conf(dir, port)
+            .replace(
+                "module-config: \"iterator\"",
+                "module-config: \"subnetcache iterator\"",
+            )
+            .replacen(
+                "    do-ip6: no\n",
+                &format!(
+                    "    do-ip6: no\n    qname-minimisation: no\n    harden-below-nxdomain: no\n    send-client-subnet: {stub}\n    client-subnet-always-forward: yes\n    max-client-subnet-ipv4: 32\n    max-client-subnet-ipv6: 128\n"
+                ),
+                1,
+            )
+    }
+
     /// Starts it on a free port (unbound cannot bind port 0 and say which
     /// it got; another port if a parallel test takes the first), its
     /// configuration and files in `dir`. Returns the process and the
     /// address it answers on.
     pub fn start(&self, dir: &Path) -> (Proc, SocketAddr) {
+        self.start_with(dir, Self::conf)
+    }
+
+    /// [`start`](Self::start) with EDNS Client Subnet on ([`Self::ecs_conf`]).
+    pub fn start_ecs(&self, dir: &Path) -> (Proc, SocketAddr) {
+        self.start_with(dir, Self::ecs_conf)
+    }
+
+    fn start_with(&self, dir: &Path, conf: fn(&Self, &Path, u16) -> String) -> (Proc, SocketAddr) {
         let (proc, port) = Proc::start_on_free_port(
             &program("unbound"),
             |port| {
                 let path = dir.join(format!("unbound-{}-{port}.conf", self.listen));
-                std::fs::write(&path, self.conf(dir, port)).expect("write unbound.conf");
+                std::fs::write(&path, conf(self, dir, port)).expect("write unbound.conf");
                 vec!["-d".into(), "-c".into(), path.display().to_string()]
             },
             Duration::from_millis(300),

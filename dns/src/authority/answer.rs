@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use crate::locality::AskerPlace;
 use crate::metrics::AnswerTier;
 use crate::qname::{Layout, QName, Reverse};
-use crate::select::{self, Pick};
+use crate::select::{self, Gate, Pick};
 use crate::snapshot::{Kind, PtrName, ServiceView, Snapshot};
 use meshdns_proto::model::Affinity;
 
@@ -73,6 +73,11 @@ pub struct Answer<'s> {
     /// Whether the asker's place chose the answer (the ECS scope rule,
     /// [`super::rules::ecs_scope`]).
     pub located: bool,
+    /// Whether `export-to` decided it: the name is under a service
+    /// restricted to some places (or, for PTR, the address is one of
+    /// such a service's), so the answer depends on who asks, even from a
+    /// query that sent no bits of its address (ECS source prefix 0).
+    pub gated: bool,
     /// Whether the records come from a service whose clusters are all
     /// stale (served anyway: fail open).
     pub fail_open: bool,
@@ -110,8 +115,9 @@ pub enum Records<'s> {
         aaaa: bool,
         count: usize,
     },
-    /// PTR records naming each service an address belongs to.
-    Ptr(&'s [PtrName]),
+    /// PTR records naming each service an address belongs to that the
+    /// asker may see.
+    Ptr(Vec<&'s PtrName>),
     /// SRV records with their targets' addresses as additional data.
     Srv {
         view: &'s ServiceView,
@@ -125,6 +131,7 @@ impl Answer<'_> {
             rcode,
             records: Records::Negative,
             located: false,
+            gated: false,
             fail_open: false,
             tier: None,
         }
@@ -143,6 +150,7 @@ impl Answer<'_> {
             rcode: Rcode::NoError,
             records,
             located: false,
+            gated: false,
             fail_open: false,
             tier: None,
         }
@@ -165,6 +173,8 @@ pub struct Question<'s> {
     pub wants: Wants,
     /// Where the asker is ([`super::rules::asker`]).
     pub place: Option<&'s AskerPlace>,
+    /// Whose place `export-to` must allow ([`super::rules::gate`]).
+    pub gate: Gate,
 }
 
 /// The answer to `question` about `name`.
@@ -173,6 +183,7 @@ pub fn lookup<'s>(question: Question<'s>, name: QName<'s>) -> Answer<'s> {
         snapshot, wants, ..
     } = question;
     let layout = question.authority.domains()[question.domain].layout;
+    let view_of = |svc: &str, ns: &str| snapshot.service(svc, ns).map(|v| &**v);
     match name {
         QName::Apex => {
             // ANY: the SOA alone (RFC 8482).
@@ -185,31 +196,41 @@ pub fn lookup<'s>(question: Question<'s>, name: QName<'s>) -> Answer<'s> {
         }
         QName::McsRoot => Answer::exists(!snapshot.is_empty()),
         QName::Namespace { ns } => Answer::exists(snapshot.has_namespace(ns)),
-        QName::Service { ns, svc } => service(question, snapshot.service(svc, ns).map(|v| &**v)),
-        QName::Cluster { ns, svc, .. }
-        | QName::Host { ns, svc, .. }
-        | QName::SrvProto { ns, svc, .. }
-        | QName::Srv { ns, svc, .. }
-            if snapshot
-                .service(svc, ns)
-                .is_some_and(|v| !select::exported_to(v, &snapshot.locality, question.place)) =>
-        {
-            hidden()
-        }
+        QName::Service { ns, svc } => service(question, view_of(svc, ns)),
         QName::Cluster { ns, svc, cluster } => {
-            match snapshot
-                .service(svc, ns)
-                .and_then(|v| v.cluster(cluster).map(|c| (v, c)))
-            {
-                // The MCS spec has no per-cluster service records; the
-                // name is an empty non-terminal above the hostnames.
-                Some(_) if layout == Layout::Mcs => Answer::negative(Rcode::NoError),
-                Some((view, (index, _))) => {
-                    addresses(question, view, Pick::cluster_name(view, index))
+            under(question, view_of(svc, ns), |view| {
+                match view.cluster(cluster) {
+                    // The MCS spec has no per-cluster service records; the
+                    // name is an empty non-terminal above the hostnames.
+                    Some(_) if layout == Layout::Mcs => Answer::negative(Rcode::NoError),
+                    Some((index, _)) => addresses(question, view, Pick::cluster_name(view, index)),
+                    None => Answer::negative(Rcode::NxDomain),
                 }
-                None => Answer::negative(Rcode::NxDomain),
-            }
+            })
         }
+        QName::Host {
+            ns,
+            svc,
+            cluster,
+            host,
+        } => under(question, view_of(svc, ns), |view| {
+            host_name(question, view, cluster, host)
+        }),
+        QName::SrvProto { ns, svc, proto } => under(question, view_of(svc, ns), |view| {
+            Answer::exists(
+                view.clusters
+                    .iter()
+                    .any(|c| c.ports().iter().any(|p| p.protocol.label() == proto)),
+            )
+        }),
+        QName::Srv {
+            ns,
+            svc,
+            proto,
+            port,
+        } => under(question, view_of(svc, ns), |view| {
+            srv(question, view, proto, port)
+        }),
         QName::DnsVersion => {
             if wants.wants(TYPE_TXT) {
                 Answer::records(Records::Version)
@@ -220,85 +241,121 @@ pub fn lookup<'s>(question: Question<'s>, name: QName<'s>) -> Answer<'s> {
         QName::Reverse(Reverse::Prefix(low, high)) => {
             Answer::exists(snapshot.has_reverse_range(low, high))
         }
-        QName::Reverse(Reverse::Address(address)) => match snapshot.ptr(&address) {
-            Some(names) if wants.wants(TYPE_PTR) && !names.is_empty() => {
-                Answer::records(Records::Ptr(names))
-            }
-            Some(_) => Answer::negative(Rcode::NoError),
-            None => Answer::negative(Rcode::NxDomain),
-        },
-        QName::Host {
-            ns,
-            svc,
-            cluster,
-            host,
-        } => {
-            let found = snapshot
-                .service(svc, ns)
-                .and_then(|v| v.cluster(cluster).map(|(i, c)| (v, i, c)))
-                .and_then(|(v, i, c)| c.endpoint(host).map(|e| (v, i, e)));
-            match found {
-                Some((view, index, (ep, true))) => {
-                    let a = wants.wants(TYPE_A);
-                    // ANY: the A RRset when there is one, else AAAA (RFC 8482).
-                    let aaaa = wants.wants(TYPE_AAAA)
-                        && !(wants.any() && ep.addresses.iter().any(IpAddr::is_ipv4));
-                    let count = ep
-                        .addresses
-                        .iter()
-                        .filter(|ip| if ip.is_ipv4() { a } else { aaaa })
-                        .take(question.authority.max_answers)
-                        .count();
-                    if count == 0 {
-                        return Answer::negative(Rcode::NoError);
-                    }
-                    Answer::records(Records::Host {
-                        view,
-                        cluster: index,
-                        addresses: &ep.addresses,
-                        a,
-                        aaaa,
-                        count,
-                    })
-                }
-                Some(_) => Answer::negative(Rcode::NoError),
-                None => Answer::negative(Rcode::NxDomain),
-            }
-        }
-        QName::SrvProto { ns, svc, proto } => {
-            Answer::exists(snapshot.service(svc, ns).is_some_and(|v| {
-                v.clusters
-                    .iter()
-                    .any(|c| c.ports().iter().any(|p| p.protocol.label() == proto))
-            }))
-        }
-        QName::Srv {
-            ns,
-            svc,
-            proto,
-            port,
-        } => match snapshot.service(svc, ns) {
-            Some(view) => srv(question, view, proto, port),
-            None => Answer::negative(Rcode::NxDomain),
-        },
+        QName::Reverse(Reverse::Address(address)) => ptr(question, address),
         QName::Nothing => Answer::negative(Rcode::NxDomain),
     }
 }
 
-/// NXDOMAIN for an asker outside a service's `export-to`: it depends on
-/// where the asker is, so it is located (the ECS scope is the asker's
-/// prefix, never 0, or resolvers would serve it to insiders too).
-fn hidden<'s>() -> Answer<'s> {
-    Answer {
-        located: true,
-        ..Answer::negative(Rcode::NxDomain)
+/// Every answer for a name under a service (the service, its cluster,
+/// host, `_proto` and SRV names): NXDOMAIN without the service; for a
+/// service whose `export-to` restricts it, NXDOMAIN for an asker outside
+/// it and, inside or out, marked as decided by who asks (its ECS scope
+/// is never 0, or a resolver would serve it to every client: an
+/// outsider an insider's addresses, an insider an outsider's NXDOMAIN).
+/// The one place that check is made, whatever the name's form.
+fn under<'s>(
+    question: Question<'s>,
+    view: Option<&'s ServiceView>,
+    answer: impl FnOnce(&'s ServiceView) -> Answer<'s>,
+) -> Answer<'s> {
+    let Some(view) = view else {
+        return Answer::negative(Rcode::NxDomain);
+    };
+    if view.export_to.is_empty() {
+        return answer(view);
     }
+    let snapshot = question.snapshot;
+    let mut answer = if select::exported_to(view, &snapshot.locality, question.place, question.gate)
+    {
+        answer(view)
+    } else {
+        Answer::negative(Rcode::NxDomain)
+    };
+    answer.gated = true;
+    answer
+}
+
+/// `<host>.<cluster>.<svc>.<ns>`: one endpoint's addresses; NODATA for
+/// an endpoint without the asked family (or not serving), NXDOMAIN
+/// without the endpoint.
+fn host_name<'s>(
+    question: Question<'s>,
+    view: &'s ServiceView,
+    cluster: &str,
+    host: &str,
+) -> Answer<'s> {
+    let wants = question.wants;
+    let found = view
+        .cluster(cluster)
+        .and_then(|(i, c)| c.endpoint(host).map(|e| (i, e)));
+    match found {
+        Some((index, (ep, true))) => {
+            let a = wants.wants(TYPE_A);
+            // ANY: the A RRset when there is one, else AAAA (RFC 8482).
+            let aaaa = wants.wants(TYPE_AAAA)
+                && !(wants.any() && ep.addresses.iter().any(IpAddr::is_ipv4));
+            let count = ep
+                .addresses
+                .iter()
+                .filter(|ip| if ip.is_ipv4() { a } else { aaaa })
+                .take(question.authority.max_answers)
+                .count();
+            if count == 0 {
+                return Answer::negative(Rcode::NoError);
+            }
+            Answer::records(Records::Host {
+                view,
+                cluster: index,
+                addresses: &ep.addresses,
+                a,
+                aaaa,
+                count,
+            })
+        }
+        Some(_) => Answer::negative(Rcode::NoError),
+        None => Answer::negative(Rcode::NxDomain),
+    }
+}
+
+/// A reverse name's PTR records: the names of the services owning the
+/// address, less those whose `export-to` leaves the asker out (NXDOMAIN
+/// when that is all of them). Gated when any of them is restricted: who
+/// asks then decides what the name holds.
+fn ptr<'s>(question: Question<'s>, address: IpAddr) -> Answer<'s> {
+    let snapshot = question.snapshot;
+    let Some(names) = snapshot.ptr(&address) else {
+        return Answer::negative(Rcode::NxDomain);
+    };
+    let mut gated = false;
+    let seen: Vec<&PtrName> = names
+        .iter()
+        .filter(|name| {
+            let Some(view) = snapshot.service(&name.service, &name.namespace) else {
+                return false;
+            };
+            if view.export_to.is_empty() {
+                return true;
+            }
+            gated = true;
+            select::exported_to(view, &snapshot.locality, question.place, question.gate)
+        })
+        .collect();
+    let mut answer = if seen.is_empty() && !names.is_empty() {
+        Answer::negative(Rcode::NxDomain)
+    } else if question.wants.wants(TYPE_PTR) && !seen.is_empty() {
+        Answer::records(Records::Ptr(seen))
+    } else {
+        Answer::negative(Rcode::NoError)
+    };
+    answer.gated = gated;
+    answer
 }
 
 /// The service's targets chosen for the asker. The answer is located
 /// unless the service answers every place alike: affinity `none`, a
 /// primary that every asker is pinned to, weight-0 targets as the last
-/// resort — but always when `export-to` decided who sees it at all.
+/// resort (whether `export-to` decided who sees it at all is
+/// [`under`]'s to say).
 fn select<'s>(question: Question<'s>, view: &'s ServiceView) -> (Pick<'s>, Answer<'s>) {
     let pick = select::select(view, question.place, question.authority.min_healthy);
     let everywhere = view.affinity == Affinity::None
@@ -306,7 +363,8 @@ fn select<'s>(question: Question<'s>, view: &'s ServiceView) -> (Pick<'s>, Answe
     let answer = Answer {
         rcode: Rcode::NoError,
         records: Records::Negative,
-        located: !everywhere || !view.export_to.is_empty(),
+        located: !everywhere,
+        gated: false,
         fail_open: view.fail_open,
         tier: Some(AnswerTier::of(
             pick.tier,
@@ -321,12 +379,11 @@ fn select<'s>(question: Question<'s>, view: &'s ServiceView) -> (Pick<'s>, Answe
 /// NXDOMAIN without the service. The fast path finds the view by its key
 /// without allocating, and comes in here.
 pub fn service<'s>(question: Question<'s>, view: Option<&'s ServiceView>) -> Answer<'s> {
-    let Some(view) = view else {
-        return Answer::negative(Rcode::NxDomain);
-    };
-    if !select::exported_to(view, &question.snapshot.locality, question.place) {
-        return hidden();
-    }
+    under(question, view, |view| service_addresses(question, view))
+}
+
+/// A visible service's selected addresses, or NODATA.
+fn service_addresses<'s>(question: Question<'s>, view: &'s ServiceView) -> Answer<'s> {
     let (pick, answer) = select(question, view);
     let Answer { records, .. } = addresses(question, view, pick);
     if matches!(records, Records::Negative) {

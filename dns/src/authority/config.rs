@@ -1,6 +1,9 @@
 //! The served domains and answer settings, fixed at start.
 
+use std::net::IpAddr;
+
 use hickory_proto::rr::Name;
+use ipnet::IpNet;
 
 use crate::cookie::Cookies;
 use crate::qname::Domain;
@@ -27,6 +30,9 @@ pub struct Authority {
     cookies: Cookies,
     /// The NSID answered when asked (RFC 5001); none by default.
     nsid: Option<Box<[u8]>>,
+    /// Sources whose ECS option decides export-to (`--ecs-trusted-from`);
+    /// none by default.
+    ecs_trusted: Box<[IpNet]>,
 }
 
 /// A served domain whose name is not a valid DNS name.
@@ -84,6 +90,7 @@ impl Authority {
             min_healthy,
             cookies: Cookies::random(),
             nsid: None,
+            ecs_trusted: Box::default(),
         })
     }
 
@@ -98,6 +105,23 @@ impl Authority {
     pub fn with_nsid(mut self, nsid: Vec<u8>) -> Self {
         self.nsid = Some(nsid.into_boxed_slice());
         self
+    }
+
+    /// The same authority trusting the ECS option of queries from
+    /// `resolvers` to decide export-to ([`super::rules::gate`]).
+    pub fn with_ecs_trusted(mut self, resolvers: Vec<IpNet>) -> Self {
+        self.ecs_trusted = resolvers.into_boxed_slice();
+        self
+    }
+
+    /// Whether a query from `source` is from a trusted resolver (an
+    /// IPv4-mapped source is its IPv4 address).
+    pub fn ecs_trusted(&self, source: IpAddr) -> bool {
+        if self.ecs_trusted.is_empty() {
+            return false;
+        }
+        let source = source.to_canonical();
+        self.ecs_trusted.iter().any(|net| net.contains(&source))
     }
 
     /// The NSID to answer with, if one is set.

@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 
 use crate::locality::AskerPlace;
+use crate::select::Gate;
 use crate::snapshot::Snapshot;
 
 use super::Authority;
@@ -86,14 +87,52 @@ pub fn asker(snapshot: &Snapshot, source: IpAddr, ecs: Option<ClientSubnet>) -> 
     }
 }
 
+/// Whose place decides `export-to` ([`Gate`]):
+///
+/// - no ECS: the asker's, which is the packet source's;
+/// - ECS with source prefix 0 (no tailoring): the packet source's (the
+///   asker has no place, and an unknown asker sees no restricted
+///   service: a resolver's own place is what it answers for);
+/// - ECS from a resolver in `--ecs-trusted-from` (`trusted`): the ECS
+///   subnet's alone;
+/// - ECS from any other source: the subnet's *and* the packet source's,
+///   so a forged subnet cannot widen export-to (it still picks which
+///   endpoints are nearest).
+pub fn gate(source: IpAddr, ecs: Option<ClientSubnet>, trusted: bool) -> Gate {
+    match ecs {
+        None => Gate::Place,
+        Some(subnet) if subnet.source_prefix == 0 => Gate::Source(source),
+        Some(_) if trusted => Gate::Place,
+        Some(_) => Gate::Both(source),
+    }
+}
+
 /// The ECS scope prefix of a reply (RFC 7871 §7.2.1): how much of the
 /// asker's address the answer depends on — all it sent when locality
 /// chose the answer (`located`), none when every asker gets the same
 /// answer (NXDOMAIN; names that are not a selection; a service with
 /// affinity `none`; NODATA for a family the service has nowhere), so
 /// resolvers cache it once rather than per subnet.
-pub fn ecs_scope(source_prefix: u8, located: bool) -> u8 {
-    if located { source_prefix } else { 0 }
+///
+/// An answer `export-to` decided (`gated`) depends on who asks even when
+/// the query sent no bits (source prefix 0: decided by the packet
+/// source), and a scope of 0 would make it fit every client (§7.3.1).
+/// It gets the family's whole width instead: a scope longer than the
+/// source prefix, which §7.3.1 has a resolver cache "only to answer
+/// client queries that specify exactly the same SOURCE PREFIX-LENGTH",
+/// that is other /0 queries, never a located client's.
+pub fn ecs_scope(subnet: ClientSubnet, located: bool, gated: bool) -> u8 {
+    match subnet.source_prefix {
+        0 if gated => {
+            if subnet.address.is_ipv4() {
+                32
+            } else {
+                128
+            }
+        }
+        prefix if located || gated => prefix,
+        _ => 0,
+    }
 }
 
 impl Authority {

@@ -13,10 +13,16 @@ use crate::snapshot::{Kind, PtrName, ServiceView, Snapshot, Target};
 /// `addresses` as additional data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SrvTarget<'s> {
-    /// 0: every target comes from the one tier chosen.
+    /// 0: every target of an answer comes from the one tier chosen, so
+    /// there is no order between them to tell.
     pub priority: u16,
-    /// The target's effective weight, in units of an unscaled, undrained
-    /// endpoint weight (a pod: 10), at least 1 and at most 65535.
+    /// When the answer holds the tier's every target (no more than
+    /// `--max-answers`), the target's effective weight, in units of an
+    /// unscaled, undrained endpoint weight (a pod: 10), at least 1 and at
+    /// most 65535: an RFC 2782 client then weighs them itself. When the
+    /// targets were sampled by weight, 1 for all: the sample already
+    /// applied the weights, and a client weighing again would apply them
+    /// twice.
     pub weight: u16,
     pub port: u16,
     /// The target's name, fully qualified.
@@ -42,7 +48,8 @@ pub fn port_of(view: &ServiceView, cluster: usize, proto: &str, port: &str) -> O
 }
 
 /// The SRV targets of `pick` (rotated by `start`, at most `max`) that
-/// have the port `(proto, port_name)`.
+/// have the port `(proto, port_name)`, weighted as [`SrvTarget::weight`]
+/// says.
 pub fn srv<'s>(
     snapshot: &Snapshot,
     view: &'s ServiceView,
@@ -61,6 +68,8 @@ pub fn srv<'s>(
     let mcs = domain.layout == Layout::Mcs;
     let mut service_ports: Vec<u16> = Vec::new();
     let mut targets = Vec::new();
+    // The whole tier (unsampled): the records carry the weights.
+    let whole = pick.len() <= max;
     for target in pick.targets(start, max) {
         let index = target.cluster();
         let cluster = &view.clusters[index];
@@ -97,7 +106,11 @@ pub fn srv<'s>(
         };
         targets.push(SrvTarget {
             priority: 0,
-            weight: srv_weight(snapshot, view, target),
+            weight: if whole {
+                srv_weight(snapshot, view, target)
+            } else {
+                1
+            },
             port,
             name,
             addresses,

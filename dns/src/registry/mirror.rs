@@ -60,7 +60,11 @@ impl State {
         let moved = entry.cluster != m.cluster || entry.stale != m.stale;
         if moved {
             dirty.locality = true;
-            dirty.touch(&name, entry.services.keys().cloned());
+            if entry.stale == m.stale {
+                dirty.touch(&name, super::session::reshaped(entry, &m.cluster));
+            } else {
+                dirty.touch(&name, entry.services.keys().cloned());
+            }
             entry.place = State::place(names, policy, entry.id, &m.cluster, m.stale);
         }
         entry.cluster = m.cluster;

@@ -17,6 +17,12 @@ pub(super) struct Names {
     pub(super) next: u32,
     /// Collect when the table grows past this.
     pub(super) collect_at: usize,
+    /// The regions the policy in force names a default failover order
+    /// for: interned whether or not a cluster is there yet, and kept
+    /// while the policy names them, so a view built before a region's
+    /// first cluster arrives already holds its order under the id that
+    /// cluster gets ([`Names::pin_regions`]).
+    pub(super) pinned: std::collections::HashSet<String>,
 }
 
 /// The table is collected when it holds this many names, or twice what
@@ -29,6 +35,7 @@ impl Default for Names {
             ids: HashMap::new(),
             next: 0,
             collect_at: NAMES_COLLECT_MIN,
+            pinned: std::collections::HashSet::new(),
         }
     }
 }
@@ -67,13 +74,22 @@ impl Names {
         self.id(Self::zone_key(region, zone))
     }
 
+    /// Interns `regions` (the policy's region defaults) and keeps them
+    /// until the next call, in place of the ones pinned before.
+    pub(super) fn pin_regions<'a>(&mut self, regions: impl IntoIterator<Item = &'a str>) {
+        self.pinned = regions.into_iter().map(Self::region_key).collect();
+        for key in self.pinned.clone() {
+            self.id(key);
+        }
+    }
+
     /// Forgets the names no cluster and no export of `clusters` uses, once
     /// the table has grown enough to be worth the walk (O(endpoints)).
     pub(super) fn collect(&mut self, clusters: &BTreeMap<ClusterName, ClusterEntry>) {
         if self.ids.len() < self.collect_at {
             return;
         }
-        let mut used = std::collections::HashSet::new();
+        let mut used = self.pinned.clone();
         for entry in clusters.values() {
             let region = entry.cluster.region.as_ref().map(|r| r.as_str());
             if let Some(r) = region {
@@ -105,7 +121,8 @@ impl Names {
 }
 
 /// What a view build looks up: zones interned as they come; regions and
-/// providers only as clusters placed them (a failover order naming a
+/// providers only as clusters placed them, or (regions) as the policy
+/// names a default failover order for them (a failover step naming a
 /// region no cluster is in resolves to nothing).
 impl crate::snapshot::Interner for Names {
     fn zone(&mut self, region: Option<&str>, zone: &str) -> u32 {
@@ -156,5 +173,23 @@ mod tests {
         assert_eq!(names.zone(Some("r"), "kept"), kept);
         let fresh = names.zone(Some("r"), "z0");
         assert!(fresh > kept + NAMES_COLLECT_MIN as u32 - 1, "{fresh}");
+    }
+
+    #[test]
+    fn regions_the_policy_names_keep_their_ids_through_a_collection() {
+        let mut names = Names::default();
+        names.pin_regions(["eu-central"]);
+        let pinned = names.region("eu-central");
+        for i in 0..NAMES_COLLECT_MIN {
+            names.region(&format!("r{i}"));
+        }
+        names.collect(&BTreeMap::new());
+        assert_eq!(names.ids.len(), 1, "only the pinned region is kept");
+        assert_eq!(names.region("eu-central"), pinned);
+        // Unpinned by the next policy: collected like any other name.
+        names.pin_regions([]);
+        names.collect_at = 0;
+        names.collect(&BTreeMap::new());
+        assert!(names.ids.is_empty());
     }
 }

@@ -155,6 +155,9 @@ impl Registry {
             policy,
             ..
         } = state;
+        // A region default applies to askers of a region no cluster is in
+        // yet: its id exists before that cluster's Hello.
+        names.pin_regions(policy.regions.keys().map(|r| r.as_str()));
         for entry in clusters.values_mut() {
             entry.place = State::place(names, policy, entry.id, &entry.cluster, entry.stale);
             let name = entry.cluster.name.clone();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use meshdns_proto::model::{Cluster, ClusterName};
+use meshdns_proto::model::{Affinity, Cluster, ClusterName, ServiceKey};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -31,6 +31,28 @@ pub(super) fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The services of `entry`'s cluster that announcing it anew as `cluster`
+/// reshapes: every one when its placement (region, zone, provider)
+/// changes; when only its node list does, those whose part has the node
+/// tier (runs keyed by node index), not the rest — the locality, which
+/// tells the node asking, is rebuilt on any announcement; none otherwise.
+pub(super) fn reshaped(entry: &ClusterEntry, cluster: &Cluster) -> Vec<ServiceKey> {
+    let old = &entry.cluster;
+    if old.region != cluster.region || old.zone != cluster.zone || old.provider != cluster.provider
+    {
+        entry.services.keys().cloned().collect()
+    } else if old.nodes != cluster.nodes {
+        entry
+            .services
+            .iter()
+            .filter(|(_, export)| export.policy().affinity == Affinity::Node)
+            .map(|(key, _)| key.clone())
+            .collect()
+    } else {
+        Vec::new()
+    }
 }
 
 impl Registry {
@@ -109,14 +131,7 @@ impl Registry {
         if let Some((_, old)) = entry.session.take() {
             old.cancel();
         }
-        // Placement changes reshape the cluster's services.
-        if entry.cluster.region != cluster.region
-            || entry.cluster.zone != cluster.zone
-            || entry.cluster.provider != cluster.provider
-            || entry.cluster.nodes != cluster.nodes
-        {
-            dirty.touch(&name, entry.services.keys().cloned());
-        }
+        dirty.touch(&name, reshaped(entry, &cluster));
         entry.place = State::place(
             &mut state_ref.names,
             &state_ref.policy,

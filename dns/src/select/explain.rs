@@ -68,7 +68,7 @@ pub fn explain(
         offered.push(TierCount {
             tier: pick.tier,
             place: step.map(|s| s.scope.to_string()),
-            healthy: pick.len(),
+            healthy: pick.healthy(),
             exported: pick.exported(),
             needed,
             weight: shown(pick.weight()),
@@ -84,7 +84,7 @@ pub fn explain(
         offered.push(TierCount {
             tier: chosen.tier,
             place: None,
-            healthy: chain.total(Kind::Targets),
+            healthy: chain.healthy(),
             exported: chain.exported(),
             needed: 0,
             weight: shown(chain.weight(Kind::Targets)),
@@ -114,7 +114,7 @@ pub fn explain(
         "none"
     } else if from_file.is_some_and(|s| s.failover.is_some()) {
         "policy file (service)"
-    } else if !view.failover.is_empty() {
+    } else if view.failover.is_some() {
         "annotation"
     } else {
         "policy file (asker's region)"

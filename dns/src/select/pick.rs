@@ -140,6 +140,12 @@ impl<'a> Pick<'a> {
         self.targets.exported()
     }
 
+    /// Healthy endpoints of positive weight in the pick's targets (a
+    /// ClusterIp target counts those behind it): what min-healthy counts.
+    pub fn healthy(&self) -> usize {
+        self.targets.healthy()
+    }
+
     /// The summed effective weight of the pick's targets.
     pub fn weight(&self) -> u128 {
         self.targets.weight(Kind::Targets)

@@ -44,9 +44,11 @@ pub enum Kind {
 
 /// A run of cluster `cluster`'s targets (an index into the service's
 /// clusters) and the addresses of exactly those targets, with their
-/// effective weight per kind and how many exported endpoints (healthy or
-/// not, of positive weight) the run stands for: what a percentage
-/// `min-healthy` is a percentage of.
+/// effective weight per kind, how many exported endpoints (healthy or
+/// not, of positive weight) the run stands for — what a percentage
+/// `min-healthy` is a percentage of — and how many of them are healthy:
+/// what `min-healthy` counts. An endpoint target is one endpoint; a
+/// ClusterIp target stands for the endpoints behind it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Segment {
     pub cluster: u32,
@@ -60,6 +62,7 @@ pub struct Segment {
     /// when no item can weigh more than its share of one answer point, a
     /// weighted sample skips its search for certain items.
     pub heaviest: u64,
+    pub healthy: u32,
 }
 
 impl Segment {
@@ -102,6 +105,7 @@ pub struct Ends {
     pub exported: u32,
     /// The heaviest item so far (a running maximum, not a sum).
     pub heaviest: u64,
+    pub healthy: u32,
 }
 
 impl Ends {
@@ -112,11 +116,13 @@ impl Ends {
         }
         self.exported += other.exported;
         self.heaviest = self.heaviest.max(other.heaviest);
+        self.healthy += other.healthy;
     }
 
     fn of(s: &Segment) -> Ends {
         let mut e = Ends {
             exported: s.exported,
+            healthy: s.healthy,
             w: s.weight.map(u128::from),
             heaviest: s.heaviest,
             ..Ends::default()
@@ -259,6 +265,13 @@ impl Chain {
         self.runs.last().map_or(0, |(_, ends)| ends.heaviest)
     }
 
+    /// Healthy endpoints of positive weight the chain stands for.
+    pub fn healthy(&self) -> usize {
+        self.runs
+            .last()
+            .map_or(0, |(_, ends)| ends.healthy as usize)
+    }
+
     /// The run and segment holding item `offset` of `kind`, and the
     /// item's index in that segment's cluster list.
     pub(super) fn locate(&self, kind: Kind, offset: usize) -> (usize, usize, u32) {
@@ -341,6 +354,15 @@ impl<'a> Cursor<'a> {
             + self.extra[..self.extras]
                 .iter()
                 .map(|s| s.exported as usize)
+                .sum::<usize>()
+    }
+
+    /// Healthy endpoints of positive weight in the list.
+    pub fn healthy(&self) -> usize {
+        self.chain.healthy()
+            + self.extra[..self.extras]
+                .iter()
+                .map(|s| s.healthy as usize)
                 .sum::<usize>()
     }
 
@@ -544,6 +566,7 @@ mod tests {
                     weight: [heavy, heavy, 0],
                     exported: 1,
                     heaviest: heavy,
+                    healthy: 1,
                 };
                 let set: Runs = Arc::from(vec![(s, Ends::of(&s))]);
                 (set, one)

@@ -94,10 +94,11 @@ pub struct ServiceView {
     /// samples, else the plain rotation.
     pub weighted: bool,
     /// The failover order after the asker's own tiers: the policy file's
-    /// for the service, else its annotation (empty: see `region_failover`).
-    pub failover: Box<[Step]>,
-    /// Without a service order: the policy file's default per asker
-    /// region, sorted by region.
+    /// for the service (`failover: []` there is `Some` empty: explicitly
+    /// none), else its annotation; `None`: see `region_failover`.
+    pub failover: Option<Box<[Step]>>,
+    /// Without a service order (`failover` is `None`): the policy file's
+    /// default per asker region, sorted by region.
     pub region_failover: Box<[(RegionId, Box<[Step]>)]>,
     /// Every asker is served from here while it has min-healthy targets.
     pub primary: Option<Step>,
@@ -459,8 +460,16 @@ impl ServiceView {
         let resolve = |scopes: &[Scope]| -> Box<[Step]> {
             scopes.iter().map(|s| Step::resolve(s, names)).collect()
         };
-        let failover = resolve(fleet.failover(&key, &annotated.failover, None));
-        let region_failover: Box<[(RegionId, Box<[Step]>)]> = if failover.is_empty() {
+        // The service's own order: the policy file's, even an explicit
+        // empty one (which cancels the region defaults), else the
+        // annotation's.
+        let failover = fleet
+            .services
+            .get(&key)
+            .and_then(|s| s.failover.as_deref())
+            .or((!annotated.failover.is_empty()).then_some(&annotated.failover[..]))
+            .map(resolve);
+        let region_failover: Box<[(RegionId, Box<[Step]>)]> = if failover.is_none() {
             let mut orders: Vec<(RegionId, Box<[Step]>)> = fleet
                 .regions
                 .iter()
@@ -555,8 +564,8 @@ impl ServiceView {
 
     /// The failover order for an asker in `region`.
     pub fn failover_for(&self, region: Option<RegionId>) -> &[Step] {
-        if !self.failover.is_empty() {
-            return &self.failover;
+        if let Some(order) = &self.failover {
+            return order;
         }
         region
             .and_then(|r| {

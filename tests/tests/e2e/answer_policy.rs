@@ -15,6 +15,8 @@ use meshdns_proto::wire::{self, export_request::Message as Req};
 use meshdns_tests::TestServer;
 use meshdns_tests::dns::{Ask, addresses, ecs_echo, query, rcode};
 use meshdns_tests::export_stream::ExportStream;
+use meshdns_tests::fleet::TempDir;
+use meshdns_tests::unbound::Unbound;
 
 /// A member cluster announcing one loopback asker address.
 async fn member(server: &TestServer, cluster: &str, asker: &str) -> ExportStream {
@@ -118,7 +120,8 @@ async fn weighted_shares_over_real_queries() {
 
 #[tokio::test]
 async fn export_to_answers_outsiders_nxdomain() {
-    let server = TestServer::start(&[]).await;
+    // 127.0.0.1 is the askers' resolver, trusted with ECS.
+    let server = TestServer::start(&["--ecs-trusted-from", "127.0.0.1/32"]).await;
     let mut east = member(&server, "east-1", "127.0.0.2").await;
     let _west = member(&server, "west-1", "127.0.0.3").await;
     let _north = member(&server, "north-1", "127.0.0.4").await;
@@ -166,6 +169,137 @@ async fn export_to_answers_outsiders_nxdomain() {
             text.contains(&format!("status: {status}")),
             "{source}: {text}"
         );
+    }
+    server.stop().await;
+}
+
+/// Every name under a service exported to east-1 only — the service, its
+/// cluster, a host, SRV — with the record type that answers it.
+const RESTRICTED_NAMES: [(&str, RecordType); 4] = [
+    ("web.shop.global", RecordType::A),
+    ("east-1.web.shop.global", RecordType::A),
+    ("h1.east-1.web.shop.global", RecordType::A),
+    ("_http._tcp.web.shop.global", RecordType::SRV),
+];
+
+/// `shop/web` exported to east-1 only, its endpoint with a hostname.
+async fn restricted_web(server: &TestServer) -> [ExportStream; 2] {
+    let mut east = member(server, "east-1", "127.0.0.2").await;
+    let west = member(server, "west-1", "127.0.0.3").await;
+    let only = wire::Policy {
+        export_to: vec!["cluster:east-1".into()],
+        ..Default::default()
+    };
+    let mut service = web(&[("10.1.0.1", 10)], only);
+    service.endpoints[0].hostname = "h1".into();
+    export(&mut east, vec![service]).await;
+    [east, west]
+}
+
+/// On the wire, every name under a restricted service carries the ECS
+/// scope of the asker's prefix, and a /0 query (no tailoring) is decided
+/// by the packet source with a scope that is not 0.
+#[tokio::test]
+async fn restricted_names_are_scoped_to_the_asker() {
+    let server = TestServer::start(&[]).await;
+    let _members = restricted_web(&server).await;
+    for (name, qtype) in RESTRICTED_NAMES {
+        for (source, subnet, status, scope) in [
+            ("127.0.0.2", "127.0.0.2/32", ResponseCode::NoError, 32),
+            ("127.0.0.3", "127.0.0.3/32", ResponseCode::NXDomain, 32),
+            ("127.0.0.2", "0.0.0.0/0", ResponseCode::NoError, 32),
+            ("127.0.0.3", "0.0.0.0/0", ResponseCode::NXDomain, 32),
+        ] {
+            let reply = query(server.dns, &Ask::new(name, qtype).from(source).ecs(subnet)).await;
+            let what = format!("{name} from {source} ecs {subnet}");
+            assert_eq!(rcode(&reply), status, "{what}");
+            assert_eq!(
+                ecs_echo(&reply).map(|(_, _, scope)| scope),
+                Some(scope),
+                "{what}"
+            );
+        }
+    }
+    server.stop().await;
+}
+
+/// A caching resolver with ECS (unbound's subnetcache) between the askers
+/// and meshdns: an outsider asking after an insider does not get the
+/// insider's cached answer, for any name form, and an outsider's /0
+/// NXDOMAIN is not served to an insider either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_to_holds_through_an_ecs_caching_resolver() {
+    // unbound sends from 127.0.0.1: trusted with ECS.
+    let server = TestServer::start(&["--ecs-trusted-from", "127.0.0.1/32"]).await;
+    let _members = restricted_web(&server).await;
+    let dir = TempDir::new("unbound-ecs");
+    let (_unbound, resolver) = Unbound {
+        listen: "127.0.0.1",
+        outgoing: None,
+        stub: Some(server.dns),
+        no_cache: false,
+    }
+    .start_ecs(dir.path());
+    let ask = |name: &str, qtype: RecordType, source: &str| Ask::new(name, qtype).from(source);
+    for (name, qtype) in RESTRICTED_NAMES {
+        // An outsider opting out of tailoring first: NXDOMAIN, cached
+        // for /0 askers only.
+        let reply = query(resolver, &ask(name, qtype, "127.0.0.3").ecs("0.0.0.0/0")).await;
+        assert_eq!(rcode(&reply), ResponseCode::NXDomain, "{name} /0 outsider");
+        // An insider: the answer, not the cached NXDOMAIN.
+        let reply = query(resolver, &ask(name, qtype, "127.0.0.2")).await;
+        assert_eq!(rcode(&reply), ResponseCode::NoError, "{name} insider");
+        assert!(!reply.answers.is_empty(), "{name} insider: {reply:?}");
+        // An outsider after it: NXDOMAIN, not the insider's cached answer.
+        let reply = query(resolver, &ask(name, qtype, "127.0.0.3")).await;
+        assert_eq!(rcode(&reply), ResponseCode::NXDomain, "{name} outsider");
+        assert!(reply.answers.is_empty(), "{name} outsider: {reply:?}");
+    }
+    server.stop().await;
+}
+
+/// A forged ECS option does not widen export-to: an outsider (west-1) or
+/// a stranger sending an insider's subnet with `dig +subnet` gets
+/// NXDOMAIN; the same query from a resolver in `--ecs-trusted-from`
+/// gets the answer.
+#[tokio::test]
+async fn spoofed_ecs_gets_nxdomain_unless_trusted() {
+    let server = TestServer::start(&["--ecs-trusted-from", "127.0.0.5/32"]).await;
+    let _members = restricted_web(&server).await;
+    let port = server.dns.port().to_string();
+    for (name, qtype) in RESTRICTED_NAMES {
+        for (source, status) in [
+            ("127.0.0.3", "NXDOMAIN"),
+            ("127.0.0.6", "NXDOMAIN"),
+            ("127.0.0.5", "NOERROR"),
+        ] {
+            let out = Command::new("dig")
+                .args([
+                    "@127.0.0.1",
+                    "-p",
+                    &port,
+                    "-b",
+                    source,
+                    "+subnet=127.0.0.2/32",
+                    name,
+                    &qtype.to_string(),
+                ])
+                .output()
+                .expect("dig runs");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains(&format!("status: {status}")),
+                "{name} from {source}: {text}"
+            );
+            // The scope is the subnet's either way (never 0).
+            assert!(
+                text.contains("CLIENT-SUBNET: 127.0.0.2/32/32"),
+                "{name} from {source}: {text}"
+            );
+        }
+        // Without the option, the trusted resolver's own place (none) decides.
+        let reply = query(server.dns, &Ask::new(name, qtype).from("127.0.0.5")).await;
+        assert_eq!(rcode(&reply), ResponseCode::NXDomain, "{name}");
     }
     server.stop().await;
 }

@@ -85,6 +85,10 @@ struct Item<'e> {
     /// `None`: an unhealthy endpoint, counted as exported only.
     target: Option<(Target, &'e [IpAddr])>,
     weight: u64,
+    /// Endpoints it stands for (one, or a ClusterIp's of positive weight),
+    /// and how many of those are healthy: what `min-healthy` counts.
+    exported: u32,
+    healthy: u32,
 }
 
 impl ClusterView {
@@ -117,6 +121,8 @@ impl ClusterView {
                         }
                         items.push(Item {
                             zero: weight == 0,
+                            exported: 1,
+                            healthy: u32::from(view.healthy),
                             zone: view.zone.or(own_zone),
                             node: policy.node_of.and_then(|f| f(model)),
                             target: view.healthy.then(|| {
@@ -134,7 +140,9 @@ impl ClusterView {
                 }
                 Mode::ClusterIp => {
                     // One target standing for the healthy endpoints behind
-                    // it: it weighs what they weigh together.
+                    // it: it weighs what they weigh together, and counts
+                    // for min-healthy as its endpoints of positive weight
+                    // (exported), healthy or not.
                     let weight: u64 = endpoints
                         .iter()
                         .zip(export.endpoints())
@@ -142,10 +150,18 @@ impl ClusterView {
                         .map(|(_, m)| (policy.weigh)(m))
                         .fold(0, u64::saturating_add);
                     let healthy = endpoints.iter().any(|v| v.healthy);
-                    let counted = export.endpoints().iter().any(|m| (policy.weigh)(m) > 0);
-                    if healthy || counted {
+                    let positive = |m: &Endpoint| (policy.weigh)(m) > 0;
+                    let counted = export.endpoints().iter().filter(|m| positive(m)).count();
+                    let counted_healthy = endpoints
+                        .iter()
+                        .zip(export.endpoints())
+                        .filter(|(v, m)| v.healthy && positive(m))
+                        .count();
+                    if healthy || counted > 0 {
                         items.push(Item {
                             zero: weight == 0,
+                            exported: u32::try_from(counted).unwrap_or(u32::MAX),
+                            healthy: u32::try_from(counted_healthy).unwrap_or(u32::MAX),
                             zone: own_zone,
                             node: None,
                             target: healthy
@@ -187,12 +203,15 @@ impl ClusterView {
             let first = &items[pos];
             let (zero, zone, node) = (first.zero, first.zone, first.node);
             let before = targets.spans();
-            let mut exported = 0u32;
+            let (mut exported, mut healthy) = (0u32, 0u32);
             while pos < items.len()
                 && (items[pos].zero, items[pos].zone, items[pos].node) == (zero, zone, node)
             {
                 let item = &items[pos];
-                exported += u32::from(!item.zero);
+                if !item.zero {
+                    exported += item.exported;
+                    healthy += item.healthy;
+                }
                 if let Some((target, addresses)) = item.target {
                     targets.push(target, addresses);
                     weights[0].push(item.weight);
@@ -215,6 +234,7 @@ impl ClusterView {
                 weight: [0; 3],
                 exported,
                 heaviest: 0,
+                healthy,
             };
             if let Some(node) = node {
                 nodes.push((node, run));
@@ -249,6 +269,7 @@ impl ClusterView {
             weight: [0; 3],
             exported: groups.iter().map(|(_, g)| g.exported).sum(),
             heaviest: 0,
+            healthy: groups.iter().map(|(_, g)| g.healthy).sum(),
         });
         let reserve = Segment {
             cluster: 0,
@@ -258,6 +279,7 @@ impl ClusterView {
             weight: [0; 3],
             exported: 0,
             heaviest: 0,
+            healthy: 0,
         };
         ClusterView {
             id: place.id,
@@ -464,4 +486,5 @@ fn merge(run: &mut Segment, next: &Segment) {
     }
     run.exported += next.exported;
     run.heaviest = run.heaviest.max(next.heaviest);
+    run.healthy += next.healthy;
 }
