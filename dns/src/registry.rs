@@ -32,6 +32,8 @@ mod mirror;
 mod names;
 mod publish;
 mod reaper;
+#[cfg(test)]
+mod reverse_index;
 mod session;
 mod state;
 mod status;

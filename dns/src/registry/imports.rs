@@ -9,10 +9,14 @@
 //! times are persisted beside it (`PATH.first-exported.json`, at most once
 //! a second, on the blocking pool: a temporary file written, fsynced and
 //! renamed) so a restart does not reshuffle winners.
-//! Changes that arrive together are applied, then each service they
-//! touch is resolved once (resolving costs the service's exporters: a
-//! reconnect storm of 1,000 Snapshots would otherwise resolve each service
-//! 1,000 times over 1,000 exporters), and the view is published once.
+//! Changes are applied as they arrive (cheap: a map insert per export);
+//! the services they touch are resolved once [`RESOLVE_AFTER`] after the
+//! first of them, all together, and the view is published once. Resolving
+//! costs the service's exporters: a reconnect storm of 1,000 Snapshots
+//! would otherwise resolve each service once per publish over up to 1,000
+//! exporters, on the runtime that also answers probes and DNS over TCP,
+//! and every single change would resolve its service while the DNS
+//! answers it changed are still going out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -121,6 +125,12 @@ fn save(path: &Path, times: &HashMap<Pair, u64>) {
 
 /// The side file is written at most this often.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Changed services wait this long after the first change to be resolved
+/// together: the view (MCS status, GetService's `resolved`) trails the
+/// registry by at most this much, and a storm resolves each service about
+/// once per interval instead of once per publish.
+pub const RESOLVE_AFTER: Duration = Duration::from_millis(100);
 
 /// Writes the side file on the blocking pool, one write at a time.
 #[derive(Default)]
@@ -322,6 +332,8 @@ pub fn start(
         let mut last_save = tokio::time::Instant::now()
             .checked_sub(SAVE_EVERY)
             .unwrap_or_else(tokio::time::Instant::now);
+        // When the services changed since the last resolve are due.
+        let mut resolve_at: Option<tokio::time::Instant> = None;
         let mut tracker = Tracker {
             exports: HashMap::new(),
             first: persist.as_deref().map(load).unwrap_or_default(),
@@ -358,6 +370,11 @@ pub fn start(
                         }
                         saver.finish().await;
                         return;
+                    }
+                    () = tokio::time::sleep_until(resolve_at.unwrap_or(warm_at)), if resolve_at.is_some() => {
+                        tracker.flush();
+                        resolve_at = None;
+                        continue;
                     }
                     () = tokio::time::sleep_until(save_at.unwrap_or(warm_at)), if save_at.is_some() => {
                         if let Some(path) = &persist {
@@ -398,7 +415,9 @@ pub fn start(
                         Err(_) => None,
                     };
                 }
-                tracker.flush();
+                if !tracker.pending.is_empty() && resolve_at.is_none() {
+                    resolve_at = Some(tokio::time::Instant::now() + RESOLVE_AFTER);
+                }
             }
         }
     });
