@@ -171,13 +171,6 @@ impl Report {
     }
 }
 
-fn flag(flag: &'static str, problem: impl Into<String>) -> Error {
-    Error::Config {
-        flag,
-        problem: problem.into(),
-    }
-}
-
 /// `MAJOR.MINOR` of a version string (`0.1.0`, `v1.2.3-rc1`).
 fn major_minor(version: &str) -> Option<(u64, u64)> {
     let mut parts = version.trim_start_matches('v').split(['.', '-', '+']);
@@ -288,7 +281,7 @@ fn days_left(not_after: i64) -> i64 {
 /// Runs every check.
 pub async fn run(args: &CheckArgs) -> Result<Report, Error> {
     if !matches!(args.output.as_str(), "text" | "json") {
-        return Err(flag(
+        return Err(Error::config(
             "--output",
             format!("{:?} is not a format (use text or json)", args.output),
         ));
@@ -297,7 +290,7 @@ pub async fn run(args: &CheckArgs) -> Result<Report, Error> {
     let auth = args.client.auth();
     let url = auth
         .url(&args.registry)
-        .map_err(|e| flag("--registry", e.to_string()))?;
+        .map_err(|e| Error::config("--registry", e.to_string()))?;
     let clusters = registry_checks(args, &auth, &url, &mut report).await;
     certificate_checks(args, &mut report);
     let dns_text = match &args.dns {

@@ -62,13 +62,6 @@ pub struct DrillArgs {
     pub client: meshdns_cli::ClientFlags,
 }
 
-fn fail(flag: &'static str, problem: impl Into<String>) -> Error {
-    Error::Config {
-        flag,
-        problem: problem.into(),
-    }
-}
-
 /// The registry's whole state (and policy) read through Watch, into a
 /// registry of the drill's own, as a follower would mirror it; its URL
 /// and how its DNS server answers (ListClusters).
@@ -76,16 +69,9 @@ async fn read_state(
     args: &DrillArgs,
     writer: &Writer,
 ) -> Result<(String, Option<wire::AnswerSettings>), Error> {
-    let auth = args.client.auth();
-    let url = auth
-        .url(&args.registry)
-        .map_err(|e| fail("--registry", e.to_string()))?;
-    let client = auth
-        .connect(&url)
-        .await
-        .map_err(|e| fail("--registry", e.to_string()))?;
+    let (url, client) = crate::reader::connect(&args.client, &args.registry).await?;
     let mut client = client.max_decoding_message_size(64 * 1024 * 1024);
-    let call = |e: tonic::Status| fail("--registry", format!("{url}: {}", e.message()));
+    let call = crate::reader::call_failed(&url);
     let settings = client
         .list_clusters(wire::ListClustersRequest {})
         .await
@@ -105,14 +91,14 @@ async fn read_state(
                 assembly
                     .apply(writer, event)
                     .await
-                    .map_err(|e| fail("--registry", format!("{url}: {e}")))?;
+                    .map_err(|e| Error::config("--registry", format!("{url}: {e}")))?;
                 if last {
                     return Ok((url, settings));
                 }
             }
             Some(_) => {}
             None => {
-                return Err(fail(
+                return Err(Error::config(
                     "--registry",
                     format!("{url}: the Watch stream ended before its state"),
                 ));
@@ -139,17 +125,17 @@ pub async fn run(args: &DrillArgs) -> Result<String, Error> {
         "text" | "table" => false,
         "json" => true,
         other => {
-            return Err(fail(
+            return Err(Error::config(
                 "--output",
                 format!("{other:?} is not a format (use text or json)"),
             ));
         }
     };
-    let scopes = loss::parse(&args.lose).map_err(|e| fail("--lose", e.to_string()))?;
+    let scopes = loss::parse(&args.lose).map_err(|e| Error::config("--lose", e.to_string()))?;
     let mut only = BTreeSet::new();
     for s in &args.services {
         let (name, namespace) = s.split_once('.').ok_or_else(|| {
-            fail(
+            Error::config(
                 "--service",
                 format!("{s:?}: write NAME.NAMESPACE, e.g. web.shop"),
             )
@@ -158,7 +144,7 @@ pub async fn run(args: &DrillArgs) -> Result<String, Error> {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         })
-        .map_err(|e| fail("--service", format!("{s:?}: {e}")))?;
+        .map_err(|e| Error::config("--service", format!("{s:?}: {e}")))?;
         only.insert(key);
     }
     let registry = Arc::new(Registry::new(5, false, Arc::new(Metrics::new())));
@@ -177,17 +163,17 @@ pub async fn run(args: &DrillArgs) -> Result<String, Error> {
         .or(settings.map(|s| s.min_healthy as usize))
         .unwrap_or(1);
     let authority = Authority::new(
-        vec![crate::qname::Domain::parse("global").map_err(|e| fail("--domain", e))?],
+        vec![crate::qname::Domain::parse("global").map_err(|e| Error::config("--domain", e))?],
         5,
         5,
         max_answers.max(1),
         min_healthy.max(1),
     )
-    .map_err(|e| fail("--domain", e.to_string()))?;
+    .map_err(|e| Error::config("--domain", e.to_string()))?;
     let policy = registry.policy();
     let statuses = registry.clusters();
     let lost = loss::clusters(&scopes, statuses.iter().map(|s| &s.cluster), &policy)
-        .map_err(|e| fail("--lose", e.to_string()))?;
+        .map_err(|e| Error::config("--lose", e.to_string()))?;
     let full = writer.full_state().await?;
     // Every service's exports, by cluster.
     let mut services: BTreeMap<ServiceKey, Vec<(ClusterName, Arc<ServiceExport>)>> =

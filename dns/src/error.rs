@@ -125,6 +125,16 @@ pub enum PartsOrder {
     EventInParts,
 }
 
+impl Error {
+    /// [`Error::Config`]: `flag`'s value is wrong, and why.
+    pub fn config(flag: &'static str, problem: impl Into<String>) -> Self {
+        Error::Config {
+            flag,
+            problem: problem.into(),
+        }
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();

@@ -28,6 +28,9 @@
 //! case is the asker's); and the SOA of a negative answer points into the
 //! question for its owner.
 
+// The answer path: every narrowing cast is written out.
+#![warn(clippy::cast_possible_truncation)]
+
 use std::net::IpAddr;
 
 use crate::authority::answer::{self, Question, Records, TYPE_A, TYPE_AAAA, TYPE_SOA, Wants};
@@ -339,7 +342,7 @@ pub fn answer(
         out.extend_from_slice(&rtype.to_be_bytes());
         out.extend_from_slice(&CLASS_IN.to_be_bytes());
         out.extend_from_slice(&ttl);
-        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        out.extend_from_slice(&field16(data.len()).to_be_bytes());
         out.extend_from_slice(data);
     };
     // Each record's cluster noted as it is written: a walk yields a
@@ -398,7 +401,7 @@ fn write_negative(
     // The owner is the apex: compressed to the longest suffix of it that
     // the question spells in lowercase, the rest written out lowercase.
     let apex = write_apex(out, query, apex);
-    let pointer = [0xc0 | (apex >> 8) as u8, apex as u8];
+    let pointer = pointer(apex);
     out.extend_from_slice(&TYPE_SOA.to_be_bytes());
     out.extend_from_slice(&CLASS_IN.to_be_bytes());
     out.extend_from_slice(&authority.negative_answer_ttl().to_be_bytes());
@@ -414,15 +417,38 @@ fn write_negative(
     for value in authority.soa_fields(serial) {
         out.extend_from_slice(&value.to_be_bytes());
     }
-    let rdlen = (out.len() - rdlen_at - 2) as u16;
+    let rdlen = field16(out.len() - rdlen_at - 2);
     out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
     write_opt(out, query, scope, authority);
 }
 
 /// One label of a name we write (a short ASCII constant).
 fn write_label(out: &mut Vec<u8>, label: &str) {
-    out.push(label.len() as u8);
+    debug_assert!(label.len() <= 63, "{label}");
+    out.push(u8::try_from(label.len()).unwrap_or(63));
     out.extend_from_slice(label.as_bytes());
+}
+
+/// A length or offset as its 16-bit field. Every one written here is
+/// bounded far below 65,536: a name's part (at most 255 bytes), an
+/// address (4 or 16), the SOA's RDATA (two names and 20 bytes), the OPT's
+/// options (a cookie of 16, an ECS address of at most 16, an NSID of at
+/// most [`nsid::MAX_LEN`]); a debug build checks.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "every caller's value is bounded as said above"
+)]
+fn field16(n: usize) -> u16 {
+    debug_assert!(n <= usize::from(u16::MAX), "{n}");
+    n as u16
+}
+
+/// A compression pointer to packet offset `at`, inside the question: the
+/// question's name ends within 12 + 255 bytes of the packet's start, far
+/// inside a pointer's 14 bits.
+fn pointer(at: usize) -> [u8; 2] {
+    debug_assert!(at < 0x4000, "{at}");
+    (0xc000 | (field16(at) & 0x3fff)).to_be_bytes()
 }
 
 /// Writes the apex name that starts at packet offset `at` inside the
@@ -440,10 +466,10 @@ fn write_apex(out: &mut Vec<u8>, query: &Query<'_>, mut at: usize) -> usize {
         if !suffix.iter().any(u8::is_ascii_uppercase) {
             if out.len() == start {
                 // Nothing written: the owner is the question's own suffix.
-                out.extend_from_slice(&[0xc0 | (at >> 8) as u8, at as u8]);
+                out.extend_from_slice(&pointer(at));
                 return at;
             }
-            out.extend_from_slice(&[0xc0 | (at >> 8) as u8, at as u8]);
+            out.extend_from_slice(&pointer(at));
             return start;
         }
         let len = usize::from(query.packet[at]);
@@ -485,16 +511,16 @@ fn write_opt(out: &mut Vec<u8>, query: &Query<'_>, scope: u8, authority: &Author
     out.extend_from_slice(&rules::OPT_PAYLOAD.to_be_bytes());
     out.extend_from_slice(&[0, 0, if opt.dnssec_ok { 0x80 } else { 0 }, 0]);
     let rdlen = opt_len(query, authority) - 11;
-    out.extend_from_slice(&(rdlen as u16).to_be_bytes());
+    out.extend_from_slice(&field16(rdlen).to_be_bytes());
     if let Some(answer) = &query.cookie {
         out.extend_from_slice(&OPTION_COOKIE.to_be_bytes());
-        out.extend_from_slice(&(cookie::REPLY_LEN as u16).to_be_bytes());
+        out.extend_from_slice(&field16(cookie::REPLY_LEN).to_be_bytes());
         out.extend_from_slice(&answer.data);
     }
     if let Some(s) = opt.subnet {
         let len = 4 + s.raw_len;
         out.extend_from_slice(&OPTION_ECS.to_be_bytes());
-        out.extend_from_slice(&(len as u16).to_be_bytes());
+        out.extend_from_slice(&field16(len).to_be_bytes());
         out.extend_from_slice(&s.family.to_be_bytes());
         out.push(s.client.source_prefix);
         out.push(scope);
@@ -502,7 +528,7 @@ fn write_opt(out: &mut Vec<u8>, query: &Query<'_>, scope: u8, authority: &Author
     }
     if let Some(nsid) = nsid(opt, authority) {
         out.extend_from_slice(&nsid::OPTION_NSID.to_be_bytes());
-        out.extend_from_slice(&(nsid.len() as u16).to_be_bytes());
+        out.extend_from_slice(&field16(nsid.len()).to_be_bytes());
         out.extend_from_slice(nsid);
     }
 }

@@ -54,6 +54,7 @@ pub mod locality;
 pub mod metrics;
 pub mod policy;
 pub mod qname;
+pub mod reader;
 pub mod registry;
 pub mod rrl;
 pub mod select;

@@ -93,6 +93,7 @@ impl Registry {
                 next_cluster_id: 1,
                 serial,
                 policy: Arc::default(),
+                listed_endpoints: 0,
             }),
             snapshot: ArcSwap::from_pointee(Snapshot::new(reverse).with_changes(serial, None, [])),
             listed: ArcSwap::default(),

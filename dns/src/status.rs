@@ -32,13 +32,6 @@ pub struct StatusArgs {
     pub client: meshdns_cli::ClientFlags,
 }
 
-fn fail(flag: &'static str, problem: impl Into<String>) -> Error {
-    Error::Config {
-        flag,
-        problem: problem.into(),
-    }
-}
-
 fn age(unix_ms: u64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -98,21 +91,17 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
         "table" => false,
         "json" => true,
         other => {
-            return Err(fail(
+            return Err(Error::config(
                 "--output",
                 format!("{other:?} is not a format (use table or json)"),
             ));
         }
     };
-    let auth = args.client.auth();
-    let url = auth
-        .url(&args.registry)
-        .map_err(|e| fail("--registry", e.to_string()))?;
     let service = match &args.service {
         None => None,
         Some(s) => {
             let (name, namespace) = s.split_once('.').ok_or_else(|| {
-                fail(
+                Error::config(
                     "--service",
                     format!("{s:?}: write NAME.NAMESPACE, e.g. web.shop"),
                 )
@@ -123,11 +112,8 @@ pub async fn run(args: &StatusArgs) -> Result<String, Error> {
             })
         }
     };
-    let mut client = auth
-        .connect(&url)
-        .await
-        .map_err(|e| fail("--registry", e.to_string()))?;
-    let call = |e: tonic::Status| fail("--registry", format!("{url}: {}", e.message()));
+    let (url, mut client) = crate::reader::connect(&args.client, &args.registry).await?;
+    let call = crate::reader::call_failed(&url);
     let listed = client
         .list_clusters(wire::ListClustersRequest {})
         .await

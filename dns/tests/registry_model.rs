@@ -390,3 +390,58 @@ proptest! {
         check_ptr(&snapshot, &addresses)?;
     }
 }
+
+/// The published cluster list (what `status` and ListClusters read)
+/// follows each cluster's counts through Deltas, including one that
+/// changes a service but none of the counts, and a cluster that comes
+/// later.
+#[test]
+fn the_cluster_list_follows_every_delta() {
+    use meshdns_proto::fixtures::{endpoint, http_export};
+    let registry = Registry::new(5, true, Arc::new(Metrics::new()));
+    let listed = |r: &Registry| -> Vec<(String, usize, usize)> {
+        r.clusters()
+            .iter()
+            .map(|s| (s.cluster.name.to_string(), s.services, s.endpoints))
+            .collect()
+    };
+    let export = |s: u8, addresses: &[&str]| {
+        let endpoints = addresses
+            .iter()
+            .map(|a| endpoint(a.parse().unwrap()))
+            .collect();
+        http_export(key(s), endpoints, Default::default())
+    };
+    let (first, _) = registry.hello(cluster(0), usize::MAX);
+    registry
+        .apply_snapshot(&first, vec![], &BTreeSet::new())
+        .unwrap();
+    registry
+        .apply_delta(&first, vec![export(0, &["10.0.0.1"])], BTreeSet::new())
+        .unwrap();
+    assert_eq!(listed(&registry), [("c000".to_owned(), 1, 1)]);
+    // Another address, the same counts: the list is as it was.
+    registry
+        .apply_delta(&first, vec![export(0, &["10.0.0.2"])], BTreeSet::new())
+        .unwrap();
+    assert_eq!(listed(&registry), [("c000".to_owned(), 1, 1)]);
+    registry
+        .apply_delta(
+            &first,
+            vec![export(1, &["10.0.1.1", "10.0.1.2"])],
+            BTreeSet::new(),
+        )
+        .unwrap();
+    assert_eq!(listed(&registry), [("c000".to_owned(), 2, 3)]);
+    let (second, _) = registry.hello(cluster(1), usize::MAX);
+    registry
+        .apply_snapshot(&second, vec![export(0, &["10.1.0.1"])], &BTreeSet::new())
+        .unwrap();
+    registry
+        .apply_delta(&first, vec![], [key(0)].into_iter().collect())
+        .unwrap();
+    assert_eq!(
+        listed(&registry),
+        [("c000".to_owned(), 1, 2), ("c001".to_owned(), 1, 1)]
+    );
+}

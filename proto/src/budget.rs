@@ -3,7 +3,7 @@
 //!
 //! Protobuf is compact: an empty `ServiceExport` is two bytes on the wire
 //! and a ~150-byte struct once decoded, so a 4 MiB message of empty
-//! entries would become hundreds of MiB. [`estimate`] walks the wire form
+//! entries would become hundreds of MiB. [`export_request`] walks the wire form
 //! against a static schema (which fields are repeated messages or
 //! strings) and adds up what decoding would allocate; the codec refuses a
 //! message whose estimate is over [`AMPLIFICATION`] times its size.

@@ -33,7 +33,7 @@ fn settings() -> BufferSettings {
     BufferSettings::new(INITIAL_BUFFER, YIELD_THRESHOLD)
 }
 
-/// [`ProstCodec`] with [`INITIAL_BUFFER`]-byte starting buffers; named in
+/// [`ProstCodec`] with 512-byte starting buffers; named in
 /// `build.rs` as the codec of the generated clients and servers.
 #[derive(Debug)]
 pub struct LeanCodec<T, U>(PhantomData<(T, U)>);

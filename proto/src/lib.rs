@@ -25,31 +25,21 @@
 //! **Invariant:** a value of a model type is valid: names are RFC 1123
 //! labels, addresses parse, ports are non-zero, no duplicate endpoint.
 
-// Every public item documented, except in `error` and `model` (issue 13:
-// 48 and 65 items left undocumented there, mostly error variants' and
-// model types' fields).
-#[warn(missing_docs)]
+// Every public item documented (the generated `wire` module excepted).
+#![warn(missing_docs)]
+
 pub mod backoff;
-#[warn(missing_docs)]
 pub mod budget;
-#[warn(missing_docs)]
 pub mod certificate;
-#[warn(missing_docs)]
 pub mod client;
-#[warn(missing_docs)]
 pub mod codec;
-#[warn(missing_docs)]
 pub mod convert;
-#[warn(missing_docs)]
 pub mod duration;
 pub mod error;
 #[cfg(feature = "fixtures")]
-#[warn(missing_docs)]
 pub mod fixtures;
 pub mod model;
-#[warn(missing_docs)]
 pub mod parts;
-#[warn(missing_docs)]
 pub mod token_digest;
 
 /// Generated protocol code (package `meshdns.v1`).

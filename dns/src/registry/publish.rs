@@ -58,7 +58,7 @@ impl Registry {
             self.list(state, &changes);
             // The backlog a slow watcher keeps is bounded by the
             // registry's own size (see `feed`).
-            let size: usize = self.listed.load().iter().map(|(s, _)| s.endpoints).sum();
+            let size = state.listed_endpoints;
             for change in changes {
                 self.changes.send(Arc::new(change), size);
             }

@@ -19,6 +19,9 @@ pub(super) struct State {
     pub(super) serial: u32,
     /// The fleet policy every view is built under (`--policy`).
     pub(super) policy: Arc<FleetPolicy>,
+    /// The endpoints of the published cluster list, summed (the change
+    /// feed's bound), kept with the list rather than summed per publish.
+    pub(super) listed_endpoints: usize,
 }
 
 impl State {

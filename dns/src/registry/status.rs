@@ -43,7 +43,7 @@ impl Change {
 }
 
 /// A cluster as `status` and Watch show it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterStatus {
     pub cluster: Cluster,
     pub last_heartbeat_unix_ms: u64,
@@ -65,30 +65,58 @@ pub struct FullState {
 
 impl Registry {
     /// Publishes the cluster list, rebuilding the statuses of the clusters
-    /// `changes` name (the others are shared with the last list).
+    /// `changes` name (the others are shared with the last list). When
+    /// each of those reads as last published (a Delta that keeps its
+    /// cluster's counts) and no cluster came or went, the last list
+    /// stands: a write costs O(clusters it names), not O(clusters).
     pub(super) fn list(&self, state: &mut State, changes: &[Change]) {
-        let named: std::collections::HashSet<&ClusterName> = changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Cluster(status) => Some(&status.cluster.name),
-                Change::Services { cluster, .. } => Some(cluster),
-                Change::ClusterRemoved(_) | Change::Policy(_) => None,
-            })
-            .collect();
-        let list = state
-            .clusters
-            .iter_mut()
-            .map(|(name, entry)| {
-                if entry.published.is_none() || named.contains(name) {
-                    entry.published = Some(Arc::new(entry.status()));
+        let mut changed = state.clusters.len() != self.listed.load().len();
+        for change in changes {
+            let name = match change {
+                Change::Cluster(status) => &status.cluster.name,
+                Change::Services { cluster, .. } => cluster,
+                Change::ClusterRemoved(_) => {
+                    changed = true;
+                    continue;
                 }
-                let status = entry
-                    .published
-                    .clone()
-                    .unwrap_or_else(|| Arc::new(entry.status()));
+                Change::Policy(_) => continue,
+            };
+            let Some(entry) = state.clusters.get_mut(name) else {
+                changed = true;
+                continue;
+            };
+            let status = entry.status();
+            // The heartbeat is read from the shared counter, not the list.
+            let same = entry.published.as_deref().is_some_and(|p| {
+                *p == ClusterStatus {
+                    last_heartbeat_unix_ms: p.last_heartbeat_unix_ms,
+                    ..status.clone()
+                }
+            });
+            if !same {
+                entry.published = Some(Arc::new(status));
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+        let list: Vec<_> = state
+            .clusters
+            .values_mut()
+            .map(|entry| {
+                let status = match &entry.published {
+                    Some(status) => status.clone(),
+                    None => {
+                        let status = Arc::new(entry.status());
+                        entry.published = Some(status.clone());
+                        status
+                    }
+                };
                 (status, entry.heartbeat.clone())
             })
             .collect();
+        state.listed_endpoints = list.iter().map(|(s, _)| s.endpoints).sum();
         self.listed.store(Arc::new(list));
     }
 

@@ -8,6 +8,9 @@
 //! changes, its chunk's runs are rebuilt and the chains relinked
 //! (O(chunks)), not rebuilt from endpoints or from every part.
 
+// The answer path: every narrowing cast is written out.
+#![warn(clippy::cast_possible_truncation)]
+
 use std::sync::Arc;
 
 use super::parts::Parts;
@@ -151,6 +154,10 @@ pub struct RunsBuilder(Vec<(Segment, Ends)>);
 
 impl RunsBuilder {
     /// Adds a run of `segments`; its range.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a chunk holds the segments of at most 64 parts, a few per part"
+    )]
     pub fn push(&mut self, segments: impl IntoIterator<Item = Segment>) -> Span {
         let start = self.0.len() as u32;
         let mut total = Ends::default();
@@ -274,6 +281,10 @@ impl Chain {
 
     /// The run and segment holding item `offset` of `kind`, and the
     /// item's index in that segment's cluster list.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "`offset` is below the chain's item count, a u32 (see `Ends`)"
+    )]
     pub(super) fn locate(&self, kind: Kind, offset: usize) -> (usize, usize, u32) {
         let (run, before) = find(&self.runs, kind, offset as u32);
         let rest = offset as u32 - before;
@@ -420,6 +431,10 @@ pub struct Walk<'a, T> {
 }
 
 impl<'a, T: Copy> Walk<'a, T> {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the origin is below `total`, the chain's and the extras' items (u32 counts)"
+    )]
     fn new(
         clusters: &'a Parts,
         cursor: Cursor<'a>,

@@ -49,6 +49,10 @@ fn prefix(address: &IpAddr) -> Prefix {
     }
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a hash: the address's halves folded, the top 8 bits kept"
+)]
 fn shard_of((family, bits): Prefix) -> usize {
     let folded = (bits as u64) ^ ((bits >> 64) as u64) ^ u64::from(family);
     (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % SHARDS

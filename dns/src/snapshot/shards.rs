@@ -39,6 +39,10 @@ impl<V> Default for Shards<V> {
 }
 
 impl<V: Clone> Shards<V> {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a hash, masked to the shard count"
+    )]
     fn shard_of(&self, key: &str) -> usize {
         self.shard_hasher.hash_one(key) as usize & (SHARDS - 1)
     }

@@ -18,10 +18,12 @@ enum Repr {
 }
 
 impl Addresses {
+    /// Exactly `address` (no allocation).
     pub fn one(address: IpAddr) -> Self {
         Addresses(Repr::One(address))
     }
 
+    /// The addresses in the order given (also what `Deref` gives).
     pub fn as_slice(&self) -> &[IpAddr] {
         match &self.0 {
             Repr::One(a) => std::slice::from_ref(a),

@@ -10,8 +10,14 @@ use crate::error::{InvalidField, Problem};
 /// Who exports: the identity and locality a syncer announces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cluster {
+    /// The cluster's name in the fleet (`--cluster-name`): one syncer
+    /// session at a time holds it.
     pub name: ClusterName,
+    /// Its region (`topology.kubernetes.io/region`), the tier beyond the
+    /// zone. `None`: unknown; the cluster is then in no region tier.
     pub region: Option<LabelValue>,
+    /// Its default zone (`topology.kubernetes.io/zone`) for endpoints
+    /// whose EndpointSlice names none. `None`: unknown.
     pub zone: Option<LabelValue>,
     /// Addresses asking from inside this cluster (pod CIDRs, node addresses):
     /// how the DNS server tells which cluster an asker is in.
@@ -34,7 +40,10 @@ pub const MAX_ADDRESSES_PER_NODE: usize = 8;
 /// A node's own addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeAddresses {
+    /// The node, as endpoints name it (`Endpoint::node`).
     pub name: NodeName,
+    /// The addresses the node asks DNS from (its InternalIPs); 1 to
+    /// [`MAX_ADDRESSES_PER_NODE`].
     pub addresses: Vec<IpAddr>,
 }
 

@@ -18,7 +18,11 @@ pub const MAX_WEIGHT_PERCENT: u32 = 1_000;
 /// exported, nothing drained, each service's annotations as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FleetPolicy {
+    /// Per cluster weight, drain and provider; a cluster not listed is
+    /// as its syncer announced it ([`ClusterPolicy::default`]).
     pub clusters: BTreeMap<ClusterName, ClusterPolicy>,
+    /// Per service overrides of its annotations; a service not listed
+    /// keeps its own policy.
     pub services: BTreeMap<ServiceKey, ServicePolicy>,
     /// A default failover order for askers in a region (a service's own
     /// order wins).
@@ -68,6 +72,9 @@ pub struct ServicePolicy {
 /// A region's default failover order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegionPolicy {
+    /// Regions and providers to spill to, in order, after the asker's own
+    /// tiers (at most [`MAX_SCOPES`](super::MAX_SCOPES)); "any" stays the
+    /// last resort.
     pub failover: Box<[Scope]>,
 }
 

@@ -11,6 +11,8 @@ pub enum Health {
     /// The service declares no check, or it has not run yet.
     #[default]
     Unchecked,
+    /// The last check passed (or `rise` passes in a row brought a failing
+    /// endpoint back).
     Passing,
     /// Failed `fall` times in a row: the endpoint is sent with `ready = false`.
     Failing(Failure),
@@ -42,6 +44,7 @@ impl Health {
         }
     }
 
+    /// Whether the check took the endpoint out of answers.
     pub fn is_failing(self) -> bool {
         matches!(self, Health::Failing(_))
     }

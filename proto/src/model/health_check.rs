@@ -46,6 +46,7 @@ pub const MAX_PATH_LEN: usize = 256;
 /// Which port of the endpoint a check connects to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CheckPort {
+    /// A port number (1-65535).
     Number(NonZeroU16),
     /// A port of the service by name; resolved when the check is attached.
     Name(PortName),
@@ -55,11 +56,18 @@ pub enum CheckPort {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Probe {
     /// Passes when a TCP connection opens.
-    Tcp { port: CheckPort },
+    Tcp {
+        /// The endpoint's port to connect to.
+        port: CheckPort,
+    },
     /// Passes when `GET path` answers with `status`.
     Http {
+        /// The endpoint's port to connect to (plain HTTP/1.1, no TLS).
         port: CheckPort,
+        /// The path asked for: starts with `/`, visible ASCII only, at most
+        /// [`MAX_PATH_LEN`] bytes.
         path: String,
+        /// The HTTP status that passes (100-599; 200 unless told).
         status: u16,
     },
 }
@@ -67,8 +75,13 @@ pub enum Probe {
 /// One service's health check.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthCheck {
+    /// What one check does.
     pub probe: Probe,
+    /// Time from the start of one check to the next: [`MIN_INTERVAL`] to
+    /// [`MAX_INTERVAL`] (5 s unless told).
     pub interval: Duration,
+    /// How long one check may take before it fails: [`MIN_TIMEOUT`] to
+    /// the interval, at most [`MAX_TIMEOUT`] (1 s unless told).
     pub timeout: Duration,
     /// Passes in a row that bring a failing endpoint back.
     pub rise: u8,
@@ -215,6 +228,7 @@ impl HealthCheck {
         Ok(check)
     }
 
+    /// The port the probe connects to.
     pub fn port(&self) -> &CheckPort {
         match &self.probe {
             Probe::Tcp { port } | Probe::Http { port, .. } => port,

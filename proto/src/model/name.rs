@@ -59,6 +59,7 @@ macro_rules! label_type {
                 Ok(Self(SharedStr::new(value)))
             }
 
+            /// The label, as validated.
             pub fn as_str(&self) -> &str {
                 self.0.as_str()
             }
@@ -106,6 +107,8 @@ label_type!(
 pub struct LabelValue(SharedStr);
 
 impl LabelValue {
+    /// Validates `value` as a Kubernetes label value (not empty: an
+    /// absent topology label is `None`, not an empty value).
     pub fn new(value: &str) -> Result<Self, InvalidField> {
         let bad = |why| {
             InvalidField::new(
@@ -144,6 +147,7 @@ impl LabelValue {
         }
     }
 
+    /// The value, as validated.
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
@@ -167,6 +171,8 @@ impl fmt::Debug for LabelValue {
 pub struct NodeName(SharedStr);
 
 impl NodeName {
+    /// Validates `value` as an RFC 1123 subdomain: dot-joined labels, at
+    /// most 253 characters.
     pub fn new(value: &str) -> Result<Self, InvalidField> {
         let why = if value.len() > 253 {
             Some("longer than 253 characters")
@@ -185,6 +191,7 @@ impl NodeName {
         }
     }
 
+    /// The value, as validated.
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }

@@ -124,7 +124,9 @@ fn check_policy(policy: &Policy) -> Result<(), InvalidField> {
 /// the same global service.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
+    /// The Service's namespace (the `<ns>` of `<svc>.<ns>.global`).
     pub namespace: Namespace,
+    /// The Service's name (the `<svc>`).
     pub name: ServiceName,
 }
 
@@ -140,10 +142,15 @@ impl fmt::Debug for ServiceKey {
     }
 }
 
+/// A port's transport protocol, as Kubernetes names it; SRV names carry
+/// it as `_tcp`, `_udp`, `_sctp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
+    /// TCP (Kubernetes' default).
     Tcp,
+    /// UDP.
     Udp,
+    /// SCTP.
     Sctp,
 }
 
@@ -179,8 +186,12 @@ impl fmt::Display for Protocol {
 /// mode it is the Service's port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Port {
+    /// The port's name, unique within the service: the `_<name>` of
+    /// SRV queries. `None`: an unnamed port, which has no SRV name.
     pub name: Option<PortName>,
+    /// Its protocol; (number, protocol) is unique within the service.
     pub protocol: Protocol,
+    /// The port number (1-65535).
     pub port: NonZeroU16,
 }
 
@@ -204,6 +215,8 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Parses `endpoints` or `clusterip` (the annotation and file
+    /// spelling, lowercase).
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "endpoints" => Some(Mode::Endpoints),
@@ -212,6 +225,7 @@ impl Mode {
         }
     }
 
+    /// The spelling [`Mode::parse`] reads.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Endpoints => "endpoints",
@@ -229,8 +243,14 @@ pub enum Affinity {
     /// The asker's own node first (opt-in: NodeLocal DNSCache asks from
     /// the node's address), then as `cluster`.
     Node,
+    /// The asker's own cluster while it has a healthy target; else
+    /// spill as `nearest` does.
     Cluster,
+    /// The asker's zone (the cluster tier included) while it has a healthy
+    /// target; else spill.
     Zone,
+    /// The asker's region (nearer tiers included) while it has a healthy
+    /// target; else spill.
     Region,
     /// The asker's cloud provider (or site).
     Provider,
@@ -253,6 +273,7 @@ impl Affinity {
         }
     }
 
+    /// The spelling [`Affinity::parse`] reads.
     pub fn as_str(self) -> &'static str {
         match self {
             Affinity::Nearest => "nearest",
@@ -271,6 +292,8 @@ impl Affinity {
 /// ([`FleetPolicy`](super::FleetPolicy)).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Policy {
+    /// `meshdns.io/affinity` (else from `spec.trafficDistribution`): the
+    /// tier answers stop at while it has anything.
     pub affinity: Affinity,
     /// Answer TTL in seconds; `None` means the server's `--ttl`.
     pub ttl: Option<u32>,
@@ -296,12 +319,22 @@ pub struct Policy {
 pub struct Endpoint {
     /// IPv4 and/or IPv6 addresses; never empty.
     pub addresses: Addresses,
+    /// Its hostname (StatefulSet pods, headless services): answers
+    /// `<host>.<cluster>.<svc>.<ns>.global`; unique within the export.
     pub hostname: Option<Hostname>,
     /// The endpoint's own zone when its EndpointSlice says; else the cluster's.
     pub zone: Option<LabelValue>,
+    /// The node it runs on, for the node tier (affinity `node`).
     pub node: Option<NodeName>,
+    /// The EndpointSlice's `ready` condition: answered while its cluster
+    /// serves.
     pub ready: bool,
+    /// The `serving` condition: an endpoint that is serving but not ready
+    /// (shutting down gracefully) is answered only while its cluster's
+    /// export has no ready endpoint.
     pub serving: bool,
+    /// The `terminating` condition: the pod is going away; for display
+    /// (`status` shows a serving, terminating endpoint as draining).
     pub terminating: bool,
     /// The syncer's health check's last verdict; a failing endpoint is
     /// also neither `ready` nor `serving`.
@@ -500,6 +533,7 @@ impl ServiceExport {
         out
     }
 
+    /// Which service this is (namespace and name).
     pub fn key(&self) -> &ServiceKey {
         &self.key
     }
@@ -511,18 +545,25 @@ impl ServiceExport {
             self.key = key.clone();
         }
     }
+    /// Its ports: 1 to [`MAX_PORTS`], names and (number, protocol) unique.
     pub fn ports(&self) -> &[Port] {
         &self.ports
     }
+    /// What addresses its answers carry.
     pub fn mode(&self) -> Mode {
         self.mode
     }
+    /// The Service's cluster IPs (at most [`MAX_CLUSTER_IPS`]; at least
+    /// one in `clusterip` mode).
     pub fn cluster_ips(&self) -> &[IpAddr] {
         &self.cluster_ips
     }
+    /// Its endpoints in this cluster, addresses and hostnames unique; a
+    /// failing health check already made an endpoint not ready.
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
     }
+    /// Its answer policy, from its annotations.
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
@@ -533,7 +574,9 @@ impl ServiceExport {
 /// changes one service copies pointers, not endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportSet {
+    /// The cluster that exports them, as its Hello describes it.
     pub cluster: Cluster,
+    /// Every service it exports, by key.
     pub services: BTreeMap<ServiceKey, Arc<ServiceExport>>,
 }
 

@@ -74,9 +74,11 @@ impl fmt::Display for MinHealthy {
 /// A place of the fleet a policy names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
+    /// One cluster, by name.
     Cluster(ClusterName),
     /// A topology zone, as `topology.kubernetes.io/zone` names it.
     Zone(LabelValue),
+    /// A region, as `topology.kubernetes.io/region` names it.
     Region(LabelValue),
     /// A cloud provider (or on-premises site) as the syncer announces it.
     Provider(LabelValue),
@@ -199,8 +201,11 @@ pub fn format_scopes(scopes: &[Scope]) -> String {
 /// `meshdns.io/affinity` annotation is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrafficDistribution {
+    /// `PreferClose` (1.31+): read as affinity `zone`.
     PreferClose,
+    /// `PreferSameZone` (1.34+, `PreferClose`'s new name): affinity `zone`.
     PreferSameZone,
+    /// `PreferSameNode` (1.34+): affinity `node`.
     PreferSameNode,
 }
 
@@ -216,6 +221,7 @@ impl TrafficDistribution {
         }
     }
 
+    /// The Kubernetes spelling, as [`TrafficDistribution::parse`] reads it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::PreferClose => "PreferClose",

@@ -15,7 +15,7 @@ use meshdns_tests::{TestServer, bin, eventually};
 
 use crate::kubernetes::{
     EXPORT, Syncer, answers, base_with_web, start_syncer, unlabelled_cart, wait_answers,
-    wait_nxdomain, web_slice,
+    wait_nxdomain, web_fleet, web_slice,
 };
 
 async fn wait_ready_body(syncer: &Syncer, status: u16, needle: &str) -> String {
@@ -100,11 +100,7 @@ async fn without_the_mcs_crds_labelled_services_still_export() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forbidden_verb_is_named_and_blocks_only_what_needs_it() {
-    let fake = FakeKube::start().await;
-    let server = TestServer::start(&[]).await;
-    let dir = TempDir::new("kube-rbac");
-    base_with_web(&fake);
-    web_slice(&fake);
+    let (fake, server, dir) = web_fleet("kube-rbac", &[]).await;
     fake.forbid(Res::Services, "list", true);
     fake.forbid(Res::Nodes, "watch", true);
     let syncer = start_syncer(&fake, &server, &dir, &[]).await;
@@ -127,11 +123,7 @@ async fn a_forbidden_verb_is_named_and_blocks_only_what_needs_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_forbidden_from_the_start_export_without_locality() {
-    let fake = FakeKube::start().await;
-    let server = TestServer::start(&[]).await;
-    let dir = TempDir::new("kube-no-nodes");
-    base_with_web(&fake);
-    web_slice(&fake);
+    let (fake, server, dir) = web_fleet("kube-no-nodes", &[]).await;
     fake.forbid(Res::Nodes, "list", true);
     let syncer = start_syncer(&fake, &server, &dir, &[]).await;
     wait_answers(&server, "web.shop.global", &["10.1.0.11"]).await;
@@ -145,11 +137,7 @@ async fn nodes_forbidden_from_the_start_export_without_locality() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_are_reported_then_recovered() {
-    let fake = FakeKube::start().await;
-    let server = TestServer::start(&[]).await;
-    let dir = TempDir::new("kube-401");
-    base_with_web(&fake);
-    web_slice(&fake);
+    let (fake, server, dir) = web_fleet("kube-401", &[]).await;
     fake.set_credentials_ok(false);
     let syncer = start_syncer(&fake, &server, &dir, &[]).await;
     wait_ready_body(&syncer, 503, "unauthorized (401)").await;
@@ -248,11 +236,7 @@ async fn lists_in_pages_survive_a_compaction_between_pages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_resumed_after_compaction_relists_in_one_step() {
-    let fake = FakeKube::start().await;
-    let server = TestServer::start(&[]).await;
-    let dir = TempDir::new("kube-compact");
-    base_with_web(&fake);
-    web_slice(&fake);
+    let (fake, server, dir) = web_fleet("kube-compact", &[]).await;
     let history = History::follow(server.grpc_url()).await;
     let _syncer = start_syncer(&fake, &server, &dir, &["--coalesce", "0ms"]).await;
     wait_answers(&server, "web.shop.global", &["10.1.0.11"]).await;
@@ -308,11 +292,7 @@ async fn over_https() {
 /// README: `--namespace` is repeatable; only those namespaces export.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_namespaces_each_export() {
-    let fake = FakeKube::start().await;
-    let server = TestServer::start(&[]).await;
-    let dir = TempDir::new("kube-namespaces");
-    base_with_web(&fake);
-    web_slice(&fake);
+    let (fake, server, dir) = web_fleet("kube-namespaces", &[]).await;
     for (ns, ip) in [("data", "10.1.2.1"), ("other", "10.1.3.1")] {
         fake.apply(
             Res::Services,

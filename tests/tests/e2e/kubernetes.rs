@@ -93,6 +93,19 @@ pub async fn wait_nxdomain(server: &TestServer, name: &str) {
     .await;
 }
 
+/// What most Kubernetes-source tests start from: the fake holding
+/// [`base`] and `web.shop` exported with its slice ([`base_with_web`],
+/// [`web_slice`]), a registry started with `server_flags`, and a
+/// directory named `name` for the kubeconfig.
+pub async fn web_fleet(name: &str, server_flags: &[&str]) -> (FakeKube, TestServer, TempDir) {
+    let fake = FakeKube::start().await;
+    let server = TestServer::start(server_flags).await;
+    let dir = TempDir::new(name);
+    base_with_web(&fake);
+    web_slice(&fake);
+    (fake, server, dir)
+}
+
 /// [`base`] plus the exported Service `web.shop`.
 pub fn base_with_web(fake: &FakeKube) {
     base(fake);
@@ -286,11 +299,7 @@ async fn a_labelled_service_follows_its_slices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcs_service_exports() {
-    let fake = FakeKube::start().await;
-    let server = TestServer::start(&[]).await;
-    let dir = TempDir::new("kube-mcs");
-    base_with_web(&fake);
-    web_slice(&fake);
+    let (fake, server, dir) = web_fleet("kube-mcs", &[]).await;
     unlabelled_cart(&fake);
     let _syncer = start_syncer(&fake, &server, &dir, &["--mcs"]).await;
     // Once the syncer has published (every watcher listed: the labelled
