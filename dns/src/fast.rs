@@ -358,15 +358,15 @@ pub fn answer(
     };
     let max = authority.max_answers;
     if query.qtype == TYPE_A {
-        for (cluster, a) in pick.v4_by_cluster(start, max) {
+        pick.each_v4(start, max, |cluster, a| {
             note(cluster);
             record(TYPE_A, &a.octets());
-        }
+        });
     } else {
-        for (cluster, a) in pick.v6_by_cluster(start, max) {
+        pick.each_v6(start, max, |cluster, a| {
             note(cluster);
             record(TYPE_AAAA, &a.octets());
-        }
+        });
     }
     write_opt(out, &query, scope, authority);
     Some(outcome)

@@ -20,7 +20,7 @@ use meshdns::metrics::Metrics;
 use meshdns::qname::Domain;
 use meshdns::registry::{Registry, Session};
 use meshdns::select::{self, Tier};
-use meshdns::snapshot::Snapshot;
+use meshdns::snapshot::{Kind, Snapshot};
 use meshdns_proto::model::{
     Affinity, Cluster, ClusterName, ClusterPolicy, Endpoint, FleetPolicy, LabelValue, MinHealthy,
     Mode, Namespace, NodeAddresses, NodeName, Policy, Port, Protocol, RegionPolicy, Scope,
@@ -149,6 +149,12 @@ fn answers(
         }
         let start = select::next_rotation();
         let got: Vec<_> = pick.v4(start, max).collect();
+        // The answer path's forms agree with the iterator: the count it
+        // encodes without walking, and the walk it encodes from.
+        assert_eq!(pick.count(Kind::V4, max), got.len(), "count of {got:?}");
+        let mut each = Vec::new();
+        pick.each_v4(start, max, |_, a| each.push(a));
+        assert_eq!(each, got, "each_v4 against v4");
         let mut distinct = got.clone();
         distinct.sort();
         distinct.dedup();

@@ -409,10 +409,10 @@ fn addresses<'s>(question: Question<'s>, view: &'s ServiceView, pick: Pick<'s>) 
     let (a, aaaa) = (wants.wants(TYPE_A), wants.wants(TYPE_AAAA));
     let start = select::next_rotation();
     let max = question.authority.max_answers;
-    let v4 = if a { pick.v4(start, max).count() } else { 0 };
+    let v4 = if a { pick.count(Kind::V4, max) } else { 0 };
     // ANY: the A RRset when there is one, else AAAA (RFC 8482).
     let aaaa = aaaa && !(wants.any() && v4 > 0);
-    let count = v4 + if aaaa { pick.v6(start, max).count() } else { 0 };
+    let count = v4 + if aaaa { pick.count(Kind::V6, max) } else { 0 };
     if count == 0 {
         return Answer::negative(Rcode::NoError);
     }

@@ -70,20 +70,24 @@ pub fn sections(
         } => {
             let max = authority.max_answers;
             if *a {
-                sections
-                    .answers
-                    .extend(pick.v4_by_cluster(*start, max).map(|(c, a)| {
-                        served.add(view.clusters[c as usize].id());
-                        Record::from_rdata(qname.clone(), view.ttl, RData::A(A(a)))
-                    }));
+                pick.each_v4(*start, max, |c, a| {
+                    served.add(view.clusters[c as usize].id());
+                    sections.answers.push(Record::from_rdata(
+                        qname.clone(),
+                        view.ttl,
+                        RData::A(A(a)),
+                    ));
+                });
             }
             if *aaaa {
-                sections
-                    .answers
-                    .extend(pick.v6_by_cluster(*start, max).map(|(c, a)| {
-                        served.add(view.clusters[c as usize].id());
-                        Record::from_rdata(qname.clone(), view.ttl, RData::AAAA(AAAA(a)))
-                    }));
+                pick.each_v6(*start, max, |c, a| {
+                    served.add(view.clusters[c as usize].id());
+                    sections.answers.push(Record::from_rdata(
+                        qname.clone(),
+                        view.ttl,
+                        RData::AAAA(AAAA(a)),
+                    ));
+                });
             }
         }
         Records::Host {

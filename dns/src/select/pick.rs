@@ -164,11 +164,79 @@ impl<'a> Pick<'a> {
         max: usize,
     ) -> Picked<'a, T> {
         let clusters = &self.view.clusters;
-        if self.weighted && !self.targets.uniform(kind) {
+        if self.sampled(kind) {
             Picked::Sample(self.targets.sample(clusters, kind, data, start, max))
         } else {
             Picked::Walk(self.targets.walk(clusters, kind, data, start, max))
         }
+    }
+
+    /// Whether answers of `kind` are weighted samples, not the rotation.
+    fn sampled(&self, kind: Kind) -> bool {
+        self.weighted && !self.targets.uniform(kind)
+    }
+
+    /// How many items of `kind` an answer of at most `max` holds: what
+    /// the walk yields, without walking (the rotation answers
+    /// `min(total, max)`; a sample says how many points it has).
+    pub fn count(&self, kind: Kind, max: usize) -> usize {
+        if self.sampled(kind) {
+            let data: fn(&ClusterView) -> &[()] = |_| &[];
+            self.targets
+                .sample(&self.view.clusters, kind, data, 0, max)
+                .len()
+        } else {
+            self.targets.total(kind).min(max)
+        }
+    }
+
+    /// Calls `f` with each of up to `max` items of `kind`, rotated (or
+    /// sampled) by `start`, and its cluster's index. The answer path's
+    /// form of [`walk`](Self::walk): the walk or sample is built where it
+    /// is used and never moved (a sample carries its certain items
+    /// inline, about 2 KiB, and the iterators' enum is that large).
+    fn each<T: Copy>(
+        &self,
+        kind: Kind,
+        data: fn(&ClusterView) -> &[T],
+        start: usize,
+        max: usize,
+        mut f: impl FnMut(u32, T),
+    ) {
+        let clusters = &self.view.clusters;
+        if self.sampled(kind) {
+            let mut sample = self.targets.sample(clusters, kind, data, start, max);
+            for (cluster, item) in &mut sample {
+                f(cluster, item);
+            }
+        } else {
+            let mut walk = self.targets.walk(clusters, kind, data, start, max);
+            for (cluster, item) in &mut walk {
+                f(cluster, item);
+            }
+        }
+    }
+
+    /// [`v4_by_cluster`](Self::v4_by_cluster) as calls to `f`: what the
+    /// encoders use.
+    pub fn each_v4(&self, start: usize, max: usize, f: impl FnMut(u32, Ipv4Addr)) {
+        self.each(Kind::V4, |c| &c.targets.v4, start, max, f);
+    }
+
+    /// [`v6_by_cluster`](Self::v6_by_cluster) as calls to `f`.
+    pub fn each_v6(&self, start: usize, max: usize, f: impl FnMut(u32, Ipv6Addr)) {
+        self.each(Kind::V6, |c| &c.targets.v6, start, max, f);
+    }
+
+    /// [`targets`](Self::targets) as calls to `f`.
+    pub fn each_target(&self, start: usize, max: usize, mut f: impl FnMut(Target)) {
+        self.each(
+            Kind::Targets,
+            |c| &c.targets.targets,
+            start,
+            max,
+            |cluster, t| f(t.in_cluster(cluster)),
+        );
     }
 
     /// Up to `max` IPv4 addresses, rotated (or sampled) by `start`.

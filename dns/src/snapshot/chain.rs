@@ -411,7 +411,9 @@ impl<'a> Cursor<'a> {
 pub struct Walk<'a, T> {
     clusters: &'a Parts,
     chain: &'a Chain,
-    extra: [Segment; 2],
+    /// The extras' cluster and span of `kind`: all a walk reads of them
+    /// (a [`Segment`] is several times larger, and the walk is moved).
+    extra: [(u32, Span); 2],
     extras: usize,
     kind: Kind,
     data: fn(&ClusterView) -> &[T],
@@ -457,7 +459,7 @@ impl<'a, T: Copy> Walk<'a, T> {
         let mut walk = Walk {
             clusters,
             chain,
-            extra,
+            extra: extra.map(|s| (s.cluster, s.span(kind))),
             extras,
             kind,
             data,
@@ -497,17 +499,18 @@ impl<'a, T: Copy> Walk<'a, T> {
 
     /// Reads the current segment: its cluster's list, from its start.
     fn load(&mut self) {
-        let segment = self.segment();
-        let span = segment.span(self.kind);
-        self.cluster = segment.cluster;
-        self.items = (self.data)(&self.clusters[segment.cluster as usize]);
+        let (cluster, span) = self.segment();
+        self.cluster = cluster;
+        self.items = (self.data)(&self.clusters[cluster as usize]);
         self.pos = span.start;
         self.end = span.end;
     }
 
-    fn segment(&self) -> Segment {
+    /// The current segment's cluster and span of the walk's kind.
+    fn segment(&self) -> (u32, Span) {
         if self.part == 0 {
-            self.chain.run(self.run)[self.index].0
+            let segment = &self.chain.run(self.run)[self.index].0;
+            (segment.cluster, segment.span(self.kind))
         } else {
             self.extra[self.index]
         }

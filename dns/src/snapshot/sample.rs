@@ -112,6 +112,16 @@ impl<'a, T: Copy> Sample<'a, T> {
         sample
     }
 
+    /// Items the sample has left to yield.
+    pub fn len(&self) -> usize {
+        self.k - self.j
+    }
+
+    /// Whether the sample has nothing left.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Finds the certain items: each item heavier than `cap`, the light
     /// weight over the points left for light items, until no new one.
     /// A walk over the circle in steps of `cap` meets every item wider
