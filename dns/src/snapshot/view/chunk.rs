@@ -76,21 +76,18 @@ impl ChunkMeta {
                 .filter(|m| !m.reserve.targets.is_empty())
                 .map(|m| m.reserve),
         );
-        let mut add = |buckets: Vec<(u32, Vec<Segment>)>| -> Vec<(u32, Span)> {
-            buckets
-                .into_iter()
-                .map(|(k, segments)| (k, runs.push(segments)))
-                .collect()
-        };
-        let regions = add(bucket(
+        let regions = runs_by_key(
+            &mut runs,
             live.clone().filter_map(|m| m.region.map(|r| (r, m.whole))),
-        ));
-        let providers = add(bucket(
+        );
+        let providers = runs_by_key(
+            &mut runs,
             live.filter_map(|m| m.provider.map(|p| (p, m.whole))),
-        ));
-        let zones = add(bucket(
+        );
+        let zones = runs_by_key(
+            &mut runs,
             groups.iter().filter_map(|(z, g)| z.map(|z| (z, *g))),
-        ));
+        );
         let runs = runs.finish();
         ChunkMeta {
             affinity: metas
@@ -116,6 +113,20 @@ impl ChunkMeta {
             providers,
             reserve,
         }
+    }
+}
+
+impl ChunkMeta {
+    pub(super) fn zone_runs(&self) -> &[(u32, Span)] {
+        &self.zones
+    }
+
+    pub(super) fn region_runs(&self) -> &[(u32, Span)] {
+        &self.regions
+    }
+
+    pub(super) fn provider_runs(&self) -> &[(u32, Span)] {
+        &self.providers
     }
 }
 
@@ -173,27 +184,18 @@ pub(super) fn keep(
     meta
 }
 
-/// `items` grouped by key, keys ascending, each group in the items'
-/// order. Two bucket passes rather than a sort: a service spans a handful
-/// of zones and regions but may span a thousand clusters.
-pub(super) fn bucket<K: Copy + Ord, T>(
-    items: impl Iterator<Item = (K, T)> + Clone,
-) -> Vec<(K, Vec<T>)> {
-    let mut counts: Vec<(K, usize)> = Vec::new();
-    for (key, _) in items.clone() {
-        match counts.binary_search_by_key(&key, |(k, _)| *k) {
-            Ok(i) => counts[i].1 += 1,
-            Err(i) => counts.insert(i, (key, 1)),
-        }
-    }
-    let mut buckets: Vec<(K, Vec<T>)> = counts
-        .iter()
-        .map(|(k, n)| (*k, Vec::with_capacity(*n)))
-        .collect();
-    for (key, item) in items {
-        if let Ok(i) = counts.binary_search_by_key(&key, |(k, _)| *k) {
-            buckets[i].1.push(item);
-        }
-    }
-    buckets
+/// A run of `items`' segments per key, keys ascending, each run in the
+/// items' order: the keys with their runs. Once per sealed chunk (a
+/// view's chains link these runs, they never regroup them); one stable
+/// sort of the chunk's few hundred segments.
+fn runs_by_key(
+    runs: &mut RunsBuilder,
+    items: impl Iterator<Item = (u32, Segment)>,
+) -> Vec<(u32, Span)> {
+    let mut items: Vec<(u32, Segment)> = items.collect();
+    items.sort_by_key(|(key, _)| *key);
+    items
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(|group| (group[0].0, runs.push(group.iter().map(|(_, s)| *s))))
+        .collect()
 }
