@@ -278,67 +278,42 @@ impl Chain {
     /// position and its run of this chain now (`None`, or an empty range:
     /// it holds none). The links of every other chunk are kept, their
     /// running ends recomputed from the chain's own entries after the
-    /// first change. O(links + changes); no run of an unchanged chunk is
-    /// read.
-    pub fn relink<'r>(
-        &self,
-        changes: impl IntoIterator<Item = (u32, Option<(&'r Runs, Span)>)>,
-    ) -> Chain {
+    /// first change. O(links + changes), one allocation of the exact
+    /// size; no run of an unchanged chunk is read.
+    pub fn relink<'r, I>(&self, changes: I) -> Chain
+    where
+        I: IntoIterator<Item = (u32, Option<(&'r Runs, Span)>)>,
+        I::IntoIter: Clone,
+    {
         let old: &[(Link, Ends)] = &self.runs;
-        let mut changes = changes.into_iter().peekable();
-        let mut out: Vec<(Link, Ends)> = Vec::with_capacity(old.len() + 1);
-        let mut total = Ends::default();
-        // The old running ends before `old[i]`.
-        let mut before = Ends::default();
-        let mut changed = false;
-        let mut i = 0;
-        loop {
-            let take_old = match (old.get(i), changes.peek()) {
-                (None, None) => break,
-                (Some((link, _)), Some((chunk, _))) => link.chunk < *chunk,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-            };
-            if take_old {
-                // A kept link: its own ends are what it added.
-                let (link, ends) = &old[i];
-                if changed {
-                    total.add(ends.since(before, link.heaviest));
-                } else {
-                    total = *ends;
-                }
-                before = *ends;
-                out.push((link.clone(), total));
-                i += 1;
-                continue;
-            }
-            let Some((chunk, run)) = changes.next() else {
-                break;
-            };
-            changed = true;
-            if let Some((link, ends)) = old.get(i)
-                && link.chunk == chunk
-            {
-                // The chunk's old link is replaced.
-                before = *ends;
-                i += 1;
-            }
-            if let Some((runs, span)) = run
-                && !span.is_empty()
-            {
-                let own = runs[span.end as usize - 1].1;
-                total.add(own);
-                let link = Link {
-                    runs: runs.clone(),
-                    span,
-                    chunk,
-                    heaviest: own.heaviest,
-                };
-                out.push((link, total));
-            }
+        let changes = changes.into_iter();
+        let len = changes.clone().fold(old.len(), |n, (chunk, run)| {
+            let had = old.binary_search_by_key(&chunk, |(l, _)| l.chunk).is_ok();
+            let has = run.is_some_and(|(_, span)| !span.is_empty());
+            n - usize::from(had) + usize::from(has)
+        });
+        if len == 0 {
+            return Chain::default();
         }
+        let mut merge = Relink {
+            old,
+            changes: changes.peekable(),
+            i: 0,
+            total: Ends::default(),
+            before: Ends::default(),
+            changed: false,
+        };
+        // An exact-size iterator: `Arc<[_]>` is allocated once, filled in
+        // place.
+        let runs: Arc<[(Link, Ends)]> = (0..len)
+            .map(|_| {
+                merge
+                    .next()
+                    .expect("the relink yields the links it counted")
+            })
+            .collect();
         Chain {
-            runs: Links((!out.is_empty()).then(|| out.into())),
+            runs: Links(Some(runs)),
         }
     }
 
@@ -393,6 +368,74 @@ impl Chain {
         let (index, before) = find(segments, kind, rest);
         let pos = segments[index].0.span(kind).start + (rest - before);
         (run, index, pos)
+    }
+}
+
+/// The links of a relinked chain, in order: the old chain's and the
+/// changes' merged by chunk (see [`Chain::relink`]).
+struct Relink<'a, I: Iterator> {
+    old: &'a [(Link, Ends)],
+    changes: std::iter::Peekable<I>,
+    /// The next old link.
+    i: usize,
+    /// The running ends over the links yielded.
+    total: Ends,
+    /// The old running ends before `old[i]`.
+    before: Ends,
+    /// Whether a change was merged: from there on running ends are
+    /// recomputed.
+    changed: bool,
+}
+
+impl<'r, I> Iterator for Relink<'_, I>
+where
+    I: Iterator<Item = (u32, Option<(&'r Runs, Span)>)>,
+{
+    type Item = (Link, Ends);
+
+    fn next(&mut self) -> Option<(Link, Ends)> {
+        loop {
+            let take_old = match (self.old.get(self.i), self.changes.peek()) {
+                (None, None) => return None,
+                (Some((link, _)), Some((chunk, _))) => link.chunk < *chunk,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            if take_old {
+                // A kept link: its own ends are what it added.
+                let (link, ends) = &self.old[self.i];
+                if self.changed {
+                    self.total.add(ends.since(self.before, link.heaviest));
+                } else {
+                    self.total = *ends;
+                }
+                self.before = *ends;
+                self.i += 1;
+                return Some((link.clone(), self.total));
+            }
+            let (chunk, run) = self.changes.next()?;
+            self.changed = true;
+            if let Some((link, ends)) = self.old.get(self.i)
+                && link.chunk == chunk
+            {
+                // The chunk's old link is replaced.
+                self.before = *ends;
+                self.i += 1;
+            }
+            if let Some((runs, span)) = run
+                && !span.is_empty()
+            {
+                let own = runs[span.end as usize - 1].1;
+                self.total.add(own);
+                let link = Link {
+                    runs: runs.clone(),
+                    span,
+                    chunk,
+                    heaviest: own.heaviest,
+                };
+                return Some((link, self.total));
+            }
+        }
     }
 }
 

@@ -7,8 +7,10 @@
 //! keeps the parts' metadata and the chunk's runs of the service-wide
 //! lists (all, by zone, by region), shared while the chunk stands. When
 //! one cluster's export changes, its part and its chunk are rebuilt, and
-//! the service-wide [`Chain`]s are lists of the chunks' runs: O(chunks ×
-//! zones) to make, with no endpoint copied and no other part visited.
+//! of the service-wide [`Chain`]s (lists of the chunks' runs) only those
+//! the changed chunk holds or held are relinked, O(chunks) each; the rest
+//! are shared with the previous view. No endpoint is copied and no other
+//! part visited.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -184,10 +186,12 @@ impl ServiceView {
     /// The view after `changes` to `previous` (every cluster not named in
     /// `changes` exports what it did). Parts of unchanged clusters are
     /// shared with `previous`, whole chunks of them with what the view
-    /// keeps of them; service-wide health comes from per-chunk counts. The
-    /// cost is the changed chunks and O(chunks × zones) for the chains;
-    /// untouched chunks are shared without visiting their parts (unless a
-    /// cluster comes or goes: the parts after it move).
+    /// keeps of them; service-wide health comes from the view's counts,
+    /// adjusted by the changes. The cost is the changed chunks, and
+    /// O(chunks) for each chain a changed chunk holds or held; untouched
+    /// chunks and chains are shared without visiting them (unless a
+    /// cluster comes or goes: the parts after it move, and their chunks
+    /// are rebuilt).
     ///
     /// `previous` must have been built under the same policy: a policy
     /// change rebuilds every view from scratch.

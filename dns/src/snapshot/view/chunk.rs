@@ -49,9 +49,11 @@ pub(super) struct ChunkMeta {
     /// zone's and region's (ranges of `runs`).
     pub(super) runs: Runs,
     pub(super) all: Span,
-    pub(super) zones: Vec<(ZoneId, Span)>,
-    pub(super) regions: Vec<(RegionId, Span)>,
-    pub(super) providers: Vec<(ProviderId, Span)>,
+    /// Its runs by key, each kind keys ascending: regions, then
+    /// providers from `keys_at[0]`, then zones from `keys_at[1]` (one
+    /// allocation, not three).
+    keys: Box<[(u32, Span)]>,
+    keys_at: [usize; 2],
     /// The weight-0 targets' run: the service's last resort.
     pub(super) reserve: Span,
     /// Whether every positive-weight target of the chunk weighs the same.
@@ -76,17 +78,26 @@ impl ChunkMeta {
                 .filter(|m| !m.reserve.targets.is_empty())
                 .map(|m| m.reserve),
         );
-        let regions = runs_by_key(
+        let mut keys = Vec::new();
+        runs_by_key(
             &mut runs,
-            live.clone().filter_map(|m| m.region.map(|r| (r, m.whole))),
+            &mut keys,
+            live.clone()
+                .filter_map(|m| m.region.map(|r: RegionId| (r, m.whole))),
         );
-        let providers = runs_by_key(
+        let providers_at = keys.len();
+        runs_by_key(
             &mut runs,
-            live.filter_map(|m| m.provider.map(|p| (p, m.whole))),
+            &mut keys,
+            live.filter_map(|m| m.provider.map(|p: ProviderId| (p, m.whole))),
         );
-        let zones = runs_by_key(
+        let zones_at = keys.len();
+        runs_by_key(
             &mut runs,
-            groups.iter().filter_map(|(z, g)| z.map(|z| (z, *g))),
+            &mut keys,
+            groups
+                .iter()
+                .filter_map(|(z, g)| z.map(|z: ZoneId| (z, *g))),
         );
         let runs = runs.finish();
         ChunkMeta {
@@ -108,25 +119,27 @@ impl ChunkMeta {
             groups,
             runs,
             all,
-            zones,
-            regions,
-            providers,
+            keys: keys.into(),
+            keys_at: [providers_at, zones_at],
             reserve,
         }
     }
 }
 
 impl ChunkMeta {
-    pub(super) fn zone_runs(&self) -> &[(u32, Span)] {
-        &self.zones
+    /// The chunk's zone runs, zones ascending.
+    pub(super) fn zone_runs(&self) -> &[(ZoneId, Span)] {
+        &self.keys[self.keys_at[1]..]
     }
 
-    pub(super) fn region_runs(&self) -> &[(u32, Span)] {
-        &self.regions
+    /// Its region runs, regions ascending.
+    pub(super) fn region_runs(&self) -> &[(RegionId, Span)] {
+        &self.keys[..self.keys_at[0]]
     }
 
-    pub(super) fn provider_runs(&self) -> &[(u32, Span)] {
-        &self.providers
+    /// Its provider runs, providers ascending.
+    pub(super) fn provider_runs(&self) -> &[(ProviderId, Span)] {
+        &self.keys[self.keys_at[0]..self.keys_at[1]]
     }
 }
 
@@ -185,17 +198,19 @@ pub(super) fn keep(
 }
 
 /// A run of `items`' segments per key, keys ascending, each run in the
-/// items' order: the keys with their runs. Once per sealed chunk (a
-/// view's chains link these runs, they never regroup them); one stable
-/// sort of the chunk's few hundred segments.
+/// items' order, appended to `runs`; the keys with their runs appended
+/// to `keys`. Once per sealed chunk (a view's chains link these runs,
+/// they never regroup them): one stable sort of the chunk's segments.
 fn runs_by_key(
     runs: &mut RunsBuilder,
+    keys: &mut Vec<(u32, Span)>,
     items: impl Iterator<Item = (u32, Segment)>,
-) -> Vec<(u32, Span)> {
+) {
     let mut items: Vec<(u32, Segment)> = items.collect();
     items.sort_by_key(|(key, _)| *key);
-    items
-        .chunk_by(|a, b| a.0 == b.0)
-        .map(|group| (group[0].0, runs.push(group.iter().map(|(_, s)| *s))))
-        .collect()
+    keys.extend(
+        items
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|group| (group[0].0, runs.push(group.iter().map(|(_, s)| *s)))),
+    );
 }
