@@ -3,14 +3,17 @@
 //! parts lays its segments out as runs ([`Runs`]: every healthy target's,
 //! each zone's, each region's) with running totals; a [`Chain`] — a
 //! service's "every healthy target", "targets in zone Z", "targets in
-//! region R" — is a list of chunk runs with running totals over them, so
-//! a rotated answer starts with two binary searches. When one cluster
-//! changes, its chunk's runs are rebuilt and the chains relinked
-//! (O(chunks)), not rebuilt from endpoints or from every part.
+//! region R" — is a list of chunk runs ([`Link`]s) with running totals
+//! over them, so a rotated answer starts with two binary searches. When
+//! one cluster changes, its chunk's runs are rebuilt and only the chains
+//! that chunk holds (or held) are relinked ([`Chain::relink`]: the other
+//! chunks' links are copied, not looked up); every other chain is shared
+//! with the previous view.
 
 // The answer path: every narrowing cast is written out.
 #![warn(clippy::cast_possible_truncation)]
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use super::parts::Parts;
@@ -122,6 +125,19 @@ impl Ends {
         self.healthy += other.healthy;
     }
 
+    /// What lies between running ends `before` and `self`: the counts
+    /// and weights of the items in between; `heaviest` is theirs (a
+    /// running maximum cannot be taken apart).
+    fn since(self, before: Ends, heaviest: u64) -> Ends {
+        Ends {
+            n: std::array::from_fn(|k| self.n[k] - before.n[k]),
+            w: std::array::from_fn(|k| self.w[k] - before.w[k]),
+            exported: self.exported - before.exported,
+            heaviest,
+            healthy: self.healthy - before.healthy,
+        }
+    }
+
     fn of(s: &Segment) -> Ends {
         let mut e = Ends {
             exported: s.exported,
@@ -145,8 +161,32 @@ impl Ends {
 /// reads one allocation per run.
 pub type Runs = Arc<[(Segment, Ends)]>;
 
-/// One run: a chunk's runs and its range there.
-pub type RunRef = (Runs, Span);
+/// One run of a chain: a chunk's runs, the run's range there, which
+/// chunk of the view it is (a relink replaces the links of the chunks that
+/// changed), and the run's heaviest item (so that running ends after a
+/// replaced link are recomputed from the chain's own entries, without
+/// reading the run).
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub(super) runs: Runs,
+    pub(super) span: Span,
+    pub(super) chunk: u32,
+    pub(super) heaviest: u64,
+}
+
+/// A chain's links, each with the running ends over the links so far: one
+/// allocation, shared by every view in which none of the chain's runs
+/// changed.
+#[derive(Debug, Clone, Default)]
+pub struct Links(pub(super) Option<Arc<[(Link, Ends)]>>);
+
+impl Deref for Links {
+    type Target = [(Link, Ends)];
+
+    fn deref(&self) -> &[(Link, Ends)] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
 
 /// Collects a chunk's runs.
 #[derive(Debug, Default)]
@@ -213,38 +253,74 @@ pub(super) fn find_weight<T>(items: &[(T, Ends)], kind: Kind, point: u128) -> (u
 }
 
 /// A service-wide list (every healthy target, a zone's, a region's): the
-/// runs of its chunks, shared with the previous view where the chunk did
-/// not change, each with the running end of each kind over the runs. A
-/// rotated answer starts with two binary searches.
-#[derive(Debug, Default)]
+/// runs of its chunks, each with the running end of each kind over the
+/// runs. A rotated answer starts with two binary searches. Cloning a chain
+/// shares it (one reference count): a view shares every chain none of
+/// whose chunks changed with the previous view.
+#[derive(Debug, Clone, Default)]
 pub struct Chain {
-    /// (a chunk's runs, the run's range there), with the running end of
-    /// each kind over the runs: never an empty run.
-    pub(super) runs: Vec<(RunRef, Ends)>,
+    /// (a chunk's run, the running end of each kind over the runs), in
+    /// chunk order: never an empty run, at most one per chunk.
+    pub(super) runs: Links,
 }
 
 /// A chain with nothing in it.
-pub static EMPTY: Chain = Chain { runs: Vec::new() };
+pub static EMPTY: Chain = Chain { runs: Links(None) };
 
 impl Chain {
-    /// The chain of `runs`, each (a chunk's runs, its range), in order.
-    pub fn of_runs(runs: Vec<RunRef>) -> Self {
-        let mut total = Ends::default();
-        let runs = runs
-            .into_iter()
-            .filter(|(_, span)| !span.is_empty())
-            .map(|(set, span)| {
-                total.add(set[span.end as usize - 1].1);
-                ((set, span), total)
+    /// Whether the chain has no run.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// This chain with the runs of the chunks in `changes` replaced:
+    /// `changes` gives, in ascending chunk order, each changed chunk's
+    /// position and its run of this chain now (`None`, or an empty range:
+    /// it holds none). The links of every other chunk are kept, their
+    /// running ends recomputed from the chain's own entries after the
+    /// first change. O(links + changes), one allocation of the exact
+    /// size; no run of an unchanged chunk is read.
+    pub fn relink<'r, I>(&self, changes: I) -> Chain
+    where
+        I: IntoIterator<Item = (u32, Option<(&'r Runs, Span)>)>,
+        I::IntoIter: Clone,
+    {
+        let old: &[(Link, Ends)] = &self.runs;
+        let changes = changes.into_iter();
+        let len = changes.clone().fold(old.len(), |n, (chunk, run)| {
+            let had = old.binary_search_by_key(&chunk, |(l, _)| l.chunk).is_ok();
+            let has = run.is_some_and(|(_, span)| !span.is_empty());
+            n - usize::from(had) + usize::from(has)
+        });
+        if len == 0 {
+            return Chain::default();
+        }
+        let mut merge = Relink {
+            old,
+            changes: changes.peekable(),
+            i: 0,
+            total: Ends::default(),
+            before: Ends::default(),
+            changed: false,
+        };
+        // An exact-size iterator: `Arc<[_]>` is allocated once, filled in
+        // place.
+        let runs: Arc<[(Link, Ends)]> = (0..len)
+            .map(|_| {
+                merge
+                    .next()
+                    .expect("the relink yields the links it counted")
             })
             .collect();
-        Chain { runs }
+        Chain {
+            runs: Links(Some(runs)),
+        }
     }
 
     /// Run `i`'s segments, each with the run's running ends.
     pub(super) fn run(&self, i: usize) -> &[(Segment, Ends)] {
-        let ((set, span), _) = &self.runs[i];
-        &set[span.start as usize..span.end as usize]
+        let (link, _) = &self.runs[i];
+        &link.runs[link.span.start as usize..link.span.end as usize]
     }
 
     /// How many items of `kind`.
@@ -292,6 +368,74 @@ impl Chain {
         let (index, before) = find(segments, kind, rest);
         let pos = segments[index].0.span(kind).start + (rest - before);
         (run, index, pos)
+    }
+}
+
+/// The links of a relinked chain, in order: the old chain's and the
+/// changes' merged by chunk (see [`Chain::relink`]).
+struct Relink<'a, I: Iterator> {
+    old: &'a [(Link, Ends)],
+    changes: std::iter::Peekable<I>,
+    /// The next old link.
+    i: usize,
+    /// The running ends over the links yielded.
+    total: Ends,
+    /// The old running ends before `old[i]`.
+    before: Ends,
+    /// Whether a change was merged: from there on running ends are
+    /// recomputed.
+    changed: bool,
+}
+
+impl<'r, I> Iterator for Relink<'_, I>
+where
+    I: Iterator<Item = (u32, Option<(&'r Runs, Span)>)>,
+{
+    type Item = (Link, Ends);
+
+    fn next(&mut self) -> Option<(Link, Ends)> {
+        loop {
+            let take_old = match (self.old.get(self.i), self.changes.peek()) {
+                (None, None) => return None,
+                (Some((link, _)), Some((chunk, _))) => link.chunk < *chunk,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            if take_old {
+                // A kept link: its own ends are what it added.
+                let (link, ends) = &self.old[self.i];
+                if self.changed {
+                    self.total.add(ends.since(self.before, link.heaviest));
+                } else {
+                    self.total = *ends;
+                }
+                self.before = *ends;
+                self.i += 1;
+                return Some((link.clone(), self.total));
+            }
+            let (chunk, run) = self.changes.next()?;
+            self.changed = true;
+            if let Some((link, ends)) = self.old.get(self.i)
+                && link.chunk == chunk
+            {
+                // The chunk's old link is replaced.
+                self.before = *ends;
+                self.i += 1;
+            }
+            if let Some((runs, span)) = run
+                && !span.is_empty()
+            {
+                let own = runs[span.end as usize - 1].1;
+                self.total.add(own);
+                let link = Link {
+                    runs: runs.clone(),
+                    span,
+                    chunk,
+                    heaviest: own.heaviest,
+                };
+                return Some((link, self.total));
+            }
+        }
     }
 }
 
@@ -574,7 +718,7 @@ mod tests {
     fn weights_past_u64_sum_exactly() {
         let heavy = u64::MAX - 1;
         let one = Span { start: 0, end: 1 };
-        let runs: Vec<RunRef> = (0..3)
+        let sets: Vec<Runs> = (0..3)
             .map(|cluster| {
                 let s = Segment {
                     cluster,
@@ -586,11 +730,10 @@ mod tests {
                     heaviest: heavy,
                     healthy: 1,
                 };
-                let set: Runs = Arc::from(vec![(s, Ends::of(&s))]);
-                (set, one)
+                Arc::from(vec![(s, Ends::of(&s))])
             })
             .collect();
-        let chain = Chain::of_runs(runs);
+        let chain = EMPTY.relink((0..3).map(|k| (k, Some((&sets[k as usize], one)))));
         assert_eq!(chain.weight(Kind::V4), 3 * u128::from(heavy));
         let (run, before) = find_weight(&chain.runs, Kind::V4, 2 * u128::from(heavy) + 5);
         assert_eq!(run, 2);

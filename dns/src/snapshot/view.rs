@@ -7,8 +7,10 @@
 //! keeps the parts' metadata and the chunk's runs of the service-wide
 //! lists (all, by zone, by region), shared while the chunk stands. When
 //! one cluster's export changes, its part and its chunk are rebuilt, and
-//! the service-wide [`Chain`]s are lists of the chunks' runs: O(chunks ×
-//! zones) to make, with no endpoint copied and no other part visited.
+//! of the service-wide [`Chain`]s (lists of the chunks' runs) only those
+//! the changed chunk holds or held are relinked, O(chunks) each; the rest
+//! are shared with the previous view. No endpoint is copied and no other
+//! part visited.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,10 +19,11 @@ use meshdns_proto::model::{
     Affinity, ClusterName, Endpoint, MinHealthy, Scope, ServiceExport, ServiceKey,
 };
 
-use super::chain::{Chain, RunRef};
+use super::chain::Chain;
 use super::parts::{CHUNK, Parts, PartsBuilder};
 use crate::locality::{ClusterId, Place, ProviderId, RegionId, ZoneId};
 
+mod chains;
 mod chunk;
 mod cluster;
 mod context;
@@ -28,7 +31,7 @@ mod counts;
 mod targets;
 mod weights;
 
-use chunk::{ChunkMeta, PartMeta, Uniformity, bucket, keep};
+use chunk::{ChunkMeta, PartMeta, Uniformity, keep};
 pub(crate) use cluster::PartPolicy;
 pub use cluster::{ClusterView, EndpointView};
 use cluster::{Health, has_ready};
@@ -118,6 +121,9 @@ pub struct ServiceView {
     /// Some counted (live, or any when failing open) part has a ready
     /// endpoint: then serving-but-unready endpoints stay out.
     any_ready: bool,
+    /// The parts' health counts: the sum of the chunks', kept so that an
+    /// update adjusts them by its changes instead of summing every chunk.
+    counts: Counts,
 }
 
 /// Where a cluster's part comes from in an update.
@@ -180,10 +186,12 @@ impl ServiceView {
     /// The view after `changes` to `previous` (every cluster not named in
     /// `changes` exports what it did). Parts of unchanged clusters are
     /// shared with `previous`, whole chunks of them with what the view
-    /// keeps of them; service-wide health comes from per-chunk counts. The
-    /// cost is the changed chunks and O(chunks × zones) for the chains;
-    /// untouched chunks are shared without visiting their parts (unless a
-    /// cluster comes or goes: the parts after it move).
+    /// keeps of them; service-wide health comes from the view's counts,
+    /// adjusted by the changes. The cost is the changed chunks, and
+    /// O(chunks) for each chain a changed chunk holds or held; untouched
+    /// chunks and chains are shared without visiting them (unless a
+    /// cluster comes or goes: the parts after it move, and their chunks
+    /// are rebuilt).
     ///
     /// `previous` must have been built under the same policy: a policy
     /// change rebuilds every view from scratch.
@@ -216,12 +224,7 @@ impl ServiceView {
         };
         // Service-wide health from counts: the previous view's, per chunk,
         // less the replaced parts, plus the new ones; no visit to the rest.
-        let mut counts = Counts::default();
-        if let Some(prev) = previous {
-            for chunk in &prev.chunks {
-                counts.add(chunk.counts);
-            }
-        }
+        let mut counts = previous.map_or(Counts::default(), |p| p.counts);
         for (i, replaces, change) in &placed {
             if *replaces {
                 let m = meta(*i);
@@ -231,12 +234,7 @@ impl ServiceView {
                 counts.add(Counts::of(input.place.stale, has_ready(input.export)));
             }
         }
-        let fail_open = counts.live == 0;
-        let any_ready = if fail_open {
-            counts.ready > 0
-        } else {
-            counts.ready_live > 0
-        };
+        let (fail_open, any_ready) = counts.health();
         // Kept parts keep their own staleness (a cluster turning stale
         // comes as a change), so their health stands unless the service's did.
         let same_health =
@@ -366,38 +364,44 @@ impl ServiceView {
                 by_id.sort_unstable();
                 by_id.into()
             });
-        Self::assemble(key, clusters, chunks, by_id, [fail_open, any_ready], ctx)
+        Self::assemble(key, previous, clusters, chunks, by_id, counts, ctx)
     }
 
-    /// The service-wide lists: chains of the chunks' runs.
+    /// The service-wide lists: chains of the chunks' runs, relinked only
+    /// where a chunk changed (see [`chains`]).
     fn assemble(
         key: ServiceKey,
+        previous: Option<&ServiceView>,
         clusters: Parts,
         chunks: Vec<Arc<ChunkMeta>>,
         by_id: Arc<[(ClusterId, u32)]>,
-        [fail_open, any_ready]: [bool; 2],
+        counts: Counts,
         ctx: &mut Context<'_>,
     ) -> Self {
-        let chains = |buckets: Vec<(u32, Vec<RunRef>)>| -> Vec<(u32, Chain)> {
-            buckets
-                .into_iter()
-                .map(|(k, runs)| (k, Chain::of_runs(runs)))
-                .collect()
+        debug_assert_eq!(
+            chunks.iter().fold(Counts::default(), |mut sum, c| {
+                sum.add(c.counts);
+                sum
+            }),
+            counts,
+            "the view's counts are its chunks'"
+        );
+        let (fail_open, any_ready) = counts.health();
+        let old: &[Arc<ChunkMeta>] = previous.map_or(&[], |p| &p.chunks);
+        let changed = chains::changed(old, &chunks);
+        let keyed = |pick: fn(&ServiceView) -> &[(u32, Chain)], keys| {
+            let before = previous.map_or(&[][..], pick);
+            chains::keyed(before, old, &chunks, &changed, keys)
         };
-        let zones =
-            chains(bucket(chunks.iter().flat_map(|c| {
-                c.zones.iter().map(|(z, i)| (*z, (c.runs.clone(), *i)))
-            })));
-        let regions =
-            chains(bucket(chunks.iter().flat_map(|c| {
-                c.regions.iter().map(|(r, i)| (*r, (c.runs.clone(), *i)))
-            })));
-        let providers =
-            chains(bucket(chunks.iter().flat_map(|c| {
-                c.providers.iter().map(|(p, i)| (*p, (c.runs.clone(), *i)))
-            })));
-        let all = Chain::of_runs(chunks.iter().map(|c| (c.runs.clone(), c.all)).collect());
-        let reserve = Chain::of_runs(chunks.iter().map(|c| (c.runs.clone(), c.reserve)).collect());
+        let zones = keyed(|v| &v.zones, ChunkMeta::zone_runs);
+        let regions = keyed(|v| &v.regions, ChunkMeta::region_runs);
+        let providers = keyed(|v| &v.providers, ChunkMeta::provider_runs);
+        let single = |pick: fn(&ServiceView) -> &Chain, run| {
+            let before = previous.map_or(&super::chain::EMPTY, pick);
+            chains::single(before, &chunks, &changed, run)
+        };
+        let all = single(|v| &v.all, |c| c.all);
+        let reserve = single(|v| &v.reserve, |c| c.reserve);
         let weighted = chunks
             .iter()
             .fold(Uniformity::Empty, |u, c| u.join(c.uniform))
@@ -505,6 +509,7 @@ impl ServiceView {
             policy_disagrees,
             fail_open,
             any_ready,
+            counts,
         }
     }
 
@@ -701,3 +706,6 @@ pub fn changed_parts<'a>(
     }
     (gone, came)
 }
+
+#[cfg(test)]
+mod tests;

@@ -49,9 +49,11 @@ pub(super) struct ChunkMeta {
     /// zone's and region's (ranges of `runs`).
     pub(super) runs: Runs,
     pub(super) all: Span,
-    pub(super) zones: Vec<(ZoneId, Span)>,
-    pub(super) regions: Vec<(RegionId, Span)>,
-    pub(super) providers: Vec<(ProviderId, Span)>,
+    /// Its runs by key, each kind keys ascending: regions, then
+    /// providers from `keys_at[0]`, then zones from `keys_at[1]` (one
+    /// allocation, not three).
+    keys: Box<[(u32, Span)]>,
+    keys_at: [usize; 2],
     /// The weight-0 targets' run: the service's last resort.
     pub(super) reserve: Span,
     /// Whether every positive-weight target of the chunk weighs the same.
@@ -76,21 +78,27 @@ impl ChunkMeta {
                 .filter(|m| !m.reserve.targets.is_empty())
                 .map(|m| m.reserve),
         );
-        let mut add = |buckets: Vec<(u32, Vec<Segment>)>| -> Vec<(u32, Span)> {
-            buckets
-                .into_iter()
-                .map(|(k, segments)| (k, runs.push(segments)))
-                .collect()
-        };
-        let regions = add(bucket(
-            live.clone().filter_map(|m| m.region.map(|r| (r, m.whole))),
-        ));
-        let providers = add(bucket(
-            live.filter_map(|m| m.provider.map(|p| (p, m.whole))),
-        ));
-        let zones = add(bucket(
-            groups.iter().filter_map(|(z, g)| z.map(|z| (z, *g))),
-        ));
+        let mut keys = Vec::new();
+        runs_by_key(
+            &mut runs,
+            &mut keys,
+            live.clone()
+                .filter_map(|m| m.region.map(|r: RegionId| (r, m.whole))),
+        );
+        let providers_at = keys.len();
+        runs_by_key(
+            &mut runs,
+            &mut keys,
+            live.filter_map(|m| m.provider.map(|p: ProviderId| (p, m.whole))),
+        );
+        let zones_at = keys.len();
+        runs_by_key(
+            &mut runs,
+            &mut keys,
+            groups
+                .iter()
+                .filter_map(|(z, g)| z.map(|z: ZoneId| (z, *g))),
+        );
         let runs = runs.finish();
         ChunkMeta {
             affinity: metas
@@ -111,11 +119,27 @@ impl ChunkMeta {
             groups,
             runs,
             all,
-            zones,
-            regions,
-            providers,
+            keys: keys.into(),
+            keys_at: [providers_at, zones_at],
             reserve,
         }
+    }
+}
+
+impl ChunkMeta {
+    /// The chunk's zone runs, zones ascending.
+    pub(super) fn zone_runs(&self) -> &[(ZoneId, Span)] {
+        &self.keys[self.keys_at[1]..]
+    }
+
+    /// Its region runs, regions ascending.
+    pub(super) fn region_runs(&self) -> &[(RegionId, Span)] {
+        &self.keys[..self.keys_at[0]]
+    }
+
+    /// Its provider runs, providers ascending.
+    pub(super) fn provider_runs(&self) -> &[(ProviderId, Span)] {
+        &self.keys[self.keys_at[0]..self.keys_at[1]]
     }
 }
 
@@ -173,27 +197,20 @@ pub(super) fn keep(
     meta
 }
 
-/// `items` grouped by key, keys ascending, each group in the items'
-/// order. Two bucket passes rather than a sort: a service spans a handful
-/// of zones and regions but may span a thousand clusters.
-pub(super) fn bucket<K: Copy + Ord, T>(
-    items: impl Iterator<Item = (K, T)> + Clone,
-) -> Vec<(K, Vec<T>)> {
-    let mut counts: Vec<(K, usize)> = Vec::new();
-    for (key, _) in items.clone() {
-        match counts.binary_search_by_key(&key, |(k, _)| *k) {
-            Ok(i) => counts[i].1 += 1,
-            Err(i) => counts.insert(i, (key, 1)),
-        }
-    }
-    let mut buckets: Vec<(K, Vec<T>)> = counts
-        .iter()
-        .map(|(k, n)| (*k, Vec::with_capacity(*n)))
-        .collect();
-    for (key, item) in items {
-        if let Ok(i) = counts.binary_search_by_key(&key, |(k, _)| *k) {
-            buckets[i].1.push(item);
-        }
-    }
-    buckets
+/// A run of `items`' segments per key, keys ascending, each run in the
+/// items' order, appended to `runs`; the keys with their runs appended
+/// to `keys`. Once per sealed chunk (a view's chains link these runs,
+/// they never regroup them): one stable sort of the chunk's segments.
+fn runs_by_key(
+    runs: &mut RunsBuilder,
+    keys: &mut Vec<(u32, Span)>,
+    items: impl Iterator<Item = (u32, Segment)>,
+) {
+    let mut items: Vec<(u32, Segment)> = items.collect();
+    items.sort_by_key(|(key, _)| *key);
+    keys.extend(
+        items
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|group| (group[0].0, runs.push(group.iter().map(|(_, s)| *s)))),
+    );
 }
