@@ -12,6 +12,8 @@ use meshdns_cli::{logs, process};
 /// mimalloc: snapshot rebuilds allocate and free many mid-sized vectors;
 /// glibc's malloc spent a third of a rebuild consolidating and unlinking
 /// chunks (perf, benches/README.md), and held more memory per endpoint.
+/// (`--features system-allocator` leaves it out, for heap profilers.)
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
