@@ -50,11 +50,17 @@ kill -9 "$hub"
 kill "$push" 2>/dev/null || true
 wait "$push" 2>/dev/null || true
 wait "$heaptrack_pid" 2>/dev/null || true
-data=$(ls "$dir"/hub*.zst "$dir"/hub*.gz 2>/dev/null | head -1)
+shopt -s nullglob
+files=("$dir"/hub*.zst "$dir"/hub*.gz)
+[ ${#files[@]} -gt 0 ] || { echo "heaptrack_storm: no heaptrack data in $dir" >&2; exit 1; }
+data=${files[0]}
 endpoints=$((CLUSTERS * 1000))
 for cost in leaked peak; do
   heaptrack_print -f "$data" --flamegraph-cost-type "$cost" -F "$dir/$cost.txt" > /dev/null
-  echo "$cost (leaked: live after the storm):"
+  case $cost in
+    leaked) echo "live after the storm:" ;;
+    peak) echo "at the heap's peak:" ;;
+  esac
   python3 benches/heap_owners.py "$dir/$cost.txt" "$endpoints"
 done
 echo "data: $data"
