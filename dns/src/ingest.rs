@@ -22,11 +22,14 @@ use crate::metrics::Metrics;
 use crate::registry::{Registry, Writer};
 
 mod export;
+mod frames;
 mod imports;
+mod route;
 mod validate;
 mod watch;
 
 pub use imports::PER_CLUSTER as IMPORTS_PER_CLUSTER;
+pub use route::RegistryService;
 pub use watch::{PART_BYTES, full_state};
 
 /// The tonic service over a shared [`Registry`].
@@ -161,9 +164,53 @@ impl Ingest {
         self
     }
 
-    pub fn into_server(self) -> wire::registry_server::RegistryServer<Self> {
+    /// The service to serve: tonic's generated server, but Export streams
+    /// read by [`route`] (no decode buffer kept per idle stream).
+    pub fn into_server(self) -> RegistryService {
         let max = self.export.limits.max_grpc_message_bytes;
-        wire::registry_server::RegistryServer::new(self).max_decoding_message_size(max)
+        let generated =
+            wire::registry_server::RegistryServer::new(self.clone()).max_decoding_message_size(max);
+        RegistryService::new(self, generated)
+    }
+
+    /// Opens an Export stream over `request`'s messages: authenticated,
+    /// within `--max-pending-hellos`, then run by its own task.
+    fn open_export(
+        &self,
+        request: Request<impl export::Requests>,
+    ) -> Result<Response<BoxStream<wire::ExportResponse>>, Status> {
+        if let Some(upstream) = &self.following {
+            return Err(Status::failed_precondition(format!(
+                "this replica follows {upstream}; export to that registry instead"
+            )));
+        }
+        let Caller {
+            principal: who,
+            credential,
+        } = self.export.auth.authenticate(&request)?;
+        let limits = &self.export.limits;
+        let pending = export::Slot::take(&self.pending, limits.max_pending_hellos).ok_or_else(|| {
+            self.export.metrics.export_event("over_limit");
+            warn!(
+                limit = limits.max_pending_hellos,
+                "export stream refused: --max-pending-hellos reached"
+            );
+            Status::resource_exhausted(format!(
+                "the registry has {} export streams waiting for their Hello, the --max-pending-hellos limit",
+                limits.max_pending_hellos
+            ))
+        })?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(export::export_stream(
+            self.export.clone(),
+            who,
+            credential,
+            pending,
+            self.streams.clone(),
+            request.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
@@ -203,38 +250,7 @@ impl wire::registry_server::Registry for Ingest {
         &self,
         request: Request<Streaming<wire::ExportRequest>>,
     ) -> Result<Response<Self::ExportStream>, Status> {
-        if let Some(upstream) = &self.following {
-            return Err(Status::failed_precondition(format!(
-                "this replica follows {upstream}; export to that registry instead"
-            )));
-        }
-        let Caller {
-            principal: who,
-            credential,
-        } = self.export.auth.authenticate(&request)?;
-        let limits = &self.export.limits;
-        let pending = export::Slot::take(&self.pending, limits.max_pending_hellos).ok_or_else(|| {
-            self.export.metrics.export_event("over_limit");
-            warn!(
-                limit = limits.max_pending_hellos,
-                "export stream refused: --max-pending-hellos reached"
-            );
-            Status::resource_exhausted(format!(
-                "the registry has {} export streams waiting for their Hello, the --max-pending-hellos limit",
-                limits.max_pending_hellos
-            ))
-        })?;
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(export::export_stream(
-            self.export.clone(),
-            who,
-            credential,
-            pending,
-            self.streams.clone(),
-            request.into_inner(),
-            tx,
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        self.open_export(request)
     }
 
     async fn watch(

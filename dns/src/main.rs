@@ -12,6 +12,8 @@ use meshdns_cli::{logs, process};
 /// mimalloc: snapshot rebuilds allocate and free many mid-sized vectors;
 /// glibc's malloc spent a third of a rebuild consolidating and unlinking
 /// chunks (perf, benches/README.md), and held more memory per endpoint.
+/// (`--features system-allocator` leaves it out, for heap profilers.)
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -50,7 +52,22 @@ enum Command {
 /// --shutdown-timeout; connections it left open (clients that never said
 /// goodbye) and blocked reads must not hold the exit.
 fn main() -> std::process::ExitCode {
+    huge_pages_off();
     process::main("meshdns", std::time::Duration::from_millis(500), run)
+}
+
+/// No transparent huge pages for this process. The kernel backs any
+/// aligned anonymous region with 2 MiB pages when THP is `always`, so a
+/// few live objects keep a whole huge page resident and every fresh one is
+/// zeroed whole: after a reconnect storm of 1,000 clusters the hub held
+/// ~10% more memory with them, and spent more of the storm's CPU in page
+/// faults (benches/README.md, "Fleet scale, sixth session"). Best effort:
+/// a kernel without the flag leaves things as they were.
+fn huge_pages_off() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        eprintln!("meshdns: could not turn transparent huge pages off: {e}");
+    }
 }
 
 async fn run() -> anyhow::Result<std::process::ExitCode> {

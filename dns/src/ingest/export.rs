@@ -9,8 +9,9 @@ use meshdns_proto::convert::Interner;
 use meshdns_proto::model::{Cluster, ServiceExport};
 use meshdns_proto::wire::{self, export_request::Message as Req};
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::{debug, info, warn};
 
 use super::validate::{Checked, Refused, log_line, over_limit, removals, summarize};
@@ -318,6 +319,22 @@ impl Drop for Slot {
     }
 }
 
+/// The requests of one Export stream, as decoded from its body.
+pub(super) trait Requests:
+    tokio_stream::Stream<Item = Result<wire::ExportRequest, Status>> + Send + Unpin + 'static
+{
+}
+
+impl<S> Requests for S where
+    S: tokio_stream::Stream<Item = Result<wire::ExportRequest, Status>> + Send + Unpin + 'static
+{
+}
+
+/// The next request; `Ok(None)` when the client has ended the stream.
+async fn next(requests: &mut impl Requests) -> Result<Option<wire::ExportRequest>, Status> {
+    requests.next().await.transpose()
+}
+
 /// Runs one Export stream. `pending` is its `--max-pending-hellos` slot,
 /// given back once the Hello is decided; `streams` counts authorized
 /// streams against `--max-export-streams`.
@@ -327,13 +344,13 @@ pub(super) async fn export_stream(
     credential: Credential,
     pending: Slot,
     streams: Arc<std::sync::atomic::AtomicUsize>,
-    mut requests: Streaming<wire::ExportRequest>,
+    mut requests: impl Requests,
     responses: mpsc::Sender<Result<wire::ExportResponse, Status>>,
 ) {
     let metrics = &cx.metrics;
     let first = tokio::select! {
         _ = cx.shutdown.cancelled() => return,
-        first = tokio::time::timeout(cx.limits.hello_timeout, requests.message()) => first,
+        first = tokio::time::timeout(cx.limits.hello_timeout, next(&mut requests)) => first,
     };
     let first = match first {
         Ok(Ok(Some(first))) => first,
@@ -434,7 +451,7 @@ pub(super) async fn export_stream(
                 metrics.stream_revoked();
                 break Some(Error::Revoked(revoked));
             }
-            request = requests.message() => request,
+            request = next(&mut requests) => request,
         };
         match request {
             Ok(Some(request)) => match stream.apply(request).await {

@@ -405,3 +405,32 @@ async fn status_shows_the_fleet() {
     assert!(err.contains("--service"), "{err}");
     f.stop().await;
 }
+
+/// `meshdns` turns transparent huge pages off for itself: with them a few
+/// live objects keep whole 2 MiB pages resident (memory per endpoint,
+/// benches/README.md "Fleet scale, sixth session"). Skipped where the
+/// kernel does not report the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_without_transparent_huge_pages() {
+    let mut args = vec!["serve", "--insecure"];
+    args.extend_from_slice(&LOOPBACK_PORT_0);
+    let hub = Proc::start("meshdns", &args);
+    let status = format!("/proc/{}/status", hub.0.id());
+    let thp = move || {
+        std::fs::read_to_string(&status)
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:").map(|v| v.trim().to_owned()))
+    };
+    if thp().is_none() {
+        eprintln!("this kernel does not report THP_enabled; skipped");
+        return;
+    }
+    // Set first thing in main: read until the process has got there.
+    eventually(Duration::from_secs(10), "THP_enabled: 0", || {
+        let value = thp();
+        async move { (value.as_deref() == Some("0")).then_some(()) }
+    })
+    .await;
+    assert!(hub.terminate().success(), "meshdns exits 0 on SIGTERM");
+}

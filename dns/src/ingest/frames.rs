@@ -1,0 +1,360 @@
+//! An Export stream's requests, read from its HTTP/2 body here rather than
+//! by tonic's `Streaming`: gRPC's framing (a flag byte, a 4-byte length,
+//! the message) and the same checks before prost decodes
+//! ([`Checked::check`]: the first message's size, the decoding budget).
+//!
+//! Why: tonic's decode buffer keeps the capacity of the largest message a
+//! stream ever carried for as long as the stream is open. An Export stream
+//! carries one big Snapshot and then heartbeats for hours, so at 1,000
+//! clusters the registry held 71 MB of empty buffers (71 bytes per
+//! endpoint, benches/README.md "Fleet scale, sixth session"). Here a
+//! message bigger than [`KEEP`] is decoded from its own allocation, which
+//! is freed once decoded; what follows it moves to a fresh buffer.
+
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use meshdns_proto::codec::Checked;
+use prost::Message;
+use prost::bytes::{Buf, BytesMut};
+use tokio_stream::Stream;
+use tonic::codegen::Body as _;
+use tonic::{Code, Status};
+
+/// The flag byte and the length.
+const HEADER: usize = 5;
+
+/// A buffer at most this big is kept from one message to the next
+/// (heartbeats and small Deltas fit); bigger ones are let go.
+pub(super) const KEEP: usize = 4 * 1024;
+
+/// The messages of a gRPC request body, each at most `max` bytes.
+pub(super) struct Frames<U> {
+    body: tonic::body::Body,
+    buf: BytesMut,
+    max: usize,
+    first: bool,
+    done: bool,
+    _message: PhantomData<fn() -> U>,
+}
+
+impl<U> Frames<U> {
+    pub(super) fn new(body: tonic::body::Body, max: usize) -> Self {
+        Frames {
+            body,
+            buf: BytesMut::new(),
+            max,
+            first: true,
+            done: false,
+            _message: PhantomData,
+        }
+    }
+
+    /// Bytes held for messages not yet complete, and spare room.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+impl<U: Message + Default + Checked> Frames<U> {
+    /// The next whole message in the buffer, if one is there.
+    fn message(&mut self) -> Result<Option<U>, Status> {
+        let Some(header) = self.buf.get(..HEADER) else {
+            return Ok(None);
+        };
+        match header[0] {
+            0 => {}
+            // No compression is accepted (tonic's rule: INTERNAL).
+            1 => {
+                return Err(Status::internal(
+                    "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+                ));
+            }
+            flag => {
+                return Err(Status::internal(format!(
+                    "protocol error: received message with invalid compression flag: {flag} (valid flags are 0 and 1)"
+                )));
+            }
+        }
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if len > self.max {
+            return Err(Status::out_of_range(format!(
+                "decoded message length too large: found {len} bytes, the limit is: {} bytes",
+                self.max
+            )));
+        }
+        let have = self.buf.len();
+        if have < HEADER + len {
+            // Room for exactly this message, once.
+            self.buf.reserve(HEADER + len - have);
+            return Ok(None);
+        }
+        self.buf.advance(HEADER);
+        let bytes = self.buf.split_to(len);
+        if len > KEEP {
+            // What came after the message (if anything) moves out of its
+            // allocation, so that dropping `bytes` frees it.
+            self.buf = BytesMut::from(&self.buf[..]);
+        }
+        let first = std::mem::replace(&mut self.first, false);
+        U::check(&bytes, first)?;
+        U::decode(&bytes[..])
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+impl<U: Message + Default + Checked> Stream for Frames<U> {
+    type Item = Result<U, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.message() {
+                Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
+                Ok(None) => {}
+                Err(status) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+            }
+            match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    // Trailers of a request carry nothing we read.
+                    if let Ok(data) = frame.into_data() {
+                        this.buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(status)) => {
+                    this.done = true;
+                    // The client cancelled: the stream simply ends.
+                    if status.code() == Code::Cancelled {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(status)));
+                }
+                None => {
+                    this.done = true;
+                    if this.buf.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(Status::internal(
+                        "unexpected end of stream inside a message",
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshdns_proto::codec::FIRST_EXPORT_MESSAGE_BYTES;
+    use meshdns_proto::wire;
+    use meshdns_proto::wire::export_request::Message as Req;
+    use prost::bytes::Bytes;
+    use tokio_stream::StreamExt;
+
+    fn framed(message: &wire::ExportRequest) -> Vec<u8> {
+        let bytes = message.encode_to_vec();
+        let mut out = vec![0];
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(&bytes);
+        out
+    }
+
+    fn hello() -> wire::ExportRequest {
+        wire::ExportRequest {
+            generation: 1,
+            message: Some(Req::Hello(wire::Hello {
+                cluster: "east-1".into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn heartbeat(generation: u64) -> wire::ExportRequest {
+        wire::ExportRequest {
+            generation,
+            message: Some(Req::Heartbeat(wire::Heartbeat::default())),
+        }
+    }
+
+    /// A Snapshot of `services` services of ten endpoints each, with a
+    /// zone and a node on every endpoint.
+    fn snapshot(services: usize) -> wire::ExportRequest {
+        let services = (0..services)
+            .map(|s| wire::ServiceExport {
+                key: Some(wire::ServiceKey {
+                    namespace: "shop".into(),
+                    name: format!("svc-{s}"),
+                }),
+                ports: vec![wire::Port {
+                    port: 80,
+                    ..Default::default()
+                }],
+                endpoints: (0..10)
+                    .map(|e| wire::Endpoint {
+                        addresses: vec![format!("10.0.{s}.{e}")],
+                        zone: format!("zone-{}", e % 3),
+                        node: format!("node-{e}"),
+                        ready: true,
+                        serving: true,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        wire::ExportRequest {
+            generation: 2,
+            message: Some(Req::Snapshot(wire::Snapshot {
+                services,
+                more: false,
+            })),
+        }
+    }
+
+    /// A body delivering `chunks` as its DATA frames, in order.
+    fn body(chunks: Vec<Vec<u8>>) -> tonic::body::Body {
+        let frames = chunks
+            .into_iter()
+            .map(|c| Ok::<_, std::io::Error>(Bytes::from(c)));
+        tonic::body::Body::new(axum::body::Body::from_stream(tokio_stream::iter(frames)))
+    }
+
+    /// `bytes` cut into pieces of `size`: messages straddle DATA frames.
+    fn pieces(bytes: &[u8], size: usize) -> Vec<Vec<u8>> {
+        bytes.chunks(size).map(<[u8]>::to_vec).collect()
+    }
+
+    #[tokio::test]
+    async fn messages_read_back_exactly_however_the_body_is_cut() {
+        let sent = vec![
+            hello(),
+            snapshot(40),
+            heartbeat(3),
+            snapshot(2),
+            heartbeat(4),
+        ];
+        let all: Vec<u8> = sent.iter().flat_map(framed).collect();
+        for size in [1, 5, 7, 4096, 16 * 1024, all.len()] {
+            let mut frames = Frames::<wire::ExportRequest>::new(body(pieces(&all, size)), 4 << 20);
+            let mut got = Vec::new();
+            while let Some(m) = frames.next().await {
+                got.push(m.unwrap());
+            }
+            assert_eq!(got, sent, "DATA frames of {size} bytes");
+        }
+    }
+
+    /// Each message of `sent` read back after the body was cut at
+    /// `cuts` (byte offsets, any order).
+    fn read_back(sent: &[wire::ExportRequest], cuts: &[usize]) -> Vec<wire::ExportRequest> {
+        let all: Vec<u8> = sent.iter().flat_map(framed).collect();
+        let mut at: Vec<usize> = cuts.iter().map(|c| c % (all.len() + 1)).collect();
+        at.extend([0, all.len()]);
+        at.sort_unstable();
+        at.dedup();
+        let chunks = at.windows(2).map(|w| all[w[0]..w[1]].to_vec()).collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut frames = Frames::<wire::ExportRequest>::new(body(chunks), 4 << 20);
+            let mut got = Vec::new();
+            while let Some(m) = frames.next().await {
+                got.push(m.unwrap());
+                assert!(frames.held() <= KEEP.max(all.len()));
+            }
+            got
+        })
+    }
+
+    proptest::proptest! {
+        /// Any sequence of Hello, Snapshots small and big, and
+        /// heartbeats, cut anywhere into DATA frames, reads back exactly.
+        #[test]
+        fn any_cut_of_any_messages_reads_back_exactly(
+            kinds in proptest::collection::vec(0usize..60, 0..8),
+            cuts in proptest::collection::vec(proptest::num::usize::ANY, 0..40),
+        ) {
+            let mut sent = vec![hello()];
+            sent.extend(kinds.iter().enumerate().map(|(i, k)| match k {
+                0..20 => heartbeat(i as u64),
+                n => snapshot(n - 19),
+            }));
+            proptest::prop_assert_eq!(read_back(&sent, &cuts), sent);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_big_message_leaves_no_big_buffer_behind() {
+        let big = framed(&snapshot(200));
+        assert!(big.len() > 8 * KEEP, "{}", big.len());
+        // The next message arrives in the same DATA frame as the big one's
+        // end (it must move out of the big allocation too), and another
+        // one later, on its own (the buffer must not grow back into it).
+        let mut tail = big.clone();
+        tail.extend(framed(&heartbeat(3)));
+        let mut chunks = vec![framed(&hello())];
+        chunks.extend(pieces(&tail, 16 * 1024));
+        chunks.push(framed(&heartbeat(4)));
+        let mut frames = Frames::<wire::ExportRequest>::new(body(chunks), 4 << 20);
+        assert_eq!(frames.next().await.unwrap().unwrap(), hello());
+        let Some(Ok(wire::ExportRequest {
+            message: Some(Req::Snapshot(s)),
+            ..
+        })) = frames.next().await
+        else {
+            panic!("the Snapshot");
+        };
+        assert_eq!(s.services.len(), 200);
+        for next in [heartbeat(3), heartbeat(4)] {
+            assert!(frames.held() <= KEEP, "{} bytes held", frames.held());
+            assert_eq!(frames.next().await.unwrap().unwrap(), next);
+        }
+        assert!(frames.held() <= KEEP, "{} bytes held", frames.held());
+        assert!(frames.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn oversized_truncated_and_compressed_messages_are_refused() {
+        // Over the limit: refused at its length, before it arrives.
+        let mut frames = Frames::<wire::ExportRequest>::new(body(vec![framed(&snapshot(5))]), 64);
+        let e = frames.next().await.unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::OutOfRange, "{e}");
+        assert!(frames.next().await.is_none());
+        // A first message bigger than a Hello may be.
+        let big = snapshot(FIRST_EXPORT_MESSAGE_BYTES / 200);
+        assert!(big.encoded_len() > FIRST_EXPORT_MESSAGE_BYTES);
+        let mut frames = Frames::<wire::ExportRequest>::new(body(vec![framed(&big)]), 4 << 20);
+        let e = frames.next().await.unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+        // The body ends inside a message.
+        let mut cut = framed(&hello());
+        cut.truncate(cut.len() - 1);
+        let mut frames = Frames::<wire::ExportRequest>::new(body(vec![cut]), 4 << 20);
+        let e = frames.next().await.unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::Internal, "{e}");
+        // Compressed, or a flag gRPC does not define.
+        for flag in [1, 7] {
+            let mut m = framed(&hello());
+            m[0] = flag;
+            let mut frames = Frames::<wire::ExportRequest>::new(body(vec![m]), 4 << 20);
+            let e = frames.next().await.unwrap().unwrap_err();
+            assert_eq!(e.code(), Code::Internal, "{e}");
+        }
+        // Not protobuf.
+        let mut junk = vec![0, 0, 0, 0, 3];
+        junk.extend([0xff, 0xff, 0xff]);
+        let mut frames = Frames::<wire::ExportRequest>::new(body(vec![junk]), 4 << 20);
+        assert!(frames.next().await.unwrap().is_err());
+    }
+}
