@@ -517,8 +517,7 @@ async fn status_shows_the_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_file_keeps_the_policy_across_a_restart() {
     let state = TempDir::new("policy-state");
-    let state_path = state.path().join("registry.state");
-    let state_flag = state_path.display().to_string();
+    let (_, state_flag) = state.state_file();
     let fleet = PolicyFleet::start(
         "clusters:\n  east-1:\n    drain: 100\n",
         &["--state-file", &state_flag],

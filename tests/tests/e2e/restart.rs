@@ -16,8 +16,7 @@ const WEB: [&str; 4] = ["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.3.0.11"];
 #[tokio::test]
 async fn answers_flow_across_a_restart() {
     let dir = TempDir::new("state");
-    let path = dir.path().join("registry.state");
-    let path_flag = path.display().to_string();
+    let (path, path_flag) = dir.state_file();
     let fleet = Fleet::start(&["--state-file", &path_flag]).await;
     let Fleet {
         server,
@@ -132,8 +131,7 @@ async fn readiness_can_wait_for_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_file_is_saved_every_two_seconds_when_changed() {
     let dir = TempDir::new("state-period");
-    let path = dir.path().join("registry.state");
-    let path_flag = path.display().to_string();
+    let (path, path_flag) = dir.state_file();
     let server = TestServer::start(&["--state-file", &path_flag]).await;
     let one = "cluster: east-1\nservices:\n  - {name: web, namespace: shop, ports: [{port: 80}], endpoints: [{ip: 10.1.0.1}]}\n";
     let file = dir.write("east-1.yaml", one);

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use meshdns_tests::fake_kube::{
-    FakeKube, Res, labelled, node, service, slice, with_traffic_distribution,
+    FakeKube, Res, labelled, node, one_ready_slice, service, with_traffic_distribution,
 };
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::{TestServer, TestSyncer, eventually, http_get, list_clusters};
@@ -135,15 +135,7 @@ async fn annotations_and_traffic_distribution_reach_the_hub() {
             None => svc,
         };
         fake.apply(Res::Services, svc);
-        fake.apply(
-            Res::EndpointSlices,
-            slice(
-                "shop",
-                &format!("{name}-a"),
-                name,
-                &[(ip, true, None, None)],
-            ),
-        );
+        fake.apply(Res::EndpointSlices, one_ready_slice("shop", name, ip));
     }
     let syncer = start_syncer(
         &fake,
