@@ -14,7 +14,7 @@ use meshdns_proto::wire;
 use meshdns_tests::dns::{Ask, addresses, query};
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::{
-    Proc, ServeProc, TestServer, TestSyncer, bin, eventually, http_get, list_clusters,
+    Proc, ServeProc, TestServer, TestSyncer, bin, eventually, http_get, wait_clusters_live,
 };
 
 /// Three clusters: two in us-east, one in us-west. `web` answers from
@@ -118,19 +118,7 @@ impl PolicyFleet {
     }
 
     pub async fn wait_live(&self) {
-        let url = self.server.grpc_url();
-        eventually(Duration::from_secs(15), "three live clusters", || {
-            let url = url.clone();
-            async move {
-                let clusters = list_clusters(url).await?;
-                (clusters.len() == 3
-                    && clusters
-                        .iter()
-                        .all(|c| c.state == wire::ClusterState::Live as i32))
-                .then_some(())
-            }
-        })
-        .await;
+        wait_clusters_live(self.server.grpc_url(), 3, Duration::from_secs(15)).await;
     }
 
     /// Rewrites the policy file and waits until the registry serves the
@@ -558,19 +546,7 @@ async fn the_state_file_keeps_the_policy_across_a_restart() {
         Some(1.0)
     );
     // Once the syncers are back (live), east-1 stays out of answers.
-    let url = restarted.grpc_url();
-    eventually(Duration::from_secs(15), "clusters live again", || {
-        let url = url.clone();
-        async move {
-            let clusters = list_clusters(url).await?;
-            (clusters.len() == 3
-                && clusters
-                    .iter()
-                    .all(|c| c.state == wire::ClusterState::Live as i32))
-            .then_some(())
-        }
-    })
-    .await;
+    wait_clusters_live(restarted.grpc_url(), 3, Duration::from_secs(15)).await;
     let got = shares(restarted.dns, "web.shop.global", "127.0.0.4", 200).await;
     assert_eq!(share(&got, "east-1"), 0.0, "{got:?}");
     assert!(share(&got, "west-1") > 0.5, "{got:?}");

@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use meshdns_proto::wire;
 use meshdns_tests::dns::{Ask, addresses, query, sorted};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{Fleet, TestServer, eventually, list_clusters};
+use meshdns_tests::{Fleet, TestServer, eventually, wait_clusters_live};
 
 const WEB: [&str; 4] = ["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.3.0.11"];
 
@@ -44,19 +43,7 @@ async fn answers_flow_across_a_restart() {
     .await;
     assert_eq!(addresses(&m), sorted(&["10.1.2.10"]));
     // The syncers reconnect (same address) and the clusters are live again.
-    let url = restarted.grpc_url();
-    eventually(Duration::from_secs(10), "clusters live again", || {
-        let url = url.clone();
-        async move {
-            let clusters = list_clusters(url).await?;
-            (clusters.len() == 3
-                && clusters
-                    .iter()
-                    .all(|c| c.state == wire::ClusterState::Live as i32 && c.connected))
-            .then_some(())
-        }
-    })
-    .await;
+    wait_clusters_live(restarted.grpc_url(), 3, Duration::from_secs(10)).await;
     let m = query(
         restarted.dns,
         &Ask::new("web.shop.global", RecordType::A).tcp(),
