@@ -754,6 +754,7 @@ proptest! {
                 prop_assert_eq!(outcome.tier, full_outcome.tier);
                 prop_assert_eq!(outcome.served, full_outcome.served);
             }
+            same_for_every_asker_when_scoped_zero(&snapshot, &zone, &ask, &full)?;
         }
     }
 
@@ -1249,4 +1250,68 @@ fn srv_weights_are_applied_once() {
         [5, 10, 10, 10, 10, 20, 30, 40].map(|w| (0, w))
     );
     assert_eq!(srv(&authorities()[1]), [(0, 1); 3]);
+}
+
+/// The askers a scope-0 reply is checked against: a /32 (/128) client
+/// subnet inside each cluster, and one of no cluster, in both families.
+fn every_asker() -> impl Iterator<Item = (IpAddr, u8)> {
+    (0u8..8)
+        .flat_map(|c| {
+            [
+                (IpAddr::V4(Ipv4Addr::new(10, c, 1, 1)), 32),
+                (IpAddr::V6(format!("fd10:{c}::1").parse().unwrap()), 128),
+            ]
+        })
+        .chain([
+            (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 32),
+            (IpAddr::V6("2001:db8::1".parse().unwrap()), 128),
+        ])
+}
+
+/// An ECS scope of 0 tells a resolver the reply fits every client
+/// (RFC 7871 §7.3.1): when `full` (the full handler's reply to `ask`)
+/// says so, every asker of [`every_asker`] gets the same rcode and
+/// records (same rotation; a truncated reply is not compared).
+fn same_for_every_asker_when_scoped_zero(
+    snapshot: &Snapshot,
+    zone: &Authority,
+    ask: &Ask,
+    full: &[u8],
+) -> Result<(), TestCaseError> {
+    let Ok(reply) = Message::from_vec(full) else {
+        return Ok(());
+    };
+    if scope_of(&reply) != Some(0) || reply.metadata.truncation {
+        return Ok(());
+    }
+    let records = |m: &Message| {
+        (
+            m.metadata.response_code,
+            m.answers.clone(),
+            m.authorities.clone(),
+            m.additionals.clone(),
+        )
+    };
+    for subnet in every_asker() {
+        let mut other = ask.clone();
+        if let Some(edns) = other.edns.as_mut() {
+            edns.2 = Some(subnet);
+        }
+        select::set_rotation(ask.rotation);
+        let (bytes, _) =
+            authority::respond(snapshot, zone, &packet(&other), ask.source, Transport::Udp)
+                .unwrap();
+        let theirs = Message::from_vec(&bytes).unwrap();
+        if theirs.metadata.truncation {
+            continue;
+        }
+        prop_assert_eq!(
+            records(&reply),
+            records(&theirs),
+            "scope 0 for {:?} but {:?} is answered otherwise",
+            ask,
+            subnet
+        );
+    }
+    Ok(())
 }
