@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::num::NonZeroU16;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -20,10 +19,11 @@ use meshdns::qname::Domain;
 use meshdns::registry::{Liveness, Registry};
 use meshdns::select;
 use meshdns::snapshot::Snapshot;
+use meshdns_proto::fixtures;
 use meshdns_proto::model::{
     Affinity, Cluster, ClusterName, ClusterPolicy, Endpoint, FleetPolicy, Hostname, LabelValue,
-    MinHealthy, Mode, Namespace, NodeAddresses, NodeName, Policy, Port, Protocol, RegionPolicy,
-    Scope, ServiceExport, ServiceKey, ServiceName, ServicePolicy,
+    MinHealthy, Mode, Namespace, NodeAddresses, NodeName, Policy, RegionPolicy, Scope,
+    ServiceExport, ServiceKey, ServiceName, ServicePolicy,
 };
 use proptest::prelude::*;
 
@@ -37,39 +37,22 @@ fn export_with(
     endpoints: Vec<Endpoint>,
     affinity: Affinity,
 ) -> ServiceExport {
-    ServiceExport::new(
-        ServiceKey {
-            namespace: Namespace::new(ns).unwrap(),
-            name: ServiceName::new(name).unwrap(),
-        },
-        vec![Port {
-            name: Some(meshdns_proto::model::PortName::new("http").unwrap()),
-            protocol: Protocol::Tcp,
-            port: NonZeroU16::new(80).unwrap(),
-        }],
-        Mode::Endpoints,
-        vec![],
+    export_policy(
+        ns,
+        name,
         endpoints,
         Policy {
             affinity,
             ..Policy::default()
         },
     )
-    .unwrap()
 }
 
-/// An export under a traffic policy.
+/// An export under a traffic policy, its port named `http`.
 fn export_policy(ns: &str, name: &str, endpoints: Vec<Endpoint>, policy: Policy) -> ServiceExport {
     ServiceExport::new(
-        ServiceKey {
-            namespace: Namespace::new(ns).unwrap(),
-            name: ServiceName::new(name).unwrap(),
-        },
-        vec![Port {
-            name: Some(meshdns_proto::model::PortName::new("http").unwrap()),
-            protocol: Protocol::Tcp,
-            port: NonZeroU16::new(80).unwrap(),
-        }],
+        fixtures::key(ns, name),
+        vec![fixtures::named_http_port()],
         Mode::Endpoints,
         vec![],
         endpoints,
@@ -578,6 +561,23 @@ struct Ask {
     nsid: bool,
 }
 
+impl Ask {
+    /// The first listed name's A record from c1, without EDNS.
+    fn plain() -> Self {
+        Ask {
+            name: Asked::Listed(0, 0),
+            case: vec![false],
+            qtype: 1,
+            edns: None,
+            source: IpAddr::V4(Ipv4Addr::new(10, 1, 0, 9)),
+            rd: true,
+            cd: false,
+            rotation: 0,
+            nsid: false,
+        }
+    }
+}
+
 /// A name asked: one of [`NAMES`] under one of [`DOMAINS`], or random
 /// labels (printable ASCII and dots' neighbours) before a domain.
 #[derive(Debug, Clone)]
@@ -773,17 +773,7 @@ proptest! {
 fn fast_path_takes_the_common_queries() {
     let snapshot = snapshot();
     let zone = &authorities()[0];
-    let base = Ask {
-        name: Asked::Listed(0, 0),
-        case: vec![false],
-        qtype: 1,
-        edns: None,
-        source: IpAddr::V4(Ipv4Addr::new(10, 1, 0, 9)),
-        rd: true,
-        cd: false,
-        rotation: 0,
-        nsid: false,
-    };
+    let base = Ask::plain();
     for ask in [
         base.clone(),
         Ask {
@@ -983,17 +973,7 @@ fn answers_name_their_tier_and_serving_clusters() {
         clusters.dedup();
         clusters
     };
-    let base = Ask {
-        name: Asked::Listed(0, 0),
-        case: vec![false],
-        qtype: 1,
-        edns: None,
-        source: IpAddr::V4(Ipv4Addr::new(10, 1, 0, 9)),
-        rd: true,
-        cd: false,
-        rotation: 0,
-        nsid: false,
-    };
+    let base = Ask::plain();
     let unknown = Ask {
         source: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         ..base.clone()

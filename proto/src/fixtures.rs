@@ -10,7 +10,7 @@ use std::num::NonZeroU16;
 
 use crate::model::{
     Cluster, ClusterName, Endpoint, LabelValue, Mode, Namespace, NodeAddresses, NodeName, Policy,
-    Port, Protocol, ServiceExport, ServiceKey, ServiceName,
+    Port, PortName, Protocol, ServiceExport, ServiceKey, ServiceName,
 };
 use crate::wire;
 
@@ -28,6 +28,14 @@ pub fn http_port() -> Port {
         name: None,
         protocol: Protocol::Tcp,
         port: NonZeroU16::new(80).expect("non-zero"),
+    }
+}
+
+/// TCP 80 named `http` (SRV names `_http._tcp`).
+pub fn named_http_port() -> Port {
+    Port {
+        name: Some(PortName::new("http").expect("fixture port name")),
+        ..http_port()
     }
 }
 
