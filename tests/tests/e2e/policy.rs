@@ -143,6 +143,10 @@ pub async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Policy reloads refused so far (`meshdns_policy_reloads_total`'s
+/// `error` series).
+const RELOAD_ERRORS: &str = "meshdns_policy_reloads_total{result=\"error\"}";
+
 /// The drain the registry reports for `cluster` (ListClusters' policy).
 pub async fn drain_of(url: &str, cluster: &str) -> Option<u32> {
     let auth = meshdns_proto::client::ClientAuth {
@@ -209,7 +213,7 @@ async fn a_bad_policy_file_keeps_the_last_good_one() {
     let url = server.grpc_url();
     wait_drain(&url, "east-1", 10).await;
     let ok = "meshdns_policy_reloads_total{result=\"ok\"}";
-    let error = "meshdns_policy_reloads_total{result=\"error\"}";
+    let error = RELOAD_ERRORS;
     assert_eq!(metric(server.admin, ok).await, Some(1.0));
     assert_eq!(metric(server.admin, error).await, Some(0.0));
     // Out of range: refused, named, counted once however long it stays.
@@ -311,28 +315,14 @@ async fn a_bad_policy_file_at_start_starts_with_no_policy() {
         "services:\n  shop/web:\n    drain: {east-1: 101}\n",
     );
     let server = TestServer::start(&["--policy", &path.display().to_string()]).await;
-    assert_eq!(
-        metric(
-            server.admin,
-            "meshdns_policy_reloads_total{result=\"error\"}"
-        )
-        .await,
-        Some(1.0)
-    );
+    assert_eq!(metric(server.admin, RELOAD_ERRORS).await, Some(1.0));
     assert!(matches!(
         drain_of(&server.grpc_url(), "east-1").await,
         None | Some(0)
     ));
     dir.write("policy.yaml", "clusters:\n  east-1:\n    drain: 30\n");
     wait_drain(&server.grpc_url(), "east-1", 30).await;
-    assert_eq!(
-        metric(
-            server.admin,
-            "meshdns_policy_reloads_total{result=\"error\"}"
-        )
-        .await,
-        Some(1.0)
-    );
+    assert_eq!(metric(server.admin, RELOAD_ERRORS).await, Some(1.0));
     server.stop().await;
 }
 
@@ -537,14 +527,7 @@ async fn the_state_file_keeps_the_policy_across_a_restart() {
     )
     .await;
     assert_eq!(drain_of(&restarted.grpc_url(), "east-1").await, Some(100));
-    assert_eq!(
-        metric(
-            restarted.admin,
-            "meshdns_policy_reloads_total{result=\"error\"}"
-        )
-        .await,
-        Some(1.0)
-    );
+    assert_eq!(metric(restarted.admin, RELOAD_ERRORS).await, Some(1.0));
     // Once the syncers are back (live), east-1 stays out of answers.
     wait_clusters_live(restarted.grpc_url(), 3, Duration::from_secs(15)).await;
     let got = shares(restarted.dns, "web.shop.global", "127.0.0.4", 200).await;
@@ -564,10 +547,7 @@ async fn the_state_file_keeps_the_policy_across_a_restart() {
         drain_of(&bare.grpc_url(), "east-1").await,
         None | Some(0)
     ));
-    assert_eq!(
-        metric(bare.admin, "meshdns_policy_reloads_total{result=\"error\"}").await,
-        Some(1.0)
-    );
+    assert_eq!(metric(bare.admin, RELOAD_ERRORS).await, Some(1.0));
     bare.stop().await;
 }
 
