@@ -281,16 +281,8 @@ async fn a_bad_policy_file_keeps_the_last_good_one() {
 
 /// `meshdns serve` with `flags` must stop at start, failing: its log.
 pub fn serve_refuses(flags: &[&str]) -> String {
-    let mut args = vec![
-        "serve",
-        "--insecure",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
+    let mut args = vec!["serve", "--insecure"];
+    args.extend_from_slice(&meshdns_tests::LOOPBACK_PORT_0);
     args.extend_from_slice(flags);
     let (mut proc, logs) = Proc::start_logged("meshdns", &args);
     let status = proc.wait_exit(Duration::from_secs(20));
