@@ -7,9 +7,9 @@
 //!   what they export, as JSON; at most `limit` services (default 100, at
 //!   most 1000) and 10,000 endpoints per response, `truncated` says when
 //!   more matched.
-//! - `/debug/answer?name=web.shop.global&source=10.1.2.3`: how the answer
-//!   for that asker is chosen, as JSON; one name of at most 255 bytes, at
-//!   most 1000 addresses listed.
+//! - `/debug/answer?name=web.shop.global&source=10.1.2.3&subnet=10.1.2.0/24`:
+//!   how the answer to that query is chosen ([`answer`]), as JSON; one
+//!   name of at most 255 bytes, at most 1000 addresses listed.
 //!
 //! `/healthz`, `/readyz` and `/metrics` are open to probes and scrapers.
 //! `/debug/*` show every cluster's addresses, so whenever the registry
@@ -20,8 +20,6 @@
 //! and no credentials configured they are open, like the gRPC side. At
 //! most [`DEBUG_CONCURRENCY`] debug requests run at once; more get 429.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -40,10 +38,9 @@ use crate::auth::{Auth, Principal};
 use crate::authority::Authority;
 use crate::json::{cluster as cluster_json, service as service_json};
 use crate::metrics::Metrics;
-use crate::qname::{self, QName};
 use crate::registry::{FullState, Registry};
-use crate::select::{self, Tier};
-use crate::snapshot::Kind;
+
+mod answer;
 
 /// What `/readyz` reports: set once the DNS listeners answer, cleared when
 /// shutdown begins so load balancers stop sending first.
@@ -319,207 +316,6 @@ fn bad(status: StatusCode, message: String) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
-/// `/debug/answer`'s parameters: one `name`, at most one `source`.
-fn answer_params(params: Vec<(String, String)>) -> Result<HashMap<String, String>, String> {
-    let mut out = HashMap::new();
-    for (key, value) in params {
-        if !matches!(key.as_str(), "name" | "source") {
-            return Err("unknown parameter (use name, source)".into());
-        }
-        if key == "name" && value.len() > MAX_DEBUG_NAME {
-            return Err(format!("name: longer than {MAX_DEBUG_NAME} bytes"));
-        }
-        if out.contains_key(&key) {
-            return Err(format!("{key}: one per request"));
-        }
-        out.insert(key, value);
-    }
-    Ok(out)
-}
-
-async fn debug_answer(
-    State(state): State<AdminState>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Response {
-    let params = match answer_params(params) {
-        Ok(params) => params,
-        Err(e) => return bad(StatusCode::BAD_REQUEST, e),
-    };
-    let Some(name) = params.get("name") else {
-        return bad(
-            StatusCode::BAD_REQUEST,
-            "name: is required (e.g. ?name=web.shop.global&source=10.1.2.3)".into(),
-        );
-    };
-    let source = match params.get("source").map(|s| s.parse::<IpAddr>()) {
-        None => None,
-        Some(Ok(ip)) => Some(ip),
-        Some(Err(_)) => {
-            return bad(
-                StatusCode::BAD_REQUEST,
-                format!("source: {:?} is not an IP address", params["source"]),
-            );
-        }
-    };
-    let lower = name.trim_end_matches('.').to_ascii_lowercase();
-    let labels: Vec<&str> = lower.split('.').collect();
-    let snapshot = state.registry.snapshot();
-    let (ns, svc) = match qname::parse(&labels, state.authority.domains()) {
-        Some((_, QName::Service { ns, svc })) => (ns, svc),
-        Some(_) => {
-            return bad(
-                StatusCode::BAD_REQUEST,
-                format!("name: {name:?} is not a <service>.<namespace> name"),
-            );
-        }
-        None => {
-            return bad(
-                StatusCode::BAD_REQUEST,
-                format!("name: {name:?} is outside every served domain"),
-            );
-        }
-    };
-    let Some(view) = snapshot.service(svc, ns) else {
-        return bad(
-            StatusCode::NOT_FOUND,
-            format!("{name}: no such service (NXDOMAIN)"),
-        );
-    };
-    let place = source.and_then(|ip| snapshot.locality.lookup(ip, 128));
-    let asker = place
-        .as_ref()
-        .and_then(|p| snapshot.locality.place(p.cluster))
-        .map(|p| {
-            json!({
-                "cluster": p.name.as_str(),
-                "region": p.region.as_ref().map(|r| r.1.as_str()),
-                "zone": p.zone.as_ref().map(|z| z.1.as_str()),
-                "matched_prefix": place.map(|p| p.prefix),
-            })
-        });
-    let policy = &snapshot.policy;
-    // export-to: an asker outside every listed place gets NXDOMAIN.
-    let exported = select::exported_to(
-        view,
-        &snapshot.locality,
-        place.as_ref(),
-        select::Gate::Place,
-    );
-    let explanation = select::explain(view, place.as_ref(), state.authority.min_healthy, policy);
-    let pick = select::select(view, place.as_ref(), state.authority.min_healthy);
-    // One more than shown, to tell a full list from a cut one. The rotation
-    // (and a weighted sample's origin) of a real answer varies: this is
-    // the one of rotation 0.
-    let mut answer: Vec<String> = if exported {
-        pick.v4(0, MAX_DEBUG_ANSWER + 1)
-            .map(|a| a.to_string())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if exported {
-        answer.extend(
-            pick.v6(0, MAX_DEBUG_ANSWER + 1 - answer.len())
-                .map(|a| a.to_string()),
-        );
-    }
-    let answer_truncated = answer.len() > MAX_DEBUG_ANSWER;
-    answer.truncate(MAX_DEBUG_ANSWER);
-    // The weights each cluster's endpoints answer with, and the drains
-    // and weight percentages the policy applied to them.
-    let total: u128 = view.all.weight(Kind::Targets);
-    let weights: Vec<Value> = view
-        .clusters
-        .iter()
-        .take(MAX_DEBUG_ANSWER)
-        .map(|part| {
-            let whole = part.whole(0);
-            let cluster = part.name();
-            let weight = whole.weight(Kind::Targets);
-            let drain = policy.drain_percent(cluster, &view.key);
-            let scale = policy
-                .clusters
-                .get(cluster)
-                .map_or(100, |c| c.weight_percent);
-            let service_scale = policy
-                .services
-                .get(&view.key)
-                .and_then(|s| s.weight_percent.get(cluster))
-                .copied()
-                .unwrap_or(100);
-            json!({
-                "cluster": cluster.as_str(),
-                "healthy": whole.targets.len(),
-                "weight": weight,
-                "uniform_weight": part.weights.uniform(),
-                "share_of_all": if total == 0 { 0.0 } else { weight as f64 / total as f64 },
-                "drain_percent": drain,
-                "cluster_weight_percent": scale,
-                "service_weight_percent": service_scale,
-                "last_resort_only": whole.targets.is_empty() && !part.reserve(0).targets.is_empty(),
-            })
-        })
-        .collect();
-    // One list per exporting cluster that sets export-to: an asker must
-    // be in every one.
-    let export_to: Vec<Vec<String>> = view
-        .export_to
-        .iter()
-        .map(|list| list.iter().map(ToString::to_string).collect())
-        .collect();
-    // Endpoints out of answers because their syncer's health check fails
-    // (they are exported not ready), with the reason.
-    let failing_checks: Vec<Value> = view
-        .clusters
-        .iter()
-        .flat_map(|part| {
-            part.export
-                .endpoints()
-                .iter()
-                .filter(|e| e.health.is_failing())
-                .map(move |e| {
-                    json!({
-                        "cluster": part.name().as_str(),
-                        "addresses": e.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "health_check": e.health.as_str(),
-                    })
-                })
-        })
-        .take(MAX_DEBUG_ANSWER)
-        .collect();
-    axum::Json(json!({
-        "name": name,
-        "service": view.key.to_string(),
-        "source": source.map(|s| s.to_string()),
-        "asker": asker,
-        "affinity": explanation.affinity,
-        "min_healthy": explanation.min_healthy,
-        "min_healthy_from": explanation.min_healthy_from,
-        "tiers": explanation.tiers,
-        "chosen": explanation.chosen,
-        "chosen_place": explanation.chosen_place,
-        "spilled_over": explanation.spilled_over,
-        "primary": explanation.primary,
-        "failover": explanation.failover,
-        "failover_from": explanation.failover_from,
-        "weighted": explanation.weighted,
-        "last_resort": explanation.last_resort,
-        "weights": weights,
-        "export_to": export_to,
-        "policy_disagrees": view.policy_disagrees,
-        "exported_to_asker": exported,
-        "rcode": if exported { "NOERROR" } else { "NXDOMAIN" },
-        "fail_open": explanation.fail_open,
-        "stale_clusters_excluded": explanation.stale_clusters_excluded,
-        "answer_truncated": answer_truncated,
-        "answer": answer,
-        "max_answers": state.authority.max_answers,
-        "no_preference": explanation.chosen == Tier::Any && place.is_none(),
-        "out_by_health_check": failing_checks,
-    }))
-    .into_response()
-}
-
 /// Serves the admin endpoints on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -533,7 +329,7 @@ pub async fn serve(
     );
     let debug = Router::new()
         .route("/debug/registry", get(debug_registry))
-        .route("/debug/answer", get(debug_answer))
+        .route("/debug/answer", get(answer::debug_answer))
         .route_layer(middleware::from_fn_with_state(guard, require_reader));
     let app = Router::new()
         .route("/healthz", get(healthz))

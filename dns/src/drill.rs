@@ -274,20 +274,13 @@ pub async fn run(args: &DrillArgs) -> Result<String, Error> {
 
 #[cfg(test)]
 mod tests {
-    use std::num::NonZeroU16;
-
-    use meshdns_proto::model::{
-        Cluster, ClusterPolicy, Endpoint, FleetPolicy, LabelValue, Mode, Namespace, Policy, Port,
-        Protocol, ServiceName,
-    };
+    use meshdns_proto::fixtures;
+    use meshdns_proto::model::{Cluster, ClusterPolicy, Endpoint, FleetPolicy, Policy};
 
     use super::*;
 
     fn key() -> ServiceKey {
-        ServiceKey {
-            namespace: Namespace::new("shop").unwrap(),
-            name: ServiceName::new("web").unwrap(),
-        }
+        fixtures::key("shop", "web")
     }
 
     /// A registry where each (cluster, endpoints) exports shop/web.
@@ -296,29 +289,13 @@ mod tests {
         for (i, (name, endpoints)) in exports.into_iter().enumerate() {
             let (session, _) = registry.hello(
                 Cluster {
-                    name: ClusterName::new(name).unwrap(),
-                    region: Some(LabelValue::new("us-east").unwrap()),
-                    zone: None,
+                    region: Some(fixtures::label("us-east")),
                     client_cidrs: vec![format!("10.{i}.0.0/16").parse().unwrap()],
-                    version: "test".into(),
-                    provider: None,
-                    nodes: vec![],
+                    ..fixtures::cluster(name)
                 },
                 usize::MAX,
             );
-            let export = ServiceExport::new(
-                key(),
-                vec![Port {
-                    name: None,
-                    protocol: Protocol::Tcp,
-                    port: NonZeroU16::new(80).unwrap(),
-                }],
-                Mode::Endpoints,
-                vec![],
-                endpoints,
-                Policy::default(),
-            )
-            .unwrap();
+            let export = fixtures::http_export(key(), endpoints, Policy::default());
             registry
                 .apply_snapshot(&session, vec![export], &Default::default())
                 .unwrap();
@@ -380,10 +357,7 @@ mod tests {
         assert!(!lose_east(&healthy));
         assert!(no_healthy_left(
             &healthy.snapshot(),
-            &ServiceKey {
-                namespace: Namespace::new("shop").unwrap(),
-                name: ServiceName::new("gone").unwrap(),
-            }
+            &fixtures::key("shop", "gone")
         ));
     }
 }

@@ -36,6 +36,10 @@
 //! The entry point is [`serve`]: it takes bound listeners and a shutdown
 //! token, so tests bind `127.0.0.1:0` and run a real server in-process.
 
+// A server does not panic on a value it could handle: no `expect` outside
+// tests (unit tests are compiled with `test`; they may).
+#![cfg_attr(not(test), warn(clippy::expect_used))]
+
 pub mod admin;
 pub mod auth;
 pub mod authority;

@@ -1,6 +1,8 @@
 //! `meshdns`: the registry and authoritative DNS server (`serve`), and the
 //! embedded demo fleet (`demo`).
 
+#![warn(clippy::expect_used)]
+
 use clap::{Parser, Subcommand};
 use meshdns::check::CheckArgs;
 use meshdns::config::ServeArgs;

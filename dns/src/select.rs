@@ -195,12 +195,9 @@ pub fn set_rotation(n: usize) {
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
-    use std::num::NonZeroU16;
 
-    use meshdns_proto::model::{
-        ClusterName, Endpoint, LabelValue, Mode, Namespace, Policy, Port, Protocol, ServiceExport,
-        ServiceKey, ServiceName,
-    };
+    use meshdns_proto::fixtures;
+    use meshdns_proto::model::{ClusterName, Endpoint, LabelValue, Policy, ServiceExport};
 
     use super::*;
     use crate::locality::Place;
@@ -292,28 +289,15 @@ mod tests {
                     ..Endpoint::ready(ip.parse::<IpAddr>().unwrap())
                 })
                 .collect();
-            exports.push(std::sync::Arc::new(
-                ServiceExport::new(
-                    ServiceKey {
-                        namespace: Namespace::new("shop").unwrap(),
-                        name: ServiceName::new("web").unwrap(),
-                    },
-                    vec![Port {
-                        name: None,
-                        protocol: Protocol::Tcp,
-                        port: NonZeroU16::new(80).unwrap(),
-                    }],
-                    Mode::Endpoints,
-                    vec![],
-                    endpoints,
-                    Policy {
-                        affinity,
-                        ttl: None,
-                        ..Policy::default()
-                    },
-                )
-                .unwrap(),
-            ));
+            exports.push(std::sync::Arc::new(fixtures::http_export(
+                fixtures::key("shop", "web"),
+                endpoints,
+                Policy {
+                    affinity,
+                    ttl: None,
+                    ..Policy::default()
+                },
+            )));
         }
         Fleet { places, exports }
     }

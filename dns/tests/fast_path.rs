@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::num::NonZeroU16;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -20,10 +19,11 @@ use meshdns::qname::Domain;
 use meshdns::registry::{Liveness, Registry};
 use meshdns::select;
 use meshdns::snapshot::Snapshot;
+use meshdns_proto::fixtures;
 use meshdns_proto::model::{
     Affinity, Cluster, ClusterName, ClusterPolicy, Endpoint, FleetPolicy, Hostname, LabelValue,
-    MinHealthy, Mode, Namespace, NodeAddresses, NodeName, Policy, Port, Protocol, RegionPolicy,
-    Scope, ServiceExport, ServiceKey, ServiceName, ServicePolicy,
+    MinHealthy, Mode, Namespace, NodeAddresses, NodeName, Policy, RegionPolicy, Scope,
+    ServiceExport, ServiceKey, ServiceName, ServicePolicy,
 };
 use proptest::prelude::*;
 
@@ -37,39 +37,22 @@ fn export_with(
     endpoints: Vec<Endpoint>,
     affinity: Affinity,
 ) -> ServiceExport {
-    ServiceExport::new(
-        ServiceKey {
-            namespace: Namespace::new(ns).unwrap(),
-            name: ServiceName::new(name).unwrap(),
-        },
-        vec![Port {
-            name: Some(meshdns_proto::model::PortName::new("http").unwrap()),
-            protocol: Protocol::Tcp,
-            port: NonZeroU16::new(80).unwrap(),
-        }],
-        Mode::Endpoints,
-        vec![],
+    export_policy(
+        ns,
+        name,
         endpoints,
         Policy {
             affinity,
             ..Policy::default()
         },
     )
-    .unwrap()
 }
 
-/// An export under a traffic policy.
+/// An export under a traffic policy, its port named `http`.
 fn export_policy(ns: &str, name: &str, endpoints: Vec<Endpoint>, policy: Policy) -> ServiceExport {
     ServiceExport::new(
-        ServiceKey {
-            namespace: Namespace::new(ns).unwrap(),
-            name: ServiceName::new(name).unwrap(),
-        },
-        vec![Port {
-            name: Some(meshdns_proto::model::PortName::new("http").unwrap()),
-            protocol: Protocol::Tcp,
-            port: NonZeroU16::new(80).unwrap(),
-        }],
+        fixtures::key(ns, name),
+        vec![fixtures::named_http_port()],
         Mode::Endpoints,
         vec![],
         endpoints,
@@ -578,6 +561,23 @@ struct Ask {
     nsid: bool,
 }
 
+impl Ask {
+    /// The first listed name's A record from c1, without EDNS.
+    fn plain() -> Self {
+        Ask {
+            name: Asked::Listed(0, 0),
+            case: vec![false],
+            qtype: 1,
+            edns: None,
+            source: IpAddr::V4(Ipv4Addr::new(10, 1, 0, 9)),
+            rd: true,
+            cd: false,
+            rotation: 0,
+            nsid: false,
+        }
+    }
+}
+
 /// A name asked: one of [`NAMES`] under one of [`DOMAINS`], or random
 /// labels (printable ASCII and dots' neighbours) before a domain.
 #[derive(Debug, Clone)]
@@ -754,6 +754,7 @@ proptest! {
                 prop_assert_eq!(outcome.tier, full_outcome.tier);
                 prop_assert_eq!(outcome.served, full_outcome.served);
             }
+            same_for_every_asker_when_scoped_zero(&snapshot, &zone, &ask, &full)?;
         }
     }
 
@@ -772,17 +773,7 @@ proptest! {
 fn fast_path_takes_the_common_queries() {
     let snapshot = snapshot();
     let zone = &authorities()[0];
-    let base = Ask {
-        name: Asked::Listed(0, 0),
-        case: vec![false],
-        qtype: 1,
-        edns: None,
-        source: IpAddr::V4(Ipv4Addr::new(10, 1, 0, 9)),
-        rd: true,
-        cd: false,
-        rotation: 0,
-        nsid: false,
-    };
+    let base = Ask::plain();
     for ask in [
         base.clone(),
         Ask {
@@ -982,17 +973,7 @@ fn answers_name_their_tier_and_serving_clusters() {
         clusters.dedup();
         clusters
     };
-    let base = Ask {
-        name: Asked::Listed(0, 0),
-        case: vec![false],
-        qtype: 1,
-        edns: None,
-        source: IpAddr::V4(Ipv4Addr::new(10, 1, 0, 9)),
-        rd: true,
-        cd: false,
-        rotation: 0,
-        nsid: false,
-    };
+    let base = Ask::plain();
     let unknown = Ask {
         source: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         ..base.clone()
@@ -1249,4 +1230,68 @@ fn srv_weights_are_applied_once() {
         [5, 10, 10, 10, 10, 20, 30, 40].map(|w| (0, w))
     );
     assert_eq!(srv(&authorities()[1]), [(0, 1); 3]);
+}
+
+/// The askers a scope-0 reply is checked against: a /32 (/128) client
+/// subnet inside each cluster, and one of no cluster, in both families.
+fn every_asker() -> impl Iterator<Item = (IpAddr, u8)> {
+    (0u8..8)
+        .flat_map(|c| {
+            [
+                (IpAddr::V4(Ipv4Addr::new(10, c, 1, 1)), 32),
+                (IpAddr::V6(format!("fd10:{c}::1").parse().unwrap()), 128),
+            ]
+        })
+        .chain([
+            (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 32),
+            (IpAddr::V6("2001:db8::1".parse().unwrap()), 128),
+        ])
+}
+
+/// An ECS scope of 0 tells a resolver the reply fits every client
+/// (RFC 7871 §7.3.1): when `full` (the full handler's reply to `ask`)
+/// says so, every asker of [`every_asker`] gets the same rcode and
+/// records (same rotation; a truncated reply is not compared).
+fn same_for_every_asker_when_scoped_zero(
+    snapshot: &Snapshot,
+    zone: &Authority,
+    ask: &Ask,
+    full: &[u8],
+) -> Result<(), TestCaseError> {
+    let Ok(reply) = Message::from_vec(full) else {
+        return Ok(());
+    };
+    if scope_of(&reply) != Some(0) || reply.metadata.truncation {
+        return Ok(());
+    }
+    let records = |m: &Message| {
+        (
+            m.metadata.response_code,
+            m.answers.clone(),
+            m.authorities.clone(),
+            m.additionals.clone(),
+        )
+    };
+    for subnet in every_asker() {
+        let mut other = ask.clone();
+        if let Some(edns) = other.edns.as_mut() {
+            edns.2 = Some(subnet);
+        }
+        select::set_rotation(ask.rotation);
+        let (bytes, _) =
+            authority::respond(snapshot, zone, &packet(&other), ask.source, Transport::Udp)
+                .unwrap();
+        let theirs = Message::from_vec(&bytes).unwrap();
+        if theirs.metadata.truncation {
+            continue;
+        }
+        prop_assert_eq!(
+            records(&reply),
+            records(&theirs),
+            "scope 0 for {:?} but {:?} is answered otherwise",
+            ask,
+            subnet
+        );
+    }
+    Ok(())
 }

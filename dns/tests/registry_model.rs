@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,30 +20,21 @@ use std::time::{Duration, Instant};
 use meshdns::metrics::Metrics;
 use meshdns::registry::{Liveness, Registry, Session, Writer};
 use meshdns::snapshot::{PtrName, Snapshot};
-use meshdns_proto::model::{
-    Cluster, ClusterName, Endpoint, Hostname, LabelValue, Mode, Namespace, Policy, Port, Protocol,
-    ServiceExport, ServiceKey, ServiceName,
-};
+use meshdns_proto::fixtures;
+use meshdns_proto::model::{Cluster, Endpoint, Hostname, Policy, ServiceExport, ServiceKey};
 use proptest::prelude::*;
 
 const SERVICES: u8 = 4;
 
 fn key(s: u8) -> ServiceKey {
-    ServiceKey {
-        namespace: Namespace::new("ns").unwrap(),
-        name: ServiceName::new(&format!("s{s}")).unwrap(),
-    }
+    fixtures::key("ns", &format!("s{s}"))
 }
 
 fn cluster(c: usize) -> Cluster {
     Cluster {
-        name: ClusterName::new(&format!("c{c:03}")).unwrap(),
-        region: Some(LabelValue::new(&format!("r{}", c % 2)).unwrap()),
-        zone: Some(LabelValue::new(&format!("z{}", c % 3)).unwrap()),
-        client_cidrs: vec![],
-        version: String::new(),
-        provider: None,
-        nodes: Vec::new(),
+        region: Some(fixtures::label(&format!("r{}", c % 2))),
+        zone: Some(fixtures::label(&format!("z{}", c % 3))),
+        ..fixtures::cluster(&format!("c{c:03}"))
     }
 }
 
@@ -94,19 +84,7 @@ fn export(c: usize, seq: usize, s: u8, endpoints: &[GenEndpoint]) -> ServiceExpo
             }
         })
         .collect();
-    ServiceExport::new(
-        key(s),
-        vec![Port {
-            name: None,
-            protocol: Protocol::Tcp,
-            port: NonZeroU16::new(80).unwrap(),
-        }],
-        Mode::Endpoints,
-        vec![],
-        endpoints,
-        Policy::default(),
-    )
-    .unwrap()
+    fixtures::http_export(key(s), endpoints, Policy::default())
 }
 
 fn exports(c: usize, seq: usize, set: &GenSet) -> Vec<ServiceExport> {

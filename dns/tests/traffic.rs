@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::num::NonZeroU16;
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
@@ -21,10 +20,10 @@ use meshdns::qname::Domain;
 use meshdns::registry::{Registry, Session};
 use meshdns::select::{self, Tier};
 use meshdns::snapshot::{Kind, Snapshot};
+use meshdns_proto::fixtures::{self, label};
 use meshdns_proto::model::{
-    Affinity, Cluster, ClusterName, ClusterPolicy, Endpoint, FleetPolicy, LabelValue, MinHealthy,
-    Mode, Namespace, NodeAddresses, NodeName, Policy, Port, Protocol, RegionPolicy, Scope,
-    ServiceExport, ServiceKey, ServiceName, ServicePolicy,
+    Affinity, Cluster, ClusterName, ClusterPolicy, Endpoint, FleetPolicy, MinHealthy, Mode,
+    NodeName, Policy, RegionPolicy, Scope, ServiceExport, ServiceKey, ServicePolicy,
 };
 
 /// One cluster: (name, region, provider, client CIDR, nodes as (name, address)).
@@ -36,15 +35,8 @@ struct Place<'a> {
     nodes: &'a [(&'a str, &'a str)],
 }
 
-fn label(s: &str) -> LabelValue {
-    LabelValue::new(s).unwrap()
-}
-
 fn key() -> ServiceKey {
-    ServiceKey {
-        namespace: Namespace::new("shop").unwrap(),
-        name: ServiceName::new("web").unwrap(),
-    }
+    fixtures::key("shop", "web")
 }
 
 /// An endpoint: (address, weight, ready, node).
@@ -59,19 +51,7 @@ fn endpoint(address: &str, weight: u32, ready: bool, node: Option<&str>) -> Endp
 }
 
 fn export(endpoints: Vec<Endpoint>, policy: Policy) -> ServiceExport {
-    ServiceExport::new(
-        key(),
-        vec![Port {
-            name: None,
-            protocol: Protocol::Tcp,
-            port: NonZeroU16::new(80).unwrap(),
-        }],
-        Mode::Endpoints,
-        vec![],
-        endpoints,
-        policy,
-    )
-    .unwrap()
+    fixtures::http_export(key(), endpoints, policy)
 }
 
 struct Fleet {
@@ -86,20 +66,14 @@ impl Fleet {
         for p in places {
             let (session, refused) = registry.hello(
                 Cluster {
-                    name: ClusterName::new(p.name).unwrap(),
-                    region: Some(label(p.region)),
-                    zone: Some(label(&format!("{}-a", p.region))),
-                    client_cidrs: vec![p.cidr.parse().unwrap()],
-                    version: "test".into(),
                     provider: p.provider.map(label),
-                    nodes: p
-                        .nodes
-                        .iter()
-                        .map(|(n, a)| NodeAddresses {
-                            name: NodeName::new(n).unwrap(),
-                            addresses: vec![a.parse().unwrap()],
-                        })
-                        .collect(),
+                    nodes: fixtures::nodes(p.nodes),
+                    ..fixtures::located_cluster(
+                        p.name,
+                        p.region,
+                        &format!("{}-a", p.region),
+                        p.cidr,
+                    )
                 },
                 usize::MAX,
             );
@@ -961,15 +935,7 @@ fn region_default_holds_for_a_region_first_seen_later() {
     fleet.registry.set_policy(Arc::new(policy));
     // eu-central's first cluster, exporting nothing.
     let (session, refused) = fleet.registry.hello(
-        Cluster {
-            name: ClusterName::new("eu-1").unwrap(),
-            region: Some(label("eu-central")),
-            zone: Some(label("eu-central-a")),
-            client_cidrs: vec!["10.1.0.0/16".parse().unwrap()],
-            version: "test".into(),
-            provider: None,
-            nodes: vec![],
-        },
+        fixtures::located_cluster("eu-1", "eu-central", "eu-central-a", "10.1.0.0/16"),
         usize::MAX,
     );
     assert!(refused.is_empty());
@@ -1036,11 +1002,7 @@ fn min_healthy_counts_a_cluster_ips_endpoints() {
     let export_ip = |cluster: u8, ready: usize, min_healthy: MinHealthy| {
         let export = ServiceExport::new(
             key(),
-            vec![Port {
-                name: None,
-                protocol: Protocol::Tcp,
-                port: NonZeroU16::new(80).unwrap(),
-            }],
+            vec![fixtures::http_port()],
             Mode::ClusterIp,
             vec![format!("172.16.{cluster}.1").parse().unwrap()],
             behind(cluster, ready),
@@ -1093,19 +1055,8 @@ fn a_node_list_change_rebuilds_only_node_tier_services() {
     let announce = |nodes: &[(&str, &str)], zone: &str| {
         let (session, refused) = registry.hello(
             Cluster {
-                name: ClusterName::new("east-1").unwrap(),
-                region: Some(label("us-east")),
-                zone: Some(label(zone)),
-                client_cidrs: vec!["10.1.0.0/16".parse().unwrap()],
-                version: "test".into(),
-                provider: None,
-                nodes: nodes
-                    .iter()
-                    .map(|(n, a)| NodeAddresses {
-                        name: NodeName::new(n).unwrap(),
-                        addresses: vec![a.parse().unwrap()],
-                    })
-                    .collect(),
+                nodes: fixtures::nodes(nodes),
+                ..fixtures::located_cluster("east-1", "us-east", zone, "10.1.0.0/16")
             },
             usize::MAX,
         );
@@ -1123,22 +1074,11 @@ fn a_node_list_change_rebuilds_only_node_tier_services() {
             ..Policy::default()
         },
     );
-    let plain = ServiceExport::new(
-        ServiceKey {
-            namespace: Namespace::new("shop").unwrap(),
-            name: ServiceName::new("plain").unwrap(),
-        },
-        vec![Port {
-            name: None,
-            protocol: Protocol::Tcp,
-            port: NonZeroU16::new(80).unwrap(),
-        }],
-        Mode::Endpoints,
-        vec![],
+    let plain = fixtures::http_export(
+        fixtures::key("shop", "plain"),
         vec![endpoint("100.1.1.1", 10, true, Some("n1"))],
         Policy::default(),
-    )
-    .unwrap();
+    );
     registry
         .apply_snapshot(&session, vec![by_node, plain], &Default::default())
         .unwrap();

@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use std::num::NonZeroU16;
 
 use crate::model::{
-    Endpoint, Mode, Namespace, Policy, Port, Protocol, ServiceExport, ServiceKey, ServiceName,
+    Cluster, ClusterName, Endpoint, LabelValue, Mode, Namespace, NodeAddresses, NodeName, Policy,
+    Port, PortName, Protocol, ServiceExport, ServiceKey, ServiceName,
 };
 use crate::wire;
 
@@ -30,6 +31,14 @@ pub fn http_port() -> Port {
     }
 }
 
+/// TCP 80 named `http` (SRV names `_http._tcp`).
+pub fn named_http_port() -> Port {
+    Port {
+        name: Some(PortName::new("http").expect("fixture port name")),
+        ..http_port()
+    }
+}
+
 /// A ready, serving endpoint at `address`.
 pub fn endpoint(address: IpAddr) -> Endpoint {
     Endpoint::ready(address)
@@ -46,6 +55,48 @@ pub fn http_export(key: ServiceKey, endpoints: Vec<Endpoint>, policy: Policy) ->
         policy,
     )
     .expect("valid fixture export")
+}
+
+/// A cluster named `name` with no locality, no client CIDRs and no
+/// nodes: enough for tests about what it exports.
+pub fn cluster(name: &str) -> Cluster {
+    Cluster {
+        name: ClusterName::new(name).expect("fixture cluster name"),
+        region: None,
+        zone: None,
+        client_cidrs: vec![],
+        version: "test".into(),
+        provider: None,
+        nodes: vec![],
+    }
+}
+
+/// A label value (region, zone, provider).
+pub fn label(value: &str) -> LabelValue {
+    LabelValue::new(value).expect("fixture label")
+}
+
+/// A cluster named `name` in `region` with default zone `zone`, asked
+/// from `cidr`: the usual place of a locality test. Add a provider or
+/// nodes with struct update syntax (`nodes: fixtures::nodes(..)`).
+pub fn located_cluster(name: &str, region: &str, zone: &str, cidr: &str) -> Cluster {
+    Cluster {
+        region: Some(label(region)),
+        zone: Some(label(zone)),
+        client_cidrs: vec![cidr.parse().expect("fixture cidr")],
+        ..cluster(name)
+    }
+}
+
+/// Nodes with one address each, as `(node, address)` pairs.
+pub fn nodes(pairs: &[(&str, &str)]) -> Vec<NodeAddresses> {
+    pairs
+        .iter()
+        .map(|(node, address)| NodeAddresses {
+            name: NodeName::new(node).expect("fixture node name"),
+            addresses: vec![address.parse().expect("fixture node address")],
+        })
+        .collect()
 }
 
 /// `ns/name` as a wire key.

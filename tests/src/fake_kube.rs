@@ -47,7 +47,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use self::objects::{
-    Ep, Res, labelled, namespace, node, ready, service, service_export, slice,
+    Ep, Res, labelled, namespace, node, one_ready_slice, ready, service, service_export, slice,
     with_traffic_distribution,
 };
 use self::store::Store;

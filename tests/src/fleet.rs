@@ -24,6 +24,14 @@ impl TempDir {
         &self.0
     }
 
+    /// A registry state file's path in this directory, and the
+    /// `--state-file` value naming it.
+    pub fn state_file(&self) -> (PathBuf, String) {
+        let path = self.0.join("registry.state");
+        let flag = path.display().to_string();
+        (path, flag)
+    }
+
     /// Writes `name` with `text` by rename, returning its path.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);

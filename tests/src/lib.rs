@@ -572,3 +572,20 @@ pub async fn list_clusters(url: String) -> Option<Vec<meshdns_proto::wire::Clust
         .ok()?;
     Some(reply.into_inner().clusters)
 }
+
+/// Waits up to `limit` until the registry at `url` lists `count`
+/// clusters, each live and connected (its syncer back after a restart).
+pub async fn wait_clusters_live(url: String, count: usize, limit: Duration) {
+    let what = format!("{count} live clusters");
+    eventually(limit, &what, || {
+        let url = url.clone();
+        async move {
+            let clusters = list_clusters(url).await?;
+            let live = |c: &meshdns_proto::wire::ClusterInfo| {
+                c.state == meshdns_proto::wire::ClusterState::Live as i32 && c.connected
+            };
+            (clusters.len() == count && clusters.iter().all(live)).then_some(())
+        }
+    })
+    .await;
+}

@@ -70,8 +70,10 @@ pub struct Answer<'s> {
     /// [`Rcode::NoError`] or [`Rcode::NxDomain`].
     pub rcode: Rcode,
     pub records: Records<'s>,
-    /// Whether the asker's place chose the answer (the ECS scope rule,
-    /// [`super::rules::ecs_scope`]).
+    /// Whether the answer depends on the asker's place: locality chose
+    /// it, or would have for an asker with a place (the untailored
+    /// answer to a /0 query). The ECS scope rule,
+    /// [`super::rules::ecs_scope`].
     pub located: bool,
     /// Whether `export-to` decided it: the name is under a service
     /// restricted to some places (or, for PTR, the address is one of

@@ -109,28 +109,32 @@ pub fn gate(source: IpAddr, ecs: Option<ClientSubnet>, trusted: bool) -> Gate {
 
 /// The ECS scope prefix of a reply (RFC 7871 §7.2.1): how much of the
 /// asker's address the answer depends on — all it sent when locality
-/// chose the answer (`located`), none when every asker gets the same
-/// answer (NXDOMAIN; names that are not a selection; a service with
-/// affinity `none`; NODATA for a family the service has nowhere), so
-/// resolvers cache it once rather than per subnet.
+/// chose the answer (`located`) or `export-to` decided it (`gated`),
+/// none when every asker gets the same answer (NXDOMAIN; names that are
+/// not a selection; a service with affinity `none`; NODATA for a family
+/// the service has nowhere), so resolvers cache it once rather than per
+/// subnet.
 ///
-/// An answer `export-to` decided (`gated`) depends on who asks even when
-/// the query sent no bits (source prefix 0: decided by the packet
-/// source), and a scope of 0 would make it fit every client (§7.3.1).
-/// It gets the family's whole width instead: a scope longer than the
+/// A query that sent no bits (source prefix 0) gets the untailored
+/// answer, but when that answer is not every asker's — a located one
+/// would get its nearest endpoints, or `export-to` decided it by the
+/// packet source — a scope of 0 would make it fit every client
+/// (§7.3.1): a resolver would serve it to its located clients too. It
+/// gets the family's whole width instead: a scope longer than the
 /// source prefix, which §7.3.1 has a resolver cache "only to answer
 /// client queries that specify exactly the same SOURCE PREFIX-LENGTH",
 /// that is other /0 queries, never a located client's.
 pub fn ecs_scope(subnet: ClientSubnet, located: bool, gated: bool) -> u8 {
+    let depends = located || gated;
     match subnet.source_prefix {
-        0 if gated => {
+        0 if depends => {
             if subnet.address.is_ipv4() {
                 32
             } else {
                 128
             }
         }
-        prefix if located || gated => prefix,
+        prefix if depends => prefix,
         _ => 0,
     }
 }

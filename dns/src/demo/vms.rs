@@ -11,11 +11,12 @@
 //!
 //! Kept apart from the rest of the demo so it moves with it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::Ipv4Net;
 use meshdns_syncer::health::{self, HealthConfig};
 use meshdns_syncer::metrics::Metrics;
 use meshdns_syncer::registration::body::TtlBounds;
@@ -32,6 +33,8 @@ use crate::error::Error;
 pub const TOKEN: &str = "demo-vm-registrant-token";
 const CART_VM: &str = "10.1.9.10";
 const CHECKOUT_VM: [u8; 4] = [10, 1, 9, 20];
+/// The demo VMs' range: the only addresses they may register.
+const VM_RANGE: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 1, 9, 0), 24);
 
 /// What the demo prints about its VMs.
 #[derive(Debug)]
@@ -88,7 +91,7 @@ pub async fn start(
             },
             // The demo VMs' range (10.1.9.0/24) only.
             bounds: registration::bounds::Bounds {
-                cidrs: vec!["10.1.9.0/24".parse().expect("a CIDR")],
+                cidrs: vec![VM_RANGE.into()],
                 max_endpoints: 10_000,
             },
             rate: 20,

@@ -5,13 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::num::NonZeroU16;
 use std::sync::Arc;
 
-use meshdns_proto::model::{
-    Cluster, ClusterName, Endpoint, Hostname, Mode, Namespace, Policy, Port, Protocol,
-    ServiceExport, ServiceKey, ServiceName,
-};
+use meshdns_proto::fixtures;
+use meshdns_proto::model::{Cluster, Endpoint, Hostname, Policy, ServiceExport, ServiceKey};
 use proptest::prelude::*;
 
 use super::Registry;
@@ -73,18 +70,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn key(s: u8) -> ServiceKey {
-    ServiceKey {
-        namespace: Namespace::new("ns").unwrap(),
-        name: ServiceName::new(&format!("s{s}")).unwrap(),
-    }
+    fixtures::key("ns", &format!("s{s}"))
 }
 
 fn export((s, eps): &Svc) -> ServiceExport {
-    let port = Port {
-        name: None,
-        protocol: Protocol::Tcp,
-        port: NonZeroU16::new(80).unwrap(),
-    };
     // One endpoint per address, and a hostname named once per service,
     // as validation requires.
     let (mut addresses, mut hosts) = (BTreeSet::new(), BTreeSet::new());
@@ -101,27 +90,11 @@ fn export((s, eps): &Svc) -> ServiceExport {
             endpoint
         })
         .collect();
-    ServiceExport::new(
-        key(*s),
-        vec![port],
-        Mode::Endpoints,
-        vec![],
-        endpoints,
-        Policy::default(),
-    )
-    .unwrap()
+    fixtures::http_export(key(*s), endpoints, Policy::default())
 }
 
 fn cluster(c: usize) -> Cluster {
-    Cluster {
-        name: ClusterName::new(&format!("c{c}")).unwrap(),
-        region: None,
-        zone: None,
-        client_cidrs: vec![],
-        version: String::new(),
-        provider: None,
-        nodes: Vec::new(),
-    }
+    fixtures::cluster(&format!("c{c}"))
 }
 
 /// Every address's PTR names and every /24 (/120) range's emptiness, as

@@ -280,50 +280,22 @@ fn run(registry: &Registry, mut queue: mpsc::Receiver<Job>) {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::num::NonZeroU16;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use meshdns_proto::model::{Endpoint, Mode, Namespace, Policy, Port, Protocol, ServiceName};
+    use meshdns_proto::fixtures::{self, cluster};
+    use meshdns_proto::model::Policy;
     use proptest::prelude::*;
 
     use super::*;
     use crate::metrics::Metrics;
 
     fn key(name: &str) -> ServiceKey {
-        ServiceKey {
-            namespace: Namespace::new("ns").unwrap(),
-            name: ServiceName::new(name).unwrap(),
-        }
+        fixtures::key("ns", name)
     }
 
     fn export(name: &str, address: &str) -> ServiceExport {
-        let port = Port {
-            name: None,
-            protocol: Protocol::Tcp,
-            port: NonZeroU16::new(80).unwrap(),
-        };
-        let endpoint = Endpoint::ready(address.parse().unwrap());
-        ServiceExport::new(
-            key(name),
-            vec![port],
-            Mode::Endpoints,
-            vec![],
-            vec![endpoint],
-            Policy::default(),
-        )
-        .unwrap()
-    }
-
-    fn cluster(name: &str) -> Cluster {
-        Cluster {
-            name: ClusterName::new(name).unwrap(),
-            region: None,
-            zone: None,
-            client_cidrs: vec![],
-            version: String::new(),
-            provider: None,
-            nodes: Vec::new(),
-        }
+        let endpoint = fixtures::endpoint(address.parse().unwrap());
+        fixtures::http_export(key(name), vec![endpoint], Policy::default())
     }
 
     fn registry() -> (Arc<Registry>, Writer) {

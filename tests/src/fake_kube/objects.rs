@@ -254,6 +254,17 @@ pub fn slice(ns: &str, name: &str, service: &str, endpoints: &[Ep<'_>]) -> Value
     serde_json::to_value(slice).unwrap()
 }
 
+/// `service`'s first slice (`<service>-a`) with one ready endpoint at
+/// `address`: the usual slice of a test about Services, not endpoints.
+pub fn one_ready_slice(ns: &str, service: &str, address: &str) -> Value {
+    slice(
+        ns,
+        &format!("{service}-a"),
+        service,
+        &[(address, true, None, None)],
+    )
+}
+
 /// A Node with a pod CIDR, an InternalIP and topology labels.
 pub fn node(name: &str, pod_cidr: &str, internal_ip: &str, region: &str, zone: &str) -> Value {
     let node = Node {

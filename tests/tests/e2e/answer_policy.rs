@@ -12,11 +12,11 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use meshdns_proto::fixtures;
 use meshdns_proto::wire::{self, export_request::Message as Req};
-use meshdns_tests::TestServer;
 use meshdns_tests::dns::{Ask, addresses, ecs_echo, query, rcode};
 use meshdns_tests::export_stream::ExportStream;
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::unbound::Unbound;
+use meshdns_tests::{TestServer, http_get};
 
 /// A member cluster announcing one loopback asker address.
 async fn member(server: &TestServer, cluster: &str, asker: &str) -> ExportStream {
@@ -300,6 +300,83 @@ async fn spoofed_ecs_gets_nxdomain_unless_trusted() {
         // Without the option, the trusted resolver's own place (none) decides.
         let reply = query(server.dns, &Ask::new(name, qtype).from("127.0.0.5")).await;
         assert_eq!(rcode(&reply), ResponseCode::NXDomain, "{name}");
+    }
+    server.stop().await;
+}
+
+/// `/debug/answer` takes what a query carries — the packet source and
+/// the ECS subnet — and explains what that query gets: for each
+/// (source, subnet), its rcode and ECS scope are the DNS answer's,
+/// `--ecs-trusted-from` included (127.0.0.5 is trusted); a subnet it
+/// cannot use is refused naming `subnet`.
+#[tokio::test]
+async fn debug_answer_explains_what_the_query_gets() {
+    let server = TestServer::start(&["--ecs-trusted-from", "127.0.0.5/32"]).await;
+    let _members = restricted_web(&server).await;
+    let cases = [
+        ("127.0.0.2", None),
+        ("127.0.0.3", None),
+        ("127.0.0.5", None),
+        ("127.0.0.2", Some("127.0.0.3/32")),
+        ("127.0.0.3", Some("127.0.0.2/32")),
+        ("127.0.0.6", Some("127.0.0.2/32")),
+        ("127.0.0.5", Some("127.0.0.2/32")),
+        ("127.0.0.5", Some("127.0.0.3/32")),
+        ("127.0.0.2", Some("0.0.0.0/0")),
+        ("127.0.0.3", Some("0.0.0.0/0")),
+        ("127.0.0.5", Some("127.0.0.0/24")),
+    ];
+    for (source, subnet) in cases {
+        let mut ask = Ask::new("web.shop.global", RecordType::A).from(source);
+        let mut path = format!("/debug/answer?name=web.shop.global&source={source}");
+        if let Some(subnet) = subnet {
+            ask = ask.ecs(subnet);
+            path.push_str(&format!("&subnet={subnet}"));
+        }
+        let reply = query(server.dns, &ask).await;
+        let (status, body) = http_get(server.admin, &path).await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        let explained: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let what = format!("{path}: {body}");
+        let rcode_text = match rcode(&reply) {
+            ResponseCode::NoError => "NOERROR",
+            ResponseCode::NXDomain => "NXDOMAIN",
+            other => panic!("{what}: {other:?}"),
+        };
+        assert_eq!(explained["rcode"], rcode_text, "{what}");
+        assert_eq!(
+            explained["exported_to_asker"],
+            rcode(&reply) == ResponseCode::NoError,
+            "{what}"
+        );
+        assert_eq!(
+            explained["ecs_scope"].as_u64(),
+            ecs_echo(&reply).map(|(_, _, scope)| u64::from(scope)),
+            "{what}"
+        );
+        let shown: Vec<String> = explained["answer"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(shown, addresses(&reply), "{what}");
+    }
+    // Refused, naming the parameter: bits beyond the prefix (a query with
+    // them gets FORMERR), not a subnet, a subnet without a source.
+    for (path, needle) in [
+        ("&source=127.0.0.2&subnet=127.0.0.2/24", "subnet:"),
+        ("&source=127.0.0.2&subnet=nope", "subnet:"),
+        ("&subnet=127.0.0.0/24", "subnet: needs a source"),
+    ] {
+        let (status, body) = http_get(
+            server.admin,
+            &format!("/debug/answer?name=web.shop.global{path}"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains(needle), "{path}: {body}");
     }
     server.stop().await;
 }

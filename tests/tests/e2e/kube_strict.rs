@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use meshdns_tests::fake_kube::{
-    FakeKube, Options, Res, mint_pki, ready, service, service_export, slice,
+    FakeKube, Options, Res, mint_pki, one_ready_slice, ready, service, service_export, slice,
 };
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::history::History;
@@ -208,12 +208,7 @@ async fn lists_in_pages_survive_a_compaction_between_pages() {
         );
         fake.apply(
             Res::EndpointSlices,
-            slice(
-                "shop",
-                &format!("{name}-a"),
-                name,
-                &[(&format!("10.1.1.{i}"), true, None, None)],
-            ),
+            one_ready_slice("shop", name, &format!("10.1.1.{i}")),
         );
     }
     // The first paged list loses its continue token to a compaction.
@@ -298,10 +293,7 @@ async fn repeated_namespaces_each_export() {
             Res::Services,
             service(ns, "web", &[EXPORT], &[], Some("10.96.2.1")),
         );
-        fake.apply(
-            Res::EndpointSlices,
-            slice(ns, "web-a", "web", &ready(&[ip])),
-        );
+        fake.apply(Res::EndpointSlices, one_ready_slice(ns, "web", ip));
     }
     let _syncer = start_syncer(
         &fake,

@@ -8,7 +8,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use meshdns_tests::dns::{Ask, addresses, poll, sorted};
 use meshdns_tests::fake_kube::{
-    FakeKube, Res, namespace, node, ready, service, service_export, slice,
+    FakeKube, Res, namespace, node, one_ready_slice, ready, service, service_export, slice,
 };
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::history::History;
@@ -119,7 +119,7 @@ pub fn base_with_web(fake: &FakeKube) {
 pub fn web_slice(fake: &FakeKube) {
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "web-a", "web", &ready(&["10.1.0.11"])),
+        one_ready_slice("shop", "web", "10.1.0.11"),
     );
 }
 
@@ -131,7 +131,7 @@ pub fn unlabelled_cart(fake: &FakeKube) {
     );
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "cart-a", "cart", &ready(&["10.1.0.21"])),
+        one_ready_slice("shop", "cart", "10.1.0.21"),
     );
 }
 
@@ -175,7 +175,7 @@ async fn a_labelled_service_follows_its_slices() {
     );
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "private-a", "private", &ready(&["10.1.0.99"])),
+        one_ready_slice("shop", "private", "10.1.0.99"),
     );
     // No coalescing: every state the syncer computes is published, so an
     // intermediate state it got wrong would reach the registry.
@@ -339,11 +339,11 @@ async fn namespaces_and_annotations() {
     );
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "web-a", "web", &ready(&["10.1.0.11"])),
+        one_ready_slice("shop", "web", "10.1.0.11"),
     );
     fake.apply(
         Res::EndpointSlices,
-        slice("other", "web-a", "web", &ready(&["10.1.5.11"])),
+        one_ready_slice("other", "web", "10.1.5.11"),
     );
     let syncer = start_syncer(&fake, &server, &dir, &["--namespace-selector", "team=a"]).await;
     // Invalid annotations: exported with defaults, and reported.
@@ -417,7 +417,7 @@ async fn watch_expiry_relists_in_one_step() {
     );
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "api-a", "api", &ready(&["10.1.9.1"])),
+        one_ready_slice("shop", "api", "10.1.9.1"),
     );
     wait_answers(&server, "api.shop.global", &["10.1.9.1"]).await;
     // Converged on exactly the API server's state: no lost, no phantom endpoint.
@@ -453,7 +453,7 @@ async fn api_server_down_then_back() {
     base_with_web(&fake);
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "web-a", "web", &ready(&["10.1.0.11"])),
+        one_ready_slice("shop", "web", "10.1.0.11"),
     );
     let syncer = start_syncer(&fake, &server, &dir, &[]).await;
     wait_answers(&server, "web.shop.global", &["10.1.0.11"]).await;
@@ -494,7 +494,7 @@ async fn api_server_down_then_back() {
     // Changes while it is down, then it comes back: state reconciles.
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "web-a", "web", &ready(&["10.1.0.12"])),
+        one_ready_slice("shop", "web", "10.1.0.12"),
     );
     fake.apply(
         Res::Services,
@@ -502,7 +502,7 @@ async fn api_server_down_then_back() {
     );
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "cart-a", "cart", &ready(&["10.1.0.21"])),
+        one_ready_slice("shop", "cart", "10.1.0.21"),
     );
     fake.set_down(false).await;
     wait_answers(&server, "web.shop.global", &["10.1.0.12"]).await;

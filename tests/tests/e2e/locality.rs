@@ -257,7 +257,9 @@ async fn ecs_overrides_the_source_and_is_echoed() {
     )
     .await;
     assert_eq!(addresses(&m), sorted(&ALL_WEB));
-    // Source prefix 0: the resolver asks for no tailoring.
+    // Source prefix 0: the resolver asks for no tailoring. A located
+    // asker would get another answer, so the scope is the whole width
+    // (kept for /0 askers only), not 0.
     let m = query(
         dns,
         &Ask::new("web.shop.global", RecordType::A)
@@ -266,7 +268,7 @@ async fn ecs_overrides_the_source_and_is_echoed() {
     )
     .await;
     assert_eq!(addresses(&m), sorted(&ALL_WEB));
-    assert_eq!(ecs_echo(&m).map(|e| e.2), Some(0));
+    assert_eq!(ecs_echo(&m).map(|e| e.2), Some(32));
     // Names whose answer does not depend on the asker: scope 0.
     let m = query(
         dns,
@@ -274,6 +276,52 @@ async fn ecs_overrides_the_source_and_is_echoed() {
     )
     .await;
     assert_eq!(ecs_echo(&m).map(|e| e.2), Some(0));
+    f.stop().await;
+}
+
+/// `dig +subnet=<family>/0` (no tailoring, RFC 7871 §7.1.2) from a
+/// located source: the untailored answer; where a located asker would
+/// get another (`web`), its scope is the family's whole width, so a
+/// resolver keeps it for /0 askers only (§7.3.1); where every asker gets
+/// the same (affinity `none`, NXDOMAIN), scope 0.
+#[tokio::test]
+async fn an_untailored_answer_is_scoped_to_untailored_askers() {
+    let f = fleet(&[]).await;
+    let port = f.server.dns.port().to_string();
+    let dig = |subnet: &str, name: &str| {
+        let out = std::process::Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &port,
+                "-b",
+                "127.0.0.2",
+                &format!("+subnet={subnet}"),
+                name,
+                "A",
+            ])
+            .output()
+            .expect("dig runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for (subnet, width) in [("0.0.0.0/0", 32), ("::/0", 128)] {
+        let text = dig(subnet, "web.shop.global");
+        assert!(text.contains("status: NOERROR"), "{subnet}: {text}");
+        for address in ALL_WEB {
+            assert!(text.contains(address), "{subnet}: {text}");
+        }
+        assert!(
+            text.contains(&format!("CLIENT-SUBNET: {subnet}/{width}")),
+            "{subnet}: {text}"
+        );
+        for name in ["spread.shop.global", "nope.shop.global"] {
+            let text = dig(subnet, name);
+            assert!(
+                text.contains(&format!("CLIENT-SUBNET: {subnet}/0")),
+                "{name} {subnet}: {text}"
+            );
+        }
+    }
     f.stop().await;
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use meshdns_proto::wire;
 use meshdns_tests::fake_kube::{
-    FakeKube, Res, namespace, node, ready, service, service_export, slice,
+    FakeKube, Res, namespace, node, one_ready_slice, service, service_export, slice,
 };
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::kube_syncer::KubeSyncer;
@@ -142,7 +142,7 @@ async fn an_export_becomes_a_serviceimport_in_every_cluster_and_a_relist_writes_
     );
     east.apply(
         Res::EndpointSlices,
-        slice("shop", "db-a", "db", &ready(&["10.1.0.60"])),
+        one_ready_slice("shop", "db", "10.1.0.60"),
     );
     let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &[]);
     let _b = syncer(&west, &hub.grpc_url(), &dir.1, "west-1", &[]);
@@ -205,7 +205,7 @@ async fn an_export_becomes_a_serviceimport_in_every_cluster_and_a_relist_writes_
     );
     east.apply(
         Res::EndpointSlices,
-        slice("shop", "cart-a", "cart", &ready(&["10.1.0.50"])),
+        one_ready_slice("shop", "cart", "10.1.0.50"),
     );
     for fake in [&east, &west] {
         eventually(WAIT, "the ServiceImport of cart.shop", || {
@@ -293,7 +293,7 @@ async fn a_port_conflict_names_the_field_and_the_winner_and_clears_when_fixed() 
             service("shop", "web", &[], &[], Some(&format!("10.96.{n}.10"))),
         );
     }
-    let mut s = slice("shop", "web-a", "web", &ready(&["10.1.0.10"]));
+    let mut s = one_ready_slice("shop", "web", "10.1.0.10");
     s["ports"][0]["port"] = json!(8080);
     east.apply(Res::EndpointSlices, s);
     let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &["--mcs"]);
@@ -312,7 +312,7 @@ async fn a_port_conflict_names_the_field_and_the_winner_and_clears_when_fixed() 
     )
     .await;
     // West exports it later, on another port: west is in conflict, east won.
-    let mut s = slice("shop", "web-a", "web", &ready(&["10.2.0.10"]));
+    let mut s = one_ready_slice("shop", "web", "10.2.0.10");
     s["ports"][0]["port"] = json!(9090);
     west.apply(Res::EndpointSlices, s);
     let _b = syncer(&west, &hub.grpc_url(), &dir.1, "west-1", &["--mcs"]);
@@ -387,7 +387,7 @@ async fn a_port_conflict_names_the_field_and_the_winner_and_clears_when_fixed() 
     );
     // Fixed: the conflict clears, its transition time moves.
     let raised_at = condition(&export, "Conflict").unwrap()["lastTransitionTime"].clone();
-    let mut s = slice("shop", "web-a", "web", &ready(&["10.2.0.10"]));
+    let mut s = one_ready_slice("shop", "web", "10.2.0.10");
     s["ports"][0]["port"] = json!(8080);
     west.apply(Res::EndpointSlices, s);
     let export = wait_object(&west, Res::ServiceExports, "west's conflict cleared", |e| {
@@ -577,7 +577,7 @@ async fn label_mode_emits_events_counted_in_series() {
     );
     east.apply(
         Res::EndpointSlices,
-        slice("shop", "marker-a", "marker", &ready(&["10.1.0.30"])),
+        one_ready_slice("shop", "marker", "10.1.0.30"),
     );
     for fake in [&east, &west] {
         eventually(WAIT, "the marker's ServiceImport after the restart", || {
@@ -761,12 +761,7 @@ async fn a_rollout_of_many_services_writes_each_serviceimport_once() {
         let name = format!("svc-{i}");
         fake.apply(
             Res::EndpointSlices,
-            slice(
-                "shop",
-                &format!("{name}-a"),
-                &name,
-                &ready(&[address.as_str()]),
-            ),
+            one_ready_slice("shop", &name, &address),
         );
     };
     for i in 0..N {
@@ -860,7 +855,7 @@ async fn a_rollout_of_many_services_writes_each_serviceimport_once() {
     );
     east.apply(
         Res::EndpointSlices,
-        slice("shop", "marker-a", "marker", &ready(&["10.1.2.1"])),
+        one_ready_slice("shop", "marker", "10.1.2.1"),
     );
     eventually(WAIT, "the marker's ServiceImport in west", || {
         let found = west.get(Res::ServiceImports, "shop", "marker");
@@ -953,7 +948,7 @@ async fn a_missing_namespace_gets_a_serviceimport_only_when_asked_and_a_missing_
     );
     east.apply(
         Res::EndpointSlices,
-        slice("pay", "api-a", "api", &ready(&["10.1.0.20"])),
+        one_ready_slice("pay", "api", "10.1.0.20"),
     );
     // A ServiceExport naming no Service.
     east.apply(Res::ServiceExports, service_export("shop", "ghost"));
@@ -1082,7 +1077,7 @@ fn api(fake: &FakeKube, n: u8) {
     let ep = format!("10.{n}.0.50");
     fake.apply(
         Res::EndpointSlices,
-        slice("shop", "api-a", "api", &ready(&[ep.as_str()])),
+        one_ready_slice("shop", "api", ep.as_str()),
     );
 }
 
@@ -1186,7 +1181,7 @@ async fn a_write_the_api_server_keeps_refusing_backs_off() {
     );
     east.apply(
         Res::EndpointSlices,
-        slice("pay", "api-a", "api", &ready(&["10.1.0.20"])),
+        one_ready_slice("pay", "api", "10.1.0.20"),
     );
     // West's RBAC lacks namespaces create: every try is a 403.
     west.forbid(Res::Namespaces, "create", true);

@@ -14,7 +14,7 @@ use meshdns_proto::wire;
 use meshdns_tests::dns::{Ask, addresses, query};
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::{
-    Proc, ServeProc, TestServer, TestSyncer, bin, eventually, http_get, list_clusters,
+    Proc, ServeProc, TestServer, TestSyncer, bin, eventually, http_get, wait_clusters_live,
 };
 
 /// Three clusters: two in us-east, one in us-west. `web` answers from
@@ -118,19 +118,7 @@ impl PolicyFleet {
     }
 
     pub async fn wait_live(&self) {
-        let url = self.server.grpc_url();
-        eventually(Duration::from_secs(15), "three live clusters", || {
-            let url = url.clone();
-            async move {
-                let clusters = list_clusters(url).await?;
-                (clusters.len() == 3
-                    && clusters
-                        .iter()
-                        .all(|c| c.state == wire::ClusterState::Live as i32))
-                .then_some(())
-            }
-        })
-        .await;
+        wait_clusters_live(self.server.grpc_url(), 3, Duration::from_secs(15)).await;
     }
 
     /// Rewrites the policy file and waits until the registry serves the
@@ -154,6 +142,10 @@ pub async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// Policy reloads refused so far (`meshdns_policy_reloads_total`'s
+/// `error` series).
+const RELOAD_ERRORS: &str = "meshdns_policy_reloads_total{result=\"error\"}";
 
 /// The drain the registry reports for `cluster` (ListClusters' policy).
 pub async fn drain_of(url: &str, cluster: &str) -> Option<u32> {
@@ -221,7 +213,7 @@ async fn a_bad_policy_file_keeps_the_last_good_one() {
     let url = server.grpc_url();
     wait_drain(&url, "east-1", 10).await;
     let ok = "meshdns_policy_reloads_total{result=\"ok\"}";
-    let error = "meshdns_policy_reloads_total{result=\"error\"}";
+    let error = RELOAD_ERRORS;
     assert_eq!(metric(server.admin, ok).await, Some(1.0));
     assert_eq!(metric(server.admin, error).await, Some(0.0));
     // Out of range: refused, named, counted once however long it stays.
@@ -289,16 +281,8 @@ async fn a_bad_policy_file_keeps_the_last_good_one() {
 
 /// `meshdns serve` with `flags` must stop at start, failing: its log.
 pub fn serve_refuses(flags: &[&str]) -> String {
-    let mut args = vec![
-        "serve",
-        "--insecure",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
+    let mut args = vec!["serve", "--insecure"];
+    args.extend_from_slice(&meshdns_tests::LOOPBACK_PORT_0);
     args.extend_from_slice(flags);
     let (mut proc, logs) = Proc::start_logged("meshdns", &args);
     let status = proc.wait_exit(Duration::from_secs(20));
@@ -323,28 +307,14 @@ async fn a_bad_policy_file_at_start_starts_with_no_policy() {
         "services:\n  shop/web:\n    drain: {east-1: 101}\n",
     );
     let server = TestServer::start(&["--policy", &path.display().to_string()]).await;
-    assert_eq!(
-        metric(
-            server.admin,
-            "meshdns_policy_reloads_total{result=\"error\"}"
-        )
-        .await,
-        Some(1.0)
-    );
+    assert_eq!(metric(server.admin, RELOAD_ERRORS).await, Some(1.0));
     assert!(matches!(
         drain_of(&server.grpc_url(), "east-1").await,
         None | Some(0)
     ));
     dir.write("policy.yaml", "clusters:\n  east-1:\n    drain: 30\n");
     wait_drain(&server.grpc_url(), "east-1", 30).await;
-    assert_eq!(
-        metric(
-            server.admin,
-            "meshdns_policy_reloads_total{result=\"error\"}"
-        )
-        .await,
-        Some(1.0)
-    );
+    assert_eq!(metric(server.admin, RELOAD_ERRORS).await, Some(1.0));
     server.stop().await;
 }
 
@@ -517,8 +487,7 @@ async fn status_shows_the_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_file_keeps_the_policy_across_a_restart() {
     let state = TempDir::new("policy-state");
-    let state_path = state.path().join("registry.state");
-    let state_flag = state_path.display().to_string();
+    let (_, state_flag) = state.state_file();
     let fleet = PolicyFleet::start(
         "clusters:\n  east-1:\n    drain: 100\n",
         &["--state-file", &state_flag],
@@ -550,28 +519,9 @@ async fn the_state_file_keeps_the_policy_across_a_restart() {
     )
     .await;
     assert_eq!(drain_of(&restarted.grpc_url(), "east-1").await, Some(100));
-    assert_eq!(
-        metric(
-            restarted.admin,
-            "meshdns_policy_reloads_total{result=\"error\"}"
-        )
-        .await,
-        Some(1.0)
-    );
+    assert_eq!(metric(restarted.admin, RELOAD_ERRORS).await, Some(1.0));
     // Once the syncers are back (live), east-1 stays out of answers.
-    let url = restarted.grpc_url();
-    eventually(Duration::from_secs(15), "clusters live again", || {
-        let url = url.clone();
-        async move {
-            let clusters = list_clusters(url).await?;
-            (clusters.len() == 3
-                && clusters
-                    .iter()
-                    .all(|c| c.state == wire::ClusterState::Live as i32))
-            .then_some(())
-        }
-    })
-    .await;
+    wait_clusters_live(restarted.grpc_url(), 3, Duration::from_secs(15)).await;
     let got = shares(restarted.dns, "web.shop.global", "127.0.0.4", 200).await;
     assert_eq!(share(&got, "east-1"), 0.0, "{got:?}");
     assert!(share(&got, "west-1") > 0.5, "{got:?}");
@@ -589,10 +539,7 @@ async fn the_state_file_keeps_the_policy_across_a_restart() {
         drain_of(&bare.grpc_url(), "east-1").await,
         None | Some(0)
     ));
-    assert_eq!(
-        metric(bare.admin, "meshdns_policy_reloads_total{result=\"error\"}").await,
-        Some(1.0)
-    );
+    assert_eq!(metric(bare.admin, RELOAD_ERRORS).await, Some(1.0));
     bare.stop().await;
 }
 

@@ -6,18 +6,16 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use meshdns_proto::wire;
 use meshdns_tests::dns::{Ask, addresses, query, sorted};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{Fleet, TestServer, eventually, list_clusters};
+use meshdns_tests::{Fleet, TestServer, eventually, wait_clusters_live};
 
 const WEB: [&str; 4] = ["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.3.0.11"];
 
 #[tokio::test]
 async fn answers_flow_across_a_restart() {
     let dir = TempDir::new("state");
-    let path = dir.path().join("registry.state");
-    let path_flag = path.display().to_string();
+    let (path, path_flag) = dir.state_file();
     let fleet = Fleet::start(&["--state-file", &path_flag]).await;
     let Fleet {
         server,
@@ -45,19 +43,7 @@ async fn answers_flow_across_a_restart() {
     .await;
     assert_eq!(addresses(&m), sorted(&["10.1.2.10"]));
     // The syncers reconnect (same address) and the clusters are live again.
-    let url = restarted.grpc_url();
-    eventually(Duration::from_secs(10), "clusters live again", || {
-        let url = url.clone();
-        async move {
-            let clusters = list_clusters(url).await?;
-            (clusters.len() == 3
-                && clusters
-                    .iter()
-                    .all(|c| c.state == wire::ClusterState::Live as i32 && c.connected))
-            .then_some(())
-        }
-    })
-    .await;
+    wait_clusters_live(restarted.grpc_url(), 3, Duration::from_secs(10)).await;
     let m = query(
         restarted.dns,
         &Ask::new("web.shop.global", RecordType::A).tcp(),
@@ -132,8 +118,7 @@ async fn readiness_can_wait_for_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_file_is_saved_every_two_seconds_when_changed() {
     let dir = TempDir::new("state-period");
-    let path = dir.path().join("registry.state");
-    let path_flag = path.display().to_string();
+    let (path, path_flag) = dir.state_file();
     let server = TestServer::start(&["--state-file", &path_flag]).await;
     let one = "cluster: east-1\nservices:\n  - {name: web, namespace: shop, ports: [{port: 80}], endpoints: [{ip: 10.1.0.1}]}\n";
     let file = dir.write("east-1.yaml", one);

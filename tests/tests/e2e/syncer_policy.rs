@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use meshdns_tests::fake_kube::{
-    FakeKube, Res, labelled, node, service, slice, with_traffic_distribution,
+    FakeKube, Res, labelled, node, one_ready_slice, service, with_traffic_distribution,
 };
 use meshdns_tests::fleet::TempDir;
 use meshdns_tests::{TestServer, TestSyncer, eventually, http_get, list_clusters};
@@ -88,6 +88,23 @@ fn provider_node(name: &str, ip: &str, provider: &str) -> Value {
     )
 }
 
+/// A fake API server with Nodes `node-1` and `node-2` labelled with
+/// `providers`, a hub, and a directory for the syncer's files.
+async fn two_nodes(tag: &str, providers: [&str; 2]) -> (FakeKube, TestServer, TempDir) {
+    let fake = FakeKube::start().await;
+    let server = TestServer::start(&[]).await;
+    let dir = TempDir::new(tag);
+    for (i, provider) in providers.iter().enumerate() {
+        let n = i + 1;
+        let address = format!("192.168.10.{n}");
+        fake.apply(
+            Res::Nodes,
+            provider_node(&format!("node-{n}"), &address, provider),
+        );
+    }
+    (fake, server, dir)
+}
+
 /// Every annotation and `spec.trafficDistribution`, read by the
 /// Kubernetes source from a server as strict as kube-apiserver, reach
 /// the hub: weights on each endpoint, the policy on the export, the
@@ -95,11 +112,7 @@ fn provider_node(name: &str, ip: &str, provider: &str) -> Value {
 /// that Service alone, naming the annotation on the syncer's `/status`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotations_and_traffic_distribution_reach_the_hub() {
-    let fake = FakeKube::start().await;
-    let server = TestServer::start(&[]).await;
-    let dir = TempDir::new("syncer-policy");
-    fake.apply(Res::Nodes, provider_node("node-1", "192.168.10.1", "aws"));
-    fake.apply(Res::Nodes, provider_node("node-2", "192.168.10.2", "aws"));
+    let (fake, server, dir) = two_nodes("syncer-policy", ["aws", "aws"]).await;
     let services: [TestService<'_>; 5] = [
         (
             "web",
@@ -135,15 +148,7 @@ async fn annotations_and_traffic_distribution_reach_the_hub() {
             None => svc,
         };
         fake.apply(Res::Services, svc);
-        fake.apply(
-            Res::EndpointSlices,
-            slice(
-                "shop",
-                &format!("{name}-a"),
-                name,
-                &[(ip, true, None, None)],
-            ),
-        );
+        fake.apply(Res::EndpointSlices, one_ready_slice("shop", name, ip));
     }
     let syncer = start_syncer(
         &fake,
@@ -312,11 +317,7 @@ async fn the_fake_refuses_a_traffic_distribution_kube_apiserver_refuses() {
 /// no node address goes out (the node tier is opt-in).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_flag_wins_over_node_labels() {
-    let fake = FakeKube::start().await;
-    let server = TestServer::start(&[]).await;
-    let dir = TempDir::new("syncer-provider");
-    fake.apply(Res::Nodes, provider_node("node-1", "192.168.10.1", "aws"));
-    fake.apply(Res::Nodes, provider_node("node-2", "192.168.10.2", "gcp"));
+    let (fake, server, dir) = two_nodes("syncer-provider", ["aws", "gcp"]).await;
     let syncer = start_syncer(&fake, &server, &dir, &["--provider", "onprem-fra"]).await;
     let cluster = wait_provider(&server, "onprem-fra").await;
     assert_eq!(cluster.nodes.len(), 0, "{cluster:?}");
@@ -342,11 +343,7 @@ async fn the_provider_flag_wins_over_node_labels() {
 /// watched for the provider alone: their label is read once at start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_label_alone_is_read_once_not_watched() {
-    let fake = FakeKube::start().await;
-    let server = TestServer::start(&[]).await;
-    let dir = TempDir::new("syncer-provider-once");
-    fake.apply(Res::Nodes, provider_node("node-1", "192.168.10.1", "aws"));
-    fake.apply(Res::Nodes, provider_node("node-2", "192.168.10.2", "aws"));
+    let (fake, server, dir) = two_nodes("syncer-provider-once", ["aws", "aws"]).await;
     let flags = [
         "--client-cidr",
         "10.1.0.0/16",

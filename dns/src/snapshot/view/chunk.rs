@@ -1,11 +1,14 @@
 //! What a view keeps beside each chunk of its cluster parts: their
 //! metadata, zone runs and the chunk's runs of the service-wide chains.
 
+#![warn(clippy::cast_possible_truncation)]
+
 use meshdns_proto::model::Affinity;
 
 use super::ServiceView;
 use super::cluster::Health;
 use super::counts::Counts;
+use super::targets::position;
 use crate::locality::{ClusterId, ProviderId, RegionId, ZoneId};
 use crate::snapshot::chain::{Runs, RunsBuilder, Segment, Span};
 use crate::snapshot::parts::CHUNK;
@@ -107,7 +110,7 @@ impl ChunkMeta {
                 .find(|a| *a != Affinity::Nearest)
                 .unwrap_or_default(),
             ttl: metas.iter().filter_map(|m| m.ttl).min(),
-            traffic_from: metas.iter().position(|m| m.traffic).map(|i| i as u32),
+            traffic_from: metas.iter().position(|m| m.traffic).map(position),
             uniform: metas
                 .iter()
                 .fold(Uniformity::Empty, |u, m| u.join(m.uniform)),
@@ -174,7 +177,7 @@ pub(super) fn keep(
 ) -> PartMeta {
     let chunk = &prev.chunks[i / CHUNK];
     let mut meta = chunk.metas[i % CHUNK];
-    let start = groups.len() as u32;
+    let start = position(groups.len());
     groups.extend(
         chunk.groups[meta.groups.start as usize..meta.groups.end as usize]
             .iter()
@@ -190,7 +193,7 @@ pub(super) fn keep(
     );
     meta.groups = Span {
         start,
-        end: groups.len() as u32,
+        end: position(groups.len()),
     };
     meta.whole.cluster = index;
     meta.reserve.cluster = index;

@@ -1,13 +1,15 @@
 //! One cluster's part of a global service: its endpoints' health and
 //! its healthy targets grouped by zone, built from its export alone.
 
+#![warn(clippy::cast_possible_truncation)]
+
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use meshdns_proto::model::{Endpoint, Mode, Port, ServiceExport};
 
 use super::chunk::{PartMeta, Uniformity};
-use super::targets::{Target, Targets};
+use super::targets::{Target, Targets, position};
 use super::weights::Weights;
 use crate::locality::{ClusterId, Place, ZoneId};
 use crate::snapshot::chain::{Kind, Segment, Span, slot};
@@ -129,7 +131,7 @@ impl ClusterView {
                                 (
                                     Target::Endpoint {
                                         cluster: 0,
-                                        endpoint: e as u32,
+                                        endpoint: position(e),
                                     },
                                     &model.addresses[..],
                                 )
@@ -312,7 +314,7 @@ impl ClusterView {
     /// What a view keeps of this part as cluster `index`; its zone runs
     /// are appended to `groups`.
     pub(super) fn meta(&self, index: u32, groups: &mut Vec<(Option<ZoneId>, Segment)>) -> PartMeta {
-        let start = groups.len() as u32;
+        let start = position(groups.len());
         groups.extend(self.groups.iter().map(|(z, g)| {
             (
                 *z,
@@ -349,7 +351,7 @@ impl ClusterView {
             whole: self.whole(index),
             groups: Span {
                 start,
-                end: groups.len() as u32,
+                end: position(groups.len()),
             },
         }
     }

@@ -1,6 +1,8 @@
 //! Answer targets: what an SRV record points at, and the flattened
 //! address lists an A or AAAA answer is a slice of.
 
+#![warn(clippy::cast_possible_truncation)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// What one SRV record points at: an index into the service's clusters,
@@ -53,9 +55,9 @@ impl Targets {
     /// Lengths of the three lists.
     pub(super) fn spans(&self) -> [u32; 3] {
         [
-            self.targets.len() as u32,
-            self.v4.len() as u32,
-            self.v6.len() as u32,
+            position(self.targets.len()),
+            position(self.v4.len()),
+            position(self.v6.len()),
         ]
     }
 
@@ -67,4 +69,21 @@ impl Targets {
     pub fn len(&self) -> usize {
         self.targets.len()
     }
+}
+
+/// `n`, a position in or the length of one part's lists (or of a chunk's
+/// zone runs), as the `u32` spans and targets hold. Every such list is
+/// far shorter than `u32::MAX`: a part has at most
+/// [`crate::config::MAX_ENDPOINTS_PER_SERVICE`] endpoints of at most
+/// [`meshdns_proto::model::MAX_ADDRESSES_PER_ENDPOINT`] addresses each
+/// (16 million items), a chunk the zone runs of
+/// [`CHUNK`](crate::snapshot::parts::CHUNK) parts. Debug builds check it.
+pub(super) fn position(n: usize) -> u32 {
+    debug_assert!(u32::try_from(n).is_ok(), "{n}: past a view list's bound");
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "bounded by the service's endpoint limit, as said above"
+    )]
+    let n = n as u32;
+    n
 }

@@ -3,6 +3,9 @@
 //! running sums of each flat list, so the item holding a weight point is
 //! one binary search away.
 
+#![warn(clippy::cast_possible_truncation)]
+
+use super::targets::position;
 use crate::snapshot::chain::{Kind, Span, slot};
 
 #[derive(Debug, Clone, Default)]
@@ -82,11 +85,19 @@ impl Weights {
     /// span's start; less than its summed weight).
     pub fn find(&self, kind: Kind, span: Span, offset: u64) -> u32 {
         match &self.sums {
-            None => span.start + (offset / self.uniform.max(1)) as u32,
+            None => {
+                // Less than the span's length: `offset` is below its
+                // summed weight, `uniform` times that length.
+                let steps = offset / self.uniform.max(1);
+                debug_assert!(steps < u64::from(span.end - span.start));
+                #[allow(clippy::cast_possible_truncation, reason = "bounded, as said above")]
+                let steps = steps as u32;
+                span.start + steps
+            }
             Some(sums) => {
                 let point = self.before(kind, span.start) + offset;
                 let list = &sums[slot(kind)][span.start as usize..span.end as usize];
-                span.start + list.partition_point(|end| *end <= point) as u32
+                span.start + position(list.partition_point(|end| *end <= point))
             }
         }
     }
