@@ -305,6 +305,10 @@ impl Chain {
         };
         // An exact-size iterator: `Arc<[_]>` is allocated once, filled in
         // place.
+        #[allow(
+            clippy::expect_used,
+            reason = "the relink yields exactly the `len` links it counted above"
+        )]
         let runs: Arc<[(Link, Ends)]> = (0..len)
             .map(|_| {
                 merge
