@@ -69,25 +69,18 @@ pub fn sections(
             ..
         } => {
             let max = authority.max_answers;
+            // Each record noted against its cluster as it is written.
+            let mut push = |c: u32, rdata: RData| {
+                served.add(view.clusters[c as usize].id());
+                sections
+                    .answers
+                    .push(Record::from_rdata(qname.clone(), view.ttl, rdata));
+            };
             if *a {
-                pick.each_v4(*start, max, |c, a| {
-                    served.add(view.clusters[c as usize].id());
-                    sections.answers.push(Record::from_rdata(
-                        qname.clone(),
-                        view.ttl,
-                        RData::A(A(a)),
-                    ));
-                });
+                pick.each_v4(*start, max, |c, a| push(c, RData::A(A(a))));
             }
             if *aaaa {
-                pick.each_v6(*start, max, |c, a| {
-                    served.add(view.clusters[c as usize].id());
-                    sections.answers.push(Record::from_rdata(
-                        qname.clone(),
-                        view.ttl,
-                        RData::AAAA(AAAA(a)),
-                    ));
-                });
+                pick.each_v6(*start, max, |c, a| push(c, RData::AAAA(AAAA(a))));
             }
         }
         Records::Host {
