@@ -36,7 +36,7 @@ pub mod codec;
 pub mod convert;
 pub mod duration;
 pub mod error;
-#[cfg(feature = "fixtures")]
+#[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod model;
 pub mod parts;

@@ -207,14 +207,11 @@ impl From<&Resolved> for wire::ServiceImport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshdns_proto::model::{Namespace, Policy, Protocol, ServiceName};
+    use meshdns_proto::model::{Policy, Protocol};
     use std::num::NonZeroU16;
 
     fn key() -> ServiceKey {
-        ServiceKey {
-            namespace: Namespace::new("shop").unwrap(),
-            name: ServiceName::new("web").unwrap(),
-        }
+        meshdns_proto::fixtures::key("shop", "web")
     }
 
     fn export(port: u16, mode: Mode) -> ServiceExport {

@@ -185,13 +185,9 @@ impl FleetPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Namespace, ServiceName};
 
     fn key() -> ServiceKey {
-        ServiceKey {
-            namespace: Namespace::new("shop").unwrap(),
-            name: ServiceName::new("web").unwrap(),
-        }
+        crate::fixtures::key("shop", "web")
     }
 
     #[test]

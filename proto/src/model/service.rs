@@ -585,10 +585,7 @@ mod tests {
     use super::*;
 
     fn key() -> ServiceKey {
-        ServiceKey {
-            namespace: Namespace::new("shop").unwrap(),
-            name: ServiceName::new("web").unwrap(),
-        }
+        crate::fixtures::key("shop", "web")
     }
 
     fn port(name: Option<&str>, number: u16) -> Port {

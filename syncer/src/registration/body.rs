@@ -276,13 +276,10 @@ impl RegistrationBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshdns_proto::model::{DEFAULT_WEIGHT, Namespace, ServiceName};
+    use meshdns_proto::model::DEFAULT_WEIGHT;
 
     fn key() -> ServiceKey {
-        ServiceKey {
-            namespace: Namespace::new("shop").unwrap(),
-            name: ServiceName::new("web").unwrap(),
-        }
+        meshdns_proto::fixtures::key("shop", "web")
     }
 
     fn body() -> RegistrationBody {

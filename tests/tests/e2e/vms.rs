@@ -118,6 +118,21 @@ impl Vms {
         call(self.api, "PUT", path, Some(token), Some(body)).await
     }
 
+    /// PUTs `body` and asserts it is refused with `code`, naming `field`;
+    /// returns the error's message.
+    async fn refused(
+        &self,
+        path: &str,
+        token: &str,
+        body: Value,
+        code: u16,
+        field: &str,
+    ) -> String {
+        let (got, err) = self.put(path, token, body).await;
+        assert_eq!((got, err["field"].as_str()), (code, Some(field)), "{err}");
+        err["error"].as_str().unwrap_or_default().to_owned()
+    }
+
     async fn a(&self, name: &str) -> Vec<String> {
         addresses(&query(self.server.dns, &Ask::new(name, RecordType::A)).await)
     }
@@ -472,14 +487,14 @@ async fn invalid_registrations_name_the_field() {
     assert_eq!(code, 201);
     let mut other = good.clone();
     other["hostname"] = json!("vm-2");
-    let (code, err) = vms
-        .put("/v1/registrations/shop/web/vm-2", WEB_TOKEN, other)
-        .await;
-    assert_eq!(
-        (code, err["field"].as_str()),
-        (409, Some("addresses[0]")),
-        "{err}"
-    );
+    vms.refused(
+        "/v1/registrations/shop/web/vm-2",
+        WEB_TOKEN,
+        other,
+        409,
+        "addresses[0]",
+    )
+    .await;
     vms.stop().await;
 }
 
@@ -804,27 +819,27 @@ async fn checks_reach_only_exported_endpoints() {
     let vms = dialing("10.9.0.9", number).await;
     // No way to name a host: a check is a port of the service's own.
     let bad = checked("10.9.0.9", number, &format!("tcp:{number} host=127.0.0.1"));
-    let (code, err) = vms
-        .put("/v1/registrations/shop/api/vm-1", OPS_TOKEN, bad)
-        .await;
-    assert_eq!(
-        (code, err["field"].as_str()),
-        (400, Some("health_check.host")),
-        "{err}"
-    );
+    vms.refused(
+        "/v1/registrations/shop/api/vm-1",
+        OPS_TOKEN,
+        bad,
+        400,
+        "health_check.host",
+    )
+    .await;
     let other_port = checked(
         "10.9.0.9",
         number,
         &format!("tcp:{}", number.wrapping_add(1).max(1)),
     );
-    let (code, err) = vms
-        .put("/v1/registrations/shop/api/vm-1", OPS_TOKEN, other_port)
-        .await;
-    assert_eq!(
-        (code, err["field"].as_str()),
-        (400, Some("health_check.port")),
-        "{err}"
-    );
+    vms.refused(
+        "/v1/registrations/shop/api/vm-1",
+        OPS_TOKEN,
+        other_port,
+        400,
+        "health_check.port",
+    )
+    .await;
     assert_eq!(
         accepted.load(Ordering::SeqCst),
         0,
@@ -1026,25 +1041,16 @@ async fn registrations_stay_inside_the_hubs_bounds() {
         "100.100.100.200",
         "fd00:ec2::254",
     ] {
-        let (code, err) = vms
-            .put(
+        let err = vms
+            .refused(
                 "/v1/registrations/shop/web/vm-1",
                 WEB_TOKEN,
                 registration(outside, 60),
+                400,
+                "addresses[0]",
             )
             .await;
-        assert_eq!(
-            (code, err["field"].as_str()),
-            (400, Some("addresses[0]")),
-            "{outside}: {err}"
-        );
-        assert!(
-            err["error"]
-                .as_str()
-                .unwrap()
-                .contains("--registration-cidrs"),
-            "{err}"
-        );
+        assert!(err.contains("--registration-cidrs"), "{outside}: {err}");
     }
     // The pod plus one VM is the limit of 2; a second VM is refused.
     let (code, body) = vms
@@ -1057,19 +1063,17 @@ async fn registrations_stay_inside_the_hubs_bounds() {
     assert_eq!(code, 201, "{body}");
     let mut second = registration("10.9.0.6", 60);
     second["hostname"] = json!("vm-2");
-    let (code, err) = vms
-        .put("/v1/registrations/shop/web/vm-2", WEB_TOKEN, second)
+    let err = vms
+        .refused(
+            "/v1/registrations/shop/web/vm-2",
+            WEB_TOKEN,
+            second,
+            413,
+            "instance",
+        )
         .await;
-    assert_eq!(
-        (code, err["field"].as_str()),
-        (413, Some("instance")),
-        "{err}"
-    );
     assert!(
-        err["error"]
-            .as_str()
-            .unwrap()
-            .contains("--registration-max-endpoints-per-service"),
+        err.contains("--registration-max-endpoints-per-service"),
         "{err}"
     );
     vms.answers("web.shop.global", &["10.1.0.11", "10.9.0.5"])
