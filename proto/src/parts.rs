@@ -6,6 +6,8 @@ use std::iter::Peekable;
 
 use prost::Message;
 
+use crate::wire;
+
 /// Bytes `item` adds to a repeated message field numbered below 16: one
 /// tag byte, the length prefix and the item itself.
 pub fn field_len(item: &impl Message) -> usize {
@@ -81,6 +83,55 @@ pub fn mark_more<T>(
     })
 }
 
+/// A run of changes to one cluster's services, as one message carries
+/// them (a Delta, a ServicesChanged).
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    /// The services removed.
+    pub removals: Vec<wire::ServiceKey>,
+    /// The services added or replaced.
+    pub upserts: Vec<wire::ServiceExport>,
+}
+
+/// One change, weighed as its message's field.
+enum Change {
+    Removal(wire::ServiceKey),
+    Upsert(wire::ServiceExport),
+}
+
+impl Change {
+    fn size(&self) -> usize {
+        match self {
+            Change::Removal(key) => field_len(key),
+            Change::Upsert(service) => field_len(service),
+        }
+    }
+}
+
+/// `removals` then `upserts` in runs of at most `budget` bytes of fields
+/// each (a service bigger than the budget goes alone); none when there is
+/// no change. Removals go first, so a cluster at its services limit makes
+/// room before it adds.
+pub fn split_changes(
+    removals: impl Iterator<Item = wire::ServiceKey>,
+    upserts: impl Iterator<Item = wire::ServiceExport>,
+    budget: usize,
+) -> impl Iterator<Item = Changes> {
+    let items = removals
+        .map(Change::Removal)
+        .chain(upserts.map(Change::Upsert));
+    Split::new(items, budget, Change::size).map(|items| {
+        let mut run = Changes::default();
+        for item in items {
+            match item {
+                Change::Removal(key) => run.removals.push(key),
+                Change::Upsert(service) => run.upserts.push(service),
+            }
+        }
+        run
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +148,39 @@ mod tests {
         // Bigger than the budget: alone, neither dropped nor merged.
         assert_eq!(runs(&[2, 25, 2], 10), vec![vec![2], vec![25], vec![2]]);
         assert_eq!(runs(&[25], 10), vec![vec![25]]);
+    }
+
+    #[test]
+    fn changes_split_removals_first_and_none_when_nothing_changed() {
+        let key = |name: &str| wire::ServiceKey {
+            namespace: "shop".into(),
+            name: name.into(),
+        };
+        let upsert = |name: &str| wire::ServiceExport {
+            key: Some(key(name)),
+            ..Default::default()
+        };
+        let none = split_changes(std::iter::empty(), std::iter::empty(), 100);
+        assert_eq!(none.count(), 0);
+        let budget = field_len(&key("a")) * 2;
+        let runs: Vec<Changes> = split_changes(
+            ["a", "b", "c"].into_iter().map(key),
+            ["d"].into_iter().map(upsert),
+            budget,
+        )
+        .collect();
+        let names = |run: &Changes| {
+            let removed = run.removals.iter().map(|k| format!("-{}", k.name));
+            let upserted = run
+                .upserts
+                .iter()
+                .map(|s| format!("+{}", s.key.as_ref().unwrap().name));
+            removed.chain(upserted).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            runs.iter().map(names).collect::<Vec<_>>(),
+            [vec!["-a", "-b"], vec!["-c"], vec!["+d"]]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! is fine because each is a correct change on its own; removals go first,
 //! so a cluster at its services limit makes room before it adds.
 
-use meshdns_proto::parts::{Split, field_len, mark_more};
+use meshdns_proto::parts::{Split, field_len, mark_more, split_changes};
 use meshdns_proto::wire;
 
 /// Bytes kept for what wraps a part's items in an `ExportRequest`: the
@@ -37,22 +37,6 @@ pub fn snapshot_parts(
     )
 }
 
-/// One change of a Delta.
-#[derive(Debug)]
-enum Item {
-    Removal(wire::ServiceKey),
-    Upsert(wire::ServiceExport),
-}
-
-impl Item {
-    fn size(&self) -> usize {
-        match self {
-            Item::Removal(key) => field_len(key),
-            Item::Upsert(service) => field_len(service),
-        }
-    }
-}
-
 /// `upserts` and `removals` as Deltas of at most `max_bytes` each,
 /// removals first; none when there is no change.
 pub fn delta_parts(
@@ -60,19 +44,15 @@ pub fn delta_parts(
     removals: Vec<wire::ServiceKey>,
     max_bytes: usize,
 ) -> impl Iterator<Item = wire::Delta> {
-    let items = removals
-        .into_iter()
-        .map(Item::Removal)
-        .chain(upserts.into_iter().map(Item::Upsert));
-    Split::new(items, max_bytes.saturating_sub(ENVELOPE), Item::size).map(|items| {
-        let mut delta = wire::Delta::default();
-        for item in items {
-            match item {
-                Item::Removal(key) => delta.removals.push(key),
-                Item::Upsert(service) => delta.upserts.push(service),
-            }
-        }
-        delta
+    split_changes(
+        removals.into_iter(),
+        upserts.into_iter(),
+        max_bytes.saturating_sub(ENVELOPE),
+    )
+    .map(|run| wire::Delta {
+        upserts: run.upserts,
+        removals: run.removals,
+        ..Default::default()
     })
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use meshdns_proto::model::{ServiceExport, ServiceKey};
-use meshdns_proto::parts::{Split, field_len, mark_more};
+use meshdns_proto::parts::{Changes, field_len, mark_more, split_changes};
 use meshdns_proto::wire;
 
 use super::cluster_info;
@@ -109,21 +109,6 @@ impl ResetParts<'_> {
     }
 }
 
-/// One change of a ServicesChanged.
-enum Item {
-    Removal(wire::ServiceKey),
-    Upsert(wire::ServiceExport),
-}
-
-impl Item {
-    fn size(&self) -> usize {
-        match self {
-            Item::Removal(key) => field_len(key),
-            Item::Upsert(service) => field_len(service),
-        }
-    }
-}
-
 /// A change to `cluster`'s services in parts of at most `max_bytes`
 /// (removals first), every part but the last setting `more`.
 pub fn services_parts<'a>(
@@ -132,30 +117,24 @@ pub fn services_parts<'a>(
     removals: &'a [ServiceKey],
     max_bytes: usize,
 ) -> impl Iterator<Item = wire::ServicesChanged> + 'a {
-    let items = removals
-        .iter()
-        .map(|k| Item::Removal(k.into()))
-        .chain(upserts.iter().map(|s| Item::Upsert(s.as_ref().into())));
     let named = wire::ServicesChanged {
         cluster: cluster.to_owned(),
         ..Default::default()
     };
     let budget = max_bytes.saturating_sub(ENVELOPE + prost::Message::encoded_len(&named));
-    let mut runs = Split::new(items, budget, Item::size).peekable();
+    let mut runs = split_changes(
+        removals.iter().map(Into::into),
+        upserts.iter().map(|s| s.as_ref().into()),
+        budget,
+    )
+    .peekable();
     // Nothing changed is still one (empty) message, as before parts.
-    let empty = runs.peek().is_none().then(Vec::new);
-    let parts = runs.chain(empty).map(move |items| {
-        let mut part = wire::ServicesChanged {
-            cluster: cluster.to_owned(),
-            ..Default::default()
-        };
-        for item in items {
-            match item {
-                Item::Removal(key) => part.removals.push(key),
-                Item::Upsert(service) => part.upserts.push(service),
-            }
-        }
-        part
+    let empty = runs.peek().is_none().then(Changes::default);
+    let parts = runs.chain(empty).map(move |run| wire::ServicesChanged {
+        cluster: cluster.to_owned(),
+        upserts: run.upserts,
+        removals: run.removals,
+        more: false,
     });
     mark_more(parts, |part, more| part.more = more)
 }
