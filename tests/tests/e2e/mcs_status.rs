@@ -61,6 +61,16 @@ fn web(fake: &FakeKube, n: u8, port: u16, endpoints: usize) {
     fake.apply(Res::EndpointSlices, s);
 }
 
+/// Service `ns/name` labelled for export, at `cluster_ip`, with one ready
+/// pod at `pod`.
+fn export_one(fake: &FakeKube, ns: &str, name: &str, cluster_ip: &str, pod: &str) {
+    fake.apply(
+        Res::Services,
+        service(ns, name, &[EXPORT], &[], Some(cluster_ip)),
+    );
+    fake.apply(Res::EndpointSlices, one_ready_slice(ns, name, pod));
+}
+
 fn syncer(fake: &FakeKube, hub: &str, dir: &TempDir, name: &str, extra: &[&str]) -> Proc {
     let mut args = vec!["--max-backoff", "500ms", "--mcs-status"];
     args.extend_from_slice(extra);
@@ -136,14 +146,7 @@ async fn an_export_becomes_a_serviceimport_in_every_cluster_and_a_relist_writes_
         json!({"metadata": {"name": "db", "namespace": "shop"},
                "spec": {"type": "ClusterSetIP", "ports": [{"port": 5432, "protocol": "TCP"}]}}),
     );
-    east.apply(
-        Res::Services,
-        service("shop", "db", &[EXPORT], &[], Some("10.96.1.12")),
-    );
-    east.apply(
-        Res::EndpointSlices,
-        one_ready_slice("shop", "db", "10.1.0.60"),
-    );
+    export_one(&east, "shop", "db", "10.96.1.12", "10.1.0.60");
     let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &[]);
     let _b = syncer(&west, &hub.grpc_url(), &dir.1, "west-1", &[]);
     for fake in [&east, &west] {
@@ -199,14 +202,7 @@ async fn an_export_becomes_a_serviceimport_in_every_cluster_and_a_relist_writes_
     let before = (east.attempts().len(), west.attempts().len());
     east.expire_watches();
     west.expire_watches();
-    east.apply(
-        Res::Services,
-        service("shop", "cart", &[EXPORT], &[], Some("10.96.1.11")),
-    );
-    east.apply(
-        Res::EndpointSlices,
-        one_ready_slice("shop", "cart", "10.1.0.50"),
-    );
+    export_one(&east, "shop", "cart", "10.96.1.11", "10.1.0.50");
     for fake in [&east, &west] {
         eventually(WAIT, "the ServiceImport of cart.shop", || {
             let found = fake
@@ -571,14 +567,7 @@ async fn label_mode_emits_events_counted_in_series() {
     let grpc = hub.grpc;
     hub.stop().await;
     let hub = TestServer::start_at(grpc, &["--state-file", &state_file]).await;
-    east.apply(
-        Res::Services,
-        service("shop", "marker", &[EXPORT], &[], Some("10.96.1.30")),
-    );
-    east.apply(
-        Res::EndpointSlices,
-        one_ready_slice("shop", "marker", "10.1.0.30"),
-    );
+    export_one(&east, "shop", "marker", "10.96.1.30", "10.1.0.30");
     for fake in [&east, &west] {
         eventually(WAIT, "the marker's ServiceImport after the restart", || {
             let found = fake.get(Res::ServiceImports, "shop", "marker");
@@ -849,14 +838,7 @@ async fn a_rollout_of_many_services_writes_each_serviceimport_once() {
     for i in 0..N {
         endpoints(&east, i, 1);
     }
-    east.apply(
-        Res::Services,
-        service("shop", "marker", &[EXPORT], &[], Some("10.96.2.1")),
-    );
-    east.apply(
-        Res::EndpointSlices,
-        one_ready_slice("shop", "marker", "10.1.2.1"),
-    );
+    export_one(&east, "shop", "marker", "10.96.2.1", "10.1.2.1");
     eventually(WAIT, "the marker's ServiceImport in west", || {
         let found = west.get(Res::ServiceImports, "shop", "marker");
         async move { found }
@@ -942,14 +924,7 @@ async fn a_missing_namespace_gets_a_serviceimport_only_when_asked_and_a_missing_
     );
     let (east, west, north) = (cluster(1).await, cluster(2).await, cluster(3).await);
     east.apply(Res::Namespaces, namespace("pay", &[]));
-    east.apply(
-        Res::Services,
-        service("pay", "api", &[EXPORT], &[], Some("10.96.1.20")),
-    );
-    east.apply(
-        Res::EndpointSlices,
-        one_ready_slice("pay", "api", "10.1.0.20"),
-    );
+    export_one(&east, "pay", "api", "10.96.1.20", "10.1.0.20");
     // A ServiceExport naming no Service.
     east.apply(Res::ServiceExports, service_export("shop", "ghost"));
     web(&east, 1, 8080, 1);
@@ -1175,14 +1150,7 @@ async fn a_write_the_api_server_keeps_refusing_backs_off() {
     let dir = (TempDir::new("mcs-east"), TempDir::new("mcs-west"));
     let (east, west) = (cluster(1).await, cluster(2).await);
     east.apply(Res::Namespaces, namespace("pay", &[]));
-    east.apply(
-        Res::Services,
-        service("pay", "api", &[EXPORT], &[], Some("10.96.1.20")),
-    );
-    east.apply(
-        Res::EndpointSlices,
-        one_ready_slice("pay", "api", "10.1.0.20"),
-    );
+    export_one(&east, "pay", "api", "10.96.1.20", "10.1.0.20");
     // West's RBAC lacks namespaces create: every try is a 403.
     west.forbid(Res::Namespaces, "create", true);
     let _a = syncer(&east, &hub.grpc_url(), &dir.0, "east-1", &[]);
