@@ -37,6 +37,13 @@ pub struct ServeArgs {
     /// UDP worker threads per --dns-listen address, each with its own socket (SO_REUSEPORT); 0 means one per CPU.
     #[arg(long = "workers", env = "MESHDNS_WORKERS", default_value_t = 0)]
     pub workers: usize,
+    /// Receive buffer of each UDP socket, in bytes: queries wait there while the workers are busy (a burst, a reconnect storm), and what does not fit is dropped unanswered. Asked with SO_RCVBUFFORCE when the process may (CAP_NET_ADMIN), else SO_RCVBUF, which the net.core.rmem_max sysctl caps (a warning says so at start). 0 keeps the kernel's default.
+    #[arg(
+        long = "udp-receive-buffer",
+        env = "MESHDNS_UDP_RECEIVE_BUFFER",
+        default_value_t = crate::udp::receive_buffer::DEFAULT
+    )]
+    pub udp_receive_buffer: usize,
     /// Address for the gRPC registry (syncers' Export streams, Watch, status).
     #[arg(
         long = "grpc-listen",
@@ -334,6 +341,14 @@ impl ServeArgs {
         }
     }
 
+    /// How the UDP sockets are made: `--workers`, `--udp-receive-buffer`.
+    pub fn udp_sockets(&self) -> crate::udp::UdpSockets {
+        crate::udp::UdpSockets {
+            workers: self.udp_workers(),
+            receive_buffer: self.udp_receive_buffer,
+        }
+    }
+
     /// The settings `flags` give, every other flag at its default.
     pub fn from_flags(flags: &[&str]) -> Result<Self, clap::Error> {
         use clap::Parser;
@@ -348,6 +363,16 @@ impl ServeArgs {
 
     /// Checks the flags together; the error names the flag at fault.
     pub fn config(&self) -> Result<ServeConfig, Error> {
+        if self.udp_receive_buffer > crate::udp::receive_buffer::MAX {
+            return Err(Error::Config {
+                flag: "--udp-receive-buffer",
+                problem: format!(
+                    "{} bytes is over the maximum of {} (256 MiB)",
+                    self.udp_receive_buffer,
+                    crate::udp::receive_buffer::MAX
+                ),
+            });
+        }
         if self.workers > MAX_WORKERS {
             return Err(Error::Config {
                 flag: "--workers",

@@ -102,8 +102,18 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> Result<(), Erro
     if !policy.exists() {
         std::fs::write(&policy, POLICY).map_err(io("--dir"))?;
     }
-    let listeners =
-        Listeners::bind(&[args.dns_listen], args.grpc_listen, args.admin_listen, 2).await?;
+    // Two workers; a loopback demo needs no bigger receive buffer.
+    let sockets = crate::udp::UdpSockets {
+        workers: 2,
+        receive_buffer: 0,
+    };
+    let listeners = Listeners::bind(
+        &[args.dns_listen],
+        args.grpc_listen,
+        args.admin_listen,
+        sockets,
+    )
+    .await?;
     let dns = listeners.dns_udp[0]
         .local_addr()
         .map_err(io("--dns-listen"))?;

@@ -105,13 +105,13 @@ async fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, E
 }
 
 impl Listeners {
-    /// Binds DNS (UDP, `udp_workers` sockets, and TCP on each address),
+    /// Binds DNS (UDP, `sockets.workers` sockets, and TCP on each address),
     /// gRPC and admin.
     pub async fn bind(
         dns: &[SocketAddr],
         grpc: SocketAddr,
         admin: SocketAddr,
-        udp_workers: usize,
+        sockets: udp::UdpSockets,
     ) -> Result<Self, Error> {
         let mut dns_udp = Vec::new();
         let mut dns_tcp = Vec::new();
@@ -121,12 +121,20 @@ impl Listeners {
             // tries again with another.
             let attempts = if addr.port() == 0 { 20 } else { 1 };
             for attempt in 1..=attempts {
-                let udp =
-                    udp::UdpListener::bind(*addr, udp_workers).map_err(|source| Error::Bind {
-                        addr: *addr,
-                        what: "--dns-listen, udp",
-                        source,
-                    })?;
+                let udp = udp::UdpListener::bind(*addr, sockets).map_err(|source| Error::Bind {
+                    addr: *addr,
+                    what: "--dns-listen, udp",
+                    source,
+                })?;
+                let asked = sockets.receive_buffer.min(udp::receive_buffer::MAX);
+                if udp.receive_buffer < asked {
+                    tracing::warn!(
+                        %addr,
+                        asked,
+                        granted = udp.receive_buffer,
+                        "--udp-receive-buffer: the kernel capped it (net.core.rmem_max); raise that sysctl or grant CAP_NET_ADMIN, or queries are dropped in bursts"
+                    );
+                }
                 let tcp_addr = udp.local_addr().map_err(|source| Error::Bind {
                     addr: *addr,
                     what: "--dns-listen",

@@ -83,7 +83,7 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
                 &args.dns_listen,
                 args.grpc_listen,
                 args.admin_listen,
-                args.udp_workers(),
+                args.udp_sockets(),
             )
             .await?;
             meshdns::serve(config, listeners, shutdown).await?;

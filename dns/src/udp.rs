@@ -37,6 +37,8 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::rrl::{self, RateLimiter, Verdict};
 
+pub mod receive_buffer;
+
 /// Datagrams taken per system call.
 const BATCH: usize = 32;
 /// Largest query read: any UDP datagram (a query over 4,096 bytes, say
@@ -45,17 +47,29 @@ const MAX_QUERY: usize = 65_535;
 /// How often an idle worker looks at the shutdown token.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How the UDP sockets of each `--dns-listen` address are made.
+#[derive(Debug, Clone, Copy)]
+pub struct UdpSockets {
+    /// Sockets (and worker threads) per address.
+    pub workers: usize,
+    /// Receive buffer asked for each socket, bytes (0: the kernel's default).
+    pub receive_buffer: usize,
+}
+
 /// The UDP sockets of one `--dns-listen` address: one per worker.
 #[derive(Debug)]
 pub struct UdpListener {
     pub sockets: Vec<UdpSocket>,
+    /// The receive buffer each socket was granted, bytes.
+    pub receive_buffer: usize,
 }
 
 impl UdpListener {
     /// Binds `workers` sockets to `addr` (with port 0, all to the port the
     /// first was given). More than one share the address by SO_REUSEPORT.
-    pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Self> {
-        let workers = workers.max(1);
+    pub fn bind(addr: SocketAddr, how: UdpSockets) -> std::io::Result<Self> {
+        let workers = how.workers.max(1);
+        let mut receive_buffer = 0;
         let mut sockets = Vec::with_capacity(workers);
         let mut at = addr;
         for _ in 0..workers {
@@ -65,11 +79,15 @@ impl UdpListener {
             }
             socket.bind(&at.into())?;
             socket.set_read_timeout(Some(POLL))?;
+            receive_buffer = receive_buffer::set(&socket, how.receive_buffer)?;
             let socket: UdpSocket = socket.into();
             at = socket.local_addr()?;
             sockets.push(socket);
         }
-        Ok(UdpListener { sockets })
+        Ok(UdpListener {
+            sockets,
+            receive_buffer,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -88,7 +88,7 @@ impl TestServer {
                 &args.dns_listen,
                 args.grpc_listen,
                 args.admin_listen,
-                args.udp_workers(),
+                args.udp_sockets(),
             )
             .await
             {

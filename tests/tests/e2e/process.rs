@@ -99,6 +99,7 @@ const FLAG_ERRORS: &[(&str, &[&str], &[&str])] = &[
     ("meshdns", &["serve", "--insecure", "--domain", "a..b"], &["--domain"]),
     ("meshdns", &["serve", "--insecure", "--dns-listen", "nowhere"], &["--dns-listen"]),
     ("meshdns", &["serve", "--insecure", "--workers", "100000"], &["--workers", "maximum"]),
+    ("meshdns", &["serve", "--insecure", "--udp-receive-buffer", "300000000"], &["--udp-receive-buffer", "maximum"]),
     ("meshdns-syncer", &["--registry", "127.0.0.1:1", "--source", "file:/dev/null"], &["--registry", "--insecure"]),
     ("meshdns-syncer", &["--insecure", "--registry", "127.0.0.1:1", "--source", "ftp:x"], &["--source"]),
     ("meshdns-syncer", &["--insecure", "--registry", "127.0.0.1:1", "--heartbeat", "5"], &["--heartbeat"]),
