@@ -24,6 +24,7 @@
 #      during / idle-after; the target is >= 0.5. dnsperf's lost queries
 #      (no answer within 2 s) are counted over the whole run; the target
 #      is 0.
+# STORM_PERF=PATH records the hub through the storm with perf (PATH-<label>).
 # STORM_DEBUG=1 also prints the phase boundaries and dnsperf's last intervals.
 # The publishers and dnsperf share core 1, so during the storm the client
 # has less CPU than when idle: the ratio is a lower bound for the hub.
@@ -78,7 +79,13 @@ one_run() { # label bin
   sleep 3
   local storm_at
   storm_at=$(date +%s.%N)
+  local perf_rec=
+  if [ -n "${STORM_PERF:-}" ]; then
+    perf record -F 499 --call-graph dwarf,16384 -o "$STORM_PERF-$label" -p "$MESHDNS_PID" >/dev/null 2>&1 &
+    perf_rec=$!
+  fi
   LABEL=$label push_fleet "${big[@]}"
+  [ -n "$perf_rec" ] && { kill -INT "$perf_rec"; wait "$perf_rec" || true; }
   local ready_ms
   ready_ms=$(awk '/^ready/ { print $2 }' "$DIR/$label-push.out")
   # Idle after the storm, then dnsperf is interrupted (it prints its totals).

@@ -140,7 +140,20 @@ pub fn load(registry: &Registry, path: &Path, keep_policy: bool) -> Restored {
     }
 }
 
-/// Saves every `interval` when the state changed, and once more at shutdown.
+/// A save may take at most one part in `SAVE_DUTY` of the time.
+const SAVE_DUTY: u32 = 10;
+
+/// How long after the start of a save that took `took` the next may
+/// start: a save of a big registry (a few hundred milliseconds at a
+/// million endpoints) is not repeated every interval while the fleet
+/// changes, as in a reconnect storm, where it would take CPU from
+/// answering. A small registry saves every interval as before.
+fn pause_after(took: Duration) -> Duration {
+    took.saturating_mul(SAVE_DUTY)
+}
+
+/// Saves every `interval` when the state changed, but no sooner than
+/// [`pause_after`] the last save's start, and once more at shutdown.
 pub async fn run(
     registry: Arc<Registry>,
     writer: crate::registry::Writer,
@@ -151,12 +164,15 @@ pub async fn run(
     let mut saved = registry.snapshot().serial;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut not_before = tokio::time::Instant::now();
     loop {
         let stopping = tokio::select! {
             _ = shutdown.cancelled() => true,
             _ = ticker.tick() => false,
         };
-        if registry.snapshot().serial != saved || stopping {
+        let due = tokio::time::Instant::now() >= not_before;
+        if (registry.snapshot().serial != saved && due) || stopping {
+            let started = tokio::time::Instant::now();
             // The state is taken by the writer (Arc clones, between two
             // publishes) with the serial it matches; encoding and writing
             // happen off the runtime.
@@ -174,6 +190,7 @@ pub async fn run(
                 Ok(Err(e)) => warn!(error = %e, "cannot save the state file"),
                 Err(e) => warn!(error = %e, "state file writer failed"),
             }
+            not_before = started + pause_after(started.elapsed());
         }
         if stopping {
             return;
@@ -184,6 +201,17 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slow_save_spaces_the_next_and_a_quick_one_does_not() {
+        // A million endpoints take a few hundred milliseconds to save.
+        assert_eq!(
+            pause_after(Duration::from_millis(400)),
+            Duration::from_secs(4)
+        );
+        // A small registry saves at every 2 s tick, as before.
+        assert!(pause_after(Duration::from_millis(5)) < Duration::from_secs(2));
+    }
 
     #[test]
     fn corrupt_files_are_refused_with_a_reason() {
