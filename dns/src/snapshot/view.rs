@@ -334,6 +334,7 @@ impl ServiceView {
                     let sealed = ChunkMeta::seal(
                         std::mem::replace(&mut metas, Vec::with_capacity(CHUNK)),
                         std::mem::take(&mut groups),
+                        previous.and_then(|p| p.chunks.get(chunks.len())).map(|c| &**c),
                     );
                     chunks.push(Arc::new(sealed));
                 }
@@ -398,10 +399,10 @@ impl ServiceView {
         let providers = keyed(|v| &v.providers, ChunkMeta::provider_runs);
         let single = |pick: fn(&ServiceView) -> &Chain, run| {
             let before = previous.map_or(&super::chain::EMPTY, pick);
-            chains::single(before, &chunks, &changed, run)
+            chains::single(before, old, &chunks, &changed, run)
         };
-        let all = single(|v| &v.all, |c| c.all);
-        let reserve = single(|v| &v.reserve, |c| c.reserve);
+        let all = single(|v| &v.all, |c| &c.all);
+        let reserve = single(|v| &v.reserve, |c| &c.reserve);
         let weighted = chunks
             .iter()
             .fold(Uniformity::Empty, |u, c| u.join(c.uniform))

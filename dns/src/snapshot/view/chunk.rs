@@ -48,17 +48,15 @@ pub(super) struct ChunkMeta {
     pub(super) metas: Vec<PartMeta>,
     /// The parts' zone runs, part after part.
     pub(super) groups: Vec<(Option<ZoneId>, Segment)>,
-    /// The chunk's runs of the chains: every healthy target's, and each
-    /// zone's and region's (ranges of `runs`).
-    pub(super) runs: Runs,
-    pub(super) all: Span,
+    /// The chunk's run of every healthy target of positive weight.
+    pub(super) all: Runs,
     /// Its runs by key, each kind keys ascending: regions, then
     /// providers from `keys_at[0]`, then zones from `keys_at[1]` (one
-    /// allocation, not three).
-    keys: Box<[(u32, Span)]>,
+    /// list, not three).
+    keys: Box<[(u32, Runs)]>,
     keys_at: [usize; 2],
     /// The weight-0 targets' run: the service's last resort.
-    pub(super) reserve: Span,
+    pub(super) reserve: Runs,
     /// Whether every positive-weight target of the chunk weighs the same.
     pub(super) uniform: Uniformity,
     /// The first affinity other than `Nearest`, and the shortest TTL, of
@@ -71,15 +69,24 @@ pub(super) struct ChunkMeta {
 }
 
 impl ChunkMeta {
-    pub(super) fn seal(metas: Vec<PartMeta>, groups: Vec<(Option<ZoneId>, Segment)>) -> Self {
+    /// The chunk of `metas` (and their zone runs, `groups`). `previous`
+    /// is the previous view's chunk at the same position, if any: each
+    /// run whose segments are the same as its run there is its
+    /// allocation, shared (and the chains linking it stand).
+    pub(super) fn seal(
+        metas: Vec<PartMeta>,
+        groups: Vec<(Option<ZoneId>, Segment)>,
+        previous: Option<&ChunkMeta>,
+    ) -> Self {
         let live = metas.iter().filter(|m| !m.whole.is_empty());
         let mut runs = RunsBuilder::default();
-        let all = runs.push(live.clone().map(|m| m.whole));
-        let reserve = runs.push(
+        let all = runs.run(live.clone().map(|m| m.whole), previous.map(|p| &p.all));
+        let reserve = runs.run(
             metas
                 .iter()
                 .filter(|m| !m.reserve.targets.is_empty())
                 .map(|m| m.reserve),
+            previous.map(|p| &p.reserve),
         );
         let mut keys = Vec::new();
         runs_by_key(
@@ -87,12 +94,14 @@ impl ChunkMeta {
             &mut keys,
             live.clone()
                 .filter_map(|m| m.region.map(|r: RegionId| (r, m.whole))),
+            previous.map_or(&[], ChunkMeta::region_runs),
         );
         let providers_at = keys.len();
         runs_by_key(
             &mut runs,
             &mut keys,
             live.filter_map(|m| m.provider.map(|p: ProviderId| (p, m.whole))),
+            previous.map_or(&[], ChunkMeta::provider_runs),
         );
         let zones_at = keys.len();
         runs_by_key(
@@ -101,8 +110,8 @@ impl ChunkMeta {
             groups
                 .iter()
                 .filter_map(|(z, g)| z.map(|z: ZoneId| (z, *g))),
+            previous.map_or(&[], ChunkMeta::zone_runs),
         );
-        let runs = runs.finish();
         ChunkMeta {
             affinity: metas
                 .iter()
@@ -120,7 +129,6 @@ impl ChunkMeta {
             }),
             metas,
             groups,
-            runs,
             all,
             keys: keys.into(),
             keys_at: [providers_at, zones_at],
@@ -131,17 +139,17 @@ impl ChunkMeta {
 
 impl ChunkMeta {
     /// The chunk's zone runs, zones ascending.
-    pub(super) fn zone_runs(&self) -> &[(ZoneId, Span)] {
+    pub(super) fn zone_runs(&self) -> &[(ZoneId, Runs)] {
         &self.keys[self.keys_at[1]..]
     }
 
     /// Its region runs, regions ascending.
-    pub(super) fn region_runs(&self) -> &[(RegionId, Span)] {
+    pub(super) fn region_runs(&self) -> &[(RegionId, Runs)] {
         &self.keys[..self.keys_at[0]]
     }
 
     /// Its provider runs, providers ascending.
-    pub(super) fn provider_runs(&self) -> &[(ProviderId, Span)] {
+    pub(super) fn provider_runs(&self) -> &[(ProviderId, Runs)] {
         &self.keys[self.keys_at[0]..self.keys_at[1]]
     }
 }
@@ -201,19 +209,25 @@ pub(super) fn keep(
 }
 
 /// A run of `items`' segments per key, keys ascending, each run in the
-/// items' order, appended to `runs`; the keys with their runs appended
-/// to `keys`. Once per sealed chunk (a view's chains link these runs,
-/// they never regroup them): one stable sort of the chunk's segments.
+/// items' order, appended to `keys` with its key; `previous` is the
+/// previous chunk's runs of the same kind, whose allocation a run that
+/// did not change keeps. Once per sealed chunk (a view's chains link
+/// these runs, they never regroup them): one stable sort of the chunk's
+/// segments.
 fn runs_by_key(
     runs: &mut RunsBuilder,
-    keys: &mut Vec<(u32, Span)>,
+    keys: &mut Vec<(u32, Runs)>,
     items: impl Iterator<Item = (u32, Segment)>,
+    previous: &[(u32, Runs)],
 ) {
     let mut items: Vec<(u32, Segment)> = items.collect();
     items.sort_by_key(|(key, _)| *key);
-    keys.extend(
-        items
-            .chunk_by(|a, b| a.0 == b.0)
-            .map(|group| (group[0].0, runs.push(group.iter().map(|(_, s)| *s)))),
-    );
+    keys.extend(items.chunk_by(|a, b| a.0 == b.0).map(|group| {
+        let key = group[0].0;
+        let reuse = previous
+            .binary_search_by_key(&key, |(k, _)| *k)
+            .ok()
+            .map(|i| &previous[i].1);
+        (key, runs.run(group.iter().map(|(_, s)| *s), reuse))
+    }));
 }
