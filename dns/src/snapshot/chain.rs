@@ -5,10 +5,11 @@
 //! service's "every healthy target", "targets in zone Z", "targets in
 //! region R" — is a list of chunk runs ([`Link`]s) with running totals
 //! over them, so a rotated answer starts with two binary searches. When
-//! one cluster changes, its chunk's runs are rebuilt and only the chains
-//! that chunk holds (or held) are relinked ([`Chain::relink`]: the other
-//! chunks' links are copied, not looked up); every other chain is shared
-//! with the previous view.
+//! one cluster changes, its chunk's runs are rebuilt (each run one
+//! allocation; a run whose segments are unchanged keeps the previous
+//! chunk's) and only the chains whose run changed are relinked
+//! ([`Chain::relink`]: the other chunks' links are copied, not looked up);
+//! every other chain is shared with the previous view.
 
 // The answer path: every narrowing cast is written out.
 #![warn(clippy::cast_possible_truncation)]
