@@ -199,13 +199,36 @@ impl RunsBuilder {
     /// The run of `segments`, each with the run's running ends: `reuse`
     /// (the previous chunk's run of the same list) when it holds exactly
     /// these, else a new allocation.
-    pub fn run(&mut self, segments: impl IntoIterator<Item = Segment>, reuse: Option<&Runs>) -> Runs {
+    pub fn run(
+        &mut self,
+        segments: impl IntoIterator<Item = Segment>,
+        reuse: Option<&Runs>,
+    ) -> Runs {
+        self.fill(segments);
+        self.finish(reuse)
+    }
+
+    /// [`run`](Self::run), or `None` when `segments` is empty (no
+    /// allocation).
+    pub fn nonempty_run(
+        &mut self,
+        segments: impl IntoIterator<Item = Segment>,
+        reuse: Option<&Runs>,
+    ) -> Option<Runs> {
+        self.fill(segments);
+        (!self.0.is_empty()).then(|| self.finish(reuse))
+    }
+
+    fn fill(&mut self, segments: impl IntoIterator<Item = Segment>) {
         self.0.clear();
         let mut total = Ends::default();
         for s in segments {
             total.add(Ends::of(&s));
             self.0.push((s, total));
         }
+    }
+
+    fn finish(&self, reuse: Option<&Runs>) -> Runs {
         match reuse {
             Some(old) if **old == self.0[..] => old.clone(),
             _ => Arc::from(&self.0[..]),

@@ -31,7 +31,7 @@ mod counts;
 mod targets;
 mod weights;
 
-use chunk::{ChunkMeta, PartMeta, Uniformity, keep};
+use chunk::{Before, ChunkMeta, PartMeta, Uniformity, keep};
 pub(crate) use cluster::PartPolicy;
 pub use cluster::{ClusterView, EndpointView};
 use cluster::{Health, has_ready};
@@ -130,7 +130,9 @@ pub struct ServiceView {
 enum Slot<'a> {
     /// Unchanged: index in the previous view.
     Kept(usize),
-    New(ExportInput<'a>),
+    /// A new export: in place of the previous view's part at this index,
+    /// or (`None`) of no part.
+    New(ExportInput<'a>, Option<usize>),
 }
 
 impl ServiceView {
@@ -258,6 +260,11 @@ impl ServiceView {
         let mut chunks: Vec<Arc<ChunkMeta>> = Vec::with_capacity(total.div_ceil(CHUNK));
         let mut metas = Vec::with_capacity(CHUNK.min(total));
         let mut groups = Vec::new();
+        // Whether every part of the chunk being built is at its old index
+        // (kept as it was, or rebuilt in place), and which were rebuilt: a
+        // bit per position in the chunk (then its runs are patched).
+        let mut aligned = true;
+        let mut fresh = 0u64;
         // `n` counts the new view's parts, `i` walks the previous view's;
         // changes are consumed in position order. A chunk with no change
         // in it, at the same place as before, is shared without visiting
@@ -290,7 +297,7 @@ impl ServiceView {
             while let Some((_, replaces, change)) = next.next_if(|(at, _, _)| *at == i) {
                 replaced |= *replaces;
                 if let PartChange::Set(input) = change {
-                    slots.push(Slot::New(*input));
+                    slots.push(Slot::New(*input, replaces.then_some(i)));
                 }
             }
             if i < old.len() && !replaced {
@@ -299,6 +306,14 @@ impl ServiceView {
             i += 1;
             for slot in slots {
                 let index = n as u32;
+                let (was, rebuilt) = match slot {
+                    Slot::Kept(i) => (Some(i), !as_was(i)),
+                    Slot::New(_, was) => (was, true),
+                };
+                aligned &= was == Some(n);
+                if rebuilt {
+                    fresh |= 1 << (n % CHUNK);
+                }
                 let part_meta = match slot {
                     Slot::Kept(i) if as_was(i) => {
                         let Some(prev) = previous else {
@@ -315,7 +330,7 @@ impl ServiceView {
                         clusters.push(Arc::new(part));
                         m
                     }
-                    Slot::New(input) => {
+                    Slot::New(input, _) => {
                         let part = build_part(
                             &key,
                             input.place,
@@ -331,11 +346,21 @@ impl ServiceView {
                 metas.push(part_meta);
                 n += 1;
                 if n % CHUNK == 0 || n == total {
+                    let first = chunks.len() * CHUNK;
+                    let before = match previous.and_then(|p| p.chunks.get(chunks.len())) {
+                        Some(c) if aligned && c.metas.len() == metas.len() => {
+                            Before::Patch(c, fresh)
+                        }
+                        Some(c) => Before::Chunk(c),
+                        None => Before::Nothing,
+                    };
                     let sealed = ChunkMeta::seal(
                         std::mem::replace(&mut metas, Vec::with_capacity(CHUNK)),
                         std::mem::take(&mut groups),
-                        previous.and_then(|p| p.chunks.get(chunks.len())).map(|c| &**c),
+                        first as u32,
+                        before,
                     );
+                    (aligned, fresh) = (true, 0);
                     chunks.push(Arc::new(sealed));
                 }
             }
