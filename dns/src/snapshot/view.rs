@@ -6,10 +6,11 @@
 //! successive views. Parts come in chunks of 64; beside each chunk the view
 //! keeps the parts' metadata and the chunk's runs of the service-wide
 //! lists (all, by zone, by region), shared while the chunk stands. When
-//! one cluster's export changes, its part and its chunk are rebuilt, and
-//! of the service-wide [`Chain`]s (lists of the chunks' runs) only those
-//! the changed chunk holds or held are relinked, O(chunks) each; the rest
-//! are shared with the previous view. No endpoint is copied and no other
+//! one cluster's export changes, its part and its chunk are rebuilt (only
+//! the chunk's runs the part is or was in: the others keep their
+//! allocation), and of the service-wide [`Chain`]s (lists of the chunks'
+//! runs) only those whose run changed are relinked, O(chunks) each; the
+//! rest are shared with the previous view. No endpoint is copied and no other
 //! part visited.
 
 use std::net::IpAddr;
@@ -190,7 +191,7 @@ impl ServiceView {
     /// shared with `previous`, whole chunks of them with what the view
     /// keeps of them; service-wide health comes from the view's counts,
     /// adjusted by the changes. The cost is the changed chunks, and
-    /// O(chunks) for each chain a changed chunk holds or held; untouched
+    /// O(chunks) for each chain whose run in a changed chunk changed; untouched
     /// chunks and chains are shared without visiting them (unless a
     /// cluster comes or goes: the parts after it move, and their chunks
     /// are rebuilt).
