@@ -5,10 +5,11 @@
 //! service's "every healthy target", "targets in zone Z", "targets in
 //! region R" — is a list of chunk runs ([`Link`]s) with running totals
 //! over them, so a rotated answer starts with two binary searches. When
-//! one cluster changes, its chunk's runs are rebuilt and only the chains
-//! that chunk holds (or held) are relinked ([`Chain::relink`]: the other
-//! chunks' links are copied, not looked up); every other chain is shared
-//! with the previous view.
+//! one cluster changes, its chunk's runs are rebuilt (each run one
+//! allocation; a run whose segments are unchanged keeps the previous
+//! chunk's) and only the chains whose run changed are relinked
+//! ([`Chain::relink`]: the other chunks' links are copied, not looked up);
+//! every other chain is shared with the previous view.
 
 // The answer path: every narrowing cast is written out.
 #![warn(clippy::cast_possible_truncation)]
@@ -153,12 +154,12 @@ impl Ends {
     }
 }
 
-/// One chunk of cluster parts' runs of a service's chains (every healthy
-/// target's, each zone's, each region's), flat in one shared allocation:
-/// a run is a range of it, each segment with the run's running end of
-/// each kind. A chain holds (these, range) per run, so building or
-/// dropping a chain touches one reference count per chunk, and a lookup
-/// reads one allocation per run.
+/// One run of a chunk of cluster parts' (its run of every healthy
+/// target, or of one zone's, region's or provider's), each segment with
+/// the run's running end of each kind, in one shared allocation. A chain
+/// links (this, its range) per chunk, so a lookup reads one allocation
+/// per run; a chunk rebuilt with a run unchanged keeps the run's
+/// allocation, and the chains linking it stand.
 pub type Runs = Arc<[(Segment, Ends)]>;
 
 /// One run of a chain: a chunk's runs, the run's range there, which
@@ -188,32 +189,60 @@ impl Deref for Links {
     }
 }
 
-/// Collects a chunk's runs.
+/// Builds a chunk's runs, one allocation each, reusing the previous
+/// chunk's allocation of a run whose segments did not change (so a chain
+/// that links it stands, shared, and nothing is copied).
 #[derive(Debug, Default)]
 pub struct RunsBuilder(Vec<(Segment, Ends)>);
 
 impl RunsBuilder {
-    /// Adds a run of `segments`; its range.
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "a chunk holds the segments of at most 64 parts, a few per part"
-    )]
-    pub fn push(&mut self, segments: impl IntoIterator<Item = Segment>) -> Span {
-        let start = self.0.len() as u32;
+    /// The run of `segments`, each with the run's running ends: `reuse`
+    /// (the previous chunk's run of the same list) when it holds exactly
+    /// these, else a new allocation.
+    pub fn run(
+        &mut self,
+        segments: impl IntoIterator<Item = Segment>,
+        reuse: Option<&Runs>,
+    ) -> Runs {
+        self.fill(segments);
+        self.finish(reuse)
+    }
+
+    /// [`run`](Self::run), or `None` when `segments` is empty (no
+    /// allocation).
+    pub fn nonempty_run(
+        &mut self,
+        segments: impl IntoIterator<Item = Segment>,
+        reuse: Option<&Runs>,
+    ) -> Option<Runs> {
+        self.fill(segments);
+        (!self.0.is_empty()).then(|| self.finish(reuse))
+    }
+
+    fn fill(&mut self, segments: impl IntoIterator<Item = Segment>) {
+        self.0.clear();
         let mut total = Ends::default();
         for s in segments {
             total.add(Ends::of(&s));
             self.0.push((s, total));
         }
-        Span {
-            start,
-            end: self.0.len() as u32,
-        }
     }
 
-    pub fn finish(self) -> Runs {
-        self.0.into()
+    fn finish(&self, reuse: Option<&Runs>) -> Runs {
+        match reuse {
+            Some(old) if **old == self.0[..] => old.clone(),
+            _ => Arc::from(&self.0[..]),
+        }
     }
+}
+
+/// A position in a run: a run holds the segments of at most 64 parts.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a run holds the segments of at most 64 parts, a few per part"
+)]
+fn position(n: usize) -> u32 {
+    n as u32
 }
 
 pub(super) fn slot(kind: Kind) -> usize {
@@ -275,21 +304,21 @@ impl Chain {
 
     /// This chain with the runs of the chunks in `changes` replaced:
     /// `changes` gives, in ascending chunk order, each changed chunk's
-    /// position and its run of this chain now (`None`, or an empty range:
+    /// position and its run of this chain now (`None`, or an empty run:
     /// it holds none). The links of every other chunk are kept, their
     /// running ends recomputed from the chain's own entries after the
     /// first change. O(links + changes), one allocation of the exact
     /// size; no run of an unchanged chunk is read.
     pub fn relink<'r, I>(&self, changes: I) -> Chain
     where
-        I: IntoIterator<Item = (u32, Option<(&'r Runs, Span)>)>,
+        I: IntoIterator<Item = (u32, Option<&'r Runs>)>,
         I::IntoIter: Clone,
     {
         let old: &[(Link, Ends)] = &self.runs;
         let changes = changes.into_iter();
         let len = changes.clone().fold(old.len(), |n, (chunk, run)| {
             let had = old.binary_search_by_key(&chunk, |(l, _)| l.chunk).is_ok();
-            let has = run.is_some_and(|(_, span)| !span.is_empty());
+            let has = run.is_some_and(|runs| !runs.is_empty());
             n - usize::from(had) + usize::from(has)
         });
         if len == 0 {
@@ -393,7 +422,7 @@ struct Relink<'a, I: Iterator> {
 
 impl<'r, I> Iterator for Relink<'_, I>
 where
-    I: Iterator<Item = (u32, Option<(&'r Runs, Span)>)>,
+    I: Iterator<Item = (u32, Option<&'r Runs>)>,
 {
     type Item = (Link, Ends);
 
@@ -426,14 +455,14 @@ where
                 self.before = *ends;
                 self.i += 1;
             }
-            if let Some((runs, span)) = run
-                && !span.is_empty()
+            if let Some(runs) = run
+                && let Some((_, own)) = runs.last()
             {
-                let own = runs[span.end as usize - 1].1;
+                let own = *own;
                 self.total.add(own);
                 let link = Link {
                     runs: runs.clone(),
-                    span,
+                    span: Span::new(0, position(runs.len())),
                     chunk,
                     heaviest: own.heaviest,
                 };
@@ -737,7 +766,7 @@ mod tests {
                 Arc::from(vec![(s, Ends::of(&s))])
             })
             .collect();
-        let chain = EMPTY.relink((0..3).map(|k| (k, Some((&sets[k as usize], one)))));
+        let chain = EMPTY.relink((0..3).map(|k| (k, Some(&sets[k as usize]))));
         assert_eq!(chain.weight(Kind::V4), 3 * u128::from(heavy));
         let (run, before) = find_weight(&chain.runs, Kind::V4, 2 * u128::from(heavy) + 5);
         assert_eq!(run, 2);

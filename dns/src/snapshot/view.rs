@@ -6,10 +6,11 @@
 //! successive views. Parts come in chunks of 64; beside each chunk the view
 //! keeps the parts' metadata and the chunk's runs of the service-wide
 //! lists (all, by zone, by region), shared while the chunk stands. When
-//! one cluster's export changes, its part and its chunk are rebuilt, and
-//! of the service-wide [`Chain`]s (lists of the chunks' runs) only those
-//! the changed chunk holds or held are relinked, O(chunks) each; the rest
-//! are shared with the previous view. No endpoint is copied and no other
+//! one cluster's export changes, its part and its chunk are rebuilt (only
+//! the chunk's runs the part is or was in: the others keep their
+//! allocation), and of the service-wide [`Chain`]s (lists of the chunks'
+//! runs) only those whose run changed are relinked, O(chunks) each; the
+//! rest are shared with the previous view. No endpoint is copied and no other
 //! part visited.
 
 use std::net::IpAddr;
@@ -31,7 +32,7 @@ mod counts;
 mod targets;
 mod weights;
 
-use chunk::{ChunkMeta, PartMeta, Uniformity, keep};
+use chunk::{Before, ChunkMeta, PartMeta, Uniformity, keep};
 pub(crate) use cluster::PartPolicy;
 pub use cluster::{ClusterView, EndpointView};
 use cluster::{Health, has_ready};
@@ -130,7 +131,9 @@ pub struct ServiceView {
 enum Slot<'a> {
     /// Unchanged: index in the previous view.
     Kept(usize),
-    New(ExportInput<'a>),
+    /// A new export: in place of the previous view's part at this index,
+    /// or (`None`) of no part.
+    New(ExportInput<'a>, Option<usize>),
 }
 
 impl ServiceView {
@@ -188,7 +191,7 @@ impl ServiceView {
     /// shared with `previous`, whole chunks of them with what the view
     /// keeps of them; service-wide health comes from the view's counts,
     /// adjusted by the changes. The cost is the changed chunks, and
-    /// O(chunks) for each chain a changed chunk holds or held; untouched
+    /// O(chunks) for each chain whose run in a changed chunk changed; untouched
     /// chunks and chains are shared without visiting them (unless a
     /// cluster comes or goes: the parts after it move, and their chunks
     /// are rebuilt).
@@ -258,6 +261,11 @@ impl ServiceView {
         let mut chunks: Vec<Arc<ChunkMeta>> = Vec::with_capacity(total.div_ceil(CHUNK));
         let mut metas = Vec::with_capacity(CHUNK.min(total));
         let mut groups = Vec::new();
+        // Whether every part of the chunk being built is at its old index
+        // (kept as it was, or rebuilt in place), and which were rebuilt: a
+        // bit per position in the chunk (then its runs are patched).
+        let mut aligned = true;
+        let mut fresh = 0u64;
         // `n` counts the new view's parts, `i` walks the previous view's;
         // changes are consumed in position order. A chunk with no change
         // in it, at the same place as before, is shared without visiting
@@ -290,7 +298,7 @@ impl ServiceView {
             while let Some((_, replaces, change)) = next.next_if(|(at, _, _)| *at == i) {
                 replaced |= *replaces;
                 if let PartChange::Set(input) = change {
-                    slots.push(Slot::New(*input));
+                    slots.push(Slot::New(*input, replaces.then_some(i)));
                 }
             }
             if i < old.len() && !replaced {
@@ -299,6 +307,14 @@ impl ServiceView {
             i += 1;
             for slot in slots {
                 let index = n as u32;
+                let (was, rebuilt) = match slot {
+                    Slot::Kept(i) => (Some(i), !as_was(i)),
+                    Slot::New(_, was) => (was, true),
+                };
+                aligned &= was == Some(n);
+                if rebuilt {
+                    fresh |= 1 << (n % CHUNK);
+                }
                 let part_meta = match slot {
                     Slot::Kept(i) if as_was(i) => {
                         let Some(prev) = previous else {
@@ -315,7 +331,7 @@ impl ServiceView {
                         clusters.push(Arc::new(part));
                         m
                     }
-                    Slot::New(input) => {
+                    Slot::New(input, _) => {
                         let part = build_part(
                             &key,
                             input.place,
@@ -331,10 +347,21 @@ impl ServiceView {
                 metas.push(part_meta);
                 n += 1;
                 if n % CHUNK == 0 || n == total {
+                    let first = chunks.len() * CHUNK;
+                    let before = match previous.and_then(|p| p.chunks.get(chunks.len())) {
+                        Some(c) if aligned && c.metas.len() == metas.len() => {
+                            Before::Patch(c, fresh)
+                        }
+                        Some(c) => Before::Chunk(c),
+                        None => Before::Nothing,
+                    };
                     let sealed = ChunkMeta::seal(
                         std::mem::replace(&mut metas, Vec::with_capacity(CHUNK)),
                         std::mem::take(&mut groups),
+                        first as u32,
+                        before,
                     );
+                    (aligned, fresh) = (true, 0);
                     chunks.push(Arc::new(sealed));
                 }
             }
@@ -398,10 +425,10 @@ impl ServiceView {
         let providers = keyed(|v| &v.providers, ChunkMeta::provider_runs);
         let single = |pick: fn(&ServiceView) -> &Chain, run| {
             let before = previous.map_or(&super::chain::EMPTY, pick);
-            chains::single(before, &chunks, &changed, run)
+            chains::single(before, old, &chunks, &changed, run)
         };
-        let all = single(|v| &v.all, |c| c.all);
-        let reserve = single(|v| &v.reserve, |c| c.reserve);
+        let all = single(|v| &v.all, |c| &c.all);
+        let reserve = single(|v| &v.reserve, |c| &c.reserve);
         let weighted = chunks
             .iter()
             .fold(Uniformity::Empty, |u, c| u.join(c.uniform))

@@ -1,12 +1,12 @@
-//! A view's service-wide chains after an update: only the chains the
-//! changed chunks hold, or held, are relinked; every other chain is the
-//! previous view's, shared. The cost is the changed chunks' keys times
-//! their chains' links, not every chunk's keys.
+//! A view's service-wide chains after an update: only the chains whose
+//! run in a changed chunk changed are relinked; every other chain is the
+//! previous view's, shared. The cost is the changed runs times their
+//! chains' links, not every chunk's keys.
 
 use std::sync::Arc;
 
 use super::chunk::ChunkMeta;
-use crate::snapshot::chain::{Chain, EMPTY, Span};
+use crate::snapshot::chain::{Chain, EMPTY, Runs};
 
 /// The positions at which `new`'s chunks differ from `old`'s (rebuilt, or
 /// in one only), ascending. A chunk shared with the previous view has
@@ -27,30 +27,52 @@ pub(super) fn changed(old: &[Arc<ChunkMeta>], new: &[Arc<ChunkMeta>]) -> Vec<u32
 
 /// The chains by key (zone, region or provider; `keys` reads a chunk's
 /// runs of them, keys ascending) after the chunks at `changed` became
-/// `new`'s: a key that a changed chunk holds now or held in `old` is
-/// relinked (dropped when no chunk holds it any more), every other key's
-/// chain is shared.
+/// `new`'s: a key whose run a changed chunk holds now and did not hold
+/// (the same allocation) in `old`, or held and holds no more, is
+/// relinked (dropped when no chunk holds it any more); every other key's
+/// chain is shared. A changed chunk's runs that did not change keep
+/// their allocation ([`ChunkMeta::seal`]), so a cluster's change relinks
+/// the chains of its own zones and region, not every chain of its chunk.
 pub(super) fn keyed(
     previous: &[(u32, Chain)],
     old: &[Arc<ChunkMeta>],
     new: &[Arc<ChunkMeta>],
     changed: &[u32],
-    keys: fn(&ChunkMeta) -> &[(u32, Span)],
+    keys: fn(&ChunkMeta) -> &[(u32, Runs)],
 ) -> Vec<(u32, Chain)> {
     // (key, chunk, the chunk's run of the key now: `None` when only the
     // old chunk held it).
-    let mut touched: Vec<(u32, u32, Option<Span>)> = Vec::new();
+    let mut touched: Vec<(u32, u32, Option<&Runs>)> = Vec::new();
     for &k in changed {
-        if let Some(chunk) = new.get(k as usize) {
-            touched.extend(keys(chunk).iter().map(|(key, span)| (*key, k, Some(*span))));
-        }
-        if let Some(chunk) = old.get(k as usize) {
-            touched.extend(keys(chunk).iter().map(|(key, _)| (*key, k, None)));
+        let now = new.get(k as usize).map_or(&[][..], |c| keys(c));
+        let was = old.get(k as usize).map_or(&[][..], |c| keys(c));
+        let (mut i, mut j) = (0, 0);
+        while i < now.len() || j < was.len() {
+            match (now.get(i), was.get(j)) {
+                (Some((key, run)), Some((old_key, old_run))) if key == old_key => {
+                    if !Arc::ptr_eq(run, old_run) {
+                        touched.push((*key, k, Some(run)));
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                (Some((key, run)), Some((old_key, _))) if key < old_key => {
+                    touched.push((*key, k, Some(run)));
+                    i += 1;
+                }
+                (Some((key, run)), None) => {
+                    touched.push((*key, k, Some(run)));
+                    i += 1;
+                }
+                (_, Some((old_key, _))) => {
+                    touched.push((*old_key, k, None));
+                    j += 1;
+                }
+                (None, None) => break,
+            }
         }
     }
-    // Per (key, chunk), the new run first, then the old chunk's mention.
-    touched.sort_unstable_by_key(|(key, k, run)| (*key, *k, run.is_none()));
-    touched.dedup_by_key(|(key, k, _)| (*key, *k));
+    touched.sort_unstable_by_key(|(key, k, _)| (*key, *k));
     let mut out = Vec::with_capacity(previous.len() + touched.len());
     let mut kept = previous.iter().peekable();
     for group in touched.chunk_by(|a, b| a.0 == b.0) {
@@ -59,11 +81,7 @@ pub(super) fn keyed(
             out.push((*k, chain.clone()));
         }
         let before = kept.next_if(|(k, _)| *k == key).map_or(&EMPTY, |(_, c)| c);
-        let chain = before.relink(
-            group
-                .iter()
-                .map(|(_, k, run)| (*k, run.map(|span| (&new[*k as usize].runs, span)))),
-        );
+        let chain = before.relink(group.iter().map(|(_, k, run)| (*k, *run)));
         if !chain.is_empty() {
             out.push((key, chain));
         }
@@ -73,15 +91,26 @@ pub(super) fn keyed(
 }
 
 /// A chain every chunk has a run of (`run` reads it: every healthy
-/// target's, the reserve's) after the chunks at `changed` became `new`'s.
+/// target's, the reserve's) after the chunks at `changed` became `new`'s:
+/// relinked where a changed chunk's run is not its old run's allocation.
 pub(super) fn single(
     previous: &Chain,
+    old: &[Arc<ChunkMeta>],
     new: &[Arc<ChunkMeta>],
     changed: &[u32],
-    run: fn(&ChunkMeta) -> Span,
+    run: fn(&ChunkMeta) -> &Runs,
 ) -> Chain {
-    previous.relink(changed.iter().map(|&k| {
-        let now = new.get(k as usize).map(|c| (&c.runs, run(c)));
-        (k, now)
-    }))
+    let relinked = |k: &&u32| match (old.get(**k as usize), new.get(**k as usize)) {
+        (Some(a), Some(b)) => !Arc::ptr_eq(run(a), run(b)),
+        _ => true,
+    };
+    if !changed.iter().any(|k| relinked(&k)) {
+        return previous.clone();
+    }
+    previous.relink(
+        changed
+            .iter()
+            .filter(relinked)
+            .map(|&k| (k, new.get(k as usize).map(|c| run(c)))),
+    )
 }

@@ -260,7 +260,9 @@ proptest! {
 
 /// A cluster whose chunk holds no run of a zone changes: that zone's
 /// chain (held by another chunk only) is the previous view's, shared,
-/// not relinked; a zone the changed chunk holds is relinked.
+/// not relinked; so is a zone's (and a region's) that the changed chunk
+/// holds but the changed cluster is not in: the chunk's run of it keeps
+/// its allocation. A zone the changed cluster is in is relinked.
 #[test]
 fn chains_of_untouched_chunks_are_shared() {
     let common = GenCluster {
@@ -273,10 +275,16 @@ fn chains_of_untouched_chunks_are_shared() {
         endpoints: vec![(true, None, 1)],
     };
     let mut fleet = vec![Some(common.clone()); 200];
-    // Slot 150 (chunk 2) is alone in zone 3 of region 1.
+    // Slot 150 (chunk 2) is alone in zone 3 of region 1, slot 10 (chunk
+    // 0, the changed cluster's) alone in zone 2 of region 2.
     fleet[150] = Some(GenCluster {
         region: 1,
         zone: 3,
+        ..common.clone()
+    });
+    fleet[10] = Some(GenCluster {
+        region: 2,
+        zone: 2,
         ..common.clone()
     });
     let zone = &mut |r: Option<&str>, z: &str| zone_id(r, z);
@@ -303,12 +311,20 @@ fn chains_of_untouched_chunks_are_shared() {
     let common = zone_id(Some("r0"), "z0");
     assert!(shared(old.zone(rare).unwrap(), new.zone(rare).unwrap()));
     assert!(shared(old.region(1).unwrap(), new.region(1).unwrap()));
+    let neighbour = zone_id(Some("r2"), "z2");
+    assert!(shared(
+        old.zone(neighbour).unwrap(),
+        new.zone(neighbour).unwrap()
+    ));
+    assert!(shared(old.region(2).unwrap(), new.region(2).unwrap()));
+    assert!(!shared(old.region(0).unwrap(), new.region(0).unwrap()));
+    assert!(!Arc::ptr_eq(&old.chunks[0], &new.chunks[0]));
     assert!(!shared(
         old.zone(common).unwrap(),
         new.zone(common).unwrap()
     ));
     assert_eq!(
         new.zone(common).unwrap().total(super::super::Kind::Targets),
-        200
+        199
     );
 }
