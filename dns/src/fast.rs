@@ -1,4 +1,4 @@
-//! The UDP fast path: the answer to the common query — A or AAAA for
+//! The fast path (UDP, and TCP messages): the answer to the common query — A or AAAA for
 //! `<svc>.<ns>.<domain>`, or that name not existing — written straight
 //! into the reply buffer, with no decode into a message, no allocation and
 //! no lock.
@@ -226,9 +226,24 @@ fn parse_subnet(data: &[u8]) -> Option<Subnet> {
     })
 }
 
-/// Answers `packet` into `out` if the fast path covers it; `None` leaves
-/// `out` unspecified and the query to the full handler.
+/// Answers `packet`, a query over UDP, into `out` if the fast path
+/// covers it; `None` leaves `out` unspecified and the query to the full
+/// handler.
 pub fn answer(
+    snapshot: &Snapshot,
+    authority: &Authority,
+    packet: &[u8],
+    source: IpAddr,
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
+    answer_over(Transport::Udp, snapshot, authority, packet, source, out)
+}
+
+/// [`answer`] for a query that came over `transport` (a TCP message
+/// without its length prefix): the reply's size limit is the
+/// transport's ([`rules::size_limit`]), the rest is the same.
+pub fn answer_over(
+    transport: Transport,
     snapshot: &Snapshot,
     authority: &Authority,
     packet: &[u8],
@@ -268,7 +283,7 @@ pub fn answer(
     if labels.first() != Some(&svc) {
         return None;
     }
-    let limit = rules::size_limit(Transport::Udp, query.opt.map(|o| o.payload));
+    let limit = rules::size_limit(transport, query.opt.map(|o| o.payload));
     let subnet = query.opt.and_then(|o| o.subnet);
     let mut outcome = Outcome {
         qtype: Some(query.qtype),
