@@ -310,10 +310,11 @@ pub fn answer_over(
         domain,
         wants: Wants::new(query.qtype),
         place: place.as_ref(),
+        // Whether the source is a trusted resolver matters only with ECS.
         gate: rules::gate(
             source,
             subnet.map(|s| s.client),
-            authority.ecs_trusted(source),
+            subnet.is_some() && authority.ecs_trusted(source),
         ),
     };
     let found = answer::service(question, view);
