@@ -54,7 +54,8 @@ wait_answers() { # port
 
 # dnsperf from every client at once; prints the summed queries/s.
 # Args: port label [max qps per client, 0 = unlimited] [verbose]. The
-# query files are those listed in $QUERIES/clients.txt (default $DIR).
+# query files are those listed in $QUERIES/clients.txt (default $DIR);
+# MODE=tcp asks over TCP (dnsperf -m).
 drive() {
   local port=$1 label=$2 limit=${3:-0} verbose=${4:-}
   local pids=() k=0 files=${QUERIES:-$DIR}
@@ -62,6 +63,7 @@ drive() {
     local args=(-s 127.0.0.1 -p "$port" -a "$addr" -d "$files/$file" -l "$SECS" -c 4 -q 50 -T 1 -t 2)
     [ "$limit" -gt 0 ] && args+=(-Q "$limit")
     [ -n "$verbose" ] && args+=(-v)
+    [ -n "${MODE:-}" ] && args+=(-m "$MODE")
     taskset -c 1 dnsperf "${args[@]}" > "$DIR/$label-$k.out" 2>&1 &
     pids+=($!)
     k=$((k + 1))

@@ -7,6 +7,8 @@
 #                              # earlier commit (same fleet, same queries, same run)
 #   benches/load.sh --rrl      # also both servers with response rate limiting on
 #                              # (a rate nothing reaches: its cost, not its effect)
+#   benches/load.sh --tcp      # also both servers over TCP (dnsperf -m tcp, same
+#                              # clients and queries; with --base, the base too)
 #
 # Flags combine (`--smoke --rrl`).
 #
@@ -32,11 +34,13 @@ SECS=${LOAD_SECONDS:-20}
 PROFILE=release
 BASE_BIN=
 RRL=
+TCP=
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SECS=2; PROFILE=debug ;;
     --base) BASE_BIN=$(realpath "$2"); shift ;;
     --rrl) RRL=1 ;;
+    --tcp) TCP=1 ;;
     *) echo "load.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -139,6 +143,25 @@ if [ -n "$RRL" ]; then
   echo "knot_rrl_qps=$knot_rrl_qps (rrl off: $knot_qps, $(ratio "$knot_rrl_qps" "$knot_qps"))"
   echo "rrl_ratio=$(ratio "$meshdns_rrl_qps" "$knot_rrl_qps")"
   echo "meshdns_rrl_limited=$(counter meshdns_dns_rrl_dropped_total) dropped, $(counter meshdns_dns_rrl_slipped_total) slipped"
+fi
+if [ -n "$TCP" ]; then
+  # Over TCP: each dnsperf client keeps its 4 connections open and
+  # pipelines up to 50 queries on them. Knot (tcp-workers: 1) then
+  # meshdns (its TCP server on the same one core), then each again.
+  knot_tcp=$(MODE=tcp drive "$MAIN_KNOT_PORT" knot-tcp)
+  meshdns_tcp=$(MODE=tcp drive "$MAIN_DNS_PORT" meshdns-tcp)
+  if [ -n "$BASE_BIN" ]; then
+    base_tcp=$(MODE=tcp drive "$BASE_PORT" base-tcp)
+  fi
+  meshdns_tcp2=$(MODE=tcp drive "$MAIN_DNS_PORT" meshdns-tcp-again)
+  knot_tcp2=$(MODE=tcp drive "$MAIN_KNOT_PORT" knot-tcp-again)
+  echo "tcp_meshdns_qps=$meshdns_tcp,$meshdns_tcp2"
+  echo "tcp_knot_qps=$knot_tcp,$knot_tcp2"
+  echo "tcp_ratio=$(ratio $(( meshdns_tcp + meshdns_tcp2 )) $(( knot_tcp + knot_tcp2 )))"
+  if [ -n "$BASE_BIN" ]; then
+    echo "tcp_base_qps=$base_tcp"
+    echo "tcp_ab_ratio=$(ratio $(( (meshdns_tcp + meshdns_tcp2) / 2 )) "$base_tcp")"
+  fi
 fi
 DNS_PORT=$MAIN_DNS_PORT
 KNOT_PORT=$MAIN_KNOT_PORT

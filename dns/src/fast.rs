@@ -1,4 +1,4 @@
-//! The UDP fast path: the answer to the common query — A or AAAA for
+//! The fast path (UDP, and TCP messages): the answer to the common query — A or AAAA for
 //! `<svc>.<ns>.<domain>`, or that name not existing — written straight
 //! into the reply buffer, with no decode into a message, no allocation and
 //! no lock.
@@ -226,9 +226,24 @@ fn parse_subnet(data: &[u8]) -> Option<Subnet> {
     })
 }
 
-/// Answers `packet` into `out` if the fast path covers it; `None` leaves
-/// `out` unspecified and the query to the full handler.
+/// Answers `packet`, a query over UDP, into `out` if the fast path
+/// covers it; `None` leaves `out` unspecified and the query to the full
+/// handler.
 pub fn answer(
+    snapshot: &Snapshot,
+    authority: &Authority,
+    packet: &[u8],
+    source: IpAddr,
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
+    answer_over(Transport::Udp, snapshot, authority, packet, source, out)
+}
+
+/// [`answer`] for a query that came over `transport` (a TCP message
+/// without its length prefix): the reply's size limit is the
+/// transport's ([`rules::size_limit`]), the rest is the same.
+pub fn answer_over(
+    transport: Transport,
     snapshot: &Snapshot,
     authority: &Authority,
     packet: &[u8],
@@ -268,7 +283,7 @@ pub fn answer(
     if labels.first() != Some(&svc) {
         return None;
     }
-    let limit = rules::size_limit(Transport::Udp, query.opt.map(|o| o.payload));
+    let limit = rules::size_limit(transport, query.opt.map(|o| o.payload));
     let subnet = query.opt.and_then(|o| o.subnet);
     let mut outcome = Outcome {
         qtype: Some(query.qtype),
@@ -295,10 +310,11 @@ pub fn answer(
         domain,
         wants: Wants::new(query.qtype),
         place: place.as_ref(),
+        // Whether the source is a trusted resolver matters only with ECS.
         gate: rules::gate(
             source,
             subnet.map(|s| s.client),
-            authority.ecs_trusted(source),
+            subnet.is_some() && authority.ecs_trusted(source),
         ),
     };
     let found = answer::service(question, view);
@@ -336,15 +352,14 @@ pub fn answer(
     // payload: it fits 16 bits.
     write_header(out, &query, Rcode::NoError, u16::try_from(n).ok()?, 0);
     out.extend_from_slice(&query.packet[12..query.question_end]);
-    let ttl = view.ttl.to_be_bytes();
-    let mut record = |rtype: u16, data: &[u8]| {
-        out.extend_from_slice(&[0xc0, 0x0c]);
-        out.extend_from_slice(&rtype.to_be_bytes());
-        out.extend_from_slice(&CLASS_IN.to_be_bytes());
-        out.extend_from_slice(&ttl);
-        out.extend_from_slice(&field16(data.len()).to_be_bytes());
-        out.extend_from_slice(data);
-    };
+    // Every record's fixed part but the address, written with it in one
+    // copy: owner (a pointer to the question), type, class, TTL, length.
+    let [t0, t1, t2, t3] = view.ttl.to_be_bytes();
+    let [c0, c1] = CLASS_IN.to_be_bytes();
+    let ([a0, a1], [q0, q1]) = (TYPE_A.to_be_bytes(), TYPE_AAAA.to_be_bytes());
+    let mut v4 = [0xc0, 0x0c, a0, a1, c0, c1, t0, t1, t2, t3, 0, 4, 0, 0, 0, 0];
+    let mut v6 = [0u8; 28];
+    v6[..12].copy_from_slice(&[0xc0, 0x0c, q0, q1, c0, c1, t0, t1, t2, t3, 0, 16]);
     // Each record's cluster noted as it is written: a walk yields a
     // cluster's records together, so its part is looked up (its registry
     // id, inline) only when the cluster changes.
@@ -360,12 +375,14 @@ pub fn answer(
     if query.qtype == TYPE_A {
         pick.each_v4(start, max, |cluster, a| {
             note(cluster);
-            record(TYPE_A, &a.octets());
+            v4[12..].copy_from_slice(&a.octets());
+            out.extend_from_slice(&v4);
         });
     } else {
         pick.each_v6(start, max, |cluster, a| {
             note(cluster);
-            record(TYPE_AAAA, &a.octets());
+            v6[12..].copy_from_slice(&a.octets());
+            out.extend_from_slice(&v6);
         });
     }
     write_opt(out, &query, scope, authority);
@@ -375,13 +392,24 @@ pub fn answer(
 /// Header: the query's ID, flags as [`rules::header_flags`] says (AA set).
 fn write_header(out: &mut Vec<u8>, query: &Query<'_>, rcode: Rcode, answers: u16, authority: u16) {
     let p = query.packet;
+    let [f0, f1] = rules::header_flags([p[2], p[3]], true, rcode);
+    let [a0, a1] = answers.to_be_bytes();
+    let [n0, n1] = authority.to_be_bytes();
     out.clear();
-    out.extend_from_slice(&p[..2]);
-    out.extend_from_slice(&rules::header_flags([p[2], p[3]], true, rcode));
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&answers.to_be_bytes());
-    out.extend_from_slice(&authority.to_be_bytes());
-    out.extend_from_slice(&u16::from(query.opt.is_some()).to_be_bytes());
+    out.extend_from_slice(&[
+        p[0],
+        p[1],
+        f0,
+        f1,
+        0,
+        1,
+        a0,
+        a1,
+        n0,
+        n1,
+        0,
+        u8::from(query.opt.is_some()),
+    ]);
 }
 
 /// NXDOMAIN or NODATA: the question and the zone's SOA, whose owner is
@@ -402,11 +430,11 @@ fn write_negative(
     // the question spells in lowercase, the rest written out lowercase.
     let apex = write_apex(out, query, apex);
     let pointer = pointer(apex);
-    out.extend_from_slice(&TYPE_SOA.to_be_bytes());
-    out.extend_from_slice(&CLASS_IN.to_be_bytes());
-    out.extend_from_slice(&authority.negative_answer_ttl().to_be_bytes());
-    let rdlen_at = out.len();
-    out.extend_from_slice(&[0, 0]);
+    let ([s0, s1], [c0, c1]) = (TYPE_SOA.to_be_bytes(), CLASS_IN.to_be_bytes());
+    let [t0, t1, t2, t3] = authority.negative_answer_ttl().to_be_bytes();
+    // Type, class, TTL, and the RDATA length, filled in below.
+    out.extend_from_slice(&[s0, s1, c0, c1, t0, t1, t2, t3, 0, 0]);
+    let rdlen_at = out.len() - 2;
     // MNAME ns.dns.<apex>, RNAME hostmaster.<apex>.
     for label in rules::NAMESERVER_LABELS {
         write_label(out, label);
@@ -414,9 +442,11 @@ fn write_negative(
     out.extend_from_slice(&pointer);
     write_label(out, rules::MAILBOX_LABEL);
     out.extend_from_slice(&pointer);
-    for value in authority.soa_fields(serial) {
-        out.extend_from_slice(&value.to_be_bytes());
+    let mut fields = [0u8; 20];
+    for (at, value) in fields.chunks_exact_mut(4).zip(authority.soa_fields(serial)) {
+        at.copy_from_slice(&value.to_be_bytes());
     }
+    out.extend_from_slice(&fields);
     let rdlen = field16(out.len() - rdlen_at - 2);
     out[rdlen_at..rdlen_at + 2].copy_from_slice(&rdlen.to_be_bytes());
     write_opt(out, query, scope, authority);

@@ -1,4 +1,5 @@
-//! DNS over TCP, feeding [`authority::respond`] (UDP is [`crate::udp`]).
+//! DNS over TCP, feeding the [`fast`] path and, for what it does not
+//! take, [`authority::respond`] (UDP is [`crate::udp`]).
 //!
 //! Each TCP connection has its own task. Queries may be pipelined: every
 //! complete message in what has been read is answered, in order, and the
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::authority::{self, Authority, Transport};
+use crate::fast;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
@@ -109,9 +111,14 @@ async fn connection(
 ) -> std::io::Result<()> {
     let mut inbox: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut outbox: Vec<u8> = Vec::new();
+    // Each reply is written (or put) here, then copied behind its length.
+    let mut reply: Vec<u8> = Vec::with_capacity(512);
     let mut deadline = tokio::time::Instant::now() + idle;
     loop {
-        // Answer every complete message read so far, in order.
+        // Answer every complete message read so far, in order, against
+        // one snapshot.
+        let snapshot = registry.snapshot();
+        metrics.served.reserve(snapshot.locality.max_id());
         let mut at = 0;
         while let Some(len) = inbox
             .get(at..at + 2)
@@ -122,15 +129,33 @@ async fn connection(
             at += 2 + len;
             deadline = tokio::time::Instant::now() + idle;
             let started = Instant::now();
-            let reply = {
-                let snapshot = registry.snapshot();
-                metrics.served.reserve(snapshot.locality.max_id());
-                authority::respond(&snapshot, authority, message, peer.ip(), Transport::Tcp)
-            };
-            // A response or a runt: not answered; the next message is
-            // still where its length prefix says.
-            let Some((reply, outcome)) = reply else {
-                continue;
+            // The fast path as over UDP, else the full handler.
+            let fast = fast::answer_over(
+                Transport::Tcp,
+                &snapshot,
+                authority,
+                message,
+                peer.ip(),
+                &mut reply,
+            );
+            let outcome = match fast {
+                Some(outcome) => outcome,
+                None => {
+                    let full = authority::respond(
+                        &snapshot,
+                        authority,
+                        message,
+                        peer.ip(),
+                        Transport::Tcp,
+                    );
+                    // A response or a runt: not answered; the next
+                    // message is still where its length prefix says.
+                    let Some((full, outcome)) = full else {
+                        continue;
+                    };
+                    reply = full;
+                    outcome
+                }
             };
             metrics.answered(&outcome, started.elapsed());
             // The encoder keeps a TCP reply within 65,535 bytes.
@@ -140,6 +165,7 @@ async fn connection(
             outbox.extend_from_slice(&len.to_be_bytes());
             outbox.extend_from_slice(&reply);
         }
+        drop(snapshot);
         inbox.drain(..at);
         if !outbox.is_empty() {
             // The asker has `idle` to take its replies.

@@ -733,16 +733,19 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
 
     #[test]
-    fn fast_path_replies_as_the_full_handler(ask in ask()) {
+    fn fast_path_replies_as_the_full_handler(ask in ask(), tcp in any::<bool>()) {
         let snapshot = snapshot();
+        // Over TCP only the size limit differs: what UDP leaves to the
+        // full handler for its size, the fast path takes.
+        let transport = if tcp { Transport::Tcp } else { Transport::Udp };
         for zone in authorities() {
             let bytes = packet(&ask);
             let mut out = Vec::new();
             select::set_rotation(ask.rotation);
-            let fast = fast::answer(&snapshot, &zone, &bytes, ask.source, &mut out);
+            let fast = fast::answer_over(transport, &snapshot, &zone, &bytes, ask.source, &mut out);
             select::set_rotation(ask.rotation);
             let (full, full_outcome) =
-                authority::respond(&snapshot, &zone, &bytes, ask.source, Transport::Udp).unwrap();
+                authority::respond(&snapshot, &zone, &bytes, ask.source, transport).unwrap();
             if let Some(outcome) = fast {
                 prop_assert_eq!(&out, &full, "{:?}", ask);
                 prop_assert_eq!(outcome.rcode, full_outcome.rcode);
@@ -871,6 +874,58 @@ fn fast_path_takes_the_common_queries() {
             assert_eq!(taken.is_some(), served, "{ask:?}");
         }
     }
+}
+
+/// Over TCP the fast path takes the answers UDP leaves to the full
+/// handler for their size (truncated over UDP: more than 512 bytes
+/// without EDNS), and writes them as the full handler does over TCP.
+#[test]
+fn fast_path_over_tcp_takes_what_udp_cannot_fit() {
+    let snapshot = snapshot();
+    let mut taken = 0;
+    for zone in &authorities() {
+        for d in 0..DOMAINS.len() {
+            for (name, qtype) in (0..NAMES.len()).flat_map(|n| [(n, 1), (n, 28)]) {
+                let ask = Ask {
+                    name: Asked::Listed(name, d),
+                    qtype,
+                    source: "192.0.2.1".parse().unwrap(),
+                    ..Ask::plain()
+                };
+                let bytes = packet(&ask);
+                let Some((udp, _)) =
+                    authority::respond(&snapshot, zone, &bytes, ask.source, Transport::Udp)
+                else {
+                    continue;
+                };
+                if !Message::from_vec(&udp).unwrap().metadata.truncation {
+                    continue;
+                }
+                let mut out = Vec::new();
+                assert!(
+                    fast::answer(&snapshot, zone, &bytes, ask.source, &mut out).is_none(),
+                    "{ask:?}: the fast path answered what UDP truncates"
+                );
+                select::set_rotation(7);
+                let fast = fast::answer_over(
+                    Transport::Tcp,
+                    &snapshot,
+                    zone,
+                    &bytes,
+                    ask.source,
+                    &mut out,
+                );
+                select::set_rotation(7);
+                let (full, _) =
+                    authority::respond(&snapshot, zone, &bytes, ask.source, Transport::Tcp)
+                        .unwrap();
+                assert!(fast.is_some(), "{ask:?}: left to the full handler over TCP");
+                assert_eq!(out, full, "{ask:?}");
+                taken += 1;
+            }
+        }
+    }
+    assert!(taken > 0, "no answer here is too large for UDP");
 }
 
 /// Cookies: the fast path answers a client cookie and a valid server

@@ -835,6 +835,39 @@ fn heavy_targets_are_certain_and_the_rest_follow_their_weights() {
     }
 }
 
+/// A weighted answer asked for more addresses than a sample has points
+/// (`--max-answers` above 64, fewer than the service has) holds 64, and
+/// the count the encoders size the reply by (without building the
+/// sample) agrees with the walk they write ([`answers`] checks both).
+#[test]
+fn weighted_answers_past_the_sample_bound_are_counted_as_walked() {
+    let fleet = one_cluster();
+    // 100 endpoints weighing 10 to 12: none is certain, so the count
+    // is taken without a sample.
+    let eps = (0..100)
+        .map(|i| {
+            endpoint(
+                &format!("100.0.{}.{}", i / 200, i % 200 + 1),
+                10 + i % 3,
+                true,
+                None,
+            )
+        })
+        .collect();
+    fleet.export("east-1", eps, &Policy::default());
+    let snapshot = fleet.snapshot();
+    assert!(snapshot.service("web", "shop").unwrap().weighted);
+    for max in [8, 64, 65, 80, 100, 101] {
+        let (counts, _) = answers(&snapshot, None, 1, max, 200);
+        let per_answer = if max >= 100 { 100 } else { max.min(64) };
+        assert_eq!(
+            counts.values().sum::<usize>(),
+            200 * per_answer,
+            "max {max}"
+        );
+    }
+}
+
 /// The asker's cluster has a positive-weight endpoint that is not ready
 /// and a ready weight-0 one: the weight-0 one is no "cluster" tier while
 /// the next tier has healthy endpoints of positive weight.

@@ -178,13 +178,11 @@ impl<'a> Pick<'a> {
 
     /// How many items of `kind` an answer of at most `max` holds: what
     /// the walk yields, without walking (the rotation answers
-    /// `min(total, max)`; a sample says how many points it has).
+    /// `min(total, max)`; a sample's points are counted without building
+    /// it, [`Cursor::points`]).
     pub fn count(&self, kind: Kind, max: usize) -> usize {
         if self.sampled(kind) {
-            let data: fn(&ClusterView) -> &[()] = |_| &[];
-            self.targets
-                .sample(&self.view.clusters, kind, data, 0, max)
-                .len()
+            self.targets.points(&self.view.clusters, kind, max)
         } else {
             self.targets.total(kind).min(max)
         }

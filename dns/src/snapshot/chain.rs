@@ -567,6 +567,12 @@ impl<'a> Cursor<'a> {
         super::Sample::new(clusters, self, kind, data, start, max)
     }
 
+    /// How many items [`sample`](Self::sample) would yield, without
+    /// sampling ([`super::sample::points`]).
+    pub fn points(self, clusters: &Parts, kind: Kind, max: usize) -> usize {
+        super::sample::points(clusters, self, kind, max)
+    }
+
     /// Up to `max` items of `kind` (`data` reads a cluster's list of
     /// them), from `start` (mod the list's length), wrapping.
     pub fn walk<T: Copy>(

@@ -68,8 +68,7 @@ impl<'a, T: Copy> Sample<'a, T> {
         start: usize,
         max: usize,
     ) -> Self {
-        let n = cursor.total(kind);
-        let total = cursor.weight(kind);
+        let (n, total, plan) = plan(&cursor, kind, max);
         let mut sample = Sample {
             clusters,
             cursor,
@@ -79,27 +78,26 @@ impl<'a, T: Copy> Sample<'a, T> {
             total,
             k: 0,
             j: 0,
-            every: n <= max,
+            every: plan == Plan::Every,
             first: 0,
             heavy: [(0, 0); MAX_POINTS],
             certain: 0,
             heavy_weight: 0,
             origin: 0,
         };
-        if total == 0 || n == 0 {
-            return sample;
-        }
-        if sample.every {
-            sample.k = n;
-            sample.first = sample.at_weight(origin_wide(start, total)).2;
-            return sample;
-        }
-        sample.k = max.min(MAX_POINTS);
-        // An item is certain when it weighs more than its share of one
-        // point (`W/k`); the view keeps each list's heaviest item, so the
-        // usual sample (no such item) skips the search.
-        if u128::from(sample.cursor.heaviest()) * sample.k as u128 > total {
-            sample.find_certain();
+        match plan {
+            Plan::Empty => return sample,
+            Plan::Every => {
+                sample.k = n;
+                sample.first = sample.at_weight(origin_wide(start, total)).2;
+                return sample;
+            }
+            Plan::Points { k, search } => {
+                sample.k = k;
+                if search {
+                    sample.find_certain();
+                }
+            }
         }
         let light = total - sample.heavy_weight;
         if light == 0 {
@@ -256,6 +254,54 @@ impl<'a, T: Copy> Sample<'a, T> {
         let items = (self.data)(&self.clusters[cluster as usize]);
         (cluster, items[pos as usize])
     }
+}
+
+/// How many items a sample of up to `max` items of `kind` from `cursor`
+/// holds — its [`len`](Sample::len) when new — without building one
+/// (about 2 KiB): what an encoder sizes its answer by before it walks.
+/// Only when an item may be certain (one heavier than its share of a
+/// point: rare) is the sample built to find out.
+pub(super) fn points(clusters: &Parts, cursor: Cursor<'_>, kind: Kind, max: usize) -> usize {
+    match plan(&cursor, kind, max) {
+        (_, _, Plan::Empty) => 0,
+        (n, _, Plan::Every) => n,
+        (_, _, Plan::Points { k, search: false }) => k,
+        (_, _, Plan::Points { search: true, .. }) => {
+            let nothing: fn(&ClusterView) -> &[()] = |_| &[];
+            Sample::new(clusters, cursor, kind, nothing, 0, max).len()
+        }
+    }
+}
+
+/// What a sample of up to `max` items is, before its origin is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// No item of the kind, or none weighs anything: an empty answer.
+    Empty,
+    /// No more items than the answer: every one, rotated.
+    Every,
+    /// `k` points, after a search for certain items when `search`.
+    Points { k: usize, search: bool },
+}
+
+/// The items of `kind` in `cursor`, their summed weight and the plan of
+/// a sample of up to `max` of them.
+fn plan(cursor: &Cursor<'_>, kind: Kind, max: usize) -> (usize, u128, Plan) {
+    let n = cursor.total(kind);
+    let total = cursor.weight(kind);
+    if total == 0 || n == 0 {
+        return (n, total, Plan::Empty);
+    }
+    if n <= max {
+        return (n, total, Plan::Every);
+    }
+    let k = max.min(MAX_POINTS);
+    // An item is certain when it weighs more than its share of one point
+    // (`W/k`); the view keeps each list's heaviest item, so the usual
+    // sample (no such item) skips the search. Without certain items
+    // every point is a light one: `k` of them.
+    let search = u128::from(cursor.heaviest()) * k as u128 > total;
+    (n, total, Plan::Points { k, search })
 }
 
 /// A sample's origin (or a walk's first item) in `[0, total)` from a
