@@ -542,7 +542,11 @@ mod tests {
         let mut header = vec![0];
         header.extend_from_slice(&(1u32 << 20).to_be_bytes());
         tx.send(Ok(header.into())).await.unwrap();
-        let e = frames.next().await.unwrap().unwrap_err();
+        let e = tokio::time::timeout(Duration::from_secs(30), frames.next())
+            .await
+            .expect("refused at its header, without waiting for its bytes")
+            .unwrap()
+            .unwrap_err();
         assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
         assert!(
             frames.held() < FIRST_EXPORT_MESSAGE_BYTES,
