@@ -131,6 +131,9 @@ pub struct ServeArgs {
     /// An Export stream must send its Hello within this long, or it is closed.
     #[arg(long = "hello-timeout", env = "MESHDNS_HELLO_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub hello_timeout: Duration,
+    /// An Export message, once its first byte has arrived, must arrive whole within this long, or the stream is closed with DEADLINE_EXCEEDED (a member that sends slowly, or starts a message and never finishes it, holds up to --max-grpc-message-bytes). Counted only while the registry waits for the message. The default lets a 4 MiB message arrive at 140 KB/s.
+    #[arg(long = "export-message-timeout", env = "MESHDNS_EXPORT_MESSAGE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub export_message_timeout: Duration,
     /// Most Export streams open at once that have not yet had their Hello authorized (they hold no --max-export-streams slot).
     #[arg(
         long = "max-pending-hellos",
@@ -255,6 +258,9 @@ pub struct Limits {
     pub max_grpc_message_bytes: usize,
     /// An Export stream's Hello must arrive within this long.
     pub hello_timeout: Duration,
+    /// `--export-message-timeout`: a started Export message is whole
+    /// within this long.
+    pub export_message_timeout: Duration,
     /// Export streams waiting for their Hello, at most.
     pub max_pending_hellos: usize,
     pub max_tcp_connections: usize,
@@ -518,6 +524,12 @@ impl ServeArgs {
                 problem: "must be more than 0".into(),
             });
         }
+        if self.export_message_timeout < Duration::from_millis(100) {
+            return Err(Error::Config {
+                flag: "--export-message-timeout",
+                problem: "must be at least 100ms".into(),
+            });
+        }
         for (flag, value) in [
             ("--grpc-keepalive", self.grpc_keepalive),
             ("--grpc-keepalive-timeout", self.grpc_keepalive_timeout),
@@ -638,6 +650,7 @@ impl ServeArgs {
                 watch_stall_timeout: self.watch_stall_timeout,
                 max_grpc_message_bytes: self.max_grpc_message_bytes,
                 hello_timeout: self.hello_timeout,
+                export_message_timeout: self.export_message_timeout,
                 max_pending_hellos: self.max_pending_hellos,
                 max_tcp_connections: self.max_tcp_connections,
                 tcp_idle_timeout: self.tcp_idle_timeout,

@@ -31,6 +31,9 @@ pub enum Error {
     /// A message over `--max-grpc-message-bytes`; the stream ends.
     #[error("a message over the --max-grpc-message-bytes limit: {0}")]
     MessageTooLarge(String),
+    /// A started message not whole within `--export-message-timeout`.
+    #[error("{0}")]
+    MessageTooSlow(String),
     /// No Hello within `--hello-timeout`.
     #[error("no Hello within --hello-timeout ({0:?})")]
     HelloTimeout(std::time::Duration),
@@ -151,6 +154,7 @@ impl From<Error> for tonic::Status {
             Error::ShuttingDown => tonic::Status::unavailable(message),
             Error::Revoked(revoked) => revoked.into(),
             Error::MessageTooLarge(_) => tonic::Status::resource_exhausted(message),
+            Error::MessageTooSlow(_) => tonic::Status::deadline_exceeded(message),
             Error::Bind { .. } | Error::Serve { .. } => tonic::Status::internal(message),
         }
     }

@@ -73,16 +73,26 @@ pub trait Checked {
     fn check(_bytes: &[u8], _first: bool) -> Result<(), Status> {
         Ok(())
     }
+
+    /// Refuses a message by the length its header announces, before its
+    /// bytes arrive (a reader that frames messages itself calls this).
+    fn check_length(_len: usize, _first: bool) -> Result<(), Status> {
+        Ok(())
+    }
 }
 
 impl Checked for wire::ExportRequest {
-    fn check(bytes: &[u8], first: bool) -> Result<(), Status> {
-        if first && bytes.len() > FIRST_EXPORT_MESSAGE_BYTES {
+    fn check_length(len: usize, first: bool) -> Result<(), Status> {
+        if first && len > FIRST_EXPORT_MESSAGE_BYTES {
             return Err(Status::resource_exhausted(format!(
-                "the first message of an export stream must be a Hello of at most {FIRST_EXPORT_MESSAGE_BYTES} bytes; this one is {} bytes",
-                bytes.len()
+                "the first message of an export stream must be a Hello of at most {FIRST_EXPORT_MESSAGE_BYTES} bytes; this one is {len} bytes"
             )));
         }
+        Ok(())
+    }
+
+    fn check(bytes: &[u8], first: bool) -> Result<(), Status> {
+        Self::check_length(bytes.len(), first)?;
         // Fails closed: bytes the walk cannot read (groups, truncated
         // fields) are refused rather than handed to prost unchecked.
         let Some(cost) = budget::export_request(bytes) else {

@@ -23,6 +23,7 @@ pub mod fuzz_checks;
 pub mod history;
 pub mod kube_syncer;
 pub mod logs;
+pub mod raw_export;
 pub mod unbound;
 pub mod wire;
 

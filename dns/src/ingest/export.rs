@@ -356,7 +356,11 @@ pub(super) async fn export_stream(
         Ok(Ok(Some(first))) => first,
         Ok(Ok(None)) => return,
         Ok(Err(status)) => {
-            metrics.export_event("hello_refused");
+            metrics.export_event(if status.code() == tonic::Code::DeadlineExceeded {
+                "message_timeout"
+            } else {
+                "hello_refused"
+            });
             warn!(error = %status.message(), "export stream failed before hello");
             let _ = responses.send(Err(status)).await;
             return;
@@ -471,6 +475,10 @@ pub(super) async fn export_stream(
             {
                 metrics.export_event("message_too_large");
                 break Some(Error::MessageTooLarge(status.message().to_owned()));
+            }
+            Err(status) if status.code() == tonic::Code::DeadlineExceeded => {
+                metrics.export_event("message_timeout");
+                break Some(Error::MessageTooSlow(status.message().to_owned()));
             }
             Err(status) => {
                 info!(cluster = %stream.session.cluster, error = %status.message(), "export stream broke");

@@ -10,14 +10,24 @@
 //! endpoint, benches/README.md "Fleet scale, sixth session"). Here a
 //! message bigger than [`KEEP`] is decoded from its own allocation, which
 //! is freed once decoded; what follows it moves to a fresh buffer.
+//!
+//! What a client can make a stream hold: one message (at most `max`
+//! bytes; the first at most a Hello's, refused by the length its header
+//! announces, before its bytes arrive) and one DATA frame, and only for
+//! `deadline` once the message has started: a client that sends a body
+//! slowly, or starts a message and never finishes it, is cut off with
+//! DEADLINE_EXCEEDED. The time counts only while the registry waits for
+//! the message, not while it applies the one before.
 
+use std::future::Future as _;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use meshdns_proto::codec::Checked;
 use prost::Message;
 use prost::bytes::{Buf, BytesMut};
+use tokio::time::{Duration, Sleep};
 use tokio_stream::Stream;
 use tonic::codegen::Body as _;
 use tonic::{Code, Status};
@@ -29,26 +39,48 @@ const HEADER: usize = 5;
 /// (heartbeats and small Deltas fit); bigger ones are let go.
 pub(super) const KEEP: usize = 4 * 1024;
 
-/// The messages of a gRPC request body, each at most `max` bytes.
+/// The messages of a gRPC request body, each at most `max` bytes and
+/// each whole within `deadline` of its first byte.
 pub(super) struct Frames<U> {
     body: tonic::body::Body,
     buf: BytesMut,
     max: usize,
+    deadline: Duration,
+    /// Armed when the registry starts waiting for the rest of a message.
+    timer: Option<Pin<Box<Sleep>>>,
     first: bool,
     done: bool,
     _message: PhantomData<fn() -> U>,
 }
 
 impl<U> Frames<U> {
-    pub(super) fn new(body: tonic::body::Body, max: usize) -> Self {
+    pub(super) fn new(body: tonic::body::Body, max: usize, deadline: Duration) -> Self {
         Frames {
             body,
             buf: BytesMut::new(),
             max,
+            deadline,
+            timer: None,
             first: true,
             done: false,
             _message: PhantomData,
         }
+    }
+
+    /// The status a message not whole within the deadline ends with.
+    fn too_slow(&self) -> Status {
+        let got = match self.buf.get(..HEADER) {
+            Some(header) => format!(
+                "{} of its {} bytes arrived",
+                self.buf.len() - HEADER,
+                u32::from_be_bytes([header[1], header[2], header[3], header[4]])
+            ),
+            None => format!("{} of its 5 header bytes arrived", self.buf.len()),
+        };
+        Status::deadline_exceeded(format!(
+            "a message was not complete within --export-message-timeout ({:?}) of its first byte: {got}",
+            self.deadline
+        ))
     }
 
     /// Bytes held for messages not yet complete, and spare room.
@@ -85,6 +117,7 @@ impl<U: Message + Default + Checked> Frames<U> {
                 self.max
             )));
         }
+        U::check_length(len, self.first)?;
         let have = self.buf.len();
         if have < HEADER + len {
             // Room for exactly this message, once.
@@ -116,14 +149,31 @@ impl<U: Message + Default + Checked> Stream for Frames<U> {
                 return Poll::Ready(None);
             }
             match this.message() {
-                Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
+                Ok(Some(message)) => {
+                    this.timer = None;
+                    return Poll::Ready(Some(Ok(message)));
+                }
                 Ok(None) => {}
                 Err(status) => {
                     this.done = true;
                     return Poll::Ready(Some(Err(status)));
                 }
             }
-            match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+            let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) else {
+                // Nothing more yet: a started message has its deadline.
+                if !this.buf.is_empty() {
+                    let deadline = this.deadline;
+                    let timer = this
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(this.too_slow())));
+                    }
+                }
+                return Poll::Pending;
+            };
+            match frame {
                 Some(Ok(frame)) => {
                     // Trailers of a request carry nothing we read.
                     if let Ok(data) = frame.into_data() {
@@ -160,6 +210,9 @@ mod tests {
     use meshdns_proto::wire::export_request::Message as Req;
     use prost::bytes::Bytes;
     use tokio_stream::StreamExt;
+
+    /// A deadline no test here reaches unless it stalls on purpose.
+    const PATIENT: Duration = Duration::from_secs(3600);
 
     fn framed(message: &wire::ExportRequest) -> Vec<u8> {
         let bytes = message.encode_to_vec();
@@ -245,7 +298,8 @@ mod tests {
         ];
         let all: Vec<u8> = sent.iter().flat_map(framed).collect();
         for size in [1, 5, 7, 4096, 16 * 1024, all.len()] {
-            let mut frames = Frames::<wire::ExportRequest>::new(body(pieces(&all, size)), 4 << 20);
+            let mut frames =
+                Frames::<wire::ExportRequest>::new(body(pieces(&all, size)), 4 << 20, PATIENT);
             let mut got = Vec::new();
             while let Some(m) = frames.next().await {
                 got.push(m.unwrap());
@@ -264,10 +318,11 @@ mod tests {
         at.dedup();
         let chunks = at.windows(2).map(|w| all[w[0]..w[1]].to_vec()).collect();
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         runtime.block_on(async {
-            let mut frames = Frames::<wire::ExportRequest>::new(body(chunks), 4 << 20);
+            let mut frames = Frames::<wire::ExportRequest>::new(body(chunks), 4 << 20, PATIENT);
             let mut got = Vec::new();
             while let Some(m) = frames.next().await {
                 got.push(m.unwrap());
@@ -306,7 +361,7 @@ mod tests {
         let mut chunks = vec![framed(&hello())];
         chunks.extend(pieces(&tail, 16 * 1024));
         chunks.push(framed(&heartbeat(4)));
-        let mut frames = Frames::<wire::ExportRequest>::new(body(chunks), 4 << 20);
+        let mut frames = Frames::<wire::ExportRequest>::new(body(chunks), 4 << 20, PATIENT);
         assert_eq!(frames.next().await.unwrap().unwrap(), hello());
         let Some(Ok(wire::ExportRequest {
             message: Some(Req::Snapshot(s)),
@@ -327,34 +382,177 @@ mod tests {
     #[tokio::test]
     async fn oversized_truncated_and_compressed_messages_are_refused() {
         // Over the limit: refused at its length, before it arrives.
-        let mut frames = Frames::<wire::ExportRequest>::new(body(vec![framed(&snapshot(5))]), 64);
+        let mut frames =
+            Frames::<wire::ExportRequest>::new(body(vec![framed(&snapshot(5))]), 64, PATIENT);
         let e = frames.next().await.unwrap().unwrap_err();
         assert_eq!(e.code(), Code::OutOfRange, "{e}");
         assert!(frames.next().await.is_none());
         // A first message bigger than a Hello may be.
         let big = snapshot(FIRST_EXPORT_MESSAGE_BYTES / 200);
         assert!(big.encoded_len() > FIRST_EXPORT_MESSAGE_BYTES);
-        let mut frames = Frames::<wire::ExportRequest>::new(body(vec![framed(&big)]), 4 << 20);
+        let mut frames =
+            Frames::<wire::ExportRequest>::new(body(vec![framed(&big)]), 4 << 20, PATIENT);
         let e = frames.next().await.unwrap().unwrap_err();
         assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
         // The body ends inside a message.
         let mut cut = framed(&hello());
         cut.truncate(cut.len() - 1);
-        let mut frames = Frames::<wire::ExportRequest>::new(body(vec![cut]), 4 << 20);
+        let mut frames = Frames::<wire::ExportRequest>::new(body(vec![cut]), 4 << 20, PATIENT);
         let e = frames.next().await.unwrap().unwrap_err();
         assert_eq!(e.code(), Code::Internal, "{e}");
         // Compressed, or a flag gRPC does not define.
         for flag in [1, 7] {
             let mut m = framed(&hello());
             m[0] = flag;
-            let mut frames = Frames::<wire::ExportRequest>::new(body(vec![m]), 4 << 20);
+            let mut frames = Frames::<wire::ExportRequest>::new(body(vec![m]), 4 << 20, PATIENT);
             let e = frames.next().await.unwrap().unwrap_err();
             assert_eq!(e.code(), Code::Internal, "{e}");
         }
         // Not protobuf.
         let mut junk = vec![0, 0, 0, 0, 3];
         junk.extend([0xff, 0xff, 0xff]);
-        let mut frames = Frames::<wire::ExportRequest>::new(body(vec![junk]), 4 << 20);
+        let mut frames = Frames::<wire::ExportRequest>::new(body(vec![junk]), 4 << 20, PATIENT);
         assert!(frames.next().await.unwrap().is_err());
+    }
+
+    /// A body whose DATA frames are sent by the test, when it chooses.
+    fn sent_body() -> (
+        tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+        tonic::body::Body,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        (
+            tx,
+            tonic::body::Body::new(axum::body::Body::from_stream(stream)),
+        )
+    }
+
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_started_and_never_finished_is_cut_off_at_the_deadline() {
+        let (tx, body) = sent_body();
+        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE);
+        let big = framed(&snapshot(20));
+        let mut first = framed(&hello());
+        first.extend_from_slice(&big[..100]);
+        tx.send(Ok(first.into())).await.unwrap();
+        assert_eq!(frames.next().await.unwrap().unwrap(), hello());
+        let started = tokio::time::Instant::now();
+        // A little more now and then, never all of it.
+        let sender = tokio::spawn(async move {
+            for piece in big[100..big.len() - 1].chunks(500) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if tx.send(Ok(piece.to_vec().into())).await.is_err() {
+                    break;
+                }
+            }
+            // Held open: the body never ends.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        });
+        let e = frames.next().await.unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+        assert!(
+            e.message().contains("--export-message-timeout"),
+            "{}",
+            e.message()
+        );
+        assert!(e.message().contains("bytes arrived"), "{}", e.message());
+        assert_eq!(started.elapsed(), DEADLINE);
+        assert!(frames.next().await.is_none());
+        sender.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_header_never_finished_is_cut_off_too() {
+        let (tx, body) = sent_body();
+        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE);
+        tx.send(Ok(vec![0, 0].into())).await.unwrap();
+        let e = frames.next().await.unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+        assert!(
+            e.message().contains("2 of its 5 header bytes"),
+            "{}",
+            e.message()
+        );
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_message_within_the_deadline_and_long_pauses_between_messages_are_fine() {
+        let (tx, body) = sent_body();
+        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE);
+        let sent = [hello(), snapshot(20), heartbeat(3), snapshot(3)];
+        let wire: Vec<Vec<u8>> = sent.iter().map(framed).collect();
+        let sender = tokio::spawn(async move {
+            tx.send(Ok(wire[0].clone().into())).await.unwrap();
+            for message in &wire[1..] {
+                // Idle between messages for longer than the deadline, then
+                // each message in pieces over most of it.
+                tokio::time::sleep(3 * DEADLINE).await;
+                let pieces = message.chunks(message.len().div_ceil(9));
+                for piece in pieces {
+                    tx.send(Ok(piece.to_vec().into())).await.unwrap();
+                    tokio::time::sleep(DEADLINE / 10).await;
+                }
+            }
+        });
+        for message in sent {
+            assert_eq!(frames.next().await.unwrap().unwrap(), message);
+        }
+        sender.await.unwrap();
+        assert!(frames.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_the_reader_spends_elsewhere_does_not_count() {
+        let (tx, body) = sent_body();
+        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE);
+        let big = framed(&snapshot(20));
+        let mut first = framed(&hello());
+        first.extend_from_slice(&big[..100]);
+        tx.send(Ok(first.into())).await.unwrap();
+        assert_eq!(frames.next().await.unwrap().unwrap(), hello());
+        // The registry applies the Hello for twice the deadline while the
+        // rest of the next message arrives; then it reads on.
+        let rest = big[100..].to_vec();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(DEADLINE / 2).await;
+            tx.send(Ok(rest.into())).await.unwrap();
+            tokio::time::sleep(3600 * DEADLINE).await;
+        });
+        tokio::time::sleep(2 * DEADLINE).await;
+        let Some(Ok(wire::ExportRequest {
+            message: Some(Req::Snapshot(s)),
+            ..
+        })) = frames.next().await
+        else {
+            panic!("the Snapshot");
+        };
+        assert_eq!(s.services.len(), 20);
+        sender.abort();
+    }
+
+    #[tokio::test]
+    async fn a_first_message_too_big_for_a_hello_is_refused_at_its_header() {
+        // Only the header: the registry must not wait for 1 MiB to refuse.
+        let (tx, body) = sent_body();
+        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, PATIENT);
+        let mut header = vec![0];
+        header.extend_from_slice(&(1u32 << 20).to_be_bytes());
+        tx.send(Ok(header.into())).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(30), frames.next())
+            .await
+            .expect("refused at its header, without waiting for its bytes")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+        assert!(
+            frames.held() < FIRST_EXPORT_MESSAGE_BYTES,
+            "{}",
+            frames.held()
+        );
+        drop(tx);
     }
 }

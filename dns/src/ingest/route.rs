@@ -79,9 +79,11 @@ fn export(
         ))
         .into_http();
     }
-    let max = ingest.export.limits.max_grpc_message_bytes;
-    let request =
-        Request::from_http(request.map(|body| Frames::<wire::ExportRequest>::new(body, max)));
+    let limits = &ingest.export.limits;
+    let (max, deadline) = (limits.max_grpc_message_bytes, limits.export_message_timeout);
+    let request = Request::from_http(
+        request.map(|body| Frames::<wire::ExportRequest>::new(body, max, deadline)),
+    );
     match ingest.open_export(request) {
         Err(status) => status.into_http(),
         Ok(response) => {

@@ -32,6 +32,7 @@ mod process;
 mod resolvers;
 mod restart;
 mod security;
+mod slow_member;
 mod soak;
 mod sync;
 mod syncer_policy;

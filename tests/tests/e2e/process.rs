@@ -415,7 +415,7 @@ async fn status_shows_the_fleet() {
 async fn serve_runs_without_transparent_huge_pages() {
     let mut args = vec!["serve", "--insecure"];
     args.extend_from_slice(&LOOPBACK_PORT_0);
-    let hub = Proc::start("meshdns", &args);
+    let (hub, logs) = Proc::start_logged("meshdns", &args);
     let status = format!("/proc/{}/status", hub.0.id());
     let thp = move || {
         std::fs::read_to_string(&status)
@@ -433,5 +433,8 @@ async fn serve_runs_without_transparent_huge_pages() {
         async move { (value.as_deref() == Some("0")).then_some(()) }
     })
     .await;
+    // SIGTERM only once it is handled (installed before anything listens):
+    // sent sooner, it ends the process with the signal, not with 0.
+    logs.listening("grpc registry listening").await;
     assert!(hub.terminate().success(), "meshdns exits 0 on SIGTERM");
 }
