@@ -32,6 +32,10 @@ pub use imports::PER_CLUSTER as IMPORTS_PER_CLUSTER;
 pub use route::RegistryService;
 pub use watch::{PART_BYTES, full_state};
 
+/// Largest request decoded for Watch, ListClusters, GetService and
+/// WatchImports: their requests are empty or one service key (two names
+/// of at most 253 bytes each), so 16 KiB leaves ample room.
+pub const SMALL_REQUEST_BYTES: usize = 16 * 1024;
 /// The tonic service over a shared [`Registry`].
 #[derive(Clone)]
 pub struct Ingest {
@@ -165,11 +169,14 @@ impl Ingest {
     }
 
     /// The service to serve: tonic's generated server, but Export streams
-    /// read by [`route`] (no decode buffer kept per idle stream).
+    /// read by [`route`] (no decode buffer kept per idle stream). The
+    /// generated server serves only the RPCs whose request is empty or one
+    /// service key, so it decodes at most [`SMALL_REQUEST_BYTES`]: a caller,
+    /// authenticated only once its request is decoded, cannot make the
+    /// registry buffer `--max-grpc-message-bytes` per stream.
     pub fn into_server(self) -> RegistryService {
-        let max = self.export.limits.max_grpc_message_bytes;
-        let generated =
-            wire::registry_server::RegistryServer::new(self.clone()).max_decoding_message_size(max);
+        let generated = wire::registry_server::RegistryServer::new(self.clone())
+            .max_decoding_message_size(SMALL_REQUEST_BYTES);
         RegistryService::new(self, generated)
     }
 

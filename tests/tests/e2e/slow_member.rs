@@ -140,3 +140,35 @@ async fn a_slow_member_within_the_bound_is_served() {
     );
     server.stop().await;
 }
+
+/// The RPCs other than Export take an empty request or one service key:
+/// a request over 16 KiB is refused from its length prefix, before the
+/// registry buffers it or knows who sent it, and the same client is
+/// served normally afterwards.
+#[tokio::test]
+async fn an_oversized_small_request_is_refused_before_it_is_read() {
+    let server = TestServer::start(&[]).await;
+    let mut client = wire::registry_client::RegistryClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let huge = wire::GetServiceRequest {
+        key: Some(wire::ServiceKey {
+            namespace: "a".repeat(64 * 1024),
+            name: "web".into(),
+        }),
+    };
+    let err = tokio::time::timeout(Duration::from_secs(10), client.get_service(huge))
+        .await
+        .expect("refused at once, not read to the end")
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    assert!(err.message().contains("16384"), "{err:?}");
+    let listed = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.list_clusters(wire::ListClustersRequest {}),
+    )
+    .await
+    .unwrap();
+    assert!(listed.is_ok(), "{listed:?}");
+    server.stop().await;
+}
