@@ -44,6 +44,27 @@ pub use rules::{MAX_UDP_PAYLOAD, MCS_DNS_VERSION, Transport};
 use answer::{Question, Wants};
 use rules::Rcode;
 
+/// Answers one DNS message that came over `transport` into `out`: the
+/// [`crate::fast`] path when it covers the query, else [`respond`].
+/// `None` means drop it (see [`respond`]); `out` is then unspecified.
+pub fn answer_into(
+    snapshot: &Snapshot,
+    authority: &Authority,
+    packet: &[u8],
+    source: IpAddr,
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
+    if let Some(outcome) =
+        crate::fast::answer_over(transport, snapshot, authority, packet, source, out)
+    {
+        return Some(outcome);
+    }
+    let (reply, outcome) = respond(snapshot, authority, packet, source, transport)?;
+    *out = reply;
+    Some(outcome)
+}
+
 /// Answers one DNS message. `None` means drop it: it is too short to
 /// answer, or is itself a response.
 pub fn respond(

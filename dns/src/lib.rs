@@ -126,15 +126,6 @@ impl Listeners {
                     what: "--dns-listen, udp",
                     source,
                 })?;
-                let asked = sockets.receive_buffer.min(udp::receive_buffer::MAX);
-                if udp.receive_buffer < asked {
-                    tracing::warn!(
-                        %addr,
-                        asked,
-                        granted = udp.receive_buffer,
-                        "--udp-receive-buffer: the kernel capped it (net.core.rmem_max); raise that sysctl or grant CAP_NET_ADMIN, or queries are dropped in bursts"
-                    );
-                }
                 let tcp_addr = udp.local_addr().map_err(|source| Error::Bind {
                     addr: *addr,
                     what: "--dns-listen",
@@ -142,6 +133,14 @@ impl Listeners {
                 })?;
                 match bind_tcp(tcp_addr, "--dns-listen, tcp").await {
                     Ok(tcp) => {
+                        if udp.receive_buffer < sockets.receive_buffer {
+                            tracing::warn!(
+                                %addr,
+                                asked = sockets.receive_buffer,
+                                granted = udp.receive_buffer,
+                                "--udp-receive-buffer: the kernel capped it (net.core.rmem_max); raise that sysctl or grant CAP_NET_ADMIN, or queries are dropped in bursts"
+                            );
+                        }
                         dns_tcp.push(tcp);
                         dns_udp.push(udp);
                         break;

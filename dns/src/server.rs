@@ -1,5 +1,5 @@
-//! DNS over TCP, feeding the [`fast`] path and, for what it does not
-//! take, [`authority::respond`] (UDP is [`crate::udp`]).
+//! DNS over TCP, feeding [`authority::answer_into`] (the [`crate::fast`]
+//! path, else [`authority::respond`]), as UDP does ([`crate::udp`]).
 //!
 //! Each TCP connection has its own task. Queries may be pipelined: every
 //! complete message in what has been read is answered, in order, and the
@@ -25,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::authority::{self, Authority, Transport};
-use crate::fast;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
@@ -130,32 +129,18 @@ async fn connection(
             deadline = tokio::time::Instant::now() + idle;
             let started = Instant::now();
             // The fast path as over UDP, else the full handler.
-            let fast = fast::answer_over(
-                Transport::Tcp,
+            let answered = authority::answer_into(
                 &snapshot,
                 authority,
                 message,
                 peer.ip(),
+                Transport::Tcp,
                 &mut reply,
             );
-            let outcome = match fast {
-                Some(outcome) => outcome,
-                None => {
-                    let full = authority::respond(
-                        &snapshot,
-                        authority,
-                        message,
-                        peer.ip(),
-                        Transport::Tcp,
-                    );
-                    // A response or a runt: not answered; the next
-                    // message is still where its length prefix says.
-                    let Some((full, outcome)) = full else {
-                        continue;
-                    };
-                    reply = full;
-                    outcome
-                }
+            // A response or a runt: not answered; the next message is
+            // still where its length prefix says.
+            let Some(outcome) = answered else {
+                continue;
             };
             metrics.answered(&outcome, started.elapsed());
             // The encoder keeps a TCP reply within 65,535 bytes.

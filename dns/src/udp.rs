@@ -6,8 +6,8 @@
 //! the first datagram only), answers the batch against one snapshot load,
 //! and sends every reply in one `sendmmsg`. Under load that is two system
 //! calls per batch instead of two per query; when idle it is the same as
-//! `recvfrom`. Each query tries the [`fast`] path and falls back to
-//! [`authority::respond`]. With `--rrl-rate`, each reply then takes a token
+//! `recvfrom`. Each query goes through [`authority::answer_into`]: the
+//! [`crate::fast`] path, else [`authority::respond`]. With `--rrl-rate`, each reply then takes a token
 //! from its source prefix's bucket ([`rrl`]; one table shared by every
 //! worker, read with one clock reading per batch): over the rate it is
 //! dropped or slipped out truncated, unless its query carried a valid
@@ -32,7 +32,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::authority::{self, Authority, Transport};
-use crate::fast;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::rrl::{self, RateLimiter, Verdict};
@@ -170,22 +169,15 @@ pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken)
                 };
                 let packet = &inbox[i][..(*len).min(MAX_QUERY)];
                 let out = &mut outbox[i];
-                let outcome = match fast::answer(&snapshot, &answerer.authority, packet, peer, out)
-                {
-                    Some(outcome) => Some(outcome),
-                    None => authority::respond(
-                        &snapshot,
-                        &answerer.authority,
-                        packet,
-                        peer,
-                        Transport::Udp,
-                    )
-                    .map(|(reply, outcome)| {
-                        *out = reply;
-                        outcome
-                    }),
-                };
-                let Some(outcome) = outcome else { continue };
+                let answered = authority::answer_into(
+                    &snapshot,
+                    &answerer.authority,
+                    packet,
+                    peer,
+                    Transport::Udp,
+                    out,
+                );
+                let Some(outcome) = answered else { continue };
                 if let (Some(limiter), Some(slipper)) = (&answerer.rrl, &mut slipper)
                     && !outcome.cookie
                     && !limiter.allow(peer, now)
