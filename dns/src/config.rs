@@ -44,6 +44,14 @@ pub struct ServeArgs {
         default_value_t = crate::udp::receive_buffer::DEFAULT
     )]
     pub udp_receive_buffer: usize,
+    /// Nice value (0–19) of the control plane's threads: the registry writer, Export validation, state-file saves and the reaper. The DNS workers and the admin endpoint keep the process's own priority, so when a reconnect storm and DNS want the same core DNS gets the larger share (about nine tenths at 10); while DNS is idle the control plane has the whole machine. 0 treats them alike.
+    #[arg(
+        long = "control-plane-nice",
+        env = "MESHDNS_CONTROL_PLANE_NICE",
+        default_value_t = crate::priority::DEFAULT_NICE,
+        value_parser = clap::value_parser!(u8).range(0..=i64::from(crate::priority::MAX_NICE))
+    )]
+    pub control_plane_nice: u8,
     /// Address for the gRPC registry (syncers' Export streams, Watch, status).
     #[arg(
         long = "grpc-listen",
@@ -319,6 +327,8 @@ pub struct ServeConfig {
     pub lifetimes: Lifetimes,
     /// Certificate files whose expiry `/metrics` reports, by role.
     pub certificates: Vec<(&'static str, std::path::PathBuf)>,
+    /// `--control-plane-nice`: see [`crate::priority`].
+    pub control_plane_nice: u8,
 }
 
 fn seconds(flag: &'static str, value: Duration) -> Result<u32, Error> {
@@ -678,6 +688,7 @@ impl ServeArgs {
             .into_iter()
             .filter_map(|(role, path)| Some((role, path.clone()?)))
             .collect(),
+            control_plane_nice: self.control_plane_nice,
         })
     }
 }

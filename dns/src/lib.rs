@@ -57,6 +57,7 @@ pub mod json;
 pub mod locality;
 pub mod metrics;
 pub mod policy;
+pub mod priority;
 pub mod qname;
 pub mod reader;
 pub mod registry;
@@ -248,6 +249,8 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    // Before the first control-plane thread (the registry's reaper) starts.
+    priority::set_control_plane_nice(config.control_plane_nice);
     // Observability: certificate expiry and, on a follower, its upstream link.
     let metrics = Metrics::new().with_certificates(config.certificates.clone());
     let metrics = Arc::new(match &config.follow {

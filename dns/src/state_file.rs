@@ -181,6 +181,7 @@ pub async fn run(
             };
             let path = path.clone();
             let result = tokio::task::spawn_blocking(move || {
+                crate::priority::control_plane_thread();
                 let payload = crate::ingest::full_state(&full).encode_to_vec();
                 write_atomically(&path, &seal(&payload))
             })

@@ -114,6 +114,7 @@ async fn check(
 ) -> Checked {
     let items: usize = services.iter().map(|s| 1 + s.endpoints.len()).sum();
     let work = move || {
+        crate::priority::control_plane_thread();
         let from = checked.valid.len();
         checked.add(&services, max_endpoints);
         police(rules.as_deref(), &mut checked, from);

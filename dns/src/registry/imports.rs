@@ -143,7 +143,10 @@ impl Saver {
     async fn save(&mut self, path: &Path, times: &HashMap<Pair, u64>) {
         self.finish().await;
         let (path, times) = (path.to_owned(), times.clone());
-        self.running = Some(tokio::task::spawn_blocking(move || save(&path, &times)));
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            crate::priority::control_plane_thread();
+            save(&path, &times)
+        }));
     }
 
     /// Waits for the write under way, if any.

@@ -39,7 +39,10 @@ impl Reaper {
         let (tx, rx) = sync_channel(BACKLOG);
         let started = thread::Builder::new()
             .name("meshdns-reaper".into())
-            .spawn(move || reap(rx, SETTLED, nudge));
+            .spawn(move || {
+                crate::priority::control_plane_thread();
+                reap(rx, SETTLED, nudge)
+            });
         // Without a thread (the system refused one), the writer frees.
         Reaper {
             retired: started.is_ok().then_some(tx),

@@ -55,7 +55,10 @@ impl Writer {
         let (jobs, queue) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("meshdns-writer".into())
-            .spawn(move || run(&registry, queue))?;
+            .spawn(move || {
+                crate::priority::control_plane_thread();
+                run(&registry, queue)
+            })?;
         Ok(Writer { jobs })
     }
 

@@ -100,6 +100,7 @@ const FLAG_ERRORS: &[(&str, &[&str], &[&str])] = &[
     ("meshdns", &["serve", "--insecure", "--dns-listen", "nowhere"], &["--dns-listen"]),
     ("meshdns", &["serve", "--insecure", "--workers", "100000"], &["--workers", "maximum"]),
     ("meshdns", &["serve", "--insecure", "--udp-receive-buffer", "300000000"], &["--udp-receive-buffer", "maximum"]),
+    ("meshdns", &["serve", "--insecure", "--control-plane-nice", "20"], &["--control-plane-nice", "0..=19"]),
     ("meshdns-syncer", &["--registry", "127.0.0.1:1", "--source", "file:/dev/null"], &["--registry", "--insecure"]),
     ("meshdns-syncer", &["--insecure", "--registry", "127.0.0.1:1", "--source", "ftp:x"], &["--source"]),
     ("meshdns-syncer", &["--insecure", "--registry", "127.0.0.1:1", "--heartbeat", "5"], &["--heartbeat"]),
@@ -437,4 +438,84 @@ async fn serve_runs_without_transparent_huge_pages() {
     // sent sooner, it ends the process with the signal, not with 0.
     logs.listening("grpc registry listening").await;
     assert!(hub.terminate().success(), "meshdns exits 0 on SIGTERM");
+}
+
+/// Each thread of process `pid`: its name and nice value, from
+/// `/proc/<pid>/task/*/stat` (the name in parentheses, the nice value the
+/// 17th field after them).
+fn thread_nice_values(pid: u32) -> Vec<(String, i32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+        let name = stat[open + 1..close].to_owned();
+        let nice = stat[close + 1..]
+            .split_whitespace()
+            .nth(16)
+            .and_then(|f| f.parse().ok())
+            .unwrap();
+        threads.push((name, nice));
+    }
+    threads
+}
+
+/// `--control-plane-nice`: the registry writer, the reaper and the
+/// blocking threads that validate a large Export run at the lower
+/// priority; the DNS workers, the admin thread and the runtime's other
+/// workers keep the process's own (0 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_lowers_only_the_control_planes_priority() {
+    use meshdns_proto::fixtures;
+    use meshdns_proto::wire::{self, export_request::Message as Req};
+    use meshdns_tests::export_stream::{ExportStream, hello};
+
+    let served = meshdns_tests::ServeProc::start(&["--control-plane-nice", "7"]).await;
+    let pid = served.proc.0.id();
+    let own = thread_nice_values(pid)
+        .into_iter()
+        .find(|(name, _)| name == "meshdns")
+        .map(|(_, nice)| nice)
+        .expect("the main thread");
+    // A Snapshot too large to validate inline (over 1,024 items) goes to
+    // the blocking pool.
+    let endpoints: Vec<_> = (0..1_500)
+        .map(|i| fixtures::wire_endpoint(format!("10.7.{}.{}", i / 200, i % 200 + 1)))
+        .collect();
+    let mut stream = ExportStream::open(served.grpc_url(), Req::Hello(hello("east")))
+        .await
+        .unwrap();
+    let big = fixtures::wire_service("shop", "web", endpoints);
+    let ack = stream
+        .send(Req::Snapshot(wire::Snapshot {
+            services: vec![big],
+            more: false,
+        }))
+        .await
+        .unwrap();
+    assert!(ack.refusals.is_empty(), "{:?}", ack.refusals);
+    let threads = thread_nice_values(pid);
+    let nice_of = |name: &str| -> Vec<i32> {
+        threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(name))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    assert_eq!(nice_of("meshdns-writer"), [7], "{threads:?}");
+    assert_eq!(nice_of("meshdns-reaper"), [7], "{threads:?}");
+    assert_eq!(nice_of("meshdns-admin"), [own], "{threads:?}");
+    let udp = nice_of("meshdns-udp");
+    assert!(
+        !udp.is_empty() && udp.iter().all(|n| *n == own),
+        "{threads:?}"
+    );
+    // The runtime's threads share one name: its workers stay, the blocking
+    // thread that validated the Snapshot (kept alive 10 s) was lowered.
+    let runtime = nice_of("tokio-");
+    assert!(runtime.contains(&7), "{threads:?}");
+    assert!(runtime.contains(&own), "{threads:?}");
+    drop(stream);
+    assert!(served.proc.terminate().success());
 }
