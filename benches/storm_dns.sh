@@ -25,6 +25,8 @@
 #      (no answer within 2 s) are counted over the whole run; the target
 #      is 0.
 # STORM_PERF=PATH records the hub through the storm with perf (PATH-<label>).
+# The hub's CPU time through the storm (user + system) is printed beside
+# its wall time: on a shared machine it is the steadier figure.
 # STORM_DNS=0 runs no dnsperf (the storm's time alone); STORM_FRESH=1 sends
 # the same storm into a hub started empty (no state file), for comparison.
 # STORM_DEBUG=1 also prints the phase boundaries and dnsperf's last intervals.
@@ -95,7 +97,10 @@ one_run() { # label bin
     perf record -F 499 --call-graph dwarf,16384 -o "$STORM_PERF-$label" -p "$MESHDNS_PID" >/dev/null 2>&1 &
     perf_rec=$!
   fi
+  local cpu_before
+  cpu_before=$(cpu_ticks "$MESHDNS_PID")
   LABEL=$label push_fleet "${big[@]}"
+  local cpu_ms=$(( ($(cpu_ticks "$MESHDNS_PID") - cpu_before) * 1000 / $(getconf CLK_TCK) ))
   [ -n "$perf_rec" ] && { kill -INT "$perf_rec"; wait "$perf_rec" || true; }
   local ready_ms
   ready_ms=$(awk '/^ready/ { print $2 }' "$DIR/$label-push.out")
@@ -118,7 +123,7 @@ one_run() { # label bin
   lost=$(awk '/Queries lost:/ { print $3 }' "$perf")
   local ratio
   ratio=$(awk -v d="$during" -v a="$after" 'BEGIN { if (d == "none" || a == "none" || a == 0) print "n/a"; else printf "%.2f", d / a }')
-  echo "$label: storm to every answer live ${ready_ms} ms; DNS q/s before (stale) ${before}, during ${during}, idle after ${after}; during/idle ${ratio}; queries lost ${lost:-?} of $(awk '/Queries completed:/ { print $3 + 0 }' "$perf"), the hub's socket dropped ${drops:-?}"
+  echo "$label: storm to every answer live ${ready_ms} ms (hub CPU ${cpu_ms} ms); DNS q/s before (stale) ${before}, during ${during}, idle after ${after}; during/idle ${ratio}; queries lost ${lost:-?} of $(awk '/Queries completed:/ { print $3 + 0 }' "$perf"), the hub's socket dropped ${drops:-?}"
   kill "$PUSH_PID" "$MESHDNS_PID" 2>/dev/null || true
   wait "$PUSH_PID" "$MESHDNS_PID" 2>/dev/null || true
 }
