@@ -231,7 +231,7 @@ proptest! {
                     }
                     // Away: as restored, stale.
                     Back::Away => {
-                        prop_assert_eq!(restored.get(&at).is_some(), saved.contains_key(&s));
+                        prop_assert_eq!(restored.contains_key(&at), saved.contains_key(&s));
                         if let Some((held, _)) = restored.get(&at) {
                             prop_assert!(Arc::ptr_eq(held, &after[&at].0));
                             prop_assert!(after[&at].1, "{:?} is stale", at);
