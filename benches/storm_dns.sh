@@ -25,6 +25,10 @@
 #      (no answer within 2 s) are counted over the whole run; the target
 #      is 0.
 # STORM_PERF=PATH records the hub through the storm with perf (PATH-<label>).
+# The hub's CPU time through the storm (user + system) is printed beside
+# its wall time: on a shared machine it is the steadier figure.
+# STORM_DNS=0 runs no dnsperf (the storm's time alone); STORM_FRESH=1 sends
+# the same storm into a hub started empty (no state file), for comparison.
 # STORM_DEBUG=1 also prints the phase boundaries and dnsperf's last intervals.
 # The publishers and dnsperf share core 1, so during the storm the client
 # has less CPU than when idle: the ratio is a lower bound for the hub.
@@ -60,22 +64,31 @@ phase_rate() { # file from to
 
 one_run() { # label bin
   local label=$1 bin=$2 state=$DIR/$1.state
-  # 1. Load a hub and save its state.
-  LABEL=$label-load MESHDNS_BIN=$bin start_meshdns --max-answers 16 --state-file "$state"
-  LABEL=$label-load push_fleet "${big[@]}"
-  wait_answers "$DNS_PORT"
-  kill "$PUSH_PID"; wait "$PUSH_PID" 2>/dev/null || true
-  kill "$MESHDNS_PID"; wait "$MESHDNS_PID" 2>/dev/null || true
-  [ -s "$state" ] || { echo "storm_dns.sh: no state file saved" >&2; exit 1; }
-  # 2. The restarted hub answers from it at once.
-  LABEL=$label MESHDNS_BIN=$bin start_meshdns --max-answers 16 --state-file "$state"
-  wait_answers "$DNS_PORT"
-  # 3. dnsperf through the whole run; the storm 3 s in.
-  local perf=$DIR/$label-dnsperf.out
-  taskset -c 1 dnsperf -s 127.0.0.1 -p "$DNS_PORT" -a "$QADDR" -d "$DIR/q/$QFILE" \
-    -l 600 -c 4 -q 200 -T 1 -t 2 -S 0.5 > "$perf" 2>&1 &
-  local perf_pid=$!
-  PIDS+=("$perf_pid")
+  if [ -z "${STORM_FRESH:-}" ]; then
+    # 1. Load a hub and save its state.
+    LABEL=$label-load MESHDNS_BIN=$bin start_meshdns --max-answers 16 --state-file "$state"
+    LABEL=$label-load push_fleet "${big[@]}"
+    wait_answers "$DNS_PORT"
+    kill "$PUSH_PID"; wait "$PUSH_PID" 2>/dev/null || true
+    kill "$MESHDNS_PID"; wait "$MESHDNS_PID" 2>/dev/null || true
+    [ -s "$state" ] || { echo "storm_dns.sh: no state file saved" >&2; exit 1; }
+    # 2. The restarted hub answers from it at once.
+    LABEL=$label MESHDNS_BIN=$bin start_meshdns --max-answers 16 --state-file "$state"
+    wait_answers "$DNS_PORT"
+  else
+    # STORM_FRESH: the same storm into a hub that starts empty.
+    LABEL=$label MESHDNS_BIN=$bin start_meshdns --max-answers 16
+    sleep 1
+  fi
+  # 3. dnsperf through the whole run (unless STORM_DNS=0); the storm 3 s in.
+  local perf=$DIR/$label-dnsperf.out perf_pid=
+  : > "$perf"
+  if [ "${STORM_DNS:-1}" != 0 ]; then
+    taskset -c 1 dnsperf -s 127.0.0.1 -p "$DNS_PORT" -a "$QADDR" -d "$DIR/q/$QFILE" \
+      -l 600 -c 4 -q 200 -T 1 -t 2 -S 0.5 > "$perf" 2>&1 &
+    perf_pid=$!
+    PIDS+=("$perf_pid")
+  fi
   sleep 3
   local storm_at
   storm_at=$(date +%s.%N)
@@ -84,7 +97,10 @@ one_run() { # label bin
     perf record -F 499 --call-graph dwarf,16384 -o "$STORM_PERF-$label" -p "$MESHDNS_PID" >/dev/null 2>&1 &
     perf_rec=$!
   fi
+  local cpu_before
+  cpu_before=$(cpu_ticks "$MESHDNS_PID")
   LABEL=$label push_fleet "${big[@]}"
+  local cpu_ms=$(( ($(cpu_ticks "$MESHDNS_PID") - cpu_before) * 1000 / $(getconf CLK_TCK) ))
   [ -n "$perf_rec" ] && { kill -INT "$perf_rec"; wait "$perf_rec" || true; }
   local ready_ms
   ready_ms=$(awk '/^ready/ { print $2 }' "$DIR/$label-push.out")
@@ -93,8 +109,10 @@ one_run() { # label bin
   # Datagrams the hub's socket dropped for want of buffer (ss's d<N>).
   local drops
   drops=$(ss -uamn "sport = :$DNS_PORT" | grep -o 'd[0-9]*)' | tr -dc '0-9')
-  kill -INT "$perf_pid"
-  wait "$perf_pid" || true
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+  fi
   local live_at
   live_at=$(awk -v s="$storm_at" -v m="$ready_ms" 'BEGIN { printf "%.3f", s + m / 1000 }')
   local before during after lost
@@ -105,7 +123,7 @@ one_run() { # label bin
   lost=$(awk '/Queries lost:/ { print $3 }' "$perf")
   local ratio
   ratio=$(awk -v d="$during" -v a="$after" 'BEGIN { if (d == "none" || a == "none" || a == 0) print "n/a"; else printf "%.2f", d / a }')
-  echo "$label: storm to every answer live ${ready_ms} ms; DNS q/s before (stale) ${before}, during ${during}, idle after ${after}; during/idle ${ratio}; queries lost ${lost:-?} of $(awk '/Queries completed:/ { print $3 + 0 }' "$perf"), the hub's socket dropped ${drops:-?}"
+  echo "$label: storm to every answer live ${ready_ms} ms (hub CPU ${cpu_ms} ms); DNS q/s before (stale) ${before}, during ${during}, idle after ${after}; during/idle ${ratio}; queries lost ${lost:-?} of $(awk '/Queries completed:/ { print $3 + 0 }' "$perf"), the hub's socket dropped ${drops:-?}"
   kill "$PUSH_PID" "$MESHDNS_PID" 2>/dev/null || true
   wait "$PUSH_PID" "$MESHDNS_PID" 2>/dev/null || true
 }

@@ -26,6 +26,9 @@ use tracing::{info, warn};
 
 use crate::error::Corrupt;
 use crate::registry::Registry;
+use schedule::Schedule;
+
+mod schedule;
 
 const MAGIC: &[u8] = b"MESHDNS-STATE 1\n";
 
@@ -140,20 +143,18 @@ pub fn load(registry: &Registry, path: &Path, keep_policy: bool) -> Restored {
     }
 }
 
-/// A save may take at most one part in `SAVE_DUTY` of the time.
-const SAVE_DUTY: u32 = 10;
-
-/// How long after the start of a save that took `took` the next may
-/// start: a save of a big registry (a few hundred milliseconds at a
-/// million endpoints) is not repeated every interval while the fleet
-/// changes, as in a reconnect storm, where it would take CPU from
-/// answering. A small registry saves every interval as before.
-fn pause_after(took: Duration) -> Duration {
-    took.saturating_mul(SAVE_DUTY)
+/// What one save attempt came to.
+enum Saved {
+    /// The file holds this serial.
+    Serial(u32),
+    /// Not written (logged); tried again later.
+    Failed,
+    /// The writer is gone: the registry is shutting down.
+    Closed,
 }
 
-/// Saves every `interval` when the state changed, but no sooner than
-/// [`pause_after`] the last save's start, and once more at shutdown.
+/// Saves when the state changed and then settled, spaced by the last
+/// save's duration ([`Schedule`]), and once more at shutdown.
 pub async fn run(
     registry: Arc<Registry>,
     writer: crate::registry::Writer,
@@ -161,37 +162,61 @@ pub async fn run(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut saved = registry.snapshot().serial;
-    let mut ticker = tokio::time::interval(interval);
+    let (writer, path) = (&writer, &path);
+    let serial = || registry.snapshot().serial;
+    let save = move || async move {
+        // The state is taken by the writer (Arc clones, between two
+        // publishes) with the serial it matches; encoding and writing
+        // happen off the runtime.
+        let Ok((serial, full)) = writer.full_state_at().await else {
+            return Saved::Closed;
+        };
+        let path = path.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            crate::priority::control_plane_thread();
+            let payload = crate::ingest::full_state(&full).encode_to_vec();
+            write_atomically(&path, &seal(&payload))
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => Saved::Serial(serial),
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot save the state file");
+                Saved::Failed
+            }
+            Err(e) => {
+                warn!(error = %e, "state file writer failed");
+                Saved::Failed
+            }
+        }
+    };
+    saves(serial, save, interval, shutdown).await;
+}
+
+/// The save loop: polls `serial`, calls `save` when the [`Schedule`]
+/// says, and always once at shutdown.
+async fn saves<F: std::future::Future<Output = Saved>>(
+    serial: impl Fn() -> u32,
+    mut save: impl FnMut() -> F,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut schedule = Schedule::new(interval, serial(), tokio::time::Instant::now());
+    let mut ticker = tokio::time::interval(schedule.poll());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut not_before = tokio::time::Instant::now();
     loop {
         let stopping = tokio::select! {
             _ = shutdown.cancelled() => true,
             _ = ticker.tick() => false,
         };
-        let due = tokio::time::Instant::now() >= not_before;
-        if (registry.snapshot().serial != saved && due) || stopping {
-            let started = tokio::time::Instant::now();
-            // The state is taken by the writer (Arc clones, between two
-            // publishes) with the serial it matches; encoding and writing
-            // happen off the runtime.
-            let Ok((serial, full)) = writer.full_state_at().await else {
-                return;
+        let started = tokio::time::Instant::now();
+        if schedule.due(started, serial()) || stopping {
+            let done = match save().await {
+                Saved::Serial(serial) => Some(serial),
+                Saved::Failed => None,
+                Saved::Closed => return,
             };
-            let path = path.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                crate::priority::control_plane_thread();
-                let payload = crate::ingest::full_state(&full).encode_to_vec();
-                write_atomically(&path, &seal(&payload))
-            })
-            .await;
-            match result {
-                Ok(Ok(())) => saved = serial,
-                Ok(Err(e)) => warn!(error = %e, "cannot save the state file"),
-                Err(e) => warn!(error = %e, "state file writer failed"),
-            }
-            not_before = started + pause_after(started.elapsed());
+            schedule.saved(done, started, started.elapsed());
         }
         if stopping {
             return;
@@ -201,17 +226,109 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use tokio::time::{Instant, sleep};
+
     use super::*;
 
-    #[test]
-    fn a_slow_save_spaces_the_next_and_a_quick_one_does_not() {
-        // A million endpoints take a few hundred milliseconds to save.
-        assert_eq!(
-            pause_after(Duration::from_millis(400)),
-            Duration::from_secs(4)
+    /// The save loop run on paused time against a serial bumped by
+    /// `changes` (a change every `every` from `from` to `until`), each
+    /// save taking `took`. Returns when each save started, from the start.
+    async fn loop_saves(
+        every: Duration,
+        from: Duration,
+        until: Duration,
+        took: Duration,
+        run_for: Duration,
+    ) -> Vec<Duration> {
+        let t0 = Instant::now();
+        let serial = Arc::new(AtomicU32::new(1));
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let shutdown = CancellationToken::new();
+        let saver = {
+            let (serial, starts) = (serial.clone(), starts.clone());
+            let read = serial.clone();
+            tokio::spawn(saves(
+                move || read.load(Ordering::SeqCst),
+                move || {
+                    let (serial, starts) = (serial.clone(), starts.clone());
+                    async move {
+                        starts.lock().unwrap().push(t0.elapsed());
+                        sleep(took).await;
+                        Saved::Serial(serial.load(Ordering::SeqCst))
+                    }
+                },
+                Duration::from_secs(2),
+                shutdown.clone(),
+            ))
+        };
+        sleep(from).await;
+        while t0.elapsed() < until {
+            serial.fetch_add(1, Ordering::SeqCst);
+            sleep(every).await;
+        }
+        sleep(run_for.saturating_sub(t0.elapsed())).await;
+        shutdown.cancel();
+        saver.await.unwrap();
+        Arc::try_unwrap(starts).unwrap().into_inner().unwrap()
+    }
+
+    /// A storm (a change every 100 ms for 15 s) is saved once when the
+    /// file is `MAX_BEHIND` behind and once when it settles, not at every
+    /// interval; then nothing until the shutdown's save.
+    #[tokio::test(start_paused = true)]
+    async fn a_storm_is_saved_once_overdue_and_once_settled() {
+        let starts = loop_saves(
+            Duration::from_millis(100),
+            Duration::from_millis(100),
+            Duration::from_secs(15),
+            Duration::from_millis(10),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(starts.len(), 3, "saves at {starts:?}");
+        let overdue = starts[0].as_secs_f64();
+        assert!((10.0..11.0).contains(&overdue), "saves at {starts:?}");
+        let settled = starts[1].as_secs_f64();
+        assert!((15.0..16.5).contains(&settled), "saves at {starts:?}");
+        assert_eq!(starts[2], Duration::from_secs(30), "the shutdown save");
+    }
+
+    /// A save that took 1 s holds the next off for 10 s, though the
+    /// registry changed and settled long before.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_save_spaces_the_next() {
+        let starts = loop_saves(
+            Duration::from_millis(2000),
+            Duration::from_millis(100),
+            Duration::from_millis(2200),
+            Duration::from_secs(1),
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(starts.len(), 3, "saves at {starts:?}");
+        assert!(starts[0] <= Duration::from_secs(1), "saves at {starts:?}");
+        let gap = starts[1] - starts[0];
+        assert!(
+            gap >= Duration::from_secs(10) && gap < Duration::from_secs(11),
+            "saves at {starts:?}"
         );
-        // A small registry saves at every 2 s tick, as before.
-        assert!(pause_after(Duration::from_millis(5)) < Duration::from_secs(2));
+    }
+
+    /// Nothing changed: no save until the shutdown, which always saves.
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_registry_is_saved_only_at_shutdown() {
+        let starts = loop_saves(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            Duration::ZERO,
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(starts, vec![Duration::from_secs(60)]);
     }
 
     #[test]

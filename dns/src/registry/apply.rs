@@ -45,7 +45,14 @@ impl Registry {
         let mut over = Vec::new();
         for service in services {
             if next.len() < max {
-                next.insert(service.key().clone(), Arc::new(service));
+                // An export equal to the one held (a reconnect after a
+                // restart, restored or not) keeps the held one: its parts
+                // stay as built and it is no upsert.
+                let export = match entry.services.get(service.key()) {
+                    Some(held) if **held == service => held.clone(),
+                    _ => Arc::new(service),
+                };
+                next.insert(export.key().clone(), export);
             } else {
                 over.push(service.key().clone());
             }
@@ -65,7 +72,7 @@ impl Registry {
             .collect();
         let upserts: Vec<Arc<ServiceExport>> = next
             .iter()
-            .filter(|(k, v)| entry.services.get(*k) != Some(*v))
+            .filter(|(k, v)| !entry.services.get(*k).is_some_and(|h| Arc::ptr_eq(h, v)))
             .map(|(_, v)| v.clone())
             .collect();
         entry.services = next;

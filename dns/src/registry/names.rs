@@ -13,7 +13,9 @@ use super::ClusterEntry;
 /// more are forgotten by [`Names::collect`], so a member cannot grow the
 /// table without bound by cycling through zone names.
 pub(super) struct Names {
-    pub(super) ids: HashMap<String, u32>,
+    /// foldhash, seeded per process (as the service map): a member names
+    /// zones, and every endpoint's zone is looked up per view build.
+    pub(super) ids: HashMap<String, u32, foldhash::fast::RandomState>,
     pub(super) next: u32,
     /// Collect when the table grows past this.
     pub(super) collect_at: usize,
@@ -23,6 +25,11 @@ pub(super) struct Names {
     /// first cluster arrives already holds its order under the id that
     /// cluster gets ([`Names::pin_regions`]).
     pub(super) pinned: std::collections::HashSet<String>,
+    /// The last key looked up, kept so that a name already interned (all
+    /// but the first of a storm's million zone lookups) costs no
+    /// allocation (perf: formatting a new key per endpoint was 5% of a
+    /// restart storm, benches/README.md).
+    scratch: String,
 }
 
 /// The table is collected when it holds this many names, or twice what
@@ -32,10 +39,11 @@ pub(super) const NAMES_COLLECT_MIN: usize = 4096;
 impl Default for Names {
     fn default() -> Self {
         Names {
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             next: 0,
             collect_at: NAMES_COLLECT_MIN,
             pinned: std::collections::HashSet::new(),
+            scratch: String::new(),
         }
     }
 }
@@ -55,7 +63,17 @@ impl Names {
     }
 
     pub(super) fn zone_key(region: Option<&str>, zone: &str) -> String {
-        format!("z\0{}\0{zone}", region.unwrap_or(""))
+        let mut key = String::new();
+        Self::zone_key_into(&mut key, region, zone);
+        key
+    }
+
+    fn zone_key_into(key: &mut String, region: Option<&str>, zone: &str) {
+        key.clear();
+        key.push_str("z\0");
+        key.push_str(region.unwrap_or(""));
+        key.push('\0');
+        key.push_str(zone);
     }
 
     pub(super) fn provider_key(provider: &str) -> String {
@@ -71,7 +89,14 @@ impl Names {
     }
 
     pub(super) fn zone(&mut self, region: Option<&str>, zone: &str) -> u32 {
-        self.id(Self::zone_key(region, zone))
+        let mut key = std::mem::take(&mut self.scratch);
+        Self::zone_key_into(&mut key, region, zone);
+        let id = match self.ids.get(key.as_str()) {
+            Some(id) => *id,
+            None => self.id(key.clone()),
+        };
+        self.scratch = key;
+        id
     }
 
     /// Interns `regions` (the policy's region defaults) and keeps them
