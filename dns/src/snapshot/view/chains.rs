@@ -25,8 +25,11 @@ pub(super) fn changed(old: &[Arc<ChunkMeta>], new: &[Arc<ChunkMeta>]) -> Vec<u32
         .collect()
 }
 
+/// A chunk's run with its slot in the chunk's table.
+type Slotted<'r> = (u32, &'r Runs);
+
 /// Chunk `k`'s run in `slot` of `chunks`, with its slot.
-fn run_in(chunks: &[Arc<ChunkMeta>], k: u32, slot: u32) -> Option<(u32, &Runs)> {
+fn run_in(chunks: &[Arc<ChunkMeta>], k: u32, slot: u32) -> Option<Slotted<'_>> {
     let run = chunks.get(k as usize)?.runs_at(slot)?;
     Some((slot, run))
 }
@@ -58,7 +61,7 @@ pub(super) fn keyed<'r>(
 ) -> Vec<(u32, Chain)> {
     // (key, chunk, the chunk's run of the key now and its slot: `None`
     // when only the old chunk held it).
-    let mut touched: Vec<(u32, u32, Option<(u32, &'r Runs)>)> = Vec::new();
+    let mut touched: Vec<(u32, u32, Option<Slotted<'r>>)> = Vec::new();
     for &k in changed {
         let now = new.get(k as usize).map_or(&[][..], |c| keys(c));
         let was = old.get(k as usize).map_or(&[][..], |c| keys(c));

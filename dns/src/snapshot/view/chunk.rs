@@ -175,6 +175,10 @@ impl ChunkMeta {
 /// (with where providers and zones start).
 type Sealed = (Run, Run, Vec<(u32, Run)>, [usize; 2]);
 
+/// A chunk's table of runs, the slots of its every-healthy-target run and
+/// reserve run, and each key's slot.
+type Slots = (Box<[Option<Runs>]>, u32, u32, Box<[(u32, u32)]>);
+
 /// The chunk's table of runs after `previous`'s (`None`: a new chunk),
 /// and the slots of every healthy target's run, the reserve's and each
 /// key's: a kept run stays in its slot, a changed list's new run takes
@@ -182,12 +186,7 @@ type Sealed = (Run, Run, Vec<(u32, Run)>, [usize; 2]);
 /// and each new list's run takes the first free slot (else one past the
 /// end). The table never holds more slots than the most runs the chunk
 /// held at once.
-fn slotted(
-    previous: Option<&ChunkMeta>,
-    all: Run,
-    reserve: Run,
-    keys: Vec<(u32, Run)>,
-) -> (Box<[Option<Runs>]>, u32, u32, Box<[(u32, u32)]>) {
+fn slotted(previous: Option<&ChunkMeta>, all: Run, reserve: Run, keys: Vec<(u32, Run)>) -> Slots {
     let mut slots: Vec<Option<Runs>> =
         previous.map_or_else(|| Vec::with_capacity(keys.len() + 2), |p| p.slots.to_vec());
     // Which of the previous slots a run of this chunk is in.
