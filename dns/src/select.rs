@@ -246,6 +246,43 @@ mod tests {
         }
     }
 
+    /// A target names its own cluster and endpoint: a part stores only the
+    /// endpoint index, the walk stamps the cluster. Over every tier's
+    /// walk, each target's endpoint is the address the same rotation
+    /// answers (one address per target in this fleet).
+    #[test]
+    fn targets_name_their_cluster_and_endpoint() {
+        let f = standard(
+            Affinity::Nearest,
+            &[
+                ("10.1.0.1", true, None),
+                ("10.1.0.2", true, Some("us-east-1b")),
+                ("10.1.0.3", true, None),
+            ],
+        );
+        let view = f.view();
+        let east1 = f.asker("east-1");
+        for (place, min_healthy) in [(Some(&east1), 1), (Some(&east1), 4), (None, 1)] {
+            let pick = select(&view, place, min_healthy);
+            for start in [0, 1 << 47, 3 << 46] {
+                let addresses: Vec<IpAddr> = pick.v4(start, 8).map(IpAddr::V4).collect();
+                let named: Vec<IpAddr> = pick
+                    .targets(start, 8)
+                    .map(|t| match t {
+                        crate::snapshot::Target::Endpoint { cluster, endpoint } => {
+                            view.clusters[cluster as usize]
+                                .endpoint_model(endpoint)
+                                .addresses[0]
+                        }
+                        crate::snapshot::Target::ClusterIp { .. } => unreachable!("endpoints"),
+                    })
+                    .collect();
+                assert_eq!(named, addresses, "{:?} start {start}", pick.tier);
+                assert!(!named.is_empty());
+            }
+        }
+    }
+
     /// A fleet: (cluster, region, zone) with endpoints as (ip, ready, own zone).
     struct Fleet {
         places: Vec<std::sync::Arc<Place>>,

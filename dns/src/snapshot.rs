@@ -21,14 +21,15 @@ mod sample;
 mod shards;
 mod view;
 
-pub use chain::{Chain, Cursor, Kind, Segment, Span, Walk};
+pub use chain::{Chain, Cursor, Kind, Segment, Span, Table, Walk};
 pub use parts::Parts;
 pub use reverse::PtrIndex;
 pub use sample::Sample;
 use shards::Shards;
 pub use view::{
-    ClusterView, Context, EndpointView, ExportInput, Interner, NO_POLICY, PartChange, PtrService,
-    ServiceView, Step, StepChain, Target, Targets, Weights, ZoneIds, changed_parts, ptr_names,
+    ClusterView, Context, EndpointView, ExportInput, Interner, NO_POLICY, PartChange, PartTarget,
+    PtrService, ServiceView, Step, StepChain, Target, Targets, Weights, ZoneIds, changed_parts,
+    ptr_names,
 };
 
 /// One published state of the registry. Never mutated: the registry builds

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::Serialize;
 
 use crate::snapshot::{
-    Chain, ClusterView, Cursor, Kind, Sample, Segment, ServiceView, Target, Walk, chain,
+    Chain, ClusterView, Cursor, Kind, Sample, Segment, ServiceView, Table, Target, Walk, chain,
 };
 
 /// The locality tiers, nearest first, then the policy's.
@@ -50,7 +50,7 @@ impl<'a> Pick<'a> {
         Pick {
             tier,
             view,
-            targets: Cursor::of(chain),
+            targets: Cursor::of(view.table(), chain),
             // Weight-0 targets all weigh the same: nothing to sample by.
             weighted: view.weighted && tier != Tier::LastResort,
         }
@@ -100,7 +100,7 @@ impl<'a> Pick<'a> {
         Pick {
             tier: Tier::Zone,
             view,
-            targets: Cursor::with_extra(zone, extra, n),
+            targets: Cursor::with_extra(view.table(), zone, extra, n),
             weighted: view.weighted,
         }
     }
@@ -115,7 +115,7 @@ impl<'a> Pick<'a> {
         Pick {
             tier,
             view,
-            targets: Cursor::with_extra(&chain::EMPTY, extra, n),
+            targets: Cursor::with_extra(Table::EMPTY, &chain::EMPTY, extra, n),
             weighted,
         }
     }

@@ -4,10 +4,13 @@
 //! each zone's, each region's) with running totals; a [`Chain`] — a
 //! service's "every healthy target", "targets in zone Z", "targets in
 //! region R" — is a list of chunk runs ([`Link`]s) with running totals
-//! over them, so a rotated answer starts with two binary searches. When
-//! one cluster changes, its chunk's runs are rebuilt (each run one
-//! allocation; a run whose segments are unchanged keeps the previous
-//! chunk's) and only the chains whose run changed are relinked
+//! over them, so a rotated answer starts with two binary searches. A link
+//! names its run by two small integers, the chunk and the run's slot in
+//! the chunk's table of runs ([`Table`]: the view's chunks), not by a
+//! reference count: a relink copies integers. When one cluster changes,
+//! its chunk's runs are rebuilt (each run one allocation; a run whose
+//! segments are unchanged keeps the previous chunk's allocation and
+//! slot) and only the chains whose run changed are relinked
 //! ([`Chain::relink`]: the other chunks' links are copied, not looked up);
 //! every other chain is shared with the previous view.
 
@@ -18,7 +21,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use super::parts::Parts;
-use super::view::ClusterView;
+use super::view::{ChunkMeta, ClusterView};
 
 /// A half-open range of indices into one cluster part's flat lists.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -162,17 +165,34 @@ impl Ends {
 /// allocation, and the chains linking it stand.
 pub type Runs = Arc<[(Segment, Ends)]>;
 
-/// One run of a chain: a chunk's runs, the run's range there, which
-/// chunk of the view it is (a relink replaces the links of the chunks that
-/// changed), and the run's heaviest item (so that running ends after a
-/// replaced link are recomputed from the chain's own entries, without
-/// reading the run).
-#[derive(Debug, Clone)]
+/// One run of a chain: which chunk of the view it is (a relink replaces
+/// the links of the chunks that changed), the run's slot in that chunk's
+/// table of runs, and the run's heaviest item (so that running ends after
+/// a replaced link are recomputed from the chain's own entries, without
+/// reading the run). Plain integers: copying a link touches no reference
+/// count, and dropping a chain frees one allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
-    pub(super) runs: Runs,
-    pub(super) span: Span,
     pub(super) chunk: u32,
+    pub(super) slot: u32,
     pub(super) heaviest: u64,
+}
+
+/// The runs a view's chains link: its chunks, each with its table of runs
+/// by slot. A chain is read with the table of the view it belongs to (a
+/// chain shared between two views links runs both tables hold at the same
+/// chunk and slot).
+#[derive(Debug, Clone, Copy)]
+pub struct Table<'a>(pub(super) &'a [Arc<ChunkMeta>]);
+
+impl<'a> Table<'a> {
+    /// A table with no run: what a chain with no link is read with.
+    pub const EMPTY: Table<'static> = Table(&[]);
+
+    /// The run `link` names, each segment with the run's running ends.
+    fn run(self, link: &Link) -> &'a [(Segment, Ends)] {
+        self.0[link.chunk as usize].run(link.slot)
+    }
 }
 
 /// A chain's links, each with the running ends over the links so far: one
@@ -189,21 +209,32 @@ impl Deref for Links {
     }
 }
 
-/// Builds a chunk's runs, one allocation each, reusing the previous
-/// chunk's allocation of a run whose segments did not change (so a chain
-/// that links it stands, shared, and nothing is copied).
+/// A chunk's run of one list as built: the previous chunk's run of the
+/// same list, kept in its slot (a chain linking it stands), or a new
+/// allocation, in the slot of the previous chunk's run of the same list
+/// when it had one.
+#[derive(Debug)]
+pub enum Run {
+    Kept(u32),
+    New(Runs, Option<u32>),
+}
+
+/// Builds a chunk's runs, one allocation each, keeping the previous
+/// chunk's run (its allocation and slot) where the segments did not
+/// change (so a chain that links it stands, shared, and nothing is
+/// copied).
 #[derive(Debug, Default)]
 pub struct RunsBuilder(Vec<(Segment, Ends)>);
 
 impl RunsBuilder {
     /// The run of `segments`, each with the run's running ends: `reuse`
-    /// (the previous chunk's run of the same list) when it holds exactly
-    /// these, else a new allocation.
+    /// (the previous chunk's run of the same list, with its slot) when it
+    /// holds exactly these, else a new allocation.
     pub fn run(
         &mut self,
         segments: impl IntoIterator<Item = Segment>,
-        reuse: Option<&Runs>,
-    ) -> Runs {
+        reuse: Option<(u32, &Runs)>,
+    ) -> Run {
         self.fill(segments);
         self.finish(reuse)
     }
@@ -213,8 +244,8 @@ impl RunsBuilder {
     pub fn nonempty_run(
         &mut self,
         segments: impl IntoIterator<Item = Segment>,
-        reuse: Option<&Runs>,
-    ) -> Option<Runs> {
+        reuse: Option<(u32, &Runs)>,
+    ) -> Option<Run> {
         self.fill(segments);
         (!self.0.is_empty()).then(|| self.finish(reuse))
     }
@@ -228,21 +259,12 @@ impl RunsBuilder {
         }
     }
 
-    fn finish(&self, reuse: Option<&Runs>) -> Runs {
+    fn finish(&self, reuse: Option<(u32, &Runs)>) -> Run {
         match reuse {
-            Some(old) if **old == self.0[..] => old.clone(),
-            _ => Arc::from(&self.0[..]),
+            Some((slot, old)) if **old == self.0[..] => Run::Kept(slot),
+            _ => Run::New(Arc::from(&self.0[..]), reuse.map(|(slot, _)| slot)),
         }
     }
-}
-
-/// A position in a run: a run holds the segments of at most 64 parts.
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "a run holds the segments of at most 64 parts, a few per part"
-)]
-fn position(n: usize) -> u32 {
-    n as u32
 }
 
 pub(super) fn slot(kind: Kind) -> usize {
@@ -304,21 +326,21 @@ impl Chain {
 
     /// This chain with the runs of the chunks in `changes` replaced:
     /// `changes` gives, in ascending chunk order, each changed chunk's
-    /// position and its run of this chain now (`None`, or an empty run:
-    /// it holds none). The links of every other chunk are kept, their
+    /// position and its run of this chain now with the run's slot there
+    /// (`None`, or an empty run: it holds none). The links of every other chunk are kept, their
     /// running ends recomputed from the chain's own entries after the
     /// first change. O(links + changes), one allocation of the exact
     /// size; no run of an unchanged chunk is read.
     pub fn relink<'r, I>(&self, changes: I) -> Chain
     where
-        I: IntoIterator<Item = (u32, Option<&'r Runs>)>,
+        I: IntoIterator<Item = (u32, Option<(u32, &'r Runs)>)>,
         I::IntoIter: Clone,
     {
         let old: &[(Link, Ends)] = &self.runs;
         let changes = changes.into_iter();
         let len = changes.clone().fold(old.len(), |n, (chunk, run)| {
             let had = old.binary_search_by_key(&chunk, |(l, _)| l.chunk).is_ok();
-            let has = run.is_some_and(|runs| !runs.is_empty());
+            let has = run.is_some_and(|(_, runs)| !runs.is_empty());
             n - usize::from(had) + usize::from(has)
         });
         if len == 0 {
@@ -350,10 +372,10 @@ impl Chain {
         }
     }
 
-    /// Run `i`'s segments, each with the run's running ends.
-    pub(super) fn run(&self, i: usize) -> &[(Segment, Ends)] {
-        let (link, _) = &self.runs[i];
-        &link.runs[link.span.start as usize..link.span.end as usize]
+    /// Run `i`'s segments, each with the run's running ends, read from
+    /// `table` (the chain's view's).
+    pub(super) fn run<'t>(&self, table: Table<'t>, i: usize) -> &'t [(Segment, Ends)] {
+        table.run(&self.runs[i].0)
     }
 
     /// How many items of `kind`.
@@ -394,10 +416,15 @@ impl Chain {
         clippy::cast_possible_truncation,
         reason = "`offset` is below the chain's item count, a u32 (see `Ends`)"
     )]
-    pub(super) fn locate(&self, kind: Kind, offset: usize) -> (usize, usize, u32) {
+    pub(super) fn locate(
+        &self,
+        table: Table<'_>,
+        kind: Kind,
+        offset: usize,
+    ) -> (usize, usize, u32) {
         let (run, before) = find(&self.runs, kind, offset as u32);
         let rest = offset as u32 - before;
-        let segments = self.run(run);
+        let segments = self.run(table, run);
         let (index, before) = find(segments, kind, rest);
         let pos = segments[index].0.span(kind).start + (rest - before);
         (run, index, pos)
@@ -422,7 +449,7 @@ struct Relink<'a, I: Iterator> {
 
 impl<'r, I> Iterator for Relink<'_, I>
 where
-    I: Iterator<Item = (u32, Option<&'r Runs>)>,
+    I: Iterator<Item = (u32, Option<(u32, &'r Runs)>)>,
 {
     type Item = (Link, Ends);
 
@@ -444,7 +471,7 @@ where
                 }
                 self.before = *ends;
                 self.i += 1;
-                return Some((link.clone(), self.total));
+                return Some((*link, self.total));
             }
             let (chunk, run) = self.changes.next()?;
             self.changed = true;
@@ -455,15 +482,14 @@ where
                 self.before = *ends;
                 self.i += 1;
             }
-            if let Some(runs) = run
+            if let Some((slot, runs)) = run
                 && let Some((_, own)) = runs.last()
             {
                 let own = *own;
                 self.total.add(own);
                 let link = Link {
-                    runs: runs.clone(),
-                    span: Span::new(0, position(runs.len())),
                     chunk,
+                    slot,
                     heaviest: own.heaviest,
                 };
                 return Some((link, self.total));
@@ -477,24 +503,34 @@ where
 /// walked as one list. The chain's internals stay here.
 #[derive(Debug, Clone, Copy)]
 pub struct Cursor<'a> {
+    /// The runs `chain` links: its view's.
+    pub(super) table: Table<'a>,
     pub(super) chain: &'a Chain,
     pub(super) extra: [Segment; 2],
     pub(super) extras: usize,
 }
 
 impl<'a> Cursor<'a> {
-    /// A chain alone.
-    pub fn of(chain: &'a Chain) -> Self {
+    /// A chain alone, read with `table`, its view's runs.
+    pub fn of(table: Table<'a>, chain: &'a Chain) -> Self {
         Cursor {
+            table,
             chain,
             extra: [Segment::default(); 2],
             extras: 0,
         }
     }
 
-    /// A chain followed by the first `extras` of `extra`.
-    pub fn with_extra(chain: &'a Chain, extra: [Segment; 2], extras: usize) -> Self {
+    /// A chain (read with `table`, its view's runs) followed by the
+    /// first `extras` of `extra`.
+    pub fn with_extra(
+        table: Table<'a>,
+        chain: &'a Chain,
+        extra: [Segment; 2],
+        extras: usize,
+    ) -> Self {
         Cursor {
+            table,
             chain,
             extra,
             extras,
@@ -593,7 +629,11 @@ impl<'a> Cursor<'a> {
 #[derive(Debug)]
 pub struct Walk<'a, T> {
     clusters: &'a Parts,
+    table: Table<'a>,
     chain: &'a Chain,
+    /// The chain's current run's segments (part 0): read from the table
+    /// once per run.
+    segments: &'a [(Segment, Ends)],
     /// The extras' cluster and span of `kind`: all a walk reads of them
     /// (a [`Segment`] is several times larger, and the walk is moved).
     extra: [(u32, Span); 2],
@@ -629,6 +669,7 @@ impl<'a, T: Copy> Walk<'a, T> {
         max: usize,
     ) -> Self {
         let Cursor {
+            table,
             chain,
             extra,
             extras,
@@ -641,7 +682,9 @@ impl<'a, T: Copy> Walk<'a, T> {
         let total = in_chain + in_extra;
         let mut walk = Walk {
             clusters,
+            table,
             chain,
+            segments: &[],
             extra: extra.map(|s| (s.cluster, s.span(kind))),
             extras,
             kind,
@@ -660,7 +703,8 @@ impl<'a, T: Copy> Walk<'a, T> {
         }
         let offset = super::sample::origin(start, total as u64) as usize;
         if offset < in_chain {
-            (walk.run, walk.index, walk.pos) = chain.locate(kind, offset);
+            (walk.run, walk.index, walk.pos) = chain.locate(table, kind, offset);
+            walk.segments = chain.run(table, walk.run);
         } else {
             let mut rest = (offset - in_chain) as u32;
             walk.part = 1;
@@ -692,7 +736,7 @@ impl<'a, T: Copy> Walk<'a, T> {
     /// The current segment's cluster and span of the walk's kind.
     fn segment(&self) -> (u32, Span) {
         if self.part == 0 {
-            let segment = &self.chain.run(self.run)[self.index].0;
+            let segment = &self.segments[self.index].0;
             (segment.cluster, segment.span(self.kind))
         } else {
             self.extra[self.index]
@@ -704,23 +748,27 @@ impl<'a, T: Copy> Walk<'a, T> {
     fn step(&mut self) {
         self.index += 1;
         if self.part == 0 {
-            if self.index < self.chain.run(self.run).len() {
+            if self.index < self.segments.len() {
                 return;
             }
             self.index = 0;
             if self.run + 1 < self.chain.runs.len() {
                 self.run += 1;
+                self.segments = self.chain.run(self.table, self.run);
                 return;
             }
             self.run = 0;
             if self.extras > 0 {
                 self.part = 1;
+            } else {
+                self.segments = self.chain.run(self.table, 0);
             }
         } else if self.index >= self.extras {
             self.index = 0;
             if !self.chain.runs.is_empty() {
                 self.part = 0;
                 self.run = 0;
+                self.segments = self.chain.run(self.table, 0);
             }
         }
     }
@@ -772,12 +820,13 @@ mod tests {
                 Arc::from(vec![(s, Ends::of(&s))])
             })
             .collect();
-        let chain = EMPTY.relink((0..3).map(|k| (k, Some(&sets[k as usize]))));
+        let chain = EMPTY.relink((0..3).map(|k| (k, Some((0, &sets[k as usize])))));
         assert_eq!(chain.weight(Kind::V4), 3 * u128::from(heavy));
         let (run, before) = find_weight(&chain.runs, Kind::V4, 2 * u128::from(heavy) + 5);
         assert_eq!(run, 2);
         assert_eq!(before.w[slot(Kind::V4)], 2 * u128::from(heavy));
-        let cursor = Cursor::of(&chain);
+        // Totals and weights are the chain's own: no run is read.
+        let cursor = Cursor::of(Table::EMPTY, &chain);
         assert_eq!(cursor.weight(Kind::Targets), 3 * u128::from(heavy));
         assert_eq!(cursor.heaviest(), heavy);
     }

@@ -187,7 +187,7 @@ impl<'a, T: Copy> Sample<'a, T> {
         if point < in_chain {
             let (run, before_run) = find_weight(&chain.runs, self.kind, point);
             let rest = point - before_run.w[k];
-            let segments = chain.run(run);
+            let segments = chain.run(self.cursor.table, run);
             let (index, before) = find_weight(segments, self.kind, rest);
             // Within one part: below its weight, a u64 (see `Ends`).
             let segment = segments[index].0;
@@ -232,8 +232,9 @@ impl<'a, T: Copy> Sample<'a, T> {
     fn at_ordinal(&self, ordinal: usize) -> (u32, u32) {
         let chain = self.cursor.chain;
         if ordinal < chain.total(self.kind) {
-            let (run, index, pos) = chain.locate(self.kind, ordinal);
-            return (chain.run(run)[index].0.cluster, pos);
+            let table = self.cursor.table;
+            let (run, index, pos) = chain.locate(table, self.kind, ordinal);
+            return (chain.run(table, run)[index].0.cluster, pos);
         }
         let mut rest = (ordinal - chain.total(self.kind)) as u32;
         let mut last = (0, 0);

@@ -20,7 +20,7 @@ use meshdns_proto::model::{
     Affinity, ClusterName, Endpoint, MinHealthy, Scope, ServiceExport, ServiceKey,
 };
 
-use super::chain::Chain;
+use super::chain::{Chain, Table};
 use super::parts::{CHUNK, Parts, PartsBuilder};
 use crate::locality::{ClusterId, Place, ProviderId, RegionId, ZoneId};
 
@@ -32,13 +32,14 @@ mod counts;
 mod targets;
 mod weights;
 
-use chunk::{Before, ChunkMeta, PartMeta, Uniformity, keep};
+pub(super) use chunk::ChunkMeta;
+use chunk::{Before, PartMeta, Uniformity, in_place, keep};
 pub(crate) use cluster::PartPolicy;
 pub use cluster::{ClusterView, EndpointView};
 use cluster::{Health, has_ready};
 pub use context::{Context, Interner, NO_POLICY, Step, StepChain, ZoneIds};
 use counts::Counts;
-pub use targets::{Target, Targets};
+pub use targets::{PartTarget, Target, Targets};
 pub use weights::Weights;
 
 /// One cluster's export of a service, with the cluster's place: the input
@@ -291,6 +292,63 @@ impl ServiceView {
                 i += chunk.len();
                 continue;
             }
+            // A chunk whose parts stay at their positions (its changes
+            // set parts in place; none comes or goes in it or before it):
+            // the previous chunk's metadata is copied whole and the
+            // rebuilt parts' entries patched ([`in_place`]), its runs
+            // patched ([`Before::Patch`]). A kept part is not visited.
+            if n == i
+                && n % CHUNK == 0
+                && let Some(part_chunk) = old.chunk(n / CHUNK)
+                && let Some(prev) = previous
+                && (part_chunk.len() == CHUNK || total - n == part_chunk.len())
+                && next
+                    .clone()
+                    .take_while(|(at, _, _)| *at < i + part_chunk.len())
+                    .all(|(_, replaces, change)| *replaces && matches!(change, PartChange::Set(_)))
+            {
+                let before = &prev.chunks[n / CHUNK];
+                let mut rebuilt = Vec::new();
+                let mut scratch = Vec::new();
+                let mut fresh = 0u64;
+                for (p, kept) in part_chunk.iter().enumerate() {
+                    let part = match next.next_if(|(at, _, _)| *at == i + p) {
+                        Some((_, _, PartChange::Set(input))) => Some(build_part(
+                            &key,
+                            input.place,
+                            input.export,
+                            health(input.place.stale),
+                            ctx,
+                        )),
+                        _ if as_was(i + p) => None,
+                        _ => Some(build_part(
+                            &key,
+                            &kept.place,
+                            &kept.export,
+                            health(kept.place.stale),
+                            ctx,
+                        )),
+                    };
+                    match part {
+                        Some(part) => {
+                            rebuilt.push((p, part.meta((n + p) as u32, &mut scratch)));
+                            fresh |= 1 << p;
+                            clusters.push(Arc::new(part));
+                        }
+                        None => clusters.push(kept.clone()),
+                    }
+                }
+                let (chunk_metas, chunk_groups) = in_place(before, &rebuilt, &scratch);
+                chunks.push(Arc::new(ChunkMeta::seal(
+                    chunk_metas,
+                    chunk_groups,
+                    n as u32,
+                    Before::Patch(before, fresh),
+                )));
+                n += part_chunk.len();
+                i += part_chunk.len();
+                continue;
+            }
             // The parts at old position `i`: the clusters the changes put
             // before it (and in its place), then its own unless replaced.
             let mut replaced = false;
@@ -416,7 +474,8 @@ impl ServiceView {
         let (fail_open, any_ready) = counts.health();
         let old: &[Arc<ChunkMeta>] = previous.map_or(&[], |p| &p.chunks);
         let changed = chains::changed(old, &chunks);
-        let keyed = |pick: fn(&ServiceView) -> &[(u32, Chain)], keys| {
+        let keyed = |pick: fn(&ServiceView) -> &[(u32, Chain)],
+                     keys: fn(&ChunkMeta) -> &[(u32, u32)]| {
             let before = previous.map_or(&[][..], pick);
             chains::keyed(before, old, &chunks, &changed, keys)
         };
@@ -427,8 +486,8 @@ impl ServiceView {
             let before = previous.map_or(&super::chain::EMPTY, pick);
             chains::single(before, old, &chunks, &changed, run)
         };
-        let all = single(|v| &v.all, |c| &c.all);
-        let reserve = single(|v| &v.reserve, |c| &c.reserve);
+        let all = single(|v| &v.all, |c| c.all);
+        let reserve = single(|v| &v.reserve, |c| c.reserve);
         let weighted = chunks
             .iter()
             .fold(Uniformity::Empty, |u, c| u.join(c.uniform))
@@ -550,6 +609,11 @@ impl ServiceView {
             .collect()
     }
 
+    /// The runs the view's chains link: what a walk of them reads.
+    pub fn table(&self) -> Table<'_> {
+        Table(&self.chunks)
+    }
+
     pub fn cluster(&self, name: &str) -> Option<(usize, &ClusterView)> {
         self.clusters
             .binary_search_by(|c| c.name().as_str().cmp(name))
@@ -663,8 +727,8 @@ pub fn ptr_names(service: &PtrService, part: &ClusterView) -> Vec<(IpAddr, super
     let cluster: Arc<str> = Arc::from(part.name().as_str());
     let mut out = Vec::new();
     for target in &part.targets.targets {
-        match *target {
-            Target::Endpoint { endpoint, .. } => {
+        match target.endpoint_index() {
+            Some(endpoint) => {
                 let ep = part.endpoint_model(endpoint);
                 let host = ep
                     .hostname
@@ -672,9 +736,7 @@ pub fn ptr_names(service: &PtrService, part: &ClusterView) -> Vec<(IpAddr, super
                     .map(|h| (Arc::from(h.as_str()), cluster.clone()));
                 out.extend(ep.addresses.iter().map(|a| (*a, name(host.clone()))));
             }
-            Target::ClusterIp { .. } => {
-                out.extend(part.cluster_ips().iter().map(|a| (*a, name(None))))
-            }
+            None => out.extend(part.cluster_ips().iter().map(|a| (*a, name(None)))),
         }
     }
     out

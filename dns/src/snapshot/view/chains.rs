@@ -25,43 +25,62 @@ pub(super) fn changed(old: &[Arc<ChunkMeta>], new: &[Arc<ChunkMeta>]) -> Vec<u32
         .collect()
 }
 
-/// The chains by key (zone, region or provider; `keys` reads a chunk's
-/// runs of them, keys ascending) after the chunks at `changed` became
-/// `new`'s: a key whose run a changed chunk holds now and did not hold
-/// (the same allocation) in `old`, or held and holds no more, is
-/// relinked (dropped when no chunk holds it any more); every other key's
-/// chain is shared. A changed chunk's runs that did not change keep
-/// their allocation ([`ChunkMeta::seal`]), so a cluster's change relinks
-/// the chains of its own zones and region, not every chain of its chunk.
-pub(super) fn keyed(
+/// A chunk's run with its slot in the chunk's table.
+type Slotted<'r> = (u32, &'r Runs);
+
+/// Chunk `k`'s run in `slot` of `chunks`, with its slot.
+fn run_in(chunks: &[Arc<ChunkMeta>], k: u32, slot: u32) -> Option<Slotted<'_>> {
+    let run = chunks.get(k as usize)?.runs_at(slot)?;
+    Some((slot, run))
+}
+
+/// Whether chunk `k` links the same run at the same slot in `old` and
+/// `new` (then a chain linking it stands).
+fn same_run(old: &[Arc<ChunkMeta>], new: &[Arc<ChunkMeta>], k: u32, was: u32, now: u32) -> bool {
+    match (run_in(old, k, was), run_in(new, k, now)) {
+        (Some((a, run_a)), Some((b, run_b))) => a == b && Arc::ptr_eq(run_a, run_b),
+        _ => false,
+    }
+}
+
+/// The chains by key (zone, region or provider; `keys` reads the slots
+/// of a chunk's runs of them, keys ascending) after the chunks at
+/// `changed` became `new`'s: a key whose run a changed chunk holds now
+/// and did not hold (the same allocation in the same slot) in `old`, or
+/// held and holds no more, is relinked (dropped when no chunk holds it
+/// any more); every other key's chain is shared. A changed chunk's runs
+/// that did not change keep their allocation and slot
+/// ([`ChunkMeta::seal`]), so a cluster's change relinks the chains of its
+/// own zones and region, not every chain of its chunk.
+pub(super) fn keyed<'r>(
     previous: &[(u32, Chain)],
     old: &[Arc<ChunkMeta>],
-    new: &[Arc<ChunkMeta>],
+    new: &'r [Arc<ChunkMeta>],
     changed: &[u32],
-    keys: fn(&ChunkMeta) -> &[(u32, Runs)],
+    keys: fn(&ChunkMeta) -> &[(u32, u32)],
 ) -> Vec<(u32, Chain)> {
-    // (key, chunk, the chunk's run of the key now: `None` when only the
-    // old chunk held it).
-    let mut touched: Vec<(u32, u32, Option<&Runs>)> = Vec::new();
+    // (key, chunk, the chunk's run of the key now and its slot: `None`
+    // when only the old chunk held it).
+    let mut touched: Vec<(u32, u32, Option<Slotted<'r>>)> = Vec::new();
     for &k in changed {
         let now = new.get(k as usize).map_or(&[][..], |c| keys(c));
         let was = old.get(k as usize).map_or(&[][..], |c| keys(c));
         let (mut i, mut j) = (0, 0);
         while i < now.len() || j < was.len() {
             match (now.get(i), was.get(j)) {
-                (Some((key, run)), Some((old_key, old_run))) if key == old_key => {
-                    if !Arc::ptr_eq(run, old_run) {
-                        touched.push((*key, k, Some(run)));
+                (Some((key, slot)), Some((old_key, old_slot))) if key == old_key => {
+                    if !same_run(old, new, k, *old_slot, *slot) {
+                        touched.push((*key, k, run_in(new, k, *slot)));
                     }
                     i += 1;
                     j += 1;
                 }
-                (Some((key, run)), Some((old_key, _))) if key < old_key => {
-                    touched.push((*key, k, Some(run)));
+                (Some((key, slot)), Some((old_key, _))) if key < old_key => {
+                    touched.push((*key, k, run_in(new, k, *slot)));
                     i += 1;
                 }
-                (Some((key, run)), None) => {
-                    touched.push((*key, k, Some(run)));
+                (Some((key, slot)), None) => {
+                    touched.push((*key, k, run_in(new, k, *slot)));
                     i += 1;
                 }
                 (_, Some((old_key, _))) => {
@@ -90,18 +109,19 @@ pub(super) fn keyed(
     out
 }
 
-/// A chain every chunk has a run of (`run` reads it: every healthy
-/// target's, the reserve's) after the chunks at `changed` became `new`'s:
-/// relinked where a changed chunk's run is not its old run's allocation.
+/// A chain every chunk has a run of (`slot` reads its slot: every
+/// healthy target's, the reserve's) after the chunks at `changed` became
+/// `new`'s: relinked where a changed chunk's run is not its old run's
+/// allocation in the same slot.
 pub(super) fn single(
     previous: &Chain,
     old: &[Arc<ChunkMeta>],
     new: &[Arc<ChunkMeta>],
     changed: &[u32],
-    run: fn(&ChunkMeta) -> &Runs,
+    slot: fn(&ChunkMeta) -> u32,
 ) -> Chain {
     let relinked = |k: &&u32| match (old.get(**k as usize), new.get(**k as usize)) {
-        (Some(a), Some(b)) => !Arc::ptr_eq(run(a), run(b)),
+        (Some(a), Some(b)) => !same_run(old, new, **k, slot(a), slot(b)),
         _ => true,
     };
     if !changed.iter().any(|k| relinked(&k)) {
@@ -111,6 +131,6 @@ pub(super) fn single(
         changed
             .iter()
             .filter(relinked)
-            .map(|&k| (k, new.get(k as usize).map(|c| run(c)))),
+            .map(|&k| (k, new.get(k as usize).and_then(|c| run_in(new, k, slot(c))))),
     )
 }

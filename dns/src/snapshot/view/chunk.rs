@@ -10,7 +10,7 @@ use super::cluster::Health;
 use super::counts::Counts;
 use super::targets::position;
 use crate::locality::{ClusterId, ProviderId, RegionId, ZoneId};
-use crate::snapshot::chain::{Runs, RunsBuilder, Segment, Span};
+use crate::snapshot::chain::{Ends, Run, Runs, RunsBuilder, Segment, Span};
 use crate::snapshot::parts::CHUNK;
 
 /// What a view needs of each cluster part to rebuild itself, kept in flat
@@ -43,20 +43,30 @@ pub(super) struct PartMeta {
 /// the chunk's runs of the service-wide chains. Shared with the next view
 /// while the chunk stands, so a view over a thousand clusters where one
 /// changed copies one chunk's worth, not a thousand parts'.
+///
+/// The chunk's runs are in a table by slot (what a chain's link names,
+/// with the chunk's position): a rebuilt chunk keeps the slot of every
+/// list whose run it keeps, puts a changed list's new run in the list's
+/// old slot, and a new list's in the first free one, so a chain whose
+/// run did not change links the same (chunk, slot) in either view.
 #[derive(Debug)]
-pub(super) struct ChunkMeta {
+pub(in crate::snapshot) struct ChunkMeta {
     pub(super) metas: Vec<PartMeta>,
     /// The parts' zone runs, part after part.
     pub(super) groups: Vec<(Option<ZoneId>, Segment)>,
-    /// The chunk's run of every healthy target of positive weight.
-    pub(super) all: Runs,
-    /// Its runs by key, each kind keys ascending: regions, then
+    /// The chunk's runs by slot; `None`: a free slot (a list the chunk
+    /// held before and holds no more), filled by the next new list.
+    slots: Box<[Option<Runs>]>,
+    /// The slot of the chunk's run of every healthy target of positive
+    /// weight.
+    pub(super) all: u32,
+    /// Its runs' slots by key, each kind keys ascending: regions, then
     /// providers from `keys_at[0]`, then zones from `keys_at[1]` (one
     /// list, not three).
-    keys: Box<[(u32, Runs)]>,
+    keys: Box<[(u32, u32)]>,
     keys_at: [usize; 2],
-    /// The weight-0 targets' run: the service's last resort.
-    pub(super) reserve: Runs,
+    /// The slot of the weight-0 targets' run: the service's last resort.
+    pub(super) reserve: u32,
     /// Whether every positive-weight target of the chunk weighs the same.
     pub(super) uniform: Uniformity,
     /// The first affinity other than `Nearest`, and the shortest TTL, of
@@ -98,13 +108,18 @@ impl ChunkMeta {
         before: Before<'_>,
     ) -> Self {
         let mut runs = RunsBuilder::default();
-        let (all, reserve, keys, keys_at) = match before {
-            Before::Patch(previous, fresh) => {
-                patched(&mut runs, &metas, &groups, previous, first, fresh)
-            }
-            Before::Chunk(previous) => grouped(&mut runs, &metas, &groups, Some(previous)),
-            Before::Nothing => grouped(&mut runs, &metas, &groups, None),
+        let (previous, (all, reserve, keys, keys_at)) = match before {
+            Before::Patch(previous, fresh) => (
+                Some(previous),
+                patched(&mut runs, &metas, &groups, previous, first, fresh),
+            ),
+            Before::Chunk(previous) => (
+                Some(previous),
+                grouped(&mut runs, &metas, &groups, Some(previous)),
+            ),
+            Before::Nothing => (None, grouped(&mut runs, &metas, &groups, None)),
         };
+        let (slots, all, reserve, keys) = slotted(previous, all, reserve, keys);
         ChunkMeta {
             affinity: metas
                 .iter()
@@ -122,17 +137,106 @@ impl ChunkMeta {
             }),
             metas,
             groups,
+            slots,
             all,
-            keys: keys.into(),
+            keys,
             keys_at,
             reserve,
         }
+    }
+
+    /// The run in `slot`, each segment with the run's running ends (none
+    /// for a free slot).
+    pub(in crate::snapshot) fn run(&self, slot: u32) -> &[(Segment, Ends)] {
+        self.slots
+            .get(slot as usize)
+            .and_then(Option::as_deref)
+            .unwrap_or(&[])
+    }
+
+    /// The run in `slot` as the chunk holds it (`None`: a free slot).
+    pub(super) fn runs_at(&self, slot: u32) -> Option<&Runs> {
+        self.slots.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    /// The run in `slot` with its slot: what a rebuilt chunk may keep.
+    fn reusable(&self, slot: u32) -> Option<(u32, &Runs)> {
+        self.runs_at(slot).map(|run| (slot, run))
+    }
+
+    /// How many slots the chunk's table has, and how many hold a run.
+    #[cfg(test)]
+    pub(super) fn slot_use(&self) -> (usize, usize) {
+        (self.slots.len(), self.slots.iter().flatten().count())
     }
 }
 
 /// A chunk's runs: every healthy target's, the reserve's, and by key
 /// (with where providers and zones start).
-type Sealed = (Runs, Runs, Vec<(u32, Runs)>, [usize; 2]);
+type Sealed = (Run, Run, Vec<(u32, Run)>, [usize; 2]);
+
+/// A chunk's table of runs, the slots of its every-healthy-target run and
+/// reserve run, and each key's slot.
+type Slots = (Box<[Option<Runs>]>, u32, u32, Box<[(u32, u32)]>);
+
+/// The chunk's table of runs after `previous`'s (`None`: a new chunk),
+/// and the slots of every healthy target's run, the reserve's and each
+/// key's: a kept run stays in its slot, a changed list's new run takes
+/// its old slot, the slots of lists the chunk no longer holds are freed,
+/// and each new list's run takes the first free slot (else one past the
+/// end). The table never holds more slots than the most runs the chunk
+/// held at once.
+fn slotted(previous: Option<&ChunkMeta>, all: Run, reserve: Run, keys: Vec<(u32, Run)>) -> Slots {
+    let mut slots: Vec<Option<Runs>> =
+        previous.map_or_else(|| Vec::with_capacity(keys.len() + 2), |p| p.slots.to_vec());
+    // Which of the previous slots a run of this chunk is in.
+    let mut held = vec![false; slots.len()];
+    let mut placed: Vec<u32> = vec![0; keys.len() + 2];
+    let mut fresh: Vec<(usize, Runs)> = Vec::new();
+    let mut place = |i: usize, run: Run, slots: &mut Vec<Option<Runs>>| match run {
+        Run::Kept(slot) => {
+            held[slot as usize] = true;
+            placed[i] = slot;
+        }
+        Run::New(run, Some(slot)) => {
+            held[slot as usize] = true;
+            slots[slot as usize] = Some(run);
+            placed[i] = slot;
+        }
+        Run::New(run, None) => fresh.push((i, run)),
+    };
+    let mut key_names = Vec::with_capacity(keys.len());
+    place(0, all, &mut slots);
+    place(1, reserve, &mut slots);
+    for (i, (key, run)) in keys.into_iter().enumerate() {
+        key_names.push(key);
+        place(i + 2, run, &mut slots);
+    }
+    for (slot, held) in slots.iter_mut().zip(&held) {
+        if !held {
+            *slot = None;
+        }
+    }
+    let mut free = 0;
+    for (i, run) in fresh {
+        while free < slots.len() && slots[free].is_some() {
+            free += 1;
+        }
+        if free == slots.len() {
+            slots.push(None);
+        }
+        slots[free] = Some(run);
+        placed[i] = position(free);
+    }
+    while slots.last().is_some_and(Option::is_none) {
+        slots.pop();
+    }
+    let keys = key_names
+        .into_iter()
+        .zip(placed[2..].iter().copied())
+        .collect();
+    (slots.into(), placed[0], placed[1], keys)
+}
 
 /// A part's whole run counts (is in the chunk's runs of every target, its
 /// region's and provider's) when it holds a healthy target or an
@@ -151,14 +255,14 @@ fn grouped(
 ) -> Sealed {
     let all = runs.run(
         metas.iter().filter(live).map(|m| m.whole),
-        previous.map(|p| &p.all),
+        previous.and_then(|p| p.reusable(p.all)),
     );
     let reserve = runs.run(
         metas
             .iter()
             .filter(|m| !m.reserve.targets.is_empty())
             .map(|m| m.reserve),
-        previous.map(|p| &p.reserve),
+        previous.and_then(|p| p.reusable(p.reserve)),
     );
     let mut keys = Vec::new();
     runs_by_key(
@@ -168,6 +272,7 @@ fn grouped(
             .iter()
             .filter(live)
             .filter_map(|m| m.region.map(|r: RegionId| (r, m.whole))),
+        previous,
         previous.map_or(&[], ChunkMeta::region_runs),
     );
     let providers_at = keys.len();
@@ -178,6 +283,7 @@ fn grouped(
             .iter()
             .filter(live)
             .filter_map(|m| m.provider.map(|p: ProviderId| (p, m.whole))),
+        previous,
         previous.map_or(&[], ChunkMeta::provider_runs),
     );
     let zones_at = keys.len();
@@ -187,6 +293,7 @@ fn grouped(
         groups
             .iter()
             .filter_map(|(z, g)| z.map(|z: ZoneId| (z, *g))),
+        previous,
         previous.map_or(&[], ChunkMeta::zone_runs),
     );
     (all, reserve, keys, [providers_at, zones_at])
@@ -220,25 +327,26 @@ fn patched(
     };
     let all = runs.run(
         merged(
-            kept(&previous.all, is_fresh),
+            kept(previous.run(previous.all), is_fresh),
             rebuilt().map(|(m, _)| m).filter(live).map(|m| m.whole),
         ),
-        Some(&previous.all),
+        previous.reusable(previous.all),
     );
     let reserve = runs.run(
         merged(
-            kept(&previous.reserve, is_fresh),
+            kept(previous.run(previous.reserve), is_fresh),
             rebuilt()
                 .map(|(m, _)| m)
                 .filter(|m| !m.reserve.targets.is_empty())
                 .map(|m| m.reserve),
         ),
-        Some(&previous.reserve),
+        previous.reusable(previous.reserve),
     );
     let mut keys = Vec::with_capacity(previous.keys.len() + 4);
     patch_keyed(
         runs,
         &mut keys,
+        previous,
         previous.region_runs(),
         rebuilt().filter_map(|(_, was)| was.region),
         rebuilt()
@@ -251,6 +359,7 @@ fn patched(
     patch_keyed(
         runs,
         &mut keys,
+        previous,
         previous.provider_runs(),
         rebuilt().filter_map(|(_, was)| was.provider),
         rebuilt()
@@ -263,6 +372,7 @@ fn patched(
     patch_keyed(
         runs,
         &mut keys,
+        previous,
         previous.zone_runs(),
         rebuilt().flat_map(|(_, was)| zones_of(was, &previous.groups).into_iter().map(|(z, _)| z)),
         rebuilt().flat_map(|(m, _)| zones_of(m, groups)),
@@ -272,7 +382,10 @@ fn patched(
 }
 
 /// `run`'s segments of the parts not rebuilt.
-fn kept(run: &Runs, is_fresh: impl Fn(u32) -> bool) -> impl Iterator<Item = Segment> {
+fn kept<'r>(
+    run: &'r [(Segment, Ends)],
+    is_fresh: impl Fn(u32) -> bool + 'r,
+) -> impl Iterator<Item = Segment> + 'r {
     run.iter()
         .map(|(s, _)| *s)
         .filter(move |s| !is_fresh(s.cluster))
@@ -296,11 +409,13 @@ fn merged(
 /// changed, appended to `keys`: the keys those parts held (`held`) or
 /// hold (`items`, their segments now in part order) are rebuilt from
 /// `previous`'s run without the rebuilt parts' segments and their new
-/// ones (dropped when empty); every other key's run is `previous`'s.
+/// ones (dropped when empty); every other key's run is `previous`'s
+/// (`chunk`'s, whose runs of the kind `previous` gives by slot).
 fn patch_keyed(
     runs: &mut RunsBuilder,
-    keys: &mut Vec<(u32, Runs)>,
-    previous: &[(u32, Runs)],
+    keys: &mut Vec<(u32, Run)>,
+    chunk: &ChunkMeta,
+    previous: &[(u32, u32)],
     held: impl Iterator<Item = u32>,
     items: impl Iterator<Item = (u32, Segment)>,
     is_fresh: impl Fn(u32) -> bool + Copy,
@@ -312,36 +427,39 @@ fn patch_keyed(
     touched.dedup();
     let mut unchanged = previous.iter().peekable();
     for key in touched {
-        while let Some((k, run)) = unchanged.next_if(|(k, _)| *k < key) {
-            keys.push((*k, run.clone()));
+        while let Some((k, slot)) = unchanged.next_if(|(k, _)| *k < key) {
+            keys.push((*k, Run::Kept(*slot)));
         }
-        let old = unchanged.next_if(|(k, _)| *k == key).map(|(_, run)| run);
+        let old = unchanged
+            .next_if(|(k, _)| *k == key)
+            .and_then(|(_, slot)| chunk.reusable(*slot));
         let at = items.partition_point(|(k, _)| *k < key);
         let end = items.partition_point(|(k, _)| *k <= key);
         let segments = merged(
-            old.into_iter().flat_map(move |run| kept(run, is_fresh)),
+            old.into_iter()
+                .flat_map(move |(_, run)| kept(run, is_fresh)),
             items[at..end].iter().map(|(_, s)| *s),
         );
         if let Some(run) = runs.nonempty_run(segments, old) {
             keys.push((key, run));
         }
     }
-    keys.extend(unchanged.map(|(k, run)| (*k, run.clone())));
+    keys.extend(unchanged.map(|(k, slot)| (*k, Run::Kept(*slot))));
 }
 
 impl ChunkMeta {
-    /// The chunk's zone runs, zones ascending.
-    pub(super) fn zone_runs(&self) -> &[(ZoneId, Runs)] {
+    /// The slots of the chunk's zone runs, zones ascending.
+    pub(super) fn zone_runs(&self) -> &[(ZoneId, u32)] {
         &self.keys[self.keys_at[1]..]
     }
 
-    /// Its region runs, regions ascending.
-    pub(super) fn region_runs(&self) -> &[(RegionId, Runs)] {
+    /// Its region runs' slots, regions ascending.
+    pub(super) fn region_runs(&self) -> &[(RegionId, u32)] {
         &self.keys[..self.keys_at[0]]
     }
 
-    /// Its provider runs, providers ascending.
-    pub(super) fn provider_runs(&self) -> &[(ProviderId, Runs)] {
+    /// Its provider runs' slots, providers ascending.
+    pub(super) fn provider_runs(&self) -> &[(ProviderId, u32)] {
         &self.keys[self.keys_at[0]..self.keys_at[1]]
     }
 }
@@ -365,6 +483,52 @@ impl Uniformity {
             _ => Uniformity::Varied,
         }
     }
+}
+
+/// The metadata and zone runs of a chunk whose parts are `previous`'s at
+/// the same positions, those in `rebuilt` (ascending positions in the
+/// chunk, each with its new metadata, whose zone runs are a range of
+/// `scratch`) rebuilt: `previous`'s copied whole and the rebuilt entries
+/// patched, so a kept part is not visited. Rebuilt parts with as many
+/// zone runs as before are written over their old ones; otherwise the
+/// zone runs are laid out again, part after part.
+pub(super) fn in_place(
+    previous: &ChunkMeta,
+    rebuilt: &[(usize, PartMeta)],
+    scratch: &[(Option<ZoneId>, Segment)],
+) -> (Vec<PartMeta>, Vec<(Option<ZoneId>, Segment)>) {
+    let mut metas = previous.metas.clone();
+    let range = |s: Span| s.start as usize..s.end as usize;
+    let same_shape = rebuilt
+        .iter()
+        .all(|(p, m)| m.groups.len() == previous.metas[*p].groups.len());
+    if same_shape {
+        let mut groups = previous.groups.clone();
+        for (p, m) in rebuilt {
+            let at = previous.metas[*p].groups;
+            groups[range(at)].copy_from_slice(&scratch[range(m.groups)]);
+            metas[*p] = PartMeta { groups: at, ..*m };
+        }
+        return (metas, groups);
+    }
+    let mut groups = Vec::with_capacity(previous.groups.len() + scratch.len());
+    let mut next = rebuilt.iter().peekable();
+    for (p, meta) in metas.iter_mut().enumerate() {
+        let (from, source) = match next.next_if(|(q, _)| *q == p) {
+            Some((_, m)) => (*m, scratch),
+            None => (*meta, &previous.groups[..]),
+        };
+        let start = position(groups.len());
+        groups.extend_from_slice(&source[range(from.groups)]);
+        *meta = PartMeta {
+            groups: Span {
+                start,
+                end: position(groups.len()),
+            },
+            ..from
+        };
+    }
+    (metas, groups)
 }
 
 /// Part `i` of `prev` kept as part `index`: its meta, with its zone runs
@@ -402,15 +566,16 @@ pub(super) fn keep(
 
 /// A run of `items`' segments per key, keys ascending, each run in the
 /// items' order, appended to `keys` with its key; `previous` is the
-/// previous chunk's runs of the same kind, whose allocation a run that
-/// did not change keeps. Once per sealed chunk (a view's chains link
-/// these runs, they never regroup them): one stable sort of the chunk's
-/// segments.
+/// previous chunk's (`chunk`'s) runs of the same kind by slot, whose
+/// allocation and slot a run that did not change keeps. Once per sealed
+/// chunk (a view's chains link these runs, they never regroup them): one
+/// stable sort of the chunk's segments.
 fn runs_by_key(
     runs: &mut RunsBuilder,
-    keys: &mut Vec<(u32, Runs)>,
+    keys: &mut Vec<(u32, Run)>,
     items: impl Iterator<Item = (u32, Segment)>,
-    previous: &[(u32, Runs)],
+    chunk: Option<&ChunkMeta>,
+    previous: &[(u32, u32)],
 ) {
     let mut items: Vec<(u32, Segment)> = items.collect();
     items.sort_by_key(|(key, _)| *key);
@@ -419,7 +584,7 @@ fn runs_by_key(
         let reuse = previous
             .binary_search_by_key(&key, |(k, _)| *k)
             .ok()
-            .map(|i| &previous[i].1);
+            .and_then(|i| chunk?.reusable(previous[i].1));
         (key, runs.run(group.iter().map(|(_, s)| *s), reuse))
     }));
 }

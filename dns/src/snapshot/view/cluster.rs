@@ -9,7 +9,7 @@ use std::sync::Arc;
 use meshdns_proto::model::{Endpoint, Mode, Port, ServiceExport};
 
 use super::chunk::{PartMeta, Uniformity};
-use super::targets::{Target, Targets, position};
+use super::targets::{PartTarget, Targets, position};
 use super::weights::Weights;
 use crate::locality::{ClusterId, Place, ZoneId};
 use crate::snapshot::chain::{Kind, Segment, Span, slot};
@@ -85,7 +85,7 @@ struct Item<'e> {
     zone: Option<ZoneId>,
     node: Option<u32>,
     /// `None`: an unhealthy endpoint, counted as exported only.
-    target: Option<(Target, &'e [IpAddr])>,
+    target: Option<(PartTarget, &'e [IpAddr])>,
     weight: u64,
     /// Endpoints it stands for (one, or a ClusterIp's of positive weight),
     /// and how many of those are healthy: what `min-healthy` counts.
@@ -127,15 +127,9 @@ impl ClusterView {
                             healthy: u32::from(view.healthy),
                             zone: view.zone.or(own_zone),
                             node: policy.node_of.and_then(|f| f(model)),
-                            target: view.healthy.then(|| {
-                                (
-                                    Target::Endpoint {
-                                        cluster: 0,
-                                        endpoint: position(e),
-                                    },
-                                    &model.addresses[..],
-                                )
-                            }),
+                            target: view
+                                .healthy
+                                .then(|| (PartTarget::endpoint(position(e)), &model.addresses[..])),
                             weight,
                         });
                     }
@@ -167,7 +161,7 @@ impl ClusterView {
                             zone: own_zone,
                             node: None,
                             target: healthy
-                                .then(|| (Target::ClusterIp { cluster: 0 }, export.cluster_ips())),
+                                .then(|| (PartTarget::cluster_ip(), export.cluster_ips())),
                             weight,
                         });
                     }
@@ -456,7 +450,7 @@ impl ClusterView {
         self.export.cluster_ips()
     }
 
-    /// The exported endpoint at `index` (a [`Target::Endpoint`]'s).
+    /// The exported endpoint at `index` (a [`PartTarget`]'s).
     pub fn endpoint_model(&self, index: u32) -> &Endpoint {
         &self.export.endpoints()[index as usize]
     }

@@ -6,7 +6,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// What one SRV record points at: an index into the service's clusters,
-/// and into that cluster's endpoints.
+/// and into that cluster's endpoints. What a walk yields: a part stores
+/// its targets without the cluster ([`PartTarget`], 4 bytes) and the
+/// walk stamps it on read ([`PartTarget::in_cluster`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Endpoint { cluster: u32, endpoint: u32 },
@@ -19,15 +21,43 @@ impl Target {
             Target::Endpoint { cluster, .. } | Target::ClusterIp { cluster } => cluster as usize,
         }
     }
+}
 
-    /// The same target as cluster `index`'s.
-    pub fn in_cluster(self, index: u32) -> Self {
-        match self {
-            Target::Endpoint { endpoint, .. } => Target::Endpoint {
+/// A target as its part stores it: the index of one of the part's
+/// endpoints, or the part's ClusterIp. The part is its cluster, so the
+/// cluster is not stored (4 bytes a target, not 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartTarget(u32);
+
+impl PartTarget {
+    /// The ClusterIp: no endpoint index is `u32::MAX` (a part holds at
+    /// most [`crate::config::MAX_ENDPOINTS_PER_SERVICE`] endpoints).
+    const CLUSTER_IP: u32 = u32::MAX;
+
+    /// Endpoint `index` of the part.
+    pub(super) fn endpoint(index: u32) -> Self {
+        debug_assert_ne!(index, Self::CLUSTER_IP, "an endpoint index past the bound");
+        PartTarget(index)
+    }
+
+    /// The part's ClusterIp.
+    pub(super) fn cluster_ip() -> Self {
+        PartTarget(Self::CLUSTER_IP)
+    }
+
+    /// The endpoint index, or `None` for the ClusterIp.
+    pub fn endpoint_index(self) -> Option<u32> {
+        (self.0 != Self::CLUSTER_IP).then_some(self.0)
+    }
+
+    /// The target as cluster `index`'s (the part's index in its view).
+    pub fn in_cluster(self, index: u32) -> Target {
+        match self.endpoint_index() {
+            Some(endpoint) => Target::Endpoint {
                 cluster: index,
                 endpoint,
             },
-            Target::ClusterIp { .. } => Target::ClusterIp { cluster: index },
+            None => Target::ClusterIp { cluster: index },
         }
     }
 }
@@ -36,13 +66,13 @@ impl Target {
 /// A or AAAA answer is a slice.
 #[derive(Debug, Default, Clone)]
 pub struct Targets {
-    pub targets: Vec<Target>,
+    pub targets: Vec<PartTarget>,
     pub v4: Vec<Ipv4Addr>,
     pub v6: Vec<Ipv6Addr>,
 }
 
 impl Targets {
-    pub(super) fn push(&mut self, target: Target, addresses: &[IpAddr]) {
+    pub(super) fn push(&mut self, target: PartTarget, addresses: &[IpAddr]) {
         self.targets.push(target);
         for address in addresses {
             match address {

@@ -145,20 +145,53 @@ fn inputs(parts: &Parts) -> Vec<ExportInput<'_>> {
 }
 
 /// A chain as plain values: per link, (chunk, heaviest, the run's
-/// segments, the running ends over the links).
+/// segments as `view`'s table holds them, the running ends over the
+/// links). Slots are not compared: an updated chunk's table keeps the
+/// slots of runs it kept, a full build numbers them afresh.
 type Plain = Vec<(u32, u64, Vec<(Segment, Ends)>, Ends)>;
 
-fn plain(chain: &Chain) -> Plain {
+fn plain(view: &ServiceView, chain: &Chain) -> Plain {
     chain
         .runs
         .iter()
         .enumerate()
-        .map(|(i, (link, ends))| (link.chunk, link.heaviest, chain.run(i).to_vec(), *ends))
+        .map(|(i, (link, ends))| {
+            (
+                link.chunk,
+                link.heaviest,
+                chain.run(view.table(), i).to_vec(),
+                *ends,
+            )
+        })
         .collect()
 }
 
-fn keyed(chains: &[(u32, Chain)]) -> Vec<(u32, Plain)> {
-    chains.iter().map(|(k, c)| (*k, plain(c))).collect()
+fn keyed(view: &ServiceView, chains: &[(u32, Chain)]) -> Vec<(u32, Plain)> {
+    chains.iter().map(|(k, c)| (*k, plain(view, c))).collect()
+}
+
+/// Every run in a chunk's table is one the chunk names (its every
+/// healthy target's, its reserve's, or a key's: none kept alive after
+/// the chunk stopped holding its list), each in its own slot, and the
+/// table holds no free slot at its end.
+fn check_slots(view: &ServiceView) -> Result<(), TestCaseError> {
+    for chunk in &view.chunks {
+        let mut named: Vec<u32> = [chunk.all, chunk.reserve]
+            .into_iter()
+            .chain(chunk.region_runs().iter().map(|(_, s)| *s))
+            .chain(chunk.provider_runs().iter().map(|(_, s)| *s))
+            .chain(chunk.zone_runs().iter().map(|(_, s)| *s))
+            .collect();
+        let names = named.len();
+        named.sort_unstable();
+        named.dedup();
+        prop_assert_eq!(named.len(), names, "two lists in one slot");
+        let (slots, filled) = chunk.slot_use();
+        prop_assert_eq!(filled, names, "a run in the table no list names");
+        prop_assert!(named.iter().all(|s| chunk.runs_at(*s).is_some()));
+        prop_assert!(slots == 0 || chunk.runs_at((slots - 1) as u32).is_some());
+    }
+    Ok(())
 }
 
 /// `got` holds what `want` (built from scratch) holds.
@@ -174,11 +207,25 @@ fn check_same(got: &ServiceView, want: &ServiceView) -> Result<(), TestCaseError
     prop_assert_eq!(got.ttl, want.ttl);
     prop_assert_eq!(got.affinity, want.affinity);
     prop_assert_eq!(&got.by_id[..], &want.by_id[..]);
-    prop_assert_eq!(plain(&got.all), plain(&want.all), "all");
-    prop_assert_eq!(plain(&got.reserve), plain(&want.reserve), "reserve");
-    prop_assert_eq!(keyed(&got.zones), keyed(&want.zones), "zones");
-    prop_assert_eq!(keyed(&got.regions), keyed(&want.regions), "regions");
-    prop_assert_eq!(keyed(&got.providers), keyed(&want.providers), "providers");
+    prop_assert_eq!(plain(got, &got.all), plain(want, &want.all), "all");
+    prop_assert_eq!(
+        plain(got, &got.reserve),
+        plain(want, &want.reserve),
+        "reserve"
+    );
+    prop_assert_eq!(keyed(got, &got.zones), keyed(want, &want.zones), "zones");
+    prop_assert_eq!(
+        keyed(got, &got.regions),
+        keyed(want, &want.regions),
+        "regions"
+    );
+    prop_assert_eq!(
+        keyed(got, &got.providers),
+        keyed(want, &want.providers),
+        "providers"
+    );
+    check_slots(got)?;
+    check_slots(want)?;
     Ok(())
 }
 
