@@ -1,7 +1,9 @@
 //! Micro-benchmarks of the answer path's pieces: name parsing, locality
 //! lookup, answer selection (with and without locality), response
 //! encoding (the full handler and the UDP fast path), and applying a
-//! one-service Delta to a large registry.
+//! one-service Delta to a large registry; and a UDP receive batch of
+//! queries over the load benchmark's fleet, answered one at a time and
+//! in two passes (`authority::answer_batch`).
 //!
 //! `cargo bench -p meshdns-benches --bench answer_path`
 
@@ -15,6 +17,7 @@ use meshdns::authority::{self, Authority, Transport};
 use meshdns::fast;
 use meshdns::qname::{self, Domain};
 use meshdns::select;
+use meshdns_benches::shape::Shape;
 use meshdns_benches::{Fleet, asker, export, service_key};
 
 fn query_bytes(name: &str) -> Vec<u8> {
@@ -275,9 +278,82 @@ fn weighted_policy(clusters: usize) -> meshdns_proto::model::FleetPolicy {
     policy
 }
 
+/// The load benchmark's fleet (`Shape::LOAD`: 10,000 services over 100
+/// clusters) in process, and a ring of 4,096 A queries as `load.sh` asks
+/// them (services spread over the fleet, one in twenty nonexistent, from
+/// four clusters' client CIDRs): a batch of 32 from the ring, answered
+/// one at a time and in two passes. Each batch asks services the last
+/// few did not, so the views are as cold as under load.
+fn batches(c: &mut Criterion) {
+    const RING: usize = 4_096;
+    const BATCH: usize = 32;
+    let shape = Shape::LOAD;
+    let registry = meshdns::registry::Registry::new(
+        5,
+        false,
+        std::sync::Arc::new(meshdns::metrics::Metrics::new()),
+    );
+    for set in shape.export_sets() {
+        let (session, _) = registry.hello(set.cluster, usize::MAX);
+        let services = set.services.values().map(|e| (**e).clone()).collect();
+        registry
+            .apply_snapshot(&session, services, &Default::default())
+            .expect("applied");
+    }
+    let snapshot = registry.snapshot();
+    let zone = Authority::new(vec![Domain::parse("global").expect("domain")], 5, 5, 8, 1)
+        .expect("zone");
+    // A stride coprime with the service count walks the whole fleet.
+    let packets: Vec<(Vec<u8>, IpAddr)> = (0..RING)
+        .map(|i| {
+            let s = i * 7_919 % shape.services;
+            let name = if i % 20 == 19 {
+                format!("nope-{s}.ns-{}.global", s % 100)
+            } else {
+                shape.name(s)
+            };
+            (query_bytes(&name), IpAddr::V4(shape.asker(i % 4 * 25)))
+        })
+        .collect();
+    let queries: Vec<(&[u8], IpAddr)> = packets.iter().map(|(p, a)| (p.as_slice(), *a)).collect();
+    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
+    let mut answered = vec![None; BATCH];
+    let mut at = 0;
+    c.bench_function("batch_of_32_one_at_a_time", |b| {
+        b.iter(|| {
+            at = (at + BATCH) % RING;
+            for (i, &(packet, source)) in queries[at..at + BATCH].iter().enumerate() {
+                answered[i] = authority::answer_into(
+                    &snapshot,
+                    &zone,
+                    packet,
+                    source,
+                    Transport::Udp,
+                    &mut outs[i],
+                );
+            }
+            black_box(&answered);
+        })
+    });
+    c.bench_function("batch_of_32_two_passes", |b| {
+        b.iter(|| {
+            at = (at + BATCH) % RING;
+            authority::answer_batch(
+                &snapshot,
+                &zone,
+                Transport::Udp,
+                &queries[at..at + BATCH],
+                &mut outs,
+                &mut answered,
+            );
+            black_box(&answered);
+        })
+    });
+}
+
 criterion_group! {
     name = answer_path;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
-    targets = benches
+    targets = benches, batches
 }
 criterion_main!(answer_path);

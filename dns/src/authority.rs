@@ -12,6 +12,8 @@
 //!   any message with hickory and encodes the answer;
 //! - [`crate::fast`]: the UDP fast path, which encodes the same answer
 //!   straight into bytes for the plain A/AAAA query;
+//! - [`batch`]: a receive batch answered in two passes, every query
+//!   read and looked up before any is written;
 //! - [`config`], [`edns`], [`targets`], [`formerr`]: the served domains,
 //!   the query's OPT, SRV and PTR target names, malformed queries.
 //!
@@ -21,6 +23,7 @@
 #![deny(clippy::cast_possible_truncation)]
 
 pub mod answer;
+pub mod batch;
 pub mod config;
 pub mod edns;
 pub mod encode;
@@ -38,6 +41,7 @@ use crate::metrics::Outcome;
 use crate::qname;
 use crate::snapshot::Snapshot;
 
+pub use batch::answer_batch;
 pub use config::{Authority, InvalidDomain};
 pub use rules::{MAX_UDP_PAYLOAD, MCS_DNS_VERSION, Transport};
 

@@ -6,7 +6,8 @@
 //! the first datagram only), answers the batch against one snapshot load,
 //! and sends every reply in one `sendmmsg`. Under load that is two system
 //! calls per batch instead of two per query; when idle it is the same as
-//! `recvfrom`. Each query goes through [`authority::answer_into`]: the
+//! `recvfrom`. The batch is answered by [`authority::answer_batch`]: every
+//! query read and its service looked up first, then each written by the
 //! [`crate::fast`] path, else [`authority::respond`]. With `--rrl-rate`, each reply then takes a token
 //! from its source prefix's bucket ([`rrl`]; one table shared by every
 //! worker, read with one clock reading per batch): over the rate it is
@@ -20,7 +21,7 @@
 #![warn(clippy::cast_possible_truncation, clippy::expect_used)]
 
 use std::io::{IoSlice, IoSliceMut};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,17 +33,25 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::authority::{self, Authority, Transport};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome};
 use crate::registry::Registry;
 use crate::rrl::{self, RateLimiter, Verdict};
 
 pub mod receive_buffer;
 
-/// Datagrams taken per system call.
-const BATCH: usize = 32;
+/// Datagrams taken per system call: as many as a batch reads ahead.
+const BATCH: usize = authority::batch::AHEAD;
 /// Largest query read: any UDP datagram (a query over 4,096 bytes, say
-/// with padding, is read like any other). 32 such buffers per worker.
+/// with padding, is read like any other). 32 such buffers per worker, in
+/// one allocation ([`STRIDE`]).
 const MAX_QUERY: usize = 65_535;
+/// Where each receive buffer starts in the worker's inbox: 64 KiB apart,
+/// every buffer's first bytes (what a query is) would fall in the same
+/// cache sets, and a batch of 32 evicts its own queries before it is
+/// answered; 9 cache lines more each puts them in 32 different sets.
+const STRIDE: usize = (MAX_QUERY + 1) + 9 * 64;
+/// A placeholder source for the unused entries of a batch.
+const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 /// How often an idle worker looks at the shutdown token.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -108,10 +117,11 @@ pub struct Answerer {
 /// Blocking: run it on its own thread.
 pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken) {
     let fd = socket.as_raw_fd();
-    let mut inbox: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_QUERY]).collect();
+    let mut inbox = vec![0u8; BATCH * STRIDE];
     let mut outbox: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
     let mut received: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
     let mut replies: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(BATCH);
+    let mut answered: Vec<Option<Outcome>> = vec![None; BATCH];
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut slipper = answerer.rrl.as_ref().map(|r| r.slipper());
@@ -130,8 +140,8 @@ pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken)
         received.clear();
         {
             let mut slices: Vec<[IoSliceMut<'_>; 1]> = inbox
-                .iter_mut()
-                .map(|b| [IoSliceMut::new(b.as_mut_slice())])
+                .chunks_exact_mut(STRIDE)
+                .map(|b| [IoSliceMut::new(&mut b[..MAX_QUERY])])
                 .collect();
             match recvmmsg(fd, &mut recv_headers, slices.iter_mut(), flags, None) {
                 Ok(messages) => {
@@ -161,23 +171,37 @@ pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken)
             // A new cluster's answer counters, if it is the first batch to
             // see it: a compare, and rarely an allocation off the answer path.
             answerer.metrics.served.reserve(snapshot.locality.max_id());
-            let now = answerer.rrl.as_ref().map_or(0, |r| r.now());
+            // The datagrams with a source to answer, by their inbox index.
+            let mut queries: [(&[u8], IpAddr); BATCH] = [(&[], UNSPECIFIED); BATCH];
+            let mut index = [0usize; BATCH];
+            let mut n = 0;
             for (i, (len, address)) in received.iter().enumerate() {
-                let Some(address) = address else { continue };
-                let Some(peer) = peer_ip(address) else {
+                let Some(peer) = address.as_ref().and_then(peer_ip) else {
                     continue;
                 };
-                let packet = &inbox[i][..(*len).min(MAX_QUERY)];
-                let out = &mut outbox[i];
-                let answered = authority::answer_into(
-                    &snapshot,
-                    &answerer.authority,
-                    packet,
-                    peer,
-                    Transport::Udp,
-                    out,
-                );
-                let Some(outcome) = answered else { continue };
+                let at = i * STRIDE;
+                queries[n] = (&inbox[at..at + (*len).min(MAX_QUERY)], peer);
+                index[n] = i;
+                n += 1;
+            }
+            authority::answer_batch(
+                &snapshot,
+                &answerer.authority,
+                Transport::Udp,
+                &queries[..n],
+                &mut outbox[..n],
+                &mut answered[..n],
+            );
+            // One clock reading for the batch: no reply leaves before the
+            // batch's `sendmmsg`, so each waited this long.
+            let elapsed = started.elapsed();
+            let now = answerer.rrl.as_ref().map_or(0, |r| r.now());
+            for (j, outcome) in answered[..n].iter().enumerate() {
+                let Some(outcome) = outcome else { continue };
+                let (_, peer) = queries[j];
+                let Some(address) = received[index[j]].1 else {
+                    continue;
+                };
                 if let (Some(limiter), Some(slipper)) = (&answerer.rrl, &mut slipper)
                     && !outcome.cookie
                     && !limiter.allow(peer, now)
@@ -186,13 +210,13 @@ pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken)
                         answerer.metrics.abuse.rrl_dropped.inc();
                         continue;
                     }
-                    rrl::truncate(out);
+                    rrl::truncate(&mut outbox[j]);
                     answerer.metrics.abuse.rrl_slipped.inc();
-                    replies.push((i, *address));
+                    replies.push((j, address));
                     continue;
                 }
-                answerer.metrics.answered(&outcome, started.elapsed());
-                replies.push((i, *address));
+                answerer.metrics.answered(outcome, elapsed);
+                replies.push((j, address));
             }
         }
         send(fd, &mut send_headers, &outbox, &replies);

@@ -1350,3 +1350,169 @@ fn same_for_every_asker_when_scoped_zero(
     }
     Ok(())
 }
+
+// ---- A receive batch answered in two passes (`authority::answer_batch`) ----
+
+/// One datagram of a batch: a generated query, or any bytes.
+#[derive(Debug, Clone)]
+enum Datagram {
+    Query(Ask),
+    Bytes(Vec<u8>, IpAddr),
+}
+
+impl Datagram {
+    fn bytes_and_source(&self) -> (Vec<u8>, IpAddr) {
+        match self {
+            Datagram::Query(ask) => (packet(ask), ask.source),
+            Datagram::Bytes(bytes, source) => (bytes.clone(), *source),
+        }
+    }
+}
+
+/// Answers `datagrams` as one batch and one at a time (each from the same
+/// rotation), and checks that every reply and outcome is the same.
+fn batch_matches_one_at_a_time(
+    snapshot: &Snapshot,
+    zone: &Authority,
+    transport: Transport,
+    datagrams: &[(Vec<u8>, IpAddr)],
+    rotation: usize,
+) -> Result<Vec<Option<meshdns::metrics::Outcome>>, TestCaseError> {
+    let queries: Vec<(&[u8], IpAddr)> = datagrams
+        .iter()
+        .map(|(bytes, source)| (bytes.as_slice(), *source))
+        .collect();
+    let mut outs = vec![Vec::new(); queries.len()];
+    let mut answered = vec![None; queries.len()];
+    select::set_rotation(rotation);
+    authority::answer_batch(
+        snapshot,
+        zone,
+        transport,
+        &queries,
+        &mut outs,
+        &mut answered,
+    );
+    select::set_rotation(rotation);
+    for (i, &(bytes, source)) in queries.iter().enumerate() {
+        let mut out = Vec::new();
+        let one = authority::answer_into(snapshot, zone, bytes, source, transport, &mut out);
+        prop_assert_eq!(one.is_some(), answered[i].is_some(), "query {}", i);
+        if let (Some(one), Some(batch)) = (one, answered[i]) {
+            prop_assert_eq!(&outs[i], &out, "query {}", i);
+            prop_assert_eq!(one.rcode, batch.rcode);
+            prop_assert_eq!(one.qtype, batch.qtype);
+            prop_assert_eq!(one.ecs, batch.ecs);
+            prop_assert_eq!(one.fail_open, batch.fail_open);
+            prop_assert_eq!(one.cookie, batch.cookie);
+            prop_assert_eq!(one.tier, batch.tier);
+            prop_assert_eq!(one.served, batch.served);
+        }
+    }
+    Ok(answered)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// A batch (longer than one read-ahead chunk, sometimes) answers each
+    /// query exactly as answering them one at a time in order would.
+    #[test]
+    fn batch_answers_as_one_at_a_time(
+        datagrams in proptest::collection::vec(
+            prop_oneof![
+                6 => ask().prop_map(Datagram::Query),
+                1 => (proptest::collection::vec(any::<u8>(), 0..80), Just(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 9))))
+                    .prop_map(|(b, s)| Datagram::Bytes(b, s)),
+            ],
+            1..80,
+        ),
+        tcp in any::<bool>(),
+        rotation in any::<usize>(),
+    ) {
+        let snapshot = snapshot();
+        let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+        let datagrams: Vec<_> = datagrams.iter().map(Datagram::bytes_and_source).collect();
+        for zone in authorities() {
+            batch_matches_one_at_a_time(&snapshot, &zone, transport, &datagrams, rotation)?;
+        }
+    }
+}
+
+/// The mix the brief names, over UDP, in one batch of 40 (two read-ahead
+/// chunks): located and unknown askers, NXDOMAIN, malformed, an answer
+/// UDP truncates (the full handler's), REFUSED; each answered as alone.
+#[test]
+fn batch_of_mixed_queries_answers_each_as_alone() {
+    let snapshot = snapshot();
+    // The first zone, domain and name whose answer UDP truncates.
+    let (zone, truncated) = authorities()
+        .into_iter()
+        .flat_map(|zone| {
+            (0..DOMAINS.len())
+                .flat_map(|d| (0..NAMES.len()).flat_map(move |n| [(n, d, 1), (n, d, 28)]))
+                .map(move |(n, d, qtype)| {
+                    let ask = Ask {
+                        name: Asked::Listed(n, d),
+                        qtype,
+                        source: "192.0.2.1".parse().unwrap(),
+                        ..Ask::plain()
+                    };
+                    (zone.clone(), ask)
+                })
+                .collect::<Vec<_>>()
+        })
+        .find(|(zone, ask)| {
+            authority::respond(&snapshot, zone, &packet(ask), ask.source, Transport::Udp)
+                .is_some_and(|(reply, _)| Message::from_vec(&reply).unwrap().metadata.truncation)
+        })
+        .expect("the fixture has an answer UDP truncates");
+    let zone = &zone;
+    let Asked::Listed(_, domain) = truncated.name else {
+        unreachable!()
+    };
+    let located = Ask {
+        name: Asked::Listed(0, domain),
+        ..Ask::plain()
+    };
+    let unknown = Ask {
+        source: "192.0.2.1".parse().unwrap(),
+        ..located.clone()
+    };
+    let nxdomain = Ask {
+        name: Asked::Listed(4, domain),
+        ..Ask::plain()
+    };
+    let refused = Ask {
+        name: Asked::Listed(0, DOMAINS.len() - 1),
+        ..Ask::plain()
+    };
+    let mut malformed = packet(&located);
+    malformed.truncate(20);
+    let mut datagrams = Vec::new();
+    for i in 0..40 {
+        datagrams.push(match i % 6 {
+            0 => (packet(&located), located.source),
+            1 => (packet(&unknown), unknown.source),
+            2 => (packet(&nxdomain), nxdomain.source),
+            3 => (malformed.clone(), located.source),
+            4 => (packet(&truncated), truncated.source),
+            _ => (packet(&refused), refused.source),
+        });
+    }
+    let answered =
+        batch_matches_one_at_a_time(&snapshot, zone, Transport::Udp, &datagrams, 11).unwrap();
+    // The batch holds what it says: each kind answered as expected.
+    let rcode = |i: usize| answered[i].map(|o| o.rcode);
+    assert_eq!(rcode(0), Some(0));
+    assert!(answered[0].unwrap().tier.is_some());
+    assert_eq!(rcode(1), Some(0));
+    assert_eq!(rcode(2), Some(3), "NXDOMAIN");
+    assert_eq!(rcode(3), Some(1), "FORMERR");
+    assert_eq!(rcode(5), Some(5), "REFUSED");
+    let mut out = Vec::new();
+    assert!(
+        fast::answer(&snapshot, zone, &datagrams[4].0, truncated.source, &mut out).is_none(),
+        "the truncated answer is the full handler's"
+    );
+}
