@@ -301,8 +301,8 @@ fn batches(c: &mut Criterion) {
             .expect("applied");
     }
     let snapshot = registry.snapshot();
-    let zone = Authority::new(vec![Domain::parse("global").expect("domain")], 5, 5, 8, 1)
-        .expect("zone");
+    let zone =
+        Authority::new(vec![Domain::parse("global").expect("domain")], 5, 5, 8, 1).expect("zone");
     // A stride coprime with the service count walks the whole fleet.
     let packets: Vec<(Vec<u8>, IpAddr)> = (0..RING)
         .map(|i| {
