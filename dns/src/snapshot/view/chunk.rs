@@ -10,7 +10,7 @@ use super::cluster::Health;
 use super::counts::Counts;
 use super::targets::position;
 use crate::locality::{ClusterId, ProviderId, RegionId, ZoneId};
-use crate::snapshot::chain::{Ends, Run, Runs, RunsBuilder, Segment, Span};
+use crate::snapshot::chain::{Ends, Placed, Run, Runs, RunsBuilder, Segment, Span, segment_at};
 use crate::snapshot::parts::CHUNK;
 
 /// What a view needs of each cluster part to rebuild itself, kept in flat
@@ -147,7 +147,7 @@ impl ChunkMeta {
 
     /// The run in `slot`, each segment with the run's running ends (none
     /// for a free slot).
-    pub(in crate::snapshot) fn run(&self, slot: u32) -> &[(Segment, Ends)] {
+    pub(in crate::snapshot) fn run(&self, slot: u32) -> &[(Placed, Ends)] {
         self.slots
             .get(slot as usize)
             .and_then(Option::as_deref)
@@ -383,12 +383,12 @@ fn patched(
 
 /// `run`'s segments of the parts not rebuilt.
 fn kept<'r>(
-    run: &'r [(Segment, Ends)],
+    run: &'r [(Placed, Ends)],
     is_fresh: impl Fn(u32) -> bool + 'r,
 ) -> impl Iterator<Item = Segment> + 'r {
-    run.iter()
-        .map(|(s, _)| *s)
-        .filter(move |s| !is_fresh(s.cluster))
+    (0..run.len())
+        .filter(move |&i| !is_fresh(run[i].0.cluster))
+        .map(move |i| segment_at(run, i))
 }
 
 /// Two lists of segments of distinct clusters, each in cluster order,
