@@ -75,27 +75,26 @@ pub struct Segment {
     pub healthy: u32,
 }
 
-/// A segment as a chunk's run keeps it (24 bytes, where a [`Segment`] is
-/// 72): its cluster, where its items of each kind start in that
-/// cluster's lists, and its heaviest item. Its item counts, weights,
-/// exported and healthy endpoints are not kept: they are what the run's
-/// running ends add at it ([`segment_at`]).
+/// A segment as a chunk's run keeps it (16 bytes, where a [`Segment`] is
+/// 72): its cluster and where its items of each kind start in that
+/// cluster's lists. Its item counts, weights, exported and healthy
+/// endpoints are not kept: they are what the run's running ends add at
+/// it; its heaviest item is its entry's `heaviest` ([`segment_at`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Placed {
     pub cluster: u32,
     /// Where its targets, IPv4 and IPv6 addresses start, by [`slot`].
     pub start: [u32; 3],
-    pub heaviest: u64,
 }
 
-const _: () = assert!(std::mem::size_of::<Placed>() == 24);
+// With a 16-byte `Placed` a run's entry is 96 bytes: no padding.
+const _: () = assert!(std::mem::size_of::<(Placed, Ends)>() == 96);
 
 impl Placed {
     fn of(s: &Segment) -> Placed {
         Placed {
             cluster: s.cluster,
             start: KINDS.map(|kind| s.span(kind).start),
-            heaviest: s.heaviest,
         }
     }
 }
@@ -124,7 +123,7 @@ pub(super) fn span_at(run: &[(Placed, Ends)], index: usize, kind: Kind) -> Span 
 )]
 pub(super) fn segment_at(run: &[(Placed, Ends)], index: usize) -> Segment {
     let (placed, ends) = &run[index];
-    let own = ends.since(ends_before(run, index), placed.heaviest);
+    let own = ends.since(ends_before(run, index), ends.heaviest);
     let span = |k: usize| Span::new(placed.start[k], placed.start[k] + own.n[k]);
     Segment {
         cluster: placed.cluster,
@@ -133,7 +132,7 @@ pub(super) fn segment_at(run: &[(Placed, Ends)], index: usize) -> Segment {
         v6: span(2),
         weight: own.w.map(|w| w as u64),
         exported: own.exported,
-        heaviest: placed.heaviest,
+        heaviest: own.heaviest,
         healthy: own.healthy,
     }
 }
@@ -176,7 +175,8 @@ pub struct Ends {
     pub n: [u32; 3],
     pub w: [u128; 3],
     pub exported: u32,
-    /// The heaviest item so far (a running maximum, not a sum).
+    /// The heaviest item so far (a running maximum, not a sum); in a
+    /// run's entry, its segment's own (see [`Runs`]).
     pub heaviest: u64,
     pub healthy: u32,
 }
@@ -223,7 +223,10 @@ impl Ends {
 /// One run of a chunk of cluster parts' (its run of every healthy
 /// target, or of one zone's, region's or provider's), each segment (as
 /// [`Placed`]) with the run's running end of each kind, in one shared
-/// allocation. A chain
+/// allocation. In a run, an entry's `heaviest` is its own segment's, not
+/// a running maximum: a walk never reads it, a rebuilt run needs each
+/// kept segment's own, and a chain needs only the run's maximum
+/// ([`run_heaviest`], kept in its link). A chain
 /// links (this, its range) per chunk, so a lookup reads one allocation
 /// per run; a chunk rebuilt with a run unchanged keeps the run's
 /// allocation, and the chains linking it stand.
@@ -319,7 +322,14 @@ impl RunsBuilder {
         let mut total = Ends::default();
         for s in segments {
             total.add(Ends::of(&s));
-            self.0.push((Placed::of(&s), total));
+            // The segment's own heaviest: see `Runs`.
+            self.0.push((
+                Placed::of(&s),
+                Ends {
+                    heaviest: s.heaviest,
+                    ..total
+                },
+            ));
         }
     }
 
@@ -329,6 +339,11 @@ impl RunsBuilder {
             _ => Run::New(Arc::from(&self.0[..]), reuse.map(|(slot, _)| slot)),
         }
     }
+}
+
+/// The heaviest item of a run (each entry keeps its segment's own).
+fn run_heaviest(run: &[(Placed, Ends)]) -> u64 {
+    run.iter().map(|(_, ends)| ends.heaviest).max().unwrap_or(0)
 }
 
 pub(super) fn slot(kind: Kind) -> usize {
@@ -547,14 +562,14 @@ where
                 self.i += 1;
             }
             if let Some((slot, runs)) = run
-                && let Some((_, own)) = runs.last()
+                && let Some((_, last)) = runs.last()
             {
-                let own = *own;
-                self.total.add(own);
+                let heaviest = run_heaviest(runs);
+                self.total.add(Ends { heaviest, ..*last });
                 let link = Link {
                     chunk,
                     slot,
-                    heaviest: own.heaviest,
+                    heaviest,
                 };
                 return Some((link, self.total));
             }
@@ -864,8 +879,10 @@ impl<T: Copy> Iterator for Walk<'_, T> {
 mod tests {
     use super::*;
 
-    /// A run keeps each segment as a [`Placed`] (24 bytes) and gives it
-    /// back whole, spans, weights and counts read off its running ends.
+    /// A run keeps each segment as a [`Placed`] (16 bytes) and gives it
+    /// back whole, spans, weights and counts read off its running ends,
+    /// its heaviest item its own; a chain linking the run has the run's
+    /// heaviest.
     #[test]
     fn a_run_gives_back_its_segments() {
         let segments: Vec<Segment> = (0..4u32)
@@ -890,6 +907,9 @@ mod tests {
                 assert_eq!(span_at(&run, i, kind), s.span(kind));
             }
         }
+        let chain = EMPTY.relink([(0, Some((0, &run)))]);
+        assert_eq!(chain.runs[0].0.heaviest, u64::MAX / 2 + 2);
+        assert_eq!(chain.heaviest(), u64::MAX / 2 + 2);
     }
 
     /// Parts that each weigh close to 2⁶⁴ (the bound `Ends` states):
