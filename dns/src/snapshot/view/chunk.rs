@@ -95,6 +95,8 @@ pub(super) enum Before<'a> {
 }
 
 const _: () = assert!(CHUNK <= 64, "a chunk's rebuilt parts are a u64 mask");
+// What `in_place` copies per kept part: no segment (they are the part's).
+const _: () = assert!(std::mem::size_of::<PartMeta>() == 56);
 
 impl ChunkMeta {
     /// The chunk of `parts` (with their `metas`), its first part the
