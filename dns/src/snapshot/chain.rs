@@ -79,11 +79,11 @@ pub struct Segment {
 /// 72): its cluster and where its items of each kind start in that
 /// cluster's lists. Its item counts, weights, exported and healthy
 /// endpoints are not kept: they are what the run's running ends add at
-/// it; its heaviest item is its entry's `heaviest` ([`segment_at`]).
+/// it; its heaviest item is its entry's `heaviest` (`segment_at`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Placed {
     pub cluster: u32,
-    /// Where its targets, IPv4 and IPv6 addresses start, by [`slot`].
+    /// Where its targets, IPv4 and IPv6 addresses start, by `slot`.
     pub start: [u32; 3],
 }
 
@@ -226,10 +226,10 @@ impl Ends {
 /// allocation. In a run, an entry's `heaviest` is its own segment's, not
 /// a running maximum: a walk never reads it, a rebuilt run needs each
 /// kept segment's own, and a chain needs only the run's maximum
-/// ([`run_heaviest`], kept in its link). A chain
-/// links (this, its range) per chunk, so a lookup reads one allocation
-/// per run; a chunk rebuilt with a run unchanged keeps the run's
-/// allocation, and the chains linking it stand.
+/// (`run_heaviest`, kept in its link). A chain links a run by its chunk
+/// and slot, so a lookup reads one allocation per run; a chunk rebuilt
+/// with a run unchanged keeps the run's allocation, and the chains
+/// linking it stand.
 pub type Runs = Arc<[(Placed, Ends)]>;
 
 /// One run of a chain: which chunk of the view it is (a relink replaces
