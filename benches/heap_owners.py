@@ -16,6 +16,8 @@ OWNERS = [
     ("registry: exports map, Arc<ServiceExport>", ["apply_snapshot_in"]),
     ("views: chunk runs (ChunkMeta::seal)", ["ChunkMeta::seal", "ChunkMeta4seal"]),
     ("views: parts (ClusterView::build)", ["ClusterView::build", "ClusterView5build"]),
+    # Gone since the ninth session (a part's zone runs are no longer copied):
+    # kept to read older builds.
     ("views: chunk zone runs copied (chunk::keep)", ["chunk::keep", "chunk4keep"]),
     ("views: other (Arc<ClusterView>, metas, chains)", ["ServiceView::update_in", "ServiceView9update_in", "meshdns::snapshot"]),
     ("tonic decode buffers (Streaming)", ["tonic::codec::decode"]),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where the hub's memory is after a reconnect storm, by owner:
 #
-#   benches/heaptrack_storm.sh [MESHDNS_BIN]
+#   [LOADFLEET=BIN] benches/heaptrack_storm.sh [MESHDNS_BIN]
 #
 # Runs `meshdns serve` under heaptrack (pinned to core 0), lets `loadfleet
 # push --zone-node` (core 1) connect 1,000 publishers at once (1,000
@@ -22,8 +22,12 @@ if [ -z "$bin" ]; then
   cargo build --release --locked -p meshdns --bin meshdns --features system-allocator --target-dir "$target/heap"
   bin=$target/heap/release/meshdns
 fi
-cargo build --release --locked -p meshdns-benches --bin loadfleet
-loadfleet=$target/release/loadfleet
+# LOADFLEET: a built loadfleet (any build: it only drives the storm).
+loadfleet=${LOADFLEET:-}
+if [ -z "$loadfleet" ]; then
+  cargo build --release --locked -p meshdns-benches --bin loadfleet
+  loadfleet=$target/release/loadfleet
+fi
 dir=$(mktemp -d /tmp/meshdns-heap.XXXXXX)
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 dns=$(port); grpc=$(port); admin=$(port)

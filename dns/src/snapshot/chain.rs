@@ -75,6 +75,68 @@ pub struct Segment {
     pub healthy: u32,
 }
 
+/// A segment as a chunk's run keeps it (16 bytes, where a [`Segment`] is
+/// 72): its cluster and where its items of each kind start in that
+/// cluster's lists. Its item counts, weights, exported and healthy
+/// endpoints are not kept: they are what the run's running ends add at
+/// it; its heaviest item is its entry's `heaviest` (`segment_at`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Placed {
+    pub cluster: u32,
+    /// Where its targets, IPv4 and IPv6 addresses start, by `slot`.
+    pub start: [u32; 3],
+}
+
+// With a 16-byte `Placed` a run's entry is 96 bytes: no padding.
+const _: () = assert!(std::mem::size_of::<(Placed, Ends)>() == 96);
+
+impl Placed {
+    fn of(s: &Segment) -> Placed {
+        Placed {
+            cluster: s.cluster,
+            start: KINDS.map(|kind| s.span(kind).start),
+        }
+    }
+}
+
+/// The running ends before item `index` of a run (none before the first).
+fn ends_before(run: &[(Placed, Ends)], index: usize) -> Ends {
+    index
+        .checked_sub(1)
+        .map_or_else(Ends::default, |i| run[i].1)
+}
+
+/// The span of `kind` of a run's segment `index`: from its start, as many
+/// items as the running ends add there.
+pub(super) fn span_at(run: &[(Placed, Ends)], index: usize, kind: Kind) -> Span {
+    let k = slot(kind);
+    let (placed, ends) = &run[index];
+    let start = placed.start[k];
+    Span::new(start, start + ends.n[k] - ends_before(run, index).n[k])
+}
+
+/// A run's segment `index` whole, as it was built: its placement and what
+/// the run's running ends add at it.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a segment's weight of any kind is below 2⁶⁴ (see `Ends`)"
+)]
+pub(super) fn segment_at(run: &[(Placed, Ends)], index: usize) -> Segment {
+    let (placed, ends) = &run[index];
+    let own = ends.since(ends_before(run, index), ends.heaviest);
+    let span = |k: usize| Span::new(placed.start[k], placed.start[k] + own.n[k]);
+    Segment {
+        cluster: placed.cluster,
+        targets: span(0),
+        v4: span(1),
+        v6: span(2),
+        weight: own.w.map(|w| w as u64),
+        exported: own.exported,
+        heaviest: own.heaviest,
+        healthy: own.healthy,
+    }
+}
+
 impl Segment {
     pub fn span(&self, kind: Kind) -> Span {
         match kind {
@@ -113,7 +175,8 @@ pub struct Ends {
     pub n: [u32; 3],
     pub w: [u128; 3],
     pub exported: u32,
-    /// The heaviest item so far (a running maximum, not a sum).
+    /// The heaviest item so far (a running maximum, not a sum); in a
+    /// run's entry, its segment's own (see [`Runs`]).
     pub heaviest: u64,
     pub healthy: u32,
 }
@@ -158,12 +221,16 @@ impl Ends {
 }
 
 /// One run of a chunk of cluster parts' (its run of every healthy
-/// target, or of one zone's, region's or provider's), each segment with
-/// the run's running end of each kind, in one shared allocation. A chain
-/// links (this, its range) per chunk, so a lookup reads one allocation
-/// per run; a chunk rebuilt with a run unchanged keeps the run's
-/// allocation, and the chains linking it stand.
-pub type Runs = Arc<[(Segment, Ends)]>;
+/// target, or of one zone's, region's or provider's), each segment (as
+/// [`Placed`]) with the run's running end of each kind, in one shared
+/// allocation. In a run, an entry's `heaviest` is its own segment's, not
+/// a running maximum: a walk never reads it, a rebuilt run needs each
+/// kept segment's own, and a chain needs only the run's maximum
+/// (`run_heaviest`, kept in its link). A chain links a run by its chunk
+/// and slot, so a lookup reads one allocation per run; a chunk rebuilt
+/// with a run unchanged keeps the run's allocation, and the chains
+/// linking it stand.
+pub type Runs = Arc<[(Placed, Ends)]>;
 
 /// One run of a chain: which chunk of the view it is (a relink replaces
 /// the links of the chunks that changed), the run's slot in that chunk's
@@ -190,7 +257,7 @@ impl<'a> Table<'a> {
     pub const EMPTY: Table<'static> = Table(&[]);
 
     /// The run `link` names, each segment with the run's running ends.
-    fn run(self, link: &Link) -> &'a [(Segment, Ends)] {
+    fn run(self, link: &Link) -> &'a [(Placed, Ends)] {
         self.0[link.chunk as usize].run(link.slot)
     }
 }
@@ -224,7 +291,7 @@ pub enum Run {
 /// change (so a chain that links it stands, shared, and nothing is
 /// copied).
 #[derive(Debug, Default)]
-pub struct RunsBuilder(Vec<(Segment, Ends)>);
+pub struct RunsBuilder(Vec<(Placed, Ends)>);
 
 impl RunsBuilder {
     /// The run of `segments`, each with the run's running ends: `reuse`
@@ -255,7 +322,14 @@ impl RunsBuilder {
         let mut total = Ends::default();
         for s in segments {
             total.add(Ends::of(&s));
-            self.0.push((s, total));
+            // The segment's own heaviest: see `Runs`.
+            self.0.push((
+                Placed::of(&s),
+                Ends {
+                    heaviest: s.heaviest,
+                    ..total
+                },
+            ));
         }
     }
 
@@ -265,6 +339,11 @@ impl RunsBuilder {
             _ => Run::New(Arc::from(&self.0[..]), reuse.map(|(slot, _)| slot)),
         }
     }
+}
+
+/// The heaviest item of a run (each entry keeps its segment's own).
+fn run_heaviest(run: &[(Placed, Ends)]) -> u64 {
+    run.iter().map(|(_, ends)| ends.heaviest).max().unwrap_or(0)
 }
 
 pub(super) fn slot(kind: Kind) -> usize {
@@ -374,7 +453,7 @@ impl Chain {
 
     /// Run `i`'s segments, each with the run's running ends, read from
     /// `table` (the chain's view's).
-    pub(super) fn run<'t>(&self, table: Table<'t>, i: usize) -> &'t [(Segment, Ends)] {
+    pub(super) fn run<'t>(&self, table: Table<'t>, i: usize) -> &'t [(Placed, Ends)] {
         table.run(&self.runs[i].0)
     }
 
@@ -426,7 +505,7 @@ impl Chain {
         let rest = offset as u32 - before;
         let segments = self.run(table, run);
         let (index, before) = find(segments, kind, rest);
-        let pos = segments[index].0.span(kind).start + (rest - before);
+        let pos = segments[index].0.start[slot(kind)] + (rest - before);
         (run, index, pos)
     }
 }
@@ -483,14 +562,14 @@ where
                 self.i += 1;
             }
             if let Some((slot, runs)) = run
-                && let Some((_, own)) = runs.last()
+                && let Some((_, last)) = runs.last()
             {
-                let own = *own;
-                self.total.add(own);
+                let heaviest = run_heaviest(runs);
+                self.total.add(Ends { heaviest, ..*last });
                 let link = Link {
                     chunk,
                     slot,
-                    heaviest: own.heaviest,
+                    heaviest,
                 };
                 return Some((link, self.total));
             }
@@ -633,7 +712,7 @@ pub struct Walk<'a, T> {
     chain: &'a Chain,
     /// The chain's current run's segments (part 0): read from the table
     /// once per run.
-    segments: &'a [(Segment, Ends)],
+    segments: &'a [(Placed, Ends)],
     /// The extras' cluster and span of `kind`: all a walk reads of them
     /// (a [`Segment`] is several times larger, and the walk is moved).
     extra: [(u32, Span); 2],
@@ -736,8 +815,10 @@ impl<'a, T: Copy> Walk<'a, T> {
     /// The current segment's cluster and span of the walk's kind.
     fn segment(&self) -> (u32, Span) {
         if self.part == 0 {
-            let segment = &self.segments[self.index].0;
-            (segment.cluster, segment.span(self.kind))
+            (
+                self.segments[self.index].0.cluster,
+                span_at(self.segments, self.index, self.kind),
+            )
         } else {
             self.extra[self.index]
         }
@@ -798,6 +879,39 @@ impl<T: Copy> Iterator for Walk<'_, T> {
 mod tests {
     use super::*;
 
+    /// A run keeps each segment as a [`Placed`] (16 bytes) and gives it
+    /// back whole, spans, weights and counts read off its running ends,
+    /// its heaviest item its own; a chain linking the run has the run's
+    /// heaviest.
+    #[test]
+    fn a_run_gives_back_its_segments() {
+        let segments: Vec<Segment> = (0..4u32)
+            .map(|i| Segment {
+                cluster: 3 * i,
+                targets: Span::new(i, 2 * i + 1),
+                v4: Span::new(10 * i, 10 * i + i),
+                v6: Span::new(0, i % 2),
+                weight: [u64::MAX - u64::from(i), 7 * u64::from(i), 1],
+                exported: 5 + i,
+                heaviest: u64::MAX / 2 + u64::from(i % 3),
+                healthy: i,
+            })
+            .collect();
+        let mut builder = RunsBuilder::default();
+        let Run::New(run, None) = builder.run(segments.iter().copied(), None) else {
+            panic!("a new run")
+        };
+        for (i, s) in segments.iter().enumerate() {
+            assert_eq!(segment_at(&run, i), *s);
+            for kind in KINDS {
+                assert_eq!(span_at(&run, i, kind), s.span(kind));
+            }
+        }
+        let chain = EMPTY.relink([(0, Some((0, &run)))]);
+        assert_eq!(chain.runs[0].0.heaviest, u64::MAX / 2 + 2);
+        assert_eq!(chain.heaviest(), u64::MAX / 2 + 2);
+    }
+
     /// Parts that each weigh close to 2⁶⁴ (the bound `Ends` states):
     /// running weights over them are exact, and a point past 2⁶⁴ finds
     /// its run.
@@ -817,7 +931,7 @@ mod tests {
                     heaviest: heavy,
                     healthy: 1,
                 };
-                Arc::from(vec![(s, Ends::of(&s))])
+                Arc::from(vec![(Placed::of(&s), Ends::of(&s))])
             })
             .collect();
         let chain = EMPTY.relink((0..3).map(|k| (k, Some((0, &sets[k as usize])))));

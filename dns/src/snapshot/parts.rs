@@ -92,6 +92,15 @@ impl PartsBuilder {
         }
     }
 
+    /// The chunk being filled, or when it is empty (at a chunk boundary)
+    /// the last chunk filled: the parts pushed since the boundary before.
+    pub fn last_chunk(&self) -> &[Arc<ClusterView>] {
+        match self.chunks.last() {
+            Some(chunk) if self.current.is_empty() => chunk,
+            _ => &self.current,
+        }
+    }
+
     /// Appends a whole chunk as it is; only at a chunk boundary.
     pub fn share(&mut self, chunk: &Arc<[Arc<ClusterView>]>) {
         debug_assert!(self.current.is_empty() && self.len.is_multiple_of(CHUNK));

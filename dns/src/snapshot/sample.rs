@@ -24,7 +24,7 @@
 //! it is built, weighs more than `W/k`; otherwise no item is certain and
 //! a sample is `k` lookups.
 
-use super::chain::{Cursor, Kind, find_weight, slot};
+use super::chain::{Cursor, Kind, find_weight, slot, span_at};
 use super::parts::Parts;
 use super::view::ClusterView;
 
@@ -190,14 +190,14 @@ impl<'a, T: Copy> Sample<'a, T> {
             let segments = chain.run(self.cursor.table, run);
             let (index, before) = find_weight(segments, self.kind, rest);
             // Within one part: below its weight, a u64 (see `Ends`).
-            let segment = segments[index].0;
-            let span = segment.span(self.kind);
-            let part = &self.clusters[segment.cluster as usize];
+            let cluster = segments[index].0.cluster;
+            let span = span_at(segments, index, self.kind);
+            let part = &self.clusters[cluster as usize];
             let within = (rest - before.w[k]) as u64;
             let pos = part.weights.find(self.kind, span, within);
             let ordinal = (before_run.n[k] + before.n[k] + (pos - span.start)) as usize;
             let (from, weight) = item_at(part, self.kind, span, pos, point, within);
-            return (segment.cluster, pos, ordinal, from, weight);
+            return (cluster, pos, ordinal, from, weight);
         }
         let mut rest = point - in_chain;
         let mut ordinal = chain.total(self.kind);

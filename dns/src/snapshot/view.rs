@@ -33,7 +33,7 @@ mod targets;
 mod weights;
 
 pub(super) use chunk::ChunkMeta;
-use chunk::{Before, PartMeta, Uniformity, in_place, keep};
+use chunk::{Before, PartMeta, Uniformity, in_place};
 pub(crate) use cluster::PartPolicy;
 pub use cluster::{ClusterView, EndpointView};
 use cluster::{Health, has_ready};
@@ -261,7 +261,6 @@ impl ServiceView {
         let mut clusters = PartsBuilder::default();
         let mut chunks: Vec<Arc<ChunkMeta>> = Vec::with_capacity(total.div_ceil(CHUNK));
         let mut metas = Vec::with_capacity(CHUNK.min(total));
-        let mut groups = Vec::new();
         // Whether every part of the chunk being built is at its old index
         // (kept as it was, or rebuilt in place), and which were rebuilt: a
         // bit per position in the chunk (then its runs are patched).
@@ -309,7 +308,6 @@ impl ServiceView {
             {
                 let before = &prev.chunks[n / CHUNK];
                 let mut rebuilt = Vec::new();
-                let mut scratch = Vec::new();
                 let mut fresh = 0u64;
                 for (p, kept) in part_chunk.iter().enumerate() {
                     let part = match next.next_if(|(at, _, _)| *at == i + p) {
@@ -331,19 +329,18 @@ impl ServiceView {
                     };
                     match part {
                         Some(part) => {
-                            rebuilt.push((p, part.meta((n + p) as u32, &mut scratch)));
+                            rebuilt.push((p, part.meta()));
                             fresh |= 1 << p;
                             clusters.push(Arc::new(part));
                         }
                         None => clusters.push(kept.clone()),
                     }
                 }
-                let (chunk_metas, chunk_groups) = in_place(before, &rebuilt, &scratch);
                 chunks.push(Arc::new(ChunkMeta::seal(
-                    chunk_metas,
-                    chunk_groups,
+                    in_place(before, &rebuilt),
+                    clusters.last_chunk(),
                     n as u32,
-                    Before::Patch(before, fresh),
+                    Before::Patch(before, part_chunk, fresh),
                 )));
                 n += part_chunk.len();
                 i += part_chunk.len();
@@ -364,7 +361,6 @@ impl ServiceView {
             }
             i += 1;
             for slot in slots {
-                let index = n as u32;
                 let (was, rebuilt) = match slot {
                     Slot::Kept(i) => (Some(i), !as_was(i)),
                     Slot::New(_, was) => (was, true),
@@ -379,13 +375,13 @@ impl ServiceView {
                             unreachable!("kept parts come from a previous view")
                         };
                         clusters.push(old[i].clone());
-                        keep(prev, i, index, &mut groups)
+                        prev.chunks[i / CHUNK].metas[i % CHUNK]
                     }
                     Slot::Kept(i) => {
                         let c = &old[i];
                         let part =
                             build_part(&key, &c.place, &c.export, health(c.place.stale), ctx);
-                        let m = part.meta(index, &mut groups);
+                        let m = part.meta();
                         clusters.push(Arc::new(part));
                         m
                     }
@@ -397,7 +393,7 @@ impl ServiceView {
                             health(input.place.stale),
                             ctx,
                         );
-                        let m = part.meta(index, &mut groups);
+                        let m = part.meta();
                         clusters.push(Arc::new(part));
                         m
                     }
@@ -407,15 +403,19 @@ impl ServiceView {
                 if n % CHUNK == 0 || n == total {
                     let first = chunks.len() * CHUNK;
                     let before = match previous.and_then(|p| p.chunks.get(chunks.len())) {
-                        Some(c) if aligned && c.metas.len() == metas.len() => {
-                            Before::Patch(c, fresh)
+                        Some(c)
+                            if aligned
+                                && c.metas.len() == metas.len()
+                                && let Some(parts) = old.chunk(chunks.len()) =>
+                        {
+                            Before::Patch(c, parts, fresh)
                         }
                         Some(c) => Before::Chunk(c),
                         None => Before::Nothing,
                     };
                     let sealed = ChunkMeta::seal(
                         std::mem::replace(&mut metas, Vec::with_capacity(CHUNK)),
-                        std::mem::take(&mut groups),
+                        clusters.last_chunk(),
                         first as u32,
                         before,
                     );

@@ -1,21 +1,27 @@
 //! What a view keeps beside each chunk of its cluster parts: their
-//! metadata, zone runs and the chunk's runs of the service-wide chains.
+//! metadata and the chunk's runs of the service-wide chains (made of the
+//! parts' own segments).
 
 #![warn(clippy::cast_possible_truncation)]
 
+use std::sync::Arc;
+
 use meshdns_proto::model::Affinity;
 
-use super::ServiceView;
+use super::ClusterView;
 use super::cluster::Health;
 use super::counts::Counts;
 use super::targets::position;
 use crate::locality::{ClusterId, ProviderId, RegionId, ZoneId};
-use crate::snapshot::chain::{Ends, Run, Runs, RunsBuilder, Segment, Span};
+use crate::snapshot::chain::{Ends, Placed, Run, Runs, RunsBuilder, Segment, segment_at};
 use crate::snapshot::parts::CHUNK;
 
 /// What a view needs of each cluster part to rebuild itself, kept in flat
 /// arrays beside `clusters` so that a rebuild reads them instead of
-/// visiting every part.
+/// visiting every part. The part's segments (its whole run, its reserve,
+/// its zone runs) are not here: they are the part's own, read from it
+/// with its index stamped ([`ClusterView::whole`]) when a run they are in
+/// is rebuilt.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PartMeta {
     pub(super) id: ClusterId,
@@ -26,21 +32,15 @@ pub(super) struct PartMeta {
     pub(super) provider: Option<ProviderId>,
     /// Whether the part's positive-weight targets all weigh the same.
     pub(super) uniform: Uniformity,
-    /// Its weight-0 targets, as this cluster's index.
-    pub(super) reserve: Segment,
     pub(super) affinity: Affinity,
     pub(super) ttl: Option<u32>,
     /// Its export sets a failover order, primary, min-healthy or export-to.
     pub(super) traffic: bool,
-    /// The part's whole run, as this cluster's index.
-    pub(super) whole: Segment,
-    /// Its zone runs: a range of its chunk's `groups`.
-    pub(super) groups: Span,
 }
 
 /// What a view keeps of one chunk of its parts (the clusters of the
-/// `Parts` chunk at the same position): their metadata and zone runs, and
-/// the chunk's runs of the service-wide chains. Shared with the next view
+/// `Parts` chunk at the same position): their metadata and the chunk's
+/// runs of the service-wide chains. Shared with the next view
 /// while the chunk stands, so a view over a thousand clusters where one
 /// changed copies one chunk's worth, not a thousand parts'.
 ///
@@ -52,8 +52,6 @@ pub(super) struct PartMeta {
 #[derive(Debug)]
 pub(in crate::snapshot) struct ChunkMeta {
     pub(super) metas: Vec<PartMeta>,
-    /// The parts' zone runs, part after part.
-    pub(super) groups: Vec<(Option<ZoneId>, Segment)>,
     /// The chunk's runs by slot; `None`: a free slot (a list the chunk
     /// held before and holds no more), filled by the next new list.
     slots: Box<[Option<Runs>]>,
@@ -88,36 +86,43 @@ pub(super) enum Before<'a> {
     /// rebuilt, keeping the old run's allocation where its segments are
     /// the same.
     Chunk(&'a ChunkMeta),
-    /// The same clusters at the same positions, the parts at the
-    /// positions set in the mask rebuilt (a bit per position in the
-    /// chunk), every other as it was: only the runs the rebuilt parts are
-    /// in, or were in, are rebuilt, from the old runs; every other run is
-    /// the old one.
-    Patch(&'a ChunkMeta, u64),
+    /// The same clusters at the same positions (the previous chunk and
+    /// its parts), the parts at the positions set in the mask rebuilt (a
+    /// bit per position in the chunk), every other as it was: only the
+    /// runs the rebuilt parts are in, or were in, are rebuilt, from the
+    /// old runs; every other run is the old one.
+    Patch(&'a ChunkMeta, &'a [Arc<ClusterView>], u64),
 }
 
 const _: () = assert!(CHUNK <= 64, "a chunk's rebuilt parts are a u64 mask");
+// What `in_place` copies per kept part: no segment (they are the part's).
+const _: () = assert!(std::mem::size_of::<PartMeta>() == 56);
 
 impl ChunkMeta {
-    /// The chunk of `metas` (and their zone runs, `groups`), its first
-    /// part the view's `first`.
+    /// The chunk of `parts` (with their `metas`), its first part the
+    /// view's `first`.
     pub(super) fn seal(
         metas: Vec<PartMeta>,
-        groups: Vec<(Option<ZoneId>, Segment)>,
+        parts: &[Arc<ClusterView>],
         first: u32,
         before: Before<'_>,
     ) -> Self {
+        debug_assert_eq!(metas.len(), parts.len());
         let mut runs = RunsBuilder::default();
+        let new = Chunk { parts, first };
         let (previous, (all, reserve, keys, keys_at)) = match before {
-            Before::Patch(previous, fresh) => (
-                Some(previous),
-                patched(&mut runs, &metas, &groups, previous, first, fresh),
-            ),
+            Before::Patch(previous, old, fresh) => {
+                let old = Chunk { parts: old, first };
+                (
+                    Some(previous),
+                    patched(&mut runs, &metas, new, previous, old, fresh),
+                )
+            }
             Before::Chunk(previous) => (
                 Some(previous),
-                grouped(&mut runs, &metas, &groups, Some(previous)),
+                grouped(&mut runs, &metas, new, Some(previous)),
             ),
-            Before::Nothing => (None, grouped(&mut runs, &metas, &groups, None)),
+            Before::Nothing => (None, grouped(&mut runs, &metas, new, None)),
         };
         let (slots, all, reserve, keys) = slotted(previous, all, reserve, keys);
         ChunkMeta {
@@ -136,7 +141,6 @@ impl ChunkMeta {
                 all
             }),
             metas,
-            groups,
             slots,
             all,
             keys,
@@ -147,7 +151,7 @@ impl ChunkMeta {
 
     /// The run in `slot`, each segment with the run's running ends (none
     /// for a free slot).
-    pub(in crate::snapshot) fn run(&self, slot: u32) -> &[(Segment, Ends)] {
+    pub(in crate::snapshot) fn run(&self, slot: u32) -> &[(Placed, Ends)] {
         self.slots
             .get(slot as usize)
             .and_then(Option::as_deref)
@@ -238,11 +242,38 @@ fn slotted(previous: Option<&ChunkMeta>, all: Run, reserve: Run, keys: Vec<(u32,
     (slots.into(), placed[0], placed[1], keys)
 }
 
-/// A part's whole run counts (is in the chunk's runs of every target, its
-/// region's and provider's) when it holds a healthy target or an
-/// exported endpoint.
-fn live(m: &&PartMeta) -> bool {
-    !m.whole.is_empty()
+/// A chunk's parts, the first the view's `first`: where a run's segments
+/// are read, each stamped with its part's index in the view.
+#[derive(Clone, Copy)]
+struct Chunk<'a> {
+    parts: &'a [Arc<ClusterView>],
+    first: u32,
+}
+
+impl<'a> Chunk<'a> {
+    /// Part `p`'s whole run, as the view's cluster.
+    fn whole(self, p: usize) -> Segment {
+        self.parts[p].whole(self.first + position(p))
+    }
+
+    /// Part `p`'s weight-0 targets, as the view's cluster.
+    fn reserve(self, p: usize) -> Segment {
+        self.parts[p].reserve(self.first + position(p))
+    }
+
+    /// Part `p`'s zone runs of a known zone, as the view's cluster.
+    fn zones(self, p: usize) -> impl Iterator<Item = (ZoneId, Segment)> + 'a {
+        self.parts[p].zones(self.first + position(p))
+    }
+
+    /// Every part's whole run that counts (is in the chunk's runs of
+    /// every target, its region's and provider's: it holds a healthy
+    /// target or an exported endpoint), with its position.
+    fn live(self) -> impl Iterator<Item = (usize, Segment)> + 'a {
+        (0..self.parts.len())
+            .map(move |p| (p, self.whole(p)))
+            .filter(|(_, s)| !s.is_empty())
+    }
 }
 
 /// Every run from the parts' segments: one stable sort per kind of key;
@@ -250,28 +281,26 @@ fn live(m: &&PartMeta) -> bool {
 fn grouped(
     runs: &mut RunsBuilder,
     metas: &[PartMeta],
-    groups: &[(Option<ZoneId>, Segment)],
+    chunk: Chunk<'_>,
     previous: Option<&ChunkMeta>,
 ) -> Sealed {
+    let live: Vec<(usize, Segment)> = chunk.live().collect();
     let all = runs.run(
-        metas.iter().filter(live).map(|m| m.whole),
+        live.iter().map(|(_, s)| *s),
         previous.and_then(|p| p.reusable(p.all)),
     );
     let reserve = runs.run(
-        metas
-            .iter()
-            .filter(|m| !m.reserve.targets.is_empty())
-            .map(|m| m.reserve),
+        (0..metas.len())
+            .map(|p| chunk.reserve(p))
+            .filter(|s| !s.targets.is_empty()),
         previous.and_then(|p| p.reusable(p.reserve)),
     );
     let mut keys = Vec::new();
     runs_by_key(
         runs,
         &mut keys,
-        metas
-            .iter()
-            .filter(live)
-            .filter_map(|m| m.region.map(|r: RegionId| (r, m.whole))),
+        live.iter()
+            .filter_map(|(p, s)| metas[*p].region.map(|r: RegionId| (r, *s))),
         previous,
         previous.map_or(&[], ChunkMeta::region_runs),
     );
@@ -279,10 +308,8 @@ fn grouped(
     runs_by_key(
         runs,
         &mut keys,
-        metas
-            .iter()
-            .filter(live)
-            .filter_map(|m| m.provider.map(|p: ProviderId| (p, m.whole))),
+        live.iter()
+            .filter_map(|(p, s)| metas[*p].provider.map(|r: ProviderId| (r, *s))),
         previous,
         previous.map_or(&[], ChunkMeta::provider_runs),
     );
@@ -290,45 +317,40 @@ fn grouped(
     runs_by_key(
         runs,
         &mut keys,
-        groups
-            .iter()
-            .filter_map(|(z, g)| z.map(|z: ZoneId| (z, *g))),
+        (0..metas.len()).flat_map(|p| chunk.zones(p)),
         previous,
         previous.map_or(&[], ChunkMeta::zone_runs),
     );
     (all, reserve, keys, [providers_at, zones_at])
 }
 
-/// The runs of `previous` (the same clusters at the same positions, the
-/// view's `first` the first) after the parts set in `fresh` were rebuilt:
-/// a run the rebuilt parts are not in, and were not in, is the old one;
-/// the others are the old run without the rebuilt parts' segments,
-/// merged with their new ones. What [`grouped`] would build, in the
-/// changed runs' length rather than a sort of every segment.
+/// The runs of `previous` (the chunk of `old`'s parts: the same clusters
+/// at the same positions as `chunk`'s) after the parts set in `fresh`
+/// were rebuilt: a run the rebuilt parts are not in, and were not in, is
+/// the old one; the others are the old run without the rebuilt parts'
+/// segments, merged with their new ones. What [`grouped`] would build,
+/// in the changed runs' length rather than a sort of every segment; only
+/// the rebuilt parts are read, new and old.
 fn patched(
     runs: &mut RunsBuilder,
     metas: &[PartMeta],
-    groups: &[(Option<ZoneId>, Segment)],
+    chunk: Chunk<'_>,
     previous: &ChunkMeta,
-    first: u32,
+    old: Chunk<'_>,
     fresh: u64,
 ) -> Sealed {
+    let first = chunk.first;
     let is_fresh = move |cluster: u32| (fresh >> (cluster - first)) & 1 == 1;
-    let rebuilt = || {
-        (0..metas.len())
-            .filter(move |&p| (fresh >> p) & 1 == 1)
-            .map(|p| (&metas[p], &previous.metas[p]))
-    };
-    let zones_of = |m: &PartMeta, groups: &'_ [(Option<ZoneId>, Segment)]| {
-        groups[m.groups.start as usize..m.groups.end as usize]
-            .iter()
-            .filter_map(|(z, g)| z.map(|z: ZoneId| (z, *g)))
-            .collect::<Vec<_>>()
+    let rebuilt = move || (0..metas.len()).filter(move |&p| (fresh >> p) & 1 == 1);
+    let live = move || {
+        rebuilt()
+            .map(move |p| (p, chunk.whole(p)))
+            .filter(|(_, s)| !s.is_empty())
     };
     let all = runs.run(
         merged(
             kept(previous.run(previous.all), is_fresh),
-            rebuilt().map(|(m, _)| m).filter(live).map(|m| m.whole),
+            live().map(|(_, s)| s),
         ),
         previous.reusable(previous.all),
     );
@@ -336,9 +358,8 @@ fn patched(
         merged(
             kept(previous.run(previous.reserve), is_fresh),
             rebuilt()
-                .map(|(m, _)| m)
-                .filter(|m| !m.reserve.targets.is_empty())
-                .map(|m| m.reserve),
+                .map(|p| chunk.reserve(p))
+                .filter(|s| !s.targets.is_empty()),
         ),
         previous.reusable(previous.reserve),
     );
@@ -348,11 +369,8 @@ fn patched(
         &mut keys,
         previous,
         previous.region_runs(),
-        rebuilt().filter_map(|(_, was)| was.region),
-        rebuilt()
-            .map(|(m, _)| m)
-            .filter(live)
-            .filter_map(|m| m.region.map(|r: RegionId| (r, m.whole))),
+        rebuilt().filter_map(|p| previous.metas[p].region),
+        live().filter_map(|(p, s)| metas[p].region.map(|r: RegionId| (r, s))),
         is_fresh,
     );
     let providers_at = keys.len();
@@ -361,11 +379,8 @@ fn patched(
         &mut keys,
         previous,
         previous.provider_runs(),
-        rebuilt().filter_map(|(_, was)| was.provider),
-        rebuilt()
-            .map(|(m, _)| m)
-            .filter(live)
-            .filter_map(|m| m.provider.map(|p: ProviderId| (p, m.whole))),
+        rebuilt().filter_map(|p| previous.metas[p].provider),
+        live().filter_map(|(p, s)| metas[p].provider.map(|r: ProviderId| (r, s))),
         is_fresh,
     );
     let zones_at = keys.len();
@@ -374,8 +389,8 @@ fn patched(
         &mut keys,
         previous,
         previous.zone_runs(),
-        rebuilt().flat_map(|(_, was)| zones_of(was, &previous.groups).into_iter().map(|(z, _)| z)),
-        rebuilt().flat_map(|(m, _)| zones_of(m, groups)),
+        rebuilt().flat_map(|p| old.zones(p).map(|(z, _)| z)),
+        rebuilt().flat_map(|p| chunk.zones(p)),
         is_fresh,
     );
     (all, reserve, keys, [providers_at, zones_at])
@@ -383,12 +398,12 @@ fn patched(
 
 /// `run`'s segments of the parts not rebuilt.
 fn kept<'r>(
-    run: &'r [(Segment, Ends)],
+    run: &'r [(Placed, Ends)],
     is_fresh: impl Fn(u32) -> bool + 'r,
 ) -> impl Iterator<Item = Segment> + 'r {
-    run.iter()
-        .map(|(s, _)| *s)
-        .filter(move |s| !is_fresh(s.cluster))
+    (0..run.len())
+        .filter(move |&i| !is_fresh(run[i].0.cluster))
+        .map(move |i| segment_at(run, i))
 }
 
 /// Two lists of segments of distinct clusters, each in cluster order,
@@ -485,83 +500,16 @@ impl Uniformity {
     }
 }
 
-/// The metadata and zone runs of a chunk whose parts are `previous`'s at
-/// the same positions, those in `rebuilt` (ascending positions in the
-/// chunk, each with its new metadata, whose zone runs are a range of
-/// `scratch`) rebuilt: `previous`'s copied whole and the rebuilt entries
-/// patched, so a kept part is not visited. Rebuilt parts with as many
-/// zone runs as before are written over their old ones; otherwise the
-/// zone runs are laid out again, part after part.
-pub(super) fn in_place(
-    previous: &ChunkMeta,
-    rebuilt: &[(usize, PartMeta)],
-    scratch: &[(Option<ZoneId>, Segment)],
-) -> (Vec<PartMeta>, Vec<(Option<ZoneId>, Segment)>) {
+/// The metadata of a chunk whose parts are `previous`'s at the same
+/// positions, those in `rebuilt` (positions in the chunk, each with its
+/// new metadata) rebuilt: `previous`'s copied whole and the rebuilt
+/// entries patched, so a kept part is not visited.
+pub(super) fn in_place(previous: &ChunkMeta, rebuilt: &[(usize, PartMeta)]) -> Vec<PartMeta> {
     let mut metas = previous.metas.clone();
-    let range = |s: Span| s.start as usize..s.end as usize;
-    let same_shape = rebuilt
-        .iter()
-        .all(|(p, m)| m.groups.len() == previous.metas[*p].groups.len());
-    if same_shape {
-        let mut groups = previous.groups.clone();
-        for (p, m) in rebuilt {
-            let at = previous.metas[*p].groups;
-            groups[range(at)].copy_from_slice(&scratch[range(m.groups)]);
-            metas[*p] = PartMeta { groups: at, ..*m };
-        }
-        return (metas, groups);
+    for (p, m) in rebuilt {
+        metas[*p] = *m;
     }
-    let mut groups = Vec::with_capacity(previous.groups.len() + scratch.len());
-    let mut next = rebuilt.iter().peekable();
-    for (p, meta) in metas.iter_mut().enumerate() {
-        let (from, source) = match next.next_if(|(q, _)| *q == p) {
-            Some((_, m)) => (*m, scratch),
-            None => (*meta, &previous.groups[..]),
-        };
-        let start = position(groups.len());
-        groups.extend_from_slice(&source[range(from.groups)]);
-        *meta = PartMeta {
-            groups: Span {
-                start,
-                end: position(groups.len()),
-            },
-            ..from
-        };
-    }
-    (metas, groups)
-}
-
-/// Part `i` of `prev` kept as part `index`: its meta, with its zone runs
-/// copied to `groups` (its new chunk's).
-pub(super) fn keep(
-    prev: &ServiceView,
-    i: usize,
-    index: u32,
-    groups: &mut Vec<(Option<ZoneId>, Segment)>,
-) -> PartMeta {
-    let chunk = &prev.chunks[i / CHUNK];
-    let mut meta = chunk.metas[i % CHUNK];
-    let start = position(groups.len());
-    groups.extend(
-        chunk.groups[meta.groups.start as usize..meta.groups.end as usize]
-            .iter()
-            .map(|(z, g)| {
-                (
-                    *z,
-                    Segment {
-                        cluster: index,
-                        ..*g
-                    },
-                )
-            }),
-    );
-    meta.groups = Span {
-        start,
-        end: position(groups.len()),
-    };
-    meta.whole.cluster = index;
-    meta.reserve.cluster = index;
-    meta
+    metas
 }
 
 /// A run of `items`' segments per key, keys ascending, each run in the

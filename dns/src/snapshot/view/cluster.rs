@@ -305,19 +305,8 @@ impl ClusterView {
         self.id
     }
 
-    /// What a view keeps of this part as cluster `index`; its zone runs
-    /// are appended to `groups`.
-    pub(super) fn meta(&self, index: u32, groups: &mut Vec<(Option<ZoneId>, Segment)>) -> PartMeta {
-        let start = position(groups.len());
-        groups.extend(self.groups.iter().map(|(z, g)| {
-            (
-                *z,
-                Segment {
-                    cluster: index,
-                    ..*g
-                },
-            )
-        }));
+    /// What a view keeps of this part beside it (the same at any index).
+    pub(super) fn meta(&self) -> PartMeta {
         PartMeta {
             id: self.place.id,
             stale: self.place.stale,
@@ -332,7 +321,6 @@ impl ClusterView {
                     .uniform()
                     .map_or(Uniformity::Varied, Uniformity::All)
             },
-            reserve: self.reserve(index),
             affinity: self.export.policy().affinity,
             ttl: self.export.policy().ttl,
             traffic: {
@@ -342,12 +330,23 @@ impl ClusterView {
                     || p.min_healthy.is_some()
                     || !p.export_to.is_empty()
             },
-            whole: self.whole(index),
-            groups: Span {
-                start,
-                end: position(groups.len()),
-            },
         }
+    }
+
+    /// Its zone runs of a known zone, zones ascending, as cluster
+    /// `index`'s: what its chunk's zone runs are made of.
+    pub(super) fn zones(&self, index: u32) -> impl Iterator<Item = (ZoneId, Segment)> + '_ {
+        self.groups.iter().filter_map(move |(z, g)| {
+            z.map(|z| {
+                (
+                    z,
+                    Segment {
+                        cluster: index,
+                        ..*g
+                    },
+                )
+            })
+        })
     }
 
     /// All of this part's positive-weight targets, as cluster `index`'s.

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 
 use super::{ExportInput, PartChange, ServiceView};
 use crate::locality::Place;
-use crate::snapshot::chain::{Chain, Ends, Segment};
+use crate::snapshot::chain::{Chain, Ends, Segment, segment_at};
 
 /// A generated endpoint: (ready, its own zone, weight).
 type GenEndpoint = (bool, Option<u8>, u32);
@@ -159,7 +159,12 @@ fn plain(view: &ServiceView, chain: &Chain) -> Plain {
             (
                 link.chunk,
                 link.heaviest,
-                chain.run(view.table(), i).to_vec(),
+                {
+                    let run = chain.run(view.table(), i);
+                    (0..run.len())
+                        .map(|s| (segment_at(run, s), run[s].1))
+                        .collect()
+                },
                 *ends,
             )
         })
