@@ -2,8 +2,7 @@
 //! lookup, answer selection (with and without locality), response
 //! encoding (the full handler and the UDP fast path), and applying a
 //! one-service Delta to a large registry; and a UDP receive batch of
-//! queries over the load benchmark's fleet, answered one at a time and
-//! in two passes (`authority::answer_batch`).
+//! queries over the load benchmark's fleet (cold views).
 //!
 //! `cargo bench -p meshdns-benches --bench answer_path`
 
@@ -282,7 +281,7 @@ fn weighted_policy(clusters: usize) -> meshdns_proto::model::FleetPolicy {
 /// clusters) in process, and a ring of 4,096 A queries as `load.sh` asks
 /// them (services spread over the fleet, one in twenty nonexistent, from
 /// four clusters' client CIDRs): a batch of 32 from the ring, answered
-/// one at a time and in two passes. Each batch asks services the last
+/// one at a time as a UDP worker does. Each batch asks services the last
 /// few did not, so the views are as cold as under load.
 fn batches(c: &mut Criterion) {
     const RING: usize = 4_096;
@@ -332,20 +331,6 @@ fn batches(c: &mut Criterion) {
                     &mut outs[i],
                 );
             }
-            black_box(&answered);
-        })
-    });
-    c.bench_function("batch_of_32_two_passes", |b| {
-        b.iter(|| {
-            at = (at + BATCH) % RING;
-            authority::answer_batch(
-                &snapshot,
-                &zone,
-                Transport::Udp,
-                &queries[at..at + BATCH],
-                &mut outs,
-                &mut answered,
-            );
             black_box(&answered);
         })
     });

@@ -12,8 +12,6 @@
 //!   any message with hickory and encodes the answer;
 //! - [`crate::fast`]: the UDP fast path, which encodes the same answer
 //!   straight into bytes for the plain A/AAAA query;
-//! - [`batch`]: a receive batch answered in two passes, every query
-//!   read and looked up before any is written;
 //! - [`config`], [`edns`], [`targets`], [`formerr`]: the served domains,
 //!   the query's OPT, SRV and PTR target names, malformed queries.
 //!
@@ -23,7 +21,6 @@
 #![deny(clippy::cast_possible_truncation)]
 
 pub mod answer;
-pub mod batch;
 pub mod config;
 pub mod edns;
 pub mod encode;
@@ -41,7 +38,6 @@ use crate::metrics::Outcome;
 use crate::qname;
 use crate::snapshot::Snapshot;
 
-pub use batch::answer_batch;
 pub use config::{Authority, InvalidDomain};
 pub use rules::{MAX_UDP_PAYLOAD, MCS_DNS_VERSION, Transport};
 

@@ -37,10 +37,9 @@ use crate::authority::answer::{self, Question, Records, TYPE_A, TYPE_AAAA, TYPE_
 use crate::authority::rules::{self, ClientSubnet, Rcode, Transport};
 use crate::authority::{Authority, nsid};
 use crate::cookie;
-use crate::locality::AskerPlace;
 use crate::metrics::Outcome;
 use crate::qname::{self, QName};
-use crate::snapshot::{Kind, ServiceView, Snapshot};
+use crate::snapshot::Snapshot;
 
 const TYPE_OPT: u16 = 41;
 const CLASS_IN: u16 = 1;
@@ -71,7 +70,6 @@ struct Opt {
 }
 
 /// The parts of a query the fast path needs, read from the wire.
-#[derive(Debug, Clone, Copy)]
 struct Query<'p> {
     packet: &'p [u8],
     /// End of the question section (name, type, class).
@@ -252,60 +250,6 @@ pub fn answer_over(
     source: IpAddr,
     out: &mut Vec<u8>,
 ) -> Option<Outcome> {
-    let read = read(snapshot, authority, packet, source)?;
-    write(transport, snapshot, authority, &read, source, out)
-}
-
-/// A query the fast path takes, read and its service looked up: the
-/// first half of [`answer_over`]. A batch reads every query before it
-/// writes any ([`crate::authority::answer_batch`]), so the cache misses
-/// of looking up different services overlap instead of queueing behind
-/// each query's walk.
-#[derive(Debug, Clone, Copy)]
-pub struct Read<'p, 's> {
-    query: Query<'p>,
-    /// Which of the authority's domains the name is under.
-    domain: usize,
-    /// The apex's offset in the packet: where the domain's labels start.
-    apex: usize,
-    view: Option<&'s ServiceView>,
-    /// The asker's place; looked up only when there is a service.
-    place: Option<AskerPlace>,
-}
-
-impl Read<'_, '_> {
-    /// Reads the first bytes of what [`write`] will read first of the
-    /// service: its view and the chains the asker's tiers start from.
-    /// Loads only (safe Rust has no prefetch): their misses overlap with
-    /// the next query's reading.
-    pub fn touch(&self) {
-        let Some(view) = self.view else { return };
-        let kind = if self.query.qtype == TYPE_A {
-            Kind::V4
-        } else {
-            Kind::V6
-        };
-        let mut sum = view.all.total(kind);
-        if let Some(place) = &self.place {
-            if let Some(chain) = place.zone.and_then(|z| view.zone(z)) {
-                sum += chain.total(kind);
-            }
-            if let Some(chain) = place.region.and_then(|r| view.region(r)) {
-                sum += chain.total(kind);
-            }
-        }
-        std::hint::black_box(sum);
-    }
-}
-
-/// Reads `packet` and looks up its service; `None` when the fast path
-/// does not take it (see [`answer`]).
-pub fn read<'p, 's>(
-    snapshot: &'s Snapshot,
-    authority: &Authority,
-    packet: &'p [u8],
-    source: IpAddr,
-) -> Option<Read<'p, 's>> {
     let mut name = [0u8; 256];
     let mut name_len = 0;
     let mut ends = [0usize; MAX_LABELS];
@@ -339,44 +283,6 @@ pub fn read<'p, 's>(
     if labels.first() != Some(&svc) {
         return None;
     }
-    let apex_label = count - authority.domains()[domain].labels.len();
-    let apex = 12
-        + if apex_label == 0 {
-            0
-        } else {
-            ends[apex_label - 1] + 1
-        };
-    let view = snapshot.service_by_key(key).map(|v| &**v);
-    // The asker's place matters only when there is a service to choose from.
-    let subnet = query.opt.and_then(|o| o.subnet);
-    let place = view.and_then(|_| rules::asker(snapshot, source, subnet.map(|s| s.client)));
-    Some(Read {
-        query,
-        domain,
-        apex,
-        view,
-        place,
-    })
-}
-
-/// Writes the answer to a query [`read`] took, from the same snapshot,
-/// into `out`; `None` when it does not fit `transport`'s limit (the full
-/// handler's then), leaving `out` unspecified.
-pub fn write(
-    transport: Transport,
-    snapshot: &Snapshot,
-    authority: &Authority,
-    read: &Read<'_, '_>,
-    source: IpAddr,
-    out: &mut Vec<u8>,
-) -> Option<Outcome> {
-    let Read {
-        query,
-        domain,
-        apex,
-        view,
-        place,
-    } = *read;
     let limit = rules::size_limit(transport, query.opt.map(|o| o.payload));
     let subnet = query.opt.and_then(|o| o.subnet);
     let mut outcome = Outcome {
@@ -387,6 +293,17 @@ pub fn write(
         cookie: query.cookie.is_some_and(|c| c.verified),
         ..Outcome::default()
     };
+    // The apex's offset in the packet: where the domain's labels start.
+    let apex_label = count - authority.domains()[domain].labels.len();
+    let apex = 12
+        + if apex_label == 0 {
+            0
+        } else {
+            ends[apex_label - 1] + 1
+        };
+    let view = snapshot.service_by_key(key).map(|v| &**v);
+    // The asker's place matters only when there is a service to choose from.
+    let place = view.and_then(|_| rules::asker(snapshot, source, subnet.map(|s| s.client)));
     let question = Question {
         snapshot,
         authority,

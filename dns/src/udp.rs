@@ -6,8 +6,7 @@
 //! the first datagram only), answers the batch against one snapshot load,
 //! and sends every reply in one `sendmmsg`. Under load that is two system
 //! calls per batch instead of two per query; when idle it is the same as
-//! `recvfrom`. The batch is answered by [`authority::answer_batch`]: every
-//! query read and its service looked up first, then each written by the
+//! `recvfrom`. Each query goes through [`authority::answer_into`]: the
 //! [`crate::fast`] path, else [`authority::respond`]. With `--rrl-rate`, each reply then takes a token
 //! from its source prefix's bucket ([`rrl`]; one table shared by every
 //! worker, read with one clock reading per batch): over the rate it is
@@ -21,7 +20,7 @@
 #![warn(clippy::cast_possible_truncation, clippy::expect_used)]
 
 use std::io::{IoSlice, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,8 +38,8 @@ use crate::rrl::{self, RateLimiter, Verdict};
 
 pub mod receive_buffer;
 
-/// Datagrams taken per system call: as many as a batch reads ahead.
-const BATCH: usize = authority::batch::AHEAD;
+/// Datagrams taken per system call.
+const BATCH: usize = 32;
 /// Largest query read: any UDP datagram (a query over 4,096 bytes, say
 /// with padding, is read like any other). 32 such buffers per worker, in
 /// one allocation ([`STRIDE`]).
@@ -50,8 +49,6 @@ const MAX_QUERY: usize = 65_535;
 /// cache sets, and a batch of 32 evicts its own queries before it is
 /// answered; 9 cache lines more each puts them in 32 different sets.
 const STRIDE: usize = (MAX_QUERY + 1) + 9 * 64;
-/// A placeholder source for the unused entries of a batch.
-const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 /// How often an idle worker looks at the shutdown token.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -171,35 +168,33 @@ pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken)
             // A new cluster's answer counters, if it is the first batch to
             // see it: a compare, and rarely an allocation off the answer path.
             answerer.metrics.served.reserve(snapshot.locality.max_id());
-            // The datagrams with a source to answer, by their inbox index.
-            let mut queries: [(&[u8], IpAddr); BATCH] = [(&[], UNSPECIFIED); BATCH];
-            let mut index = [0usize; BATCH];
-            let mut n = 0;
+            // One clock reading for the batch: no reply leaves before the
+            // batch's `sendmmsg`, so each waited about as long (the
+            // answering of the batch included).
             for (i, (len, address)) in received.iter().enumerate() {
+                answered[i] = None;
                 let Some(peer) = address.as_ref().and_then(peer_ip) else {
                     continue;
                 };
                 let at = i * STRIDE;
-                queries[n] = (&inbox[at..at + (*len).min(MAX_QUERY)], peer);
-                index[n] = i;
-                n += 1;
+                let packet = &inbox[at..at + (*len).min(MAX_QUERY)];
+                answered[i] = authority::answer_into(
+                    &snapshot,
+                    &answerer.authority,
+                    packet,
+                    peer,
+                    Transport::Udp,
+                    &mut outbox[i],
+                );
             }
-            authority::answer_batch(
-                &snapshot,
-                &answerer.authority,
-                Transport::Udp,
-                &queries[..n],
-                &mut outbox[..n],
-                &mut answered[..n],
-            );
-            // One clock reading for the batch: no reply leaves before the
-            // batch's `sendmmsg`, so each waited this long.
             let elapsed = started.elapsed();
             let now = answerer.rrl.as_ref().map_or(0, |r| r.now());
-            for (j, outcome) in answered[..n].iter().enumerate() {
-                let Some(outcome) = outcome else { continue };
-                let (_, peer) = queries[j];
-                let Some(address) = received[index[j]].1 else {
+            for (i, (_, address)) in received.iter().enumerate() {
+                let Some(outcome) = &answered[i] else {
+                    continue;
+                };
+                let Some(address) = *address else { continue };
+                let Some(peer) = peer_ip(&address) else {
                     continue;
                 };
                 if let (Some(limiter), Some(slipper)) = (&answerer.rrl, &mut slipper)
@@ -210,13 +205,13 @@ pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken)
                         answerer.metrics.abuse.rrl_dropped.inc();
                         continue;
                     }
-                    rrl::truncate(&mut outbox[j]);
+                    rrl::truncate(&mut outbox[i]);
                     answerer.metrics.abuse.rrl_slipped.inc();
-                    replies.push((j, address));
+                    replies.push((i, address));
                     continue;
                 }
                 answerer.metrics.answered(outcome, elapsed);
-                replies.push((j, address));
+                replies.push((i, address));
             }
         }
         send(fd, &mut send_headers, &outbox, &replies);
