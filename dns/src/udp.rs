@@ -7,11 +7,11 @@
 //! and sends every reply in one `sendmmsg`. Under load that is two system
 //! calls per batch instead of two per query; when idle it is the same as
 //! `recvfrom`. Each query goes through [`authority::answer_into`]: the
-//! [`crate::fast`] path, else [`authority::respond`]. With `--rrl-rate`, each reply then takes a token
-//! from its source prefix's bucket ([`rrl`]; one table shared by every
-//! worker, read with one clock reading per batch): over the rate it is
-//! dropped or slipped out truncated, unless its query carried a valid
-//! server cookie.
+//! [`crate::fast`] path, else [`authority::respond`]. With `--rrl-rate`,
+//! each reply then takes a token from its source prefix's bucket
+//! ([`rrl`]; one table shared by every worker, read with one clock
+//! reading per batch): over the rate it is dropped or slipped out
+//! truncated, unless its query carried a valid server cookie.
 //!
 //! Shutdown: a worker notices the token within [`POLL`], then answers what
 //! is already queued on its socket before it returns.
@@ -168,9 +168,6 @@ pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken)
             // A new cluster's answer counters, if it is the first batch to
             // see it: a compare, and rarely an allocation off the answer path.
             answerer.metrics.served.reserve(snapshot.locality.max_id());
-            // One clock reading for the batch: no reply leaves before the
-            // batch's `sendmmsg`, so each waited about as long (the
-            // answering of the batch included).
             for (i, (len, address)) in received.iter().enumerate() {
                 answered[i] = None;
                 let Some(peer) = address.as_ref().and_then(peer_ip) else {
@@ -187,6 +184,9 @@ pub fn serve(socket: UdpSocket, answerer: Answerer, shutdown: CancellationToken)
                     &mut outbox[i],
                 );
             }
+            // One clock reading for the batch: no reply leaves before the
+            // batch's `sendmmsg`, so each waited about as long (the
+            // answering of the batch included).
             let elapsed = started.elapsed();
             let now = answerer.rrl.as_ref().map_or(0, |r| r.now());
             for (i, (_, address)) in received.iter().enumerate() {

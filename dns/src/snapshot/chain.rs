@@ -112,7 +112,7 @@ pub(super) fn span_at(run: &[(Placed, Ends)], index: usize, kind: Kind) -> Span 
     let k = slot(kind);
     let (placed, ends) = &run[index];
     let start = placed.start[k];
-    Span::new(start, start + ends.n[k] - ends_before(run, index).n[k])
+    Span::new(start, start + (ends.n[k] - ends_before(run, index).n[k]))
 }
 
 /// A run's segment `index` whole, as it was built: its placement and what

@@ -17,11 +17,12 @@ use crate::snapshot::chain::{Ends, Placed, Run, Runs, RunsBuilder, Segment, segm
 use crate::snapshot::parts::CHUNK;
 
 /// What a view needs of each cluster part to rebuild itself, kept in flat
-/// arrays beside `clusters` so that a rebuild reads them instead of
-/// visiting every part. The part's segments (its whole run, its reserve,
-/// its zone runs) are not here: they are the part's own, read from it
-/// with its index stamped ([`ClusterView::whole`]) when a run they are in
-/// is rebuilt.
+/// arrays beside `clusters`. The part's segments (its whole run, its
+/// reserve, its zone runs) are not here: they are the part's own, read
+/// from it with its index stamped ([`ClusterView::whole`]) when a run
+/// they are in is rebuilt: only the rebuilt parts (old and new) when a
+/// chunk is patched in place, every part of the chunk when it is grouped
+/// anew.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PartMeta {
     pub(super) id: ClusterId,
