@@ -43,6 +43,7 @@ impl State {
                     session: None,
                     upstream_connected: Some(m.connected),
                     awaiting_snapshot: false,
+                    hello_counts: true,
                     refused_cidrs: Vec::new(),
                     heartbeat: Arc::new(std::sync::atomic::AtomicU64::new(
                         m.last_heartbeat_unix_ms,

@@ -362,6 +362,31 @@ mod tests {
         assert!(parts(&hub).contains(&("recent".to_owned(), true)));
     }
 
+    /// A syncer back after the restart keeps its live cluster live from
+    /// its Hello while its Snapshot waits in the storm: once, not at
+    /// every reconnect.
+    #[test]
+    fn a_hello_for_a_live_restored_cluster_counts_once_as_a_sign_of_life() {
+        let c = RestoreClock::now(TTL);
+        let hub = registry();
+        let heard = c.now_unix_ms - 14_000;
+        hub.restore(vec![saved("a", false, heard, 1)], Some(c));
+        let liveness = Liveness {
+            cluster_ttl: TTL,
+            stale_grace: Duration::from_secs(3600),
+        };
+        let (_first, _) = hub.hello(fixtures::cluster("a"), usize::MAX);
+        let after_first = Instant::now();
+        std::thread::sleep(Duration::from_millis(100));
+        let (_second, _) = hub.hello(fixtures::cluster("a"), usize::MAX);
+        // Without the Hello it would be stale 1 s after the restore.
+        hub.sweep(c.now + Duration::from_secs(5), liveness);
+        assert_eq!(stale_of(&hub)["a"], false, "the Hello was a sign of life");
+        // The second Hello did not count: one ttl after the first, stale.
+        hub.sweep(after_first + TTL + Duration::from_millis(50), liveness);
+        assert_eq!(stale_of(&hub)["a"], true, "a second Hello counted");
+    }
+
     /// A syncer that reconnects to a live restored cluster with the same
     /// Snapshot changes no service view: the views are the restored ones.
     #[test]
