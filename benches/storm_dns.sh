@@ -37,6 +37,8 @@
 # its wall time: on a shared machine it is the steadier figure.
 # STORM_DNS=0 runs no dnsperf (the storm's time alone); STORM_FRESH=1 sends
 # the same storm into a hub started empty (no state file), for comparison.
+# STORM_BEFORE_SECS=N: the storm N s after the restarted hub answers
+# (default 3; dnsperf's "before" phase, which counts against the ttl).
 # STORM_DEBUG=1 also prints the phase boundaries and dnsperf's last intervals.
 # The publishers and dnsperf share core 1, so during the storm the client
 # has less CPU than when idle: the ratio is a lower bound for the hub.
@@ -101,7 +103,7 @@ one_run() { # label bin
     perf_pid=$!
     PIDS+=("$perf_pid")
   fi
-  sleep 3
+  sleep "${STORM_BEFORE_SECS:-3}"
   local storm_at
   storm_at=$(date +%s.%N)
   local perf_rec=
