@@ -7,7 +7,9 @@
 //! its deadline the rest of the ttl. Any other (stale when saved, silent
 //! too long, no saved time, a saved time ahead of this clock) comes back
 //! stale, served fail-open until its syncer reconnects and purged after
-//! `stale_grace` if it never does.
+//! `stale_grace` if it never does. A live restored cluster's syncer
+//! back with a Hello is heard from once (`registry/session.rs`), so its
+//! Snapshot may wait its turn in the reconnect storm.
 //!
 //! A follower restores every cluster stale, as its upstream's next Reset
 //! decides (it never judges liveness itself).
