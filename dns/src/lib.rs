@@ -269,7 +269,16 @@ pub async fn serve(
     // hub keeps it only while it has --policy (the file's last good one).
     let keep_policy = config.follow.is_some() || config.policy.is_some();
     let restored = match &config.state_file {
-        Some(path) => state_file::load(&registry, path, keep_policy),
+        // A hub restores liveness by its own ttl; a follower, its upstream's.
+        Some(path) => state_file::load(
+            &registry,
+            path,
+            keep_policy,
+            config
+                .follow
+                .is_none()
+                .then_some(config.liveness.cluster_ttl),
+        ),
         None => state_file::Restored::default(),
     };
     // The policy file, read before anything answers.

@@ -32,6 +32,7 @@ mod mirror;
 mod names;
 mod publish;
 mod reaper;
+mod restore;
 #[cfg(test)]
 mod reverse_index;
 mod session;
@@ -47,6 +48,7 @@ pub use mirror::MirroredCluster;
 use names::Names;
 use publish::Dirty;
 use reaper::Reaper;
+pub use restore::{CLOCK_SLACK, RestoreClock, RestoredLiveness, Verdict, verdict};
 pub use session::Session;
 use session::unix_ms;
 use state::State;

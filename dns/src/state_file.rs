@@ -1,6 +1,12 @@
 //! `--state-file`: the registry persisted, so a restarted replica answers
-//! what it knew at once (as stale data, fail-open) instead of NXDOMAIN
-//! while its syncers reconnect.
+//! what it knew at once instead of NXDOMAIN while its syncers reconnect.
+//! Each cluster's `last_heartbeat_unix_ms` and `state` (when the hub last
+//! heard from it, and whether it was stale then) bring its liveness
+//! across the restart: on a hub, a cluster live and heard within
+//! `--cluster-ttl` of the restart is restored live, the rest stale
+//! (fail-open); see `registry::restore`. The shutdown save writes current
+//! times; a periodic save may hold older ones (heartbeats change no
+//! serial), which only shortens what is restored live.
 //!
 //! Format: `MESHDNS-STATE 1\n`, the payload length (u64 BE), its FNV-1a
 //! 64 hash (u64 BE), then the payload: a `meshdns.v1.Reset` message (the
@@ -25,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::error::Corrupt;
-use crate::registry::Registry;
+use crate::registry::{Registry, RestoreClock};
 use schedule::Schedule;
 
 mod schedule;
@@ -101,10 +107,16 @@ pub struct Restored {
     pub policy: bool,
 }
 
-/// Loads `path` into `registry` as stale data, and (with `keep_policy`)
-/// the saved policy. Missing: nothing to do. Corrupt: reported and
-/// ignored.
-pub fn load(registry: &Registry, path: &Path, keep_policy: bool) -> Restored {
+/// Loads `path` into `registry`, and (with `keep_policy`) the saved
+/// policy. With `cluster_ttl` (a hub), clusters heard within it are
+/// restored live and the rest stale; without (a follower), all stale.
+/// Missing: nothing to do. Corrupt: reported and ignored.
+pub fn load(
+    registry: &Registry,
+    path: &Path,
+    keep_policy: bool,
+    cluster_ttl: Option<Duration>,
+) -> Restored {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Restored::default(),
@@ -117,7 +129,7 @@ pub fn load(registry: &Registry, path: &Path, keep_policy: bool) -> Restored {
         Ok(reset) => {
             let clusters = crate::follow::clusters_of(&reset);
             let n = clusters.len();
-            registry.restore(clusters);
+            let liveness = registry.restore(clusters, cluster_ttl.map(RestoreClock::now));
             let policy = match reset.policy.as_ref().map(FleetPolicy::try_from) {
                 Some(Ok(policy)) if keep_policy => {
                     info!(path = %path.display(), sha256 = %crate::policy::sha256(&policy), "restored the saved traffic policy");
@@ -130,7 +142,13 @@ pub fn load(registry: &Registry, path: &Path, keep_policy: bool) -> Restored {
                 }
                 _ => false,
             };
-            info!(path = %path.display(), clusters = n, "restored the last saved state (stale until syncers reconnect)");
+            info!(
+                path = %path.display(),
+                clusters = n,
+                live = liveness.live,
+                stale = liveness.stale,
+                "restored the last saved state (live: heard within the cluster TTL; stale until their syncers reconnect)"
+            );
             Restored {
                 clusters: n,
                 policy,

@@ -6,8 +6,12 @@
 //!   `clients.txt`).
 //! - `loadfleet push --registry URL`: one real syncer publisher per
 //!   cluster, streaming the fleet over gRPC with heartbeats, until SIGTERM
-//!   or Ctrl-C. Prints `ready <ms>` once the registry lists every cluster
-//!   with every endpoint.
+//!   or Ctrl-C. Prints `accepted <ms>` once every publisher's Snapshot
+//!   has been accepted (every cluster listed live, connected and heard
+//!   from since this command started), then `ready <ms>`: since when the
+//!   registry has listed every cluster live with every endpoint (every
+//!   answer complete and live; 0 for a hub restored live that stayed so
+//!   through the storm), both from this command's start.
 //! - `loadfleet wait --registry URL`: prints `synced <ms>` once the
 //!   registry (a follower, started at the same moment) lists the whole
 //!   fleet: a follower's time from scratch to a complete mirror.
@@ -236,11 +240,17 @@ async fn push(shape: Shape, registry: String, churn: usize, probes: Probes) -> R
     } = probes;
     let shutdown = CancellationToken::new();
     let started = Instant::now();
+    let started_unix_ms = unix_ms();
     let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let probe = admin.map(|addr| probe_healthz(addr, loaded.clone()));
+    // Whether every answer is complete and live before the storm (a hub
+    // restored live): asked before the publishers connect.
+    let before = storm_poll(&shape, &registry, started_unix_ms).await;
     let mut publishers = Publishers::spawn(shape.export_sets(), &registry, &shutdown);
-    wait_complete(&shape, &registry).await;
-    println!("ready {}", started.elapsed().as_millis());
+    let (accepted, complete) =
+        wait_storm(&shape, &registry, started, started_unix_ms, before).await;
+    println!("accepted {}", accepted.as_millis());
+    println!("ready {}", complete.as_millis());
     loaded.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(probe) = probe
         && let Ok(times) = probe.join()
@@ -274,6 +284,71 @@ async fn push(shape: Shape, registry: String, churn: usize, probes: Probes) -> R
     shutdown.cancel();
     drop(publishers);
     Ok(())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One look at `registry` through a storm: whether every cluster of
+/// `shape` is listed live with every endpoint (every answer complete and
+/// live), and whether every one's Snapshot has been accepted (listed
+/// live, connected, and heard from since `started_unix_ms`: a hub takes
+/// no message of a new stream as a sign of life before its Snapshot).
+/// `None` when the registry cannot be asked.
+async fn storm_poll(shape: &Shape, registry: &str, started_unix_ms: u64) -> Option<(bool, bool)> {
+    let mut client = publishers::insecure().connect(registry).await.ok()?;
+    let list = client
+        .list_clusters(wire::ListClustersRequest {})
+        .await
+        .ok()?
+        .into_inner()
+        .clusters;
+    let all = list.len() == shape.clusters;
+    let live = |c: &wire::ClusterInfo| c.state == wire::ClusterState::Live as i32;
+    let endpoints: u64 = list.iter().map(|c| c.endpoints).sum();
+    let expected = shape.total_endpoints() as u64;
+    let complete = all && endpoints == expected && list.iter().all(live);
+    let heard = |c: &wire::ClusterInfo| {
+        live(c) && c.connected && c.last_heartbeat_unix_ms >= started_unix_ms
+    };
+    Some((complete, all && list.iter().all(heard)))
+}
+
+/// Waits until `registry` has accepted every publisher's Snapshot and
+/// lists every answer complete and live ([`storm_poll`]); returns, from
+/// `started`, when every Snapshot was first seen accepted and since when
+/// every answer has been seen complete and live (0 when it was so at the
+/// look `before` the storm and at every look since; a look that finds it
+/// incomplete starts the wait again). Each look is a ListClusters call,
+/// answered late when the hub is busy: both times are upper bounds.
+async fn wait_storm(
+    shape: &Shape,
+    registry: &str,
+    started: Instant,
+    started_unix_ms: u64,
+    before: Option<(bool, bool)>,
+) -> (Duration, Duration) {
+    let mut complete = before
+        .is_some_and(|(complete, _)| complete)
+        .then_some(Duration::ZERO);
+    let mut accepted = None;
+    loop {
+        if let Some((whole, heard)) = storm_poll(shape, registry, started_unix_ms).await {
+            let seen = started.elapsed();
+            complete = if whole { complete.or(Some(seen)) } else { None };
+            if heard {
+                accepted.get_or_insert(seen);
+            }
+            if let (Some(a), Some(c)) = (accepted, complete) {
+                return (a, c);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until `registry` lists every cluster of `shape`, live, with

@@ -30,6 +30,12 @@ pub(super) struct ClusterEntry {
     /// The open stream has not yet had a Snapshot accepted: until it has,
     /// its messages do not count as signs of life.
     pub(super) awaiting_snapshot: bool,
+    /// A Hello may count as a sign of life for this live cluster: once
+    /// after each accepted message (or a restore), so a syncer back after
+    /// a restart keeps its cluster live while its Snapshot waits its turn
+    /// in the storm, and one that keeps reconnecting with Snapshots that
+    /// are never accepted keeps it live for at most one more ttl.
+    pub(super) hello_counts: bool,
     /// Announced client CIDRs refused because another cluster holds an
     /// overlapping one: (what was announced, why).
     pub(super) refused_cidrs: Vec<String>,

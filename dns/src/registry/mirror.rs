@@ -43,6 +43,7 @@ impl State {
                     session: None,
                     upstream_connected: Some(m.connected),
                     awaiting_snapshot: false,
+                    hello_counts: true,
                     refused_cidrs: Vec::new(),
                     heartbeat: Arc::new(std::sync::atomic::AtomicU64::new(
                         m.last_heartbeat_unix_ms,
@@ -164,44 +165,6 @@ impl Registry {
             dirty.locality = true;
             dirty.touch(cluster, entry.services.into_keys());
             dirty.changes.push(Change::ClusterRemoved(cluster.clone()));
-        }
-    }
-}
-
-impl Registry {
-    /// Loads saved state as stale clusters: served (fail-open) until their
-    /// syncers reconnect, purged after the grace period if they never do.
-    pub fn restore(&self, clusters: Vec<(MirroredCluster, Vec<ServiceExport>)>) {
-        let stale = clusters
-            .into_iter()
-            .map(|(m, services)| {
-                (
-                    MirroredCluster {
-                        stale: true,
-                        connected: false,
-                        ..m
-                    },
-                    services,
-                )
-            })
-            .collect();
-        self.mirror_reset(stale);
-        let mut state = self.lock();
-        let State {
-            clusters, claims, ..
-        } = &mut *state;
-        for (name, entry) in clusters.iter_mut() {
-            // Owned by this registry again: Export sessions decide from now.
-            entry.upstream_connected = None;
-            // Restored clusters hold their client CIDRs as before the
-            // restart: a newcomer cannot claim them while they are stale.
-            entry.cluster.client_cidrs.retain(|net| {
-                let free = claims.overlapping(net, name).is_none();
-                if free {
-                    claims.insert(net, name);
-                }
-                free
-            });
         }
     }
 }

@@ -99,6 +99,7 @@ impl Registry {
                     session: None,
                     upstream_connected: None,
                     awaiting_snapshot: true,
+                    hello_counts: false,
                     refused_cidrs: Vec::new(),
                     heartbeat: Arc::new(AtomicU64::new(unix_ms())),
                     published: None,
@@ -142,6 +143,16 @@ impl Registry {
         entry.cluster = cluster;
         entry.session = Some((id, token.clone()));
         entry.awaiting_snapshot = true;
+        // A live cluster's syncer is back (after a restart of the hub, or
+        // of its stream): a sign of life once, which never makes a stale
+        // cluster live (its first accepted Snapshot does).
+        if !entry.stale && std::mem::take(&mut entry.hello_counts) {
+            entry.last_seen = Instant::now();
+            entry.last_seen_unix_ms = unix_ms();
+            entry
+                .heartbeat
+                .store(entry.last_seen_unix_ms, Ordering::Relaxed);
+        }
         entry.refused_cidrs = refused.clone();
         dirty.changes.push(Change::Cluster(entry.status()));
         let session = Session {
@@ -175,6 +186,7 @@ impl Registry {
                 entry
                     .heartbeat
                     .store(entry.last_seen_unix_ms, Ordering::Relaxed);
+                entry.hello_counts = true;
                 if entry.stale {
                     info!(cluster = %session.cluster, "cluster is live again");
                     entry.stale = false;

@@ -1,14 +1,18 @@
 //! Warm restart with `--state-file`: a restarted registry answers what it
-//! knew from its first query, as stale data, until its syncers reconnect;
-//! a corrupt state file is reported and ignored.
+//! knew from its first query, live for the clusters it heard from within
+//! `--cluster-ttl` (stale, fail-open, for the rest) until its syncers
+//! reconnect; a corrupt state file is reported and ignored.
 
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
+use meshdns_proto::wire::ClusterState;
 use meshdns_tests::dns::{Ask, addresses, query, sorted};
 use meshdns_tests::fleet::TempDir;
-use meshdns_tests::{Fleet, TestServer, eventually, wait_clusters_live};
+use meshdns_tests::{
+    Fleet, Proc, ServeProc, TestServer, eventually, list_clusters, wait_clusters_live,
+};
 
 const WEB: [&str; 4] = ["10.1.0.11", "10.1.0.12", "10.2.0.11", "10.3.0.11"];
 
@@ -169,4 +173,118 @@ async fn the_state_file_is_saved_every_two_seconds_when_changed() {
     println!("saved {:?} after the change was served", changed.elapsed());
     syncer.stop().await;
     server.stop().await;
+}
+
+/// `dig +short` at `port` for `name`, the addresses sorted.
+fn dig_short(port: u16, name: &str) -> Vec<String> {
+    let out = std::process::Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "+short",
+            "+tries=3",
+            name,
+        ])
+        .output()
+        .expect("dig");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// `meshdns_dns_stale_answers_total` at `admin`.
+async fn stale_answers(admin: std::net::SocketAddr) -> u64 {
+    let (_, text) = meshdns_tests::http_get(admin, "/metrics").await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("meshdns_dns_stale_answers_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no stale answers counter in {text}"))
+}
+
+/// ARCHITECTURE.md, warm restarts: liveness survives a restart by the
+/// rule that holds while running (stale after `--cluster-ttl` of
+/// silence, measured across the restart). A hub stopped gracefully and
+/// restarted within the ttl answers every service live before any syncer
+/// reconnects (here none ever does), and each cluster goes stale one ttl
+/// after the hub last heard from it.
+#[tokio::test]
+async fn a_graceful_restart_answers_live_until_the_ttl_runs_out() {
+    const TTL_MS: u64 = 6_000;
+    let dir = TempDir::new("state-live");
+    let (_, path_flag) = dir.state_file();
+    let flags = ["--state-file", path_flag.as_str(), "--cluster-ttl", "6s"];
+    let hub = ServeProc::start(&flags).await;
+    let files = [
+        dir.write("east-1.yaml", meshdns_tests::fleet::EAST_1),
+        dir.write("east-2.yaml", meshdns_tests::fleet::EAST_2),
+    ];
+    let syncers: Vec<Proc> = files
+        .iter()
+        .map(|f| Proc::file_syncer(f, &hub.grpc_url(), &[]))
+        .collect();
+    wait_clusters_live(hub.grpc_url(), 2, Duration::from_secs(20)).await;
+    // The hub stops gracefully (its shutdown save), then the syncers: no
+    // syncer speaks to the restarted hub.
+    let ServeProc { proc, .. } = hub;
+    assert!(proc.terminate().success(), "the hub exits 0 on SIGTERM");
+    for s in syncers {
+        s.terminate();
+    }
+    let hub = ServeProc::start(&flags).await;
+    // Live at once: web.shop, held by both clusters, answers both, and
+    // no answer is a stale (fail-open) one.
+    let web = sorted(&["10.1.0.11", "10.1.0.12", "10.2.0.11"]);
+    assert_eq!(dig_short(hub.dns.port(), "web.shop.global"), web);
+    assert_eq!(dig_short(hub.dns.port(), "api.shop.global"), ["10.96.2.10"]);
+    assert_eq!(stale_answers(hub.admin).await, 0, "answered live");
+    let clusters = list_clusters(hub.grpc_url()).await.expect("ListClusters");
+    assert_eq!(clusters.len(), 2);
+    for c in &clusters {
+        assert_eq!(
+            c.state,
+            ClusterState::Live as i32,
+            "{} restored live",
+            c.name
+        );
+        assert!(!c.connected, "{}: no syncer came back", c.name);
+        assert!(c.last_heartbeat_unix_ms > 0, "{}: the saved time", c.name);
+    }
+    let (status, _) = meshdns_tests::http_get(hub.admin, "/readyz").await.unwrap();
+    assert_eq!(status, 200);
+    // Nobody speaks: each goes stale one ttl after it was last heard,
+    // not before (a lower bound, which slowness cannot break), and
+    // within generous time after.
+    let url = hub.grpc_url();
+    for c in &clusters {
+        let (name, heard) = (c.name.clone(), c.last_heartbeat_unix_ms);
+        let seen_stale = eventually(Duration::from_secs(30), "the cluster stale", || {
+            let (url, name) = (url.clone(), name.clone());
+            async move {
+                let list = list_clusters(url).await?;
+                let c = list.iter().find(|c| c.name == name)?;
+                (c.state == ClusterState::Stale as i32).then(unix_ms)
+            }
+        })
+        .await;
+        assert!(
+            seen_stale + 1_000 >= heard + TTL_MS,
+            "{name} stale {} ms after it was last heard, before the ttl",
+            seen_stale.saturating_sub(heard)
+        );
+    }
+    // Now the answers are the fail-open ones, and counted.
+    assert_eq!(dig_short(hub.dns.port(), "web.shop.global"), web);
+    assert!(stale_answers(hub.admin).await > 0, "stale answers counted");
+    hub.proc.terminate();
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
