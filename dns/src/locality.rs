@@ -55,6 +55,20 @@ impl Place {
             .ok()
             .map(|i| i as u32)
     }
+
+    /// An asker in this cluster: on node `node` (its index, see
+    /// [`Place::node_index`]) or none, matched by a client CIDR of
+    /// `prefix` bits.
+    pub fn asker(&self, node: Option<u32>, prefix: u8) -> AskerPlace {
+        AskerPlace {
+            cluster: self.id,
+            region: self.region.as_ref().map(|r| r.0),
+            zone: self.zone.as_ref().map(|z| z.0),
+            provider: self.provider.as_ref().map(|p| p.0),
+            node,
+            prefix,
+        }
+    }
 }
 
 /// Who is asking, as far as locality goes.
@@ -227,14 +241,7 @@ impl Locality {
             .flatten()
             .filter(|(c, _)| *c == cluster)
             .map(|(_, n)| *n);
-        Some(AskerPlace {
-            cluster,
-            region: place.region.as_ref().map(|r| r.0),
-            zone: place.zone.as_ref().map(|z| z.0),
-            provider: place.provider.as_ref().map(|p| p.0),
-            node,
-            prefix,
-        })
+        Some(place.asker(node, prefix))
     }
 }
 

@@ -203,17 +203,23 @@ mod tests {
     use crate::locality::Place;
     use crate::snapshot::ExportInput;
 
-    #[test]
-    fn rotation() {
-        use Tier::*;
-        let f = standard(
+    /// The standard fleet with three ready endpoints in east-1, one of
+    /// them in its own zone.
+    fn three_in_east_1() -> Fleet {
+        standard(
             Affinity::Nearest,
             &[
                 ("10.1.0.1", true, None),
                 ("10.1.0.2", true, Some("us-east-1b")),
                 ("10.1.0.3", true, None),
             ],
-        );
+        )
+    }
+
+    #[test]
+    fn rotation() {
+        use Tier::*;
+        let f = three_in_east_1();
         let view = f.view();
         let east1 = f.asker("east-1");
         // Each tier's shape: one cluster's run; a zone chain plus the own
@@ -252,14 +258,7 @@ mod tests {
     /// answers (one address per target in this fleet).
     #[test]
     fn targets_name_their_cluster_and_endpoint() {
-        let f = standard(
-            Affinity::Nearest,
-            &[
-                ("10.1.0.1", true, None),
-                ("10.1.0.2", true, Some("us-east-1b")),
-                ("10.1.0.3", true, None),
-            ],
-        );
+        let f = three_in_east_1();
         let view = f.view();
         let east1 = f.asker("east-1");
         for (place, min_healthy) in [(Some(&east1), 1), (Some(&east1), 4), (None, 1)] {
@@ -357,14 +356,7 @@ mod tests {
                 .iter()
                 .find(|p| p.name.as_str() == cluster)
                 .unwrap();
-            AskerPlace {
-                cluster: p.id,
-                region: p.region.as_ref().map(|r| r.0),
-                zone: p.zone.as_ref().map(|z| z.0),
-                provider: None,
-                node: None,
-                prefix: 32,
-            }
+            p.asker(None, 32)
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use meshdns::locality::{AskerPlace, Place};
+use meshdns::locality::Place;
 use meshdns::qname::{self, Domain, QName};
 use meshdns::select::{self, Tier};
 use meshdns::snapshot::{ExportInput, PartChange, ServiceView};
@@ -237,16 +237,7 @@ fn answers(
 ) -> Vec<(Tier, Vec<std::net::Ipv4Addr>)> {
     places
         .iter()
-        .map(|p| {
-            Some(AskerPlace {
-                cluster: p.id,
-                region: p.region.as_ref().map(|r| r.0),
-                zone: p.zone.as_ref().map(|z| z.0),
-                provider: None,
-                node: None,
-                prefix: 32,
-            })
-        })
+        .map(|p| Some(p.asker(None, 32)))
         .chain([None])
         .map(|place| {
             let pick = select::select(view, place.as_ref(), min_healthy);
@@ -365,14 +356,7 @@ proptest! {
     fn selection_matches_the_oracle(clusters in fleet(), asker in proptest::option::of(0usize..6), min_healthy in 1usize..4, affinity in affinity()) {
         let (places, view) = build(&clusters, affinity);
         let asker = asker.filter(|a| *a < places.len());
-        let place = asker.map(|a| &places[a]).map(|p| AskerPlace {
-            cluster: p.id,
-            region: p.region.as_ref().map(|r| r.0),
-            zone: p.zone.as_ref().map(|z| z.0),
-            provider: None,
-            node: None,
-            prefix: 32,
-        });
+        let place = asker.map(|a| &places[a]).map(|p| p.asker(None, 32));
         let pick = select::select(&view, place.as_ref(), min_healthy);
         let chosen: Vec<_> = pick.v4(0, usize::MAX).collect();
         let mut sorted_chosen = chosen.clone();
@@ -445,14 +429,7 @@ proptest! {
         all.sort();
         prop_assert_eq!(all, expected);
         let p = &places[asker];
-        let asking = AskerPlace {
-            cluster: p.id,
-            region: p.region.as_ref().map(|r| r.0),
-            zone: p.zone.as_ref().map(|z| z.0),
-            provider: None,
-            node: None,
-            prefix: 32,
-        };
+        let asking = p.asker(None, 32);
         for place in [None, Some(asking)] {
             let pick = select::select(&view, place.as_ref(), min_healthy);
             let whole: Vec<_> = pick.v4(0, usize::MAX).collect();

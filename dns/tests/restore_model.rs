@@ -21,7 +21,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meshdns::locality::AskerPlace;
 use meshdns::metrics::Metrics;
 use meshdns::registry::{Change, Liveness, MirroredCluster, Registry, RestoreClock};
 use meshdns::select;
@@ -151,17 +150,7 @@ fn answers(snapshot: &Snapshot) -> Answers {
     for view in snapshot.services() {
         for part in view.clusters.iter() {
             let p = &part.place;
-            askers.insert(
-                Some(p.name.to_string()),
-                Some(AskerPlace {
-                    cluster: p.id,
-                    region: p.region.as_ref().map(|r| r.0),
-                    zone: p.zone.as_ref().map(|z| z.0),
-                    provider: None,
-                    node: None,
-                    prefix: 32,
-                }),
-            );
+            askers.insert(Some(p.name.to_string()), Some(p.asker(None, 32)));
         }
     }
     askers.insert(None, None);

@@ -70,6 +70,15 @@ impl ClusterEntry {
         Registry::services_changed(dirty, self.cluster.name.clone(), changed, removed);
     }
 
+    /// The cluster was heard from now: its liveness deadline and the
+    /// heartbeat time the published list and the state file carry.
+    pub(super) fn heard_now(&mut self) {
+        self.last_seen = Instant::now();
+        self.last_seen_unix_ms = super::unix_ms();
+        self.heartbeat
+            .store(self.last_seen_unix_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(super) fn status(&self) -> ClusterStatus {
         ClusterStatus {
             cluster: self.cluster.clone(),

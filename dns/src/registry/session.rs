@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use meshdns_proto::model::{Affinity, Cluster, ClusterName, ServiceKey};
@@ -147,11 +147,7 @@ impl Registry {
         // of its stream): a sign of life once, which never makes a stale
         // cluster live (its first accepted Snapshot does).
         if !entry.stale && std::mem::take(&mut entry.hello_counts) {
-            entry.last_seen = Instant::now();
-            entry.last_seen_unix_ms = unix_ms();
-            entry
-                .heartbeat
-                .store(entry.last_seen_unix_ms, Ordering::Relaxed);
+            entry.heard_now();
         }
         entry.refused_cidrs = refused.clone();
         dirty.changes.push(Change::Cluster(entry.status()));
@@ -181,11 +177,7 @@ impl Registry {
                 if entry.awaiting_snapshot {
                     return Ok(entry);
                 }
-                entry.last_seen = Instant::now();
-                entry.last_seen_unix_ms = unix_ms();
-                entry
-                    .heartbeat
-                    .store(entry.last_seen_unix_ms, Ordering::Relaxed);
+                entry.heard_now();
                 entry.hello_counts = true;
                 if entry.stale {
                     info!(cluster = %session.cluster, "cluster is live again");
