@@ -194,7 +194,7 @@ pub struct ServeArgs {
     /// Keep /readyz unready until the registry holds data (a cluster's snapshot, the saved state, or the upstream's state).
     #[arg(long = "ready-wait-data", env = "MESHDNS_READY_WAIT_DATA")]
     pub ready_wait_data: bool,
-    /// Persist the registry here (atomically, every 2s when it changed, and at shutdown) and restore it at start.
+    /// Persist the registry here (atomically: once it changed and settled, at least 2s apart and never more than 10s behind, and at shutdown) and restore it at start, each cluster live if it was heard within --cluster-ttl of the restart, else stale.
     #[arg(long = "state-file", env = "MESHDNS_STATE_FILE")]
     pub state_file: Option<std::path::PathBuf>,
     /// Mirror another registry (http://HOST:PORT) through Watch instead of taking syncers.
