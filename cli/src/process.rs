@@ -37,28 +37,62 @@ where
 }
 
 /// A token cancelled on the first SIGTERM or Ctrl-C. Call inside the
-/// runtime.
+/// runtime. The handlers are installed before this returns, not when the
+/// task that waits on them first runs: on a busy runtime that can be
+/// after the process is serving, and a SIGTERM in between (a pod deleted
+/// as it starts) would end it by the signal's default action, with no
+/// drain and no state file saved.
 pub fn shutdown_on_signal() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
+    // A signal that cannot be installed is not waited for.
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        tokio::select! {
+            _ = received(&mut term) => {}
+            _ = received(&mut interrupt) => {}
+        }
         signals.cancel();
     });
     shutdown
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+/// Waits for the signal, forever if it is not installed.
+async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SIGTERM that arrives before the runtime has run the waiting task
+    /// (here: before this single thread yields once) cancels the token; it
+    /// does not end the process. With the handler installed by the task,
+    /// the signal's default action kills this test's process.
+    #[test]
+    fn a_sigterm_before_the_task_runs_is_caught() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let shutdown = shutdown_on_signal();
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &std::process::id().to_string()])
+                .status()
+                .expect("kill(1) runs");
+            assert!(sent.success());
+            tokio::time::timeout(Duration::from_secs(10), shutdown.cancelled())
+                .await
+                .expect("the token is cancelled by the SIGTERM");
+        });
     }
 }
