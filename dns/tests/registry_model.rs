@@ -21,22 +21,11 @@ use meshdns::metrics::Metrics;
 use meshdns::registry::{Liveness, Registry, Session, Writer};
 use meshdns::snapshot::{PtrName, Snapshot};
 use meshdns_proto::fixtures;
-use meshdns_proto::model::{Cluster, Endpoint, Hostname, Policy, ServiceExport, ServiceKey};
+use meshdns_proto::model::{Endpoint, Hostname, Policy, ServiceExport};
 use proptest::prelude::*;
 
-const SERVICES: u8 = 4;
-
-fn key(s: u8) -> ServiceKey {
-    fixtures::key("ns", &format!("s{s}"))
-}
-
-fn cluster(c: usize) -> Cluster {
-    Cluster {
-        region: Some(fixtures::label(&format!("r{}", c % 2))),
-        zone: Some(fixtures::label(&format!("z{}", c % 3))),
-        ..fixtures::cluster(&format!("c{c:03}"))
-    }
-}
+mod common;
+use common::{SERVICES, cluster, key};
 
 /// One generated endpoint: (ready, hostname, address shared with other
 /// clusters).

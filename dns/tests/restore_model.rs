@@ -27,22 +27,11 @@ use meshdns::select;
 use meshdns::snapshot::Snapshot;
 use meshdns::state_wire;
 use meshdns_proto::fixtures;
-use meshdns_proto::model::{Cluster, Endpoint, Policy, ServiceExport, ServiceKey};
+use meshdns_proto::model::{Endpoint, Policy, ServiceExport};
 use proptest::prelude::*;
 
-const SERVICES: u8 = 4;
-
-fn key(s: u8) -> ServiceKey {
-    fixtures::key("ns", &format!("s{s}"))
-}
-
-fn cluster(c: usize) -> Cluster {
-    Cluster {
-        region: Some(fixtures::label(&format!("r{}", c % 2))),
-        zone: Some(fixtures::label(&format!("z{}", c % 3))),
-        ..fixtures::cluster(&format!("c{c:03}"))
-    }
-}
+mod common;
+use common::{SERVICES, cluster, key};
 
 /// A service's endpoints: (ready, own address byte).
 type GenSet = BTreeMap<u8, Vec<(bool, u8)>>;
