@@ -7,6 +7,8 @@
 //!   `check`) proves who it is to a registry — one `clap` flag group,
 //!   flattened into each command, with a `--follow-` prefix where a
 //!   server's own TLS flags sit beside it.
+//! - [`connections`]: every HTTP listener's connections bounded before
+//!   HTTP starts (how many, per client, idle and lifetime).
 //! - [`logs`]: `--log-format` text or JSON to stderr, `RUST_LOG` filters.
 //! - [`process`]: the async runtime, shutdown on SIGTERM or Ctrl-C, and one
 //!   error line (never a backtrace) on failure.
@@ -15,6 +17,7 @@
 //! the follower, flag parsers), so they live in `meshdns-proto`
 //! (`backoff`, `duration`), below this crate.
 
+pub mod connections;
 pub mod credentials;
 pub mod logs;
 pub mod process;

@@ -29,6 +29,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use meshdns_cli::connections::{Bounded, Limits};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -337,7 +338,11 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .merge(debug)
         .with_state(state);
-    axum::serve(listener, app)
+    // Anyone who can reach the port may connect: connections are bounded
+    // before HTTP, so idle or trickling ones cannot take the process's
+    // descriptors (DNS over TCP and gRPC accept from the same table) or
+    // pile up header buffers.
+    axum::serve(Bounded::new(listener, Limits::ADMIN, "admin"), app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

@@ -15,6 +15,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use meshdns_cli::connections::{Bounded, Limits};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -144,7 +145,8 @@ pub async fn serve(
             vms,
             client_cert,
         });
-    let _ = axum::serve(listener, app)
+    // Bounded before HTTP, as the registry's admin port is.
+    let _ = axum::serve(Bounded::new(listener, Limits::ADMIN, "admin"), app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
 }

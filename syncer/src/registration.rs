@@ -7,7 +7,6 @@
 //! - [`bounds`]: the hub's bounds (address ranges, endpoints and zones
 //!   per service) applied at `PUT`.
 //! - [`tokens`]: the scoped bearer token file, re-read when it changes.
-//! - [`connections`]: connection caps and read timeouts, before HTTP.
 //! - [`rate_limit`]: per-client token buckets (an IPv6 client is its /64).
 //! - [`store`]: the live registrations, limits, deadlines.
 //! - [`state_file`]: the registrations across restarts.
@@ -16,7 +15,6 @@
 pub mod api;
 pub mod body;
 pub mod bounds;
-pub mod connections;
 pub mod error;
 pub mod merge;
 pub mod rate_limit;
@@ -29,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use meshdns_cli::connections::{self, Bounded, Peer};
 use meshdns_proto::model::{ExportSet, Hostname, Namespace, ServiceKey, ServiceName};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -224,12 +223,15 @@ pub async fn start_weighted(
         source: source.clone(),
         metrics: metrics.clone(),
     };
-    let app = api::router(api).into_make_service_with_connect_info::<connections::Peer>();
+    let app = api::router(api).into_make_service_with_connect_info::<Peer>();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(connections::Bounded::new(listener), app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
+        let _ = axum::serve(
+            Bounded::new(listener, connections::Limits::API, "registration API"),
+            app,
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
     });
     // Token file: re-read when its content changes; a bad edit keeps the
     // last good table (and says so).

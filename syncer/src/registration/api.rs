@@ -26,13 +26,13 @@ use serde_json::json;
 
 use super::body::{Registration, RegistrationBody, TtlBounds, owner_id};
 use super::bounds::Bounds;
-use super::connections::Peer;
 use super::error::ApiError;
 use super::rate_limit::RateLimit;
 use super::state_file::to_unix_ms;
 use super::store::{InstanceKey, Put, Store};
 use super::tokens::{Scopes, TokenTable};
 use crate::metrics::Metrics;
+use meshdns_cli::connections::{Peer, client_key};
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -61,7 +61,7 @@ impl Api {
     /// Rate limit, then token: the scopes of the caller.
     fn admit(&self, client: SocketAddr, headers: &HeaderMap) -> Result<(Scopes, String), ApiError> {
         // An IPv6 client owns its /64: one bucket, not 2^64.
-        let source = super::connections::client_key(client.ip());
+        let source = client_key(client.ip());
         if !self.rate_limit.allow(source, Instant::now()) {
             self.metrics.vms.rate_limited();
             return Err(ApiError::RateLimited);

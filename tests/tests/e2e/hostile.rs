@@ -167,3 +167,67 @@ async fn tcp_from(
     stream.read_exact(&mut reply).await?;
     Ok(meshdns_tests::dns::strict(&reply).unwrap())
 }
+
+/// The admin port (probes, scrapes, `/debug/*`) is open to whoever can
+/// reach it, so its connections are bounded before HTTP: one client
+/// holding many idle connections (or sending a header a byte at a time)
+/// spends its own 16, not the process's descriptors, and the kubelet's
+/// probe from another address is answered meanwhile.
+#[tokio::test]
+async fn idle_admin_connections_do_not_stop_the_probes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = meshdns_tests::TestServer::start(&[]).await;
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tcp_connect_from("127.0.0.1", server.admin).await);
+    }
+    // A header never finished, on one of the client's own 16.
+    idle[0]
+        .write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut probe = tcp_connect_from("127.0.0.3", server.admin).await;
+    probe
+        .write_all(b"GET /healthz HTTP/1.0\r\nHost: meshdns\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), probe.read_to_string(&mut response))
+        .await
+        .expect("the probe is answered")
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    // Past the client's 16, connections were closed on accept.
+    let mut over = 0;
+    for stream in idle.iter_mut().skip(16) {
+        if closed_within(stream, Duration::from_secs(5)).await {
+            over += 1;
+        }
+    }
+    assert_eq!(over, 24, "connections over the per-client cap closed");
+    // Its own are closed once silent for 10 s, the half-sent header too.
+    assert!(
+        closed_within(&mut idle[0], Duration::from_secs(20)).await,
+        "a half-sent header is not held"
+    );
+    assert!(closed_within(&mut idle[1], Duration::from_secs(5)).await);
+    server.stop().await;
+}
+
+async fn tcp_connect_from(source: &str, to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Whether the server closes `stream` (EOF or reset) within `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
