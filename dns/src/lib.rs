@@ -432,9 +432,17 @@ pub async fn serve(
     let lifetimes = config.lifetimes;
     // A peer that stops answering PINGs (frozen, partitioned, its host
     // gone) is dropped in keepalive + timeout, and its stream ends.
+    // What a connection can make the hub buffer is set here, not left to
+    // hyper's defaults (1 MiB per stream and per connection, 200 streams):
+    // data a stream sent that its handler has not read sits in h2 up to
+    // its stream window, and all of a connection's up to its window.
+    let windows = config.grpc_windows;
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(lifetimes.grpc_keepalive))
         .http2_keepalive_timeout(Some(lifetimes.grpc_keepalive_timeout))
+        .initial_stream_window_size(windows.stream)
+        .initial_connection_window_size(windows.connection)
+        .max_concurrent_streams(windows.max_streams)
         .add_service(
             Ingest::with_imports(
                 registry.clone(),

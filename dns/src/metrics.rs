@@ -11,11 +11,13 @@
 //! certificate expiry, a follower's upstream).
 
 mod answers;
+mod budget;
 mod conflicts;
 mod ops;
 mod policy;
 
 pub use answers::{AnswerTier, MAX_SERVED, Served, ServedByCluster, TIERS};
+pub use budget::BudgetMetrics;
 pub use conflicts::ConflictGauges;
 pub use ops::{Certificates, ClusterGauges, ClusterRow, FollowerMetrics, FollowerView, unix_ms};
 pub use policy::PolicyMetrics;
@@ -192,6 +194,8 @@ pub struct Metrics {
     pub conflicts: ConflictGauges,
     /// The traffic policy: reloads, the policy in force (policy.rs).
     pub policy: PolicyMetrics,
+    /// The Export byte budget (budget.rs).
+    pub budget: BudgetMetrics,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -430,7 +434,9 @@ impl Metrics {
         );
         let conflicts = ConflictGauges::register(&mut registry);
         let policy = PolicyMetrics::register(&mut registry);
+        let budget = BudgetMetrics::register(&mut registry);
         Metrics {
+            budget,
             conflicts,
             policy,
             tiers,
