@@ -11,6 +11,9 @@ use crate::error::Error;
 use crate::qname::Domain;
 use crate::registry::Liveness;
 
+/// Far more gRPC connections than file descriptors allow.
+const MAX_GRPC_CONNECTIONS: usize = 1 << 20;
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text)
 }
@@ -165,6 +168,20 @@ pub struct ServeArgs {
         default_value_t = 32
     )]
     pub max_grpc_streams_per_connection: u32,
+    /// Most gRPC connections open at once, all sources; more wait to be accepted. Each can make the hub buffer up to --grpc-connection-window-bytes and about 42 KB of connection state.
+    #[arg(
+        long = "max-grpc-connections",
+        env = "MESHDNS_MAX_GRPC_CONNECTIONS",
+        default_value_t = 4_096
+    )]
+    pub max_grpc_connections: usize,
+    /// Most gRPC connections open at once from one source address; more are closed on accept. Behind a proxy or load balancer every member shares its address: raise this to --max-grpc-connections there.
+    #[arg(
+        long = "max-grpc-connections-per-source",
+        env = "MESHDNS_MAX_GRPC_CONNECTIONS_PER_SOURCE",
+        default_value_t = 1_024
+    )]
+    pub max_grpc_connections_per_source: usize,
     /// Fleet file (YAML): per cluster, the client CIDRs, endpoint CIDRs and namespaces it may claim and its services limit; clusters not named may not export. Re-read on change; a bad file keeps the last good one.
     #[arg(long = "clusters", env = "MESHDNS_CLUSTERS")]
     pub clusters: Option<std::path::PathBuf>,
@@ -356,6 +373,7 @@ pub struct ServeConfig {
     pub insecure: bool,
     pub lifetimes: Lifetimes,
     pub grpc_windows: GrpcWindows,
+    pub grpc_connections: crate::grpc_listener::ConnectionLimits,
     /// Certificate files whose expiry `/metrics` reports, by role.
     pub certificates: Vec<(&'static str, std::path::PathBuf)>,
     /// `--control-plane-nice`: see [`crate::priority`].
@@ -535,6 +553,11 @@ impl ServeArgs {
             ("--max-grpc-message-bytes", self.max_grpc_message_bytes),
             ("--max-pending-hellos", self.max_pending_hellos),
             ("--max-tcp-connections", self.max_tcp_connections),
+            ("--max-grpc-connections", self.max_grpc_connections),
+            (
+                "--max-grpc-connections-per-source",
+                self.max_grpc_connections_per_source,
+            ),
             (
                 "--max-tcp-connections-per-source",
                 self.max_tcp_connections_per_source,
@@ -586,6 +609,20 @@ impl ServeArgs {
                     self.grpc_connection_window_bytes, self.grpc_stream_window_bytes
                 ),
             });
+        }
+        for (flag, value) in [
+            ("--max-grpc-connections", self.max_grpc_connections),
+            (
+                "--max-grpc-connections-per-source",
+                self.max_grpc_connections_per_source,
+            ),
+        ] {
+            if value > MAX_GRPC_CONNECTIONS {
+                return Err(Error::Config {
+                    flag,
+                    problem: format!("must be at most {MAX_GRPC_CONNECTIONS}"),
+                });
+            }
         }
         if self.max_grpc_streams_per_connection == 0 {
             return Err(Error::Config {
@@ -757,6 +794,10 @@ impl ServeArgs {
                 grpc_keepalive: self.grpc_keepalive,
                 grpc_keepalive_timeout: self.grpc_keepalive_timeout,
                 shutdown_timeout: self.shutdown_timeout,
+            },
+            grpc_connections: crate::grpc_listener::ConnectionLimits {
+                max: self.max_grpc_connections,
+                max_per_source: self.max_grpc_connections_per_source,
             },
             grpc_windows: GrpcWindows {
                 stream: self.grpc_stream_window_bytes,

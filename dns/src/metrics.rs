@@ -219,6 +219,10 @@ pub struct AbuseCounters {
     pub cookie_verified: Counter,
     /// TCP connections closed at once: over `--max-tcp-connections-per-source`.
     pub tcp_refused_per_source: Counter,
+    /// gRPC connections open now (against `--max-grpc-connections`).
+    pub grpc_connections: Gauge,
+    /// gRPC connections closed at once: over `--max-grpc-connections-per-source`.
+    pub grpc_refused_per_source: Counter,
 }
 
 impl AbuseCounters {
@@ -243,6 +247,16 @@ impl AbuseCounters {
             "dns_tcp_refused_per_source",
             "DNS-over-TCP connections closed on accept: over --max-tcp-connections-per-source",
             counters.tcp_refused_per_source.clone(),
+        );
+        registry.register(
+            "grpc_connections",
+            "gRPC connections open now, at most --max-grpc-connections (more wait to be accepted)",
+            counters.grpc_connections.clone(),
+        );
+        registry.register(
+            "grpc_refused_per_source",
+            "gRPC connections closed on accept: over --max-grpc-connections-per-source",
+            counters.grpc_refused_per_source.clone(),
         );
         counters
     }
