@@ -775,13 +775,23 @@ mod tests {
         let _a_reads = tokio::spawn(async move { (a.next().await, a) });
         tokio::task::yield_now().await;
         assert_eq!(budget.free(), 0);
-        // Another stream's Hello and heartbeats go through meanwhile.
-        let (b_tx, mut b) = started(&budget, &[], 0).await;
-        for generation in 2..5 {
-            b_tx.send(Ok(framed(&heartbeat(generation)).into()))
+        // Another stream's Hello and heartbeats go through meanwhile,
+        // each cut after its header (so not whole in one DATA frame).
+        let (b_tx, body) = sent_body();
+        let mut b = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE, budget.clone());
+        let sent = [hello(), heartbeat(2), heartbeat(3)];
+        for message in sent {
+            let bytes = framed(&message);
+            b_tx.send(Ok(bytes[..HEADER + 1].to_vec().into()))
                 .await
                 .unwrap();
-            assert_eq!(b.next().await.unwrap().unwrap(), heartbeat(generation));
+            let tx = b_tx.clone();
+            let rest = bytes[HEADER + 1..].to_vec();
+            tokio::spawn(async move { tx.send(Ok(rest.into())).await });
+            let got = tokio::time::timeout(DEADLINE / 10, b.next())
+                .await
+                .expect("a small message does not wait for the budget");
+            assert_eq!(got.unwrap().unwrap(), message);
         }
     }
 
