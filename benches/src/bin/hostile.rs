@@ -649,9 +649,12 @@ async fn dribbled_messages(cli: &Cli) {
             tokio::time::sleep(Duration::from_secs(600)).await;
         }));
     }
-    // The honest cluster comes once every stream has started.
+    // The honest cluster comes once every stream has started; the peak
+    // is read once the first messages would be whole (or cut off).
+    let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let honest = honest_cluster(&hub, "127.0.0.2", Duration::from_secs(150)).await;
+    tokio::time::sleep((pace + Duration::from_secs(4)).saturating_sub(started.elapsed())).await;
     let peak = hub.status_kib("VmHWM:");
     println!(
         "{} streams each announcing a 4 MiB message, sent over 25 s: hub peak RSS +{} MiB; an honest 2,000-endpoint Snapshot meanwhile: {honest}",
