@@ -39,6 +39,8 @@
 # the same storm into a hub started empty (no state file), for comparison.
 # STORM_BEFORE_SECS=N: the storm N s after the restarted hub answers
 # (default 3; dnsperf's "before" phase, which counts against the ttl).
+# The restarted hub's peak resident memory (VmHWM: the restore and the
+# storm) ends the line.
 # STORM_DEBUG=1 also prints the phase boundaries and dnsperf's last intervals.
 # The publishers and dnsperf share core 1, so during the storm the client
 # has less CPU than when idle: the ratio is a lower bound for the hub.
@@ -144,7 +146,9 @@ one_run() { # label bin
   flipped=$(grep -c 'missed its heartbeats' "$DIR/$label.log" || true)
   local ratio
   ratio=$(awk -v d="$during" -v a="$after" 'BEGIN { if (d == "none" || a == "none" || a == 0) print "n/a"; else printf "%.2f", d / a }')
-  echo "$label: storm to every answer complete and live ${ready_ms} ms, to every Snapshot accepted ${accepted_ms} ms (hub CPU ${cpu_ms} ms); DNS q/s before ${before}, during ${during}, idle after ${after}; during/idle ${ratio}; queries lost ${lost:-?} of $(awk '/Queries completed:/ { print $3 + 0 }' "$perf"), the hub's socket dropped ${drops:-?}; restored live ${restored:-0} of $CLUSTERS, stale before their Snapshot ${flipped:-0}"
+  local hwm
+  hwm=$(awk '/^VmHWM:/ { printf "%d", $2 / 1024 }' "/proc/$MESHDNS_PID/status" 2>/dev/null || true)
+  echo "$label: storm to every answer complete and live ${ready_ms} ms, to every Snapshot accepted ${accepted_ms} ms (hub CPU ${cpu_ms} ms); DNS q/s before ${before}, during ${during}, idle after ${after}; during/idle ${ratio}; queries lost ${lost:-?} of $(awk '/Queries completed:/ { print $3 + 0 }' "$perf"), the hub's socket dropped ${drops:-?}; restored live ${restored:-0} of $CLUSTERS, stale before their Snapshot ${flipped:-0}; hub peak RSS ${hwm:-?} MiB"
   kill "$PUSH_PID" "$MESHDNS_PID" 2>/dev/null || true
   wait "$PUSH_PID" "$MESHDNS_PID" 2>/dev/null || true
 }

@@ -11,6 +11,9 @@ use crate::error::Error;
 use crate::qname::Domain;
 use crate::registry::Liveness;
 
+/// Far more gRPC connections than file descriptors allow.
+const MAX_GRPC_CONNECTIONS: usize = 1 << 20;
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text)
 }
@@ -149,6 +152,36 @@ pub struct ServeArgs {
         default_value_t = 1_024
     )]
     pub max_pending_hellos: usize,
+    /// Most bytes of Export messages (bigger than 4 KiB, after the Hello) all streams together may be receiving at once. A stream reserves a message's announced length when its header arrives, before reading its body; while this is taken it reads no further (HTTP/2 flow control holds the sender back) and its --export-message-timeout does not run. At least --max-grpc-message-bytes.
+    #[arg(long = "max-export-bytes-in-flight", env = "MESHDNS_MAX_EXPORT_BYTES_IN_FLIGHT", default_value_t = 64 * 1024 * 1024)]
+    pub max_export_bytes_in_flight: usize,
+    /// HTTP/2 receive window of each gRPC stream: the most a client can make the hub buffer for a stream whose handler is not reading (waiting for the budget, its Hello authorized, a message applied).
+    #[arg(long = "grpc-stream-window-bytes", env = "MESHDNS_GRPC_STREAM_WINDOW_BYTES", default_value_t = 256 * 1024)]
+    pub grpc_stream_window_bytes: u32,
+    /// HTTP/2 receive window of each gRPC connection, all its streams together: the most unread request data one connection can make the hub buffer.
+    #[arg(long = "grpc-connection-window-bytes", env = "MESHDNS_GRPC_CONNECTION_WINDOW_BYTES", default_value_t = 1024 * 1024)]
+    pub grpc_connection_window_bytes: u32,
+    /// Most gRPC streams open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a syncer uses two, a follower one.
+    #[arg(
+        long = "max-grpc-streams-per-connection",
+        env = "MESHDNS_MAX_GRPC_STREAMS_PER_CONNECTION",
+        default_value_t = 32
+    )]
+    pub max_grpc_streams_per_connection: u32,
+    /// Most gRPC connections open at once, all sources; more wait to be accepted. Each can make the hub buffer up to --grpc-connection-window-bytes and about 42 KB of connection state.
+    #[arg(
+        long = "max-grpc-connections",
+        env = "MESHDNS_MAX_GRPC_CONNECTIONS",
+        default_value_t = 4_096
+    )]
+    pub max_grpc_connections: usize,
+    /// Most gRPC connections open at once from one source address; more are closed on accept. Behind a proxy or load balancer every member shares its address: raise this to --max-grpc-connections there.
+    #[arg(
+        long = "max-grpc-connections-per-source",
+        env = "MESHDNS_MAX_GRPC_CONNECTIONS_PER_SOURCE",
+        default_value_t = 1_024
+    )]
+    pub max_grpc_connections_per_source: usize,
     /// Fleet file (YAML): per cluster, the client CIDRs, endpoint CIDRs and namespaces it may claim and its services limit; clusters not named may not export. Re-read on change; a bad file keeps the last good one.
     #[arg(long = "clusters", env = "MESHDNS_CLUSTERS")]
     pub clusters: Option<std::path::PathBuf>,
@@ -250,6 +283,17 @@ pub struct Lifetimes {
     pub shutdown_timeout: Duration,
 }
 
+/// What one gRPC connection may make the hub buffer (HTTP/2 settings).
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcWindows {
+    /// `--grpc-stream-window-bytes`.
+    pub stream: u32,
+    /// `--grpc-connection-window-bytes`.
+    pub connection: u32,
+    /// `--max-grpc-streams-per-connection`.
+    pub max_streams: u32,
+}
+
 /// Limits that protect the registry and DNS from floods; going over one
 /// is refused with an error naming the flag, and counted.
 #[derive(Debug, Clone, Copy)]
@@ -271,6 +315,9 @@ pub struct Limits {
     pub export_message_timeout: Duration,
     /// Export streams waiting for their Hello, at most.
     pub max_pending_hellos: usize,
+    /// `--max-export-bytes-in-flight`: Export message bytes reserved at
+    /// once, all streams.
+    pub max_export_bytes_in_flight: usize,
     pub max_tcp_connections: usize,
     pub tcp_idle_timeout: Duration,
 }
@@ -325,6 +372,8 @@ pub struct ServeConfig {
     pub liveness: Liveness,
     pub insecure: bool,
     pub lifetimes: Lifetimes,
+    pub grpc_windows: GrpcWindows,
+    pub grpc_connections: crate::grpc_listener::ConnectionLimits,
     /// Certificate files whose expiry `/metrics` reports, by role.
     pub certificates: Vec<(&'static str, std::path::PathBuf)>,
     /// `--control-plane-nice`: see [`crate::priority`].
@@ -504,6 +553,11 @@ impl ServeArgs {
             ("--max-grpc-message-bytes", self.max_grpc_message_bytes),
             ("--max-pending-hellos", self.max_pending_hellos),
             ("--max-tcp-connections", self.max_tcp_connections),
+            ("--max-grpc-connections", self.max_grpc_connections),
+            (
+                "--max-grpc-connections-per-source",
+                self.max_grpc_connections_per_source,
+            ),
             (
                 "--max-tcp-connections-per-source",
                 self.max_tcp_connections_per_source,
@@ -515,6 +569,66 @@ impl ServeArgs {
                     problem: "must be at least 1".into(),
                 });
             }
+        }
+        if self.max_export_bytes_in_flight < self.max_grpc_message_bytes {
+            return Err(Error::Config {
+                flag: "--max-export-bytes-in-flight",
+                problem: format!(
+                    "{} bytes is less than --max-grpc-message-bytes ({}): a message that big could never be received",
+                    self.max_export_bytes_in_flight, self.max_grpc_message_bytes
+                ),
+            });
+        }
+        if self.max_export_bytes_in_flight > crate::ingest::MAX_BUDGET_BYTES {
+            return Err(Error::Config {
+                flag: "--max-export-bytes-in-flight",
+                problem: format!("must be at most {}", crate::ingest::MAX_BUDGET_BYTES),
+            });
+        }
+        for (flag, value) in [
+            ("--grpc-stream-window-bytes", self.grpc_stream_window_bytes),
+            (
+                "--grpc-connection-window-bytes",
+                self.grpc_connection_window_bytes,
+            ),
+        ] {
+            // HTTP/2's own bounds (RFC 9113 6.9): below its default of
+            // 65,535 every transfer would crawl.
+            if !(65_535..=(1 << 31) - 1).contains(&value) {
+                return Err(Error::Config {
+                    flag,
+                    problem: format!("{value} is not between 65535 and 2147483647"),
+                });
+            }
+        }
+        if self.grpc_connection_window_bytes < self.grpc_stream_window_bytes {
+            return Err(Error::Config {
+                flag: "--grpc-connection-window-bytes",
+                problem: format!(
+                    "{} is less than --grpc-stream-window-bytes ({})",
+                    self.grpc_connection_window_bytes, self.grpc_stream_window_bytes
+                ),
+            });
+        }
+        for (flag, value) in [
+            ("--max-grpc-connections", self.max_grpc_connections),
+            (
+                "--max-grpc-connections-per-source",
+                self.max_grpc_connections_per_source,
+            ),
+        ] {
+            if value > MAX_GRPC_CONNECTIONS {
+                return Err(Error::Config {
+                    flag,
+                    problem: format!("must be at most {MAX_GRPC_CONNECTIONS}"),
+                });
+            }
+        }
+        if self.max_grpc_streams_per_connection == 0 {
+            return Err(Error::Config {
+                flag: "--max-grpc-streams-per-connection",
+                problem: "must be at least 1".into(),
+            });
         }
         if self.max_endpoints_per_service > MAX_ENDPOINTS_PER_SERVICE {
             return Err(Error::Config {
@@ -662,6 +776,7 @@ impl ServeArgs {
                 hello_timeout: self.hello_timeout,
                 export_message_timeout: self.export_message_timeout,
                 max_pending_hellos: self.max_pending_hellos,
+                max_export_bytes_in_flight: self.max_export_bytes_in_flight,
                 max_tcp_connections: self.max_tcp_connections,
                 tcp_idle_timeout: self.tcp_idle_timeout,
             },
@@ -679,6 +794,15 @@ impl ServeArgs {
                 grpc_keepalive: self.grpc_keepalive,
                 grpc_keepalive_timeout: self.grpc_keepalive_timeout,
                 shutdown_timeout: self.shutdown_timeout,
+            },
+            grpc_connections: crate::grpc_listener::ConnectionLimits {
+                max: self.max_grpc_connections,
+                max_per_source: self.max_grpc_connections_per_source,
+            },
+            grpc_windows: GrpcWindows {
+                stream: self.grpc_stream_window_bytes,
+                connection: self.grpc_connection_window_bytes,
+                max_streams: self.max_grpc_streams_per_connection,
             },
             certificates: [
                 ("server", &self.tls_cert),

@@ -21,6 +21,7 @@ use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Writer};
 
+mod budget;
 mod export;
 mod frames;
 mod imports;
@@ -28,6 +29,7 @@ mod route;
 mod validate;
 mod watch;
 
+pub use budget::MAX_BYTES as MAX_BUDGET_BYTES;
 pub use imports::PER_CLUSTER as IMPORTS_PER_CLUSTER;
 pub use route::RegistryService;
 pub use watch::{PART_BYTES, full_state};
@@ -120,6 +122,10 @@ impl Ingest {
                 writer,
                 validators: tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(1, |n| n.get()),
+                ),
+                budget: budget::Budget::new(
+                    limits.max_export_bytes_in_flight,
+                    metrics.budget.clone(),
                 ),
                 metrics,
                 limits,

@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: `meshdns serve` flags, checked into a [`config::ServeConfig`].
 //! - [`auth`]: who is calling: mTLS SPIFFE identities, bearer tokens.
+//! - [`grpc_listener`]: the gRPC listener's connections, counted and capped.
 //! - [`tls`]: the gRPC listener's TLS, re-read when its files change.
 //! - [`ingest`]: the gRPC `Registry` service: wire -> model -> registry.
 //! - [`fleet`]: `--clusters`: what each cluster may claim (CIDRs, namespaces, limits).
@@ -52,6 +53,7 @@ pub mod error;
 pub mod fast;
 pub mod fleet;
 pub mod follow;
+pub mod grpc_listener;
 pub mod ingest;
 pub mod json;
 pub mod locality;
@@ -76,7 +78,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -160,25 +161,6 @@ impl Listeners {
             admin: bind_tcp(admin, "--admin-listen").await?,
         })
     }
-}
-
-/// The gRPC listener's connections, with TCP keepalive on each (a second
-/// line behind HTTP/2 PINGs, for a peer whose HTTP/2 stack hangs).
-fn with_tcp_keepalive(
-    listener: TcpListener,
-    idle: Duration,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(idle)
-        .with_interval(idle);
-    TcpListenerStream::new(listener).map(move |accepted| {
-        let stream = accepted?;
-        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
-            tracing::debug!(error = %e, "cannot set tcp keepalive on a grpc connection");
-        }
-        Ok(stream)
-    })
 }
 
 /// Marks silent clusters stale and purges them, often enough that a
@@ -432,9 +414,17 @@ pub async fn serve(
     let lifetimes = config.lifetimes;
     // A peer that stops answering PINGs (frozen, partitioned, its host
     // gone) is dropped in keepalive + timeout, and its stream ends.
+    // What a connection can make the hub buffer is set here, not left to
+    // hyper's defaults (1 MiB per stream and per connection, 200 streams):
+    // data a stream sent that its handler has not read sits in h2 up to
+    // its stream window, and all of a connection's up to its window.
+    let windows = config.grpc_windows;
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(lifetimes.grpc_keepalive))
         .http2_keepalive_timeout(Some(lifetimes.grpc_keepalive_timeout))
+        .initial_stream_window_size(windows.stream)
+        .initial_connection_window_size(windows.connection)
+        .max_concurrent_streams(windows.max_streams)
         .add_service(
             Ingest::with_imports(
                 registry.clone(),
@@ -455,7 +445,12 @@ pub async fn serve(
             .answering(authority.max_answers, authority.min_healthy)
             .into_server(),
         );
-    let tcp = with_tcp_keepalive(listeners.grpc, lifetimes.grpc_keepalive);
+    let tcp = grpc_listener::incoming(
+        listeners.grpc,
+        lifetimes.grpc_keepalive,
+        config.grpc_connections,
+        metrics.clone(),
+    );
     let stopped = shutdown.clone().cancelled_owned();
     type Served = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,

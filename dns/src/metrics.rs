@@ -11,11 +11,13 @@
 //! certificate expiry, a follower's upstream).
 
 mod answers;
+mod budget;
 mod conflicts;
 mod ops;
 mod policy;
 
 pub use answers::{AnswerTier, MAX_SERVED, Served, ServedByCluster, TIERS};
+pub use budget::BudgetMetrics;
 pub use conflicts::ConflictGauges;
 pub use ops::{Certificates, ClusterGauges, ClusterRow, FollowerMetrics, FollowerView, unix_ms};
 pub use policy::PolicyMetrics;
@@ -192,6 +194,8 @@ pub struct Metrics {
     pub conflicts: ConflictGauges,
     /// The traffic policy: reloads, the policy in force (policy.rs).
     pub policy: PolicyMetrics,
+    /// The Export byte budget (budget.rs).
+    pub budget: BudgetMetrics,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -215,6 +219,10 @@ pub struct AbuseCounters {
     pub cookie_verified: Counter,
     /// TCP connections closed at once: over `--max-tcp-connections-per-source`.
     pub tcp_refused_per_source: Counter,
+    /// gRPC connections open now (against `--max-grpc-connections`).
+    pub grpc_connections: Gauge,
+    /// gRPC connections closed at once: over `--max-grpc-connections-per-source`.
+    pub grpc_refused_per_source: Counter,
 }
 
 impl AbuseCounters {
@@ -239,6 +247,16 @@ impl AbuseCounters {
             "dns_tcp_refused_per_source",
             "DNS-over-TCP connections closed on accept: over --max-tcp-connections-per-source",
             counters.tcp_refused_per_source.clone(),
+        );
+        registry.register(
+            "grpc_connections",
+            "gRPC connections open now, at most --max-grpc-connections (more wait to be accepted)",
+            counters.grpc_connections.clone(),
+        );
+        registry.register(
+            "grpc_refused_per_source",
+            "gRPC connections closed on accept: over --max-grpc-connections-per-source",
+            counters.grpc_refused_per_source.clone(),
         );
         counters
     }
@@ -430,7 +448,9 @@ impl Metrics {
         );
         let conflicts = ConflictGauges::register(&mut registry);
         let policy = PolicyMetrics::register(&mut registry);
+        let budget = BudgetMetrics::register(&mut registry);
         Metrics {
+            budget,
             conflicts,
             policy,
             tiers,

@@ -180,13 +180,13 @@ async fn connection(
 /// never on the answer path; it holds an entry only while that address
 /// has a connection open, so it is bounded by `--max-tcp-connections`.
 #[derive(Debug)]
-struct Sources {
+pub(crate) struct Sources {
     max: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl Sources {
-    fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Sources {
             max,
             open: Mutex::new(HashMap::new()),
@@ -194,7 +194,7 @@ impl Sources {
     }
 
     /// A slot for one more connection from `ip`, or `None` at the cap.
-    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+    pub(crate) fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
         let ip = ip.to_canonical();
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(ip).or_insert(0);
@@ -211,7 +211,7 @@ impl Sources {
 
 /// One open connection's place in [`Sources`], given back on drop.
 #[derive(Debug)]
-struct SourceSlot {
+pub(crate) struct SourceSlot {
     sources: Arc<Sources>,
     ip: IpAddr,
 }

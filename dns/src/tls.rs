@@ -21,12 +21,13 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::grpc_listener::Admitted;
 
 use crate::config::TlsPem;
 use crate::metrics::Metrics;
@@ -247,10 +248,10 @@ impl ReloadingTls {
 /// slow client holds up no one), bounded in time and in number, against
 /// the configuration current when it was accepted. Ends with `shutdown`.
 pub fn incoming(
-    tcp: impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
+    tcp: impl Stream<Item = io::Result<Admitted>> + Send + 'static,
     tls: Arc<ReloadingTls>,
     shutdown: CancellationToken,
-) -> impl Stream<Item = io::Result<TlsStream<TcpStream>>> {
+) -> impl Stream<Item = io::Result<TlsStream<Admitted>>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));

@@ -41,6 +41,15 @@ struct Cli {
     /// Size of the empty-entries message, in MiB.
     #[arg(long, default_value_t = 8)]
     empty_mib: usize,
+    /// Export streams that each announce a 4 MiB message and dribble it.
+    #[arg(long, default_value_t = 64)]
+    dribblers: usize,
+    /// gRPC connections opened and held, from one address.
+    #[arg(long, default_value_t = 3000)]
+    connections: usize,
+    /// Run only the attacks whose name contains this (budget, connections, ...).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -506,10 +515,203 @@ async fn slots_and_shutdown(cli: &Cli) {
     );
 }
 
+/// The largest message the default `--max-grpc-message-bytes` admits.
+const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// An Export stream whose request body the attacker writes byte by byte
+/// (tonic's client sends a message only whole): what was sent, and the
+/// response, kept so the stream stays open.
+struct RawStream {
+    tx: mpsc::Sender<Result<prost::bytes::Bytes, std::convert::Infallible>>,
+    _response: tonic::codegen::http::Response<tonic::body::Body>,
+    _channel: tonic::transport::Channel,
+}
+
+async fn raw_stream(hub: &Hub) -> Option<RawStream> {
+    use tonic::codegen::{Service as _, http};
+    let mut channel = tonic::transport::Endpoint::from_shared(hub.grpc.clone())
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let (tx, rx) = mpsc::channel(4);
+    let request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri("/meshdns.v1.Registry/Export")
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .body(tonic::body::Body::new(axum::body::Body::from_stream(
+            ReceiverStream::new(rx),
+        )))
+        .ok()?;
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .ok()?;
+    let response = channel.call(request).await.ok()?;
+    Some(RawStream {
+        tx,
+        _response: response,
+        _channel: channel,
+    })
+}
+
+fn framed(message: &wire::ExportRequest) -> Vec<u8> {
+    let bytes = message.encode_to_vec();
+    let mut out = vec![0];
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(&bytes);
+    out
+}
+
+/// A Snapshot of 2,000 endpoints (about 30 KB: bigger than a DATA frame).
+fn honest_snapshot() -> Req {
+    snapshot(
+        (0..20)
+            .map(|s| {
+                let addresses: Vec<String> =
+                    (0..100).map(|e| format!("10.5.{s}.{}", e + 1)).collect();
+                let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+                service("shop", &format!("web-{s}"), &refs)
+            })
+            .collect(),
+    )
+}
+
+/// An honest cluster (from `source`) sends its Snapshot: how long until
+/// it is acknowledged, or why it was not.
+async fn honest_cluster(hub: &Hub, source: &str, patience: Duration) -> String {
+    let started = Instant::now();
+    let attempt = async {
+        let channel = tonic::transport::Endpoint::from_shared(hub.grpc.clone())
+            .map_err(|e| tonic::Status::unknown(e.to_string()))?
+            .local_address(source.parse().ok())
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut client = RegistryClient::new(channel);
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(hello("honest", &[])).await.ok();
+        let mut rx_stream = client
+            .export(tonic::Request::new(ReceiverStream::new(rx)))
+            .await?
+            .into_inner();
+        rx_stream.message().await?;
+        send(&tx, &mut rx_stream, 2, honest_snapshot()).await
+    };
+    match tokio::time::timeout(patience, attempt).await {
+        Ok(result) => format!(
+            "{} after {:.1}s",
+            outcome(&result),
+            started.elapsed().as_secs_f64()
+        ),
+        Err(_) => format!("not acknowledged within {}s", patience.as_secs()),
+    }
+}
+
+/// N authenticated streams each announce a 4 MiB message and send it at
+/// the pace that just beats --export-message-timeout (30 s): what the hub
+/// holds, and whether an honest cluster's Snapshot gets through.
+async fn dribbled_messages(cli: &Cli) {
+    let hub = Hub::start(&cli.meshdns, &["--insecure"]);
+    let before = hub.status_kib("VmRSS:");
+    let pace = Duration::from_secs(25);
+    let mut tasks = Vec::new();
+    for i in 0..cli.dribblers {
+        let Some(stream) = raw_stream(&hub).await else {
+            println!("dribbled messages: stream {i} could not be opened");
+            return;
+        };
+        tasks.push(tokio::spawn(async move {
+            let stream = stream;
+            let sent = stream
+                .tx
+                .send(Ok(framed(&hello(&format!("dribbler-{i}"), &[])).into()))
+                .await;
+            if sent.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut header = vec![0];
+            header.extend_from_slice(&((MAX_MESSAGE - 16) as u32).to_be_bytes());
+            if stream.tx.send(Ok(header.into())).await.is_err() {
+                return;
+            }
+            // Its body, 64 KiB at a time, at the pace; never the end.
+            let piece = 64 * 1024;
+            let pieces = MAX_MESSAGE / piece - 1;
+            let mut ticker = tokio::time::interval(pace / pieces as u32);
+            for _ in 0..pieces {
+                ticker.tick().await;
+                if stream.tx.send(Ok(vec![0x0a; piece].into())).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }));
+    }
+    // The honest cluster comes once every stream has started; the peak
+    // is read once the first messages would be whole (or cut off).
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let honest = honest_cluster(&hub, "127.0.0.2", Duration::from_secs(150)).await;
+    tokio::time::sleep((pace + Duration::from_secs(4)).saturating_sub(started.elapsed())).await;
+    let peak = hub.status_kib("VmHWM:");
+    println!(
+        "{} streams each announcing a 4 MiB message, sent over 25 s: hub peak RSS +{} MiB; an honest 2,000-endpoint Snapshot meanwhile: {honest}",
+        cli.dribblers,
+        peak.saturating_sub(before) / 1024,
+    );
+    for task in tasks {
+        task.abort();
+    }
+}
+
+/// M gRPC connections (HTTP/2 handshake done, no stream) from one address:
+/// what the hub holds, and whether an honest cluster from another address
+/// is served.
+async fn held_connections(cli: &Cli) {
+    let hub = Hub::start(&cli.meshdns, &["--insecure"]);
+    let before = hub.status_kib("VmRSS:");
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..cli.connections {
+        let connected = tokio::time::timeout(
+            Duration::from_secs(2),
+            tonic::transport::Endpoint::from_shared(hub.grpc.clone())
+                .expect("url")
+                .connect(),
+        )
+        .await;
+        match connected {
+            Ok(Ok(channel)) => held.push(channel),
+            _ => refused += 1,
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let honest = honest_cluster(&hub, "127.0.0.2", Duration::from_secs(30)).await;
+    let peak = hub.status_kib("VmHWM:");
+    println!(
+        "{} gRPC connections from one address: {} connected, {refused} not; hub peak RSS +{} MiB; an honest Snapshot from another address: {honest}",
+        cli.connections,
+        held.len(),
+        peak.saturating_sub(before) / 1024,
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
     println!("attacking {}", cli.meshdns.display());
+    let only = cli.only.clone().unwrap_or_default();
+    if "budget".contains(&only) || only == "dribble" {
+        dribbled_messages(&cli).await;
+    }
+    if "connections".contains(&only) {
+        held_connections(&cli).await;
+    }
+    if !only.is_empty() {
+        return;
+    }
     empty_entries(&cli).await;
     repeated_removals(&cli).await;
     reserved_addresses(&cli).await;

@@ -29,6 +29,8 @@ pub(super) struct Context {
     pub writer: Writer,
     /// Large messages validated at once, at most (one per CPU).
     pub validators: tokio::sync::Semaphore,
+    /// `--max-export-bytes-in-flight`, shared by every stream's framing.
+    pub budget: super::budget::Budget,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub auth: Arc<Auth>,

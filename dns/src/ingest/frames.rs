@@ -19,6 +19,13 @@
 //! slowly, or starts a message and never finishes it, is cut off with
 //! DEADLINE_EXCEEDED. The time counts only while the registry waits for
 //! the message, not while it applies the one before.
+//!
+//! Across streams, a message bigger than [`KEEP`] (but the first) is
+//! buffered only once its announced length is reserved from the shared
+//! [`Budget`] (`--max-export-bytes-in-flight`, budget.rs says why and what
+//! waits for it). Until then the stream reads no more of its body, so
+//! HTTP/2 flow control holds the client back at its stream window, and
+//! its deadline does not run: the wait is the hub's, not the client's.
 
 use std::future::Future as _;
 use std::marker::PhantomData;
@@ -28,10 +35,12 @@ use std::task::{Context, Poll};
 use meshdns_proto::codec::Checked;
 use prost::Message;
 use prost::bytes::{Buf, BytesMut};
-use tokio::time::{Duration, Sleep};
+use tokio::time::{Duration, Instant, Sleep};
 use tokio_stream::Stream;
 use tonic::codegen::Body as _;
 use tonic::{Code, Status};
+
+use super::budget::{Budget, Reservation, Reserving};
 
 /// The flag byte and the length.
 const HEADER: usize = 5;
@@ -49,23 +58,88 @@ pub(super) struct Frames<U> {
     deadline: Duration,
     /// Armed when the registry starts waiting for the rest of a message.
     timer: Option<Pin<Box<Sleep>>>,
+    /// What was left of the deadline when the stream began to wait for
+    /// the budget: the timer runs on with it once the bytes are reserved.
+    paused: Option<Duration>,
+    budget: Budget,
+    /// The bytes of the message being received, once reserved.
+    reservation: Option<Reservation>,
+    /// The reservation being waited for.
+    reserving: Option<Reserving>,
     first: bool,
     done: bool,
     _message: PhantomData<fn() -> U>,
 }
 
 impl<U> Frames<U> {
-    pub(super) fn new(body: tonic::body::Body, max: usize, deadline: Duration) -> Self {
+    pub(super) fn new(
+        body: tonic::body::Body,
+        max: usize,
+        deadline: Duration,
+        budget: Budget,
+    ) -> Self {
         Frames {
             body,
             buf: BytesMut::new(),
             max,
             deadline,
             timer: None,
+            paused: None,
+            budget,
+            reservation: None,
+            reserving: None,
             first: true,
             done: false,
             _message: PhantomData,
         }
+    }
+
+    /// The stream is over: what it reserved goes back now, whether or
+    /// not the reader drops it soon.
+    fn end(&mut self) {
+        self.done = true;
+        self.reservation = None;
+        self.reserving = None;
+    }
+
+    /// The length of the message whose header is in the buffer, if it
+    /// must be reserved and is not yet: bigger than [`KEEP`], not the
+    /// first, not already whole (checked by [`Frames::message`] first).
+    fn unreserved(&self) -> Option<u32> {
+        if self.first || self.reservation.is_some() {
+            return None;
+        }
+        let header = self.buf.get(..HEADER)?;
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+        (len as usize > KEEP).then_some(len)
+    }
+
+    /// Reserves `len` bytes from the budget: ready once they are, and
+    /// the deadline paused meanwhile.
+    fn reserve(&mut self, len: u32, cx: &mut Context<'_>) -> Poll<()> {
+        if self.reserving.is_none() {
+            if let Some(reservation) = self.budget.try_reserve(len) {
+                self.reservation = Some(reservation);
+                return Poll::Ready(());
+            }
+            self.paused = self
+                .timer
+                .take()
+                .map(|t| t.deadline().saturating_duration_since(Instant::now()));
+            self.reserving = Some(self.budget.reserve(len));
+        }
+        let Some(reserving) = self.reserving.as_mut() else {
+            return Poll::Ready(());
+        };
+        let Poll::Ready(reservation) = reserving.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        self.reserving = None;
+        self.reservation = Some(reservation);
+        if let Some(left) = self.paused.take() {
+            self.timer = Some(Box::pin(tokio::time::sleep(left)));
+        }
+        Poll::Ready(())
     }
 
     /// The status a message not whole within the deadline ends with.
@@ -121,8 +195,10 @@ impl<U: Message + Default + Checked> Frames<U> {
         U::check_length(len, self.first)?;
         let have = self.buf.len();
         if have < HEADER + len {
-            // Room for exactly this message, once.
-            self.buf.reserve(HEADER + len - have);
+            // Room for exactly this message, once, when the budget has it.
+            if self.unreserved().is_none() {
+                self.buf.reserve(HEADER + len - have);
+            }
             return Ok(None);
         }
         self.buf.advance(HEADER);
@@ -134,9 +210,11 @@ impl<U: Message + Default + Checked> Frames<U> {
         }
         let first = std::mem::replace(&mut self.first, false);
         U::check(&bytes, first)?;
-        U::decode(&bytes[..])
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
+        let message = U::decode(&bytes[..]).map_err(|e| Status::internal(e.to_string()));
+        // Decoded (or refused): its bytes are freed, and go back.
+        drop(bytes);
+        self.reservation = None;
+        message.map(Some)
     }
 }
 
@@ -156,9 +234,16 @@ impl<U: Message + Default + Checked> Stream for Frames<U> {
                 }
                 Ok(None) => {}
                 Err(status) => {
-                    this.done = true;
+                    this.end();
                     return Poll::Ready(Some(Err(status)));
                 }
+            }
+            // A big message reads no further until its bytes are reserved.
+            if let Some(len) = this.unreserved() {
+                if this.reserve(len, cx).is_pending() {
+                    return Poll::Pending;
+                }
+                continue;
             }
             let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) else {
                 // Nothing more yet: a started message has its deadline.
@@ -168,7 +253,7 @@ impl<U: Message + Default + Checked> Stream for Frames<U> {
                         .timer
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
                     if timer.as_mut().poll(cx).is_ready() {
-                        this.done = true;
+                        this.end();
                         return Poll::Ready(Some(Err(this.too_slow())));
                     }
                 }
@@ -182,7 +267,7 @@ impl<U: Message + Default + Checked> Stream for Frames<U> {
                     }
                 }
                 Some(Err(status)) => {
-                    this.done = true;
+                    this.end();
                     // The client cancelled: the stream simply ends.
                     if status.code() == Code::Cancelled {
                         return Poll::Ready(None);
@@ -190,7 +275,7 @@ impl<U: Message + Default + Checked> Stream for Frames<U> {
                     return Poll::Ready(Some(Err(status)));
                 }
                 None => {
-                    this.done = true;
+                    this.end();
                     if this.buf.is_empty() {
                         return Poll::Ready(None);
                     }
@@ -211,6 +296,11 @@ mod tests {
     use meshdns_proto::wire::export_request::Message as Req;
     use prost::bytes::Bytes;
     use tokio_stream::StreamExt;
+
+    /// A budget no test here exhausts unless it means to.
+    fn roomy() -> Budget {
+        Budget::new(64 << 20, crate::metrics::BudgetMetrics::default())
+    }
 
     /// A deadline no test here reaches unless it stalls on purpose.
     const PATIENT: Duration = Duration::from_secs(3600);
@@ -299,8 +389,12 @@ mod tests {
         ];
         let all: Vec<u8> = sent.iter().flat_map(framed).collect();
         for size in [1, 5, 7, 4096, 16 * 1024, all.len()] {
-            let mut frames =
-                Frames::<wire::ExportRequest>::new(body(pieces(&all, size)), 4 << 20, PATIENT);
+            let mut frames = Frames::<wire::ExportRequest>::new(
+                body(pieces(&all, size)),
+                4 << 20,
+                PATIENT,
+                roomy(),
+            );
             let mut got = Vec::new();
             while let Some(m) = frames.next().await {
                 got.push(m.unwrap());
@@ -323,7 +417,8 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let mut frames = Frames::<wire::ExportRequest>::new(body(chunks), 4 << 20, PATIENT);
+            let mut frames =
+                Frames::<wire::ExportRequest>::new(body(chunks), 4 << 20, PATIENT, roomy());
             let mut got = Vec::new();
             while let Some(m) = frames.next().await {
                 got.push(m.unwrap());
@@ -370,7 +465,8 @@ mod tests {
         let mut chunks = vec![framed(&hello())];
         chunks.extend(pieces(&tail, 16 * 1024));
         chunks.push(framed(&heartbeat(4)));
-        let mut frames = Frames::<wire::ExportRequest>::new(body(chunks), 4 << 20, PATIENT);
+        let mut frames =
+            Frames::<wire::ExportRequest>::new(body(chunks), 4 << 20, PATIENT, roomy());
         assert_eq!(frames.next().await.unwrap().unwrap(), hello());
         let Some(Ok(wire::ExportRequest {
             message: Some(Req::Snapshot(s)),
@@ -391,8 +487,12 @@ mod tests {
     #[tokio::test]
     async fn oversized_truncated_and_compressed_messages_are_refused() {
         // Over the limit: refused at its length, before it arrives.
-        let mut frames =
-            Frames::<wire::ExportRequest>::new(body(vec![framed(&snapshot(5))]), 64, PATIENT);
+        let mut frames = Frames::<wire::ExportRequest>::new(
+            body(vec![framed(&snapshot(5))]),
+            64,
+            PATIENT,
+            roomy(),
+        );
         let e = frames.next().await.unwrap().unwrap_err();
         assert_eq!(e.code(), Code::OutOfRange, "{e}");
         assert!(frames.next().await.is_none());
@@ -400,27 +500,30 @@ mod tests {
         let big = snapshot(FIRST_EXPORT_MESSAGE_BYTES / 200);
         assert!(big.encoded_len() > FIRST_EXPORT_MESSAGE_BYTES);
         let mut frames =
-            Frames::<wire::ExportRequest>::new(body(vec![framed(&big)]), 4 << 20, PATIENT);
+            Frames::<wire::ExportRequest>::new(body(vec![framed(&big)]), 4 << 20, PATIENT, roomy());
         let e = frames.next().await.unwrap().unwrap_err();
         assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
         // The body ends inside a message.
         let mut cut = framed(&hello());
         cut.truncate(cut.len() - 1);
-        let mut frames = Frames::<wire::ExportRequest>::new(body(vec![cut]), 4 << 20, PATIENT);
+        let mut frames =
+            Frames::<wire::ExportRequest>::new(body(vec![cut]), 4 << 20, PATIENT, roomy());
         let e = frames.next().await.unwrap().unwrap_err();
         assert_eq!(e.code(), Code::Internal, "{e}");
         // Compressed, or a flag gRPC does not define.
         for flag in [1, 7] {
             let mut m = framed(&hello());
             m[0] = flag;
-            let mut frames = Frames::<wire::ExportRequest>::new(body(vec![m]), 4 << 20, PATIENT);
+            let mut frames =
+                Frames::<wire::ExportRequest>::new(body(vec![m]), 4 << 20, PATIENT, roomy());
             let e = frames.next().await.unwrap().unwrap_err();
             assert_eq!(e.code(), Code::Internal, "{e}");
         }
         // Not protobuf.
         let mut junk = vec![0, 0, 0, 0, 3];
         junk.extend([0xff, 0xff, 0xff]);
-        let mut frames = Frames::<wire::ExportRequest>::new(body(vec![junk]), 4 << 20, PATIENT);
+        let mut frames =
+            Frames::<wire::ExportRequest>::new(body(vec![junk]), 4 << 20, PATIENT, roomy());
         assert!(frames.next().await.unwrap().is_err());
     }
 
@@ -442,7 +545,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_message_started_and_never_finished_is_cut_off_at_the_deadline() {
         let (tx, body) = sent_body();
-        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE);
+        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE, roomy());
         let big = framed(&snapshot(20));
         let mut first = framed(&hello());
         first.extend_from_slice(&big[..100]);
@@ -476,7 +579,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_header_never_finished_is_cut_off_too() {
         let (tx, body) = sent_body();
-        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE);
+        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE, roomy());
         tx.send(Ok(vec![0, 0].into())).await.unwrap();
         let e = frames.next().await.unwrap().unwrap_err();
         assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
@@ -491,7 +594,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_message_within_the_deadline_and_long_pauses_between_messages_are_fine() {
         let (tx, body) = sent_body();
-        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE);
+        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE, roomy());
         let sent = [hello(), snapshot(20), heartbeat(3), snapshot(3)];
         let wire: Vec<Vec<u8>> = sent.iter().map(framed).collect();
         let sender = tokio::spawn(async move {
@@ -517,7 +620,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn time_the_reader_spends_elsewhere_does_not_count() {
         let (tx, body) = sent_body();
-        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE);
+        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE, roomy());
         let big = framed(&snapshot(20));
         let mut first = framed(&hello());
         first.extend_from_slice(&big[..100]);
@@ -547,7 +650,7 @@ mod tests {
     async fn a_first_message_too_big_for_a_hello_is_refused_at_its_header() {
         // Only the header: the registry must not wait for 1 MiB to refuse.
         let (tx, body) = sent_body();
-        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, PATIENT);
+        let mut frames = Frames::<wire::ExportRequest>::new(body, 4 << 20, PATIENT, roomy());
         let mut header = vec![0];
         header.extend_from_slice(&(1u32 << 20).to_be_bytes());
         tx.send(Ok(header.into())).await.unwrap();
@@ -563,5 +666,159 @@ mod tests {
             frames.held()
         );
         drop(tx);
+    }
+
+    /// A budget of exactly `bytes`, and its metrics.
+    fn tight(bytes: usize) -> Budget {
+        Budget::new(bytes, crate::metrics::BudgetMetrics::default())
+    }
+
+    /// The announced length of a framed message.
+    fn announced(framed: &[u8]) -> usize {
+        framed.len() - HEADER
+    }
+
+    /// A stream that said Hello and sent `sent` bytes of `big`.
+    async fn started(
+        budget: &Budget,
+        big: &[u8],
+        sent: usize,
+    ) -> (
+        tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+        Frames<wire::ExportRequest>,
+    ) {
+        let (tx, body) = sent_body();
+        let mut frames =
+            Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE, budget.clone());
+        let mut first = framed(&hello());
+        first.extend_from_slice(&big[..sent]);
+        tx.send(Ok(first.into())).await.unwrap();
+        assert_eq!(frames.next().await.unwrap().unwrap(), hello());
+        (tx, frames)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_stream_waits_for_the_budget_without_its_deadline_running() {
+        let big = framed(&snapshot(20));
+        let budget = tight(announced(&big));
+        let (a_tx, mut a) = started(&budget, &big, 100).await;
+        // A reserves its message when it is polled for it; then its
+        // reader is busy elsewhere (applying what came before) for long.
+        assert!(tokio::time::timeout(DEADLINE / 10, a.next()).await.is_err());
+        assert_eq!(budget.free(), 0);
+        let (b_tx, mut b) = started(&budget, &big, 100).await;
+        let b_reads = tokio::spawn(async move {
+            let got = b.next().await;
+            (got, b, tokio::time::Instant::now())
+        });
+        // B waits far longer than its deadline, and is not cut off: the
+        // wait is the hub's. Nor has it made room for its body.
+        tokio::time::sleep(5 * DEADLINE).await;
+        assert!(!b_reads.is_finished(), "B went on without the budget");
+        assert_eq!(budget.metrics().waits.get(), 1);
+        assert!(budget.metrics().reserved.get() <= announced(&big) as i64);
+        // A's message completes and is decoded: B gets the bytes.
+        a_tx.send(Ok(big[100..].to_vec().into())).await.unwrap();
+        let got = a.next().await;
+        assert!(matches!(got, Some(Ok(_))), "{got:?}");
+        // B now reads on; its deadline runs from here, not from its first
+        // byte: it is cut off DEADLINE after it got the budget.
+        let reserved_at = tokio::time::Instant::now();
+        let (got, b, ended_at) = b_reads.await.unwrap();
+        let e = got.unwrap().unwrap_err();
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+        assert_eq!(ended_at - reserved_at, DEADLINE);
+        // Cut off: its reservation is back, before the stream is dropped.
+        assert_eq!(budget.free(), announced(&big));
+        assert_eq!(budget.metrics().reserved.get(), 0);
+        assert!(budget.metrics().wait_seconds.get() >= (5 * DEADLINE).as_secs_f64());
+        drop((a, b, a_tx, b_tx));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_waiting_stream_proceeds_when_the_first_message_is_decoded() {
+        let big = framed(&snapshot(20));
+        let budget = tight(announced(&big));
+        let (a_tx, mut a) = started(&budget, &big, 100).await;
+        let a_reads = tokio::spawn(async move { (a.next().await, a) });
+        tokio::task::yield_now().await;
+        // B's header, then the rest of its message: it is not read (it
+        // would sit in HTTP/2's window) until A's is decoded.
+        let (b_tx, mut b) = started(&budget, &big, 100).await;
+        let b_reads = tokio::spawn(async move { b.next().await });
+        tokio::task::yield_now().await;
+        b_tx.send(Ok(big[100..].to_vec().into())).await.unwrap();
+        tokio::time::sleep(DEADLINE / 2).await;
+        assert!(!b_reads.is_finished());
+        a_tx.send(Ok(big[100..].to_vec().into())).await.unwrap();
+        let (got, _a) = a_reads.await.unwrap();
+        assert!(matches!(got, Some(Ok(_))), "{got:?}");
+        let got = b_reads.await.unwrap();
+        let Some(Ok(wire::ExportRequest {
+            message: Some(Req::Snapshot(s)),
+            ..
+        })) = got
+        else {
+            panic!("B's Snapshot: {got:?}");
+        };
+        assert_eq!(s.services.len(), 20);
+        // Decoded: given back.
+        assert_eq!(budget.free(), announced(&big));
+        drop(b_tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn small_messages_do_not_wait_behind_the_budget() {
+        let big = framed(&snapshot(20));
+        let budget = tight(announced(&big));
+        let (_a_tx, mut a) = started(&budget, &big, 100).await;
+        let _a_reads = tokio::spawn(async move { (a.next().await, a) });
+        tokio::task::yield_now().await;
+        assert_eq!(budget.free(), 0);
+        // Another stream's Hello and heartbeats go through meanwhile,
+        // each cut after its header (so not whole in one DATA frame).
+        let (b_tx, body) = sent_body();
+        let mut b = Frames::<wire::ExportRequest>::new(body, 4 << 20, DEADLINE, budget.clone());
+        let sent = [hello(), heartbeat(2), heartbeat(3)];
+        for message in sent {
+            let bytes = framed(&message);
+            b_tx.send(Ok(bytes[..HEADER + 1].to_vec().into()))
+                .await
+                .unwrap();
+            let tx = b_tx.clone();
+            let rest = bytes[HEADER + 1..].to_vec();
+            tokio::spawn(async move { tx.send(Ok(rest.into())).await });
+            let got = tokio::time::timeout(DEADLINE / 10, b.next())
+                .await
+                .expect("a small message does not wait for the budget");
+            assert_eq!(got.unwrap().unwrap(), message);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_goes_back_when_the_stream_ends_mid_message() {
+        let big = framed(&snapshot(20));
+        let budget = tight(announced(&big));
+        // The body ends inside the message.
+        let (tx, mut a) = started(&budget, &big, 100).await;
+        let a_reads = tokio::spawn(async move { (a.next().await, a) });
+        tokio::task::yield_now().await;
+        assert_eq!(budget.free(), 0);
+        drop(tx);
+        let (got, a) = a_reads.await.unwrap();
+        assert_eq!(got.unwrap().unwrap_err().code(), Code::Internal);
+        assert_eq!(budget.free(), announced(&big));
+        drop(a);
+        // The reader drops the stream mid-message (the client went away,
+        // the stream was superseded).
+        let (_tx, mut a) = started(&budget, &big, 100).await;
+        assert!(
+            tokio::time::timeout(DEADLINE / 2, a.next()).await.is_err(),
+            "the message is not whole"
+        );
+        assert_eq!(budget.free(), 0);
+        drop(a);
+        assert_eq!(budget.free(), announced(&big));
+        assert_eq!(budget.metrics().reserved.get(), 0);
     }
 }

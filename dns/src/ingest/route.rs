@@ -81,8 +81,9 @@ fn export(
     }
     let limits = &ingest.export.limits;
     let (max, deadline) = (limits.max_grpc_message_bytes, limits.export_message_timeout);
+    let budget = ingest.export.budget.clone();
     let request = Request::from_http(
-        request.map(|body| Frames::<wire::ExportRequest>::new(body, max, deadline)),
+        request.map(|body| Frames::<wire::ExportRequest>::new(body, max, deadline, budget)),
     );
     match ingest.open_export(request) {
         Err(status) => status.into_http(),

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::err_expect)]
 
 mod answer_policy;
+mod budget;
 mod check;
 mod credentials;
 mod dns_abuse;
