@@ -67,6 +67,7 @@ pub async fn serve_tcp(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let sources = Arc::new(Sources::new(limits.max_per_source));
+    let mut accept_errors = AcceptErrors::default();
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -78,7 +79,10 @@ pub async fn serve_tcp(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    warn!(error = %e, "tcp accept error");
+                    // Out of descriptors fails every 10 ms: one line a second.
+                    if let Some(suppressed) = accept_errors.note(Instant::now()) {
+                        warn!(error = %e, suppressed, "tcp accept error");
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
@@ -254,6 +258,29 @@ fn rest_of_message(buffered: &[u8]) -> usize {
 fn shrink(buffer: &mut Vec<u8>, need: usize) {
     if buffer.capacity() > need + SLACK {
         buffer.shrink_to(need);
+    }
+}
+
+/// Accept errors are logged at most once a second, with how many were not.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    /// An accept error at `now`: `Some(suppressed since the last line)` if
+    /// it is to be logged.
+    fn note(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .logged
+            .is_some_and(|logged| now.duration_since(logged) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.logged = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
     }
 }
 
@@ -473,6 +500,22 @@ mod tests {
             steady.capacity(),
             READ_CHUNK + SLACK,
             "within the slack: kept"
+        );
+    }
+
+    #[test]
+    fn accept_errors_are_logged_once_a_second_with_a_count() {
+        let mut errors = AcceptErrors::default();
+        let start = Instant::now();
+        assert_eq!(errors.note(start), Some(0), "the first is logged");
+        let logged: Vec<Option<u64>> = (1..=250)
+            .map(|i| errors.note(start + Duration::from_millis(10 * i)))
+            .collect();
+        // At 1.00 s, 2.00 s: each says how many were not logged before it.
+        assert_eq!(
+            logged.iter().flatten().collect::<Vec<_>>(),
+            [&99, &99],
+            "{logged:?}"
         );
     }
 
