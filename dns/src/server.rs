@@ -11,13 +11,13 @@
 //! however busy. Once [`OUTBOX_CAP`] bytes of replies are pending, nothing
 //! more is answered or read until they are written. At most
 //! `max_connections` are open at once, at most `max_per_source` of them
-//! from one address: more from it are closed on accept.
+//! from one source ([`source_key`]): more from it are closed on accept.
 
 // The answer path: every narrowing cast and every panic is written out.
 #![warn(clippy::cast_possible_truncation, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ use crate::registry::Registry;
 pub struct TcpLimits {
     /// Open at once, all sources (`--max-tcp-connections`).
     pub max_connections: usize,
-    /// Open at once from one address (`--max-tcp-connections-per-source`).
+    /// Open at once from one source (`--max-tcp-connections-per-source`).
     pub max_per_source: usize,
     /// Since the last answered query (`--tcp-idle-timeout`).
     pub idle: Duration,
@@ -284,9 +284,19 @@ impl AcceptErrors {
     }
 }
 
-/// Open connections per source address. Touched on accept and
+/// What connections are counted under: an IPv4 address (IPv4-mapped IPv6
+/// as IPv4) or an IPv6 /64, which one host or one subscriber usually holds
+/// whole (as the syncer's `registration::connections::client_key`).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+    }
+}
+
+/// Open connections per source ([`source_key`]). Touched on accept and
 /// close only, never on the answer path; it holds an entry only while that
-/// address has a connection open, so it is bounded by `--max-tcp-connections`.
+/// source has a connection open, so it is bounded by `--max-tcp-connections`.
 #[derive(Debug)]
 struct Sources {
     max: usize,
@@ -303,7 +313,7 @@ impl Sources {
 
     /// A slot for one more connection from `ip`, or `None` at the cap.
     fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
-        let ip = ip.to_canonical();
+        let ip = source_key(ip);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(ip).or_insert(0);
         if *count >= self.max {
@@ -516,6 +526,41 @@ mod tests {
             logged.iter().flatten().collect::<Vec<_>>(),
             [&99, &99],
             "{logged:?}"
+        );
+    }
+
+    #[test]
+    fn sources_are_addresses_and_ipv6_slash_64s() {
+        let key = |s: &str| source_key(s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])));
+        assert_eq!(key("192.0.2.1"), key("192.0.2.1"));
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_eq!(key("2001:db8:1:2::1").to_string(), "2001:db8:1:2::");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        // One /64 spraying addresses holds one source's share.
+        let sources = Arc::new(Sources::new(2));
+        let held: Vec<_> = ["2001:db8::1", "2001:db8::2"]
+            .iter()
+            .filter_map(|ip| sources.enter(ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))))
+            .collect();
+        assert_eq!(held.len(), 2);
+        assert!(
+            sources
+                .enter("2001:db8::3".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])))
+                .is_none()
+        );
+        assert!(
+            sources
+                .enter(
+                    "2001:db8:0:1::3"
+                        .parse()
+                        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+                )
+                .is_some()
         );
     }
 
