@@ -286,7 +286,7 @@ impl AcceptErrors {
 
 /// What connections are counted under: an IPv4 address (IPv4-mapped IPv6
 /// as IPv4) or an IPv6 /64, which one host or one subscriber usually holds
-/// whole (as the syncer's `registration::connections::client_key`).
+/// whole (as the registration API's per-client connection bounds).
 fn source_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
