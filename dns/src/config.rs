@@ -195,9 +195,12 @@ pub struct ServeArgs {
         default_value_t = 1_024
     )]
     pub max_tcp_connections: usize,
-    /// A DNS-over-TCP connection idle this long is closed.
+    /// A DNS-over-TCP connection is closed this long after its last answered query (or its opening); messages that get no answer do not count.
     #[arg(long = "tcp-idle-timeout", env = "MESHDNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub tcp_idle_timeout: Duration,
+    /// A DNS-over-TCP connection is closed this long after it was accepted, however busy (once the replies to what it sent are written).
+    #[arg(long = "max-tcp-connection-lifetime", env = "MESHDNS_MAX_TCP_CONNECTION_LIFETIME", default_value = "120s", value_parser = parse_duration)]
+    pub max_tcp_connection_lifetime: Duration,
     /// Most DNS-over-TCP connections open at once from one source address; more are closed on accept.
     #[arg(
         long = "max-tcp-connections-per-source",
@@ -320,6 +323,7 @@ pub struct Limits {
     pub max_export_bytes_in_flight: usize,
     pub max_tcp_connections: usize,
     pub tcp_idle_timeout: Duration,
+    pub max_tcp_connection_lifetime: Duration,
 }
 
 /// DNS abuse controls (cookies live in the [`Authority`]).
@@ -779,6 +783,7 @@ impl ServeArgs {
                 max_export_bytes_in_flight: self.max_export_bytes_in_flight,
                 max_tcp_connections: self.max_tcp_connections,
                 tcp_idle_timeout: self.tcp_idle_timeout,
+                max_tcp_connection_lifetime: self.max_tcp_connection_lifetime,
             },
             dns_abuse: DnsAbuse {
                 rrl_rate: self.rrl_rate,

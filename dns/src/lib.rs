@@ -340,6 +340,7 @@ pub async fn serve(
                 max_connections: config.limits.max_tcp_connections,
                 max_per_source: config.dns_abuse.max_tcp_connections_per_source,
                 idle: config.limits.tcp_idle_timeout,
+                lifetime: config.limits.max_tcp_connection_lifetime,
             },
             shutdown.clone(),
         ));

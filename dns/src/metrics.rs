@@ -208,7 +208,8 @@ struct ResultLabels {
     result: &'static str,
 }
 
-/// Counters of the DNS abuse controls (RRL, TCP per-source cap); atomics.
+/// Counters of the DNS abuse controls (RRL, TCP per-source cap, TCP
+/// closes); atomics.
 #[derive(Debug, Clone, Default)]
 pub struct AbuseCounters {
     /// UDP responses over `--rrl-rate`, not sent.
@@ -223,6 +224,8 @@ pub struct AbuseCounters {
     pub grpc_connections: Gauge,
     /// gRPC connections closed at once: over `--max-grpc-connections-per-source`.
     pub grpc_refused_per_source: Counter,
+    /// TCP connections the server closed, by reason ([`Self::tcp_closed`]).
+    tcp_closed: Family<ReasonLabels, Counter>,
 }
 
 impl AbuseCounters {
@@ -258,9 +261,33 @@ impl AbuseCounters {
             "gRPC connections closed on accept: over --max-grpc-connections-per-source",
             counters.grpc_refused_per_source.clone(),
         );
+        // Every reason shows from the first scrape, at 0.
+        for reason in TCP_CLOSE_REASONS {
+            let _ = counters.tcp_closed.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            });
+        }
+        registry.register(
+            "dns_tcp_closed",
+            "DNS-over-TCP connections closed by the server: idle (no answered query for --tcp-idle-timeout), lifetime (--max-tcp-connection-lifetime), slow_reader (replies not taken within --tcp-idle-timeout)",
+            counters.tcp_closed.clone(),
+        );
         counters
     }
+
+    /// A TCP connection the server closed, for `reason` (one of
+    /// [`TCP_CLOSE_REASONS`]); once per connection, not per query.
+    pub fn tcp_closed(&self, reason: &'static str) {
+        self.tcp_closed
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
 }
+
+/// Why the server closes a DNS-over-TCP connection.
+pub const TCP_CLOSE_REASONS: [&str; 3] = ["idle", "lifetime", "slow_reader"];
 
 /// What the answer path reports about one reply.
 #[derive(Debug, Clone, Copy, Default)]

@@ -585,3 +585,74 @@ async fn a_burst_of_queries_waits_in_the_receive_buffer() {
     assert_eq!(answered, BURST, "every query of the burst answered");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_messages_do_not_keep_a_tcp_connection_open() {
+    let server = TestServer::start(&["--tcp-idle-timeout", "1s"]).await;
+    let mut stream = TcpStream::connect(server.dns).await.unwrap();
+    let started = Instant::now();
+    let (mut reader, mut writer) = stream.split();
+    // An empty message every 200 ms for 6 s: none is a query.
+    let keepalive = async {
+        for _ in 0..30 {
+            if writer.write_all(&[0, 0]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let read = async {
+        let mut got = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(8), reader.read_to_end(&mut got)).await;
+        (got, end, started.elapsed())
+    };
+    let ((got, end, closed_at), ()) = tokio::join!(read, keepalive);
+    assert!(end.is_ok(), "the server closed the connection");
+    assert!(got.is_empty(), "no message was answered");
+    println!("kept alive by empty messages, closed after {closed_at:?}");
+    assert!(closed_at >= Duration::from_millis(900), "{closed_at:?}");
+    assert!(closed_at < Duration::from_millis(2500), "{closed_at:?}");
+    assert_eq!(
+        metric(&server, "meshdns_dns_tcp_closed_total{reason=\"idle\"}").await,
+        1
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_tcp_connection_is_closed_at_its_lifetime() {
+    let server = TestServer::start(&[
+        "--tcp-idle-timeout",
+        "1s",
+        "--max-tcp-connection-lifetime",
+        "2s",
+    ])
+    .await;
+    let mut stream = TcpStream::connect(server.dns).await.unwrap();
+    let started = Instant::now();
+    // A query every 300 ms, each answered, until the server closes: never
+    // idle for 1 s.
+    let mut answered = 0u16;
+    while tcp_query(&mut stream, answered + 1).await.is_ok() {
+        answered += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "a busy connection outlived its lifetime"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let closed_at = started.elapsed();
+    println!("{answered} queries answered, closed after {closed_at:?}");
+    assert!(answered >= 6, "{answered} queries answered");
+    assert!(closed_at >= Duration::from_millis(1900), "{closed_at:?}");
+    assert!(closed_at < Duration::from_millis(3000), "{closed_at:?}");
+    assert_eq!(
+        metric(&server, "meshdns_dns_tcp_closed_total{reason=\"lifetime\"}").await,
+        1
+    );
+    assert_eq!(
+        metric(&server, "meshdns_dns_tcp_closed_total{reason=\"idle\"}").await,
+        0
+    );
+    server.stop().await;
+}
