@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use ipnet::IpNet;
 use meshdns_proto::error::Problem;
-use meshdns_proto::model::{ExportSet, LabelValue, MAX_ZONES_PER_SERVICE, Mode};
+use meshdns_proto::model::{ExportSet, LabelValue, MAX_ZONES_PER_SERVICE, Mode, Port};
 
 use super::body::Registration;
 use super::error::ApiError;
@@ -59,6 +59,32 @@ impl Bounds {
                 why: format!(
                     "{} is exported in clusterip mode: a registered instance is not behind its ClusterIP",
                     key.service
+                ),
+            });
+        }
+        // The source keeps its ports (merge.rs): an instance registering
+        // others would be answered on the source's, so it is told now.
+        if let Some(export) = exported
+            && registration.ports.iter().collect::<HashSet<_>>()
+                != export.ports().iter().collect::<HashSet<_>>()
+        {
+            let names = |ports: &[Port]| {
+                ports
+                    .iter()
+                    .map(|p| match &p.name {
+                        Some(name) => format!("{name}:{}", p.port),
+                        None => p.port.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(ApiError::Conflict {
+                field: "ports".into(),
+                why: format!(
+                    "{} is exported by the cluster with ports [{}]: an instance joins it on those, so it registers those (it registered [{}])",
+                    key.service,
+                    names(export.ports()),
+                    names(&registration.ports)
                 ),
             });
         }
@@ -173,6 +199,77 @@ mod tests {
         assert!(
             tight
                 .service(&key("vm-3"), &reg("10.9.0.3", "z3"), None, &live)
+                .is_ok()
+        );
+    }
+
+    /// Audit finding: an instance that registered other ports than the
+    /// source's service was accepted (201) and answered on the source's.
+    #[test]
+    fn an_instance_of_a_source_service_registers_its_ports() {
+        let bounds = Bounds {
+            cidrs: vec!["10.9.0.0/16".parse().unwrap()],
+            max_endpoints: 100,
+        };
+        let with_ports = |ports: serde_json::Value| {
+            let body: RegistrationBody = serde_json::from_value(serde_json::json!({
+                "addresses": ["10.9.0.5"], "ports": ports, "ttl_seconds": 10,
+            }))
+            .unwrap();
+            let ttl = TtlBounds {
+                min: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+            };
+            body.validate(&key("x").service, ttl, meshdns_proto::model::DEFAULT_WEIGHT)
+                .unwrap()
+        };
+        // The source's shop/web: http 80 and metrics 9090.
+        let source_ports =
+            serde_json::json!([{"name": "http", "port": 80}, {"name": "metrics", "port": 9090}]);
+        let mut source = ExportSet {
+            cluster: meshdns_proto::fixtures::cluster("east-1"),
+            services: Default::default(),
+        };
+        let web = meshdns_proto::model::ServiceExport::new(
+            key("x").service,
+            with_ports(source_ports.clone()).ports,
+            Mode::Endpoints,
+            Vec::new(),
+            vec![meshdns_proto::model::Endpoint::ready(
+                "10.1.0.11".parse().unwrap(),
+            )],
+            meshdns_proto::model::Policy::default(),
+        )
+        .unwrap();
+        source.services.insert(key("x").service, Arc::new(web));
+        let live = Live::new();
+        let err = bounds
+            .service(
+                &key("vm-1"),
+                &with_ports(serde_json::json!([{"name": "http", "port": 9999}])),
+                Some(&source),
+                &live,
+            )
+            .unwrap_err();
+        assert_eq!((err.status().as_u16(), err.field()), (409, Some("ports")));
+        assert!(err.to_string().contains("http:80, metrics:9090"), "{err}");
+        // The same ports, in another order: joins.
+        let reordered =
+            serde_json::json!([{"name": "metrics", "port": 9090}, {"name": "http", "port": 80}]);
+        assert!(
+            bounds
+                .service(&key("vm-1"), &with_ports(reordered), Some(&source), &live)
+                .is_ok()
+        );
+        // A service only registrations export takes the instances' own.
+        assert!(
+            bounds
+                .service(
+                    &key("vm-1"),
+                    &with_ports(serde_json::json!([{"port": 9999}])),
+                    None,
+                    &live
+                )
                 .is_ok()
         );
     }
