@@ -18,9 +18,9 @@ use super::validate::{Checked, Refused, log_line, over_limit, removals, summariz
 use crate::auth::{Auth, Credential, Principal};
 use crate::config::Limits;
 use crate::error::Error;
-use crate::fleet::{ClusterRules, Fleet};
+use crate::fleet::{ClusterRules, Fleet, Withdrawn};
 use crate::metrics::Metrics;
-use crate::registry::{Registry, Session, Writer};
+use crate::registry::{Allowed, Registry, Session, Writer};
 
 /// What an Export stream works with.
 pub(super) struct Context {
@@ -72,7 +72,10 @@ struct Pending {
 }
 
 /// Services the fleet file does not let this cluster export become
-/// refusals (their last good version is kept). Only the services from
+/// refusals, and their last version leaves with them (`disallowed`):
+/// unlike a bad endpoint, what the file forbids must stop being
+/// answered, or narrowing the file would change nothing a cluster
+/// already exported. Only the services from
 /// index `from` on are checked (a Snapshot's earlier parts were checked as
 /// they came).
 fn police(rules: Option<&ClusterRules>, checked: &mut Checked, from: usize) {
@@ -83,7 +86,7 @@ fn police(rules: Option<&ClusterRules>, checked: &mut Checked, from: usize) {
         match rules.refuse(&service) {
             None => kept.push(service),
             Some(reason) => {
-                checked.keep.insert(service.key().clone());
+                checked.disallowed.insert(service.key().clone());
                 let refusal = wire::Refusal {
                     key: Some(service.key().into()),
                     reason,
@@ -227,7 +230,8 @@ impl Stream<'_> {
                 )
                 .await;
                 self.names = std::mem::take(&mut checked.names);
-                let (gone, refused) = removals(&delta.removals, self.max_services());
+                let (mut gone, refused) = removals(&delta.removals, self.max_services());
+                gone.append(&mut checked.disallowed);
                 let mut refusals = checked.refusals;
                 refusals.extend(refused);
                 let upserts: Vec<ServiceExport> = checked.valid;
@@ -297,6 +301,33 @@ fn check_hello(cx: &Context, who: &Principal, first: wire::ExportRequest) -> Res
         rules,
         refused,
     })
+}
+
+/// The stream's cluster no longer has the rules it opened with: what it
+/// holds that the new rules refuse leaves the answers now (all of it, if
+/// the fleet file no longer names it), and the stream ends saying why, so
+/// its syncer reconnects under the new rules or is refused at Hello.
+async fn follow_rules(cx: &Context, session: Arc<Session>, withdrawn: Withdrawn) -> Error {
+    let cluster = session.cluster.clone();
+    let path = cx.fleet.path();
+    let (allowed, error): (Allowed, _) = match withdrawn {
+        Withdrawn::Changed(rules) => (
+            Box::new(move |s| rules.refuse(s).is_none()),
+            Error::RulesChanged(format!(
+                "the fleet file (--clusters) {path} changed the rules of cluster {cluster}; reconnect to export under the new ones"
+            )),
+        ),
+        Withdrawn::Removed => (
+            Box::new(|_| false),
+            Error::NotAllowed(format!(
+                "the fleet file (--clusters) {path} no longer names cluster {cluster}, so it may not export"
+            )),
+        ),
+    };
+    if let Ok(withdrawn @ 1..) = cx.writer.withdraw(session, allowed).await {
+        info!(%cluster, services = withdrawn, "withdrew the services the fleet file no longer allows");
+    }
+    error
 }
 
 /// Holds one of `--max-pending-hellos` until dropped.
@@ -376,6 +407,9 @@ pub(super) async fn export_stream(
         }
     };
     let generation = first.generation;
+    // Taken before the Hello reads the rules: a reload from here on is
+    // seen by the loop below.
+    let mut reloads = cx.fleet.reloads();
     let Hello {
         cluster,
         rules,
@@ -455,6 +489,10 @@ pub(super) async fn export_stream(
             revoked = credential.revoked() => {
                 metrics.stream_revoked();
                 break Some(Error::Revoked(revoked));
+            }
+            withdrawn = cx.fleet.withdrawn(&stream.session.cluster, stream.rules.as_deref(), &mut reloads) => {
+                metrics.export_event("rules_changed");
+                break Some(follow_rules(&cx, stream.session.clone(), withdrawn).await);
             }
             request = next(&mut requests) => request,
         };

@@ -130,6 +130,39 @@ impl Registry {
         Ok(over)
     }
 
+    /// Removes the services of `session`'s cluster that `allowed`
+    /// refuses, if the session still speaks for it: what the fleet file
+    /// stops allowing leaves the answers now, not when the cluster
+    /// reconnects. Not a sign of life. Returns how many left.
+    pub(super) fn withdraw_in(
+        state: &mut State,
+        dirty: &mut Dirty,
+        session: &Session,
+        allowed: &(dyn Fn(&ServiceExport) -> bool + Send),
+    ) -> usize {
+        let Some(entry) = state.clusters.get_mut(&session.cluster) else {
+            return 0;
+        };
+        if entry
+            .session
+            .as_ref()
+            .is_none_or(|(id, _)| *id != session.id)
+        {
+            return 0;
+        }
+        let removals: BTreeSet<ServiceKey> = entry
+            .services
+            .values()
+            .filter(|s| !allowed(s))
+            .map(|s| s.key().clone())
+            .collect();
+        let count = removals.len();
+        if count > 0 {
+            entry.apply_delta(Vec::new(), removals, dirty);
+        }
+        count
+    }
+
     /// Services already known fleet-wide take the known key's strings.
     pub(super) fn share_keys(&self, services: &mut [ServiceExport]) {
         let current = self.snapshot.load();

@@ -48,6 +48,9 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// Which of a cluster's services may stay ([`Writer::withdraw`]).
+pub type Allowed = Box<dyn Fn(&ServiceExport) -> bool + Send>;
+
 impl Writer {
     /// Starts the writer thread for `registry`. It ends when every
     /// `Writer` clone is dropped.
@@ -117,6 +120,15 @@ impl Writer {
             r.apply_delta_in(s, d, &session, upserts, removals)
         })
         .await?
+    }
+
+    /// Removes the session's services that `allowed` refuses (the fleet
+    /// file changed); how many left.
+    pub async fn withdraw(&self, session: Arc<Session>, allowed: Allowed) -> Result<usize, Error> {
+        self.job(false, move |_, s, d| {
+            Registry::withdraw_in(s, d, &session, &*allowed)
+        })
+        .await
     }
 
     /// [`Registry::heartbeat`], through the writer.
