@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::bounded;
+use crate::registry::{Allowed, Writer};
 
 /// What one cluster may claim.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -170,7 +171,7 @@ impl Settle {
 #[derive(Debug)]
 pub enum Withdrawn {
     /// The file gives the cluster other rules now.
-    Changed(Arc<ClusterRules>),
+    Changed,
     /// The file no longer names the cluster.
     Removed,
 }
@@ -247,10 +248,47 @@ impl Fleet {
             }
             match self.rules(cluster) {
                 Ok(now) if now.as_deref() == held => {}
-                Ok(Some(now)) => return Withdrawn::Changed(now),
+                Ok(Some(_)) => return Withdrawn::Changed,
                 // No fleet file now: not after one was loaded.
                 Ok(None) => {}
                 Err(_) => return Withdrawn::Removed,
+            }
+        }
+    }
+
+    /// Brings what the registry holds under the rules in force, at start
+    /// (a restored state file's clusters) and after each reload, until
+    /// `shutdown`: every service the rules refuse leaves (every service
+    /// of a cluster the file does not name), connected cluster or not.
+    /// Without a fleet file, nothing.
+    pub async fn enforce(self: Arc<Self>, writer: Writer, shutdown: CancellationToken) {
+        if self.path.is_none() {
+            return;
+        }
+        let mut reloads = self.reloads();
+        reloads.mark_changed();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = reloads.changed() => if changed.is_err() { return },
+            }
+            let Some(rules) = Option::clone(&self.rules.load()) else {
+                continue;
+            };
+            let allowed: Allowed = Box::new(move |cluster, service| {
+                rules
+                    .get(cluster)
+                    .is_some_and(|r| r.refuse(service).is_none())
+            });
+            match writer.enforce(allowed).await {
+                Ok(0) => {}
+                Ok(withdrawn) => {
+                    info!(
+                        services = withdrawn,
+                        "withdrew the services the fleet file no longer allows"
+                    )
+                }
+                Err(_) => return,
             }
         }
     }
@@ -439,14 +477,12 @@ mod tests {
             .is_err()
         );
         assert!(fleet.rules(&east).is_ok());
-        // Narrowed: woken with the new rules.
+        // Narrowed: woken, with the new rules in force.
         std::fs::write(&path, "clusters:\n  east-1:\n    namespaces: [data]\n").unwrap();
-        match withdrawn(held, fleet.reloads()).await {
-            Ok(Withdrawn::Changed(now)) => {
-                assert!(now.namespaces.as_ref().unwrap().contains("data"))
-            }
-            other => panic!("{other:?}"),
-        }
+        let changed = withdrawn(held, fleet.reloads()).await;
+        assert!(matches!(changed, Ok(Withdrawn::Changed)), "{changed:?}");
+        let now = fleet.rules(&east).unwrap().unwrap();
+        assert!(now.namespaces.as_ref().unwrap().contains("data"));
         // Dropped: woken as removed.
         let held = fleet.rules(&east).unwrap();
         std::fs::write(&path, "clusters:\n  west-1:\n").unwrap();

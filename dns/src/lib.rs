@@ -431,6 +431,7 @@ pub async fn serve(
         })?,
     );
     tasks.spawn(fleet.clone().follow(shutdown.clone()));
+    tasks.spawn(fleet.clone().enforce(writer.clone(), shutdown.clone()));
     let lifetimes = config.lifetimes;
     // A peer that stops answering PINGs (frozen, partitioned, its host
     // gone) is dropped in keepalive + timeout, and its stream ends.

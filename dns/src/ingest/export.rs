@@ -20,7 +20,7 @@ use crate::config::Limits;
 use crate::error::Error;
 use crate::fleet::{ClusterRules, Fleet, Withdrawn};
 use crate::metrics::Metrics;
-use crate::registry::{Allowed, Registry, Session, Writer};
+use crate::registry::{Registry, Session, Writer};
 
 /// What an Export stream works with.
 pub(super) struct Context {
@@ -303,31 +303,21 @@ fn check_hello(cx: &Context, who: &Principal, first: wire::ExportRequest) -> Res
     })
 }
 
-/// The stream's cluster no longer has the rules it opened with: what it
-/// holds that the new rules refuse leaves the answers now (all of it, if
-/// the fleet file no longer names it), and the stream ends saying why, so
-/// its syncer reconnects under the new rules or is refused at Hello.
-async fn follow_rules(cx: &Context, session: Arc<Session>, withdrawn: Withdrawn) -> Error {
-    let cluster = session.cluster.clone();
-    let path = cx.fleet.path();
-    let (allowed, error): (Allowed, _) = match withdrawn {
-        Withdrawn::Changed(rules) => (
-            Box::new(move |s| rules.refuse(s).is_none()),
-            Error::RulesChanged(format!(
-                "the fleet file (--clusters) {path} changed the rules of cluster {cluster}; reconnect to export under the new ones"
-            )),
-        ),
-        Withdrawn::Removed => (
-            Box::new(|_| false),
-            Error::NotAllowed(format!(
-                "the fleet file (--clusters) {path} no longer names cluster {cluster}, so it may not export"
-            )),
-        ),
-    };
-    if let Ok(withdrawn @ 1..) = cx.writer.withdraw(session, allowed).await {
-        info!(%cluster, services = withdrawn, "withdrew the services the fleet file no longer allows");
+/// Why a stream ends when its cluster no longer has the rules it opened
+/// with, so its syncer reconnects under the new rules or is refused at
+/// Hello. What it holds was already brought under the new rules
+/// ([`Fleet::enforce`]).
+fn rules_changed(fleet: &Fleet, session: &Session, withdrawn: Withdrawn) -> Error {
+    let path = fleet.path();
+    let cluster = &session.cluster;
+    match withdrawn {
+        Withdrawn::Changed => Error::RulesChanged(format!(
+            "the fleet file (--clusters) {path} changed the rules of cluster {cluster}; reconnect to export under the new ones"
+        )),
+        Withdrawn::Removed => Error::NotAllowed(format!(
+            "the fleet file (--clusters) {path} no longer names cluster {cluster}, so it may not export"
+        )),
     }
-    error
 }
 
 /// Holds one of `--max-pending-hellos` until dropped.
@@ -492,7 +482,7 @@ pub(super) async fn export_stream(
             }
             withdrawn = cx.fleet.withdrawn(&stream.session.cluster, stream.rules.as_deref(), &mut reloads) => {
                 metrics.export_event("rules_changed");
-                break Some(follow_rules(&cx, stream.session.clone(), withdrawn).await);
+                break Some(rules_changed(&cx.fleet, &stream.session, withdrawn));
             }
             request = next(&mut requests) => request,
         };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use meshdns_proto::model::{ClusterName, ServiceExport, ServiceKey};
 
-use super::{Change, Dirty, Registry, Session, State};
+use super::{Allowed, Change, Dirty, Registry, Session, State};
 use crate::error::Error;
 
 impl Registry {
@@ -130,35 +130,24 @@ impl Registry {
         Ok(over)
     }
 
-    /// Removes the services of `session`'s cluster that `allowed`
-    /// refuses, if the session still speaks for it: what the fleet file
-    /// stops allowing leaves the answers now, not when the cluster
-    /// reconnects. Not a sign of life. Returns how many left.
-    pub(super) fn withdraw_in(
-        state: &mut State,
-        dirty: &mut Dirty,
-        session: &Session,
-        allowed: &(dyn Fn(&ServiceExport) -> bool + Send),
-    ) -> usize {
-        let Some(entry) = state.clusters.get_mut(&session.cluster) else {
-            return 0;
-        };
-        if entry
-            .session
-            .as_ref()
-            .is_none_or(|(id, _)| *id != session.id)
-        {
-            return 0;
-        }
-        let removals: BTreeSet<ServiceKey> = entry
-            .services
-            .values()
-            .filter(|s| !allowed(s))
-            .map(|s| s.key().clone())
-            .collect();
-        let count = removals.len();
-        if count > 0 {
-            entry.apply_delta(Vec::new(), removals, dirty);
+    /// Removes every service that `allowed` refuses, of every cluster,
+    /// connected or not: what the fleet file stops allowing leaves the
+    /// answers now, not when the cluster reconnects, goes stale or is
+    /// purged (a stale cluster's services are served fail-open until
+    /// then). Not a sign of life. Returns how many left.
+    pub(super) fn enforce_in(state: &mut State, dirty: &mut Dirty, allowed: &Allowed) -> usize {
+        let mut count = 0;
+        for (name, entry) in &mut state.clusters {
+            let removals: BTreeSet<ServiceKey> = entry
+                .services
+                .values()
+                .filter(|s| !allowed(name, s))
+                .map(|s| s.key().clone())
+                .collect();
+            if !removals.is_empty() {
+                count += removals.len();
+                entry.apply_delta(Vec::new(), removals, dirty);
+            }
         }
         count
     }

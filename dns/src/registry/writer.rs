@@ -48,8 +48,8 @@ impl std::fmt::Debug for Job {
     }
 }
 
-/// Which of a cluster's services may stay ([`Writer::withdraw`]).
-pub type Allowed = Box<dyn Fn(&ServiceExport) -> bool + Send>;
+/// Which of a cluster's services may stay ([`Writer::enforce`]).
+pub type Allowed = Box<dyn Fn(&ClusterName, &ServiceExport) -> bool + Send>;
 
 impl Writer {
     /// Starts the writer thread for `registry`. It ends when every
@@ -122,13 +122,11 @@ impl Writer {
         .await?
     }
 
-    /// Removes the session's services that `allowed` refuses (the fleet
-    /// file changed); how many left.
-    pub async fn withdraw(&self, session: Arc<Session>, allowed: Allowed) -> Result<usize, Error> {
-        self.job(false, move |_, s, d| {
-            Registry::withdraw_in(s, d, &session, &*allowed)
-        })
-        .await
+    /// [`Registry::enforce_in`], through the writer: removes every
+    /// service `allowed` refuses (the fleet file changed); how many left.
+    pub async fn enforce(&self, allowed: Allowed) -> Result<usize, Error> {
+        self.job(false, move |_, s, d| Registry::enforce_in(s, d, &allowed))
+            .await
     }
 
     /// [`Registry::heartbeat`], through the writer.

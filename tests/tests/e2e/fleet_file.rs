@@ -95,7 +95,7 @@ async fn narrowing_the_fleet_file_takes_back_what_a_connected_cluster_exported()
 }
 
 #[tokio::test]
-async fn a_cluster_narrowed_while_away_keeps_nothing_the_file_forbids() {
+async fn a_cluster_narrowed_while_away_loses_what_the_file_forbids_at_once() {
     let dir = TempDir::new("fleet-away");
     let fleet = dir.write("clusters.yaml", BOTH);
     let hub = ServeProc::start(&[
@@ -127,10 +127,18 @@ async fn a_cluster_narrowed_while_away_keeps_nothing_the_file_forbids() {
             l.contains("fleet file reloaded").then_some(())
         })
         .await;
-    // Back: its Snapshot's web.shop is refused, and the version held
-    // from before is not kept (a bad endpoint's would be).
-    let _east_1 = syncer(&dir, "east-1.yaml", EAST_1, &hub);
+    // What it holds leaves at once, not when it goes stale (a service
+    // only stale clusters hold is served from them, fail-open).
     answers(&hub, "web.shop.global", &[]).await;
+    assert_eq!(a(&hub, "db.data.global").await, ["10.1.2.10"]);
+    // Back: its Snapshot's web.shop is refused and stays out.
+    let _east_1 = syncer(&dir, "east-1.yaml", EAST_1, &hub);
+    hub.logs
+        .wait(Duration::from_secs(10), "web.shop refused", |l| {
+            l.contains("namespace shop is not one").then_some(())
+        })
+        .await;
+    assert_eq!(a(&hub, "web.shop.global").await, Vec::<String>::new());
     assert_eq!(a(&hub, "db.data.global").await, ["10.1.2.10"]);
 }
 
