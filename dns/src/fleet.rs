@@ -272,25 +272,30 @@ impl Fleet {
                 _ = shutdown.cancelled() => return,
                 changed = reloads.changed() => if changed.is_err() { return },
             }
-            let Some(rules) = Option::clone(&self.rules.load()) else {
-                continue;
-            };
-            let allowed: Allowed = Box::new(move |cluster, service| {
-                rules
-                    .get(cluster)
-                    .is_some_and(|r| r.refuse(service).is_none())
-            });
-            match writer.enforce(allowed).await {
-                Ok(0) => {}
-                Ok(withdrawn) => {
-                    info!(
-                        services = withdrawn,
-                        "withdrew the services the fleet file no longer allows"
-                    )
-                }
-                Err(_) => return,
+            if self.enforce_once(&writer).await.is_err() {
+                return;
             }
         }
+    }
+
+    /// Removes from the registry every service the rules in force refuse.
+    pub async fn enforce_once(&self, writer: &Writer) -> Result<(), crate::Error> {
+        let Some(rules) = Option::clone(&self.rules.load()) else {
+            return Ok(());
+        };
+        let allowed: Allowed = Box::new(move |cluster, service| {
+            rules
+                .get(cluster)
+                .is_some_and(|r| r.refuse(service).is_none())
+        });
+        let withdrawn = writer.enforce(allowed).await?;
+        if withdrawn > 0 {
+            info!(
+                services = withdrawn,
+                "withdrew the services the fleet file no longer allows"
+            );
+        }
+        Ok(())
     }
 
     /// Re-reads the file when its content changes, until `shutdown`: new

@@ -303,11 +303,14 @@ fn check_hello(cx: &Context, who: &Principal, first: wire::ExportRequest) -> Res
     })
 }
 
-/// Why a stream ends when its cluster no longer has the rules it opened
-/// with, so its syncer reconnects under the new rules or is refused at
-/// Hello. What it holds was already brought under the new rules
-/// ([`Fleet::enforce`]).
-fn rules_changed(fleet: &Fleet, session: &Session, withdrawn: Withdrawn) -> Error {
+/// The stream's cluster no longer has the rules it opened with: what the
+/// registry holds is brought under the new rules once more (a message
+/// this stream applied under the old ones may have landed after the
+/// reload's [`Fleet::enforce`]), and the stream ends saying why, so its
+/// syncer reconnects under the new rules or is refused at Hello.
+async fn rules_changed(cx: &Context, session: &Session, withdrawn: Withdrawn) -> Error {
+    let fleet = &cx.fleet;
+    let _ = fleet.enforce_once(&cx.writer).await;
     let path = fleet.path();
     let cluster = &session.cluster;
     match withdrawn {
@@ -482,7 +485,7 @@ pub(super) async fn export_stream(
             }
             withdrawn = cx.fleet.withdrawn(&stream.session.cluster, stream.rules.as_deref(), &mut reloads) => {
                 metrics.export_event("rules_changed");
-                break Some(rules_changed(&cx.fleet, &stream.session, withdrawn));
+                break Some(rules_changed(&cx, &stream.session, withdrawn).await);
             }
             request = next(&mut requests) => request,
         };
