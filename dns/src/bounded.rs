@@ -15,7 +15,7 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
     #[error("it is not a regular file")]
     NotAFile,
-    #[error("it is over the limit of {cap} bytes; the previous one stays in force")]
+    #[error("it is over the limit of {cap} bytes")]
     TooBig { cap: usize },
 }
 
