@@ -91,12 +91,12 @@ fn from_certificate(der: &[u8], trust_domain: &str) -> Option<Caller> {
     })
 }
 
-/// SHA-256 of a file's bytes: what "the token file changed" means.
-fn content_digest(bytes: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
+/// Largest token file read (a line is ~60 bytes: some 17 000 tokens).
+/// A bigger one is refused naming the cap; the tokens in force stay.
+pub const MAX_TOKEN_FILE_BYTES: usize = 1024 * 1024;
+
+fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, TokenFileError> {
+    Ok(crate::bounded::read(path, MAX_TOKEN_FILE_BYTES)?)
 }
 
 fn read_token_file(bytes: &[u8]) -> Result<Vec<(tokens::TokenDigest, Principal)>, TokenFileError> {
@@ -127,8 +127,11 @@ impl Auth {
     ) -> Result<Self, TokenFileError> {
         let (tokens, loaded) = match &token_file {
             Some(path) => {
-                let bytes = std::fs::read(path).map_err(TokenFileError::Read)?;
-                (read_token_file(&bytes)?, Some(content_digest(&bytes)))
+                let bytes = read_bounded(path)?;
+                (
+                    read_token_file(&bytes)?,
+                    Some(crate::bounded::digest(&bytes)),
+                )
             }
             None => (Vec::new(), None),
         };
@@ -242,7 +245,7 @@ impl Auth {
                 _ = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let bytes = match std::fs::read(&path) {
+            let bytes = match read_bounded(&path) {
                 Ok(bytes) => {
                     unreadable = false;
                     bytes
@@ -256,7 +259,7 @@ impl Auth {
                     continue;
                 }
             };
-            let digest = content_digest(&bytes);
+            let digest = crate::bounded::digest(&bytes);
             if Some(digest) == applied || Some(digest) == rejected {
                 pending = None;
                 continue;
@@ -352,6 +355,28 @@ mod tests {
         let revoked = tokio::time::timeout(Duration::from_secs(1), east.revoked()).await;
         assert_eq!(revoked, Ok(Revoked::Token));
         stop.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_token_file_over_the_cap_is_refused_naming_it() {
+        let dir = std::env::temp_dir().join(format!("meshdns-auth-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens");
+        let mut text = format!("{EAST} cluster:east-1\n");
+        text.push_str(&"#".repeat(MAX_TOKEN_FILE_BYTES));
+        std::fs::write(&path, text).unwrap();
+        let err = Auth::new(
+            "meshdns".into(),
+            Some(path),
+            false,
+            Arc::new(Metrics::new()),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("over the limit of 1048576 bytes"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

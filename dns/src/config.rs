@@ -182,7 +182,7 @@ pub struct ServeArgs {
         default_value_t = 1_024
     )]
     pub max_grpc_connections_per_source: usize,
-    /// Fleet file (YAML): per cluster, the client CIDRs, endpoint CIDRs and namespaces it may claim and its services limit; clusters not named may not export. Re-read on change; a bad file keeps the last good one.
+    /// Fleet file (YAML): per cluster, the client CIDRs, endpoint CIDRs and namespaces it may claim and its services limit; clusters not named may not export. Re-read on change (at most 1 MiB; applied once two reads a second apart agree); a bad or oversized file keeps the last good one. A reload ends the streams of clusters whose rules changed and removes what the new rules refuse.
     #[arg(long = "clusters", env = "MESHDNS_CLUSTERS")]
     pub clusters: Option<std::path::PathBuf>,
     /// Traffic policy file (YAML): per cluster weight, drain and provider; per service (namespace/name) weight and drain overrides, failover order, primary and min-healthy; per region a default failover order. Re-read on change; a bad file keeps the policy in force. Followers take their upstream's policy instead.

@@ -43,6 +43,10 @@ pub enum Error {
     /// The fleet file does not let this cluster export (or claim this).
     #[error("{0}")]
     NotAllowed(String),
+    /// A reload of the fleet file changed the rules of this stream's
+    /// cluster; retryable: the syncer reconnects under the new rules.
+    #[error("{0}")]
+    RulesChanged(String),
     /// The stream's credential was revoked or expired; not retryable
     /// with the same credential.
     #[error(transparent)]
@@ -150,7 +154,7 @@ impl From<Error> for tonic::Status {
             }
             Error::HelloTimeout(_) => tonic::Status::deadline_exceeded(message),
             Error::NotAllowed(_) => tonic::Status::permission_denied(message),
-            Error::Superseded(_) => tonic::Status::aborted(message),
+            Error::Superseded(_) | Error::RulesChanged(_) => tonic::Status::aborted(message),
             Error::ShuttingDown => tonic::Status::unavailable(message),
             Error::Revoked(revoked) => revoked.into(),
             Error::MessageTooLarge(_) => tonic::Status::resource_exhausted(message),

@@ -9,6 +9,7 @@
 //! - [`tls`]: the gRPC listener's TLS, re-read when its files change.
 //! - [`ingest`]: the gRPC `Registry` service: wire -> model -> registry.
 //! - [`fleet`]: `--clusters`: what each cluster may claim (CIDRs, namespaces, limits).
+//! - [`bounded`]: operators' files read with a size cap, compared by digest.
 //! - [`policy`]: `--policy`: the traffic policy (weights, drains, failover orders), re-read on change.
 //! - [`follow`]: `serve --follow`: mirror another registry through Watch.
 //! - [`registry`]: the writer side; publishes [`snapshot::Snapshot`]s.
@@ -44,6 +45,7 @@
 pub mod admin;
 pub mod auth;
 pub mod authority;
+pub mod bounded;
 pub mod check;
 pub mod config;
 pub mod cookie;
@@ -412,6 +414,7 @@ pub async fn serve(
         })?,
     );
     tasks.spawn(fleet.clone().follow(shutdown.clone()));
+    tasks.spawn(fleet.clone().enforce(writer.clone(), shutdown.clone()));
     let lifetimes = config.lifetimes;
     // A peer that stops answering PINGs (frozen, partitioned, its host
     // gone) is dropped in keepalive + timeout, and its stream ends.

@@ -53,7 +53,7 @@ pub use session::Session;
 use session::unix_ms;
 use state::State;
 pub use status::{Change, ClusterStatus, FullState};
-pub use writer::Writer;
+pub use writer::{Allowed, Writer};
 
 /// The fleet-wide registry.
 pub struct Registry {

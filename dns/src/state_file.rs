@@ -99,6 +99,11 @@ pub fn save(registry: &Registry, path: &Path) -> std::io::Result<()> {
     write_atomically(path, &encode(registry))
 }
 
+/// Largest state file loaded: far above what a registry holds in memory
+/// (a million endpoints save to ~100 MB); a bigger file is not one
+/// meshdns wrote, and is refused naming the cap rather than read whole.
+pub const MAX_STATE_FILE_BYTES: usize = 1024 * 1024 * 1024;
+
 /// What a start-up restored from the state file.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Restored {
@@ -117,9 +122,9 @@ pub fn load(
     keep_policy: bool,
     cluster_ttl: Option<Duration>,
 ) -> Restored {
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::bounded::read(path, MAX_STATE_FILE_BYTES) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Restored::default(),
+        Err(e) if e.is_not_found() => return Restored::default(),
         Err(e) => {
             warn!(path = %path.display(), error = %e, "cannot read the state file; starting empty");
             return Restored::default();

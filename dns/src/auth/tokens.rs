@@ -20,8 +20,8 @@ pub use meshdns_proto::token_digest::{MIN_TOKEN_LEN, TokenDigest};
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
     /// The cause is part of the message: it ends up in a flag's error.
-    #[error("cannot read it: {0}")]
-    Read(std::io::Error),
+    #[error(transparent)]
+    Read(#[from] crate::bounded::ReadError),
     #[error("it is not UTF-8")]
     NotUtf8,
     #[error("line {line}: want `<token> cluster:<name>` or `<token> reader:<name>`")]

@@ -18,7 +18,7 @@ use super::validate::{Checked, Refused, log_line, over_limit, removals, summariz
 use crate::auth::{Auth, Credential, Principal};
 use crate::config::Limits;
 use crate::error::Error;
-use crate::fleet::{ClusterRules, Fleet};
+use crate::fleet::{ClusterRules, Fleet, Withdrawn};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Session, Writer};
 
@@ -74,7 +74,10 @@ struct Pending {
 }
 
 /// Services the fleet file does not let this cluster export become
-/// refusals (their last good version is kept). Only the services from
+/// refusals, and their last version leaves with them (`disallowed`):
+/// unlike a bad endpoint, what the file forbids must stop being
+/// answered, or narrowing the file would change nothing a cluster
+/// already exported. Only the services from
 /// index `from` on are checked (a Snapshot's earlier parts were checked as
 /// they came).
 fn police(rules: Option<&ClusterRules>, checked: &mut Checked, from: usize) {
@@ -85,7 +88,7 @@ fn police(rules: Option<&ClusterRules>, checked: &mut Checked, from: usize) {
         match rules.refuse(&service) {
             None => kept.push(service),
             Some(reason) => {
-                checked.keep.insert(service.key().clone());
+                checked.disallowed.insert(service.key().clone());
                 let refusal = wire::Refusal {
                     key: Some(service.key().into()),
                     reason,
@@ -229,7 +232,8 @@ impl Stream<'_> {
                 )
                 .await;
                 self.names = std::mem::take(&mut checked.names);
-                let (gone, refused) = removals(&delta.removals, self.max_services());
+                let (mut gone, refused) = removals(&delta.removals, self.max_services());
+                gone.append(&mut checked.disallowed);
                 let mut refusals = checked.refusals;
                 refusals.extend(refused);
                 let upserts: Vec<ServiceExport> = checked.valid;
@@ -299,6 +303,26 @@ fn check_hello(cx: &Context, who: &Principal, first: wire::ExportRequest) -> Res
         rules,
         refused,
     })
+}
+
+/// The stream's cluster no longer has the rules it opened with: what the
+/// registry holds is brought under the new rules once more (a message
+/// this stream applied under the old ones may have landed after the
+/// reload's [`Fleet::enforce`]), and the stream ends saying why, so its
+/// syncer reconnects under the new rules or is refused at Hello.
+async fn rules_changed(cx: &Context, session: &Session, withdrawn: Withdrawn) -> Error {
+    let fleet = &cx.fleet;
+    let _ = fleet.enforce_once(&cx.writer).await;
+    let path = fleet.path();
+    let cluster = &session.cluster;
+    match withdrawn {
+        Withdrawn::Changed => Error::RulesChanged(format!(
+            "the fleet file (--clusters) {path} changed the rules of cluster {cluster}; reconnect to export under the new ones"
+        )),
+        Withdrawn::Removed => Error::NotAllowed(format!(
+            "the fleet file (--clusters) {path} no longer names cluster {cluster}, so it may not export"
+        )),
+    }
 }
 
 /// Holds one of `--max-pending-hellos` until dropped.
@@ -378,6 +402,9 @@ pub(super) async fn export_stream(
         }
     };
     let generation = first.generation;
+    // Taken before the Hello reads the rules: a reload from here on is
+    // seen by the loop below.
+    let mut reloads = cx.fleet.reloads();
     let Hello {
         cluster,
         rules,
@@ -457,6 +484,10 @@ pub(super) async fn export_stream(
             revoked = credential.revoked() => {
                 metrics.stream_revoked();
                 break Some(Error::Revoked(revoked));
+            }
+            withdrawn = cx.fleet.withdrawn(&stream.session.cluster, stream.rules.as_deref(), &mut reloads) => {
+                metrics.export_event("rules_changed");
+                break Some(rules_changed(&cx, &stream.session, withdrawn).await);
             }
             request = next(&mut requests) => request,
         };

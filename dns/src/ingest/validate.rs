@@ -65,6 +65,9 @@ pub(super) struct Checked {
     pub refusals: Vec<Refused>,
     /// Refused services whose previous version stays.
     pub keep: BTreeSet<ServiceKey>,
+    /// Services the fleet file does not allow: their previous version
+    /// leaves too (what the file stops allowing is not answered).
+    pub disallowed: BTreeSet<ServiceKey>,
     /// Every key seen so far (across a Snapshot's parts), to refuse
     /// duplicates.
     seen: HashSet<ServiceKey>,

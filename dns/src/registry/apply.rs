@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use meshdns_proto::model::{ClusterName, ServiceExport, ServiceKey};
 
-use super::{Change, Dirty, Registry, Session, State};
+use super::{Allowed, Change, Dirty, Registry, Session, State};
 use crate::error::Error;
 
 impl Registry {
@@ -128,6 +128,28 @@ impl Registry {
         entry.apply_delta(accepted, removals, dirty);
         debug_assert!(entry.services.len() <= max.max(count));
         Ok(over)
+    }
+
+    /// Removes every service that `allowed` refuses, of every cluster,
+    /// connected or not: what the fleet file stops allowing leaves the
+    /// answers now, not when the cluster reconnects, goes stale or is
+    /// purged (a stale cluster's services are served fail-open until
+    /// then). Not a sign of life. Returns how many left.
+    pub(super) fn enforce_in(state: &mut State, dirty: &mut Dirty, allowed: &Allowed) -> usize {
+        let mut count = 0;
+        for (name, entry) in &mut state.clusters {
+            let removals: BTreeSet<ServiceKey> = entry
+                .services
+                .values()
+                .filter(|s| !allowed(name, s))
+                .map(|s| s.key().clone())
+                .collect();
+            if !removals.is_empty() {
+                count += removals.len();
+                entry.apply_delta(Vec::new(), removals, dirty);
+            }
+        }
+        count
     }
 
     /// Services already known fleet-wide take the known key's strings.

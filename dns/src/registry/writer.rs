@@ -48,6 +48,9 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// Which of a cluster's services may stay ([`Writer::enforce`]).
+pub type Allowed = Box<dyn Fn(&ClusterName, &ServiceExport) -> bool + Send>;
+
 impl Writer {
     /// Starts the writer thread for `registry`. It ends when every
     /// `Writer` clone is dropped.
@@ -117,6 +120,13 @@ impl Writer {
             r.apply_delta_in(s, d, &session, upserts, removals)
         })
         .await?
+    }
+
+    /// [`Registry::enforce_in`], through the writer: removes every
+    /// service `allowed` refuses (the fleet file changed); how many left.
+    pub async fn enforce(&self, allowed: Allowed) -> Result<usize, Error> {
+        self.job(false, move |_, s, d| Registry::enforce_in(s, d, &allowed))
+            .await
     }
 
     /// [`Registry::heartbeat`], through the writer.

@@ -16,6 +16,7 @@ mod drill;
 mod edge;
 mod export;
 mod faults;
+mod fleet_file;
 mod follower;
 mod fuzz_corpus;
 mod hostile;
