@@ -26,7 +26,7 @@ use super::view::{ChunkMeta, ClusterView};
 mod run;
 
 use run::run_heaviest;
-pub use run::{Placed, Run, Runs, RunsBuilder};
+pub use run::{Placed, Run, RunEnds, Runs, RunsBuilder};
 pub(super) use run::{segment_at, span_at};
 
 /// A half-open range of indices into one cluster part's flat lists.
@@ -113,7 +113,9 @@ impl Segment {
 /// with at most 8 addresses), so a part's (a segment's) weight of any
 /// kind is below 1.6·10¹⁹ < 2⁶⁴; a chain counts fewer than 2³² items, so
 /// running weights over parts, summed here in u128, stay below 2⁹⁶, and a
-/// sample's scaled circle (at most 64 times that) below 2¹⁰³.
+/// sample's scaled circle (at most 64 times that) below 2¹⁰³. A chunk's
+/// run, at most 64 parts' segments, keeps its running weights narrower
+/// ([`RunEnds`]: below 2⁷⁰, 72 bits each).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ends {
     pub n: [u32; 3],
@@ -189,7 +191,7 @@ impl<'a> Table<'a> {
     pub const EMPTY: Table<'static> = Table(&[]);
 
     /// The run `link` names, each segment with the run's running ends.
-    fn run(self, link: &Link) -> &'a [(Placed, Ends)] {
+    fn run(self, link: &Link) -> &'a [(Placed, RunEnds)] {
         self.0[link.chunk as usize].run(link.slot)
     }
 }
@@ -218,26 +220,45 @@ pub(super) fn slot(kind: Kind) -> usize {
 
 const KINDS: [Kind; 3] = [Kind::Targets, Kind::V4, Kind::V6];
 
+/// Running ends a search reads: a chain's over its runs ([`Ends`]) or a
+/// run's over its segments ([`RunEnds`]).
+pub(super) trait Running: Copy + Default {
+    /// The running count of `slot` `k`.
+    fn count(&self, k: usize) -> u32;
+    /// The running weight of `slot` `k`.
+    fn weight(&self, k: usize) -> u128;
+}
+
+impl Running for Ends {
+    fn count(&self, k: usize) -> u32 {
+        self.n[k]
+    }
+
+    fn weight(&self, k: usize) -> u128 {
+        self.w[k]
+    }
+}
+
 /// Where item `offset` of `kind` falls in `items`, each with the running
 /// end of each kind: the item's index and how many come before it.
-fn find<T>(items: &[(T, Ends)], kind: Kind, offset: u32) -> (usize, u32) {
+fn find<T, E: Running>(items: &[(T, E)], kind: Kind, offset: u32) -> (usize, u32) {
     let k = slot(kind);
-    let index = items.partition_point(|(_, ends)| ends.n[k] <= offset);
+    let index = items.partition_point(|(_, ends)| ends.count(k) <= offset);
     let before = if index == 0 {
         0
     } else {
-        items[index - 1].1.n[k]
+        items[index - 1].1.count(k)
     };
     (index, before)
 }
 
 /// Where weight point `point` of `kind` falls in `items`: the item's
 /// index and the running ends before it.
-pub(super) fn find_weight<T>(items: &[(T, Ends)], kind: Kind, point: u128) -> (usize, Ends) {
+pub(super) fn find_weight<T, E: Running>(items: &[(T, E)], kind: Kind, point: u128) -> (usize, E) {
     let k = slot(kind);
-    let index = items.partition_point(|(_, ends)| ends.w[k] <= point);
+    let index = items.partition_point(|(_, ends)| ends.weight(k) <= point);
     let before = if index == 0 {
-        Ends::default()
+        E::default()
     } else {
         items[index - 1].1
     };
@@ -315,7 +336,7 @@ impl Chain {
 
     /// Run `i`'s segments, each with the run's running ends, read from
     /// `table` (the chain's view's).
-    pub(super) fn run<'t>(&self, table: Table<'t>, i: usize) -> &'t [(Placed, Ends)] {
+    pub(super) fn run<'t>(&self, table: Table<'t>, i: usize) -> &'t [(Placed, RunEnds)] {
         table.run(&self.runs[i].0)
     }
 
@@ -427,7 +448,7 @@ where
                 && let Some((_, last)) = runs.last()
             {
                 let heaviest = run_heaviest(runs);
-                self.total.add(Ends { heaviest, ..*last });
+                self.total.add(last.widen(heaviest));
                 let link = Link {
                     chunk,
                     slot,
@@ -574,7 +595,7 @@ pub struct Walk<'a, T> {
     chain: &'a Chain,
     /// The chain's current run's segments (part 0): read from the table
     /// once per run.
-    segments: &'a [(Placed, Ends)],
+    segments: &'a [(Placed, RunEnds)],
     /// The extras' cluster and span of `kind`: all a walk reads of them
     /// (a [`Segment`] is several times larger, and the walk is moved).
     extra: [(u32, Span); 2],
@@ -793,7 +814,10 @@ mod tests {
                     heaviest: heavy,
                     healthy: 1,
                 };
-                Arc::from(vec![(Placed::of(&s), Ends::of(&s))])
+                let Run::New(run, None) = RunsBuilder::default().run([s], None) else {
+                    panic!("a new run")
+                };
+                run
             })
             .collect();
         let chain = EMPTY.relink((0..3).map(|k| (k, Some((0, &sets[k as usize])))));

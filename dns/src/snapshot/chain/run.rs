@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use super::{Ends, KINDS, Kind, Segment, Span, slot};
+use super::{Ends, KINDS, Kind, Running, Segment, Span, slot};
+use crate::snapshot::parts::CHUNK;
 
 /// A segment as a chunk's run keeps it (16 bytes, where a [`Segment`] is
 /// 72): its cluster and where its items of each kind start in that
@@ -21,8 +22,8 @@ pub struct Placed {
     pub start: [u32; 3],
 }
 
-// With a 16-byte `Placed` a run's entry is 96 bytes: no padding.
-const _: () = assert!(std::mem::size_of::<(Placed, Ends)>() == 96);
+// With a 16-byte `Placed` a run's entry is 72 bytes: no padding.
+const _: () = assert!(std::mem::size_of::<(Placed, RunEnds)>() == 72);
 
 impl Placed {
     pub(super) fn of(s: &Segment) -> Placed {
@@ -33,16 +34,95 @@ impl Placed {
     }
 }
 
+/// The most segments a run holds: one per part of its chunk (a part's
+/// whole run, its reserve, its run of one zone: one segment each, its
+/// zones distinct), asserted as a run is built (`RunsBuilder::fill`).
+pub(in crate::snapshot) const MAX_SEGMENTS: usize = CHUNK;
+
+// A running weight over `MAX_SEGMENTS` segments of below 2⁶⁴ each is
+// below 2⁷²: its low 64 bits and one high byte hold it (`RunEnds`).
+const _: () = assert!(MAX_SEGMENTS <= 1 << 8);
+
+/// A run's running ends: [`Ends`] narrowed to what one run can hold (56
+/// bytes, where `Ends` is 80: a run's entry is 72, not 96).
+///
+/// A segment's weight of any kind is below 2⁶⁴ (a `u64`: see `Ends` for
+/// why one part's sum fits) and a run holds at most [`MAX_SEGMENTS`] of
+/// them, so a run's running weight is below 2⁷⁰: it is kept as its low
+/// 64 bits and a high byte, read back as a `u128` ([`weight`](Self::weight)).
+/// Counts are `u32`s as in `Ends`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunEnds {
+    pub n: [u32; 3],
+    pub exported: u32,
+    pub healthy: u32,
+    /// Bits 64 and up of each running weight, by `slot`; the fourth byte
+    /// is always 0 (it fills what would be padding, so entries compare as
+    /// plain bytes: a rebuilt run is compared with the old one).
+    high: [u8; 4],
+    /// The low 64 bits of each running weight, by `slot`.
+    low: [u64; 3],
+    /// The entry's own segment's heaviest item, not a running maximum
+    /// (see [`Runs`]).
+    pub heaviest: u64,
+}
+
+impl RunEnds {
+    /// `total`, running ends over at most [`MAX_SEGMENTS`] segments (the
+    /// caller asserts it), with `heaviest` as the entry's own.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "split in two exactly: a run's running weight is below 2⁷⁰ (`MAX_SEGMENTS`)"
+    )]
+    fn narrow(total: &Ends, heaviest: u64) -> RunEnds {
+        let high = |k: usize| (total.w[k] >> 64) as u8;
+        RunEnds {
+            n: total.n,
+            exported: total.exported,
+            healthy: total.healthy,
+            high: [high(0), high(1), high(2), 0],
+            low: total.w.map(|w| w as u64),
+            heaviest,
+        }
+    }
+
+    /// These running ends as a chain's, with `heaviest` for theirs.
+    pub(super) fn widen(&self, heaviest: u64) -> Ends {
+        Ends {
+            n: self.n,
+            w: std::array::from_fn(|k| self.weight(k)),
+            exported: self.exported,
+            heaviest,
+            healthy: self.healthy,
+        }
+    }
+
+    /// The running weight of `slot` `k`.
+    pub fn weight(&self, k: usize) -> u128 {
+        u128::from(self.high[k]) << 64 | u128::from(self.low[k])
+    }
+}
+
+impl Running for RunEnds {
+    fn count(&self, k: usize) -> u32 {
+        self.n[k]
+    }
+
+    fn weight(&self, k: usize) -> u128 {
+        RunEnds::weight(self, k)
+    }
+}
+
 /// The running ends before item `index` of a run (none before the first).
-fn ends_before(run: &[(Placed, Ends)], index: usize) -> Ends {
+fn ends_before(run: &[(Placed, RunEnds)], index: usize) -> RunEnds {
     index
         .checked_sub(1)
-        .map_or_else(Ends::default, |i| run[i].1)
+        .map_or_else(RunEnds::default, |i| run[i].1)
 }
 
 /// The span of `kind` of a run's segment `index`: from its start, as many
 /// items as the running ends add there.
-pub(in crate::snapshot) fn span_at(run: &[(Placed, Ends)], index: usize, kind: Kind) -> Span {
+pub(in crate::snapshot) fn span_at(run: &[(Placed, RunEnds)], index: usize, kind: Kind) -> Span {
     let k = slot(kind);
     let (placed, ends) = &run[index];
     let start = placed.start[k];
@@ -55,9 +135,10 @@ pub(in crate::snapshot) fn span_at(run: &[(Placed, Ends)], index: usize, kind: K
     clippy::cast_possible_truncation,
     reason = "a segment's weight of any kind is below 2⁶⁴ (see `Ends`)"
 )]
-pub(in crate::snapshot) fn segment_at(run: &[(Placed, Ends)], index: usize) -> Segment {
+pub(in crate::snapshot) fn segment_at(run: &[(Placed, RunEnds)], index: usize) -> Segment {
     let (placed, ends) = &run[index];
-    let own = ends.since(ends_before(run, index), ends.heaviest);
+    let before = ends_before(run, index).widen(0);
+    let own = ends.widen(ends.heaviest).since(before, ends.heaviest);
     let span = |k: usize| Span::new(placed.start[k], placed.start[k] + own.n[k]);
     Segment {
         cluster: placed.cluster,
@@ -81,7 +162,7 @@ pub(in crate::snapshot) fn segment_at(run: &[(Placed, Ends)], index: usize) -> S
 /// and slot, so a lookup reads one allocation per run; a chunk rebuilt
 /// with a run unchanged keeps the run's allocation, and the chains
 /// linking it stand.
-pub type Runs = Arc<[(Placed, Ends)]>;
+pub type Runs = Arc<[(Placed, RunEnds)]>;
 
 /// A chunk's run of one list as built: the previous chunk's run of the
 /// same list, kept in its slot (a chain linking it stands), or a new
@@ -98,7 +179,7 @@ pub enum Run {
 /// change (so a chain that links it stands, shared, and nothing is
 /// copied).
 #[derive(Debug, Default)]
-pub struct RunsBuilder(Vec<(Placed, Ends)>);
+pub struct RunsBuilder(Vec<(Placed, RunEnds)>);
 
 impl RunsBuilder {
     /// The run of `segments`, each with the run's running ends: `reuse`
@@ -124,19 +205,21 @@ impl RunsBuilder {
         (!self.0.is_empty()).then(|| self.finish(reuse))
     }
 
+    /// The entries of `segments`' run; panics past [`MAX_SEGMENTS`]
+    /// segments (a part in a run twice), where the run's running weights
+    /// could no longer be held (`RunEnds`).
     fn fill(&mut self, segments: impl IntoIterator<Item = Segment>) {
         self.0.clear();
         let mut total = Ends::default();
         for s in segments {
+            assert!(
+                self.0.len() < MAX_SEGMENTS,
+                "a run past {MAX_SEGMENTS} segments: one part of its chunk in it twice"
+            );
             total.add(Ends::of(&s));
             // The segment's own heaviest: see `Runs`.
-            self.0.push((
-                Placed::of(&s),
-                Ends {
-                    heaviest: s.heaviest,
-                    ..total
-                },
-            ));
+            self.0
+                .push((Placed::of(&s), RunEnds::narrow(&total, s.heaviest)));
         }
     }
 
@@ -149,6 +232,71 @@ impl RunsBuilder {
 }
 
 /// The heaviest item of a run (each entry keeps its segment's own).
-pub(super) fn run_heaviest(run: &[(Placed, Ends)]) -> u64 {
+pub(super) fn run_heaviest(run: &[(Placed, RunEnds)]) -> u64 {
     run.iter().map(|(_, ends)| ends.heaviest).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Chain, Cursor, EMPTY, Table, find_weight};
+    use super::*;
+
+    /// `count` segments of distinct clusters, each weighing the most a
+    /// `u64` holds of every kind (more than the model's limits allow).
+    fn heaviest_segments(count: u32) -> impl Iterator<Item = Segment> {
+        (0..count).map(|i| Segment {
+            cluster: i,
+            targets: Span::new(i, i + 1),
+            v4: Span::new(0, 16),
+            v6: Span::new(3, 4),
+            weight: [u64::MAX; 3],
+            exported: 1,
+            heaviest: u64::MAX,
+            healthy: 1,
+        })
+    }
+
+    fn run_of(segments: impl Iterator<Item = Segment>) -> Runs {
+        let Run::New(run, None) = RunsBuilder::default().run(segments, None) else {
+            panic!("a new run")
+        };
+        run
+    }
+
+    /// A run at the bound, a chunk's every part at the heaviest weights:
+    /// each running weight (past 2⁶⁴ after the first segment, up to
+    /// 64·(2⁶⁴ − 1)) is kept exactly, every segment comes back whole, and
+    /// a chain over three such runs sums them exactly and finds a point
+    /// in the last run's last segment.
+    #[test]
+    fn a_full_run_at_the_heaviest_weights_sums_exactly() {
+        let full = u32::try_from(MAX_SEGMENTS).unwrap();
+        let segments: Vec<Segment> = heaviest_segments(full).collect();
+        let run = run_of(segments.iter().copied());
+        let heavy = u128::from(u64::MAX);
+        for (i, s) in segments.iter().enumerate() {
+            for k in 0..3 {
+                assert_eq!(run[i].1.weight(k), (i as u128 + 1) * heavy);
+            }
+            assert_eq!(segment_at(&run, i), *s);
+        }
+        let chain: Chain = EMPTY.relink((0..3).map(|chunk| (chunk, Some((0, &run)))));
+        let total = 3 * MAX_SEGMENTS as u128 * heavy;
+        assert_eq!(chain.weight(Kind::V6), total);
+        assert_eq!(Cursor::of(Table::EMPTY, &chain).weight(Kind::V4), total);
+        let (link, before) = find_weight(&chain.runs, Kind::V4, total - 1);
+        assert_eq!((link, before.w[1]), (2, total / 3 * 2));
+        let (index, before) = find_weight(&run, Kind::V4, total / 3 - 1);
+        assert_eq!(index, MAX_SEGMENTS - 1);
+        assert_eq!(before.weight(1), (MAX_SEGMENTS as u128 - 1) * heavy);
+    }
+
+    /// One segment past the bound (a part twice in one run) is refused
+    /// where the run is built, before its weights are narrowed.
+    #[test]
+    #[should_panic(expected = "a run past 64 segments")]
+    fn a_run_past_its_chunk_is_refused() {
+        let past = u32::try_from(MAX_SEGMENTS).unwrap() + 1;
+        run_of(heaviest_segments(past));
+    }
 }

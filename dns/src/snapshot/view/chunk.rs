@@ -13,7 +13,7 @@ use super::cluster::Health;
 use super::counts::Counts;
 use super::targets::position;
 use crate::locality::{ClusterId, ProviderId, RegionId, ZoneId};
-use crate::snapshot::chain::{Ends, Placed, Run, Runs, RunsBuilder, Segment, segment_at};
+use crate::snapshot::chain::{Placed, Run, RunEnds, Runs, RunsBuilder, Segment, segment_at};
 use crate::snapshot::parts::CHUNK;
 
 /// What a view needs of each cluster part to rebuild itself, kept in flat
@@ -152,7 +152,7 @@ impl ChunkMeta {
 
     /// The run in `slot`, each segment with the run's running ends (none
     /// for a free slot).
-    pub(in crate::snapshot) fn run(&self, slot: u32) -> &[(Placed, Ends)] {
+    pub(in crate::snapshot) fn run(&self, slot: u32) -> &[(Placed, RunEnds)] {
         self.slots
             .get(slot as usize)
             .and_then(Option::as_deref)
@@ -405,7 +405,7 @@ fn patched(
 
 /// `run`'s segments of the parts not rebuilt.
 fn kept<'r>(
-    run: &'r [(Placed, Ends)],
+    run: &'r [(Placed, RunEnds)],
     is_fresh: impl Fn(u32) -> bool + 'r,
 ) -> impl Iterator<Item = Segment> + 'r {
     (0..run.len())
