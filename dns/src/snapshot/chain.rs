@@ -23,6 +23,12 @@ use std::sync::Arc;
 use super::parts::Parts;
 use super::view::{ChunkMeta, ClusterView};
 
+mod run;
+
+use run::run_heaviest;
+pub use run::{Placed, Run, RunEnds, Runs, RunsBuilder};
+pub(super) use run::{segment_at, span_at};
+
 /// A half-open range of indices into one cluster part's flat lists.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Span {
@@ -75,68 +81,6 @@ pub struct Segment {
     pub healthy: u32,
 }
 
-/// A segment as a chunk's run keeps it (16 bytes, where a [`Segment`] is
-/// 72): its cluster and where its items of each kind start in that
-/// cluster's lists. Its item counts, weights, exported and healthy
-/// endpoints are not kept: they are what the run's running ends add at
-/// it; its heaviest item is its entry's `heaviest` (`segment_at`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Placed {
-    pub cluster: u32,
-    /// Where its targets, IPv4 and IPv6 addresses start, by `slot`.
-    pub start: [u32; 3],
-}
-
-// With a 16-byte `Placed` a run's entry is 96 bytes: no padding.
-const _: () = assert!(std::mem::size_of::<(Placed, Ends)>() == 96);
-
-impl Placed {
-    fn of(s: &Segment) -> Placed {
-        Placed {
-            cluster: s.cluster,
-            start: KINDS.map(|kind| s.span(kind).start),
-        }
-    }
-}
-
-/// The running ends before item `index` of a run (none before the first).
-fn ends_before(run: &[(Placed, Ends)], index: usize) -> Ends {
-    index
-        .checked_sub(1)
-        .map_or_else(Ends::default, |i| run[i].1)
-}
-
-/// The span of `kind` of a run's segment `index`: from its start, as many
-/// items as the running ends add there.
-pub(super) fn span_at(run: &[(Placed, Ends)], index: usize, kind: Kind) -> Span {
-    let k = slot(kind);
-    let (placed, ends) = &run[index];
-    let start = placed.start[k];
-    Span::new(start, start + (ends.n[k] - ends_before(run, index).n[k]))
-}
-
-/// A run's segment `index` whole, as it was built: its placement and what
-/// the run's running ends add at it.
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "a segment's weight of any kind is below 2⁶⁴ (see `Ends`)"
-)]
-pub(super) fn segment_at(run: &[(Placed, Ends)], index: usize) -> Segment {
-    let (placed, ends) = &run[index];
-    let own = ends.since(ends_before(run, index), ends.heaviest);
-    let span = |k: usize| Span::new(placed.start[k], placed.start[k] + own.n[k]);
-    Segment {
-        cluster: placed.cluster,
-        targets: span(0),
-        v4: span(1),
-        v6: span(2),
-        weight: own.w.map(|w| w as u64),
-        exported: own.exported,
-        heaviest: own.heaviest,
-        healthy: own.healthy,
-    }
-}
-
 impl Segment {
     pub fn span(&self, kind: Kind) -> Span {
         match kind {
@@ -169,7 +113,9 @@ impl Segment {
 /// with at most 8 addresses), so a part's (a segment's) weight of any
 /// kind is below 1.6·10¹⁹ < 2⁶⁴; a chain counts fewer than 2³² items, so
 /// running weights over parts, summed here in u128, stay below 2⁹⁶, and a
-/// sample's scaled circle (at most 64 times that) below 2¹⁰³.
+/// sample's scaled circle (at most 64 times that) below 2¹⁰³. A chunk's
+/// run, at most 64 parts' segments, keeps its running weights narrower
+/// ([`RunEnds`]: below 2⁷⁰, 72 bits each).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ends {
     pub n: [u32; 3],
@@ -220,18 +166,6 @@ impl Ends {
     }
 }
 
-/// One run of a chunk of cluster parts' (its run of every healthy
-/// target, or of one zone's, region's or provider's), each segment (as
-/// [`Placed`]) with the run's running end of each kind, in one shared
-/// allocation. In a run, an entry's `heaviest` is its own segment's, not
-/// a running maximum: a walk never reads it, a rebuilt run needs each
-/// kept segment's own, and a chain needs only the run's maximum
-/// (`run_heaviest`, kept in its link). A chain links a run by its chunk
-/// and slot, so a lookup reads one allocation per run; a chunk rebuilt
-/// with a run unchanged keeps the run's allocation, and the chains
-/// linking it stand.
-pub type Runs = Arc<[(Placed, Ends)]>;
-
 /// One run of a chain: which chunk of the view it is (a relink replaces
 /// the links of the chunks that changed), the run's slot in that chunk's
 /// table of runs, and the run's heaviest item (so that running ends after
@@ -257,7 +191,7 @@ impl<'a> Table<'a> {
     pub const EMPTY: Table<'static> = Table(&[]);
 
     /// The run `link` names, each segment with the run's running ends.
-    fn run(self, link: &Link) -> &'a [(Placed, Ends)] {
+    fn run(self, link: &Link) -> &'a [(Placed, RunEnds)] {
         self.0[link.chunk as usize].run(link.slot)
     }
 }
@@ -276,76 +210,6 @@ impl Deref for Links {
     }
 }
 
-/// A chunk's run of one list as built: the previous chunk's run of the
-/// same list, kept in its slot (a chain linking it stands), or a new
-/// allocation, in the slot of the previous chunk's run of the same list
-/// when it had one.
-#[derive(Debug)]
-pub enum Run {
-    Kept(u32),
-    New(Runs, Option<u32>),
-}
-
-/// Builds a chunk's runs, one allocation each, keeping the previous
-/// chunk's run (its allocation and slot) where the segments did not
-/// change (so a chain that links it stands, shared, and nothing is
-/// copied).
-#[derive(Debug, Default)]
-pub struct RunsBuilder(Vec<(Placed, Ends)>);
-
-impl RunsBuilder {
-    /// The run of `segments`, each with the run's running ends: `reuse`
-    /// (the previous chunk's run of the same list, with its slot) when it
-    /// holds exactly these, else a new allocation.
-    pub fn run(
-        &mut self,
-        segments: impl IntoIterator<Item = Segment>,
-        reuse: Option<(u32, &Runs)>,
-    ) -> Run {
-        self.fill(segments);
-        self.finish(reuse)
-    }
-
-    /// [`run`](Self::run), or `None` when `segments` is empty (no
-    /// allocation).
-    pub fn nonempty_run(
-        &mut self,
-        segments: impl IntoIterator<Item = Segment>,
-        reuse: Option<(u32, &Runs)>,
-    ) -> Option<Run> {
-        self.fill(segments);
-        (!self.0.is_empty()).then(|| self.finish(reuse))
-    }
-
-    fn fill(&mut self, segments: impl IntoIterator<Item = Segment>) {
-        self.0.clear();
-        let mut total = Ends::default();
-        for s in segments {
-            total.add(Ends::of(&s));
-            // The segment's own heaviest: see `Runs`.
-            self.0.push((
-                Placed::of(&s),
-                Ends {
-                    heaviest: s.heaviest,
-                    ..total
-                },
-            ));
-        }
-    }
-
-    fn finish(&self, reuse: Option<(u32, &Runs)>) -> Run {
-        match reuse {
-            Some((slot, old)) if **old == self.0[..] => Run::Kept(slot),
-            _ => Run::New(Arc::from(&self.0[..]), reuse.map(|(slot, _)| slot)),
-        }
-    }
-}
-
-/// The heaviest item of a run (each entry keeps its segment's own).
-fn run_heaviest(run: &[(Placed, Ends)]) -> u64 {
-    run.iter().map(|(_, ends)| ends.heaviest).max().unwrap_or(0)
-}
-
 pub(super) fn slot(kind: Kind) -> usize {
     match kind {
         Kind::Targets => 0,
@@ -356,26 +220,45 @@ pub(super) fn slot(kind: Kind) -> usize {
 
 const KINDS: [Kind; 3] = [Kind::Targets, Kind::V4, Kind::V6];
 
+/// Running ends a search reads: a chain's over its runs ([`Ends`]) or a
+/// run's over its segments ([`RunEnds`]).
+pub(super) trait Running: Copy + Default {
+    /// The running count of `slot` `k`.
+    fn count(&self, k: usize) -> u32;
+    /// The running weight of `slot` `k`.
+    fn weight(&self, k: usize) -> u128;
+}
+
+impl Running for Ends {
+    fn count(&self, k: usize) -> u32 {
+        self.n[k]
+    }
+
+    fn weight(&self, k: usize) -> u128 {
+        self.w[k]
+    }
+}
+
 /// Where item `offset` of `kind` falls in `items`, each with the running
 /// end of each kind: the item's index and how many come before it.
-fn find<T>(items: &[(T, Ends)], kind: Kind, offset: u32) -> (usize, u32) {
+fn find<T, E: Running>(items: &[(T, E)], kind: Kind, offset: u32) -> (usize, u32) {
     let k = slot(kind);
-    let index = items.partition_point(|(_, ends)| ends.n[k] <= offset);
+    let index = items.partition_point(|(_, ends)| ends.count(k) <= offset);
     let before = if index == 0 {
         0
     } else {
-        items[index - 1].1.n[k]
+        items[index - 1].1.count(k)
     };
     (index, before)
 }
 
 /// Where weight point `point` of `kind` falls in `items`: the item's
 /// index and the running ends before it.
-pub(super) fn find_weight<T>(items: &[(T, Ends)], kind: Kind, point: u128) -> (usize, Ends) {
+pub(super) fn find_weight<T, E: Running>(items: &[(T, E)], kind: Kind, point: u128) -> (usize, E) {
     let k = slot(kind);
-    let index = items.partition_point(|(_, ends)| ends.w[k] <= point);
+    let index = items.partition_point(|(_, ends)| ends.weight(k) <= point);
     let before = if index == 0 {
-        Ends::default()
+        E::default()
     } else {
         items[index - 1].1
     };
@@ -453,7 +336,7 @@ impl Chain {
 
     /// Run `i`'s segments, each with the run's running ends, read from
     /// `table` (the chain's view's).
-    pub(super) fn run<'t>(&self, table: Table<'t>, i: usize) -> &'t [(Placed, Ends)] {
+    pub(super) fn run<'t>(&self, table: Table<'t>, i: usize) -> &'t [(Placed, RunEnds)] {
         table.run(&self.runs[i].0)
     }
 
@@ -565,7 +448,7 @@ where
                 && let Some((_, last)) = runs.last()
             {
                 let heaviest = run_heaviest(runs);
-                self.total.add(Ends { heaviest, ..*last });
+                self.total.add(last.widen(heaviest));
                 let link = Link {
                     chunk,
                     slot,
@@ -712,7 +595,7 @@ pub struct Walk<'a, T> {
     chain: &'a Chain,
     /// The chain's current run's segments (part 0): read from the table
     /// once per run.
-    segments: &'a [(Placed, Ends)],
+    segments: &'a [(Placed, RunEnds)],
     /// The extras' cluster and span of `kind`: all a walk reads of them
     /// (a [`Segment`] is several times larger, and the walk is moved).
     extra: [(u32, Span); 2],
@@ -931,7 +814,10 @@ mod tests {
                     heaviest: heavy,
                     healthy: 1,
                 };
-                Arc::from(vec![(Placed::of(&s), Ends::of(&s))])
+                let Run::New(run, None) = RunsBuilder::default().run([s], None) else {
+                    panic!("a new run")
+                };
+                run
             })
             .collect();
         let chain = EMPTY.relink((0..3).map(|k| (k, Some((0, &sets[k as usize])))));

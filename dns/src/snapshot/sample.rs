@@ -193,7 +193,7 @@ impl<'a, T: Copy> Sample<'a, T> {
             let cluster = segments[index].0.cluster;
             let span = span_at(segments, index, self.kind);
             let part = &self.clusters[cluster as usize];
-            let within = (rest - before.w[k]) as u64;
+            let within = (rest - before.weight(k)) as u64;
             let pos = part.weights.find(self.kind, span, within);
             let ordinal = (before_run.n[k] + before.n[k] + (pos - span.start)) as usize;
             let (from, weight) = item_at(part, self.kind, span, pos, point, within);

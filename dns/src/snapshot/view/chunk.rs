@@ -13,7 +13,7 @@ use super::cluster::Health;
 use super::counts::Counts;
 use super::targets::position;
 use crate::locality::{ClusterId, ProviderId, RegionId, ZoneId};
-use crate::snapshot::chain::{Ends, Placed, Run, Runs, RunsBuilder, Segment, segment_at};
+use crate::snapshot::chain::{Placed, Run, RunEnds, Runs, RunsBuilder, Segment, segment_at};
 use crate::snapshot::parts::CHUNK;
 
 /// What a view needs of each cluster part to rebuild itself, kept in flat
@@ -152,7 +152,7 @@ impl ChunkMeta {
 
     /// The run in `slot`, each segment with the run's running ends (none
     /// for a free slot).
-    pub(in crate::snapshot) fn run(&self, slot: u32) -> &[(Placed, Ends)] {
+    pub(in crate::snapshot) fn run(&self, slot: u32) -> &[(Placed, RunEnds)] {
         self.slots
             .get(slot as usize)
             .and_then(Option::as_deref)
@@ -267,11 +267,21 @@ impl<'a> Chunk<'a> {
         self.parts[p].zones(self.first + position(p))
     }
 
-    /// Every part's whole run that counts (is in the chunk's runs of
-    /// every target, its region's and provider's: it holds a healthy
-    /// target or an exported endpoint), with its position.
+    /// Every part's whole run that counts, with its position
+    /// ([`live_of`](Self::live_of) every part).
     fn live(self) -> impl Iterator<Item = (usize, Segment)> + 'a {
-        (0..self.parts.len())
+        self.live_of(0..self.parts.len())
+    }
+
+    /// The whole runs of the parts at `positions` that count (are in the
+    /// chunk's runs of every target, their region's and provider's: they
+    /// hold a healthy target or an exported endpoint), with their
+    /// positions.
+    fn live_of(
+        self,
+        positions: impl Iterator<Item = usize> + 'a,
+    ) -> impl Iterator<Item = (usize, Segment)> + 'a {
+        positions
             .map(move |p| (p, self.whole(p)))
             .filter(|(_, s)| !s.is_empty())
     }
@@ -343,11 +353,7 @@ fn patched(
     let first = chunk.first;
     let is_fresh = move |cluster: u32| (fresh >> (cluster - first)) & 1 == 1;
     let rebuilt = move || (0..metas.len()).filter(move |&p| (fresh >> p) & 1 == 1);
-    let live = move || {
-        rebuilt()
-            .map(move |p| (p, chunk.whole(p)))
-            .filter(|(_, s)| !s.is_empty())
-    };
+    let live = move || chunk.live_of(rebuilt());
     let all = runs.run(
         merged(
             kept(previous.run(previous.all), is_fresh),
@@ -399,7 +405,7 @@ fn patched(
 
 /// `run`'s segments of the parts not rebuilt.
 fn kept<'r>(
-    run: &'r [(Placed, Ends)],
+    run: &'r [(Placed, RunEnds)],
     is_fresh: impl Fn(u32) -> bool + 'r,
 ) -> impl Iterator<Item = Segment> + 'r {
     (0..run.len())

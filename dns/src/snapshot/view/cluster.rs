@@ -66,10 +66,10 @@ pub struct ClusterView {
     groups: Vec<(Option<ZoneId>, Segment)>,
     /// Each node's run, by node index (services with the node tier only).
     nodes: Vec<(u32, Segment)>,
-    /// Every positive-weight target, as cluster 0's.
+    /// Every positive-weight target, as cluster 0's: the lists' first
+    /// items; the weight-0 targets (the reserve) are the rest of them,
+    /// so they need no segment of their own ([`reserve`](Self::reserve)).
     all: Segment,
-    /// The weight-0 targets, as cluster 0's.
-    reserve: Segment,
     health: Health,
     /// Whether any endpoint is ready (live or not).
     has_ready: bool,
@@ -275,16 +275,6 @@ impl ClusterView {
             heaviest: 0,
             healthy: groups.iter().map(|(_, g)| g.healthy).sum(),
         });
-        let reserve = Segment {
-            cluster: 0,
-            targets: Span::new(positive[0], end[0]),
-            v4: Span::new(positive[1], end[1]),
-            v6: Span::new(positive[2], end[2]),
-            weight: [0; 3],
-            exported: 0,
-            heaviest: 0,
-            healthy: 0,
-        };
         ClusterView {
             id: place.id,
             place: place.clone(),
@@ -296,7 +286,6 @@ impl ClusterView {
             groups,
             nodes,
             all,
-            reserve,
             health,
         }
     }
@@ -357,11 +346,18 @@ impl ClusterView {
         }
     }
 
-    /// This part's weight-0 targets (the last resort), as cluster `index`'s.
+    /// This part's weight-0 targets (the last resort), as cluster
+    /// `index`'s: every item of each list after the positive-weight ones
+    /// (`all`'s). They weigh nothing and count no exported endpoint.
     pub fn reserve(&self, index: u32) -> Segment {
+        let end = self.targets.spans();
+        let rest = |kind: Kind| Span::new(self.all.span(kind).end, end[slot(kind)]);
         Segment {
             cluster: index,
-            ..self.reserve
+            targets: rest(Kind::Targets),
+            v4: rest(Kind::V4),
+            v6: rest(Kind::V6),
+            ..Segment::default()
         }
     }
 

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 
 use super::{ExportInput, PartChange, ServiceView};
 use crate::locality::Place;
-use crate::snapshot::chain::{Chain, Ends, Segment, segment_at};
+use crate::snapshot::chain::{Chain, Ends, RunEnds, Segment, segment_at};
 
 /// A generated endpoint: (ready, its own zone, weight).
 type GenEndpoint = (bool, Option<u8>, u32);
@@ -148,7 +148,7 @@ fn inputs(parts: &Parts) -> Vec<ExportInput<'_>> {
 /// segments as `view`'s table holds them, the running ends over the
 /// links). Slots are not compared: an updated chunk's table keeps the
 /// slots of runs it kept, a full build numbers them afresh.
-type Plain = Vec<(u32, u64, Vec<(Segment, Ends)>, Ends)>;
+type Plain = Vec<(u32, u64, Vec<(Segment, RunEnds)>, Ends)>;
 
 fn plain(view: &ServiceView, chain: &Chain) -> Plain {
     chain
