@@ -29,6 +29,14 @@ pub fn framed(message: &wire::ExportRequest) -> Vec<u8> {
     out
 }
 
+/// An Export request: `message` as generation `generation`.
+pub fn request(generation: u64, message: wire::export_request::Message) -> wire::ExportRequest {
+    wire::ExportRequest {
+        generation,
+        message: Some(message),
+    }
+}
+
 /// An open Export stream, its request body written by hand.
 #[derive(Debug)]
 pub struct RawExport {
@@ -73,6 +81,22 @@ impl RawExport {
             buf: BytesMut::new(),
             ended,
         })
+    }
+
+    /// Opens a stream to the registry at `url` and says Hello as
+    /// `cluster`, waiting (up to 30 s) for its acknowledgement.
+    pub async fn said_hello(url: String, cluster: &str) -> Self {
+        use wire::export_request::Message as Req;
+        let mut raw = RawExport::open(url).await.expect("the stream opens");
+        let hello = crate::export_stream::hello(cluster);
+        assert!(raw.write(framed(&request(1, Req::Hello(hello)))).await);
+        let ack = tokio::time::timeout(std::time::Duration::from_secs(30), raw.next())
+            .await
+            .expect("the Hello is answered")
+            .expect("an acknowledgement, not an ended stream")
+            .expect("an acknowledgement");
+        assert_eq!(ack.generation, 1);
+        raw
     }
 
     /// Writes `bytes` to the request body as they are (one DATA frame,

@@ -143,17 +143,21 @@ mod tests {
         }
     }
 
-    fn reg(address: &str, zone: &str) -> Registration {
-        let body: RegistrationBody = serde_json::from_value(serde_json::json!({
-            "addresses": [address], "ports": [{"port": 80}], "ttl_seconds": 10, "zone": zone,
-        }))
-        .unwrap();
+    /// A registration of `body` (JSON), validated.
+    fn validated(body: serde_json::Value) -> Registration {
+        let body: RegistrationBody = serde_json::from_value(body).unwrap();
         let ttl = TtlBounds {
             min: Duration::from_secs(1),
             max: Duration::from_secs(60),
         };
         body.validate(&key("x").service, ttl, meshdns_proto::model::DEFAULT_WEIGHT)
             .unwrap()
+    }
+
+    fn reg(address: &str, zone: &str) -> Registration {
+        validated(serde_json::json!({
+            "addresses": [address], "ports": [{"port": 80}], "ttl_seconds": 10, "zone": zone,
+        }))
     }
 
     /// Finding 10: zone spam would make the hub drop every registration of
@@ -212,16 +216,9 @@ mod tests {
             max_endpoints: 100,
         };
         let with_ports = |ports: serde_json::Value| {
-            let body: RegistrationBody = serde_json::from_value(serde_json::json!({
+            validated(serde_json::json!({
                 "addresses": ["10.9.0.5"], "ports": ports, "ttl_seconds": 10,
             }))
-            .unwrap();
-            let ttl = TtlBounds {
-                min: Duration::from_secs(1),
-                max: Duration::from_secs(60),
-            };
-            body.validate(&key("x").service, ttl, meshdns_proto::model::DEFAULT_WEIGHT)
-                .unwrap()
         };
         // The source's shop/web: http 80 and metrics 9090.
         let source_ports =

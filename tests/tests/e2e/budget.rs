@@ -10,8 +10,7 @@ use meshdns_proto::fixtures;
 use meshdns_proto::wire::{self, export_request::Message as Req};
 use meshdns_tests::TestServer;
 use meshdns_tests::dns::{Ask, addresses, query};
-use meshdns_tests::export_stream::hello;
-use meshdns_tests::raw_export::{RawExport, framed};
+use meshdns_tests::raw_export::{RawExport, framed, request};
 use prost::Message as _;
 
 /// Long enough for any loaded machine to answer what is expected at once.
@@ -19,29 +18,6 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The budget, and the largest message: one message fills it.
 const BUDGET: usize = 256 * 1024;
-
-fn message(generation: u64, message: Req) -> wire::ExportRequest {
-    wire::ExportRequest {
-        generation,
-        message: Some(message),
-    }
-}
-
-/// A raw stream whose Hello for `cluster` has been acknowledged.
-async fn said_hello(server: &TestServer, cluster: &str) -> RawExport {
-    let mut raw = RawExport::open(server.grpc_url()).await.unwrap();
-    assert!(
-        raw.write(framed(&message(1, Req::Hello(hello(cluster)))))
-            .await
-    );
-    let ack = tokio::time::timeout(PATIENCE, raw.next())
-        .await
-        .expect("the Hello is answered")
-        .unwrap()
-        .expect("an acknowledgement");
-    assert_eq!(ack.generation, 1);
-    raw
-}
 
 /// A metric's value on `/metrics` (0 when absent).
 async fn metric(server: &TestServer, name: &str) -> f64 {
@@ -65,8 +41,8 @@ async fn a_stalled_stream_holding_the_budget_does_not_stop_an_honest_snapshot() 
         "1s",
     ])
     .await;
-    let mut hostile = said_hello(&server, "hostile").await;
-    let mut honest = said_hello(&server, "honest").await;
+    let mut hostile = RawExport::said_hello(server.grpc_url(), "hostile").await;
+    let mut honest = RawExport::said_hello(server.grpc_url(), "honest").await;
     // The hostile stream announces a message that takes the whole budget,
     // sends a few bytes of it and stalls.
     let mut header = vec![0];
@@ -88,7 +64,7 @@ async fn a_stalled_stream_holding_the_budget_does_not_stop_an_honest_snapshot() 
     let addresses_sent: Vec<String> = (0..2000)
         .map(|i| format!("10.7.{}.{}", i / 200, i % 200 + 1))
         .collect();
-    let snapshot = message(
+    let snapshot = request(
         2,
         Req::Snapshot(wire::Snapshot {
             services: vec![fixtures::wire_service(

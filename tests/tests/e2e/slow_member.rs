@@ -12,17 +12,10 @@ use meshdns_proto::wire::{self, export_request::Message as Req};
 use meshdns_tests::TestServer;
 use meshdns_tests::dns::{Ask, addresses, query, sorted};
 use meshdns_tests::export_stream::{ExportStream, hello};
-use meshdns_tests::raw_export::{RawExport, framed};
+use meshdns_tests::raw_export::{RawExport, framed, request};
 
 /// Long enough for any loaded machine to answer what is expected at once.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn message(generation: u64, message: Req) -> wire::ExportRequest {
-    wire::ExportRequest {
-        generation,
-        message: Some(message),
-    }
-}
 
 fn snapshot(name: &str, addresses: &[&str]) -> Req {
     Req::Snapshot(wire::Snapshot {
@@ -39,31 +32,15 @@ async fn a(server: &TestServer, name: &str) -> Vec<String> {
     addresses(&query(server.dns, &Ask::new(name, RecordType::A).tcp()).await)
 }
 
-/// A raw stream whose Hello for `cluster` has been acknowledged.
-async fn said_hello(server: &TestServer, cluster: &str) -> RawExport {
-    let mut raw = RawExport::open(server.grpc_url()).await.unwrap();
-    assert!(
-        raw.write(framed(&message(1, Req::Hello(hello(cluster)))))
-            .await
-    );
-    let ack = tokio::time::timeout(PATIENCE, raw.next())
-        .await
-        .expect("the Hello is answered")
-        .unwrap()
-        .expect("an acknowledgement");
-    assert_eq!(ack.generation, 1);
-    raw
-}
-
 #[tokio::test]
 async fn a_message_started_and_never_finished_is_cut_off_naming_the_flag() {
     let server = TestServer::start(&["--export-message-timeout", "500ms"]).await;
     let mut good = ExportStream::open(server.grpc_url(), Req::Hello(hello("good")))
         .await
         .unwrap();
-    let mut slow = said_hello(&server, "slow").await;
+    let mut slow = RawExport::said_hello(server.grpc_url(), "slow").await;
     // Half a Snapshot, then nothing: the connection stays open.
-    let bytes = framed(&message(2, snapshot("web", &["10.9.0.1", "10.9.0.2"])));
+    let bytes = framed(&request(2, snapshot("web", &["10.9.0.1", "10.9.0.2"])));
     assert!(slow.write(bytes[..bytes.len() / 2].to_vec()).await);
     let err = tokio::time::timeout(PATIENCE, slow.next())
         .await
@@ -117,12 +94,12 @@ async fn a_first_message_too_big_for_a_hello_is_refused_at_its_header() {
 #[tokio::test]
 async fn a_slow_member_within_the_bound_is_served() {
     let server = TestServer::start(&["--export-message-timeout", "5s"]).await;
-    let mut slow = said_hello(&server, "slow").await;
+    let mut slow = RawExport::said_hello(server.grpc_url(), "slow").await;
     // Idle between messages for longer than the bound: that is not what
     // it bounds (heartbeats and the cluster TTL are).
     tokio::time::sleep(Duration::from_secs(6)).await;
     // Then a Snapshot in ten pieces, a little at a time.
-    let bytes = framed(&message(2, snapshot("web", &["10.9.0.1", "10.9.0.2"])));
+    let bytes = framed(&request(2, snapshot("web", &["10.9.0.1", "10.9.0.2"])));
     for piece in bytes.chunks(bytes.len().div_ceil(10)) {
         assert!(slow.write(piece.to_vec()).await);
         tokio::time::sleep(Duration::from_millis(50)).await;
