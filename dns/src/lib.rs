@@ -50,6 +50,7 @@ pub mod check;
 pub mod config;
 pub mod cookie;
 pub mod demo;
+pub mod descriptors;
 pub mod drill;
 pub mod error;
 pub mod fast;
@@ -235,6 +236,12 @@ pub async fn serve(
 ) -> Result<(), Error> {
     // Before the first control-plane thread (the registry's reaper) starts.
     priority::set_control_plane_nice(config.control_plane_nice);
+    // Every connection the caps admit is a descriptor: the process may
+    // open that many (or says it cannot).
+    let connections = (listeners.dns_tcp.len() * config.limits.max_tcp_connections)
+        .saturating_add(config.grpc_connections.max)
+        .saturating_add(meshdns_cli::connections::Limits::ADMIN.max);
+    descriptors::raise_for(connections as u64);
     // Observability: certificate expiry and, on a follower, its upstream link.
     let metrics = Metrics::new().with_certificates(config.certificates.clone());
     let metrics = Arc::new(match &config.follow {
