@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::bounded;
+use crate::metrics::Metrics;
 use crate::registry::{Allowed, Writer};
 
 /// What one cluster may claim.
@@ -302,7 +303,7 @@ impl Fleet {
     /// content is applied once two polls in a row read it; a file over
     /// [`MAX_FILE_BYTES`] or that does not parse keeps the rules in force
     /// and is reported once. Reading and parsing run off the runtime.
-    pub async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
+    pub async fn follow(self: Arc<Self>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
         let Some(path) = self.path.clone() else {
             return;
         };
@@ -328,6 +329,7 @@ impl Fleet {
                 Ok(Err(e)) => {
                     let e = e.to_string();
                     if failing.as_ref() != Some(&e) {
+                        metrics.fleet_file_reload("rejected");
                         warn!(path = %path.display(), error = %e, "fleet file rejected; keeping the previous one");
                         failing = Some(e);
                     }
@@ -349,10 +351,12 @@ impl Fleet {
                 Ok(Ok(rules)) => {
                     settle.applied = Some(digest);
                     settle.rejected = None;
+                    metrics.fleet_file_reload("applied");
                     self.replace(rules, &path);
                 }
                 Ok(Err(e)) => {
                     settle.rejected = Some(digest);
+                    metrics.fleet_file_reload("rejected");
                     warn!(path = %path.display(), error = %e, "fleet file rejected; keeping the previous one");
                 }
                 Err(_) => {}
@@ -453,7 +457,16 @@ mod tests {
         .unwrap();
         let fleet = Arc::new(Fleet::load(Some(path.clone())).unwrap());
         let stop = CancellationToken::new();
-        tokio::spawn(fleet.clone().follow(stop.clone()));
+        let metrics = Arc::new(Metrics::new());
+        tokio::spawn(fleet.clone().follow(metrics.clone(), stop.clone()));
+        let counted = |result: &str| {
+            let registry = crate::registry::Registry::new(5, false, Arc::new(Metrics::new()));
+            let text = metrics.render(&registry);
+            let line = format!("meshdns_fleet_file_reloads_total{{result=\"{result}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+        };
         let mut reloads = fleet.reloads();
         let held = fleet.rules(&east).unwrap();
         let withdrawn = |held: Option<Arc<ClusterRules>>, mut reloads: watch::Receiver<u64>| {
@@ -482,6 +495,9 @@ mod tests {
             .is_err()
         );
         assert!(fleet.rules(&east).is_ok());
+        // Counted as logged: the other cluster's change applied, the file
+        // over the cap rejected once however many polls read it.
+        assert_eq!((counted("applied"), counted("rejected")), (1, 1));
         // Narrowed: woken, with the new rules in force.
         std::fs::write(&path, "clusters:\n  east-1:\n    namespaces: [data]\n").unwrap();
         let changed = withdrawn(held, fleet.reloads()).await;

@@ -420,7 +420,7 @@ pub async fn serve(
             problem,
         })?,
     );
-    tasks.spawn(fleet.clone().follow(shutdown.clone()));
+    tasks.spawn(fleet.clone().follow(metrics.clone(), shutdown.clone()));
     tasks.spawn(fleet.clone().enforce(writer.clone(), shutdown.clone()));
     let lifetimes = config.lifetimes;
     // A peer that stops answering PINGs (frozen, partitioned, its host

@@ -174,6 +174,7 @@ pub struct Metrics {
     export_streams: Gauge,
     // Credentials (auth.rs, admin.rs).
     token_file_reloads: Family<ResultLabels, Counter>,
+    fleet_file_reloads: Family<ResultLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
     tokens_revoked: Counter,
     streams_revoked: Counter,
@@ -417,6 +418,12 @@ impl Metrics {
             "Token file contents read after a change: applied, or rejected (unreadable, unparsable or empty; the previous tokens kept)",
             token_file_reloads.clone(),
         );
+        let fleet_file_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "fleet_file_reloads",
+            "Fleet file (--clusters) contents read after a change: applied, or rejected (unreadable, over its 1 MiB cap or unparsable; the rules in force kept)",
+            fleet_file_reloads.clone(),
+        );
         let tls_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "tls_reloads",
@@ -489,6 +496,7 @@ impl Metrics {
             abuse,
             registry,
             token_file_reloads,
+            fleet_file_reloads,
             tls_reloads,
             tokens_revoked,
             streams_revoked,
@@ -589,6 +597,14 @@ impl Metrics {
     /// A token file reload: `applied` or `rejected`.
     pub fn token_file_reload(&self, result: &'static str) {
         self.token_file_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// A fleet file reload: `applied` or `rejected` (once per new
+    /// content or new error, as it is logged).
+    pub fn fleet_file_reload(&self, result: &'static str) {
+        self.fleet_file_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
     }
