@@ -1,4 +1,4 @@
-//! Reading an operator's file (`--clusters`, `--token-file`,
+//! Reading an operator's file (`--clusters`, `--policy`, `--token-file`,
 //! `--state-file`) with a size cap, so a file that grew by mistake (or on
 //! purpose) cannot make the hub hold and parse hundreds of megabytes.
 //! Regular files only: a FIFO or a device is refused before it is opened,

@@ -26,8 +26,6 @@
 //! policy.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use meshdns_proto::error::{InvalidField, Problem};
@@ -89,33 +87,15 @@ pub enum PolicyFileError {
     Followers(#[source] InvalidField),
 }
 
-/// Reads at most [`MAX_FILE_BYTES`] (and one more, to tell) of the
-/// regular file at `path`. A FIFO or a device is refused before it is
-/// opened, and opened without blocking in case one replaced the file
-/// since.
+/// Reads at most [`MAX_FILE_BYTES`] of the regular file at `path`
+/// ([`crate::bounded::read`], as every operator's file is read).
 pub fn read_bounded(path: &Path) -> Result<Vec<u8>, PolicyFileError> {
-    if !std::fs::metadata(path)
-        .map_err(PolicyFileError::Read)?
-        .is_file()
-    {
-        return Err(PolicyFileError::NotAFile);
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)
-        .map_err(PolicyFileError::Read)?;
-    if !file.metadata().map_err(PolicyFileError::Read)?.is_file() {
-        return Err(PolicyFileError::NotAFile);
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(PolicyFileError::Read)?;
-    if bytes.len() > MAX_FILE_BYTES {
-        return Err(PolicyFileError::TooBig);
-    }
-    Ok(bytes)
+    use crate::bounded::{ReadError, read};
+    read(path, MAX_FILE_BYTES).map_err(|e| match e {
+        ReadError::Io(e) => PolicyFileError::Read(e),
+        ReadError::NotAFile => PolicyFileError::NotAFile,
+        ReadError::TooBig { .. } => PolicyFileError::TooBig,
+    })
 }
 
 #[derive(Debug, Deserialize)]
