@@ -37,6 +37,10 @@ pub struct ConnectionLimits {
     pub max_per_source: usize,
 }
 
+/// How long the listener pauses after a failed accept (tonic logs it at
+/// trace level and asks for the next connection straight away).
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+
 /// An accepted gRPC connection and its places under the limits.
 #[derive(Debug)]
 pub struct Admitted {
@@ -81,7 +85,13 @@ pub fn incoming(
             async move {
                 let stream = match accepted {
                     Ok(stream) => stream,
-                    Err(e) => return Some(Err(e)),
+                    Err(e) => {
+                        // Out of descriptors, accept fails at once and
+                        // tonic asks again at once: pause, as DNS over TCP
+                        // does, rather than spin a core.
+                        tokio::time::sleep(ACCEPT_RETRY).await;
+                        return Some(Err(e));
+                    }
                 };
                 // The semaphore is never closed.
                 let global = slots.acquire_owned().await.ok()?;
