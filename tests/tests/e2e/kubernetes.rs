@@ -230,6 +230,17 @@ async fn a_labelled_service_follows_its_slices() {
         ),
     );
     wait_answers(&server, "web.shop.global", &["10.1.0.11"]).await;
+    // The Watch feed may trail the answers: the history has the unready
+    // version before the move is counted from it.
+    eventually(
+        Duration::from_secs(10),
+        "the feed has the unready version",
+        || {
+            let last = history.versions("shop/web").last().cloned().flatten();
+            async move { (last.as_deref() == Some(&["10.1.0.11".to_owned()][..])).then_some(()) }
+        },
+    )
+    .await;
     // An endpoint moves to another slice (added there, then removed here),
     // the two writes further apart than the coalescing window (0 ms) and
     // than the syncer takes to publish: every version the registry applied
